@@ -1,0 +1,43 @@
+"""Converters print a lot (C++ and Python); keep it in the run directory, not on the console."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's CUDA probe is harmless noise here
+
+
+@contextlib.contextmanager
+def captured(log_path: Path):
+    """Send fd 1/2, Python warnings and logging to ``log_path`` for the duration."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(log_path, "a") as log:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        handler = logging.StreamHandler(log)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                logging.captureWarnings(True)
+                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                    yield log
+        finally:
+            logging.captureWarnings(False)
+            root.removeHandler(handler)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

@@ -1,0 +1,1 @@
+"""Loading users' models and our reference architectures."""

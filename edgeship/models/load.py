@@ -1,0 +1,163 @@
+"""Loading a user's model: a zoo name, ``package.module:factory`` (+ state_dict), a TorchScript
+file or a ``torch.export`` program. Every failure is one line naming the problem and the fix."""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeship.errors import EdgeshipError
+from edgeship.models.zoo import ZOO
+
+
+def load_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` unless the user opts in to full unpickling."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeshipError(f"model file not found: {path}", "check the path, or run `edgeship train RECIPE` "
+                            "to create a reference model's checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+            raise EdgeshipError(f"{path} holds Python objects that torch.load(weights_only=True) refuses "
+                                f"({first[:120]})", "if you trust the file, rerun with --trust-pickle") from None
+        raise EdgeshipError(f"{path} is not a valid torch checkpoint ({first[:120]})",
+                            "re-save it with torch.save(model.state_dict(), path)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise EdgeshipError(f"{path} is corrupt or not a torch file ({str(e).splitlines()[0][:120]})",
+                            "re-save it with torch.save(model.state_dict(), path)") from None
+
+
+def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"]
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    raise EdgeshipError(f"{path} does not hold a state_dict", "save it with torch.save(model.state_dict(), path)")
+
+
+def _apply_weights(model: nn.Module, path: Path, trust_pickle: bool) -> nn.Module:
+    obj = load_checkpoint(path, trust_pickle)
+    if isinstance(obj, nn.Module):  # a whole pickled module (only with --trust-pickle)
+        return obj
+    sd = _state_dict_of(obj, path)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise EdgeshipError(f"{path} does not fit the model ({detail})",
+                            "check model.args (widths, depth, classes) match the ones the weights were "
+                            "trained with") from None
+    return model
+
+
+def import_factory(spec: str):
+    mod_name, _, fn_name = spec.partition(":")
+    if "." not in sys.path and "" not in sys.path:
+        sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise EdgeshipError(f"cannot import {mod_name!r} for model.factory {spec!r} ({e})",
+                            "check the module path and that its package is installed or on PYTHONPATH") from None
+    fn = getattr(module, fn_name, None)
+    if fn is None or not callable(fn):
+        raise EdgeshipError(f"{mod_name} has no callable {fn_name!r} (model.factory {spec!r})",
+                            "name a function or class that returns an nn.Module")
+    return fn
+
+
+def build_model(spec, input_spec, num_classes: int, trust_pickle: bool = False,
+                require_weights: bool = True) -> nn.Module:
+    """Recipe ``model`` -> an ``nn.Module`` in eval mode, checked against the input shape."""
+    c, h, w = input_spec.shape
+    if spec.zoo is not None:
+        args = {"in_channels": c, "num_classes": num_classes, "input_size": (h, w), **spec.args}
+        try:
+            model = ZOO[spec.zoo](**args)
+        except (TypeError, ValueError) as e:
+            raise EdgeshipError(f"model.args do not fit zoo model {spec.zoo!r}: {e}",
+                                "see the model's arguments in edgeship/models/zoo.py") from None
+        if spec.weights is not None and Path(spec.weights).is_file():
+            model = _apply_weights(model, spec.weights, trust_pickle)
+        elif require_weights:
+            raise EdgeshipError(f"no trained weights for zoo model {spec.zoo!r} at {spec.weights}",
+                                "run `edgeship train RECIPE` first (make demo does)")
+    elif spec.factory is not None:
+        fn = import_factory(spec.factory)
+        try:
+            model = fn(**spec.args)
+        except Exception as e:  # user code: any failure is bad input
+            raise EdgeshipError(f"model.factory {spec.factory!r} raised {type(e).__name__}: {e}",
+                                "check model.args") from None
+        if not isinstance(model, nn.Module):
+            raise EdgeshipError(f"model.factory {spec.factory!r} returned {type(model).__name__}, not an nn.Module",
+                                "return the module itself")
+        if spec.weights is not None:
+            model = _apply_weights(model, spec.weights, trust_pickle)
+    elif spec.torchscript is not None:
+        path = Path(spec.torchscript)
+        if not path.is_file():
+            raise EdgeshipError(f"model file not found: {path}", "check model.torchscript")
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:  # torch raises RuntimeError or ValueError variants
+            raise EdgeshipError(f"{path} is not a loadable TorchScript file ({str(e).splitlines()[0][:120]})",
+                                "save it with torch.jit.save(torch.jit.script(model), path)") from None
+    else:
+        path = Path(spec.exported)
+        if not path.is_file():
+            raise EdgeshipError(f"model file not found: {path}", "check model.exported")
+        try:
+            model = torch.export.load(str(path)).module()
+        except Exception as e:
+            raise EdgeshipError(f"{path} is not a loadable torch.export program ({str(e).splitlines()[0][:120]})",
+                                "save it with torch.export.save(torch.export.export(model, (x,)), path)") from None
+    model.eval()
+    check_input(model, input_spec, num_classes)
+    return model
+
+
+def check_input(model: nn.Module, input_spec, num_classes: int | None = None) -> None:
+    shape = (2, *input_spec.shape)
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(shape))
+    except Exception as e:
+        msg = " ".join(str(e).split())[:200]
+        raise EdgeshipError(f"the model rejects input shape {tuple(shape)}: {type(e).__name__}: {msg}",
+                            "set input.shape to the (C, H, W) the model expects") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise EdgeshipError(f"the model must return logits of shape (batch, classes), got {got}",
+                            "return a single 2-D tensor of class scores")
+    if num_classes is not None and out.shape[1] < num_classes:
+        raise EdgeshipError(f"the model outputs {out.shape[1]} classes but the data has {num_classes}",
+                            "set the model's class count to match the data")
+
+
+def model_stats(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Parameters and MACs (one sample), counted by torch-pruning's op counter."""
+    import torch_pruning as tp
+
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+    except Exception:  # graph-less modules (TorchScript): MACs unknown
+        macs = None
+    return {"params": int(params), "macs": int(macs) if macs is not None else None}
+
+
+def fp32_size_bytes(model: nn.Module) -> int:
+    return int(sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point()))

@@ -1,0 +1,110 @@
+"""Run the recipe's passes in order. Each stage's result is cached under ``<runs>/.cache``, keyed by
+the hash of its input model, its config and its data spec, so a rerun skips finished stages."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeship.models.load import fp32_size_bytes, model_stats
+from edgeship.pipeline.base import PassContext, PassResult, registry
+from edgeship.pipeline.training import evaluate
+from edgeship.progress import info
+
+
+def model_hash(model: nn.Module) -> str:
+    """Architecture (module repr) + every tensor of the state dict."""
+    h = hashlib.sha256(repr(model).encode())
+    for k, t in model.state_dict().items():
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def stage_record(name: str, model: nn.Module, ctx: PassContext, wall_s: float, metrics: dict,
+                 cached: bool = False) -> dict:
+    stats = model_stats(model, ctx.input_shape)
+    return {"stage": name, "top1_val": evaluate(model, ctx.data["val"]), **stats,
+            "size_fp32_bytes": fp32_size_bytes(model), "wall_s": round(wall_s, 2), "cached": cached,
+            "metrics": metrics}
+
+
+@dataclass
+class PipelineResult:
+    model: nn.Module
+    stages: list[dict] = field(default_factory=list)
+    quant: Any = None
+
+
+class StageCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def key(self, in_hash: str, name: str, config: Any, data_spec: dict) -> str:
+        blob = json.dumps({"in": in_hash, "pass": name, "config": config.model_dump(mode="json"),
+                           "data": data_spec}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> tuple[nn.Module, dict, Any] | None:
+        d = self.root / key
+        if not (d / "done").exists():
+            return None
+        # our own cache, written by this code: full unpickling is safe here
+        blob = torch.load(d / "stage.pt", map_location="cpu", weights_only=False)
+        return blob["model"], blob["record"], blob.get("quant")
+
+    def put(self, key: str, model: nn.Module, record: dict, quant: Any) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
+        torch.save({"model": model, "record": record, "quant": quant}, tmp / "stage.pt")
+        (tmp / "done").write_text(json.dumps(record, default=str))
+        final = self.root / key
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+
+
+def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext, cache: StageCache,
+               data_spec: dict) -> PipelineResult:
+    """Apply each (name, config) in order; a failure raises and leaves finished stages in the cache."""
+    result = PipelineResult(model=model)
+    reg = registry()
+    current = model
+    ctx.teacher = copy.deepcopy(model).eval() if ctx.teacher is None else ctx.teacher
+    for i, (name, config) in enumerate(passes):
+        stage = f"{i + 1}:{name}"
+        ctx.stage = stage
+        key = cache.key(model_hash(current), name, config, data_spec)
+        hit = cache.get(key)
+        if hit is not None:
+            current, record, quant = hit
+            record = {**record, "cached": True}
+            info(f"[dim]stage {stage}: cached ({key})[/dim]")
+        else:
+            t0 = time.perf_counter()
+            ctx.work_dir.mkdir(parents=True, exist_ok=True)
+            out: PassResult = reg[name]().run(current, config, ctx)
+            current = out.model.eval()
+            quant = out.quant
+            record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics)
+            record["config"] = config.model_dump(mode="json")
+            cache.put(key, current, record, quant)
+        if quant is not None:
+            ctx.quant = quant
+            result.quant = quant
+        result.stages.append(record)
+        info(f"stage {stage}: val top-1 {record['top1_val']:.4f}, params {record['params']:,}, "
+             f"MACs {record['macs'] or 0:,}")
+    result.model = current
+    return result

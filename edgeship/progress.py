@@ -1,0 +1,48 @@
+"""Rich progress bars and console; quiet mode (CI, --json) prints nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+_QUIET = {"on": bool(os.environ.get("EDGESHIP_QUIET"))}
+
+
+def set_quiet(quiet: bool) -> None:
+    _QUIET["on"] = quiet
+
+
+def is_quiet() -> bool:
+    return _QUIET["on"]
+
+
+def progress_bar(quiet: bool = False):
+    if quiet or _QUIET["on"]:
+        return _NullProgress()
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    console=console, transient=not sys.stderr.isatty())
+
+
+class _NullProgress(contextlib.AbstractContextManager):
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+    def advance(self, *a, **k):
+        pass
+
+
+def info(msg: str) -> None:
+    if not _QUIET["on"]:
+        console.print(msg)

@@ -1,0 +1,247 @@
+"""The recipe: one YAML file that says which model, which data, which passes, which targets and
+which budgets. Validated with pydantic; an error names the key and says what is allowed.
+
+Relative paths in a recipe resolve against the current working directory (run edgeship from
+the project root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgeship.errors import EdgeshipError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSpec(Strict):
+    """Exactly one of ``zoo``, ``factory``, ``torchscript``, ``exported``."""
+
+    zoo: Optional[str] = Field(None, description="reference model: small_cnn, resnet, mobilenetv2, dscnn")
+    factory: Optional[str] = Field(None, description="'package.module:function' returning an nn.Module")
+    torchscript: Optional[Path] = Field(None, description="a TorchScript file (torch.jit.save)")
+    exported: Optional[Path] = Field(None, description="a torch.export program (.pt2)")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for zoo/factory")
+    weights: Optional[Path] = Field(None, description="state_dict or edgeship checkpoint for zoo/factory; "
+                                    "`edgeship train` writes it for zoo models")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        given = [k for k in ("zoo", "factory", "torchscript", "exported") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of zoo, factory, torchscript, exported "
+                             f"(got {', '.join(given) or 'none'})")
+        if self.zoo is not None:
+            from edgeship.models.zoo import ZOO
+
+            if self.zoo not in ZOO:
+                raise ValueError(f"unknown zoo model {self.zoo!r}; allowed: {', '.join(sorted(ZOO))}")
+        if self.factory is not None and ":" not in self.factory:
+            raise ValueError(f"factory must look like 'package.module:function', got {self.factory!r}")
+        return self
+
+
+class PreprocessingSpec(Strict):
+    scale: float = Field(1.0 / 255.0, description="multiplies raw pixel values first")
+    mean: list[float] = Field(default_factory=lambda: [0.0])
+    std: list[float] = Field(default_factory=lambda: [1.0])
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero(cls, v: list[float]) -> list[float]:
+        if any(s == 0 for s in v):
+            raise ValueError("std values must be non-zero")
+        return v
+
+
+class InputSpec(Strict):
+    shape: tuple[int, int, int] = Field(description="(channels, height, width) of one sample")
+    layout: Literal["NCHW"] = "NCHW"
+    dtype: Literal["float32"] = "float32"
+    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> "InputSpec":
+        if min(self.shape) <= 0:
+            raise ValueError(f"shape values must be positive, got {self.shape}")
+        c = self.shape[0]
+        for k in ("mean", "std"):
+            n = len(getattr(self.preprocessing, k))
+            if n not in (1, c):
+                raise ValueError(f"preprocessing.{k} has {n} values; give 1 or {c} (one per channel)")
+        return self
+
+    def preprocessing_obj(self):
+        from edgeship.calibration.preprocess import Preprocessing
+
+        c = self.shape[0]
+        p = self.preprocessing
+        widen = lambda v: tuple(v) * (c if len(v) == 1 else 1)  # noqa: E731
+        return Preprocessing(scale=p.scale, mean=widen(p.mean), std=widen(p.std))
+
+
+class DataSource(Strict):
+    kind: Literal["fashion_mnist", "digits", "idx", "npz", "image_folder"]
+    path: Optional[Path] = Field(None, description="file or folder; fashion_mnist defaults to Debian's package")
+    labels_path: Optional[Path] = Field(None, description="idx only: the labels file")
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> "DataSource":
+        if self.kind in ("idx", "npz", "image_folder") and self.path is None:
+            raise ValueError(f"data source kind {self.kind!r} needs a path")
+        return self
+
+
+class DataSpec(Strict):
+    source: DataSource
+    test_source: Optional[DataSource] = Field(None, description="explicit test set; default: the source's "
+                                              "official test split, else test_fraction of the source")
+    val_size: int = Field(5000, ge=0)
+    calib_size: int = Field(1000, ge=1, description="calibration samples, drawn from the training partition")
+    train_size: Optional[int] = Field(None, ge=1)
+    test_size: Optional[int] = Field(None, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    label_smoothing: float = Field(0.05, ge=0, lt=1)
+    hflip: bool = Field(False, description="random horizontal flips (images only)")
+    threads: Optional[int] = Field(None, ge=1, description="torch threads; default: all cores")
+    seed: int = 0
+
+
+class BudgetSpec(Strict):
+    latency_ms_p90: Optional[float] = Field(None, gt=0)
+    peak_ram_mb: Optional[float] = Field(None, gt=0)
+    model_size_kb: Optional[float] = Field(None, gt=0)
+    min_top1: Optional[float] = Field(None, ge=0, le=1)
+    max_accuracy_drop: Optional[float] = Field(None, ge=0, description="points of top-1 below the torch model")
+
+
+FORMATS = ("onnx", "openvino", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8", "dynamic_int8", "int8_float_io")
+
+
+class TargetSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    device: str = "host"
+    format: Literal["onnx", "openvino", "tflite"]
+    precision: Literal["fp32", "fp16", "int8", "dynamic_int8", "int8_float_io"] = "fp32"
+    max_accuracy_drop: float = Field(1.0, ge=0, description="top-1 points the artifact may lose vs torch")
+    budgets: Optional[BudgetSpec] = None
+
+
+class PassSpec(BaseModel):
+    """``{name: <pass>, ...config}``; the config is validated by the pass's own schema."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    model: ModelSpec
+    input: InputSpec
+    labels: Optional[list[str]] = Field(None, description="class names; default: the data set's")
+    data: DataSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    passes: list[PassSpec] = Field(default_factory=list)
+    targets: list[TargetSpec] = Field(default_factory=list)
+    budgets: BudgetSpec = Field(default_factory=BudgetSpec, description="defaults for every target")
+    min_agreement: float = Field(0.999, ge=0, le=1, description="FP32 artifacts must agree with torch this often")
+    output: Path = Field(description="the run directory")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Recipe":
+        names = [t.name for t in self.targets]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+    def pass_configs(self) -> list[tuple[str, BaseModel]]:
+        """Validate each pass entry against its registered schema (import is lazy: pipeline is heavy)."""
+        from edgeship.pipeline.base import validate_pass
+
+        return [validate_pass(i, p.model_dump()) for i, p in enumerate(self.passes)]
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading and error text
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Walk ``loc`` through the schema; return the field names allowed at its parent."""
+    import typing
+
+    cls: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return None
+        ann = cls.model_fields[part].annotation
+        for _ in range(3):  # unwrap Optional[...] / list[...]
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                break
+            ann = args[0] if args else ann
+        cls = ann
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return list(cls.model_fields)
+    return None
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = Recipe) -> str:
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        msg = f"{source}: unknown key '{key}'{hint}"
+    elif e["type"] == "missing":
+        msg = f"{source}: missing required key '{key}'"
+    else:
+        text = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        msg = f"{source}: {key}: {text}{shown}"
+    more = len(err.errors()) - 1
+    return msg + (f" [+{more} more problem{'s' if more > 1 else ''}]" if more else "")
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeshipError(f"recipe not found: {path}", "give the path to a recipe YAML (see recipes/)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise EdgeshipError(f"{path}: not valid YAML{where}", "fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise EdgeshipError(f"{path}: a recipe must be a mapping of keys", "see recipes/fashion_mnist.yaml")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise EdgeshipError(format_validation_error(e, str(path)), "see the recipe reference in README.md") from None
+    recipe.pass_configs()  # pass entries are validated up front, before any work
+    return recipe

@@ -1,0 +1,185 @@
+"""The main job: recipe -> model -> passes -> backends -> verification -> report.json.
+
+Everything is written into a temporary directory beside the run directory and renamed into
+place when complete, so bad input never leaves a half-written run behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from edgeship import __version__
+from edgeship.calibration.datasets import load_splits
+from edgeship.calibration.quant import QuantSettings
+from edgeship.errors import EdgeshipError, TargetError
+from edgeship.models.load import build_model, fp32_size_bytes, model_stats
+from edgeship.pipeline.base import PassContext
+from edgeship.pipeline.runner import StageCache, run_passes
+from edgeship.pipeline.training import TensorData, predict, set_determinism, top1
+from edgeship.progress import info
+from edgeship.recipe import Recipe, load_recipe
+from edgeship.targets.base import LowerContext, get_backend
+from edgeship.targets.verify import compare, gate, run_batched
+
+
+def machine_facts() -> dict:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "system": platform.platform()}
+
+
+def prepare(recipe: Recipe, trust_pickle: bool = False):
+    """Load data and model: every bad-input error surfaces here, before any output is written."""
+    set_determinism(recipe.seed)
+    splits = load_splits(recipe.data, recipe.input)
+    labels = tuple(recipe.labels) if recipe.labels else splits.labels
+    model = build_model(recipe.model, recipe.input, len(labels), trust_pickle=trust_pickle)
+    pre = recipe.input.preprocessing_obj()
+    data = {k: TensorData.from_array(getattr(splits, k), pre) for k in ("train", "val", "calib", "test")}
+    return splits, labels, model, pre, data
+
+
+def calib_subset(calib: TensorData, quant: QuantSettings) -> np.ndarray:
+    rng = np.random.default_rng(quant.seed)
+    n = min(quant.samples, len(calib))
+    return calib.x.numpy()[np.sort(rng.permutation(len(calib))[:n])]
+
+
+def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bool = False,
+           quiet: bool = False) -> tuple[dict, int]:
+    """Returns (report, exit code): 0 all targets passed, 1 some failed. Bad input raises EdgeshipError."""
+    t_start = time.perf_counter()
+    recipe = load_recipe(recipe_path)
+    targets = recipe.targets
+    if only:
+        unknown = sorted(set(only) - {t.name for t in targets})
+        if unknown:
+            raise EdgeshipError(f"no target named {', '.join(unknown)} in {recipe_path}",
+                                f"use one of: {', '.join(t.name for t in targets) or '(the recipe has none)'}")
+        targets = [t for t in targets if t.name in only]
+    for t in targets:
+        get_backend(t.format, t.precision)  # unknown format/precision pairs are bad input
+    pass_configs = recipe.pass_configs()
+    splits, labels, model, pre, data = prepare(recipe, trust_pickle)
+
+    out = Path(recipe.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        report = _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre, data, tmp, quiet)
+        report["wall_s"] = round(time.perf_counter() - t_start, 2)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{int(time.time())}")
+            out.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    failed = [t for t in report["targets"] if t["status"] != "ok"]
+    return report, (1 if failed else 0)
+
+
+def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre, data, tmp: Path, quiet: bool) -> dict:
+    shape = tuple(recipe.input.shape)
+    logs = tmp / "logs"
+    logs.mkdir()
+    base_logits = predict(model, data["test"].x)
+    baseline = {"top1_val": top1(predict(model, data["val"].x), data["val"].y),
+                "top1_test": top1(base_logits, data["test"].y), **model_stats(model, shape),
+                "size_fp32_bytes": fp32_size_bytes(model)}
+    info(f"baseline: test top-1 {baseline['top1_test']:.4f}, params {baseline['params']:,}, "
+         f"MACs {baseline['macs'] or 0:,}")
+
+    ctx = PassContext(splits=splits, data=data, preprocessing=pre, input_shape=shape, teacher=None,
+                      work_dir=tmp / "work", seed=recipe.seed, threads=recipe.train.threads, quiet=quiet)
+    data_spec = recipe.data.model_dump(mode="json") | {"input": recipe.input.model_dump(mode="json")}
+    result = run_passes(model, pass_configs, ctx, StageCache(Path(recipe.output).parent / ".cache"), data_spec)
+    compact = result.model.eval()
+    quant = result.quant or QuantSettings(seed=recipe.seed)
+
+    (tmp / "model").mkdir()
+    torch.save(compact, tmp / "model" / "compressed.pt")  # whole module: pruned shapes differ from the zoo's
+    torch_logits = predict(compact, data["test"].x).numpy()
+    y = data["test"].y.numpy()
+    calib = calib_subset(data["calib"], quant)
+
+    target_reports = []
+    for t in targets:
+        target_reports.append(_one_target(t, compact, recipe, shape, calib, pre, labels, quant, tmp, logs,
+                                          data["test"].x.numpy(), y, torch_logits, quiet))
+    shutil.rmtree(tmp / "work", ignore_errors=True)
+    return {
+        "edgeship_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "recipe_path": str(recipe_path),
+        "recipe_hash": recipe.hash(),
+        "recipe": recipe.model_dump(mode="json"),
+        "machine": machine_facts(),
+        "data": {"sizes": splits.sizes(), "labels": list(labels), "source": recipe.data.source.kind},
+        "baseline": baseline,
+        "stages": result.stages,
+        "final": {"top1_test": top1(torch_logits, y), **model_stats(compact, shape),
+                  "size_fp32_bytes": fp32_size_bytes(compact)},
+        "quantization": quant.to_dict(),
+        "targets": target_reports,
+    }
+
+
+def _one_target(t, model, recipe, shape, calib, pre, labels, quant, tmp, logs, x_test, y, torch_logits, quiet) -> dict:
+    rep = {"name": t.name, "device": t.device, "format": t.format, "precision": t.precision, "status": "ok",
+           "error": None}
+    final = tmp / "targets" / t.name
+    partial = tmp / "targets" / f".{t.name}.partial"
+    partial.mkdir(parents=True)
+    t0 = time.perf_counter()
+    try:
+        backend = get_backend(t.format, t.precision)
+        ctx = LowerContext(target=t, input_shape=shape, calib=calib, preprocessing=pre, labels=labels,
+                           quant=quant, log_path=logs / f"{t.name}.log", work_dir=tmp / "work" / t.name,
+                           threads=recipe.train.threads)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        info(f"target {t.name}: lowering to {t.format} {t.precision}")
+        art = backend.lower(model, ctx, partial)
+        rep["lower_s"] = round(time.perf_counter() - t0, 2)
+        runner = backend.load(art, threads=recipe.train.threads)
+        logits = run_batched(runner, x_test, label=t.name, quiet=quiet)
+        metrics = compare(logits, torch_logits, y)
+        rep["verify"] = metrics
+        rep["op_audit"] = backend.op_audit(art)
+        rep["size_bytes"] = art.size_bytes()
+        gate(t.name, t.precision, metrics, t.max_accuracy_drop, recipe.min_agreement)
+        partial.rename(final)
+        art.dir = final
+        rep["artifact"] = str(Path("targets") / t.name / art.main)
+        rep["files"] = [str(Path("targets") / t.name / f) for f in art.files]
+        info(f"target {t.name}: top-1 {metrics['top1']:.4f} (torch {metrics['torch_top1']:.4f}), "
+             f"agreement {metrics['agreement']:.4f}, {rep['size_bytes'] / 1024:.1f} KiB")
+    except TargetError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        rep["status"] = "failed"
+        rep["error"] = str(e)
+        info(f"[red]target {t.name} failed:[/red] {e}")
+    rep["wall_s"] = round(time.perf_counter() - t0, 2)
+    return rep

@@ -1,0 +1,1 @@
+"""Backends (one module per format behind one interface), verification, devices, measurement, budgets."""

@@ -1,0 +1,143 @@
+"""One interface for every backend (as NNCF keeps one backend per file behind one interface).
+
+A backend lowers a torch model to artifact files, loads an artifact with its own real runtime,
+and describes it (inputs, outputs, layout, dtype, quantization parameters, preprocessing, labels).
+The description is embedded in the artifact where the format allows and always written as a
+sidecar ``model.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeship.errors import EdgeshipError, TargetError
+
+# modules that define backends; imported on first use of the registry
+BACKEND_MODULES = ("onnx", "onnx_int8", "openvino", "tflite")
+
+Runner = Callable[[np.ndarray], np.ndarray]  # normalized NCHW float32 batch -> float32 logits
+
+
+@dataclass
+class LowerContext:
+    """What a backend may use to lower a model."""
+
+    target: Any  # recipe.TargetSpec
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    calib: np.ndarray  # normalized NCHW float32 calibration samples (already subset to quant.samples)
+    preprocessing: Any  # calibration.preprocess.Preprocessing
+    labels: tuple[str, ...]
+    quant: Any  # calibration.quant.QuantSettings
+    log_path: Path  # converter output goes here
+    work_dir: Path  # scratch (not part of the artifact)
+    threads: Optional[int] = None
+
+    @property
+    def example(self) -> torch.Tensor:
+        return torch.from_numpy(self.calib[:1].copy())
+
+
+@dataclass
+class Artifact:
+    target: str
+    format: str
+    precision: str
+    dir: Path
+    main: str  # the file a runtime opens, relative to dir
+    files: list[str] = field(default_factory=list)  # every file that belongs to it, relative to dir
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.dir / self.main
+
+    def size_bytes(self) -> int:
+        return int(sum((self.dir / f).stat().st_size for f in self.files))
+
+    def write_sidecar(self) -> None:
+        (self.dir / "model.json").write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        if "model.json" not in self.files:
+            self.files.append("model.json")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dir"] = str(self.dir)
+        return d
+
+    @classmethod
+    def from_sidecar(cls, path: Path) -> "Artifact":
+        d = json.loads(Path(path).read_text())
+        d["dir"] = Path(path).parent
+        return cls(**d)
+
+
+def describe(ctx: LowerContext, fmt: str, precision: str, inputs: list[dict], outputs: list[dict],
+             **extra) -> dict:
+    """The common description every backend writes (and embeds where its format allows)."""
+    from edgeship import __version__
+
+    return {"format": fmt, "precision": precision, "inputs": inputs, "outputs": outputs,
+            "preprocessing": ctx.preprocessing.to_dict(), "labels": list(ctx.labels),
+            "quantization": ctx.quant.to_dict() if ctx.quant is not None and precision != "fp32" else None,
+            "producer": f"edgeship {__version__}", **extra}
+
+
+class Backend(ABC):
+    format: ClassVar[str] = ""
+    precisions: ClassVar[tuple[str, ...]] = ()
+    runtime_package: ClassVar[str] = ""  # the pip package a user must install to run it
+    registry: ClassVar[dict[tuple[str, str], type["Backend"]]] = {}
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        for p in cls.precisions:
+            Backend.registry[(cls.format, p)] = cls
+
+    @abstractmethod
+    def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
+        """Write the artifact's files into ``out_dir`` and return its description."""
+
+    @abstractmethod
+    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+        """Open the artifact with this backend's real runtime."""
+
+    def op_audit(self, artifact: Artifact) -> Optional[dict]:
+        """For INT8 artifacts: which operators still run in float. None where not applicable."""
+        return None
+
+
+def _import_backends() -> None:
+    for mod in BACKEND_MODULES:
+        try:
+            importlib.import_module(f"edgeship.targets.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"edgeship.targets.{mod}":
+                raise
+
+
+def get_backend(fmt: str, precision: str) -> Backend:
+    _import_backends()
+    cls = Backend.registry.get((fmt, precision))
+    if cls is None:
+        have = sorted(p for f, p in Backend.registry if f == fmt)
+        raise EdgeshipError(f"format {fmt!r} has no precision {precision!r}",
+                            f"use one of: {', '.join(have) or '(no backend installed for this format)'}")
+    return cls()
+
+
+def require(module: str, package: str, fmt: str):
+    """Import a runtime lazily; a missing one names the package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise TargetError(f"{fmt}: the runtime package is missing ({e})",
+                          f"pip install {package}") from None

@@ -1,0 +1,99 @@
+"""FP32 ONNX: ``torch.onnx.export(dynamo=False)`` (the exporter shared/spikes found the later tools
+accept most easily), ``onnx.checker``, metadata embedded as ``metadata_props``, run with
+ONNX Runtime on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeship.errors import TargetError
+from edgeship.logs import captured
+from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, describe, require
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, log_path: Path, opset: int = OPSET) -> Path:
+    """torch -> ONNX with a dynamic batch axis; raises TargetError naming the operator on failure."""
+    onnx = require("onnx", "onnx", "onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with captured(log_path), torch.no_grad():
+            torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    except Exception as e:  # exporter errors name the unsupported operator
+        msg = " ".join(str(e).split())[:300]
+        raise TargetError(f"onnx: torch.onnx.export failed: {msg}",
+                          f"replace the unsupported operator or drop the ONNX targets; log: {log_path}") from None
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:
+        raise TargetError(f"onnx: the exported file fails onnx.checker: {str(e).splitlines()[0][:200]}",
+                          "report this model to the edgeship maintainers") from None
+    return path
+
+
+def embed_metadata(path: Path, meta: dict) -> None:
+    onnx = require("onnx", "onnx", "onnx")
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = k, json.dumps(v) if not isinstance(v, str) else v
+    onnx.save(m, str(path))
+
+
+def io_description(path: Path) -> tuple[list[dict], list[dict], int]:
+    onnx = require("onnx", "onnx", "onnx")
+    m = onnx.load(str(path), load_external_data=False)
+
+    def one(v) -> dict:
+        t = v.type.tensor_type
+        shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+        return {"name": v.name, "shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                "layout": "NCHW" if len(shape) == 4 else None, "quantization": None}
+
+    opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return [one(i) for i in m.graph.input], [one(o) for o in m.graph.output], opset
+
+
+def ort_runner(path: Path, threads: Optional[int] = None) -> Runner:
+    ort = require("onnxruntime", "onnxruntime", "onnx")
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+
+    return run
+
+
+class OnnxFP32(Backend):
+    format = "onnx"
+    precisions = ("fp32",)
+    runtime_package = "onnxruntime"
+
+    def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
+        path = export_onnx(model, ctx.example, out_dir / "model.onnx", ctx.log_path)
+        inputs, outputs, opset = io_description(path)
+        meta = describe(ctx, "onnx", "fp32", inputs, outputs, opset=opset, runtime="onnxruntime")
+        embed_metadata(path, {"edgeship": meta})
+        art = Artifact(ctx.target.name, "onnx", "fp32", out_dir, "model.onnx", ["model.onnx"], meta)
+        art.write_sidecar()
+        return art
+
+    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+        return ort_runner(artifact.path, threads)

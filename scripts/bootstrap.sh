@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent setup: Debian packages the run needs, a .venv with torch==2.13.0 first, then the
+# pinned requirements and edgeship itself (editable). `bootstrap.sh test` adds what tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${EDGESHIP_VENV:-.venv}"
+MODE="${1:-run}"
+
+apt_pkgs=()
+[ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || \
+  [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte ] || apt_pkgs+=(dataset-fashion-mnist)
+if [ "$MODE" = test ]; then
+  [ -x /usr/sbin/sshd ] || apt_pkgs+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || apt_pkgs+=(openssh-client)
+  command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
+fi
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "bootstrap: installing Debian packages: ${apt_pkgs[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+
+PY="$(command -v python3.11 || command -v python3)"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV with $PY"
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.edgeship-stamp"
+want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing torch==2.13.0 (CPU) first, then the pinned requirements"
+  "$VENV/bin/pip" install -q torch==2.13.0
+  "$VENV/bin/pip" install -q -r requirements.txt
+  "$VENV/bin/pip" install -q --no-deps -e .
+  echo "$want" > "$stamp"
+fi
