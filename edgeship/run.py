@@ -22,7 +22,7 @@ from edgeship import __version__
 from edgeship.calibration.datasets import load_splits
 from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import EdgeshipError, TargetError
-from edgeship.models.load import build_model, fp32_size_bytes, model_stats
+from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save_module, set_eval
 from edgeship.pipeline.base import PassContext
 from edgeship.pipeline.runner import StageCache, run_passes
 from edgeship.pipeline.training import TensorData, predict, set_determinism, top1
@@ -116,11 +116,10 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
                       work_dir=tmp / "work", seed=recipe.seed, threads=recipe.train.threads, quiet=quiet)
     data_spec = recipe.data.model_dump(mode="json") | {"input": recipe.input.model_dump(mode="json")}
     result = run_passes(model, pass_configs, ctx, StageCache(Path(recipe.output).parent / ".cache"), data_spec)
-    compact = result.model.eval()
+    compact = set_eval(result.model)
     quant = result.quant or QuantSettings(seed=recipe.seed)
 
-    (tmp / "model").mkdir()
-    torch.save(compact, tmp / "model" / "compressed.pt")  # whole module: pruned shapes differ from the zoo's
+    save_module(compact, tmp / "model", shape)
     torch_logits = predict(compact, data["test"].x).numpy()
     y = data["test"].y.numpy()
     calib = calib_subset(data["calib"], quant)

@@ -124,8 +124,40 @@ def build_model(spec, input_spec, num_classes: int, trust_pickle: bool = False,
         except Exception as e:
             raise EdgeshipError(f"{path} is not a loadable torch.export program ({str(e).splitlines()[0][:120]})",
                                 "save it with torch.export.save(torch.export.export(model, (x,)), path)") from None
-    model.eval()
+    set_eval(model)
     check_input(model, input_spec, num_classes)
+    return model
+
+
+class Frozen(nn.Module):
+    """Wraps a torch.export module (which refuses train()/eval()) for tools that toggle modes."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> "Frozen":
+        self.training = False
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """The module in eval mode, wrapped in ``Frozen`` when it cannot switch modes itself."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return Frozen(model)
+
+
+def set_eval(model: nn.Module) -> nn.Module:
+    """``model.eval()``, except for torch.export modules, which are frozen in the mode they were exported in."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass
     return model
 
 
@@ -156,7 +188,29 @@ def model_stats(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int
         macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
     except Exception:  # graph-less modules (TorchScript): MACs unknown
         macs = None
-    return {"params": int(params), "macs": int(macs) if macs is not None else None}
+    return {"params": int(params), "macs": int(macs) if macs else None}  # 0: the counter saw no graph
+
+
+def save_module(model: nn.Module, directory: Path, input_shape: tuple[int, ...]) -> Path:
+    """Save the whole compressed module (pruned shapes differ from any factory's): TorchScript
+    modules with torch.jit.save, modules that cannot be pickled (torch.export's) as a .pt2
+    program, everything else with torch.save."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, torch.jit.ScriptModule):
+        path = directory / "compressed.ts"
+        torch.jit.save(model, str(path))
+        return path
+    path = directory / "compressed.pt"
+    try:
+        torch.save(model, path)
+    except (AttributeError, TypeError, pickle.PicklingError):
+        path.unlink(missing_ok=True)
+        path = directory / "compressed.pt2"
+        example = (torch.zeros(2, *input_shape),)
+        dims = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+        torch.export.save(torch.export.export(model, example, dynamic_shapes=dims), str(path))
+    return path
 
 
 def fp32_size_bytes(model: nn.Module) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeship.models.load import fp32_size_bytes, model_stats
+from edgeship.models.load import fp32_size_bytes, model_stats, set_eval
 from edgeship.pipeline.base import PassContext, PassResult, registry
 from edgeship.pipeline.training import evaluate
 from edgeship.progress import info
@@ -81,7 +81,7 @@ def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext
     result = PipelineResult(model=model)
     reg = registry()
     current = model
-    ctx.teacher = copy.deepcopy(model).eval() if ctx.teacher is None else ctx.teacher
+    ctx.teacher = set_eval(copy.deepcopy(model)) if ctx.teacher is None else ctx.teacher
     for i, (name, config) in enumerate(passes):
         stage = f"{i + 1}:{name}"
         ctx.stage = stage
@@ -95,7 +95,7 @@ def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext
             t0 = time.perf_counter()
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
             out: PassResult = reg[name]().run(current, config, ctx)
-            current = out.model.eval()
+            current = set_eval(out.model)
             quant = out.quant
             record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics)
             record["config"] = config.model_dump(mode="json")

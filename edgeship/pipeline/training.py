@@ -15,6 +15,7 @@ from torch import nn
 from edgeship.calibration.datasets import ArrayData
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.errors import EdgeshipError
+from edgeship.models.load import set_eval
 from edgeship.progress import progress_bar
 
 
@@ -62,7 +63,7 @@ def set_determinism(seed: int, threads: Optional[int] = None) -> None:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    model.eval()
+    set_eval(model)
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0)
 
 
@@ -126,6 +127,6 @@ def fit(model: nn.Module, train: TensorData, val: Optional[TensorData], cfg: Fit
             if val is not None and len(val):
                 history.append(evaluate(model, val))
                 bar.update(task, description=f"{stage} epoch {epoch + 1}/{cfg.epochs} val top-1 {history[-1]:.4f}")
-    model.eval()
+    set_eval(model)
     return {"val_top1_per_epoch": history, "val_top1": history[-1] if history else None,
             "epochs": cfg.epochs, "wall_s": round(time.perf_counter() - t0, 2)}

@@ -14,6 +14,7 @@ from torch import nn
 
 from edgeship.errors import TargetError
 from edgeship.logs import captured
+from edgeship.models.load import exportable
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, describe, require
 
 OPSET = 17
@@ -26,7 +27,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, log_path: P
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with captured(log_path), torch.no_grad():
-            torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=opset,
+            torch.onnx.export(exportable(model), (example,), str(path), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     except Exception as e:  # exporter errors name the unsupported operator

@@ -1,0 +1,152 @@
+"""Bad input: one line naming the problem and the fix, exit code 2, no traceback, no run directory."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import digits_recipe_dict, write_recipe
+from edgeship.cli import app
+
+runner = CliRunner()
+
+
+def run_cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_bad_input(result, *needles: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.stderr)
+    text = result.stderr.strip()
+    assert "Traceback" not in result.output + result.stderr
+    lines = [l for l in text.splitlines() if l.strip()]
+    assert len(lines) == 1 or all(l.startswith(" ") for l in lines[1:]), text  # one (soft-wrapped) line
+    assert text.startswith("error:"), text
+    flat = " ".join(text.split())
+    for n in needles:
+        assert n in flat, (n, flat)
+    return flat
+
+
+def export_bad(tmp_path: Path, recipe: dict, *needles: str, extra: tuple = ()) -> str:
+    path = write_recipe(tmp_path, recipe)
+    msg = assert_bad_input(run_cli("export", path, *extra), *needles)
+    out = Path(recipe["output"])
+    assert not out.exists(), "a failed run must not leave a run directory"
+    leftovers = list(out.parent.glob(f".{out.name}*")) if out.parent.exists() else []
+    assert leftovers == [], leftovers
+    return msg
+
+
+def test_missing_model_file(tmp_path):
+    r = digits_recipe_dict(tmp_path)
+    r["model"] = {"factory": "edgeship.models.zoo:SmallCNN", "args": {"width": 8, "input_size": [8, 8]},
+                  "weights": str(tmp_path / "nope.pt")}
+    export_bad(tmp_path, r, "model file not found", "nope.pt", "Fix:")
+
+
+def test_corrupt_model_file(tmp_path):
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a real torch zip" * 10)
+    r = digits_recipe_dict(tmp_path)
+    r["model"] = {"factory": "edgeship.models.zoo:SmallCNN", "args": {"width": 8, "input_size": [8, 8]},
+                  "weights": str(bad)}
+    export_bad(tmp_path, r, "corrupt or not a torch file", "Fix:")
+
+
+class NotATensor:  # a pickled object torch.load(weights_only=True) refuses
+    pass
+
+
+def test_pickle_refused_names_trust_pickle(tmp_path, digits_checkpoint):
+    from edgeship.models.zoo import SmallCNN
+
+    model = SmallCNN(1, 10, (8, 8), width=8)
+    model.load_state_dict(torch.load(digits_checkpoint, weights_only=True)["state_dict"])
+    f = tmp_path / "whole_module.pt"
+    torch.save(model, f)  # the whole module: needs full unpickling
+    r = digits_recipe_dict(tmp_path)
+    r["model"] = {"factory": "edgeship.models.zoo:SmallCNN", "args": {"width": 8, "input_size": [8, 8]},
+                  "weights": str(f)}
+    export_bad(tmp_path, r, "weights_only=True", "--trust-pickle")
+    # and the opt-in works
+    path = write_recipe(tmp_path, r)
+    result = run_cli("export", path, "--trust-pickle")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_factory_that_does_not_import(tmp_path):
+    r = digits_recipe_dict(tmp_path)
+    r["model"] = {"factory": "no_such_pkg.models:build"}
+    export_bad(tmp_path, r, "cannot import 'no_such_pkg.models'", "PYTHONPATH")
+
+
+def test_input_shape_the_model_rejects(tmp_path, digits_checkpoint):
+    r = digits_recipe_dict(tmp_path)
+    r["model"] = {"factory": "edgeship.models.zoo:SmallCNN", "args": {"width": 8, "in_channels": 3},
+                  "weights": None}
+    export_bad(tmp_path, r, "the model rejects input shape (2, 1, 8, 8)", "input.shape")
+
+
+def test_unknown_recipe_key(tmp_path):
+    r = digits_recipe_dict(tmp_path)
+    r["model"]["wieghts"] = "x.pt"
+    export_bad(tmp_path, r, "unknown key 'model.wieghts'", "allowed keys:", "weights")
+
+
+def test_wrong_type_in_recipe(tmp_path):
+    r = digits_recipe_dict(tmp_path)
+    r["data"]["val_size"] = "lots"
+    export_bad(tmp_path, r, "data.val_size", "integer", "'lots'")
+
+
+def test_missing_data_path(tmp_path):
+    r = digits_recipe_dict(tmp_path)
+    r["data"]["source"] = {"kind": "npz", "path": str(tmp_path / "missing.npz")}
+    export_bad(tmp_path, r, "data file not found", "missing.npz")
+
+
+def test_empty_data_set(tmp_path):
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 1, 8, 8), np.uint8), y=np.zeros(0, np.int64))
+    r = digits_recipe_dict(tmp_path)
+    r["data"]["source"] = {"kind": "npz", "path": str(empty)}
+    export_bad(tmp_path, r, "training data set is empty")
+
+
+def test_empty_image_folder(tmp_path):
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    r = digits_recipe_dict(tmp_path)
+    r["data"]["source"] = {"kind": "image_folder", "path": str(tmp_path / "imgs")}
+    export_bad(tmp_path, r, "data set is empty")
+
+
+def test_recipe_not_found(tmp_path):
+    assert_bad_input(run_cli("export", tmp_path / "nope.yaml"), "recipe not found")
+
+
+def test_invalid_yaml(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: [unclosed\n")
+    assert_bad_input(run_cli("export", p), "not valid YAML")
+
+
+def test_missing_zoo_checkpoint_says_train(tmp_path):
+    r = digits_recipe_dict(tmp_path)  # weights path does not exist yet
+    export_bad(tmp_path, r, "no trained weights", "edgeship train")
+
+
+def test_unknown_target_name(tmp_path, digits_recipe):
+    assert_bad_input(run_cli("export", digits_recipe(), "--target", "nope"), "no target named nope", "onnx-fp32")
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = digits_recipe_dict(tmp_path)
+    r["model"]["wieghts"] = "x.pt"
+    result = run_cli("--debug", "export", write_recipe(tmp_path, r))
+    assert result.exit_code != 0 and result.exception is not None

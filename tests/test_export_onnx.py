@@ -1,0 +1,103 @@
+"""The main job end to end on real data, with the FP32 ONNX target verified by onnxruntime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_recipe
+from edgeship.cli import app
+
+
+def test_export_writes_verified_onnx(tmp_path, digits_recipe):
+    recipe = digits_recipe()
+    result = CliRunner().invoke(app, ["export", str(recipe)])
+    assert result.exit_code == 0, result.stderr
+    run = tmp_path / "runs" / "digits_test"
+    report = json.loads((run / "report.json").read_text())
+    (t,) = report["targets"]
+    assert t["status"] == "ok"
+    v = t["verify"]
+    assert v["n"] == report["data"]["sizes"]["test"] > 300
+    assert v["agreement"] >= 0.999
+    assert v["top1"] > 0.9 and abs(v["top1"] - v["torch_top1"]) < 0.002
+    assert v["max_abs_logit_diff"] < 1e-3
+    model_file = run / t["artifact"]
+    assert t["size_bytes"] >= model_file.stat().st_size > 1000
+    m = onnx.load(str(model_file))
+    onnx.checker.check_model(m)
+    meta = {p.key: p.value for p in m.metadata_props}
+    embedded = json.loads(meta["edgeship"])
+    assert embedded["preprocessing"]["scale"] == pytest.approx(0.0625)
+    assert embedded["opset"] == 17 and embedded["labels"][:3] == ["0", "1", "2"]
+    sidecar = json.loads((model_file.parent / "model.json").read_text())
+    assert sidecar["meta"]["inputs"][0]["shape"][1:] == [1, 8, 8]
+    assert report["baseline"]["top1_test"] == pytest.approx(v["torch_top1"])
+    # the summary table names the target
+    assert "onnx-fp32" in result.stdout
+
+
+def test_rerun_replaces_run_dir_atomically(tmp_path, digits_recipe):
+    recipe = digits_recipe()
+    r1 = CliRunner().invoke(app, ["export", str(recipe)])
+    r2 = CliRunner().invoke(app, ["export", str(recipe)])
+    assert r1.exit_code == r2.exit_code == 0
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".cache")) == ["digits_test"]
+
+
+@pytest.mark.slow
+def test_fashion_mnist_small_cnn_onnx(tmp_path):
+    """Real Fashion-MNIST (Debian's IDX files): train briefly, export, ONNX agrees with torch."""
+    from edgeship.train import train
+
+    recipe = {
+        "name": "fm_small", "model": {"zoo": "small_cnn", "args": {"width": 8},
+                                      "weights": str(tmp_path / "fm.pt")},
+        "input": {"shape": [1, 28, 28], "preprocessing": {"mean": [0.286], "std": [0.353]}},
+        "data": {"source": {"kind": "fashion_mnist"}, "val_size": 1000, "calib_size": 256,
+                 "train_size": 6000, "test_size": 2000},
+        "train": {"epochs": 2, "batch_size": 128, "lr": 0.01},
+        "targets": [{"name": "onnx", "format": "onnx", "precision": "fp32"}],
+        "output": str(tmp_path / "runs" / "fm_small"),
+    }
+    path = write_recipe(tmp_path, recipe)
+    metrics = train(path, quiet=True)
+    assert metrics["train_samples"] == 6000 and metrics["test_top1"] > 0.7
+    result = CliRunner().invoke(app, ["export", str(path)])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "runs" / "fm_small" / "report.json").read_text())
+    assert report["data"]["sizes"] == {"train": 6000, "val": 1000, "calib": 256, "test": 2000}
+    assert report["data"]["labels"][0] == "t-shirt/top"
+    v = report["targets"][0]["verify"]
+    assert v["agreement"] >= 0.999 and v["top1"] > 0.7
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "exported"])
+def test_export_from_model_files(tmp_path, digits_recipe, digits_checkpoint, kind):
+    """A TorchScript file and a torch.export program go through the same main job."""
+    import torch
+    import yaml
+
+    from edgeship.models.zoo import SmallCNN
+
+    m = SmallCNN(1, 10, (8, 8), width=8)
+    m.load_state_dict(torch.load(digits_checkpoint, weights_only=True)["state_dict"])
+    m.eval()
+    x = torch.zeros(2, 1, 8, 8)
+    if kind == "torchscript":
+        f = tmp_path / "m.ts"
+        torch.jit.save(torch.jit.script(m), f)
+    else:
+        f = tmp_path / "m.pt2"
+        torch.export.save(torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim("b", max=4096)},)), f)
+    recipe = yaml.safe_load(digits_recipe().read_text())
+    recipe["model"] = {kind: str(f)}
+    result = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, recipe, "r2.yaml"))])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "runs" / "digits_test" / "report.json").read_text())
+    assert report["targets"][0]["verify"]["agreement"] >= 0.999
