@@ -28,6 +28,7 @@ from edgeship.pipeline.runner import StageCache, run_passes
 from edgeship.pipeline.training import TensorData, predict, set_determinism, top1
 from edgeship.progress import info
 from edgeship.recipe import Recipe, load_recipe
+from edgeship.report_html import write_report_html
 from edgeship.targets.base import LowerContext, get_backend
 from edgeship.targets.verify import compare, gate, run_batched
 
@@ -88,6 +89,7 @@ def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bo
         report = _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre, data, tmp, quiet)
         report["wall_s"] = round(time.perf_counter() - t_start, 2)
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        write_report_html(tmp)  # report.html, rendered from the report.json just written
         if out.exists():
             old = out.with_name(f".{out.name}.old-{int(time.time())}")
             out.rename(old)

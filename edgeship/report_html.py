@@ -1,0 +1,325 @@
+"""``runs/<name>/report.html``: one self-contained page (inline CSS, plots as inline base64 PNG,
+no scripts, no external URLs) rendered from report.json alone.
+
+Every figure on the page is a number from report.json, formatted (bytes shown as KiB, fractions
+as percentages); what report.json does not hold is shown as "not measured", never estimated.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from edgeship import report_plots
+from edgeship.errors import EdgeshipError
+
+SOURCE_PREFERENCE = ("device", "host", "estimate")  # the latency a target's row shows
+NOT_MEASURED = '<span class="na">not measured</span>'
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1d2330;
+ margin:0;background:#f4f6f9}
+main{max-width:1140px;margin:0 auto;padding:24px 28px 48px;background:#fff;min-height:100vh}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bottom:2px solid #e3e7ee;
+ padding-bottom:4px}
+.sub{color:#5b6475;margin:0 0 16px}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:16px 0}
+.card{flex:1 1 130px;border:1px solid #e3e7ee;border-radius:8px;padding:8px 12px;background:#fafbfd}
+.card b{display:block;font-size:18px}.card span{color:#5b6475;font-size:12px}
+table{border-collapse:collapse;width:100%;margin:6px 0 4px;font-size:13px}
+th,td{padding:5px 6px;border-bottom:1px solid #e8ebf0;text-align:right;white-space:nowrap}
+th{background:#eef1f6;font-weight:600}th:first-child,td:first-child{text-align:left}
+td.l,th.l{text-align:left}td:last-child{white-space:normal;min-width:90px}tr:nth-child(even) td{background:#fafbfc}
+td.err{white-space:normal;text-align:left;color:#8a1c1c;background:#fdf1f1}
+.ok{color:#1b7837;font-weight:600}.fail{color:#b2182b;font-weight:600}.na{color:#8a93a3;font-style:italic}
+.badge{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
+.badge.ok{background:#e3f3e6}.badge.fail{background:#fbe3e3}.badge.na{background:#eef0f3}
+figure{margin:10px 0 4px}figure img{max-width:100%;border:1px solid #e3e7ee;border-radius:6px}
+figcaption,.note{color:#5b6475;font-size:12px;margin-top:4px}
+code,pre{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
+pre{background:#f6f8fa;border:1px solid #e3e7ee;border-radius:6px;padding:10px;overflow:auto;max-height:420px}
+.tw{overflow-x:auto}details{margin:8px 0}summary{cursor:pointer;color:#2166ac}
+"""
+
+
+# ---------------------------------------------------------------- formatting
+def esc(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def pct(v: Optional[float], digits: int = 2, missing: str = NOT_MEASURED) -> str:
+    return missing if v is None else f"{v * 100:.{digits}f}%"
+
+
+def count(v: Optional[int]) -> str:
+    return '<span class="na">unknown</span>' if v is None else f"{v:,}"
+
+
+def kib(v: Optional[float], missing: str = NOT_MEASURED) -> str:
+    return missing if v is None else f"{v / 1024:,.1f} KiB"
+
+
+def num(v: Optional[float], unit: str = "", digits: int = 2) -> str:
+    return NOT_MEASURED if v is None else f"{v:,.{digits}f}{unit}"
+
+
+def table(headers: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
+    """``rows`` hold already-escaped HTML cells; a row given as a str is inserted verbatim."""
+    head = "".join(f'<th{" class=l" if i in left else ""}>{esc(h)}</th>' for i, h in enumerate(headers))
+    body = []
+    for r in rows:
+        if isinstance(r, str):
+            body.append(r)
+            continue
+        body.append("<tr>" + "".join(f'<td{" class=l" if i in left else ""}>{c}</td>' for i, c in enumerate(r))
+                    + "</tr>")
+    return f"<div class=tw><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+def img(png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def badge(passed: Optional[bool], yes: str = "pass", no: str = "FAIL", none: str = "not checked") -> str:
+    if passed is None:
+        return f'<span class="badge na">{esc(none)}</span>'
+    return f'<span class="badge ok">{esc(yes)}</span>' if passed else f'<span class="badge fail">{esc(no)}</span>'
+
+
+# ---------------------------------------------------------------- what the report holds
+def measurements_of(report: dict, target: str) -> dict[str, dict]:
+    return (report.get("measurements") or {}).get(target) or {}
+
+
+def preferred_measurement(report: dict, target: str) -> Optional[dict]:
+    m = measurements_of(report, target)
+    for source in SOURCE_PREFERENCE:
+        if source in m:
+            return m[source]
+    return next(iter(m.values()), None)
+
+
+def budget_results(report: dict, target: str) -> list[dict]:
+    return [r for r in (report.get("budgets") or {}).get("results") or [] if r.get("target") == target]
+
+
+def budget_cell(results: list[dict]) -> str:
+    if not results:
+        return badge(None)
+    failed = [r for r in results if not r.get("passed")]
+    if not failed:
+        return badge(True)
+    why = "; ".join(f"{r['budget']} {r.get('value')} &gt; {r.get('limit')}" if r.get("value") is not None
+                    else f"{r['budget']}: not measured" for r in failed)
+    return f'{badge(False)} <span class="note">{why}</span>'
+
+
+# ---------------------------------------------------------------- sections
+def header(report: dict) -> str:
+    r = report["recipe"]
+    m = report.get("machine") or {}
+    ok = sum(t["status"] == "ok" for t in report["targets"])
+    budgets = report.get("budgets")
+    verdict = badge(budgets.get("passed") if budgets else None, "budgets met", "budgets missed")
+    base, final = report["baseline"], report["final"]
+    cards = [
+        (f"{ok}/{len(report['targets'])}", "targets verified"),
+        (verdict, "budget verdict" + (f" ({esc(budgets.get('source'))} latency)" if budgets else "")),
+        (pct(base["top1_test"]), "torch top-1 before passes"),
+        (pct(final["top1_test"]), "torch top-1 after passes"),
+        (count(final["params"]), f"parameters (from {base['params']:,})"),
+        (kib(final["size_fp32_bytes"]), f"FP32 weights (from {base['size_fp32_bytes'] / 1024:,.1f} KiB)"),
+    ]
+    sizes = report.get("data", {}).get("sizes", {})
+    return (f"<h1>{esc(r['name'])}: edgeship report</h1>"
+            f'<p class="sub">created {esc(report.get("created", "?"))} by edgeship '
+            f'{esc(report.get("edgeship_version", "?"))} from <code>{esc(report.get("recipe_path", "?"))}</code> '
+            f'(recipe hash <code>{esc(report.get("recipe_hash", "?"))}</code>); run took '
+            f'{num(report.get("wall_s"), " s", 1)}<br>machine: {esc(m.get("cpu", "?"))}, {esc(m.get("cores", "?"))} '
+            f'cores, Python {esc(m.get("python", "?"))}, torch {esc(m.get("torch", "?"))}<br>data: '
+            f'{esc(report.get("data", {}).get("source", "?"))}, '
+            + ", ".join(f"{esc(k)} {v:,}" for k, v in sizes.items()) + " samples</p>"
+            + '<div class="cards">' + "".join(f"<div class=card><b>{v}</b><span>{t}</span></div>" for v, t in cards)
+            + "</div>")
+
+
+def stage_section(report: dict) -> str:
+    b, final = report["baseline"], report["final"]
+    rows = [["baseline (input model)", pct(b["top1_val"]), pct(b["top1_test"]), count(b["params"]),
+             count(b.get("macs")), kib(b["size_fp32_bytes"]), "-", "-", ""]]
+    for s in report["stages"]:
+        cfg = s.get("config") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in cfg.items() if not isinstance(v, (dict, list)))
+        rows.append([esc(s["stage"]), pct(s["top1_val"]), '<span class="na">-</span>', count(s["params"]),
+                     count(s.get("macs")), kib(s["size_fp32_bytes"]), num(s.get("wall_s"), "", 1),
+                     "yes" if s.get("cached") else "no", f'<span class="note">{esc(shown)}</span>'])
+    if report["stages"]:
+        rows.append(["<b>final (compressed) model</b>", '<span class="na">-</span>', pct(final["top1_test"]),
+                     count(final["params"]), count(final.get("macs")), kib(final["size_fp32_bytes"]), "-", "-", ""])
+    note = "" if report["stages"] else '<p class="note">The recipe has no passes: the input model is exported as is.</p>'
+    return ("<h2>Stages</h2>" + table(["stage", "val top-1", "test top-1", "params", "MACs", "FP32 weights",
+                                       "wall s", "cached", "config"], rows, left=(0, 8)) + note)
+
+
+def target_section(report: dict) -> str:
+    rows = []
+    for t in report["targets"]:
+        v = t.get("verify") or {}
+        ok = t["status"] == "ok"
+        na = NOT_MEASURED if ok else "-"  # a failed target's row is followed by its error
+        m = preferred_measurement(report, t["name"])
+        lat = (f"{m['p50_ms']:.3f} / {m['p90_ms']:.3f} ms <span class=note>({esc(m['source'])})</span>"
+               if m and m.get("p50_ms") is not None else na)
+        ram = num(m.get("peak_rss_mb"), " MB", 1) if m else na
+        drop = v.get("accuracy_drop_pt")
+        rows.append([esc(t["name"]), esc(t.get("device", "")), f'{esc(t["format"])} {esc(t["precision"])}',
+                     badge(ok, "ok", "failed"), pct(v.get("top1"), missing=na),
+                     na if drop is None else f"{drop:.2f} pt", pct(v.get("agreement"), missing=na), lat, ram,
+                     kib(t.get("size_bytes"), missing=na), budget_cell(budget_results(report, t["name"]))])
+        if t["status"] != "ok":
+            rows.append(f'<tr><td></td><td class="err" colspan="10">{esc(t.get("error") or "failed")}</td></tr>')
+    if not rows:
+        return "<h2>Targets</h2><p class=note>The recipe has no targets.</p>"
+    return ("<h2>Targets</h2>"
+            + table(["target", "device", "format", "status", "top-1", "top-1 drop", "agreement",
+                     "latency p50 / p90", "peak RAM", "size", "budgets"], rows, left=(0, 1, 2, 10))
+            + '<p class="note">top-1, drop and agreement: every artifact run with its own runtime on the '
+              f'{report.get("data", {}).get("sizes", {}).get("test", "?")} test samples and compared with the torch '
+              "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device measurement where there is one, else the host's, "
+              "else the estimate; the source is named in brackets.</p>")
+
+
+def measurement_section(report: dict) -> str:
+    rows = []
+    for t in report["targets"]:
+        for source, m in measurements_of(report, t["name"]).items():
+            rows.append([esc(t["name"]), esc(source), num(m.get("p50_ms"), "", 3), num(m.get("p90_ms"), "", 3),
+                         num(m.get("p99_ms"), "", 3), num(m.get("mean_ms"), "", 3), num(m.get("std_ms"), "", 3),
+                         count(m.get("runs")), count(m.get("threads")), num(m.get("load_ms"), "", 1),
+                         num(m.get("peak_rss_mb"), "", 1), num(m.get("arena_mb"), "", 1),
+                         f'<span class="note">{esc(m.get("method") or "")}</span>'])
+    if not rows:
+        return ("<h2>Measurements</h2><p>Latency and memory: " + NOT_MEASURED
+                + ". <span class=note>Run <code>edgeship profile</code> on this run to measure them.</span></p>")
+    return ("<h2>Measurements</h2>" + table(["target", "source", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms",
+                                             "runs", "threads", "load ms", "peak RSS MB", "arena MB", "method"],
+                                            rows, left=(0, 1, 12)))
+
+
+def budget_section(report: dict) -> str:
+    budgets = report.get("budgets")
+    if not budgets:
+        return "<h2>Budgets</h2><p>" + badge(None) + " <span class=note>no budget check in this run "\
+               "(<code>edgeship check</code> runs one).</span></p>"
+    rows = [[esc(r.get("target")), esc(r.get("budget")), esc(r.get("limit")),
+             NOT_MEASURED if r.get("value") is None else esc(r.get("value")),
+             "" if r.get("margin") is None else esc(r.get("margin")), esc(r.get("source") or budgets.get("source")),
+             badge(r.get("passed"))] for r in budgets.get("results") or []]
+    return ("<h2>Budgets</h2><p>overall: " + badge(budgets.get("passed")) + "</p>"
+            + table(["target", "budget", "limit", "value", "margin", "source", "verdict"], rows, left=(0, 1)))
+
+
+def plot_section(report: dict) -> str:
+    parts = ["<h2>Plots</h2>"]
+    points, unmeasured = [], []
+    for t in report["targets"]:
+        v = t.get("verify") or {}
+        ms = {s: m for s, m in measurements_of(report, t["name"]).items() if m.get("p50_ms") is not None}
+        if t["status"] != "ok" or v.get("top1") is None or not ms:
+            unmeasured.append(t["name"])
+            continue
+        points += [{"label": t["name"], "source": s, "latency_ms": m["p50_ms"], "top1": v["top1"]} for s, m in ms.items()]
+    if points:
+        parts.append(img(report_plots.accuracy_vs_latency(points), "accuracy against latency",
+                         "Accuracy against latency (p50) for every measured artifact; circled points are on the "
+                         "Pareto front of their latency source (nothing both faster and more accurate)."))
+    if unmeasured:
+        parts.append(f'<p class="note">Not in the accuracy/latency plot (failed or not measured): '
+                     f'{esc(", ".join(unmeasured))}.</p>')
+
+    stages = [("baseline", report["baseline"]["size_fp32_bytes"])]
+    stages += [(s["stage"], s["size_fp32_bytes"]) for s in report["stages"]]
+    artifacts = [(t["name"], t["size_bytes"]) for t in report["targets"] if t.get("size_bytes") is not None]
+    parts.append(img(report_plots.size_across_stages(stages, artifacts), "size across stages",
+                     "Size at each stage (the torch model's FP32 weights) and of each artifact's files on disk."))
+
+    series = [(t["name"], s, m["samples_ms"]) for t in report["targets"]
+              for s, m in measurements_of(report, t["name"]).items() if m.get("samples_ms")]
+    if series:
+        parts.append(img(report_plots.latency_distributions(series), "latency distributions",
+                         "Latency of every timed run (samples_ms). Box: 25th to 75th percentile, whiskers: 1st "
+                         "to 99th, line: median."))
+    else:
+        parts.append(f"<p>Latency distributions: {NOT_MEASURED}.</p>")
+    return "".join(parts)
+
+
+def details_section(report: dict) -> str:
+    audits = [(t["name"], t["op_audit"]) for t in report["targets"] if t.get("op_audit")]
+    out = []
+    if audits:
+        out.append("<details><summary>Operator audit of the quantized artifacts</summary>"
+                   + "".join(f"<h3>{esc(n)}</h3><pre>{esc(json.dumps(a, indent=2))}</pre>" for n, a in audits)
+                   + "</details>")
+    out.append("<details><summary>Quantization settings</summary><pre>"
+               f"{esc(json.dumps(report.get('quantization'), indent=2))}</pre></details>")
+    out.append(f"<details><summary>Recipe (as validated)</summary><pre>{esc(json.dumps(report['recipe'], indent=2))}"
+               "</pre></details>")
+    artifacts = [[esc(t["name"]), f"<code>{esc(t['artifact'])}</code>", esc(", ".join(t.get("files") or []))]
+                 for t in report["targets"] if t.get("artifact")]
+    if artifacts:
+        out.append("<details><summary>Artifact files</summary>"
+                   + table(["target", "model file", "files"], artifacts, left=(0, 1, 2)) + "</details>")
+    return "<h2>Details</h2>" + "".join(out)
+
+
+def render_html(report: dict) -> str:
+    body = "".join([header(report), stage_section(report), target_section(report), measurement_section(report),
+                    budget_section(report), plot_section(report), details_section(report)])
+    title = f"{report['recipe']['name']}: edgeship report"
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+            f"<body><main>{body}<p class=note>Every figure on this page is read from report.json in the same "
+            "directory; <code>edgeship report RUN</code> rebuilds this page from it.</p></main></body></html>\n")
+
+
+# ---------------------------------------------------------------- files
+def load_report(run: Path) -> tuple[Path, dict]:
+    """``run``: a run directory or its report.json -> (run directory, report)."""
+    run = Path(run)
+    path = run if run.suffix == ".json" else run / "report.json"
+    if not path.is_file():
+        raise EdgeshipError(f"no report.json at {path}", "give a run directory written by `edgeship export` "
+                                                          "(e.g. runs/<name>)")
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgeshipError(f"{path} is not valid JSON ({e})", "rerun `edgeship export` to rewrite it") from None
+    missing = [k for k in ("recipe", "baseline", "stages", "final", "targets") if k not in report]
+    if missing:
+        raise EdgeshipError(f"{path} is not an edgeship report (no {', '.join(missing)})",
+                            "give the report.json that `edgeship export` wrote")
+    return path.parent, report
+
+
+def write_report_html(run: Path) -> Path:
+    """Render ``<run>/report.json`` into ``<run>/report.html`` (written atomically)."""
+    run_dir, report = load_report(run)
+    text = render_html(report)
+    fd, tmp = tempfile.mkstemp(prefix=".report.html.", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, run_dir / "report.html")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return run_dir / "report.html"

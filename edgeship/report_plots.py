@@ -1,0 +1,108 @@
+"""The report's plots, drawn with matplotlib on an Agg canvas (no pyplot, no display, no global
+backend switch) and returned as PNG bytes. Every point drawn comes from the caller's numbers;
+nothing is computed here except the Pareto front and the axis layout."""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 100
+WIDTH = 10.5  # inches: 1050 px, the page's content width
+SOURCE_COLORS = {"device": "#1b7837", "host": "#2166ac", "estimate": "#b2182b"}
+STAGE_COLOR, ARTIFACT_COLOR = "#5e81ac", "#d08770"
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower latency, higher accuracy),
+    ordered by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def accuracy_vs_latency(points: list[dict]) -> bytes:
+    """``points``: {label, source, latency_ms, top1}. One Pareto front per latency source: host,
+    device and estimated latencies are not comparable with each other."""
+    fig = Figure(figsize=(WIDTH, 4.8))
+    ax = fig.add_subplot()
+    for source in sorted({p["source"] for p in points}):
+        pts = [p for p in points if p["source"] == source]
+        color = SOURCE_COLORS.get(source, "#555555")
+        xs, ys = [p["latency_ms"] for p in pts], [p["top1"] * 100 for p in pts]
+        ax.scatter(xs, ys, color=color, s=36, zorder=3, label=f"{source} latency")
+        front = pareto_front(list(zip(xs, ys)))
+        fx, fy = [xs[i] for i in front], [ys[i] for i in front]
+        ax.scatter(fx, fy, s=150, facecolors="none", edgecolors=color, linewidths=1.5, zorder=4)
+        if len(front) > 1:
+            ax.step(fx, fy, where="post", color=color, alpha=0.6, linewidth=1.2, zorder=2)
+        for x, y, p in zip(xs, ys, pts):
+            ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(7, 5), fontsize=8)
+    ax.set_xlabel("latency p50 (ms)")
+    ax.set_ylabel("top-1 on the test split (%)")
+    ax.grid(True, alpha=0.3)
+    xs = [p["latency_ms"] for p in points]
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 30:
+        ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.25)
+    ax.legend(title="circled: Pareto front", fontsize=8, title_fontsize=8, loc="best")
+    return _png(fig)
+
+
+def size_across_stages(stages: list[tuple[str, int]], artifacts: list[tuple[str, int]]) -> bytes:
+    """Horizontal bars, top to bottom: the torch model's FP32 weights at each stage, then each
+    artifact's files on disk."""
+    rows = [(lbl, b, STAGE_COLOR) for lbl, b in stages] + [(lbl, b, ARTIFACT_COLOR) for lbl, b in artifacts]
+    fig = Figure(figsize=(WIDTH, 0.9 + 0.38 * len(rows)))
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))[::-1]
+    kib = [b / 1024 for _, b, _ in rows]
+    ax.barh(ys, kib, color=[c for _, _, c in rows], height=0.65)
+    ax.set_yticks(ys, [lbl for lbl, _, _ in rows], fontsize=9)
+    for y, v in zip(ys, kib):
+        ax.annotate(f"{v:,.1f}", (v, y), textcoords="offset points", xytext=(4, -3), fontsize=8)
+    ax.set_xlabel("KiB")
+    ax.set_xlim(0, max(kib) * 1.18 if kib else 1)
+    ax.grid(True, axis="x", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=STAGE_COLOR, label="torch model, FP32 weights")]
+    if artifacts:
+        handles.append(Patch(color=ARTIFACT_COLOR, label="artifact files"))
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def latency_distributions(series: list[tuple[str, str, list[float]]]) -> bytes:
+    """``series``: (label, source, samples_ms). Box = p25..p75, whiskers p1..p99, line = median."""
+    fig = Figure(figsize=(WIDTH, 0.9 + 0.5 * len(series)))
+    ax = fig.add_subplot()
+    ys = list(range(1, len(series) + 1))[::-1]
+    box = ax.boxplot([s for _, _, s in series], positions=ys, orientation="horizontal", whis=(1, 99),
+                     widths=0.55, patch_artist=True, flierprops={"markersize": 3, "alpha": 0.5},
+                     medianprops={"color": "black"})
+    for patch, (_, source, _) in zip(box["boxes"], series):
+        patch.set_facecolor(SOURCE_COLORS.get(source, "#999999"))
+        patch.set_alpha(0.55)
+    ax.set_yticks(ys, [f"{lbl} ({src})" for lbl, src, _ in series], fontsize=9)
+    lo = min(min(s) for _, _, s in series)
+    hi = max(max(s) for _, _, s in series)
+    if lo > 0 and hi / lo > 30:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency per inference (ms)")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _png(fig)
