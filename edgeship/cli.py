@@ -78,12 +78,44 @@ def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
     else:
         for table in summary_tables(report):
             out.print(table)
-        out.print(f"run written to {report['recipe']['output']}/ (report.json)")
+        out.print(f"run written to {report['recipe']['output']}/ (report.json, report.html)")
         failed = [t["name"] for t in report["targets"] if t["status"] != "ok"]
         if failed:
             err.print(f"[bold red]{len(failed)} target(s) failed:[/bold red] {', '.join(failed)} "
                       "(see report.json for why)")
     raise typer.Exit(code)
+
+
+@app.command()
+@handle_errors
+def report(run: Path = typer.Argument(..., help="a run directory (runs/<name>) or its report.json")):
+    """Rebuild runs/<name>/report.html from its report.json and print the summary tables."""
+    from edgeship.report import summary_tables
+    from edgeship.report_html import load_report, write_report_html
+
+    path = write_report_html(run)
+    if STATE["json"]:
+        emit_json({"report_html": str(path)})
+        return
+    for table in summary_tables(load_report(run)[1]):
+        out.print(table)
+    out.print(f"report written to {path}")
+
+
+@app.command()
+@handle_errors
+def init(path: Path = typer.Argument(Path("recipe.yaml"), help="where to write the recipe"),
+         data: str = typer.Option("image_folder", "--data", help="image_folder, npz or idx"),
+         model: str = typer.Option("factory", "--model", help="factory (+ state_dict), torchscript or exported"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
+    """Write a commented recipe for your own model and data; edit the lines marked <-- EDIT."""
+    from edgeship.recipe_template import write_template
+
+    written = write_template(path, data=data, model=model, force=force)
+    if STATE["json"]:
+        emit_json({"recipe": str(written)})
+    else:
+        out.print(f"wrote {written}: edit the lines marked <-- EDIT, then run `edgeship export {written}`")
 
 
 if __name__ == "__main__":

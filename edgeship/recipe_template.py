@@ -1,0 +1,143 @@
+"""`edgeship init`: a commented recipe for a user's own model and data. Every value to change is
+marked ``<-- EDIT``; once the paths point at real files the recipe validates and runs as is."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from edgeship.errors import EdgeshipError
+
+DATA_KINDS = ("image_folder", "npz", "idx")
+MODEL_KINDS = ("factory", "torchscript", "exported")
+
+MODEL_BLOCKS = {
+    "factory": """\
+  factory: my_package.models:build_model   # <-- EDIT: 'package.module:function' returning an nn.Module
+  args: {}                                 # keyword arguments passed to the factory
+  weights: path/to/weights.pt              # <-- EDIT: torch.save(model.state_dict(), path)""",
+    "torchscript": """\
+  torchscript: path/to/model.ts            # <-- EDIT: torch.jit.save(torch.jit.script(model), path)""",
+    "exported": """\
+  exported: path/to/model.pt2              # <-- EDIT: torch.export.save(torch.export.export(model, (x,)), path)""",
+}
+
+DATA_BLOCKS = {
+    "image_folder": """\
+  source:                          # one subfolder per class: path/<class name>/<image>
+    kind: image_folder             # images are converted to input.shape's channels and resized to its H, W
+    path: path/to/images           # <-- EDIT""",
+    "npz": """\
+  source:                          # np.savez(path, x=images, y=labels); x is (N,H,W), (N,C,H,W) or (N,H,W,C)
+    kind: npz
+    path: path/to/data.npz         # <-- EDIT""",
+    "idx": """\
+  source:                          # MNIST-format files, gzipped or not
+    kind: idx
+    path: path/to/train-images-idx3-ubyte          # <-- EDIT
+    labels_path: path/to/train-labels-idx1-ubyte   # <-- EDIT""",
+}
+
+TEMPLATE = """\
+# edgeship recipe for your own model and data, written by `edgeship init`.
+# 1. Change every value marked  <-- EDIT  (paths resolve against the directory you run edgeship from).
+# 2. edgeship export {path}
+#    compresses the model with `passes`, lowers it to every target, runs each artifact on the test
+#    split and writes {output}/report.json and report.html.
+# Every key is described in README.md, "Recipe reference".
+# The run's name (letters, digits, '.', '_', '-') and its directory, replaced atomically by each export.
+name: {name}
+output: runs/{name}
+seed: 0
+
+model:
+  # Exactly one of factory (+ weights) / torchscript / exported:
+{model_block}
+{model_alternatives}
+  # A checkpoint that holds pickled Python objects (not a plain state_dict) needs
+  # `edgeship export --trust-pickle`, which runs the code inside it: only for files you trust.
+
+input:
+  shape: [3, 32, 32]               # <-- EDIT: (channels, height, width) of one sample
+  preprocessing:                   # x = (raw * scale - mean) / std per channel; stored in every artifact
+    scale: 0.00392156862745098     # 1/255 for 8-bit images
+    mean: [0.0]                    # <-- EDIT: one value, or one per channel (what the model was trained with)
+    std: [1.0]                     # <-- EDIT
+
+# labels: [cat, dog, ship]         # class names; default: the image folder's subfolder names, else 0..N-1
+
+data:
+{data_block}
+{data_alternatives}
+  # test_source: {{kind: npz, path: path/to/test.npz}}   # an explicit test set; default: test_fraction of source
+  test_fraction: 0.2               # held out of source as the test split when there is no test_source
+  val_size: 500                    # held out of the rest for stage-by-stage accuracy
+  calib_size: 500                  # calibration samples for INT8, drawn from the training partition
+  seed: 0
+
+train:                             # the training loop's settings (edgeship train; fine-tuning passes)
+  epochs: 3
+  batch_size: 128
+  lr: 0.001
+  threads: null                    # torch threads; null: all cores
+
+# Compression passes run in order; each stage is cached, so a rerun skips finished ones.
+# See README.md, "Passes", for every option.
+passes: []
+{pass_examples}
+
+# One artifact per target. format: onnx | openvino | tflite;
+# precision: fp32 | fp16 | int8 | dynamic_int8 | int8_float_io (not every pair exists; README.md lists them).
+# device: a name from `edgeship devices` (default: host, this machine).
+targets:
+  - {{name: onnx-fp32, device: host, format: onnx, precision: fp32}}
+  - {{name: onnx-int8, device: host, format: onnx, precision: int8, max_accuracy_drop: 1.0}}
+  # - {{name: openvino-int8, device: host, format: openvino, precision: int8}}
+  # - {{name: pi-tflite-int8, device: rpi4, format: tflite, precision: int8,
+  #     budgets: {{latency_ms_p90: 30, peak_ram_mb: 128}}}}          # per-target budgets override the ones below
+
+# Limits every target is checked against (`edgeship check`); unset keys are not checked here.
+budgets:
+  max_accuracy_drop: 1.0           # <-- EDIT: top-1 points an artifact may lose against the torch model
+  # latency_ms_p90: 20             # 90th-percentile latency of one inference
+  # peak_ram_mb: 256               # peak resident memory while running
+  # model_size_kb: 4096            # artifact files on disk
+  # min_top1: 0.90                 # top-1 on the test split
+"""
+
+PASS_EXAMPLES = ""  # filled from the pass registry's documented examples when they exist
+
+
+def _commented(block: str) -> str:
+    return "\n".join("  # " + line[2:] if line.startswith("  ") else "# " + line for line in block.splitlines())
+
+
+def render(path: Path, name: str, data: str = "image_folder", model: str = "factory") -> str:
+    if data not in DATA_KINDS:
+        raise EdgeshipError(f"unknown data kind {data!r}", f"use one of: {', '.join(DATA_KINDS)}")
+    if model not in MODEL_KINDS:
+        raise EdgeshipError(f"unknown model kind {model!r}", f"use one of: {', '.join(MODEL_KINDS)}")
+    others = lambda blocks, chosen: "\n".join(_commented(b) for k, b in blocks.items() if k != chosen)  # noqa: E731
+    return TEMPLATE.format(path=path, name=name, output=f"runs/{name}",
+                           model_block=MODEL_BLOCKS[model], model_alternatives=others(MODEL_BLOCKS, model),
+                           data_block=DATA_BLOCKS[data], data_alternatives=others(DATA_BLOCKS, data),
+                           pass_examples=PASS_EXAMPLES)
+
+
+def write_template(path: Path, data: str = "image_folder", model: str = "factory", force: bool = False) -> Path:
+    path = Path(path)
+    if path.exists() and not force:
+        raise EdgeshipError(f"{path} already exists", "choose another path or pass --force to overwrite it")
+    if path.suffix not in (".yaml", ".yml"):
+        raise EdgeshipError(f"{path} is not a .yaml file", "give a path ending in .yaml")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).lstrip("._-") or "my_model"
+    text = render(path, name, data, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
