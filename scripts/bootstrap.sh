@@ -30,8 +30,11 @@ stamp="$VENV/.edgeship-stamp"
 want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing torch==2.13.0 (CPU) first, then the pinned requirements"
-  "$VENV/bin/pip" install -q torch==2.13.0
-  "$VENV/bin/pip" install -q -r requirements.txt
-  "$VENV/bin/pip" install -q --no-deps -e .
+  pip_q() {  # quiet pip; keep its real errors, drop warnings about unreachable local index paths
+    "$VENV/bin/pip" install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+  }
+  pip_q torch==2.13.0
+  pip_q -r requirements.txt
+  pip_q --no-deps -e .
   echo "$want" > "$stamp"
 fi
