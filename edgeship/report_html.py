@@ -68,6 +68,13 @@ def num(v: Optional[float], unit: str = "", digits: int = 2) -> str:
     return NOT_MEASURED if v is None else f"{v:,.{digits}f}{unit}"
 
 
+def ms(v: Optional[float]) -> str:
+    """Milliseconds with three significant-ish digits: 0.012, 4.568, 12.35, 123.5."""
+    if v is None:
+        return NOT_MEASURED
+    return f"{v:,.3f}" if v < 10 else f"{v:,.2f}" if v < 100 else f"{v:,.1f}"
+
+
 def table(headers: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
     """``rows`` hold already-escaped HTML cells; a row given as a str is inserted verbatim."""
     head = "".join(f'<th{" class=l" if i in left else ""}>{esc(h)}</th>' for i, h in enumerate(headers))
@@ -175,7 +182,7 @@ def target_section(report: dict) -> str:
         ok = t["status"] == "ok"
         na = NOT_MEASURED if ok else "-"  # a failed target's row is followed by its error
         m = preferred_measurement(report, t["name"])
-        lat = (f"{m['p50_ms']:.3f} / {m['p90_ms']:.3f} ms <span class=note>({esc(m['source'])})</span>"
+        lat = (f"{ms(m['p50_ms'])} / {ms(m['p90_ms'])} ms <span class=note>({esc(m['source'])})</span>"
                if m and m.get("p50_ms") is not None else na)
         ram = num(m.get("peak_rss_mb"), " MB", 1) if m else na
         drop = v.get("accuracy_drop_pt")
@@ -200,8 +207,8 @@ def measurement_section(report: dict) -> str:
     rows = []
     for t in report["targets"]:
         for source, m in measurements_of(report, t["name"]).items():
-            rows.append([esc(t["name"]), esc(source), num(m.get("p50_ms"), "", 3), num(m.get("p90_ms"), "", 3),
-                         num(m.get("p99_ms"), "", 3), num(m.get("mean_ms"), "", 3), num(m.get("std_ms"), "", 3),
+            rows.append([esc(t["name"]), esc(source), ms(m.get("p50_ms")), ms(m.get("p90_ms")),
+                         ms(m.get("p99_ms")), ms(m.get("mean_ms")), ms(m.get("std_ms")),
                          count(m.get("runs")), count(m.get("threads")), num(m.get("load_ms"), "", 1),
                          num(m.get("peak_rss_mb"), "", 1), num(m.get("arena_mb"), "", 1),
                          f'<span class="note">{esc(m.get("method") or "")}</span>'])

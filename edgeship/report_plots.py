@@ -19,7 +19,7 @@ STAGE_COLOR, ARTIFACT_COLOR = "#5e81ac", "#d08770"
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
     return buf.getvalue()
 
 
@@ -38,7 +38,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def accuracy_vs_latency(points: list[dict]) -> bytes:
     """``points``: {label, source, latency_ms, top1}. One Pareto front per latency source: host,
     device and estimated latencies are not comparable with each other."""
-    fig = Figure(figsize=(WIDTH, 4.8))
+    fig = Figure(figsize=(WIDTH, 4.8), layout="constrained")
     ax = fig.add_subplot()
     for source in sorted({p["source"] for p in points}):
         pts = [p for p in points if p["source"] == source]
@@ -59,6 +59,8 @@ def accuracy_vs_latency(points: list[dict]) -> bytes:
     if xs and min(xs) > 0 and max(xs) / min(xs) > 30:
         ax.set_xscale("log")
     ax.margins(x=0.25, y=0.25)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(lo, 0.0), min(hi, 100.5))  # top-1 is a percentage
     ax.legend(title="circled: Pareto front", fontsize=8, title_fontsize=8, loc="best")
     return _png(fig)
 
@@ -67,7 +69,7 @@ def size_across_stages(stages: list[tuple[str, int]], artifacts: list[tuple[str,
     """Horizontal bars, top to bottom: the torch model's FP32 weights at each stage, then each
     artifact's files on disk."""
     rows = [(lbl, b, STAGE_COLOR) for lbl, b in stages] + [(lbl, b, ARTIFACT_COLOR) for lbl, b in artifacts]
-    fig = Figure(figsize=(WIDTH, 0.9 + 0.38 * len(rows)))
+    fig = Figure(figsize=(WIDTH, 1.3 + 0.38 * len(rows)), layout="constrained")
     ax = fig.add_subplot()
     ys = list(range(len(rows)))[::-1]
     kib = [b / 1024 for _, b, _ in rows]
@@ -83,13 +85,13 @@ def size_across_stages(stages: list[tuple[str, int]], artifacts: list[tuple[str,
     handles = [Patch(color=STAGE_COLOR, label="torch model, FP32 weights")]
     if artifacts:
         handles.append(Patch(color=ARTIFACT_COLOR, label="artifact files"))
-    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    ax.legend(handles=handles, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     return _png(fig)
 
 
 def latency_distributions(series: list[tuple[str, str, list[float]]]) -> bytes:
     """``series``: (label, source, samples_ms). Box = p25..p75, whiskers p1..p99, line = median."""
-    fig = Figure(figsize=(WIDTH, 0.9 + 0.5 * len(series)))
+    fig = Figure(figsize=(WIDTH, 1.1 + 0.5 * len(series)), layout="constrained")
     ax = fig.add_subplot()
     ys = list(range(1, len(series) + 1))[::-1]
     box = ax.boxplot([s for _, _, s in series], positions=ys, orientation="horizontal", whis=(1, 99),

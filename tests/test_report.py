@@ -1,0 +1,190 @@
+"""report.html: written by export from report.json, rebuilt by `edgeship report`, self-contained,
+and rendered for real in headless Chromium (Debian's chromium package)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgeship.cli import app
+from edgeship.report_html import ms, render_html, write_report_html
+from edgeship.report_plots import pareto_front
+from edgeship.run import export
+
+
+@pytest.fixture
+def run_dir(digits_recipe) -> Path:
+    """A real tiny run: the small CNN on digits, exported to FP32 ONNX and verified."""
+    report, code = export(digits_recipe(), quiet=True)
+    assert code == 0
+    return Path(report["recipe"]["output"])
+
+
+def host_measurement(run: Path, report: dict, target: dict, runs: int = 40) -> dict:
+    """Time the real artifact with onnxruntime, one sample per call, in the measurements contract's
+    shape, so the page has real latency samples to draw."""
+    from edgeship.targets.base import Artifact, get_backend
+
+    art = Artifact.from_sidecar(run / Path(target["artifact"]).parent / "model.json")
+    runner = get_backend(target["format"], target["precision"]).load(art, threads=1)
+    x = np.zeros((1, *report["recipe"]["input"]["shape"]), np.float32)
+    runner(x)
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        runner(x)
+        samples.append((time.perf_counter() - t0) * 1000)
+    s = np.asarray(samples)
+    return {"source": "host", "p50_ms": float(np.percentile(s, 50)), "p90_ms": float(np.percentile(s, 90)),
+            "p99_ms": float(np.percentile(s, 99)), "mean_ms": float(s.mean()), "std_ms": float(s.std()),
+            "samples_ms": samples, "load_ms": None, "peak_rss_mb": None, "arena_mb": None,
+            "size_bytes": target["size_bytes"], "threads": 1, "runs": runs, "facts": {},
+            "method": "test: onnxruntime, batch 1, perf_counter"}
+
+
+def add_measurements(run: Path) -> dict:
+    report = json.loads((run / "report.json").read_text())
+    (t,) = report["targets"]
+    report["measurements"] = {t["name"]: {"host": host_measurement(run, report, t)}}
+    size_kb = t["size_bytes"] / 1024
+    report["budgets"] = {"source": "host", "passed": False, "results": [
+        {"target": t["name"], "budget": "model_size_kb", "limit": 1.0, "value": round(size_kb, 1),
+         "margin": round(1.0 - size_kb, 1), "passed": False, "source": "host"}]}
+    (run / "report.json").write_text(json.dumps(report, indent=2))
+    write_report_html(run)
+    return report
+
+
+def embedded_pngs(text: str) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(b))) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', text)]
+
+
+# ---------------------------------------------------------------- the page itself
+def test_export_writes_self_contained_report(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    text = (run_dir / "report.html").read_text()
+    assert "://" not in text  # no external URL of any kind (the PNGs are inline base64)
+    assert "<script" not in text and "<link" not in text
+    (t,) = report["targets"]
+    v = t["verify"]
+    # figures are report.json's numbers, formatted
+    assert f"{v['top1'] * 100:.2f}%" in text and f"{v['agreement'] * 100:.2f}%" in text
+    assert f"{t['size_bytes'] / 1024:,.1f} KiB" in text
+    assert f"{report['baseline']['params']:,}" in text and f"{report['baseline']['macs']:,}" in text
+    assert ">onnx-fp32<" in text and "onnx fp32" in text
+    # nothing measured yet: said so, no latency invented, no latency plot
+    assert "not measured" in text and "ms (host)" not in text
+    pngs = embedded_pngs(text)
+    assert len(pngs) == 1 and pngs[0].size[0] > 300  # size across stages only
+
+
+def test_report_command_rebuilds_identical_page(run_dir):
+    written = (run_dir / "report.html").read_text()
+    (run_dir / "report.html").unlink()
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.stderr
+    assert "report written to" in result.stdout and "onnx-fp32" in result.stdout
+    assert (run_dir / "report.html").read_text() == written  # everything on it comes from report.json
+
+    result = CliRunner().invoke(app, ["--json", "report", str(run_dir / "report.json")])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"report_html": str(run_dir / "report.html")}
+
+
+def test_report_command_bad_input_keeps_old_page(run_dir, tmp_path):
+    before = (run_dir / "report.html").read_text()
+    (run_dir / "report.json").write_text("{not json")
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 2
+    assert "not valid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert (run_dir / "report.html").read_text() == before
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".report")) == []
+
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no report.json" in result.stderr
+
+
+def test_measurements_budgets_and_failed_targets_are_rendered(run_dir):
+    report = add_measurements(run_dir)
+    m = report["measurements"]["onnx-fp32"]["host"]
+    text = (run_dir / "report.html").read_text()
+    assert f"{ms(m['p50_ms'])} / {ms(m['p90_ms'])} ms" in text
+    assert "model_size_kb" in text and "budgets missed" in text
+    pngs = embedded_pngs(text)
+    assert len(pngs) == 3  # accuracy-latency, size, latency distribution
+    assert all(p.size[0] > 300 and p.size[1] > 100 for p in pngs)
+
+    failed = dict(report["targets"][0], name="tflite-int8", format="tflite", precision="int8", status="failed",
+                  error="tflite-int8: top-1 0.1000 is 89.00 pt below the torch model's. Fix: <calibrate>")
+    for k in ("verify", "size_bytes", "artifact", "files"):
+        failed.pop(k)
+    page = render_html(dict(report, targets=[*report["targets"], failed]))
+    assert "tflite-int8: top-1 0.1000 is 89.00 pt below" in page
+    assert "&lt;calibrate&gt;" in page  # text from report.json is escaped
+    assert "Not in the accuracy/latency plot (failed or not measured): tflite-int8" in page
+
+
+def test_pareto_front():
+    # (latency, accuracy): the slow inaccurate point and the dominated one are off the front
+    pts = [(1.0, 0.90), (2.0, 0.95), (3.0, 0.93), (0.5, 0.80), (4.0, 0.96), (2.0, 0.94)]
+    assert pareto_front(pts) == [3, 0, 1, 4]
+
+
+# ---------------------------------------------------------------- in a real browser
+def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "chromium is not installed: `apt-get install chromium` (scripts/bootstrap.sh test does)"
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={user_data}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    add_measurements(run_dir)
+    page = run_dir / "report.html"
+
+    # 1. the DOM after load: tables present, every image decoded by the browser with a real size
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", """<script>
+      window.addEventListener('load', () => {
+        const imgs = [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]);
+        const rows = [...document.querySelectorAll('table')].map(t => t.rows.length);
+        document.body.setAttribute('data-probe', JSON.stringify({imgs, rows}));
+      });</script></body>"""))
+    dom = chromium("--virtual-time-budget=5000", "--dump-dom", probe.as_uri(), user_data=tmp_path / "ud1")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r"data-probe=\"([^\"]+)\"", dom.stdout)
+    assert found, dom.stdout[:2000]
+    probe_data = json.loads(found.group(1).replace("&quot;", '"'))
+    assert len(probe_data["imgs"]) == 3
+    assert all(done and w > 300 and h > 100 for done, w, h in probe_data["imgs"]), probe_data
+    # stages (header + baseline), targets (header + 1), measurements, budgets: all rendered as tables
+    assert len(probe_data["rows"]) >= 4 and all(n >= 2 for n in probe_data["rows"])
+    for heading in ("Stages", "Targets", "Measurements", "Budgets", "Plots"):
+        assert f"<h2>{heading}</h2>" in dom.stdout
+
+    # 2. a screenshot of the page as it is: the right size and not blank
+    shot = tmp_path / "report.png"
+    res = chromium(f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri(), user_data=tmp_path / "ud2")
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    im = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
+    assert im.shape == (2400, 1200, 3)
+    ink = (im.sum(axis=2) < 600)  # darker than light grey: text, lines, bars
+    assert ink.mean() > 0.01, "the screenshot is (nearly) blank"
+    colour = (im.max(axis=2) - im.min(axis=2)) > 60  # saturated pixels: badges, plot markers, bars
+    assert colour.sum() > 2000
+    # ink all over the page's height, not only at the top
+    rows_with_ink = ink.any(axis=1)
+    assert rows_with_ink[:800].mean() > 0.2 and rows_with_ink[800:1600].mean() > 0.2
