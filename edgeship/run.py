@@ -24,7 +24,7 @@ from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save_module, set_eval
 from edgeship.pipeline.base import PassContext
-from edgeship.pipeline.runner import StageCache, run_passes
+from edgeship.pipeline.runner import StageCache, model_hash, run_passes
 from edgeship.pipeline.training import TensorData, predict, set_determinism, top1
 from edgeship.progress import info
 from edgeship.recipe import Recipe, load_recipe
@@ -87,6 +87,8 @@ def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bo
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         report = _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre, data, tmp, quiet)
+        if only:
+            carry_over(out, tmp, report, [t.name for t in recipe.targets])
         report["wall_s"] = round(time.perf_counter() - t_start, 2)
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
         write_report_html(tmp)  # report.html, rendered from the report.json just written
@@ -101,6 +103,34 @@ def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bo
         raise
     failed = [t for t in report["targets"] if t["status"] != "ok"]
     return report, (1 if failed else 0)
+
+
+def carry_over(prev_dir: Path, tmp: Path, report: dict, order: list[str]) -> None:
+    """`export --target X` keeps the other targets of the previous run when they came from the same
+    recipe and the same compressed model; otherwise they are dropped (they would be stale)."""
+    try:
+        prev = json.loads((prev_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return
+    same = (prev.get("recipe_hash") == report["recipe_hash"]
+            and prev.get("final", {}).get("model_hash") == report["final"]["model_hash"])
+    if not same:
+        info("[yellow]previous run came from another recipe or model: its other targets are not kept[/yellow]")
+        return
+    done = {t["name"] for t in report["targets"]}
+    for t in prev.get("targets", []):
+        name = t["name"]
+        if name in done or name not in order:
+            continue
+        if (prev_dir / "targets" / name).is_dir():
+            shutil.copytree(prev_dir / "targets" / name, tmp / "targets" / name)
+        if (prev_dir / "logs" / f"{name}.log").is_file():
+            shutil.copy2(prev_dir / "logs" / f"{name}.log", tmp / "logs" / f"{name}.log")
+        report["targets"].append({**t, "carried_over": True})
+        for section in ("measurements",):
+            if name in prev.get(section, {}):
+                report.setdefault(section, {})[name] = prev[section][name]
+    report["targets"].sort(key=lambda t: order.index(t["name"]))
 
 
 def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre, data, tmp: Path, quiet: bool) -> dict:
@@ -142,6 +172,7 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
         "baseline": baseline,
         "stages": result.stages,
         "final": {"top1_test": top1(torch_logits, y), **model_stats(compact, shape),
+                  "model_hash": model_hash(compact),
                   "size_fp32_bytes": fp32_size_bytes(compact)},
         "quantization": quant.to_dict(),
         "targets": target_reports,

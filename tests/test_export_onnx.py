@@ -101,3 +101,21 @@ def test_export_from_model_files(tmp_path, digits_recipe, digits_checkpoint, kin
     assert result.exit_code == 0, result.stderr
     report = json.loads((tmp_path / "runs" / "digits_test" / "report.json").read_text())
     assert report["targets"][0]["verify"]["agreement"] >= 0.999
+
+
+def test_export_one_target_keeps_the_others(tmp_path, digits_recipe):
+    import yaml
+
+    r = yaml.safe_load(digits_recipe().read_text())
+    r["targets"].append({"name": "onnx-fp32-b", "format": "onnx", "precision": "fp32"})
+    path = write_recipe(tmp_path, r, "two.yaml")
+    assert CliRunner().invoke(app, ["export", str(path)]).exit_code == 0
+    run = tmp_path / "runs" / "digits_test"
+    first = json.loads((run / "report.json").read_text())
+    res = CliRunner().invoke(app, ["export", str(path), "--target", "onnx-fp32-b"])
+    assert res.exit_code == 0, res.stderr
+    second = json.loads((run / "report.json").read_text())
+    assert [t["name"] for t in second["targets"]] == ["onnx-fp32", "onnx-fp32-b"]
+    assert second["targets"][0].get("carried_over") and not second["targets"][1].get("carried_over")
+    assert second["targets"][0]["verify"] == first["targets"][0]["verify"]
+    assert (run / second["targets"][0]["artifact"]).is_file()
