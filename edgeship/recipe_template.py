@@ -21,7 +21,8 @@ MODEL_BLOCKS = {
     "torchscript": """\
   torchscript: path/to/model.ts            # <-- EDIT: torch.jit.save(torch.jit.script(model), path)""",
     "exported": """\
-  exported: path/to/model.pt2              # <-- EDIT: torch.export.save(torch.export.export(model, (x,)), path)""",
+  exported: path/to/model.pt2              # <-- EDIT: torch.export.save(program, path), the batch axis dynamic:
+  #   program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},))""",
 }
 
 DATA_BLOCKS = {
@@ -111,7 +112,7 @@ PASS_EXAMPLES = ""  # filled from the pass registry's documented examples when t
 
 
 def _commented(block: str) -> str:
-    return "\n".join("  # " + line[2:] if line.startswith("  ") else "# " + line for line in block.splitlines())
+    return "\n".join(line if line.lstrip().startswith("#") else "  # " + line[2:] for line in block.splitlines())
 
 
 def render(path: Path, name: str, data: str = "image_folder", model: str = "factory") -> str:

@@ -1,0 +1,151 @@
+"""`edgeship init`: the commented recipe it writes parses, and once its placeholders point at real
+files (a user's factory + state_dict, TorchScript or .pt2 model; an image folder, .npz or IDX data)
+it validates, loads, trains and exports."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgeship.calibration.datasets import load_digits
+from edgeship.cli import app
+from edgeship.recipe import load_recipe
+from edgeship.run import prepare
+
+MODEL_SRC = """
+from torch import nn
+
+def build_model(num_classes=10, width=8):
+    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * width, num_classes))
+"""
+
+
+def init(tmp_path: Path, *args: str) -> tuple[Path, str]:
+    path = tmp_path / "my_model.yaml"
+    result = CliRunner().invoke(app, ["init", str(path), *args])
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {path}" in result.stdout
+    return path, path.read_text()
+
+
+def fill(text: str, replacements: dict[str, str]) -> str:
+    """Replace each placeholder, which must be in the template (so a template change shows here)."""
+    for old, new in replacements.items():
+        assert old in text, f"placeholder {old!r} is not in the template"
+        text = text.replace(old, new)
+    return text
+
+
+def user_model(tmp_path: Path, monkeypatch, kind: str) -> dict[str, str]:
+    """A user's model package on sys.path, saved the way the recipe's comments say."""
+    pkg = tmp_path / f"userpkg_{kind}"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text(MODEL_SRC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    ns: dict = {}
+    exec(MODEL_SRC, ns)
+    model = ns["build_model"]().eval()
+    if kind == "factory":
+        torch.save(model.state_dict(), tmp_path / "weights.pt")
+        return {"my_package.models:build_model": f"{pkg.name}.models:build_model",
+                "path/to/weights.pt": str(tmp_path / "weights.pt")}
+    if kind == "torchscript":
+        torch.jit.save(torch.jit.script(model), tmp_path / "model.ts")
+        return {"path/to/model.ts": str(tmp_path / "model.ts")}
+    program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},))
+    torch.export.save(program, tmp_path / "model.pt2")
+    return {"path/to/model.pt2": str(tmp_path / "model.pt2")}
+
+
+def user_data(tmp_path: Path, kind: str) -> dict[str, str]:
+    """The digits set (8x8, values 0..16) written as the user's own files."""
+    d = load_digits()
+    x = (d.x[:, 0] * 15).astype(np.uint8)  # 0..240, 8-bit like a user's images
+    y = d.y
+    if kind == "npz":
+        np.savez(tmp_path / "data.npz", x=x, y=y)
+        return {"path/to/data.npz": str(tmp_path / "data.npz")}
+    if kind == "image_folder":
+        for i in range(200):
+            folder = tmp_path / "images" / f"digit_{y[i]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i]).save(folder / f"{i}.png")
+        return {"path/to/images": str(tmp_path / "images")}
+    images, labels = tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-labels-idx1-ubyte.gz"
+    header = lambda *dims: bytes([0, 0, 8, len(dims)]) + b"".join(n.to_bytes(4, "big") for n in dims)  # noqa: E731
+    images.write_bytes(gzip.compress(header(*x.shape) + x.tobytes()))
+    labels.write_bytes(gzip.compress(header(len(y)) + y.astype(np.uint8).tobytes()))
+    return {"path/to/train-images-idx3-ubyte": str(images)[:-3],
+            "path/to/train-labels-idx1-ubyte": str(labels)[:-3]}
+
+
+SMALL = {"shape: [3, 32, 32]": "shape: [1, 8, 8]", "val_size: 500": "val_size: 100", "calib_size: 500": "calib_size: 100"}
+
+
+def test_init_writes_commented_yaml(tmp_path):
+    path, text = init(tmp_path)
+    raw = yaml.safe_load(text)
+    assert raw["name"] == "my_model" and raw["output"] == "runs/my_model"
+    assert raw["model"]["factory"] and raw["data"]["source"]["kind"] == "image_folder"
+    assert [t["format"] for t in raw["targets"]] == ["onnx", "onnx"] and "budgets" in raw
+    assert text.count("<-- EDIT") >= 5 and text.count("\n#") > 10  # commented for a reader
+    for alternative in ("# torchscript:", "# exported:", "kind: npz", "kind: idx", "--trust-pickle"):
+        assert alternative in text
+    load_recipe(path)  # even the untouched template is a valid recipe
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    path, _ = init(tmp_path)
+    result = CliRunner().invoke(app, ["init", str(path)])
+    assert result.exit_code == 2 and "already exists" in result.stderr and "--force" in result.stderr
+    assert CliRunner().invoke(app, ["init", str(path), "--force", "--data", "npz"]).exit_code == 0
+    assert "kind: npz" in path.read_text().split("# source:")[0]
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "x.yaml"), "--data", "csv"])
+    assert result.exit_code == 2 and "unknown data kind 'csv'" in result.stderr
+
+
+@pytest.mark.parametrize("data,model", [("image_folder", "factory"), ("npz", "torchscript"), ("idx", "exported")])
+def test_filled_template_loads_model_and_data(tmp_path, monkeypatch, data, model):
+    path, text = init(tmp_path, "--data", data, "--model", model)
+    replacements = {**SMALL, **user_model(tmp_path, monkeypatch, model), **user_data(tmp_path, data)}
+    path.write_text(fill(text, replacements))
+    recipe = load_recipe(path)
+    splits, labels, net, _, tensors = prepare(recipe)
+    assert sum(splits.sizes().values()) > 0 and len(tensors["test"]) > 0
+    assert net(tensors["test"].x[:4]).shape == (4, 10)
+    if data == "image_folder":
+        assert labels[:3] == ("digit_0", "digit_1", "digit_2")  # class names from the folder names
+
+
+def test_filled_template_trains_and_exports(tmp_path, monkeypatch):
+    """The user's path end to end: init, fill in, `edgeship train` the factory model, `edgeship export`."""
+    monkeypatch.chdir(tmp_path)
+    path, text = init(tmp_path, "--data", "npz")
+    replacements = {**SMALL, **user_model(tmp_path, monkeypatch, "factory"), **user_data(tmp_path, "npz"),
+                    "scale: 0.00392156862745098": "scale: 0.0041666", "threads: null": "threads: 1",
+                    "epochs: 3": "epochs: 8", "lr: 0.001": "lr: 0.01"}
+    path.write_text(fill(text, replacements))
+    trained = CliRunner().invoke(app, ["--json", "train", str(path)])
+    assert trained.exit_code == 0, trained.stderr
+    assert json.loads(trained.stdout)["test_top1"] > 0.5
+    result = CliRunner().invoke(app, ["--json", "export", str(path), "--target", "onnx-fp32"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    (t,) = report["targets"]
+    assert t["status"] == "ok" and t["verify"]["agreement"] >= 0.999
+    run = tmp_path / "runs" / "my_model"
+    assert (run / "report.json").is_file() and (run / "report.html").is_file()
+    assert report["recipe"]["model"]["factory"] == "userpkg_factory.models:build_model"
