@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Benchmark ONE edgeship artifact in this process and print one JSON line.
+
+Self-contained on purpose: it is copied to devices next to an artifact and needs only the Python
+standard library, numpy and the artifact's runtime package (onnxruntime, openvino, ai-edge-litert
+or tflite-runtime). It never imports edgeship.
+
+    python3 bench_runner.py --dir DIR [--threads N] [--runs N] [--warmup N] [--seed S]
+
+DIR holds the artifact files and their sidecar ``model.json`` (format, main file, inputs). The input
+is seeded random normal data in the model's normalized input space (quantized to the input tensor's
+int8/uint8 parameters where the model takes integers; the TFLite layout comes from the interpreter).
+Timing covers feeding the input, running and fetching the outputs, per run, at a fixed thread count.
+
+Output: one line ``EDGESHIP_BENCH {json}`` on stdout (runtimes may print their own lines). On a
+missing package the JSON is ``{"ok": false, "error": "missing_package", "package": ...}`` and the
+exit code is 3; any other failure exits 4 with ``"error": "failed"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import time
+
+MARKER = "EDGESHIP_BENCH "
+EXIT_MISSING, EXIT_FAILED = 3, 4
+# format -> [(module to import, pip package that provides it)], first importable wins
+RUNTIMES = {
+    "onnx": [("onnxruntime", "onnxruntime")],
+    "openvino": [("openvino", "openvino")],
+    "tflite": [("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime")],
+}
+# /proc/cpuinfo flag -> the ISA feature name edgeship uses
+FEATURES = {
+    "neon": "neon", "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "fphp": "fp16", "i8mm": "i8mm",
+    "sve": "sve", "bf16": "bf16", "sse4_2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
+    "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni", "avx512_bf16": "avx512_bf16",
+    "avx512_fp16": "avx512_fp16", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
+}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def cpu_features(cpuinfo: str) -> list[str]:
+    """ISA features from /proc/cpuinfo (x86 ``flags``, Arm ``Features``), normalized names."""
+    found = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            found.update(FEATURES[f] for f in value.split() if f in FEATURES)
+    return sorted(found)
+
+
+def _cpu_model(cpuinfo: str) -> str:
+    keys = ("model name", "hardware", "model", "processor")
+    values = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        k = key.strip().lower()
+        if sep and k in keys and value.strip() and k not in values:
+            values[k] = value.strip()
+    for k in keys:  # "processor" on x86 is an index; only use it when it is text (old Arm kernels)
+        if k in values and not values[k].isdigit():
+            return values[k]
+    return platform.processor() or platform.machine()
+
+
+def _temperatures() -> dict:
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        raw, kind = _read(f"{zone}/temp"), _read(f"{zone}/type")
+        try:
+            temps[(kind or os.path.basename(zone)).strip()] = round(int(raw.strip()) / 1000.0, 1)
+        except (AttributeError, ValueError):
+            continue
+    return temps
+
+
+def device_facts() -> dict:
+    """What can be read about this machine without extra packages; unreadable values are None."""
+    u = os.uname()
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    meminfo = _read("/proc/meminfo") or ""
+    ram_mb = None
+    for line in meminfo.splitlines():
+        if line.startswith("MemTotal:"):
+            ram_mb = round(int(line.split()[1]) / 1024)
+    cpufreq = "/sys/devices/system/cpu/cpu0/cpufreq"
+    khz = lambda name: (int(v) // 1000) if (v := (_read(f"{cpufreq}/{name}") or "").strip()).isdigit() else None  # noqa: E731
+    board = (_read("/proc/device-tree/model") or "").strip("\x00\n ") or None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "uname": " ".join((u.sysname, u.nodename, u.release, u.version, u.machine)),
+        "hostname": u.nodename, "system": u.sysname, "release": u.release, "machine": u.machine,
+        "cpu": _cpu_model(cpuinfo), "board": board, "cores": os.cpu_count(), "usable_cores": usable,
+        "features": cpu_features(cpuinfo), "ram_mb": ram_mb,
+        "governor": (_read(f"{cpufreq}/scaling_governor") or "").strip() or None,
+        "freq_mhz": khz("scaling_cur_freq"), "max_freq_mhz": khz("cpuinfo_max_freq"),
+        "temperature_c": _temperatures() or None,
+        "python": platform.python_version(),
+    }
+
+
+def rss_mb() -> float | None:
+    status = _read("/proc/self/status") or ""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 2)
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process: VmHWM where /proc has it, else ru_maxrss."""
+    status = _read("/proc/self/status") or ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 2)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 2)  # bytes on macOS, KiB on Linux
+
+
+class Missing(Exception):
+    def __init__(self, module: str, package: str):
+        super().__init__(module)
+        self.module, self.package = module, package
+
+
+def import_runtime(fmt: str):
+    import importlib
+
+    options = RUNTIMES.get(fmt)
+    if not options:
+        raise ValueError(f"unknown artifact format {fmt!r}")
+    for module, package in options:
+        try:
+            return importlib.import_module(module), package
+        except ImportError:
+            continue
+    raise Missing(options[0][0], options[0][1])
+
+
+def _static(shape, fallback=None) -> list[int]:
+    dims = list(shape)
+    if fallback is not None and len(fallback) == len(dims):
+        return [d if isinstance(d, int) and d > 0 else (f if isinstance(f, int) and f > 0 else 1)
+                for d, f in zip(dims, fallback)]
+    return [d if isinstance(d, int) and d > 0 else 1 for d in dims]
+
+
+def _float_input(np, shape, seed: int):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _quantize(np, x, dtype, scale: float, zero_point: int):
+    info = np.iinfo(dtype)
+    if not scale:
+        scale = 1.0
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = _static(inp.shape)
+    feed = {inp.name: _float_input(np, shape, seed)}
+    if "int8" in inp.type or "uint8" in inp.type:  # integer-input ONNX: quantize like TFLite
+        q = (meta.get("inputs") or [{}])[0].get("quantization") or {}
+        dtype = np.uint8 if "uint8" in inp.type else np.int8
+        feed = {inp.name: _quantize(np, feed[inp.name], dtype, q.get("scale", 1.0), q.get("zero_point", 0))}
+
+    def run():
+        return sess.run(None, feed)[0]
+
+    return run, {"runtime": "onnxruntime", "runtime_version": ort.__version__, "input_shape": shape,
+                 "input_dtype": str(feed[inp.name].dtype), "arena_mb": None}
+
+
+def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
+    core = ov.Core()
+    model = core.read_model(path)
+    ps = model.input(0).get_partial_shape()
+    if ps.is_dynamic:
+        model.reshape({model.input(0).get_any_name(): [d.get_length() if d.is_static else 1 for d in ps]})
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    shape = list(compiled.input(0).get_shape())
+    x = _float_input(np, shape, seed)
+
+    def run():
+        request.infer({0: x})
+        return request.get_output_tensor(0).data
+
+    return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": shape,
+                 "input_dtype": "float32", "arena_mb": None}
+
+
+def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np):
+    interpreter = interp_mod.Interpreter(model_path=path, num_threads=threads)
+    detail = interpreter.get_input_details()[0]
+    signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+    if any(d < 1 for d in signature):
+        interpreter.resize_tensor_input(detail["index"], _static(signature, [int(d) for d in detail["shape"]]))
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    shape = [int(d) for d in detail["shape"]]
+    x = _float_input(np, shape, seed)  # the interpreter's shape is authoritative (NHWC after conversion)
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu":
+        scale, zero_point = detail.get("quantization", (0.0, 0))
+        x = _quantize(np, x, dtype.type, float(scale), int(zero_point))
+    else:
+        x = x.astype(dtype)
+    idx_in, idx_out = detail["index"], out["index"]
+
+    def run():
+        interpreter.set_tensor(idx_in, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(idx_out)
+
+    name = "ai-edge-litert" if interp_mod.__name__.startswith("ai_edge_litert") else "tflite-runtime"
+    version = getattr(sys.modules.get(interp_mod.__name__.split(".")[0]), "__version__", None)
+    return run, {"runtime": name, "runtime_version": version, "input_shape": shape, "input_dtype": str(dtype),
+                 "arena_mb": None}
+
+
+LOADERS = {"onnx": load_onnx, "openvino": load_openvino, "tflite": load_tflite}
+
+
+def summarize(np, samples_ms: list[float]) -> dict:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    pct = lambda q: round(float(np.percentile(a, q)), 4)  # noqa: E731
+    return {"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "mean_ms": round(float(a.mean()), 4),
+            "std_ms": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 4),
+            "min_ms": round(float(a.min()), 4), "max_ms": round(float(a.max()), 4)}
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.flush()
+    sys.stdout.write(MARKER + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def bench(args) -> dict:
+    meta_path = os.path.join(args.dir, "model.json")
+    with open(meta_path) as f:
+        art = json.load(f)
+    fmt, main = art["format"], art["main"]
+    path = os.path.join(args.dir, main)
+    files = art.get("files") or [main]
+    size = sum(os.path.getsize(os.path.join(args.dir, p)) for p in files if os.path.exists(os.path.join(args.dir, p)))
+
+    try:
+        import numpy as np
+    except ImportError:
+        raise Missing("numpy", "numpy") from None
+    t0 = time.perf_counter()
+    runtime, _package = import_runtime(fmt)
+    import_ms = (time.perf_counter() - t0) * 1e3
+    baseline = rss_mb()
+
+    t0 = time.perf_counter()
+    run, info = LOADERS[fmt](runtime, path, args.threads, art.get("meta") or {}, args.seed, np)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    y = run()
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(args.warmup):
+        run()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(args.runs):
+        t = clock()
+        run()
+        samples.append((clock() - t) / 1e6)
+    return {
+        "ok": True, "target": art.get("target"), "format": fmt, "precision": art.get("precision"),
+        **summarize(np, samples), "samples_ms": [round(s, 4) for s in samples],
+        "load_ms": round(load_ms, 3), "import_ms": round(import_ms, 3), "first_run_ms": round(first_ms, 3),
+        "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": baseline, "size_bytes": int(size),
+        "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
+        "output_shape": [int(d) for d in getattr(y, "shape", ())], "numpy_version": np.__version__,
+        **info, "facts": device_facts(),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dir", required=True, help="directory holding model.json and the artifact files")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--facts", action="store_true", help="print only the device facts")
+    args = p.parse_args(argv)
+    if args.facts:
+        emit({"ok": True, "facts": device_facts()})
+        return 0
+    if args.runs < 1 or args.threads < 1 or args.warmup < 0:
+        emit({"ok": False, "error": "failed", "message": "--runs and --threads must be >= 1, --warmup >= 0"})
+        return EXIT_FAILED
+    try:
+        emit(bench(args))
+        return 0
+    except Missing as e:
+        emit({"ok": False, "error": "missing_package", "module": e.module, "package": e.package,
+              "python": sys.executable, "facts": device_facts()})
+        return EXIT_MISSING
+    except Exception as e:  # one line for the caller; the caller adds context
+        emit({"ok": False, "error": "failed", "message": f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"})
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Budgets and the CI gate.
+
+Keys (recipe ``BudgetSpec``): ``latency_ms_p90``, ``peak_ram_mb``, ``model_size_kb`` (upper limits),
+``min_top1`` (a lower limit, 0..1) and ``max_accuracy_drop`` (top-1 points below the torch model).
+Each key of a target comes from the first place that sets it: the target's ``budgets:``, the
+recipe's ``budgets:``, then the defaults of the target's device profile.
+
+Latency and peak RAM come from the measurement of the chosen source (host, device or estimate);
+size and accuracy are properties of the artifact (its files, and its own runtime on the test split)
+and are the same for every source. A budget whose value is missing (nothing measured from that
+source) fails: a gate must not pass on no data. A verdict built on estimates says so everywhere.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Optional
+
+from edgeship.errors import EdgeshipError
+from edgeship.recipe import BudgetSpec
+
+KEYS = tuple(BudgetSpec.model_fields)
+LOWER_LIMITS = {"min_top1"}  # value must be >= limit; every other key: value <= limit
+UNITS = {"latency_ms_p90": "ms", "peak_ram_mb": "MB", "model_size_kb": "KiB", "min_top1": "", "max_accuracy_drop": "pt"}
+MEASURED = {"latency_ms_p90", "peak_ram_mb"}  # these depend on the source
+ESTIMATE_WARNING = "ESTIMATED latency (not measured on the device): a planning number, not a release gate"
+
+
+def effective(recipe: dict, target: dict) -> dict[str, tuple[float, str]]:
+    """{key: (limit, where it came from)} for one target of a report's recipe."""
+    from edgeship.targets import devices
+
+    spec = next((t for t in recipe.get("targets", []) if t["name"] == target["name"]), {})
+    device = devices.get(spec.get("device") or target.get("device") or devices.HOST)
+    layers = [("target", spec.get("budgets") or {}), ("recipe", recipe.get("budgets") or {}),
+              (f"device {device.name}", device.budgets.model_dump())]
+    out = {}
+    for key in KEYS:
+        for origin, layer in layers:
+            if layer.get(key) is not None:
+                out[key] = (float(layer[key]), origin)
+                break
+    return out
+
+
+def default_source(report: dict) -> str:
+    """device when anything was measured on a device, else host. Estimates only when asked for."""
+    ms = report.get("measurements") or {}
+    return "device" if any("device" in m for m in ms.values()) else "host"
+
+
+def _value(key: str, target: dict, meas: Optional[dict]) -> tuple[Optional[float], str]:
+    verify = target.get("verify") or {}
+    if key == "latency_ms_p90":
+        return (meas or {}).get("p90_ms"), (meas or {}).get("p90_method") or "p90 of the timed runs"
+    if key == "peak_ram_mb":
+        return (meas or {}).get("peak_rss_mb"), "peak RSS of the benchmark process"
+    if key == "model_size_kb":
+        size = target.get("size_bytes")
+        return (None if size is None else size / 1024), "artifact files"
+    if key == "min_top1":
+        return verify.get("top1"), "top-1 on the test split"
+    if key == "max_accuracy_drop":
+        drop = verify.get("accuracy_drop_pt")
+        if drop is None and "top1" in verify and "torch_top1" in verify:
+            drop = (verify["torch_top1"] - verify["top1"]) * 100
+        return drop, "top-1 points below torch"
+    raise KeyError(key)
+
+
+def evaluate(report: dict, source: str) -> dict:
+    """The budget verdict for ``report`` against measurements of ``source``."""
+    if source not in ("host", "device", "estimate"):
+        raise EdgeshipError(f"unknown measurement source {source!r}", "use host, device or estimate")
+    recipe = report.get("recipe") or {}
+    results = []
+    for t in report.get("targets", []):
+        meas = ((report.get("measurements") or {}).get(t["name"]) or {}).get(source)
+        if t.get("status") != "ok":
+            results.append({"target": t["name"], "budget": "artifact", "limit": None, "value": None, "margin": None,
+                            "passed": False, "source": "artifact", "note": f"target failed: {t.get('error')}"})
+            continue
+        for key, (limit, origin) in effective(recipe, t).items():
+            value, basis = _value(key, t, meas)
+            row = {"target": t["name"], "budget": key, "limit": limit, "value": None, "margin": None,
+                   "passed": False, "source": source if key in MEASURED else "artifact", "origin": origin,
+                   "unit": UNITS[key], "basis": basis}
+            if value is None:
+                row["note"] = (f"no {source} measurement: run `edgeship profile`" if key in MEASURED
+                               else "not recorded in report.json")
+            else:
+                margin = value - limit if key in LOWER_LIMITS else limit - value
+                row.update(value=round(float(value), 4), margin=round(float(margin), 4), passed=bool(margin >= 0),
+                           margin_pct=round(100 * margin / limit, 2) if limit else None)
+            results.append(row)
+    return {"source": source, "estimate": source == "estimate", "results": results,
+            "passed": bool(results) and all(r["passed"] for r in results),
+            "warning": ESTIMATE_WARNING if source == "estimate" else None}
+
+
+# ------------------------------------------------------------------ outputs
+def _fmt(v, key: str = "", sign: str = "") -> str:
+    if v is None:
+        return "-"
+    if key == "min_top1":
+        return f"{v:{sign}.4f}"
+    return f"{v:{sign}.4g}" if abs(v) < 1000 else f"{v:{sign},.0f}"
+
+
+def _row_text(r: dict) -> tuple[str, str, str, str, str]:
+    op = ">=" if r["budget"] in LOWER_LIMITS else "<="
+    unit = f" {r.get('unit')}" if r.get("unit") else ""
+    limit = f"{op} {_fmt(r['limit'], r['budget'])}{unit}" if r["limit"] is not None else "-"
+    value = _fmt(r["value"], r["budget"]) + (unit if r["value"] is not None else "")
+    margin = "-" if r["margin"] is None else _fmt(r["margin"], r["budget"], "+") + unit
+    if r.get("margin_pct") is not None:
+        margin += f" ({r['margin_pct']:+.0f}%)"
+    return limit, value, margin, ("pass" if r["passed"] else "FAIL"), r.get("note") or ""
+
+
+def table(verdict: dict):
+    from rich.table import Table
+
+    title = f"budgets (source: {verdict['source']})"
+    if verdict.get("estimate"):
+        title += f"\n[bold yellow]{ESTIMATE_WARNING}[/bold yellow]"
+    tb = Table(title=title)
+    for col in ("target", "budget", "limit", "value", "margin", "result", "source", "note"):
+        tb.add_column(col)
+    for r in verdict["results"]:
+        limit, value, margin, result, note = _row_text(r)
+        color = "green" if r["passed"] else "red"
+        tb.add_row(r["target"], r["budget"], limit, value, margin, f"[{color}]{result}[/{color}]", r["source"], note)
+    return tb
+
+
+def summary_line(verdict: dict) -> str:
+    n = len(verdict["results"])
+    failed = [r for r in verdict["results"] if not r["passed"]]
+    tag = " [ESTIMATE]" if verdict.get("estimate") else ""
+    if not n:
+        return f"budgets{tag}: nothing to check (no budgets and no targets)"
+    if not failed:
+        return f"budgets{tag}: all {n} passed (source: {verdict['source']})"
+    names = ", ".join(f"{r['target']}:{r['budget']}" for r in failed)
+    return f"budgets{tag}: {len(failed)} of {n} FAILED (source: {verdict['source']}): {names}"
+
+
+def junit_xml(verdict: dict) -> str:
+    """One testcase per (target, budget); a failing case names both."""
+    source = verdict["source"]
+    failures = sum(not r["passed"] for r in verdict["results"])
+    suites = ET.Element("testsuites", name="edgeship check", tests=str(len(verdict["results"])), failures=str(failures))
+    suite = ET.SubElement(suites, "testsuite", name=f"edgeship budgets (source: {source})",
+                          tests=str(len(verdict["results"])), failures=str(failures), errors="0", skipped="0")
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="source", value=source)
+    if verdict.get("estimate"):
+        ET.SubElement(props, "property", name="warning", value=ESTIMATE_WARNING)
+    for r in verdict["results"]:
+        limit, value, margin, _, note = _row_text(r)
+        tag = f" [{r['source']}]" if r["source"] != "artifact" else ""
+        case = ET.SubElement(suite, "testcase", classname=f"edgeship.budgets.{r['target']}",
+                             name=f"{r['target']}: {r['budget']} {limit}{tag}", time="0")
+        if not r["passed"]:
+            msg = (f"{r['target']}: budget {r['budget']} failed: value {value}, limit {limit}, margin {margin}"
+                   f" (source: {r['source']})" + (f"; {note}" if note else ""))
+            ET.SubElement(case, "failure", message=msg, type="BudgetExceeded").text = msg
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def markdown(verdict: dict, run_name: str = "") -> str:
+    ok = verdict["passed"]
+    lines = [f"## edgeship budgets{': ' + run_name if run_name else ''} ({'passed' if ok else 'FAILED'})", ""]
+    if verdict.get("estimate"):
+        lines += [f"> **Warning:** {ESTIMATE_WARNING}.", ""]
+    lines += [f"Source of latency and RAM: **{verdict['source']}**. {summary_line(verdict)}", "",
+              "| target | budget | limit | value | margin | result | source |", "|---|---|---|---|---|---|---|"]
+    for r in verdict["results"]:
+        limit, value, margin, result, note = _row_text(r)
+        mark = "pass" if r["passed"] else "**FAIL**"
+        extra = f" ({note})" if note else ""
+        lines.append(f"| {r['target']} | {r['budget']} | {limit} | {value}{extra} | {margin} | {mark} | {r['source']} |")
+    return "\n".join(lines) + "\n"

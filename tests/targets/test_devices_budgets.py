@@ -1,0 +1,170 @@
+"""Device catalog, budget inheritance and evaluation, the JUnit/Markdown outputs, estimates."""
+
+from __future__ import annotations
+
+import platform
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeship.errors import EdgeshipError
+from edgeship.recipe import load_recipe
+from edgeship.targets import budgets, devices
+from edgeship.targets.bench_runner import cpu_features
+from edgeship.targets.estimate import estimate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_catalog_has_the_devices_and_each_profile_is_complete():
+    assert set(devices.names()) == {"host", "rpi4", "rpi5", "pixel", "jetson-nano", "x86-edge"}
+    for p in devices.catalog():
+        assert p.cpu.cores >= 1 and p.threads >= 1 and p.formats
+        assert set(p.estimate.factor) == {"fp32", "fp16", "int8"}
+        assert p.budgets.latency_ms_p90 and p.budgets.peak_ram_mb and p.budgets.model_size_kb
+    rpi5, rpi4 = devices.get("rpi5"), devices.get("rpi4")
+    assert "dotprod" in rpi5.cpu.features and "dotprod" not in rpi4.cpu.features
+    assert devices.get("pixel").connect == "adb" and devices.get("pixel").formats == ["tflite"]
+    assert "avx_vnni" in devices.get("x86-edge").cpu.features
+
+
+def test_host_is_detected_from_this_machine():
+    host = devices.get("host")
+    assert host.detected and host.cpu.arch == platform.machine()
+    assert host.ram_mb > 0 and host.cpu.model
+    # this venv has all three runtimes; a host only lists formats it can run
+    assert host.formats == ["onnx", "openvino", "tflite"]
+    assert host.runtimes["tflite"] in ("ai-edge-litert", "tflite-runtime")
+    if platform.machine() == "x86_64":
+        assert "avx2" in host.cpu.features
+
+
+def test_cpu_features_from_cpuinfo_of_both_architectures():
+    x86 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni avx_vnni\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimdhp asimddp i8mm\nCPU part\t: 0xd0b\n"
+    assert cpu_features(x86) == ["avx", "avx2", "avx512_vnni", "avx512f", "avx_vnni", "fma", "sse4_2"]
+    assert cpu_features(arm) == ["dotprod", "fp16", "i8mm", "neon"]
+
+
+def test_unknown_device_is_bad_input():
+    with pytest.raises(EdgeshipError, match="unknown device 'rpi9'.*rpi4"):
+        devices.get("rpi9")
+
+
+def test_package_data_ships_the_device_yaml():
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["edgeship"]
+    shipped = {p for pat in patterns for p in (REPO / "edgeship").glob(pat)}
+    assert {p for p in devices.CATALOG_DIR.glob("*.yaml")} <= shipped
+    assert len(list(devices.CATALOG_DIR.glob("*.yaml"))) == 6
+
+
+@pytest.mark.parametrize("where", ["recipe", "target"])
+def test_unknown_budget_key_is_a_recipe_error(tmp_path, digits_recipe, where):
+    path = digits_recipe()
+    r = yaml.safe_load(path.read_text())
+    if where == "recipe":
+        r["budgets"] = {"latency_p90": 5}
+    else:
+        r["targets"][0]["budgets"] = {"latency_ms_p90": 5, "ram": 10}
+    path.write_text(yaml.safe_dump(r))
+    with pytest.raises(EdgeshipError) as e:
+        load_recipe(path)
+    assert "unknown key" in str(e.value) and "latency_ms_p90, peak_ram_mb, model_size_kb" in str(e.value)
+
+
+def test_unknown_device_in_recipe_is_a_recipe_error(digits_recipe):
+    path = digits_recipe()
+    r = yaml.safe_load(path.read_text())
+    r["targets"][0]["device"] = "raspberry"
+    path.write_text(yaml.safe_dump(r))
+    with pytest.raises(EdgeshipError, match="targets.0.device: unknown device 'raspberry'"):
+        load_recipe(path)
+
+
+# --------------------------------------------------------------------------- budgets
+def _report(target_budgets=None, recipe_budgets=None, device="rpi4", meas=None, status="ok") -> dict:
+    t = {"name": "t1", "device": device, "format": "tflite", "precision": "int8", "status": status,
+         "error": None if status == "ok" else "conversion failed", "size_bytes": 204800,
+         "verify": {"top1": 0.95, "torch_top1": 0.96, "accuracy_drop_pt": 1.0}}
+    spec = {"name": "t1", "device": device, "format": "tflite", "precision": "int8", "budgets": target_budgets}
+    return {"recipe": {"name": "r", "targets": [spec], "budgets": recipe_budgets or {}}, "targets": [t],
+            "measurements": {"t1": meas or {}}}
+
+
+def _host(p90=4.0, threads=1):
+    return {"source": "host", "p50_ms": 3.0, "p90_ms": p90, "p99_ms": 5.0, "mean_ms": 3.2, "std_ms": 0.4,
+            "min_ms": 2.9, "max_ms": 5.5, "samples_ms": [3.0] * 5, "load_ms": 12.0, "first_run_ms": 4.0,
+            "peak_rss_mb": 80.0, "arena_mb": None, "size_bytes": 204800, "threads": threads, "runs": 5,
+            "facts": {"cpu": "x"}}
+
+
+def test_budgets_inherit_target_then_recipe_then_device():
+    rep = _report(target_budgets={"latency_ms_p90": 3.0}, recipe_budgets={"latency_ms_p90": 9.0, "min_top1": 0.9})
+    eff = budgets.effective(rep["recipe"], rep["targets"][0])
+    assert eff["latency_ms_p90"] == (3.0, "target")
+    assert eff["min_top1"] == (0.9, "recipe")
+    rpi4 = devices.get("rpi4").budgets
+    assert eff["peak_ram_mb"] == (rpi4.peak_ram_mb, "device rpi4")
+    assert eff["model_size_kb"] == (rpi4.model_size_kb, "device rpi4")
+    assert "max_accuracy_drop" not in eff  # set nowhere
+
+
+def test_evaluate_pass_fail_and_margins():
+    rep = _report(target_budgets={"latency_ms_p90": 3.0, "min_top1": 0.96, "max_accuracy_drop": 2.0,
+                                  "model_size_kb": 250}, meas={"host": _host(p90=4.0)})
+    v = budgets.evaluate(rep, "host")
+    rows = {r["budget"]: r for r in v["results"]}
+    assert not v["passed"]
+    assert rows["latency_ms_p90"]["passed"] is False and rows["latency_ms_p90"]["margin"] == pytest.approx(-1.0)
+    assert rows["min_top1"]["passed"] is False and rows["min_top1"]["margin"] == pytest.approx(-0.01)
+    assert rows["max_accuracy_drop"]["passed"] is True and rows["max_accuracy_drop"]["margin"] == pytest.approx(1.0)
+    assert rows["model_size_kb"]["value"] == pytest.approx(200.0) and rows["model_size_kb"]["passed"]
+    assert rows["peak_ram_mb"]["passed"] and rows["peak_ram_mb"]["source"] == "host"
+    assert rows["model_size_kb"]["source"] == "artifact"
+
+
+def test_missing_measurement_fails_instead_of_passing():
+    v = budgets.evaluate(_report(meas={"host": _host()}), "device")
+    rows = {r["budget"]: r for r in v["results"]}
+    assert rows["latency_ms_p90"]["passed"] is False and rows["latency_ms_p90"]["value"] is None
+    assert "no device measurement" in rows["latency_ms_p90"]["note"]
+    assert not v["passed"]
+
+
+def test_failed_target_fails_the_gate():
+    v = budgets.evaluate(_report(status="failed"), "host")
+    assert not v["passed"] and v["results"][0]["budget"] == "artifact"
+
+
+def test_junit_names_the_failed_target_and_budget():
+    rep = _report(target_budgets={"latency_ms_p90": 3.0}, meas={"host": _host(p90=4.0)})
+    xml = budgets.junit_xml(budgets.evaluate(rep, "host"))
+    root = ET.fromstring(xml)
+    failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
+    assert len(failed) == 1
+    assert failed[0].get("name").startswith("t1: latency_ms_p90 <= 3 ms")
+    assert "margin -1 ms" in failed[0].find("failure").get("message")
+    assert root.find("testsuite").get("failures") == "1"
+
+
+def test_estimates_are_labelled_everywhere():
+    rep = _report(target_budgets={"latency_ms_p90": 100.0}, meas={"host": _host(p90=4.0)})
+    est = estimate(rep["measurements"]["t1"]["host"], devices.get("rpi4"), "int8", "t1")
+    rep["measurements"]["t1"]["estimate"] = est
+    factor = devices.get("rpi4").estimate.factor["int8"]
+    assert est["p90_ms"] == pytest.approx(4.0 * factor) and est["samples_ms"] == []
+    assert est["method"].startswith("ESTIMATE")
+    v = budgets.evaluate(rep, "estimate")
+    assert v["estimate"] and budgets.ESTIMATE_WARNING == v["warning"]
+    assert "ESTIMATE" in budgets.junit_xml(v) and "[estimate]" in budgets.junit_xml(v)
+    assert "Warning:" in budgets.markdown(v) and "[ESTIMATE]" in budgets.summary_line(v)
+    # estimates never count as measurements
+    assert not budgets.evaluate(rep, "device")["passed"]
+
+
+def test_estimate_needs_a_one_thread_host_measurement():
+    with pytest.raises(EdgeshipError, match="1-thread"):
+        estimate(_host(threads=4), devices.get("rpi4"), "fp32", "t1")
