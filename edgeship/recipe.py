@@ -145,6 +145,15 @@ class TargetSpec(Strict):
     max_accuracy_drop: float = Field(1.0, ge=0, description="top-1 points the artifact may lose vs torch")
     budgets: Optional[BudgetSpec] = None
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        from edgeship.targets.devices import names  # the catalog: edgeship/targets/devices/*.yaml
+
+        if v not in names():
+            raise ValueError(f"unknown device {v!r}; allowed: {', '.join(names())} (see `edgeship devices`)")
+        return v
+
 
 class PassSpec(BaseModel):
     """``{name: <pass>, ...config}``; the config is validated by the pass's own schema."""
