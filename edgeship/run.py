@@ -66,7 +66,7 @@ def calib_subset(calib: TensorData, quant: QuantSettings) -> np.ndarray:
 
 
 def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bool = False,
-           quiet: bool = False) -> tuple[dict, int]:
+           quiet: bool = False, measure: bool = True, measure_runs: int = 50) -> tuple[dict, int]:
     """Returns (report, exit code): 0 all targets passed, 1 some failed. Bad input raises EdgeshipError."""
     t_start = time.perf_counter()
     recipe = load_recipe(recipe_path)
@@ -89,6 +89,10 @@ def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bo
         report = _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre, data, tmp, quiet)
         if only:
             carry_over(out, tmp, report, [t.name for t in recipe.targets])
+        if measure:  # host latency/RAM of each OK artifact (fresh subprocess), then the budget verdict
+            from edgeship.targets.measure import measure_and_check
+
+            measure_and_check(report, tmp, [t.name for t in targets], runs=measure_runs, quiet=quiet)
         report["wall_s"] = round(time.perf_counter() - t_start, 2)
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
         write_report_html(tmp)  # report.html, rendered from the report.json just written
