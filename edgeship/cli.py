@@ -67,17 +67,21 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML"),
 def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
            target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="export only this target (repeatable)"),
            trust_pickle: bool = typer.Option(False, "--trust-pickle",
-                                             help="allow model files that need full unpickling (runs their code)")):
-    """Compress the model with the recipe's passes, lower it to every target, verify, write runs/<name>/."""
+                                             help="allow model files that need full unpickling (runs their code)"),
+           no_measure: bool = typer.Option(False, "--no-measure", help="skip the host latency/RAM measurement"),
+           runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact in the host measurement")):
+    """Compress the model with the recipe's passes, lower it to every target, verify, measure on the host,
+    check budgets, write runs/<name>/."""
     from edgeship.report import summary_tables
     from edgeship.run import export as _export
 
-    report, code = _export(recipe, only=target, trust_pickle=trust_pickle)
+    report, code = _export(recipe, only=target, trust_pickle=trust_pickle, measure=not no_measure, measure_runs=runs)
     if STATE["json"]:
         emit_json(report)
     else:
         for table in summary_tables(report):
             out.print(table)
+        _print_verdict(report.get("budgets"))
         out.print(f"run written to {report['recipe']['output']}/ (report.json, report.html)")
         failed = [t["name"] for t in report["targets"] if t["status"] != "ok"]
         if failed:
@@ -116,6 +120,146 @@ def init(path: Path = typer.Argument(Path("recipe.yaml"), help="where to write t
         emit_json({"recipe": str(written)})
     else:
         out.print(f"wrote {written}: edit the lines marked <-- EDIT, then run `edgeship export {written}`")
+
+
+def _print_verdict(verdict) -> None:
+    from edgeship.targets.budgets import summary_line, table
+
+    if not verdict:
+        return
+    out.print(table(verdict))
+    (out if verdict["passed"] else err).print(("" if verdict["passed"] else "[bold red]") + summary_line(verdict)
+                                              + ("" if verdict["passed"] else "[/bold red]"), highlight=False)
+
+
+@app.command()
+@handle_errors
+def devices():
+    """List the device catalog (and this machine, detected)."""
+    from edgeship.targets.devices import catalog
+
+    profiles = catalog()
+    if STATE["json"]:
+        emit_json([p.model_dump(mode="json") for p in profiles])
+        return
+    from rich.table import Table
+
+    tb = Table(title="devices (edgeship --json devices for everything)")
+    short = {"latency_ms_p90": "p90<={:g}ms", "peak_ram_mb": "RAM<={:g}MB", "model_size_kb": "size<={:g}KiB",
+             "min_top1": "top1>={:g}", "max_accuracy_drop": "drop<={:g}pt"}
+    for col in ("name", "connect", "cpu", "cores", "ISA features", "RAM", "formats", "threads", "default budgets",
+                "estimate x"):
+        tb.add_column(col)
+    for p in profiles:
+        b = {k: v for k, v in p.budgets.model_dump().items() if v is not None}
+        tb.add_row(p.name, p.connect, f"{p.cpu.arch}: {p.cpu.model}", str(p.cpu.cores), " ".join(p.cpu.features) or "-",
+                   f"{p.ram_mb / 1024:.0f} GiB" if p.ram_mb else "-", " ".join(p.formats) or "-", str(p.threads),
+                   " ".join(short[k].format(v) for k, v in b.items()) or "-",
+                   " ".join(f"{k}:{v:g}" for k, v in p.estimate.factor.items()))
+    out.print(tb)
+
+
+@app.command()
+@handle_errors
+def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
+            ssh: Optional[str] = typer.Option(None, "--ssh", help="measure on user@host over ssh"),
+            ssh_port: Optional[int] = typer.Option(None, "--ssh-port", help="ssh port"),
+            ssh_identity: Optional[Path] = typer.Option(None, "--ssh-identity", help="private key file"),
+            ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh config file (ssh -F)"),
+            ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="KEY=VALUE for ssh -o (repeatable)"),
+            ssh_timeout: int = typer.Option(10, "--connect-timeout", help="ssh ConnectTimeout in seconds"),
+            remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device (needs numpy "
+                                              "and the runtime package)"),
+            adb: Optional[str] = typer.Option(None, "--adb", help="measure .tflite on this Android device serial"),
+            adb_path: str = typer.Option("adb", "--adb-path", help="the adb binary"),
+            benchmark_binary: str = typer.Option("/data/local/tmp/benchmark_model", "--benchmark-binary",
+                                                 help="TFLite benchmark_model's path on the device"),
+            estimate: bool = typer.Option(False, "--estimate", help="no device: estimate its latency from the host "
+                                          "measurement (marked source: estimate)"),
+            device: Optional[str] = typer.Option(None, "--device", help="device profile to use (default: each "
+                                                 "target's device)"),
+            target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="only this target (repeatable)"),
+            runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact"),
+            warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
+            threads: Optional[int] = typer.Option(None, "--threads", min=1, help="override the device profile's threads")):
+    """Measure a run's artifacts on the host, on a device (--ssh / --adb) or estimate (--estimate)."""
+    from edgeship.targets.profile import profile as _profile
+    from edgeship.targets.remote import AdbTarget, SshTarget
+
+    ssh_t = None if ssh is None else SshTarget(ssh, ssh_port, str(ssh_identity) if ssh_identity else None,
+                                               str(ssh_config) if ssh_config else None, list(ssh_option or []),
+                                               ssh_timeout, remote_python)
+    adb_t = None if adb is None else AdbTarget(adb, adb_path, benchmark_binary)
+    res = _profile(run, target, ssh=ssh_t, adb=adb_t, estimate=estimate, device=device, runs=runs, warmup=warmup,
+                   threads=threads)
+    _refresh_html(res.run_dir)
+    if STATE["json"]:
+        emit_json({"source": res.source, "measurements": res.measured, "errors": res.errors})
+    else:
+        out.print(_measurement_table(res))
+        if res.source == "estimate":
+            out.print("[bold yellow]ESTIMATES, not measurements[/bold yellow]: method in each entry's `method` "
+                      "(report.json) and in README")
+    for e in res.errors.values():
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if res.errors else 0)
+
+
+def _measurement_table(res):
+    from rich.table import Table
+
+    tb = Table(title=f"{res.run_dir}: latency (source: {res.source})")
+    for col in ("target", "p50 ms", "p90 ms", "p99 ms", "mean +- std ms", "load ms", "peak RAM MB", "size KiB",
+                "threads", "runs", "where"):
+        tb.add_column(col)
+    for name, m in res.measured.items():
+        f = m.get("facts") or {}
+        where = m.get("remote") or f.get("estimated_for") or f.get("hostname") or f.get("model") or "-"
+        tb.add_row(name, f"{m['p50_ms']:.4g}", f"{m['p90_ms']:.4g}", f"{m['p99_ms']:.4g}",
+                   f"{m['mean_ms']:.4g} +- {m['std_ms']:.2g}", "-" if m.get("load_ms") is None else f"{m['load_ms']:.4g}",
+                   "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}",
+                   "-" if m.get("size_bytes") is None else f"{m['size_bytes'] / 1024:.1f}", str(m.get("threads")),
+                   str(m.get("runs")), str(where))
+    return tb
+
+
+def _refresh_html(run_dir: Path) -> None:
+    """report.html is rendered from report.json: keep it in step after report.json changed."""
+    try:
+        from edgeship.report_html import write_report_html
+
+        write_report_html(run_dir)
+    except Exception as e:  # the page is a view; the measurement in report.json is what counts
+        err.print(f"[yellow]report.html not refreshed ({type(e).__name__}: {e}); run `edgeship report`[/yellow]")
+
+
+@app.command()
+@handle_errors
+def check(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
+          source: Optional[str] = typer.Option(None, "--source", help="device, host or estimate (default: device when "
+                                               "the run has device measurements, else host)"),
+          junit: Optional[Path] = typer.Option(None, "--junit", help="write a JUnit XML file (CI test report)"),
+          markdown: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown summary")):
+    """Check every target's budgets; exit 1 when any fails (the CI gate)."""
+    from edgeship.targets import budgets, rundir
+
+    run_dir = rundir.resolve(run)
+    report = rundir.load_report(run_dir)
+    verdict = budgets.evaluate(report, source or budgets.default_source(report))
+    report["budgets"] = verdict
+    rundir.write_report(run_dir, report)
+    _refresh_html(run_dir)
+    if junit:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(budgets.junit_xml(verdict))
+    if markdown:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(budgets.markdown(verdict, (report.get("recipe") or {}).get("name", "")))
+    if STATE["json"]:
+        emit_json(verdict)
+    else:
+        _print_verdict(verdict)
+    raise typer.Exit(0 if verdict["passed"] else 1)
 
 
 if __name__ == "__main__":
