@@ -63,6 +63,15 @@ class Pass:
         raise NotImplementedError
 
 
+def require_python_module(model: nn.Module, stage: str, what: str) -> None:
+    """Passes that rewrite the module (prune, qat) need its Python code, not a TorchScript graph."""
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        raise EdgeshipError(f"{stage}: {what} needs a Python nn.Module, got a TorchScript model",
+                            "load the model with model.zoo or model.factory")
+
+
 def registry() -> dict[str, type[Pass]]:
     for mod in PASS_MODULES:
         try:

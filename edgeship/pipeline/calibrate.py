@@ -1,0 +1,37 @@
+"""`calibrate`: post-training quantization settings every INT8 backend follows. No weight changes:
+the pass records how many (seeded) calibration samples to draw, which range method, per-channel
+or per-tensor weights, symmetric or asymmetric activations. Each backend maps the method to its
+own calibrator (min-max, percentile, entropy, MSE where it has one) and says so in its report."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+from torch import nn
+
+from edgeship.calibration.quant import QuantSettings
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult
+
+
+class CalibrateConfig(PassConfig):
+    samples: int = Field(512, ge=1, description="calibration samples drawn from the calibration split")
+    method: Literal["minmax", "percentile", "entropy", "mse"] = "minmax"
+    percentile: float = Field(99.999, gt=50, le=100, description="for method: percentile")
+    per_channel: bool = Field(True, description="per-channel weight scales (else per-tensor)")
+    symmetric_activations: bool = False
+    seed: Optional[int] = Field(None, description="calibration subset seed; default: the recipe's seed")
+
+
+class Calibrate(Pass):
+    name = "calibrate"
+    Config = CalibrateConfig
+
+    def run(self, model: nn.Module, config: CalibrateConfig, ctx: PassContext) -> PassResult:
+        available = len(ctx.data["calib"])
+        quant = QuantSettings(samples=min(config.samples, available), method=config.method,
+                              percentile=config.percentile, per_channel=config.per_channel,
+                              symmetric_activations=config.symmetric_activations, symmetric_weights=True,
+                              seed=ctx.seed if config.seed is None else config.seed, qat=False)
+        metrics = {**quant.to_dict(), "requested_samples": config.samples, "calib_split_size": available}
+        return PassResult(model, metrics, quant)

@@ -1,0 +1,256 @@
+"""`prune`: structured channel pruning with torch-pruning's dependency graph.
+
+Channels are removed from every layer that shares them (residual adds, depthwise convs,
+concatenations), so the result is a genuinely smaller ``nn.Module``: fewer parameters, fewer MACs,
+a smaller exported file. Masks are not pruning.
+
+Targets: ``macs_ratio`` keeps at most that fraction of the input model's MACs (each step bisects
+torch-pruning's ``pruning_ratio`` until the model fits the step's MACs budget); ``channel_ratio``
+keeps that fraction of the channels. ``steps`` prunes a little at a time and fine-tunes after each
+step with distillation from the teacher (``fine_tune``), the iterative schedule that keeps accuracy.
+The classifier (the last conv/linear layer run) is never pruned.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from pydantic import Field, model_validator
+from torch import nn
+
+from edgeship.errors import EdgeshipError
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, require_python_module
+from edgeship.pipeline.distill import TrainConfig, finetune, resolve_teacher, subset
+
+IMPORTANCE = {
+    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+    "taylor": lambda: tp.importance.TaylorImportance(),
+    "bn_scale": lambda: tp.importance.BNScaleImportance(),
+    "lamp": lambda: tp.importance.LAMPImportance(p=2),
+}
+
+
+class FineTuneConfig(TrainConfig):
+    epochs: int = Field(1, ge=0, description="epochs after each pruning step (0: prune only)")
+    samples: Optional[int] = Field(None, ge=1, description="fine-tune each step on a seeded subset")
+
+
+class PruneConfig(PassConfig):
+    macs_ratio: Optional[float] = Field(None, gt=0, le=1, description="keep at most this fraction of MACs")
+    channel_ratio: Optional[float] = Field(None, gt=0, le=1, description="keep this fraction of channels")
+    importance: Literal["l1", "l2", "taylor", "bn_scale", "lamp"] = "l2"
+    global_pruning: bool = Field(False, description="rank channels across layers (else every layer alike)")
+    round_to: int = Field(8, ge=1, description="remaining widths are multiples of this (SIMD-friendly)")
+    ignored_layers: list[str] = Field(default_factory=list, description="module names never pruned")
+    steps: int = Field(1, ge=1, description="prune a little, fine-tune, repeat")
+    fine_tune: FineTuneConfig = Field(default_factory=FineTuneConfig)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "PruneConfig":
+        if (self.macs_ratio is None) == (self.channel_ratio is None):
+            raise ValueError("give exactly one of macs_ratio, channel_ratio")
+        return self
+
+
+class _WouldEmpty(Exception):
+    def __init__(self, layer: str, channels: int):
+        super().__init__(layer)
+        self.layer, self.channels = layer, channels
+
+
+def _round_keeping_one_unit(n_pruned: int, current: int, round_to: int) -> int:
+    """torch-pruning's rounding, except that rounding alone never empties a layer: a layer that
+    would keep 1..round_to-1 channels keeps round_to (or all it has). A target that asks for zero
+    channels still empties it, which `prune` reports as bad input."""
+    keep = current - n_pruned
+    if keep <= 0:
+        return current
+    keep = max(keep - keep % round_to, min(round_to, current))
+    return current - keep
+
+
+def macs_of(model: nn.Module, example: torch.Tensor) -> int:
+    return int(tp.utils.count_ops_and_params(model, example)[0])
+
+
+def classifier_name(model: nn.Module, example: torch.Tensor) -> Optional[str]:
+    """The last conv/linear module the forward pass runs."""
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
+             for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order[-1] if order else None
+
+
+def _last_module_run(model: nn.Module, fn) -> tuple[Optional[str], Exception]:
+    """Run ``fn``; if it raises, return the last conv/linear layer that ran before the failure (the
+    one whose channels the failing op could not follow) and the exception."""
+    last: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, i, n=n: last.append(n))
+             for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    try:
+        fn()
+        return None, None  # type: ignore[return-value]
+    except Exception as e:  # noqa: BLE001 - any failure is reported with the layer
+        return (last[-1] if last else None), e
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _untraceable(stage: str, layer: Optional[str], err: Exception) -> EdgeshipError:
+    msg = " ".join(str(err).split())[:160]
+    where = f"past layer {layer!r}" if layer else "in the model"
+    fix = (f"add {layer!r} to ignored_layers" if layer else "add the layer to ignored_layers") \
+        + " (keep its channels), or replace the op torch-pruning cannot follow"
+    return EdgeshipError(f"{stage}: torch-pruning's dependency graph cannot trace the model {where} "
+                         f"({type(err).__name__}: {msg})", fix)
+
+
+class _Pruner:
+    """One configured pruning job over a model (names resolved, classifier found)."""
+
+    def __init__(self, model: nn.Module, cfg: PruneConfig, ctx: PassContext):
+        self.cfg, self.ctx = cfg, ctx
+        self.example = torch.zeros(1, *ctx.input_shape)
+        require_python_module(model, ctx.stage, "pruning")
+        names = dict(model.named_modules())
+        for n in cfg.ignored_layers:
+            if n not in names:
+                close = difflib.get_close_matches(n, [k for k in names if k], 3)
+                raise EdgeshipError(f"{ctx.stage}: ignored_layers names {n!r}, which is not a module of the model",
+                                    f"use module names as in model.named_modules()"
+                                    + (f", e.g. {', '.join(close)}" if close else ""))
+        self.classifier = classifier_name(model, self.example)
+        self.ignored = list(cfg.ignored_layers) + ([self.classifier] if self.classifier else [])
+        batch = subset(ctx.data["train"], 128, ctx.seed + 11)
+        self.batch = (batch.x, batch.y)
+
+    def _build(self, model: nn.Module, ratio: float):
+        names = dict(model.named_modules())
+        ignored = [names[n] for n in self.ignored]
+        if self.cfg.importance == "taylor":
+            model.zero_grad()
+            F.cross_entropy(model.train()(self.batch[0]), self.batch[1]).backward()
+            model.eval()
+        layer, err = None, None
+        try:
+            pruner = tp.pruner.MetaPruner(model, self.example, importance=IMPORTANCE[self.cfg.importance](),
+                                          global_pruning=self.cfg.global_pruning, pruning_ratio=ratio,
+                                          ignored_layers=ignored, round_to=self.cfg.round_to)
+        except Exception:  # tracing failed: find the layer by re-running the forward pass
+            layer, err = _last_module_run(model, lambda: tp.DependencyGraph().build_dependency(model, self.example))
+            if err is None:
+                raise
+            raise _untraceable(self.ctx.stage, layer, err) from None
+        return pruner
+
+    def prune(self, model: nn.Module, ratio: float) -> nn.Module:
+        """Prune ``model`` in place by ``ratio`` (torch-pruning's pruning_ratio); raises _WouldEmpty."""
+        pruner = self._build(model, ratio)
+        names = {m: n for n, m in model.named_modules()}
+        emptied: list[_WouldEmpty] = []
+        check = pruner.DG.check_pruning_group
+
+        def record_refusals(group) -> bool:  # torch-pruning silently skips a group it would empty
+            ok = check(group)
+            if not ok:
+                root = group[0][0].target.module
+                emptied.append(_WouldEmpty(names.get(root, type(root).__name__),
+                                           pruner.DG.get_out_channels(root) or 0))
+            return ok
+
+        pruner.DG.check_pruning_group = record_refusals
+        pruner._round_to = _round_keeping_one_unit
+        groups = list(pruner.step(interactive=True))
+        if emptied:
+            raise emptied[0]
+        for group in groups:
+            group.prune()
+        model.zero_grad(set_to_none=True)
+        layer, err = _last_module_run(model, lambda: model.eval()(torch.zeros(2, *self.ctx.input_shape)))
+        if err is not None:
+            raise _untraceable(self.ctx.stage, layer, err)
+        return model
+
+    def ratio_for_macs(self, model: nn.Module, target: float, iters: int = 14) -> float:
+        lo, hi, best, empty = 0.0, 0.999, None, None
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            try:
+                macs = macs_of(self.prune(copy.deepcopy(model), mid), self.example)
+            except _WouldEmpty as e:
+                macs, empty = None, e
+            if macs is None or macs <= target:
+                hi = mid
+                if macs is not None:
+                    best = mid
+            else:
+                lo = mid
+        if best is None:
+            if empty is not None:
+                raise self.empty_error(empty)
+            raise EdgeshipError(f"{self.ctx.stage}: no pruning ratio reaches {target:,.0f} MACs",
+                                "use a larger macs_ratio or fewer ignored_layers")
+        return best
+
+    def empty_error(self, e: _WouldEmpty) -> EdgeshipError:
+        target = f"macs_ratio {self.cfg.macs_ratio}" if self.cfg.macs_ratio else f"channel_ratio {self.cfg.channel_ratio}"
+        return EdgeshipError(f"{self.ctx.stage}: {target} would remove every channel of layer {e.layer!r} "
+                             f"({e.channels} channels, round_to {self.cfg.round_to})",
+                             f"use a larger ratio, a smaller round_to, or add {e.layer!r} to ignored_layers")
+
+
+def channel_count(model: nn.Module) -> int:
+    return int(sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)))
+
+
+class Prune(Pass):
+    name = "prune"
+    Config = PruneConfig
+
+    def run(self, model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult:
+        job = _Pruner(model, config, ctx)
+        teacher = resolve_teacher(None, ctx, model) if config.fine_tune.epochs and config.fine_tune.alpha else None
+        model = copy.deepcopy(model).eval()
+        base_macs, base_params = macs_of(model, job.example), sum(p.numel() for p in model.parameters())
+        base_channels = channel_count(model)
+        steps: list[dict] = []
+        keep_prev = 1.0
+        for k in range(1, config.steps + 1):
+            frac = k / config.steps
+            if config.macs_ratio is not None:
+                target = base_macs * (1 - (1 - config.macs_ratio) * frac)
+                ratio = job.ratio_for_macs(model, target)
+            else:
+                keep = 1 - (1 - config.channel_ratio) * frac
+                ratio, keep_prev = 1 - keep / keep_prev, keep
+            try:
+                job.prune(model, ratio)
+            except _WouldEmpty as e:
+                raise job.empty_error(e) from None
+            macs = macs_of(model, job.example)
+            hist = finetune(model, config.fine_tune, ctx, teacher, stage=f"{ctx.stage} step {k}/{config.steps}",
+                            seed_offset=k) if teacher is not None or config.fine_tune.epochs else {}
+            steps.append({"step": k, "pruning_ratio": round(ratio, 4), "macs": macs,
+                          "params": sum(p.numel() for p in model.parameters()),
+                          "val_top1": hist.get("val_top1")})
+        macs = macs_of(model, job.example)
+        params = sum(p.numel() for p in model.parameters())
+        metrics = {"base_macs": base_macs, "macs": macs, "macs_ratio": round(macs / base_macs, 4),
+                   "base_params": base_params, "params_ratio": round(params / base_params, 4),
+                   "base_conv_channels": base_channels, "conv_channels": channel_count(model),
+                   "importance": config.importance, "global_pruning": config.global_pruning,
+                   "ignored_layers": job.ignored, "steps": steps}
+        return PassResult(model.eval(), metrics)

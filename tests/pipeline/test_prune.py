@@ -1,0 +1,132 @@
+"""`prune`: structured pruning shrinks real models (params, MACs, the ONNX file) on every zoo model."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from models import ConcatNet, ShuffleNet
+
+from edgeship.errors import EdgeshipError
+from edgeship.models.zoo import ZOO
+from edgeship.pipeline.base import validate_pass
+from edgeship.pipeline.prune import Prune, PruneConfig, macs_of
+from edgeship.pipeline.training import evaluate
+from edgeship.targets.onnx import export_onnx
+
+NO_FT = {"epochs": 0}
+
+
+def onnx_roundtrip(model, ctx, path) -> tuple[int, float]:
+    """Export with the FP32 target's exporter, run with ONNX Runtime: (file size, max |diff| vs torch)."""
+    x = ctx.data["val"].x[:32]
+    export_onnx(model, x[:1], path, path.with_suffix(".log"))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = model.eval()(x).numpy()
+    return path.stat().st_size, float(np.abs(out - ref).max())
+
+
+def test_prune_to_a_third_of_the_macs_with_distillation_keeps_accuracy(digits_ctx, tmp_path):
+    model, ctx = digits_ctx
+    base_top1 = evaluate(model, ctx.data["val"])
+    base_macs = macs_of(model, torch.zeros(1, *ctx.input_shape))
+    cfg = PruneConfig(macs_ratio=0.33, steps=2, round_to=2, fine_tune={"epochs": 4, "lr": 3e-3})
+    out = Prune().run(model, cfg, ctx)
+    m = out.metrics
+    assert m["macs"] <= 0.33 * base_macs and m["macs"] == macs_of(out.model, torch.zeros(1, *ctx.input_shape))
+    assert m["params_ratio"] < 0.6 and m["conv_channels"] < m["base_conv_channels"]
+    assert [s["step"] for s in m["steps"]] == [1, 2] and m["steps"][0]["macs"] > m["steps"][1]["macs"]
+    assert evaluate(out.model, ctx.data["val"]) >= base_top1 - 0.08
+    size_before, _ = onnx_roundtrip(model, ctx, tmp_path / "before.onnx")
+    size_after, diff = onnx_roundtrip(out.model, ctx, tmp_path / "after.onnx")
+    assert size_after < 0.7 * size_before and diff < 1e-4
+
+
+TINY = {
+    "small_cnn": {"width": 16},
+    "resnet": {"depth": 8, "width_mult": 1.0},
+    "mobilenetv2": {"width_mult": 0.5, "last_channels": 64},
+    "dscnn": {"width": 32, "blocks": 2},
+}
+
+
+@pytest.mark.parametrize("zoo", sorted(TINY))
+@pytest.mark.parametrize("importance,global_pruning", [("l2", False), ("lamp", True)])
+def test_prune_every_zoo_model(zoo, importance, global_pruning, digits_ctx, tmp_path):
+    _, ctx = digits_ctx
+    model = ZOO[zoo](input_size=ctx.input_shape[1:], num_classes=10, **TINY[zoo]).eval()
+    ctx.teacher = model
+    out = Prune().run(model, PruneConfig(macs_ratio=0.5, importance=importance, global_pruning=global_pruning,
+                                         fine_tune=NO_FT), ctx)
+    assert out.metrics["macs_ratio"] <= 0.5
+    assert out.metrics["params_ratio"] < 1 and out.metrics["conv_channels"] < out.metrics["base_conv_channels"]
+    widths = [m.out_channels for m in out.model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1]
+    assert all(w % 8 == 0 for w in widths), widths  # round_to 8 by default
+    assert out.model.classifier.out_features == 10  # the classifier keeps its classes
+    _, diff = onnx_roundtrip(out.model, ctx, tmp_path / "m.onnx")
+    assert diff < 1e-4
+
+
+@pytest.mark.parametrize("importance", ["l1", "taylor", "bn_scale"])
+def test_prune_channel_ratio_on_a_concatenating_user_model(importance, digits_ctx, tmp_path):
+    _, ctx = digits_ctx
+    model = ConcatNet().eval()
+    ctx.teacher = model
+    out = Prune().run(model, PruneConfig(channel_ratio=0.5, importance=importance, round_to=4, steps=2,
+                                         fine_tune={"epochs": 1, "samples": 128}), ctx)
+    pruned = out.model
+    assert pruned.a[0].out_channels == 8 and pruned.b[0].out_channels == 8
+    assert pruned.head[0].in_channels == 16  # the concatenation followed both branches
+    assert out.metrics["macs_ratio"] < 0.5
+    _, diff = onnx_roundtrip(pruned, ctx, tmp_path / "c.onnx")
+    assert diff < 1e-4
+
+
+def test_ignored_layers_keep_their_width(digits_ctx):
+    _, ctx = digits_ctx
+    model = ConcatNet().eval()
+    out = Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, ignored_layers=["a.0"], fine_tune=NO_FT), ctx)
+    assert out.model.a[0].out_channels == 16 and out.model.b[0].out_channels == 8
+    assert "a.0" in out.metrics["ignored_layers"] and "fc" in out.metrics["ignored_layers"]
+
+
+def test_a_target_that_empties_a_layer_is_bad_input(digits_ctx):
+    model, ctx = digits_ctx
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(EdgeshipError, match=r"would remove every channel of layer 'features\.\d\.0'.*ignored_layers"):
+        Prune().run(model, PruneConfig(channel_ratio=0.05, fine_tune=NO_FT), ctx)
+    with pytest.raises(EdgeshipError, match="macs_ratio 0.001 would remove every channel"):
+        Prune().run(model, PruneConfig(macs_ratio=0.001, round_to=1, fine_tune=NO_FT), ctx)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input model is untouched
+
+
+def test_an_untraceable_model_names_the_layer_and_ignoring_it_works(digits_ctx):
+    _, ctx = digits_ctx
+    model = ShuffleNet().eval()
+    with pytest.raises(EdgeshipError, match=r"cannot trace the model past layer 'stem\.0'.*add 'stem\.0' to ignored_layers"):
+        Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, fine_tune=NO_FT), ctx)
+    out = Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, ignored_layers=["stem.0"], fine_tune=NO_FT), ctx)
+    assert out.model.stem[0].out_channels == 16 and out.model.mix[0].out_channels == 8
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"name": "prune"}, "give exactly one of macs_ratio, channel_ratio"),
+    ({"name": "prune", "macs_ratio": 0.5, "channel_ratio": 0.5}, "give exactly one"),
+    ({"name": "prune", "macs_ratio": 1.5}, "macs_ratio"),
+    ({"name": "prune", "macs_ratio": 0.5, "importance": "random"}, "importance"),
+    ({"name": "prune", "macs_ratio": 0.5, "fine_tune": {"epoch": 1}}, "unknown key 'fine_tune.epoch'"),
+])
+def test_bad_prune_configs(entry, message):
+    with pytest.raises(EdgeshipError, match=message):
+        validate_pass(0, entry)
+
+
+def test_unknown_ignored_layer_is_bad_input(digits_ctx):
+    model, ctx = digits_ctx
+    with pytest.raises(EdgeshipError, match="'features.9', which is not a module"):
+        Prune().run(model, PruneConfig(macs_ratio=0.5, ignored_layers=["features.9"], fine_tune=NO_FT), ctx)
