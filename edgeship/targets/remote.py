@@ -149,7 +149,8 @@ def profile_ssh(arts, target: SshTarget, threads: int, runs: int, warmup: int, t
             except TargetError as e:
                 errors[a.name] = str(e)
                 continue
-            results[a.name] = to_measurement(raw, "device", transport="ssh", remote=target.where)
+            results[a.name] = to_measurement(raw, "device", transport="ssh", remote=target.where,
+                                             remote_dir=remote_dir, remote_python=target.python)
             if on_result:
                 on_result(a.name, results[a.name])
     finally:

@@ -1,0 +1,226 @@
+"""Measurement on the host, on a device over a REAL loopback OpenSSH server, estimates, and the
+`edgeship check` gate, all on a real exported run (the small CNN on digits, ONNX Runtime)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgeship.cli import app
+
+_spec = importlib.util.spec_from_file_location("_root_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
+root_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(root_conftest)
+
+RUNS = 30
+GENEROUS = {"latency_ms_p90": 1000.0, "peak_ram_mb": 4096.0, "model_size_kb": 10000.0, "min_top1": 0.5}
+TIGHT = {"latency_ms_p90": 0.0001, "peak_ram_mb": 1.0}
+CONTRACT = ("source", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "samples_ms", "load_ms", "peak_rss_mb",
+            "arena_mb", "size_bytes", "threads", "runs", "facts", "method")
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def export_run(tmp: Path, checkpoint: Path, budgets: dict, name: str, targets=None) -> Path:
+    r = root_conftest.digits_recipe_dict(tmp, name=name, budgets=budgets, output=str(tmp / "runs" / name))
+    r["model"]["weights"] = str(checkpoint)
+    if targets:
+        r["targets"] = targets
+    recipe = root_conftest.write_recipe(tmp, r, f"{name}.yaml")
+    res = cli("export", recipe, "--runs", RUNS)
+    assert res.exit_code == 0, res.stderr + res.stdout
+    return tmp / "runs" / name
+
+
+def report(run: Path) -> dict:
+    return json.loads((run / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, digits_checkpoint) -> Path:
+    return export_run(tmp_path_factory.mktemp("measure"), digits_checkpoint, GENEROUS, "generous")
+
+
+def test_export_measures_on_the_host_and_checks_budgets(run):
+    rep = report(run)
+    m = rep["measurements"]["onnx-fp32"]["host"]
+    assert all(k in m for k in CONTRACT)
+    assert m["source"] == "host" and m["threads"] == 1 and m["runs"] == RUNS == len(m["samples_ms"])
+    assert 0 < m["min_ms"] <= m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"] <= m["max_ms"]
+    assert m["load_ms"] > 0 and m["runtime"] == "onnxruntime" and m["input_shape"] == [1, 1, 8, 8]
+    assert m["peak_rss_mb"] > m["rss_before_load_mb"] > 10  # a fresh process: python + numpy + onnxruntime
+    assert m["size_bytes"] == rep["targets"][0]["size_bytes"]
+    assert m["facts"]["uname"] and m["facts"]["cpu"] and m["facts"]["cores"] >= 1
+    b = rep["budgets"]
+    assert b["source"] == "host" and b["passed"]
+    assert {r["budget"] for r in b["results"]} == set(GENEROUS)
+    assert all(r["origin"] == "recipe" for r in b["results"])
+
+
+def test_check_passes_with_generous_budgets(run, tmp_path):
+    res = cli("check", run, "--source", "host", "--junit", tmp_path / "junit.xml", "--markdown",
+              tmp_path / "summary.md")
+    assert res.exit_code == 0, res.stderr + res.stdout
+    assert "all 4 passed (source: host)" in res.stdout
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "4" and suite.get("failures") == "0"
+    assert "(passed)" in (tmp_path / "summary.md").read_text()
+
+
+def test_check_fails_with_tight_budgets(tmp_path, digits_checkpoint):
+    tight = export_run(tmp_path, digits_checkpoint, TIGHT, "tight")
+    assert report(tight)["budgets"]["passed"] is False  # export's own verdict
+    res = cli("check", tight, "--junit", tmp_path / "junit.xml", "--markdown", tmp_path / "summary.md")
+    assert res.exit_code == 1
+    assert "FAILED" in res.stderr and "onnx-fp32:latency_ms_p90" in res.stderr
+    failed = [c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase") if c.find("failure") is not None]
+    names = sorted(c.get("name") for c in failed)
+    assert len(names) == 2 and names[0].startswith("onnx-fp32: latency_ms_p90 <= 0.0001 ms [host]")
+    assert names[1].startswith("onnx-fp32: peak_ram_mb <= 1 MB [host]")
+    md = (tmp_path / "summary.md").read_text()
+    assert "(FAILED)" in md and "| onnx-fp32 | latency_ms_p90 |" in md and "**FAIL**" in md
+
+
+def test_profile_over_ssh_agrees_with_the_host(run, loopback_sshd):
+    host = cli("profile", run, "--runs", RUNS)
+    assert host.exit_code == 0, host.stderr
+    res = cli("profile", run, *loopback_sshd.cli_args(), "--runs", RUNS)
+    assert res.exit_code == 0, res.stderr + res.stdout
+    ms = report(run)["measurements"]["onnx-fp32"]
+    dev, h = ms["device"], ms["host"]
+    assert all(k in dev for k in CONTRACT)
+    assert dev["source"] == "device" and dev["transport"] == "ssh" and dev["remote"].endswith(str(loopback_sshd.port))
+    assert dev["threads"] == h["threads"] == 1 and len(dev["samples_ms"]) == RUNS
+    assert dev["facts"]["uname"] == h["facts"]["uname"]  # the loopback "device" is this machine
+    assert dev["size_bytes"] == h["size_bytes"] and dev["runtime_version"] == h["runtime_version"]
+    # same artifact, same runtime, same machine: agreement within the noise of a shared machine
+    assert 0.25 < dev["p50_ms"] / h["p50_ms"] < 4, (dev["p50_ms"], h["p50_ms"])
+    assert 0.5 < dev["peak_rss_mb"] / h["peak_rss_mb"] < 2
+    assert not Path(dev["remote_dir"]).exists()  # the bundle was removed from the device
+    # check defaults to the device measurement once there is one
+    chk = cli("check", run)
+    assert chk.exit_code == 0 and "source: device" in chk.stdout
+
+
+def _error_line(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr  # one line, no traceback
+    return lines[0]
+
+
+def test_unreachable_host_is_one_clear_line(run, loopback_sshd, closed_port):
+    args = loopback_sshd.cli_args()
+    args[args.index("--ssh-port") + 1] = str(closed_port)
+    res = cli("profile", run, *args, "--connect-timeout", 2, "--runs", 3)
+    assert res.exit_code == 2
+    line = _error_line(res)
+    assert line.startswith(f"error: cannot reach {loopback_sshd.dest} port {closed_port} over ssh")
+    assert "refused" in line and "Fix:" in line
+
+
+def test_connect_timeout_bounds_a_silent_host(run, loopback_sshd):
+    # a host that accepts the TCP connection but never speaks SSH: only ConnectTimeout ends the wait
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        args = loopback_sshd.cli_args()
+        args[args.index("--ssh-port") + 1] = str(silent.getsockname()[1])
+        res = cli("profile", run, *args, "--connect-timeout", 1, "--runs", 3)
+    assert res.exit_code == 2
+    line = _error_line(res)
+    assert f"cannot reach {loopback_sshd.dest}" in line and "timed out" in line, line
+
+
+def test_host_key_checking_stays_on(run, loopback_sshd, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    args = [a.replace(str(loopback_sshd.known_hosts), str(empty)) for a in loopback_sshd.cli_args()]
+    res = cli("profile", run, *args, "--runs", 3)
+    assert res.exit_code == 2
+    line = _error_line(res)
+    assert "Host key verification failed" in line and "ssh-keyscan -p" in line
+
+
+def test_device_without_the_runtime_names_the_package(run, loopback_sshd, tmp_path):
+    # a real Python on the "device" that has numpy but no onnxruntime: a venv of the base interpreter
+    # whose only extra package is this venv's numpy (linked in through a .pth directory)
+    venv = tmp_path / "device-venv"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    import numpy
+
+    only = tmp_path / "numpy-only"
+    only.mkdir()
+    site = Path(numpy.__file__).parents[1]
+    for name in ("numpy", "numpy.libs"):
+        if (site / name).exists():
+            (only / name).symlink_to(site / name)
+    (next(venv.glob("lib/python3*/site-packages")) / "numpy_only.pth").write_text(str(only) + "\n")
+    py = str(venv / "bin" / "python")
+    assert subprocess.run([py, "-c", "import numpy"]).returncode == 0
+    assert subprocess.run([py, "-c", "import onnxruntime"], capture_output=True).returncode != 0
+    args = loopback_sshd.cli_args()
+    args[args.index("--remote-python") + 1] = py
+    res = cli("profile", run, *args, "--runs", 3)
+    assert res.exit_code == 1
+    line = _error_line(res)
+    assert "has no Python package onnxruntime" in line and f"{py} -m pip install onnxruntime" in line
+
+
+def test_device_without_numpy_names_numpy(run, loopback_sshd, tmp_path):
+    venv = tmp_path / "bare-venv"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    args = loopback_sshd.cli_args()
+    args[args.index("--remote-python") + 1] = str(venv / "bin" / "python")
+    res = cli("profile", run, *args, "--runs", 3)
+    assert res.exit_code == 2
+    assert "has no Python package numpy" in _error_line(res) and "pip install numpy" in res.stderr
+
+
+def test_missing_remote_python_is_a_clear_error(run, loopback_sshd):
+    args = loopback_sshd.cli_args()
+    args[args.index("--remote-python") + 1] = "/nonexistent dir/python3"  # quoted: the space stays in the path
+    res = cli("profile", run, *args, "--runs", 3)
+    assert res.exit_code == 2
+    assert "/nonexistent dir/python3 not found on" in _error_line(res)
+
+
+def test_run_without_artifacts_is_a_clear_error(run, tmp_path):
+    empty = tmp_path / "no-artifacts"
+    empty.mkdir()
+    rep = report(run)
+    for t in rep["targets"]:
+        t["status"], t["error"] = "failed", "conversion failed"
+    (empty / "report.json").write_text(json.dumps(rep))
+    res = cli("profile", empty)
+    assert res.exit_code == 2 and "has no artifacts to measure" in _error_line(res)
+    nothing = tmp_path / "not-a-run"
+    nothing.mkdir()
+    res = cli("check", nothing)
+    assert res.exit_code == 2 and "has no report.json" in _error_line(res)
+    res = cli("profile", run, "--target", "nope")
+    assert res.exit_code == 2 and "no target named nope" in _error_line(res)
+
+
+def test_estimate_is_marked_and_never_mixed(run, tmp_path):
+    res = cli("profile", run, "--estimate", "--device", "rpi4", "--runs", RUNS)
+    assert res.exit_code == 0, res.stderr + res.stdout
+    assert "ESTIMATES, not measurements" in res.stdout
+    ms = report(run)["measurements"]["onnx-fp32"]
+    est, host = ms["estimate"], ms["host"]
+    assert est["source"] == "estimate" and est["method"].startswith("ESTIMATE") and est["samples_ms"] == []
+    assert est["p90_ms"] == pytest.approx(host["p90_ms"] * 3.0, rel=1e-3)  # rpi4 fp32 factor
+    chk = cli("check", run, "--source", "estimate", "--junit", tmp_path / "j.xml", "--markdown", tmp_path / "s.md")
+    assert chk.exit_code == 0 and "ESTIMATE" in chk.stdout
+    assert "[estimate]" in (tmp_path / "j.xml").read_text() and "Warning:" in (tmp_path / "s.md").read_text()
+    assert report(run)["budgets"]["estimate"] is True
