@@ -1,0 +1,67 @@
+"""Passes through `edgeship export`: stages recorded in report.json, cached on a rerun, failures keep
+the finished stages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgeship.cli import app
+from edgeship.errors import EdgeshipError
+from edgeship.run import export
+
+PASSES = [
+    {"name": "prune", "macs_ratio": 0.5, "round_to": 2, "steps": 2, "fine_tune": {"epochs": 2, "lr": 0.003}},
+    {"name": "distill", "epochs": 2, "lr": 0.002},
+    {"name": "qat", "epochs": 1, "calib_samples": 128},
+]
+
+
+def test_export_twice_hits_the_stage_cache(digits_recipe, tmp_path):
+    recipe = digits_recipe(passes=PASSES)
+    runner = CliRunner()
+    first = runner.invoke(app, ["--quiet", "export", str(recipe), "--no-measure"])
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "runs" / "digits_test"
+    report = json.loads((out / "report.json").read_text())
+    stages = report["stages"]
+    assert [s["stage"] for s in stages] == ["1:prune", "2:distill", "3:qat"]
+    assert not any(s["cached"] for s in stages)
+    for s in stages:
+        assert {"top1_val", "params", "macs", "size_fp32_bytes", "wall_s", "metrics"} <= set(s)
+    assert stages[0]["macs"] <= 0.5 * report["baseline"]["macs"]
+    assert report["quantization"]["qat"] is True
+    assert report["final"]["top1_test"] >= report["baseline"]["top1_test"] - 0.05
+    assert report["targets"][0]["status"] == "ok"  # the fake-quant model exports and verifies
+
+    second = runner.invoke(app, ["--quiet", "export", str(recipe), "--no-measure"])
+    assert second.exit_code == 0, second.output
+    again = json.loads((out / "report.json").read_text())
+    assert [s["cached"] for s in again["stages"]] == [True, True, True]
+    assert [s["top1_val"] for s in again["stages"]] == [s["top1_val"] for s in stages]
+
+
+def test_a_nan_stage_stops_and_keeps_the_finished_one(digits_recipe, tmp_path):
+    bad = [PASSES[0], {"name": "distill", "epochs": 2, "lr": 1e30, "optimizer": "sgd"}]
+    recipe = digits_recipe(passes=bad)
+    with pytest.raises(EdgeshipError, match=r"2:distill: the loss became NaN/inf in epoch 1"):
+        export(recipe, quiet=True, measure=False)
+    assert not (tmp_path / "runs" / "digits_test").exists()  # no half-written run
+    cache = tmp_path / "runs" / ".cache"
+    assert len([d for d in cache.iterdir() if (d / "done").exists()]) == 1  # the prune stage survived
+
+    raw = yaml.safe_load(recipe.read_text())
+    raw["passes"][1]["lr"] = 0.002
+    recipe.write_text(yaml.safe_dump(raw))
+    report, code = export(recipe, quiet=True, measure=False)
+    assert code == 0 and [s["cached"] for s in report["stages"]] == [True, False]
+
+
+def test_bad_pass_config_fails_before_any_work(digits_recipe, tmp_path):
+    recipe = digits_recipe(passes=[{"name": "prune", "macs_ratio": 0.5, "round_too": 8}])
+    with pytest.raises(EdgeshipError, match=r"passes\[0\] \(prune\): unknown key 'round_too'"):
+        export(recipe, quiet=True, measure=False)
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,136 @@
+"""`qat`: the fake-quantized model exports to a clean QDQ graph that ONNX Runtime and OpenVINO run as
+INT8 without a second calibration, and its helpers give the TFLite route the same weights and ranges."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from models import ConcatNet
+from onnx import numpy_helper
+
+from edgeship.errors import EdgeshipError
+from edgeship.pipeline.qat import QAT, ActQuant, QATConfig, activation_ranges, fold_and_strip, weight_scale
+from edgeship.pipeline.training import evaluate, predict, top1
+from edgeship.targets.onnx import export_onnx
+
+
+@pytest.fixture
+def qat_result(digits_ctx):
+    model, ctx = digits_ctx
+    out = QAT().run(model, QATConfig(epochs=2, lr=1e-3, calib_samples=256), ctx)
+    return model, ctx, out
+
+
+def test_qat_keeps_accuracy_and_says_qat(qat_result):
+    model, ctx, out = qat_result
+    assert out.quant.qat and out.quant.per_channel and out.quant.symmetric_weights
+    assert out.metrics["quantized_layers"] == 4 and out.metrics["batch_norm"] == "folded"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in out.model.modules())
+    assert evaluate(out.model, ctx.data["val"]) >= evaluate(model, ctx.data["val"]) - 0.03
+    torch.save(out.model, buf := io.BytesIO())  # the stage cache pickles whole modules
+    buf.seek(0)
+    again = torch.load(buf, weights_only=False)
+    x = ctx.data["test"].x
+    assert torch.equal(predict(again, x), predict(out.model, x))
+
+
+def test_qat_exports_a_qdq_graph_onnxruntime_runs_as_int8(qat_result, tmp_path):
+    _, ctx, out = qat_result
+    x, y = ctx.data["test"].x, ctx.data["test"].y.numpy()
+    path = export_onnx(out.model, x[:1], tmp_path / "qat.onnx", tmp_path / "export.log")
+    g = onnx.load(str(path)).graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in g.node if n.op_type == "Constant"}
+    compute = [n for n in g.node if n.op_type in ("Conv", "Gemm")]
+    assert len(compute) == 4
+    for n in compute:  # DequantizeLinear feeds input and weight; the weight is an int8 constant
+        x_dq, w_dq = producer[n.input[0]], producer[n.input[1]]
+        assert x_dq.op_type == w_dq.op_type == "DequantizeLinear", n.name
+        assert constants[w_dq.input[0]].dtype == np.int8 and np.abs(constants[w_dq.input[0]]).max() <= 127
+        assert constants[w_dq.input[1]].shape == (constants[w_dq.input[0]].shape[0],)  # per channel
+        after = consumers[n.output[0]][0]
+        if after.op_type in ("Relu", "Clip"):
+            after = consumers[after.output[0]][0]
+        assert after.op_type == "QuantizeLinear", n.name
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearConv") == 3 and "QGemm" in ops and "Conv" not in ops and "Gemm" not in ops
+    logits = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    torch_logits = predict(out.model, x).numpy()
+    assert (logits.argmax(1) == torch_logits.argmax(1)).mean() >= 0.99
+    assert abs(top1(logits, y) - top1(torch_logits, y)) <= 0.01
+
+
+def test_openvino_runs_the_qdq_file_in_int8(qat_result, tmp_path):
+    ov = pytest.importorskip("openvino")
+    _, ctx, out = qat_result
+    x = ctx.data["test"].x
+    path = export_onnx(out.model, x[:1], tmp_path / "qat.onnx", tmp_path / "export.log")
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    convs = [op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+             if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert len(convs) == 3 and set(convs) <= {"u8", "i8"}, convs
+    logits = compiled(x.numpy())[0]
+    assert (logits.argmax(1) == predict(out.model, x).numpy().argmax(1)).mean() >= 0.98
+
+
+def test_fold_and_strip_gives_the_learned_int8_weights_in_float(qat_result):
+    _, ctx, out = qat_result
+    plain = fold_and_strip(out.model)
+    assert not any(isinstance(m, ActQuant) for m in plain.modules())
+    assert all(type(m) in (torch.nn.Conv2d, torch.nn.Linear) for m in plain.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    for m in plain.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            w = m.weight.detach()
+            q = w / weight_scale(w).view(-1, *([1] * (w.dim() - 1)))
+            assert torch.allclose(q, q.round(), atol=1e-3)  # on the int8 grid already
+    x = ctx.data["test"].x
+    agree = (predict(plain, x).argmax(1) == predict(out.model, x).argmax(1)).float().mean()
+    assert agree >= 0.95
+
+
+def test_activation_ranges_are_keyed_by_graph_node(qat_result):
+    _, _, out = qat_result
+    ranges = activation_ranges(out.model)
+    plain_nodes = {n.name for n in fold_and_strip(out.model).graph.nodes}
+    assert next(iter(ranges)) == "x"  # the model input comes first
+    assert set(ranges) <= plain_nodes
+    assert "features_0_2" in ranges and ranges["features_0_2"]["module"] == "features.0.2"
+    assert "classifier" in ranges  # the logits are quantized too
+    for key, r in ranges.items():
+        assert r["scale"] > 0 and -128 <= r["zero_point"] <= 127 and r["min"] <= 0 <= r["max"], key
+    pooled = [k for k, r in ranges.items() if r["shared_with"]]
+    assert pooled, "max pool / flatten reuse their producer's range"
+
+
+def test_qat_on_a_concatenating_model_exports_qdq(digits_ctx, tmp_path):
+    _, ctx = digits_ctx
+    model = ConcatNet().eval()
+    ctx.teacher = model
+    out = QAT().run(model, QATConfig(epochs=1, samples=128, calib_samples=64), ctx)
+    path = export_onnx(out.model, ctx.data["val"].x[:1], tmp_path / "c.onnx", tmp_path / "c.log")
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "c_opt.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearConv") == 4 and "Conv" not in ops
+
+
+def test_qat_twice_is_bad_input(qat_result):
+    _, ctx, out = qat_result
+    with pytest.raises(EdgeshipError, match="already carries fake quantization"):
+        QAT().run(out.model, QATConfig(epochs=0), ctx)
