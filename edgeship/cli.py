@@ -101,8 +101,10 @@ def report(run: Path = typer.Argument(..., help="a run directory (runs/<name>) o
     if STATE["json"]:
         emit_json({"report_html": str(path)})
         return
-    for table in summary_tables(load_report(run)[1]):
+    report = load_report(run)[1]
+    for table in summary_tables(report):
         out.print(table)
+    _print_verdict(report.get("budgets"))
     out.print(f"report written to {path}")
 
 

@@ -1,12 +1,46 @@
-"""Printing a run's report.json as a table."""
+"""Reading a run's report.json (what it holds for a target) and printing it as tables. The HTML
+page (report_html.py) reads it through the same accessors."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 from rich.table import Table
+
+SOURCE_PREFERENCE = ("device", "host", "estimate")  # the latency a target's summary shows
+
+
+def measurements_of(report: dict, target: str) -> dict[str, dict]:
+    """{source: measurement} of one target; empty when nothing was measured."""
+    return (report.get("measurements") or {}).get(target) or {}
+
+
+def preferred_measurement(report: dict, target: str) -> Optional[dict]:
+    """The device measurement where there is one, else the host's, else the estimate."""
+    m = measurements_of(report, target)
+    for source in SOURCE_PREFERENCE:
+        if source in m:
+            return m[source]
+    return next(iter(m.values()), None)
+
+
+def budget_results(report: dict, target: str) -> list[dict]:
+    return [r for r in (report.get("budgets") or {}).get("results") or [] if r.get("target") == target]
+
+
+def budget_verdict(report: dict, target: str) -> Optional[bool]:
+    """True all budgets met, False one missed, None no budget checked for this target."""
+    results = budget_results(report, target)
+    return None if not results else all(r.get("passed") for r in results)
 
 
 def _pct(v) -> str:
     return "-" if v is None else f"{v * 100:.2f}%"
+
+
+def fmt_ms(v: float) -> str:
+    """Milliseconds with about four significant digits: 0.0099, 4.568, 12.35, 123.5."""
+    return f"{v:.4f}" if v < 1 else f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
 
 
 def summary_tables(report: dict) -> list[Table]:
@@ -20,13 +54,18 @@ def summary_tables(report: dict) -> list[Table]:
         st.add_row(s["stage"], _pct(s["top1_val"]), f"{s['params']:,}", f"{s['macs'] or 0:,}",
                    f"{s['size_fp32_bytes'] / 1024:.1f} KiB", f"{s['wall_s']:.1f}", "yes" if s.get("cached") else "no")
     tt = Table(title="targets (verified on the test split)")
-    for col in ("target", "format", "precision", "status", "top-1", "torch top-1", "agreement", "max |dlogit|", "size"):
+    for col in ("target", "format", "precision", "status", "top-1", "torch top-1", "agreement", "max |dlogit|", "size",
+                "p50 / p90 ms", "budgets"):
         tt.add_column(col)
     for t in report["targets"]:
         v = t.get("verify") or {}
+        m = preferred_measurement(report, t["name"])
         status = "[green]ok[/green]" if t["status"] == "ok" else "[red]failed[/red]"
+        verdict = {None: "-", True: "[green]pass[/green]", False: "[red]FAIL[/red]"}[budget_verdict(report, t["name"])]
         tt.add_row(t["name"], t["format"], t["precision"], status, _pct(v.get("top1")), _pct(v.get("torch_top1")),
                    _pct(v.get("agreement")),
                    "-" if "max_abs_logit_diff" not in v else f"{v['max_abs_logit_diff']:.2e}",
-                   "-" if t.get("size_bytes") is None else f"{t['size_bytes'] / 1024:.1f} KiB")
+                   "-" if t.get("size_bytes") is None else f"{t['size_bytes'] / 1024:.1f} KiB",
+                   f"{fmt_ms(m['p50_ms'])} / {fmt_ms(m['p90_ms'])} ({m['source']})"
+                   if m and m.get("p50_ms") is not None else "not measured", verdict)
     return [st, tt]

@@ -17,8 +17,9 @@ from typing import Any, Optional
 
 from edgeship import report_plots
 from edgeship.errors import EdgeshipError
+from edgeship.report import budget_results, fmt_ms, measurements_of, preferred_measurement
+from edgeship.targets.budgets import LOWER_LIMITS
 
-SOURCE_PREFERENCE = ("device", "host", "estimate")  # the latency a target's row shows
 NOT_MEASURED = '<span class="na">not measured</span>'
 
 CSS = """
@@ -69,10 +70,7 @@ def num(v: Optional[float], unit: str = "", digits: int = 2) -> str:
 
 
 def ms(v: Optional[float]) -> str:
-    """Milliseconds with three significant-ish digits: 0.012, 4.568, 12.35, 123.5."""
-    if v is None:
-        return NOT_MEASURED
-    return f"{v:,.3f}" if v < 10 else f"{v:,.2f}" if v < 100 else f"{v:,.1f}"
+    return NOT_MEASURED if v is None else fmt_ms(v)
 
 
 def table(headers: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
@@ -100,21 +98,18 @@ def badge(passed: Optional[bool], yes: str = "pass", no: str = "FAIL", none: str
     return f'<span class="badge ok">{esc(yes)}</span>' if passed else f'<span class="badge fail">{esc(no)}</span>'
 
 
-# ---------------------------------------------------------------- what the report holds
-def measurements_of(report: dict, target: str) -> dict[str, dict]:
-    return (report.get("measurements") or {}).get(target) or {}
+# ---------------------------------------------------------------- budgets
+def limit_text(r: dict) -> str:
+    if r.get("limit") is None:
+        return "-"
+    op = "&ge;" if r["budget"] in LOWER_LIMITS else "&le;"
+    return f"{op} {r['limit']:.4g}{(' ' + esc(r['unit'])) if r.get('unit') else ''}"
 
 
-def preferred_measurement(report: dict, target: str) -> Optional[dict]:
-    m = measurements_of(report, target)
-    for source in SOURCE_PREFERENCE:
-        if source in m:
-            return m[source]
-    return next(iter(m.values()), None)
-
-
-def budget_results(report: dict, target: str) -> list[dict]:
-    return [r for r in (report.get("budgets") or {}).get("results") or [] if r.get("target") == target]
+def value_text(r: dict) -> str:
+    if r.get("value") is None:
+        return NOT_MEASURED
+    return f"{r['value']:.4g}{(' ' + esc(r['unit'])) if r.get('unit') else ''}"
 
 
 def budget_cell(results: list[dict]) -> str:
@@ -123,8 +118,9 @@ def budget_cell(results: list[dict]) -> str:
     failed = [r for r in results if not r.get("passed")]
     if not failed:
         return badge(True)
-    why = "; ".join(f"{r['budget']} {r.get('value')} &gt; {r.get('limit')}" if r.get("value") is not None
-                    else f"{r['budget']}: not measured" for r in failed)
+    why = "; ".join(f"{esc(r['budget'])} {value_text(r)}, limit {limit_text(r)}" if r.get("value") is not None
+                    else f"{esc(r['budget'])}: {esc(r.get('note') or 'no value')}" for r in failed
+                    if r["budget"] != "artifact")
     return f'{badge(False)} <span class="note">{why}</span>'
 
 
@@ -207,30 +203,54 @@ def measurement_section(report: dict) -> str:
     rows = []
     for t in report["targets"]:
         for source, m in measurements_of(report, t["name"]).items():
-            rows.append([esc(t["name"]), esc(source), ms(m.get("p50_ms")), ms(m.get("p90_ms")),
-                         ms(m.get("p99_ms")), ms(m.get("mean_ms")), ms(m.get("std_ms")),
-                         count(m.get("runs")), count(m.get("threads")), num(m.get("load_ms"), "", 1),
-                         num(m.get("peak_rss_mb"), "", 1), num(m.get("arena_mb"), "", 1),
-                         f'<span class="note">{esc(m.get("method") or "")}</span>'])
+            facts = m.get("facts") or {}
+            where = m.get("method") or m.get("remote") or ", ".join(
+                str(facts[k]) for k in ("hostname", "cpu") if facts.get(k))
+            runtime = " ".join(str(m[k]) for k in ("runtime", "runtime_version") if m.get(k))
+            runs = count(m.get("runs")) + (f" + {m['warmup']}" if m.get("warmup") else "")
+            spread = NOT_MEASURED if m.get("mean_ms") is None else (
+                ms(m["mean_ms"]) + ("" if m.get("std_ms") is None else f" &plusmn; {ms(m['std_ms'])}"))
+            rows.append([esc(t["name"]), esc(source), esc(runtime), ms(m.get("p50_ms")), ms(m.get("p90_ms")),
+                         ms(m.get("p99_ms")), spread, runs,
+                         count(m.get("threads")), num(m.get("load_ms"), "", 1), num(m.get("peak_rss_mb"), "", 1),
+                         num(m.get("arena_mb"), "", 1), f'<span class="note">{esc(where)}</span>'])
+    headers = ["target", "source", "runtime", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "runs + warm-up",
+               "threads", "load ms", "peak RSS MB", "arena MB", "method / where"]
+    if rows and all(r[11] == NOT_MEASURED for r in rows):  # no runtime here reports an arena: say so once
+        headers.pop(11)
+        rows = [r[:11] + r[12:] for r in rows]
+        arena_note = '<p class="note">Arena (the runtime\'s own allocator): not measured.</p>'
+    else:
+        arena_note = ""
+    errors = [(name, source, e) for name, by_source in (report.get("measurement_errors") or {}).items()
+              for source, e in by_source.items()]
+    failed = "".join(f'<p class="note"><span class=fail>measurement failed</span> {esc(n)} ({esc(s)}): {esc(e)}</p>'
+                     for n, s, e in errors)
     if not rows:
         return ("<h2>Measurements</h2><p>Latency and memory: " + NOT_MEASURED
-                + ". <span class=note>Run <code>edgeship profile</code> on this run to measure them.</span></p>")
-    return ("<h2>Measurements</h2>" + table(["target", "source", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms",
-                                             "runs", "threads", "load ms", "peak RSS MB", "arena MB", "method"],
-                                            rows, left=(0, 1, 12)))
+                + ". <span class=note>Run <code>edgeship profile RUN</code> to measure them.</span></p>" + failed)
+    return ("<h2>Measurements</h2>"
+            + table(headers, rows, left=(0, 1, 2, len(headers) - 1)) + arena_note + failed)
 
 
 def budget_section(report: dict) -> str:
     budgets = report.get("budgets")
     if not budgets:
-        return "<h2>Budgets</h2><p>" + badge(None) + " <span class=note>no budget check in this run "\
-               "(<code>edgeship check</code> runs one).</span></p>"
-    rows = [[esc(r.get("target")), esc(r.get("budget")), esc(r.get("limit")),
-             NOT_MEASURED if r.get("value") is None else esc(r.get("value")),
-             "" if r.get("margin") is None else esc(r.get("margin")), esc(r.get("source") or budgets.get("source")),
-             badge(r.get("passed"))] for r in budgets.get("results") or []]
-    return ("<h2>Budgets</h2><p>overall: " + badge(budgets.get("passed")) + "</p>"
-            + table(["target", "budget", "limit", "value", "margin", "source", "verdict"], rows, left=(0, 1)))
+        return ("<h2>Budgets</h2><p>" + badge(None) + " <span class=note>no budget check in this run "
+                "(<code>edgeship check RUN</code> runs one).</span></p>")
+    rows = []
+    for r in budgets.get("results") or []:
+        margin = "" if r.get("margin") is None else f"{r['margin']:+.4g}" + (
+            f" ({r['margin_pct']:+.0f}%)" if r.get("margin_pct") is not None else "")
+        rows.append([esc(r.get("target")), esc(r.get("budget")), limit_text(r), value_text(r), margin,
+                     esc(r.get("source") or ""), esc(r.get("origin") or ""), badge(r.get("passed")),
+                     f'<span class="note">{esc(r.get("note") or r.get("basis") or "")}</span>'])
+    warning = budgets.get("warning")
+    return ("<h2>Budgets</h2><p>overall: " + badge(budgets.get("passed"))
+            + f" <span class=note>latency and RAM from the {esc(budgets.get('source'))} measurements</span></p>"
+            + (f'<p class="fail">{esc(warning)}</p>' if warning else "")
+            + table(["target", "budget", "limit", "value", "margin", "source", "limit from", "verdict", "note"],
+                    rows, left=(0, 1, 6, 8)))
 
 
 def plot_section(report: dict) -> str:

@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,52 +17,19 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgeship.cli import app
-from edgeship.report_html import ms, render_html, write_report_html
+from edgeship.report_html import ms, render_html
 from edgeship.report_plots import pareto_front
 from edgeship.run import export
+from edgeship.targets import budgets
 
 
 @pytest.fixture
 def run_dir(digits_recipe) -> Path:
-    """A real tiny run: the small CNN on digits, exported to FP32 ONNX and verified."""
-    report, code = export(digits_recipe(), quiet=True)
+    """A real tiny run: the small CNN on digits, exported to FP32 ONNX, verified, measured on the
+    host, and checked against a size budget it cannot meet (so the page shows a missed budget)."""
+    report, code = export(digits_recipe(budgets={"model_size_kb": 1.0}), quiet=True, measure_runs=20)
     assert code == 0
     return Path(report["recipe"]["output"])
-
-
-def host_measurement(run: Path, report: dict, target: dict, runs: int = 40) -> dict:
-    """Time the real artifact with onnxruntime, one sample per call, in the measurements contract's
-    shape, so the page has real latency samples to draw."""
-    from edgeship.targets.base import Artifact, get_backend
-
-    art = Artifact.from_sidecar(run / Path(target["artifact"]).parent / "model.json")
-    runner = get_backend(target["format"], target["precision"]).load(art, threads=1)
-    x = np.zeros((1, *report["recipe"]["input"]["shape"]), np.float32)
-    runner(x)
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        runner(x)
-        samples.append((time.perf_counter() - t0) * 1000)
-    s = np.asarray(samples)
-    return {"source": "host", "p50_ms": float(np.percentile(s, 50)), "p90_ms": float(np.percentile(s, 90)),
-            "p99_ms": float(np.percentile(s, 99)), "mean_ms": float(s.mean()), "std_ms": float(s.std()),
-            "samples_ms": samples, "load_ms": None, "peak_rss_mb": None, "arena_mb": None,
-            "size_bytes": target["size_bytes"], "threads": 1, "runs": runs, "facts": {},
-            "method": "test: onnxruntime, batch 1, perf_counter"}
-
-
-def add_measurements(run: Path) -> dict:
-    report = json.loads((run / "report.json").read_text())
-    (t,) = report["targets"]
-    report["measurements"] = {t["name"]: {"host": host_measurement(run, report, t)}}
-    size_kb = t["size_bytes"] / 1024
-    report["budgets"] = {"source": "host", "passed": False, "results": [
-        {"target": t["name"], "budget": "model_size_kb", "limit": 1.0, "value": round(size_kb, 1),
-         "margin": round(1.0 - size_kb, 1), "passed": False, "source": "host"}]}
-    (run / "report.json").write_text(json.dumps(report, indent=2))
-    write_report_html(run)
-    return report
 
 
 def embedded_pngs(text: str) -> list[Image.Image]:
@@ -78,15 +44,29 @@ def test_export_writes_self_contained_report(run_dir):
     assert "<script" not in text and "<link" not in text
     (t,) = report["targets"]
     v = t["verify"]
+    m = report["measurements"]["onnx-fp32"]["host"]
     # figures are report.json's numbers, formatted
     assert f"{v['top1'] * 100:.2f}%" in text and f"{v['agreement'] * 100:.2f}%" in text
     assert f"{t['size_bytes'] / 1024:,.1f} KiB" in text
     assert f"{report['baseline']['params']:,}" in text and f"{report['baseline']['macs']:,}" in text
+    assert f"{ms(m['p50_ms'])} / {ms(m['p90_ms'])} ms" in text and "(host)" in text
+    assert f"{m['peak_rss_mb']:,.1f} MB" in text and m["runtime_version"] in text
     assert ">onnx-fp32<" in text and "onnx fp32" in text
-    # nothing measured yet: said so, no latency invented, no latency plot
-    assert "not measured" in text and "ms (host)" not in text
+    # the missed size budget, with its value and limit
+    (size,) = [r for r in report["budgets"]["results"] if r["budget"] == "model_size_kb"]
+    assert not size["passed"] and "budgets missed" in text
+    assert f"model_size_kb {size['value']:.4g} KiB, limit &le; 1 KiB" in text
     pngs = embedded_pngs(text)
-    assert len(pngs) == 1 and pngs[0].size[0] > 300  # size across stages only
+    assert len(pngs) == 3  # accuracy-latency, size across stages, latency distribution
+    assert all(p.size[0] > 300 and p.size[1] > 100 for p in pngs)
+
+
+def test_unmeasured_run_says_not_measured(digits_recipe):
+    report, _ = export(digits_recipe(), quiet=True, measure=False)
+    text = (Path(report["recipe"]["output"]) / "report.html").read_text()
+    assert "Latency and memory: <span class=\"na\">not measured</span>" in text
+    assert " ms <span class=note>(" not in text  # no latency shown anywhere
+    assert len(embedded_pngs(text)) == 1  # size only: nothing to draw latency from
 
 
 def test_report_command_rebuilds_identical_page(run_dir):
@@ -115,24 +95,19 @@ def test_report_command_bad_input_keeps_old_page(run_dir, tmp_path):
     assert result.exit_code == 2 and "no report.json" in result.stderr
 
 
-def test_measurements_budgets_and_failed_targets_are_rendered(run_dir):
-    report = add_measurements(run_dir)
-    m = report["measurements"]["onnx-fp32"]["host"]
-    text = (run_dir / "report.html").read_text()
-    assert f"{ms(m['p50_ms'])} / {ms(m['p90_ms'])} ms" in text
-    assert "model_size_kb" in text and "budgets missed" in text
-    pngs = embedded_pngs(text)
-    assert len(pngs) == 3  # accuracy-latency, size, latency distribution
-    assert all(p.size[0] > 300 and p.size[1] > 100 for p in pngs)
-
+def test_failed_target_is_rendered_with_its_error(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
     failed = dict(report["targets"][0], name="tflite-int8", format="tflite", precision="int8", status="failed",
                   error="tflite-int8: top-1 0.1000 is 89.00 pt below the torch model's. Fix: <calibrate>")
     for k in ("verify", "size_bytes", "artifact", "files"):
         failed.pop(k)
-    page = render_html(dict(report, targets=[*report["targets"], failed]))
+    report["targets"].append(failed)
+    report["budgets"] = budgets.evaluate(report, "host")
+    page = render_html(report)
     assert "tflite-int8: top-1 0.1000 is 89.00 pt below" in page
-    assert "&lt;calibrate&gt;" in page  # text from report.json is escaped
+    assert "&lt;calibrate&gt;" in page and "<calibrate>" not in page  # text from report.json is escaped
     assert "Not in the accuracy/latency plot (failed or not measured): tflite-int8" in page
+    assert "1/2" in page  # targets verified
 
 
 def test_pareto_front():
@@ -152,7 +127,6 @@ def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
 
 
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
-    add_measurements(run_dir)
     page = run_dir / "report.html"
 
     # 1. the DOM after load: tables present, every image decoded by the browser with a real size
