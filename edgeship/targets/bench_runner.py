@@ -334,4 +334,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # run as a script, Python puts this file's directory first on sys.path; in the package that
+    # directory holds edgeship's own openvino.py/onnx.py, which would shadow the runtimes
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     sys.exit(main())

@@ -26,12 +26,20 @@ MEASURED = {"latency_ms_p90", "peak_ram_mb"}  # these depend on the source
 ESTIMATE_WARNING = "ESTIMATED latency (not measured on the device): a planning number, not a release gate"
 
 
+def _spec(recipe: dict, target: dict) -> dict:
+    return next((t for t in recipe.get("targets", []) if t["name"] == target["name"]), {})
+
+
+def _device_of(recipe: dict, target: dict) -> str:
+    return _spec(recipe, target).get("device") or target.get("device") or "host"
+
+
 def effective(recipe: dict, target: dict) -> dict[str, tuple[float, str]]:
     """{key: (limit, where it came from)} for one target of a report's recipe."""
     from edgeship.targets import devices
 
-    spec = next((t for t in recipe.get("targets", []) if t["name"] == target["name"]), {})
-    device = devices.get(spec.get("device") or target.get("device") or devices.HOST)
+    spec = _spec(recipe, target)
+    device = devices.get(_device_of(recipe, target))
     layers = [("target", spec.get("budgets") or {}), ("recipe", recipe.get("budgets") or {}),
               (f"device {device.name}", device.budgets.model_dump())]
     out = {}
@@ -75,7 +83,10 @@ def evaluate(report: dict, source: str) -> dict:
     recipe = report.get("recipe") or {}
     results = []
     for t in report.get("targets", []):
-        meas = ((report.get("measurements") or {}).get(t["name"]) or {}).get(source)
+        by_source = (report.get("measurements") or {}).get(t["name"]) or {}
+        meas, used = by_source.get(source), source
+        if meas is None and source != "host" and _device_of(recipe, t) == "host" and "host" in by_source:
+            meas, used = by_source["host"], "host"  # the target's device IS this machine
         if t.get("status") != "ok":
             results.append({"target": t["name"], "budget": "artifact", "limit": None, "value": None, "margin": None,
                             "passed": False, "source": "artifact", "note": f"target failed: {t.get('error')}"})
@@ -83,8 +94,10 @@ def evaluate(report: dict, source: str) -> dict:
         for key, (limit, origin) in effective(recipe, t).items():
             value, basis = _value(key, t, meas)
             row = {"target": t["name"], "budget": key, "limit": limit, "value": None, "margin": None,
-                   "passed": False, "source": source if key in MEASURED else "artifact", "origin": origin,
+                   "passed": False, "source": used if key in MEASURED else "artifact", "origin": origin,
                    "unit": UNITS[key], "basis": basis}
+            if key in MEASURED and used != source:
+                row["note"] = f"the target's device is the host: host measurement used for {source}"
             if value is None:
                 row["note"] = (f"no {source} measurement: run `edgeship profile`" if key in MEASURED
                                else "not recorded in report.json")

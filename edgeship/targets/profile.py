@@ -68,8 +68,7 @@ def profile(run: Path | str, targets: Optional[list[str]] = None, ssh=None, adb=
         for a in arts:
             dev = _device_for(a, device)
             if dev.name == devices.HOST:
-                res.errors[a.name] = (f"{a.name}: its device is the host, nothing to estimate "
-                                      "(pass --device NAME to estimate for a catalog device)")
+                info(f"{a.name}: its device is the host, nothing to estimate (skipped)")
                 continue
             host = ((report.get("measurements") or {}).get(a.name) or {}).get("host")
             if host is None or host.get("threads") != 1:
@@ -80,6 +79,9 @@ def profile(run: Path | str, targets: Optional[list[str]] = None, ssh=None, adb=
                     continue
             res.measured[a.name] = estimate_one(host, dev, a.precision, a.name)
             shown(a.name, res.measured[a.name])
+        if not res.measured and not res.errors:
+            raise EdgeshipError("nothing to estimate: every target's device is the host",
+                                "pass --device NAME (see `edgeship devices`) or set `device:` on the targets")
     else:
         # the host profile's thread count (1) for every artifact: host numbers stay comparable
         res.errors.update(measure_all_host(run_dir, report, [a.name for a in arts], threads=threads, runs=runs,

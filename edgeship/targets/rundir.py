@@ -85,4 +85,11 @@ def artifacts(run_dir: Path, report: dict, only: Optional[list[str]] = None) -> 
 
 
 def store(report: dict, target: str, measurement: dict) -> None:
-    report.setdefault("measurements", {}).setdefault(target, {})[measurement["source"]] = measurement
+    """Keep ``measurement`` under measurements[target][source]; a stale error for the same pair goes."""
+    source = measurement["source"]
+    report.setdefault("measurements", {}).setdefault(target, {})[source] = measurement
+    errors = report.get("measurement_errors") or {}
+    if source in (errors.get(target) or {}):
+        del errors[target][source]
+        if not errors[target]:
+            del errors[target]

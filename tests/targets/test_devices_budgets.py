@@ -168,3 +168,14 @@ def test_estimates_are_labelled_everywhere():
 def test_estimate_needs_a_one_thread_host_measurement():
     with pytest.raises(EdgeshipError, match="1-thread"):
         estimate(_host(threads=4), devices.get("rpi4"), "fp32", "t1")
+
+
+def test_host_targets_use_the_host_measurement_for_device_and_estimate():
+    rep = _report(device="host", meas={"host": _host(p90=4.0)})
+    for source in ("device", "estimate"):
+        rows = {r["budget"]: r for r in budgets.evaluate(rep, source)["results"]}
+        assert rows["latency_ms_p90"]["value"] == 4.0 and rows["latency_ms_p90"]["source"] == "host"
+        assert "device is the host" in rows["latency_ms_p90"]["note"]
+    # a device target never borrows the host's numbers
+    rows = {r["budget"]: r for r in budgets.evaluate(_report(meas={"host": _host()}), "device")["results"]}
+    assert rows["latency_ms_p90"]["value"] is None

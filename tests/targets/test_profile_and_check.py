@@ -224,3 +224,31 @@ def test_estimate_is_marked_and_never_mixed(run, tmp_path):
     assert chk.exit_code == 0 and "ESTIMATE" in chk.stdout
     assert "[estimate]" in (tmp_path / "j.xml").read_text() and "Warning:" in (tmp_path / "s.md").read_text()
     assert report(run)["budgets"]["estimate"] is True
+
+
+FORMATS = [("onnx-int8", "onnx", "int8"), ("ov-fp16", "openvino", "fp16"), ("tfl-int8", "tflite", "int8")]
+
+
+@pytest.mark.slow
+def test_every_format_measured_on_host_and_over_ssh(tmp_path, digits_checkpoint, loopback_sshd):
+    """The runner loads ONNX Runtime, OpenVINO IR and TFLite (NHWC, int8 input) artifacts the backends wrote."""
+    from edgeship.targets.base import Backend, _import_backends
+
+    _import_backends()
+    missing = [f"{f}/{p}" for _, f, p in FORMATS if (f, p) not in Backend.registry]
+    if missing:
+        pytest.skip(f"backends not in this tree yet: {', '.join(missing)}")
+    targets = [{"name": n, "format": f, "precision": p, "max_accuracy_drop": 5.0} for n, f, p in FORMATS]
+    run = export_run(tmp_path, digits_checkpoint, GENEROUS, "formats", targets)
+    res = cli("profile", run, *loopback_sshd.cli_args(), "--runs", 10)
+    assert res.exit_code == 0, res.stderr + res.stdout
+    ms = report(run)["measurements"]
+    expect = {"onnx-int8": ("onnxruntime", [1, 1, 8, 8]), "ov-fp16": ("openvino", [1, 1, 8, 8]),
+              "tfl-int8": ("ai-edge-litert", [1, 8, 8, 1])}
+    for name, (runtime, shape) in expect.items():
+        for source in ("host", "device"):
+            m = ms[name][source]
+            assert m["runtime"] == runtime and m["input_shape"] == shape and len(m["samples_ms"]) >= 10
+            assert m["p50_ms"] > 0 and m["peak_rss_mb"] > 0
+        assert 0.25 < ms[name]["device"]["p50_ms"] / ms[name]["host"]["p50_ms"] < 4
+    assert ms["tfl-int8"]["host"]["input_dtype"] == "int8"  # quantized from the interpreter's parameters
