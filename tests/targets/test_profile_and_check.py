@@ -252,3 +252,25 @@ def test_every_format_measured_on_host_and_over_ssh(tmp_path, digits_checkpoint,
             assert m["p50_ms"] > 0 and m["peak_rss_mb"] > 0
         assert 0.25 < ms[name]["device"]["p50_ms"] / ms[name]["host"]["p50_ms"] < 4
     assert ms["tfl-int8"]["host"]["input_dtype"] == "int8"  # quantized from the interpreter's parameters
+
+
+def test_example_ci_workflow_calls_real_options(tmp_path):
+    """examples/ci-pi.yml's profile and check lines parse: they fail only because the run is missing."""
+    import os
+    import shlex
+
+    wf = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "ci-pi.yml").read_text())
+    env = {**wf["env"], "RUN": str(tmp_path / "missing-run"), "HOME": str(tmp_path)}
+    lines = [ln for j in wf["jobs"].values() for s in j["steps"] if "run" in s
+             for ln in s["run"].replace("\\\n", " ").splitlines() if "bin/edgeship" in ln]
+    used = set()
+    for ln in lines:
+        words = shlex.split(os.path.expandvars(ln.replace("~/", "$HOME/").replace("$HOME", env["HOME"])
+                                               .replace("$RUN", env["RUN"]).replace("$PI", env["PI"])
+                                               .replace("$RECIPE", str(tmp_path / "missing.yaml"))))
+        args = [w for w in words[words.index(next(w for w in words if w.endswith("bin/edgeship"))) + 1:]]
+        res = cli(*args)
+        assert res.exit_code == 2, (ln, res.stdout, res.stderr)
+        assert "not found" in res.stderr, (ln, res.stderr)
+        used.add(next(a for a in args if not a.startswith("-")))
+    assert {"profile", "check", "export", "train"} <= used
