@@ -78,16 +78,27 @@ data:
   calib_size: 500                  # calibration samples for INT8, drawn from the training partition
   seed: 0
 
-train:                             # the training loop's settings (edgeship train; fine-tuning passes)
+train:                             # `edgeship train` (trains a factory model from scratch); the passes
+  # have their own fine-tuning settings. threads also applies to the passes and the targets.
   epochs: 3
   batch_size: 128
   lr: 0.001
   threads: null                    # torch threads; null: all cores
 
 # Compression passes run in order; each stage is cached, so a rerun skips finished ones.
-# See README.md, "Passes", for every option.
+# With no passes the model is exported as it is. README.md, "Passes", lists every option.
 passes: []
-{pass_examples}
+# passes:                          # an example pipeline: replace the line `passes: []` with these lines
+#   - name: prune                  # structured: whole channels removed, so fewer MACs and a smaller file
+#     macs_ratio: 0.5              # keep at most half the MACs (or channel_ratio: the share of channels kept)
+#     steps: 2                     # prune a little, fine-tune with distillation, repeat
+#     fine_tune: {{epochs: 1, lr: 0.001}}
+#   - name: distill                # recover accuracy: distillation from the model as it was before the passes
+#     epochs: 2
+#   - name: calibrate              # INT8 post-training quantization settings the int8 targets follow
+#     samples: 512
+#     method: minmax               # minmax | percentile | entropy | mse
+#   # - {{name: qat, epochs: 1}}     # instead of calibrate: quantization-aware training (fake-quant, then INT8)
 
 # One artifact per target. format: onnx | openvino | tflite;
 # precision: fp32 | fp16 | int8 | dynamic_int8 | int8_float_io (not every pair exists; README.md lists them).
@@ -99,7 +110,8 @@ targets:
   # - {{name: pi-tflite-int8, device: rpi4, format: tflite, precision: int8,
   #     budgets: {{latency_ms_p90: 30, peak_ram_mb: 128}}}}          # per-target budgets override the ones below
 
-# Limits every target is checked against (`edgeship check`); unset keys are not checked here.
+# Limits every target is checked against (export and `edgeship check`). A target's own `budgets:`
+# win over these; keys set in neither come from the target's device (`edgeship devices`).
 budgets:
   max_accuracy_drop: 1.0           # <-- EDIT: top-1 points an artifact may lose against the torch model
   # latency_ms_p90: 20             # 90th-percentile latency of one inference
@@ -107,9 +119,6 @@ budgets:
   # model_size_kb: 4096            # artifact files on disk
   # min_top1: 0.90                 # top-1 on the test split
 """
-
-PASS_EXAMPLES = ""  # filled from the pass registry's documented examples when they exist
-
 
 def _commented(block: str) -> str:
     return "\n".join(line if line.lstrip().startswith("#") else "  # " + line[2:] for line in block.splitlines())
@@ -123,8 +132,7 @@ def render(path: Path, name: str, data: str = "image_folder", model: str = "fact
     others = lambda blocks, chosen: "\n".join(_commented(b) for k, b in blocks.items() if k != chosen)  # noqa: E731
     return TEMPLATE.format(path=path, name=name, output=f"runs/{name}",
                            model_block=MODEL_BLOCKS[model], model_alternatives=others(MODEL_BLOCKS, model),
-                           data_block=DATA_BLOCKS[data], data_alternatives=others(DATA_BLOCKS, data),
-                           pass_examples=PASS_EXAMPLES)
+                           data_block=DATA_BLOCKS[data], data_alternatives=others(DATA_BLOCKS, data))
 
 
 def write_template(path: Path, data: str = "image_folder", model: str = "factory", force: bool = False) -> Path:

@@ -95,6 +95,14 @@ def user_data(tmp_path: Path, kind: str) -> dict[str, str]:
 SMALL = {"shape: [3, 32, 32]": "shape: [1, 8, 8]", "val_size: 500": "val_size: 100", "calib_size: 500": "calib_size: 100"}
 
 
+def with_example_passes(text: str) -> str:
+    """The template's commented example pipeline, switched on the way its comment says."""
+    head, _, rest = text.partition("passes: []\n# passes:")
+    block, _, tail = rest.partition("\n\n")
+    lines = [line[2:] for line in block.splitlines()[1:]]
+    return head + "passes:\n" + "\n".join(lines) + "\n\n" + tail
+
+
 def test_init_writes_commented_yaml(tmp_path):
     path, text = init(tmp_path)
     raw = yaml.safe_load(text)
@@ -105,6 +113,9 @@ def test_init_writes_commented_yaml(tmp_path):
     for alternative in ("# torchscript:", "# exported:", "kind: npz", "kind: idx", "--trust-pickle"):
         assert alternative in text
     load_recipe(path)  # even the untouched template is a valid recipe
+    path.write_text(with_example_passes(text))
+    recipe = load_recipe(path)  # the example passes validate against their own schemas
+    assert [p.name for p in recipe.passes] == ["prune", "distill", "calibrate"]
 
 
 def test_init_refuses_to_overwrite(tmp_path):
@@ -131,21 +142,27 @@ def test_filled_template_loads_model_and_data(tmp_path, monkeypatch, data, model
 
 
 def test_filled_template_trains_and_exports(tmp_path, monkeypatch):
-    """The user's path end to end: init, fill in, `edgeship train` the factory model, `edgeship export`."""
+    """The user's path end to end: init, fill in, switch on the example passes, `edgeship train` the
+    factory model, `edgeship export` to both targets."""
     monkeypatch.chdir(tmp_path)
     path, text = init(tmp_path, "--data", "npz")
     replacements = {**SMALL, **user_model(tmp_path, monkeypatch, "factory"), **user_data(tmp_path, "npz"),
                     "scale: 0.00392156862745098": "scale: 0.0041666", "threads: null": "threads: 1",
-                    "epochs: 3": "epochs: 8", "lr: 0.001": "lr: 0.01"}
-    path.write_text(fill(text, replacements))
+                    "epochs: 3": "epochs: 8", "lr: 0.001": "lr: 0.01",
+                    "args: {}": "args: {width: 32}"}  # wide enough to prune to half the MACs
+    path.write_text(with_example_passes(fill(text, replacements)))
     trained = CliRunner().invoke(app, ["--json", "train", str(path)])
     assert trained.exit_code == 0, trained.stderr
     assert json.loads(trained.stdout)["test_top1"] > 0.5
-    result = CliRunner().invoke(app, ["--json", "export", str(path), "--target", "onnx-fp32"])
+    result = CliRunner().invoke(app, ["--json", "export", str(path), "--runs", "10"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    (t,) = report["targets"]
-    assert t["status"] == "ok" and t["verify"]["agreement"] >= 0.999
+    assert [s["stage"] for s in report["stages"]] == ["1:prune", "2:distill", "3:calibrate"]
+    assert report["final"]["macs"] <= 0.5 * report["baseline"]["macs"]
+    fp32, int8 = report["targets"]
+    assert fp32["status"] == int8["status"] == "ok", (fp32["error"], int8["error"])
+    assert fp32["verify"]["agreement"] >= 0.999 and int8["verify"]["top1"] > 0.5
+    assert set(report["measurements"]) == {"onnx-fp32", "onnx-int8"}
     run = tmp_path / "runs" / "my_model"
     assert (run / "report.json").is_file() and (run / "report.html").is_file()
     assert report["recipe"]["model"]["factory"] == "userpkg_factory.models:build_model"
