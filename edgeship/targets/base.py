@@ -64,9 +64,9 @@ class Artifact:
         return int(sum((self.dir / f).stat().st_size for f in self.files))
 
     def write_sidecar(self) -> None:
-        (self.dir / "model.json").write_text(json.dumps(self.to_dict(), indent=2, default=str))
-        if "model.json" not in self.files:
+        if "model.json" not in self.files:  # listed before writing, so the sidecar names itself too
             self.files.append("model.json")
+        (self.dir / "model.json").write_text(json.dumps(self.to_dict(), indent=2, default=str))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -85,10 +85,26 @@ def describe(ctx: LowerContext, fmt: str, precision: str, inputs: list[dict], ou
     """The common description every backend writes (and embeds where its format allows)."""
     from edgeship import __version__
 
+    quantized = ctx.quant is not None and precision not in ("fp32", "fp16")
     return {"format": fmt, "precision": precision, "inputs": inputs, "outputs": outputs,
             "preprocessing": ctx.preprocessing.to_dict(), "labels": list(ctx.labels),
-            "quantization": ctx.quant.to_dict() if ctx.quant is not None and precision != "fp32" else None,
+            "quantization": ctx.quant.to_dict() if quantized else None,
             "producer": f"edgeship {__version__}", **extra}
+
+
+# operator types that carry a model's arithmetic, in each runtime's naming: ONNX (and ONNX Runtime's
+# fused contrib ops), OpenVINO's CPU runtime model, TFLite. An INT8 artifact should run none in float.
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul",
+                         "Convolution", "GroupConvolution", "Deconvolution", "FullyConnected",
+                         "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL"})
+
+
+def audit(runtime: str, total_ops: int, float_ops: list[dict], **extra) -> dict:
+    """The op audit every INT8 backend returns. ``float_ops``: each operator that still runs in float,
+    as ``{"name", "op", ...}``; ``float_compute_ops``: the names of the convolutions and matrix
+    products among them."""
+    return {"runtime": runtime, "total_ops": total_ops, "n_float_ops": len(float_ops), "float_ops": float_ops,
+            "float_compute_ops": [o["name"] for o in float_ops if o["op"] in COMPUTE_OPS], **extra}
 
 
 class Backend(ABC):
@@ -111,7 +127,8 @@ class Backend(ABC):
         """Open the artifact with this backend's real runtime."""
 
     def op_audit(self, artifact: Artifact) -> Optional[dict]:
-        """For INT8 artifacts: which operators still run in float. None where not applicable."""
+        """For INT8 artifacts: which operators still run in float (an ``audit(...)`` dict). None where
+        not applicable."""
         return None
 
 
