@@ -1,0 +1,212 @@
+"""ONNX-INT8: torch -> ONNX (the FP32 exporter) -> ONNX Runtime's pre-processing (``quant_pre_process``:
+shape inference and graph optimization) -> ``quantize_static`` in QDQ format with per-channel weights,
+a calibration reader over our calibration set and the recipe's calibration method. A QAT model
+already carries its fake quantization: the TorchScript exporter writes it as QuantizeLinear /
+DequantizeLinear pairs, so it is exported directly with no second calibration.
+
+Calibration methods (``QuantSettings.method``) map to ONNX Runtime's ``CalibrationMethod``:
+minmax -> MinMax, percentile -> Percentile (``CalibPercentile``), entropy -> Entropy. ONNX Runtime
+has no MSE calibrator: ``mse`` fails this target with a message naming the alternatives (OpenVINO's
+NNCF offers an MSE-minimizing histogram search; use it there).
+
+Runtime: onnxruntime, CPU. The interface stays float32 NCHW; the input/output quantization
+parameters in the description are those of the graph's first QuantizeLinear / last DequantizeLinear.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from torch import nn
+
+from edgeship.calibration.readers import check_calibration, ort_reader
+from edgeship.errors import TargetError
+from edgeship.logs import captured
+from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
+from edgeship.targets.onnx import INPUT_NAME, embed_metadata, export_onnx, io_description, ort_runner
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+CALIB_CHUNK = 64  # samples whose intermediate outputs ORT holds at once
+ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def ort_calibration(quant, fmt: str = "onnx int8"):
+    """(CalibrationMethod, extra_options) for ``quantize_static`` from QuantSettings."""
+    q = require("onnxruntime.quantization", "onnxruntime", "onnx")
+    if quant.method not in ORT_METHODS:
+        raise TargetError(f"{fmt}: ONNX Runtime has no {quant.method!r} calibration method",
+                          f"set the calibrate pass's method to one of {', '.join(ORT_METHODS)} "
+                          "(MSE is available on the openvino targets)")
+    extra = {"ActivationSymmetric": quant.symmetric_activations, "WeightSymmetric": quant.symmetric_weights,
+             "CalibTensorRangeSymmetric": quant.symmetric_activations}
+    if quant.method == "percentile":
+        extra["CalibPercentile"] = float(quant.percentile)
+    return getattr(q.CalibrationMethod, ORT_METHODS[quant.method]), extra
+
+
+def count_ops(path: Path) -> dict[str, int]:
+    onnx = require("onnx", "onnx", "onnx")
+    counts: dict[str, int] = {}
+    for n in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray, quant, work_dir: Path, log_path: Path) -> None:
+    """Pre-process and statically quantize ``fp32_path`` (QDQ, float interface) into ``out_path``."""
+    require("onnxruntime", "onnxruntime", "onnx")
+    q = require("onnxruntime.quantization", "onnxruntime", "onnx")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    method, extra = ort_calibration(quant)
+    # ORT's calibrators keep every collected output in memory and its histogram collectors need
+    # equal batch shapes: feed single samples and let ORT reduce them chunk by chunk
+    # (CalibStridedMinMax works for every method; the chunk must divide the sample count).
+    reader = ort_reader(calib, INPUT_NAME, batch_size=1)
+    extra["CalibStridedMinMax"] = max(d for d in range(1, min(CALIB_CHUNK, len(calib)) + 1) if len(calib) % d == 0)
+    pre = work_dir / "preprocessed.onnx"
+    try:
+        with captured(log_path):
+            quant_pre_process(str(fp32_path), str(pre))
+            q.quantize_static(str(pre), str(out_path), reader, quant_format=q.QuantFormat.QDQ,
+                              per_channel=quant.per_channel, activation_type=q.QuantType.QInt8,
+                              weight_type=q.QuantType.QInt8, calibrate_method=method, extra_options=extra)
+    except TargetError:
+        raise
+    except Exception as e:
+        msg = " ".join(str(e).split())[:300]
+        raise TargetError(f"onnx int8: ONNX Runtime quantization failed: {msg}",
+                          f"see the log {log_path}; try another calibration method or the qat pass") from None
+
+
+def _initializer_values(graph) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    vals = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:  # the TorchScript exporter writes QAT scales as Constant nodes
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            vals[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return vals
+
+
+def _qparams(node, vals: dict) -> Optional[dict]:
+    if node is None or len(node.input) < 2 or node.input[1] not in vals:
+        return None
+    scale = vals[node.input[1]]
+    zp = vals.get(node.input[2]) if len(node.input) > 2 else None
+    return {"scale": scale.reshape(-1).tolist() if scale.size > 1 else float(scale),
+            "zero_point": (zp.reshape(-1).tolist() if zp.size > 1 else int(zp)) if zp is not None else 0,
+            "dtype": str(zp.dtype) if zp is not None else "uint8",
+            "where": f"inside the graph ({node.op_type}); the interface is float32"}
+
+
+def qdq_io_params(path: Path) -> tuple[Optional[dict], Optional[dict]]:
+    """Quantization parameters of the QuantizeLinear reading the input and of the DequantizeLinear
+    producing the output (None where the graph has none there)."""
+    onnx = require("onnx", "onnx", "onnx")
+    g = onnx.load(str(path), load_external_data=False).graph
+    vals = _initializer_values(g)
+    consumers = {}
+    producer = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+        for o in n.output:
+            producer[o] = n
+    q_in = next((n for n in consumers.get(g.input[0].name, []) if n.op_type == "QuantizeLinear"), None)
+    out = producer.get(g.output[0].name)
+    dq_out = out if out is not None and out.op_type == "DequantizeLinear" else None
+    return _qparams(q_in, vals), _qparams(dq_out, vals)
+
+
+def optimized_graph(path: Path):
+    """The graph ONNX Runtime's CPU provider runs: QDQ groups fused into QLinearConv, QGemm, ...
+    (extended optimizations: the fusions, without the hardware-specific layout rewrites)."""
+    ort = require("onnxruntime", "onnxruntime", "onnx")
+    onnx = require("onnx", "onnx", "onnx")
+    with tempfile.TemporaryDirectory(prefix="edgeship-ort-audit-") as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return onnx.load(so.optimized_model_filepath).graph
+
+
+def _makes_int(node) -> bool:
+    """Ops whose output is quantized: QuantizeLinear and the fused quantized kernels (QGemm only
+    when it has an output scale; without one it dequantizes)."""
+    if node.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") or node.op_type.startswith("QLinear"):
+        return True
+    return node.op_type == "QGemm" and len(node.input) > 7 and bool(node.input[7])
+
+
+def float_ops(path: Path) -> dict:
+    """Every op of ONNX Runtime's optimized graph that still computes on float data (its data input
+    is a float graph input, a float constant, a DequantizeLinear output or another float op's),
+    besides the QuantizeLinear/DequantizeLinear at the float interface."""
+    onnx = require("onnx", "onnx", "onnx")
+    g = optimized_graph(path)
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                   onnx.TensorProto.BFLOAT16}
+    is_float = {i.name: i.type.tensor_type.elem_type in float_types for i in g.input}
+    is_float.update({i.name: i.data_type in float_types for i in g.initializer})
+    listed, total, counts = [], 0, {}
+    for n in g.node:  # topologically sorted
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+        data_float = bool(n.input) and is_float.get(n.input[0], False)
+        if n.op_type == "Constant":
+            out_float = bool(n.attribute) and n.attribute[0].t.data_type in float_types
+        elif n.op_type == "DequantizeLinear":
+            out_float = True
+        elif _makes_int(n) or n.op_type in ("Shape", "Size"):
+            out_float = False
+        else:
+            out_float = data_float
+        for o in n.output:
+            is_float[o] = out_float
+        if n.op_type in QDQ_OPS + ("Constant", "Shape", "Size"):
+            continue
+        total += 1
+        if data_float:
+            listed.append({"name": n.name, "op": n.op_type})
+    return audit("onnxruntime CPU (optimized graph)", total, listed, op_counts=counts)
+
+
+class OnnxInt8(Backend):
+    format = "onnx"
+    precisions = ("int8",)
+    runtime_package = "onnxruntime"
+
+    def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
+        path = out_dir / "model.onnx"
+        qat = bool(getattr(ctx.quant, "qat", False))
+        if qat:  # the fake quantization becomes QDQ as it is exported
+            export_onnx(model, ctx.example, path, ctx.log_path)
+            if not count_ops(path).get("DequantizeLinear"):
+                raise TargetError("onnx int8: the model is marked QAT but its export holds no "
+                                  "QuantizeLinear/DequantizeLinear nodes",
+                                  "run the qat pass on this model, or drop qat to calibrate it instead")
+            route = "qat: fake quantization exported as QDQ (no calibration)"
+        else:
+            check_calibration(ctx.calib)
+            fp32 = export_onnx(model, ctx.example, ctx.work_dir / "fp32.onnx", ctx.log_path)
+            quantize_onnx(fp32, path, ctx.calib, ctx.quant, ctx.work_dir, ctx.log_path)
+            route = f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
+        inputs, outputs, opset = io_description(path)
+        inputs[0]["quantization"], outputs[0]["quantization"] = qdq_io_params(path)
+        meta = describe(ctx, "onnx", "int8", inputs, outputs, opset=opset, runtime="onnxruntime",
+                        quant_format="QDQ", route=route)
+        embed_metadata(path, {"edgeship": meta})
+        art = Artifact(ctx.target.name, "onnx", "int8", out_dir, "model.onnx", ["model.onnx"], meta)
+        art.write_sidecar()
+        return art
+
+    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+        return ort_runner(artifact.path, threads)
+
+    def op_audit(self, artifact: Artifact) -> Optional[dict]:
+        return float_ops(artifact.path)

@@ -1,0 +1,226 @@
+"""OpenVINO IR: ``openvino.convert_model(torch_module, example_input=...)`` -> ``save_model``
+(``compress_to_fp16`` for fp16). INT8: ``nncf.quantize`` applied to the converted OpenVINO model (not
+the torch one: NNCF's torch backend builds a C++ extension that times out on small machines, see
+shared/spikes) over our calibration set, with fast bias correction; a QAT model's QDQ ONNX export is
+converted instead (its QuantizeLinear/DequantizeLinear become FakeQuantize), with no second calibration.
+
+Calibration methods (``QuantSettings.method``) map to NNCF's activation range estimators:
+minmax -> MINMAX; percentile -> per-sample quantiles at ``1 - percentile/100`` averaged over the
+samples (NNCF's MEAN_QUANTILE); mse -> HISTOGRAM (NNCF's port of torch's HistogramObserver, which
+searches the range minimizing the L2 quantization error). NNCF has no entropy (KL) calibration:
+``entropy`` fails this target naming the alternatives. Symmetric activations select NNCF's
+PERFORMANCE preset, asymmetric ones MIXED.
+
+Runtime: ``openvino.Core().compile_model(model, "CPU")`` with ``INFERENCE_NUM_THREADS`` and
+``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run float layers in bf16 on CPUs that have
+it, and the artifact verified here would not be the one a device without bf16 runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from torch import nn
+
+from edgeship.calibration.readers import check_calibration, nncf_dataset
+from edgeship.errors import TargetError
+from edgeship.logs import captured
+from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
+from edgeship.targets.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
+
+FLOAT_PRECISIONS = {"f32", "f16", "bf16", "f64"}
+RUNTIME_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+# NNCF's full bias correction: measured closer to torch than the fast variant on our models (see the
+# module docstring); both cost about the same on models this small.
+FAST_BIAS_CORRECTION = False
+
+
+def _ov():
+    return require("openvino", "openvino", "openvino")
+
+
+def _error(what: str, e: Exception, log_path: Path) -> TargetError:
+    msg = " ".join(str(e).split())[:300]
+    return TargetError(f"openvino: {what} failed: {msg}",
+                       f"replace the unsupported operator or drop the openvino targets; log: {log_path}")
+
+
+def convert(model: nn.Module, ctx: LowerContext):
+    """torch -> ov.Model with a dynamic batch axis and the same tensor names as the ONNX targets."""
+    ov = _ov()
+    try:
+        with captured(ctx.log_path):
+            om = ov.convert_model(model.eval(), example_input=ctx.example, input=[(-1, *ctx.input_shape)])
+    except Exception as e:
+        raise _error("openvino.convert_model", e, ctx.log_path) from None
+    om.inputs[0].get_tensor().set_names({INPUT_NAME})
+    om.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    return om
+
+
+def convert_qat(model: nn.Module, ctx: LowerContext):
+    """A QAT model: its QDQ ONNX export, converted (no calibration)."""
+    ov = _ov()
+    onnx_path = export_onnx(model, ctx.example, ctx.work_dir / "qat.onnx", ctx.log_path)
+    try:
+        with captured(ctx.log_path):
+            om = ov.convert_model(str(onnx_path))
+    except Exception as e:
+        raise _error("openvino.convert_model (QDQ ONNX)", e, ctx.log_path) from None
+    if not any(op.get_type_name() == "FakeQuantize" for op in om.get_ops()):
+        raise TargetError("openvino int8: the model is marked QAT but its QDQ export holds no quantizers",
+                          "run the qat pass on this model, or drop qat to calibrate it instead")
+    return om
+
+
+def nncf_parameters(quant, fmt: str = "openvino int8") -> dict:
+    """Keyword arguments for ``nncf.quantize`` from QuantSettings."""
+    nncf = require("nncf", "nncf", "openvino")
+    from nncf.common.quantization.structs import QuantizationScheme
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.range_estimator import (RangeEstimatorParameters, RangeEstimatorParametersSet,
+                                                   StatisticsCollectorParameters, StatisticsType, AggregatorType)
+
+    if quant.method == "minmax":
+        ranges = RangeEstimatorParametersSet.MINMAX
+    elif quant.method == "mse":
+        ranges = RangeEstimatorParametersSet.HISTOGRAM
+    elif quant.method == "percentile":
+        q = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE, aggregator_type=AggregatorType.MEAN,
+                                          quantile_outlier_prob=max(0.0, 1.0 - quant.percentile / 100.0))
+        ranges = RangeEstimatorParameters(min=q, max=q)
+    else:
+        raise TargetError(f"{fmt}: NNCF has no {quant.method!r} calibration method",
+                          "set the calibrate pass's method to minmax, percentile or mse "
+                          "(entropy is available on the onnx int8 targets)")
+    weights = QuantizationParameters(per_channel=quant.per_channel, mode=QuantizationScheme.SYMMETRIC
+                                     if quant.symmetric_weights else QuantizationScheme.ASYMMETRIC)
+    preset = nncf.QuantizationPreset.PERFORMANCE if quant.symmetric_activations else nncf.QuantizationPreset.MIXED
+    return {"preset": preset, "fast_bias_correction": FAST_BIAS_CORRECTION,
+            "advanced_parameters": AdvancedQuantizationParameters(activations_range_estimator_params=ranges,
+                                                                  weights_quantization_params=weights)}
+
+
+def quantize(om, ctx: LowerContext):
+    """``nncf.quantize`` on the OpenVINO model over every calibration sample."""
+    params = nncf_parameters(ctx.quant)
+    dataset = nncf_dataset(ctx.calib)
+    nncf = require("nncf", "nncf", "openvino")
+    try:
+        with captured(ctx.log_path):
+            return nncf.quantize(om, dataset, subset_size=len(ctx.calib), **params)
+    except Exception as e:
+        raise _error("nncf.quantize", e, ctx.log_path) from None
+
+
+def describe_io(om) -> tuple[list[dict], list[dict]]:
+    def one(port) -> dict:
+        shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
+        return {"name": port.get_any_name(), "shape": shape, "dtype": port.get_element_type().to_dtype().name,
+                "layout": "NCHW" if len(shape) == 4 else None, "quantization": None}
+
+    return [one(p) for p in om.inputs], [one(p) for p in om.outputs]
+
+
+def fake_quantize_io(om) -> tuple[Optional[dict], Optional[dict]]:
+    """The FakeQuantize reading the input and the one producing the output (None where there is none)."""
+
+    def params(fq) -> dict:
+        lo, hi = (np.asarray(fq.input_value(i).get_node().get_data(), np.float64).reshape(-1) for i in (1, 2))
+        levels = int(fq.get_attributes()["levels"])
+        scale = (hi - lo) / (levels - 1)
+        return {"levels": levels, "input_low": lo.tolist(), "input_high": hi.tolist(),
+                "scale": scale.tolist() if scale.size > 1 else float(scale[0]),
+                "where": "inside the model (FakeQuantize); the interface is float32"}
+
+    fqs = [op for op in om.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+           and all(op.input_value(i).get_node().get_type_name() == "Constant" for i in (1, 2))
+           and op.input_value(0).get_node().get_type_name() != "Constant"]  # activation quantizers only
+    if not fqs:
+        return None, None
+    first = next((f for f in fqs if f.input_value(0).get_node().get_type_name() == "Parameter"), None)
+    last = om.get_results()[0].input_value(0).get_node()
+    last = last if last.get_type_name() == "FakeQuantize" else None
+    return tuple(params(f) if f is not None else None for f in (first, last))
+
+
+def float_layers(compiled) -> dict:
+    """The op audit of a compiled model: each layer of the CPU plugin's runtime model whose
+    ``runtimePrecision`` is a float type. Left out: inputs, outputs, constants, the FakeQuantize
+    that quantizes the float input (the float interface) and ops on constants only (weight
+    reshapes), which touch no activation."""
+    def kind(node) -> str:
+        return node.get_rt_info()["layerType"].astype(str)
+
+    rows, total = [], 0
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        if kind(node) in ("Input", "Output", "Const"):
+            continue
+        total += 1
+        precision = node.get_rt_info()["runtimePrecision"].astype(str)
+        constant = all(kind(i.get_node()) == "Const" for i in node.input_values())
+        if precision in FLOAT_PRECISIONS and kind(node) != "FakeQuantize" and not constant:
+            rows.append({"name": node.get_friendly_name(), "op": kind(node), "precision": precision})
+    return audit("openvino CPU (runtime model)", total, rows)
+
+
+class OpenVINO(Backend):
+    format = "openvino"
+    precisions = ("fp32", "fp16", "int8")
+    runtime_package = "openvino"
+
+    def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
+        ov = _ov()
+        precision = ctx.target.precision
+        qat = precision == "int8" and bool(getattr(ctx.quant, "qat", False))
+        if precision == "int8" and not qat:
+            check_calibration(ctx.calib)
+        om = convert_qat(model, ctx) if qat else convert(model, ctx)
+        if precision == "int8" and not qat:
+            om = quantize(om, ctx)
+            route = f"nncf.quantize on the OpenVINO model, {ctx.quant.method} ranges on {len(ctx.calib)} samples"
+        else:
+            route = "qat: QDQ ONNX -> FakeQuantize (no calibration)" if qat else "openvino.convert_model"
+        inputs, outputs = describe_io(om)
+        if precision == "int8":
+            inputs[0]["quantization"], outputs[0]["quantization"] = fake_quantize_io(om)
+        meta = describe(ctx, "openvino", precision, inputs, outputs, runtime="openvino", route=route,
+                        runtime_config=RUNTIME_CONFIG, ir_weights={"fp16": "f16", "int8": "i8"}.get(precision, "f32"),
+                        openvino_version=ov.get_version())
+        om.set_rt_info(json.dumps(meta, default=str), ["edgeship", "description"])
+        try:
+            with captured(ctx.log_path):
+                ov.save_model(om, str(out_dir / "model.xml"), compress_to_fp16=precision == "fp16")
+        except Exception as e:
+            raise _error("openvino.save_model", e, ctx.log_path) from None
+        art = Artifact(ctx.target.name, "openvino", precision, out_dir, "model.xml", ["model.xml", "model.bin"], meta)
+        art.write_sidecar()
+        return art
+
+    def compile(self, artifact: Artifact, threads: Optional[int] = None):
+        ov = _ov()
+        config = dict(RUNTIME_CONFIG)
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            return ov.Core().compile_model(str(artifact.path), "CPU", config)
+        except Exception as e:
+            raise TargetError(f"openvino: the CPU plugin cannot compile {artifact.path.name}: "
+                              f"{' '.join(str(e).split())[:300]}", "check the conversion log") from None
+
+    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+        compiled = self.compile(artifact, threads)
+        request = compiled.create_infer_request()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.asarray(request.infer({0: np.ascontiguousarray(x, np.float32)})[0], np.float32).copy()
+
+        return run
+
+    def op_audit(self, artifact: Artifact) -> Optional[dict]:
+        if artifact.precision != "int8":
+            return None
+        return float_layers(self.compile(artifact, 1))

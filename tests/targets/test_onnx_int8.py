@@ -1,0 +1,118 @@
+"""ONNX-INT8 (ONNX Runtime static QDQ quantization, or a QAT model's own QDQ) through the shared
+backend template, plus what only this backend does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from edgeship.calibration.quant import QuantSettings
+from edgeship.cli import app
+from edgeship.errors import TargetError
+from edgeship.targets.base import get_backend
+from edgeship.targets.onnx_int8 import _initializer_values, float_ops, qdq_io_params
+from template import BackendTemplate, context, digits_task
+from test_onnx import onnx_description
+
+
+class TestOnnxInt8(BackendTemplate):
+    FORMAT, PRECISION = "onnx", "int8"
+    RUNTIME_MODULE = RUNTIME_PACKAGE = "onnxruntime"
+
+    def embedded_description(self, art):
+        return onnx_description(art)
+
+    def test_qdq_graph_with_per_channel_int8_weights(self, lowered):
+        g = onnx.load(str(lowered["art"].path)).graph
+        ops = [n.op_type for n in g.node]
+        assert ops.count("QuantizeLinear") >= 3 and ops.count("DequantizeLinear") >= 6
+        consts = _initializer_values(g)  # initializers and Constant nodes (the QAT export uses those)
+        weight_dq = [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in consts
+                     and consts[n.input[0]].dtype == np.int8]
+        per_channel = [n for n in weight_dq if consts[n.input[1]].ndim == 1 and consts[n.input[1]].size > 1]
+        assert len(per_channel) >= 3  # the three convolutions (and the classifier) carry one scale per channel
+
+
+class TestOnnxInt8Percentile(TestOnnxInt8):
+    QUANT = QuantSettings(method="percentile", percentile=99.99)
+
+
+class TestOnnxInt8QAT(TestOnnxInt8):
+    QAT = True
+
+    def test_route_is_qat_export(self, lowered):
+        assert lowered["art"].meta["route"].startswith("qat")
+
+
+def activation_scales(path) -> dict[str, float]:
+    g = onnx.load(str(path)).graph
+    consts = _initializer_values(g)
+    return {n.input[0]: float(consts[n.input[1]]) for n in g.node if n.op_type == "QuantizeLinear"}
+
+
+def test_calibration_method_reaches_the_quantizer(tmp_path):
+    """percentile (99%) clips the outliers min-max keeps: narrower ranges; entropy picks its own."""
+    scales = {}
+    for method in ("minmax", "percentile", "entropy"):
+        d = tmp_path / method
+        ctx = context(d, "onnx", "int8", QuantSettings(method=method, percentile=99.0), name=method)
+        (d / "out").mkdir()
+        art = get_backend("onnx", "int8").lower(digits_task()["model"], ctx, d / "out")
+        scales[method] = activation_scales(art.path)
+        assert art.meta["quantization"]["method"] == method
+    assert len(scales["minmax"]) >= 5 and scales["minmax"].keys() == scales["percentile"].keys()
+    hidden = [k for k in scales["minmax"] if k != "input"]
+    assert all(scales["percentile"][k] < scales["minmax"][k] for k in hidden)
+    assert any(scales["entropy"][k] != scales["minmax"][k] for k in hidden)
+
+
+def test_mse_is_a_clear_error_and_writes_nothing(tmp_path):
+    ctx = context(tmp_path, "onnx", "int8", QuantSettings(method="mse"))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(TargetError, match="ONNX Runtime has no 'mse' calibration.*minmax, percentile, entropy"):
+        get_backend("onnx", "int8").lower(digits_task()["model"], ctx, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_op_audit_lists_float_ops_of_a_float_model(tmp_path):
+    """The audit can fail: on the FP32 export every convolution and the classifier run in float."""
+    ctx = context(tmp_path, "onnx", "fp32", QuantSettings())
+    (tmp_path / "out").mkdir()
+    art = get_backend("onnx", "fp32").lower(digits_task()["model"], ctx, tmp_path / "out")
+    audit = float_ops(art.path)
+    assert len(audit["float_compute_ops"]) == 4 and audit["n_float_ops"] >= 6
+
+
+def test_export_cli_verifies_int8_targets(tmp_path, digits_recipe):
+    """`edgeship export` lowers, verifies and records ONNX-INT8 and OpenVINO targets side by side."""
+    targets = [{"name": "onnx-fp32", "format": "onnx", "precision": "fp32"},
+               {"name": "phone-onnx-int8", "device": "pixel", "format": "onnx", "precision": "int8"},
+               {"name": "x86-openvino-int8", "device": "x86-edge", "format": "openvino", "precision": "int8"},
+               {"name": "x86-openvino-fp16", "device": "x86-edge", "format": "openvino", "precision": "fp16"}]
+    result = CliRunner().invoke(app, ["--quiet", "export", str(digits_recipe(targets=targets))])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "digits_test"
+    report = json.loads((run / "report.json").read_text())
+    by = {t["name"]: t for t in report["targets"]}
+    assert [t["status"] for t in report["targets"]] == ["ok"] * 4
+    for name in ("phone-onnx-int8", "x86-openvino-int8"):
+        t = by[name]
+        assert t["verify"]["accuracy_drop_pt"] <= 1.0 and t["verify"]["agreement"] >= 0.97
+        assert t["op_audit"]["float_compute_ops"] == []
+        assert (run / t["artifact"]).is_file() and (run / "targets" / name / "model.json").is_file()
+    assert by["onnx-fp32"]["op_audit"] is None
+    assert sorted(p.name for p in (run / "targets").iterdir()) == sorted(by)  # no .partial left
+
+
+def test_export_cli_rejects_too_little_calibration_data(tmp_path, digits_recipe):
+    targets = [{"name": "phone-onnx-int8", "format": "onnx", "precision": "int8"}]
+    data = {"source": {"kind": "digits"}, "val_size": 150, "calib_size": 8, "seed": 0}
+    result = CliRunner().invoke(app, ["--quiet", "export", str(digits_recipe(targets=targets, data=data))])
+    assert result.exit_code == 2
+    assert "only 8 samples; at least 32" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs" / "digits_test").exists()
+    assert [p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".cache")] == []

@@ -1,0 +1,85 @@
+"""OpenVINO IR (FP32, FP16, INT8 via NNCF on the OpenVINO model, INT8 from a QAT model's QDQ)
+through the shared backend template, plus what only this backend does."""
+
+from __future__ import annotations
+
+import json
+
+import openvino as ov
+import pytest
+
+from edgeship.calibration.quant import QuantSettings
+from edgeship.errors import TargetError
+from edgeship.targets.base import get_backend
+from edgeship.targets.openvino import float_layers
+from template import BackendTemplate, context, digits_task
+
+
+class OpenVINOTemplate(BackendTemplate):
+    FORMAT = "openvino"
+    RUNTIME_MODULE = RUNTIME_PACKAGE = "openvino"
+
+    def embedded_description(self, art):
+        model = ov.Core().read_model(str(art.path))
+        return json.loads(model.get_rt_info(["edgeship", "description"]).astype(str))
+
+    def test_compiled_with_thread_count_and_f32(self, lowered):
+        compiled = lowered["backend"].compile(lowered["art"], threads=1)
+        assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32  # not bf16, even where the CPU has it
+
+
+class TestOpenVINOFP32(OpenVINOTemplate):
+    PRECISION = "fp32"
+
+
+class TestOpenVINOFP16(OpenVINOTemplate):
+    PRECISION = "fp16"
+
+    def test_ir_weights_are_fp16(self, lowered):
+        xml = (lowered["art"].dir / "model.xml").read_text()
+        assert 'element_type="f16"' in xml
+
+
+class TestOpenVINOInt8(OpenVINOTemplate):
+    PRECISION = "int8"
+    QUANTIZED_IO = ("input",)  # NNCF leaves the logits in float (quantize_outputs=False)
+
+    def test_ir_holds_int8_weights_and_quantizers(self, lowered):
+        model = ov.Core().read_model(str(lowered["art"].path))
+        types = [op.get_type_name() for op in model.get_ops()]
+        assert types.count("FakeQuantize") >= 3
+        int8_consts = [op for op in model.get_ops() if op.get_type_name() == "Constant"
+                       and op.get_element_type().get_type_name() in ("i8", "u8")]
+        assert len(int8_consts) >= 4  # the convolutions' and the classifier's weights
+
+
+class TestOpenVINOInt8MSE(TestOpenVINOInt8):
+    QUANT = QuantSettings(method="mse")
+
+
+class TestOpenVINOInt8QAT(TestOpenVINOInt8):
+    QAT = True
+    QUANTIZED_IO = ("input", "output")  # the qat pass quantizes the logits too
+
+    def test_route_is_qat_export(self, lowered):
+        assert lowered["art"].meta["route"].startswith("qat")
+
+
+def test_entropy_is_a_clear_error_and_writes_nothing(tmp_path):
+    ctx = context(tmp_path, "openvino", "int8", QuantSettings(method="entropy"))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(TargetError, match="NNCF has no 'entropy' calibration.*minmax, percentile or mse"):
+        get_backend("openvino", "int8").lower(digits_task()["model"], ctx, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_op_audit_lists_float_layers_of_a_float_model(tmp_path):
+    """The audit can fail: compiled from the FP32 IR, every convolution and the classifier run in f32."""
+    ctx = context(tmp_path, "openvino", "fp32", QuantSettings())
+    (tmp_path / "out").mkdir()
+    backend = get_backend("openvino", "fp32")
+    art = backend.lower(digits_task()["model"], ctx, tmp_path / "out")
+    assert backend.op_audit(art) is None
+    audit = float_layers(backend.compile(art, threads=1))
+    assert len(audit["float_compute_ops"]) == 4
