@@ -137,6 +137,17 @@ class QLinear(nn.Linear):
         return m
 
 
+def _count_macs_like_float_layers() -> None:
+    """torch-pruning's op counter (``model_stats``) looks hooks up by exact type: count ours as theirs."""
+    from torch_pruning.utils import op_counter
+
+    op_counter.MODULES_MAPPING[QConv2d] = op_counter.MODULES_MAPPING[nn.Conv2d]
+    op_counter.MODULES_MAPPING[QLinear] = op_counter.MODULES_MAPPING[nn.Linear]
+
+
+_count_macs_like_float_layers()
+
+
 # ------------------------------------------------------------------ activations
 class ActQuant(nn.Module):
     """Per-tensor int8 fake quantization with a min/max observer.

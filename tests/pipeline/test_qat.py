@@ -14,6 +14,7 @@ from models import ConcatNet
 from onnx import numpy_helper
 
 from edgeship.errors import EdgeshipError
+from edgeship.models.load import model_stats
 from edgeship.pipeline.qat import QAT, ActQuant, QATConfig, activation_ranges, fold_and_strip, weight_scale
 from edgeship.pipeline.training import evaluate, predict, top1
 from edgeship.targets.onnx import export_onnx
@@ -31,6 +32,8 @@ def test_qat_keeps_accuracy_and_says_qat(qat_result):
     assert out.quant.qat and out.quant.per_channel and out.quant.symmetric_weights
     assert out.metrics["quantized_layers"] == 4 and out.metrics["batch_norm"] == "folded"
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in out.model.modules())
+    shape = ctx.input_shape
+    assert model_stats(out.model, shape)["macs"] >= 0.95 * model_stats(model, shape)["macs"]  # convs still counted
     assert evaluate(out.model, ctx.data["val"]) >= evaluate(model, ctx.data["val"]) - 0.03
     torch.save(out.model, buf := io.BytesIO())  # the stage cache pickles whole modules
     buf.seek(0)
