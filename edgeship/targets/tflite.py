@@ -1,0 +1,335 @@
+"""TFLite: FP32, FP16, dynamic-range INT8, full-integer INT8 (int8 input and output) and full-integer
+INT8 with a float interface, run with LiteRT's interpreter (XNNPACK).
+
+Route (one for every precision): torch.fx trace of the BN-folded model -> TF ops in NHWC
+(``edgeship.targets.torch2tf``, whose docstring says why no converter package is used) ->
+``tf.lite.TFLiteConverter.from_concrete_functions``:
+
+- ``fp32``: no optimization; ``fp16``: weights stored as float16 (the runtime computes in fp32);
+- ``dynamic_int8``: int8 weights, float activations quantized on the fly (TFLite leaves weights
+  under 1024 elements in float);
+- ``int8`` / ``int8_float_io``: full integer; ``LowerContext.calib`` (normalized NCHW float32,
+  transposed to NHWC) is the representative data set. TFLite's calibrator records each tensor's
+  min/max (``quant.method`` other than minmax is not offered by TFLiteConverter: it is recorded);
+  weights per-channel symmetric unless ``quant.per_channel`` is false. ``int8`` has int8 input and
+  output tensors; ``int8_float_io`` keeps float32 ones (QUANTIZE/DEQUANTIZE at the edges).
+
+QAT models (``quant.qat``): ``edgeship.pipeline.qat.fold_and_strip`` gives the float module with BN
+folded and ``activation_ranges`` the learned ranges; a FakeQuant op with the learned range follows
+each quantized tensor in the TF graph (tensors QAT did not range, such as the input or a residual
+add, get their min/max over the calibration samples), and TFLiteConverter turns that graph into
+int8 without a representative data set: no recalibration of what QAT learned.
+
+Layout: the .tflite's input is NHWC (TFLite's native layout; no transposes inside the model).
+It is recorded as ``inputs[0].layout`` in ``model.json`` and in the ``edgeship`` metadata entry
+embedded in the flatbuffer. The runner ``load()`` returns takes normalized NCHW float32 like every
+other backend's, transposes to NHWC, quantizes with the input tensor's scale/zero point and
+dequantizes int8 outputs.
+
+Runtime: ``ai_edge_litert.interpreter`` (XNNPACK, ``num_threads``); ``tflite_runtime`` when only
+that is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from torch import nn
+
+from edgeship.calibration.readers import check_calibration, iter_batches
+from edgeship.errors import TargetError
+from edgeship.logs import captured
+from edgeship.targets import torch2tf
+from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
+
+FMT = "tflite"
+FULL_INT8 = ("int8", "int8_float_io")
+METADATA_NAME = "edgeship"
+_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
+
+
+# ---------------------------------------------------------------------------------- runtime
+def interpreter_class():
+    """LiteRT's interpreter, else the old ``tflite_runtime``; neither names the package to install."""
+    for package in ("ai_edge_litert", "tflite_runtime"):
+        try:
+            require(package, "ai-edge-litert", FMT)  # the package itself: its submodule may be cached
+            return require(f"{package}.interpreter", "ai-edge-litert", FMT).Interpreter
+        except TargetError:
+            continue
+    raise TargetError(f"{FMT}: no TFLite runtime is installed (neither ai_edge_litert nor tflite_runtime)",
+                      "pip install ai-edge-litert")
+
+
+def open_interpreter(path: Path, threads: Optional[int] = None, delegates: bool = True):
+    cls = interpreter_class()
+    kw = {"num_threads": threads} if threads else {}
+    if not delegates:  # every operator stays visible (the XNNPACK delegate replaces them by DELEGATE)
+        resolver = getattr(__import__(cls.__module__, fromlist=["OpResolverType"]), "OpResolverType")
+        kw["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        with captured(Path(os.devnull)):  # "Created TensorFlow Lite XNNPACK delegate" and friends
+            it = cls(model_path=str(path), **kw)
+            it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise TargetError(f"{FMT}: {cls.__module__.split('.')[0]} cannot open {path} ({msg})",
+                          "re-export the target; the file is not a valid .tflite model") from None
+    return it
+
+
+def make_runner(it, layout: str) -> Runner:
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    in_scale, in_zp = inp["quantization"]
+    out_scale, out_zp = out["quantization"]
+    state = {"batch": int(inp["shape"][0])}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if layout == "NHWC":
+            x = x.transpose(0, 2, 3, 1)
+        if len(x) != state["batch"]:
+            it.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
+            it.allocate_tensors()
+            state["batch"] = len(x)
+        if inp["dtype"] == np.int8:
+            x = np.clip(np.round(x / in_scale) + in_zp, -128, 127).astype(np.int8)
+        it.set_tensor(inp["index"], np.ascontiguousarray(x, inp["dtype"]))
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        if out["dtype"] == np.int8:
+            return (y.astype(np.float32) - out_zp) * np.float32(out_scale)
+        return np.array(y, np.float32)
+
+    return run
+
+
+# ---------------------------------------------------------------------------- the flatbuffer
+def _flatbuffer_utils():
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils
+
+
+def io_description(model) -> tuple[list[dict], list[dict]]:
+    """Inputs and outputs of a parsed ModelT: name, shape (-1 = any batch), dtype, quantization."""
+    sg = model.subgraphs[0]
+
+    def one(i: int, layout: Optional[str]) -> dict:
+        t = sg.tensors[i]
+        shp = [int(d) for d in (t.shapeSignature if t.shapeSignature is not None else t.shape)]
+        q = t.quantization
+        quant = None
+        if q is not None and q.scale is not None and len(q.scale):
+            quant = {"scale": float(q.scale[0]), "zero_point": int(q.zeroPoint[0])}
+        name = t.name.decode() if isinstance(t.name, bytes) else t.name
+        return {"name": name, "shape": shp, "dtype": _DTYPES.get(t.type, str(t.type)), "layout": layout,
+                "quantization": quant}
+
+    return [one(i, "NHWC") for i in sg.inputs], [one(i, None) for i in sg.outputs]
+
+
+def _pack(model) -> bytes:
+    """Serialize a ModelT, storing identical vectors once and buffer data 16-byte aligned.
+
+    Sharing one offset between tables is valid FlatBuffers; it matters for int8 files, where every
+    per-channel tensor carries an int64 zero-point vector (all zeros for symmetric weights).
+    """
+    import flatbuffers
+
+    class SharingBuilder(flatbuffers.Builder):
+        def __init__(self, size: int):
+            super().__init__(size)
+            self.seen: dict = {}
+
+        def CreateNumpyVector(self, x):  # noqa: N802 (flatbuffers' name)
+            key = (x.dtype.str, x.size, x.tobytes())
+            if key not in self.seen:
+                align = 16 if x.dtype == np.uint8 and x.size >= 16 else x.dtype.alignment
+                self.StartVector(x.itemsize, x.size, align)
+                payload = x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes()
+                self.head -= len(payload)
+                self.Bytes[self.head:self.head + len(payload)] = payload
+                self.vectorNumElems = x.size
+                self.seen[key] = self.EndVector()
+            return self.seen[key]
+
+    builder = SharingBuilder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def embed_metadata(model, meta: dict) -> bytes:
+    """Add (or replace) the ``edgeship`` metadata entry: the description, JSON in a buffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
+    model.metadata.append(entry)
+    return _pack(model)
+
+
+def read_metadata(path: Path) -> Optional[dict]:
+    """The embedded description, read with the flatbuffer schema (needs tensorflow)."""
+    model = _flatbuffer_utils().read_model(str(path))
+    for m in model.metadata or []:
+        name = m.name.decode() if isinstance(m.name, bytes) else m.name
+        if name == METADATA_NAME:
+            return json.loads(bytes(model.buffers[m.buffer].data).decode())
+    return None
+
+
+# ------------------------------------------------------------------------------- conversion
+def _qat_parts(model: nn.Module):
+    try:
+        from edgeship.pipeline.qat import activation_ranges, fold_and_strip
+    except ImportError as e:
+        raise TargetError(f"{FMT}: the model is QAT but edgeship.pipeline.qat cannot be imported ({e})",
+                          "reinstall edgeship") from None
+    return fold_and_strip(model), dict(activation_ranges(model))
+
+
+def qat_fake_quant(lowering: "torch2tf.Lowering", learned: dict, calib: np.ndarray) -> tuple[dict, dict]:
+    """A FakeQuant range for every tensor QAT quantized (``activation_ranges`` keys are fx node names
+    of ``fold_and_strip``'s graph; a module path or "input" is accepted too), plus calibration min/max
+    for any tensor the TFLite graph needs a range for and QAT left without one."""
+    ranges, used = {}, {"learned": 0, "observed": 0}
+    nodes = list(lowering.gm.graph.nodes)
+    for n in nodes:
+        keys = (n.name, str(n.target) if n.op == "call_module" else None, torch2tf.layer_of(n),
+                "input" if n.op == "placeholder" else None)
+        hit = next((k for k in keys if k is not None and k in learned), None)
+        if hit is not None and lowering.kinds.get(n.name) not in (None, "const", "meta"):
+            r = learned[hit]
+            ranges[n.name] = (float(r["min"]), float(r["max"])) if isinstance(r, dict) else tuple(map(float, r))
+            used["learned"] += 1
+    if learned and not used["learned"]:
+        raise TargetError(f"{FMT}: none of the {len(learned)} QAT activation ranges matches a tensor of the traced "
+                          f"model (e.g. {next(iter(learned))!r})", "report this model to the edgeship maintainers")
+    missing = [p for p in lowering.fake_quant_points() if p not in ranges]
+    if missing:
+        observed = torch2tf.observe_ranges(lowering.gm, calib)
+        for p in missing:
+            if p in observed:
+                ranges[p] = observed[p]
+                used["observed"] += 1
+    return ranges, used
+
+
+def convert(model: nn.Module, ctx: LowerContext, precision: str,
+            learned: Optional[dict] = None) -> tuple[bytes, dict]:
+    """torch -> .tflite bytes (without our metadata) and notes on how it was made.
+
+    ``learned``: QAT activation ranges for the (float, BN-folded) ``model``; full-integer precisions
+    then take their ranges from FakeQuant ops instead of a representative data set.
+    """
+    qat = learned is not None
+    if precision in FULL_INT8 and not qat:
+        check_calibration(ctx.calib)  # bad calibration data is bad input, before any work
+    tf = require("tensorflow", "tensorflow", FMT)
+    gm = torch2tf.trace(model, ctx.example)
+    lowering = torch2tf.Lowering(gm, ctx.input_shape)  # unsupported operators fail here
+    notes: dict = {"route": "torch.fx (BN folded) -> TF ops, NHWC (edgeship.targets.torch2tf) -> tf.lite.TFLiteConverter"}
+    if qat and precision in FULL_INT8:
+        lowering.fake_quant, counts = qat_fake_quant(lowering, learned, ctx.calib)
+        notes["calibration"] = {"source": "qat", "fake_quant_ranges": counts,
+                                "note": "QAT ranges in FakeQuant ops; calibration min/max only where QAT has none"}
+    elif precision in FULL_INT8:
+        notes["calibration"] = {"source": "representative_dataset", "samples": int(len(ctx.calib)),
+                                "calibrator": "TFLite min/max", "requested_method": getattr(ctx.quant, "method", None)}
+
+    module, fn = lowering.build()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
+    if precision != "fp32":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        conv.target_spec.supported_types = [tf.float16]
+    if precision in FULL_INT8:
+        if not qat:
+            calib = ctx.calib
+            conv.representative_dataset = lambda: ([b] for b in iter_batches(calib, 1, "NHWC"))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if precision == "int8":
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        if ctx.quant is not None and not ctx.quant.per_channel:
+            conv._experimental_disable_per_channel = True  # no public switch in TFLiteConverter
+    try:
+        flat = conv.convert()
+    except Exception as e:
+        msg = " ".join(str(e).split())[:300]
+        raise TargetError(f"{FMT}: TFLiteConverter failed ({precision}): {msg}",
+                          f"see the conversion log {ctx.log_path}") from None
+    notes["converter"] = f"tensorflow {tf.__version__}"
+    return flat, notes
+
+
+class TFLite(Backend):
+    format = FMT
+    precisions = ("fp32", "fp16", "dynamic_int8", "int8", "int8_float_io")
+    runtime_package = "ai-edge-litert"
+
+    def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
+        precision = ctx.target.precision
+        with captured(ctx.log_path):
+            learned = None
+            if getattr(ctx.quant, "qat", False):
+                model, learned = _qat_parts(model)
+            flat, notes = convert(model, ctx, precision, learned if precision in FULL_INT8 else None)
+            fbu = _flatbuffer_utils()
+            parsed = fbu.read_model_from_bytearray(bytearray(flat))
+            inputs, outputs = io_description(parsed)
+            meta = describe(ctx, FMT, precision, inputs, outputs, source_layout="NCHW",
+                            **({} if precision in FULL_INT8 else {"quantization": None}),
+                            runner="edgeship's runner takes normalized NCHW float32, transposes to NHWC, "
+                                   "quantizes int8 inputs and dequantizes int8 outputs",
+                            runtime="ai_edge_litert (XNNPACK) or tflite_runtime", **notes)
+            data = embed_metadata(parsed, meta)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / ".model.tflite.partial"
+        tmp.write_bytes(data)
+        os.replace(tmp, out_dir / "model.tflite")
+        art = Artifact(ctx.target.name, FMT, precision, out_dir, "model.tflite", ["model.tflite"], meta)
+        art.write_sidecar()
+        return art
+
+    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+        it = open_interpreter(artifact.path, threads)
+        layout = (artifact.meta.get("inputs") or [{}])[0].get("layout") or "NHWC"
+        return make_runner(it, layout)
+
+    def op_audit(self, artifact: Artifact) -> Optional[dict]:
+        """Every operator with a float input or output, delegates off so each one is visible.
+        ``interface``: the QUANTIZE/DEQUANTIZE at the edges of an ``int8_float_io`` model."""
+        if artifact.precision not in FULL_INT8:
+            return None
+        it = open_interpreter(artifact.path, delegates=False)
+        tensors = {t["index"]: t for t in it.get_tensor_details()}
+        graph_in = {d["index"] for d in it.get_input_details()}
+        graph_out = {d["index"] for d in it.get_output_details()}
+        ops = it._get_ops_details()  # no public API lists the operators
+        counts: dict[str, int] = {}
+        float_ops = []
+        for op in ops:
+            kind = op["op_name"]
+            counts[kind] = counts.get(kind, 0) + 1
+            ios = [i for i in (*op["inputs"], *op["outputs"]) if i >= 0 and i in tensors]
+            floats = [tensors[i]["name"] for i in ios if np.dtype(tensors[i]["dtype"]).kind == "f"]
+            if floats:
+                outs = [tensors[i]["name"] for i in op["outputs"] if i in tensors]
+                interface = (kind == "QUANTIZE" and set(op["inputs"]) <= graph_in) or \
+                            (kind == "DEQUANTIZE" and set(op["outputs"]) <= graph_out)
+                float_ops.append({"name": outs[0] if outs else f"{kind}#{op['index']}", "op": kind,
+                                  "index": int(op["index"]), "float_tensors": floats, "interface": bool(interface)})
+        runtime = interpreter_class().__module__.split(".")[0]
+        return audit(runtime, len(ops), float_ops, op_counts=counts,
+                     float_ops_inside=[o["name"] for o in float_ops if not o["interface"]])

@@ -1,0 +1,302 @@
+"""TFLite (torch.fx -> TF ops in NHWC -> TFLiteConverter, run with LiteRT) through the shared backend
+template for every precision and the QAT route, plus what only this backend does: the NHWC layout,
+the op set of the translator and its errors, the QAT ranges reaching the file."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeship.calibration.quant import QuantSettings
+from edgeship.errors import TargetError
+from edgeship.models.zoo import ZOO
+from edgeship.targets.base import Artifact, get_backend
+from edgeship.targets.tflite import open_interpreter, read_metadata
+from template import BackendTemplate, context, digits_task, qat_model
+
+pytest.importorskip("tensorflow")
+
+
+class TestTFLiteFP32(BackendTemplate):
+    FORMAT, PRECISION = "tflite", "fp32"
+    RUNTIME_MODULE, RUNTIME_PACKAGE = "ai_edge_litert", "ai-edge-litert"
+    INPUT_LAYOUT = "NHWC"
+
+    def embedded_description(self, art):
+        return read_metadata(art.path)
+
+
+class TestTFLiteFP16(TestTFLiteFP32):
+    PRECISION = "fp16"
+
+
+class TestTFLiteDynamicInt8(TestTFLiteFP32):
+    PRECISION = "dynamic_int8"
+    MAX_ABS_LOGIT_DIFF = 0.5
+
+
+class TestTFLiteInt8(TestTFLiteFP32):
+    PRECISION = "int8"
+
+    def test_int8_interface(self, lowered):
+        it = open_interpreter(lowered["art"].path)
+        (inp,), (out,) = it.get_input_details(), it.get_output_details()
+        assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+        assert list(inp["shape"][1:]) == [8, 8, 1]  # NHWC
+        meta = lowered["art"].meta
+        assert meta["inputs"][0]["quantization"]["scale"] == pytest.approx(inp["quantization"][0])
+        assert meta["inputs"][0]["quantization"]["zero_point"] == inp["quantization"][1]
+        assert meta["calibration"]["source"] == "representative_dataset"
+
+    def test_audit_lists_no_float_operator(self, lowered):
+        a = lowered["backend"].op_audit(lowered["art"])
+        assert a["float_ops"] == [] and a["op_counts"]["CONV_2D"] == 3 and a["op_counts"]["FULLY_CONNECTED"] == 1
+
+
+class TestTFLiteInt8FloatIO(TestTFLiteFP32):
+    PRECISION = "int8_float_io"
+    EXPECT_IO_QUANTIZATION = False  # the interface is float32; QUANTIZE/DEQUANTIZE sit inside
+
+    def test_float_interface_int8_inside(self, lowered):
+        a = lowered["backend"].op_audit(lowered["art"])
+        assert lowered["art"].meta["inputs"][0]["dtype"] == "float32"
+        assert {(o["op"], o["interface"]) for o in a["float_ops"]} == {("QUANTIZE", True), ("DEQUANTIZE", True)}
+        assert a["float_ops_inside"] == []
+
+
+class TestTFLiteInt8PerTensor(TestTFLiteInt8):
+    QUANT = QuantSettings(per_channel=False)
+
+
+class TestTFLiteInt8QAT(TestTFLiteInt8):
+    QAT = True
+
+    def test_int8_interface(self, lowered):
+        """The file's scales are the ones QAT learned: no second calibration."""
+        from edgeship.pipeline.qat import activation_ranges
+
+        learned = activation_ranges(qat_model())
+        it = open_interpreter(lowered["art"].path)
+        (inp,), (out,) = it.get_input_details(), it.get_output_details()
+        first, last = next(iter(learned.values())), list(learned.values())[-1]
+        assert inp["quantization"][0] == pytest.approx(first["scale"], rel=1e-5)
+        assert inp["quantization"][1] == first["zero_point"]
+        assert out["quantization"][0] == pytest.approx(last["scale"], rel=1e-5)
+        cal = lowered["art"].meta["calibration"]
+        assert cal["source"] == "qat" and cal["fake_quant_ranges"]["observed"] == 0
+
+
+class TestTFLiteInt8FloatIOQAT(TestTFLiteInt8FloatIO):
+    QAT = True
+
+
+# ----------------------------------------------------------------------------- beyond the template
+def lower(model, tmp_path, precision, input_shape, calib=None, quant=QuantSettings(), name="t"):
+    ctx = context(tmp_path, "tflite", precision, quant, calib, name=name)
+    ctx.input_shape = input_shape
+    if calib is None:
+        ctx.calib = np.random.default_rng(0).normal(size=(64, *input_shape)).astype(np.float32)
+    out = tmp_path / "out"
+    out.mkdir(parents=True)
+    backend = get_backend("tflite", precision)
+    return backend, backend.lower(model, ctx, out)
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial batch-norm statistics, so folding them is actually tested."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,shape", [("small_cnn", (1, 12, 10)), ("resnet", (3, 12, 10)),
+                                        ("mobilenetv2", (1, 28, 28)), ("dscnn", (1, 49, 10))])
+def test_zoo_models_lower_exactly(tmp_path, name, shape):
+    """Every zoo model (depthwise convs, residual adds, strided convs on odd and even sizes, non-square
+    inputs): the FP32 file computes what torch does, and the INT8 one runs every operator in int8."""
+    torch.manual_seed(0)
+    args = {"depth": 8} if name == "resnet" else {}
+    model = randomize_bn(ZOO[name](in_channels=shape[0], num_classes=7, input_size=shape[1:], **args))
+    x = np.random.default_rng(1).normal(size=(5, *shape)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    backend, art = lower(model, tmp_path / "fp32", "fp32", shape)
+    np.testing.assert_allclose(backend.load(art, threads=1)(x), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    backend, art = lower(model, tmp_path / "int8", "int8", shape)
+    assert backend.op_audit(art)["float_ops"] == []
+    assert backend.load(art, threads=1)(x).shape == ref.shape
+
+
+class UserNet(nn.Module):
+    """A user's model from the supported op set, written with modules, functions and methods."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.Hardswish())
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)  # torch pads with -inf: not TF's SAME on even sizes
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4, bias=False)
+        self.dilated = nn.Conv2d(16, 8, 3, padding=2, dilation=2)
+        self.dw = nn.Conv2d(16, 32, 5, padding=2, groups=16)  # depthwise with channel multiplier 2
+        self.bn = nn.BatchNorm2d(40)  # after a concatenation: not folded into a conv
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(40, 40, 1), nn.Sigmoid())
+        self.avg = nn.AvgPool2d(2)
+        self.fc = nn.Linear(40 * 2 * 2, 12)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = self.pool(self.stem(x))
+        x = x + F.relu6(self.grouped(x))
+        y = torch.cat([self.dilated(x), self.dw(x)], dim=1)
+        y = F.leaky_relu(self.bn(y), 0.1)
+        y = y * self.se(y)
+        y = self.avg(y)
+        y = y.view(y.size(0), -1)  # a 2x2 feature map flattened in torch's (C, H, W) order
+        return self.head(self.drop(torch.tanh(self.fc(y))))
+
+
+def test_user_model_from_the_op_set(tmp_path):
+    model = randomize_bn(UserNet())
+    x = np.random.default_rng(2).normal(size=(3, 3, 16, 14)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    backend, art = lower(model, tmp_path, "fp32", (3, 16, 14))
+    np.testing.assert_allclose(backend.load(art, threads=1)(x), ref, rtol=1e-4, atol=1e-5)
+    assert art.meta["inputs"][0]["shape"] == [-1, 16, 14, 3] and art.meta["inputs"][0]["layout"] == "NHWC"
+    assert art.meta["source_layout"] == "NCHW"
+
+
+class Upsampler(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.Upsample(scale_factor=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+
+    def forward(self, x):
+        return self.head(self.conv(x))
+
+
+class CumSum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.cumsum(x.flatten(1), 1))
+
+
+@pytest.mark.parametrize("model,operator,layer", [(Upsampler(), "Upsample", "head.0"),
+                                                  (CumSum(), "torch.cumsum", "cumsum")])
+def test_unsupported_operator_names_operator_layer_and_format(tmp_path, model, operator, layer):
+    with pytest.raises(TargetError) as e:
+        lower(model.eval(), tmp_path, "int8", (1, 8, 8))
+    msg = str(e.value)
+    assert f"operator {operator} in layer '{layer}'" in msg and msg.startswith("tflite:"), msg
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_unsupported_operator_fails_only_its_target(tmp_path, digits_recipe, monkeypatch):
+    """Through `edgeship export`: the tflite target fails naming the operator, ONNX still ships."""
+    from edgeship.run import export
+
+    (tmp_path / "usermodels.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 4, 3, padding=1)\n"
+        "        self.up = nn.Upsample(scale_factor=2)\n"
+        "        self.fc = nn.Linear(4, 10)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.up(self.conv(x)).mean((2, 3)))\n"
+        "def net():\n    return Net()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = digits_recipe(model={"factory": "usermodels:net"},
+                           targets=[{"name": "tfl", "format": "tflite", "precision": "fp32"},
+                                    {"name": "onnx-fp32", "format": "onnx", "precision": "fp32"}])
+    report, code = export(recipe, quiet=True, measure=False)
+    assert code == 1
+    tfl, onx = report["targets"]
+    assert tfl["status"] == "failed" and "operator Upsample in layer 'up'" in tfl["error"]
+    assert onx["status"] == "ok"
+    run = tmp_path / "runs" / "digits_test" / "targets"
+    assert sorted(p.name for p in run.iterdir()) == ["onnx-fp32"]
+
+
+def test_export_verifies_every_precision(tmp_path, digits_recipe):
+    """`edgeship export` lowers, runs and gates each precision with LiteRT on the digits test split."""
+    from edgeship.run import export
+
+    precisions = ("fp32", "fp16", "dynamic_int8", "int8", "int8_float_io")
+    targets = [{"name": f"tfl-{p}", "format": "tflite", "precision": p} for p in precisions]
+    report, code = export(digits_recipe(targets=targets), quiet=True, measure=False)
+    assert code == 0, [t["error"] for t in report["targets"]]
+    by = {t["precision"]: t for t in report["targets"]}
+    for p in precisions:
+        v = by[p]["verify"]
+        assert by[p]["status"] == "ok" and v["accuracy_drop_pt"] <= 1.0, (p, v)
+    assert by["fp32"]["verify"]["agreement"] == 1.0 and by["fp32"]["verify"]["max_abs_logit_diff"] < 1e-4
+    assert by["int8"]["op_audit"]["float_ops"] == [] and by["dynamic_int8"]["op_audit"] is None
+    run = tmp_path / "runs" / "digits_test"
+    sidecar = json.loads((run / "targets" / "tfl-int8" / "model.json").read_text())
+    assert sidecar["meta"]["inputs"][0]["layout"] == "NHWC"
+    assert read_metadata(run / by["int8"]["artifact"]) == sidecar["meta"]
+    assert (run / "logs" / "tfl-int8.log").stat().st_size > 0  # converter chatter went to the log
+
+
+def test_no_runtime_at_all_names_the_package(tmp_path):
+    """Neither ai_edge_litert nor tflite_runtime importable (a fresh interpreter)."""
+    _, art = lower(digits_task()["model"], tmp_path, "fp32", (1, 8, 8), calib=digits_task()["calib"])
+    code = ("import sys; sys.modules['ai_edge_litert'] = None; sys.modules['tflite_runtime'] = None\n"
+            "from edgeship.targets.base import Artifact, get_backend\n"
+            "from edgeship.errors import TargetError\n"
+            f"art = Artifact.from_sidecar({str(art.dir / 'model.json')!r})\n"
+            "try:\n    get_backend('tflite', 'fp32').load(art)\nexcept TargetError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "no TFLite runtime is installed" in out.stdout and "pip install ai-edge-litert" in out.stdout, out
+
+
+def test_qat_ranges_keyed_by_module_path_or_input(tmp_path):
+    """Ranges given by module path (and "input") become the file's scales; the rest come from calibration."""
+    from edgeship.logs import captured
+    from edgeship.targets import tflite
+
+    model = copy.deepcopy(digits_task()["model"])
+    ctx = context(tmp_path, "tflite", "int8", QuantSettings(qat=True))
+    learned = {"input": (-3.0, 3.0), "classifier": {"min": -12.0, "max": 13.5}}
+    with captured(ctx.log_path):
+        flat, notes = tflite.convert(model, ctx, "int8", learned)
+    (tmp_path / "m.tflite").write_bytes(flat)
+    it = open_interpreter(tmp_path / "m.tflite")
+    assert it.get_input_details()[0]["quantization"][0] == pytest.approx(6 / 255, rel=1e-5)
+    assert it.get_output_details()[0]["quantization"][0] == pytest.approx(25.5 / 255, rel=1e-5)
+    assert notes["calibration"]["fake_quant_ranges"]["learned"] == 2
+    assert notes["calibration"]["fake_quant_ranges"]["observed"] >= 3
+
+
+def test_qat_ranges_that_match_nothing_are_an_error(tmp_path):
+    ctx = context(tmp_path, "tflite", "int8", QuantSettings(qat=True))
+    from edgeship.targets import tflite
+
+    with pytest.raises(TargetError, match="none of the 1 QAT activation ranges"):
+        tflite.convert(copy.deepcopy(digits_task()["model"]), ctx, "int8", {"no_such_node": (-1.0, 1.0)})
+
+
+def test_unreadable_artifact_is_target_error(tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"not a flatbuffer")
+    art = Artifact("t", "tflite", "fp32", tmp_path, "model.tflite", ["model.tflite"], {})
+    with pytest.raises(TargetError, match="cannot open"):
+        get_backend("tflite", "fp32").load(art)
