@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -257,7 +258,6 @@ def test_every_format_measured_on_host_and_over_ssh(tmp_path, digits_checkpoint,
 def test_example_ci_workflow_calls_real_options(tmp_path):
     """examples/ci-pi.yml's profile and check lines parse: they fail only because the run is missing."""
     import os
-    import shlex
 
     wf = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "ci-pi.yml").read_text())
     env = {**wf["env"], "RUN": str(tmp_path / "missing-run"), "HOME": str(tmp_path)}
@@ -274,3 +274,23 @@ def test_example_ci_workflow_calls_real_options(tmp_path):
         assert "not found" in res.stderr, (ln, res.stderr)
         used.add(next(a for a in args if not a.startswith("-")))
     assert {"profile", "check", "export", "train"} <= used
+
+
+def test_nothing_reaches_the_remote_shell_unquoted(run, loopback_sshd, tmp_path):
+    from edgeship.errors import EdgeshipError
+    from edgeship.targets.remote import SshTarget, quote_cmd
+
+    marker = tmp_path / "injected"
+    hostile = f"python3; touch {marker}; $(touch {marker})"
+    args = loopback_sshd.cli_args()
+    args[args.index("--remote-python") + 1] = hostile
+    res = cli("profile", run, *args, "--runs", 3)
+    assert res.exit_code == 2 and f"{hostile} not found on" in _error_line(res)
+    assert not marker.exists()  # the whole string was one (missing) program name on the device
+    parts = ["/opt/my py/python3", "/tmp/b;rm -rf ~/bundle/bench_runner.py", "--dir", "$(id)"]
+    assert shlex.split(quote_cmd(parts)) == parts
+    for bad in ("-oProxyCommand=touch /tmp/x", "pi@host name", "pi@host;id"):
+        with pytest.raises(EdgeshipError, match="not an ssh destination"):
+            SshTarget(bad)
+    with pytest.raises(EdgeshipError, match="KEY=VALUE"):
+        SshTarget("pi@host", options=["-F/etc/passwd"])
