@@ -46,18 +46,19 @@ def test_train_progress_bar_and_quiet(tmp_path):
 
 def test_export_progress_quiet_and_json(digits_recipe, tmp_path):
     recipe = str(digits_recipe())
-    shown = run("export", recipe, terminal=True)
+    shown = run("export", recipe, "--runs", "5", terminal=True)
     assert shown.returncode == 0, shown.stderr
     err = plain(shown.stderr)
     assert "verify onnx-fp32" in err and "359/359" in err and "baseline: test top-1" in err
+    assert "host onnx-fp32: p50" in err  # the host measurement reports too
     assert "onnx-fp32" in plain(shown.stdout) and "report.html" in shown.stdout
 
-    quiet = run("--quiet", "export", recipe, terminal=True)
+    quiet = run("--quiet", "export", recipe, "--runs", "5", terminal=True)
     assert quiet.returncode == 0
     assert quiet.stderr == ""  # no bars, no info lines, no converter chatter
     assert "onnx-fp32" in plain(quiet.stdout)  # the result tables still print
 
-    as_json = run("--json", "export", recipe)
+    as_json = run("--json", "export", recipe, "--runs", "5")
     assert as_json.returncode == 0
     assert as_json.stderr == ""
     report = json.loads(as_json.stdout)  # the whole of stdout is one JSON document
