@@ -70,8 +70,7 @@ def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
                                              help="allow model files that need full unpickling (runs their code)"),
            no_measure: bool = typer.Option(False, "--no-measure", help="skip the host latency/RAM measurement"),
            runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact in the host measurement")):
-    """Compress the model with the recipe's passes, lower it to every target, verify, measure on the host,
-    check budgets, write runs/<name>/."""
+    """Compress the model, lower it to every target, verify, measure on the host, check budgets: runs/<name>/."""
     from edgeship.report import summary_tables
     from edgeship.run import export as _export
 
