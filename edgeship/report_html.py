@@ -35,7 +35,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bott
 table{border-collapse:collapse;width:100%;margin:6px 0 4px;font-size:13px}
 th,td{padding:5px 6px;border-bottom:1px solid #e8ebf0;text-align:right;white-space:nowrap}
 th{background:#eef1f6;font-weight:600}th:first-child,td:first-child{text-align:left}
-td.l,th.l{text-align:left}td:last-child{white-space:normal;min-width:90px}tr:nth-child(even) td{background:#fafbfc}
+td.l,th.l{text-align:left}td.l{white-space:normal}td:first-child{white-space:nowrap}td:last-child{white-space:normal;min-width:90px}tr:nth-child(even) td{background:#fafbfc}
 td.err{white-space:normal;text-align:left;color:#8a1c1c;background:#fdf1f1}
 .ok{color:#1b7837;font-weight:600}.fail{color:#b2182b;font-weight:600}.na{color:#8a93a3;font-style:italic}
 .badge{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
@@ -73,6 +73,11 @@ def ms(v: Optional[float]) -> str:
     return NOT_MEASURED if v is None else fmt_ms(v)
 
 
+def g4(v: float, sign: str = "") -> str:
+    """Four significant digits, thousands separated rather than in exponent form."""
+    return f"{v:{sign},.0f}" if abs(v) >= 1e4 else f"{v:{sign}.4g}"
+
+
 def table(headers: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
     """``rows`` hold already-escaped HTML cells; a row given as a str is inserted verbatim."""
     head = "".join(f'<th{" class=l" if i in left else ""}>{esc(h)}</th>' for i, h in enumerate(headers))
@@ -103,13 +108,13 @@ def limit_text(r: dict) -> str:
     if r.get("limit") is None:
         return "-"
     op = "&ge;" if r["budget"] in LOWER_LIMITS else "&le;"
-    return f"{op} {r['limit']:.4g}{(' ' + esc(r['unit'])) if r.get('unit') else ''}"
+    return f"{op} {g4(r['limit'])}{(' ' + esc(r['unit'])) if r.get('unit') else ''}"
 
 
 def value_text(r: dict) -> str:
     if r.get("value") is None:
         return NOT_MEASURED
-    return f"{r['value']:.4g}{(' ' + esc(r['unit'])) if r.get('unit') else ''}"
+    return f"{g4(r['value'])}{(' ' + esc(r['unit'])) if r.get('unit') else ''}"
 
 
 def budget_cell(results: list[dict]) -> str:
@@ -159,7 +164,7 @@ def stage_section(report: dict) -> str:
              count(b.get("macs")), kib(b["size_fp32_bytes"]), "-", "-", ""]]
     for s in report["stages"]:
         cfg = s.get("config") or {}
-        shown = ", ".join(f"{k}={v}" for k, v in cfg.items() if not isinstance(v, (dict, list)))
+        shown = ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None and not isinstance(v, (dict, list)))
         rows.append([esc(s["stage"]), pct(s["top1_val"]), '<span class="na">-</span>', count(s["params"]),
                      count(s.get("macs")), kib(s["size_fp32_bytes"]), num(s.get("wall_s"), "", 1),
                      "yes" if s.get("cached") else "no", f'<span class="note">{esc(shown)}</span>'])
@@ -240,7 +245,7 @@ def budget_section(report: dict) -> str:
                 "(<code>edgeship check RUN</code> runs one).</span></p>")
     rows = []
     for r in budgets.get("results") or []:
-        margin = "" if r.get("margin") is None else f"{r['margin']:+.4g}" + (
+        margin = "" if r.get("margin") is None else g4(r["margin"], "+") + (
             f" ({r['margin_pct']:+.0f}%)" if r.get("margin_pct") is not None else "")
         rows.append([esc(r.get("target")), esc(r.get("budget")), limit_text(r), value_text(r), margin,
                      esc(r.get("source") or ""), esc(r.get("origin") or ""), badge(r.get("passed")),

@@ -50,8 +50,9 @@ def accuracy_vs_latency(points: list[dict]) -> bytes:
         ax.scatter(fx, fy, s=150, facecolors="none", edgecolors=color, linewidths=1.5, zorder=4)
         if len(front) > 1:
             ax.step(fx, fy, where="post", color=color, alpha=0.6, linewidth=1.2, zorder=2)
-        for x, y, p in zip(xs, ys, pts):
-            ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(7, 5), fontsize=8)
+        for rank, i in enumerate(sorted(range(len(pts)), key=lambda i: xs[i])):  # neighbours alternate up/down
+            ax.annotate(pts[i]["label"], (xs[i], ys[i]), textcoords="offset points",
+                        xytext=(7, 5) if rank % 2 == 0 else (7, -13), fontsize=8)
     ax.set_xlabel("latency p50 (ms)")
     ax.set_ylabel("top-1 on the test split (%)")
     ax.grid(True, alpha=0.3)
