@@ -91,7 +91,7 @@ def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
 
 @app.command()
 @handle_errors
-def report(run: Path = typer.Argument(..., help="a run directory (runs/<name>) or its report.json")):
+def report(run: Path = typer.Argument(..., help="a run directory (runs/<name>), its report.json, or the run's name")):
     """Rebuild runs/<name>/report.html from its report.json and print the summary tables."""
     from edgeship.report import summary_tables
     from edgeship.report_html import load_report, write_report_html

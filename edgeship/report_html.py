@@ -324,8 +324,10 @@ def render_html(report: dict) -> str:
 
 # ---------------------------------------------------------------- files
 def load_report(run: Path) -> tuple[Path, dict]:
-    """``run``: a run directory or its report.json -> (run directory, report)."""
+    """``run``: a run directory, its report.json, or a run name under ./runs/ -> (run directory, report)."""
     run = Path(run)
+    if not run.exists() and not run.is_absolute() and (Path("runs") / run).is_dir():
+        run = Path("runs") / run
     path = run if run.suffix == ".json" else run / "report.json"
     if not path.is_file():
         raise EdgeshipError(f"no report.json at {path}", "give a run directory written by `edgeship export` "

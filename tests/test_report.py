@@ -69,7 +69,7 @@ def test_unmeasured_run_says_not_measured(digits_recipe):
     assert len(embedded_pngs(text)) == 1  # size only: nothing to draw latency from
 
 
-def test_report_command_rebuilds_identical_page(run_dir):
+def test_report_command_rebuilds_identical_page(run_dir, monkeypatch):
     written = (run_dir / "report.html").read_text()
     (run_dir / "report.html").unlink()
     result = CliRunner().invoke(app, ["report", str(run_dir)])
@@ -80,6 +80,10 @@ def test_report_command_rebuilds_identical_page(run_dir):
     result = CliRunner().invoke(app, ["--json", "report", str(run_dir / "report.json")])
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {"report_html": str(run_dir / "report.html")}
+
+    monkeypatch.chdir(run_dir.parent.parent)  # a run's name resolves under ./runs/, as profile and check do
+    result = CliRunner().invoke(app, ["--json", "report", run_dir.name])
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"report_html": "runs/digits_test/report.html"}
 
 
 def test_report_command_bad_input_keeps_old_page(run_dir, tmp_path):
