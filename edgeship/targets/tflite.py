@@ -9,10 +9,13 @@ Route (one for every precision): torch.fx trace of the BN-folded model -> TF ops
 - ``dynamic_int8``: int8 weights, float activations quantized on the fly (TFLite leaves weights
   under 1024 elements in float);
 - ``int8`` / ``int8_float_io``: full integer; ``LowerContext.calib`` (normalized NCHW float32,
-  transposed to NHWC) is the representative data set. TFLite's calibrator records each tensor's
-  min/max (``quant.method`` other than minmax is not offered by TFLiteConverter: it is recorded);
-  weights per-channel symmetric unless ``quant.per_channel`` is false. ``int8`` has int8 input and
-  output tensors; ``int8_float_io`` keeps float32 ones (QUANTIZE/DEQUANTIZE at the edges).
+  transposed to NHWC) is the representative data set and TFLite's calibrator takes each tensor's
+  min/max (``quant.method: minmax``). TFLiteConverter has no other calibrator, so for
+  ``percentile`` edgeship computes histogram percentiles of every tensor over the same samples and
+  puts them in FakeQuant ops (the QAT route below); ``entropy``/``mse`` are a clear TargetError.
+  Weights per-channel symmetric unless ``quant.per_channel`` is false; activations asymmetric int8
+  (TFLite's scheme, whatever ``symmetric_activations`` says). ``int8`` has int8 input and output
+  tensors; ``int8_float_io`` keeps float32 ones (QUANTIZE/DEQUANTIZE at the edges).
 
 QAT models (``quant.qat``): ``edgeship.pipeline.qat.fold_and_strip`` gives the float module with BN
 folded and ``activation_ranges`` the learned ranges; a FakeQuant op with the learned range follows
@@ -32,6 +35,7 @@ that is installed.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -69,7 +73,7 @@ def open_interpreter(path: Path, threads: Optional[int] = None, delegates: bool 
     cls = interpreter_class()
     kw = {"num_threads": threads} if threads else {}
     if not delegates:  # every operator stays visible (the XNNPACK delegate replaces them by DELEGATE)
-        resolver = getattr(__import__(cls.__module__, fromlist=["OpResolverType"]), "OpResolverType")
+        resolver = importlib.import_module(cls.__module__).OpResolverType
         kw["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         with captured(Path(os.devnull)):  # "Created TensorFlow Lite XNNPACK delegate" and friends
@@ -233,19 +237,31 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
     then take their ranges from FakeQuant ops instead of a representative data set.
     """
     qat = learned is not None
+    method = getattr(ctx.quant, "method", "minmax")
     if precision in FULL_INT8 and not qat:
+        if method not in ("minmax", "percentile"):
+            raise TargetError(f"{FMT}: TFLite has no {method!r} calibration",
+                              "use method minmax or percentile for tflite targets (or the qat pass)")
         check_calibration(ctx.calib)  # bad calibration data is bad input, before any work
     tf = require("tensorflow", "tensorflow", FMT)
     gm = torch2tf.trace(model, ctx.example)
     lowering = torch2tf.Lowering(gm, ctx.input_shape)  # unsupported operators fail here
     notes: dict = {"route": "torch.fx (BN folded) -> TF ops, NHWC (edgeship.targets.torch2tf) -> tf.lite.TFLiteConverter"}
+    fake_quant = qat or method == "percentile"
     if qat and precision in FULL_INT8:
         lowering.fake_quant, counts = qat_fake_quant(lowering, learned, ctx.calib)
         notes["calibration"] = {"source": "qat", "fake_quant_ranges": counts,
                                 "note": "QAT ranges in FakeQuant ops; calibration min/max only where QAT has none"}
+    elif precision in FULL_INT8 and method == "percentile":
+        ranges = torch2tf.observe_ranges(gm, ctx.calib, percentile=ctx.quant.percentile)
+        lowering.fake_quant = {p: ranges[p] for p in lowering.fake_quant_points() if p in ranges}
+        notes["calibration"] = {"source": "percentile", "samples": int(len(ctx.calib)),
+                                "percentile": ctx.quant.percentile,
+                                "note": "edgeship's histogram percentiles in FakeQuant ops (TFLite's calibrator "
+                                        "only does min/max)"}
     elif precision in FULL_INT8:
         notes["calibration"] = {"source": "representative_dataset", "samples": int(len(ctx.calib)),
-                                "calibrator": "TFLite min/max", "requested_method": getattr(ctx.quant, "method", None)}
+                                "calibrator": "TFLite min/max"}
 
     module, fn = lowering.build()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
@@ -254,7 +270,7 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
     if precision == "fp16":
         conv.target_spec.supported_types = [tf.float16]
     if precision in FULL_INT8:
-        if not qat:
+        if not fake_quant:
             calib = ctx.calib
             conv.representative_dataset = lambda: ([b] for b in iter_batches(calib, 1, "NHWC"))
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

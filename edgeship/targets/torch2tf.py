@@ -81,13 +81,15 @@ def trace(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> fx.G
     from torch.fx.experimental.optimization import fuse
     from torch.fx.passes.shape_prop import ShapeProp
 
-    model = model.eval()
-    try:
-        gm = fuse(model) if fold_bn else fx.symbolic_trace(model)
-    except Exception as e:  # data-dependent control flow, TorchScript modules, ...
+    fix = "give the model as model.zoo or model.factory (a traceable nn.Module) for tflite targets"
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TargetError(f"{FMT}: a TorchScript model cannot be lowered to TFLite (the translator reads a "
+                          "torch.fx trace of an nn.Module)", fix)
+    try:  # torch.export programs (.pt2) refuse eval(); data-dependent control flow fails the trace
+        gm = fuse(model.eval()) if fold_bn else fx.symbolic_trace(model.eval())
+    except Exception as e:
         msg = " ".join(str(e).split())[:200]
-        raise TargetError(f"{FMT}: torch.fx cannot trace the model ({type(e).__name__}: {msg})",
-                          "give a traceable nn.Module (no data-dependent control flow; not TorchScript)") from None
+        raise TargetError(f"{FMT}: torch.fx cannot trace the model ({type(e).__name__}: {msg})", fix) from None
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
     return gm
@@ -98,26 +100,52 @@ def shape(node: Any) -> Optional[tuple[int, ...]]:
     return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
 
 
-def observe_ranges(gm: fx.GraphModule, calib: np.ndarray, batch: int = 64) -> dict[str, tuple[float, float]]:
-    """min/max of every tensor-valued node over the calibration samples (torch, float)."""
-    seen: dict[str, list[float]] = {}
+def _each_tensor(gm: fx.GraphModule, calib: np.ndarray, batch: int, visit: Callable) -> None:
+    """Run the calibration samples through the graph; ``visit(node name, output)`` per float tensor."""
 
-    class Recorder(fx.Interpreter):
+    class Visitor(fx.Interpreter):
         def run_node(self, n):
             out = super().run_node(n)
             if isinstance(out, torch.Tensor) and out.is_floating_point():
-                lo, hi = float(out.min()), float(out.max())
-                if n.name in seen:
-                    seen[n.name] = [min(seen[n.name][0], lo), max(seen[n.name][1], hi)]
-                else:
-                    seen[n.name] = [lo, hi]
+                visit(n.name, out)
             return out
 
-    rec = Recorder(gm)
+    v = Visitor(gm)
     with torch.no_grad():
         for i in range(0, len(calib), batch):
-            rec.run(torch.from_numpy(np.ascontiguousarray(calib[i:i + batch], np.float32)))
-    return {k: (v[0], v[1]) for k, v in seen.items()}
+            v.run(torch.from_numpy(np.ascontiguousarray(calib[i:i + batch], np.float32)))
+
+
+def observe_ranges(gm: fx.GraphModule, calib: np.ndarray, percentile: Optional[float] = None,
+                   batch: int = 64, bins: int = 2048) -> dict[str, tuple[float, float]]:
+    """Range of every tensor-valued node over the calibration samples (torch, float): min/max, or with
+    ``percentile`` the (100 - p)th and pth percentiles from a histogram over [min, max]."""
+    mm: dict[str, list[float]] = {}
+
+    def minmax(name: str, t: torch.Tensor) -> None:
+        lo, hi = float(t.min()), float(t.max())
+        mm[name] = [min(mm[name][0], lo), max(mm[name][1], hi)] if name in mm else [lo, hi]
+
+    _each_tensor(gm, calib, batch, minmax)
+    if percentile is None:
+        return {k: (v[0], v[1]) for k, v in mm.items()}
+    hist: dict[str, torch.Tensor] = {}
+
+    def histogram(name: str, t: torch.Tensor) -> None:
+        lo, hi = mm[name]
+        h = torch.histc(t.float(), bins=bins, min=lo, max=hi if hi > lo else lo + 1e-8)
+        hist[name] = hist[name] + h if name in hist else h
+
+    _each_tensor(gm, calib, batch, histogram)
+    out = {}
+    for name, h in hist.items():
+        lo, hi = mm[name]
+        cdf = (torch.cumsum(h, 0) / h.sum()).numpy()
+        edges = np.linspace(lo, hi, bins + 1)
+        q_lo = edges[int(np.searchsorted(cdf, 1 - percentile / 100))]
+        q_hi = edges[min(int(np.searchsorted(cdf, percentile / 100)) + 1, bins)]
+        out[name] = (float(q_lo), float(q_hi))
+    return out
 
 
 # ----------------------------------------------------------------------------- argument helpers
@@ -175,6 +203,8 @@ class Lowering:
     # ---- planning: every node -> (kind, emit function)
     def _emitter(self, n: fx.Node) -> Callable:
         if n.op == "placeholder":
+            if "input" in self.kinds.values():
+                raise unsupported("input", n, self.gm, "the model must take one input tensor")
             if shape(n) is None or len(shape(n)) != 4:
                 raise unsupported("input", n, self.gm, "the model input must be one NCHW tensor")
             self.kinds[n.name] = "input"
@@ -247,8 +277,9 @@ class Lowering:
         t = n.target
         x0 = lambda env: env[n.args[0].name]  # noqa: E731
         name = t if n.op == "call_method" else getattr(t, "__name__", "")
-        if t in (operator.getitem,) and shape(n) is None or (n.op == "call_method" and t == "size") \
-                or (t is getattr and n.args[1] == "shape"):
+        sizes = (t is operator.getitem and shape(n) is None) or (n.op == "call_method" and t == "size") \
+            or (t is getattr and n.args[1] == "shape")
+        if sizes:
             return "meta", lambda env, x: None  # sizes feed view/reshape, which use the traced shape
         if t in (operator.add, operator.iadd, torch.add) or (n.op == "call_method" and t in ("add", "add_")):
             return "add", lambda env, x: self._binary(n, env, tf.add)
@@ -361,14 +392,10 @@ class Lowering:
     def _binary(self, n, env, op):
         a, b = n.args[0], n.args[1]
         if "alpha" in n.kwargs:
-            raise unsupported("add", n, self.gm, "alpha")
-        sa, sb = shape(a), shape(b)
-        for s in (sa, sb):
-            if s is not None and len(s) not in (0, 1, 2, 4) or (s is not None and len(s) == 1 and s[0] != 1):
-                raise unsupported(None, n, self.gm, f"operand of shape {s}")
-        if sa is not None and sb is not None and len(sa) != len(sb) and 1 not in (len(sa), len(sb)) \
-                and 0 not in (len(sa), len(sb)):
-            raise unsupported(None, n, self.gm, f"broadcast between shapes {sa} and {sb}")
+            raise unsupported(None, n, self.gm, "alpha")
+        ranks = {len(shape(v)) for v in (a, b) if isinstance(v, fx.Node) and shape(v)}  # () / numbers broadcast
+        if len(ranks) > 1 or not ranks <= {2, 4}:
+            raise unsupported(None, n, self.gm, f"operands of shapes {shape(a)} and {shape(b)}")
         va = env[a.name] if isinstance(a, fx.Node) else float(a)
         vb = env[b.name] if isinstance(b, fx.Node) else float(b)
         return op(va, vb)

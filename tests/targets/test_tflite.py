@@ -300,3 +300,38 @@ def test_unreadable_artifact_is_target_error(tmp_path):
     art = Artifact("t", "tflite", "fp32", tmp_path, "model.tflite", ["model.tflite"], {})
     with pytest.raises(TargetError, match="cannot open"):
         get_backend("tflite", "fp32").load(art)
+
+
+class TestTFLiteInt8Percentile(TestTFLiteFP32):
+    PRECISION = "int8"
+    QUANT = QuantSettings(method="percentile", percentile=99.99)
+
+
+def test_percentile_narrows_ranges_and_entropy_is_a_clear_error(tmp_path):
+    """percentile (99%) clips what min/max keeps: smaller scales inside the network; TFLite has no entropy."""
+    model = digits_task()["model"]
+    scales = {}
+    for method in ("minmax", "percentile"):
+        _, art = lower(model, tmp_path / method, "int8", (1, 8, 8), calib=digits_task()["calib"],
+                       quant=QuantSettings(method=method, percentile=99.0))
+        it = open_interpreter(art.path, delegates=False)
+        scales[method] = sorted(t["quantization"][0] for t in it.get_tensor_details()
+                                if t["dtype"] == np.int8 and t["quantization"][0] > 0)
+        assert art.meta["calibration"]["source"] == ("representative_dataset" if method == "minmax" else "percentile")
+    assert len(scales["minmax"]) == len(scales["percentile"]) >= 8
+    assert sum(scales["percentile"]) < 0.9 * sum(scales["minmax"])
+    with pytest.raises(TargetError, match="TFLite has no 'entropy' calibration"):
+        lower(model, tmp_path / "entropy", "int8", (1, 8, 8), calib=digits_task()["calib"],
+              quant=QuantSettings(method="entropy"))
+    assert list((tmp_path / "entropy" / "out").iterdir()) == []
+
+
+def test_models_fx_cannot_trace_are_target_errors(tmp_path):
+    model = digits_task()["model"]
+    x = torch.zeros(1, 1, 8, 8)
+    scripted = torch.jit.trace(model, x)
+    with pytest.raises(TargetError, match="tflite: a TorchScript model cannot be lowered"):
+        lower(scripted, tmp_path / "ts", "fp32", (1, 8, 8))
+    exported = torch.export.export(model, (x,)).module()
+    with pytest.raises(TargetError, match="tflite: torch.fx cannot trace the model"):
+        lower(exported, tmp_path / "pt2", "fp32", (1, 8, 8))
