@@ -8,6 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from edgeship.calibration.quant import QuantSettings
@@ -116,3 +117,19 @@ def test_export_cli_rejects_too_little_calibration_data(tmp_path, digits_recipe)
     assert "only 8 samples; at least 32" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs" / "digits_test").exists()
     assert [p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".cache")] == []
+
+
+def test_residual_blocks_run_int8(tmp_path):
+    """MobileNetV2's residual adds: with int8 activations ONNX Runtime left the convolutions around
+    them in float; uint8 activations keep every convolution and add quantized."""
+    from edgeship.models.zoo import ZOO
+
+    torch.manual_seed(0)
+    model = ZOO["mobilenetv2"](in_channels=1, num_classes=10, input_size=(8, 8), width_mult=0.5).eval()
+    ctx = context(tmp_path, "onnx", "int8", QuantSettings())
+    (tmp_path / "out").mkdir()
+    backend = get_backend("onnx", "int8")
+    art = backend.lower(model, ctx, tmp_path / "out")
+    assert sum(n.op_type == "Add" for n in onnx.load(str(art.path)).graph.node) >= 2  # the residual adds
+    audit = backend.op_audit(art)
+    assert audit["float_ops"] == [] and audit["op_counts"].get("QLinearAdd", 0) >= 2

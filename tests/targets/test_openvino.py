@@ -58,6 +58,10 @@ class TestOpenVINOInt8MSE(TestOpenVINOInt8):
     QUANT = QuantSettings(method="mse")
 
 
+class TestOpenVINOInt8Percentile(TestOpenVINOInt8):
+    QUANT = QuantSettings(method="percentile", percentile=99.99)
+
+
 class TestOpenVINOInt8QAT(TestOpenVINOInt8):
     QAT = True
     QUANTIZED_IO = ("input", "output")  # the qat pass quantizes the logits too
