@@ -1,0 +1,194 @@
+"""Regenerate BENCHMARKS.md (repo root) from benchmarks/results/*.json.
+
+    .venv/bin/python benchmarks/make_report.py [--results benchmarks/results] [--out BENCHMARKS.md]
+
+Sections: the peers comparison (peers.json, else peers_quick.json), the pipeline's own cost
+(pipeline_cost.json, else pipeline_cost_quick.json), the bars stated as met or missed with their numbers,
+and benchmarks/results/notes.md (hand-written discussion of the numbers) verbatim when it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOW_NAMES = {"fp32": "FP32 unpruned", "edgeship": "edgeship (prune+distill+QAT, INT8)", "peer": "peer default INT8"}
+
+
+def load(results: Path, stem: str) -> dict | None:
+    for name in (f"{stem}.json", f"{stem}_quick.json"):
+        p = results / name
+        if p.is_file():
+            return json.loads(p.read_text()) | {"_file": name}
+    return None
+
+
+def ms(v) -> str:
+    return "-" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}")
+
+
+def x(v) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def machine(env: dict) -> list[str]:
+    v = env.get("runtime_versions") or {}
+    return [f"- Machine: {env.get('cpu')} ({env.get('machine')}), {env.get('cores')} cores, {env.get('system')}; "
+            f"CPU features: {', '.join(env.get('cpu_features') or [])}",
+            f"- Python {env.get('python')}, torch {env.get('torch')}, "
+            + ", ".join(f"{k} {val}" for k, val in v.items() if val)]
+
+
+def peers_section(d: dict) -> list[str]:
+    m = d["method"]
+    threads = [str(t) for t in m["threads"]]
+    out = [f"## edgeship against the peers' default flows{' (QUICK run: reduced settings, not a verdict)' if d['quick'] else ''}",
+           "", f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`.", ""]
+    out += machine(d["environment"])
+    out += [f"- Started {d['environment'].get('time_utc')} UTC; load average (1/5/15 min) at start "
+            f"{d['environment'].get('loadavg')}, before the latency runs {d.get('loadavg_before_measuring')}, "
+            f"after {d.get('loadavg_after')}; latency runs took {d.get('measure_s')} s, the whole script {d.get('wall_s')} s.",
+            "", "Method:", "",
+            f"- Each artifact is benchmarked by edgeship's host measurement (`edgeship.targets.measure` -> "
+            f"`bench_runner.py`): a fresh subprocess with only its runtime imported, {m['warmup']} warm-up runs, then "
+            f"{m['runs']} timed runs at a fixed thread count ({', '.join(threads)}), batch 1; input: {m['input']}.",
+            f"- Interleaving: {m['interleaving']}; {m['repeats']} repeats. p50 = {m['p50']}. Speed-up = {m['speedup']}. "
+            "Ratios, not absolute times, carry the claims (the machine is shared).",
+            "- Top-1 on the recipe's test split with each artifact's own runtime (edgeship artifacts: the "
+            "verification `edgeship export` runs; peers: the same data here).",
+            "- Sizes: the artifact's files (sidecar `model.json` excluded).", "",
+            "The contenders on each runtime:", "",
+            "- **FP32 unpruned**: `edgeship export` with no passes and an FP32 target (ONNX: `torch.onnx.export` "
+            "dynamo=False opset 17; OpenVINO: `convert_model` saved as an f32 IR; TFLite: torch.fx -> TF -> "
+            "`TFLiteConverter` without optimizations).",
+            "- **edgeship**: `edgeship export` of the recipe's passes with one INT8 target per format (the QAT "
+            "model lowered with its own learned ranges: QDQ ONNX, FakeQuantize IR, FakeQuant -> full-int8 TFLite).",
+            "- **peer default INT8**, run on the same FP32 model and the same calibration samples "
+            "(the ones the QAT pass calibrated with):"]
+    out += [f"  - {fmt}: {text}" for fmt, text in m["peer_flows"].items()]
+    out += ["  - onnx2tf and litert-torch (what Ultralytics-style exporters use for TFLite) do not install beside "
+            "the pinned torch/TF/numpy/pydantic (see `edgeship/targets/torch2tf.py`), so the TFLite peer reuses "
+            "edgeship's float lowering and applies only the converter's own default full-integer PTQ.", ""]
+    for name, info in d["models"].items():
+        sizes = info.get("data_sizes") or {}
+        fp, comp = info.get("fp32") or {}, info.get("compressed") or {}
+        out += [f"### {name}", "",
+                f"Recipe `{info['recipe']}`, checkpoint `{info['checkpoint']}`; torch FP32 top-1 "
+                f"{pct(info['torch_fp32_top1'])} % on {sizes.get('test')} test images; MACs "
+                f"{fp.get('macs'):,} -> {comp.get('macs'):,} ({comp.get('macs') / fp.get('macs'):.2f}), params "
+                f"{fp.get('params'):,} -> {comp.get('params'):,}; compressed torch (QAT) top-1 "
+                f"{pct(comp.get('top1_test'))} %.", "",
+                "| runtime | contender | top-1 % | size KiB | " + " | ".join(f"p50 ms {t}T" for t in threads)
+                + " | " + " | ".join(f"vs FP32 {t}T" for t in threads) + " | "
+                + " | ".join(f"vs peer {t}T" for t in threads) + " |",
+                "|---|---|---|---|" + "---|" * (3 * len(threads))]
+        for r in (r for r in d["rows"] if r["model"] == name):
+            if r["status"] != "ok":
+                out.append(f"| {r['runtime']} | {FLOW_NAMES[r['flow']]} | failed: {r.get('error')} |" + " |" * (2 + 3 * len(threads)))
+                continue
+            size = "-" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1024:.0f}"
+            out.append(f"| {r['runtime']} | {FLOW_NAMES[r['flow']]} | {pct(r.get('top1'))} | {size} | "
+                       + " | ".join(ms(r["p50_ms"].get(t)) for t in threads) + " | "
+                       + " | ".join(x(r["speedup_vs_fp32"].get(t)) for t in threads) + " | "
+                       + " | ".join(x(r["speedup_vs_peer"].get(t)) for t in threads) + " |")
+        out.append("")
+    out += ["### Bars (every edgeship INT8 artifact)", "",
+            "Bar: >= 2.5x faster than the FP32 unpruned model on the same runtime, >= 1.3x faster than the peer's "
+            "default flow at equal or better top-1, and within 0.5 pt of the FP32 baseline's top-1 (the FP32 "
+            "artifact on the same runtime); speed bars at every measured thread count.", "",
+            "| model | runtime | vs FP32 | >= 2.5x | vs peer | >= 1.3x | top-1 % (peer) | >= peer | drop vs FP32 (pt) | "
+            "<= 0.5 pt | all |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for b in d["bars"]:
+        vf = " / ".join(x(b["speedup_vs_fp32"].get(t)) for t in threads)
+        vp = " / ".join(x(b["speedup_vs_peer"].get(t)) for t in threads)
+        out.append(f"| {b['model']} | {b['format']} | {vf} | {verdict(b['faster_2_5x_than_fp32'])} | {vp} | "
+                   f"{verdict(b['faster_1_3x_than_peer'])} | {pct(b['top1'])} ({pct(b['peer_top1'])}) | "
+                   f"{verdict(b['top1_at_least_peer'])} | {b['drop_vs_fp32_pt']} | {verdict(b['within_0_5pt_of_fp32'])} | "
+                   f"{verdict(b['met'])} |")
+    met = sum(b["met"] for b in d["bars"])
+    out += ["", f"Speed-ups are given as {' / '.join(t + ' thread' + ('s' if t != '1' else '') for t in threads)}. "
+            f"{met} of {len(d['bars'])} edgeship INT8 artifacts meet every bar.", ""]
+    return out
+
+
+def cost_section(d: dict) -> list[str]:
+    e = d["export"]
+    peak = max(e["peak_rss_mb_largest_process"], e["peak_rss_mb_tree_sampled"])
+    out = [f"## The pipeline's own cost{' (QUICK run: reduced settings, not a verdict)' if d['quick'] else ''}", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`: `edgeship {e['command']}` "
+           f"on `{d['recipe']}` in a subprocess, stage cache empty, training excluded (the checkpoint existed or "
+           f"was trained first), {d['threads']} torch threads.", ""]
+    out += machine(d["environment"])
+    out += [f"- Started {d['environment'].get('time_utc')} UTC; load average at start {d['environment'].get('loadavg')}, "
+            f"at the end {e.get('loadavg_after')}.", "",
+            f"Whole `edgeship export` (compression, lowering, verification on the test split, host measurement, "
+            f"report): **{e['wall_s']:.1f} s** wall ({e['cpu_user_s']} s user + {e['cpu_sys_s']} s system CPU), "
+            f"peak RSS **{e['peak_rss_mb_largest_process']:.0f} MB** in its largest process (wait4) and "
+            f"{e['peak_rss_mb_tree_sampled']:.0f} MB for the whole process tree (sampled every 50 ms); exit code "
+            f"{e['exit_code']}.", "",
+            f"Bar: under {d['bar']['wall_s'] / 60:.0f} minutes: {verdict(d['met']['wall'])} ({e['wall_s']:.0f} s); "
+            f"under {d['bar']['peak_rss_mb'] / 1024:.0f} GiB: {verdict(d['met']['ram'])} ({peak:.0f} MB).", "",
+            "| stage | wall s | peak RSS MB (tree, sampled) |", "|---|---|---|"]
+    out += [f"| {s['stage']} | {s['wall_s']:.1f} | {ms(s['peak_rss_mb'])} |" for s in e["stages"]]
+    rec = d.get("recorded_by_export") or {}
+    if rec.get("passes"):
+        out += ["", "As recorded by export itself (report.json): "
+                + ", ".join(f"{p['stage']} {p['wall_s']} s" for p in rec["passes"]) + "; "
+                + ", ".join(f"{t['name']} lowered in {t['lower_s']} s" for t in rec.get("targets", []) if t.get("lower_s"))
+                + "."]
+    return out + [""]
+
+
+def render(results: Path) -> str:
+    out = ["# Benchmarks", "",
+           "Generated by `benchmarks/make_report.py` from `benchmarks/results/*.json`; do not edit by hand "
+           "(the discussion comes from `benchmarks/results/notes.md`). Rerun:", "",
+           "```", ".venv/bin/python benchmarks/peers.py           # ~30-40 min on 2 idle cores",
+           ".venv/bin/python benchmarks/pipeline_cost.py   # ~5 min", ".venv/bin/python benchmarks/make_report.py",
+           "```", ""]
+    peers, cost = load(results, "peers"), load(results, "pipeline_cost")
+    if peers:
+        out += peers_section(peers)
+    if cost:
+        out += cost_section(cost)
+    notes = results / "notes.md"
+    if notes.is_file():
+        out += [notes.read_text().strip(), ""]
+    others = sorted(p.name for p in results.glob("*.json")
+                    if p.stem not in ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick"))
+    if others:
+        out += ["## Other result files", "", "Written by the other benchmark scripts (see each script's docstring): "
+                + ", ".join(f"`benchmarks/results/{n}`" for n in others) + ".", ""]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    if not any(load(args.results, s) for s in ("peers", "pipeline_cost")):
+        print(f"{args.results} has no peers*.json or pipeline_cost*.json: run benchmarks/peers.py or "
+              "benchmarks/pipeline_cost.py first", file=sys.stderr)
+        return 2
+    text = render(args.results)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

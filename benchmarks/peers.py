@@ -1,0 +1,402 @@
+"""Peers benchmark (issue 7): edgeship's full recipe (prune -> distill -> QAT, one INT8 artifact per
+format) against what a user would otherwise run on the SAME trained FP32 model, and the FP32 unpruned
+model on each runtime.
+
+    .venv/bin/python benchmarks/peers.py                      # both reference models, full test split
+    .venv/bin/python benchmarks/peers.py --quick              # reduced data and schedules (not a verdict)
+    .venv/bin/python benchmarks/peers.py --models resnet --repeats 7
+    .venv/bin/python benchmarks/peers.py --recipe mine=path/to/recipe.yaml --models mine
+
+Contenders per model and runtime (ONNX Runtime, OpenVINO, LiteRT):
+- fp32: the unpruned model, `edgeship export` with no passes and FP32 targets;
+- edgeship: `edgeship export` of the recipe's passes with an INT8 target per format;
+- peer: the runtime's default INT8 flow on the unpruned model (see PEER_FLOWS), written here as a user
+  would, with the same calibration samples edgeship's QAT pass used.
+Top-1 on the recipe's test split (Fashion-MNIST: all 10k). Latency: benchmarks of every artifact by
+edgeship's host measurement (edgeship.targets.measure: fresh subprocess, fixed threads, warm-up then
+timed runs), interleaved round-robin over all contenders, repeated; the median of the repeats' p50 is
+reported, and each speed-up is the median over repeats of the ratio of two p50s from the same repeat.
+Writes benchmarks/results/peers.json (peers_quick.json with --quick); make_report.py renders it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from benchlib import RECIPES, RESULTS, ROOT, command_line, environment, loadavg, quick_recipe, write_json
+
+FORMATS = ("onnx", "openvino", "tflite")
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "tflite": "LiteRT (TFLite)"}
+EDGESHIP_PRECISION = {"onnx": "int8", "openvino": "int8", "tflite": "int8"}
+PEER_FLOWS = {
+    "onnx": "torch.onnx.export(model, (x,), path) with its defaults (torch 2.13: the dynamo exporter, static "
+            "batch 1), then onnxruntime.quantization.quantize_static(fp32, int8, reader) with its defaults "
+            "(QDQ, per-tensor int8 weights, int8 activations, MinMax) and a plain CalibrationDataReader, "
+            "no quant_pre_process",
+    "openvino": "openvino.convert_model(model, example_input=x, input=[(-1, C, H, W)]) (without input= every "
+                "dimension is dynamic, and a 1x1 image cannot be benchmarked), then nncf.quantize(ov_model, "
+                "nncf.Dataset(samples)) with its defaults (subset_size 300, fast bias correction, "
+                "performance preset), openvino.save_model with its defaults",
+    "tflite": "the float TF graph from edgeship's torch.fx -> TF lowering (edgeship.targets.torch2tf, what its "
+              "tflite backend lowers before converting), then TFLiteConverter's documented full-integer PTQ: "
+              "Optimize.DEFAULT, representative_dataset over the calibration samples, TFLITE_BUILTINS_INT8, "
+              "int8 input and output; no edgeship pass",
+}
+
+
+# ------------------------------------------------------------------------------- recipes
+def derive(base: dict, name: str, kind: str, work: Path) -> dict:
+    """``kind`` "edgeship": the recipe's passes, one INT8 target per format; "fp32": no passes, FP32 targets."""
+    r = copy.deepcopy(base)
+    r["name"] = f"bench_peers_{name}_{kind}"
+    if kind == "fp32":
+        r["passes"] = []
+        r["targets"] = [{"name": f"{fmt}-fp32", "format": fmt, "precision": "fp32"} for fmt in FORMATS]
+    else:
+        r["targets"] = [{"name": f"{fmt}-{EDGESHIP_PRECISION[fmt]}", "format": fmt,
+                         "precision": EDGESHIP_PRECISION[fmt], "max_accuracy_drop": 100.0} for fmt in FORMATS]
+    r["output"] = str(work / f"{name}_{kind}")
+    return r
+
+
+def write_recipe(recipe: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------------------- peer flows
+def _sidecar(name: str, fmt: str, out: Path, main: str, meta: dict):
+    from edgeship.targets.base import Artifact
+
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "model.json")
+    art = Artifact(name, fmt, "int8", out, main, files, meta)
+    art.write_sidecar()
+    return art
+
+
+def peer_onnx(model, example, calib: np.ndarray, out: Path, log: Path):
+    import onnx
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    from edgeship.logs import captured
+
+    class Reader(CalibrationDataReader):  # the plain reader ONNX Runtime's examples show
+        def __init__(self, samples, input_name):
+            self.it = iter([{input_name: s[None]} for s in samples])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    fp32 = out.parent / f".{out.name}-fp32" / "model.onnx"
+    fp32.parent.mkdir(parents=True, exist_ok=True)
+    with captured(log):
+        torch.onnx.export(model, (example,), str(fp32))
+        input_name = onnx.load(str(fp32)).graph.input[0].name
+        quantize_static(str(fp32), str(out / "model.onnx"), Reader(calib, input_name))
+    return _sidecar("peer-onnx", "onnx", out, "model.onnx", {"route": PEER_FLOWS["onnx"]})
+
+
+def peer_openvino(model, example, calib: np.ndarray, out: Path, log: Path, input_shape):
+    import nncf
+    import openvino as ov
+
+    from edgeship.logs import captured
+
+    with captured(log):
+        om = ov.convert_model(model, example_input=example, input=[(-1, *input_shape)])
+        q = nncf.quantize(om, nncf.Dataset([s[None] for s in calib]))
+        ov.save_model(q, str(out / "model.xml"))
+    return _sidecar("peer-openvino", "openvino", out, "model.xml", {"route": PEER_FLOWS["openvino"]})
+
+
+def peer_tflite(model, example, calib: np.ndarray, out: Path, log: Path, input_shape):
+    import tensorflow as tf
+
+    from edgeship.logs import captured
+    from edgeship.targets import torch2tf
+
+    nhwc = np.ascontiguousarray(calib.transpose(0, 2, 3, 1), np.float32)
+    with captured(log):
+        module, fn = torch2tf.Lowering(torch2tf.trace(model, example), input_shape).build()
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([s[None]] for s in nhwc)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+        (out / "model.tflite").write_bytes(conv.convert())
+    meta = {"route": PEER_FLOWS["tflite"], "inputs": [{"layout": "NHWC"}]}
+    return _sidecar("peer-tflite", "tflite", out, "model.tflite", meta)
+
+
+def peer_runner(art, threads: int):
+    """(runner over normalized NCHW float32, batch size it accepts) with the artifact's own runtime."""
+    if art.format == "onnx":
+        import onnxruntime as ort
+
+        from edgeship.targets.onnx import ort_runner
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        dim = ort.InferenceSession(str(art.path), so, providers=["CPUExecutionProvider"]).get_inputs()[0].shape[0]
+        return ort_runner(art.path, threads), (dim if isinstance(dim, int) and dim > 0 else 500)
+    if art.format == "openvino":
+        from edgeship.targets.openvino import OpenVINO
+
+        return OpenVINO().load(art, threads), 500
+    from edgeship.targets.tflite import make_runner, open_interpreter
+
+    return make_runner(open_interpreter(art.path, threads), "NHWC"), 500
+
+
+def build_peers(recipe_path: Path, out: Path, samples: int, threads: int) -> list[dict]:
+    """Every peer flow on the recipe's unpruned FP32 model; each verified on the test split."""
+    import torch
+
+    from edgeship.calibration.quant import QuantSettings
+    from edgeship.pipeline.training import predict
+    from edgeship.recipe import load_recipe
+    from edgeship.run import calib_subset, prepare
+    from edgeship.targets.verify import compare, run_batched
+
+    rec = load_recipe(recipe_path)
+    _splits, _labels, model, _pre, data = prepare(rec)
+    model.eval()
+    calib = calib_subset(data["calib"], QuantSettings(samples=samples, seed=rec.seed))
+    example = torch.from_numpy(calib[:1].copy())
+    x_test, y = data["test"].x.numpy(), data["test"].y.numpy()
+    torch_logits = predict(model, data["test"].x).numpy()
+    rows = []
+    for fmt in FORMATS:
+        d = out / f"peer-{fmt}"
+        d.mkdir(parents=True, exist_ok=True)
+        log = out / f"peer-{fmt}.log"
+        row = {"format": fmt, "flow": "peer", "precision": "int8", "route": PEER_FLOWS[fmt], "dir": str(d),
+               "log": str(log), "calibration_samples": int(len(calib)), "status": "ok", "error": None}
+        t0 = time.perf_counter()
+        try:
+            if fmt == "onnx":
+                art = peer_onnx(model, example, calib, d, log)
+            elif fmt == "openvino":
+                art = peer_openvino(model, example, calib, d, log, tuple(rec.input.shape))
+            else:
+                art = peer_tflite(model, example, calib, d, log, tuple(rec.input.shape))
+            row["lower_s"] = round(time.perf_counter() - t0, 2)
+            runner, batch = peer_runner(art, threads)
+            row["verify"] = compare(run_batched(runner, x_test, batch_size=batch, quiet=True), torch_logits, y)
+            row["size_bytes"] = art.size_bytes() - (d / "model.json").stat().st_size
+        except Exception as e:  # one failed peer flow is a result, not a crash
+            row.update(status="failed", error=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+        print(f"  peer {fmt}: {row['status']} top-1 {(row.get('verify') or {}).get('top1')}", file=sys.stderr)
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------ edgeship flows
+def export_rows(recipe_path: Path, flow: str) -> tuple[list[dict], dict]:
+    """`edgeship export` (no host measurement: latency is measured interleaved below)."""
+    from edgeship.run import export
+
+    report, _code = export(recipe_path, quiet=True, measure=False)
+    out = Path(report["recipe"]["output"])
+    rows = []
+    for t in report["targets"]:
+        d = out / "targets" / t["name"]
+        size = None
+        if t["status"] == "ok":
+            size = sum((out / f).stat().st_size for f in t["files"] if not f.endswith("model.json"))
+        rows.append({"format": t["format"], "flow": flow, "precision": t["precision"], "dir": str(d),
+                     "status": t["status"], "error": t["error"], "verify": t.get("verify"), "size_bytes": size,
+                     "lower_s": t.get("lower_s"), "op_audit_float_compute_ops":
+                         len((t.get("op_audit") or {}).get("float_compute_ops") or []) if t.get("op_audit") else None})
+    return rows, report
+
+
+# ------------------------------------------------------------------------------ latency
+def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int, runs: int, warmup: int) -> None:
+    """Round-robin over every contender (rotated each repeat so none always runs first), each thread
+    count in turn; fills contender["p50_repeats"][threads] with one p50 per repeat."""
+    from edgeship.errors import TargetError
+    from edgeship.targets.measure import measure_host
+    from edgeship.targets.rundir import RunArtifact
+
+    live = [c for c in contenders if c["status"] == "ok"]
+    for c in live:
+        c["p50_repeats"] = {str(t): [] for t in threads}
+        c["peak_rss_mb"] = None
+    for r in range(repeats):
+        order = live[r % len(live):] + live[:r % len(live)] if live else []
+        for t in threads:
+            for c in order:
+                art = RunArtifact(c["id"], "host", c["format"], c["precision"], Path(c["dir"]), [], "")
+                try:
+                    m = measure_host(art, t, runs, warmup)
+                except TargetError as e:
+                    c["p50_repeats"][str(t)].append(None)
+                    c.setdefault("measure_errors", []).append(str(e))
+                    continue
+                c["p50_repeats"][str(t)].append(m["p50_ms"])
+                c["peak_rss_mb"] = max(c["peak_rss_mb"] or 0, m["peak_rss_mb"] or 0)
+                c["runtime_version"] = m.get("runtime_version")
+        print(f"  repeat {r + 1}/{repeats} done (load average {loadavg()})", file=sys.stderr)
+
+
+def _median(values) -> float | None:
+    v = [x for x in values if x is not None]
+    return round(statistics.median(v), 4) if v else None
+
+
+def speedup(slow: dict, fast: dict, t: str) -> float | None:
+    """Median over repeats of slow p50 / fast p50, both from the same repeat."""
+    pairs = zip((slow.get("p50_repeats") or {}).get(t, []), (fast.get("p50_repeats") or {}).get(t, []))
+    return _median([a / b for a, b in pairs if a and b])
+
+
+def summarize(contenders: list[dict], threads: list[int]) -> None:
+    index = {(c["model"], c["format"], c["flow"]): c for c in contenders}
+    for c in contenders:
+        c["top1"] = (c.get("verify") or {}).get("top1")
+        c["p50_ms"] = {str(t): _median((c.get("p50_repeats") or {}).get(str(t), [])) for t in threads}
+        fp32, peer = index.get((c["model"], c["format"], "fp32")), index.get((c["model"], c["format"], "peer"))
+        c["speedup_vs_fp32"] = {str(t): speedup(fp32, c, str(t)) if fp32 and c is not fp32 else None for t in threads}
+        c["speedup_vs_peer"] = {str(t): speedup(peer, c, str(t)) if peer and c["flow"] == "edgeship" else None
+                                for t in threads}
+
+
+def bars(contenders: list[dict], threads: list[int]) -> list[dict]:
+    """The issue's bars for every edgeship INT8 artifact, with the numbers that decide them."""
+    index = {(c["model"], c["format"], c["flow"]): c for c in contenders}
+    out = []
+    for c in contenders:
+        if c["flow"] != "edgeship":
+            continue
+        fp32, peer = index.get((c["model"], c["format"], "fp32")), index.get((c["model"], c["format"], "peer"))
+        top1, fp32_top1 = c.get("top1"), (fp32 or {}).get("top1")
+        peer_top1 = (peer or {}).get("top1")
+        vs_fp32 = [c["speedup_vs_fp32"].get(str(t)) for t in threads]
+        vs_peer = [c["speedup_vs_peer"].get(str(t)) for t in threads]
+        b = {"model": c["model"], "format": c["format"], "top1": top1, "fp32_top1": fp32_top1, "peer_top1": peer_top1,
+             "drop_vs_fp32_pt": None if top1 is None or fp32_top1 is None else round(100 * (fp32_top1 - top1), 2),
+             "speedup_vs_fp32": dict(c["speedup_vs_fp32"]), "speedup_vs_peer": dict(c["speedup_vs_peer"])}
+        b["faster_2_5x_than_fp32"] = all(v is not None and v >= 2.5 for v in vs_fp32)
+        b["faster_1_3x_than_peer"] = all(v is not None and v >= 1.3 for v in vs_peer)
+        b["top1_at_least_peer"] = top1 is not None and (peer_top1 is None or top1 >= peer_top1)
+        b["within_0_5pt_of_fp32"] = b["drop_vs_fp32_pt"] is not None and b["drop_vs_fp32_pt"] <= 0.5
+        b["met"] = all(b[k] for k in ("faster_2_5x_than_fp32", "faster_1_3x_than_peer", "top1_at_least_peer",
+                                      "within_0_5pt_of_fp32"))
+        out.append(b)
+    return out
+
+
+# --------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(RECIPES), help="names from RECIPES or --recipe")
+    ap.add_argument("--recipe", action="append", default=[], metavar="NAME=PATH",
+                    help="a model's recipe (model, data, train, passes); repeatable; adds or replaces a name")
+    ap.add_argument("--quick", action="store_true", help="reduced data and schedules, fewer runs (not a verdict)")
+    ap.add_argument("--repeats", type=int, help="interleaved repeats (default 5; --quick 2)")
+    ap.add_argument("--runs", type=int, help="timed runs per measurement (default 200; --quick 20)")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure")
+    ap.add_argument("--verify-threads", type=int, default=2, help="threads for the accuracy runs")
+    ap.add_argument("--work", type=Path, help="run directories (default runs/bench/peers[_quick])")
+    ap.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/peers[_quick].json)")
+    args = ap.parse_args(argv)
+    args.repeats = args.repeats or (2 if args.quick else 5)
+    args.runs = args.runs or (20 if args.quick else 200)
+    suffix = "_quick" if args.quick else ""
+    args.work = (args.work or ROOT / "runs" / "bench" / f"peers{suffix}").resolve()
+    args.out = (args.out or RESULTS / f"peers{suffix}.json").resolve()
+    recipes = dict(RECIPES)
+    for item in args.recipe:
+        name, sep, path = item.partition("=")
+        if not sep:
+            ap.error(f"--recipe takes NAME=PATH, got {item!r}")
+        recipes[name] = Path(path).resolve()
+    unknown = [m for m in args.models if m not in recipes]
+    if unknown:
+        ap.error(f"no recipe for {', '.join(unknown)}; known: {', '.join(recipes)} (or add --recipe NAME=PATH)")
+    args.recipes = {m: recipes[m] for m in args.models}
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import os
+
+    os.chdir(ROOT)  # recipes' relative paths (checkpoints/...) resolve against the project root
+    import torch
+
+    torch.set_num_threads(args.verify_threads)
+    from edgeship.train import train
+
+    env_start = environment()
+    t_start = time.perf_counter()
+    contenders, models = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
+        for name, path in args.recipes.items():
+            print(f"{name}: {path}", file=sys.stderr)
+            base = yaml.safe_load(path.read_text())
+            if args.quick:
+                base = quick_recipe(base, name)
+            rec_e = write_recipe(derive(base, name, "edgeship", args.work), Path(tmp) / f"{name}_edgeship.yaml")
+            rec_f = write_recipe(derive(base, name, "fp32", args.work), Path(tmp) / f"{name}_fp32.yaml")
+            trained = train(rec_f, if_missing=True, quiet=True)  # the baseline checkpoint (skipped when present)
+            rows_f, rep_f = export_rows(rec_f, "fp32")
+            rows_e, rep_e = export_rows(rec_e, "edgeship")
+            samples = (rep_e.get("quantization") or {}).get("samples") or 512
+            rows_p = build_peers(rec_f, args.work / f"{name}_peers", samples, args.verify_threads)
+            models[name] = {
+                "recipe": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                "checkpoint": base["model"].get("weights"), "checkpoint_metrics": trained,
+                "data_sizes": rep_f["data"]["sizes"], "torch_fp32_top1": rep_f["baseline"]["top1_test"],
+                "fp32": {k: rep_f["baseline"].get(k) for k in ("macs", "params", "size_fp32_bytes")},
+                "compressed": {k: rep_e["final"].get(k) for k in ("macs", "params", "size_fp32_bytes", "top1_test")},
+                "passes": base.get("passes"), "stages": [{k: s.get(k) for k in ("stage", "top1_val", "macs", "wall_s",
+                                                                               "cached")} for s in rep_e["stages"]],
+                "quantization": rep_e.get("quantization"), "peer_calibration_samples": samples,
+            }
+            for row in rows_f + rows_e + rows_p:
+                row.update(model=name, runtime=RUNTIME_NAMES[row["format"]],
+                           id=f"{name}/{row['format']}/{row['flow']}")
+                contenders.append(row)
+        print(f"measuring {len(contenders)} artifacts x {args.threads} threads x {args.repeats} repeats",
+              file=sys.stderr)
+        load_before = loadavg()
+        t_measure = time.perf_counter()
+        measure_interleaved(contenders, args.threads, args.repeats, args.runs, args.warmup)
+        measure_s = time.perf_counter() - t_measure
+    summarize(contenders, args.threads)
+    result = {
+        "benchmark": "peers", "quick": args.quick, "command": command_line(),
+        "method": {"repeats": args.repeats, "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
+                   "interleaving": "round-robin over all contenders of all models, rotated each repeat; "
+                                   "each measurement a fresh subprocess (edgeship.targets.measure)",
+                   "p50": "median over repeats of each repeat's p50",
+                   "speedup": "median over repeats of the ratio of the two p50s measured in that repeat",
+                   "verify_threads": args.verify_threads, "peer_flows": PEER_FLOWS,
+                   "input": "bench_runner: seeded random normal input in the normalized space, batch 1"},
+        "environment": env_start, "loadavg_before_measuring": load_before, "loadavg_after": loadavg(),
+        "measure_s": round(measure_s, 1), "wall_s": round(time.perf_counter() - t_start, 1),
+        "models": models, "rows": [{k: v for k, v in c.items() if k != "dir"} for c in contenders],
+        "bars": bars(contenders, args.threads),
+    }
+    write_json(args.out, result)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Pipeline cost benchmark (issue 7): wall time and peak RAM of the demo's compression and export
+(`edgeship export recipes/fashion_mnist.yaml`, training excluded), whole and per stage.
+Bar: under 5 minutes and 4 GiB on 2 cores.
+
+    .venv/bin/python benchmarks/pipeline_cost.py                 # the demo recipe (trains its checkpoint if missing)
+    .venv/bin/python benchmarks/pipeline_cost.py --quick         # reduced data and schedules (not a verdict)
+    .venv/bin/python benchmarks/pipeline_cost.py --recipe R.yaml
+
+The recipe runs unchanged except its output, which goes to a temporary directory: the stage cache
+(beside the output) starts empty, so every pass really runs. `edgeship export` runs in a subprocess;
+its total wall time and peak RSS come from wait4 (ru_maxrss: the largest single process of its tree),
+and a sampler reads the RSS of the whole process tree (export plus the host-measurement children) from
+/proc every 50 ms. Stages are the intervals between the progress lines export prints (baseline, each
+pass, each target's lowering + verification, each host measurement); each stage's peak is the largest
+tree RSS sampled in it. Writes benchmarks/results/pipeline_cost.json (pipeline_cost_quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from benchlib import ROOT, RESULTS, command_line, environment, loadavg, quick_recipe, write_json
+
+BAR = {"wall_s": 300.0, "peak_rss_mb": 4096.0}
+SAMPLE_S = 0.05
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ------------------------------------------------------------------------- process tree
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE_MB
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid: int, t0: float):
+        super().__init__(daemon=True)
+        self.pid, self.t0, self.samples, self.stop = pid, t0, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append((time.perf_counter() - self.t0, tree_rss_mb(self.pid)))
+            self.stop.wait(SAMPLE_S)
+
+
+# ------------------------------------------------------------------------------- stages
+LINE_RULES = [  # (pattern on one of export's progress lines, label of the stage that line ENDS)
+    (re.compile(r"^baseline: "), lambda m, prev: "load (imports, data, model) + baseline evaluation"),
+    (re.compile(r"^stage (\d+:\S+?): "), lambda m, prev: f"pass {m.group(1)}"),
+    (re.compile(r"^target (\S+): lowering to"),
+     lambda m, prev: "save compact model + torch test predictions" if not prev.startswith("target") else prev),
+    (re.compile(r"^target (\S+)(?:: top-1| failed:)"), lambda m, prev: f"target {m.group(1)} (lower + verify)"),
+    (re.compile(r"^host (\S+): p50"), lambda m, prev: f"measure {m.group(1)} on the host"),
+]
+
+
+def stages_from_lines(lines: list[tuple[float, str]], end: float, samples: list[tuple[float, float]]) -> list[dict]:
+    """Each recognised progress line ends a stage; consecutive pieces with one label merge."""
+    pieces, start, prev = [], 0.0, ""
+    for t, text in lines:
+        for rule, label in LINE_RULES:
+            m = rule.search(text)
+            if m:
+                prev = label(m, prev)
+                pieces.append((start, t, prev))
+                start = t
+                break
+    pieces.append((start, end, "budget verdict, report.json/html, exit"))
+    stages: list[dict] = []
+    for a, b, label in pieces:
+        if stages and stages[-1]["stage"] == label:
+            stages[-1]["end_s"] = round(b, 2)
+        else:
+            stages.append({"stage": label, "start_s": round(a, 2), "end_s": round(b, 2)})
+    for s in stages:
+        inside = [r for t, r in samples if s["start_s"] <= t <= s["end_s"]]
+        s["wall_s"] = round(s["end_s"] - s["start_s"], 2)
+        s["peak_rss_mb"] = round(max(inside), 1) if inside else None
+    return stages
+
+
+def edgeship_bin() -> str:
+    here = Path(sys.executable).with_name("edgeship")
+    return str(here) if here.exists() else (shutil.which("edgeship") or "edgeship")
+
+
+def run_export(recipe_path: Path, log_path: Path, extra: list[str]) -> dict:
+    env = dict(os.environ, COLUMNS="400", PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("EDGESHIP_QUIET", None)  # the progress lines mark the stages
+    cmd = [edgeship_bin(), "export", str(recipe_path), *extra]
+    lines: list[tuple[float, str]] = []
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        sampler = Sampler(p.pid, t0)
+        sampler.start()
+        for line in p.stderr:  # until export closes stderr (it exits)
+            lines.append((time.perf_counter() - t0, line.rstrip()))
+            log.write(line)
+        _pid, status, usage = os.wait4(p.pid, 0)
+        end = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        sampler.stop.set()
+        sampler.join()
+    return {"command": " ".join(cmd[1:]), "exit_code": p.returncode, "wall_s": round(end, 2),
+            "peak_rss_mb_largest_process": round(usage.ru_maxrss / 1024, 1),
+            "peak_rss_mb_tree_sampled": round(max((r for _, r in sampler.samples), default=0.0), 1),
+            "cpu_user_s": round(usage.ru_utime, 1), "cpu_sys_s": round(usage.ru_stime, 1),
+            "stages": stages_from_lines(lines, end, sampler.samples), "samples": len(sampler.samples)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "fashion_mnist.yaml")
+    ap.add_argument("--quick", action="store_true", help="reduced data and schedules (not a verdict)")
+    ap.add_argument("--out", type=Path, help="default benchmarks/results/pipeline_cost[_quick].json")
+    args = ap.parse_args(argv)
+    args.recipe = args.recipe.resolve()
+    out = (args.out or RESULTS / f"pipeline_cost{'_quick' if args.quick else ''}.json").resolve()
+    os.chdir(ROOT)
+    base = yaml.safe_load(args.recipe.read_text())
+    if args.quick:
+        base = quick_recipe(base, base["model"].get("zoo") or "model")
+    with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+        tmp = Path(tmp)
+        recipe = {**base, "output": str(tmp / "run")}  # a fresh stage cache: tmp/.cache
+        path = tmp / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        t0 = time.perf_counter()  # training is not part of the cost; it only runs when the checkpoint is missing
+        subprocess.run([edgeship_bin(), "--quiet", "train", str(path), "--if-missing"], check=True, cwd=ROOT)
+        train_s = time.perf_counter() - t0
+        env = environment()
+        run = run_export(path, tmp / "export.log", [])
+        report_path = tmp / "run" / "report.json"
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        log_tail = (tmp / "export.log").read_text().splitlines()[-20:]
+    run["loadavg_after"] = loadavg()
+    recorded = {  # what export itself recorded, for cross-checking the stage intervals
+        "passes": [{k: s.get(k) for k in ("stage", "wall_s", "cached", "top1_val", "macs")}
+                   for s in report.get("stages", [])],
+        "targets": [{k: t.get(k) for k in ("name", "format", "precision", "status", "lower_s", "wall_s")}
+                    for t in report.get("targets", [])],
+        "export_wall_s": report.get("wall_s"),
+    }
+    result = {
+        "benchmark": "pipeline_cost", "quick": args.quick, "command": command_line(),
+        "recipe": str(args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe),
+        "threads": base.get("train", {}).get("threads") or os.cpu_count(), "environment": env,
+        "checkpoint_train_s": round(train_s, 1), "export": run, "recorded_by_export": recorded,
+        "bar": BAR, "met": {"wall": run["exit_code"] in (0, 1) and run["wall_s"] < BAR["wall_s"],
+                            "ram": max(run["peak_rss_mb_largest_process"], run["peak_rss_mb_tree_sampled"])
+                            < BAR["peak_rss_mb"]},
+    }
+    if run["exit_code"] not in (0, 1):
+        result["export_log_tail"] = log_tail
+    write_json(out, result)
+    print(f"wrote {out}: export {run['wall_s']} s, peak RSS {run['peak_rss_mb_largest_process']} MB "
+          f"(tree {run['peak_rss_mb_tree_sampled']} MB), exit {run['exit_code']}", file=sys.stderr)
+    return 0 if run["exit_code"] in (0, 1) else run["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
