@@ -21,7 +21,9 @@ QAT models (``quant.qat``): ``edgeship.pipeline.qat.fold_and_strip`` gives the f
 folded and ``activation_ranges`` the learned ranges; a FakeQuant op with the learned range follows
 each quantized tensor in the TF graph (tensors QAT did not range, such as the input or a residual
 add, get their min/max over the calibration samples), and TFLiteConverter turns that graph into
-int8 without a representative data set: no recalibration of what QAT learned.
+int8 without a representative data set: no recalibration of what QAT learned. The float precisions
+of a QAT model keep the FakeQuant ops (TFLite turns them into QUANTIZE/DEQUANTIZE pairs), so the
+file computes what the torch QAT model computes, as the QDQ ONNX export does.
 
 Layout: the .tflite's input is NHWC (TFLite's native layout; no transposes inside the model).
 It is recorded as ``inputs[0].layout`` in ``model.json`` and in the ``edgeship`` metadata entry
@@ -193,6 +195,15 @@ def read_metadata(path: Path) -> Optional[dict]:
 
 
 # ------------------------------------------------------------------------------- conversion
+def _is_qat(model: nn.Module) -> bool:
+    """A model that carries the qat pass's fake quantization (even if a later pass reset the settings)."""
+    try:
+        from edgeship.pipeline.qat import is_qat_model
+    except ImportError:
+        return False
+    return is_qat_model(model)
+
+
 def _qat_parts(model: nn.Module):
     try:
         from edgeship.pipeline.qat import activation_ranges, fold_and_strip
@@ -233,8 +244,9 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
             learned: Optional[dict] = None) -> tuple[bytes, dict]:
     """torch -> .tflite bytes (without our metadata) and notes on how it was made.
 
-    ``learned``: QAT activation ranges for the (float, BN-folded) ``model``; full-integer precisions
-    then take their ranges from FakeQuant ops instead of a representative data set.
+    ``learned``: QAT activation ranges for the (float, BN-folded) ``model``: FakeQuant ops carry them;
+    full-integer precisions take their scales from those instead of a representative data set, float
+    precisions simulate the fake quantization (QUANTIZE/DEQUANTIZE pairs) as the torch QAT model does.
     """
     qat = learned is not None
     method = getattr(ctx.quant, "method", "minmax")
@@ -248,7 +260,7 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
     lowering = torch2tf.Lowering(gm, ctx.input_shape)  # unsupported operators fail here
     notes: dict = {"route": "torch.fx (BN folded) -> TF ops, NHWC (edgeship.targets.torch2tf) -> tf.lite.TFLiteConverter"}
     fake_quant = qat or method == "percentile"
-    if qat and precision in FULL_INT8:
+    if qat:  # every precision: a float file simulates them (QUANTIZE/DEQUANTIZE), as the torch model does
         lowering.fake_quant, counts = qat_fake_quant(lowering, learned, ctx.calib)
         notes["calibration"] = {"source": "qat", "fake_quant_ranges": counts,
                                 "note": "QAT ranges in FakeQuant ops; calibration min/max only where QAT has none"}
@@ -298,9 +310,9 @@ class TFLite(Backend):
         precision = ctx.target.precision
         with captured(ctx.log_path):
             learned = None
-            if getattr(ctx.quant, "qat", False):
+            if getattr(ctx.quant, "qat", False) or _is_qat(model):
                 model, learned = _qat_parts(model)
-            flat, notes = convert(model, ctx, precision, learned if precision in FULL_INT8 else None)
+            flat, notes = convert(model, ctx, precision, learned)
             fbu = _flatbuffer_utils()
             parsed = fbu.read_model_from_bytearray(bytearray(flat))
             inputs, outputs = io_description(parsed)

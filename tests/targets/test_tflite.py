@@ -63,7 +63,7 @@ class TestTFLiteInt8(TestTFLiteFP32):
 
 class TestTFLiteInt8FloatIO(TestTFLiteFP32):
     PRECISION = "int8_float_io"
-    EXPECT_IO_QUANTIZATION = False  # the interface is float32; QUANTIZE/DEQUANTIZE sit inside
+    QUANTIZED_IO = ()  # the interface is float32; QUANTIZE/DEQUANTIZE sit inside
 
     def test_float_interface_int8_inside(self, lowered):
         a = lowered["backend"].op_audit(lowered["art"])
@@ -335,3 +335,13 @@ def test_models_fx_cannot_trace_are_target_errors(tmp_path):
     exported = torch.export.export(model, (x,)).module()
     with pytest.raises(TargetError, match="tflite: torch.fx cannot trace the model"):
         lower(exported, tmp_path / "pt2", "fp32", (1, 8, 8))
+
+
+class TestTFLiteFP32QAT(TestTFLiteFP32):
+    """A QAT model's float file simulates its fake quantization: it agrees with the torch QAT model."""
+    QAT = True
+
+
+class TestTFLiteFP16QAT(TestTFLiteFP32):
+    PRECISION = "fp16"
+    QAT = True
