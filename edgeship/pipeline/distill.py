@@ -18,7 +18,7 @@ from torch import nn
 
 from edgeship.errors import EdgeshipError
 from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult
-from edgeship.pipeline.training import FitConfig, LossFn, TensorData, fit
+from edgeship.pipeline.training import FitConfig, LossFn, TensorData, fit, predict
 from edgeship.recipe import InputSpec, ModelSpec
 
 
@@ -42,12 +42,16 @@ def kd_loss(teacher: Optional[nn.Module], alpha: float, temperature: float) -> L
         teacher.eval()
     t2 = temperature * temperature
 
-    def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
+             soft: Optional[torch.Tensor] = None) -> torch.Tensor:
         ce = F.cross_entropy(logits, y)
         if teacher is None or alpha == 0:
             return ce
-        with torch.no_grad():
-            t_logits = teacher(x)
+        if soft is not None:
+            t_logits = soft
+        else:
+            with torch.no_grad():
+                t_logits = teacher(x)
         kl = F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(t_logits / temperature, 1),
                       reduction="batchmean", log_target=True)
         return (1 - alpha) * ce + alpha * t2 * kl
@@ -82,6 +86,8 @@ def finetune(model: nn.Module, cfg: TrainConfig, ctx: PassContext, teacher: Opti
                         optimizer=cfg.optimizer, schedule=cfg.schedule, label_smoothing=0.0,
                         seed=ctx.seed + seed_offset, threads=ctx.threads)
     loss = kd_loss(teacher, cfg.alpha, cfg.temperature)
+    if teacher is not None and cfg.alpha > 0:  # the teacher sees each sample once, not once per epoch
+        train = TensorData(train.x, train.y, soft=predict(teacher, train.x))
     return fit(model, train, ctx.data["val"], fit_cfg, stage=stage or ctx.stage, loss_fn=loss, quiet=ctx.quiet)
 
 

@@ -25,6 +25,7 @@ class TensorData:
 
     x: torch.Tensor
     y: torch.Tensor
+    soft: Optional[torch.Tensor] = None  # per-sample teacher logits, computed once for distillation
 
     @classmethod
     def from_array(cls, data: ArrayData, pre: Preprocessing) -> "TensorData":
@@ -76,7 +77,8 @@ def evaluate(model: nn.Module, data: TensorData) -> float:
     return top1(predict(model, data.x), data.y)
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, y, x) -> loss
+# (logits, y, x, soft) -> loss; soft is the batch's precomputed teacher logits or None
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
 def fit(model: nn.Module, train: TensorData, val: Optional[TensorData], cfg: FitConfig, *,
@@ -98,7 +100,9 @@ def fit(model: nn.Module, train: TensorData, val: Optional[TensorData], cfg: Fit
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    loss_fn = loss_fn or (lambda logits, y, x: ce(logits, y))
+    loss_fn = loss_fn or (lambda logits, y, x, soft: ce(logits, y))
+    if cfg.hflip and train.soft is not None:
+        raise ValueError("precomputed teacher logits do not match flipped inputs: turn hflip off")
     history: list[float] = []
     t0 = time.perf_counter()
     with progress_bar(quiet) as bar:
@@ -113,7 +117,7 @@ def fit(model: nn.Module, train: TensorData, val: Optional[TensorData], cfg: Fit
                 if cfg.hflip:
                     flip = torch.rand(len(xb), generator=gen) < 0.5
                     xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-                loss = loss_fn(model(xb), yb, xb)
+                loss = loss_fn(model(xb), yb, xb, None if train.soft is None else train.soft[idx])
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(stage, epoch)
                 opt.zero_grad(set_to_none=True)
