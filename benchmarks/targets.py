@@ -4,6 +4,7 @@ on the test split. Bar: every INT8 artifact within 1 pt of the torch model's top
 of the FP32 ONNX file's size.
 
     .venv/bin/python benchmarks/targets.py            # the demo checkpoint (trained if missing), full test set
+    .venv/bin/python benchmarks/targets.py --test-size 2000   # the same on 2000 test images (minutes)
     .venv/bin/python benchmarks/targets.py --quick    # 12k training images, 2 epochs, 2000 test images
     .venv/bin/python benchmarks/targets.py --quick --weights CKPT   # an existing checkpoint of the model
 
@@ -71,6 +72,8 @@ def recipe(args) -> dict:
         r["model"]["weights"] = str(ROOT / "checkpoints" / "bench_fashion_mnist_mobilenetv2_quick.pt")
     if args.weights:
         r["model"]["weights"] = str(args.weights)
+    if args.test_size:
+        r["data"]["test_size"] = args.test_size
     r["output"] = str(ROOT / "runs" / "bench" / r["name"])
     return r
 
@@ -81,6 +84,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--samples", type=int, default=512, help="calibration samples")
     ap.add_argument("--weights", type=Path, help="use (or train into) this checkpoint instead")
+    ap.add_argument("--test-size", type=int, help="a seeded subset of the test split")
     args = ap.parse_args()
 
     import torch
