@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, digits_recipe_dict, write_recipe
+from helpers import REPO, digits_recipe_dict, write_recipe
 
 pytestmark = pytest.mark.slow
 SCRIPTS = REPO / "benchmarks"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import digits_recipe_dict, write_recipe
+from helpers import digits_recipe_dict, write_recipe
 from edgeship.cli import app
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import digits_recipe_dict, write_recipe
+from helpers import digits_recipe_dict, write_recipe
 
 EDGESHIP = [sys.executable, "-m", "edgeship.cli"]
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_recipe
+from helpers import write_recipe
 from edgeship.cli import app
 
 

@@ -1,0 +1,33 @@
+"""Plain helpers shared by tests (import them with `from helpers import ...`; conftest modules
+are not importable by name once a subfolder has its own conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def digits_recipe_dict(tmp: Path, **overrides) -> dict:
+    """A recipe for the small CNN on the 8x8 digits set; ``overrides`` replace top-level keys."""
+    r = {
+        "name": "digits_test",
+        "seed": 0,
+        "model": {"zoo": "small_cnn", "args": {"width": 8}, "weights": str(tmp / "ckpt" / "digits.pt")},
+        "input": {"shape": [1, 8, 8], "preprocessing": {"scale": 0.0625, "mean": [0.5], "std": [0.5]}},
+        "data": {"source": {"kind": "digits"}, "val_size": 150, "calib_size": 150, "seed": 0},
+        "train": {"epochs": 12, "batch_size": 64, "lr": 0.01, "threads": 1},
+        "passes": [],
+        "targets": [{"name": "onnx-fp32", "format": "onnx", "precision": "fp32"}],
+        "output": str(tmp / "runs" / "digits_test"),
+    }
+    r.update(overrides)
+    return r
+
+
+def write_recipe(tmp: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
+    p = Path(tmp) / name
+    p.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return p
