@@ -7,6 +7,7 @@ place when complete, so bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 import json
 import platform
 import shutil
@@ -160,10 +161,12 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
     y = data["test"].y.numpy()
     calib = calib_subset(data["calib"], quant)
 
+    refs = references(compact, torch_logits, quant, data["test"].x)
     target_reports = []
     for t in targets:
-        target_reports.append(_one_target(t, compact, recipe, shape, calib, pre, labels, quant, tmp, logs,
-                                          data["test"].x.numpy(), y, torch_logits, quiet))
+        ref = refs["float"] if t.precision in FLOAT_PRECISIONS else refs["int"]
+        target_reports.append(_one_target(t, ref, recipe, shape, calib, pre, labels, tmp, logs,
+                                          data["test"].x.numpy(), y, quiet))
     shutil.rmtree(tmp / "work", ignore_errors=True)
     return {
         "edgeship_version": __version__,
@@ -183,9 +186,38 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
     }
 
 
-def _one_target(t, model, recipe, shape, calib, pre, labels, quant, tmp, logs, x_test, y, torch_logits, quiet) -> dict:
+FLOAT_PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass
+class Reference:
+    """The torch model a target is lowered from and verified against."""
+
+    model: torch.nn.Module
+    logits: np.ndarray  # on the test split
+    quant: QuantSettings
+    note: str
+
+
+def references(compact, logits: np.ndarray, quant: QuantSettings, x_test: torch.Tensor) -> dict[str, Reference]:
+    """INT8 targets take the compact model as it is. After QAT, float targets take its float copy
+    (batch norm folded, fake quantization stripped, weights as QAT learned them): a float artifact
+    must not carry quantize/dequantize pairs, and it is verified against that float model."""
+    int_ref = Reference(compact, logits, quant, "the compressed torch model")
+    if not quant.qat:
+        return {"int": int_ref, "float": int_ref}
+    from edgeship.pipeline.qat import fold_and_strip
+
+    stripped = fold_and_strip(compact)
+    float_ref = Reference(stripped, predict(stripped, x_test).numpy(), QuantSettings(seed=quant.seed),
+                          "the QAT model with fake quantization stripped (float weights QAT learned)")
+    return {"int": int_ref, "float": float_ref}
+
+
+def _one_target(t, ref: Reference, recipe, shape, calib, pre, labels, tmp, logs, x_test, y, quiet) -> dict:
+    model, quant, torch_logits = ref.model, ref.quant, ref.logits
     rep = {"name": t.name, "device": t.device, "format": t.format, "precision": t.precision, "status": "ok",
-           "error": None}
+           "error": None, "reference": ref.note}
     final = tmp / "targets" / t.name
     partial = tmp / "targets" / f".{t.name}.partial"
     partial.mkdir(parents=True)

@@ -119,3 +119,23 @@ def test_export_one_target_keeps_the_others(tmp_path, digits_recipe):
     assert second["targets"][0].get("carried_over") and not second["targets"][1].get("carried_over")
     assert second["targets"][0]["verify"] == first["targets"][0]["verify"]
     assert (run / second["targets"][0]["artifact"]).is_file()
+
+
+def test_qat_model_gives_float_targets_a_float_graph(tmp_path, digits_recipe):
+    """After QAT, FP32 targets are lowered from the float copy (no Q/DQ) and verified against it;
+    INT8 targets take the fake-quantized model and keep its scales."""
+    import yaml
+
+    r = yaml.safe_load(digits_recipe().read_text())
+    r["passes"] = [{"name": "qat", "epochs": 1, "lr": 0.0005}]
+    r["targets"] = [{"name": "fp32", "format": "onnx", "precision": "fp32"},
+                    {"name": "int8", "format": "onnx", "precision": "int8"}]
+    res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, "qat.yaml")), "--no-measure"])
+    assert res.exit_code == 0, res.stderr
+    run = tmp_path / "runs" / "digits_test"
+    report = json.loads((run / "report.json").read_text())
+    fp32, int8 = report["targets"]
+    ops = lambda t: {n.op_type for n in onnx.load(str(run / t["artifact"])).graph.node}  # noqa: E731
+    assert "QuantizeLinear" not in ops(fp32) and "QuantizeLinear" in ops(int8)
+    assert "stripped" in fp32["reference"] and fp32["verify"]["agreement"] >= 0.999
+    assert int8["verify"]["agreement"] >= 0.97
