@@ -21,9 +21,11 @@ QAT models (``quant.qat``): ``edgeship.pipeline.qat.fold_and_strip`` gives the f
 folded and ``activation_ranges`` the learned ranges; a FakeQuant op with the learned range follows
 each quantized tensor in the TF graph (tensors QAT did not range, such as the input or a residual
 add, get their min/max over the calibration samples), and TFLiteConverter turns that graph into
-int8 without a representative data set: no recalibration of what QAT learned. The float precisions
-of a QAT model keep the FakeQuant ops (TFLite turns them into QUANTIZE/DEQUANTIZE pairs), so the
-file computes what the torch QAT model computes, as the QDQ ONNX export does.
+int8 without a representative data set: no recalibration of what QAT learned. The FP32 file of a
+QAT model keeps the FakeQuant ops (TFLite turns them into QUANTIZE/DEQUANTIZE pairs), so it computes
+what the torch QAT model computes, as the QDQ ONNX export does; fp16 and dynamic_int8 need
+``Optimize.DEFAULT``, which would turn those ops into a full-int8 file, so they lower the stripped
+float model (QAT's weights, no activation quantization).
 
 Layout: the .tflite's input is NHWC (TFLite's native layout; no transposes inside the model).
 It is recorded as ``inputs[0].layout`` in ``model.json`` and in the ``edgeship`` metadata entry
@@ -312,7 +314,9 @@ class TFLite(Backend):
             learned = None
             if getattr(ctx.quant, "qat", False) or _is_qat(model):
                 model, learned = _qat_parts(model)
-            flat, notes = convert(model, ctx, precision, learned)
+            # fp16 / dynamic_int8 need Optimize.DEFAULT, which turns a graph with FakeQuant ops into
+            # full int8: they lower the stripped float model instead
+            flat, notes = convert(model, ctx, precision, learned if precision in ("fp32", *FULL_INT8) else None)
             fbu = _flatbuffer_utils()
             parsed = fbu.read_model_from_bytearray(bytearray(flat))
             inputs, outputs = io_description(parsed)
