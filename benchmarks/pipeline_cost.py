@@ -182,7 +182,8 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "pipeline_cost", "quick": args.quick, "command": command_line(),
         "recipe": str(args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe),
-        "threads": base.get("train", {}).get("threads") or os.cpu_count(), "environment": env,
+        "threads": base.get("train", {}).get("threads") or os.cpu_count(), "passes": base.get("passes"),
+        "targets": base.get("targets"), "environment": env,
         "checkpoint_train_s": round(train_s, 1), "export": run, "recorded_by_export": recorded,
         "bar": BAR, "met": {"wall": run["exit_code"] in (0, 1) and run["wall_s"] < BAR["wall_s"],
                             "ram": max(run["peak_rss_mb_largest_process"], run["peak_rss_mb_tree_sampled"])
