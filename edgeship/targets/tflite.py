@@ -21,11 +21,10 @@ QAT models (``quant.qat``): ``edgeship.pipeline.qat.fold_and_strip`` gives the f
 folded and ``activation_ranges`` the learned ranges; a FakeQuant op with the learned range follows
 each quantized tensor in the TF graph (tensors QAT did not range, such as the input or a residual
 add, get their min/max over the calibration samples), and TFLiteConverter turns that graph into
-int8 without a representative data set: no recalibration of what QAT learned. The FP32 file of a
-QAT model keeps the FakeQuant ops (TFLite turns them into QUANTIZE/DEQUANTIZE pairs), so it computes
-what the torch QAT model computes, as the QDQ ONNX export does; fp16 and dynamic_int8 need
-``Optimize.DEFAULT``, which would turn those ops into a full-int8 file, so they lower the stripped
-float model (QAT's weights, no activation quantization).
+int8 without a representative data set: no recalibration of what QAT learned. The float
+precisions of a QAT model (fp32, fp16, dynamic_int8) lower the stripped float model (QAT's weights,
+no activation quantization), as ``edgeship.run`` verifies float targets after QAT against that
+copy; with FakeQuant ops in the graph ``Optimize.DEFAULT`` would make any of them a full-int8 file.
 
 Layout: the .tflite's input is NHWC (TFLite's native layout; no transposes inside the model).
 It is recorded as ``inputs[0].layout`` in ``model.json`` and in the ``edgeship`` metadata entry
@@ -246,9 +245,9 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
             learned: Optional[dict] = None) -> tuple[bytes, dict]:
     """torch -> .tflite bytes (without our metadata) and notes on how it was made.
 
-    ``learned``: QAT activation ranges for the (float, BN-folded) ``model``: FakeQuant ops carry them;
-    full-integer precisions take their scales from those instead of a representative data set, float
-    precisions simulate the fake quantization (QUANTIZE/DEQUANTIZE pairs) as the torch QAT model does.
+    ``learned`` (full-integer precisions only): QAT activation ranges for the (float, BN-folded)
+    ``model``; FakeQuant ops carry them and TFLite takes its scales from those instead of a
+    representative data set.
     """
     qat = learned is not None
     method = getattr(ctx.quant, "method", "minmax")
@@ -262,7 +261,7 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
     lowering = torch2tf.Lowering(gm, ctx.input_shape)  # unsupported operators fail here
     notes: dict = {"route": "torch.fx (BN folded) -> TF ops, NHWC (edgeship.targets.torch2tf) -> tf.lite.TFLiteConverter"}
     fake_quant = qat or method == "percentile"
-    if qat:  # every precision: a float file simulates them (QUANTIZE/DEQUANTIZE), as the torch model does
+    if qat:
         lowering.fake_quant, counts = qat_fake_quant(lowering, learned, ctx.calib)
         notes["calibration"] = {"source": "qat", "fake_quant_ranges": counts,
                                 "note": "QAT ranges in FakeQuant ops; calibration min/max only where QAT has none"}
@@ -314,9 +313,7 @@ class TFLite(Backend):
             learned = None
             if getattr(ctx.quant, "qat", False) or _is_qat(model):
                 model, learned = _qat_parts(model)
-            # fp16 / dynamic_int8 need Optimize.DEFAULT, which turns a graph with FakeQuant ops into
-            # full int8: they lower the stripped float model instead
-            flat, notes = convert(model, ctx, precision, learned if precision in ("fp32", *FULL_INT8) else None)
+            flat, notes = convert(model, ctx, precision, learned if precision in FULL_INT8 else None)
             fbu = _flatbuffer_utils()
             parsed = fbu.read_model_from_bytearray(bytearray(flat))
             inputs, outputs = io_description(parsed)

@@ -341,13 +341,20 @@ def test_models_fx_cannot_trace_are_target_errors(tmp_path):
         lower(exported, tmp_path / "pt2", "fp32", (1, 8, 8))
 
 
-class TestTFLiteFP32QAT(TestTFLiteFP32):
-    """A QAT model's float file simulates its fake quantization: it agrees with the torch QAT model."""
-    QAT = True
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_float_files_of_a_qat_model_are_its_float_copy(tmp_path, precision):
+    """As `export` verifies float targets after QAT: no quantize/dequantize pairs, the stripped model's logits."""
+    from edgeship.pipeline.qat import fold_and_strip
 
-
-class TestTFLiteFP16QAT(TestTFLiteFP16):
-    """fp16 of a QAT model is its float model (QAT's weights, no activation quantization): close to the
-    fake-quantized torch model, not equal to it."""
-    QAT = True
-    MIN_AGREEMENT, MAX_ABS_LOGIT_DIFF = 0.99, 0.5
+    ctx = context(tmp_path, "tflite", precision, QuantSettings(qat=True))
+    (tmp_path / "out").mkdir()
+    backend = get_backend("tflite", precision)
+    art = backend.lower(qat_model(), ctx, tmp_path / "out")
+    it = open_interpreter(art.path, delegates=False)
+    assert not {"QUANTIZE", "DEQUANTIZE"} & {o["op_name"] for o in it._get_ops_details()} - \
+        ({"DEQUANTIZE"} if precision == "fp16" else set())  # fp16 weights are dequantized to fp32
+    assert np.int8 not in {t["dtype"] for t in it.get_tensor_details()}
+    x = digits_task()["x_test"][:64]
+    with torch.no_grad():
+        ref = fold_and_strip(qat_model())(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(backend.load(art, threads=1)(x), ref, atol=1e-3 if precision == "fp32" else 0.05)
