@@ -69,7 +69,7 @@ def _keygen(path: Path) -> None:
 @pytest.fixture(scope="session")
 def loopback_sshd(tmp_path_factory):
     if not os.access(SSHD, os.X_OK) or shutil.which("ssh") is None or shutil.which("scp") is None:
-        pytest.skip("OpenSSH server/client not installed (scripts/bootstrap.sh test installs them)")
+        pytest.fail("OpenSSH server/client not installed: run scripts/bootstrap.sh test (make test does)")
     tmp = tmp_path_factory.mktemp("sshd")
     host_key, client_key = tmp / "host_ed25519", tmp / "client_ed25519"
     _keygen(host_key)

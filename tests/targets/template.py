@@ -121,6 +121,12 @@ class BackendTemplate:
     # INT8: which of the interface tensors are quantized (their scale/zero point must be recorded)
     QUANTIZED_IO: ClassVar[tuple[str, ...]] = ("input", "output")
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        # only artifacts that read calibration data (post-training INT8) get the bad-calibration test
+        calibrated = cls.PRECISION.startswith("int8") and not cls.QAT
+        cls.test_bad_calibration_data = BackendTemplate._bad_calibration_data if calibrated else None
+
     # ------------------------------------------------------------------ hooks
     def embedded_description(self, art: Artifact) -> Optional[dict]:
         """The description as stored inside the artifact (None: the format cannot hold one)."""
@@ -256,9 +262,7 @@ class BackendTemplate:
             backend.load(lowered["art"], threads=1)  # ... running it does
 
     @pytest.mark.parametrize("problem", ["too_small", "constant", "nan"])
-    def test_bad_calibration_data(self, tmp_path, problem):
-        if not self.int8 or self.QAT:
-            pytest.skip("no calibration: this artifact does not read calibration data")
+    def _bad_calibration_data(self, tmp_path, problem):
         calib = digits_task()["calib"].copy()
         calib, expected = {
             "too_small": (calib[:MIN_CALIBRATION_SAMPLES - 1], f"at least {MIN_CALIBRATION_SAMPLES}"),

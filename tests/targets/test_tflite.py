@@ -22,7 +22,6 @@ from edgeship.targets.base import Artifact, get_backend
 from edgeship.targets.tflite import open_interpreter, read_metadata
 from template import BackendTemplate, context, digits_task, qat_model
 
-pytest.importorskip("tensorflow")
 
 
 class TestTFLiteFP32(BackendTemplate):
