@@ -62,12 +62,15 @@ def peers_section(d: dict) -> list[str]:
             "", "Method:", "",
             f"- Each artifact is benchmarked by edgeship's host measurement (`edgeship.targets.measure` -> "
             f"`bench_runner.py`): a fresh subprocess with only its runtime imported, {m['warmup']} warm-up runs, then "
-            f"{m['runs']} timed runs at a fixed thread count ({', '.join(threads)}), batch 1; input: {m['input']}.",
+            f"{m['runs']} timed runs at a fixed thread count ({', '.join(threads)}); {m['input']}.",
             f"- Interleaving: {m['interleaving']}; {m['repeats']} repeats. p50 = {m['p50']}. Speed-up = {m['speedup']}. "
             "Ratios, not absolute times, carry the claims (the machine is shared).",
             "- Top-1 on the recipe's test split with each artifact's own runtime (edgeship artifacts: the "
             "verification `edgeship export` runs; peers: the same data here).",
-            "- Sizes: the artifact's files (sidecar `model.json` excluded).", "",
+            "- Sizes: the artifact's files (sidecar `model.json` excluded).",
+            *(["- OpenVINO is timed with its default CPU configuration: on this CPU (avx512_bf16/AMX) that runs "
+               "float layers in bf16, the \"FP32\" IR included (the backend's accuracy check forces f32)."]
+              if {"avx512_bf16", "amx_bf16"} & set(d["environment"].get("cpu_features") or []) else []), "",
             "The contenders on each runtime:", "",
             "- **FP32 unpruned**: `edgeship export` with no passes and an FP32 target (ONNX: `torch.onnx.export` "
             "dynamo=False opset 17; OpenVINO: `convert_model` saved as an f32 IR; TFLite: torch.fx -> TF -> "
