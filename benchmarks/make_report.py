@@ -127,7 +127,7 @@ def peers_section(d: dict) -> list[str]:
 
 def cost_section(d: dict) -> list[str]:
     e = d["export"]
-    peak = max(e["peak_rss_mb_largest_process"], e["peak_rss_mb_tree_sampled"])
+    peak = max(e["peak_rss_mb_largest_process"], e["peak_pss_mb_tree_sampled"])
     out = [f"## The pipeline's own cost{' (QUICK run: reduced settings, not a verdict)' if d['quick'] else ''}", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`: `edgeship {e['command']}` "
            f"on `{d['recipe']}` in a subprocess, stage cache empty, training excluded (the checkpoint existed or "
@@ -138,18 +138,22 @@ def cost_section(d: dict) -> list[str]:
             f"Whole `edgeship export` (compression, lowering, verification on the test split, host measurement, "
             f"report): **{e['wall_s']:.1f} s** wall ({e['cpu_user_s']} s user + {e['cpu_sys_s']} s system CPU), "
             f"peak RSS **{e['peak_rss_mb_largest_process']:.0f} MB** in its largest process (wait4) and "
-            f"{e['peak_rss_mb_tree_sampled']:.0f} MB for the whole process tree (sampled every 50 ms); exit code "
+            f"{e['peak_pss_mb_tree_sampled']:.0f} MB PSS for the whole process tree (sampled every 50 ms); exit code "
             f"{e['exit_code']}.", "",
             f"Bar: under {d['bar']['wall_s'] / 60:.0f} minutes: {verdict(d['met']['wall'])} ({e['wall_s']:.0f} s); "
             f"under {d['bar']['peak_rss_mb'] / 1024:.0f} GiB: {verdict(d['met']['ram'])} ({peak:.0f} MB).", "",
-            "| stage | wall s | peak RSS MB (tree, sampled) |", "|---|---|---|"]
-    out += [f"| {s['stage']} | {s['wall_s']:.1f} | {ms(s['peak_rss_mb'])} |" for s in e["stages"]]
+            "| stage | wall s | peak PSS MB (process tree, sampled) |", "|---|---|---|"]
+    out += [f"| {s['stage']} | {s['wall_s']:.1f} | {ms(s['peak_pss_mb'])} |" for s in e["stages"]]
     rec = d.get("recorded_by_export") or {}
     if rec.get("passes"):
         out += ["", "As recorded by export itself (report.json): "
                 + ", ".join(f"{p['stage']} {p['wall_s']} s" for p in rec["passes"]) + "; "
                 + ", ".join(f"{t['name']} lowered in {t['lower_s']} s" for t in rec.get("targets", []) if t.get("lower_s"))
                 + "."]
+    if rec.get("final_top1_test") is not None:
+        arts = ", ".join(f"{k} {pct(v)}" for k, v in (rec.get("targets_top1_test") or {}).items())
+        out += ["", f"Test top-1 of this run: FP32 {pct(rec.get('baseline_top1_test'))} %, compressed torch model "
+                f"{pct(rec['final_top1_test'])} %; artifacts: {arts}."]
     return out + [""]
 
 

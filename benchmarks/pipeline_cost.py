@@ -9,8 +9,8 @@ Bar: under 5 minutes and 4 GiB on 2 cores.
 The recipe runs unchanged except its output, which goes to a temporary directory: the stage cache
 (beside the output) starts empty, so every pass really runs. `edgeship export` runs in a subprocess;
 its total wall time and peak RSS come from wait4 (ru_maxrss: the largest single process of its tree),
-and a sampler reads the RSS of the whole process tree (export plus the host-measurement children) from
-/proc every 50 ms. Stages are the intervals between the progress lines export prints (baseline, each
+and a sampler adds up the PSS of the whole process tree (export plus the host-measurement children; PSS
+so that pages a forked child shares with export count once) from /proc every 50 ms. Stages are the intervals between the progress lines export prints (baseline, each
 pass, each target's lowering + verification, each host measurement); each stage's peak is the largest
 tree RSS sampled in it. Writes benchmarks/results/pipeline_cost.json (pipeline_cost_quick.json with --quick).
 """
@@ -58,15 +58,25 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def tree_rss_mb(pid: int) -> float:
-    total = 0.0
-    for p in _tree(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE_MB
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages split between the processes that map them, so a child
+    forked from export (sharing its pages copy-on-write) does not count export's memory twice."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    try:  # no smaps_rollup (old kernels): resident pages
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_MB
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def tree_pss_mb(pid: int) -> float:
+    return sum(_pss_mb(p) for p in _tree(pid))
 
 
 class Sampler(threading.Thread):
@@ -76,7 +86,7 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.samples.append((time.perf_counter() - self.t0, tree_rss_mb(self.pid)))
+            self.samples.append((time.perf_counter() - self.t0, tree_pss_mb(self.pid)))
             self.stop.wait(SAMPLE_S)
 
 
@@ -112,7 +122,7 @@ def stages_from_lines(lines: list[tuple[float, str]], end: float, samples: list[
     for s in stages:
         inside = [r for t, r in samples if s["start_s"] <= t <= s["end_s"]]
         s["wall_s"] = round(s["end_s"] - s["start_s"], 2)
-        s["peak_rss_mb"] = round(max(inside), 1) if inside else None
+        s["peak_pss_mb"] = round(max(inside), 1) if inside else None
     return stages
 
 
@@ -141,7 +151,7 @@ def run_export(recipe_path: Path, log_path: Path, extra: list[str]) -> dict:
         sampler.join()
     return {"command": " ".join(cmd[1:]), "exit_code": p.returncode, "wall_s": round(end, 2),
             "peak_rss_mb_largest_process": round(usage.ru_maxrss / 1024, 1),
-            "peak_rss_mb_tree_sampled": round(max((r for _, r in sampler.samples), default=0.0), 1),
+            "peak_pss_mb_tree_sampled": round(max((r for _, r in sampler.samples), default=0.0), 1),
             "cpu_user_s": round(usage.ru_utime, 1), "cpu_sys_s": round(usage.ru_stime, 1),
             "stages": stages_from_lines(lines, end, sampler.samples), "samples": len(sampler.samples)}
 
@@ -177,7 +187,9 @@ def main(argv=None) -> int:
                    for s in report.get("stages", [])],
         "targets": [{k: t.get(k) for k in ("name", "format", "precision", "status", "lower_s", "wall_s")}
                     for t in report.get("targets", [])],
-        "export_wall_s": report.get("wall_s"),
+        "export_wall_s": report.get("wall_s"), "baseline_top1_test": (report.get("baseline") or {}).get("top1_test"),
+        "final_top1_test": (report.get("final") or {}).get("top1_test"),
+        "targets_top1_test": {t["name"]: (t.get("verify") or {}).get("top1") for t in report.get("targets", [])},
     }
     result = {
         "benchmark": "pipeline_cost", "quick": args.quick, "command": command_line(),
@@ -186,14 +198,14 @@ def main(argv=None) -> int:
         "targets": base.get("targets"), "environment": env,
         "checkpoint_train_s": round(train_s, 1), "export": run, "recorded_by_export": recorded,
         "bar": BAR, "met": {"wall": run["exit_code"] in (0, 1) and run["wall_s"] < BAR["wall_s"],
-                            "ram": max(run["peak_rss_mb_largest_process"], run["peak_rss_mb_tree_sampled"])
+                            "ram": max(run["peak_rss_mb_largest_process"], run["peak_pss_mb_tree_sampled"])
                             < BAR["peak_rss_mb"]},
     }
     if run["exit_code"] not in (0, 1):
         result["export_log_tail"] = log_tail
     write_json(out, result)
     print(f"wrote {out}: export {run['wall_s']} s, peak RSS {run['peak_rss_mb_largest_process']} MB "
-          f"(tree {run['peak_rss_mb_tree_sampled']} MB), exit {run['exit_code']}", file=sys.stderr)
+          f"(tree PSS {run['peak_pss_mb_tree_sampled']} MB), exit {run['exit_code']}", file=sys.stderr)
     return 0 if run["exit_code"] in (0, 1) else run["exit_code"]
 
 

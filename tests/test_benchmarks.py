@@ -104,7 +104,7 @@ def test_pipeline_cost_results(bench_dir):
     d = json.loads((bench_dir / "results" / "pipeline_cost_quick.json").read_text())
     e = d["export"]
     assert e["exit_code"] == 0 and e["wall_s"] > 0 and e["samples"] > 0
-    assert e["peak_rss_mb_largest_process"] > 50 and e["peak_rss_mb_tree_sampled"] > 50
+    assert e["peak_rss_mb_largest_process"] > 50 and e["peak_pss_mb_tree_sampled"] > 50
     names = [s["stage"] for s in e["stages"]]
     assert names[0].startswith("load") and names[-1].startswith("budget")
     assert [n for n in names if n.startswith("pass")] == ["pass 1:prune", "pass 2:distill", "pass 3:qat"]
@@ -112,10 +112,10 @@ def test_pipeline_cost_results(bench_dir):
     for a, b in zip(e["stages"], e["stages"][1:]):  # contiguous intervals covering the whole run
         assert a["end_s"] == b["start_s"]
     assert e["stages"][-1]["end_s"] == pytest.approx(e["wall_s"], abs=0.02)
-    assert all(s["peak_rss_mb"] is None or s["peak_rss_mb"] > 0 for s in e["stages"])
+    assert all(s["peak_pss_mb"] is None or s["peak_pss_mb"] > 0 for s in e["stages"])
     assert [p["stage"] for p in d["recorded_by_export"]["passes"]] == ["1:prune", "2:distill", "3:qat"]
     assert not any(p["cached"] for p in d["recorded_by_export"]["passes"])  # a fresh stage cache
-    assert d["met"]["ram"] == (max(e["peak_rss_mb_largest_process"], e["peak_rss_mb_tree_sampled"]) < 4096)
+    assert d["met"]["ram"] == (max(e["peak_rss_mb_largest_process"], e["peak_pss_mb_tree_sampled"]) < 4096)
 
 
 def test_make_report_renders_both(bench_dir, tmp_path):
