@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from edgeship.errors import EdgeshipError
+from edgeship.perf import tune_allocator
 from edgeship.progress import set_quiet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -27,6 +28,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or info lines (CI)"),
          as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON on stdout")):
     STATE["debug"], STATE["json"] = debug, as_json
+    tune_allocator()
     set_quiet(quiet or as_json)
 
 

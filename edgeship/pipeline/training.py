@@ -16,6 +16,7 @@ from edgeship.calibration.datasets import ArrayData
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import set_eval
+from edgeship.perf import channels_last, tune_allocator, to_channels_last
 from edgeship.progress import progress_bar
 
 
@@ -63,9 +64,14 @@ def set_determinism(seed: int, threads: Optional[int] = None) -> None:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Logits for ``x`` in batches (128: larger batches were slower on 2 cores, see edgeship/perf.py)."""
     set_eval(model)
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0)
+    if not len(x):
+        return torch.zeros(0)
+    tune_allocator()
+    with channels_last(model):
+        return torch.cat([model(to_channels_last(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
 def top1(logits: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
@@ -105,7 +111,8 @@ def fit(model: nn.Module, train: TensorData, val: Optional[TensorData], cfg: Fit
         raise ValueError("precomputed teacher logits do not match flipped inputs: turn hflip off")
     history: list[float] = []
     t0 = time.perf_counter()
-    with progress_bar(quiet) as bar:
+    tune_allocator()
+    with channels_last(model), progress_bar(quiet) as bar:
         task = bar.add_task(f"{stage}", total=total)
         for epoch in range(cfg.epochs):
             model.train()
@@ -117,7 +124,7 @@ def fit(model: nn.Module, train: TensorData, val: Optional[TensorData], cfg: Fit
                 if cfg.hflip:
                     flip = torch.rand(len(xb), generator=gen) < 0.5
                     xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-                loss = loss_fn(model(xb), yb, xb, None if train.soft is None else train.soft[idx])
+                loss = loss_fn(model(to_channels_last(xb)), yb, xb, None if train.soft is None else train.soft[idx])
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(stage, epoch)
                 opt.zero_grad(set_to_none=True)
