@@ -196,6 +196,15 @@ def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np):
                  "input_dtype": str(feed[inp.name].dtype), "arena_mb": None}
 
 
+def _ov_precision(compiled):
+    """The precision OpenVINO's CPU plugin runs float layers in (f32, bf16, f16), for the report."""
+    try:
+        p = compiled.get_property("INFERENCE_PRECISION_HINT")
+        return p.get_type_name() if hasattr(p, "get_type_name") else str(p)
+    except Exception:  # older runtimes on a device may not expose the property
+        return None
+
+
 def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
     core = ov.Core()
     model = core.read_model(path)
@@ -203,6 +212,9 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
     if ps.is_dynamic:
         model.reshape({model.input(0).get_any_name(): [d.get_length() if d.is_static else 1 for d in ps]})
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    # the settings the artifact was verified with (an FP32/FP16 IR: INFERENCE_PRECISION_HINT f32, which
+    # keeps OpenVINO from running it in bf16 on AMX/avx512_bf16 CPUs): timing must run the same numerics
+    config.update(meta.get("runtime_config") or {})
     compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     shape = list(compiled.input(0).get_shape())
@@ -213,7 +225,8 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
         return request.get_output_tensor(0).data
 
     return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": shape,
-                 "input_dtype": "float32", "arena_mb": None}
+                 "input_dtype": "float32", "arena_mb": None,
+                 "inference_precision": _ov_precision(compiled)}
 
 
 def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np):

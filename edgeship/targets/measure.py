@@ -23,7 +23,7 @@ DEFAULT_RUNS, DEFAULT_WARMUP = 50, 5
 # keys copied from the runner's JSON into a stored measurement (the report.json contract)
 KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "samples_ms", "load_ms",
         "first_run_ms", "peak_rss_mb", "rss_before_load_mb", "arena_mb", "size_bytes", "threads", "runs",
-        "warmup", "runtime", "runtime_version", "input_shape", "input_dtype")
+        "warmup", "runtime", "runtime_version", "input_shape", "input_dtype", "inference_precision")
 
 
 def runner_args(python: str, runner: str, bundle: str, threads: int, runs: int, warmup: int) -> list[str]:
