@@ -249,6 +249,8 @@ def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int
                 c["p50_repeats"][str(t)].append(m["p50_ms"])
                 c["peak_rss_mb"] = max(c["peak_rss_mb"] or 0, m["peak_rss_mb"] or 0)
                 c["runtime_version"] = m.get("runtime_version")
+                if m.get("inference_precision"):  # OpenVINO: the float precision its CPU plugin ran
+                    c["inference_precision"] = m["inference_precision"]
         print(f"  repeat {r + 1}/{repeats} done (load average {loadavg()})", file=sys.stderr)
 
 

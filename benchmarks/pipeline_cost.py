@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from benchlib import ROOT, RESULTS, command_line, environment, loadavg, quick_recipe, write_json
+from benchlib import ROOT, RESULTS, artifact_sizes, command_line, environment, loadavg, quick_recipe, write_json
 
 BAR = {"wall_s": 300.0, "peak_rss_mb": 4096.0}
 SAMPLE_S = 0.05
@@ -180,6 +180,7 @@ def main(argv=None) -> int:
         run = run_export(path, tmp / "export.log", [])
         report_path = tmp / "run" / "report.json"
         report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        sizes = artifact_sizes(tmp / "run", report)
         log_tail = (tmp / "export.log").read_text().splitlines()[-20:]
     run["loadavg_after"] = loadavg()
     recorded = {  # what export itself recorded, for cross-checking the stage intervals
@@ -190,6 +191,7 @@ def main(argv=None) -> int:
         "export_wall_s": report.get("wall_s"), "baseline_top1_test": (report.get("baseline") or {}).get("top1_test"),
         "final_top1_test": (report.get("final") or {}).get("top1_test"),
         "targets_top1_test": {t["name"]: (t.get("verify") or {}).get("top1") for t in report.get("targets", [])},
+        "artifact_sizes": sizes,  # INT8 size bar (backends issue): at most 1/3.5 of the FP32 artifact
     }
     result = {
         "benchmark": "pipeline_cost", "quick": args.quick, "command": command_line(),

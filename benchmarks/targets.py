@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from benchlib import onnx_breakdown
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # (format, precision, calibration method or None, options)
@@ -40,24 +42,6 @@ VARIANTS = [
     ("openvino", "int8", "percentile", {}),
     ("openvino", "int8", "mse", {}),
 ]
-
-
-def onnx_breakdown(path: Path) -> dict:
-    """Bytes of an ONNX file by what they hold: int8 weights, int32 biases, float scales/weights, the rest
-    (graph, names, metadata). Shows why a small depthwise-heavy net cannot shrink 4x: per-channel
-    scales and int32 biases cost as much per channel as a 3x3 depthwise kernel's int8 weights."""
-    import onnx
-    from onnx import numpy_helper
-
-    m = onnx.load(str(path))
-    out = {"int8_weights": 0, "int32_bias": 0, "float": 0, "zero_points": 0}
-    for i in m.graph.initializer:
-        a = numpy_helper.to_array(i)
-        key = ("int8_weights" if a.ndim > 1 else "zero_points") if a.dtype.itemsize == 1 else \
-            "int32_bias" if a.dtype.kind == "i" else "float"
-        out[key] += a.nbytes
-    out["graph_names_metadata"] = path.stat().st_size - sum(out.values())
-    return out
 
 
 def recipe(args) -> dict:

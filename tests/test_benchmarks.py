@@ -116,6 +116,11 @@ def test_pipeline_cost_results(bench_dir):
     assert [p["stage"] for p in d["recorded_by_export"]["passes"]] == ["1:prune", "2:distill", "3:qat"]
     assert not any(p["cached"] for p in d["recorded_by_export"]["passes"])  # a fresh stage cache
     assert d["met"]["ram"] == (max(e["peak_rss_mb_largest_process"], e["peak_pss_mb_tree_sampled"]) < 4096)
+    sizes = d["recorded_by_export"]["artifact_sizes"]
+    assert set(sizes) == {t["name"] for t in d["targets"]}
+    onnx_bytes = sizes["onnx-int8"]["onnx_bytes"]  # the QAT model's QDQ file: int8 weights, float scales
+    assert onnx_bytes["int8_weights"] > 0 and onnx_bytes["float"] > 0
+    assert 0 < onnx_bytes["graph_names_metadata"] < sizes["onnx-int8"]["size_bytes"]
 
 
 def test_make_report_renders_both(bench_dir, tmp_path):
