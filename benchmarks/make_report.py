@@ -140,7 +140,7 @@ def cost_section(d: dict) -> list[str]:
             f"Whole `edgeship export` (compression, lowering, verification on the test split, host measurement, "
             f"report): **{e['wall_s']:.1f} s** wall ({e['cpu_user_s']} s user + {e['cpu_sys_s']} s system CPU), "
             f"peak RSS **{e['peak_rss_mb_largest_process']:.0f} MB** in its largest process (wait4) and "
-            f"{e['peak_pss_mb_tree_sampled']:.0f} MB PSS for the whole process tree (sampled every 50 ms); exit code "
+            f"{e['peak_pss_mb_tree_sampled']:.0f} MB PSS for the whole process tree (sampled every {e.get('sample_s', 0.05) * 1000:.0f} ms); exit code "
             f"{e['exit_code']}.", "",
             f"Bar: under {d['bar']['wall_s'] / 60:.0f} minutes: {verdict(d['met']['wall'])} ({e['wall_s']:.0f} s); "
             f"under {d['bar']['peak_rss_mb'] / 1024:.0f} GiB: {verdict(d['met']['ram'])} ({peak:.0f} MB).", "",
