@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -29,6 +30,8 @@ def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
          as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON on stdout")):
     STATE["debug"], STATE["json"] = debug, as_json
     tune_allocator()
+    # torch 2.13 warns from inside its own pytree code whenever a .pt2 module is loaded or copied
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     set_quiet(quiet or as_json)
 
 

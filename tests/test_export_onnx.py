@@ -139,3 +139,46 @@ def test_qat_model_gives_float_targets_a_float_graph(tmp_path, digits_recipe):
     assert "QuantizeLinear" not in ops(fp32) and "QuantizeLinear" in ops(int8)
     assert "stripped" in fp32["reference"] and fp32["verify"]["agreement"] >= 0.999
     assert int8["verify"]["agreement"] >= 0.97
+
+
+def _pt2_recipe(tmp_path, digits_recipe, digits_checkpoint) -> dict:
+    import torch
+    import yaml
+
+    from edgeship.models.zoo import SmallCNN
+
+    m = SmallCNN(1, 10, (8, 8), width=8)
+    m.load_state_dict(torch.load(digits_checkpoint, weights_only=True)["state_dict"])
+    f = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(m.eval(), (torch.zeros(2, 1, 8, 8),),
+                                          dynamic_shapes=({0: torch.export.Dim("b", max=4096)},)), f)
+    recipe = yaml.safe_load(digits_recipe().read_text())
+    recipe["model"] = {"exported": str(f)}
+    return recipe
+
+
+@pytest.mark.parametrize("step", [{"name": "prune", "macs_ratio": 0.5}, {"name": "distill", "epochs": 1},
+                                  {"name": "qat", "epochs": 1}, {"name": "sparsify"}])
+def test_passes_that_train_refuse_a_pt2_program_in_one_line(tmp_path, digits_recipe, digits_checkpoint, step):
+    recipe = _pt2_recipe(tmp_path, digits_recipe, digits_checkpoint)
+    recipe["passes"] = [step]
+    result = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, recipe, "r.yaml"))])
+    assert result.exit_code == 2, result.stderr + result.stdout
+    err = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "got a torch.export program (.pt2)" in err[0] and "model.factory" in err[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "digits_test").exists()
+
+
+def test_pt2_program_calibrates_and_lowers_to_every_format(tmp_path, digits_recipe, digits_checkpoint):
+    """No training pass: a .pt2 program gets INT8 ONNX, OpenVINO and TFLite files (TFLite from its ATen graph)."""
+    recipe = _pt2_recipe(tmp_path, digits_recipe, digits_checkpoint)
+    recipe["passes"] = [{"name": "calibrate", "samples": 128}]
+    recipe["targets"] = [{"name": f"{fmt}-int8", "format": fmt, "precision": "int8"}
+                         for fmt in ("onnx", "openvino", "tflite")]
+    result = CliRunner().invoke(app, ["export", "--no-measure", str(write_recipe(tmp_path, recipe, "r.yaml"))])
+    assert result.exit_code == 0, result.stderr + result.stdout
+    report = json.loads((tmp_path / "runs" / "digits_test" / "report.json").read_text())
+    assert report["baseline"]["macs"] > 0  # counted from the ATen graph
+    for t in report["targets"]:
+        assert t["status"] == "ok" and t["verify"]["agreement"] >= 0.97, t

@@ -8,7 +8,7 @@ import pickle
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -144,6 +144,17 @@ class Frozen(nn.Module):
         return self.module(x)
 
 
+def exported_graph(model: nn.Module):
+    """The ATen graph module of a torch.export program (possibly wrapped in ``Frozen``), else None."""
+    import torch.fx as fx
+
+    inner = model.module if isinstance(model, Frozen) else model
+    if isinstance(inner, fx.GraphModule) and any(
+            n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) for n in inner.graph.nodes):
+        return inner
+    return None
+
+
 def exportable(model: nn.Module) -> nn.Module:
     """The module in eval mode, wrapped in ``Frozen`` when it cannot switch modes itself."""
     try:
@@ -186,9 +197,23 @@ def model_stats(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int
     params = sum(p.numel() for p in model.parameters())
     try:
         macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
-    except Exception:  # graph-less modules (TorchScript): MACs unknown
+    except Exception:
         macs = None
-    return {"params": int(params), "macs": int(macs) if macs else None}  # 0: the counter saw no graph
+    if not macs:  # torch-pruning hooks modules; a .pt2 program or TorchScript has none: count the ATen ops
+        macs = _aten_macs(model, input_shape)
+    return {"params": int(params), "macs": int(macs) if macs else None}  # None: unknown
+
+
+def _aten_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Optional[int]:
+    """MACs of one sample from torch's FLOP counter (convolutions and matrix products: 2 FLOPs per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+        return counter.get_total_flops() // 2 or None
+    except Exception:
+        return None
 
 
 def save_module(model: nn.Module, directory: Path, input_shape: tuple[int, ...]) -> Path:

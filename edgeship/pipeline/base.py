@@ -63,13 +63,19 @@ class Pass:
         raise NotImplementedError
 
 
-def require_python_module(model: nn.Module, stage: str, what: str) -> None:
-    """Passes that rewrite the module (prune, qat) need its Python code, not a TorchScript graph."""
+def require_python_module(model: nn.Module, stage: str, what: str, torchscript_ok: bool = False) -> None:
+    """Passes that rewrite or train the module (prune, distill, qat, sparsify) need its Python code and
+    layers, not a TorchScript graph or a torch.export program (ATen ops, frozen in eval mode)."""
     import torch
 
-    if isinstance(model, torch.jit.ScriptModule):
-        raise EdgeshipError(f"{stage}: {what} needs a Python nn.Module, got a TorchScript model",
-                            "load the model with model.zoo or model.factory")
+    from edgeship.models.load import exported_graph
+
+    fix = "load the model with model.zoo or model.factory (+ weights), or export it without passes"
+    if isinstance(model, torch.jit.ScriptModule) and not torchscript_ok:
+        raise EdgeshipError(f"{stage}: {what} needs a Python nn.Module, got a TorchScript model", fix)
+    if exported_graph(model) is not None:
+        raise EdgeshipError(f"{stage}: {what} needs a Python nn.Module, got a torch.export program (.pt2), "
+                            "whose layers are ATen ops that cannot be trained or pruned", fix)
 
 
 def registry() -> dict[str, type[Pass]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import pickle
 import shutil
 import tempfile
 import time
@@ -64,15 +65,22 @@ class StageCache:
         blob = torch.load(d / "stage.pt", map_location="cpu", weights_only=False)
         return blob["model"], blob["record"], blob.get("quant")
 
-    def put(self, key: str, model: nn.Module, record: dict, quant: Any) -> None:
+    def put(self, key: str, model: nn.Module, record: dict, quant: Any) -> bool:
+        """Store a finished stage; False (nothing stored) for a model that cannot be pickled, such as a
+        torch.export program, whose stage then reruns next time."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
-        torch.save({"model": model, "record": record, "quant": quant}, tmp / "stage.pt")
+        try:
+            torch.save({"model": model, "record": record, "quant": quant}, tmp / "stage.pt")
+        except (AttributeError, TypeError, pickle.PicklingError):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
         (tmp / "done").write_text(json.dumps(record, default=str))
         final = self.root / key
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+        return True
 
 
 def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext, cache: StageCache,
@@ -99,7 +107,8 @@ def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext
             quant = out.quant
             record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics)
             record["config"] = config.model_dump(mode="json")
-            cache.put(key, current, record, quant)
+            if not cache.put(key, current, record, quant):
+                info(f"[dim]stage {stage}: not cached (the model cannot be pickled)[/dim]")
         if quant is not None:
             ctx.quant = quant
             result.quant = quant

@@ -34,6 +34,7 @@ from torch import nn
 from edgeship.calibration.readers import check_calibration, nncf_dataset
 from edgeship.errors import TargetError
 from edgeship.logs import captured
+from edgeship.models.load import exportable
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
 from edgeship.targets.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 
@@ -57,7 +58,7 @@ def convert(model: nn.Module, ctx: LowerContext):
     ov = _ov()
     try:
         with captured(ctx.log_path):
-            om = ov.convert_model(model.eval(), example_input=ctx.example, input=[(-1, *ctx.input_shape)])
+            om = ov.convert_model(exportable(model), example_input=ctx.example, input=[(-1, *ctx.input_shape)])
     except Exception as e:
         raise _error("openvino.convert_model", e, ctx.log_path) from None
     om.inputs[0].get_tensor().set_names({INPUT_NAME})

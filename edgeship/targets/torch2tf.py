@@ -76,8 +76,37 @@ def unsupported(what: str, node: fx.Node, gm: fx.GraphModule, why: str = "") -> 
                        f"replace it with supported operators ({SUPPORTED}) or drop the tflite targets")
 
 
+def _aten_aliases() -> dict:
+    """The ATen overloads a ``torch.export`` program (.pt2) is written in, as the torch functions with the
+    same argument order that the translator already lowers."""
+    a = torch.ops.aten
+    pairs = [("conv2d.default", F.conv2d), ("linear.default", F.linear), ("relu.default", F.relu),
+             ("relu_.default", F.relu), ("hardtanh.default", F.hardtanh), ("hardtanh_.default", F.hardtanh),
+             ("leaky_relu.default", F.leaky_relu), ("sigmoid.default", torch.sigmoid), ("tanh.default", torch.tanh),
+             ("silu.default", F.silu), ("silu_.default", F.silu), ("hardswish.default", F.hardswish),
+             ("hardswish_.default", F.hardswish), ("hardsigmoid.default", F.hardsigmoid),
+             ("add.Tensor", operator.add), ("add_.Tensor", operator.add), ("mul.Tensor", operator.mul),
+             ("mul_.Tensor", operator.mul), ("cat.default", torch.cat), ("flatten.using_ints", torch.flatten),
+             ("view.default", torch.reshape), ("reshape.default", torch.reshape), ("mean.dim", torch.mean),
+             ("adaptive_avg_pool2d.default", F.adaptive_avg_pool2d), ("max_pool2d.default", F.max_pool2d),
+             ("avg_pool2d.default", F.avg_pool2d), ("dropout.default", F.dropout), ("softmax.int", F.softmax)]
+    out = {}
+    for name, fn in pairs:
+        packet, _, overload = name.partition(".")
+        op = getattr(getattr(a, packet, None), overload, None)
+        if op is not None:
+            out[op] = fn
+    return out
+
+
+ATEN_ALIASES = _aten_aliases()
+ATEN_BATCH_NORM = getattr(getattr(torch.ops.aten, "batch_norm", None), "default", None)
+
+
 def trace(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> fx.GraphModule:
-    """fx-trace the model, fold every conv+BN pair, and record each node's torch shape."""
+    """fx-trace the model, fold every conv+BN pair, and record each node's torch shape. A torch.export
+    program is already a graph (ATen ops): it is used as it is, its batch norms lowered as scale + shift,
+    which the TFLite converter folds into the preceding convolution."""
     from torch.fx.experimental.optimization import fuse
     from torch.fx.passes.shape_prop import ShapeProp
 
@@ -85,11 +114,15 @@ def trace(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> fx.G
     if isinstance(model, torch.jit.ScriptModule):
         raise TargetError(f"{FMT}: a TorchScript model cannot be lowered to TFLite (the translator reads a "
                           "torch.fx trace of an nn.Module)", fix)
-    try:  # torch.export programs (.pt2) refuse eval(); data-dependent control flow fails the trace
-        gm = fuse(model.eval()) if fold_bn else fx.symbolic_trace(model.eval())
-    except Exception as e:
-        msg = " ".join(str(e).split())[:200]
-        raise TargetError(f"{FMT}: torch.fx cannot trace the model ({type(e).__name__}: {msg})", fix) from None
+    from edgeship.models.load import exported_graph
+
+    gm = exported_graph(model)
+    if gm is None:
+        try:  # data-dependent control flow fails the trace
+            gm = fuse(model.eval()) if fold_bn else fx.symbolic_trace(model.eval())
+        except Exception as e:
+            msg = " ".join(str(e).split())[:200]
+            raise TargetError(f"{FMT}: torch.fx cannot trace the model ({type(e).__name__}: {msg})", fix) from None
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
     return gm
@@ -215,7 +248,9 @@ class Lowering:
         if n.op == "get_attr":
             self.kinds[n.name] = "const"
             return lambda env, _: getattr_path(self.gm, n.target).detach().cpu().numpy()
-        if n.op == "call_module":
+        if n.op == "call_module" and n.target == "_guards_fn" and not n.users:
+            kind, fn = "meta", lambda env, x: None  # a .pt2 program's input-shape checks: nothing to compute
+        elif n.op == "call_module":
             kind, fn = self._module(n, self.gm.get_submodule(n.target))
         else:
             kind, fn = self._function(n)
@@ -274,7 +309,9 @@ class Lowering:
 
     def _function(self, n: fx.Node) -> tuple[str, Callable]:
         tf = self.tf
-        t = n.target
+        t = ATEN_ALIASES.get(n.target, n.target)
+        if n.target is ATEN_BATCH_NORM and ATEN_BATCH_NORM is not None:
+            return "bn", lambda env, x: self._bn_args(n, env)
         x0 = lambda env: env[n.args[0].name]  # noqa: E731
         name = t if n.op == "call_method" else getattr(t, "__name__", "")
         sizes = (t is operator.getitem and shape(n) is None) or (n.op == "call_method" and t == "size") \
@@ -374,6 +411,19 @@ class Lowering:
         shift = (m.bias.detach() if m.bias is not None else 0.0) - m.running_mean * scale
         # channels are the last TF axis for both (N, C) and NHWC tensors
         return x * scale.numpy().astype(np.float32) + shift.numpy().astype(np.float32)
+
+    def _bn_args(self, n, env):
+        """aten.batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, ...)"""
+        if _arg(n, 5, "training", False):
+            raise unsupported("batch_norm", n, self.gm, "exported in training mode; export the model after .eval()")
+        c = shape(n.args[0])[1]
+        val = lambda i, default: env[n.args[i].name] if isinstance(n.args[i], fx.Node) else default  # noqa: E731
+        w, b = val(1, np.ones(c, np.float32)), val(2, np.zeros(c, np.float32))
+        mean, var = val(3, None), val(4, None)
+        if mean is None or var is None:
+            raise unsupported("batch_norm", n, self.gm, "no running statistics")
+        scale = w / np.sqrt(var + float(_arg(n, 7, "eps", 1e-5)))
+        return env[n.args[0].name] * scale.astype(np.float32) + (b - mean * scale).astype(np.float32)
 
     def _clip(self, x, lo: float, hi: float):
         tf = self.tf

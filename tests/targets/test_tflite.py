@@ -133,6 +133,11 @@ def test_zoo_models_lower_exactly(tmp_path, name, shape):
     torch.manual_seed(0)
     args = {"depth": 8} if name == "resnet" else {}
     model = randomize_bn(ZOO[name](in_channels=shape[0], num_classes=7, input_size=shape[1:], **args))
+    assert_lowers_exactly(model, shape, tmp_path)
+
+
+def assert_lowers_exactly(model, shape, tmp_path) -> None:
+    """The FP32 file computes what torch does; the INT8 file runs every operator in int8."""
     x = np.random.default_rng(1).normal(size=(5, *shape)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
@@ -335,9 +340,32 @@ def test_models_fx_cannot_trace_are_target_errors(tmp_path):
     scripted = torch.jit.trace(model, x)
     with pytest.raises(TargetError, match="tflite: a TorchScript model cannot be lowered"):
         lower(scripted, tmp_path / "ts", "fp32", (1, 8, 8))
-    exported = torch.export.export(model, (x,)).module()
+
+
+class BranchOnValue(nn.Module):
+    def forward(self, x):
+        return x.flatten(1) if x.sum() > 0 else -x.flatten(1)  # data-dependent control flow
+
+
+def test_untraceable_model_is_a_target_error(tmp_path):
     with pytest.raises(TargetError, match="tflite: torch.fx cannot trace the model"):
-        lower(exported, tmp_path / "pt2", "fp32", (1, 8, 8))
+        lower(BranchOnValue(), tmp_path / "branch", "fp32", (1, 2, 2))
+
+
+@pytest.mark.parametrize("name,shape", [("mobilenetv2", (1, 28, 28)), ("resnet", (3, 12, 10))])
+def test_torch_export_programs_lower_exactly(tmp_path, name, shape):
+    """A .pt2 program is an ATen graph (aten.conv2d, aten.batch_norm, ...), not an fx trace: its FP32 file
+    computes what the program does, batch norms included; its INT8 file runs every operator in int8."""
+    from edgeship.models.load import Frozen
+
+    torch.manual_seed(0)
+    args = {"depth": 8} if name == "resnet" else {}
+    model = randomize_bn(ZOO[name](in_channels=shape[0], num_classes=7, input_size=shape[1:], **args))
+    batch = ({0: torch.export.Dim("batch", min=1, max=64)},)  # as models.load.save_module writes .pt2
+    program = torch.export.export(model, (torch.zeros(2, *shape),), dynamic_shapes=batch)
+    torch.export.save(program, tmp_path / "m.pt2")
+    loaded = Frozen(torch.export.load(str(tmp_path / "m.pt2")).module())  # as models.load hands it to a backend
+    assert_lowers_exactly(loaded, shape, tmp_path)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
