@@ -141,7 +141,7 @@ def test_qat_model_gives_float_targets_a_float_graph(tmp_path, digits_recipe):
     assert int8["verify"]["agreement"] >= 0.97
 
 
-def _pt2_recipe(tmp_path, digits_recipe, digits_checkpoint) -> dict:
+def _pt2_recipe(tmp_path, digits_recipe, digits_checkpoint, kind: str = "exported") -> dict:
     import torch
     import yaml
 
@@ -149,12 +149,27 @@ def _pt2_recipe(tmp_path, digits_recipe, digits_checkpoint) -> dict:
 
     m = SmallCNN(1, 10, (8, 8), width=8)
     m.load_state_dict(torch.load(digits_checkpoint, weights_only=True)["state_dict"])
-    f = tmp_path / "m.pt2"
-    torch.export.save(torch.export.export(m.eval(), (torch.zeros(2, 1, 8, 8),),
-                                          dynamic_shapes=({0: torch.export.Dim("b", max=4096)},)), f)
+    if kind == "torchscript":
+        f = tmp_path / "m.ts"
+        torch.jit.save(torch.jit.script(m.eval()), f)
+    else:
+        f = tmp_path / "m.pt2"
+        torch.export.save(torch.export.export(m.eval(), (torch.zeros(2, 1, 8, 8),),
+                                              dynamic_shapes=({0: torch.export.Dim("b", max=4096)},)), f)
     recipe = yaml.safe_load(digits_recipe().read_text())
-    recipe["model"] = {"exported": str(f)}
+    recipe["model"] = {kind: str(f)}
     return recipe
+
+
+def test_torchscript_model_distills_and_its_stage_is_cached(tmp_path, digits_recipe, digits_checkpoint):
+    recipe = _pt2_recipe(tmp_path, digits_recipe, digits_checkpoint, "torchscript")
+    recipe["passes"] = [{"name": "distill", "epochs": 1, "samples": 256}]
+    path = write_recipe(tmp_path, recipe, "r.yaml")
+    for cached in (False, True):
+        result = CliRunner().invoke(app, ["export", "--no-measure", str(path)])
+        assert result.exit_code == 0, result.stderr + result.stdout
+        stage = json.loads((tmp_path / "runs" / "digits_test" / "report.json").read_text())["stages"][0]
+        assert stage["stage"] == "1:distill" and stage["cached"] is cached and stage["macs"] > 0
 
 
 @pytest.mark.parametrize("step", [{"name": "prune", "macs_ratio": 0.5}, {"name": "distill", "epochs": 1},

@@ -63,7 +63,8 @@ class StageCache:
             return None
         # our own cache, written by this code: full unpickling is safe here
         blob = torch.load(d / "stage.pt", map_location="cpu", weights_only=False)
-        return blob["model"], blob["record"], blob.get("quant")
+        model = torch.jit.load(str(d / "stage.ts"), map_location="cpu") if (d / "stage.ts").exists() else blob["model"]
+        return model, blob["record"], blob.get("quant")
 
     def put(self, key: str, model: nn.Module, record: dict, quant: Any) -> bool:
         """Store a finished stage; False (nothing stored) for a model that cannot be pickled, such as a
@@ -71,8 +72,11 @@ class StageCache:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
         try:
+            if isinstance(model, torch.jit.ScriptModule):  # TorchScript pickles only through its own format
+                torch.jit.save(model, str(tmp / "stage.ts"))
+                model = None
             torch.save({"model": model, "record": record, "quant": quant}, tmp / "stage.pt")
-        except (AttributeError, TypeError, pickle.PicklingError):
+        except (AttributeError, TypeError, RuntimeError, pickle.PicklingError):
             shutil.rmtree(tmp, ignore_errors=True)
             return False
         (tmp / "done").write_text(json.dumps(record, default=str))
