@@ -24,7 +24,7 @@ from edgeship.calibration.datasets import load_splits
 from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save_module, set_eval
-from edgeship.pipeline.base import PassContext
+from edgeship.pipeline.base import PassContext, check_model_for_passes
 from edgeship.pipeline.runner import StageCache, model_hash, run_passes
 from edgeship.pipeline.training import TensorData, predict, set_determinism, top1
 from edgeship.progress import info
@@ -142,6 +142,7 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
     shape = tuple(recipe.input.shape)
     logs = tmp / "logs"
     logs.mkdir()
+    check_model_for_passes(model, [name for name, _ in pass_configs])
     base_logits = predict(model, data["test"].x)
     baseline = {"top1_val": top1(predict(model, data["val"].x), data["val"].y),
                 "top1_test": top1(base_logits, data["test"].y), **model_stats(model, shape),

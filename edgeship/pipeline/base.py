@@ -52,6 +52,9 @@ class PassResult:
 class Pass:
     name: ClassVar[str] = ""
     Config: ClassVar[type[PassConfig]] = PassConfig
+    # what the pass does to the module, when that needs a Python nn.Module (checked before any work)
+    needs_module: ClassVar[str] = ""
+    torchscript_ok: ClassVar[bool] = False
     registry: ClassVar[dict[str, type["Pass"]]] = {}
 
     def __init_subclass__(cls, **kw):
@@ -76,6 +79,15 @@ def require_python_module(model: nn.Module, stage: str, what: str, torchscript_o
     if exported_graph(model) is not None:
         raise EdgeshipError(f"{stage}: {what} needs a Python nn.Module, got a torch.export program (.pt2), "
                             "whose layers are ATen ops that cannot be trained or pruned", fix)
+
+
+def check_model_for_passes(model: nn.Module, names: list[str]) -> None:
+    """Refuse, before the baseline evaluation, a model that a listed pass cannot work on."""
+    reg = registry()
+    for i, name in enumerate(names):
+        cls = reg[name]
+        if cls.needs_module:
+            require_python_module(model, f"{i + 1}:{name}", cls.needs_module, cls.torchscript_ok)
 
 
 def registry() -> dict[str, type[Pass]]:

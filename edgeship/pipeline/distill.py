@@ -114,6 +114,8 @@ class DistillConfig(TrainConfig):
 class Distill(Pass):
     name = "distill"
     Config = DistillConfig
+    needs_module = "distillation"
+    torchscript_ok = True
 
     def run(self, model: nn.Module, config: DistillConfig, ctx: PassContext) -> PassResult:
         require_python_module(model, ctx.stage, "distillation", torchscript_ok=True)  # a scripted student trains

@@ -219,6 +219,7 @@ def channel_count(model: nn.Module) -> int:
 class Prune(Pass):
     name = "prune"
     Config = PruneConfig
+    needs_module = "pruning"
 
     def run(self, model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult:
         job = _Pruner(model, config, ctx)

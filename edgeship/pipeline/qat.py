@@ -411,6 +411,7 @@ class QATConfig(TrainConfig):
 class QAT(Pass):
     name = "qat"
     Config = QATConfig
+    needs_module = "QAT"
 
     def run(self, model: nn.Module, config: QATConfig, ctx: PassContext) -> PassResult:
         require_python_module(model, ctx.stage, "QAT")

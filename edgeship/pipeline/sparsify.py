@@ -54,6 +54,7 @@ class SparsifyConfig(PassConfig):
 class Sparsify(Pass):
     name = "sparsify"
     Config = SparsifyConfig
+    needs_module = "sparsify"
 
     def run(self, model: nn.Module, config: SparsifyConfig, ctx: PassContext) -> PassResult:
         require_python_module(model, ctx.stage, "sparsify")
