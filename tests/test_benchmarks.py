@@ -138,3 +138,29 @@ def test_make_report_without_results(tmp_path):
     p = subprocess.run([sys.executable, str(SCRIPTS / "make_report.py"), "--results", str(tmp_path),
                         "--out", str(tmp_path / "B.md")], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 2 and "run benchmarks/peers.py" in p.stderr and not (tmp_path / "B.md").exists()
+
+
+def test_depth_probe_factory_removes_only_residual_blocks(tmp_path, monkeypatch):
+    """benchmarks/depth_probe.py's model: the named residual blocks become identities, nothing else changes."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    from depth_probe import mobilenetv2_without_blocks
+
+    from edgeship.models.zoo import ZOO
+
+    torch.manual_seed(0)
+    full = ZOO["mobilenetv2"](width_mult=0.5).eval()
+    ckpt = tmp_path / "m.pt"
+    torch.save({"state_dict": full.state_dict()}, ckpt)
+    residual = [n for n, m in full.named_modules() if getattr(m, "use_res", False)]
+    cut = mobilenetv2_without_blocks(str(ckpt), residual[:2], width_mult=0.5).eval()
+    assert [n for n, m in cut.named_modules() if getattr(m, "use_res", False)] == residual[2:]
+    assert all(isinstance(cut.get_submodule(n), torch.nn.Identity) for n in residual[:2])
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert cut(x).shape == full(x).shape and not torch.allclose(cut(x), full(x))
+        assert torch.equal(mobilenetv2_without_blocks(str(ckpt), [], width_mult=0.5).eval()(x), full(x))
+    not_residual = next(n for n, m in full.named_modules() if hasattr(m, "use_res") and not m.use_res)
+    with pytest.raises(ValueError, match="not a residual block"):
+        mobilenetv2_without_blocks(str(ckpt), [not_residual], width_mult=0.5)
