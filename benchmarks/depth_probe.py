@@ -4,6 +4,8 @@ staying within 0.5 pt of its top-1? Not a pass yet: an experiment with the exist
 
     .venv/bin/python benchmarks/depth_probe.py                    # drop 2 and 4 of MobileNetV2's 4 residual blocks
     .venv/bin/python benchmarks/depth_probe.py --drop features.6,features.8
+    .venv/bin/python benchmarks/depth_probe.py --drop features.3,features.5,features.6,features.8 --round-to 4 \
+        --out benchmarks/results/depth_probe_round_to_4.json
 
 For each variant, the demo checkpoint with the named InvertedResidual blocks replaced by identities goes
 through the demo's passes (prune to ~0.33 of the ORIGINAL model's MACs, distill and QAT from the original
@@ -89,6 +91,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--drop", action="append", help="comma-separated block names (repeatable: one variant each)")
     ap.add_argument("--runs", type=int, default=200, help="timed runs per host measurement")
+    ap.add_argument("--recipe", type=Path, default=DEMO, help="the recipe whose model, data and passes are used")
+    ap.add_argument("--round-to", type=int, help="override the prune pass's round_to (8 in the demo)")
     ap.add_argument("--out", type=Path, default=RESULTS / "depth_probe.json")
     args = ap.parse_args(argv)
     variants = [d.split(",") for d in args.drop] if args.drop else \
@@ -98,10 +102,15 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     from edgeship.models.load import model_stats
 
-    base = yaml.safe_load(DEMO.read_text())
+    args.recipe = args.recipe.resolve()
+    base = yaml.safe_load(args.recipe.read_text())
+    if args.round_to:
+        for p in base["passes"]:
+            if p["name"] == "prune":
+                p["round_to"] = args.round_to
     shape = tuple(base["input"]["shape"])
     env = environment()
-    result = {"benchmark": "depth_probe", "command": command_line(), "recipe": str(DEMO.relative_to(ROOT)),
+    result = {"benchmark": "depth_probe", "command": command_line(), "recipe": str(args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe),
               "environment": env, "variants": []}
     with tempfile.TemporaryDirectory(prefix="depth-probe-") as tmp:
         tmp = Path(tmp)

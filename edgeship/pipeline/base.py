@@ -18,7 +18,7 @@ from torch import nn
 from edgeship.errors import EdgeshipError
 
 # modules that define passes; imported on first use of the registry
-PASS_MODULES = ("prune", "distill", "qat", "calibrate", "sparsify")
+PASS_MODULES = ("prune", "depth", "distill", "qat", "calibrate", "sparsify")
 
 
 class PassConfig(BaseModel):
@@ -79,6 +79,18 @@ def require_python_module(model: nn.Module, stage: str, what: str, torchscript_o
     if exported_graph(model) is not None:
         raise EdgeshipError(f"{stage}: {what} needs a Python nn.Module, got a torch.export program (.pt2), "
                             "whose layers are ATen ops that cannot be trained or pruned", fix)
+
+
+def forward_with_hooks(model: nn.Module, example, handles: list) -> None:
+    """One eval-mode, no-grad forward pass of ``example``; the hook ``handles`` are removed afterwards."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def check_model_for_passes(model: nn.Module, names: list[str]) -> None:

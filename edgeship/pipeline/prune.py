@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from edgeship.errors import EdgeshipError
-from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, require_python_module
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, forward_with_hooks, require_python_module
 from edgeship.pipeline.distill import TrainConfig, finetune, resolve_teacher, subset
 
 IMPORTANCE = {
@@ -82,14 +82,9 @@ def macs_of(model: nn.Module, example: torch.Tensor) -> int:
 def classifier_name(model: nn.Module, example: torch.Tensor) -> Optional[str]:
     """The last conv/linear module the forward pass runs."""
     order: list[str] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
-             for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, example, [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
+                                        for n, m in model.named_modules()
+                                        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))])
     return order[-1] if order else None
 
 
