@@ -90,7 +90,8 @@ class DropBlocks(Pass):
         if config.blocks > len(found):
             raise EdgeshipError(f"{ctx.stage}: blocks: {config.blocks} asks for more blocks than the model has "
                                 f"removable ({len(found)}: {', '.join(found) or 'none'})",
-                                f"use blocks <= {len(found)}")
+                                f"use blocks <= {len(found)}" if found else
+                                "this model has no block that keeps its input's shape: use prune (channels) instead")
         val = subset(ctx.data["val"], config.samples, ctx.seed + 17)
         before = model_stats(model, ctx.input_shape)
         removed, scores = [], []
