@@ -33,9 +33,9 @@ DEMO = ROOT / "recipes" / "fashion_mnist.yaml"
 def mobilenetv2_without_blocks(checkpoint: str, drop: list[str], **kwargs):
     """The factory the probe's recipes name: the trained model, the listed blocks replaced by identities."""
     import torch
-    from torch import nn
 
     from edgeship.models.zoo import ZOO
+    from edgeship.pipeline.depth import replace_by_identity
 
     model = ZOO["mobilenetv2"](**kwargs)
     state = torch.load(checkpoint, weights_only=True)
@@ -44,8 +44,7 @@ def mobilenetv2_without_blocks(checkpoint: str, drop: list[str], **kwargs):
         block = model.get_submodule(name)
         if not getattr(block, "use_res", False):
             raise ValueError(f"{name} is not a residual block: removing it would change the shapes")
-        parent, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(parent), leaf, nn.Identity())
+        replace_by_identity(model, name)
     return model
 
 

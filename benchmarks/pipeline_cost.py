@@ -35,7 +35,7 @@ from benchlib import ROOT, RESULTS, artifact_sizes, command_line, environment, l
 
 BAR = {"wall_s": 300.0, "peak_rss_mb": 4096.0}
 # Reading a 1.5 GB process's smaps_rollup walks its page tables under the mm lock; at 50 ms it cost the
-# measured export about a third of its time on 2 cores (distill 143 s unsampled vs 194 s sampled).
+# measured export a fifth of its time on 2 cores (the demo export: 298 s sampled every 50 ms, 242 s every 0.5 s).
 # The exact peak of the largest process comes from wait4 anyway; the tree PSS is a sampled estimate.
 SAMPLE_S = 0.5
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20

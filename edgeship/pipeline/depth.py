@@ -18,9 +18,9 @@ from torch import nn
 
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import model_stats
-from edgeship.pipeline.base import (Pass, PassConfig, PassContext, PassResult, forward_with_hooks,
-                                    require_python_module)
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, forward_with_hooks
 from edgeship.pipeline.distill import TrainConfig, finetune, resolve_teacher, subset
+from edgeship.pipeline.training import predict
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -38,9 +38,9 @@ class DropBlocksConfig(PassConfig):
 def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Outermost elements of an ``nn.Sequential``/``nn.ModuleList`` (the stacks networks are built from)
     that are blocks (they have submodules, at least one a conv/linear layer) and whose single tensor output
-    has the shape of their single tensor input:
-    replacing one by an identity keeps the network runnable. A residual block's own branch (an attribute,
-    not a stack element) is not a candidate, so a block is removed whole, never turned into x + x."""
+    has the shape of their single tensor input: replacing one by an identity keeps the network runnable.
+    A residual block's own branch (an attribute, not a stack element) is not a candidate, so a block is
+    removed whole, never turned into x + x."""
     stacked = {f"{parent}.{child}" if parent else child
                for parent, m in model.named_modules() if isinstance(m, (nn.Sequential, nn.ModuleList))
                for child, _ in m.named_children()}
@@ -58,16 +58,14 @@ def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
     return [n for n in keeping if not any(n.startswith(p + ".") for p in keeping)]  # whole blocks, outermost
 
 
-def _replace(model: nn.Module, name: str) -> None:
+def replace_by_identity(model: nn.Module, name: str) -> None:
+    """Put an ``nn.Identity`` where the submodule ``name`` was."""
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
 
 
-@torch.no_grad()
 def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    return float(sum(F.cross_entropy(model(x[i:i + 256]), y[i:i + 256], reduction="sum")
-                     for i in range(0, len(x), 256)) / len(x))
+    return float(F.cross_entropy(predict(model, x), y))
 
 
 class DropBlocks(Pass):
@@ -76,7 +74,6 @@ class DropBlocks(Pass):
     needs_module = "depth pruning"
 
     def run(self, model: nn.Module, config: DropBlocksConfig, ctx: PassContext) -> PassResult:
-        require_python_module(model, ctx.stage, "depth pruning")
         model = copy.deepcopy(model).eval()
         example = torch.zeros(1, *ctx.input_shape)
         found = removable_blocks(model, example)
@@ -99,10 +96,10 @@ class DropBlocks(Pass):
             trials = []
             for name in found:
                 trial = copy.deepcopy(model)
-                _replace(trial, name)
+                replace_by_identity(trial, name)
                 trials.append((_loss(trial, val.x, val.y), name))
             loss, name = min(trials)
-            _replace(model, name)
+            replace_by_identity(model, name)
             found.remove(name)
             removed.append(name)
             scores.append(round(loss, 4))

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from edgeship.errors import EdgeshipError
-from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, require_python_module
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult
 from edgeship.pipeline.training import FitConfig, LossFn, TensorData, fit, predict
 from edgeship.recipe import InputSpec, ModelSpec
 
@@ -118,7 +118,6 @@ class Distill(Pass):
     torchscript_ok = True
 
     def run(self, model: nn.Module, config: DistillConfig, ctx: PassContext) -> PassResult:
-        require_python_module(model, ctx.stage, "distillation", torchscript_ok=True)  # a scripted student trains
         teacher = resolve_teacher(config.teacher, ctx, model)
         hist = finetune(model, config, ctx, teacher)
         return PassResult(model, {"alpha": config.alpha, "temperature": config.temperature, **hist})

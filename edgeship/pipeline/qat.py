@@ -414,7 +414,6 @@ class QAT(Pass):
     needs_module = "QAT"
 
     def run(self, model: nn.Module, config: QATConfig, ctx: PassContext) -> PassResult:
-        require_python_module(model, ctx.stage, "QAT")
         teacher = resolve_teacher(config.teacher, ctx, model) if config.alpha > 0 else None
         example = torch.zeros(1, *ctx.input_shape)
         qmodel = prepare_qat(model, example, config.symmetric_activations, ctx.stage)

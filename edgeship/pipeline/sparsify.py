@@ -17,7 +17,7 @@ import torch.nn.utils.prune as tprune
 from pydantic import Field
 from torch import nn
 
-from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, require_python_module
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult
 from edgeship.pipeline.distill import TrainConfig, finetune
 
 NOTE = ("unstructured sparsity only shrinks the compressed (zip) file: dense runtimes run the zeros at the "
@@ -57,7 +57,6 @@ class Sparsify(Pass):
     needs_module = "sparsify"
 
     def run(self, model: nn.Module, config: SparsifyConfig, ctx: PassContext) -> PassResult:
-        require_python_module(model, ctx.stage, "sparsify")
         model = copy.deepcopy(model).eval()
         before = zipped_fp32_bytes(model)
         params = [(m, "weight") for _, m in weight_layers(model)]

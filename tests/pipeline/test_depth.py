@@ -11,7 +11,7 @@ import torch
 from edgeship.errors import EdgeshipError
 from edgeship.models.zoo import ZOO
 from edgeship.pipeline.base import validate_pass
-from edgeship.pipeline.depth import DropBlocks, DropBlocksConfig, _loss, _replace, removable_blocks
+from edgeship.pipeline.depth import DropBlocks, DropBlocksConfig, _loss, replace_by_identity, removable_blocks
 from edgeship.pipeline.distill import subset
 from edgeship.pipeline.training import evaluate
 
@@ -56,7 +56,7 @@ def test_the_cheapest_block_goes_first_and_recovery_trains(digits_ctx):
     by_hand = {}
     for name in removable_blocks(model, torch.zeros(1, *ctx.input_shape)):
         trial = copy.deepcopy(model)
-        _replace(trial, name)
+        replace_by_identity(trial, name)
         by_hand[name] = _loss(trial, val.x, val.y)
     out = DropBlocks().run(model, DropBlocksConfig(blocks=2, samples=256, fine_tune={"epochs": 2, "lr": 2e-3}), ctx)
     first, second = out.metrics["removed"]
