@@ -1,6 +1,6 @@
-"""Peers benchmark (issue 7): edgeship's full recipe (prune -> distill -> QAT, one INT8 artifact per
-format) against what a user would otherwise run on the SAME trained FP32 model, and the FP32 unpruned
-model on each runtime.
+"""Peers benchmark (issue 7): edgeship's full recipe (its passes, e.g. the demo's drop_blocks -> prune ->
+distill -> QAT; one INT8 artifact per format) against what a user would otherwise run on the SAME trained
+FP32 model, and the FP32 unpruned model on each runtime.
 
     .venv/bin/python benchmarks/peers.py                      # both reference models, full test split
     .venv/bin/python benchmarks/peers.py --quick              # reduced data and schedules (not a verdict)

@@ -128,10 +128,27 @@ def test_make_report_renders_both(bench_dir, tmp_path):
     run_script("make_report.py", "--results", bench_dir / "results", "--out", out)
     text = out.read_text()
     for runtime in ("ONNX Runtime", "OpenVINO", "LiteRT (TFLite)"):
-        for flow in ("FP32 unpruned", "edgeship (prune+distill+QAT, INT8)", "peer default INT8"):
+        for flow in ("FP32 unpruned", "edgeship (the recipe's passes, INT8)", "peer default INT8"):
             assert f"| {runtime} | {flow} |" in text
     assert "QUICK run" in text and "| pass 2:distill |" in text and "Bar: under 5 minutes:" in text
     assert text.count("| digits | ") == 3 and ("**met**" in text or "**missed**" in text)
+
+
+def test_make_report_sweep_table(bench_dir, tmp_path):
+    """A peers.py run filed under results/sweep/ becomes one row per format, its passes summarized."""
+    import shutil
+
+    results = tmp_path / "results"
+    (results / "sweep").mkdir(parents=True)
+    shutil.copy(bench_dir / "results" / "peers_quick.json", results / "peers_quick.json")
+    shutil.copy(bench_dir / "results" / "peers_quick.json", results / "sweep" / "variant_a.json")
+    out = tmp_path / "BENCHMARKS.md"
+    run_script("make_report.py", "--results", results, "--out", out)
+    text = out.read_text()
+    assert "## Depth and width sweep" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `variant_a.json` |")]
+    assert [r.split(" | ")[3] for r in rows] == ["onnx", "openvino", "tflite"]
+    assert all(" | prune 0.5/4, KD 1 | " in r and r.endswith(" of 4 |") for r in rows)
 
 
 def test_make_report_without_results(tmp_path):

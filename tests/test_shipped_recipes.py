@@ -1,0 +1,33 @@
+"""The recipes the repository ships (the demo, the digits example, the benchmarks' recipes) load and
+validate, and the demo's depth pruning fits the architecture it names: a recipe that no longer matches
+the code would only fail minutes into `make demo` or a benchmark."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeship.models.zoo import ZOO
+from edgeship.pipeline.depth import removable_blocks
+from edgeship.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted([*ROOT.glob("recipes/*.yaml"), *ROOT.glob("benchmarks/recipes/**/*.yaml")])
+
+
+def test_the_repository_ships_recipes():
+    names = {p.relative_to(ROOT).as_posix() for p in SHIPPED}
+    assert {"recipes/fashion_mnist.yaml", "recipes/digits.yaml",
+            "benchmarks/recipes/fashion_mnist_resnet.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shipped_recipe_loads_and_its_passes_validate(path):
+    recipe = load_recipe(path)
+    configs = recipe.pass_configs()
+    assert [name for name, _ in configs] == [p.name for p in recipe.passes]
+    for name, cfg in configs:
+        if name == "drop_blocks" and recipe.model.zoo:
+            model = ZOO[recipe.model.zoo](**recipe.model.args).eval()
+            found = removable_blocks(model, torch.zeros(1, *recipe.input.shape))
+            assert cfg.blocks <= len(found), f"{path.name}: drop_blocks asks for {cfg.blocks} of {found}"
