@@ -181,3 +181,20 @@ def test_depth_probe_factory_removes_only_residual_blocks(tmp_path, monkeypatch)
     not_residual = next(n for n, m in full.named_modules() if hasattr(m, "use_res") and not m.use_res)
     with pytest.raises(ValueError, match="not a residual block"):
         mobilenetv2_without_blocks(str(ckpt), [not_residual], width_mult=0.5)
+
+
+def test_size_scaling_records_each_format(tmp_path):
+    """benchmarks/size_scaling.py on the smallest zoo model: both precisions of every format exported,
+    sizes read from the files, the INT8/FP32 ratio and the bar verdict consistent with them."""
+    out = tmp_path / "size.json"
+    run_script("size_scaling.py", "--models", "small_cnn:16", "--out", out)
+    d = json.loads(out.read_text())
+    (row,) = d["models"]
+    assert row["exit_code"] == 0 and row["params"] > 0 and row["weights_per_output_channel"] > 9
+    for fmt in ("onnx", "openvino", "tflite"):
+        c = row["formats"][fmt]
+        assert c["status"] == ["ok", "ok"] and 0 < c["int8_bytes"] < c["fp32_bytes"]
+        assert c["ratio"] == round(c["int8_bytes"] / c["fp32_bytes"], 4)
+        assert c["bar_met"] == (c["ratio"] <= d["bar"])
+    breakdown = row["formats"]["onnx"]["int8_onnx_bytes"]
+    assert breakdown["int8_weights"] > 0 and sum(breakdown.values()) == row["formats"]["onnx"]["int8_bytes"]
