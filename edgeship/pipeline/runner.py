@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch import nn
 
 from edgeship.models.load import fp32_size_bytes, model_stats, set_eval
@@ -117,7 +118,8 @@ def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext
             ctx.quant = quant
             result.quant = quant
         result.stages.append(record)
+        note = (record.get("metrics") or {}).get("note")
         info(f"stage {stage}: val top-1 {record['top1_val']:.4f}, params {record['params']:,}, "
-             f"MACs {record['macs'] or 0:,}")
+             f"MACs {record['macs'] or 0:,}" + (f" [dim]({escape(note)})[/dim]" if note else ""))
     result.model = current
     return result

@@ -39,6 +39,7 @@ def test_drop_blocks_shrinks_every_zoo_model(zoo, digits_ctx, tmp_path):
     assert out.metrics["remaining_candidates"] == [b for b in before if b != gone]
     assert sum(p.numel() for p in out.model.parameters()) < out.metrics["params_before"]
     assert not isinstance(model.get_submodule(gone), torch.nn.Identity)  # the input model is untouched
+    assert "before any recovery" in out.metrics["note"]  # printed with the stage's val top-1
     _, diff = onnx_roundtrip(out.model, ctx, tmp_path / "m.onnx")
     assert diff < 1e-4
 
@@ -62,7 +63,7 @@ def test_the_cheapest_block_goes_first_and_recovery_trains(digits_ctx):
     first, second = out.metrics["removed"]
     assert first == min(by_hand, key=by_hand.get) and second != first
     assert out.metrics["val_loss_after_each_removal"][0] == pytest.approx(by_hand[first], abs=1e-4)
-    assert out.metrics["epochs"] == 2
+    assert out.metrics["epochs"] == 2 and "note" not in out.metrics
     assert evaluate(out.model, ctx.data["val"]) > 0.8  # recovered (10 classes: chance is 0.1)
 
 
