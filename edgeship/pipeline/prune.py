@@ -5,7 +5,9 @@ concatenations), so the result is a genuinely smaller ``nn.Module``: fewer param
 a smaller exported file. Masks are not pruning.
 
 Targets: ``macs_ratio`` keeps at most that fraction of the input model's MACs (each step bisects
-torch-pruning's ``pruning_ratio`` until the model fits the step's MACs budget); ``channel_ratio``
+torch-pruning's ``pruning_ratio`` until the model fits the step's MACs budget), or with
+``relative_to: original`` of the model before the first pass (after ``drop_blocks``, whose cut depends on
+which blocks it picks, this keeps the final size fixed); ``channel_ratio``
 keeps that fraction of the channels. ``steps`` prunes a little at a time and fine-tunes after each
 step with distillation from the teacher (``fine_tune``), the iterative schedule that keeps accuracy.
 The classifier (the last conv/linear layer run) is never pruned.
@@ -43,6 +45,8 @@ class FineTuneConfig(TrainConfig):
 
 class PruneConfig(PassConfig):
     macs_ratio: Optional[float] = Field(None, gt=0, le=1, description="keep at most this fraction of MACs")
+    relative_to: Literal["input", "original"] = Field(
+        "input", description="macs_ratio counts against this pass's input model, or the model before the first pass")
     channel_ratio: Optional[float] = Field(None, gt=0, le=1, description="keep this fraction of channels")
     importance: Literal["l1", "l2", "taylor", "bn_scale", "lamp"] = "l2"
     global_pruning: bool = Field(False, description="rank channels across layers (else every layer alike)")
@@ -55,6 +59,8 @@ class PruneConfig(PassConfig):
     def _one_target(self) -> "PruneConfig":
         if (self.macs_ratio is None) == (self.channel_ratio is None):
             raise ValueError("give exactly one of macs_ratio, channel_ratio")
+        if self.relative_to == "original" and self.macs_ratio is None:
+            raise ValueError("relative_to: original applies to macs_ratio; channel_ratio counts the input's channels")
         return self
 
 
@@ -222,12 +228,20 @@ class Prune(Pass):
         model = copy.deepcopy(model).eval()
         base_macs, base_params = macs_of(model, job.example), sum(p.numel() for p in model.parameters())
         base_channels = channel_count(model)
+        keep_ratio, original_macs = config.macs_ratio, None
+        if config.macs_ratio is not None and config.relative_to == "original":
+            original_macs = macs_of(ctx.teacher, job.example) if ctx.teacher is not None else base_macs
+            keep_ratio = config.macs_ratio * original_macs / base_macs
+            if keep_ratio >= 1:
+                raise EdgeshipError(f"{ctx.stage}: the input already has {base_macs / original_macs:.3f} of the "
+                                    f"original model's MACs, within macs_ratio {config.macs_ratio} (relative_to: "
+                                    "original): nothing to prune", "lower macs_ratio, or drop this prune pass")
         steps: list[dict] = []
         keep_prev = 1.0
         for k in range(1, config.steps + 1):
             frac = k / config.steps
             if config.macs_ratio is not None:
-                target = base_macs * (1 - (1 - config.macs_ratio) * frac)
+                target = base_macs * (1 - (1 - keep_ratio) * frac)
                 ratio = job.ratio_for_macs(model, target)
             else:
                 keep = 1 - (1 - config.channel_ratio) * frac
@@ -245,6 +259,8 @@ class Prune(Pass):
         macs = macs_of(model, job.example)
         params = sum(p.numel() for p in model.parameters())
         metrics = {"base_macs": base_macs, "macs": macs, "macs_ratio": round(macs / base_macs, 4),
+                   **({"original_macs": original_macs, "macs_ratio_of_original": round(macs / original_macs, 4)}
+                      if original_macs else {}),
                    "base_params": base_params, "params_ratio": round(params / base_params, 4),
                    "base_conv_channels": base_channels, "conv_channels": channel_count(model),
                    "importance": config.importance, "global_pruning": config.global_pruning,

@@ -120,6 +120,8 @@ def test_an_untraceable_model_names_the_layer_and_ignoring_it_works(digits_ctx):
     ({"name": "prune", "macs_ratio": 1.5}, "macs_ratio"),
     ({"name": "prune", "macs_ratio": 0.5, "importance": "random"}, "importance"),
     ({"name": "prune", "macs_ratio": 0.5, "fine_tune": {"epoch": 1}}, "unknown key 'fine_tune.epoch'"),
+    ({"name": "prune", "channel_ratio": 0.5, "relative_to": "original"}, "relative_to: original applies to macs_ratio"),
+    ({"name": "prune", "macs_ratio": 0.5, "relative_to": "teacher"}, "relative_to"),
 ])
 def test_bad_prune_configs(entry, message):
     with pytest.raises(EdgeshipError, match=message):
@@ -130,3 +132,28 @@ def test_unknown_ignored_layer_is_bad_input(digits_ctx):
     model, ctx = digits_ctx
     with pytest.raises(EdgeshipError, match="'features.9', which is not a module"):
         Prune().run(model, PruneConfig(macs_ratio=0.5, ignored_layers=["features.9"], fine_tune=NO_FT), ctx)
+
+
+def test_macs_ratio_relative_to_the_original_model(digits_ctx):
+    """After drop_blocks, `relative_to: original` prunes to a fraction of the model before the first pass
+    (ctx.teacher), whatever the cut left; the default counts the pass's input."""
+    from edgeship.pipeline.depth import replace_by_identity
+
+    _, ctx = digits_ctx
+    torch.manual_seed(0)
+    original = ZOO["mobilenetv2"](input_size=ctx.input_shape[1:], num_classes=10, **TINY["mobilenetv2"]).eval()
+    x = torch.zeros(1, *ctx.input_shape)
+    cut = copy.deepcopy(original)
+    replace_by_identity(cut, "features.3")
+    orig_macs, cut_macs = macs_of(original, x), macs_of(cut, x)
+    assert cut_macs < orig_macs
+    ctx.teacher = original
+    cfg = dict(macs_ratio=0.5, round_to=1, fine_tune=NO_FT)
+    of_original = Prune().run(cut, PruneConfig(relative_to="original", **cfg), ctx).metrics
+    of_input = Prune().run(cut, PruneConfig(**cfg), ctx).metrics
+    assert of_original["original_macs"] == orig_macs and of_original["base_macs"] == cut_macs
+    assert of_original["macs"] <= 0.5 * orig_macs and of_original["macs_ratio_of_original"] > 0.4
+    assert abs(of_original["macs"] / orig_macs - of_original["macs_ratio_of_original"]) < 1e-4
+    assert of_input["macs"] <= 0.5 * cut_macs < of_original["macs"] and "original_macs" not in of_input
+    with pytest.raises(EdgeshipError, match=r"input already has 0\.\d+ of the original model's MACs.*nothing to prune"):
+        Prune().run(cut, PruneConfig(relative_to="original", macs_ratio=0.99, fine_tune=NO_FT), ctx)
