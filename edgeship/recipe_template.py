@@ -89,6 +89,8 @@ train:                             # `edgeship train` (trains a factory model fr
 # With no passes the model is exported as it is. README.md, "Passes", lists every option.
 passes: []
 # passes:                          # an example pipeline: replace the line `passes: []` with these lines
+#   # - {{name: drop_blocks, blocks: 2}}  # depth first, for residual nets: whole blocks become identities
+#                                  # (fewer kernels: what speeds up a small model at batch 1)
 #   - name: prune                  # structured: whole channels removed, so fewer MACs and a smaller file
 #     macs_ratio: 0.5              # keep at most half the MACs (or channel_ratio: the share of channels kept)
 #     steps: 2                     # prune a little, fine-tune with distillation, repeat
