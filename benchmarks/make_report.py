@@ -194,8 +194,8 @@ def sweep_section(results: Path) -> list[str]:
            "--models NAME`). Passes: `drop N` = drop_blocks blocks, `prune r/k` = prune macs_ratio (of what "
            "drop_blocks left) / round_to, `KD e` = distill epochs; all end with the demo's QAT. Speed-ups 1 thread "
            "/ 2 threads; bars as above.", "",
-           "| file | passes | MACs vs FP32 | runtime | top-1 % (peer) | vs FP32 | vs peer | bars met |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| file | FP32 top-1 % | passes | MACs vs FP32 | runtime | top-1 % (peer) | vs FP32 | vs peer | bars met |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for f in files:
         d = json.loads(f.read_text())
         for name, m in d["models"].items():
@@ -205,7 +205,7 @@ def sweep_section(results: Path) -> list[str]:
                 met = [c for c in checks if b[c]]
                 sp = " / ".join(x(b["speedup_vs_fp32"].get(t)) for t in sorted(b["speedup_vs_fp32"]))
                 pp = " / ".join(x(b["speedup_vs_peer"].get(t)) for t in sorted(b["speedup_vs_peer"]))
-                out.append(f"| `{f.name}` | {passes_summary(m['passes'])} | {ratio:.3f} | {b['format']} | "
+                out.append(f"| `{f.name}` | {pct(m['torch_fp32_top1'])} | {passes_summary(m['passes'])} | {ratio:.3f} | {b['format']} | "
                            f"{pct(b['top1'])} ({pct(b['peer_top1'])}) | {sp} | {pp} | {len(met)} of 4 |")
     return out + [""]
 

@@ -147,7 +147,7 @@ def test_make_report_sweep_table(bench_dir, tmp_path):
     text = out.read_text()
     assert "## Depth and width sweep" in text
     rows = [line for line in text.splitlines() if line.startswith("| `variant_a.json` |")]
-    assert [r.split(" | ")[3] for r in rows] == ["onnx", "openvino", "tflite"]
+    assert [r.split(" | ")[4] for r in rows] == ["onnx", "openvino", "tflite"]
     assert all(" | prune 0.5/4, KD 1 | " in r and r.endswith(" of 4 |") for r in rows)
 
 
