@@ -193,7 +193,9 @@ def sweep_section(results: Path) -> list[str]:
            "one recipe from `benchmarks/recipes/sweep/` (`--recipe NAME=benchmarks/recipes/sweep/NAME.yaml "
            "--models NAME`). Passes: `drop N` = drop_blocks blocks, `prune r/k` = prune macs_ratio (of what "
            "drop_blocks left) / round_to, `KD e` = distill epochs; all end with the demo's QAT. Speed-ups 1 thread "
-           "/ 2 threads; bars as above.", "",
+           "/ 2 threads; bars as above. FP32 top-1 tells the checkpoints apart: a rerun uses the one in "
+           "`checkpoints/` (what `edgeship train` writes today), so rows run on an earlier checkpoint do not "
+           "reproduce exactly (see the discussion).", "",
            "| file | FP32 top-1 % | passes | MACs vs FP32 | runtime | top-1 % (peer) | vs FP32 | vs peer | bars met |",
            "|---|---|---|---|---|---|---|---|---|"]
     for f in files:
