@@ -101,8 +101,14 @@ def onnx_breakdown(path: Path) -> dict:
     return out
 
 
+def device_bytes(root: Path, files: list[str]) -> int:
+    """Bytes of an artifact's files (``files`` relative to ``root``) that a device loads: edgeship's sidecar
+    model.json is left out, so edgeship's and the peers' artifacts are compared alike."""
+    return sum((Path(root) / f).stat().st_size for f in files if Path(f).name != "model.json")
+
+
 def artifact_sizes(run_dir: Path, report: dict) -> dict:
-    """Each target's size in bytes, its ratio to the run's FP32 artifact of the same format (or the FP32
+    """Each target's size in bytes as export reports it (sidecar model.json included), its ratio to the run's FP32 artifact of the same format (or the FP32
     ONNX file when the format has none), and for ONNX files the bytes by content."""
     targets = [t for t in report.get("targets", []) if t.get("status") == "ok"]
     fp32 = {t["format"]: t["size_bytes"] for t in targets if t.get("precision") == "fp32"}

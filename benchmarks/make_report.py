@@ -158,7 +158,8 @@ def cost_section(d: dict) -> list[str]:
                 f"{pct(rec['final_top1_test'])} %; artifacts: {arts}."]
     if rec.get("artifact_sizes"):
         out += ["", "Artifact sizes of this run (INT8 bar of the backends issue: at most 1/3.5 = 0.286 of the FP32 "
-                "artifact). For ONNX files, the bytes by content:", "",
+                "artifact; sizes as export reports them, the sidecar model.json of about 2 KiB included). For ONNX "
+                "files, the bytes by content:", "",
                 "| target | format | precision | KiB | / FP32 | ONNX: int8 weights / float (scales, biases) / "
                 "zero points / graph, names, metadata (KiB) |", "|---|---|---|---|---|---|"]
         for name, a in rec["artifact_sizes"].items():

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchlib import RECIPES, RESULTS, ROOT, command_line, environment, loadavg, quick_recipe, write_json
+from benchlib import RECIPES, RESULTS, ROOT, command_line, device_bytes, environment, loadavg, quick_recipe, write_json
 
 FORMATS = ("onnx", "openvino", "tflite")
 RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "tflite": "LiteRT (TFLite)"}
@@ -195,7 +195,7 @@ def build_peers(recipe_path: Path, out: Path, samples: int, threads: int) -> lis
             row["lower_s"] = round(time.perf_counter() - t0, 2)
             runner, batch = peer_runner(art, threads)
             row["verify"] = compare(run_batched(runner, x_test, batch_size=batch, quiet=True), torch_logits, y)
-            row["size_bytes"] = art.size_bytes() - (d / "model.json").stat().st_size
+            row["size_bytes"] = device_bytes(art.dir, art.files)
         except Exception as e:  # one failed peer flow is a result, not a crash
             row.update(status="failed", error=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
         print(f"  peer {fmt}: {row['status']} top-1 {(row.get('verify') or {}).get('top1')}", file=sys.stderr)
@@ -215,7 +215,7 @@ def export_rows(recipe_path: Path, flow: str) -> tuple[list[dict], dict]:
         d = out / "targets" / t["name"]
         size = None
         if t["status"] == "ok":
-            size = sum((out / f).stat().st_size for f in t["files"] if not f.endswith("model.json"))
+            size = device_bytes(out, t["files"])
         rows.append({"format": t["format"], "flow": flow, "precision": t["precision"], "dir": str(d),
                      "status": t["status"], "error": t["error"], "verify": t.get("verify"), "size_bytes": size,
                      "lower_s": t.get("lower_s"), "op_audit_float_compute_ops":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from benchlib import RESULTS, ROOT, command_line, environment, onnx_breakdown, write_json
+from benchlib import RESULTS, ROOT, command_line, device_bytes, environment, onnx_breakdown, write_json
 
 BAR = 1 / 3.5
 FORMATS = ("onnx", "openvino", "tflite")
@@ -73,11 +73,6 @@ def weights_per_channel(model) -> float:
     return round(weights / channels, 1)
 
 
-def artifact_bytes(target_dir: Path) -> int:
-    """The artifact's files (what a device loads), without edgeship's sidecar model.json."""
-    return sum(f.stat().st_size for f in target_dir.iterdir() if f.is_file() and f.name != "model.json")
-
-
 def measure(name: str, tmp: Path) -> dict:
     import torch
 
@@ -103,8 +98,7 @@ def measure(name: str, tmp: Path) -> dict:
         fp32, int8 = by.get((fmt, "fp32"), {}), by.get((fmt, "int8"), {})
         cell = {"status": [fp32.get("status"), int8.get("status")]}
         for prec, t in (("fp32", fp32), ("int8", int8)):
-            cell[f"{prec}_bytes"] = artifact_bytes(tmp / stem / "targets" / f"{fmt}-{prec}") \
-                if t.get("status") == "ok" else None
+            cell[f"{prec}_bytes"] = device_bytes(tmp / stem, t["files"]) if t.get("status") == "ok" else None
         if cell["fp32_bytes"] and cell["int8_bytes"]:
             cell["ratio"] = round(cell["int8_bytes"] / cell["fp32_bytes"], 4)
             cell["bar_met"] = cell["ratio"] <= BAR

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from benchlib import onnx_breakdown
+from benchlib import device_bytes, onnx_breakdown
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -116,7 +116,7 @@ def main() -> int:
                 ov_backend.FAST_BIAS_CORRECTION = saved
             lower_s = time.perf_counter() - t0
             m = compare(run_batched(backend.load(art, threads=args.threads), x_test, quiet=True), torch_logits, y)
-            size = sum((art.dir / f).stat().st_size for f in art.files if f != "model.json")
+            size = device_bytes(art.dir, art.files)
             if (fmt, precision) == ("onnx", "fp32"):
                 fp32_size = size
             audit = backend.op_audit(art)

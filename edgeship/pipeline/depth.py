@@ -103,11 +103,12 @@ class DropBlocks(Pass):
             found.remove(name)
             removed.append(name)
             scores.append(round(loss, 4))
-        hist = {"note": "before any recovery training: the passes after it (prune's fine_tune, distill) or "
-                        "this pass's fine_tune win the accuracy back"}
         if config.fine_tune.epochs:
             teacher = resolve_teacher(None, ctx, model) if config.fine_tune.alpha else None
             hist = finetune(model, config.fine_tune, ctx, teacher)
+        else:
+            hist = {"note": "before any recovery training: the passes after it (prune's fine_tune, distill) or "
+                            "this pass's fine_tune win the accuracy back"}
         return PassResult(model, {"removed": removed, "val_loss_after_each_removal": scores,
                                   "remaining_candidates": found, "macs_before": before["macs"],
                                   "params_before": before["params"], **hist})
