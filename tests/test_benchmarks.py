@@ -198,3 +198,34 @@ def test_size_scaling_records_each_format(tmp_path):
         assert c["bar_met"] == (c["ratio"] <= d["bar"])
     breakdown = row["formats"]["onnx"]["int8_onnx_bytes"]
     assert breakdown["int8_weights"] > 0 and sum(breakdown.values()) == row["formats"]["onnx"]["int8_bytes"]
+
+
+def test_runner_overhead_times_both_call_styles(tmp_path):
+    """benchmarks/runner_overhead.py: every artifact timed with both call styles of its runtime, the
+    overhead and the INT8 speed-ups computed from the recorded medians."""
+    out = tmp_path / "overhead.json"
+    run_script("runner_overhead.py", "--models", "mobilenetv2", "--repeats", 2, "--runs", 30, "--out", out)
+    rows = json.loads(out.read_text())["models"]["mobilenetv2"]
+    for art, styles in (("openvino-fp32", ("infer(dict)", "bound input tensor")),
+                        ("openvino-int8", ("infer(dict)", "bound input tensor")),
+                        ("onnx-fp32", ("run(dict)", "io binding")), ("onnx-int8", ("run(dict)", "io binding"))):
+        r = rows[art]
+        assert set(r["p50_ms"]) == set(styles) and all(len(r["p50_repeats"][s]) == 2 for s in styles)
+        assert r["p50_ms"][styles[0]] == round(statistics.median(r["p50_repeats"][styles[0]]), 4)
+        assert r["overhead_ms"] == round(r["p50_ms"][styles[0]] - r["p50_ms"][styles[1]], 4)
+    s = rows["openvino_int8_speedup"]["bound input tensor"]
+    assert s == round(rows["openvino-fp32"]["p50_ms"]["bound input tensor"]
+                      / rows["openvino-int8"]["p50_ms"]["bound input tensor"], 3)
+
+
+def test_spatial_weight_benchmark_prunes_the_same_macs_differently(tmp_path):
+    """benchmarks/spatial_weight.py: at one macs_ratio the weighted and uniform models have about the same
+    MACs but different widths (the stem narrower when weighted), and every format is timed."""
+    out = tmp_path / "sw.json"
+    run_script("spatial_weight.py", "--weights", 0, 1, "--macs", 0.5, "--repeats", 1, "--runs", 20, "--out", out)
+    uniform, weighted = json.loads(out.read_text())["rows"]
+    assert (uniform["spatial_weight"], weighted["spatial_weight"]) == (0.0, 1.0)
+    assert abs(weighted["macs"] - uniform["macs"]) < 0.05 * uniform["macs"]
+    assert weighted["conv_widths"][0] < uniform["conv_widths"][0]
+    assert uniform["speedup_vs_uniform"] == {"onnx": 1.0, "openvino": 1.0, "tflite": 1.0}
+    assert all(len(v) == 1 and v[0] > 0 for v in weighted["p50_repeats"].values())

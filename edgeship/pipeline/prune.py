@@ -11,6 +11,13 @@ which blocks it picks, this keeps the final size fixed); ``channel_ratio``
 keeps that fraction of the channels. ``steps`` prunes a little at a time and fine-tunes after each
 step with distillation from the teacher (``fine_tune``), the iterative schedule that keeps accuracy.
 The classifier (the last conv/linear layer run) is never pruned.
+
+``spatial_weight`` (w > 0) prunes channels on large feature maps harder: a group of coupled channels
+whose largest convolution output has area A gets the uniform ratio scaled by (A / A_min)^w (A_min: the
+smallest such area), and the bisection finds the uniform ratio that meets the MACs target. At batch 1 a runtime
+spends more time per MAC on large feature maps (memory traffic, not arithmetic, bounds depthwise and
+narrow pointwise layers there), so for the same MACs the model runs faster
+(benchmarks/results/spatial_weight.json).
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ class PruneConfig(PassConfig):
     global_pruning: bool = Field(False, description="rank channels across layers (else every layer alike)")
     round_to: int = Field(8, ge=1, description="remaining widths are multiples of this (SIMD-friendly)")
     ignored_layers: list[str] = Field(default_factory=list, description="module names never pruned")
+    spatial_weight: float = Field(0.0, ge=0, le=2, description="prune layers on larger feature maps harder: "
+                                  "ratio x (output area / smallest)^w; 0 = every layer alike")
     steps: int = Field(1, ge=1, description="prune a little, fine-tune, repeat")
     fine_tune: FineTuneConfig = Field(default_factory=FineTuneConfig)
 
@@ -79,6 +88,27 @@ def _round_keeping_one_unit(n_pruned: int, current: int, round_to: int) -> int:
         return current
     keep = max(keep - keep % round_to, min(round_to, current))
     return current - keep
+
+
+MAX_LAYER_RATIO = 0.95  # spatial_weight never asks one layer for more than this
+
+
+def group_areas(model: nn.Module, example: torch.Tensor, ignored: list[str]) -> dict[str, int]:
+    """For each prunable group of coupled channels (keyed by its root module's name), the largest output
+    H*W among the convolutions it touches: what spatial_weight scales the group's ratio by."""
+    out: dict[nn.Module, int] = {}
+    forward_with_hooks(model, example, [m.register_forward_hook(
+        lambda mod, i, o: out.__setitem__(mod, int(o.shape[-2] * o.shape[-1])))
+        for m in model.modules() if isinstance(m, nn.Conv2d)])
+    names = {m: n for n, m in model.named_modules()}
+    dg = tp.DependencyGraph().build_dependency(model, example)
+    areas: dict[str, int] = {}
+    for group in dg.get_all_groups(ignored_layers=[m for m in names if names[m] in ignored],
+                                   root_module_types=(nn.Conv2d, nn.Linear)):
+        touched = [out[dep.target.module] for dep, _ in group if dep.target.module in out]
+        if touched:
+            areas[names[group[0][0].target.module]] = max(touched)
+    return areas
 
 
 def macs_of(model: nn.Module, example: torch.Tensor) -> int:
@@ -135,6 +165,7 @@ class _Pruner:
                                     + (f", e.g. {', '.join(close)}" if close else ""))
         self.classifier = classifier_name(model, self.example)
         self.ignored = list(cfg.ignored_layers) + ([self.classifier] if self.classifier else [])
+        self.areas = group_areas(model, self.example, self.ignored) if cfg.spatial_weight else {}
         batch = subset(ctx.data["train"], 128, ctx.seed + 11)
         self.batch = (batch.x, batch.y)
 
@@ -146,10 +177,16 @@ class _Pruner:
             F.cross_entropy(model.train()(self.batch[0]), self.batch[1]).backward()
             model.eval()
         layer, err = None, None
+        per_layer = None
+        if self.areas:
+            smallest, w = min(self.areas.values()), self.cfg.spatial_weight
+            per_layer = {names[n]: min(MAX_LAYER_RATIO, ratio * (a / smallest) ** w)
+                         for n, a in self.areas.items() if n in names and n not in self.ignored}
         try:
             pruner = tp.pruner.MetaPruner(model, self.example, importance=IMPORTANCE[self.cfg.importance](),
                                           global_pruning=self.cfg.global_pruning, pruning_ratio=ratio,
-                                          ignored_layers=ignored, round_to=self.cfg.round_to)
+                                          pruning_ratio_dict=per_layer, ignored_layers=ignored,
+                                          round_to=self.cfg.round_to)
         except Exception:  # tracing failed: find the layer by re-running the forward pass
             layer, err = _last_module_run(model, lambda: tp.DependencyGraph().build_dependency(model, self.example))
             if err is None:
@@ -264,5 +301,6 @@ class Prune(Pass):
                    "base_params": base_params, "params_ratio": round(params / base_params, 4),
                    "base_conv_channels": base_channels, "conv_channels": channel_count(model),
                    "importance": config.importance, "global_pruning": config.global_pruning,
+                   "spatial_weight": config.spatial_weight,
                    "ignored_layers": job.ignored, "steps": steps}
         return PassResult(model.eval(), metrics)

@@ -122,6 +122,7 @@ def test_an_untraceable_model_names_the_layer_and_ignoring_it_works(digits_ctx):
     ({"name": "prune", "macs_ratio": 0.5, "fine_tune": {"epoch": 1}}, "unknown key 'fine_tune.epoch'"),
     ({"name": "prune", "channel_ratio": 0.5, "relative_to": "original"}, "relative_to: original applies to macs_ratio"),
     ({"name": "prune", "macs_ratio": 0.5, "relative_to": "teacher"}, "relative_to"),
+    ({"name": "prune", "macs_ratio": 0.5, "spatial_weight": -0.5}, "spatial_weight"),
 ])
 def test_bad_prune_configs(entry, message):
     with pytest.raises(EdgeshipError, match=message):
@@ -157,3 +158,32 @@ def test_macs_ratio_relative_to_the_original_model(digits_ctx):
     assert of_input["macs"] <= 0.5 * cut_macs < of_original["macs"] and "original_macs" not in of_input
     with pytest.raises(EdgeshipError, match=r"input already has 0\.\d+ of the original model's MACs.*nothing to prune"):
         Prune().run(cut, PruneConfig(relative_to="original", macs_ratio=0.99, fine_tune=NO_FT), ctx)
+
+
+def test_spatial_weight_prunes_large_feature_maps_harder_at_the_same_macs(digits_ctx, tmp_path):
+    """spatial_weight moves pruning from the small feature maps to the large ones: at the same MACs
+    target the channels that run at the stem's resolution shrink more, those after the stride-2
+    stage less, and the result still meets the target and exports."""
+    from edgeship.pipeline.prune import group_areas
+
+    _, ctx = digits_ctx
+    torch.manual_seed(0)
+    model = ZOO["mobilenetv2"](input_size=ctx.input_shape[1:], num_classes=10, **TINY["mobilenetv2"]).eval()
+    x = torch.zeros(1, *ctx.input_shape)
+    areas = group_areas(model, x, ["classifier"])
+    # groups are keyed by torch-pruning's root module; the stem's channels (coupled with block 1's
+    # depthwise conv) run at 4x the area of those after the stride-2 stage
+    assert areas["features.1.conv.0.0"] == 4 * areas["features.5.conv.1.0"] > 0
+    assert "classifier" not in areas and set(areas.values()) == {areas["features.1.conv.0.0"], areas["features.5.conv.1.0"]}
+    base = macs_of(model, x)
+    cfg = dict(macs_ratio=0.5, round_to=1, fine_tune=NO_FT)
+    uniform = Prune().run(model, PruneConfig(**cfg), ctx)
+    weighted = Prune().run(model, PruneConfig(spatial_weight=1.0, **cfg), ctx)
+    assert weighted.metrics["spatial_weight"] == 1.0 and uniform.metrics["spatial_weight"] == 0.0
+    for out in (uniform, weighted):
+        assert out.metrics["macs"] <= 0.5 * base
+    u, w = uniform.model.features, weighted.model.features
+    assert w[0][0].out_channels < u[0][0].out_channels  # large map: pruned harder
+    assert w[5].conv[0][0].out_channels > u[5].conv[0][0].out_channels  # small map: pruned less
+    _, diff = onnx_roundtrip(weighted.model, ctx, tmp_path / "w.onnx")
+    assert diff < 1e-4
