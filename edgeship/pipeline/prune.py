@@ -14,10 +14,12 @@ The classifier (the last conv/linear layer run) is never pruned.
 
 ``spatial_weight`` (w > 0) prunes channels on large feature maps harder: a group of coupled channels
 whose largest convolution output has area A gets the uniform ratio scaled by (A / A_min)^w (A_min: the
-smallest such area), and the bisection finds the uniform ratio that meets the MACs target. At batch 1 a runtime
-spends more time per MAC on large feature maps (memory traffic, not arithmetic, bounds depthwise and
-narrow pointwise layers there), so for the same MACs the model runs faster
-(benchmarks/results/spatial_weight.json).
+smallest such area), and the bisection finds the uniform ratio that meets the MACs target. The idea: at
+batch 1 a runtime spends more time per MAC on large feature maps (memory traffic, not arithmetic, bounds
+depthwise and narrow pointwise layers there). Measured on the demo's model it is mixed
+(benchmarks/results/spatial_weight.json: 0.9-1.17x the speed of uniform pruning at equal MACs, by runtime);
+trained, 1.1-1.15x faster but 0.3 pt lower after the demo's 6 distillation epochs, level after 9
+(BENCHMARKS.md, sweep), so it is off by default.
 """
 
 from __future__ import annotations
@@ -80,13 +82,18 @@ class _WouldEmpty(Exception):
 
 
 def _round_keeping_one_unit(n_pruned: int, current: int, round_to: int) -> int:
-    """torch-pruning's rounding, except that rounding alone never empties a layer: a layer that
-    would keep 1..round_to-1 channels keeps round_to (or all it has). A target that asks for zero
-    channels still empties it, which `prune` reports as bad input."""
+    """How many of ``current`` channels to remove when torch-pruning asks for ``n_pruned``: the kept
+    width goes to the *nearest* multiple of round_to (halfway: up), and rounding alone never empties a layer (a layer
+    that would keep 1..round_to-1 channels keeps round_to, or all it has). A target that asks for zero
+    channels still empties it, which `prune` reports as bad input.
+
+    torch-pruning rounds the kept width down, and its truncation asks for one channel at any ratio above
+    zero, so each step took at least round_to channels from every group whatever the ratio: a 16-channel
+    layer pruned in 3 steps with round_to 4 kept 4, however small the MACs target's ratio."""
     keep = current - n_pruned
     if keep <= 0:
         return current
-    keep = max(keep - keep % round_to, min(round_to, current))
+    keep = min(current, max(round_to * ((2 * keep + round_to) // (2 * round_to)), min(round_to, current)))  # ties up
     return current - keep
 
 
@@ -165,7 +172,8 @@ class _Pruner:
                                     + (f", e.g. {', '.join(close)}" if close else ""))
         self.classifier = classifier_name(model, self.example)
         self.ignored = list(cfg.ignored_layers) + ([self.classifier] if self.classifier else [])
-        self.areas = group_areas(model, self.example, self.ignored) if cfg.spatial_weight else {}
+        self.areas = self._traced(model, lambda: group_areas(model, self.example, self.ignored)) \
+            if cfg.spatial_weight else {}
         batch = subset(ctx.data["train"], 128, ctx.seed + 11)
         self.batch = (batch.x, batch.y)
 
@@ -176,23 +184,24 @@ class _Pruner:
             model.zero_grad()
             F.cross_entropy(model.train()(self.batch[0]), self.batch[1]).backward()
             model.eval()
-        layer, err = None, None
         per_layer = None
         if self.areas:
             smallest, w = min(self.areas.values()), self.cfg.spatial_weight
             per_layer = {names[n]: min(MAX_LAYER_RATIO, ratio * (a / smallest) ** w)
                          for n, a in self.areas.items() if n in names and n not in self.ignored}
+        return self._traced(model, lambda: tp.pruner.MetaPruner(
+            model, self.example, importance=IMPORTANCE[self.cfg.importance](), global_pruning=self.cfg.global_pruning,
+            pruning_ratio=ratio, pruning_ratio_dict=per_layer, ignored_layers=ignored, round_to=self.cfg.round_to))
+
+    def _traced(self, model: nn.Module, build):
+        """``build()`` (which traces ``model`` with torch-pruning); when tracing fails, the error names the layer."""
         try:
-            pruner = tp.pruner.MetaPruner(model, self.example, importance=IMPORTANCE[self.cfg.importance](),
-                                          global_pruning=self.cfg.global_pruning, pruning_ratio=ratio,
-                                          pruning_ratio_dict=per_layer, ignored_layers=ignored,
-                                          round_to=self.cfg.round_to)
-        except Exception:  # tracing failed: find the layer by re-running the forward pass
+            return build()
+        except Exception:  # find the layer by re-running the forward pass
             layer, err = _last_module_run(model, lambda: tp.DependencyGraph().build_dependency(model, self.example))
             if err is None:
                 raise
             raise _untraceable(self.ctx.stage, layer, err) from None
-        return pruner
 
     def prune(self, model: nn.Module, ratio: float) -> nn.Module:
         """Prune ``model`` in place by ``ratio`` (torch-pruning's pruning_ratio); raises _WouldEmpty."""

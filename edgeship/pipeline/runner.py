@@ -4,6 +4,7 @@ the hash of its input model, its config and its data spec, so a rerun skips fini
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import pickle
@@ -22,6 +23,19 @@ from edgeship.models.load import fp32_size_bytes, model_stats, set_eval
 from edgeship.pipeline.base import PassContext, PassResult, registry
 from edgeship.pipeline.training import evaluate
 from edgeship.progress import info
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The passes' own code (edgeship/pipeline/*.py) and the torch and torch-pruning versions: a stage
+    cached by other code (an upgrade, a fix in a pass) is recomputed, not reused."""
+    import torch_pruning
+
+    h = hashlib.sha256(f"{torch.__version__} {getattr(torch_pruning, '__version__', '')}".encode())
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def model_hash(model: nn.Module) -> str:
@@ -55,7 +69,7 @@ class StageCache:
 
     def key(self, in_hash: str, name: str, config: Any, data_spec: dict) -> str:
         blob = json.dumps({"in": in_hash, "pass": name, "config": config.model_dump(mode="json"),
-                           "data": data_spec}, sort_keys=True)
+                           "data": data_spec, "code": code_fingerprint()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def get(self, key: str) -> tuple[nn.Module, dict, Any] | None:

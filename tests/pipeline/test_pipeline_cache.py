@@ -44,6 +44,23 @@ def test_export_twice_hits_the_stage_cache(digits_recipe, tmp_path):
     assert [s["top1_val"] for s in again["stages"]] == [s["top1_val"] for s in stages]
 
 
+def test_a_stage_cached_by_other_code_is_recomputed(digits_recipe, tmp_path, monkeypatch):
+    """The cache key includes the passes' code: after an upgrade or a fix in a pass, a rerun recomputes
+    instead of reusing what the old code wrote."""
+    from edgeship.pipeline import runner as runner_mod
+
+    recipe = digits_recipe(passes=[{"name": "prune", "macs_ratio": 0.5, "round_to": 2, "fine_tune": {"epochs": 0}}])
+    cli = CliRunner()
+    out = tmp_path / "runs" / "digits_test"
+    assert cli.invoke(app, ["--quiet", "export", str(recipe), "--no-measure"]).exit_code == 0
+    assert cli.invoke(app, ["--quiet", "export", str(recipe), "--no-measure"]).exit_code == 0
+    assert json.loads((out / "report.json").read_text())["stages"][0]["cached"] is True
+    assert len(runner_mod.code_fingerprint()) == 16
+    monkeypatch.setattr(runner_mod, "code_fingerprint", lambda: "other code")
+    assert cli.invoke(app, ["--quiet", "export", str(recipe), "--no-measure"]).exit_code == 0
+    assert json.loads((out / "report.json").read_text())["stages"][0]["cached"] is False
+
+
 def test_a_nan_stage_stops_and_keeps_the_finished_one(digits_recipe, tmp_path):
     bad = [PASSES[0], {"name": "distill", "epochs": 2, "lr": 1e30, "optimizer": "sgd"}]
     recipe = digits_recipe(passes=bad)

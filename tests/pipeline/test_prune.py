@@ -110,6 +110,8 @@ def test_an_untraceable_model_names_the_layer_and_ignoring_it_works(digits_ctx):
     model = ShuffleNet().eval()
     with pytest.raises(EdgeshipError, match=r"cannot trace the model past layer 'stem\.0'.*add 'stem\.0' to ignored_layers"):
         Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, fine_tune=NO_FT), ctx)
+    with pytest.raises(EdgeshipError, match=r"cannot trace the model past layer 'stem\.0'"):  # also when it weighs groups
+        Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, spatial_weight=1.0, fine_tune=NO_FT), ctx)
     out = Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, ignored_layers=["stem.0"], fine_tune=NO_FT), ctx)
     assert out.model.stem[0].out_channels == 16 and out.model.mix[0].out_channels == 8
 
@@ -187,3 +189,35 @@ def test_spatial_weight_prunes_large_feature_maps_harder_at_the_same_macs(digits
     assert w[5].conv[0][0].out_channels > u[5].conv[0][0].out_channels  # small map: pruned less
     _, diff = onnx_roundtrip(weighted.model, ctx, tmp_path / "w.onnx")
     assert diff < 1e-4
+
+
+def test_round_to_rounds_widths_to_the_nearest_multiple():
+    """torch-pruning's own rounding took at least round_to channels per group and step at any ratio above
+    zero (its truncation asks for one channel, rounding down the kept width makes that round_to), so
+    narrow layers lost far more than the ratio: 16 channels, 3 small steps, round_to 4 -> 4 kept."""
+    from edgeship.pipeline.prune import _round_keeping_one_unit as removed
+
+    assert removed(1, 16, 4) == 0  # a tiny ratio's one channel rounds back to the full width
+    assert removed(3, 16, 4) == 4 and removed(7, 16, 4) == 8  # keep 13 -> 12, keep 9 -> 8
+    assert removed(5, 16, 4) == 4 and removed(6, 16, 4) == 4  # keep 11 -> 12; keep 10, halfway -> 12
+    assert removed(2, 16, 4) == 0  # keep 14, halfway -> 16
+    assert removed(15, 16, 4) == 12 and removed(16, 16, 4) == 16  # never emptied by rounding; asked to empty, empties
+    assert removed(1, 3, 4) == 0 and removed(2, 3, 4) == 0  # fewer channels than round_to: kept whole
+    width = 16
+    for _ in range(3):  # three steps that each ask for one channel leave the layer as it was
+        width -= removed(1, width, 4)
+    assert width == 16
+
+
+def test_a_small_macs_cut_leaves_narrow_layers_alone(digits_ctx):
+    """macs_ratio close to 1 in several steps with a coarse round_to: the MACs target is met by the wide
+    layers, the narrow ones keep their width (before the rounding fix each step cut every group)."""
+    _, ctx = digits_ctx
+    torch.manual_seed(0)
+    model = ZOO["resnet"](input_size=ctx.input_shape[1:], num_classes=10, depth=8, width_mult=1.0).eval()
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    out = Prune().run(model, PruneConfig(macs_ratio=0.9, steps=3, round_to=4, fine_tune=NO_FT), ctx)
+    after = {n: m.out_channels for n, m in out.model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert out.metrics["macs"] <= 0.9 * out.metrics["base_macs"]
+    assert out.metrics["macs_ratio"] > 0.75  # not far past the target
+    assert after["stem.0"] == before["stem.0"] == 16
