@@ -178,7 +178,8 @@ def passes_summary(passes: list[dict]) -> str:
         if p["name"] == "drop_blocks":
             out.append(f"drop {p['blocks']}")
         elif p["name"] == "prune":
-            out.append(f"prune {p.get('macs_ratio') or p.get('channel_ratio')}/{p.get('round_to') or 1}")
+            out.append(f"prune {p.get('macs_ratio') or p.get('channel_ratio')}/{p.get('round_to') or 1}"
+                       + (f" sw {p['spatial_weight']}" if p.get("spatial_weight") else ""))
         elif p["name"] == "distill":
             out.append(f"KD {p.get('epochs')}")
     return ", ".join(out)
@@ -196,7 +197,11 @@ def sweep_section(results: Path) -> list[str]:
            "drop_blocks left) / round_to, `KD e` = distill epochs; all end with the demo's QAT. Speed-ups 1 thread "
            "/ 2 threads; bars as above. FP32 top-1 tells the checkpoints apart: a rerun uses the one in "
            "`checkpoints/` (what `edgeship train` writes today), so rows run on an earlier checkpoint do not "
-           "reproduce exactly (see the discussion).", "",
+           "reproduce exactly (see the discussion). † OpenVINO timed through `request.infer({0: x})` (the "
+           "runner before commit 937dc5a), whose 25-46 us of binding overhead per call understates its speed-ups "
+           "(benchmarks/results/runner_overhead.json). ‡ Pruned with torch-pruning's rounding (before commit "
+           "0a627d7: at least round_to channels from every group at each step, whatever the ratio), so the "
+           "recipe gives a different model today.", "",
            "| file | FP32 top-1 % | passes | MACs vs FP32 | runtime | top-1 % (peer) | vs FP32 | vs peer | bars met |",
            "|---|---|---|---|---|---|---|---|---|"]
     for f in files:
@@ -206,9 +211,11 @@ def sweep_section(results: Path) -> list[str]:
             for b in (b for b in d["bars"] if b["model"] == name):
                 checks = ("faster_2_5x_than_fp32", "faster_1_3x_than_peer", "top1_at_least_peer", "within_0_5pt_of_fp32")
                 met = [c for c in checks if b[c]]
-                sp = " / ".join(x(b["speedup_vs_fp32"].get(t)) for t in sorted(b["speedup_vs_fp32"]))
-                pp = " / ".join(x(b["speedup_vs_peer"].get(t)) for t in sorted(b["speedup_vs_peer"]))
-                out.append(f"| `{f.name}` | {pct(m['torch_fp32_top1'])} | {passes_summary(m['passes'])} | {ratio:.3f} | {b['format']} | "
+                mark = "" if b["format"] != "openvino" or d["method"].get("openvino_call") else " †"
+                rounding = "" if d["method"].get("prune_rounding") else " ‡"
+                sp = " / ".join(x(b["speedup_vs_fp32"].get(t)) for t in sorted(b["speedup_vs_fp32"])) + mark
+                pp = " / ".join(x(b["speedup_vs_peer"].get(t)) for t in sorted(b["speedup_vs_peer"])) + mark
+                out.append(f"| `{f.name}` | {pct(m['torch_fp32_top1'])} | {passes_summary(m['passes'])}{rounding} | {ratio:.3f} | {b['format']} | "
                            f"{pct(b['top1'])} ({pct(b['peer_top1'])}) | {sp} | {pp} | {len(met)} of 4 |")
     return out + [""]
 

@@ -53,7 +53,15 @@ PEER_FLOWS = {
 }
 
 
+# how bench_runner calls OpenVINO and how prune rounds widths (make_report marks sweep rows recorded
+# before these were in the method)
+OPENVINO_CALL = "input tensor bound once over a shared buffer, request.infer() (since commit 937dc5a)"
+PRUNE_ROUNDING = "kept widths to the nearest multiple of round_to (since commit 0a627d7)"
+
+
 # ------------------------------------------------------------------------------- recipes
+
+
 def derive(base: dict, name: str, kind: str, work: Path) -> dict:
     """``kind`` "edgeship": the recipe's passes, one INT8 target per format; "fp32": no passes, FP32 targets."""
     r = copy.deepcopy(base)
@@ -389,7 +397,8 @@ def main(argv=None) -> int:
                    "p50": "median over repeats of each repeat's p50",
                    "speedup": "median over repeats of the ratio of the two p50s measured in that repeat",
                    "verify_threads": args.verify_threads, "peer_flows": PEER_FLOWS,
-                   "input": "bench_runner: seeded random normal input in the normalized space, batch 1"},
+                   "input": "bench_runner: seeded random normal input in the normalized space, batch 1",
+                   "openvino_call": OPENVINO_CALL, "prune_rounding": PRUNE_ROUNDING},
         "environment": env_start, "loadavg_before_measuring": load_before, "loadavg_after": loadavg(),
         "measure_s": round(measure_s, 1), "wall_s": round(time.perf_counter() - t_start, 1),
         "models": models, "rows": [{k: v for k, v in c.items() if k != "dir"} for c in contenders],

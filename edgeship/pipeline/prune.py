@@ -16,10 +16,8 @@ The classifier (the last conv/linear layer run) is never pruned.
 whose largest convolution output has area A gets the uniform ratio scaled by (A / A_min)^w (A_min: the
 smallest such area), and the bisection finds the uniform ratio that meets the MACs target. The idea: at
 batch 1 a runtime spends more time per MAC on large feature maps (memory traffic, not arithmetic, bounds
-depthwise and narrow pointwise layers there). Measured on the demo's model it is mixed
-(benchmarks/results/spatial_weight.json: 0.9-1.17x the speed of uniform pruning at equal MACs, by runtime);
-trained, 1.1-1.15x faster but 0.3 pt lower after the demo's 6 distillation epochs, level after 9
-(BENCHMARKS.md, sweep), so it is off by default.
+depthwise and narrow pointwise layers there). On the demo's model the gain was mixed and cost top-1
+(BENCHMARKS.md: benchmarks/results/spatial_weight.json and the sweep), so it is off by default.
 """
 
 from __future__ import annotations
