@@ -193,7 +193,7 @@ def sweep_section(results: Path) -> list[str]:
     out = ["## Depth and width sweep", "",
            "Each file in `benchmarks/results/sweep/` is a full `benchmarks/peers.py` run (same method as above) of "
            "one recipe from `benchmarks/recipes/sweep/` (`--recipe NAME=benchmarks/recipes/sweep/NAME.yaml "
-           "--models NAME`). Passes: `drop N` = drop_blocks blocks, `prune r/k` = prune macs_ratio (of what "
+           "--models NAME`; `uniform_nearest_rounding.json` ran two, named in their headers). Passes: `drop N` = drop_blocks blocks, `prune r/k` = prune macs_ratio (of what "
            "drop_blocks left) / round_to, `KD e` = distill epochs; all end with the demo's QAT. Speed-ups 1 thread "
            "/ 2 threads; bars as above. FP32 top-1 tells the checkpoints apart: a rerun uses the one in "
            "`checkpoints/` (what `edgeship train` writes today), so rows run on an earlier checkpoint do not "

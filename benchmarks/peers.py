@@ -60,8 +60,6 @@ PRUNE_ROUNDING = "kept widths to the nearest multiple of round_to (since commit 
 
 
 # ------------------------------------------------------------------------------- recipes
-
-
 def derive(base: dict, name: str, kind: str, work: Path) -> dict:
     """``kind`` "edgeship": the recipe's passes, one INT8 target per format; "fp32": no passes, FP32 targets."""
     r = copy.deepcopy(base)

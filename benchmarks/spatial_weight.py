@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -49,16 +48,13 @@ def recipe(weights: Path, macs: float, w: float, out: Path) -> dict:
     }
 
 
-def p50(art_dir: Path, threads: int, runs: int) -> float:
-    from edgeship.targets.measure import RUNNER, parse_runner_output, runner_args
+def p50(art_dir: Path, fmt: str, threads: int, runs: int) -> float:
+    """The artifact's p50 from edgeship's host measurement (a fresh bench_runner subprocess)."""
+    from edgeship.targets.measure import measure_host
+    from edgeship.targets.rundir import RunArtifact
 
-    p = subprocess.run(runner_args(sys.executable, str(RUNNER), str(art_dir), threads, runs, 20),
-                       capture_output=True, text=True,
-                       env=dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3"))
-    raw = parse_runner_output(p.stdout)
-    if p.returncode or not raw or not raw.get("ok"):
-        raise SystemExit(f"{art_dir}: the runner failed: {p.stderr[-1000:]}")
-    return float(raw["p50_ms"])
+    art = RunArtifact(art_dir.parent.parent.name + "/" + art_dir.name, "host", fmt, "int8", art_dir, [], "")
+    return float(measure_host(art, threads, runs, 20)["p50_ms"])
 
 
 def main(argv=None) -> int:
@@ -100,7 +96,7 @@ def main(argv=None) -> int:
             k = rep * len(arts) // args.repeats
             for key, f in arts[k:] + arts[:k]:
                 d = tmp / f"m{key[0]}_w{key[1]}" / "targets" / f"{f}-int8"
-                rows[key]["p50_repeats"][f].append(p50(d, args.threads, args.runs))
+                rows[key]["p50_repeats"][f].append(p50(d, f, args.threads, args.runs))
             print(f"repeat {rep + 1}/{args.repeats} done", file=sys.stderr)
     for (macs, w), row in rows.items():
         base = rows[(macs, 0.0)]["p50_repeats"]

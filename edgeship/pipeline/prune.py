@@ -61,8 +61,8 @@ class PruneConfig(PassConfig):
     global_pruning: bool = Field(False, description="rank channels across layers (else every layer alike)")
     round_to: int = Field(8, ge=1, description="remaining widths are multiples of this (SIMD-friendly)")
     ignored_layers: list[str] = Field(default_factory=list, description="module names never pruned")
-    spatial_weight: float = Field(0.0, ge=0, le=2, description="prune layers on larger feature maps harder: "
-                                  "ratio x (output area / smallest)^w; 0 = every layer alike")
+    spatial_weight: float = Field(0.0, ge=0, le=2, description="prune channels on larger feature maps harder: "
+                                  "a group's ratio x (its largest output area / the smallest)^w; 0 = uniform")
     steps: int = Field(1, ge=1, description="prune a little, fine-tune, repeat")
     fine_tune: FineTuneConfig = Field(default_factory=FineTuneConfig)
 
@@ -187,8 +187,7 @@ class _Pruner:
         per_layer = None
         if self.areas:
             smallest, w = min(self.areas.values()), self.cfg.spatial_weight
-            per_layer = {names[n]: min(MAX_LAYER_RATIO, ratio * (a / smallest) ** w)
-                         for n, a in self.areas.items() if n in names and n not in self.ignored}
+            per_layer = {names[n]: min(MAX_LAYER_RATIO, ratio * (a / smallest) ** w) for n, a in self.areas.items()}
         return self._traced(model, lambda: tp.pruner.MetaPruner(
             model, self.example, importance=IMPORTANCE[self.cfg.importance](), global_pruning=self.cfg.global_pruning,
             pruning_ratio=ratio, pruning_ratio_dict=per_layer, ignored_layers=ignored, round_to=self.cfg.round_to))

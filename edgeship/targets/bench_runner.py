@@ -221,7 +221,7 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
     x = _float_input(np, shape, seed)
     # The input tensor is bound once and shares the buffer the caller writes each frame into, as
     # OpenVINO's benchmark_app and a C++ application do: request.infer({0: x}) would instead convert and
-    # copy through the Python data dispatcher on every call, 20-40 us that is not the model's time and that
+    # copy through the Python data dispatcher on every call, 25-46 us that is not the model's time and that
     # dwarfs a small INT8 model's (benchmarks/results/runner_overhead.json).
     buffer = np.empty(shape, np.float32)
     request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
