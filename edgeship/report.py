@@ -43,6 +43,13 @@ def fmt_ms(v: float) -> str:
     return f"{v:.4f}" if v < 1 else f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
 
 
+def _ratios(t: dict) -> str:
+    """``0.10 / 0.35``: the device files against the same format's FP32 artifact of the input model and of
+    the compressed model (report.json's ``size_vs_fp32``)."""
+    r = t.get("size_vs_fp32") or {}
+    return " / ".join(f"{r[k]:.2f}" if r.get(k) else "?" for k in ("input_model", "compressed_model")) if r else "-"
+
+
 def summary_tables(report: dict) -> list[Table]:
     st = Table(title=f"{report['recipe']['name']}: stages")
     for col in ("stage", "val top-1", "params", "MACs", "FP32 size", "wall s", "cached"):
@@ -54,8 +61,9 @@ def summary_tables(report: dict) -> list[Table]:
         st.add_row(s["stage"], _pct(s["top1_val"]), f"{s['params']:,}", f"{s['macs'] or 0:,}",
                    f"{s['size_fp32_bytes'] / 1024:.1f} KiB", f"{s['wall_s']:.1f}", "yes" if s.get("cached") else "no")
     tt = Table(title="targets (verified on the test split)")
+    ratios = any(t.get("size_vs_fp32") for t in report["targets"])
     for col in ("target", "format", "precision", "status", "top-1", "torch top-1", "agreement", "max |dlogit|", "size",
-                "p50 / p90 ms", "budgets"):
+                *(["vs FP32"] if ratios else []), "p50 / p90 ms", "budgets"):
         tt.add_column(col)
     for t in report["targets"]:
         v = t.get("verify") or {}
@@ -66,6 +74,10 @@ def summary_tables(report: dict) -> list[Table]:
                    _pct(v.get("agreement")),
                    "-" if "max_abs_logit_diff" not in v else f"{v['max_abs_logit_diff']:.2e}",
                    "-" if t.get("size_bytes") is None else f"{t['size_bytes'] / 1024:.1f} KiB",
+                   *([_ratios(t)] if ratios else []),
                    f"{fmt_ms(m['p50_ms'])} / {fmt_ms(m['p90_ms'])} ({m['source']})"
                    if m and m.get("p50_ms") is not None else "not measured", verdict)
+    if ratios:
+        tt.caption = ("vs FP32: the files a device loads as a fraction of the same format's FP32 artifact of "
+                      "the input model / of the compressed model")
     return [st, tt]

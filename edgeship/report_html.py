@@ -190,7 +190,8 @@ def target_section(report: dict) -> str:
         rows.append([esc(t["name"]), esc(t.get("device", "")), f'{esc(t["format"])} {esc(t["precision"])}',
                      badge(ok, "ok", "failed"), pct(v.get("top1"), missing=na),
                      na if drop is None else f"{drop:.2f} pt", pct(v.get("agreement"), missing=na), lat, ram,
-                     kib(t.get("size_bytes"), missing=na), budget_cell(budget_results(report, t["name"]))])
+                     kib(t.get("size_bytes"), missing=na) + size_ratio_note(t),
+                     budget_cell(budget_results(report, t["name"]))])
         if t["status"] != "ok":
             rows.append(f'<tr><td></td><td class="err" colspan="10">{esc(t.get("error") or "failed")}</td></tr>')
     if not rows:
@@ -201,7 +202,17 @@ def target_section(report: dict) -> str:
             + '<p class="note">top-1, drop and agreement: every artifact run with its own runtime on the '
               f'{report.get("data", {}).get("sizes", {}).get("test", "?")} test samples and compared with the torch '
               "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device measurement where there is one, else the host's, "
-              "else the estimate; the source is named in brackets.</p>")
+              "else the estimate; the source is named in brackets. "
+              + ("Size: the artifact's files and sidecar; below it, the files a device loads as a fraction of "
+                 "the same format's FP32 artifact of the input model, and of the compressed model "
+                 "(quantization's share).</p>" if any(t.get("size_vs_fp32") for t in report["targets"]) else "</p>"))
+
+
+def size_ratio_note(t: dict) -> str:
+    r = t.get("size_vs_fp32") or {}
+    parts = [f"{r[k]:.2f}x {label}" for k, label in (("input_model", "input FP32"),
+                                                     ("compressed_model", "compressed FP32")) if r.get(k)]
+    return f"<br><span class=note>{', '.join(parts)}</span>" if parts else ""
 
 
 def measurement_section(report: dict) -> str:

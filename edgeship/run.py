@@ -28,7 +28,7 @@ from edgeship.pipeline.base import PassContext, check_model_for_passes
 from edgeship.pipeline.runner import StageCache, model_hash, run_passes
 from edgeship.pipeline.training import TensorData, predict, set_determinism, top1
 from edgeship.progress import info
-from edgeship.recipe import Recipe, load_recipe
+from edgeship.recipe import Recipe, TargetSpec, load_recipe
 from edgeship.report_html import write_report_html
 from edgeship.targets.base import LowerContext, get_backend
 from edgeship.targets.verify import compare, gate, run_batched
@@ -168,6 +168,8 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
         ref = refs["float"] if t.precision in FLOAT_PRECISIONS else refs["int"]
         target_reports.append(_one_target(t, ref, recipe, shape, calib, pre, labels, tmp, logs,
                                           data["test"].x.numpy(), y, quiet))
+    size_refs = size_references(target_reports, {"compressed_model": refs["float"].model, "input_model": model},
+                                shape, calib, pre, labels, tmp, logs, recipe)
     shutil.rmtree(tmp / "work", ignore_errors=True)
     return {
         "edgeship_version": __version__,
@@ -183,11 +185,67 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
                   "model_hash": model_hash(compact),
                   "size_fp32_bytes": fp32_size_bytes(compact)},
         "quantization": quant.to_dict(),
+        "size_references": size_refs,
         "targets": target_reports,
     }
 
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
+SIDECAR = "model.json"
+
+
+def payload_bytes(root: Path, files: list[str]) -> int:
+    """Bytes of the files a device loads (edgeship's sidecar JSON left out: it is not part of the format)."""
+    return sum((Path(root) / f).stat().st_size for f in files if Path(f).name != SIDECAR)
+
+
+def size_references(reports: list[dict], models: dict, shape, calib, pre, labels, tmp: Path, logs: Path,
+                    recipe) -> dict:
+    """What each quantized or FP16 artifact's size compares with, in its own format: the FP32 artifact of
+    the model the recipe started from (what the user would ship without edgeship) and of the compressed
+    model (quantization's share alone). A run's own FP32 target of that format serves as the latter;
+    anything else is lowered at FP32 into scratch space, measured and deleted. Sizes leave the sidecar out.
+    Writes ``size_vs_fp32`` into each such target's report; returns {format: {reference: bytes or null}}."""
+    done = [r for r in reports if r["status"] == "ok"]
+    formats = sorted({r["format"] for r in done if r["precision"] != "fp32"})
+    out: dict[str, dict] = {}
+    for fmt in formats:
+        row: dict = {}
+        own = next((r for r in done if r["format"] == fmt and r["precision"] == "fp32"), None)
+        for which, model in models.items():
+            if which == "compressed_model" and own is not None:
+                row[which] = payload_bytes(tmp, own["files"])
+                continue
+            same = next((w for w, m in models.items() if m is model and w in row), None)
+            if same is not None:  # no passes: the input model is the compressed one
+                row[which] = row[same]
+                continue
+            t0 = time.perf_counter()
+            work = tmp / "work" / "size-references" / f"{which}-{fmt}"
+            work.mkdir(parents=True)
+            spec = TargetSpec(name=f"{which}-{fmt}-fp32", format=fmt, precision="fp32")
+            ctx = LowerContext(target=spec, input_shape=shape, calib=calib, preprocessing=pre, labels=labels,
+                               quant=QuantSettings(seed=recipe.seed), log_path=logs / "size-references.log",
+                               work_dir=work, threads=recipe.train.threads)
+            try:
+                (work / "out").mkdir()
+                art = get_backend(fmt, "fp32").lower(model, ctx, work / "out")
+                row[which] = payload_bytes(art.dir, art.files)
+            except TargetError as e:
+                row[which] = None
+                row[f"{which}_error"] = str(e)
+            info(f"size reference: {which.replace('_', ' ')} as FP32 {fmt}: "
+                 + (f"{row[which] / 1024:.1f} KiB" if row[which] else "could not be lowered")
+                 + f" ({time.perf_counter() - t0:.1f} s)")
+        out[fmt] = row
+    for r in done:
+        if r["precision"] == "fp32":
+            continue
+        size = payload_bytes(tmp, r["files"])
+        r["size_vs_fp32"] = {"bytes": size, **{which: (round(size / ref, 4) if ref else None)
+                                               for which, ref in out[r["format"]].items()
+                                               if not which.endswith("_error")}}
+    return out
 
 
 @dataclass

@@ -109,6 +109,7 @@ def test_pipeline_cost_results(bench_dir):
     assert names[0].startswith("load") and names[-1].startswith("budget")
     assert [n for n in names if n.startswith("pass")] == ["pass 1:prune", "pass 2:distill", "pass 3:qat"]
     assert "target onnx-int8 (lower + verify)" in names and "measure onnx-int8 on the host" in names
+    assert "size reference: FP32 onnx of the input model" in names
     for a, b in zip(e["stages"], e["stages"][1:]):  # contiguous intervals covering the whole run
         assert a["end_s"] == b["start_s"]
     assert e["stages"][-1]["end_s"] == pytest.approx(e["wall_s"], abs=0.02)
@@ -121,6 +122,13 @@ def test_pipeline_cost_results(bench_dir):
     onnx_bytes = sizes["onnx-int8"]["onnx_bytes"]  # the QAT model's QDQ file: int8 weights, float scales
     assert onnx_bytes["int8_weights"] > 0 and onnx_bytes["float"] > 0
     assert 0 < onnx_bytes["graph_names_metadata"] < sizes["onnx-int8"]["size_bytes"]
+    ratios = sizes["onnx-int8"]["size_vs_fp32"]  # export's own, against FP32 ONNX of the input/compressed model
+    assert 0 < ratios["input_model"] < ratios["compressed_model"] < 1
+    refs = d["recorded_by_export"]["size_references"]["onnx"]
+    assert refs["input_model"] > refs["compressed_model"]
+    bar = d["size_bar"]
+    assert set(bar["targets"]) == {t["name"] for t in d["targets"] if t["precision"] == "int8"}
+    assert bar["met"] == all(r["input_model"] <= 1 / 3.5 for r in bar["targets"].values())
 
 
 def test_make_report_renders_both(bench_dir, tmp_path):

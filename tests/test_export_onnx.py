@@ -197,3 +197,78 @@ def test_pt2_program_calibrates_and_lowers_to_every_format(tmp_path, digits_reci
     assert report["baseline"]["macs"] > 0  # counted from the ATen graph
     for t in report["targets"]:
         assert t["status"] == "ok" and t["verify"]["agreement"] >= 0.97, t
+
+
+def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_recipe, monkeypatch):
+    """Each INT8/FP16 artifact is sized against its format's FP32 artifact of the input model (lowered in
+    scratch space) and of the compressed model (the run's own FP32 target where it has one). A reference
+    that cannot be lowered is reported as missing, and the target itself still passes."""
+    import yaml
+
+    from edgeship import run as run_mod
+    from edgeship.errors import TargetError
+
+    r = yaml.safe_load(digits_recipe().read_text())
+    r["passes"] = [{"name": "prune", "macs_ratio": 0.5}]
+    r["targets"] = [{"name": "fp32", "format": "onnx", "precision": "fp32"},
+                    {"name": "int8", "format": "onnx", "precision": "int8"},
+                    {"name": "ov16", "format": "openvino", "precision": "fp16"}]
+    real = run_mod.get_backend
+
+    def no_fp32_openvino_of_the_input(fmt, precision):
+        backend = real(fmt, precision)
+        if (fmt, precision) == ("openvino", "fp32"):
+            lower = backend.lower
+
+            def failing(model, ctx, out_dir):
+                if ctx.target.name.startswith("input_model"):
+                    raise TargetError("openvino: cannot lower this one", "none")
+                return lower(model, ctx, out_dir)
+            backend.lower = failing
+        return backend
+
+    monkeypatch.setattr(run_mod, "get_backend", no_fp32_openvino_of_the_input)
+    res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, "sizes.yaml")), "--no-measure"])
+    assert res.exit_code == 0, res.stderr
+    run = tmp_path / "runs" / "digits_test"
+    report = json.loads((run / "report.json").read_text())
+    fp32, int8, ov16 = report["targets"]
+    refs = report["size_references"]
+    assert set(refs) == {"onnx", "openvino"}  # formats with a non-FP32 target only
+    device_bytes = lambda t: sum((run / f).stat().st_size for f in t["files"] if not f.endswith("model.json"))  # noqa: E731
+    assert refs["onnx"]["compressed_model"] == device_bytes(fp32)  # the run's own FP32 ONNX
+    assert refs["onnx"]["input_model"] > 1.5 * refs["onnx"]["compressed_model"]  # pruned to half the MACs
+    assert "size_vs_fp32" not in fp32
+    s = int8["size_vs_fp32"]
+    assert s["bytes"] == device_bytes(int8)
+    assert s["input_model"] == pytest.approx(s["bytes"] / refs["onnx"]["input_model"], abs=1e-4)
+    assert s["compressed_model"] == pytest.approx(s["bytes"] / refs["onnx"]["compressed_model"], abs=1e-4)
+    assert s["input_model"] < s["compressed_model"] < 1  # a tiny model: the graph is much of the file
+    assert refs["openvino"]["input_model"] is None and "cannot lower" in refs["openvino"]["input_model_error"]
+    assert ov16["status"] == "ok" and ov16["size_vs_fp32"]["input_model"] is None
+    assert 0.3 < ov16["size_vs_fp32"]["compressed_model"] < 1  # FP16 weights, about the same XML
+    assert sorted(p.name for p in run.iterdir()) == ["logs", "model", "report.html", "report.json", "targets"]
+    assert sorted(p.name for p in (run / "targets").iterdir()) == ["fp32", "int8", "ov16"]  # references: scratch
+    assert "vs FP32" in res.stdout and f"{s['input_model']:.2f} / {s['compressed_model']:.2f}" in res.stdout
+    assert "size reference: input model as FP32 onnx" in res.stdout + res.stderr
+    html = (run / "report.html").read_text()
+    assert f"{s['input_model']:.2f}x input FP32, {s['compressed_model']:.2f}x compressed FP32" in html
+
+
+def test_without_passes_the_input_model_is_the_compressed_one(tmp_path, digits_recipe):
+    """Nothing compressed: one FP32 reference serves both ratios, and a run's own FP32 target is that
+    reference (nothing is lowered for it)."""
+    import yaml
+
+    r = yaml.safe_load(digits_recipe().read_text())
+    r["passes"] = []
+    r["targets"] = [{"name": "fp32", "format": "onnx", "precision": "fp32"},
+                    {"name": "int8", "format": "onnx", "precision": "int8"}]
+    res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, "nopass.yaml")), "--no-measure"])
+    assert res.exit_code == 0, res.stderr
+    report = json.loads((tmp_path / "runs" / "digits_test" / "report.json").read_text())
+    refs = report["size_references"]["onnx"]
+    assert refs["input_model"] == refs["compressed_model"] > 0
+    ratios = report["targets"][1]["size_vs_fp32"]
+    assert ratios["input_model"] == ratios["compressed_model"] < 1
+    assert "size reference:" not in res.stdout + res.stderr

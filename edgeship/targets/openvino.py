@@ -17,6 +17,12 @@ searches the range minimizing the L2 quantization error). NNCF has no entropy (K
 ``entropy`` fails this target naming the alternatives. Symmetric activations select NNCF's
 PERFORMANCE preset, asymmetric ones MIXED.
 
+Compaction (every precision): constants with the same element type, shape and bytes become one node
+(the QDQ route gives each FakeQuantize four scalar limits, most of them equal), and the XML is written
+without indentation. OpenVINO's serializer already stores equal data once in the .bin, but keeps one
+XML layer per constant, and at this scale the XML is most of an INT8 IR (benchmarks/results/pipeline_cost.json
+has the demo's sizes; tests/targets/test_openvino.py checks the outputs stay bit-identical).
+
 Runtime: ``openvino.Core().compile_model(model, "CPU")`` with ``INFERENCE_NUM_THREADS`` and
 ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run float layers in bf16 on CPUs that have
 it, and the artifact verified here would not be the one a device without bf16 runs.
@@ -24,7 +30,9 @@ it, and the artifact verified here would not be the one a device without bf16 ru
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -122,6 +130,28 @@ def quantize(om, ctx: LowerContext):
         raise _error("nncf.quantize", e, ctx.log_path) from None
 
 
+def share_constants(om) -> int:
+    """Make every Constant with the same element type, shape and bytes one node; returns how many
+    were merged. Consumers read the same values as before, so the model computes the same thing."""
+    seen, merged = {}, 0
+    for op in om.get_ordered_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        key = (op.get_element_type().get_type_name(), tuple(op.get_output_shape(0)),
+               hashlib.sha1(op.get_data().tobytes()).hexdigest())
+        first = seen.setdefault(key, op)
+        if first is not op:
+            op.output(0).replace(first.output(0))
+            merged += 1
+    return merged
+
+
+def compact_xml(path: Path) -> None:
+    """Drop the indentation between tags (whitespace-only text, which the IR reader ignores): attribute
+    values keep theirs, and cannot hold a raw ``<`` or ``>``."""
+    path.write_text(re.sub(r">\s+<", "><", path.read_text()))
+
+
 def describe_io(om) -> tuple[list[dict], list[dict]]:
     def one(port) -> dict:
         shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
@@ -197,11 +227,13 @@ class OpenVINO(Backend):
                         runtime_config=RUNTIME_CONFIG, ir_weights={"fp16": "f16", "int8": "i8"}.get(precision, "f32"),
                         openvino_version=ov.get_version())
         om.set_rt_info(json.dumps(meta, default=str), ["edgeship", "description"])
+        share_constants(om)
         try:
             with captured(ctx.log_path):
                 ov.save_model(om, str(out_dir / "model.xml"), compress_to_fp16=precision == "fp16")
         except Exception as e:
             raise _error("openvino.save_model", e, ctx.log_path) from None
+        compact_xml(out_dir / "model.xml")
         art = Artifact(ctx.target.name, "openvino", precision, out_dir, "model.xml", ["model.xml", "model.bin"], meta)
         art.write_sidecar()
         return art

@@ -11,8 +11,10 @@ import pytest
 from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import TargetError
 from edgeship.targets.base import get_backend
-from edgeship.targets.openvino import float_layers
-from template import BackendTemplate, context, digits_task
+import numpy as np
+
+from edgeship.targets.openvino import compact_xml, convert_qat, float_layers, share_constants
+from template import BackendTemplate, context, digits_task, qat_model
 
 
 class OpenVINOTemplate(BackendTemplate):
@@ -87,3 +89,23 @@ def test_op_audit_lists_float_layers_of_a_float_model(tmp_path):
     assert backend.op_audit(art) is None
     audit = float_layers(backend.compile(art, threads=1))
     assert len(audit["float_compute_ops"]) == 4
+
+
+def test_compaction_keeps_outputs_and_shrinks_the_ir(tmp_path):
+    """Shared constants and unindented XML: the same model, bit for bit, in fewer bytes. The QAT route
+    gives each FakeQuantize four scalar limits, input and output ranges equal, so some must merge."""
+    ctx = context(tmp_path, "openvino", "int8", QuantSettings(qat=True))
+    om = convert_qat(qat_model(), ctx)
+    ov.save_model(om, str(tmp_path / "plain" / "model.xml"), compress_to_fp16=False)
+    consts = sum(op.get_type_name() == "Constant" for op in om.get_ops())
+    merged = share_constants(om)
+    assert merged > 0 and sum(op.get_type_name() == "Constant" for op in om.get_ops()) == consts - merged
+    ov.save_model(om, str(tmp_path / "compact" / "model.xml"), compress_to_fp16=False)
+    compact_xml(tmp_path / "compact" / "model.xml")
+    plain, compact = ((tmp_path / d / "model.xml").read_text() for d in ("plain", "compact"))
+    assert "\n\t" not in compact and len(compact) < 0.8 * len(plain)
+    x = digits_task()["x_test"]
+    core = ov.Core()
+    outs = [core.compile_model(str(tmp_path / d / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+            for d in ("plain", "compact")]
+    np.testing.assert_array_equal(outs[0], outs[1])
