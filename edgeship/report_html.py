@@ -183,36 +183,37 @@ def target_section(report: dict) -> str:
         ok = t["status"] == "ok"
         na = NOT_MEASURED if ok else "-"  # a failed target's row is followed by its error
         m = preferred_measurement(report, t["name"])
-        lat = (f"{ms(m['p50_ms'])} / {ms(m['p90_ms'])} ms <span class=note>({esc(m['source'])})</span>"
+        lat = (f"{ms(m['p50_ms'])} / {ms(m['p90_ms'])} ms<br><span class=note>({esc(m['source'])})</span>"
                if m and m.get("p50_ms") is not None else na)
         ram = num(m.get("peak_rss_mb"), " MB", 1) if m else na
         drop = v.get("accuracy_drop_pt")
         rows.append([esc(t["name"]), esc(t.get("device", "")), f'{esc(t["format"])} {esc(t["precision"])}',
                      badge(ok, "ok", "failed"), pct(v.get("top1"), missing=na),
-                     na if drop is None else f"{drop:.2f} pt", pct(v.get("agreement"), missing=na), lat, ram,
-                     kib(t.get("size_bytes"), missing=na) + size_ratio_note(t),
+                     na if drop is None else f"{drop:.2f} pt", pct(v.get("agreement"), missing=na),
+                     na if v.get("max_abs_logit_diff") is None else f"{v['max_abs_logit_diff']:.2e}", lat, ram,
+                     kib(t.get("size_bytes"), missing=na), size_ratio_cell(t),
                      budget_cell(budget_results(report, t["name"]))])
         if t["status"] != "ok":
-            rows.append(f'<tr><td></td><td class="err" colspan="10">{esc(t.get("error") or "failed")}</td></tr>')
+            rows.append(f'<tr><td></td><td class="err" colspan="12">{esc(t.get("error") or "failed")}</td></tr>')
     if not rows:
         return "<h2>Targets</h2><p class=note>The recipe has no targets.</p>"
     return ("<h2>Targets</h2>"
-            + table(["target", "device", "format", "status", "top-1", "top-1 drop", "agreement",
-                     "latency p50 / p90", "peak RAM", "size", "budgets"], rows, left=(0, 1, 2, 10))
-            + '<p class="note">top-1, drop and agreement: every artifact run with its own runtime on the '
+            + table(["target", "device", "format", "status", "top-1", "top-1 drop", "agreement", "max |Δlogit|",
+                     "latency p50 / p90", "peak RAM", "size", "vs FP32", "budgets"], rows, left=(0, 1, 2, 12))
+            + '<p class="note">top-1, drop, agreement and the largest logit difference: every artifact run with its own runtime on the '
               f'{report.get("data", {}).get("sizes", {}).get("test", "?")} test samples and compared with the torch '
               "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device measurement where there is one, else the host's, "
               "else the estimate; the source is named in brackets. "
-              + ("Size: the artifact's files and sidecar; below it, the files a device loads as a fraction of "
-                 "the same format's FP32 artifact of the input model, and of the compressed model "
-                 "(quantization's share).</p>" if any(t.get("size_vs_fp32") for t in report["targets"]) else "</p>"))
+              + "Size: the artifact's files and its sidecar. vs FP32: the files a device loads as a fraction of the "
+                "same format's FP32 artifact of the input model / of the compressed model (quantization's share "
+                "alone), for INT8 and FP16 artifacts.</p>")
 
 
-def size_ratio_note(t: dict) -> str:
-    r = t.get("size_vs_fp32") or {}
-    parts = [f"{r[k]:.2f}x {label}" for k, label in (("input_model", "input FP32"),
-                                                     ("compressed_model", "compressed FP32")) if r.get(k)]
-    return f"<br><span class=note>{', '.join(parts)}</span>" if parts else ""
+def size_ratio_cell(t: dict) -> str:
+    r = t.get("size_vs_fp32")
+    if not r:
+        return "-"
+    return " / ".join("?" if r.get(k) is None else f"{r[k]:.2f}x" for k in ("input_model", "compressed_model"))
 
 
 def measurement_section(report: dict) -> str:

@@ -47,6 +47,7 @@ def test_export_writes_self_contained_report(run_dir):
     m = report["measurements"]["onnx-fp32"]["host"]
     # figures are report.json's numbers, formatted
     assert f"{v['top1'] * 100:.2f}%" in text and f"{v['agreement'] * 100:.2f}%" in text
+    assert f"{v['max_abs_logit_diff']:.2e}" in text
     assert f"{t['size_bytes'] / 1024:,.1f} KiB" in text
     assert f"{report['baseline']['params']:,}" in text and f"{report['baseline']['macs']:,}" in text
     assert f"{ms(m['p50_ms'])} / {ms(m['p90_ms'])} ms" in text and "(host)" in text
