@@ -76,7 +76,9 @@ class InputSpec(Strict):
         for k in ("mean", "std"):
             n = len(getattr(self.preprocessing, k))
             if n not in (1, c):
-                raise ValueError(f"preprocessing.{k} has {n} values; give 1 or {c} (one per channel)")
+                per_channel = f" or {c} (one per channel)" if c > 1 else ""
+                raise ValueError(f"preprocessing.{k} has {n} values but input.shape has {c} channel"
+                                 f"{'s' if c > 1 else ''}; give 1 value{per_channel}")
         return self
 
     def preprocessing_obj(self):
@@ -242,6 +244,8 @@ def load_recipe(path: Path | str) -> Recipe:
         raise EdgeshipError(f"recipe not found: {path}", "give the path to a recipe YAML (see recipes/)")
     try:
         raw = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise EdgeshipError(f"{path}: not UTF-8 text", "save the recipe as a UTF-8 YAML file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

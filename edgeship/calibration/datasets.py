@@ -3,6 +3,9 @@ train / validation / calibration / test. Calibration samples come from the train
 so they never overlap the test split.
 
 Images are kept raw (N, C, H, W, the values the files hold); ``Preprocessing`` normalizes them.
+Labels are integer class ids 0..K-1 (float arrays holding whole numbers are accepted); the model gets
+K = the largest id + 1 outputs. Bad data (NaN/inf, constant images, non-integral, negative or sparse
+labels) is refused here, when the data is loaded, before any training or conversion.
 """
 
 from __future__ import annotations
@@ -85,12 +88,47 @@ def _nchw(x: np.ndarray, channels: int | None = None) -> np.ndarray:
                         "reshape the array before saving it")
 
 
+def class_ids(y: np.ndarray, where: str) -> np.ndarray:
+    """Labels -> int64 class ids (N,), or EdgeshipError: not 1-D, not numbers, NaN/inf, fractions, negative."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        one_hot = y.ndim == 2
+        raise EdgeshipError(f"{where}: labels are shaped {y.shape}, not one class id per sample"
+                            + (" (one-hot?)" if one_hot else ""),
+                            "save class ids 0..K-1 as a 1-D array" + (" (y = y.argmax(1))" if one_hot else ""))
+    if y.dtype.kind == "b":
+        return y.astype(np.int64)
+    if y.dtype.kind not in "iuf":
+        raise EdgeshipError(f"{where}: labels have dtype {y.dtype}, not integer class ids",
+                            "map each class to an id 0..K-1 and save y as integers (names go in the recipe's "
+                            "labels:)")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise EdgeshipError(f"{where}: {int(bad.sum())} of {len(y)} labels are NaN or inf",
+                                "give every sample an integer class id 0..K-1")
+        frac = y != np.round(y)
+        if frac.any():
+            i = int(np.flatnonzero(frac)[0])
+            raise EdgeshipError(f"{where}: {int(frac.sum())} of {len(y)} labels are not whole numbers "
+                                f"(label {i} is {float(y[i]):g}); labels are class ids",
+                                "save integer class ids 0..K-1 as y (one per image)")
+    if len(y) and float(y.min()) < 0:
+        raise EdgeshipError(f"{where}: {int((y < 0).sum())} of {len(y)} labels are negative "
+                            f"(smallest {int(y.min())}); labels are class ids 0..K-1",
+                            "remap the labels to 0..K-1 (e.g. y = np.unique(y, return_inverse=True)[1]) "
+                            "and save the file again")
+    return y.astype(np.int64)
+
+
 def load_idx_pair(images: Path, labels: Path) -> ArrayData:
     x, y = read_idx(images), read_idx(labels)
     if len(x) != len(y):
         raise EdgeshipError(f"{images} has {len(x)} images but {labels} has {len(y)} labels",
                             "pair the images file with its own labels file")
-    return ArrayData(_nchw(x), y.astype(np.int64))
+    return ArrayData(_nchw(x), class_ids(y, str(labels)))
 
 
 def load_fashion_mnist(root: Path | None) -> tuple[ArrayData, ArrayData]:
@@ -123,9 +161,15 @@ def load_npz(path: Path, channels: int | None) -> ArrayData:
             x, y = f["x"], f["y"]
     except (ValueError, OSError) as e:
         raise EdgeshipError(f"cannot read {path}: {e}", "save it with np.savez(path, x=images, y=labels)") from None
+    if x.ndim == 0 or y.ndim == 0:
+        raise EdgeshipError(f"{path}: x and y must be arrays with one row per sample, got shapes {x.shape} "
+                            f"and {y.shape}", "save it with np.savez(path, x=images, y=labels)")
     if len(x) != len(y):
         raise EdgeshipError(f"{path}: x has {len(x)} rows but y has {len(y)}", "give one label per image")
-    return ArrayData(_nchw(x, channels), y.astype(np.int64))
+    if x.dtype.kind not in "biuf":
+        raise EdgeshipError(f"{path}: images have dtype {x.dtype}, not numbers",
+                            "save x as a numeric array (uint8 pixels or floats)")
+    return ArrayData(_nchw(x, channels), class_ids(y, f"{path}"))
 
 
 def load_image_folder(root: Path, channels: int, size: tuple[int, int]) -> tuple[ArrayData, tuple[str, ...]]:
@@ -185,6 +229,10 @@ def _guess_idx_labels(images: Path) -> Path:
                         "set data.source.labels_path to the matching *-labels-idx1-ubyte file")
 
 
+def _where(src, key: str) -> str:
+    return f"data.{key}: {src.kind}" + (f" at {src.path}" if src.path else "")
+
+
 def _check(data: ArrayData, what: str, channels: int, size: tuple[int, int], where: str) -> None:
     if len(data) == 0:
         raise EdgeshipError(f"the {what} data set is empty ({where})",
@@ -193,6 +241,40 @@ def _check(data: ArrayData, what: str, channels: int, size: tuple[int, int], whe
         raise EdgeshipError(
             f"{what} images have shape {tuple(data.x.shape[1:])} but the recipe's input.shape is "
             f"{(channels, *size)}", "make input.shape match the data (C, H, W)")
+    _check_values(data, where)
+
+
+def _check_values(data: ArrayData, where: str) -> None:
+    """NaN/inf anywhere, or one value everywhere: bad input, whatever the targets (raw values, before
+    preprocessing; every split is drawn from these arrays)."""
+    x = data.x
+    if x.dtype.kind in "fc":
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
+        if bad.any():
+            n, first = int(bad.sum()), int(np.flatnonzero(bad)[0])
+            raise EdgeshipError(f"{where}: {n} of its {len(x)} images contain{'s' if n == 1 else ''} NaN or inf "
+                                f"values (the first: sample index {first})",
+                                "replace or drop those samples and save the data again")
+    lo, hi = x.min(), x.max()
+    if lo == hi:
+        raise EdgeshipError(f"{where}: every value in its {len(x)} images is {float(lo):g} (raw, before "
+                            "preprocessing): constant images carry nothing to train, evaluate or calibrate on",
+                            "point the recipe's data at real images")
+
+
+def _check_class_ids(ys: list[np.ndarray], where: str) -> None:
+    """Ids 0..K-1 with a gap (1-based labels, an offset such as 100..109) would give the model outputs no
+    sample ever has, and a checkpoint trained on K classes would not load: refuse them."""
+    ids = np.unique(np.concatenate(ys))
+    k, top = len(ids), int(ids[-1])
+    if top + 1 != k:
+        missing = np.setdiff1d(np.arange(top + 1), ids)
+        shown = ", ".join(str(int(i)) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise EdgeshipError(f"{where}: the labels are {int(ids[0])}..{top} ({k} distinct values) but must be class "
+                            f"ids 0..K-1: no sample has id {shown} ({len(missing)} of the {top + 1} classes the "
+                            "model would get)",
+                            f"remap the labels to 0..{k - 1} (e.g. y = np.unique(y, return_inverse=True)[1]) and "
+                            "save the data again")
 
 
 def load_splits(spec, input_spec) -> Splits:
@@ -200,23 +282,35 @@ def load_splits(spec, input_spec) -> Splits:
     channels, h, w = input_spec.shape
     size = (h, w)
     pool, test, labels = load_source(spec.source, channels, size)
-    where = f"data.source: {spec.source.kind}" + (f" at {spec.source.path}" if spec.source.path else "")
+    where = _where(spec.source, "source")
     _check(pool, "training", channels, size, where)
+    if labels is None:  # class ids straight from the file (npz, idx): no gaps
+        _check_class_ids([pool.y] + ([test.y] if test is not None else []), where)
     rng = np.random.default_rng(spec.seed)
     if spec.test_source is not None:
-        test, _, _ = load_source(spec.test_source, channels, size)
-        where = f"data.test_source: {spec.test_source.kind}"
+        test, _, test_labels = load_source(spec.test_source, channels, size)
+        test_where = _where(spec.test_source, "test_source")
+        _check(test, "test", channels, size, test_where)
+        if test_labels is None and labels is None:
+            _check_class_ids([pool.y, test.y], f"{where} and {test_where}")
     elif test is None:
+        if len(pool) < 2:
+            raise EdgeshipError(f"{where}: only {len(pool)} sample, too few to hold out a test split",
+                                "give more data, or a separate data.test_source")
         order = rng.permutation(len(pool))
-        n_test = max(1, int(round(len(pool) * spec.test_fraction)))
+        n_test = min(len(pool) - 1, max(1, int(round(len(pool) * spec.test_fraction))))
         test, pool = pool.subset(order[:n_test]), pool.subset(order[n_test:])
-    _check(test, "test", channels, size, where)
+    else:
+        _check(test, "test", channels, size, where)
     if spec.test_size is not None:
         test = test.subset(np.arange(min(spec.test_size, len(test))))
 
+    # The training partition is what remains of the source after the test split. Validation is held out
+    # of it (at most a fifth); calibration samples are drawn from the rest and stay training data, so
+    # data.calib_size is capped only by what remains (sizes() reports what was used).
     order = rng.permutation(len(pool))
     n_val = min(spec.val_size, len(pool) // 5)
-    n_cal = min(spec.calib_size, max(1, (len(pool) - n_val) // 5))
+    n_cal = min(spec.calib_size, len(pool) - n_val)
     val = pool.subset(order[:n_val])
     calib = pool.subset(order[n_val:n_val + n_cal])
     # Calibration samples stay in the training set (they are training data); only val is held out.
@@ -226,7 +320,7 @@ def load_splits(spec, input_spec) -> Splits:
     train = pool.subset(train_idx)
     if len(val) == 0:
         val = test
-    n_classes = int(max(train.y.max(), test.y.max())) + 1
+    n_classes = int(max(pool.y.max(), test.y.max())) + 1
     if labels is None or len(labels) < n_classes:
         labels = tuple(str(i) for i in range(n_classes))
     return Splits(train=train, val=val, calib=calib, test=test, labels=tuple(labels))

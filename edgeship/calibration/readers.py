@@ -41,9 +41,14 @@ def check_calibration(calib: np.ndarray, what: str = "calibration data",
         raise CalibrationDataError(f"{what}: expected a batch of NCHW samples, got shape {x.shape}",
                                    "give images of the recipe's input.shape")
     if len(x) < min_samples:
-        raise CalibrationDataError(f"{what}: only {len(x)} samples; at least {min_samples} are needed",
-                                   f"raise data.calib_size (and the calibrate pass's samples) to >= {min_samples}, "
-                                   "ideally a few hundred")
+        n = len(x)
+        raise CalibrationDataError(f"{what}: only {n} sample{'' if n == 1 else 's'}; at least {min_samples} are "
+                                   "needed (the calibration set is the smaller of the calibrate pass's samples and "
+                                   "the calibration split, which is data.calib_size capped at the training data left "
+                                   "after the test and validation splits)",
+                                   f"set data.calib_size and the calibrate pass's samples to >= {min_samples} (ideally "
+                                   "a few hundred); if they already are, the source has too few samples: give more "
+                                   "data or lower data.val_size / data.test_fraction")
     x = np.ascontiguousarray(x, np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -51,8 +56,8 @@ def check_calibration(calib: np.ndarray, what: str = "calibration data",
         raise CalibrationDataError(f"{what}: {n} of {len(x)} samples contain NaN or inf values",
                                    "clean the calibration source (or drop those samples) and rerun")
     if float(x.max()) == float(x.min()):
-        raise CalibrationDataError(f"{what}: every value is {float(x.min()):g} (constant data has no range "
-                                   "to calibrate)", "use real images from the training distribution")
+        raise CalibrationDataError(f"{what}: every value is {float(x.min()):g} after preprocessing (constant data "
+                                   "has no range to calibrate)", "use real images from the training distribution")
     if len(x) > 1 and np.all(x == x[:1]):
         raise CalibrationDataError(f"{what}: all {len(x)} samples are the same image",
                                    "use distinct real images from the training distribution")

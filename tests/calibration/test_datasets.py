@@ -93,3 +93,109 @@ def test_npz_without_x_y(tmp_path):
     np.savez(tmp_path / "d.npz", images=np.zeros((3, 8, 8)))
     with pytest.raises(EdgeshipError, match="not 'x' and 'y'"):
         load_splits(spec(source={"kind": "npz", "path": str(tmp_path / "d.npz")}), InputSpec(shape=(1, 8, 8)))
+
+
+# ---------------------------------------------------------------- bad data, refused when it is loaded
+def digits_npz(path: Path, n: int = 200, x=None, y=None) -> Path:
+    """The first ``n`` scikit-learn digits (raw 0..16 values) as an .npz, ``x``/``y`` replaced if given."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    np.savez(path, x=d.images[:n].astype(np.float32) if x is None else x, y=d.target[:n] if y is None else y)
+    return path
+
+
+def npz_splits(path: Path, **kw):
+    return load_splits(spec(source={"kind": "npz", "path": str(path)}, **kw), InputSpec(shape=(1, 8, 8)))
+
+
+def test_calib_size_is_limited_only_by_the_training_partition(tmp_path):
+    """200 samples: 40 test, 160 training partition, 20 of them validation. Calibration samples stay
+    training data, so calib_size 64 gets 64 (it used to be cut to a fifth: 28), and a huge calib_size
+    gets every training sample; sizes() (the report's data.sizes) says what was used."""
+    f = digits_npz(tmp_path / "d.npz")
+    s = npz_splits(f, calib_size=64, val_size=20)
+    assert s.sizes() == {"train": 140, "val": 20, "calib": 64, "test": 40}
+    assert len({r.tobytes() for r in s.calib.x} & {r.tobytes() for r in s.val.x}) == 0
+    s = npz_splits(f, calib_size=100000, val_size=20)
+    assert s.sizes() == {"train": 140, "val": 20, "calib": 140, "test": 40}
+    # val_size stays capped at a fifth of the training partition (documented)
+    assert npz_splits(f, calib_size=64, val_size=1000).sizes()["val"] == 32
+
+
+def test_too_small_source_for_a_test_split(tmp_path):
+    f = digits_npz(tmp_path / "one.npz", n=1)
+    with pytest.raises(EdgeshipError, match=r"only 1 sample, too few to hold out a test split.*test_source"):
+        npz_splits(f)
+    s = npz_splits(digits_npz(tmp_path / "two.npz", n=2))
+    assert s.sizes()["test"] == 1 and s.sizes()["train"] == 1
+
+
+@pytest.mark.parametrize("poison, message", [
+    (lambda x: np.full_like(x, np.nan), r"npz at .*d\.npz: 200 of its 200 images contain NaN or inf values"),
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 64 * 7 + 3, np.inf, x),
+     r"1 of its 200 images contains NaN or inf values \(the first: sample index 7\)"),
+])
+def test_non_finite_values_are_refused(tmp_path, poison, message):
+    from sklearn.datasets import load_digits
+
+    x = load_digits().images[:200].astype(np.float32)
+    with pytest.raises(EdgeshipError, match=message) as e:
+        npz_splits(digits_npz(tmp_path / "d.npz", x=poison(x)))
+    assert e.value.exit_code == 2 and "drop those samples" in e.value.fix
+
+
+def test_non_finite_values_in_the_test_source_are_refused(tmp_path):
+    good = digits_npz(tmp_path / "good.npz")
+    x = np.load(good)["x"].copy()
+    x[150:, 0, 0] = np.nan
+    bad = digits_npz(tmp_path / "test.npz", x=x)
+    with pytest.raises(EdgeshipError, match=r"data\.test_source: npz at .*test\.npz: 50 of its 200 images contain NaN"):
+        load_splits(spec(source={"kind": "npz", "path": str(good)}, test_source={"kind": "npz", "path": str(bad)}),
+                    InputSpec(shape=(1, 8, 8)))
+
+
+def test_constant_data_names_the_raw_value(tmp_path):
+    f = digits_npz(tmp_path / "d.npz", x=np.full((200, 8, 8), 8, np.uint8))
+    with pytest.raises(EdgeshipError, match=r"every value in its 200 images is 8 \(raw, before preprocessing\)"):
+        npz_splits(f)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (lambda y: y + 100, r"the labels are 100\.\.109 \(10 distinct values\) but must be class ids 0\.\.K-1.*"
+                        r"Fix: remap the labels to 0\.\.9"),
+    (lambda y: y + 1, r"labels are 1\.\.10 .*no sample has id 0 "),  # 1-based
+    (lambda y: y - 1, r"21 of 200 labels are negative \(smallest -1\)"),
+    (lambda y: y + 0.5, r"200 of 200 labels are not whole numbers \(label 0 is 0\.5\)"),
+    (lambda y: np.where(y == 3, np.nan, y.astype(float)), r"labels are NaN or inf"),
+    (lambda y: np.eye(10)[y], r"labels are shaped \(200, 10\).*one-hot.*argmax"),
+    (lambda y: np.array([f"c{v}" for v in y]), r"labels have dtype <U2, not integer class ids"),
+])
+def test_bad_labels_are_refused(tmp_path, labels, message):
+    from sklearn.datasets import load_digits
+
+    y = load_digits().target[:200]
+    with pytest.raises(EdgeshipError, match=message) as e:
+        npz_splits(digits_npz(tmp_path / "d.npz", y=labels(y)))
+    assert e.value.fix and "\n" not in str(e.value)
+
+
+def test_whole_number_float_labels_are_class_ids(tmp_path):
+    from sklearn.datasets import load_digits
+
+    y = load_digits().target[:200]
+    s = npz_splits(digits_npz(tmp_path / "d.npz", y=y.astype(np.float32)[:, None]))  # (N, 1) floats
+    assert s.train.y.dtype == np.int64 and s.labels == tuple(str(i) for i in range(10))
+    ref = npz_splits(digits_npz(tmp_path / "ref.npz"))
+    assert np.array_equal(s.train.y, ref.train.y) and np.array_equal(s.test.y, ref.test.y)
+
+
+def test_preprocessing_length_message_for_one_channel():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as e:
+        InputSpec(shape=(1, 8, 8), preprocessing={"std": [0.5, 0.5, 0.5]})
+    assert "preprocessing.std has 3 values but input.shape has 1 channel; give 1 value" in str(e.value)
+    assert "1 or 1" not in str(e.value)
+    with pytest.raises(ValidationError, match=r"has 3 channels; give 1 value or 3 \(one per channel\)"):
+        InputSpec(shape=(3, 8, 8), preprocessing={"mean": [0.5, 0.5]})
