@@ -48,6 +48,23 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print("interrupted: finished stages stay cached; rerun to resume")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except OSError as e:  # a path the user gave that cannot be read or written
+            if STATE["debug"]:
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            err.print(f"[bold red]error:[/bold red] cannot access{where}: {e.strerror or e}. Fix: check the path "
+                      "and its permissions", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as e:  # anything else: one line, the traceback behind --debug
+            if STATE["debug"]:
+                raise
+            text = " ".join(str(e).split())
+            err.print(f"[bold red]error:[/bold red] {type(e).__name__}: {text[:400]}. Fix: rerun with --debug for "
+                      "the traceback (a model of your own: check that it runs forward and backward in plain torch)",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
     return wrapper
 
 
@@ -102,10 +119,10 @@ def report(run: Path = typer.Argument(..., help="a run directory (runs/<name>), 
     from edgeship.report_html import load_report, write_report_html
 
     path = write_report_html(run)
-    if STATE["json"]:
-        emit_json({"report_html": str(path)})
-        return
     report = load_report(run)[1]
+    if STATE["json"]:  # the report itself, as export --json prints it, and where the page was written
+        emit_json({**report, "report_html": str(path)})
+        return
     for table in summary_tables(report):
         out.print(table)
     _print_verdict(report.get("budgets"))

@@ -11,7 +11,7 @@ class EdgeshipError(Exception):
     def __init__(self, problem: str, fix: str | None = None):
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{problem}. Fix: {fix}" if fix else problem)
+        super().__init__(f"{problem.rstrip().rstrip('.')}. Fix: {fix}" if fix else problem)
 
 
 class TargetError(EdgeshipError):

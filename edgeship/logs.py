@@ -41,3 +41,26 @@ def captured(log_path: Path):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+def failure(e: BaseException, log_path: Path, limit: int = 300) -> str:
+    """A converter's exception as one line for the console, the whole of it (with its traceback) appended to
+    ``log_path``. OpenVINO's frontend lists what it could not convert (``-- aten::x with a message``): those
+    operator names are the line. Otherwise the message, whitespace folded, cut at a word and marked."""
+    import re
+    import traceback
+
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    text = " ".join(str(e).split())
+    ops = re.findall(r"-- (\S+) with a message", text)
+    for group in re.findall(r"No conversion rule found for operations: ([\w:.,\s]+?)(?:\s*$|\s+[A-Z-])", text):
+        ops += [o.strip() for o in group.split(",") if o.strip()]
+    ops = list(dict.fromkeys(ops))
+    if ops:
+        return f"operators the converter could not convert: {', '.join(ops)}"
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ... (whole message in the log)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -22,11 +21,12 @@ def is_quiet() -> bool:
 
 
 def progress_bar(quiet: bool = False):
-    if quiet or _QUIET["on"]:
+    """Bars on a terminal only: written to a file or a pipe (CI logs, `make demo > log`) a bar is redrawn as
+    nothing but a blank line; the info lines say what happened there."""
+    if quiet or _QUIET["on"] or not console.is_terminal:
         return _NullProgress()
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=console, transient=not sys.stderr.isatty())
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
 
 
 class _NullProgress(contextlib.AbstractContextManager):
@@ -45,4 +45,4 @@ class _NullProgress(contextlib.AbstractContextManager):
 
 def info(msg: str) -> None:
     if not _QUIET["on"]:
-        console.print(msg)
+        console.print(msg, soft_wrap=True)  # one line per message in a log (a terminal wraps it itself)

@@ -86,7 +86,7 @@ train:                             # `edgeship train` (trains a factory model fr
   threads: null                    # torch threads; null: all cores
 
 # Compression passes run in order; each stage is cached, so a rerun skips finished ones.
-# With no passes the model is exported as it is. README.md, "Passes", lists every option.
+# With no passes the model is exported as it is. README.md, "Passes", lists every option.{passes_note}
 passes: []
 # passes:                          # an example pipeline: replace the line `passes: []` with these lines
 #   # - {{name: drop_blocks, blocks: 2}}  # depth first, for residual nets: whole blocks become identities
@@ -122,6 +122,15 @@ budgets:
   # min_top1: 0.90                 # top-1 on the test split
 """
 
+PASSES_NOTE = {  # which of the example passes a model kind admits (pipeline/base.py: needs_module, torchscript_ok)
+    "factory": "",
+    "torchscript": "\n# A TorchScript model admits distill and calibrate only (prune, drop_blocks, qat and sparsify need the\n"
+                   "# Python module: use factory + weights for those).",
+    "exported": "\n# An exported (.pt2) program admits calibrate only (the other passes change or train a Python module:\n"
+                "# use factory + weights for those).",
+}
+
+
 def _commented(block: str) -> str:
     return "\n".join(line if line.lstrip().startswith("#") else "  # " + line[2:] for line in block.splitlines())
 
@@ -132,7 +141,7 @@ def render(path: Path, name: str, data: str = "image_folder", model: str = "fact
     if model not in MODEL_KINDS:
         raise EdgeshipError(f"unknown model kind {model!r}", f"use one of: {', '.join(MODEL_KINDS)}")
     others = lambda blocks, chosen: "\n".join(_commented(b) for k, b in blocks.items() if k != chosen)  # noqa: E731
-    return TEMPLATE.format(path=path, name=name, output=f"runs/{name}",
+    return TEMPLATE.format(path=path, name=name, output=f"runs/{name}", passes_note=PASSES_NOTE[model],
                            model_block=MODEL_BLOCKS[model], model_alternatives=others(MODEL_BLOCKS, model),
                            data_block=DATA_BLOCKS[data], data_alternatives=others(DATA_BLOCKS, data))
 

@@ -204,7 +204,7 @@ def target_section(report: dict) -> str:
               f'{report.get("data", {}).get("sizes", {}).get("test", "?")} test samples and compared with the torch '
               "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device measurement where there is one, else the host's, "
               "else the estimate; the source is named in brackets. "
-              + "Size: the artifact's files and its sidecar. vs FP32: the files a device loads as a fraction of the "
+              + "Size: the files a device loads (the sidecar model.json not counted). vs FP32: that size as a fraction of the "
                 "same format's FP32 artifact of the input model / of the compressed model (quantization's share "
                 "alone), for INT8 and FP16 artifacts.</p>")
 

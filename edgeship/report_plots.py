@@ -40,6 +40,7 @@ def accuracy_vs_latency(points: list[dict]) -> bytes:
     device and estimated latencies are not comparable with each other."""
     fig = Figure(figsize=(WIDTH, 4.8), layout="constrained")
     ax = fig.add_subplot()
+    labels = []
     for source in sorted({p["source"] for p in points}):
         pts = [p for p in points if p["source"] == source]
         color = SOURCE_COLORS.get(source, "#555555")
@@ -50,9 +51,7 @@ def accuracy_vs_latency(points: list[dict]) -> bytes:
         ax.scatter(fx, fy, s=150, facecolors="none", edgecolors=color, linewidths=1.5, zorder=4)
         if len(front) > 1:
             ax.step(fx, fy, where="post", color=color, alpha=0.6, linewidth=1.2, zorder=2)
-        for rank, i in enumerate(sorted(range(len(pts)), key=lambda i: xs[i])):  # neighbours alternate up/down
-            ax.annotate(pts[i]["label"], (xs[i], ys[i]), textcoords="offset points",
-                        xytext=(7, 5) if rank % 2 == 0 else (7, -13), fontsize=8)
+        labels += [(xs[i], ys[i], pts[i]["label"]) for i in range(len(pts))]
     ax.set_xlabel("latency p50 (ms)")
     ax.set_ylabel("top-1 on the test split (%)")
     ax.grid(True, alpha=0.3)
@@ -63,7 +62,30 @@ def accuracy_vs_latency(points: list[dict]) -> bytes:
     lo, hi = ax.get_ylim()
     ax.set_ylim(max(lo, 0.0), min(hi, 100.5))  # top-1 is a percentage
     ax.legend(title="circled: Pareto front", fontsize=8, title_fontsize=8, loc="best")
+    place_labels(fig, ax, labels)
     return _png(fig)
+
+
+# where a point's label may go, in points from the point: right, above, below, then further out and to the left
+LABEL_OFFSETS = [(7, 5), (7, -13), (7, 16), (7, -24), (7, 27), (7, -35), (-7, 5), (-7, -13), (7, 38), (7, -46)]
+
+
+def place_labels(fig, ax, labels: list[tuple[float, float, str]]) -> None:
+    """Annotate each point at the first offset whose text overlaps no label placed before it (left-aligned
+    offsets to the right, right-aligned ones to the left); the last offset when every one collides."""
+    FigureCanvasAgg(fig)
+    fig.draw_without_rendering()  # the constrained layout first: boxes are measured where they will be drawn
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for x, y, text in sorted(labels):
+        for dx, dy in LABEL_OFFSETS:
+            a = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                            ha="left" if dx > 0 else "right")
+            box = a.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed) or (dx, dy) == LABEL_OFFSETS[-1]:
+                placed.append(box)
+                break
+            a.remove()
 
 
 def size_across_stages(stages: list[tuple[str, int]], artifacts: list[tuple[str, int]]) -> bytes:

@@ -81,11 +81,15 @@ def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bo
     for t in targets:
         get_backend(t.format, t.precision)  # unknown format/precision pairs are bad input
     pass_configs = recipe.pass_configs()
-    splits, labels, model, pre, data = prepare(recipe, trust_pickle)
-
     out = Path(recipe.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    check_output(out)
+    splits, labels, model, pre, data = prepare(recipe, trust_pickle)
+    check_calibration_early(recipe, targets, pass_configs, data)
+
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise EdgeshipError(f"cannot write in {out.parent} ({e.strerror})", "set output: to a writable path") from None
     try:
         report = _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre, data, tmp, quiet)
         if only:
@@ -108,6 +112,49 @@ def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bo
         raise
     failed = [t for t in report["targets"] if t["status"] != "ok"]
     return report, (1 if failed else 0)
+
+
+CALIBRATED = ("int8", "int8_float_io")  # precisions a post-training quantizer calibrates (dynamic_int8 needs none)
+
+
+def check_calibration_early(recipe, targets, pass_configs, data) -> None:
+    """The calibration set the INT8 targets will get, checked before the baseline and the passes: too few
+    samples is bad input, and finding out after minutes of compression helps nobody. A QAT pipeline
+    calibrates nothing at lowering."""
+    from edgeship.calibration.readers import check_calibration
+
+    names = [name for name, _ in pass_configs]
+    if "qat" in names or not any(t.precision in CALIBRATED for t in targets):
+        return
+    cfg = dict(pass_configs).get("calibrate")
+    quant = QuantSettings(seed=recipe.seed, **({"samples": cfg.samples} if cfg is not None else {}))
+    check_calibration(calib_subset(data["calib"], quant))
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory an earlier export wrote (its report.json names edgeship's version)."""
+    try:
+        return "edgeship_version" in json.loads((path / "report.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def check_output(out: Path) -> None:
+    """export replaces its output directory whole: refuse anything that is not an earlier run (or empty), and
+    paths that cannot be written, before any work."""
+    fix = "set output: to a new directory such as runs/<name>"
+    if out.name in ("", ".", ".."):
+        raise EdgeshipError(f"output {str(out)!r} names no run directory of its own", fix)
+    if out.exists() and not out.is_dir():
+        raise EdgeshipError(f"output {out} is a file, not a run directory", fix)
+    if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
+        raise EdgeshipError(f"output {out} exists and is not an edgeship run directory (export would replace it "
+                            "and everything in it)", f"{fix}, or move {out} away")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgeshipError(f"cannot create {out.parent} for the output ({e.strerror})",
+                            "set output: to a writable path") from None
 
 
 def carry_over(prev_dir: Path, tmp: Path, report: dict, order: list[str]) -> None:
@@ -135,6 +182,8 @@ def carry_over(prev_dir: Path, tmp: Path, report: dict, order: list[str]) -> Non
         for section in ("measurements",):
             if name in prev.get(section, {}):
                 report.setdefault(section, {})[name] = prev[section][name]
+    for fmt, row in (prev.get("size_references") or {}).items():  # what the kept targets' size_vs_fp32 refer to
+        report.setdefault("size_references", {}).setdefault(fmt, row)
     report["targets"].sort(key=lambda t: order.index(t["name"]))
 
 
@@ -199,6 +248,26 @@ def payload_bytes(root: Path, files: list[str]) -> int:
     return sum((Path(root) / f).stat().st_size for f in files if Path(f).name != SIDECAR)
 
 
+def final_paths(text: str, tmp: Path, recipe) -> str:
+    """A message written during the run names files under the temporary directory, which is renamed to
+    the recipe's output when the run completes: name them where they will be."""
+    return text.replace(str(tmp), str(recipe.output))
+
+
+def own_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """Each lowering gets its own copy: converters may change the module they are given (torch.onnx.export
+    rewrites a TorchScript module's graph in place, after which openvino.convert_model fails on it)."""
+    import copy
+    import io
+
+    if isinstance(model, torch.jit.ScriptModule):  # a deepcopy shares the graphs (one compilation unit)
+        buf = io.BytesIO()
+        torch.jit.save(model, buf)
+        buf.seek(0)
+        return torch.jit.load(buf)
+    return copy.deepcopy(model)
+
+
 def size_references(reports: list[dict], models: dict, shape, calib, pre, labels, tmp: Path, logs: Path,
                     recipe) -> dict:
     """What each quantized or FP16 artifact's size compares with, in its own format: the FP32 artifact of
@@ -229,11 +298,11 @@ def size_references(reports: list[dict], models: dict, shape, calib, pre, labels
                                work_dir=work, threads=recipe.train.threads)
             try:
                 (work / "out").mkdir()
-                art = get_backend(fmt, "fp32").lower(model, ctx, work / "out")
+                art = get_backend(fmt, "fp32").lower(own_copy(model), ctx, work / "out")
                 row[which] = payload_bytes(art.dir, art.files)
             except TargetError as e:
                 row[which] = None
-                row[f"{which}_error"] = str(e)
+                row[f"{which}_error"] = final_paths(str(e), tmp, recipe)
             info(f"size reference: {which.replace('_', ' ')} as FP32 {fmt}: "
                  + (f"{row[which] / 1024:.1f} KiB" if row[which] else "could not be lowered")
                  + f" ({time.perf_counter() - t0:.1f} s)")
@@ -288,7 +357,7 @@ def _one_target(t, ref: Reference, recipe, shape, calib, pre, labels, tmp, logs,
                            threads=recipe.train.threads)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         info(f"target {t.name}: lowering to {t.format} {t.precision}")
-        art = backend.lower(model, ctx, partial)
+        art = backend.lower(own_copy(model), ctx, partial)
         rep["lower_s"] = round(time.perf_counter() - t0, 2)
         runner = backend.load(art, threads=recipe.train.threads)
         logits = run_batched(runner, x_test, label=t.name, quiet=quiet)
@@ -306,7 +375,7 @@ def _one_target(t, ref: Reference, recipe, shape, calib, pre, labels, tmp, logs,
     except TargetError as e:
         shutil.rmtree(partial, ignore_errors=True)
         rep["status"] = "failed"
-        rep["error"] = str(e)
-        info(f"[red]target {t.name} failed:[/red] {e}")
+        rep["error"] = final_paths(str(e), tmp, recipe)
+        info(f"[red]target {t.name} failed:[/red] {rep['error']}")
     rep["wall_s"] = round(time.perf_counter() - t0, 2)
     return rep

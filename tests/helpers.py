@@ -31,3 +31,11 @@ def write_recipe(tmp: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
     p = Path(tmp) / name
     p.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return p
+
+
+def factory_model(tmp: Path, monkeypatch, module: str, source: str) -> dict:
+    """A user's model file: ``source`` (Python defining ``net()``) saved as ``<tmp>/<module>.py``, importable
+    for this test; returns the recipe's ``model:`` entry that names it."""
+    (tmp / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp))
+    return {"factory": f"{module}:net"}

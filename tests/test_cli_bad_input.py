@@ -150,3 +150,80 @@ def test_debug_shows_traceback(tmp_path):
     r["model"]["wieghts"] = "x.pt"
     result = run_cli("--debug", "export", write_recipe(tmp_path, r))
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_output_that_is_not_a_run_directory_is_left_alone(tmp_path, digits_checkpoint):
+    """export replaces its output whole: a directory holding anything but an earlier run, or a file, is
+    refused before any work, and kept as it was."""
+    r = digits_recipe_dict(tmp_path)
+    r["model"]["weights"] = str(digits_checkpoint)
+    mine = tmp_path / "my_project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    r["output"] = str(mine)
+    assert_bad_input(run_cli("export", write_recipe(tmp_path, r)), "is not an edgeship run directory", "Fix:")
+    assert (mine / "notes.txt").read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine")
+    r["output"] = str(afile)
+    assert_bad_input(run_cli("export", write_recipe(tmp_path, r)), "is a file, not a run directory")
+    assert afile.read_text() == "mine" and not list(tmp_path.glob(".afile*"))
+    r["output"] = str(afile / "run")  # its parent is a file: cannot be created
+    assert_bad_input(run_cli("export", write_recipe(tmp_path, r)), "cannot create", "Fix: set output:")
+    r["output"] = "."
+    assert_bad_input(run_cli("export", write_recipe(tmp_path, r)), "names no run directory of its own")
+
+
+def test_rerun_replaces_an_earlier_run(tmp_path, digits_recipe):
+    recipe = digits_recipe()
+    assert run_cli("export", recipe, "--no-measure").exit_code == 0
+    run = tmp_path / "runs" / "digits_test"
+    (run / "stale.txt").write_text("from the run before")
+    assert run_cli("export", recipe, "--no-measure").exit_code == 0
+    assert not (run / "stale.txt").exists() and (run / "report.json").is_file()
+
+
+def test_non_utf8_recipe(tmp_path):
+    bad = tmp_path / "bin.yaml"
+    bad.write_bytes(b"\xff\xfe\x00name: x\n")
+    assert_bad_input(run_cli("export", bad), "not UTF-8 text", "Fix:")
+
+
+def test_check_report_file_that_cannot_be_written(tmp_path, digits_recipe):
+    assert run_cli("export", digits_recipe(), "--no-measure").exit_code == 0
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert_bad_input(run_cli("check", tmp_path / "runs" / "digits_test", "--source", "host",
+                             "--junit", blocker / "report.xml"), "cannot access", "Fix: check the path")
+
+
+def test_a_model_that_fails_in_training_is_one_line_not_a_traceback(tmp_path):
+    """An error inside the user's own model (here: its backward) is reported in one line, exit 1."""
+    (tmp_path / "brokenmod.py").write_text(
+        "import torch\n"
+        "class NoGrad(torch.autograd.Function):\n"
+        "    @staticmethod\n"
+        "    def forward(ctx, x):\n"
+        "        return x.clone()\n"
+        "    @staticmethod\n"
+        "    def backward(ctx, g):\n"
+        "        raise RuntimeError('this layer has no gradient')\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(64, 10)\n"
+        "    def forward(self, x):\n"
+        "        return NoGrad.apply(self.fc(x.flatten(1)))\n"
+        "def make():\n"
+        "    return Net()\n")
+    r = digits_recipe_dict(tmp_path)
+    r["model"] = {"factory": "brokenmod:make", "weights": str(tmp_path / "w.pt")}
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        res = run_cli("train", write_recipe(tmp_path, r))
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output + res.stderr
+    assert "this layer has no gradient" in res.stderr and "--debug" in res.stderr

@@ -64,6 +64,9 @@ def test_export_progress_quiet_and_json(digits_recipe, tmp_path):
     report = json.loads(as_json.stdout)  # the whole of stdout is one JSON document
     assert report["targets"][0]["name"] == "onnx-fp32"
     assert report == json.loads((tmp_path / "runs" / "digits_test" / "report.json").read_text())
+    rebuilt = run("--json", "report", str(tmp_path / "runs" / "digits_test"))
+    assert rebuilt.returncode == 0 and {k: v for k, v in json.loads(rebuilt.stdout).items()
+                                        if k != "report_html"} == report  # `report --json` prints it too
 
     bad = run("--quiet", "export", str(tmp_path / "missing.yaml"))
     assert bad.returncode == 2 and bad.stderr.startswith("error: recipe not found") and bad.stdout == ""

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from helpers import write_recipe
+from helpers import factory_model, write_recipe
 from edgeship.cli import app
 
 
@@ -27,7 +27,7 @@ def test_export_writes_verified_onnx(tmp_path, digits_recipe):
     assert v["top1"] > 0.9 and abs(v["top1"] - v["torch_top1"]) < 0.002
     assert v["max_abs_logit_diff"] < 1e-3
     model_file = run / t["artifact"]
-    assert t["size_bytes"] >= model_file.stat().st_size > 1000
+    assert t["size_bytes"] == model_file.stat().st_size > 1000  # what a device loads: not the sidecar
     m = onnx.load(str(model_file))
     onnx.checker.check_model(m)
     meta = {p.key: p.value for p in m.metadata_props}
@@ -240,7 +240,7 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
     assert refs["onnx"]["input_model"] > 1.5 * refs["onnx"]["compressed_model"]  # pruned to half the MACs
     assert "size_vs_fp32" not in fp32
     s = int8["size_vs_fp32"]
-    assert s["bytes"] == device_bytes(int8)
+    assert s["bytes"] == device_bytes(int8) == int8["size_bytes"]
     assert s["input_model"] == pytest.approx(s["bytes"] / refs["onnx"]["input_model"], abs=1e-4)
     assert s["compressed_model"] == pytest.approx(s["bytes"] / refs["onnx"]["compressed_model"], abs=1e-4)
     assert s["input_model"] < s["compressed_model"] < 1  # a tiny model: the graph is much of the file
@@ -272,3 +272,48 @@ def test_without_passes_the_input_model_is_the_compressed_one(tmp_path, digits_r
     ratios = report["targets"][1]["size_vs_fp32"]
     assert ratios["input_model"] == ratios["compressed_model"] < 1
     assert "size reference:" not in res.stdout + res.stderr
+
+
+def test_torchscript_model_lowers_to_openvino_after_onnx(tmp_path, digits_recipe, digits_checkpoint):
+    """torch.onnx.export rewrites a TorchScript module's graph in place (and a deepcopy shares it): each
+    target must lower its own copy, or OpenVINO fails on aten::batch_norm after an ONNX target."""
+    recipe = _pt2_recipe(tmp_path, digits_recipe, digits_checkpoint, "torchscript")
+    recipe["targets"] = [{"name": "onnx", "format": "onnx", "precision": "fp32"},
+                         {"name": "ov", "format": "openvino", "precision": "fp32"}]
+    res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, recipe, "ts_ov.yaml")), "--no-measure"])
+    assert res.exit_code == 0, res.stdout + res.stderr
+    report = json.loads((tmp_path / "runs" / "digits_test" / "report.json").read_text())
+    assert [t["status"] for t in report["targets"]] == ["ok", "ok"]
+    assert report["targets"][1]["verify"]["agreement"] >= 0.999
+
+
+def test_unsupported_operator_names_operator_layer_and_format_for_onnx_and_openvino(tmp_path, digits_recipe,
+                                                                                   monkeypatch):
+    """A custom operator neither exporter knows: each target's one line names the operator, the layer it is
+    called in and the format, and points at a log that exists after the run (with the whole message)."""
+    model = factory_model(tmp_path, monkeypatch, "squashmodels", (
+        "import torch\nfrom torch import nn\n"
+        "@torch.library.custom_op('edgeship_test::squash', mutates_args=())\n"
+        "def squash(x: torch.Tensor) -> torch.Tensor:\n    return x.clamp(-1, 1)\n"
+        "@squash.register_fake\ndef _(x):\n    return torch.empty_like(x)\n"
+        "class Act(nn.Module):\n    def forward(self, x):\n        return torch.ops.edgeship_test.squash(x)\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.act, self.fc = nn.Conv2d(1, 4, 3, padding=1), Act(), nn.Linear(4, 10)\n"
+        "    def forward(self, x):\n        return self.fc(self.act(self.conv(x)).mean((2, 3)))\n"
+        "def net():\n    return Net()\n"))
+    from edgeship.run import export
+
+    recipe = digits_recipe(model=model,
+                           targets=[{"name": "onnx", "format": "onnx", "precision": "fp32"},
+                                    {"name": "ov", "format": "openvino", "precision": "fp32"}])
+    report, code = export(recipe, quiet=True, measure=False)
+    assert code == 1
+    run = tmp_path / "runs" / "digits_test"
+    for t, fmt in zip(report["targets"], ("onnx:", "openvino:")):
+        err = t["error"]
+        assert t["status"] == "failed" and err.startswith(fmt), err
+        assert "edgeship_test::squash" in err and "layer 'act" in err, err
+        log = Path(err.rsplit("log: ", 1)[1])
+        assert log.is_file() and log.is_relative_to(run) and "squash" in log.read_text()

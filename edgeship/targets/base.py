@@ -61,7 +61,8 @@ class Artifact:
         return self.dir / self.main
 
     def size_bytes(self) -> int:
-        return int(sum((self.dir / f).stat().st_size for f in self.files))
+        """Bytes of the files a device loads: edgeship's sidecar model.json is not part of the format."""
+        return int(sum((self.dir / f).stat().st_size for f in self.files if f != "model.json"))
 
     def write_sidecar(self) -> None:
         if "model.json" not in self.files:  # listed before writing, so the sidecar names itself too
@@ -69,14 +70,16 @@ class Artifact:
         (self.dir / "model.json").write_text(json.dumps(self.to_dict(), indent=2, default=str))
 
     def to_dict(self) -> dict:
+        """The sidecar's content. The directory is where the sidecar itself lies (written while the
+        artifact is still in a temporary directory, so a path recorded here would be wrong)."""
         d = asdict(self)
-        d["dir"] = str(self.dir)
+        d.pop("dir")
         return d
 
     @classmethod
     def from_sidecar(cls, path: Path) -> "Artifact":
         d = json.loads(Path(path).read_text())
-        d["dir"] = Path(path).parent
+        d["dir"] = Path(path).parent  # where the sidecar lies (older sidecars recorded the temporary one)
         return cls(**d)
 
 
@@ -149,6 +152,28 @@ def get_backend(fmt: str, precision: str) -> Backend:
         raise EdgeshipError(f"format {fmt!r} has no precision {precision!r}",
                             f"use one of: {', '.join(have) or '(no backend installed for this format)'}")
     return cls()
+
+
+def layer_of_op(model: nn.Module, op: str) -> Optional[str]:
+    """Best effort: the layer (module path) where ``op`` (a converter's name such as ``aten::fft_rfft`` or
+    ``qa::mysquash``) is called, from an fx trace of the model; None when it cannot be told."""
+    from edgeship.targets.torch2tf import layer_of
+
+    base = op.split("::")[-1].split(".")[0]
+    if not base or isinstance(model, torch.jit.ScriptModule):
+        return None
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception:
+        return None
+    for node in gm.graph.nodes:
+        if node.op not in ("call_function", "call_method"):
+            continue
+        t = node.target
+        name = t if isinstance(t, str) else getattr(t, "__name__", None) or str(t).split(".")[-1]
+        if name == base or base in str(t).split("."):  # torch.fft.rfft is fft_rfft; torch.ops.qa.x is qa.x.default
+            return layer_of(node)
+    return None
 
 
 def require(module: str, package: str, fmt: str):

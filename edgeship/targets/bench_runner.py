@@ -290,7 +290,8 @@ def bench(args) -> dict:
     fmt, main = art["format"], art["main"]
     path = os.path.join(args.dir, main)
     files = art.get("files") or [main]
-    size = sum(os.path.getsize(os.path.join(args.dir, p)) for p in files if os.path.exists(os.path.join(args.dir, p)))
+    size = sum(os.path.getsize(os.path.join(args.dir, p)) for p in files  # what the runtime loads: no sidecar
+               if p != "model.json" and os.path.exists(os.path.join(args.dir, p)))
 
     try:
         import numpy as np

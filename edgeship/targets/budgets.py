@@ -34,12 +34,14 @@ def _device_of(recipe: dict, target: dict) -> str:
     return _spec(recipe, target).get("device") or target.get("device") or "host"
 
 
-def effective(recipe: dict, target: dict) -> dict[str, tuple[float, str]]:
-    """{key: (limit, where it came from)} for one target of a report's recipe."""
+def effective(recipe: dict, target: dict, measured_on: Optional[str] = None) -> dict[str, tuple[float, str]]:
+    """{key: (limit, where it came from)} for one target of a report's recipe. ``measured_on``: the device a
+    device measurement or an estimate was made for, whose defaults then apply (an estimate for a Pi is
+    judged by the Pi's limits even when the recipe's target names another device)."""
     from edgeship.targets import devices
 
     spec = _spec(recipe, target)
-    device = devices.get(_device_of(recipe, target))
+    device = devices.get(measured_on or _device_of(recipe, target))
     layers = [("target", spec.get("budgets") or {}), ("recipe", recipe.get("budgets") or {}),
               (f"device {device.name}", device.budgets.model_dump())]
     out = {}
@@ -91,7 +93,8 @@ def evaluate(report: dict, source: str) -> dict:
             results.append({"target": t["name"], "budget": "artifact", "limit": None, "value": None, "margin": None,
                             "passed": False, "source": "artifact", "note": f"target failed: {t.get('error')}"})
             continue
-        for key, (limit, origin) in effective(recipe, t).items():
+        measured_on = (meas or {}).get("device") if used in ("device", "estimate") else None
+        for key, (limit, origin) in effective(recipe, t, measured_on).items():
             value, basis = _value(key, t, meas)
             row = {"target": t["name"], "budget": key, "limit": limit, "value": None, "margin": None,
                    "passed": False, "source": used if key in MEASURED else "artifact", "origin": origin,

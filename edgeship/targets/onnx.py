@@ -5,6 +5,7 @@ ONNX Runtime on the CPU."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -13,9 +14,9 @@ import torch
 from torch import nn
 
 from edgeship.errors import TargetError
-from edgeship.logs import captured
+from edgeship.logs import captured, failure
 from edgeship.models.load import exportable
-from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, describe, require
+from edgeship.targets.base import layer_of_op, Artifact, Backend, LowerContext, Runner, describe, require
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -30,8 +31,12 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, log_path: P
             torch.onnx.export(exportable(model), (example,), str(path), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-    except Exception as e:  # exporter errors name the unsupported operator
-        msg = " ".join(str(e).split())[:300]
+    except Exception as e:  # exporter errors name the unsupported operator; we add the layer
+        msg = failure(e, log_path)
+        op = re.search(r"operator '([^']+)'", msg) or re.search(r"unrecognized namespace (\w+::\w+)", msg)
+        layer = layer_of_op(model, op.group(1)) if op else None
+        if op and layer:
+            msg = f"operator {op.group(1)} in layer '{layer}' is not supported (opset {opset})"
         raise TargetError(f"onnx: torch.onnx.export failed: {msg}",
                           f"replace the unsupported operator or drop the ONNX targets; log: {log_path}") from None
     try:

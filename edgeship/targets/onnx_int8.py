@@ -29,7 +29,7 @@ from torch import nn
 
 from edgeship.calibration.readers import check_calibration, ort_reader
 from edgeship.errors import TargetError
-from edgeship.logs import captured
+from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
 from edgeship.targets.onnx import INPUT_NAME, compact, embed_metadata, export_onnx, io_description, ort_runner
 
@@ -82,7 +82,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray, quant, wor
     except TargetError:
         raise
     except Exception as e:
-        msg = " ".join(str(e).split())[:300]
+        msg = failure(e, log_path)
         raise TargetError(f"onnx int8: ONNX Runtime quantization failed: {msg}",
                           f"see the log {log_path}; try another calibration method or the qat pass") from None
 

@@ -41,9 +41,9 @@ from torch import nn
 
 from edgeship.calibration.readers import check_calibration, nncf_dataset
 from edgeship.errors import TargetError
-from edgeship.logs import captured
+from edgeship.logs import captured, failure
 from edgeship.models.load import exportable
-from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
+from edgeship.targets.base import layer_of_op, Artifact, Backend, LowerContext, Runner, audit, describe, require
 from edgeship.targets.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 
 FLOAT_PRECISIONS = {"f32", "f16", "bf16", "f64"}
@@ -55,8 +55,12 @@ def _ov():
     return require("openvino", "openvino", "openvino")
 
 
-def _error(what: str, e: Exception, log_path: Path) -> TargetError:
-    msg = " ".join(str(e).split())[:300]
+def _error(what: str, e: Exception, log_path: Path, model: Optional[nn.Module] = None) -> TargetError:
+    msg = failure(e, log_path)
+    prefix = "operators the converter could not convert: "
+    if model is not None and msg.startswith(prefix):  # name the layer of each, where a trace can tell
+        ops = msg[len(prefix):].split(", ")
+        msg = prefix + ", ".join(f"{o} (layer '{layer}')" if (layer := layer_of_op(model, o)) else o for o in ops)
     return TargetError(f"openvino: {what} failed: {msg}",
                        f"replace the unsupported operator or drop the openvino targets; log: {log_path}")
 
@@ -68,7 +72,7 @@ def convert(model: nn.Module, ctx: LowerContext):
         with captured(ctx.log_path):
             om = ov.convert_model(exportable(model), example_input=ctx.example, input=[(-1, *ctx.input_shape)])
     except Exception as e:
-        raise _error("openvino.convert_model", e, ctx.log_path) from None
+        raise _error("openvino.convert_model", e, ctx.log_path, model) from None
     om.inputs[0].get_tensor().set_names({INPUT_NAME})
     om.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     return om
@@ -137,8 +141,11 @@ def share_constants(om) -> int:
     for op in om.get_ordered_ops():
         if op.get_type_name() != "Constant":
             continue
-        key = (op.get_element_type().get_type_name(), tuple(op.get_output_shape(0)),
-               hashlib.sha1(op.get_data().tobytes()).hexdigest())
+        try:
+            data = op.get_data().tobytes()
+        except Exception:  # element types numpy cannot hold (packed u1/i4, strings): left as they are
+            continue
+        key = (op.get_element_type().get_type_name(), tuple(op.get_output_shape(0)), hashlib.sha1(data).hexdigest())
         first = seen.setdefault(key, op)
         if first is not op:
             op.output(0).replace(first.output(0))

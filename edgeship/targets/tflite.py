@@ -49,7 +49,7 @@ from torch import nn
 
 from edgeship.calibration.readers import check_calibration, iter_batches
 from edgeship.errors import TargetError
-from edgeship.logs import captured
+from edgeship.logs import captured, failure
 from edgeship.targets import torch2tf
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
 
@@ -295,7 +295,7 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
     try:
         flat = conv.convert()
     except Exception as e:
-        msg = " ".join(str(e).split())[:300]
+        msg = failure(e, ctx.log_path)
         raise TargetError(f"{FMT}: TFLiteConverter failed ({precision}): {msg}",
                           f"see the conversion log {ctx.log_path}") from None
     notes["converter"] = f"tensorflow {tf.__version__}"

@@ -179,6 +179,8 @@ class BackendTemplate:
                                                                         art.main)
         assert back.files == art.files
         assert back.meta == json.loads(json.dumps(art.meta, default=str))
+        assert "dir" not in json.loads((art.dir / "model.json").read_text())  # lowered in a directory renamed later
+        assert art.size_bytes() == sum((art.dir / f).stat().st_size for f in art.files if f != "model.json")
 
     def test_description_embedded_in_artifact(self, lowered):
         art = lowered["art"]

@@ -179,3 +179,17 @@ def test_host_targets_use_the_host_measurement_for_device_and_estimate():
     # a device target never borrows the host's numbers
     rows = {r["budget"]: r for r in budgets.evaluate(_report(meas={"host": _host()}), "device")["results"]}
     assert rows["latency_ms_p90"]["value"] is None
+
+
+def test_an_estimate_is_judged_by_the_limits_of_the_device_it_was_made_for():
+    """`profile --estimate --device rpi4` on a host target: the Pi's default limits, not the host's."""
+    rep = _report(device="host", meas={"host": _host(p90=4.0)})
+    rep["measurements"]["t1"]["estimate"] = estimate(_host(p90=4.0), devices.get("rpi4"), "int8", "t1")
+    rows = {r["budget"]: r for r in budgets.evaluate(rep, "estimate")["results"]}
+    rpi4, host = devices.get("rpi4").budgets, devices.get("host").budgets
+    assert rpi4.latency_ms_p90 != host.latency_ms_p90
+    assert rows["latency_ms_p90"]["limit"] == rpi4.latency_ms_p90 and rows["latency_ms_p90"]["origin"] == "device rpi4"
+    assert rows["latency_ms_p90"]["source"] == "estimate"
+    # the host source keeps the target's own device
+    rows = {r["budget"]: r for r in budgets.evaluate(rep, "host")["results"]}
+    assert rows["latency_ms_p90"]["limit"] == host.latency_ms_p90

@@ -20,6 +20,7 @@ from edgeship.errors import TargetError
 from edgeship.models.zoo import ZOO
 from edgeship.targets.base import Artifact, get_backend
 from edgeship.targets.tflite import open_interpreter, read_metadata
+from helpers import factory_model
 from template import BackendTemplate, context, digits_task, qat_model
 
 
@@ -220,7 +221,7 @@ def test_unsupported_operator_fails_only_its_target(tmp_path, digits_recipe, mon
     """Through `edgeship export`: the tflite target fails naming the operator, ONNX still ships."""
     from edgeship.run import export
 
-    (tmp_path / "usermodels.py").write_text(
+    model = factory_model(tmp_path, monkeypatch, "usermodels", (
         "import torch\nfrom torch import nn\n"
         "class Net(nn.Module):\n"
         "    def __init__(self):\n"
@@ -230,9 +231,8 @@ def test_unsupported_operator_fails_only_its_target(tmp_path, digits_recipe, mon
         "        self.fc = nn.Linear(4, 10)\n"
         "    def forward(self, x):\n"
         "        return self.fc(self.up(self.conv(x)).mean((2, 3)))\n"
-        "def net():\n    return Net()\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    recipe = digits_recipe(model={"factory": "usermodels:net"},
+        "def net():\n    return Net()\n"))
+    recipe = digits_recipe(model=model,
                            targets=[{"name": "tfl", "format": "tflite", "precision": "fp32"},
                                     {"name": "onnx-fp32", "format": "onnx", "precision": "fp32"}])
     report, code = export(recipe, quiet=True, measure=False)
