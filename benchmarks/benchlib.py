@@ -108,7 +108,7 @@ def device_bytes(root: Path, files: list[str]) -> int:
 
 
 def artifact_sizes(run_dir: Path, report: dict) -> dict:
-    """Each target's size in bytes as export reports it (sidecar model.json included), export's own
+    """Each target's size in bytes as export reports it (the files a device loads), export's own
     ``size_vs_fp32`` (the files a device loads against the same format's FP32 artifact of the input model and
     of the compressed model), and for ONNX files the bytes by content."""
     out = {}

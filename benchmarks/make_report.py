@@ -159,8 +159,9 @@ def cost_section(d: dict) -> list[str]:
     if rec.get("artifact_sizes"):
         bar = d.get("size_bar") or {}
         verdict_line = (f" Size bar on this run: {'met' if bar.get('met') else 'missed'}." if bar else "")
-        out += ["", "Artifact sizes of this run (sizes as export reports them, the sidecar model.json of about 2 KiB "
-                "included). / FP32: export's `size_vs_fp32`, the files a device loads against the same format's FP32 "
+        out += ["", "Artifact sizes of this run, as export reports them: the files a device loads (the sidecar "
+                "model.json not counted; runs before 2026-11-26 06:30 UTC counted it, about 2 KiB). / FP32: export's "
+                "`size_vs_fp32`, those files against the same format's FP32 "
                 "artifact of the input model, and of the compressed model (quantization's share alone). The backends "
                 "issue's bar: every INT8 artifact at most 1/3.5 = 0.286 of the input model's." + verdict_line
                 + " For ONNX files, the bytes by content:", "",
