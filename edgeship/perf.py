@@ -11,6 +11,7 @@ Two measured causes of slowness on this kind of machine (see benchmarks/results/
 from __future__ import annotations
 
 import contextlib
+import warnings
 import ctypes
 import ctypes.util
 import os
@@ -53,7 +54,9 @@ def channels_last(model: nn.Module) -> Iterator[nn.Module]:
         yield model
         return
     try:
-        model.to(memory_format=torch.channels_last)
+        with warnings.catch_warnings():  # a TorchScript module's parameters are not leaves: torch warns on .grad
+            warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+            model.to(memory_format=torch.channels_last)
         converted = True
     except (RuntimeError, TypeError, AttributeError):
         converted = False
@@ -63,4 +66,6 @@ def channels_last(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         _ACTIVE.discard(id(model))
         if converted:
-            model.to(memory_format=torch.contiguous_format)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+                model.to(memory_format=torch.contiguous_format)

@@ -206,7 +206,14 @@ def target_section(report: dict) -> str:
               "else the estimate; the source is named in brackets. "
               + "Size: the files a device loads (the sidecar model.json not counted). vs FP32: that size as a fraction of the "
                 "same format's FP32 artifact of the input model / of the compressed model (quantization's share "
-                "alone), for INT8 and FP16 artifacts.</p>")
+                "alone), for INT8 and FP16 artifacts" + size_references_note(report) + ".</p>")
+
+
+def size_references_note(report: dict) -> str:
+    refs = report.get("size_references") or {}
+    parts = [f"{esc(fmt)} {kib(r.get('input_model'), missing='?')} / {kib(r.get('compressed_model'), missing='?')}"
+             for fmt, r in sorted(refs.items())]
+    return f" (those FP32 artifacts: {'; '.join(parts)})" if parts else ""
 
 
 def size_ratio_cell(t: dict) -> str:

@@ -227,3 +227,14 @@ def test_a_model_that_fails_in_training_is_one_line_not_a_traceback(tmp_path):
     assert res.exit_code == 1, res.output
     assert "Traceback" not in res.output + res.stderr
     assert "this layer has no gradient" in res.stderr and "--debug" in res.stderr
+
+
+def test_weights_file_that_is_no_checkpoint_at_all(tmp_path):
+    """Plain text is not 'Python objects to trust': no --trust-pickle advice for it."""
+    bad = tmp_path / "notes.pt"
+    bad.write_text("these are my notes, not weights\n")
+    r = digits_recipe_dict(tmp_path)
+    r["model"] = {"factory": "edgeship.models.zoo:SmallCNN", "args": {"width": 8, "input_size": [8, 8]},
+                  "weights": str(bad)}
+    msg = export_bad(tmp_path, r, "is not a torch checkpoint", "torch.save(model.state_dict(), path)")
+    assert "trust-pickle" not in msg

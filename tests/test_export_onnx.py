@@ -253,6 +253,7 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
     assert "size reference: input model as FP32 onnx" in res.stdout + res.stderr
     html = (run / "report.html").read_text()
     assert f"<td>{s['input_model']:.2f}x / {s['compressed_model']:.2f}x</td>" in html
+    assert f"onnx {refs['onnx']['input_model'] / 1024:,.1f} KiB / {refs['onnx']['compressed_model'] / 1024:,.1f} KiB" in html
 
 
 def test_without_passes_the_input_model_is_the_compressed_one(tmp_path, digits_recipe):

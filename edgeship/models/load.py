@@ -23,8 +23,21 @@ def load_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
     if not path.is_file():
         raise EdgeshipError(f"model file not found: {path}", "check the path, or run `edgeship train RECIPE` "
                             "to create a reference model's checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
+        raise EdgeshipError(f"{path} is not a torch checkpoint (it starts with {head!r})",
+                            "save the weights with torch.save(model.state_dict(), path)")
     try:
+        import sys
+
+        if trust_pickle and "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))  # a pickled module's class, as for factories: from the cwd
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except ModuleNotFoundError as e:
+        raise EdgeshipError(f"{path} holds a pickled module whose code is not importable ({e})",
+                            "run from the directory that holds that module, add it to PYTHONPATH, or save a "
+                            "state_dict and name the class with model.factory") from None
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
         if "weights_only" in str(e) or "Weights only load failed" in str(e):

@@ -181,5 +181,5 @@ def require(module: str, package: str, fmt: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise TargetError(f"{fmt}: the runtime package is missing ({e})",
+        raise TargetError(f"{fmt}: a package this target needs is missing ({e})",
                           f"pip install {package}") from None
