@@ -150,7 +150,7 @@ def header(report: dict) -> str:
             f'<p class="sub">created {esc(report.get("created", "?"))} by edgeship '
             f'{esc(report.get("edgeship_version", "?"))} from <code>{esc(report.get("recipe_path", "?"))}</code> '
             f'(recipe hash <code>{esc(report.get("recipe_hash", "?"))}</code>); run took '
-            f'{num(report.get("wall_s"), " s", 1)}<br>machine: {esc(m.get("cpu", "?"))}, {esc(m.get("cores", "?"))} '
+            f'{num(report.get("wall_s"), " s", 1)}{carried_note(report)}<br>machine: {esc(m.get("cpu", "?"))}, {esc(m.get("cores", "?"))} '
             f'cores, Python {esc(m.get("python", "?"))}, torch {esc(m.get("torch", "?"))}<br>data: '
             f'{esc(report.get("data", {}).get("source", "?"))}, '
             + ", ".join(f"{esc(k)} {v:,}" for k, v in sizes.items()) + " samples</p>"
@@ -174,6 +174,12 @@ def stage_section(report: dict) -> str:
     note = "" if report["stages"] else '<p class="note">The recipe has no passes: the input model is exported as is.</p>'
     return ("<h2>Stages</h2>" + table(["stage", "val top-1", "test top-1", "params", "MACs", "FP32 weights",
                                        "wall s", "cached", "config"], rows, left=(0, 8)) + note)
+
+
+def carried_note(report: dict) -> str:
+    kept = [t["name"] for t in report.get("targets", []) if t.get("carried_over")]
+    return (f" (an <code>export -t</code> run: {len(kept)} target{'s' if len(kept) != 1 else ''} carried over from "
+            "the run before, not redone)") if kept else ""
 
 
 def target_section(report: dict) -> str:

@@ -119,6 +119,7 @@ def test_export_one_target_keeps_the_others(tmp_path, digits_recipe):
     assert second["targets"][0].get("carried_over") and not second["targets"][1].get("carried_over")
     assert second["targets"][0]["verify"] == first["targets"][0]["verify"]
     assert (run / second["targets"][0]["artifact"]).is_file()
+    assert "1 target carried over from the run before" in (run / "report.html").read_text()
 
 
 def test_qat_model_gives_float_targets_a_float_graph(tmp_path, digits_recipe):
