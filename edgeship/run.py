@@ -314,6 +314,11 @@ def size_references(reports: list[dict], models: dict, shape, calib, pre, labels
         r["size_vs_fp32"] = {"bytes": size, **{which: (round(size / ref, 4) if ref else None)
                                                for which, ref in out[r["format"]].items()
                                                if not which.endswith("_error")}}
+        same = r["size_vs_fp32"].get("compressed_model")
+        if same is not None and same >= 1:
+            info(f"[yellow]note:[/yellow] {r['name']} ({r['format']} {r['precision']}) is {same:.2f}x the size of the "
+                 "same model's FP32 artifact: at this size the file is mostly graph and per-channel scales (or its "
+                 "weights were too small for the converter to quantize)")
     return out
 
 
