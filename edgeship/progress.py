@@ -46,3 +46,10 @@ class _NullProgress(contextlib.AbstractContextManager):
 def info(msg: str) -> None:
     if not _QUIET["on"]:
         console.print(msg, soft_wrap=True)  # one line per message in a log (a terminal wraps it itself)
+
+
+def step_line(msg: str, quiet: bool = False) -> None:
+    """A line where a bar would have shown progress: written to a file or a pipe, a long step (a training
+    epoch) still says what it did and how long it took."""
+    if not (quiet or _QUIET["on"] or console.is_terminal):
+        console.print(msg, soft_wrap=True, highlight=False)

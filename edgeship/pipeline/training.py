@@ -17,7 +17,7 @@ from edgeship.calibration.preprocess import Preprocessing
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import set_eval
 from edgeship.perf import channels_last, tune_allocator, to_channels_last
-from edgeship.progress import progress_bar
+from edgeship.progress import progress_bar, step_line
 
 
 @dataclass
@@ -138,6 +138,9 @@ def fit(model: nn.Module, train: TensorData, val: Optional[TensorData], cfg: Fit
             if val is not None and len(val):
                 history.append(evaluate(model, val))
                 bar.update(task, description=f"{stage} epoch {epoch + 1}/{cfg.epochs} val top-1 {history[-1]:.4f}")
+            step_line(f"{stage} epoch {epoch + 1}/{cfg.epochs}: loss {running / max(seen, 1):.3f}"
+                      + (f", val top-1 {history[-1]:.4f}" if val is not None and len(val) else "")
+                      + f" ({time.perf_counter() - t0:.0f} s)", quiet)
     set_eval(model)
     return {"val_top1_per_epoch": history, "val_top1": history[-1] if history else None,
             "epochs": cfg.epochs, "wall_s": round(time.perf_counter() - t0, 2)}
