@@ -54,6 +54,10 @@ def prepare(recipe: Recipe, trust_pickle: bool = False):
     set_determinism(recipe.seed)
     splits = load_splits(recipe.data, recipe.input)
     labels = tuple(recipe.labels) if recipe.labels else splits.labels
+    top = max(int(getattr(splits, k).y.max()) for k in ("train", "val", "calib", "test") if len(getattr(splits, k)))
+    if top >= len(labels):
+        raise EdgeshipError(f"the recipe's labels: names {len(labels)} classes but the data has class id {top}",
+                            f"give labels: one name per class id 0..{top}, or remove labels: to number them")
     model = build_model(recipe.model, recipe.input, len(labels), trust_pickle=trust_pickle)
     pre = recipe.input.preprocessing_obj()
     data = {k: TensorData.from_array(getattr(splits, k), pre) for k in ("train", "val", "calib", "test")}

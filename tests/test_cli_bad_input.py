@@ -238,3 +238,10 @@ def test_weights_file_that_is_no_checkpoint_at_all(tmp_path):
                   "weights": str(bad)}
     msg = export_bad(tmp_path, r, "is not a torch checkpoint", "torch.save(model.state_dict(), path)")
     assert "trust-pickle" not in msg
+
+
+def test_recipe_labels_fewer_than_the_data_classes(tmp_path, digits_checkpoint):
+    r = digits_recipe_dict(tmp_path)
+    r["model"]["weights"] = str(digits_checkpoint)
+    r["labels"] = ["zero", "one", "two"]  # digits has ids 0..9
+    export_bad(tmp_path, r, "labels: names 3 classes but the data has class id 9", "Fix: give labels:")
