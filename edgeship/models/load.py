@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -29,8 +30,6 @@ def load_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
         raise EdgeshipError(f"{path} is not a torch checkpoint (it starts with {head!r})",
                             "save the weights with torch.save(model.state_dict(), path)")
     try:
-        import sys
-
         if trust_pickle and "" not in sys.path and str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))  # a pickled module's class, as for factories: from the cwd
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
@@ -39,7 +38,8 @@ def load_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
                             "run from the directory that holds that module, add it to PYTHONPATH, or save a "
                             "state_dict and name the class with model.factory") from None
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch's message carries terminal bold codes
+        first = text.splitlines()[0] if text else "unsupported object"
         if "weights_only" in str(e) or "Weights only load failed" in str(e):
             raise EdgeshipError(f"{path} holds Python objects that torch.load(weights_only=True) refuses "
                                 f"({first[:120]})", "if you trust the file, rerun with --trust-pickle") from None
