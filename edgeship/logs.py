@@ -55,10 +55,10 @@ def failure(e: BaseException, log_path: Path, limit: int = 300) -> str:
     with open(log_path, "a") as log:
         log.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
     text = " ".join(str(e).split())
-    ops = re.findall(r"-- (\S+) with a message", text)
-    for group in re.findall(r"No conversion rule found for operations: ([\w:.,\s]+?)(?:\s*$|\s+[A-Z-])", text):
-        ops += [o.strip() for o in group.split(",") if o.strip()]
-    ops = list(dict.fromkeys(ops))
+    ops = []  # operators with no conversion rule are the cause; the "-- x with a message" ones may be their victims
+    for group in re.findall(r"No conversion rule found for operations: (.+?)(?= --|$)", text):
+        ops += re.findall(r"[\w:.]+(?:-\d+)?", group)
+    ops = list(dict.fromkeys(ops or re.findall(r"-- (\S+) with a message", text)))
     if ops:
         return f"operators the converter could not convert: {', '.join(ops)}"
     if len(text) <= limit:

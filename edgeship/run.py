@@ -135,6 +135,9 @@ def check_calibration_early(recipe, targets, pass_configs, data) -> None:
     check_calibration(calib_subset(data["calib"], quant))
 
 
+RUN_ENTRIES = {"report.json", "report.html", "model", "targets", "logs"}  # what an export writes in its run dir
+
+
 def is_run_dir(path: Path) -> bool:
     """A directory an earlier export wrote (its report.json names edgeship's version)."""
     try:
@@ -147,6 +150,9 @@ def check_output(out: Path) -> None:
     """export replaces its output directory whole: refuse anything that is not an earlier run (or empty), and
     paths that cannot be written, before any work."""
     fix = "set output: to a new directory such as runs/<name>"
+    if out.is_symlink():
+        raise EdgeshipError(f"output {out} is a symbolic link (export replaces its output by renaming a directory "
+                            "into place)", f"set output: to the directory itself ({out.resolve()})")
     if out.name in ("", ".", ".."):
         raise EdgeshipError(f"output {str(out)!r} names no run directory of its own", fix)
     if out.exists() and not out.is_dir():
@@ -154,6 +160,11 @@ def check_output(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
         raise EdgeshipError(f"output {out} exists and is not an edgeship run directory (export would replace it "
                             "and everything in it)", f"{fix}, or move {out} away")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES) if out.is_dir() else []
+    if foreign:
+        raise EdgeshipError(f"output {out} is an earlier run but also holds {', '.join(foreign[:5])}"
+                            f"{', ...' if len(foreign) > 5 else ''}, which export did not write (it replaces the run "
+                            "directory whole)", f"move those files out of {out}, or {fix[0].lower() + fix[1:]}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -205,7 +216,10 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
 
     ctx = PassContext(splits=splits, data=data, preprocessing=pre, input_shape=shape, teacher=None,
                       work_dir=tmp / "work", seed=recipe.seed, threads=recipe.train.threads, quiet=quiet)
-    data_spec = recipe.data.model_dump(mode="json") | {"input": recipe.input.model_dump(mode="json")}
+    # the model's spec too: a factory whose arguments change what forward() does can print the same module
+    # with the same weights (the module hash alone would hand it another model's cached stages)
+    data_spec = recipe.data.model_dump(mode="json") | {"input": recipe.input.model_dump(mode="json"),
+                                                        "model": recipe.model.model_dump(mode="json")}
     result = run_passes(model, pass_configs, ctx, StageCache(Path(recipe.output).parent / ".cache"), data_spec)
     compact = set_eval(result.model)
     quant = result.quant or QuantSettings(seed=recipe.seed)

@@ -176,12 +176,13 @@ def test_output_that_is_not_a_run_directory_is_left_alone(tmp_path, digits_check
 
 
 def test_rerun_replaces_an_earlier_run(tmp_path, digits_recipe):
-    recipe = digits_recipe()
-    assert run_cli("export", recipe, "--no-measure").exit_code == 0
+    """An earlier run is replaced whole: a target the recipe no longer has is gone afterwards."""
+    two = [{"name": "a", "format": "onnx", "precision": "fp32"}, {"name": "b", "format": "onnx", "precision": "fp32"}]
+    assert run_cli("export", digits_recipe(targets=two), "--no-measure").exit_code == 0
     run = tmp_path / "runs" / "digits_test"
-    (run / "stale.txt").write_text("from the run before")
-    assert run_cli("export", recipe, "--no-measure").exit_code == 0
-    assert not (run / "stale.txt").exists() and (run / "report.json").is_file()
+    assert sorted(p.name for p in (run / "targets").iterdir()) == ["a", "b"]
+    assert run_cli("export", digits_recipe(targets=two[:1]), "--no-measure").exit_code == 0
+    assert sorted(p.name for p in (run / "targets").iterdir()) == ["a"] and (run / "report.json").is_file()
 
 
 def test_non_utf8_recipe(tmp_path):
@@ -246,3 +247,23 @@ def test_recipe_labels_fewer_than_the_data_classes(tmp_path, digits_checkpoint):
     r["model"]["weights"] = str(digits_checkpoint)
     r["labels"] = ["zero", "one", "two"]  # digits has ids 0..9
     export_bad(tmp_path, r, "labels: names 3 classes but the data has class id 9", "Fix: give labels:")
+
+
+def test_output_symlink_and_foreign_files_in_an_earlier_run(tmp_path, digits_recipe):
+    recipe = digits_recipe()
+    assert run_cli("export", recipe, "--no-measure").exit_code == 0
+    import yaml
+
+    run = tmp_path / "runs" / "digits_test"
+    r = yaml.safe_load(recipe.read_text())
+    (tmp_path / "link").symlink_to(run)
+    r["output"] = str(tmp_path / "link")
+    assert_bad_input(run_cli("export", write_recipe(tmp_path, r, "l.yaml")), "is a symbolic link",
+                     f"set output: to the directory itself ({run})")
+    assert (tmp_path / "link").is_symlink() and not list(tmp_path.glob(".link*"))
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    r["output"] = str(tmp_path / "dangling")
+    assert_bad_input(run_cli("export", write_recipe(tmp_path, r, "d.yaml")), "is a symbolic link")
+    (run / "my_weights.pt").write_text("mine")  # the user's file inside an earlier run: not replaced away
+    assert_bad_input(run_cli("export", recipe), "also holds my_weights.pt, which export did not write")
+    assert (run / "my_weights.pt").read_text() == "mine" and (run / "report.json").is_file()

@@ -319,3 +319,54 @@ def test_unsupported_operator_names_operator_layer_and_format_for_onnx_and_openv
         assert "edgeship_test::squash" in err and "layer 'act" in err, err
         log = Path(err.rsplit("log: ", 1)[1])
         assert log.is_file() and log.is_relative_to(run) and "squash" in log.read_text()
+
+
+def test_stage_cache_tells_factory_arguments_apart(tmp_path, digits_recipe, monkeypatch):
+    """Two factory models that print alike and share their weights but compute differently (an argument
+    the module's repr does not show) must not share cached stages."""
+    model = factory_model(tmp_path, monkeypatch, "modemodels", (
+        "import torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, negate=False):\n"
+        "        super().__init__()\n"
+        "        self.fc, self.negate = nn.Linear(64, 10), negate\n"
+        "    def forward(self, x):\n"
+        "        y = self.fc(x.flatten(1))\n"
+        "        return -y if self.negate else y\n"
+        "def net(negate=False):\n    torch.manual_seed(0)\n    return Net(negate)\n"))
+    from edgeship.run import export
+
+    stages = []
+    for negate in (False, True):
+        recipe = digits_recipe(model={**model, "args": {"negate": negate}}, passes=[{"name": "calibrate"}],
+                               targets=[{"name": "onnx", "format": "onnx", "precision": "fp32"}])
+        report, code = export(recipe, quiet=True, measure=False)
+        assert code == 0
+        stages.append(report["stages"][0])
+    assert not stages[0]["cached"] and not stages[1]["cached"]
+
+
+def test_qat_model_with_an_operator_onnx_lacks_fails_the_openvino_target_as_openvino(tmp_path, digits_recipe,
+                                                                                     monkeypatch):
+    """After QAT, OpenVINO INT8 goes through the QDQ ONNX export: its failure is still this target's (format
+    openvino, fix about the openvino targets), not an ONNX one."""
+    model = factory_model(tmp_path, monkeypatch, "invmodels", (
+        "import torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(16, 10)\n"
+        "    def forward(self, x):\n"
+        "        m = self.conv(x).mean((2, 3))\n"
+        "        a = m[:, :, None] * m[:, None, :] + torch.eye(4)\n"
+        "        return self.fc(torch.linalg.inv(a).flatten(1))\n"
+        "def net():\n    torch.manual_seed(0)\n    return Net()\n"))
+    from edgeship.run import export
+
+    recipe = digits_recipe(model=model, passes=[{"name": "qat", "epochs": 1, "samples": 128, "calib_samples": 64}],
+                           targets=[{"name": "ov", "format": "openvino", "precision": "int8"}])
+    report, code = export(recipe, quiet=True, measure=False)
+    assert code == 1
+    err = report["targets"][0]["error"]
+    assert err.startswith("openvino int8 (a QAT model goes through its QDQ ONNX export)"), err
+    assert "linalg_inv" in err and "drop the openvino targets" in err and "drop the ONNX targets" not in err

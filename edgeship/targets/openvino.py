@@ -81,7 +81,11 @@ def convert(model: nn.Module, ctx: LowerContext):
 def convert_qat(model: nn.Module, ctx: LowerContext):
     """A QAT model: its QDQ ONNX export, converted (no calibration)."""
     ov = _ov()
-    onnx_path = export_onnx(model, ctx.example, ctx.work_dir / "qat.onnx", ctx.log_path)
+    try:
+        onnx_path = export_onnx(model, ctx.example, ctx.work_dir / "qat.onnx", ctx.log_path)
+    except TargetError as e:  # the QAT route goes through ONNX: say so, and name this target's format
+        raise TargetError(f"openvino int8 (a QAT model goes through its QDQ ONNX export): {e.problem}",
+                          f"replace the unsupported operator or drop the openvino targets; log: {ctx.log_path}") from None
     try:
         with captured(ctx.log_path):
             om = ov.convert_model(str(onnx_path))
