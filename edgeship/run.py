@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -90,6 +91,7 @@ def export(recipe_path: Path, only: Optional[list[str]] = None, trust_pickle: bo
     splits, labels, model, pre, data = prepare(recipe, trust_pickle)
     check_calibration_early(recipe, targets, pass_configs, data)
 
+    make_parent(out)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as e:
@@ -165,6 +167,16 @@ def check_output(out: Path) -> None:
         raise EdgeshipError(f"output {out} is an earlier run but also holds {', '.join(foreign[:5])}"
                             f"{', ...' if len(foreign) > 5 else ''}, which export did not write (it replaces the run "
                             "directory whole)", f"move those files out of {out}, or {fix[0].lower() + fix[1:]}")
+    base = out.absolute().parent  # nothing is created before the input is known to be good: find where it would be
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise EdgeshipError(f"cannot create the output {out}: {base} is a file", "set output: to a writable path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise EdgeshipError(f"cannot create the output {out}: {base} is not writable", "set output: to a writable path")
+
+
+def make_parent(out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -170,7 +170,8 @@ def test_output_that_is_not_a_run_directory_is_left_alone(tmp_path, digits_check
     assert_bad_input(run_cli("export", write_recipe(tmp_path, r)), "is a file, not a run directory")
     assert afile.read_text() == "mine" and not list(tmp_path.glob(".afile*"))
     r["output"] = str(afile / "run")  # its parent is a file: cannot be created
-    assert_bad_input(run_cli("export", write_recipe(tmp_path, r)), "cannot create", "Fix: set output:")
+    assert_bad_input(run_cli("export", write_recipe(tmp_path, r)), f"cannot create the output {afile / 'run'}: "
+                     f"{afile} is a file", "Fix: set output:")
     r["output"] = "."
     assert_bad_input(run_cli("export", write_recipe(tmp_path, r)), "names no run directory of its own")
 
@@ -267,3 +268,14 @@ def test_output_symlink_and_foreign_files_in_an_earlier_run(tmp_path, digits_rec
     (run / "my_weights.pt").write_text("mine")  # the user's file inside an earlier run: not replaced away
     assert_bad_input(run_cli("export", recipe), "also holds my_weights.pt, which export did not write")
     assert (run / "my_weights.pt").read_text() == "mine" and (run / "report.json").is_file()
+
+
+
+def test_bad_data_leaves_no_new_output_parents(tmp_path, digits_checkpoint):
+    """Nothing is created before the input is known to be good, not even the output's parent directories."""
+    r = digits_recipe_dict(tmp_path)
+    r["model"]["weights"] = str(digits_checkpoint)
+    r["labels"] = ["only", "three", "names"]
+    r["output"] = str(tmp_path / "new" / "deeper" / "run")
+    export_bad(tmp_path, r, "labels: names 3 classes")
+    assert not (tmp_path / "new").exists()
