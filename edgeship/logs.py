@@ -43,11 +43,21 @@ def captured(log_path: Path):
             os.close(saved[1])
 
 
-def failure(e: BaseException, log_path: Path, limit: int = 300) -> str:
-    """A converter's exception as one line for the console, the whole of it (with its traceback) appended to
-    ``log_path``. OpenVINO's frontend lists what it could not convert (``-- aten::x with a message``): those
-    operator names are the line. Otherwise the message, whitespace folded, cut at a word and marked."""
+def unconverted_ops(text: str) -> list[str]:
+    """The operators OpenVINO's frontend reports it could not convert: those with no conversion rule are the
+    cause; the ``-- x with a message`` ones (which may be their victims) only when there is none."""
     import re
+
+    ops = []
+    for group in re.findall(r"No conversion rule found for operations: (.+?)(?= --|$)", text):
+        ops += re.findall(r"[\w:.]+(?:-\d+)?", group)
+    return list(dict.fromkeys(ops or re.findall(r"-- (\S+) with a message", text)))
+
+
+def failure(e: BaseException, log_path: Path, limit: int = 300, layer_of=None) -> str:
+    """A converter's exception as one line for the console, the whole of it (with its traceback) appended to
+    ``log_path``. Operators the converter lists as unconverted make the line (each with its layer where
+    ``layer_of(op)`` tells it); otherwise the message, whitespace folded, cut at a word and marked."""
     import traceback
 
     log_path = Path(log_path)
@@ -55,12 +65,10 @@ def failure(e: BaseException, log_path: Path, limit: int = 300) -> str:
     with open(log_path, "a") as log:
         log.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
     text = " ".join(str(e).split())
-    ops = []  # operators with no conversion rule are the cause; the "-- x with a message" ones may be their victims
-    for group in re.findall(r"No conversion rule found for operations: (.+?)(?= --|$)", text):
-        ops += re.findall(r"[\w:.]+(?:-\d+)?", group)
-    ops = list(dict.fromkeys(ops or re.findall(r"-- (\S+) with a message", text)))
+    ops = unconverted_ops(text)
     if ops:
-        return f"operators the converter could not convert: {', '.join(ops)}"
+        named = [f"{op} (layer '{layer}')" if layer_of and (layer := layer_of(op)) else op for op in ops]
+        return f"operators the converter could not convert: {', '.join(named)}"
     if len(text) <= limit:
         return text
     return text[:limit].rsplit(" ", 1)[0] + " ... (whole message in the log)"

@@ -45,6 +45,12 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
+def _to_layout(model: nn.Module, memory_format: torch.memory_format) -> None:
+    with warnings.catch_warnings():  # a TorchScript module's parameters are not leaves: torch warns on .grad
+        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+        model.to(memory_format=memory_format)
+
+
 @contextlib.contextmanager
 def channels_last(model: nn.Module) -> Iterator[nn.Module]:
     """Run ``model`` with NHWC weights, then give its parameters back their ordinary layout (pruning and
@@ -54,9 +60,7 @@ def channels_last(model: nn.Module) -> Iterator[nn.Module]:
         yield model
         return
     try:
-        with warnings.catch_warnings():  # a TorchScript module's parameters are not leaves: torch warns on .grad
-            warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
-            model.to(memory_format=torch.channels_last)
+        _to_layout(model, torch.channels_last)
         converted = True
     except (RuntimeError, TypeError, AttributeError):
         converted = False
@@ -66,6 +70,4 @@ def channels_last(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         _ACTIVE.discard(id(model))
         if converted:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
-                model.to(memory_format=torch.contiguous_format)
+            _to_layout(model, torch.contiguous_format)

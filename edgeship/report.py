@@ -43,11 +43,13 @@ def fmt_ms(v: float) -> str:
     return f"{v:.4f}" if v < 1 else f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
 
 
-def _ratios(t: dict) -> str:
-    """``0.10 / 0.35``: the device files against the same format's FP32 artifact of the input model and of
-    the compressed model (report.json's ``size_vs_fp32``)."""
-    r = t.get("size_vs_fp32") or {}
-    return " / ".join(f"{r[k]:.2f}" if r.get(k) else "?" for k in ("input_model", "compressed_model")) if r else "-"
+def size_ratios(t: dict, suffix: str = "") -> str:
+    """``0.10 / 0.35``: the files a device loads against the same format's FP32 artifact of the input model and
+    of the compressed model (report.json's ``size_vs_fp32``); ``-`` for an FP32 target, ``?`` for a missing one."""
+    r = t.get("size_vs_fp32")
+    if not r:
+        return "-"
+    return " / ".join("?" if r.get(k) is None else f"{r[k]:.2f}{suffix}" for k in ("input_model", "compressed_model"))
 
 
 def summary_tables(report: dict) -> list[Table]:
@@ -77,7 +79,7 @@ def summary_tables(report: dict) -> list[Table]:
                    f"{_pct(v.get('top1'))} ({_pct(v.get('torch_top1'))})" if v else "-",
                    _pct(v.get("agreement")),
                    "-" if t.get("size_bytes") is None else f"{t['size_bytes'] / 1024:.1f} KiB",
-                   *([_ratios(t)] if ratios else []),
+                   *([size_ratios(t)] if ratios else []),
                    f"{fmt_ms(m['p50_ms'])} / {fmt_ms(m['p90_ms'])} ({m['source']})"
                    if m and m.get("p50_ms") is not None else "not measured", verdict)
     if ratios:

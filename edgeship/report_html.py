@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from edgeship import report_plots
 from edgeship.errors import EdgeshipError
-from edgeship.report import budget_results, fmt_ms, measurements_of, preferred_measurement
+from edgeship.report import budget_results, fmt_ms, measurements_of, preferred_measurement, size_ratios
 from edgeship.targets.budgets import LOWER_LIMITS
 
 NOT_MEASURED = '<span class="na">not measured</span>'
@@ -197,7 +197,7 @@ def target_section(report: dict) -> str:
                      badge(ok, "ok", "failed"), pct(v.get("top1"), missing=na),
                      na if drop is None else f"{drop:.2f} pt", pct(v.get("agreement"), missing=na),
                      na if v.get("max_abs_logit_diff") is None else f"{v['max_abs_logit_diff']:.2e}", lat, ram,
-                     kib(t.get("size_bytes"), missing=na), size_ratio_cell(t),
+                     kib(t.get("size_bytes"), missing=na), size_ratios(t, "x"),
                      budget_cell(budget_results(report, t["name"]))])
         if t["status"] != "ok":
             rows.append(f'<tr><td></td><td class="err" colspan="12">{esc(t.get("error") or "failed")}</td></tr>')
@@ -220,13 +220,6 @@ def size_references_note(report: dict) -> str:
     parts = [f"{esc(fmt)} {kib(r.get('input_model'), missing='?')} / {kib(r.get('compressed_model'), missing='?')}"
              for fmt, r in sorted(refs.items())]
     return f" (those FP32 artifacts: {'; '.join(parts)})" if parts else ""
-
-
-def size_ratio_cell(t: dict) -> str:
-    r = t.get("size_vs_fp32")
-    if not r:
-        return "-"
-    return " / ".join("?" if r.get(k) is None else f"{r[k]:.2f}x" for k in ("input_model", "compressed_model"))
 
 
 def measurement_section(report: dict) -> str:

@@ -270,13 +270,6 @@ def _run(recipe, recipe_path, targets, pass_configs, splits, labels, model, pre,
 
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
-SIDECAR = "model.json"
-
-
-def payload_bytes(root: Path, files: list[str]) -> int:
-    """Bytes of the files a device loads (edgeship's sidecar JSON left out: it is not part of the format)."""
-    return sum((Path(root) / f).stat().st_size for f in files if Path(f).name != SIDECAR)
-
 
 def final_paths(text: str, tmp: Path, recipe) -> str:
     """A message written during the run names files under the temporary directory, which is renamed to
@@ -303,7 +296,7 @@ def size_references(reports: list[dict], models: dict, shape, calib, pre, labels
     """What each quantized or FP16 artifact's size compares with, in its own format: the FP32 artifact of
     the model the recipe started from (what the user would ship without edgeship) and of the compressed
     model (quantization's share alone). A run's own FP32 target of that format serves as the latter;
-    anything else is lowered at FP32 into scratch space, measured and deleted. Sizes leave the sidecar out.
+    anything else is lowered at FP32 into scratch space, measured and deleted (``Artifact.size_bytes``).
     Writes ``size_vs_fp32`` into each such target's report; returns {format: {reference: bytes or null}}."""
     done = [r for r in reports if r["status"] == "ok"]
     formats = sorted({r["format"] for r in done if r["precision"] != "fp32"})
@@ -313,7 +306,7 @@ def size_references(reports: list[dict], models: dict, shape, calib, pre, labels
         own = next((r for r in done if r["format"] == fmt and r["precision"] == "fp32"), None)
         for which, model in models.items():
             if which == "compressed_model" and own is not None:
-                row[which] = payload_bytes(tmp, own["files"])
+                row[which] = own["size_bytes"]
                 continue
             same = next((w for w, m in models.items() if m is model and w in row), None)
             if same is not None:  # no passes: the input model is the compressed one
@@ -329,7 +322,7 @@ def size_references(reports: list[dict], models: dict, shape, calib, pre, labels
             try:
                 (work / "out").mkdir()
                 art = get_backend(fmt, "fp32").lower(own_copy(model), ctx, work / "out")
-                row[which] = payload_bytes(art.dir, art.files)
+                row[which] = art.size_bytes()
             except TargetError as e:
                 row[which] = None
                 row[f"{which}_error"] = final_paths(str(e), tmp, recipe)
@@ -340,7 +333,7 @@ def size_references(reports: list[dict], models: dict, shape, calib, pre, labels
     for r in done:
         if r["precision"] == "fp32":
             continue
-        size = payload_bytes(tmp, r["files"])
+        size = r["size_bytes"]  # the files a device loads, as for the references
         r["size_vs_fp32"] = {"bytes": size, **{which: (round(size / ref, 4) if ref else None)
                                                for which, ref in out[r["format"]].items()
                                                if not which.endswith("_error")}}

@@ -30,8 +30,8 @@ def load_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
         raise EdgeshipError(f"{path} is not a torch checkpoint (it starts with {head!r})",
                             "save the weights with torch.save(model.state_dict(), path)")
     try:
-        if trust_pickle and "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))  # a pickled module's class, as for factories: from the cwd
+        if trust_pickle:
+            importable_cwd()  # a pickled module's class imports from the cwd, as a factory does
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except ModuleNotFoundError as e:
         raise EdgeshipError(f"{path} holds a pickled module whose code is not importable ({e})",
@@ -75,10 +75,15 @@ def _apply_weights(model: nn.Module, path: Path, trust_pickle: bool) -> nn.Modul
     return model
 
 
-def import_factory(spec: str):
-    mod_name, _, fn_name = spec.partition(":")
+def importable_cwd() -> None:
+    """User code (a factory's module, a pickled module's class) imports from the working directory."""
     if "." not in sys.path and "" not in sys.path:
         sys.path.insert(0, ".")
+
+
+def import_factory(spec: str):
+    mod_name, _, fn_name = spec.partition(":")
+    importable_cwd()
     try:
         module = importlib.import_module(mod_name)
     except ImportError as e:

@@ -56,11 +56,7 @@ def _ov():
 
 
 def _error(what: str, e: Exception, log_path: Path, model: Optional[nn.Module] = None) -> TargetError:
-    msg = failure(e, log_path)
-    prefix = "operators the converter could not convert: "
-    if model is not None and msg.startswith(prefix):  # name the layer of each, where a trace can tell
-        ops = msg[len(prefix):].split(", ")
-        msg = prefix + ", ".join(f"{o} (layer '{layer}')" if (layer := layer_of_op(model, o)) else o for o in ops)
+    msg = failure(e, log_path, layer_of=None if model is None else lambda op: layer_of_op(model, op))
     return TargetError(f"openvino: {what} failed: {msg}",
                        f"replace the unsupported operator or drop the openvino targets; log: {log_path}")
 
