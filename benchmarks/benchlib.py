@@ -46,7 +46,7 @@ def environment() -> dict:
     from importlib import metadata
 
     from edgeship.run import machine_facts
-    from edgeship.targets.bench_runner import cpu_features
+    from edgeship.devices.bench_runner import cpu_features
 
     try:
         features = cpu_features(Path("/proc/cpuinfo").read_text())
@@ -58,7 +58,7 @@ def environment() -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {**machine_facts(), "cpu_features": features, "runtime_versions": versions,
+    return {**machine_facts().model_dump(), "cpu_features": features, "runtime_versions": versions,
             "loadavg": [round(v, 2) for v in os.getloadavg()],
             "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 

@@ -51,14 +51,15 @@ def recipe_for(name: str, base: dict, args) -> dict:
 
 
 def run_one(name: str, base: dict, args, tmp: Path) -> dict:
-    from edgeship.run import export
-    from edgeship.train import train
+    from edgeship.api import export
+    from edgeship.api import train
 
     recipe = recipe_for(name, base, args)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     trained = train(path, if_missing=True, quiet=args.quiet)
-    report, code = export(path, quiet=args.quiet, measure=False)
+    report = export(path, quiet=args.quiet, measure=False).model_dump(mode="json")
+    code = 0 if all(t["status"] == "ok" for t in report["targets"]) else 1
     base_r, final = report["baseline"], report["final"]
     target = report["targets"][0]
     stages = [{"stage": s["stage"], "top1_val": s["top1_val"], "macs": s["macs"], "params": s["params"],

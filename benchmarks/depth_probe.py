@@ -78,11 +78,12 @@ def variant_recipe(base: dict, drop: list[str], out: Path, macs_ratio: float) ->
 
 
 def run(recipe: dict, path: Path, runs: int) -> dict:
-    from edgeship.run import export
+    from edgeship.api import export
 
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     t0 = time.perf_counter()
-    report, code = export(path, quiet=True, measure=True, measure_runs=runs)
+    report = export(path, quiet=True, measure=True, runs=runs).model_dump(mode="json")
+    code = 0 if all(t["status"] == "ok" for t in report["targets"]) else 1
     t = report["targets"][0]
     m = (report.get("measurements") or {}).get(t["name"], {}).get("host") or {}
     return {"exit_code": code, "wall_s": round(time.perf_counter() - t0, 1), "target": t["name"],

@@ -172,12 +172,13 @@ def build_peers(recipe_path: Path, out: Path, samples: int, threads: int) -> lis
 
     from edgeship.calibration.quant import QuantSettings
     from edgeship.pipeline.training import predict
-    from edgeship.recipe import load_recipe
+    from edgeship.api import load_recipe
     from edgeship.run import calib_subset, prepare
     from edgeship.targets.verify import compare, run_batched
 
     rec = load_recipe(recipe_path)
-    _splits, _labels, model, _pre, data = prepare(rec)
+    prep = prepare(rec)
+    model, data = prep.model, prep.data
     model.eval()
     calib = calib_subset(data["calib"], QuantSettings(samples=samples, seed=rec.seed))
     example = torch.from_numpy(calib[:1].copy())
@@ -212,9 +213,9 @@ def build_peers(recipe_path: Path, out: Path, samples: int, threads: int) -> lis
 # ------------------------------------------------------------------------ edgeship flows
 def export_rows(recipe_path: Path, flow: str) -> tuple[list[dict], dict]:
     """`edgeship export` (no host measurement: latency is measured interleaved below)."""
-    from edgeship.run import export
+    from edgeship.api import export
 
-    report, _code = export(recipe_path, quiet=True, measure=False)
+    report = export(recipe_path, quiet=True, measure=False).model_dump(mode="json")
     out = Path(report["recipe"]["output"])
     rows = []
     for t in report["targets"]:
@@ -234,8 +235,7 @@ def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int
     """Round-robin over every contender (rotated each repeat so none always runs first), each thread
     count in turn; fills contender["p50_repeats"][threads] with one p50 per repeat."""
     from edgeship.errors import TargetError
-    from edgeship.targets.measure import measure_host
-    from edgeship.targets.rundir import RunArtifact
+    from edgeship.devices.measure import RunArtifact, measure_host
 
     live = [c for c in contenders if c["status"] == "ok"]
     for c in live:
@@ -252,11 +252,11 @@ def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int
                     c["p50_repeats"][str(t)].append(None)
                     c.setdefault("measure_errors", []).append(str(e))
                     continue
-                c["p50_repeats"][str(t)].append(m["p50_ms"])
-                c["peak_rss_mb"] = max(c["peak_rss_mb"] or 0, m["peak_rss_mb"] or 0)
-                c["runtime_version"] = m.get("runtime_version")
-                if m.get("inference_precision"):  # OpenVINO: the float precision its CPU plugin ran
-                    c["inference_precision"] = m["inference_precision"]
+                c["p50_repeats"][str(t)].append(m.p50_ms)
+                c["peak_rss_mb"] = max(c["peak_rss_mb"] or 0, m.peak_rss_mb or 0)
+                c["runtime_version"] = m.runtime_version
+                if m.inference_precision:  # OpenVINO: the float precision its CPU plugin ran
+                    c["inference_precision"] = m.inference_precision
         print(f"  repeat {r + 1}/{repeats} done (load average {loadavg()})", file=sys.stderr)
 
 
@@ -348,7 +348,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.verify_threads)
-    from edgeship.train import train
+    from edgeship.api import train
 
     env_start = environment()
     t_start = time.perf_counter()

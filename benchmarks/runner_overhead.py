@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     import torch
 
     from edgeship.models.zoo import ZOO
-    from edgeship.run import export
+    from edgeship.api import export
 
     result = {"benchmark": "runner_overhead", "command": command_line(), "environment": environment(),
               "method": {"threads": args.threads, "runs": args.runs, "repeats": args.repeats,
@@ -121,7 +121,8 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             torch.save(ZOO[zoo](**zargs).state_dict(), tmp / f"{name}.pt")
             (tmp / f"{name}.yaml").write_text(yaml.safe_dump(recipe(zoo, zargs, tmp / f"{name}.pt", tmp / name)))
-            report, code = export(tmp / f"{name}.yaml", quiet=True, measure=False)
+            report = export(tmp / f"{name}.yaml", quiet=True, measure=False).model_dump(mode="json")
+            code = 0 if all(t["status"] == "ok" for t in report["targets"]) else 1
             if code:
                 print(f"{name}: export failed", file=sys.stderr)
                 return 1

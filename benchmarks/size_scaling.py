@@ -78,7 +78,7 @@ def measure(name: str, tmp: Path) -> dict:
 
     from edgeship.models.load import model_stats
     from edgeship.models.zoo import ZOO
-    from edgeship.run import export
+    from edgeship.api import export
 
     zoo, zargs = MODELS[name]
     torch.manual_seed(0)
@@ -89,7 +89,8 @@ def measure(name: str, tmp: Path) -> dict:
     path = tmp / f"{stem}.yaml"
     path.write_text(yaml.safe_dump(recipe(zoo, zargs, tmp / f"{stem}.pt", tmp / stem), sort_keys=False))
     t0 = time.perf_counter()
-    report, code = export(path, quiet=True, measure=False)
+    report = export(path, quiet=True, measure=False).model_dump(mode="json")
+    code = 0 if all(t["status"] == "ok" for t in report["targets"]) else 1
     row = {"model": name, "zoo": zoo, "args": zargs, "params": stats["params"],
            "weights_per_output_channel": weights_per_channel(model), "exit_code": code,
            "wall_s": round(time.perf_counter() - t0, 1), "formats": {}}

@@ -50,11 +50,10 @@ def recipe(weights: Path, macs: float, w: float, out: Path) -> dict:
 
 def p50(art_dir: Path, fmt: str, threads: int, runs: int) -> float:
     """The artifact's p50 from edgeship's host measurement (a fresh bench_runner subprocess)."""
-    from edgeship.targets.measure import measure_host
-    from edgeship.targets.rundir import RunArtifact
+    from edgeship.devices.measure import RunArtifact, measure_host
 
     art = RunArtifact(art_dir.parent.parent.name + "/" + art_dir.name, "host", fmt, "int8", art_dir, [], "")
-    return float(measure_host(art, threads, runs, 20)["p50_ms"])
+    return float(measure_host(art, threads, runs, 20).p50_ms)
 
 
 def main(argv=None) -> int:
@@ -72,7 +71,7 @@ def main(argv=None) -> int:
     import torch
 
     from edgeship.models.zoo import ZOO
-    from edgeship.run import export
+    from edgeship.api import export
 
     rows: dict[tuple[float, float], dict] = {}
     with tempfile.TemporaryDirectory(prefix="spatial-weight-") as tmp:
@@ -83,8 +82,9 @@ def main(argv=None) -> int:
             for w in args.weights:
                 name = f"m{macs}_w{w}"
                 (tmp / f"{name}.yaml").write_text(yaml.safe_dump(recipe(tmp / "seeded.pt", macs, w, tmp / name)))
-                report, code = export(tmp / f"{name}.yaml", quiet=True, measure=False)
-                if code:
+                record = export(tmp / f"{name}.yaml", quiet=True, measure=False)
+                report = record.model_dump(mode="json")
+                if not record.ok:
                     print(f"{name}: export failed", file=sys.stderr)
                     return 1
                 prune = next(s for s in report["stages"] if s["stage"].endswith("prune"))

@@ -81,7 +81,7 @@ def main() -> int:
     from edgeship.targets import openvino as ov_backend
     from edgeship.targets.base import LowerContext, get_backend
     from edgeship.targets.verify import compare, run_batched
-    from edgeship.train import train
+    from edgeship.api import train
 
     r = recipe(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-targets-"))
@@ -92,7 +92,8 @@ def main() -> int:
             print(f"training {r['model']['weights']} ...", file=sys.stderr)
             train(recipe_path, quiet=True)
         rec = Recipe.model_validate(r)
-        splits, labels, model, pre, data = prepare(rec)
+        prep = prepare(rec)
+        labels, model, pre, data = prep.labels, prep.model, prep.preprocessing, prep.data
         x_test, y = data["test"].x.numpy(), data["test"].y.numpy()
         torch_logits = predict(model, data["test"].x).numpy()
         torch_top1 = top1(torch_logits, y)

@@ -35,7 +35,7 @@ VARIANTS = {  # name -> (what replaces the recipe's qat pass, precisions); None:
 
 
 def run_variant(base: dict, variant: str, tmp: Path) -> list[dict]:
-    from edgeship.run import export
+    from edgeship.api import export
 
     extra, precisions = VARIANTS[variant]
     r = copy.deepcopy(base)
@@ -46,7 +46,7 @@ def run_variant(base: dict, variant: str, tmp: Path) -> list[dict]:
     r["output"] = str(tmp / variant)
     path = tmp / f"{variant}.yaml"
     path.write_text(yaml.safe_dump(r, sort_keys=False))
-    report, _ = export(path, quiet=True, measure=False)
+    report = export(path, quiet=True, measure=False).model_dump(mode="json")
     rows = []
     for t in report["targets"]:
         v = t.get("verify") or {}
@@ -93,7 +93,7 @@ def main() -> None:
                            and (r["fp32_size_over_size"] or 0) >= 3.5)
     result = {"recipe": args.recipe, "model": base["model"], "test_size": args.test_size, "rows": rows,
               "bar": {"max_drop_pt": 1.0, "min_fp32_size_over_int8_size": 3.5},
-              "wall_s": round(time.perf_counter() - t0, 1), "machine": machine_facts()}
+              "wall_s": round(time.perf_counter() - t0, 1), "machine": machine_facts().model_dump()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     print(f"{'variant':<11} {'precision':<14} {'status':<7} {'top1':>7} {'torch':>7} {'drop':>6} {'agree':>7} "

@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from edgeship.run import machine_facts
-    from edgeship.train import train
+    from edgeship.api import train
 
     recipe = yaml.safe_load(Path(args.recipe).read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,7 +47,7 @@ def main() -> None:
         "test_top1": metrics["test_top1"], "val_top1_per_epoch": metrics["val_top1_per_epoch"],
         "fit_wall_s": metrics["wall_s"], "total_wall_s": round(total, 1), "threads": metrics["threads"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "loadavg_1min_at_start": load1, "machine": machine_facts(),
+        "loadavg_1min_at_start": load1, "machine": machine_facts().model_dump(),
         "bar": {"top1": 0.90, "seconds": 300},
         "passed": metrics["test_top1"] >= 0.90 and total <= 300,
     }

@@ -1,5 +1,6 @@
-"""The `edgeship` command line. Bad input: one line naming the problem and the fix, exit code 2,
-no traceback unless --debug. A run where some target failed exits 1."""
+"""The `edgeship` command line, a thin layer over the Python API (``edgeship.api``). Bad input: one line
+naming the problem and the fix, exit code 2, no traceback unless --debug. A run where some target failed
+exits 1. Start-up imports no torch and no converter: the commands that need them import them through the API."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from edgeship import api
+from edgeship.devices import budgets
+from edgeship.devices.profile import ProfileResult
+from edgeship.devices.remote import AdbTarget, SshTarget
 from edgeship.errors import EdgeshipError
-from edgeship.perf import tune_allocator
 from edgeship.progress import set_quiet
+from edgeship.record import RunRecord, Verdict
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress a trained PyTorch model and ship it to edge devices.")
@@ -29,7 +35,6 @@ def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or info lines (CI)"),
          as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON on stdout")):
     STATE["debug"], STATE["json"] = debug, as_json
-    tune_allocator()
     # torch 2.13 warns from inside its own pytree code whenever a .pt2 module is loaded or copied
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     set_quiet(quiet or as_json)
@@ -69,6 +74,8 @@ def handle_errors(fn):
 
 
 def emit_json(obj) -> None:
+    if isinstance(obj, (RunRecord, Verdict)):
+        obj = obj.model_dump(mode="json")
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
@@ -77,9 +84,7 @@ def emit_json(obj) -> None:
 def train(recipe: Path = typer.Argument(..., help="recipe YAML"),
           if_missing: bool = typer.Option(False, "--if-missing", help="do nothing when the checkpoint exists")):
     """Train the recipe's model (zoo or factory) and save the checkpoint at model.weights."""
-    from edgeship.train import train as _train
-
-    metrics = _train(recipe, if_missing=if_missing)
+    metrics = api.train(recipe, if_missing=if_missing)
     if STATE["json"]:
         emit_json(metrics)
 
@@ -93,39 +98,37 @@ def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
            no_measure: bool = typer.Option(False, "--no-measure", help="skip the host latency/RAM measurement"),
            runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact in the host measurement")):
     """Compress the model, lower it to every target, verify, measure on the host, check budgets: runs/<name>/."""
-    from edgeship.report import summary_tables
-    from edgeship.run import export as _export
+    from edgeship.report.console import summary_tables
 
-    report, code = _export(recipe, only=target, trust_pickle=trust_pickle, measure=not no_measure, measure_runs=runs)
+    record = api.export(recipe, targets=target, trust_pickle=trust_pickle, measure=not no_measure, runs=runs)
     if STATE["json"]:
-        emit_json(report)
+        emit_json(record)
     else:
-        for table in summary_tables(report):
+        for table in summary_tables(record):
             out.print(table)
-        _print_verdict(report.get("budgets"))
-        out.print(f"run written to {report['recipe']['output']}/ (report.json, report.html)")
-        failed = [t["name"] for t in report["targets"] if t["status"] != "ok"]
+        _print_verdict(record.budgets)
+        out.print(f"run written to {record.recipe.output}/ (report.json, report.html)")
+        failed = [t.name for t in record.targets if not t.ok]
         if failed:
             err.print(f"[bold red]{len(failed)} target(s) failed:[/bold red] {', '.join(failed)} "
                       "(see report.json for why)")
-    raise typer.Exit(code)
+    raise typer.Exit(0 if record.ok else 1)
 
 
 @app.command()
 @handle_errors
 def report(run: Path = typer.Argument(..., help="a run directory (runs/<name>), its report.json, or the run's name")):
     """Rebuild runs/<name>/report.html from its report.json and print the summary tables."""
-    from edgeship.report import summary_tables
-    from edgeship.report_html import load_report, write_report_html
+    from edgeship.report.console import summary_tables
 
-    path = write_report_html(run)
-    report = load_report(run)[1]
+    record = api.load_run(run)
+    path = api.report(record)
     if STATE["json"]:  # the report itself, as export --json prints it, and where the page was written
-        emit_json({**report, "report_html": str(path)})
+        emit_json({**record.model_dump(mode="json"), "report_html": str(path)})
         return
-    for table in summary_tables(report):
+    for table in summary_tables(record):
         out.print(table)
-    _print_verdict(report.get("budgets"))
+    _print_verdict(record.budgets)
     out.print(f"report written to {path}")
 
 
@@ -145,28 +148,22 @@ def init(path: Path = typer.Argument(Path("recipe.yaml"), help="where to write t
         out.print(f"wrote {written}: edit the lines marked <-- EDIT, then run `edgeship export {written}`")
 
 
-def _print_verdict(verdict) -> None:
-    from edgeship.targets.budgets import summary_line, table
-
+def _print_verdict(verdict: Optional[Verdict]) -> None:
     if not verdict:
         return
-    out.print(table(verdict))
-    (out if verdict["passed"] else err).print(("" if verdict["passed"] else "[bold red]") + summary_line(verdict)
-                                              + ("" if verdict["passed"] else "[/bold red]"), highlight=False)
+    out.print(budgets.table(verdict))
+    (out if verdict.passed else err).print(("" if verdict.passed else "[bold red]") + budgets.summary_line(verdict)
+                                           + ("" if verdict.passed else "[/bold red]"), highlight=False)
 
 
 @app.command()
 @handle_errors
 def devices():
     """List the device catalog (and this machine, detected)."""
-    from edgeship.targets.devices import catalog
-
-    profiles = catalog()
+    profiles = api.devices()
     if STATE["json"]:
         emit_json([p.model_dump(mode="json") for p in profiles])
         return
-    from rich.table import Table
-
     tb = Table(title="devices (edgeship --json devices for everything)")
     short = {"latency_ms_p90": "p90<={:g}ms", "peak_ram_mb": "RAM<={:g}MB", "model_size_kb": "size<={:g}KiB",
              "min_top1": "top1>={:g}", "max_accuracy_drop": "drop<={:g}pt"}
@@ -206,18 +203,15 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
             warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
             threads: Optional[int] = typer.Option(None, "--threads", min=1, help="override the device profile's threads")):
     """Measure a run's artifacts on the host, on a device (--ssh / --adb) or estimate (--estimate)."""
-    from edgeship.targets.profile import profile as _profile
-    from edgeship.targets.remote import AdbTarget, SshTarget
-
     ssh_t = None if ssh is None else SshTarget(ssh, ssh_port, str(ssh_identity) if ssh_identity else None,
                                                str(ssh_config) if ssh_config else None, list(ssh_option or []),
                                                ssh_timeout, remote_python)
     adb_t = None if adb is None else AdbTarget(adb, adb_path, benchmark_binary)
-    res = _profile(run, target, ssh=ssh_t, adb=adb_t, estimate=estimate, device=device, runs=runs, warmup=warmup,
-                   threads=threads)
-    _refresh_html(res.run_dir)
+    res = api.profile(run, targets=target, ssh=ssh_t, adb=adb_t, estimate=estimate, device=device, runs=runs,
+                      warmup=warmup, threads=threads)
     if STATE["json"]:
-        emit_json({"source": res.source, "measurements": res.measured, "errors": res.errors})
+        emit_json({"source": res.source, "measurements": {k: m.model_dump(mode="json") for k, m in res.measured.items()},
+                   "errors": res.errors})
     else:
         out.print(_measurement_table(res))
         if res.source == "estimate":
@@ -228,32 +222,20 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
     raise typer.Exit(1 if res.errors else 0)
 
 
-def _measurement_table(res):
-    from rich.table import Table
-
+def _measurement_table(res: ProfileResult) -> Table:
     tb = Table(title=f"{res.run_dir}: latency (source: {res.source})")
     for col in ("target", "p50 ms", "p90 ms", "p99 ms", "mean +- std ms", "load ms", "peak RAM MB", "size KiB",
                 "threads", "runs", "where"):
         tb.add_column(col)
+    num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for name, m in res.measured.items():
-        f = m.get("facts") or {}
-        where = m.get("remote") or f.get("estimated_for") or f.get("hostname") or f.get("model") or "-"
-        tb.add_row(name, f"{m['p50_ms']:.4g}", f"{m['p90_ms']:.4g}", f"{m['p99_ms']:.4g}",
-                   f"{m['mean_ms']:.4g} +- {m['std_ms']:.2g}", "-" if m.get("load_ms") is None else f"{m['load_ms']:.4g}",
-                   "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}",
-                   "-" if m.get("size_bytes") is None else f"{m['size_bytes'] / 1024:.1f}", str(m.get("threads")),
-                   str(m.get("runs")), str(where))
+        f = m.facts
+        where = m.remote or f.get("estimated_for") or f.get("hostname") or f.get("model") or "-"
+        tb.add_row(name, num(m.p50_ms, ".4g"), num(m.p90_ms, ".4g"), num(m.p99_ms, ".4g"),
+                   f"{num(m.mean_ms, '.4g')} +- {num(m.std_ms, '.2g')}", num(m.load_ms, ".4g"),
+                   num(m.peak_rss_mb, ".0f"), "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
+                   str(m.threads), str(m.runs), str(where))
     return tb
-
-
-def _refresh_html(run_dir: Path) -> None:
-    """report.html is rendered from report.json: keep it in step after report.json changed."""
-    try:
-        from edgeship.report_html import write_report_html
-
-        write_report_html(run_dir)
-    except Exception as e:  # the page is a view; the measurement in report.json is what counts
-        err.print(f"[yellow]report.html not refreshed ({type(e).__name__}: {e}); run `edgeship report`[/yellow]")
 
 
 @app.command()
@@ -264,25 +246,12 @@ def check(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
           junit: Optional[Path] = typer.Option(None, "--junit", help="write a JUnit XML file (CI test report)"),
           markdown: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown summary")):
     """Check every target's budgets; exit 1 when any fails (the CI gate)."""
-    from edgeship.targets import budgets, rundir
-
-    run_dir = rundir.resolve(run)
-    report = rundir.load_report(run_dir)
-    verdict = budgets.evaluate(report, source or budgets.default_source(report))
-    report["budgets"] = verdict
-    rundir.write_report(run_dir, report)
-    _refresh_html(run_dir)
-    if junit:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(budgets.junit_xml(verdict))
-    if markdown:
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(budgets.markdown(verdict, (report.get("recipe") or {}).get("name", "")))
+    verdict = api.check(run, source, junit=junit, markdown=markdown)
     if STATE["json"]:
         emit_json(verdict)
     else:
         _print_verdict(verdict)
-    raise typer.Exit(0 if verdict["passed"] else 1)
+    raise typer.Exit(0 if verdict.passed else 1)
 
 
 if __name__ == "__main__":

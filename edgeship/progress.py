@@ -48,6 +48,11 @@ def info(msg: str) -> None:
         console.print(msg, soft_wrap=True)  # one line per message in a log (a terminal wraps it itself)
 
 
+def warn(msg: str) -> None:
+    """A warning on stderr, shown even in quiet mode (quiet hides progress, not problems)."""
+    console.print(msg, soft_wrap=True, highlight=False)
+
+
 def step_line(msg: str, quiet: bool = False) -> None:
     """A line where a bar would have shown progress: written to a file or a pipe, a long step (a training
     epoch) still says what it did and how long it took."""

@@ -1,5 +1,11 @@
 """The recipe: one YAML file that says which model, which data, which passes, which targets and
-which budgets. Validated with pydantic; an error names the key and says what is allowed.
+which budgets. This module is its schema (pydantic) and its parsing; an error names the key and says
+what is allowed.
+
+Names that refer to an extension registry (a zoo model, a pass, a target's format and precision, a
+device) are checked against those registries by ``edgeship.api.load_recipe``, which every command
+loads recipes with: the schema itself imports nothing heavier than pydantic, so a run record that
+embeds a recipe can be read without torch.
 
 Relative paths in a recipe resolve against the current working directory (run edgeship from
 the project root).
@@ -10,16 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgeship.calibration.preprocess import Preprocessing
 from edgeship.errors import EdgeshipError
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+from edgeship.schema import Strict, format_validation_error
 
 
 class ModelSpec(Strict):
@@ -39,11 +43,6 @@ class ModelSpec(Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of zoo, factory, torchscript, exported "
                              f"(got {', '.join(given) or 'none'})")
-        if self.zoo is not None:
-            from edgeship.models.zoo import ZOO
-
-            if self.zoo not in ZOO:
-                raise ValueError(f"unknown zoo model {self.zoo!r}; allowed: {', '.join(sorted(ZOO))}")
         if self.factory is not None and ":" not in self.factory:
             raise ValueError(f"factory must look like 'package.module:function', got {self.factory!r}")
         return self
@@ -81,9 +80,7 @@ class InputSpec(Strict):
                                  f"{'s' if c > 1 else ''}; give 1 value{per_channel}")
         return self
 
-    def preprocessing_obj(self):
-        from edgeship.calibration.preprocess import Preprocessing
-
+    def preprocessing_obj(self) -> Preprocessing:
         c = self.shape[0]
         p = self.preprocessing
         widen = lambda v: tuple(v) * (c if len(v) == 1 else 1)  # noqa: E731
@@ -135,26 +132,13 @@ class BudgetSpec(Strict):
     max_accuracy_drop: Optional[float] = Field(None, ge=0, description="points of top-1 below the torch model")
 
 
-FORMATS = ("onnx", "openvino", "tflite")
-PRECISIONS = ("fp32", "fp16", "int8", "dynamic_int8", "int8_float_io")
-
-
 class TargetSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    device: str = "host"
-    format: Literal["onnx", "openvino", "tflite"]
-    precision: Literal["fp32", "fp16", "int8", "dynamic_int8", "int8_float_io"] = "fp32"
+    device: str = Field("host", description="a device of the catalog (`edgeship devices`)")
+    format: str = Field(description="a backend's format: onnx, openvino, tflite (the backend registry)")
+    precision: str = Field("fp32", description="one of the format's precisions (the backend registry)")
     max_accuracy_drop: float = Field(1.0, ge=0, description="top-1 points the artifact may lose vs torch")
     budgets: Optional[BudgetSpec] = None
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, v: str) -> str:
-        from edgeship.targets.devices import names  # the catalog: edgeship/targets/devices/*.yaml
-
-        if v not in names():
-            raise ValueError(f"unknown device {v!r}; allowed: {', '.join(names())} (see `edgeship devices`)")
-        return v
 
 
 class PassSpec(BaseModel):
@@ -186,75 +170,37 @@ class Recipe(Strict):
             raise ValueError(f"target names must be unique; repeated: {', '.join(sorted(dup))}")
         return self
 
-    def pass_configs(self) -> list[tuple[str, BaseModel]]:
-        """Validate each pass entry against its registered schema (import is lazy: pipeline is heavy)."""
-        from edgeship.pipeline.base import validate_pass
-
-        return [validate_pass(i, p.model_dump()) for i, p in enumerate(self.passes)]
-
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- loading and error text
-def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
-    """Walk ``loc`` through the schema; return the field names allowed at its parent."""
-    import typing
-
-    cls: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
-            return None
-        ann = cls.model_fields[part].annotation
-        for _ in range(3):  # unwrap Optional[...] / list[...]
-            args = [a for a in typing.get_args(ann) if a is not type(None)]
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                break
-            ann = args[0] if args else ann
-        cls = ann
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
-        return list(cls.model_fields)
-    return None
+# ---------------------------------------------------------------- parsing
+RecipeSource = Union[str, Path, dict, Recipe]
 
 
-def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = Recipe) -> str:
-    e = err.errors()[0]
-    loc = tuple(e["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    if e["type"] == "extra_forbidden":
-        allowed = _allowed_keys(model, loc)
-        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-        msg = f"{source}: unknown key '{key}'{hint}"
-    elif e["type"] == "missing":
-        msg = f"{source}: missing required key '{key}'"
+def parse_recipe(source: RecipeSource) -> tuple[Recipe, str]:
+    """A recipe from a YAML file, a dict or a Recipe, validated against the schema -> (recipe, where it
+    came from: the path, or ``<dict>``/``<Recipe>``). Registry names are checked by ``api.load_recipe``."""
+    if isinstance(source, Recipe):
+        return source, "<Recipe>"
+    if isinstance(source, dict):
+        raw, where = source, "<dict>"
     else:
-        text = e["msg"].removeprefix("Value error, ")
-        got = e.get("input")
-        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-        msg = f"{source}: {key}: {text}{shown}"
-    more = len(err.errors()) - 1
-    return msg + (f" [+{more} more problem{'s' if more > 1 else ''}]" if more else "")
-
-
-def load_recipe(path: Path | str) -> Recipe:
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeshipError(f"recipe not found: {path}", "give the path to a recipe YAML (see recipes/)")
+        path = Path(source)
+        where = str(path)
+        if not path.is_file():
+            raise EdgeshipError(f"recipe not found: {path}", "give the path to a recipe YAML (see recipes/)")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except UnicodeDecodeError:
+            raise EdgeshipError(f"{path}: not UTF-8 text", "save the recipe as a UTF-8 YAML file") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark else ""
+            raise EdgeshipError(f"{path}: not valid YAML{line}", "fix the YAML syntax") from None
+        if not isinstance(raw, dict):
+            raise EdgeshipError(f"{path}: a recipe must be a mapping of keys", "see recipes/fashion_mnist.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError:
-        raise EdgeshipError(f"{path}: not UTF-8 text", "save the recipe as a UTF-8 YAML file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise EdgeshipError(f"{path}: not valid YAML{where}", "fix the YAML syntax") from None
-    if not isinstance(raw, dict):
-        raise EdgeshipError(f"{path}: a recipe must be a mapping of keys", "see recipes/fashion_mnist.yaml")
-    try:
-        recipe = Recipe.model_validate(raw)
+        return Recipe.model_validate(raw), where
     except ValidationError as e:
-        raise EdgeshipError(format_validation_error(e, str(path)), "see the recipe reference in README.md") from None
-    recipe.pass_configs()  # pass entries are validated up front, before any work
-    return recipe
+        raise EdgeshipError(format_validation_error(e, where, Recipe), "see the recipe reference in README.md") from None

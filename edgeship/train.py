@@ -14,11 +14,11 @@ from edgeship.errors import EdgeshipError
 from edgeship.models.load import build_model, model_stats
 from edgeship.pipeline.training import FitConfig, TensorData, evaluate, fit, set_determinism
 from edgeship.progress import info
-from edgeship.recipe import load_recipe
+from edgeship.recipe import Recipe
 
 
-def train(recipe_path: Path, if_missing: bool = False, quiet: bool = False) -> dict:
-    recipe = load_recipe(recipe_path)
+def train(recipe: Recipe, recipe_path: str, if_missing: bool = False, quiet: bool = False) -> dict:
+    """Train a checked recipe's model from scratch (``edgeship.api.train`` loads and checks the recipe)."""
     spec = recipe.model
     if spec.zoo is None and spec.factory is None:
         raise EdgeshipError("`edgeship train` needs a zoo or factory model (this recipe loads a fixed file)",
@@ -45,7 +45,7 @@ def train(recipe_path: Path, if_missing: bool = False, quiet: bool = False) -> d
     hist = fit(model, train_d, val_d, cfg, stage="train", quiet=quiet)
     metrics = {"checkpoint": str(ckpt), "test_top1": evaluate(model, test_d), **hist,
                **model_stats(model, tuple(recipe.input.shape)), "threads": torch.get_num_threads(),
-               "train_samples": len(train_d), "recipe": str(recipe_path), "model": spec.model_dump(mode="json")}
+               "train_samples": len(train_d), "recipe": recipe_path, "model": spec.model_dump(mode="json")}
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{ckpt.name}.", dir=ckpt.parent)
     os.close(fd)

@@ -18,7 +18,7 @@ from helpers import REPO, digits_recipe_dict, write_recipe  # noqa: E402,F401
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> Path:
     """The small CNN trained on digits once per session (a few seconds); returns the checkpoint path."""
-    from edgeship.train import train
+    from edgeship.api import train
 
     tmp = tmp_path_factory.mktemp("digits_ckpt")
     recipe = write_recipe(tmp, digits_recipe_dict(tmp))

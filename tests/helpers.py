@@ -39,3 +39,24 @@ def factory_model(tmp: Path, monkeypatch, module: str, source: str) -> dict:
     (tmp / f"{module}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp))
     return {"factory": f"{module}:net"}
+
+
+def run_record(recipe: dict | None = None, **fields):
+    """A RunRecord holding the sections a test cares about (``recipe`` keys are merged into a minimal valid
+    recipe; ``fields`` replace top-level sections); everything else gets plausible values."""
+    from edgeship.record import RunRecord
+
+    r = {"name": "r", "model": {"zoo": "small_cnn"}, "input": {"shape": [1, 8, 8]},
+         "data": {"source": {"kind": "digits"}}, "output": "runs/r"}
+    r.update(recipe or {})
+    facts = {"params": 1, "macs": 1, "size_fp32_bytes": 4, "top1_test": 0.9}
+    raw = {"edgeship_version": "0.1.0", "created": "2026-12-01T00:00:00+00:00", "recipe_path": "r.yaml",
+           "recipe_hash": "0", "recipe": r, "data": {"sizes": {"test": 10}, "labels": ["a"], "source": "digits"},
+           "baseline": facts, "final": facts}
+    raw.update(fields)
+    return RunRecord.model_validate(raw)
+
+
+def as_json(record) -> tuple[dict, int]:
+    """A run record as report.json holds it, and the exit code `edgeship export` gives for it."""
+    return record.model_dump(mode="json"), (0 if record.ok else 1)

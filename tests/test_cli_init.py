@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from edgeship.calibration.datasets import load_digits
 from edgeship.cli import app
-from edgeship.recipe import load_recipe
+from edgeship.api import load_recipe
 from edgeship.run import prepare
 
 MODEL_SRC = """
@@ -134,11 +134,11 @@ def test_filled_template_loads_model_and_data(tmp_path, monkeypatch, data, model
     replacements = {**SMALL, **user_model(tmp_path, monkeypatch, model), **user_data(tmp_path, data)}
     path.write_text(fill(text, replacements))
     recipe = load_recipe(path)
-    splits, labels, net, _, tensors = prepare(recipe)
-    assert sum(splits.sizes().values()) > 0 and len(tensors["test"]) > 0
-    assert net(tensors["test"].x[:4]).shape == (4, 10)
+    prep = prepare(recipe)
+    assert sum(prep.splits.sizes().values()) > 0 and len(prep.data["test"]) > 0
+    assert prep.model(prep.data["test"].x[:4]).shape == (4, 10)
     if data == "image_folder":
-        assert labels[:3] == ("digit_0", "digit_1", "digit_2")  # class names from the folder names
+        assert prep.labels[:3] == ("digit_0", "digit_1", "digit_2")  # class names from the folder names
 
 
 def test_filled_template_trains_and_exports(tmp_path, monkeypatch):

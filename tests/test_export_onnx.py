@@ -9,7 +9,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from helpers import factory_model, write_recipe
+from helpers import factory_model, write_recipe, as_json
 from edgeship.cli import app
 
 
@@ -53,7 +53,7 @@ def test_rerun_replaces_run_dir_atomically(tmp_path, digits_recipe):
 @pytest.mark.slow
 def test_fashion_mnist_small_cnn_onnx(tmp_path):
     """Real Fashion-MNIST (Debian's IDX files): train briefly, export, ONNX agrees with torch."""
-    from edgeship.train import train
+    from edgeship.api import train
 
     recipe = {
         "name": "fm_small", "model": {"zoo": "small_cnn", "args": {"width": 8},
@@ -212,7 +212,9 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
     r = yaml.safe_load(digits_recipe().read_text())
     r["passes"] = [{"name": "prune", "macs_ratio": 0.5}]
     r["targets"] = [{"name": "fp32", "format": "onnx", "precision": "fp32"},
-                    {"name": "int8", "format": "onnx", "precision": "int8"},
+                    # sizes are the point here: the barely recovered pruned model's INT8 top-1 may drop past 1 pt
+                    # on some CPUs (oneDNN's kernels differ), which the accuracy gate tests cover elsewhere
+                    {"name": "int8", "format": "onnx", "precision": "int8", "max_accuracy_drop": 100.0},
                     {"name": "ov16", "format": "openvino", "precision": "fp16"}]
     real = run_mod.get_backend
 
@@ -239,7 +241,7 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
     device_bytes = lambda t: sum((run / f).stat().st_size for f in t["files"] if not f.endswith("model.json"))  # noqa: E731
     assert refs["onnx"]["compressed_model"] == device_bytes(fp32)  # the run's own FP32 ONNX
     assert refs["onnx"]["input_model"] > 1.5 * refs["onnx"]["compressed_model"]  # pruned to half the MACs
-    assert "size_vs_fp32" not in fp32
+    assert fp32["size_vs_fp32"] is None
     s = int8["size_vs_fp32"]
     assert s["bytes"] == device_bytes(int8) == int8["size_bytes"]
     assert s["input_model"] == pytest.approx(s["bytes"] / refs["onnx"]["input_model"], abs=1e-4)
@@ -305,12 +307,12 @@ def test_unsupported_operator_names_operator_layer_and_format_for_onnx_and_openv
         "        self.conv, self.act, self.fc = nn.Conv2d(1, 4, 3, padding=1), Act(), nn.Linear(4, 10)\n"
         "    def forward(self, x):\n        return self.fc(self.act(self.conv(x)).mean((2, 3)))\n"
         "def net():\n    return Net()\n"))
-    from edgeship.run import export
+    from edgeship.api import export
 
     recipe = digits_recipe(model=model,
                            targets=[{"name": "onnx", "format": "onnx", "precision": "fp32"},
                                     {"name": "ov", "format": "openvino", "precision": "fp32"}])
-    report, code = export(recipe, quiet=True, measure=False)
+    report, code = as_json(export(recipe, quiet=True, measure=False))
     assert code == 1
     run = tmp_path / "runs" / "digits_test"
     for t, fmt in zip(report["targets"], ("onnx:", "openvino:")):
@@ -334,13 +336,13 @@ def test_stage_cache_tells_factory_arguments_apart(tmp_path, digits_recipe, monk
         "        y = self.fc(x.flatten(1))\n"
         "        return -y if self.negate else y\n"
         "def net(negate=False):\n    torch.manual_seed(0)\n    return Net(negate)\n"))
-    from edgeship.run import export
+    from edgeship.api import export
 
     stages = []
     for negate in (False, True):
         recipe = digits_recipe(model={**model, "args": {"negate": negate}}, passes=[{"name": "calibrate"}],
                                targets=[{"name": "onnx", "format": "onnx", "precision": "fp32"}])
-        report, code = export(recipe, quiet=True, measure=False)
+        report, code = as_json(export(recipe, quiet=True, measure=False))
         assert code == 0
         stages.append(report["stages"][0])
     assert not stages[0]["cached"] and not stages[1]["cached"]
@@ -361,11 +363,11 @@ def test_qat_model_with_an_operator_onnx_lacks_fails_the_openvino_target_as_open
         "        a = m[:, :, None] * m[:, None, :] + torch.eye(4)\n"
         "        return self.fc(torch.linalg.inv(a).flatten(1))\n"
         "def net():\n    torch.manual_seed(0)\n    return Net()\n"))
-    from edgeship.run import export
+    from edgeship.api import export
 
     recipe = digits_recipe(model=model, passes=[{"name": "qat", "epochs": 1, "samples": 128, "calib_samples": 64}],
                            targets=[{"name": "ov", "format": "openvino", "precision": "int8"}])
-    report, code = export(recipe, quiet=True, measure=False)
+    report, code = as_json(export(recipe, quiet=True, measure=False))
     assert code == 1
     err = report["targets"][0]["error"]
     assert err.startswith("openvino int8 (a QAT model goes through its QDQ ONNX export)"), err

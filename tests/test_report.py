@@ -13,21 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import as_json
 from PIL import Image
 from typer.testing import CliRunner
 
 from edgeship.cli import app
-from edgeship.report_html import ms, render_html
-from edgeship.report_plots import pareto_front
-from edgeship.run import export
-from edgeship.targets import budgets
+from edgeship.api import export
+from edgeship.devices import budgets
+from edgeship.record import RunRecord
+from edgeship.report.html import ms, render_html
+from edgeship.report.plots import pareto_front
 
 
 @pytest.fixture
 def run_dir(digits_recipe) -> Path:
     """A real tiny run: the small CNN on digits, exported to FP32 ONNX, verified, measured on the
     host, and checked against a size budget it cannot meet (so the page shows a missed budget)."""
-    report, code = export(digits_recipe(budgets={"model_size_kb": 1.0}), quiet=True, measure_runs=20)
+    report, code = as_json(export(digits_recipe(budgets={"model_size_kb": 1.0}), quiet=True, runs=20))
     assert code == 0
     return Path(report["recipe"]["output"])
 
@@ -63,7 +65,7 @@ def test_export_writes_self_contained_report(run_dir):
 
 
 def test_unmeasured_run_says_not_measured(digits_recipe):
-    report, _ = export(digits_recipe(), quiet=True, measure=False)
+    report, _ = as_json(export(digits_recipe(), quiet=True, measure=False))
     text = (Path(report["recipe"]["output"]) / "report.html").read_text()
     assert "Latency and memory: <span class=\"na\">not measured</span>" in text
     assert " ms <span class=note>(" not in text  # no latency shown anywhere
@@ -99,7 +101,7 @@ def test_report_command_bad_input_keeps_old_page(run_dir, tmp_path):
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".report")) == []
 
     result = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
-    assert result.exit_code == 2 and "no report.json" in result.stderr
+    assert result.exit_code == 2 and "run directory not found" in result.stderr
 
 
 def test_failed_target_is_rendered_with_its_error(run_dir):
@@ -109,8 +111,9 @@ def test_failed_target_is_rendered_with_its_error(run_dir):
     for k in ("verify", "size_bytes", "artifact", "files"):
         failed.pop(k)
     report["targets"].append(failed)
-    report["budgets"] = budgets.evaluate(report, "host")
-    page = render_html(report)
+    record = RunRecord.model_validate(report)
+    record.budgets = budgets.evaluate(record, "host")
+    page = render_html(record)
     assert "tflite-int8: top-1 0.1000 is 89.00 pt below" in page
     assert "&lt;calibrate&gt;" in page and "<calibrate>" not in page  # text from report.json is escaped
     assert "Not in the accuracy/latency plot (failed or not measured): tflite-int8" in page

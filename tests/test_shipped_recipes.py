@@ -9,7 +9,8 @@ import torch
 
 from edgeship.models.zoo import ZOO
 from edgeship.pipeline.depth import removable_blocks
-from edgeship.recipe import load_recipe
+from edgeship.api import load_recipe
+from edgeship.pipeline.base import validate_passes
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted([*ROOT.glob("recipes/*.yaml"), *ROOT.glob("benchmarks/recipes/**/*.yaml")])
@@ -24,7 +25,7 @@ def test_the_repository_ships_recipes():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_shipped_recipe_loads_and_its_passes_validate(path):
     recipe = load_recipe(path)
-    configs = recipe.pass_configs()
+    configs = validate_passes(recipe.passes)
     assert [name for name, _ in configs] == [p.name for p in recipe.passes]
     for name, cfg in configs:
         if name == "drop_blocks" and recipe.model.zoo:

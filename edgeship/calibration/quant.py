@@ -1,16 +1,24 @@
-"""Quantization settings shared by every backend, decided by the `calibrate` or `qat` pass
-(or these defaults when a recipe asks for an INT8 target without either)."""
+"""Quantization settings shared by every backend, decided by the `calibrate` or `qat` pass (or these
+defaults when a recipe asks for an INT8 target without either), and what a QAT pass learned, in the
+form a backend that does not read fake quantization from the module consumes."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ConfigDict
+
+from edgeship.schema import Strict
+
+CalibrationMethod = Literal["minmax", "percentile", "entropy", "mse"]
 
 
-@dataclass(frozen=True)
-class QuantSettings:
+class QuantSettings(Strict):
+    model_config = ConfigDict(frozen=True)
+
     samples: int = 512  # calibration samples drawn (seeded) from the calibration split
-    method: Literal["minmax", "percentile", "entropy", "mse"] = "minmax"
+    method: CalibrationMethod = "minmax"
     percentile: float = 99.999
     per_channel: bool = True  # weights
     symmetric_activations: bool = False
@@ -19,4 +27,16 @@ class QuantSettings:
     qat: bool = False  # the model carries fake quantization: lower its own scales, no calibration
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump(mode="json")
+
+
+@dataclass
+class LearnedQuantization:
+    """A QAT model seen without its fake quantization: ``float_model`` (an ``nn.Module``: batch norm folded,
+    weights on the int8 grid QAT learned, no quantizers) and ``activation_ranges``, the learned range of
+    every quantized activation keyed by the fx node names of ``float_model``'s graph. The pipeline derives
+    it from the pass that quantized the model (``Pass.learned_quantization``); a backend that cannot take
+    fake quantization from the module (TFLite) rebuilds it from these."""
+
+    float_model: Any
+    activation_ranges: dict[str, dict]

@@ -1,11 +1,11 @@
-"""Calibration readers shared by every backend: one check of the calibration array, then the same
-samples handed to each quantizer in the form it asks for.
+"""The calibration data every backend reads: one check of the calibration array, then the same samples
+handed to each quantizer in batches. Each backend wraps ``iter_batches`` in its own quantizer's reader
+protocol (ONNX Runtime's ``CalibrationDataReader`` in ``targets/onnx_int8.py``, an ``nncf.Dataset`` in
+``targets/openvino.py``, TFLite's representative dataset in ``targets/tflite.py``).
 
 - ``check_calibration``: too few samples, NaN/inf or constant data is bad input, raised before any
   conversion starts (a quantizer fed such data produces an artifact that silently collapses).
 - ``iter_batches``: a plain batched iterator (NCHW, or NHWC for TFLite's representative dataset).
-- ``OrtCalibrationReader``: ONNX Runtime's ``CalibrationDataReader`` for ``quantize_static``.
-- ``nncf_dataset``: an ``nncf.Dataset`` for ``nncf.quantize``.
 
 The array is ``LowerContext.calib``: normalized NCHW float32 samples, already the seeded subset of
 the calibration split that ``QuantSettings.samples`` asks for.
@@ -18,11 +18,6 @@ from typing import Iterator, Literal
 import numpy as np
 
 from edgeship.errors import EdgeshipError
-
-try:  # a core dependency, but a broken install must fail only the ONNX targets, naming the package
-    from onnxruntime.quantization import CalibrationDataReader as _OrtReaderBase
-except ImportError:  # pragma: no cover
-    _OrtReaderBase = object
 
 # Fewer samples than this cannot estimate activation ranges (percentile and entropy histograms are
 # meaningless on a handful of images). The calibrate pass and recipes default to hundreds.
@@ -76,47 +71,3 @@ def iter_batches(calib: np.ndarray, batch_size: int = 1, layout: Literal["NCHW",
         raise ValueError(f"layout must be NCHW or NHWC, got {layout!r}")
     for i in range(0, len(x), batch_size):
         yield np.ascontiguousarray(x[i:i + batch_size], dtype)
-
-
-class OrtCalibrationReader(_OrtReaderBase):
-    """ONNX Runtime's ``CalibrationDataReader``: ``get_next`` -> ``{input_name: batch}`` until
-    exhausted, ``rewind`` starts over, ``set_range`` serves ``CalibStridedMinMax``."""
-
-    def __init__(self, calib: np.ndarray, input_name: str, batch_size: int = 16):
-        self.calib = np.ascontiguousarray(calib, np.float32)
-        self.input_name = input_name
-        self.batch_size = batch_size
-        self.start, self.end = 0, len(self.calib)
-        self.rewind()
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        part = self.calib[self.start:self.end]
-        self._it = ({self.input_name: b} for b in iter_batches(part, self.batch_size))
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self.start, self.end = start_index, end_index
-        self.rewind()
-
-    def __len__(self) -> int:
-        return len(self.calib)
-
-
-def ort_reader(calib: np.ndarray, input_name: str, batch_size: int = 16) -> OrtCalibrationReader:
-    """An onnxruntime ``CalibrationDataReader`` over ``calib`` (checked first)."""
-    from edgeship.targets.base import require
-
-    require("onnxruntime.quantization", "onnxruntime", "onnx")
-    return OrtCalibrationReader(check_calibration(calib), input_name, batch_size)
-
-
-def nncf_dataset(calib: np.ndarray, batch_size: int = 1):
-    """An ``nncf.Dataset`` of float32 NCHW batches (batch 1 by default: NNCF's statistics are per sample).
-
-    Pass ``subset_size=len(calib)`` to ``nncf.quantize`` so every sample is used."""
-    from edgeship.targets.base import require
-
-    nncf = require("nncf", "nncf", "openvino")
-    return nncf.Dataset(list(iter_batches(check_calibration(calib), batch_size)))

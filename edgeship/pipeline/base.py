@@ -1,28 +1,35 @@
 """The pass contract: a typed config in, the new model and its metrics out.
 
-A pass is a subclass of ``Pass`` with a ``name`` and a pydantic ``Config``; subclassing registers
-it (as Olive does), so adding a pass is adding one module under ``edgeship/pipeline/`` and
-listing it in ``PASS_MODULES``.
+A pass is a subclass of ``Pass`` with a ``name`` and a pydantic ``Config``; subclassing registers it
+(as Olive does), and every module of ``edgeship/pipeline/`` is imported when the registry is first
+asked for, so adding a pass is adding one module (see docs/architecture.md).
+
+Two optional hooks tell the rest of the pipeline about quantization without anyone naming a pass:
+``planned_quant`` (the settings the targets will follow, known from the config before anything runs,
+so a recipe whose calibration method a backend lacks is refused when it loads) and
+``learned_quantization`` (what a QAT pass learned, for the backends that rebuild it themselves).
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import torch
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
+from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.errors import EdgeshipError
+from edgeship.models.load import exported_graph
+from edgeship.schema import Strict, format_validation_error
 
-# modules that define passes; imported on first use of the registry
-PASS_MODULES = ("prune", "depth", "distill", "qat", "calibrate", "sparsify")
 
-
-class PassConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+class PassConfig(Strict):
+    """A pass's options; unknown keys are errors."""
 
 
 @dataclass
@@ -32,13 +39,13 @@ class PassContext:
     splits: Any  # calibration.datasets.Splits (raw arrays)
     data: dict  # split name -> pipeline.training.TensorData (preprocessed)
     preprocessing: Any  # calibration.preprocess.Preprocessing
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     teacher: Optional[nn.Module]
     work_dir: Path  # scratch space for this stage (logs, intermediate files)
     seed: int = 0
     threads: Optional[int] = None
     quiet: bool = False
-    quant: Any = None  # calibration.quant.QuantSettings decided by earlier passes, if any
+    quant: Optional[QuantSettings] = None  # decided by earlier passes, if any
     stage: str = ""
 
 
@@ -46,7 +53,7 @@ class PassContext:
 class PassResult:
     model: nn.Module
     metrics: dict = field(default_factory=dict)
-    quant: Any = None  # a QuantSettings the targets must follow (calibrate, qat), else None
+    quant: Optional[QuantSettings] = None  # settings the targets must follow (calibrate, qat), else None
 
 
 class Pass:
@@ -55,24 +62,40 @@ class Pass:
     # what the pass does to the module, when that needs a Python nn.Module (checked before any work)
     needs_module: ClassVar[str] = ""
     torchscript_ok: ClassVar[bool] = False
-    registry: ClassVar[dict[str, type["Pass"]]] = {}
+    registry: ClassVar[dict[str, type[Pass]]] = {}
 
-    def __init_subclass__(cls, **kw):
+    def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if cls.name:
             Pass.registry[cls.name] = cls
 
-    def run(self, model: nn.Module, config: PassConfig, ctx: PassContext) -> PassResult:
+    def run(self, model: nn.Module, config: Any, ctx: PassContext) -> PassResult:
         raise NotImplementedError
+
+    @classmethod
+    def planned_quant(cls, config: Any, seed: int) -> Optional[QuantSettings]:
+        """The quantization settings this pass will hand the targets (``PassResult.quant``), from its config
+        alone; None for a pass that decides none."""
+        return None
+
+    @classmethod
+    def learned_quantization(cls, model: nn.Module) -> Optional[LearnedQuantization]:
+        """For a pass that puts fake quantization into the model: its float view and learned ranges."""
+        return None
+
+
+def registry() -> dict[str, type[Pass]]:
+    """Every pass of ``edgeship/pipeline/`` (each module is imported once, on first use)."""
+    package = importlib.import_module(__package__ or "edgeship.pipeline")
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.ispkg:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    return Pass.registry
 
 
 def require_python_module(model: nn.Module, stage: str, what: str, torchscript_ok: bool = False) -> None:
     """Passes that rewrite or train the module (prune, distill, qat, sparsify) need its Python code and
     layers, not a TorchScript graph or a torch.export program (ATen ops, frozen in eval mode)."""
-    import torch
-
-    from edgeship.models.load import exported_graph
-
     fix = "load the model with model.zoo or model.factory (+ weights), or export it without passes"
     if isinstance(model, torch.jit.ScriptModule) and not torchscript_ok:
         raise EdgeshipError(f"{stage}: {what} needs a Python nn.Module, got a TorchScript model", fix)
@@ -81,10 +104,8 @@ def require_python_module(model: nn.Module, stage: str, what: str, torchscript_o
                             "whose layers are ATen ops that cannot be trained or pruned", fix)
 
 
-def forward_with_hooks(model: nn.Module, example, handles: list) -> None:
+def forward_with_hooks(model: nn.Module, example: torch.Tensor, handles: list) -> None:
     """One eval-mode, no-grad forward pass of ``example``; the hook ``handles`` are removed afterwards."""
-    import torch
-
     try:
         with torch.no_grad():
             model.eval()(example)
@@ -102,20 +123,10 @@ def check_model_for_passes(model: nn.Module, names: list[str]) -> None:
             require_python_module(model, f"{i + 1}:{name}", cls.needs_module, cls.torchscript_ok)
 
 
-def registry() -> dict[str, type[Pass]]:
-    for mod in PASS_MODULES:
-        try:
-            importlib.import_module(f"edgeship.pipeline.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"edgeship.pipeline.{mod}":
-                raise
-    return Pass.registry
-
-
-def validate_pass(index: int, entry: dict) -> tuple[str, PassConfig]:
-    from edgeship.recipe import format_validation_error
-
-    entry = dict(entry)
+def validate_pass(index: int, entry: dict | BaseModel) -> tuple[str, PassConfig]:
+    """``{name: <pass>, ...config}`` (a dict or the recipe's PassSpec) -> (name, its validated config), or the
+    one-line error."""
+    entry = entry.model_dump() if isinstance(entry, BaseModel) else dict(entry)
     name = entry.pop("name")
     passes = registry()
     if name not in passes:
@@ -126,4 +137,17 @@ def validate_pass(index: int, entry: dict) -> tuple[str, PassConfig]:
         return name, cls.Config.model_validate(entry)
     except ValidationError as e:
         raise EdgeshipError(format_validation_error(e, f"passes[{index}] ({name})", cls.Config),
-                            "see the pass's options in README.md") from None
+                            "see the pass's options in docs/passes.md") from None
+
+
+def validate_passes(entries: Sequence[dict | BaseModel]) -> list[tuple[str, PassConfig]]:
+    return [validate_pass(i, e) for i, e in enumerate(entries)]
+
+
+def planned_quant(passes: list[tuple[str, PassConfig]], seed: int) -> QuantSettings:
+    """The settings the targets will get: those of the last pass that decides any, else the defaults."""
+    reg = registry()
+    quant = QuantSettings(seed=seed)
+    for name, config in passes:
+        quant = reg[name].planned_quant(config, seed) or quant
+    return quant

@@ -27,11 +27,14 @@ class Calibrate(Pass):
     name = "calibrate"
     Config = CalibrateConfig
 
+    @classmethod
+    def planned_quant(cls, config: CalibrateConfig, seed: int) -> QuantSettings:
+        return QuantSettings(samples=config.samples, method=config.method, percentile=config.percentile,
+                             per_channel=config.per_channel, symmetric_activations=config.symmetric_activations,
+                             symmetric_weights=True, seed=seed if config.seed is None else config.seed, qat=False)
+
     def run(self, model: nn.Module, config: CalibrateConfig, ctx: PassContext) -> PassResult:
         available = len(ctx.data["calib"])
-        quant = QuantSettings(samples=min(config.samples, available), method=config.method,
-                              percentile=config.percentile, per_channel=config.per_channel,
-                              symmetric_activations=config.symmetric_activations, symmetric_weights=True,
-                              seed=ctx.seed if config.seed is None else config.seed, qat=False)
+        quant = self.planned_quant(config, ctx.seed).model_copy(update={"samples": min(config.samples, available)})
         metrics = {**quant.to_dict(), "requested_samples": config.samples, "calib_split_size": available}
         return PassResult(model, metrics, quant)

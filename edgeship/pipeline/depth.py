@@ -19,7 +19,7 @@ from torch import nn
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import model_stats
 from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, forward_with_hooks
-from edgeship.pipeline.distill import TrainConfig, finetune, resolve_teacher, subset
+from edgeship.pipeline.training import TrainConfig, finetune, resolve_teacher, subset
 from edgeship.pipeline.training import predict
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)

@@ -36,7 +36,7 @@ from torch import nn
 
 from edgeship.errors import EdgeshipError
 from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, forward_with_hooks, require_python_module
-from edgeship.pipeline.distill import TrainConfig, finetune, resolve_teacher, subset
+from edgeship.pipeline.training import TrainConfig, finetune, resolve_teacher, subset
 
 IMPORTANCE = {
     "l1": lambda: tp.importance.MagnitudeImportance(p=1),

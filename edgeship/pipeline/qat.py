@@ -20,7 +20,8 @@ weights are int8 initializers behind DequantizeLinear (axis 0), activations Quan
 DequantizeLinear pairs. ONNX Runtime fuses it into QLinearConv/QGemm and OpenVINO into INT8
 kernels with no second calibration (``QuantSettings(qat=True)`` tells the targets so).
 
-Helpers for other routes (TFLite): ``fold_and_strip(model)`` gives the float model with the weights
+For routes that cannot read fake quantization from the module (TFLite), ``QAT.learned_quantization``
+hands the pipeline a ``LearnedQuantization``: ``fold_and_strip(model)`` gives the float model with the weights
 QAT learned (already on the int8 grid) and no fake quantization; ``activation_ranges(model)``
 gives the learned range of every activation quantizer, keyed by the FX node name of the tensor it
 quantizes (the same names ``fold_and_strip``'s graph uses).
@@ -39,10 +40,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from edgeship.calibration.quant import QuantSettings
+from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.errors import EdgeshipError
+from edgeship.models import graph
 from edgeship.pipeline.base import Pass, PassContext, PassResult, require_python_module
-from edgeship.pipeline.distill import TrainConfig, finetune, resolve_teacher, subset
+from edgeship.pipeline.training import TrainConfig, finetune, resolve_teacher, subset
 from edgeship.recipe import ModelSpec
 
 QMIN, QMAX = -128, 127  # int8 (weights use [-127, 127], symmetric activations [-128, 127] with zero point 0)
@@ -260,19 +262,13 @@ def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
 
 
 def _trace(model: nn.Module, example: torch.Tensor, stage: str) -> fx.GraphModule:
-    from torch.fx.experimental.optimization import fuse
-    from torch.fx.passes.shape_prop import ShapeProp
-
     require_python_module(model, stage, "QAT")
     try:
-        gm = fuse(copy.deepcopy(model).eval())  # traces, then folds conv/linear + batch norm
-        ShapeProp(gm).propagate(example)
-    except Exception as e:
-        msg = " ".join(str(e).split())[:200]
-        raise EdgeshipError(f"{stage}: torch.fx cannot trace the model for QAT ({type(e).__name__}: {msg})",
+        return graph.trace(copy.deepcopy(model), example)  # traces, then folds conv/linear + batch norm
+    except graph.TraceError as e:
+        raise EdgeshipError(f"{stage}: torch.fx cannot trace the model for QAT ({e})",
                             "keep data-dependent Python control flow out of forward(), or use `calibrate` "
                             "(post-training quantization) instead of `qat`") from None
-    return gm
 
 
 def _recompile(gm: fx.GraphModule) -> None:
@@ -413,6 +409,18 @@ class QAT(Pass):
     Config = QATConfig
     needs_module = "QAT"
 
+    @classmethod
+    def planned_quant(cls, config: QATConfig, seed: int) -> QuantSettings:
+        return QuantSettings(samples=config.calib_samples, method="minmax", per_channel=True,
+                             symmetric_activations=config.symmetric_activations, symmetric_weights=True,
+                             seed=seed, qat=True)
+
+    @classmethod
+    def learned_quantization(cls, model: nn.Module) -> Optional[LearnedQuantization]:
+        if not is_qat_model(model):
+            return None
+        return LearnedQuantization(fold_and_strip(model), activation_ranges(model))
+
     def run(self, model: nn.Module, config: QATConfig, ctx: PassContext) -> PassResult:
         teacher = resolve_teacher(config.teacher, ctx, model) if config.alpha > 0 else None
         example = torch.zeros(1, *ctx.input_shape)
@@ -423,9 +431,7 @@ class QAT(Pass):
         qmodel.eval()
         n_act = sum(isinstance(m, ActQuant) for m in qmodel.modules())
         n_w = sum(isinstance(m, (QConv2d, QLinear)) for m in qmodel.modules())
-        quant = QuantSettings(samples=config.calib_samples, method="minmax", per_channel=True,
-                              symmetric_activations=config.symmetric_activations, symmetric_weights=True,
-                              seed=ctx.seed, qat=True)
+        quant = self.planned_quant(config, ctx.seed)
         metrics = {"quantized_layers": n_w, "activation_quantizers": n_act, "weights": "int8 per-channel symmetric",
                    "activations": "int8 per-tensor " + ("symmetric" if config.symmetric_activations else "asymmetric"),
                    "batch_norm": "folded", "distillation_alpha": config.alpha if teacher is not None else 0.0, **hist}

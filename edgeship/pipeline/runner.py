@@ -13,16 +13,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from rich.markup import escape
 from torch import nn
 
+from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.models.load import fp32_size_bytes, model_stats, set_eval
-from edgeship.pipeline.base import PassContext, PassResult, registry
+from edgeship.pipeline.base import PassConfig, PassContext, PassResult, registry
 from edgeship.pipeline.training import evaluate
 from edgeship.progress import info
+from edgeship.record import Stage
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,18 +51,22 @@ def model_hash(model: nn.Module) -> str:
 
 
 def stage_record(name: str, model: nn.Module, ctx: PassContext, wall_s: float, metrics: dict,
-                 cached: bool = False) -> dict:
+                 config: PassConfig) -> Stage:
     stats = model_stats(model, ctx.input_shape)
-    return {"stage": name, "top1_val": evaluate(model, ctx.data["val"]), **stats,
-            "size_fp32_bytes": fp32_size_bytes(model), "wall_s": round(wall_s, 2), "cached": cached,
-            "metrics": metrics}
+    return Stage(stage=name, top1_val=evaluate(model, ctx.data["val"]), **stats,
+                 size_fp32_bytes=fp32_size_bytes(model), wall_s=round(wall_s, 2), cached=False,
+                 metrics=json.loads(json.dumps(metrics, default=str)), config=config.model_dump(mode="json"))
 
 
 @dataclass
 class PipelineResult:
+    """What the passes hand on: the compressed model, a record per stage, the quantization settings the
+    targets follow, and (after QAT) the model's float view with its learned ranges."""
+
     model: nn.Module
-    stages: list[dict] = field(default_factory=list)
-    quant: Any = None
+    stages: list[Stage] = field(default_factory=list)
+    quant: Optional[QuantSettings] = None
+    learned: Optional[LearnedQuantization] = None
 
 
 class StageCache:
@@ -72,16 +78,19 @@ class StageCache:
                            "data": data_spec, "code": code_fingerprint()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
-    def get(self, key: str) -> tuple[nn.Module, dict, Any] | None:
+    def get(self, key: str) -> tuple[nn.Module, Stage, Any] | None:
         d = self.root / key
         if not (d / "done").exists():
             return None
-        # our own cache, written by this code: full unpickling is safe here
-        blob = torch.load(d / "stage.pt", map_location="cpu", weights_only=False)
-        model = torch.jit.load(str(d / "stage.ts"), map_location="cpu") if (d / "stage.ts").exists() else blob["model"]
-        return model, blob["record"], blob.get("quant")
+        try:  # our own cache, written by this code: full unpickling is safe here
+            blob = torch.load(d / "stage.pt", map_location="cpu", weights_only=False)
+            model = torch.jit.load(str(d / "stage.ts"), map_location="cpu") if (d / "stage.ts").exists() else blob["model"]
+            return model, Stage.model_validate(blob["record"]), blob.get("quant")
+        except Exception as e:  # unreadable or from an older schema: recompute, say so
+            info(f"[yellow]stage cache entry {key} is unreadable ({type(e).__name__}); recomputing it[/yellow]")
+            return None
 
-    def put(self, key: str, model: nn.Module, record: dict, quant: Any) -> bool:
+    def put(self, key: str, model: nn.Module, record: Stage, quant: Any) -> bool:
         """Store a finished stage; False (nothing stored) for a model that cannot be pickled, such as a
         torch.export program, whose stage then reruns next time."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -90,11 +99,11 @@ class StageCache:
             if isinstance(model, torch.jit.ScriptModule):  # TorchScript pickles only through its own format
                 torch.jit.save(model, str(tmp / "stage.ts"))
                 model = None
-            torch.save({"model": model, "record": record, "quant": quant}, tmp / "stage.pt")
+            torch.save({"model": model, "record": record.model_dump(mode="json"), "quant": quant}, tmp / "stage.pt")
         except (AttributeError, TypeError, RuntimeError, pickle.PicklingError):
             shutil.rmtree(tmp, ignore_errors=True)
             return False
-        (tmp / "done").write_text(json.dumps(record, default=str))
+        (tmp / "done").write_text(record.model_dump_json())
         final = self.root / key
         if final.exists():
             shutil.rmtree(final)
@@ -102,7 +111,7 @@ class StageCache:
         return True
 
 
-def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext, cache: StageCache,
+def run_passes(model: nn.Module, passes: list[tuple[str, PassConfig]], ctx: PassContext, cache: StageCache,
                data_spec: dict) -> PipelineResult:
     """Apply each (name, config) in order; a failure raises and leaves finished stages in the cache."""
     result = PipelineResult(model=model)
@@ -116,7 +125,7 @@ def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext
         hit = cache.get(key)
         if hit is not None:
             current, record, quant = hit
-            record = {**record, "cached": True}
+            record = record.model_copy(update={"cached": True})
             info(f"[dim]stage {stage}: cached ({key})[/dim]")
         else:
             t0 = time.perf_counter()
@@ -124,16 +133,18 @@ def run_passes(model: nn.Module, passes: list[tuple[str, Any]], ctx: PassContext
             out: PassResult = reg[name]().run(current, config, ctx)
             current = set_eval(out.model)
             quant = out.quant
-            record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics)
-            record["config"] = config.model_dump(mode="json")
+            record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics, config)
             if not cache.put(key, current, record, quant):
                 info(f"[dim]stage {stage}: not cached (the model cannot be pickled)[/dim]")
         if quant is not None:
             ctx.quant = quant
             result.quant = quant
         result.stages.append(record)
-        note = (record.get("metrics") or {}).get("note")
-        info(f"stage {stage}: val top-1 {record['top1_val']:.4f}, params {record['params']:,}, "
-             f"MACs {record['macs'] or 0:,}" + (f" [dim]({escape(note)})[/dim]" if note else ""))
+        note = record.metrics.get("note")
+        info(f"stage {stage}: val top-1 {record.top1_val or 0:.4f}, params {record.params:,}, "
+             f"MACs {record.macs or 0:,}" + (f" [dim]({escape(note)})[/dim]" if note else ""))
     result.model = current
+    # the float view of a fake-quantized model comes from the pass that quantized it (the last one that can)
+    result.learned = next((view for name, _ in reversed(passes)
+                           if (view := reg[name].learned_quantization(current)) is not None), None)
     return result

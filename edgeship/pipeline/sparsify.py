@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult
-from edgeship.pipeline.distill import TrainConfig, finetune
+from edgeship.pipeline.training import TrainConfig, finetune
 
 NOTE = ("unstructured sparsity only shrinks the compressed (zip) file: dense runtimes run the zeros at the "
         "same speed; use `prune` (structured) to make the model faster")

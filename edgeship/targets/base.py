@@ -1,48 +1,68 @@
-"""One interface for every backend (as NNCF keeps one backend per file behind one interface).
+"""The backend contract (as NNCF keeps one backend per file behind one interface).
 
-A backend lowers a torch model to artifact files, loads an artifact with its own real runtime,
-and describes it (inputs, outputs, layout, dtype, quantization parameters, preprocessing, labels).
-The description is embedded in the artifact where the format allows and always written as a
-sidecar ``model.json``.
+A backend lowers a torch model to artifact files, loads an artifact with its own real runtime, and
+describes it (inputs, outputs, layout, dtype, quantization parameters, preprocessing, labels). The
+description is embedded in the artifact where the format allows and always written as a sidecar
+``model.json``, which ``Artifact.from_sidecar`` reads back (the one reader of sidecars).
+
+A backend class is the one place its format's facts live: the format and precisions it lowers to,
+the runtime module that runs it (and the pip package that provides it), the calibration methods its
+post-training quantizer has, and the loader of the device-side runner (``edgeship/devices/bench_runner.py``,
+which runs on devices without edgeship and keeps its own copy; a test checks that copy against these
+declarations). The recipe is checked against them when it loads; the device catalog detects the host's
+runtimes from them.
+
+Every module of ``edgeship/targets/`` is imported when the registry is first asked for, so adding a backend
+is adding one module (helper packages, such as ``torch2tf/``, are not scanned). Backend modules import
+only light modules at the top: torch, ONNX, OpenVINO and TensorFlow are imported when a model is
+lowered or run, so that `edgeship devices`, `check` and `report` start without them.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 import numpy as np
-import torch
-from torch import nn
 
+from edgeship.calibration.preprocess import Preprocessing
+from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.errors import EdgeshipError, TargetError
+from edgeship.recipe import TargetSpec
+from edgeship.version import __version__
 
-# modules that define backends; imported on first use of the registry
-BACKEND_MODULES = ("onnx", "onnx_int8", "openvino", "tflite")
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Runner = Callable[[np.ndarray], np.ndarray]  # normalized NCHW float32 batch -> float32 logits
+FLOAT_PRECISIONS = ("fp32", "fp16")  # precisions that carry no quantization
 
 
 @dataclass
 class LowerContext:
     """What a backend may use to lower a model."""
 
-    target: Any  # recipe.TargetSpec
-    input_shape: tuple[int, int, int]  # (C, H, W)
+    target: TargetSpec
+    input_shape: tuple[int, ...]  # (C, H, W)
     calib: np.ndarray  # normalized NCHW float32 calibration samples (already subset to quant.samples)
-    preprocessing: Any  # calibration.preprocess.Preprocessing
+    preprocessing: Preprocessing
     labels: tuple[str, ...]
-    quant: Any  # calibration.quant.QuantSettings
+    quant: QuantSettings
     log_path: Path  # converter output goes here
     work_dir: Path  # scratch (not part of the artifact)
     threads: Optional[int] = None
+    learned: Optional[LearnedQuantization] = None  # after QAT: the float view and the learned ranges
 
     @property
     def example(self) -> torch.Tensor:
+        import torch  # heavy: only lowering needs it
+
         return torch.from_numpy(self.calib[:1].copy())
 
 
@@ -77,18 +97,25 @@ class Artifact:
         return d
 
     @classmethod
-    def from_sidecar(cls, path: Path) -> "Artifact":
-        d = json.loads(Path(path).read_text())
-        d["dir"] = Path(path).parent  # where the sidecar lies (older sidecars recorded the temporary one)
-        return cls(**d)
+    def from_sidecar(cls, path: Path) -> Artifact:
+        """The artifact whose sidecar is ``path`` (``<dir>/model.json``), or a one-line error."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+            d["dir"] = path.parent  # where the sidecar lies (older sidecars recorded the temporary one)
+            art = cls(**d)
+        except (OSError, ValueError, TypeError) as e:
+            raise EdgeshipError(f"{path} is not an edgeship artifact description ({type(e).__name__}: {e})",
+                                "export the target again") from None
+        if not isinstance(art.main, str) or not all(isinstance(f, str) for f in art.files):
+            raise EdgeshipError(f"{path}: 'main' and 'files' must be file names", "export the target again")
+        return art
 
 
 def describe(ctx: LowerContext, fmt: str, precision: str, inputs: list[dict], outputs: list[dict],
-             **extra) -> dict:
+             **extra: Any) -> dict:
     """The common description every backend writes (and embeds where its format allows)."""
-    from edgeship import __version__
-
-    quantized = ctx.quant is not None and precision not in ("fp32", "fp16")
+    quantized = precision not in FLOAT_PRECISIONS
     return {"format": fmt, "precision": precision, "inputs": inputs, "outputs": outputs,
             "preprocessing": ctx.preprocessing.to_dict(), "labels": list(ctx.labels),
             "quantization": ctx.quant.to_dict() if quantized else None,
@@ -102,7 +129,7 @@ COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv",
                          "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL"})
 
 
-def audit(runtime: str, total_ops: int, float_ops: list[dict], **extra) -> dict:
+def audit(runtime: str, total_ops: int, float_ops: list[dict], **extra: Any) -> dict:
     """The op audit every INT8 backend returns. ``float_ops``: each operator that still runs in float,
     as ``{"name", "op", ...}``; ``float_compute_ops``: the names of the convolutions and matrix
     products among them."""
@@ -111,15 +138,27 @@ def audit(runtime: str, total_ops: int, float_ops: list[dict], **extra) -> dict:
 
 
 class Backend(ABC):
+    """One format's lowering, runtime and facts. Subclassing registers every (format, precision) it lists."""
+
     format: ClassVar[str] = ""
     precisions: ClassVar[tuple[str, ...]] = ()
-    runtime_package: ClassVar[str] = ""  # the pip package a user must install to run it
-    registry: ClassVar[dict[tuple[str, str], type["Backend"]]] = {}
+    # (python module, pip package) that run the format, first importable wins; the device runner's
+    # RUNTIMES[format] must be the same list
+    runtime_modules: ClassVar[tuple[tuple[str, str], ...]] = ()
+    device_loader: ClassVar[str] = ""  # the device runner's loader function for this format (bench_runner.LOADERS)
+    calibrated: ClassVar[tuple[str, ...]] = ()  # precisions its post-training quantizer calibrates on data
+    calibration_methods: ClassVar[tuple[str, ...]] = ()  # QuantSettings.method values that quantizer has
+    registry: ClassVar[dict[tuple[str, str], type[Backend]]] = {}
 
-    def __init_subclass__(cls, **kw):
+    def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         for p in cls.precisions:
             Backend.registry[(cls.format, p)] = cls
+
+    @property
+    def runtime_package(self) -> str:
+        """The pip package a user installs to run this format."""
+        return self.runtime_modules[0][1]
 
     @abstractmethod
     def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
@@ -134,49 +173,58 @@ class Backend(ABC):
         not applicable."""
         return None
 
+    def calibration_problem(self, precision: str, quant: QuantSettings) -> Optional[str]:
+        """Why ``quant`` cannot calibrate this format at ``precision`` (None when it can). A QAT model
+        brings its own ranges and calibrates nothing."""
+        if precision not in self.calibrated or quant.qat or quant.method in self.calibration_methods:
+            return None
+        elsewhere = sorted({f"{cls.format} {p}" for (_, p), cls in _all().items()
+                            if p in cls.calibrated and quant.method in cls.calibration_methods})
+        return (f"{self.format} {precision} calibrates with {', '.join(self.calibration_methods)}, not "
+                f"{quant.method!r}" + (f" ({quant.method} is available on: {', '.join(elsewhere)})" if elsewhere else ""))
 
-def _import_backends() -> None:
-    for mod in BACKEND_MODULES:
-        try:
-            importlib.import_module(f"edgeship.targets.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"edgeship.targets.{mod}":
-                raise
+    def check_calibration_method(self, precision: str, quant: QuantSettings, target: str) -> None:
+        """Lowering with a method this quantizer lacks fails the target (the recipe loader refuses it earlier)."""
+        problem = self.calibration_problem(precision, quant)
+        if problem:
+            raise TargetError(f"{target}: {problem}",
+                              f"set the calibrate pass's method to one of {', '.join(self.calibration_methods)}")
+
+
+def _all() -> dict[tuple[str, str], type[Backend]]:
+    """Every backend of ``edgeship/targets/`` (each module imported once, on first use)."""
+    package = importlib.import_module(__package__ or "edgeship.targets")
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.ispkg:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    return Backend.registry
+
+
+def backends() -> dict[tuple[str, str], type[Backend]]:
+    """(format, precision) -> backend class."""
+    return dict(_all())
+
+
+def formats() -> dict[str, type[Backend]]:
+    """format -> a backend class of it (the runtime facts are the format's, whichever class is asked)."""
+    out: dict[str, type[Backend]] = {}
+    for (fmt, _), cls in _all().items():
+        out.setdefault(fmt, cls)
+    return out
 
 
 def get_backend(fmt: str, precision: str) -> Backend:
-    _import_backends()
-    cls = Backend.registry.get((fmt, precision))
+    cls = _all().get((fmt, precision))
     if cls is None:
-        have = sorted(p for f, p in Backend.registry if f == fmt)
-        raise EdgeshipError(f"format {fmt!r} has no precision {precision!r}",
-                            f"use one of: {', '.join(have) or '(no backend installed for this format)'}")
+        known = sorted({f for f, _ in _all()})
+        if fmt not in known:
+            raise EdgeshipError(f"unknown format {fmt!r}", f"use one of: {', '.join(known)}")
+        have = sorted(p for f, p in _all() if f == fmt)
+        raise EdgeshipError(f"format {fmt!r} has no precision {precision!r}", f"use one of: {', '.join(have)}")
     return cls()
 
 
-def layer_of_op(model: nn.Module, op: str) -> Optional[str]:
-    """Best effort: the layer (module path) where ``op`` (a converter's name such as ``aten::fft_rfft`` or
-    ``qa::mysquash``) is called, from an fx trace of the model; None when it cannot be told."""
-    from edgeship.targets.torch2tf import layer_of
-
-    base = op.split("::")[-1].split(".")[0]
-    if not base or isinstance(model, torch.jit.ScriptModule):
-        return None
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:
-        return None
-    for node in gm.graph.nodes:
-        if node.op not in ("call_function", "call_method"):
-            continue
-        t = node.target
-        name = t if isinstance(t, str) else getattr(t, "__name__", None) or str(t).split(".")[-1]
-        if name == base or base in str(t).split("."):  # torch.fft.rfft is fft_rfft; torch.ops.qa.x is qa.x.default
-            return layer_of(node)
-    return None
-
-
-def require(module: str, package: str, fmt: str):
+def require(module: str, package: str, fmt: str) -> Any:
     """Import a runtime lazily; a missing one names the package to install."""
     try:
         return importlib.import_module(module)

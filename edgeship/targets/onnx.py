@@ -1,22 +1,23 @@
-"""FP32 ONNX: ``torch.onnx.export(dynamo=False)`` (the exporter shared/spikes found the later tools
-accept most easily), ``onnx.checker``, metadata embedded as ``metadata_props``, run with
-ONNX Runtime on the CPU."""
+"""FP32 ONNX: ``torch.onnx.export(dynamo=False)`` (the exporter whose files ONNX Runtime's quantizer
+and the other converters accepted most easily when the project's routes were chosen), ``onnx.checker``,
+metadata embedded as ``metadata_props``, run with ONNX Runtime on the CPU."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
-from torch import nn
 
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
-from edgeship.models.load import exportable
-from edgeship.targets.base import layer_of_op, Artifact, Backend, LowerContext, Runner, describe, require
+from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, describe, require
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -24,6 +25,11 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, log_path: Path, opset: int = OPSET) -> Path:
     """torch -> ONNX with a dynamic batch axis; raises TargetError naming the operator on failure."""
+    import torch  # heavy: imported when a model is lowered, not when the registry is read
+
+    from edgeship.models.graph import layer_of_op
+    from edgeship.models.load import exportable
+
     onnx = require("onnx", "onnx", "onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -147,7 +153,8 @@ def ort_runner(path: Path, threads: Optional[int] = None) -> Runner:
 class OnnxFP32(Backend):
     format = "onnx"
     precisions = ("fp32",)
-    runtime_package = "onnxruntime"
+    runtime_modules = (("onnxruntime", "onnxruntime"),)
+    device_loader = "load_onnx"
 
     def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
         path = export_onnx(model, ctx.example, out_dir / "model.onnx", ctx.log_path)

@@ -6,8 +6,11 @@ DequantizeLinear pairs, so it is exported directly with no second calibration.
 
 Calibration methods (``QuantSettings.method``) map to ONNX Runtime's ``CalibrationMethod``:
 minmax -> MinMax, percentile -> Percentile (``CalibPercentile``), entropy -> Entropy. ONNX Runtime
-has no MSE calibrator: ``mse`` fails this target with a message naming the alternatives (OpenVINO's
-NNCF offers an MSE-minimizing histogram search; use it there).
+has no MSE calibrator: a recipe asking for ``mse`` on an ONNX INT8 target is refused when it loads,
+naming the formats that have it (OpenVINO's NNCF searches the range minimizing the L2 error).
+
+The calibration reader (``OrtCalibrationReader``) is ONNX Runtime's ``CalibrationDataReader`` protocol
+over the shared calibration array (``edgeship.calibration.readers``).
 
 Activations are uint8, weights int8 (U8S8, ONNX Runtime's x86 default). With int8 activations ORT
 rewrites the QDQ pairs to uint8 itself but skips a QuantizeLinear read by several consumers (a
@@ -22,29 +25,69 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
-from torch import nn
 
-from edgeship.calibration.readers import check_calibration, ort_reader
+from edgeship.calibration.quant import QuantSettings
+from edgeship.calibration.readers import check_calibration, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
 from edgeship.targets.onnx import INPUT_NAME, compact, embed_metadata, export_onnx, io_description, ort_runner
+
+if TYPE_CHECKING:
+    from torch import nn
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 CALIB_CHUNK = 64  # samples whose intermediate outputs ORT holds at once
 ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
-def ort_calibration(quant, fmt: str = "onnx int8"):
-    """(CalibrationMethod, extra_options) for ``quantize_static`` from QuantSettings."""
+class OrtCalibrationReader:
+    """ONNX Runtime's ``CalibrationDataReader`` protocol: ``get_next`` -> ``{input_name: batch}`` until
+    exhausted, ``rewind`` starts over, ``set_range`` serves ``CalibStridedMinMax``."""
+
+    def __init__(self, calib: np.ndarray, input_name: str, batch_size: int = 16):
+        self.calib = np.ascontiguousarray(calib, np.float32)
+        self.input_name = input_name
+        self.batch_size = batch_size
+        self.start, self.end = 0, len(self.calib)
+        self.rewind()
+
+    def get_next(self) -> Optional[dict]:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        part = self.calib[self.start:self.end]
+        self._it = ({self.input_name: b} for b in iter_batches(part, self.batch_size))
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end = start_index, end_index
+        self.rewind()
+
+    def __len__(self) -> int:
+        return len(self.calib)
+
+    def __iter__(self) -> OrtCalibrationReader:
+        return self
+
+    def __next__(self) -> dict:
+        batch = self.get_next()
+        if batch is None:
+            raise StopIteration
+        return batch
+
+
+def ort_reader(calib: np.ndarray, input_name: str, batch_size: int = 16) -> OrtCalibrationReader:
+    """A calibration reader over ``calib`` (checked first)."""
+    return OrtCalibrationReader(check_calibration(calib), input_name, batch_size)
+
+
+def ort_calibration(quant: QuantSettings) -> tuple[Any, dict]:
+    """(CalibrationMethod, extra_options) for ``quantize_static`` from QuantSettings (a method ONNX Runtime
+    has: ``OnnxInt8.calibration_methods``)."""
     q = require("onnxruntime.quantization", "onnxruntime", "onnx")
-    if quant.method not in ORT_METHODS:
-        raise TargetError(f"{fmt}: ONNX Runtime has no {quant.method!r} calibration method",
-                          f"set the calibrate pass's method to one of {', '.join(ORT_METHODS)} "
-                          "(MSE is available on the openvino targets)")
     extra = {"ActivationSymmetric": quant.symmetric_activations, "WeightSymmetric": quant.symmetric_weights,
              "CalibTensorRangeSymmetric": quant.symmetric_activations}
     if quant.method == "percentile":
@@ -184,11 +227,15 @@ def float_ops(path: Path) -> dict:
 class OnnxInt8(Backend):
     format = "onnx"
     precisions = ("int8",)
-    runtime_package = "onnxruntime"
+    runtime_modules = (("onnxruntime", "onnxruntime"),)
+    device_loader = "load_onnx"
+    calibrated = ("int8",)
+    calibration_methods = tuple(ORT_METHODS)
 
     def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
         path = out_dir / "model.onnx"
-        qat = bool(getattr(ctx.quant, "qat", False))
+        qat = ctx.quant.qat
+        self.check_calibration_method("int8", ctx.quant, ctx.target.name)
         if qat:  # the fake quantization becomes QDQ as it is exported
             export_onnx(model, ctx.example, path, ctx.log_path)
             if not count_ops(path).get("DequantizeLinear"):

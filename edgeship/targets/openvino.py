@@ -1,7 +1,7 @@
 """OpenVINO IR: ``openvino.convert_model(torch_module, example_input=...)`` -> ``save_model``
 (``compress_to_fp16`` for fp16). INT8: ``nncf.quantize`` applied to the converted OpenVINO model (not
-the torch one: NNCF's torch backend builds a C++ extension that times out on small machines, see
-shared/spikes) over our calibration set; a QAT model's QDQ ONNX export is converted instead (its
+the torch one: NNCF's torch backend builds a C++ extension that timed out after 60 s on a 2-core
+machine) over our calibration set (an ``nncf.Dataset`` of ``calibration.readers.iter_batches``); a QAT model's QDQ ONNX export is converted instead (its
 QuantizeLinear/DequantizeLinear become FakeQuantize), with no second calibration.
 
 Bias correction: NNCF's full algorithm, not its fast default. Measured: on the digits CNN the fast one
@@ -13,8 +13,8 @@ Calibration methods (``QuantSettings.method``) map to NNCF's activation range es
 minmax -> MINMAX; percentile -> each sample's quantiles at ``1 - percentile/100`` and ``percentile/100``,
 the extremes over the samples (NNCF's MEAN_QUANTILE, which averages them, measured 0.65 pt worse on
 the Fashion-MNIST model); mse -> HISTOGRAM (NNCF's port of torch's HistogramObserver, which
-searches the range minimizing the L2 quantization error). NNCF has no entropy (KL) calibration:
-``entropy`` fails this target naming the alternatives. Symmetric activations select NNCF's
+searches the range minimizing the L2 quantization error). NNCF has no entropy (KL) calibration: a
+recipe asking for ``entropy`` on an OpenVINO INT8 target is refused when it loads. Symmetric activations select NNCF's
 PERFORMANCE preset, asymmetric ones MIXED.
 
 Compaction (every precision): constants with the same element type, shape and bytes become one node
@@ -34,17 +34,19 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
-from torch import nn
 
-from edgeship.calibration.readers import check_calibration, nncf_dataset
+from edgeship.calibration.quant import QuantSettings
+from edgeship.calibration.readers import check_calibration, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
-from edgeship.models.load import exportable
-from edgeship.targets.base import layer_of_op, Artifact, Backend, LowerContext, Runner, audit, describe, require
+from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
 from edgeship.targets.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FLOAT_PRECISIONS = {"f32", "f16", "bf16", "f64"}
 RUNTIME_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -56,6 +58,8 @@ def _ov():
 
 
 def _error(what: str, e: Exception, log_path: Path, model: Optional[nn.Module] = None) -> TargetError:
+    from edgeship.models.graph import layer_of_op  # torch: only on this error path
+
     msg = failure(e, log_path, layer_of=None if model is None else lambda op: layer_of_op(model, op))
     return TargetError(f"openvino: {what} failed: {msg}",
                        f"replace the unsupported operator or drop the openvino targets; log: {log_path}")
@@ -63,6 +67,8 @@ def _error(what: str, e: Exception, log_path: Path, model: Optional[nn.Module] =
 
 def convert(model: nn.Module, ctx: LowerContext):
     """torch -> ov.Model with a dynamic batch axis and the same tensor names as the ONNX targets."""
+    from edgeship.models.load import exportable  # torch: imported when a model is lowered
+
     ov = _ov()
     try:
         with captured(ctx.log_path):
@@ -93,8 +99,17 @@ def convert_qat(model: nn.Module, ctx: LowerContext):
     return om
 
 
-def nncf_parameters(quant, fmt: str = "openvino int8") -> dict:
-    """Keyword arguments for ``nncf.quantize`` from QuantSettings."""
+def nncf_dataset(calib: np.ndarray, batch_size: int = 1) -> Any:
+    """An ``nncf.Dataset`` of float32 NCHW batches (batch 1 by default: NNCF's statistics are per sample).
+
+    Pass ``subset_size=len(calib)`` to ``nncf.quantize`` so every sample is used."""
+    nncf = require("nncf", "nncf", "openvino")
+    return nncf.Dataset(list(iter_batches(check_calibration(calib), batch_size)))
+
+
+def nncf_parameters(quant: QuantSettings) -> dict:
+    """Keyword arguments for ``nncf.quantize`` from QuantSettings (a method NNCF has:
+    ``OpenVINO.calibration_methods``)."""
     nncf = require("nncf", "nncf", "openvino")
     from nncf.common.quantization.structs import QuantizationScheme
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
@@ -111,9 +126,7 @@ def nncf_parameters(quant, fmt: str = "openvino int8") -> dict:
             min=StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MIN, quantile_outlier_prob=prob),
             max=StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MAX, quantile_outlier_prob=prob))
     else:
-        raise TargetError(f"{fmt}: NNCF has no {quant.method!r} calibration method",
-                          "set the calibrate pass's method to minmax, percentile or mse "
-                          "(entropy is available on the onnx int8 targets)")
+        raise ValueError(f"NNCF has no {quant.method!r} calibration method")  # refused when the recipe loads
     weights = QuantizationParameters(per_channel=quant.per_channel, mode=QuantizationScheme.SYMMETRIC
                                      if quant.symmetric_weights else QuantizationScheme.ASYMMETRIC)
     preset = nncf.QuantizationPreset.PERFORMANCE if quant.symmetric_activations else nncf.QuantizationPreset.MIXED
@@ -213,12 +226,16 @@ def float_layers(compiled) -> dict:
 class OpenVINO(Backend):
     format = "openvino"
     precisions = ("fp32", "fp16", "int8")
-    runtime_package = "openvino"
+    runtime_modules = (("openvino", "openvino"),)
+    device_loader = "load_openvino"
+    calibrated = ("int8",)
+    calibration_methods = ("minmax", "percentile", "mse")
 
     def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
         ov = _ov()
         precision = ctx.target.precision
-        qat = precision == "int8" and bool(getattr(ctx.quant, "qat", False))
+        qat = precision == "int8" and ctx.quant.qat
+        self.check_calibration_method(precision, ctx.quant, ctx.target.name)
         if precision == "int8" and not qat:
             check_calibration(ctx.calib)
         om = convert_qat(model, ctx) if qat else convert(model, ctx)

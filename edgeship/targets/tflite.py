@@ -17,8 +17,8 @@ Route (one for every precision): torch.fx trace of the BN-folded model -> TF ops
   (TFLite's scheme, whatever ``symmetric_activations`` says). ``int8`` has int8 input and output
   tensors; ``int8_float_io`` keeps float32 ones (QUANTIZE/DEQUANTIZE at the edges).
 
-QAT models (``quant.qat``): ``edgeship.pipeline.qat.fold_and_strip`` gives the float module with BN
-folded and ``activation_ranges`` the learned ranges; a FakeQuant op with the learned range follows
+QAT models: the pipeline hands over ``LowerContext.learned`` (``calibration.quant.LearnedQuantization``,
+from the qat pass): the float module with BN folded and the learned ranges; a FakeQuant op with the learned range follows
 each quantized tensor in the TF graph (tensors QAT did not range, such as the input or a residual
 add, get their min/max over the calibration samples), and TFLiteConverter turns that graph into
 int8 without a representative data set: no recalibration of what QAT learned. The float
@@ -42,16 +42,19 @@ import importlib
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-from torch import nn
 
 from edgeship.calibration.readers import check_calibration, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
-from edgeship.targets import torch2tf
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgeship.targets import torch2tf
 
 FMT = "tflite"
 FULL_INT8 = ("int8", "int8_float_io")
@@ -196,32 +199,17 @@ def read_metadata(path: Path) -> Optional[dict]:
 
 
 # ------------------------------------------------------------------------------- conversion
-def _is_qat(model: nn.Module) -> bool:
-    """A model that carries the qat pass's fake quantization (even if a later pass reset the settings)."""
-    try:
-        from edgeship.pipeline.qat import is_qat_model
-    except ImportError:
-        return False
-    return is_qat_model(model)
-
-
-def _qat_parts(model: nn.Module):
-    try:
-        from edgeship.pipeline.qat import activation_ranges, fold_and_strip
-    except ImportError as e:
-        raise TargetError(f"{FMT}: the model is QAT but edgeship.pipeline.qat cannot be imported ({e})",
-                          "reinstall edgeship") from None
-    return fold_and_strip(model), dict(activation_ranges(model))
-
-
 def qat_fake_quant(lowering: "torch2tf.Lowering", learned: dict, calib: np.ndarray) -> tuple[dict, dict]:
     """A FakeQuant range for every tensor QAT quantized (``activation_ranges`` keys are fx node names
     of ``fold_and_strip``'s graph; a module path or "input" is accepted too), plus calibration min/max
     for any tensor the TFLite graph needs a range for and QAT left without one."""
     ranges, used = {}, {"learned": 0, "observed": 0}
     nodes = list(lowering.gm.graph.nodes)
+    from edgeship.models.graph import layer_of
+    from edgeship.targets import torch2tf as t2tf  # torch and TensorFlow: imported when a model is lowered
+
     for n in nodes:
-        keys = (n.name, str(n.target) if n.op == "call_module" else None, torch2tf.layer_of(n),
+        keys = (n.name, str(n.target) if n.op == "call_module" else None, layer_of(n),
                 "input" if n.op == "placeholder" else None)
         hit = next((k for k in keys if k is not None and k in learned), None)
         if hit is not None and lowering.kinds.get(n.name) not in (None, "const", "meta"):
@@ -233,7 +221,7 @@ def qat_fake_quant(lowering: "torch2tf.Lowering", learned: dict, calib: np.ndarr
                           f"model (e.g. {next(iter(learned))!r})", "report this model to the edgeship maintainers")
     missing = [p for p in lowering.fake_quant_points() if p not in ranges]
     if missing:
-        observed = torch2tf.observe_ranges(lowering.gm, calib)
+        observed = t2tf.observe_ranges(lowering.gm, calib)
         for p in missing:
             if p in observed:
                 ranges[p] = observed[p]
@@ -249,12 +237,11 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
     ``model``; FakeQuant ops carry them and TFLite takes its scales from those instead of a
     representative data set.
     """
+    from edgeship.targets import torch2tf  # torch and TensorFlow: imported when a model is lowered
+
     qat = learned is not None
-    method = getattr(ctx.quant, "method", "minmax")
+    method = ctx.quant.method
     if precision in FULL_INT8 and not qat:
-        if method not in ("minmax", "percentile"):
-            raise TargetError(f"{FMT}: TFLite has no {method!r} calibration",
-                              "use method minmax or percentile for tflite targets (or the qat pass)")
         check_calibration(ctx.calib)  # bad calibration data is bad input, before any work
     tf = require("tensorflow", "tensorflow", FMT)
     gm = torch2tf.trace(model, ctx.example)
@@ -305,14 +292,22 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
 class TFLite(Backend):
     format = FMT
     precisions = ("fp32", "fp16", "dynamic_int8", "int8", "int8_float_io")
-    runtime_package = "ai-edge-litert"
+    runtime_modules = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
+    device_loader = "load_tflite"
+    calibrated = FULL_INT8
+    calibration_methods = ("minmax", "percentile")
 
     def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
         precision = ctx.target.precision
+        self.check_calibration_method(precision, ctx.quant, ctx.target.name)
+        if ctx.quant.qat and ctx.learned is None:
+            raise TargetError(f"{FMT}: the model is QAT but its learned ranges were not handed over",
+                              "lower a QAT model through the pipeline (edgeship export), which passes "
+                              "LowerContext.learned")
         with captured(ctx.log_path):
             learned = None
-            if getattr(ctx.quant, "qat", False) or _is_qat(model):
-                model, learned = _qat_parts(model)
+            if ctx.learned is not None:  # QAT: lower the float view; its ranges go into FakeQuant ops
+                model, learned = ctx.learned.float_model, dict(ctx.learned.activation_ranges)
             flat, notes = convert(model, ctx, precision, learned if precision in FULL_INT8 else None)
             fbu = _flatbuffer_utils()
             parsed = fbu.read_model_from_bytearray(bytearray(flat))

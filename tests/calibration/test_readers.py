@@ -1,4 +1,4 @@
-"""The calibration readers every backend shares, on real digits samples."""
+"""The calibration data every backend reads (checks and batching), on real digits samples."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from edgeship.calibration.readers import (MIN_CALIBRATION_SAMPLES, CalibrationDataError, check_calibration,
-                                          iter_batches, nncf_dataset, ort_reader)
+from edgeship.calibration.readers import MIN_CALIBRATION_SAMPLES, CalibrationDataError, check_calibration, iter_batches
 
 
 @pytest.fixture(scope="module")
@@ -54,26 +53,3 @@ def test_iter_batches_covers_every_sample_in_order(calib):
     np.testing.assert_array_equal(nhwc[7][0, :, :, 0], calib[7, 0])
     with pytest.raises(ValueError):
         next(iter_batches(calib, 0))
-
-
-def test_ort_reader_rewinds_and_serves_ranges(calib):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    reader = ort_reader(calib, "input", batch_size=40)
-    assert isinstance(reader, CalibrationDataReader) and len(reader) == 100
-    first = [reader.get_next() for _ in range(4)]
-    assert [len(b["input"]) for b in first[:3]] == [40, 40, 20] and first[3] is None
-    reader.rewind()
-    np.testing.assert_array_equal(reader.get_next()["input"], first[0]["input"])
-    reader.set_range(50, 60)
-    np.testing.assert_array_equal(reader.get_next()["input"], calib[50:60])
-    assert reader.get_next() is None
-    with pytest.raises(CalibrationDataError):
-        ort_reader(calib[:3], "input")
-
-
-def test_nncf_dataset_yields_each_sample(calib):
-    ds = nncf_dataset(calib)
-    items = list(ds.get_inference_data())
-    assert len(items) == 100 and items[0].shape == (1, 1, 8, 8)
-    np.testing.assert_array_equal(items[99][0], calib[99])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -76,8 +78,13 @@ def test_not_a_torchscript_file(tmp_path):
 def test_model_spec_needs_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one"):
         ModelSpec(zoo="small_cnn", factory="a.b:c")
-    with pytest.raises(ValueError, match="unknown zoo model"):
-        ModelSpec(zoo="vgg")
+    from helpers import digits_recipe_dict
+
+    from edgeship.api import load_recipe
+
+    recipe = digits_recipe_dict(Path("unused"), model={"zoo": "vgg"})
+    with pytest.raises(EdgeshipError, match=r"<dict>: model.zoo: unknown zoo model 'vgg'; allowed: .*small_cnn"):
+        load_recipe(recipe)
 
 
 def test_macs_of_graphs_torch_pruning_cannot_hook():

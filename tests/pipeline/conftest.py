@@ -8,16 +8,17 @@ import pytest
 import torch
 
 from edgeship.pipeline.base import PassContext
-from edgeship.recipe import load_recipe
+from edgeship.api import load_recipe
 from edgeship.run import prepare
 
 
 def context_for(recipe_path: Path, work_dir: Path, stage: str = "1:test"):
     """(model, ctx) for a recipe: real digits splits, preprocessed tensors, the trained model as teacher."""
     recipe = load_recipe(recipe_path)
-    splits, labels, model, pre, data = prepare(recipe)
+    prep = prepare(recipe)
+    model = prep.model
     torch.set_num_threads(1)
-    ctx = PassContext(splits=splits, data=data, preprocessing=pre, input_shape=tuple(recipe.input.shape),
+    ctx = PassContext(splits=prep.splits, data=prep.data, preprocessing=prep.preprocessing, input_shape=tuple(recipe.input.shape),
                       teacher=model, work_dir=work_dir, seed=recipe.seed, threads=1, quiet=True, stage=stage)
     import copy
 

@@ -12,7 +12,7 @@ from edgeship.errors import EdgeshipError
 from edgeship.models.zoo import ZOO
 from edgeship.pipeline.base import validate_pass
 from edgeship.pipeline.depth import DropBlocks, DropBlocksConfig, _loss, replace_by_identity, removable_blocks
-from edgeship.pipeline.distill import subset
+from edgeship.pipeline.training import subset
 from edgeship.pipeline.training import evaluate
 
 from test_prune import TINY, onnx_roundtrip

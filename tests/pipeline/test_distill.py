@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from edgeship.errors import EdgeshipError
-from edgeship.pipeline.distill import Distill, DistillConfig, kd_loss
+from edgeship.pipeline.distill import Distill, DistillConfig
+from edgeship.pipeline.training import kd_loss
 from edgeship.pipeline.prune import Prune, PruneConfig
 from edgeship.pipeline.training import NonFiniteLoss, evaluate
 

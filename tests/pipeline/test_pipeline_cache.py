@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import as_json
 import yaml
 from typer.testing import CliRunner
 
 from edgeship.cli import app
 from edgeship.errors import EdgeshipError
-from edgeship.run import export
+from edgeship.api import export
 
 PASSES = [
     {"name": "prune", "macs_ratio": 0.5, "round_to": 2, "steps": 2, "fine_tune": {"epochs": 2, "lr": 0.003}},
@@ -73,7 +74,7 @@ def test_a_nan_stage_stops_and_keeps_the_finished_one(digits_recipe, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
     raw["passes"][1]["lr"] = 0.002
     recipe.write_text(yaml.safe_dump(raw))
-    report, code = export(recipe, quiet=True, measure=False)
+    report, code = as_json(export(recipe, quiet=True, measure=False))
     assert code == 0 and [s["cached"] for s in report["stages"]] == [True, False]
 
 

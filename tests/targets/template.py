@@ -143,12 +143,20 @@ class BackendTemplate:
     def quant(self) -> QuantSettings:
         return QuantSettings(**{**self.QUANT.to_dict(), "qat": True}) if self.QAT else self.QUANT
 
+    def context(self, tmp: Path, calib: Optional[np.ndarray] = None) -> LowerContext:
+        ctx = context(tmp, self.FORMAT, self.PRECISION, self.quant(), calib)
+        if self.QAT:  # what the pipeline hands every backend after the qat pass
+            from edgeship.pipeline.qat import QAT
+
+            ctx.learned = QAT.learned_quantization(self.model())
+        return ctx
+
     @pytest.fixture(scope="class")
     def lowered(self, tmp_path_factory) -> dict:
         tmp = tmp_path_factory.mktemp(f"{self.FORMAT}_{self.PRECISION}")
         # a QAT model needs no calibration: one sample (far below the minimum) must be enough
         calib = digits_task()["calib"][:1] if self.QAT else None
-        ctx = context(tmp, self.FORMAT, self.PRECISION, self.quant(), calib)
+        ctx = self.context(tmp, calib)
         out = tmp / "artifact"
         out.mkdir()
         backend = get_backend(self.FORMAT, self.PRECISION)
@@ -259,7 +267,7 @@ class BackendTemplate:
         out = tmp_path / "out"
         out.mkdir()
         with pytest.raises(TargetError, match=f"pip install {self.RUNTIME_PACKAGE}"):
-            ctx = context(tmp_path, self.FORMAT, self.PRECISION, self.quant())
+            ctx = self.context(tmp_path)
             backend.lower(self.model(), ctx, out)  # lowering may not need the runtime ...
             backend.load(lowered["art"], threads=1)  # ... running it does
 
@@ -273,7 +281,7 @@ class BackendTemplate:
         }[problem]
         out = tmp_path / "out"
         out.mkdir()
-        ctx = context(tmp_path, self.FORMAT, self.PRECISION, self.quant(), calib)
+        ctx = self.context(tmp_path, calib)
         with pytest.raises(CalibrationDataError, match=expected):
             get_backend(self.FORMAT, self.PRECISION).lower(self.model(), ctx, out)
         assert list(out.iterdir()) == [] and list(ctx.work_dir.iterdir()) == []

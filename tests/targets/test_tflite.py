@@ -20,7 +20,7 @@ from edgeship.errors import TargetError
 from edgeship.models.zoo import ZOO
 from edgeship.targets.base import Artifact, get_backend
 from edgeship.targets.tflite import open_interpreter, read_metadata
-from helpers import factory_model
+from helpers import factory_model, as_json
 from template import BackendTemplate, context, digits_task, qat_model
 
 
@@ -219,7 +219,7 @@ def test_unsupported_operator_names_operator_layer_and_format(tmp_path, model, o
 
 def test_unsupported_operator_fails_only_its_target(tmp_path, digits_recipe, monkeypatch):
     """Through `edgeship export`: the tflite target fails naming the operator, ONNX still ships."""
-    from edgeship.run import export
+    from edgeship.api import export
 
     model = factory_model(tmp_path, monkeypatch, "usermodels", (
         "import torch\nfrom torch import nn\n"
@@ -235,7 +235,7 @@ def test_unsupported_operator_fails_only_its_target(tmp_path, digits_recipe, mon
     recipe = digits_recipe(model=model,
                            targets=[{"name": "tfl", "format": "tflite", "precision": "fp32"},
                                     {"name": "onnx-fp32", "format": "onnx", "precision": "fp32"}])
-    report, code = export(recipe, quiet=True, measure=False)
+    report, code = as_json(export(recipe, quiet=True, measure=False))
     assert code == 1
     tfl, onx = report["targets"]
     assert tfl["status"] == "failed" and "operator Upsample in layer 'up'" in tfl["error"]
@@ -246,11 +246,11 @@ def test_unsupported_operator_fails_only_its_target(tmp_path, digits_recipe, mon
 
 def test_export_verifies_every_precision(tmp_path, digits_recipe):
     """`edgeship export` lowers, runs and gates each precision with LiteRT on the digits test split."""
-    from edgeship.run import export
+    from edgeship.api import export
 
     precisions = ("fp32", "fp16", "dynamic_int8", "int8", "int8_float_io")
     targets = [{"name": f"tfl-{p}", "format": "tflite", "precision": p} for p in precisions]
-    report, code = export(digits_recipe(targets=targets), quiet=True, measure=False)
+    report, code = as_json(export(digits_recipe(targets=targets), quiet=True, measure=False))
     assert code == 0, [t["error"] for t in report["targets"]]
     by = {t["precision"]: t for t in report["targets"]}
     for p in precisions:
@@ -328,7 +328,7 @@ def test_percentile_narrows_ranges_and_entropy_is_a_clear_error(tmp_path):
         assert art.meta["calibration"]["source"] == ("representative_dataset" if method == "minmax" else "percentile")
     assert len(scales["minmax"]) == len(scales["percentile"]) >= 8
     assert sum(scales["percentile"]) < 0.9 * sum(scales["minmax"])
-    with pytest.raises(TargetError, match="TFLite has no 'entropy' calibration"):
+    with pytest.raises(TargetError, match=r"tflite int8 calibrates with minmax, percentile, not 'entropy'"):
         lower(model, tmp_path / "entropy", "int8", (1, 8, 8), calib=digits_task()["calib"],
               quant=QuantSettings(method="entropy"))
     assert list((tmp_path / "entropy" / "out").iterdir()) == []
@@ -371,9 +371,10 @@ def test_torch_export_programs_lower_exactly(tmp_path, name, shape):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_float_files_of_a_qat_model_are_its_float_copy(tmp_path, precision):
     """As `export` verifies float targets after QAT: no quantize/dequantize pairs, the stripped model's logits."""
-    from edgeship.pipeline.qat import fold_and_strip
+    from edgeship.pipeline.qat import QAT, fold_and_strip
 
     ctx = context(tmp_path, "tflite", precision, QuantSettings(qat=True))
+    ctx.learned = QAT.learned_quantization(qat_model())
     (tmp_path / "out").mkdir()
     backend = get_backend("tflite", precision)
     art = backend.lower(qat_model(), ctx, tmp_path / "out")

@@ -7,73 +7,77 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from edgeship.devices import catalog, remote
+from edgeship.devices.estimate import estimate as estimate_one
+from edgeship.devices.measure import DEFAULT_RUNS, DEFAULT_WARMUP, RunArtifact, measure_all_host, run_artifacts
 from edgeship.errors import EdgeshipError
 from edgeship.progress import info
-from edgeship.targets import devices, rundir
-from edgeship.targets.measure import DEFAULT_RUNS, DEFAULT_WARMUP, measure_all_host
+from edgeship.record import Measurement, RunRecord
 
 
 @dataclass
 class ProfileResult:
-    run_dir: Path
+    record: RunRecord
     source: str
-    measured: dict[str, dict] = field(default_factory=dict)
+    measured: dict[str, Measurement] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def run_dir(self) -> Path:
+        return self.record.run_dir
 
-def _device_for(art, override: Optional[str]) -> devices.DeviceProfile:
-    return devices.get(override or art.device or devices.HOST)
+
+def _device_for(art: RunArtifact, override: Optional[str]) -> catalog.DeviceProfile:
+    return catalog.get(override or art.device or catalog.HOST)
 
 
-def _by_threads(arts, device: Optional[str], threads: Optional[int]) -> dict[int, list]:
+def _by_threads(arts: list[RunArtifact], device: Optional[str], threads: Optional[int]) -> dict[int, list[RunArtifact]]:
     """Group artifacts by the thread count their device profile benchmarks with."""
-    groups: dict[int, list] = {}
+    groups: dict[int, list[RunArtifact]] = {}
     for a in arts:
         groups.setdefault(threads or _device_for(a, device).threads, []).append(a)
     return groups
 
 
-def profile(run: Path | str, targets: Optional[list[str]] = None, ssh=None, adb=None, estimate: bool = False,
-            device: Optional[str] = None, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
-            threads: Optional[int] = None, timeout: float = 600) -> ProfileResult:
-    from edgeship.targets import remote
-    from edgeship.targets.estimate import estimate as estimate_one
-
+def profile(run: Path | str | RunRecord, targets: Optional[list[str]] = None, ssh: Optional[remote.SshTarget] = None,
+            adb: Optional[remote.AdbTarget] = None, estimate: bool = False, device: Optional[str] = None,
+            runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, threads: Optional[int] = None,
+            timeout: float = 600) -> ProfileResult:
     if sum(x is not None and x is not False for x in (ssh, adb, estimate or None)) > 1:
         raise EdgeshipError("give only one of --ssh, --adb, --estimate", "profile one place at a time")
     if runs < 1 or (threads is not None and threads < 1) or warmup < 0:
         raise EdgeshipError("--runs and --threads must be at least 1, --warmup at least 0", "e.g. --runs 50")
     if device:
-        devices.get(device)  # unknown names are bad input before any work
-    run_dir = rundir.resolve(run)
-    report = rundir.load_report(run_dir)
-    arts = rundir.artifacts(run_dir, report, targets)
-    res = ProfileResult(run_dir, "device" if (ssh or adb) else "estimate" if estimate else "host")
+        catalog.get(device)  # unknown names are bad input before any work
+    record = run if isinstance(run, RunRecord) else RunRecord.load(run)
+    arts = run_artifacts(record, targets)
+    res = ProfileResult(record, "device" if (ssh or adb) else "estimate" if estimate else "host")
 
-    def shown(name, m):
-        info(f"{res.source} {name}: p50 {m['p50_ms']:.3f} ms, p90 {m['p90_ms']:.3f} ms, "
-             f"peak RAM {m['peak_rss_mb'] or 0:.0f} MB, {m['threads']} thread(s)")
+    def shown(name: str, m: Measurement) -> None:
+        info(f"{res.source} {name}: p50 {m.p50_ms or 0:.3f} ms, p90 {m.p90_ms or 0:.3f} ms, "
+             f"peak RAM {m.peak_rss_mb or 0:.0f} MB, {m.threads} thread(s)")
 
     if ssh is not None or adb is not None:
         for t, group in _by_threads(arts, device, threads).items():
             if ssh is not None:
                 ok, bad = remote.profile_ssh(group, ssh, t, runs, warmup, timeout, on_result=shown)
             else:
+                assert adb is not None
                 ok, bad = remote.profile_adb(group, adb, t, runs, warmup, timeout, on_result=shown)
             for name, m in ok.items():
-                m["device"] = _device_for(next(a for a in group if a.name == name), device).name
+                m.device = _device_for(next(a for a in group if a.name == name), device).name
             res.measured.update(ok)
             res.errors.update(bad)
     elif estimate:
         for a in arts:
             dev = _device_for(a, device)
-            if dev.name == devices.HOST:
+            if dev.name == catalog.HOST:
                 info(f"{a.name}: its device is the host, nothing to estimate (skipped)")
                 continue
-            host = ((report.get("measurements") or {}).get(a.name) or {}).get("host")
-            if host is None or host.get("threads") != 1:
-                measure_all_host(run_dir, report, [a.name], threads=1, runs=runs, warmup=warmup, quiet=True)
-                host = ((report.get("measurements") or {}).get(a.name) or {}).get("host")
+            host = record.measurements_of(a.name).get("host")
+            if host is None or host.threads != 1:
+                measure_all_host(record, [a.name], threads=1, runs=runs, warmup=warmup, quiet=True)
+                host = record.measurements_of(a.name).get("host")
                 if host is None:
                     res.errors[a.name] = f"{a.name}: no host measurement to estimate from"
                     continue
@@ -84,13 +88,11 @@ def profile(run: Path | str, targets: Optional[list[str]] = None, ssh=None, adb=
                                 "pass --device NAME (see `edgeship devices`) or set `device:` on the targets")
     else:
         # the host profile's thread count (1) for every artifact: host numbers stay comparable
-        res.errors.update(measure_all_host(run_dir, report, [a.name for a in arts], threads=threads, runs=runs,
-                                           warmup=warmup))
-        res.measured.update({a.name: report["measurements"][a.name]["host"] for a in arts if a.name not in res.errors})
+        res.errors.update(measure_all_host(record, [a.name for a in arts], threads=threads, runs=runs, warmup=warmup))
+        res.measured.update({a.name: record.measurements[a.name]["host"] for a in arts if a.name not in res.errors})
     for name, m in res.measured.items():
-        rundir.store(report, name, m)
-    if res.errors:
-        report.setdefault("measurement_errors", {}).update(
-            {k: {**(report.get("measurement_errors", {}).get(k) or {}), res.source: v} for k, v in res.errors.items()})
-    rundir.write_report(run_dir, report)
+        record.store(name, m)
+    for name, e in res.errors.items():
+        record.store_error(name, res.source, e)
+    record.save()
     return res

@@ -233,10 +233,9 @@ FORMATS = [("onnx-int8", "onnx", "int8"), ("ov-fp16", "openvino", "fp16"), ("tfl
 @pytest.mark.slow
 def test_every_format_measured_on_host_and_over_ssh(tmp_path, digits_checkpoint, loopback_sshd):
     """The runner loads ONNX Runtime, OpenVINO IR and TFLite (NHWC, int8 input) artifacts the backends wrote."""
-    from edgeship.targets.base import Backend, _import_backends
+    from edgeship.targets.base import backends
 
-    _import_backends()
-    assert all((f, p) in Backend.registry for _, f, p in FORMATS)
+    assert all((f, p) in backends() for _, f, p in FORMATS)
     targets = [{"name": n, "format": f, "precision": p, "max_accuracy_drop": 5.0} for n, f, p in FORMATS]
     run = export_run(tmp_path, digits_checkpoint, GENEROUS, "formats", targets)
     res = cli("profile", run, *loopback_sshd.cli_args(), "--runs", 10)
@@ -278,7 +277,7 @@ def test_example_ci_workflow_calls_real_options(tmp_path):
 
 def test_nothing_reaches_the_remote_shell_unquoted(run, loopback_sshd, tmp_path):
     from edgeship.errors import EdgeshipError
-    from edgeship.targets.remote import SshTarget, quote_cmd
+    from edgeship.devices.remote import SshTarget, quote_cmd
 
     marker = tmp_path / "injected"
     hostile = f"python3; touch {marker}; $(touch {marker})"

@@ -10,11 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import run_record
+
+from edgeship.api import load_recipe
+from edgeship.devices import budgets
+from edgeship.devices import catalog as devices
+from edgeship.devices.bench_runner import cpu_features
+from edgeship.devices.estimate import estimate
 from edgeship.errors import EdgeshipError
-from edgeship.recipe import load_recipe
-from edgeship.targets import budgets, devices
-from edgeship.targets.bench_runner import cpu_features
-from edgeship.targets.estimate import estimate
+from edgeship.record import Measurement
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,25 +89,28 @@ def test_unknown_device_in_recipe_is_a_recipe_error(digits_recipe):
 
 
 # --------------------------------------------------------------------------- budgets
-def _report(target_budgets=None, recipe_budgets=None, device="rpi4", meas=None, status="ok") -> dict:
+def _report(target_budgets=None, recipe_budgets=None, device="rpi4", meas=None, status="ok"):
     t = {"name": "t1", "device": device, "format": "tflite", "precision": "int8", "status": status,
          "error": None if status == "ok" else "conversion failed", "size_bytes": 204800,
-         "verify": {"top1": 0.95, "torch_top1": 0.96, "accuracy_drop_pt": 1.0}}
+         "verify": {"n": 100, "top1": 0.95, "torch_top1": 0.96, "accuracy_drop_pt": 1.0}}
     spec = {"name": "t1", "device": device, "format": "tflite", "precision": "int8", "budgets": target_budgets}
-    return {"recipe": {"name": "r", "targets": [spec], "budgets": recipe_budgets or {}}, "targets": [t],
-            "measurements": {"t1": meas or {}}}
+    return run_record({"targets": [spec], "budgets": recipe_budgets or {}}, targets=[t],
+                      measurements={"t1": meas or {}})
 
 
-def _host(p90=4.0, threads=1):
-    return {"source": "host", "p50_ms": 3.0, "p90_ms": p90, "p99_ms": 5.0, "mean_ms": 3.2, "std_ms": 0.4,
-            "min_ms": 2.9, "max_ms": 5.5, "samples_ms": [3.0] * 5, "load_ms": 12.0, "first_run_ms": 4.0,
-            "peak_rss_mb": 80.0, "arena_mb": None, "size_bytes": 204800, "threads": threads, "runs": 5,
-            "facts": {"cpu": "x"}}
+def _host(p90=4.0, threads=1) -> Measurement:
+    return Measurement(source="host", p50_ms=3.0, p90_ms=p90, p99_ms=5.0, mean_ms=3.2, std_ms=0.4, min_ms=2.9,
+                       max_ms=5.5, samples_ms=[3.0] * 5, load_ms=12.0, first_run_ms=4.0, peak_rss_mb=80.0,
+                       size_bytes=204800, threads=threads, runs=5, facts={"cpu": "x"})
+
+
+def _evaluate(rep, source) -> dict:
+    return budgets.evaluate(rep, source).model_dump()
 
 
 def test_budgets_inherit_target_then_recipe_then_device():
     rep = _report(target_budgets={"latency_ms_p90": 3.0}, recipe_budgets={"latency_ms_p90": 9.0, "min_top1": 0.9})
-    eff = budgets.effective(rep["recipe"], rep["targets"][0])
+    eff = budgets.effective(rep, rep.targets[0])
     assert eff["latency_ms_p90"] == (3.0, "target")
     assert eff["min_top1"] == (0.9, "recipe")
     rpi4 = devices.get("rpi4").budgets
@@ -115,7 +122,7 @@ def test_budgets_inherit_target_then_recipe_then_device():
 def test_evaluate_pass_fail_and_margins():
     rep = _report(target_budgets={"latency_ms_p90": 3.0, "min_top1": 0.96, "max_accuracy_drop": 2.0,
                                   "model_size_kb": 250}, meas={"host": _host(p90=4.0)})
-    v = budgets.evaluate(rep, "host")
+    v = _evaluate(rep, "host")
     rows = {r["budget"]: r for r in v["results"]}
     assert not v["passed"]
     assert rows["latency_ms_p90"]["passed"] is False and rows["latency_ms_p90"]["margin"] == pytest.approx(-1.0)
@@ -127,7 +134,7 @@ def test_evaluate_pass_fail_and_margins():
 
 
 def test_missing_measurement_fails_instead_of_passing():
-    v = budgets.evaluate(_report(meas={"host": _host()}), "device")
+    v = _evaluate(_report(meas={"host": _host()}), "device")
     rows = {r["budget"]: r for r in v["results"]}
     assert rows["latency_ms_p90"]["passed"] is False and rows["latency_ms_p90"]["value"] is None
     assert "no device measurement" in rows["latency_ms_p90"]["note"]
@@ -135,7 +142,7 @@ def test_missing_measurement_fails_instead_of_passing():
 
 
 def test_failed_target_fails_the_gate():
-    v = budgets.evaluate(_report(status="failed"), "host")
+    v = _evaluate(_report(status="failed"), "host")
     assert not v["passed"] and v["results"][0]["budget"] == "artifact"
 
 
@@ -152,17 +159,17 @@ def test_junit_names_the_failed_target_and_budget():
 
 def test_estimates_are_labelled_everywhere():
     rep = _report(target_budgets={"latency_ms_p90": 100.0}, meas={"host": _host(p90=4.0)})
-    est = estimate(rep["measurements"]["t1"]["host"], devices.get("rpi4"), "int8", "t1")
-    rep["measurements"]["t1"]["estimate"] = est
+    est = estimate(rep.measurements["t1"]["host"], devices.get("rpi4"), "int8", "t1")
+    rep.store("t1", est)
     factor = devices.get("rpi4").estimate.factor["int8"]
-    assert est["p90_ms"] == pytest.approx(4.0 * factor) and est["samples_ms"] == []
-    assert est["method"].startswith("ESTIMATE")
+    assert est.p90_ms == pytest.approx(4.0 * factor) and est.samples_ms == []
+    assert est.method.startswith("ESTIMATE")
     v = budgets.evaluate(rep, "estimate")
-    assert v["estimate"] and budgets.ESTIMATE_WARNING == v["warning"]
+    assert v.estimate and budgets.ESTIMATE_WARNING == v.warning
     assert "ESTIMATE" in budgets.junit_xml(v) and "[estimate]" in budgets.junit_xml(v)
     assert "Warning:" in budgets.markdown(v) and "[ESTIMATE]" in budgets.summary_line(v)
     # estimates never count as measurements
-    assert not budgets.evaluate(rep, "device")["passed"]
+    assert not budgets.evaluate(rep, "device").passed
 
 
 def test_estimate_needs_a_one_thread_host_measurement():
@@ -173,23 +180,23 @@ def test_estimate_needs_a_one_thread_host_measurement():
 def test_host_targets_use_the_host_measurement_for_device_and_estimate():
     rep = _report(device="host", meas={"host": _host(p90=4.0)})
     for source in ("device", "estimate"):
-        rows = {r["budget"]: r for r in budgets.evaluate(rep, source)["results"]}
+        rows = {r["budget"]: r for r in _evaluate(rep, source)["results"]}
         assert rows["latency_ms_p90"]["value"] == 4.0 and rows["latency_ms_p90"]["source"] == "host"
         assert "device is the host" in rows["latency_ms_p90"]["note"]
     # a device target never borrows the host's numbers
-    rows = {r["budget"]: r for r in budgets.evaluate(_report(meas={"host": _host()}), "device")["results"]}
+    rows = {r["budget"]: r for r in _evaluate(_report(meas={"host": _host()}), "device")["results"]}
     assert rows["latency_ms_p90"]["value"] is None
 
 
 def test_an_estimate_is_judged_by_the_limits_of_the_device_it_was_made_for():
     """`profile --estimate --device rpi4` on a host target: the Pi's default limits, not the host's."""
     rep = _report(device="host", meas={"host": _host(p90=4.0)})
-    rep["measurements"]["t1"]["estimate"] = estimate(_host(p90=4.0), devices.get("rpi4"), "int8", "t1")
-    rows = {r["budget"]: r for r in budgets.evaluate(rep, "estimate")["results"]}
+    rep.store("t1", estimate(_host(p90=4.0), devices.get("rpi4"), "int8", "t1"))
+    rows = {r["budget"]: r for r in _evaluate(rep, "estimate")["results"]}
     rpi4, host = devices.get("rpi4").budgets, devices.get("host").budgets
     assert rpi4.latency_ms_p90 != host.latency_ms_p90
     assert rows["latency_ms_p90"]["limit"] == rpi4.latency_ms_p90 and rows["latency_ms_p90"]["origin"] == "device rpi4"
     assert rows["latency_ms_p90"]["source"] == "estimate"
     # the host source keeps the target's own device
-    rows = {r["budget"]: r for r in budgets.evaluate(rep, "host")["results"]}
+    rows = {r["budget"]: r for r in _evaluate(rep, "host")["results"]}
     assert rows["latency_ms_p90"]["limit"] == host.latency_ms_p90

@@ -1,7 +1,8 @@
-"""The device catalog: one YAML file per device in ``edgeship/targets/devices/`` (CPU architecture,
-cores, ISA features, RAM, suitable formats and runtimes, the thread count to benchmark with,
-default budgets, latency-estimate factors), plus ``host``, whose CPU, RAM and runtimes are detected
-on this machine at run time."""
+"""The device catalog: one YAML file per device in ``edgeship/devices/profiles/`` (CPU architecture,
+cores, ISA features, RAM, the formats that suit it, the thread count to benchmark with, default
+budgets, latency-estimate factors), plus ``host``, whose CPU, RAM and runtimes are detected on this
+machine at run time. Which runtime package runs a format is the format's backend's fact
+(``Backend.runtime_modules``), not the catalog's."""
 
 from __future__ import annotations
 
@@ -13,19 +14,16 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
+from edgeship.devices.bench_runner import device_facts
 from edgeship.errors import EdgeshipError
-from edgeship.recipe import BudgetSpec, Strict, format_validation_error
+from edgeship.recipe import BudgetSpec
+from edgeship.schema import Strict, format_validation_error
+from edgeship.targets.base import formats as backend_formats
 
-CATALOG_DIR = Path(__file__).with_name("devices")
+CATALOG_DIR = Path(__file__).with_name("profiles")
 HOST = "host"
-# format -> (python module that runs it, pip package a device needs); the first importable wins
-RUNTIME_MODULES = {
-    "onnx": [("onnxruntime", "onnxruntime")],
-    "openvino": [("openvino", "openvino")],
-    "tflite": [("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")],
-}
 
 
 class CpuSpec(Strict):
@@ -48,18 +46,30 @@ class DeviceProfile(Strict):
     connect: Literal["ssh", "adb", "local"]
     cpu: CpuSpec
     ram_mb: int = Field(ge=0)
-    formats: list[Literal["onnx", "openvino", "tflite"]]
-    runtimes: dict[str, str]
+    formats: list[str] = Field(description="formats that suit the device (and that it has a runtime for)")
     threads: int = Field(ge=1, description="thread count to benchmark with")
     budgets: BudgetSpec = Field(default_factory=BudgetSpec)
     estimate: EstimateSpec
     detected: bool = False
 
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, v: list[str]) -> list[str]:
+        known = backend_formats()
+        unknown = [f for f in v if f not in known]
+        if unknown:
+            raise ValueError(f"unknown format {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        return v
+
     def factor(self, precision: str) -> float:
         return self.estimate.factor[precision_class(precision)]
 
-    def runtime_package(self, fmt: str) -> str:
-        return self.runtimes.get(fmt) or RUNTIME_MODULES[fmt][0][1]
+    @property
+    def runtimes(self) -> dict[str, str]:
+        """format -> the pip package that runs it on this device (the backend's first choice)."""
+        if self.detected:
+            return host_runtimes()
+        return {f: backend_formats()[f].runtime_modules[0][1] for f in self.formats}
 
 
 def precision_class(precision: str) -> str:
@@ -73,7 +83,7 @@ def _load_file(path: Path) -> DeviceProfile:
         return DeviceProfile.model_validate(raw)
     except ValidationError as e:
         raise EdgeshipError(format_validation_error(e, str(path), DeviceProfile),
-                            "fix the device profile (see the other files in edgeship/targets/devices/)") from None
+                            "fix the device profile (see the other files in edgeship/devices/profiles/)") from None
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,11 +96,12 @@ def names() -> list[str]:
 
 
 def host_runtimes() -> dict[str, str]:
-    """Formats this Python can run -> the package that runs them."""
+    """Formats this Python can run -> the package that runs them (the first of the backend's choices
+    whose top-level module is installed; its submodules are not imported)."""
     found = {}
-    for fmt, options in RUNTIME_MODULES.items():
-        for module, package in options:
-            if importlib.util.find_spec(module) is not None:
+    for fmt, backend in backend_formats().items():
+        for module, package in backend.runtime_modules:
+            if importlib.util.find_spec(module.split(".")[0]) is not None:
                 found[fmt] = package
                 break
     return found
@@ -98,16 +109,14 @@ def host_runtimes() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def detect_host() -> DeviceProfile:
-    from edgeship.targets.bench_runner import device_facts
-
     base = _load_file(_catalog_files()[HOST])
     facts = device_facts()
     runtimes = host_runtimes()
     mhz = facts.get("max_freq_mhz")
     cpu = CpuSpec(arch=platform.machine(), model=facts["cpu"], cores=os.cpu_count() or 1,
                   freq_ghz=round(mhz / 1000, 2) if mhz else None, features=facts["features"])
-    return base.model_copy(update={"cpu": cpu, "ram_mb": facts["ram_mb"] or 0, "runtimes": runtimes,
-                                   "formats": [f for f in base.formats if f in runtimes], "detected": True})
+    return base.model_copy(update={"cpu": cpu, "ram_mb": facts["ram_mb"] or 0,
+                                   "formats": [f for f in backend_formats() if f in runtimes], "detected": True})
 
 
 def get(name: str) -> DeviceProfile:

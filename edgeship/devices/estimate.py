@@ -25,31 +25,30 @@ verdict built on them says so in the table, the JUnit file and the Markdown summ
 
 from __future__ import annotations
 
+from edgeship.devices.catalog import DeviceProfile, precision_class
 from edgeship.errors import EdgeshipError
+from edgeship.record import Measurement
 
 SCALED = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "load_ms", "first_run_ms")
 
 
-def estimate(host: dict, device, precision: str, target: str) -> dict:
-    """An estimate for ``device`` (devices.DeviceProfile) from a host measurement of ``target``."""
-    from edgeship.targets.devices import precision_class
-
-    if host.get("source") != "host":
-        raise EdgeshipError(f"{target}: estimates start from a host measurement, got {host.get('source')!r}",
+def estimate(host: Measurement, device: DeviceProfile, precision: str, target: str) -> Measurement:
+    """An estimate for ``device`` from a host measurement of ``target``."""
+    if host.source != "host":
+        raise EdgeshipError(f"{target}: estimates start from a host measurement, got {host.source!r}",
                             "run `edgeship profile RUN` first")
-    if host.get("threads") != 1:
-        raise EdgeshipError(f"{target}: the host measurement used {host.get('threads')} threads; estimates "
+    if host.threads != 1:
+        raise EdgeshipError(f"{target}: the host measurement used {host.threads} threads; estimates "
                             "need the 1-thread reference", "run `edgeship profile RUN --threads 1` first")
     factor = device.factor(precision)
     pclass = precision_class(precision)
     method = (f"ESTIMATE, not a measurement: host 1-thread latency x {factor:g} ({device.name} factor for "
               f"{pclass}, {device.threads} threads on the device; basis: {device.estimate.basis}). "
               "Peak RAM and size carried over from the host measurement.")
-    m = {k: (None if host.get(k) is None else round(host[k] * factor, 4)) for k in SCALED}
-    return {"source": "estimate", **m, "samples_ms": [], "peak_rss_mb": host.get("peak_rss_mb"),
-            "arena_mb": host.get("arena_mb"), "size_bytes": host.get("size_bytes"), "threads": device.threads,
-            "runs": host.get("runs"), "runtime": host.get("runtime"), "runtime_version": host.get("runtime_version"),
-            "device": device.name, "factor": factor, "precision_class": pclass, "method": method,
-            "facts": {"estimated_for": device.name, "device_title": device.title,
-                      "host_cpu": (host.get("facts") or {}).get("cpu"),
-                      "host_uname": (host.get("facts") or {}).get("uname")}}
+    scaled = {k: (None if getattr(host, k) is None else round(getattr(host, k) * factor, 4)) for k in SCALED}
+    return Measurement(source="estimate", **scaled, samples_ms=[], peak_rss_mb=host.peak_rss_mb,
+                       arena_mb=host.arena_mb, size_bytes=host.size_bytes, threads=device.threads, runs=host.runs,
+                       runtime=host.runtime, runtime_version=host.runtime_version, device=device.name, factor=factor,
+                       precision_class=pclass, method=method,
+                       facts={"estimated_for": device.name, "device_title": device.title,
+                              "host_cpu": host.facts.get("cpu"), "host_uname": host.facts.get("uname")})

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from edgeship.errors import EdgeshipError
-from edgeship.targets.remote import AdbTarget, adb_measurement, parse_adb_facts, parse_benchmark_model
+from edgeship.record import Measurement
+from edgeship.devices.remote import AdbTarget, adb_measurement, parse_adb_facts, parse_benchmark_model
 
 DATA = Path(__file__).with_name("data")
 
@@ -55,7 +56,7 @@ def test_parser_reads_logcat_lines_and_percentiles():
     assert p["count"] == 50 and p["threads"] == 4
     assert (p["p5_ms"], p["median_ms"], p["p95_ms"]) == (32.7, 33.15, 33.9)
     m = adb_measurement(p, 1000, 4, {})
-    assert m["p50_ms"] == 33.15 and m["p90_ms"] == 33.9 and "upper bound" in m["p90_method"]
+    assert m.p50_ms == 33.15 and m.p90_ms == 33.9 and "upper bound" in m.p90_method
 
 
 def test_parser_all_same_line():
@@ -71,13 +72,12 @@ def test_parser_without_statistics_is_a_clear_error():
 def test_measurement_from_real_output_follows_the_report_contract():
     p = parse_benchmark_model(load("benchmark_model_raspberrypi_int8.txt"))
     m = adb_measurement(p, 3_678_270, 4, {"model": "Pixel 7"})
-    for k in ("source", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "samples_ms", "load_ms", "peak_rss_mb",
-              "arena_mb", "size_bytes", "threads", "runs", "facts", "method"):
-        assert k in m
-    assert m["source"] == "device" and m["runs"] == 50 and m["samples_ms"] == []
+    assert isinstance(m, Measurement)  # the run record's schema (validated on construction)
+    Measurement.model_validate_json(m.model_dump_json())  # and it survives report.json
+    assert m.source == "device" and m.runs == 50 and m.samples_ms == []
     # no percentiles in this build: p90 from the normal approximation, said so
-    assert m["p90_ms"] == pytest.approx(55.0432 + 1.2816 * 1.562, abs=1e-3) and "normal" in m["p90_method"]
-    assert m["peak_rss_mb"] == pytest.approx(18.7227) and m["load_ms"] == pytest.approx(18.777)
+    assert m.p90_ms == pytest.approx(55.0432 + 1.2816 * 1.562, abs=1e-3) and "normal" in m.p90_method
+    assert m.peak_rss_mb == pytest.approx(18.7227) and m.load_ms == pytest.approx(18.777)
 
 
 def test_adb_commands_quote_everything_that_reaches_the_device_shell():
@@ -103,7 +103,7 @@ def test_adb_facts_parser():
 
 
 def test_missing_adb_binary_is_a_clear_error(tmp_path):
-    from edgeship.targets.remote import profile_adb
+    from edgeship.devices.remote import profile_adb
 
     with pytest.raises(EdgeshipError, match="not found on this machine.*platform-tools"):
         profile_adb([], AdbTarget("X", adb=str(tmp_path / "no-adb")), 4, 10, 1)

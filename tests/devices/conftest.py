@@ -47,7 +47,7 @@ class Loopback:
                 "--remote-python", self.python]
 
     def target(self, **kw):
-        from edgeship.targets.remote import SshTarget
+        from edgeship.devices.remote import SshTarget
 
         args = dict(dest=self.dest, port=self.port, identity=str(self.key), config=str(self.config),
                     options=[f"UserKnownHostsFile={self.known_hosts}", "GlobalKnownHostsFile=/dev/null",

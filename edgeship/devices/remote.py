@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from edgeship.devices.measure import RUNNER, RunArtifact, parse_runner_output, runner_args, runner_failure, to_measurement
 from edgeship.errors import EdgeshipError, TargetError
-from edgeship.targets.measure import RUNNER, parse_runner_output, runner_args, runner_failure, to_measurement
+from edgeship.record import Measurement
 
 SAFE_REMOTE_DIR = re.compile(r"^/[A-Za-z0-9_./-]+$")
 DEST = re.compile(r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])$")
@@ -119,9 +120,9 @@ def stage_bundle(arts, into: Path) -> Path:
     return bundle
 
 
-def profile_ssh(arts, target: SshTarget, threads: int, runs: int, warmup: int, timeout: float = 600,
-                on_result=None) -> tuple[dict[str, dict], dict[str, str]]:
-    """Measure ``arts`` (rundir.RunArtifact) on the device. Returns ({name: measurement}, {name: error})."""
+def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: int, warmup: int, timeout: float = 600,
+                on_result=None) -> tuple[dict[str, Measurement], dict[str, str]]:
+    """Measure ``arts`` on the device. Returns ({name: measurement}, {name: error})."""
     p = _run(target.ssh_cmd('mktemp -d "${TMPDIR:-/tmp}/edgeship-bundle.XXXXXX"'), target, timeout, "mktemp")
     remote_dir = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
     if p.returncode != 0 or not SAFE_REMOTE_DIR.match(remote_dir):
@@ -146,11 +147,11 @@ def profile_ssh(arts, target: SshTarget, threads: int, runs: int, warmup: int, t
             try:
                 if p.returncode != 0 or not raw or not raw.get("ok"):
                     raise runner_failure(a.name, raw, p.stderr, target.where, target.python)
+                results[a.name] = to_measurement(raw, "device", target.where, transport="ssh", remote=target.where,
+                                                 remote_dir=remote_dir, remote_python=target.python)
             except TargetError as e:
                 errors[a.name] = str(e)
                 continue
-            results[a.name] = to_measurement(raw, "device", transport="ssh", remote=target.where,
-                                             remote_dir=remote_dir, remote_python=target.python)
             if on_result:
                 on_result(a.name, results[a.name])
     finally:
@@ -253,7 +254,7 @@ def _ms(us) -> Optional[float]:
     return None if us is None else round(float(us) / 1000.0, 4)
 
 
-def adb_measurement(parsed: dict, size_bytes: int, threads: int, facts: dict) -> dict:
+def adb_measurement(parsed: dict, size_bytes: int, threads: int, facts: dict) -> Measurement:
     """benchmark_model reports mean/std/min/max (newer builds also p5/median/p95), no raw samples."""
     mean, std = parsed["mean_ms"], parsed["std_ms"] or 0.0
     if parsed.get("p95_ms") is not None:
@@ -262,15 +263,14 @@ def adb_measurement(parsed: dict, size_bytes: int, threads: int, facts: dict) ->
         p90, p90_method = round(mean + 1.2816 * std, 4), "mean + 1.28 std (normal approximation; benchmark_model reports no percentiles)"
     p50 = parsed["median_ms"] if parsed.get("median_ms") is not None else mean
     peak = parsed.get("peak_memory_mb") or parsed.get("memory_overall_mb")
-    return {"source": "device", "p50_ms": p50, "p90_ms": p90, "p99_ms": parsed["max_ms"], "mean_ms": mean,
-            "std_ms": std, "min_ms": parsed["min_ms"], "max_ms": parsed["max_ms"], "samples_ms": [],
-            "load_ms": parsed["init_ms"], "first_run_ms": parsed["first_ms"], "peak_rss_mb": peak,
-            "arena_mb": None, "size_bytes": size_bytes, "threads": parsed.get("threads") or threads,
-            "runs": parsed["count"], "runtime": "tflite benchmark_model", "transport": "adb",
-            "p50_method": "median reported" if parsed.get("median_ms") is not None else "mean (no median reported)",
-            "p90_method": p90_method, "p99_method": "max of the timed runs (an upper bound)",
-            "memory_method": "benchmark_model memory footprint (MB), approximate", "facts": facts,
-            "method": None}
+    return Measurement(source="device", p50_ms=p50, p90_ms=p90, p99_ms=parsed["max_ms"], mean_ms=mean, std_ms=std,
+                       min_ms=parsed["min_ms"], max_ms=parsed["max_ms"], samples_ms=[], load_ms=parsed["init_ms"],
+                       first_run_ms=parsed["first_ms"], peak_rss_mb=peak, arena_mb=None, size_bytes=size_bytes,
+                       threads=parsed.get("threads") or threads, runs=parsed["count"],
+                       runtime="tflite benchmark_model", transport="adb",
+                       p50_method="median reported" if parsed.get("median_ms") is not None else "mean (no median reported)",
+                       p90_method=p90_method, p99_method="max of the timed runs (an upper bound)",
+                       memory_method="benchmark_model memory footprint (MB), approximate", facts=facts)
 
 
 def parse_adb_facts(text: str) -> dict:
@@ -288,8 +288,8 @@ def parse_adb_facts(text: str) -> dict:
     return facts
 
 
-def profile_adb(arts, target: AdbTarget, threads: int, runs: int, warmup: int, timeout: float = 600,
-                on_result=None) -> tuple[dict[str, dict], dict[str, str]]:
+def profile_adb(arts: list[RunArtifact], target: AdbTarget, threads: int, runs: int, warmup: int, timeout: float = 600,
+                on_result=None) -> tuple[dict[str, Measurement], dict[str, str]]:
     if shutil.which(target.adb) is None:
         raise EdgeshipError(f"{target.adb} not found on this machine",
                             "install Android platform-tools (Debian: apt-get install adb) or pass --adb-path")

@@ -1,0 +1,152 @@
+"""edgeship's Python API; the `edgeship` command is a thin layer over it.
+
+    import edgeship
+
+    run = edgeship.export("recipes/digits.yaml")         # a path, a dict or a Recipe -> the run record
+    print(run.ok, [(t.name, t.verify.top1) for t in run.targets])
+    verdict = edgeship.check(run, source="host")           # the budget verdict (CI gate), saved in the run
+    run = edgeship.load_run("runs/digits")                 # a finished run, validated
+    edgeship.profile(run, runs=20)                         # host latency of every artifact, stored in the run
+
+Every function raises ``edgeship.EdgeshipError`` (one line naming the problem and the fix) for bad
+input; a target that fails to lower or verify is recorded in the run (``Target.status``), not raised.
+
+This module imports only the light parts at start-up (schemas, the device catalog, budgets): torch and
+the converters are imported by the functions that need them, so that `edgeship check`, `report` and
+`devices` start in well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+from edgeship.devices import budgets, catalog
+from edgeship.devices.profile import ProfileResult
+from edgeship.devices.remote import AdbTarget, SshTarget
+from edgeship.errors import EdgeshipError
+from edgeship.progress import warn
+from edgeship.recipe import Recipe, RecipeSource, parse_recipe
+from edgeship.record import RunRecord, Verdict
+from edgeship.targets.base import get_backend
+
+RunSource = Union[str, Path, RunRecord]
+
+
+# ---------------------------------------------------------------- recipes
+def load_recipe(recipe: RecipeSource) -> Recipe:
+    """A recipe (YAML path, dict or Recipe) validated against its schema and every registry it names."""
+    return _checked(recipe)[0]
+
+
+def _checked(source: RecipeSource) -> tuple[Recipe, str, list]:
+    """(recipe, where it came from, its passes' validated configs); the first problem as one line."""
+    recipe, where = parse_recipe(source)
+    # torch-heavy (the pass registry and the zoo import torch): only recipe-loading commands get here
+    from edgeship.models.zoo import ZOO
+    from edgeship.pipeline.base import planned_quant, validate_passes
+
+    if recipe.model.zoo is not None and recipe.model.zoo not in ZOO:
+        raise EdgeshipError(f"{where}: model.zoo: unknown zoo model {recipe.model.zoo!r}; allowed: "
+                            f"{', '.join(sorted(ZOO))}", "see the reference models in README.md")
+    pass_configs = validate_passes(recipe.passes)
+    devices = catalog.names()
+    for i, t in enumerate(recipe.targets):
+        if t.device not in devices:
+            raise EdgeshipError(f"{where}: targets.{i}.device: unknown device {t.device!r}; allowed: "
+                                f"{', '.join(devices)}", "see `edgeship devices`")
+        try:
+            get_backend(t.format, t.precision)
+        except EdgeshipError as e:
+            raise EdgeshipError(f"{where}: targets.{i} ({t.name}): {e.problem}", e.fix) from None
+    quant = planned_quant(pass_configs, recipe.seed)
+    for i, t in enumerate(recipe.targets):  # a calibration method the target's quantizer lacks
+        backend = get_backend(t.format, t.precision)
+        problem = backend.calibration_problem(t.precision, quant)
+        if problem:
+            raise EdgeshipError(f"{where}: targets.{i} ({t.name}): {problem}",
+                                f"set the calibrate pass's method to one of {', '.join(backend.calibration_methods)}"
+                                ", or drop the target")
+    return recipe, where, pass_configs
+
+
+# ---------------------------------------------------------------- the main job
+def export(recipe: RecipeSource, *, targets: Optional[list[str]] = None, trust_pickle: bool = False,
+           measure: bool = True, runs: int = 50, quiet: bool = False) -> RunRecord:
+    """Compress the recipe's model, lower it to every target (or only ``targets``), verify each artifact with
+    its own runtime, measure latency and memory on this machine (unless ``measure=False``), check the budgets
+    and write the run directory (the recipe's ``output``). Returns the run record; ``record.ok`` says whether
+    every target succeeded, ``record.budgets`` holds the verdict."""
+    rec, where, pass_configs = _checked(recipe)
+    from edgeship.run import export as run_export  # torch-heavy
+
+    return run_export(rec, where, pass_configs, only=targets, trust_pickle=trust_pickle, quiet=quiet,
+                      measure=measure, measure_runs=runs)
+
+
+def train(recipe: RecipeSource, *, if_missing: bool = False, quiet: bool = False) -> dict:
+    """Train the recipe's zoo or factory model from scratch and save it at ``model.weights``; returns its metrics."""
+    rec, where, _ = _checked(recipe)
+    from edgeship.train import train as run_train  # torch-heavy
+
+    return run_train(rec, where, if_missing=if_missing, quiet=quiet)
+
+
+# ---------------------------------------------------------------- finished runs
+def load_run(run: RunSource) -> RunRecord:
+    """A run directory, its report.json or a run name under ./runs/ -> the validated run record."""
+    return run if isinstance(run, RunRecord) else RunRecord.load(run)
+
+
+def check(run: RunSource, source: Optional[str] = None, *, junit: Optional[Path] = None,
+          markdown: Optional[Path] = None, save: bool = True) -> Verdict:
+    """The budget verdict of a run against ``source`` (device, host or estimate; default: device when the run
+    has device measurements, else host). Saved into the run (``save``) and optionally written as a JUnit XML
+    file and a Markdown summary for CI."""
+    record = load_run(run)
+    verdict = budgets.evaluate(record, source or budgets.default_source(record))
+    record.budgets = verdict
+    if save:
+        record.save()
+        _refresh(record)
+    for path, text in ((junit, budgets.junit_xml(verdict) if junit else ""),
+                       (markdown, budgets.markdown(verdict, record.recipe.name) if markdown else "")):
+        if path is not None:  # an unwritable path raises OSError (the CLI names it)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+    return verdict
+
+
+def profile(run: RunSource, *, targets: Optional[list[str]] = None, ssh: Optional[SshTarget] = None,
+            adb: Optional[AdbTarget] = None, estimate: bool = False, device: Optional[str] = None, runs: int = 50,
+            warmup: int = 5, threads: Optional[int] = None) -> ProfileResult:
+    """Measure a run's artifacts on this machine (default), on a device over SSH (``ssh=SshTarget(...)``) or
+    adb, or estimate a catalog device's latency from the host measurement (``estimate=True``, marked as
+    such). Measurements are stored in the run record and its report.html is refreshed."""
+    from edgeship.devices.profile import profile as run_profile
+
+    res = run_profile(load_run(run), targets, ssh=ssh, adb=adb, estimate=estimate, device=device, runs=runs,
+                      warmup=warmup, threads=threads)
+    _refresh(res.record)
+    return res
+
+
+def report(run: RunSource) -> Path:
+    """Rebuild a run's report.html from its record; returns the page's path."""
+    from edgeship.report.html import write_report_html  # matplotlib: only the page needs it
+
+    return write_report_html(load_run(run))
+
+
+def _refresh(record: RunRecord) -> None:
+    """report.html is rendered from the record: keep it in step after the record changed. A page that cannot
+    be rendered is a warning: the record, which counts, is saved already."""
+    try:
+        report(record)
+    except Exception as e:  # the page is a view; the measurement in report.json is what counts
+        warn(f"[yellow]report.html not refreshed ({type(e).__name__}: {e}); run `edgeship report`[/yellow]")
+
+
+def devices() -> list[catalog.DeviceProfile]:
+    """The device catalog, with this machine detected."""
+    return catalog.catalog()

@@ -1,0 +1,163 @@
+"""Latency and memory of a run's artifacts measured on this machine.
+
+Every artifact runs in a FRESH Python subprocess (``bench_runner.py``, the same script that is
+copied to devices) with its own runtime and a fixed thread count: warm-up, then N timed runs.
+Nothing the parent process imported (torch, the other runtimes) is in the child, so the peak RSS
+and the cold load time are the artifact's runtime alone. Results are marked ``source: host``.
+
+``run_artifacts`` is how a finished run's artifacts are found: the run record's OK targets, each read
+from its sidecar (``Artifact.from_sidecar``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import ValidationError
+
+from edgeship.devices import budgets
+from edgeship.devices.catalog import HOST
+from edgeship.devices.catalog import get as get_device
+from edgeship.errors import EdgeshipError, TargetError
+from edgeship.progress import info
+from edgeship.record import Measurement, RunRecord
+from edgeship.targets.base import Artifact
+
+RUNNER = Path(__file__).with_name("bench_runner.py")
+MARKER = "EDGESHIP_BENCH "
+DEFAULT_RUNS, DEFAULT_WARMUP = 50, 5
+# keys copied from the runner's JSON into a stored measurement
+KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "samples_ms", "load_ms",
+        "first_run_ms", "peak_rss_mb", "rss_before_load_mb", "arena_mb", "size_bytes", "threads", "runs",
+        "warmup", "runtime", "runtime_version", "input_shape", "input_dtype", "inference_precision")
+
+
+@dataclass
+class RunArtifact:
+    """One OK artifact of a finished run, where it lies now."""
+
+    name: str
+    device: str
+    format: str
+    precision: str
+    dir: Path
+    files: list[str]  # relative to dir, model.json included
+    main: str
+
+
+def run_artifacts(record: RunRecord, only: Optional[list[str]] = None) -> list[RunArtifact]:
+    """The run's OK artifacts (optionally only the named targets); none at all is bad input."""
+    run_dir = record.run_dir
+    targets = record.targets
+    if only:
+        unknown = sorted(set(only) - {t.name for t in targets})
+        if unknown:
+            raise EdgeshipError(f"no target named {', '.join(unknown)} in {run_dir}",
+                                f"use one of: {', '.join(t.name for t in targets) or '(the run has none)'}")
+        targets = [t for t in targets if t.name in only]
+    found = []
+    for t in targets:
+        sidecar = run_dir / "targets" / t.name / "model.json"
+        if not t.ok or not sidecar.is_file():
+            continue
+        art = Artifact.from_sidecar(sidecar)
+        files = art.files or [art.main, "model.json"]
+        found.append(RunArtifact(t.name, t.device, t.format, t.precision, art.dir, files, art.main))
+    if not found:
+        raise EdgeshipError(f"{run_dir} has no artifacts to measure" + (f" among {', '.join(only)}" if only else ""),
+                            "run `edgeship export RECIPE` and check that at least one target succeeded")
+    return found
+
+
+def runner_args(python: str, runner: str, bundle: str, threads: int, runs: int, warmup: int) -> list[str]:
+    return [python, runner, "--dir", bundle, "--threads", str(int(threads)), "--runs", str(int(runs)),
+            "--warmup", str(int(warmup))]
+
+
+def parse_runner_output(stdout: str) -> Optional[dict]:
+    """The runner's JSON line, or None when it printed none (it crashed before reporting)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(MARKER):
+            try:
+                raw = json.loads(line[len(MARKER):])
+            except ValueError:
+                return None
+            return raw if isinstance(raw, dict) else None
+    return None
+
+
+def to_measurement(raw: dict, source: str, where: str = "", **extra: Any) -> Measurement:
+    """The runner's report as a typed measurement; a report of the wrong shape (a broken or hostile
+    device) is one line naming the bad key."""
+    try:
+        return Measurement.model_validate({"source": source, **{k: raw.get(k) for k in KEYS},
+                                           "facts": raw.get("facts") or {}, **extra})
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise TargetError(f"{raw.get('target') or 'artifact'}: the benchmark{' on ' + where if where else ''} "
+                          f"reported an invalid {key} ({err['msg']})",
+                          "check the device's runner output; measurements must be finite numbers") from None
+
+
+def runner_failure(target: str, raw: Optional[dict], stderr: str, where: str, python: str) -> EdgeshipError:
+    """Turn a failed runner into one clear line (the missing package named)."""
+    if raw and raw.get("error") == "missing_package":
+        pkg = raw["package"]
+        problem = (f"{target}: {where} has no Python package {pkg} (module {raw['module']}) for {raw.get('python') or python}")
+        fix = f"on {where}: {python} -m pip install {pkg}"
+        return EdgeshipError(problem, fix) if pkg == "numpy" else TargetError(problem, fix)
+    msg = raw.get("message") if raw else (stderr.strip().splitlines() or ["no output"])[-1]
+    return TargetError(f"{target}: the benchmark failed on {where}: {msg}",
+                       "check that the artifact runs there with the same runtime version")
+
+
+def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
+                 timeout: float = 600) -> Measurement:
+    """Measure one artifact in a fresh subprocess of this Python."""
+    cmd = runner_args(sys.executable, str(RUNNER), str(art.dir), threads, runs, warmup)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"{art.name}: the host benchmark took longer than {timeout:.0f} s",
+                          "lower --runs or check the artifact") from None
+    raw = parse_runner_output(p.stdout)
+    if p.returncode != 0 or not raw or not raw.get("ok"):
+        raise runner_failure(art.name, raw, p.stderr, "this machine", sys.executable)
+    return to_measurement(raw, "host", "this machine")
+
+
+def measure_all_host(record: RunRecord, only: Optional[list[str]] = None, threads: Optional[int] = None,
+                     runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, quiet: bool = False) -> dict[str, str]:
+    """Measure every OK artifact of ``record`` on the host and store it in the record; returns {target: error}."""
+    t = threads or get_device(HOST).threads
+    errors = {}
+    for art in run_artifacts(record, only):
+        try:
+            m = measure_host(art, t, runs, warmup)
+            record.store(art.name, m)
+            if not quiet:
+                info(f"host {art.name}: p50 {m.p50_ms:.3f} ms, p90 {m.p90_ms:.3f} ms, "
+                     f"peak RSS {m.peak_rss_mb or 0:.0f} MB ({t} thread{'s' if t > 1 else ''}, {runs} runs)")
+        except TargetError as e:
+            errors[art.name] = str(e)
+            record.store_error(art.name, "host", str(e))
+            info(f"[red]host measurement of {art.name} failed:[/red] {e}")
+    return errors
+
+
+def measure_and_check(record: RunRecord, only: Optional[list[str]] = None, runs: int = DEFAULT_RUNS,
+                      quiet: bool = False) -> None:
+    """The end of `edgeship export`: host-measure the OK artifacts (of ``only``), then the budget
+    verdict over every target of the record (source host)."""
+    ok = [t.name for t in record.targets if t.ok and (not only or t.name in only)]
+    if ok:
+        measure_all_host(record, ok, runs=runs, quiet=quiet)
+    record.budgets = budgets.evaluate(record, "host")

@@ -1,0 +1,60 @@
+"""A run record as console tables (the summary `export` and `report` print)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from edgeship.record import RunRecord, Target
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v * 100:.2f}%"
+
+
+def fmt_ms(v: float) -> str:
+    """Milliseconds with about four significant digits: 0.0099, 4.568, 12.35, 123.5."""
+    return f"{v:.4f}" if v < 1 else f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
+
+
+def size_ratios(t: Target, suffix: str = "") -> str:
+    """``0.10 / 0.35``: the files a device loads against the same format's FP32 artifact of the input model and
+    of the compressed model (report.json's ``size_vs_fp32``); ``-`` for an FP32 target, ``?`` for a missing one."""
+    r = t.size_vs_fp32
+    if r is None:
+        return "-"
+    return " / ".join("?" if v is None else f"{v:.2f}{suffix}" for v in (r.input_model, r.compressed_model))
+
+
+def summary_tables(record: RunRecord) -> list[Table]:
+    st = Table(title=f"{record.recipe.name}: stages")
+    for col in ("stage", "val top-1", "params", "MACs", "FP32 size", "wall s", "cached"):
+        st.add_column(col, justify="right" if col != "stage" else "left")
+    b = record.baseline
+    st.add_row("baseline", _pct(b.top1_val), f"{b.params:,}", f"{b.macs or 0:,}", f"{b.size_fp32_bytes / 1024:.1f} KiB",
+               "-", "-")
+    for s in record.stages:
+        st.add_row(s.stage, _pct(s.top1_val), f"{s.params:,}", f"{s.macs or 0:,}", f"{s.size_fp32_bytes / 1024:.1f} KiB",
+                   f"{s.wall_s:.1f}", "yes" if s.cached else "no")
+    tt = Table(title="targets (verified on the test split)")
+    ratios = any(t.size_vs_fp32 for t in record.targets)
+    # one line per target at 140 columns: the max logit error and per-source latencies are in report.json/html
+    for col in ("target", "format", "status", "top-1 (torch)", "agreement", "size", *(["vs FP32"] if ratios else []),
+                "p50 / p90 ms", "budgets"):
+        # names and ratios never wrap or shorten (a cut target name is useless); the other columns may wrap
+        keep = {"target": max([len(t.name) for t in record.targets] + [6]), "vs FP32": 11}
+        tt.add_column(col, no_wrap=col in keep, min_width=keep.get(col), overflow="fold")
+    for t in record.targets:
+        v = t.verify
+        m = record.preferred_measurement(t.name)
+        status = "[green]ok[/green]" if t.ok else "[red]failed[/red]"
+        verdict = {None: "-", True: "[green]pass[/green]", False: "[red]FAIL[/red]"}[record.budget_verdict(t.name)]
+        tt.add_row(t.name, f"{t.format} {t.precision}", status,
+                   f"{_pct(v.top1)} ({_pct(v.torch_top1)})" if v else "-", _pct(v.agreement if v else None),
+                   "-" if t.size_bytes is None else f"{t.size_bytes / 1024:.1f} KiB",
+                   *([size_ratios(t)] if ratios else []),
+                   f"{fmt_ms(m.p50_ms)} / {fmt_ms(m.p90_ms or 0)} ({m.source})"
+                   if m and m.p50_ms is not None else "not measured", verdict)
+    if ratios:
+        tt.caption = ("vs FP32: the files a device loads as a fraction of the same format's FP32 artifact of "
+                      "the input model / of the compressed model")
+    return [st, tt]

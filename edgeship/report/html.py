@@ -1,0 +1,347 @@
+"""``runs/<name>/report.html``: one self-contained page (inline CSS, plots as inline base64 PNG,
+no scripts, no external URLs) rendered from the run record (report.json) alone.
+
+Every figure on the page is a number from report.json, formatted (bytes shown as KiB, fractions
+as percentages); what report.json does not hold is shown as "not measured", never estimated.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from edgeship.devices.budgets import LOWER_LIMITS
+from edgeship.record import BudgetResult, RunRecord
+from edgeship.report import plots
+from edgeship.report.console import fmt_ms, size_ratios
+
+NOT_MEASURED = '<span class="na">not measured</span>'
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1d2330;
+ margin:0;background:#f4f6f9}
+main{max-width:1140px;margin:0 auto;padding:24px 28px 48px;background:#fff;min-height:100vh}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bottom:2px solid #e3e7ee;
+ padding-bottom:4px}
+.sub{color:#5b6475;margin:0 0 16px}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:16px 0}
+.card{flex:1 1 130px;border:1px solid #e3e7ee;border-radius:8px;padding:8px 12px;background:#fafbfd}
+.card b{display:block;font-size:18px}.card span{color:#5b6475;font-size:12px}
+table{border-collapse:collapse;width:100%;margin:6px 0 4px;font-size:13px}
+th,td{padding:5px 6px;border-bottom:1px solid #e8ebf0;text-align:right;white-space:nowrap}
+th{background:#eef1f6;font-weight:600}th:first-child,td:first-child{text-align:left}
+td.l,th.l{text-align:left}td.l{white-space:normal}td:first-child{white-space:nowrap}td:last-child{white-space:normal;min-width:90px}tr:nth-child(even) td{background:#fafbfc}
+td.err{white-space:normal;text-align:left;color:#8a1c1c;background:#fdf1f1}
+.ok{color:#1b7837;font-weight:600}.fail{color:#b2182b;font-weight:600}.na{color:#8a93a3;font-style:italic}
+.badge{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
+.badge.ok{background:#e3f3e6}.badge.fail{background:#fbe3e3}.badge.na{background:#eef0f3}
+figure{margin:10px 0 4px}figure img{max-width:100%;border:1px solid #e3e7ee;border-radius:6px}
+figcaption,.note{color:#5b6475;font-size:12px;margin-top:4px}
+code,pre{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
+pre{background:#f6f8fa;border:1px solid #e3e7ee;border-radius:6px;padding:10px;overflow:auto;max-height:420px}
+.tw{overflow-x:auto}details{margin:8px 0}summary{cursor:pointer;color:#2166ac}
+"""
+
+
+# ---------------------------------------------------------------- formatting
+def esc(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def pct(v: Optional[float], digits: int = 2, missing: str = NOT_MEASURED) -> str:
+    return missing if v is None else f"{v * 100:.{digits}f}%"
+
+
+def count(v: Optional[int]) -> str:
+    return '<span class="na">unknown</span>' if v is None else f"{v:,}"
+
+
+def kib(v: Optional[float], missing: str = NOT_MEASURED) -> str:
+    return missing if v is None else f"{v / 1024:,.1f} KiB"
+
+
+def num(v: Optional[float], unit: str = "", digits: int = 2) -> str:
+    return NOT_MEASURED if v is None else f"{v:,.{digits}f}{unit}"
+
+
+def ms(v: Optional[float]) -> str:
+    return NOT_MEASURED if v is None else fmt_ms(v)
+
+
+def g4(v: float, sign: str = "") -> str:
+    """Four significant digits, thousands separated rather than in exponent form."""
+    return f"{v:{sign},.0f}" if abs(v) >= 1e4 else f"{v:{sign}.4g}"
+
+
+def table(headers: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
+    """``rows`` hold already-escaped HTML cells; a row given as a str is inserted verbatim."""
+    head = "".join(f'<th{" class=l" if i in left else ""}>{esc(h)}</th>' for i, h in enumerate(headers))
+    body = []
+    for r in rows:
+        if isinstance(r, str):
+            body.append(r)
+            continue
+        body.append("<tr>" + "".join(f'<td{" class=l" if i in left else ""}>{c}</td>' for i, c in enumerate(r))
+                    + "</tr>")
+    return f"<div class=tw><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+def img(png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def badge(passed: Optional[bool], yes: str = "pass", no: str = "FAIL", none: str = "not checked") -> str:
+    if passed is None:
+        return f'<span class="badge na">{esc(none)}</span>'
+    return f'<span class="badge ok">{esc(yes)}</span>' if passed else f'<span class="badge fail">{esc(no)}</span>'
+
+
+# ---------------------------------------------------------------- budgets
+def limit_text(r: BudgetResult) -> str:
+    if r.limit is None:
+        return "-"
+    op = "&ge;" if r.budget in LOWER_LIMITS else "&le;"
+    return f"{op} {g4(r.limit)}{(' ' + esc(r.unit)) if r.unit else ''}"
+
+
+def value_text(r: BudgetResult) -> str:
+    if r.value is None:
+        return NOT_MEASURED
+    return f"{g4(r.value)}{(' ' + esc(r.unit)) if r.unit else ''}"
+
+
+def budget_cell(results: list[BudgetResult]) -> str:
+    if not results:
+        return badge(None)
+    failed = [r for r in results if not r.passed]
+    if not failed:
+        return badge(True)
+    why = "; ".join(f"{esc(r.budget)} {value_text(r)}, limit {limit_text(r)}" if r.value is not None
+                    else f"{esc(r.budget)}: {esc(r.note or 'no value')}" for r in failed
+                    if r.budget != "artifact")
+    return f'{badge(False)} <span class="note">{why}</span>'
+
+
+# ---------------------------------------------------------------- sections
+def header(rec: RunRecord) -> str:
+    m = rec.machine
+    ok = sum(t.ok for t in rec.targets)
+    budgets = rec.budgets
+    verdict = badge(budgets.passed if budgets else None, "budgets met", "budgets missed")
+    base, final = rec.baseline, rec.final
+    cards = [
+        (f"{ok}/{len(rec.targets)}", "targets verified"),
+        (verdict, "budget verdict" + (f" ({esc(budgets.source)} latency)" if budgets else "")),
+        (pct(base.top1_test), "torch top-1 before passes"),
+        (pct(final.top1_test), "torch top-1 after passes"),
+        (count(final.params), f"parameters (from {base.params:,})"),
+        (kib(final.size_fp32_bytes), f"FP32 weights (from {base.size_fp32_bytes / 1024:,.1f} KiB)"),
+    ]
+    return (f"<h1>{esc(rec.recipe.name)}: edgeship report</h1>"
+            f'<p class="sub">created {esc(rec.created)} by edgeship {esc(rec.edgeship_version)} from '
+            f"<code>{esc(rec.recipe_path)}</code> (recipe hash <code>{esc(rec.recipe_hash)}</code>); run took "
+            f"{num(rec.wall_s, ' s', 1)}{carried_note(rec)}<br>machine: {esc(m.cpu or '?')}, {esc(m.cores or '?')} "
+            f"cores, Python {esc(m.python or '?')}, torch {esc(m.torch or '?')}<br>data: {esc(rec.data.source)}, "
+            + ", ".join(f"{esc(k)} {v:,}" for k, v in rec.data.sizes.items()) + " samples</p>"
+            + '<div class="cards">' + "".join(f"<div class=card><b>{v}</b><span>{t}</span></div>" for v, t in cards)
+            + "</div>")
+
+
+def stage_section(rec: RunRecord) -> str:
+    b, final = rec.baseline, rec.final
+    rows = [["baseline (input model)", pct(b.top1_val), pct(b.top1_test), count(b.params),
+             count(b.macs), kib(b.size_fp32_bytes), "-", "-", ""]]
+    for s in rec.stages:
+        shown = ", ".join(f"{k}={v}" for k, v in s.config.items() if v is not None and not isinstance(v, (dict, list)))
+        rows.append([esc(s.stage), pct(s.top1_val), '<span class="na">-</span>', count(s.params),
+                     count(s.macs), kib(s.size_fp32_bytes), num(s.wall_s, "", 1),
+                     "yes" if s.cached else "no", f'<span class="note">{esc(shown)}</span>'])
+    if rec.stages:
+        rows.append(["<b>final (compressed) model</b>", '<span class="na">-</span>', pct(final.top1_test),
+                     count(final.params), count(final.macs), kib(final.size_fp32_bytes), "-", "-", ""])
+    note = "" if rec.stages else '<p class="note">The recipe has no passes: the input model is exported as is.</p>'
+    return ("<h2>Stages</h2>" + table(["stage", "val top-1", "test top-1", "params", "MACs", "FP32 weights",
+                                       "wall s", "cached", "config"], rows, left=(0, 8)) + note)
+
+
+def carried_note(rec: RunRecord) -> str:
+    kept = [t.name for t in rec.targets if t.carried_over]
+    return (f" (an <code>export -t</code> run: {len(kept)} target{'s' if len(kept) != 1 else ''} carried over from "
+            "the run before, not redone)") if kept else ""
+
+
+def target_section(rec: RunRecord) -> str:
+    rows: list[Any] = []
+    for t in rec.targets:
+        v = t.verify
+        na = NOT_MEASURED if t.ok else "-"  # a failed target's row is followed by its error
+        m = rec.preferred_measurement(t.name)
+        lat = (f"{ms(m.p50_ms)} / {ms(m.p90_ms)} ms<br><span class=note>({esc(m.source)})</span>"
+               if m and m.p50_ms is not None else na)
+        ram = num(m.peak_rss_mb, " MB", 1) if m else na
+        drop = v.accuracy_drop_pt if v else None
+        rows.append([esc(t.name), esc(t.device), f"{esc(t.format)} {esc(t.precision)}",
+                     badge(t.ok, "ok", "failed"), pct(v.top1 if v else None, missing=na),
+                     na if drop is None else f"{drop:.2f} pt", pct(v.agreement if v else None, missing=na),
+                     na if v is None or v.max_abs_logit_diff is None else f"{v.max_abs_logit_diff:.2e}", lat, ram,
+                     kib(t.size_bytes, missing=na), size_ratios(t, "x"), budget_cell(rec.budget_results(t.name))])
+        if not t.ok:
+            rows.append(f'<tr><td></td><td class="err" colspan="12">{esc(t.error or "failed")}</td></tr>')
+    if not rows:
+        return "<h2>Targets</h2><p class=note>The recipe has no targets.</p>"
+    return ("<h2>Targets</h2>"
+            + table(["target", "device", "format", "status", "top-1", "top-1 drop", "agreement", "max |Δlogit|",
+                     "latency p50 / p90", "peak RAM", "size", "vs FP32", "budgets"], rows, left=(0, 1, 2, 12))
+            + '<p class="note">top-1, drop, agreement and the largest logit difference: every artifact run with its own runtime on the '
+              f'{rec.data.sizes.get("test", "?")} test samples and compared with the torch '
+              "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device measurement where there is one, else the host's, "
+              "else the estimate; the source is named in brackets. "
+              + "Size: the files a device loads (the sidecar model.json not counted). vs FP32: that size as a fraction of the "
+                "same format's FP32 artifact of the input model / of the compressed model (quantization's share "
+                "alone), for INT8 and FP16 artifacts" + size_references_note(rec) + ".</p>")
+
+
+def size_references_note(rec: RunRecord) -> str:
+    parts = [f"{esc(fmt)} {kib(r.input_model, missing='?')} / {kib(r.compressed_model, missing='?')}"
+             for fmt, r in sorted(rec.size_references.items())]
+    return f" (those FP32 artifacts: {'; '.join(parts)})" if parts else ""
+
+
+def measurement_section(rec: RunRecord) -> str:
+    rows = []
+    for t in rec.targets:
+        for source, m in rec.measurements_of(t.name).items():
+            facts = m.facts
+            where = m.method or m.remote or ", ".join(str(facts[k]) for k in ("hostname", "cpu") if facts.get(k))
+            runtime = " ".join(str(x) for x in (m.runtime, m.runtime_version) if x)
+            runs = count(m.runs) + (f" + {m.warmup}" if m.warmup else "")
+            spread = NOT_MEASURED if m.mean_ms is None else (
+                ms(m.mean_ms) + ("" if m.std_ms is None else f" &plusmn; {ms(m.std_ms)}"))
+            rows.append([esc(t.name), esc(source), esc(runtime), ms(m.p50_ms), ms(m.p90_ms),
+                         ms(m.p99_ms), spread, runs,
+                         count(m.threads), num(m.load_ms, "", 1), num(m.peak_rss_mb, "", 1),
+                         num(m.arena_mb, "", 1), f'<span class="note">{esc(where)}</span>'])
+    headers = ["target", "source", "runtime", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "runs + warm-up",
+               "threads", "load ms", "peak RSS MB", "arena MB", "method / where"]
+    if rows and all(r[11] == NOT_MEASURED for r in rows):  # no runtime here reports an arena: say so once
+        headers.pop(11)
+        rows = [r[:11] + r[12:] for r in rows]
+        arena_note = '<p class="note">Arena (the runtime\'s own allocator): not measured.</p>'
+    else:
+        arena_note = ""
+    errors = [(name, source, e) for name, by_source in rec.measurement_errors.items() for source, e in by_source.items()]
+    failed = "".join(f'<p class="note"><span class=fail>measurement failed</span> {esc(n)} ({esc(s)}): {esc(e)}</p>'
+                     for n, s, e in errors)
+    if not rows:
+        return ("<h2>Measurements</h2><p>Latency and memory: " + NOT_MEASURED
+                + ". <span class=note>Run <code>edgeship profile RUN</code> to measure them.</span></p>" + failed)
+    return ("<h2>Measurements</h2>"
+            + table(headers, rows, left=(0, 1, 2, len(headers) - 1)) + arena_note + failed)
+
+
+def budget_section(rec: RunRecord) -> str:
+    budgets = rec.budgets
+    if not budgets:
+        return ("<h2>Budgets</h2><p>" + badge(None) + " <span class=note>no budget check in this run "
+                "(<code>edgeship check RUN</code> runs one).</span></p>")
+    rows = []
+    for r in budgets.results:
+        margin = "" if r.margin is None else g4(r.margin, "+") + (
+            f" ({r.margin_pct:+.0f}%)" if r.margin_pct is not None else "")
+        rows.append([esc(r.target), esc(r.budget), limit_text(r), value_text(r), margin,
+                     esc(r.source or ""), esc(r.origin or ""), badge(r.passed),
+                     f'<span class="note">{esc(r.note or r.basis or "")}</span>'])
+    return ("<h2>Budgets</h2><p>overall: " + badge(budgets.passed)
+            + f" <span class=note>latency and RAM from the {esc(budgets.source)} measurements</span></p>"
+            + (f'<p class="fail">{esc(budgets.warning)}</p>' if budgets.warning else "")
+            + table(["target", "budget", "limit", "value", "margin", "source", "limit from", "verdict", "note"],
+                    rows, left=(0, 1, 6, 8)))
+
+
+def plot_section(rec: RunRecord) -> str:
+    parts = ["<h2>Plots</h2>"]
+    points, unmeasured = [], []
+    for t in rec.targets:
+        v = t.verify
+        measured = {s: m for s, m in rec.measurements_of(t.name).items() if m.p50_ms is not None}
+        if not t.ok or v is None or v.top1 is None or not measured:
+            unmeasured.append(t.name)
+            continue
+        points += [{"label": t.name, "source": s, "latency_ms": m.p50_ms, "top1": v.top1} for s, m in measured.items()]
+    if points:
+        parts.append(img(plots.accuracy_vs_latency(points), "accuracy against latency",
+                         "Accuracy against latency (p50) for every measured artifact; circled points are on the "
+                         "Pareto front of their latency source (nothing both faster and more accurate)."))
+    if unmeasured:
+        parts.append(f'<p class="note">Not in the accuracy/latency plot (failed or not measured): '
+                     f'{esc(", ".join(unmeasured))}.</p>')
+
+    stages = [("baseline", rec.baseline.size_fp32_bytes)] + [(s.stage, s.size_fp32_bytes) for s in rec.stages]
+    artifacts = [(t.name, t.size_bytes) for t in rec.targets if t.size_bytes is not None]
+    parts.append(img(plots.size_across_stages(stages, artifacts), "size across stages",
+                     "Size at each stage (the torch model's FP32 weights) and of each artifact's files on disk."))
+
+    series = [(t.name, s, m.samples_ms) for t in rec.targets for s, m in rec.measurements_of(t.name).items()
+              if m.samples_ms]
+    if series:
+        parts.append(img(plots.latency_distributions(series), "latency distributions",
+                         "Latency of every timed run (samples_ms). Box: 25th to 75th percentile, whiskers: 1st "
+                         "to 99th, line: median."))
+    else:
+        parts.append(f"<p>Latency distributions: {NOT_MEASURED}.</p>")
+    return "".join(parts)
+
+
+def details_section(rec: RunRecord) -> str:
+    audits = [(t.name, t.op_audit.model_dump()) for t in rec.targets if t.op_audit]
+    out = []
+    if audits:
+        out.append("<details><summary>Operator audit of the quantized artifacts</summary>"
+                   + "".join(f"<h3>{esc(n)}</h3><pre>{esc(json.dumps(a, indent=2))}</pre>" for n, a in audits)
+                   + "</details>")
+    out.append("<details><summary>Quantization settings</summary><pre>"
+               f"{esc(json.dumps(rec.quantization.to_dict(), indent=2))}</pre></details>")
+    out.append("<details><summary>Recipe (as validated)</summary><pre>"
+               f"{esc(json.dumps(rec.recipe.model_dump(mode='json'), indent=2))}</pre></details>")
+    artifacts = [[esc(t.name), f"<code>{esc(t.artifact)}</code>", esc(", ".join(t.files))]
+                 for t in rec.targets if t.artifact]
+    if artifacts:
+        out.append("<details><summary>Artifact files</summary>"
+                   + table(["target", "model file", "files"], artifacts, left=(0, 1, 2)) + "</details>")
+    return "<h2>Details</h2>" + "".join(out)
+
+
+def render_html(rec: RunRecord) -> str:
+    body = "".join([header(rec), stage_section(rec), target_section(rec), measurement_section(rec),
+                    budget_section(rec), plot_section(rec), details_section(rec)])
+    title = f"{rec.recipe.name}: edgeship report"
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+            f"<body><main>{body}<p class=note>Every figure on this page is read from report.json in the same "
+            "directory; <code>edgeship report RUN</code> rebuilds this page from it.</p></main></body></html>\n")
+
+
+# ---------------------------------------------------------------- files
+def write_report_html(run: Path | str | RunRecord) -> Path:
+    """Render a run's record into ``<run>/report.html`` (written atomically); ``run``: the record, or a run
+    directory, its report.json or a run name."""
+    rec = run if isinstance(run, RunRecord) else RunRecord.load(run)
+    run_dir = rec.run_dir
+    text = render_html(rec)
+    fd, tmp = tempfile.mkstemp(prefix=".report.html.", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, run_dir / "report.html")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return run_dir / "report.html"
