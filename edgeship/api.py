@@ -7,6 +7,7 @@
     verdict = edgeship.check(run, source="host")           # the budget verdict (CI gate), saved in the run
     run = edgeship.load_run("runs/digits")                 # a finished run, validated
     edgeship.profile(run, runs=20)                         # host latency of every artifact, stored in the run
+    edgeship.report_html(run)                              # rebuild runs/digits/report.html
 
 Every function raises ``edgeship.EdgeshipError`` (one line naming the problem and the fix) for bad
 input; a target that fails to lower or verify is recorded in the run (``Target.status``), not raised.
@@ -23,6 +24,7 @@ from typing import Optional, Union
 
 from edgeship.devices import budgets, catalog
 from edgeship.devices.profile import ProfileResult
+from edgeship.devices.profile import profile as run_profile
 from edgeship.devices.remote import AdbTarget, SshTarget
 from edgeship.errors import EdgeshipError
 from edgeship.progress import warn
@@ -123,16 +125,15 @@ def profile(run: RunSource, *, targets: Optional[list[str]] = None, ssh: Optiona
     """Measure a run's artifacts on this machine (default), on a device over SSH (``ssh=SshTarget(...)``) or
     adb, or estimate a catalog device's latency from the host measurement (``estimate=True``, marked as
     such). Measurements are stored in the run record and its report.html is refreshed."""
-    from edgeship.devices.profile import profile as run_profile
-
     res = run_profile(load_run(run), targets, ssh=ssh, adb=adb, estimate=estimate, device=device, runs=runs,
                       warmup=warmup, threads=threads)
     _refresh(res.record)
     return res
 
 
-def report(run: RunSource) -> Path:
-    """Rebuild a run's report.html from its record; returns the page's path."""
+def report_html(run: RunSource) -> Path:
+    """Rebuild a run's report.html from its record; returns the page's path. (Not ``report``: that name is the
+    package of the views, ``edgeship.report``.)"""
     from edgeship.report.html import write_report_html  # matplotlib: only the page needs it
 
     return write_report_html(load_run(run))
@@ -142,7 +143,7 @@ def _refresh(record: RunRecord) -> None:
     """report.html is rendered from the record: keep it in step after the record changed. A page that cannot
     be rendered is a warning: the record, which counts, is saved already."""
     try:
-        report(record)
+        report_html(record)
     except Exception as e:  # the page is a view; the measurement in report.json is what counts
         warn(f"[yellow]report.html not refreshed ({type(e).__name__}: {e}); run `edgeship report`[/yellow]")
 

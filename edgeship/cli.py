@@ -21,7 +21,11 @@ from edgeship.devices.profile import ProfileResult
 from edgeship.devices.remote import AdbTarget, SshTarget
 from edgeship.errors import EdgeshipError
 from edgeship.progress import set_quiet
+from edgeship.recipe import json_schema as recipe_json_schema
+from edgeship.recipe_template import write_template
 from edgeship.record import RunRecord, Verdict
+from edgeship.record import json_schema as record_json_schema
+from edgeship.report.console import summary_tables
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress a trained PyTorch model and ship it to edge devices.")
@@ -98,8 +102,6 @@ def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
            no_measure: bool = typer.Option(False, "--no-measure", help="skip the host latency/RAM measurement"),
            runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact in the host measurement")):
     """Compress the model, lower it to every target, verify, measure on the host, check budgets: runs/<name>/."""
-    from edgeship.report.console import summary_tables
-
     record = api.export(recipe, targets=target, trust_pickle=trust_pickle, measure=not no_measure, runs=runs)
     if STATE["json"]:
         emit_json(record)
@@ -119,10 +121,8 @@ def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
 @handle_errors
 def report(run: Path = typer.Argument(..., help="a run directory (runs/<name>), its report.json, or the run's name")):
     """Rebuild runs/<name>/report.html from its report.json and print the summary tables."""
-    from edgeship.report.console import summary_tables
-
     record = api.load_run(run)
-    path = api.report(record)
+    path = api.report_html(record)
     if STATE["json"]:  # the report itself, as export --json prints it, and where the page was written
         emit_json({**record.model_dump(mode="json"), "report_html": str(path)})
         return
@@ -139,8 +139,6 @@ def init(path: Path = typer.Argument(Path("recipe.yaml"), help="where to write t
          model: str = typer.Option("factory", "--model", help="factory (+ state_dict), torchscript or exported"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
     """Write a commented recipe for your own model and data; edit the lines marked <-- EDIT."""
-    from edgeship.recipe_template import write_template
-
     written = write_template(path, data=data, model=model, force=force)
     if STATE["json"]:
         emit_json({"recipe": str(written)})
@@ -252,6 +250,16 @@ def check(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
     else:
         _print_verdict(verdict)
     raise typer.Exit(0 if verdict.passed else 1)
+
+
+@app.command()
+@handle_errors
+def schema(which: str = typer.Argument("report", help="report (the run record, report.json) or recipe")):
+    """Print the JSON schema of report.json or of a recipe (docs/*.schema.json are these)."""
+    schemas = {"report": record_json_schema, "recipe": recipe_json_schema}
+    if which not in schemas:
+        raise EdgeshipError(f"no schema named {which!r}", "use report or recipe")
+    emit_json(schemas[which]())
 
 
 if __name__ == "__main__":

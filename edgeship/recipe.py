@@ -204,3 +204,11 @@ def parse_recipe(source: RecipeSource) -> tuple[Recipe, str]:
         return Recipe.model_validate(raw), where
     except ValidationError as e:
         raise EdgeshipError(format_validation_error(e, where, Recipe), "see the recipe reference in README.md") from None
+
+
+def json_schema() -> dict:
+    """The JSON schema of a recipe (for editors that complete YAML against a schema)."""
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edgeship recipe"
+    return schema

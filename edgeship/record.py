@@ -5,7 +5,7 @@ This module owns the schema, where a run lives (``resolve``), reading it (``RunR
 the wrong shape is one line naming the key) and writing it (``RunRecord.save``: a temporary file in the
 same directory, then an atomic rename, so a reader never sees half a file). Nothing else parses or
 writes report.json. ``docs/report.schema.json`` is generated from these models
-(``python -m edgeship.record > docs/report.schema.json``; a test keeps it current).
+(``edgeship schema report > docs/report.schema.json``; a test keeps it current).
 
 Floats that cannot be measured are null, never NaN or infinity (JSON has neither).
 """
@@ -363,6 +363,3 @@ def json_schema() -> dict:
     schema["title"] = "edgeship run record (runs/<name>/report.json)"
     return schema
 
-
-if __name__ == "__main__":
-    print(json.dumps(json_schema(), indent=2))

@@ -62,6 +62,8 @@ class Pass:
     # what the pass does to the module, when that needs a Python nn.Module (checked before any work)
     needs_module: ClassVar[str] = ""
     torchscript_ok: ClassVar[bool] = False
+    # a small working config (docs and the pass template test run it): ``{"name": <pass>, **example}``
+    example: ClassVar[dict[str, Any]] = {}
     registry: ClassVar[dict[str, type[Pass]]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:

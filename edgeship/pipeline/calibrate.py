@@ -26,6 +26,7 @@ class CalibrateConfig(PassConfig):
 class Calibrate(Pass):
     name = "calibrate"
     Config = CalibrateConfig
+    example = {"samples": 128, "method": "percentile"}
 
     @classmethod
     def planned_quant(cls, config: CalibrateConfig, seed: int) -> QuantSettings:

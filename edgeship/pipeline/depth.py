@@ -71,6 +71,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 class DropBlocks(Pass):
     name = "drop_blocks"
     Config = DropBlocksConfig
+    example = {"blocks": 1, "samples": 64}
     needs_module = "depth pruning"
 
     def run(self, model: nn.Module, config: DropBlocksConfig, ctx: PassContext) -> PassResult:

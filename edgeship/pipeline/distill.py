@@ -10,6 +10,7 @@ in the config (``teacher: {zoo|factory|torchscript|exported, args, weights}``, t
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 from pydantic import Field
@@ -28,10 +29,12 @@ class DistillConfig(TrainConfig):
 class Distill(Pass):
     name = "distill"
     Config = DistillConfig
+    example = {"epochs": 1}
     needs_module = "distillation"
     torchscript_ok = True
 
     def run(self, model: nn.Module, config: DistillConfig, ctx: PassContext) -> PassResult:
+        model = copy.deepcopy(model)  # the student trains; the model the pass was given stays as it was
         teacher = resolve_teacher(config.teacher, ctx, model)
         hist = finetune(model, config, ctx, teacher)
         return PassResult(model, {"alpha": config.alpha, "temperature": config.temperature, **hist})

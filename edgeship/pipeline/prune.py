@@ -265,6 +265,7 @@ def channel_count(model: nn.Module) -> int:
 class Prune(Pass):
     name = "prune"
     Config = PruneConfig
+    example = {"macs_ratio": 0.6, "fine_tune": {"epochs": 1}}
     needs_module = "pruning"
 
     def run(self, model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult:

@@ -407,6 +407,7 @@ class QATConfig(TrainConfig):
 class QAT(Pass):
     name = "qat"
     Config = QATConfig
+    example = {"epochs": 1, "calib_samples": 128}
     needs_module = "QAT"
 
     @classmethod

@@ -54,6 +54,7 @@ class SparsifyConfig(PassConfig):
 class Sparsify(Pass):
     name = "sparsify"
     Config = SparsifyConfig
+    example = {"sparsity": 0.5}
     needs_module = "sparsify"
 
     def run(self, model: nn.Module, config: SparsifyConfig, ctx: PassContext) -> PassResult:
