@@ -1,17 +1,26 @@
-# The two commands: `make demo` runs the main job, `make test` runs the tests.
+# The two commands: `make demo` runs the main job, `make test` runs the checks and the tests (as CI does).
 # Both set everything up on first use (Debian packages, .venv, pinned dependencies).
 RECIPE ?= recipes/fashion_mnist.yaml
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-test clean
+.PHONY: demo test test-fast lint setup setup-test clean
 
 demo: setup
 	$(VENV)/bin/edgeship train $(RECIPE) --if-missing
 	$(VENV)/bin/edgeship export $(RECIPE)
 
-test: setup-test
+test: setup-test lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# the tests not marked slow, the slowest listed: the quick loop while working
+test-fast: setup-test
+	$(VENV)/bin/python -m pytest -m "not slow" --durations=15 $(PYTEST_ARGS)
+
+# ruff over the code (pyflakes, bugbear, isort, pyupgrade, complexity) and mypy over the contract modules
+lint: setup-test
+	$(VENV)/bin/ruff check edgeship tests benchmarks
+	$(VENV)/bin/mypy
 
 setup:
 	@scripts/bootstrap.sh run

@@ -45,8 +45,8 @@ def environment() -> dict:
     """Machine facts (edgeship.run.machine_facts), CPU features, load average and runtime versions."""
     from importlib import metadata
 
-    from edgeship.run import machine_facts
     from edgeship.devices.bench_runner import cpu_features
+    from edgeship.run import machine_facts
 
     try:
         features = cpu_features(Path("/proc/cpuinfo").read_text())

@@ -51,8 +51,7 @@ def recipe_for(name: str, base: dict, args) -> dict:
 
 
 def run_one(name: str, base: dict, args, tmp: Path) -> dict:
-    from edgeship.api import export
-    from edgeship.api import train
+    from edgeship.api import export, train
 
     recipe = recipe_for(name, base, args)
     path = tmp / f"{name}.yaml"

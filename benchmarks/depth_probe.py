@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from benchlib import RESULTS, ROOT, command_line, environment, loadavg, write_json
 
 DEMO = ROOT / "recipes" / "fashion_mnist.yaml"
@@ -117,7 +116,8 @@ def main(argv=None) -> int:
                 p["round_to"] = args.round_to
     shape = tuple(base["input"]["shape"])
     env = environment()
-    result = {"benchmark": "depth_probe", "command": command_line(), "recipe": str(args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe),
+    recipe_path = args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe
+    result = {"benchmark": "depth_probe", "command": command_line(), "recipe": str(recipe_path),
               "environment": env, "variants": []}
     with tempfile.TemporaryDirectory(prefix="depth-probe-") as tmp:
         tmp = Path(tmp)

@@ -53,18 +53,20 @@ def machine(env: dict) -> list[str]:
 def peers_section(d: dict) -> list[str]:
     m = d["method"]
     threads = [str(t) for t in m["threads"]]
-    out = [f"## edgeship against the peers' default flows{' (QUICK run: reduced settings, not a verdict)' if d['quick'] else ''}",
+    quick = " (QUICK run: reduced settings, not a verdict)" if d["quick"] else ""
+    out = [f"## edgeship against the peers' default flows{quick}",
            "", f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`.", ""]
     out += machine(d["environment"])
     out += [f"- Started {d['environment'].get('time_utc')} UTC; load average (1/5/15 min) at start "
             f"{d['environment'].get('loadavg')}, before the latency runs {d.get('loadavg_before_measuring')}, "
-            f"after {d.get('loadavg_after')}; latency runs took {d.get('measure_s')} s, the whole script {d.get('wall_s')} s.",
+            f"after {d.get('loadavg_after')}; latency runs took {d.get('measure_s')} s, the whole script "
+            f"{d.get('wall_s')} s.",
             "", "Method:", "",
             f"- Each artifact is benchmarked by edgeship's host measurement (`edgeship.targets.measure` -> "
             f"`bench_runner.py`): a fresh subprocess with only its runtime imported, {m['warmup']} warm-up runs, then "
             f"{m['runs']} timed runs at a fixed thread count ({', '.join(threads)}); {m['input']}.",
-            f"- Interleaving: {m['interleaving']}; {m['repeats']} repeats. p50 = {m['p50']}. Speed-up = {m['speedup']}. "
-            "Ratios, not absolute times, carry the claims (the machine is shared).",
+            f"- Interleaving: {m['interleaving']}; {m['repeats']} repeats. p50 = {m['p50']}. "
+            f"Speed-up = {m['speedup']}. Ratios, not absolute times, carry the claims (the machine is shared).",
             "- Top-1 on the recipe's test split with each artifact's own runtime (edgeship artifacts: the "
             "verification `edgeship export` runs; peers: the same data here).",
             "- Sizes: the artifact's files (sidecar `model.json` excluded).",
@@ -100,7 +102,8 @@ def peers_section(d: dict) -> list[str]:
                 "|---|---|---|---|" + "---|" * (3 * len(threads))]
         for r in (r for r in d["rows"] if r["model"] == name):
             if r["status"] != "ok":
-                out.append(f"| {r['runtime']} | {FLOW_NAMES[r['flow']]} | failed: {r.get('error')} |" + " |" * (2 + 3 * len(threads)))
+                out.append(f"| {r['runtime']} | {FLOW_NAMES[r['flow']]} | failed: {r.get('error')} |"
+                           + " |" * (2 + 3 * len(threads)))
                 continue
             size = "-" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1024:.0f}"
             out.append(f"| {r['runtime']} | {FLOW_NAMES[r['flow']]} | {pct(r.get('top1'))} | {size} | "
@@ -112,15 +115,15 @@ def peers_section(d: dict) -> list[str]:
             "Bar: >= 2.5x faster than the FP32 unpruned model on the same runtime, >= 1.3x faster than the peer's "
             "default flow at equal or better top-1, and within 0.5 pt of the FP32 baseline's top-1 (the FP32 "
             "artifact on the same runtime); speed bars at every measured thread count.", "",
-            "| model | runtime | vs FP32 | >= 2.5x | vs peer | >= 1.3x | top-1 % (peer) | >= peer | drop vs FP32 (pt) | "
-            "<= 0.5 pt | all |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| model | runtime | vs FP32 | >= 2.5x | vs peer | >= 1.3x | top-1 % (peer) | >= peer | "
+            "drop vs FP32 (pt) | <= 0.5 pt | all |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in d["bars"]:
         vf = " / ".join(x(b["speedup_vs_fp32"].get(t)) for t in threads)
         vp = " / ".join(x(b["speedup_vs_peer"].get(t)) for t in threads)
         out.append(f"| {b['model']} | {b['format']} | {vf} | {verdict(b['faster_2_5x_than_fp32'])} | {vp} | "
                    f"{verdict(b['faster_1_3x_than_peer'])} | {pct(b['top1'])} ({pct(b['peer_top1'])}) | "
-                   f"{verdict(b['top1_at_least_peer'])} | {b['drop_vs_fp32_pt']} | {verdict(b['within_0_5pt_of_fp32'])} | "
-                   f"{verdict(b['met'])} |")
+                   f"{verdict(b['top1_at_least_peer'])} | {b['drop_vs_fp32_pt']} | "
+                   f"{verdict(b['within_0_5pt_of_fp32'])} | {verdict(b['met'])} |")
     met = sum(b["met"] for b in d["bars"])
     out += ["", f"Speed-ups are given as {' / '.join(t + ' thread' + ('s' if t != '1' else '') for t in threads)}. "
             f"{met} of {len(d['bars'])} edgeship INT8 artifacts meet every bar.", ""]
@@ -130,18 +133,19 @@ def peers_section(d: dict) -> list[str]:
 def cost_section(d: dict) -> list[str]:
     e = d["export"]
     peak = max(e["peak_rss_mb_largest_process"], e["peak_pss_mb_tree_sampled"])
-    out = [f"## The pipeline's own cost{' (QUICK run: reduced settings, not a verdict)' if d['quick'] else ''}", "",
+    quick = " (QUICK run: reduced settings, not a verdict)" if d["quick"] else ""
+    out = [f"## The pipeline's own cost{quick}", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`: `edgeship {e['command']}` "
            f"on `{d['recipe']}` in a subprocess, stage cache empty, training excluded (the checkpoint existed or "
            f"was trained first), {d['threads']} torch threads.", ""]
     out += machine(d["environment"])
-    out += [f"- Started {d['environment'].get('time_utc')} UTC; load average at start {d['environment'].get('loadavg')}, "
-            f"at the end {e.get('loadavg_after')}.", "",
+    out += [f"- Started {d['environment'].get('time_utc')} UTC; load average at start "
+            f"{d['environment'].get('loadavg')}, at the end {e.get('loadavg_after')}.", "",
             f"Whole `edgeship export` (compression, lowering, verification on the test split, host measurement, "
             f"report): **{e['wall_s']:.1f} s** wall ({e['cpu_user_s']} s user + {e['cpu_sys_s']} s system CPU), "
             f"peak RSS **{e['peak_rss_mb_largest_process']:.0f} MB** in its largest process (wait4) and "
-            f"{e['peak_pss_mb_tree_sampled']:.0f} MB PSS for the whole process tree (sampled every {e.get('sample_s', 0.05) * 1000:.0f} ms); exit code "
-            f"{e['exit_code']}.", "",
+            f"{e['peak_pss_mb_tree_sampled']:.0f} MB PSS for the whole process tree (sampled every "
+            f"{e.get('sample_s', 0.05) * 1000:.0f} ms); exit code {e['exit_code']}.", "",
             f"Bar: under {d['bar']['wall_s'] / 60:.0f} minutes: {verdict(d['met']['wall'])} ({e['wall_s']:.0f} s); "
             f"under {d['bar']['peak_rss_mb'] / 1024:.0f} GiB: {verdict(d['met']['ram'])} ({peak:.0f} MB).", "",
             "| stage | wall s | peak PSS MB (process tree, sampled) |", "|---|---|---|"]
@@ -150,7 +154,8 @@ def cost_section(d: dict) -> list[str]:
     if rec.get("passes"):
         out += ["", "As recorded by export itself (report.json): "
                 + ", ".join(f"{p['stage']} {p['wall_s']} s" for p in rec["passes"]) + "; "
-                + ", ".join(f"{t['name']} lowered in {t['lower_s']} s" for t in rec.get("targets", []) if t.get("lower_s"))
+                + ", ".join(f"{t['name']} lowered in {t['lower_s']} s"
+                            for t in rec.get("targets", []) if t.get("lower_s"))
                 + "."]
     if rec.get("final_top1_test") is not None:
         arts = ", ".join(f"{k} {pct(v)}" for k, v in (rec.get("targets_top1_test") or {}).items())
@@ -166,15 +171,17 @@ def cost_section(d: dict) -> list[str]:
                 "issue's bar: every INT8 artifact at most 1/3.5 = 0.286 of the input model's." + verdict_line
                 + " For ONNX files, the bytes by content:", "",
                 "| target | format | precision | KiB | / FP32 of input | / FP32 of compressed | ONNX: int8 weights / "
-                "float (scales, biases) / zero points / graph, names, metadata (KiB) |", "|---|---|---|---|---|---|---|"]
+                "float (scales, biases) / zero points / graph, names, metadata (KiB) |",
+                "|---|---|---|---|---|---|---|"]
         for name, a in rec["artifact_sizes"].items():
             ob = a.get("onnx_bytes")
             parts = " / ".join(f"{ob[k] / 1024:.1f}" for k in ("int8_weights", "float", "zero_points",
                                                                "graph_names_metadata")) if ob else "-"
             r = a.get("size_vs_fp32") or {}
-            cell = lambda k: f"{r[k]:.3f}" if r.get(k) is not None else "-"  # noqa: E731
+            vs_input, vs_compressed = (f"{r[k]:.3f}" if r.get(k) is not None else "-"
+                                       for k in ("input_model", "compressed_model"))
             out.append(f"| {name} | {a['format']} | {a['precision']} | {a['size_bytes'] / 1024:.1f} | "
-                       f"{cell('input_model')} | {cell('compressed_model')} | {parts} |")
+                       f"{vs_input} | {vs_compressed} | {parts} |")
     return out + [""]
 
 
@@ -200,7 +207,8 @@ def sweep_section(results: Path) -> list[str]:
     out = ["## Depth and width sweep", "",
            "Each file in `benchmarks/results/sweep/` is a full `benchmarks/peers.py` run (same method as above) of "
            "one recipe from `benchmarks/recipes/sweep/` (`--recipe NAME=benchmarks/recipes/sweep/NAME.yaml "
-           "--models NAME`; `uniform_nearest_rounding.json` ran two, named in their headers). Passes: `drop N` = drop_blocks blocks, `prune r/k` = prune macs_ratio (of what "
+           "--models NAME`; `uniform_nearest_rounding.json` ran two, named in their headers). Passes: `drop N` = "
+           "drop_blocks blocks, `prune r/k` = prune macs_ratio (of what "
            "drop_blocks left) / round_to, `KD e` = distill epochs; all end with the demo's QAT. Speed-ups 1 thread "
            "/ 2 threads; bars as above. FP32 top-1 tells the checkpoints apart: a rerun uses the one in "
            "`checkpoints/` (what `edgeship train` writes today), so rows run on an earlier checkpoint do not "
@@ -216,13 +224,15 @@ def sweep_section(results: Path) -> list[str]:
         for name, m in d["models"].items():
             ratio = m["compressed"]["macs"] / m["fp32"]["macs"]
             for b in (b for b in d["bars"] if b["model"] == name):
-                checks = ("faster_2_5x_than_fp32", "faster_1_3x_than_peer", "top1_at_least_peer", "within_0_5pt_of_fp32")
+                checks = ("faster_2_5x_than_fp32", "faster_1_3x_than_peer", "top1_at_least_peer",
+                          "within_0_5pt_of_fp32")
                 met = [c for c in checks if b[c]]
                 mark = "" if b["format"] != "openvino" or d["method"].get("openvino_call") else " †"
                 rounding = "" if d["method"].get("prune_rounding") else " ‡"
                 sp = " / ".join(x(b["speedup_vs_fp32"].get(t)) for t in sorted(b["speedup_vs_fp32"])) + mark
                 pp = " / ".join(x(b["speedup_vs_peer"].get(t)) for t in sorted(b["speedup_vs_peer"])) + mark
-                out.append(f"| `{f.name}` | {pct(m['torch_fp32_top1'])} | {passes_summary(m['passes'])}{rounding} | {ratio:.3f} | {b['format']} | "
+                out.append(f"| `{f.name}` | {pct(m['torch_fp32_top1'])} | {passes_summary(m['passes'])}{rounding} | "
+                           f"{ratio:.3f} | {b['format']} | "
                            f"{pct(b['top1'])} ({pct(b['peer_top1'])}) | {sp} | {pp} | {len(met)} of 4 |")
     return out + [""]
 
@@ -243,7 +253,8 @@ def size_section(d: dict) -> list[str]:
             c = m["formats"].get(fmt) or {}
             r = c.get("ratio")
             cells.append("-" if r is None else f"{r:.3f}" + (" (met)" if c.get("bar_met") else ""))
-        out.append(f"| {m['model']} | {m['params']:,} | {m['weights_per_output_channel']} | " + " | ".join(cells) + " |")
+        out.append(f"| {m['model']} | {m['params']:,} | {m['weights_per_output_channel']} | "
+                   + " | ".join(cells) + " |")
     return out + [""]
 
 
@@ -251,7 +262,9 @@ def render(results: Path) -> str:
     out = ["# Benchmarks", "",
            "Generated by `benchmarks/make_report.py` from `benchmarks/results/*.json`; do not edit by hand "
            "(the discussion comes from `benchmarks/results/notes.md`). Rerun:", "",
-           "```", ".venv/bin/python benchmarks/peers.py           # ~12 min on 2 idle cores (~2.5 min when the stage cache holds the passes)",
+           "```",
+           ".venv/bin/python benchmarks/peers.py           # ~12 min on 2 idle cores (~2.5 min when the stage cache "
+           "holds the passes)",
            ".venv/bin/python benchmarks/pipeline_cost.py   # ~5 min",
            ".venv/bin/python benchmarks/size_scaling.py    # ~3 min", ".venv/bin/python benchmarks/make_report.py",
            "```", ""]

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from benchlib import RECIPES, RESULTS, ROOT, command_line, device_bytes, environment, loadavg, quick_recipe, write_json
 
 FORMATS = ("onnx", "openvino", "tflite")
@@ -170,9 +169,9 @@ def build_peers(recipe_path: Path, out: Path, samples: int, threads: int) -> lis
     """Every peer flow on the recipe's unpruned FP32 model; each verified on the test split."""
     import torch
 
+    from edgeship.api import load_recipe
     from edgeship.calibration.quant import QuantSettings
     from edgeship.pipeline.training import predict
-    from edgeship.api import load_recipe
     from edgeship.run import calib_subset, prepare
     from edgeship.targets.verify import compare, run_batched
 
@@ -234,8 +233,8 @@ def export_rows(recipe_path: Path, flow: str) -> tuple[list[dict], dict]:
 def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int, runs: int, warmup: int) -> None:
     """Round-robin over every contender (rotated each repeat so none always runs first), each thread
     count in turn; fills contender["p50_repeats"][threads] with one p50 per repeat."""
-    from edgeship.errors import TargetError
     from edgeship.devices.measure import RunArtifact, measure_host
+    from edgeship.errors import TargetError
 
     live = [c for c in contenders if c["status"] == "ok"]
     for c in live:

@@ -11,8 +11,9 @@ The recipe runs unchanged except its output, which goes to a temporary directory
 (beside the output) starts empty, so every pass really runs. `edgeship export` runs in a subprocess;
 its total wall time and peak RSS come from wait4 (ru_maxrss: the largest single process of its tree),
 and a sampler adds up the PSS of the whole process tree (export plus the host-measurement children; PSS
-so that pages a forked child shares with export count once) from /proc every 0.5 s. Stages are the intervals between the progress lines export prints (baseline, each
-pass, each target's lowering + verification, each host measurement); each stage's peak is the largest
+so that pages a forked child shares with export count once) from /proc every 0.5 s. Stages are the
+intervals between the progress lines export prints (baseline, each pass, each target's lowering +
+verification, each host measurement); each stage's peak is the largest
 tree RSS sampled in it. Writes benchmarks/results/pipeline_cost.json (pipeline_cost_quick.json with --quick).
 """
 
@@ -31,9 +32,17 @@ import time
 from pathlib import Path
 
 import yaml
-
-from benchlib import (ROOT, RESULTS, artifact_sizes, command_line, environment, loadavg, quick_recipe, size_bar,
-                      write_json)
+from benchlib import (
+    RESULTS,
+    ROOT,
+    artifact_sizes,
+    command_line,
+    environment,
+    loadavg,
+    quick_recipe,
+    size_bar,
+    write_json,
+)
 
 BAR = {"wall_s": 300.0, "peak_rss_mb": 4096.0}
 # Reading a 1.5 GB process's smaps_rollup walks its page tables under the mm lock; at 50 ms it cost the

@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from benchlib import RESULTS, ROOT, command_line, environment, write_json
 
 MODELS = {"mobilenetv2": ("mobilenetv2", {"width_mult": 1.0}), "resnet": ("resnet", {"depth": 20})}
@@ -107,8 +106,8 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     import torch
 
-    from edgeship.models.zoo import ZOO
     from edgeship.api import export
+    from edgeship.models.zoo import ZOO
 
     result = {"benchmark": "runner_overhead", "command": command_line(), "environment": environment(),
               "method": {"threads": args.threads, "runs": args.runs, "repeats": args.repeats,

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from benchlib import RESULTS, ROOT, command_line, device_bytes, environment, onnx_breakdown, write_json
 
 BAR = 1 / 3.5
@@ -76,9 +75,9 @@ def weights_per_channel(model) -> float:
 def measure(name: str, tmp: Path) -> dict:
     import torch
 
+    from edgeship.api import export
     from edgeship.models.load import model_stats
     from edgeship.models.zoo import ZOO
-    from edgeship.api import export
 
     zoo, zargs = MODELS[name]
     torch.manual_seed(0)

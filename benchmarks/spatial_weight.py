@@ -6,8 +6,9 @@ recipes in benchmarks/recipes/sweep/ with spatial_weight.)
     .venv/bin/python benchmarks/spatial_weight.py --weights 0 0.5 1 --macs 0.5 0.45
 
 The demo's structure: the MobileNetV2-style reference model (seeded weights: latency does not depend on
-them), the four blocks `drop_blocks` removes from the trained checkpoint, then `prune` to each macs_ratio with each spatial_weight (round_to 4, 3 steps, no
-fine-tuning), post-training INT8 for ONNX Runtime, OpenVINO and LiteRT with `edgeship export`. Each
+them), the four blocks `drop_blocks` removes from the trained checkpoint, then `prune` to each
+macs_ratio with each spatial_weight (round_to 4, 3 steps, no fine-tuning), post-training INT8 for
+ONNX Runtime, OpenVINO and LiteRT with `edgeship export`. Each
 artifact is timed by edgeship's bench_runner (a fresh subprocess, 1 thread, 300 runs), the artifacts
 interleaved and rotated over 5 repeats; speed-ups are the median over repeats of each repeat's ratio to the
 spatial_weight 0 model at the same macs_ratio. Writes benchmarks/results/spatial_weight.json.
@@ -23,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from benchlib import RESULTS, ROOT, command_line, environment, write_json
 
 FORMATS = ("onnx", "openvino", "tflite")
@@ -70,8 +70,8 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     import torch
 
-    from edgeship.models.zoo import ZOO
     from edgeship.api import export
+    from edgeship.models.zoo import ZOO
 
     rows: dict[tuple[float, float], dict] = {}
     with tempfile.TemporaryDirectory(prefix="spatial-weight-") as tmp:
@@ -101,8 +101,8 @@ def main(argv=None) -> int:
     for (macs, w), row in rows.items():
         base = rows[(macs, 0.0)]["p50_repeats"]
         row["p50_ms"] = {f: round(statistics.median(v), 4) for f, v in row["p50_repeats"].items()}
-        row["speedup_vs_uniform"] = {f: round(statistics.median(b / a for a, b in zip(row["p50_repeats"][f], base[f])), 3)
-                                     for f in FORMATS}
+        row["speedup_vs_uniform"] = {
+            f: round(statistics.median(b / a for a, b in zip(row["p50_repeats"][f], base[f])), 3) for f in FORMATS}
         print(f"macs_ratio {macs} spatial_weight {w}: MACs {row['macs']:,}, p50 {row['p50_ms']}, "
               f"vs uniform {row['speedup_vs_uniform']}", file=sys.stderr)
     write_json(args.out, {"benchmark": "spatial_weight", "command": command_line(), "environment": environment(),

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from benchlib import device_bytes, onnx_breakdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +73,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from edgeship.api import train
     from edgeship.calibration.quant import QuantSettings
     from edgeship.pipeline.training import predict, top1
     from edgeship.recipe import Recipe, TargetSpec
@@ -81,7 +81,6 @@ def main() -> int:
     from edgeship.targets import openvino as ov_backend
     from edgeship.targets.base import LowerContext, get_backend
     from edgeship.targets.verify import compare, run_batched
-    from edgeship.api import train
 
     r = recipe(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-targets-"))

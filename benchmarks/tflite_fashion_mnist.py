@@ -9,7 +9,8 @@ Bar: every INT8 file within 1 pt of the torch model's top-1 and at most 1/3.5 of
 
 Variants: the recipe as it is (its passes end with `qat`), and post-training quantization of the
 same pruned and distilled model (`qat` replaced by `calibrate`: min/max per-channel, per-tensor,
-percentile). The stage cache is shared, so pruning and distillation run once. Writes benchmarks/results/tflite_fashion_mnist.json.
+percentile). The stage cache is shared, so pruning and distillation run once. Writes
+benchmarks/results/tflite_fashion_mnist.json.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_default.json"))
     args = ap.parse_args()
 
-    from edgeship.run import machine_facts
     from edgeship.api import train
+    from edgeship.run import machine_facts
 
     recipe = yaml.safe_load(Path(args.recipe).read_text())
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,6 @@ the converters are imported by the functions that need them, so that `edgeship c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
 
 from edgeship.devices import budgets, catalog
 from edgeship.devices.profile import ProfileResult
@@ -32,7 +31,7 @@ from edgeship.recipe import Recipe, RecipeSource, parse_recipe
 from edgeship.record import RunRecord, Verdict
 from edgeship.targets.base import get_backend
 
-RunSource = Union[str, Path, RunRecord]
+RunSource = str | Path | RunRecord
 
 
 # ---------------------------------------------------------------- recipes
@@ -73,7 +72,7 @@ def _checked(source: RecipeSource) -> tuple[Recipe, str, list]:
 
 
 # ---------------------------------------------------------------- the main job
-def export(recipe: RecipeSource, *, targets: Optional[list[str]] = None, trust_pickle: bool = False,
+def export(recipe: RecipeSource, *, targets: list[str] | None = None, trust_pickle: bool = False,
            measure: bool = True, runs: int = 50, quiet: bool = False) -> RunRecord:
     """Compress the recipe's model, lower it to every target (or only ``targets``), verify each artifact with
     its own runtime, measure latency and memory on this machine (unless ``measure=False``), check the budgets
@@ -100,8 +99,8 @@ def load_run(run: RunSource) -> RunRecord:
     return run if isinstance(run, RunRecord) else RunRecord.load(run)
 
 
-def check(run: RunSource, source: Optional[str] = None, *, junit: Optional[Path] = None,
-          markdown: Optional[Path] = None, save: bool = True) -> Verdict:
+def check(run: RunSource, source: str | None = None, *, junit: Path | None = None,
+          markdown: Path | None = None, save: bool = True) -> Verdict:
     """The budget verdict of a run against ``source`` (device, host or estimate; default: device when the run
     has device measurements, else host). Saved into the run (``save``) and optionally written as a JUnit XML
     file and a Markdown summary for CI."""
@@ -119,9 +118,9 @@ def check(run: RunSource, source: Optional[str] = None, *, junit: Optional[Path]
     return verdict
 
 
-def profile(run: RunSource, *, targets: Optional[list[str]] = None, ssh: Optional[SshTarget] = None,
-            adb: Optional[AdbTarget] = None, estimate: bool = False, device: Optional[str] = None, runs: int = 50,
-            warmup: int = 5, threads: Optional[int] = None) -> ProfileResult:
+def profile(run: RunSource, *, targets: list[str] | None = None, ssh: SshTarget | None = None,
+            adb: AdbTarget | None = None, estimate: bool = False, device: str | None = None, runs: int = 50,
+            warmup: int = 5, threads: int | None = None) -> ProfileResult:
     """Measure a run's artifacts on this machine (default), on a device over SSH (``ssh=SshTarget(...)``) or
     adb, or estimate a catalog device's latency from the host measurement (``estimate=True``, marked as
     such). Measurements are stored in the run record and its report.html is refreshed."""

@@ -9,7 +9,6 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -96,7 +95,7 @@ def train(recipe: Path = typer.Argument(..., help="recipe YAML"),
 @app.command()
 @handle_errors
 def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
-           target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="export only this target (repeatable)"),
+           target: list[str] | None = typer.Option(None, "--target", "-t", help="export only this target (repeatable)"),
            trust_pickle: bool = typer.Option(False, "--trust-pickle",
                                              help="allow model files that need full unpickling (runs their code)"),
            no_measure: bool = typer.Option(False, "--no-measure", help="skip the host latency/RAM measurement"),
@@ -146,7 +145,7 @@ def init(path: Path = typer.Argument(Path("recipe.yaml"), help="where to write t
         out.print(f"wrote {written}: edit the lines marked <-- EDIT, then run `edgeship export {written}`")
 
 
-def _print_verdict(verdict: Optional[Verdict]) -> None:
+def _print_verdict(verdict: Verdict | None) -> None:
     if not verdict:
         return
     out.print(budgets.table(verdict))
@@ -180,26 +179,26 @@ def devices():
 @app.command()
 @handle_errors
 def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
-            ssh: Optional[str] = typer.Option(None, "--ssh", help="measure on user@host over ssh"),
-            ssh_port: Optional[int] = typer.Option(None, "--ssh-port", help="ssh port"),
-            ssh_identity: Optional[Path] = typer.Option(None, "--ssh-identity", help="private key file"),
-            ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh config file (ssh -F)"),
-            ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="KEY=VALUE for ssh -o (repeatable)"),
+            ssh: str | None = typer.Option(None, "--ssh", help="measure on user@host over ssh"),
+            ssh_port: int | None = typer.Option(None, "--ssh-port", help="ssh port"),
+            ssh_identity: Path | None = typer.Option(None, "--ssh-identity", help="private key file"),
+            ssh_config: Path | None = typer.Option(None, "--ssh-config", help="ssh config file (ssh -F)"),
+            ssh_option: list[str] | None = typer.Option(None, "--ssh-option", help="KEY=VALUE for ssh -o (repeatable)"),
             ssh_timeout: int = typer.Option(10, "--connect-timeout", help="ssh ConnectTimeout in seconds"),
             remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device (needs numpy "
                                               "and the runtime package)"),
-            adb: Optional[str] = typer.Option(None, "--adb", help="measure .tflite on this Android device serial"),
+            adb: str | None = typer.Option(None, "--adb", help="measure .tflite on this Android device serial"),
             adb_path: str = typer.Option("adb", "--adb-path", help="the adb binary"),
             benchmark_binary: str = typer.Option("/data/local/tmp/benchmark_model", "--benchmark-binary",
                                                  help="TFLite benchmark_model's path on the device"),
             estimate: bool = typer.Option(False, "--estimate", help="no device: estimate its latency from the host "
                                           "measurement (marked source: estimate)"),
-            device: Optional[str] = typer.Option(None, "--device", help="device profile to use (default: each "
+            device: str | None = typer.Option(None, "--device", help="device profile to use (default: each "
                                                  "target's device)"),
-            target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="only this target (repeatable)"),
+            target: list[str] | None = typer.Option(None, "--target", "-t", help="only this target (repeatable)"),
             runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact"),
             warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
-            threads: Optional[int] = typer.Option(None, "--threads", min=1, help="override the device profile's threads")):
+            threads: int | None = typer.Option(None, "--threads", min=1, help="override the device profile's threads")):
     """Measure a run's artifacts on the host, on a device (--ssh / --adb) or estimate (--estimate)."""
     ssh_t = None if ssh is None else SshTarget(ssh, ssh_port, str(ssh_identity) if ssh_identity else None,
                                                str(ssh_config) if ssh_config else None, list(ssh_option or []),
@@ -208,7 +207,8 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
     res = api.profile(run, targets=target, ssh=ssh_t, adb=adb_t, estimate=estimate, device=device, runs=runs,
                       warmup=warmup, threads=threads)
     if STATE["json"]:
-        emit_json({"source": res.source, "measurements": {k: m.model_dump(mode="json") for k, m in res.measured.items()},
+        emit_json({"source": res.source,
+                   "measurements": {k: m.model_dump(mode="json") for k, m in res.measured.items()},
                    "errors": res.errors})
     else:
         out.print(_measurement_table(res))
@@ -239,10 +239,10 @@ def _measurement_table(res: ProfileResult) -> Table:
 @app.command()
 @handle_errors
 def check(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
-          source: Optional[str] = typer.Option(None, "--source", help="device, host or estimate (default: device when "
+          source: str | None = typer.Option(None, "--source", help="device, host or estimate (default: device when "
                                                "the run has device measurements, else host)"),
-          junit: Optional[Path] = typer.Option(None, "--junit", help="write a JUnit XML file (CI test report)"),
-          markdown: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown summary")):
+          junit: Path | None = typer.Option(None, "--junit", help="write a JUnit XML file (CI test report)"),
+          markdown: Path | None = typer.Option(None, "--markdown", help="write a Markdown summary")):
     """Check every target's budgets; exit 1 when any fails (the CI gate)."""
     verdict = api.check(run, source, junit=junit, markdown=markdown)
     if STATE["json"]:

@@ -11,12 +11,12 @@ Two measured causes of slowness on this kind of machine (see benchmarks/results/
 from __future__ import annotations
 
 import contextlib
-import warnings
 import ctypes
 import ctypes.util
 import os
 import sys
-from typing import Iterator
+import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,16 +29,16 @@ from edgeship.schema import Strict, format_validation_error
 class ModelSpec(Strict):
     """Exactly one of ``zoo``, ``factory``, ``torchscript``, ``exported``."""
 
-    zoo: Optional[str] = Field(None, description="reference model: small_cnn, resnet, mobilenetv2, dscnn")
-    factory: Optional[str] = Field(None, description="'package.module:function' returning an nn.Module")
-    torchscript: Optional[Path] = Field(None, description="a TorchScript file (torch.jit.save)")
-    exported: Optional[Path] = Field(None, description="a torch.export program (.pt2)")
+    zoo: str | None = Field(None, description="reference model: small_cnn, resnet, mobilenetv2, dscnn")
+    factory: str | None = Field(None, description="'package.module:function' returning an nn.Module")
+    torchscript: Path | None = Field(None, description="a TorchScript file (torch.jit.save)")
+    exported: Path | None = Field(None, description="a torch.export program (.pt2)")
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for zoo/factory")
-    weights: Optional[Path] = Field(None, description="state_dict or edgeship checkpoint for zoo/factory; "
+    weights: Path | None = Field(None, description="state_dict or edgeship checkpoint for zoo/factory; "
                                     "`edgeship train` writes it for zoo models")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSpec":
+    def _one_source(self) -> ModelSpec:
         given = [k for k in ("zoo", "factory", "torchscript", "exported") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of zoo, factory, torchscript, exported "
@@ -68,7 +68,7 @@ class InputSpec(Strict):
     preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
 
     @model_validator(mode="after")
-    def _check(self) -> "InputSpec":
+    def _check(self) -> InputSpec:
         if min(self.shape) <= 0:
             raise ValueError(f"shape values must be positive, got {self.shape}")
         c = self.shape[0]
@@ -89,11 +89,11 @@ class InputSpec(Strict):
 
 class DataSource(Strict):
     kind: Literal["fashion_mnist", "digits", "idx", "npz", "image_folder"]
-    path: Optional[Path] = Field(None, description="file or folder; fashion_mnist defaults to Debian's package")
-    labels_path: Optional[Path] = Field(None, description="idx only: the labels file")
+    path: Path | None = Field(None, description="file or folder; fashion_mnist defaults to Debian's package")
+    labels_path: Path | None = Field(None, description="idx only: the labels file")
 
     @model_validator(mode="after")
-    def _needs_path(self) -> "DataSource":
+    def _needs_path(self) -> DataSource:
         if self.kind in ("idx", "npz", "image_folder") and self.path is None:
             raise ValueError(f"data source kind {self.kind!r} needs a path")
         return self
@@ -101,12 +101,12 @@ class DataSource(Strict):
 
 class DataSpec(Strict):
     source: DataSource
-    test_source: Optional[DataSource] = Field(None, description="explicit test set; default: the source's "
+    test_source: DataSource | None = Field(None, description="explicit test set; default: the source's "
                                               "official test split, else test_fraction of the source")
     val_size: int = Field(5000, ge=0)
     calib_size: int = Field(1000, ge=1, description="calibration samples, drawn from the training partition")
-    train_size: Optional[int] = Field(None, ge=1)
-    test_size: Optional[int] = Field(None, ge=1)
+    train_size: int | None = Field(None, ge=1)
+    test_size: int | None = Field(None, ge=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
 
@@ -120,16 +120,16 @@ class TrainSpec(Strict):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     hflip: bool = Field(False, description="random horizontal flips (images only)")
-    threads: Optional[int] = Field(None, ge=1, description="torch threads; default: all cores")
+    threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     seed: int = 0
 
 
 class BudgetSpec(Strict):
-    latency_ms_p90: Optional[float] = Field(None, gt=0)
-    peak_ram_mb: Optional[float] = Field(None, gt=0)
-    model_size_kb: Optional[float] = Field(None, gt=0)
-    min_top1: Optional[float] = Field(None, ge=0, le=1)
-    max_accuracy_drop: Optional[float] = Field(None, ge=0, description="points of top-1 below the torch model")
+    latency_ms_p90: float | None = Field(None, gt=0)
+    peak_ram_mb: float | None = Field(None, gt=0)
+    model_size_kb: float | None = Field(None, gt=0)
+    min_top1: float | None = Field(None, ge=0, le=1)
+    max_accuracy_drop: float | None = Field(None, ge=0, description="points of top-1 below the torch model")
 
 
 class TargetSpec(Strict):
@@ -138,7 +138,7 @@ class TargetSpec(Strict):
     format: str = Field(description="a backend's format: onnx, openvino, tflite (the backend registry)")
     precision: str = Field("fp32", description="one of the format's precisions (the backend registry)")
     max_accuracy_drop: float = Field(1.0, ge=0, description="top-1 points the artifact may lose vs torch")
-    budgets: Optional[BudgetSpec] = None
+    budgets: BudgetSpec | None = None
 
 
 class PassSpec(BaseModel):
@@ -153,7 +153,7 @@ class Recipe(Strict):
     seed: int = 0
     model: ModelSpec
     input: InputSpec
-    labels: Optional[list[str]] = Field(None, description="class names; default: the data set's")
+    labels: list[str] | None = Field(None, description="class names; default: the data set's")
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     passes: list[PassSpec] = Field(default_factory=list)
@@ -163,7 +163,7 @@ class Recipe(Strict):
     output: Path = Field(description="the run directory")
 
     @model_validator(mode="after")
-    def _check(self) -> "Recipe":
+    def _check(self) -> Recipe:
         names = [t.name for t in self.targets]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -175,7 +175,7 @@ class Recipe(Strict):
 
 
 # ---------------------------------------------------------------- parsing
-RecipeSource = Union[str, Path, dict, Recipe]
+RecipeSource = str | Path | dict | Recipe
 
 
 def parse_recipe(source: RecipeSource) -> tuple[Recipe, str]:
@@ -203,7 +203,8 @@ def parse_recipe(source: RecipeSource) -> tuple[Recipe, str]:
     try:
         return Recipe.model_validate(raw), where
     except ValidationError as e:
-        raise EdgeshipError(format_validation_error(e, where, Recipe), "see the recipe reference in README.md") from None
+        raise EdgeshipError(format_validation_error(e, where, Recipe),
+                            "see the recipe reference in README.md") from None
 
 
 def json_schema() -> dict:

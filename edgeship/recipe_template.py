@@ -124,10 +124,10 @@ budgets:
 
 PASSES_NOTE = {  # which of the example passes a model kind admits (pipeline/base.py: needs_module, torchscript_ok)
     "factory": "",
-    "torchscript": "\n# A TorchScript model admits distill and calibrate only (prune, drop_blocks, qat and sparsify need the\n"
-                   "# Python module: use factory + weights for those).",
-    "exported": "\n# An exported (.pt2) program admits calibrate only (the other passes change or train a Python module:\n"
-                "# use factory + weights for those).",
+    "torchscript": "\n# A TorchScript model admits distill and calibrate only (prune, drop_blocks, qat and "
+                   "sparsify need the\n# Python module: use factory + weights for those).",
+    "exported": "\n# An exported (.pt2) program admits calibrate only (the other passes change or train a "
+                "Python module:\n# use factory + weights for those).",
 }
 
 

@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -46,13 +46,13 @@ class Open(Record):
 
 # ---------------------------------------------------------------- the run's inputs
 class Machine(Open):
-    hostname: Optional[str] = None
-    machine: Optional[str] = None
-    cpu: Optional[str] = None
-    cores: Optional[int] = None
-    python: Optional[str] = None
-    torch: Optional[str] = None
-    system: Optional[str] = None
+    hostname: str | None = None
+    machine: str | None = None
+    cpu: str | None = None
+    cores: int | None = None
+    python: str | None = None
+    torch: str | None = None
+    system: str | None = None
 
 
 class DataInfo(Record):
@@ -64,21 +64,21 @@ class DataInfo(Record):
 class ModelFacts(Record):
     """The torch model before the passes (``baseline``) or after them (``final``)."""
 
-    top1_val: Optional[float] = None
-    top1_test: Optional[float] = None
+    top1_val: float | None = None
+    top1_test: float | None = None
     params: int
-    macs: Optional[int] = None  # None: could not be counted
+    macs: int | None = None  # None: could not be counted
     size_fp32_bytes: int
-    model_hash: Optional[str] = None
+    model_hash: str | None = None
 
 
 class Stage(Record):
     """One pass as it ran (or came from the stage cache)."""
 
     stage: str  # "<position>:<pass name>"
-    top1_val: Optional[float] = None
+    top1_val: float | None = None
     params: int
-    macs: Optional[int] = None
+    macs: int | None = None
     size_fp32_bytes: int
     wall_s: float
     cached: bool = False
@@ -91,12 +91,12 @@ class Verification(Record):
     """An artifact run with its own runtime on the test split, compared with the torch model."""
 
     n: int
-    top1: Optional[float] = None
-    torch_top1: Optional[float] = None
-    agreement: Optional[float] = None
-    max_abs_logit_diff: Optional[float] = None
-    mean_abs_logit_diff: Optional[float] = None
-    accuracy_drop_pt: Optional[float] = None
+    top1: float | None = None
+    torch_top1: float | None = None
+    agreement: float | None = None
+    max_abs_logit_diff: float | None = None
+    mean_abs_logit_diff: float | None = None
+    accuracy_drop_pt: float | None = None
 
 
 class OpAudit(Open):
@@ -113,17 +113,17 @@ class SizeVsFP32(Record):
     """An INT8/FP16 artifact's files against the same format's FP32 artifact of each model."""
 
     bytes: int
-    input_model: Optional[float] = None
-    compressed_model: Optional[float] = None
+    input_model: float | None = None
+    compressed_model: float | None = None
 
 
 class SizeReference(Record):
     """The FP32 artifacts (bytes) the ratios refer to, per format; an error where one could not be made."""
 
-    input_model: Optional[int] = None
-    compressed_model: Optional[int] = None
-    input_model_error: Optional[str] = None
-    compressed_model_error: Optional[str] = None
+    input_model: int | None = None
+    compressed_model: int | None = None
+    input_model_error: str | None = None
+    compressed_model_error: str | None = None
 
 
 class Target(Record):
@@ -132,16 +132,16 @@ class Target(Record):
     format: str
     precision: str
     status: Literal["ok", "failed"]
-    error: Optional[str] = None
-    reference: Optional[str] = None  # which torch model it was lowered from and verified against
-    lower_s: Optional[float] = None
-    verify: Optional[Verification] = None
-    op_audit: Optional[OpAudit] = None
-    size_bytes: Optional[int] = None
-    artifact: Optional[str] = None  # the main file, relative to the run directory
+    error: str | None = None
+    reference: str | None = None  # which torch model it was lowered from and verified against
+    lower_s: float | None = None
+    verify: Verification | None = None
+    op_audit: OpAudit | None = None
+    size_bytes: int | None = None
+    artifact: str | None = None  # the main file, relative to the run directory
     files: list[str] = Field(default_factory=list)
-    wall_s: Optional[float] = None
-    size_vs_fp32: Optional[SizeVsFP32] = None
+    wall_s: float | None = None
+    size_vs_fp32: SizeVsFP32 | None = None
     carried_over: bool = False  # `export -t`: kept from the run before, not redone
 
     @property
@@ -154,56 +154,56 @@ class Measurement(Record):
     """Latency and memory of one artifact from one source; every number says where it came from."""
 
     source: Source
-    p50_ms: Optional[float] = None
-    p90_ms: Optional[float] = None
-    p99_ms: Optional[float] = None
-    mean_ms: Optional[float] = None
-    std_ms: Optional[float] = None
-    min_ms: Optional[float] = None
-    max_ms: Optional[float] = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
     samples_ms: list[float] = Field(default_factory=list)
-    load_ms: Optional[float] = None
-    first_run_ms: Optional[float] = None
-    peak_rss_mb: Optional[float] = None
-    rss_before_load_mb: Optional[float] = None
-    arena_mb: Optional[float] = None
-    size_bytes: Optional[int] = None
-    threads: Optional[int] = None
-    runs: Optional[int] = None
-    warmup: Optional[int] = None
-    runtime: Optional[str] = None
-    runtime_version: Optional[str] = None
-    input_shape: Optional[list[int]] = None
-    input_dtype: Optional[str] = None
-    inference_precision: Optional[str] = None
+    load_ms: float | None = None
+    first_run_ms: float | None = None
+    peak_rss_mb: float | None = None
+    rss_before_load_mb: float | None = None
+    arena_mb: float | None = None
+    size_bytes: int | None = None
+    threads: int | None = None
+    runs: int | None = None
+    warmup: int | None = None
+    runtime: str | None = None
+    runtime_version: str | None = None
+    input_shape: list[int] | None = None
+    input_dtype: str | None = None
+    inference_precision: str | None = None
     facts: dict[str, Any] = Field(default_factory=dict)  # what the measuring machine said about itself
-    method: Optional[str] = None  # how an estimate was made (None for a measurement)
-    device: Optional[str] = None  # the catalog device it was measured on or estimated for
-    transport: Optional[Literal["ssh", "adb"]] = None
-    remote: Optional[str] = None
-    remote_dir: Optional[str] = None
-    remote_python: Optional[str] = None
-    factor: Optional[float] = None  # estimates: the device factor applied
-    precision_class: Optional[str] = None
-    p50_method: Optional[str] = None
-    p90_method: Optional[str] = None
-    p99_method: Optional[str] = None
-    memory_method: Optional[str] = None
+    method: str | None = None  # how an estimate was made (None for a measurement)
+    device: str | None = None  # the catalog device it was measured on or estimated for
+    transport: Literal["ssh", "adb"] | None = None
+    remote: str | None = None
+    remote_dir: str | None = None
+    remote_python: str | None = None
+    factor: float | None = None  # estimates: the device factor applied
+    precision_class: str | None = None
+    p50_method: str | None = None
+    p90_method: str | None = None
+    p99_method: str | None = None
+    memory_method: str | None = None
 
 
 class BudgetResult(Record):
     target: str
     budget: str  # a BudgetSpec key, or "artifact" for a target that failed
-    limit: Optional[float] = None
-    value: Optional[float] = None
-    margin: Optional[float] = None
-    margin_pct: Optional[float] = None
+    limit: float | None = None
+    value: float | None = None
+    margin: float | None = None
+    margin_pct: float | None = None
     passed: bool
     source: str  # host, device, estimate (latency, RAM) or artifact (size, accuracy)
-    origin: Optional[str] = None  # where the limit came from: target, recipe, device <name>
-    unit: Optional[str] = None
-    basis: Optional[str] = None
-    note: Optional[str] = None
+    origin: str | None = None  # where the limit came from: target, recipe, device <name>
+    unit: str | None = None
+    basis: str | None = None
+    note: str | None = None
 
 
 class Verdict(Record):
@@ -211,7 +211,7 @@ class Verdict(Record):
     estimate: bool = False
     results: list[BudgetResult] = Field(default_factory=list)
     passed: bool
-    warning: Optional[str] = None
+    warning: str | None = None
 
 
 # ---------------------------------------------------------------- the record
@@ -232,10 +232,10 @@ class RunRecord(Record):
     targets: list[Target] = Field(default_factory=list)
     measurements: dict[str, dict[str, Measurement]] = Field(default_factory=dict)  # target -> source -> m
     measurement_errors: dict[str, dict[str, str]] = Field(default_factory=dict)  # target -> source -> error
-    budgets: Optional[Verdict] = None
-    wall_s: Optional[float] = None
+    budgets: Verdict | None = None
+    wall_s: float | None = None
 
-    _dir: Optional[Path] = PrivateAttr(default=None)
+    _dir: Path | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------ reading
     @property
@@ -263,7 +263,7 @@ class RunRecord(Record):
         """{source: measurement} of one target; empty when nothing was measured."""
         return self.measurements.get(target) or {}
 
-    def preferred_measurement(self, target: str) -> Optional[Measurement]:
+    def preferred_measurement(self, target: str) -> Measurement | None:
         """The device measurement where there is one, else the host's, else the estimate."""
         m = self.measurements_of(target)
         for source in SOURCE_PREFERENCE:
@@ -274,7 +274,7 @@ class RunRecord(Record):
     def budget_results(self, target: str) -> list[BudgetResult]:
         return [r for r in (self.budgets.results if self.budgets else []) if r.target == target]
 
-    def budget_verdict(self, target: str) -> Optional[bool]:
+    def budget_verdict(self, target: str) -> bool | None:
         """True all budgets met, False one missed, None no budget checked for this target."""
         results = self.budget_results(target)
         return None if not results else all(r.passed for r in results)
@@ -296,7 +296,7 @@ class RunRecord(Record):
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 
-    def save(self, run_dir: Optional[Path] = None) -> Path:
+    def save(self, run_dir: Path | None = None) -> Path:
         """Write report.json into ``run_dir`` (default: where it was read from) atomically."""
         d = Path(run_dir) if run_dir is not None else self.run_dir
         fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json.tmp", dir=d)

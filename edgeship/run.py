@@ -8,9 +8,7 @@ against the registries (``edgeship.api.load_recipe``); the API and the CLI call 
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
-import io
 import os
 import platform
 import shutil
@@ -18,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,14 +27,25 @@ from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.calibration.readers import check_calibration
 from edgeship.devices.measure import measure_and_check
 from edgeship.errors import EdgeshipError, TargetError
-from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save_module, set_eval
+from edgeship.models.load import build_model, clone_module, fp32_size_bytes, model_stats, save_module, set_eval
 from edgeship.pipeline.base import PassConfig, PassContext, check_model_for_passes, planned_quant
 from edgeship.pipeline.runner import StageCache, model_hash, run_passes
 from edgeship.pipeline.training import TensorData, predict, set_determinism, top1
 from edgeship.progress import info
 from edgeship.recipe import Recipe, TargetSpec
-from edgeship.record import (REPORT, DataInfo, Machine, ModelFacts, OpAudit, RunRecord, SizeReference, SizeVsFP32,
-                             Target, Verification, is_run_dir)
+from edgeship.record import (
+    REPORT,
+    DataInfo,
+    Machine,
+    ModelFacts,
+    OpAudit,
+    RunRecord,
+    SizeReference,
+    SizeVsFP32,
+    Target,
+    Verification,
+    is_run_dir,
+)
 from edgeship.report.html import write_report_html
 from edgeship.targets.base import FLOAT_PRECISIONS, LowerContext, get_backend
 from edgeship.targets.verify import compare, gate, run_batched
@@ -90,7 +99,7 @@ def calib_subset(calib: TensorData, quant: QuantSettings) -> np.ndarray:
 
 
 def export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, PassConfig]],
-           only: Optional[list[str]] = None, trust_pickle: bool = False, quiet: bool = False, measure: bool = True,
+           only: list[str] | None = None, trust_pickle: bool = False, quiet: bool = False, measure: bool = True,
            measure_runs: int = 50) -> RunRecord:
     """Run the whole job for a checked recipe and its validated pass configs; returns the run record (saved
     under the recipe's output). Bad input raises EdgeshipError before anything is written."""
@@ -261,17 +270,6 @@ def final_paths(text: str, tmp: Path, recipe: Recipe) -> str:
     return text.replace(str(tmp), str(recipe.output))
 
 
-def own_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """Each lowering gets its own copy: converters may change the module they are given (torch.onnx.export
-    rewrites a TorchScript module's graph in place, after which openvino.convert_model fails on it)."""
-    if isinstance(model, torch.jit.ScriptModule):  # a deepcopy shares the graphs (one compilation unit)
-        buf = io.BytesIO()
-        torch.jit.save(model, buf)
-        buf.seek(0)
-        return torch.jit.load(buf)
-    return copy.deepcopy(model)
-
-
 @dataclass
 class Reference:
     """The torch model a target is lowered from and verified against."""
@@ -283,7 +281,7 @@ class Reference:
 
 
 def references(compact: torch.nn.Module, logits: np.ndarray, quant: QuantSettings,
-               learned: Optional[LearnedQuantization], x_test: torch.Tensor) -> dict[str, Reference]:
+               learned: LearnedQuantization | None, x_test: torch.Tensor) -> dict[str, Reference]:
     """INT8 targets take the compact model as it is. After QAT, float targets take its float view
     (batch norm folded, fake quantization stripped, weights as QAT learned them): a float artifact
     must not carry quantize/dequantize pairs, and it is verified against that float model."""
@@ -306,7 +304,7 @@ class TargetJob:
     prep: Prepared
     tmp: Path
     logs: Path
-    learned: Optional[LearnedQuantization]
+    learned: LearnedQuantization | None
     x_test: np.ndarray
     y_test: np.ndarray
     quiet: bool
@@ -330,7 +328,7 @@ class TargetJob:
             ctx = self.context(t, ref.quant, self.logs / f"{t.name}.log", self.tmp / "work" / t.name)
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
             info(f"target {t.name}: lowering to {t.format} {t.precision}")
-            art = backend.lower(own_copy(ref.model), ctx, partial)
+            art = backend.lower(clone_module(ref.model), ctx, partial)
             rec.lower_s = round(time.perf_counter() - t0, 2)
             runner = backend.load(art, threads=self.recipe.train.threads)
             logits = run_batched(runner, self.x_test, label=t.name, quiet=self.quiet)
@@ -362,7 +360,8 @@ def _finite(v: Any) -> Any:
     return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
-def size_references(records: list[Target], models: dict[str, torch.nn.Module], job: TargetJob) -> dict[str, SizeReference]:
+def size_references(records: list[Target], models: dict[str, torch.nn.Module],
+                    job: TargetJob) -> dict[str, SizeReference]:
     """What each quantized or FP16 artifact's size compares with, in its own format: the FP32 artifact of
     the model the recipe started from (what the user would ship without edgeship) and of the compressed
     model (quantization's share alone). A run's own FP32 target of that format serves as the latter;
@@ -389,7 +388,7 @@ def size_references(records: list[Target], models: dict[str, torch.nn.Module], j
             ctx = job.context(spec, QuantSettings(seed=job.recipe.seed), job.logs / "size-references.log", work)
             try:
                 (work / "out").mkdir()
-                row[which] = get_backend(fmt, "fp32").lower(own_copy(model), ctx, work / "out").size_bytes()
+                row[which] = get_backend(fmt, "fp32").lower(clone_module(model), ctx, work / "out").size_bytes()
             except TargetError as e:
                 row[which] = None
                 row[f"{which}_error"] = final_paths(str(e), job.tmp, job.recipe)

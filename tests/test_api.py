@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, digits_recipe_dict, run_record
 
 import edgeship
 from edgeship import EdgeshipError, RunRecord
 from edgeship.recipe import Recipe
+from helpers import REPO, digits_recipe_dict, run_record
 
 
 # ---------------------------------------------------------------- recipes
@@ -26,7 +26,8 @@ def _targets(*specs) -> list[dict]:
     return [{"name": f"{f}-{p}", "format": f, "precision": p} for f, p in specs]
 
 
-@pytest.mark.parametrize("method,fmt,elsewhere", [("mse", "onnx", "openvino int8"), ("entropy", "openvino", "onnx int8"),
+@pytest.mark.parametrize("method,fmt,elsewhere", [("mse", "onnx", "openvino int8"),
+                                                  ("entropy", "openvino", "onnx int8"),
                                                   ("entropy", "tflite", "onnx int8")])
 def test_a_calibration_method_the_quantizer_lacks_is_refused_when_the_recipe_loads(tmp_path, method, fmt, elsewhere):
     r = digits_recipe_dict(tmp_path, passes=[{"name": "calibrate", "method": method}],
@@ -43,7 +44,8 @@ def test_a_calibration_method_the_quantizer_lacks_is_refused_when_the_recipe_loa
 
 
 @pytest.mark.parametrize("target,expected", [
-    ({"name": "x", "format": "coreml"}, r"targets.0 \(x\): unknown format 'coreml'. Fix: use one of: onnx, openvino, tflite"),
+    ({"name": "x", "format": "coreml"}, r"targets.0 \(x\): unknown format 'coreml'. "
+                                        r"Fix: use one of: onnx, openvino, tflite"),
     ({"name": "x", "format": "onnx", "precision": "fp16"}, r"targets.0 \(x\): format 'onnx' has no precision 'fp16'. "
                                                            r"Fix: use one of: fp32, int8"),
     ({"name": "x", "format": "onnx", "device": "pi"}, r"targets.0.device: unknown device 'pi'; allowed: .*rpi4")])
@@ -135,7 +137,8 @@ def test_the_readme_python_example_runs(tmp_path):
     script = tmp_path / "example.py"
     script.write_text(block.group(1))
     env = dict(os.environ, EDGESHIP_QUIET="1")
-    p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "runs" / "digits" / "report.json").is_file()
     assert "onnx-fp32" in p.stdout

@@ -136,7 +136,8 @@ def test_no_import_cycles():
                 if w == v:
                     break
             # a package importing its own submodules (torch2tf/__init__ re-exporting) is not a cycle
-            if len(comp) > 1 and not all(c.startswith(min(comp, key=len) + ".") or c == min(comp, key=len) for c in comp):
+            root = min(comp, key=len)
+            if len(comp) > 1 and not all(c.startswith(root + ".") or c == root for c in comp):
                 cycles.append(sorted(comp))
 
     for v in graph:
@@ -165,8 +166,9 @@ def test_device_runner_matches_the_backends():
     from edgeship.devices import bench_runner
     from edgeship.targets.base import formats
 
-    declared = formats()
+    declared = {fmt: cls for fmt, cls in formats().items() if cls.device_loader}  # the ones devices can run
     assert set(bench_runner.RUNTIMES) == set(declared) == set(bench_runner.LOADERS)
+    assert set(declared) == {"onnx", "openvino", "tflite"}
     for fmt, backend in declared.items():
         assert [tuple(x) for x in bench_runner.RUNTIMES[fmt]] == [tuple(x) for x in backend.runtime_modules], fmt
         assert bench_runner.LOADERS[fmt].__name__ == backend.device_loader, fmt
@@ -174,7 +176,8 @@ def test_device_runner_matches_the_backends():
     from edgeship.targets.base import backends
 
     for (fmt, _), cls in backends().items():
-        assert (cls.runtime_modules, cls.device_loader) == (declared[fmt].runtime_modules, declared[fmt].device_loader)
+        one = formats()[fmt]
+        assert (cls.runtime_modules, cls.device_loader) == (one.runtime_modules, one.device_loader), cls
 
 
 def test_device_runner_needs_nothing_but_the_standard_library_and_numpy():
@@ -205,7 +208,8 @@ def test_reading_commands_start_without_torch_or_a_converter(tmp_path):
 
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
-    run_record(targets=[{"name": "t", "format": "onnx", "precision": "fp32", "status": "ok", "size_bytes": 10}]).save(run)
+    run_record(targets=[{"name": "t", "format": "onnx", "precision": "fp32", "status": "ok",
+                         "size_bytes": 10}]).save(run)
     forbidden = sorted(HEAVY - {"matplotlib", "PIL"})
     for commands in ([["--help"]], [["devices"]], [["check", str(run)]], [["report", str(run)]]):
         code = START_UP.format(commands=commands, heavy=forbidden)
@@ -218,3 +222,56 @@ def test_reading_commands_start_without_torch_or_a_converter(tmp_path):
 def test_no_docstring_cites_files_outside_the_repository(name):
     text = MODULES[name].read_text()
     assert "../shared" not in text and "shared/spikes" not in text and "shared/seeds" not in text
+
+
+DOC_EXAMPLES = """
+import sys, re, json
+import numpy as np, torch
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+text = Path({doc!r}).read_text()
+for tag in ("example-pass", "example-backend"):
+    code = re.search(r"<!-- " + tag + r" -->\\s*```python\\n(.*?)```", text, re.S).group(1)
+    exec(compile(code, tag, "exec"), {{"__name__": "edgeship_doc_" + tag.replace("-", "_")}})
+
+from edgeship.pipeline.base import registry, validate_pass
+from edgeship.targets.base import get_backend
+from edgeship.errors import EdgeshipError
+from edgeship.models.zoo import ZOO
+
+# the pass: registered, its config strict, and it folds the batch norms of a real model without changing its outputs
+name, config = validate_pass(0, {{"name": "fold_bn"}})
+try:
+    validate_pass(0, {{"name": "fold_bn", "bogus": 1}})
+    raise SystemExit("fold_bn accepted an unknown key")
+except EdgeshipError:
+    pass
+model = ZOO["resnet"](in_channels=1, num_classes=10, input_size=(8, 8), depth=8).eval()
+x = torch.randn(4, 1, 8, 8)
+out = registry()["fold_bn"]().run(model, config, None)
+assert out.metrics["batch_norms_before"] > 0 and out.metrics["batch_norms_after"] == 0, out.metrics
+torch.testing.assert_close(out.model(x), model(x), atol=1e-4, rtol=1e-4)
+
+# the backend: registered, lowers, loads and agrees with torch
+from helpers import digits_recipe_dict  # noqa
+from edgeship.calibration.preprocess import Preprocessing
+from edgeship.calibration.quant import QuantSettings
+from edgeship.recipe import TargetSpec
+from edgeship.targets.base import Artifact, LowerContext
+tmp = Path({tmp!r})
+ctx = LowerContext(target=TargetSpec(name="ts", format="torchscript"), input_shape=(1, 8, 8),
+                   calib=x.numpy(), preprocessing=Preprocessing(), labels=tuple("abcdefghij"), quant=QuantSettings(),
+                   log_path=tmp / "log", work_dir=tmp)
+backend = get_backend("torchscript", "fp32")
+art = backend.lower(model, ctx, tmp)
+back = Artifact.from_sidecar(tmp / "model.json")
+np.testing.assert_allclose(backend.load(back)(x.numpy()), model(x).detach().numpy(), atol=1e-5)
+print("ok")
+"""
+
+
+def test_the_architecture_page_examples_register_and_run(tmp_path):
+    """docs/architecture.md's new pass and new backend, exactly as printed: one module each is all it takes."""
+    code = DOC_EXAMPLES.format(tests=str(REPO / "tests"), doc=str(REPO / "docs" / "architecture.md"), tmp=str(tmp_path))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]

@@ -77,7 +77,7 @@ def test_peers_results(bench_dir):
         assert ours["speedup_vs_peer"]["1"] == pytest.approx(statistics.median(ratios), rel=1e-3)
     bars = {b["format"]: b for b in d["bars"]}
     assert set(bars) == {"onnx", "openvino", "tflite"}
-    for fmt, b in bars.items():
+    for _fmt, b in bars.items():
         assert b["faster_2_5x_than_fp32"] == (b["speedup_vs_fp32"]["1"] >= 2.5)
         assert b["within_0_5pt_of_fp32"] == (b["drop_vs_fp32_pt"] <= 0.5)
         assert b["met"] == all(b[k] for k in ("faster_2_5x_than_fp32", "faster_1_3x_than_peer",

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers import digits_recipe_dict, write_recipe
 from edgeship.cli import app
+from helpers import digits_recipe_dict, write_recipe
 
 runner = CliRunner()
 
@@ -24,8 +22,8 @@ def assert_bad_input(result, *needles: str) -> str:
     assert result.exit_code == 2, (result.exit_code, result.output, result.stderr)
     text = result.stderr.strip()
     assert "Traceback" not in result.output + result.stderr
-    lines = [l for l in text.splitlines() if l.strip()]
-    assert len(lines) == 1 or all(l.startswith(" ") for l in lines[1:]), text  # one (soft-wrapped) line
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 or all(line.startswith(" ") for line in lines[1:]), text  # one (soft-wrapped) line
     assert text.startswith("error:"), text
     flat = " ".join(text.split())
     for n in needles:

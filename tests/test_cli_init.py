@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from edgeship.api import load_recipe
 from edgeship.calibration.datasets import load_digits
 from edgeship.cli import app
-from edgeship.api import load_recipe
 from edgeship.run import prepare
 
 MODEL_SRC = """
@@ -92,7 +91,8 @@ def user_data(tmp_path: Path, kind: str) -> dict[str, str]:
             "path/to/train-labels-idx1-ubyte": str(labels)[:-3]}
 
 
-SMALL = {"shape: [3, 32, 32]": "shape: [1, 8, 8]", "val_size: 500": "val_size: 100", "calib_size: 500": "calib_size: 100"}
+SMALL = {"shape: [3, 32, 32]": "shape: [1, 8, 8]", "val_size: 500": "val_size: 100",
+         "calib_size: 500": "calib_size: 100"}
 
 
 def with_example_passes(text: str) -> str:

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from helpers import factory_model, write_recipe, as_json
 from edgeship.cli import app
+from helpers import as_json, factory_model, write_recipe
 
 
 def test_export_writes_verified_onnx(tmp_path, digits_recipe):
@@ -256,7 +256,8 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
     assert "size reference: input model as FP32 onnx" in res.stdout + res.stderr
     html = (run / "report.html").read_text()
     assert f"<td>{s['input_model']:.2f}x / {s['compressed_model']:.2f}x</td>" in html
-    assert f"onnx {refs['onnx']['input_model'] / 1024:,.1f} KiB / {refs['onnx']['compressed_model'] / 1024:,.1f} KiB" in html
+    assert (f"onnx {refs['onnx']['input_model'] / 1024:,.1f} KiB / "
+            f"{refs['onnx']['compressed_model'] / 1024:,.1f} KiB") in html
 
 
 def test_without_passes_the_input_model_is_the_compressed_one(tmp_path, digits_recipe):

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import as_json
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgeship.cli import app
 from edgeship.api import export
+from edgeship.cli import app
 from edgeship.devices import budgets
 from edgeship.record import RunRecord
 from edgeship.report.html import ms, render_html
 from edgeship.report.plots import pareto_front
+from helpers import as_json
 
 
 @pytest.fixture
@@ -35,7 +35,8 @@ def run_dir(digits_recipe) -> Path:
 
 
 def embedded_pngs(text: str) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(b))) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', text)]
+    return [Image.open(io.BytesIO(base64.b64decode(b)))
+            for b in re.findall(r'src="data:image/png;base64,([^"]+)"', text)]
 
 
 # ---------------------------------------------------------------- the page itself

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgeship.models.zoo import ZOO
-from edgeship.pipeline.depth import removable_blocks
 from edgeship.api import load_recipe
+from edgeship.models.zoo import ZOO
 from edgeship.pipeline.base import validate_passes
+from edgeship.pipeline.depth import removable_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted([*ROOT.glob("recipes/*.yaml"), *ROOT.glob("benchmarks/recipes/**/*.yaml")])

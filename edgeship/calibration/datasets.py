@@ -32,7 +32,7 @@ class ArrayData:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, idx: np.ndarray) -> "ArrayData":
+    def subset(self, idx: np.ndarray) -> ArrayData:
         return ArrayData(self.x[idx], self.y[idx])
 
 
@@ -202,7 +202,8 @@ def load_image_folder(root: Path, channels: int, size: tuple[int, int]) -> tuple
 
 
 # ---------------------------------------------------------------- recipe-driven loading
-def load_source(src, channels: int, size: tuple[int, int]) -> tuple[ArrayData, ArrayData | None, tuple[str, ...] | None]:
+def load_source(src, channels: int,
+                size: tuple[int, int]) -> tuple[ArrayData, ArrayData | None, tuple[str, ...] | None]:
     """A recipe ``DataSource`` -> (pool, official test split or None, class names or None)."""
     kind = src.kind
     if kind == "fashion_mnist":

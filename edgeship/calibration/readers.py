@@ -13,7 +13,8 @@ the calibration split that ``QuantSettings.samples`` asks for.
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 

@@ -14,7 +14,6 @@ source) fails: a gate must not pass on no data. A verdict built on estimates say
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Optional
 
 from edgeship.devices.catalog import HOST
 from edgeship.devices.catalog import get as get_device
@@ -29,7 +28,7 @@ MEASURED = {"latency_ms_p90", "peak_ram_mb"}  # these depend on the source
 ESTIMATE_WARNING = "ESTIMATED latency (not measured on the device): a planning number, not a release gate"
 
 
-def effective(record: RunRecord, target: Target, measured_on: Optional[str] = None) -> dict[str, tuple[float, str]]:
+def effective(record: RunRecord, target: Target, measured_on: str | None = None) -> dict[str, tuple[float, str]]:
     """{key: (limit, where it came from)} for one target of a record's recipe. ``measured_on``: the device a
     device measurement or an estimate was made for, whose defaults then apply (an estimate for a Pi is
     judged by the Pi's limits even when the recipe's target names another device)."""
@@ -53,10 +52,11 @@ def default_source(record: RunRecord) -> str:
     return "device" if any("device" in m for m in record.measurements.values()) else "host"
 
 
-def _value(key: str, target: Target, meas: Optional[Measurement]) -> tuple[Optional[float], str]:
+def _value(key: str, target: Target, meas: Measurement | None) -> tuple[float | None, str]:
     v = target.verify
     if key == "latency_ms_p90":
-        return (meas.p90_ms if meas else None), (meas.p90_method if meas and meas.p90_method else "p90 of the timed runs")
+        return ((meas.p90_ms if meas else None),
+                (meas.p90_method if meas and meas.p90_method else "p90 of the timed runs"))
     if key == "peak_ram_mb":
         return (meas.peak_rss_mb if meas else None), "peak RSS of the benchmark process"
     if key == "model_size_kb":

@@ -11,7 +11,7 @@ import importlib.util
 import os
 import platform
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -30,7 +30,7 @@ class CpuSpec(Strict):
     arch: str
     model: str
     cores: int = Field(ge=1)
-    freq_ghz: Optional[float] = None
+    freq_ghz: float | None = None
     features: list[str] = Field(default_factory=list)
 
 
@@ -46,7 +46,8 @@ class DeviceProfile(Strict):
     connect: Literal["ssh", "adb", "local"]
     cpu: CpuSpec
     ram_mb: int = Field(ge=0)
-    formats: list[str] = Field(description="formats that suit the device (and that it has a runtime for)")
+    formats: list[str] = Field(default_factory=list, description="formats that suit the device (and that it has a "
+                               "runtime for); the host's are detected from the backends' runtime modules")
     threads: int = Field(ge=1, description="thread count to benchmark with")
     budgets: BudgetSpec = Field(default_factory=BudgetSpec)
     estimate: EstimateSpec
@@ -86,7 +87,7 @@ def _load_file(path: Path) -> DeviceProfile:
                             "fix the device profile (see the other files in edgeship/devices/profiles/)") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _catalog_files() -> dict[str, Path]:
     return {p.stem: p for p in sorted(CATALOG_DIR.glob("*.yaml"))}
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -51,7 +51,7 @@ class RunArtifact:
     main: str
 
 
-def run_artifacts(record: RunRecord, only: Optional[list[str]] = None) -> list[RunArtifact]:
+def run_artifacts(record: RunRecord, only: list[str] | None = None) -> list[RunArtifact]:
     """The run's OK artifacts (optionally only the named targets); none at all is bad input."""
     run_dir = record.run_dir
     targets = record.targets
@@ -80,7 +80,7 @@ def runner_args(python: str, runner: str, bundle: str, threads: int, runs: int, 
             "--warmup", str(int(warmup))]
 
 
-def parse_runner_output(stdout: str) -> Optional[dict]:
+def parse_runner_output(stdout: str) -> dict | None:
     """The runner's JSON line, or None when it printed none (it crashed before reporting)."""
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARKER):
@@ -106,11 +106,12 @@ def to_measurement(raw: dict, source: str, where: str = "", **extra: Any) -> Mea
                           "check the device's runner output; measurements must be finite numbers") from None
 
 
-def runner_failure(target: str, raw: Optional[dict], stderr: str, where: str, python: str) -> EdgeshipError:
+def runner_failure(target: str, raw: dict | None, stderr: str, where: str, python: str) -> EdgeshipError:
     """Turn a failed runner into one clear line (the missing package named)."""
     if raw and raw.get("error") == "missing_package":
         pkg = raw["package"]
-        problem = (f"{target}: {where} has no Python package {pkg} (module {raw['module']}) for {raw.get('python') or python}")
+        problem = (f"{target}: {where} has no Python package {pkg} (module {raw['module']}) "
+                   f"for {raw.get('python') or python}")
         fix = f"on {where}: {python} -m pip install {pkg}"
         return EdgeshipError(problem, fix) if pkg == "numpy" else TargetError(problem, fix)
     msg = raw.get("message") if raw else (stderr.strip().splitlines() or ["no output"])[-1]
@@ -134,7 +135,7 @@ def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmu
     return to_measurement(raw, "host", "this machine")
 
 
-def measure_all_host(record: RunRecord, only: Optional[list[str]] = None, threads: Optional[int] = None,
+def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: int | None = None,
                      runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, quiet: bool = False) -> dict[str, str]:
     """Measure every OK artifact of ``record`` on the host and store it in the record; returns {target: error}."""
     t = threads or get_device(HOST).threads
@@ -153,7 +154,7 @@ def measure_all_host(record: RunRecord, only: Optional[list[str]] = None, thread
     return errors
 
 
-def measure_and_check(record: RunRecord, only: Optional[list[str]] = None, runs: int = DEFAULT_RUNS,
+def measure_and_check(record: RunRecord, only: list[str] | None = None, runs: int = DEFAULT_RUNS,
                       quiet: bool = False) -> None:
     """The end of `edgeship export`: host-measure the OK artifacts (of ``only``), then the budget
     verdict over every target of the record (source host)."""

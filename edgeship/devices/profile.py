@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from edgeship.devices import catalog, remote
 from edgeship.devices.estimate import estimate as estimate_one
@@ -27,11 +26,11 @@ class ProfileResult:
         return self.record.run_dir
 
 
-def _device_for(art: RunArtifact, override: Optional[str]) -> catalog.DeviceProfile:
+def _device_for(art: RunArtifact, override: str | None) -> catalog.DeviceProfile:
     return catalog.get(override or art.device or catalog.HOST)
 
 
-def _by_threads(arts: list[RunArtifact], device: Optional[str], threads: Optional[int]) -> dict[int, list[RunArtifact]]:
+def _by_threads(arts: list[RunArtifact], device: str | None, threads: int | None) -> dict[int, list[RunArtifact]]:
     """Group artifacts by the thread count their device profile benchmarks with."""
     groups: dict[int, list[RunArtifact]] = {}
     for a in arts:
@@ -39,10 +38,11 @@ def _by_threads(arts: list[RunArtifact], device: Optional[str], threads: Optiona
     return groups
 
 
-def profile(run: Path | str | RunRecord, targets: Optional[list[str]] = None, ssh: Optional[remote.SshTarget] = None,
-            adb: Optional[remote.AdbTarget] = None, estimate: bool = False, device: Optional[str] = None,
-            runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, threads: Optional[int] = None,
-            timeout: float = 600) -> ProfileResult:
+def profile(run: Path | str | RunRecord, targets: list[str] | None = None,
+            ssh: remote.SshTarget | None = None, adb: remote.AdbTarget | None = None, estimate: bool = False,
+            device: str | None = None, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
+            threads: int | None = None, timeout: float = 600) -> ProfileResult:
+    """Measure (or estimate) a run's artifacts at one place and store the results in its record."""
     if sum(x is not None and x is not False for x in (ssh, adb, estimate or None)) > 1:
         raise EdgeshipError("give only one of --ssh, --adb, --estimate", "profile one place at a time")
     if runs < 1 or (threads is not None and threads < 1) or warmup < 0:
@@ -52,40 +52,10 @@ def profile(run: Path | str | RunRecord, targets: Optional[list[str]] = None, ss
     record = run if isinstance(run, RunRecord) else RunRecord.load(run)
     arts = run_artifacts(record, targets)
     res = ProfileResult(record, "device" if (ssh or adb) else "estimate" if estimate else "host")
-
-    def shown(name: str, m: Measurement) -> None:
-        info(f"{res.source} {name}: p50 {m.p50_ms or 0:.3f} ms, p90 {m.p90_ms or 0:.3f} ms, "
-             f"peak RAM {m.peak_rss_mb or 0:.0f} MB, {m.threads} thread(s)")
-
     if ssh is not None or adb is not None:
-        for t, group in _by_threads(arts, device, threads).items():
-            if ssh is not None:
-                ok, bad = remote.profile_ssh(group, ssh, t, runs, warmup, timeout, on_result=shown)
-            else:
-                assert adb is not None
-                ok, bad = remote.profile_adb(group, adb, t, runs, warmup, timeout, on_result=shown)
-            for name, m in ok.items():
-                m.device = _device_for(next(a for a in group if a.name == name), device).name
-            res.measured.update(ok)
-            res.errors.update(bad)
+        _on_device(res, arts, ssh, adb, device, threads, runs, warmup, timeout)
     elif estimate:
-        for a in arts:
-            dev = _device_for(a, device)
-            if dev.name == catalog.HOST:
-                info(f"{a.name}: its device is the host, nothing to estimate (skipped)")
-                continue
-            host = record.measurements_of(a.name).get("host")
-            if host is None or host.threads != 1:
-                measure_all_host(record, [a.name], threads=1, runs=runs, warmup=warmup, quiet=True)
-                host = record.measurements_of(a.name).get("host")
-                if host is None:
-                    res.errors[a.name] = f"{a.name}: no host measurement to estimate from"
-                    continue
-            res.measured[a.name] = estimate_one(host, dev, a.precision, a.name)
-            shown(a.name, res.measured[a.name])
-        if not res.measured and not res.errors:
-            raise EdgeshipError("nothing to estimate: every target's device is the host",
-                                "pass --device NAME (see `edgeship devices`) or set `device:` on the targets")
+        _estimated(res, arts, device, runs, warmup)
     else:
         # the host profile's thread count (1) for every artifact: host numbers stay comparable
         res.errors.update(measure_all_host(record, [a.name for a in arts], threads=threads, runs=runs, warmup=warmup))
@@ -96,3 +66,49 @@ def profile(run: Path | str | RunRecord, targets: Optional[list[str]] = None, ss
         record.store_error(name, res.source, e)
     record.save()
     return res
+
+
+def _shown(source: str, name: str, m: Measurement) -> None:
+    info(f"{source} {name}: p50 {m.p50_ms or 0:.3f} ms, p90 {m.p90_ms or 0:.3f} ms, "
+         f"peak RAM {m.peak_rss_mb or 0:.0f} MB, {m.threads} thread(s)")
+
+
+def _on_device(res: ProfileResult, arts: list[RunArtifact], ssh: remote.SshTarget | None,
+               adb: remote.AdbTarget | None, device: str | None, threads: int | None, runs: int, warmup: int,
+               timeout: float) -> None:
+    """Over ssh or adb, one group per thread count; each measurement names the catalog device it stands for."""
+    def shown(name: str, m: Measurement) -> None:
+        _shown(res.source, name, m)
+
+    for t, group in _by_threads(arts, device, threads).items():
+        if ssh is not None:
+            ok, bad = remote.profile_ssh(group, ssh, t, runs, warmup, timeout, on_result=shown)
+        else:
+            assert adb is not None
+            ok, bad = remote.profile_adb(group, adb, t, runs, warmup, timeout, on_result=shown)
+        for name, m in ok.items():
+            m.device = _device_for(next(a for a in group if a.name == name), device).name
+        res.measured.update(ok)
+        res.errors.update(bad)
+
+
+def _estimated(res: ProfileResult, arts: list[RunArtifact], device: str | None, runs: int, warmup: int) -> None:
+    """Each artifact whose device is not the host, from its 1-thread host measurement (taken when missing)."""
+    record = res.record
+    for a in arts:
+        dev = _device_for(a, device)
+        if dev.name == catalog.HOST:
+            info(f"{a.name}: its device is the host, nothing to estimate (skipped)")
+            continue
+        host = record.measurements_of(a.name).get("host")
+        if host is None or host.threads != 1:
+            measure_all_host(record, [a.name], threads=1, runs=runs, warmup=warmup, quiet=True)
+            host = record.measurements_of(a.name).get("host")
+            if host is None:
+                res.errors[a.name] = f"{a.name}: no host measurement to estimate from"
+                continue
+        res.measured[a.name] = estimate_one(host, dev, a.precision, a.name)
+        _shown(res.source, a.name, res.measured[a.name])
+    if not res.measured and not res.errors:
+        raise EdgeshipError("nothing to estimate: every target's device is the host",
+                            "pass --device NAME (see `edgeship devices`) or set `device:` on the targets")

@@ -21,9 +21,15 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-from edgeship.devices.measure import RUNNER, RunArtifact, parse_runner_output, runner_args, runner_failure, to_measurement
+from edgeship.devices.measure import (
+    RUNNER,
+    RunArtifact,
+    parse_runner_output,
+    runner_args,
+    runner_failure,
+    to_measurement,
+)
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.record import Measurement
 
@@ -35,9 +41,9 @@ DEST = re.compile(r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9][A-Za-z0-9.
 @dataclass
 class SshTarget:
     dest: str  # user@host or host
-    port: Optional[int] = None
-    identity: Optional[str] = None
-    config: Optional[str] = None  # ssh -F FILE
+    port: int | None = None
+    identity: str | None = None
+    config: str | None = None  # ssh -F FILE
     options: list[str] = field(default_factory=list)  # KEY=VALUE, passed as -o; they win over the defaults
     connect_timeout: int = 10
     python: str = "python3"  # the device's Python (with numpy and the runtime package)
@@ -46,10 +52,12 @@ class SshTarget:
 
     def __post_init__(self):
         if not DEST.match(self.dest):
-            raise EdgeshipError(f"not an ssh destination: {self.dest!r}", "give user@host or host (no spaces, no leading '-')")
+            raise EdgeshipError(f"not an ssh destination: {self.dest!r}",
+                                "give user@host or host (no spaces, no leading '-')")
         for o in self.options:
             if "=" not in o or o.startswith("-"):
-                raise EdgeshipError(f"--ssh-option {o!r} is not KEY=VALUE", "e.g. --ssh-option UserKnownHostsFile=~/.ssh/ci_hosts")
+                raise EdgeshipError(f"--ssh-option {o!r} is not KEY=VALUE",
+                                    "e.g. --ssh-option UserKnownHostsFile=~/.ssh/ci_hosts")
 
     def _common(self) -> list[str]:
         args = []
@@ -85,7 +93,8 @@ def _run(cmd: list[str], target: SshTarget, timeout: float, what: str) -> subpro
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
-        raise EdgeshipError(f"{cmd[0]} not found on this machine", "install the OpenSSH client (Debian: openssh-client)") from None
+        raise EdgeshipError(f"{cmd[0]} not found on this machine",
+                            "install the OpenSSH client (Debian: openssh-client)") from None
     except subprocess.TimeoutExpired:
         raise EdgeshipError(f"{what} on {target.where} did not finish within {timeout:.0f} s",
                             "check the device is up and not overloaded, or raise --ssh-timeout") from None
@@ -100,7 +109,8 @@ def _ssh_fix(reason: str, t: SshTarget) -> str:
     r = reason.lower()
     if "host key verification failed" in r or "no matching host key" in r:
         port = f"-p {t.port} " if t.port else ""
-        return f"add the device's host key to known_hosts (ssh-keyscan {port}{t.dest.split('@')[-1]} >> ~/.ssh/known_hosts, then verify it)"
+        return (f"add the device's host key to known_hosts (ssh-keyscan {port}{t.dest.split('@')[-1]} "
+                ">> ~/.ssh/known_hosts, then verify it)")
     if "permission denied" in r:
         return "install your public key on the device (ssh-copy-id) or pass --ssh-identity KEY"
     return "check the host name, port (--ssh-port) and that sshd runs on the device"
@@ -127,7 +137,8 @@ def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: 
     remote_dir = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
     if p.returncode != 0 or not SAFE_REMOTE_DIR.match(remote_dir):
         raise EdgeshipError(f"could not create a temporary directory on {target.where}: "
-                            f"{(p.stderr.strip() or remote_dir or 'no output')[:200]}", "check the device's /tmp or $TMPDIR")
+                            f"{(p.stderr.strip() or remote_dir or 'no output')[:200]}",
+                            "check the device's /tmp or $TMPDIR")
     results, errors = {}, {}
     try:
         with tempfile.TemporaryDirectory(prefix="edgeship-bundle-") as tmp:
@@ -138,7 +149,8 @@ def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: 
                                     "check free space on the device")
         rb = f"{remote_dir}/bundle"
         for a in arts:
-            cmd = quote_cmd(runner_args(target.python, f"{rb}/bench_runner.py", f"{rb}/{a.name}", threads, runs, warmup))
+            cmd = quote_cmd(runner_args(target.python, f"{rb}/bench_runner.py", f"{rb}/{a.name}", threads, runs,
+                                        warmup))
             p = _run(target.ssh_cmd(cmd), target, timeout, f"benchmarking {a.name}")
             if p.returncode == 127:
                 raise EdgeshipError(f"{target.python} not found on {target.where}",
@@ -218,7 +230,8 @@ def parse_benchmark_model(text: str) -> dict:
     for ln in lines:
         m = re.search(r"inference timings in us:(.*)", ln, re.IGNORECASE)
         if m:
-            parts = dict((k.strip().lower(), float(v)) for k, v in re.findall(rf"([A-Za-z() ]+):\s*({_NUM})", m.group(1)))
+            parts = dict((k.strip().lower(), float(v))
+                         for k, v in re.findall(rf"([A-Za-z() ]+):\s*({_NUM})", m.group(1)))
             out.update(init_ms=_ms(parts.get("init")), first_ms=_ms(parts.get("first inference")),
                        warmup_avg_ms=_ms(parts.get("warmup (avg)") or parts.get("warmup")),
                        avg_ms=_ms(parts.get("inference (avg)") or parts.get("no stats")))
@@ -244,13 +257,14 @@ def parse_benchmark_model(text: str) -> dict:
     timed = stats[-1]
     out.update(count=timed["count"], mean_ms=_ms(timed.get("avg")), std_ms=_ms(timed.get("std")),
                min_ms=_ms(timed.get("min")), max_ms=_ms(timed.get("max")), median_ms=_ms(timed.get("median")),
-               p5_ms=_ms(timed.get("p5")), p95_ms=_ms(timed.get("p95")), warmup_count=stats[0]["count"] if len(stats) > 1 else 0)
+               p5_ms=_ms(timed.get("p5")), p95_ms=_ms(timed.get("p95")),
+               warmup_count=stats[0]["count"] if len(stats) > 1 else 0)
     if out["avg_ms"] is None:
         out["avg_ms"] = out["mean_ms"]
     return out
 
 
-def _ms(us) -> Optional[float]:
+def _ms(us) -> float | None:
     return None if us is None else round(float(us) / 1000.0, 4)
 
 
@@ -260,7 +274,8 @@ def adb_measurement(parsed: dict, size_bytes: int, threads: int, facts: dict) ->
     if parsed.get("p95_ms") is not None:
         p90, p90_method = parsed["p95_ms"], "p95 reported by benchmark_model (an upper bound of p90)"
     else:
-        p90, p90_method = round(mean + 1.2816 * std, 4), "mean + 1.28 std (normal approximation; benchmark_model reports no percentiles)"
+        p90, p90_method = (round(mean + 1.2816 * std, 4),
+                           "mean + 1.28 std (normal approximation; benchmark_model reports no percentiles)")
     p50 = parsed["median_ms"] if parsed.get("median_ms") is not None else mean
     peak = parsed.get("peak_memory_mb") or parsed.get("memory_overall_mb")
     return Measurement(source="device", p50_ms=p50, p90_ms=p90, p99_ms=parsed["max_ms"], mean_ms=mean, std_ms=std,
@@ -268,7 +283,8 @@ def adb_measurement(parsed: dict, size_bytes: int, threads: int, facts: dict) ->
                        first_run_ms=parsed["first_ms"], peak_rss_mb=peak, arena_mb=None, size_bytes=size_bytes,
                        threads=parsed.get("threads") or threads, runs=parsed["count"],
                        runtime="tflite benchmark_model", transport="adb",
-                       p50_method="median reported" if parsed.get("median_ms") is not None else "mean (no median reported)",
+                       p50_method=("median reported" if parsed.get("median_ms") is not None
+                                   else "mean (no median reported)"),
                        p90_method=p90_method, p99_method="max of the timed runs (an upper bound)",
                        memory_method="benchmark_model memory footprint (MB), approximate", facts=facts)
 
@@ -308,7 +324,8 @@ def profile_adb(arts: list[RunArtifact], target: AdbTarget, threads: int, runs: 
     errors = {a.name: f"{a.name}: --adb runs TFLite's benchmark_model; this is a {a.format} artifact (skipped)"
               for a in arts if a.format != "tflite"}
     if not tfl:
-        raise EdgeshipError("--adb measures .tflite artifacts and the run has none", "add a tflite target to the recipe")
+        raise EdgeshipError("--adb measures .tflite artifacts and the run has none",
+                            "add a tflite target to the recipe")
     facts = parse_adb_facts(run(target.facts_cmd(), "reading device facts").stdout)
     run(target.mkdir_cmd(), "mkdir")
     results = {}
@@ -316,13 +333,14 @@ def profile_adb(arts: list[RunArtifact], target: AdbTarget, threads: int, runs: 
         try:
             p = run(target.push_cmd(a.dir / a.main, a.name), "push")
             if p.returncode != 0:
-                raise TargetError(f"{a.name}: adb push failed: {p.stderr.strip()[:200]}", "check free space on the device")
+                raise TargetError(f"{a.name}: adb push failed: {p.stderr.strip()[:200]}",
+                                  "check free space on the device")
             p = run(target.bench_cmd(a.name, threads, runs, warmup), "benchmark_model")
             text = p.stdout + "\n" + p.stderr
             if "not found" in text and "count=" not in text:
                 raise EdgeshipError(f"benchmark_model not found at {target.benchmark_binary} on {target.serial}",
-                                    "push TFLite's benchmark_model binary there (adb push ... && adb shell chmod +x ...) "
-                                    "or pass --benchmark-binary")
+                                    "push TFLite's benchmark_model binary there "
+                                    "(adb push ... && adb shell chmod +x ...) or pass --benchmark-binary")
             parsed = parse_benchmark_model(text)
             results[a.name] = adb_measurement(parsed, (a.dir / a.main).stat().st_size, threads,
                                               {**facts, "serial": target.serial})

@@ -3,8 +3,6 @@ translate one (TFLite) or name the layer an unsupported operator sits in (ONNX, 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.fx as fx
 from torch import nn
@@ -61,7 +59,7 @@ def op_name(node: fx.Node, gm: fx.GraphModule) -> str:
     return f"{mod + '.' if mod and not mod.startswith('_') else ''}{getattr(t, '__name__', str(t))}"
 
 
-def layer_of_op(model: nn.Module, op: str) -> Optional[str]:
+def layer_of_op(model: nn.Module, op: str) -> str | None:
     """Best effort: the layer (module path) where ``op`` (a converter's name such as ``aten::fft_rfft`` or
     ``qa::mysquash``) is called, from an fx trace of the model; None when it cannot be told."""
     base = op.split("::")[-1].split(".")[0]

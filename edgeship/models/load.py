@@ -3,13 +3,15 @@ file or a ``torch.export`` program. Every failure is one line naming the problem
 
 from __future__ import annotations
 
+import copy
 import importlib
+import io
 import pickle
 import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -154,12 +156,25 @@ class Frozen(nn.Module):
         super().__init__()
         self.module = module
 
-    def train(self, mode: bool = True) -> "Frozen":
+    def train(self, mode: bool = True) -> Frozen:
         self.training = False
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
+
+
+def clone_module(model: nn.Module) -> nn.Module:
+    """An independent copy: one a pass can train or a converter can change without touching the original
+    (torch.onnx.export rewrites a TorchScript module's graph in place, after which openvino.convert_model fails on
+    it). A TorchScript module is copied through its own format: a deepcopy shares its graphs (one compilation unit)
+    and its parameters come back as non-leaf tensors that an optimizer refuses."""
+    if isinstance(model, torch.jit.ScriptModule):
+        buf = io.BytesIO()
+        torch.jit.save(model, buf)
+        buf.seek(0)
+        return torch.jit.load(buf)
+    return copy.deepcopy(model)
 
 
 def exported_graph(model: nn.Module):
@@ -222,7 +237,7 @@ def model_stats(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int
     return {"params": int(params), "macs": int(macs) if macs else None}  # None: unknown
 
 
-def _aten_macs(model: nn.Module, input_shape: tuple[int, ...]) -> Optional[int]:
+def _aten_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
     """MACs of one sample from torch's FLOP counter (convolutions and matrix products: 2 FLOPs per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
 

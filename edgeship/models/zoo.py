@@ -7,7 +7,7 @@ batch norm, ReLU/ReLU6, residual add, concatenation-free pooling, linear.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ValidationError
@@ -40,12 +41,12 @@ class PassContext:
     data: dict  # split name -> pipeline.training.TensorData (preprocessed)
     preprocessing: Any  # calibration.preprocess.Preprocessing
     input_shape: tuple[int, ...]
-    teacher: Optional[nn.Module]
+    teacher: nn.Module | None
     work_dir: Path  # scratch space for this stage (logs, intermediate files)
     seed: int = 0
-    threads: Optional[int] = None
+    threads: int | None = None
     quiet: bool = False
-    quant: Optional[QuantSettings] = None  # decided by earlier passes, if any
+    quant: QuantSettings | None = None  # decided by earlier passes, if any
     stage: str = ""
 
 
@@ -53,7 +54,7 @@ class PassContext:
 class PassResult:
     model: nn.Module
     metrics: dict = field(default_factory=dict)
-    quant: Optional[QuantSettings] = None  # settings the targets must follow (calibrate, qat), else None
+    quant: QuantSettings | None = None  # settings the targets must follow (calibrate, qat), else None
 
 
 class Pass:
@@ -75,13 +76,13 @@ class Pass:
         raise NotImplementedError
 
     @classmethod
-    def planned_quant(cls, config: Any, seed: int) -> Optional[QuantSettings]:
+    def planned_quant(cls, config: Any, seed: int) -> QuantSettings | None:
         """The quantization settings this pass will hand the targets (``PassResult.quant``), from its config
         alone; None for a pass that decides none."""
         return None
 
     @classmethod
-    def learned_quantization(cls, model: nn.Module) -> Optional[LearnedQuantization]:
+    def learned_quantization(cls, model: nn.Module) -> LearnedQuantization | None:
         """For a pass that puts fake quantization into the model: its float view and learned ranges."""
         return None
 

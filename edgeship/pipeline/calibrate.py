@@ -5,7 +5,7 @@ own calibrator (min-max, percentile, entropy, MSE where it has one) and says so 
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field
 from torch import nn
@@ -20,7 +20,7 @@ class CalibrateConfig(PassConfig):
     percentile: float = Field(99.999, gt=50, le=100, description="for method: percentile")
     per_channel: bool = Field(True, description="per-channel weight scales (else per-tensor)")
     symmetric_activations: bool = False
-    seed: Optional[int] = Field(None, description="calibration subset seed; default: the recipe's seed")
+    seed: int | None = Field(None, description="calibration subset seed; default: the recipe's seed")
 
 
 class Calibrate(Pass):

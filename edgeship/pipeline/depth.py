@@ -9,7 +9,6 @@ number of kernels a runtime launches; on small inputs at batch 1 that launch cos
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,15 +18,14 @@ from torch import nn
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import model_stats
 from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, forward_with_hooks
-from edgeship.pipeline.training import TrainConfig, finetune, resolve_teacher, subset
-from edgeship.pipeline.training import predict
+from edgeship.pipeline.training import TrainConfig, finetune, predict, resolve_teacher, subset
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 class DropBlocksConfig(PassConfig):
     blocks: int = Field(..., ge=1, description="how many blocks to replace by identities")
-    candidates: Optional[list[str]] = Field(None, description="module names that may be removed (default: every "
+    candidates: list[str] | None = Field(None, description="module names that may be removed (default: every "
                                                               "shape-keeping element of a Sequential/ModuleList "
                                                               "with a conv/linear in it)")
     samples: int = Field(1024, ge=32, description="validation samples that score each removal")

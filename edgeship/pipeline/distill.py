@@ -10,12 +10,10 @@ in the config (``teacher: {zoo|factory|torchscript|exported, args, weights}``, t
 
 from __future__ import annotations
 
-import copy
-from typing import Optional
-
 from pydantic import Field
 from torch import nn
 
+from edgeship.models.load import clone_module
 from edgeship.pipeline.base import Pass, PassContext, PassResult
 from edgeship.pipeline.training import TrainConfig, finetune, resolve_teacher
 from edgeship.recipe import ModelSpec
@@ -23,7 +21,7 @@ from edgeship.recipe import ModelSpec
 
 class DistillConfig(TrainConfig):
     epochs: int = Field(2, ge=1)
-    teacher: Optional[ModelSpec] = Field(None, description="default: the model before the first pass")
+    teacher: ModelSpec | None = Field(None, description="default: the model before the first pass")
 
 
 class Distill(Pass):
@@ -34,7 +32,7 @@ class Distill(Pass):
     torchscript_ok = True
 
     def run(self, model: nn.Module, config: DistillConfig, ctx: PassContext) -> PassResult:
-        model = copy.deepcopy(model)  # the student trains; the model the pass was given stays as it was
+        model = clone_module(model)  # the student trains; the model the pass was given stays as it was
         teacher = resolve_teacher(config.teacher, ctx, model)
         hist = finetune(model, config, ctx, teacher)
         return PassResult(model, {"alpha": config.alpha, "temperature": config.temperature, **hist})

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,14 +49,14 @@ IMPORTANCE = {
 
 class FineTuneConfig(TrainConfig):
     epochs: int = Field(1, ge=0, description="epochs after each pruning step (0: prune only)")
-    samples: Optional[int] = Field(None, ge=1, description="fine-tune each step on a seeded subset")
+    samples: int | None = Field(None, ge=1, description="fine-tune each step on a seeded subset")
 
 
 class PruneConfig(PassConfig):
-    macs_ratio: Optional[float] = Field(None, gt=0, le=1, description="keep at most this fraction of MACs")
+    macs_ratio: float | None = Field(None, gt=0, le=1, description="keep at most this fraction of MACs")
     relative_to: Literal["input", "original"] = Field(
         "input", description="macs_ratio counts against this pass's input model, or the model before the first pass")
-    channel_ratio: Optional[float] = Field(None, gt=0, le=1, description="keep this fraction of channels")
+    channel_ratio: float | None = Field(None, gt=0, le=1, description="keep this fraction of channels")
     importance: Literal["l1", "l2", "taylor", "bn_scale", "lamp"] = "l2"
     global_pruning: bool = Field(False, description="rank channels across layers (else every layer alike)")
     round_to: int = Field(8, ge=1, description="remaining widths are multiples of this (SIMD-friendly)")
@@ -67,7 +67,7 @@ class PruneConfig(PassConfig):
     fine_tune: FineTuneConfig = Field(default_factory=FineTuneConfig)
 
     @model_validator(mode="after")
-    def _one_target(self) -> "PruneConfig":
+    def _one_target(self) -> PruneConfig:
         if (self.macs_ratio is None) == (self.channel_ratio is None):
             raise ValueError("give exactly one of macs_ratio, channel_ratio")
         if self.relative_to == "original" and self.macs_ratio is None:
@@ -122,7 +122,7 @@ def macs_of(model: nn.Module, example: torch.Tensor) -> int:
     return int(tp.utils.count_ops_and_params(model, example)[0])
 
 
-def classifier_name(model: nn.Module, example: torch.Tensor) -> Optional[str]:
+def classifier_name(model: nn.Module, example: torch.Tensor) -> str | None:
     """The last conv/linear module the forward pass runs."""
     order: list[str] = []
     forward_with_hooks(model, example, [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
@@ -131,7 +131,7 @@ def classifier_name(model: nn.Module, example: torch.Tensor) -> Optional[str]:
     return order[-1] if order else None
 
 
-def _last_module_run(model: nn.Module, fn) -> tuple[Optional[str], Exception]:
+def _last_module_run(model: nn.Module, fn) -> tuple[str | None, Exception]:
     """Run ``fn``; if it raises, return the last conv/linear layer that ran before the failure (the
     one whose channels the failing op could not follow) and the exception."""
     last: list[str] = []
@@ -147,7 +147,7 @@ def _last_module_run(model: nn.Module, fn) -> tuple[Optional[str], Exception]:
             h.remove()
 
 
-def _untraceable(stage: str, layer: Optional[str], err: Exception) -> EdgeshipError:
+def _untraceable(stage: str, layer: str | None, err: Exception) -> EdgeshipError:
     msg = " ".join(str(err).split())[:160]
     where = f"past layer {layer!r}" if layer else "in the model"
     fix = (f"add {layer!r} to ignored_layers" if layer else "add the layer to ignored_layers") \
@@ -168,7 +168,7 @@ class _Pruner:
             if n not in names:
                 close = difflib.get_close_matches(n, [k for k in names if k], 3)
                 raise EdgeshipError(f"{ctx.stage}: ignored_layers names {n!r}, which is not a module of the model",
-                                    f"use module names as in model.named_modules()"
+                                    "use module names as in model.named_modules()"
                                     + (f", e.g. {', '.join(close)}" if close else ""))
         self.classifier = classifier_name(model, self.example)
         self.ignored = list(cfg.ignored_layers) + ([self.classifier] if self.classifier else [])
@@ -252,7 +252,8 @@ class _Pruner:
         return best
 
     def empty_error(self, e: _WouldEmpty) -> EdgeshipError:
-        target = f"macs_ratio {self.cfg.macs_ratio}" if self.cfg.macs_ratio else f"channel_ratio {self.cfg.channel_ratio}"
+        target = (f"macs_ratio {self.cfg.macs_ratio}" if self.cfg.macs_ratio
+                  else f"channel_ratio {self.cfg.channel_ratio}")
         return EdgeshipError(f"{self.ctx.stage}: {target} would remove every channel of layer {e.layer!r} "
                              f"({e.channels} channels, round_to {self.cfg.round_to})",
                              f"use a larger ratio, a smaller round_to, or add {e.layer!r} to ignored_layers")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
-from typing import Optional
 
 import torch
 import torch.fx as fx
@@ -78,7 +77,7 @@ def _constant(t: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(t.detach().numpy().copy())
 
 
-def export_bias(bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def export_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
     return _constant(bias) if bias is not None and torch.onnx.is_in_onnx_export() else bias
 
 
@@ -101,7 +100,7 @@ class QConv2d(nn.Conv2d):
     """A conv (batch norm already folded in) with per-channel symmetric int8 fake-quantized weights."""
 
     @classmethod
-    def from_float(cls, m: nn.Conv2d) -> "QConv2d":
+    def from_float(cls, m: nn.Conv2d) -> QConv2d:
         q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
                 m.bias is not None, m.padding_mode)
         q.load_state_dict(m.state_dict())
@@ -123,7 +122,7 @@ class QLinear(nn.Linear):
     """A linear layer with per-output-channel symmetric int8 fake-quantized weights."""
 
     @classmethod
-    def from_float(cls, m: nn.Linear) -> "QLinear":
+    def from_float(cls, m: nn.Linear) -> QLinear:
         q = cls(m.in_features, m.out_features, m.bias is not None)
         q.load_state_dict(m.state_dict())
         return q
@@ -294,7 +293,7 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, symmetric_activations: 
     graph = gm.graph
     qname: dict[fx.Node, str] = {}  # tensor node -> the ActQuant module name that quantizes it
 
-    def insert_quant(node: fx.Node, shared_from: Optional[str] = None) -> None:
+    def insert_quant(node: fx.Node, shared_from: str | None = None) -> None:
         with graph.inserting_after(node):
             if shared_from is None:
                 name = f"aq_{node.name}"
@@ -401,7 +400,7 @@ class QATConfig(TrainConfig):
     lr: float = Field(2e-4, gt=0)
     calib_samples: int = Field(512, ge=1, description="training samples that initialise the activation ranges")
     symmetric_activations: bool = False
-    teacher: Optional[ModelSpec] = Field(None, description="default: the model before the first pass")
+    teacher: ModelSpec | None = Field(None, description="default: the model before the first pass")
 
 
 class QAT(Pass):
@@ -417,7 +416,7 @@ class QAT(Pass):
                              seed=seed, qat=True)
 
     @classmethod
-    def learned_quantization(cls, model: nn.Module) -> Optional[LearnedQuantization]:
+    def learned_quantization(cls, model: nn.Module) -> LearnedQuantization | None:
         if not is_qat_model(model):
             return None
         return LearnedQuantization(fold_and_strip(model), activation_ranges(model))

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from rich.markup import escape
@@ -65,8 +65,8 @@ class PipelineResult:
 
     model: nn.Module
     stages: list[Stage] = field(default_factory=list)
-    quant: Optional[QuantSettings] = None
-    learned: Optional[LearnedQuantization] = None
+    quant: QuantSettings | None = None
+    learned: LearnedQuantization | None = None
 
 
 class StageCache:
@@ -84,7 +84,8 @@ class StageCache:
             return None
         try:  # our own cache, written by this code: full unpickling is safe here
             blob = torch.load(d / "stage.pt", map_location="cpu", weights_only=False)
-            model = torch.jit.load(str(d / "stage.ts"), map_location="cpu") if (d / "stage.ts").exists() else blob["model"]
+            model = (torch.jit.load(str(d / "stage.ts"), map_location="cpu") if (d / "stage.ts").exists()
+                     else blob["model"])
             return model, Stage.model_validate(blob["record"]), blob.get("quant")
         except Exception as e:  # unreadable or from an older schema: recompute, say so
             info(f"[yellow]stage cache entry {key} is unreadable ({type(e).__name__}); recomputing it[/yellow]")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,10 +22,10 @@ from edgeship.calibration.datasets import ArrayData
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import build_model, set_eval
+from edgeship.perf import channels_last, to_channels_last, tune_allocator
 from edgeship.pipeline.base import PassConfig, PassContext
-from edgeship.recipe import InputSpec, ModelSpec
-from edgeship.perf import channels_last, tune_allocator, to_channels_last
 from edgeship.progress import progress_bar, step_line
+from edgeship.recipe import InputSpec, ModelSpec
 
 
 @dataclass
@@ -33,10 +34,10 @@ class TensorData:
 
     x: torch.Tensor
     y: torch.Tensor
-    soft: Optional[torch.Tensor] = None  # per-sample teacher logits, computed once for distillation
+    soft: torch.Tensor | None = None  # per-sample teacher logits, computed once for distillation
 
     @classmethod
-    def from_array(cls, data: ArrayData, pre: Preprocessing) -> "TensorData":
+    def from_array(cls, data: ArrayData, pre: Preprocessing) -> TensorData:
         return cls(torch.from_numpy(pre.apply(data.x)), torch.from_numpy(data.y))
 
     def __len__(self) -> int:
@@ -54,7 +55,7 @@ class FitConfig:
     label_smoothing: float = 0.05
     hflip: bool = False
     seed: int = 0
-    threads: Optional[int] = None
+    threads: int | None = None
 
 
 class NonFiniteLoss(EdgeshipError):
@@ -63,7 +64,7 @@ class NonFiniteLoss(EdgeshipError):
                          "lower the learning rate or check the data for NaN values")
 
 
-def set_determinism(seed: int, threads: Optional[int] = None) -> None:
+def set_determinism(seed: int, threads: int | None = None) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     if threads:
@@ -91,11 +92,11 @@ def evaluate(model: nn.Module, data: TensorData) -> float:
 
 
 # (logits, y, x, soft) -> loss; soft is the batch's precomputed teacher logits or None
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def fit(model: nn.Module, train: TensorData, val: Optional[TensorData], cfg: FitConfig, *,
-        stage: str = "train", loss_fn: Optional[LossFn] = None, quiet: bool = False) -> dict:
+def fit(model: nn.Module, train: TensorData, val: TensorData | None, cfg: FitConfig, *,
+        stage: str = "train", loss_fn: LossFn | None = None, quiet: bool = False) -> dict:
     """Train in place; returns metrics (val top-1 per epoch, wall time). Raises NonFiniteLoss on NaN."""
     set_determinism(cfg.seed, cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -165,17 +166,17 @@ class TrainConfig(PassConfig):
     weight_decay: float = Field(0.0, ge=0)
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term (a); 0 = plain CE")
     temperature: float = Field(4.0, gt=0, description="softmax temperature T")
-    samples: Optional[int] = Field(None, ge=1, description="train on a seeded subset of this many samples")
+    samples: int | None = Field(None, ge=1, description="train on a seeded subset of this many samples")
 
 
-def kd_loss(teacher: Optional[nn.Module], alpha: float, temperature: float) -> LossFn:
+def kd_loss(teacher: nn.Module | None, alpha: float, temperature: float) -> LossFn:
     """(logits, y, x) -> (1-a) CE + a T^2 KL(teacher || student); plain CE when a = 0 or no teacher."""
     if teacher is not None:
         teacher.eval()
     t2 = temperature * temperature
 
     def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
-             soft: Optional[torch.Tensor] = None) -> torch.Tensor:
+             soft: torch.Tensor | None = None) -> torch.Tensor:
         ce = F.cross_entropy(logits, y)
         if teacher is None or alpha == 0:
             return ce
@@ -201,15 +202,15 @@ def check_compatible(teacher: nn.Module, student: nn.Module, input_shape: tuple[
                             "use a teacher trained on the same classes as the student")
 
 
-def subset(data: TensorData, n: Optional[int], seed: int) -> TensorData:
+def subset(data: TensorData, n: int | None, seed: int) -> TensorData:
     if n is None or n >= len(data):
         return data
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
     return TensorData(data.x[idx], data.y[idx])
 
 
-def finetune(model: nn.Module, cfg: TrainConfig, ctx: PassContext, teacher: Optional[nn.Module],
-             stage: Optional[str] = None, seed_offset: int = 0) -> dict:
+def finetune(model: nn.Module, cfg: TrainConfig, ctx: PassContext, teacher: nn.Module | None,
+             stage: str | None = None, seed_offset: int = 0) -> dict:
     """Train ``model`` in place with the KD loss; returns training metrics (val top-1 per epoch)."""
     if cfg.epochs == 0:
         return {"epochs": 0}
@@ -223,7 +224,7 @@ def finetune(model: nn.Module, cfg: TrainConfig, ctx: PassContext, teacher: Opti
     return fit(model, train, ctx.data["val"], fit_cfg, stage=stage or ctx.stage, loss_fn=loss, quiet=ctx.quiet)
 
 
-def resolve_teacher(spec: Optional[ModelSpec], ctx: PassContext, student: nn.Module) -> nn.Module:
+def resolve_teacher(spec: ModelSpec | None, ctx: PassContext, student: nn.Module) -> nn.Module:
     if spec is None:
         teacher = ctx.teacher
     else:

@@ -33,8 +33,8 @@ def summary_tables(record: RunRecord) -> list[Table]:
     st.add_row("baseline", _pct(b.top1_val), f"{b.params:,}", f"{b.macs or 0:,}", f"{b.size_fp32_bytes / 1024:.1f} KiB",
                "-", "-")
     for s in record.stages:
-        st.add_row(s.stage, _pct(s.top1_val), f"{s.params:,}", f"{s.macs or 0:,}", f"{s.size_fp32_bytes / 1024:.1f} KiB",
-                   f"{s.wall_s:.1f}", "yes" if s.cached else "no")
+        st.add_row(s.stage, _pct(s.top1_val), f"{s.params:,}", f"{s.macs or 0:,}",
+                   f"{s.size_fp32_bytes / 1024:.1f} KiB", f"{s.wall_s:.1f}", "yes" if s.cached else "no")
     tt = Table(title="targets (verified on the test split)")
     ratios = any(t.size_vs_fp32 for t in record.targets)
     # one line per target at 140 columns: the max logit error and per-source latencies are in report.json/html

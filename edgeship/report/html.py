@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgeship.devices.budgets import LOWER_LIMITS
 from edgeship.record import BudgetResult, RunRecord
@@ -35,7 +35,8 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bott
 table{border-collapse:collapse;width:100%;margin:6px 0 4px;font-size:13px}
 th,td{padding:5px 6px;border-bottom:1px solid #e8ebf0;text-align:right;white-space:nowrap}
 th{background:#eef1f6;font-weight:600}th:first-child,td:first-child{text-align:left}
-td.l,th.l{text-align:left}td.l{white-space:normal}td:first-child{white-space:nowrap}td:last-child{white-space:normal;min-width:90px}tr:nth-child(even) td{background:#fafbfc}
+td.l,th.l{text-align:left}td.l{white-space:normal}td:first-child{white-space:nowrap}\
+td:last-child{white-space:normal;min-width:90px}tr:nth-child(even) td{background:#fafbfc}
 td.err{white-space:normal;text-align:left;color:#8a1c1c;background:#fdf1f1}
 .ok{color:#1b7837;font-weight:600}.fail{color:#b2182b;font-weight:600}.na{color:#8a93a3;font-style:italic}
 .badge{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
@@ -53,23 +54,23 @@ def esc(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
-def pct(v: Optional[float], digits: int = 2, missing: str = NOT_MEASURED) -> str:
+def pct(v: float | None, digits: int = 2, missing: str = NOT_MEASURED) -> str:
     return missing if v is None else f"{v * 100:.{digits}f}%"
 
 
-def count(v: Optional[int]) -> str:
+def count(v: int | None) -> str:
     return '<span class="na">unknown</span>' if v is None else f"{v:,}"
 
 
-def kib(v: Optional[float], missing: str = NOT_MEASURED) -> str:
+def kib(v: float | None, missing: str = NOT_MEASURED) -> str:
     return missing if v is None else f"{v / 1024:,.1f} KiB"
 
 
-def num(v: Optional[float], unit: str = "", digits: int = 2) -> str:
+def num(v: float | None, unit: str = "", digits: int = 2) -> str:
     return NOT_MEASURED if v is None else f"{v:,.{digits}f}{unit}"
 
 
-def ms(v: Optional[float]) -> str:
+def ms(v: float | None) -> str:
     return NOT_MEASURED if v is None else fmt_ms(v)
 
 
@@ -97,7 +98,7 @@ def img(png: bytes, alt: str, caption: str) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def badge(passed: Optional[bool], yes: str = "pass", no: str = "FAIL", none: str = "not checked") -> str:
+def badge(passed: bool | None, yes: str = "pass", no: str = "FAIL", none: str = "not checked") -> str:
     if passed is None:
         return f'<span class="badge na">{esc(none)}</span>'
     return f'<span class="badge ok">{esc(yes)}</span>' if passed else f'<span class="badge fail">{esc(no)}</span>'
@@ -199,12 +200,12 @@ def target_section(rec: RunRecord) -> str:
     return ("<h2>Targets</h2>"
             + table(["target", "device", "format", "status", "top-1", "top-1 drop", "agreement", "max |Δlogit|",
                      "latency p50 / p90", "peak RAM", "size", "vs FP32", "budgets"], rows, left=(0, 1, 2, 12))
-            + '<p class="note">top-1, drop, agreement and the largest logit difference: every artifact run with its own runtime on the '
-              f'{rec.data.sizes.get("test", "?")} test samples and compared with the torch '
-              "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device measurement where there is one, else the host's, "
-              "else the estimate; the source is named in brackets. "
-              + "Size: the files a device loads (the sidecar model.json not counted). vs FP32: that size as a fraction of the "
-                "same format's FP32 artifact of the input model / of the compressed model (quantization's share "
+            + '<p class="note">top-1, drop, agreement and the largest logit difference: every artifact run with its '
+              f'own runtime on the {rec.data.sizes.get("test", "?")} test samples and compared with the torch '
+              "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device "
+              "measurement where there is one, else the host's, else the estimate; the source is named in brackets. "
+              + "Size: the files a device loads (the sidecar model.json not counted). vs FP32: that size as a fraction "
+                "of the same format's FP32 artifact of the input model / of the compressed model (quantization's share "
                 "alone), for INT8 and FP16 artifacts" + size_references_note(rec) + ".</p>")
 
 
@@ -236,7 +237,8 @@ def measurement_section(rec: RunRecord) -> str:
         arena_note = '<p class="note">Arena (the runtime\'s own allocator): not measured.</p>'
     else:
         arena_note = ""
-    errors = [(name, source, e) for name, by_source in rec.measurement_errors.items() for source, e in by_source.items()]
+    errors = [(name, source, e)
+              for name, by_source in rec.measurement_errors.items() for source, e in by_source.items()]
     failed = "".join(f'<p class="note"><span class=fail>measurement failed</span> {esc(n)} ({esc(s)}): {esc(e)}</p>'
                      for n, s, e in errors)
     if not rows:

@@ -24,9 +24,10 @@ import importlib
 import json
 import pkgutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -56,8 +57,8 @@ class LowerContext:
     quant: QuantSettings
     log_path: Path  # converter output goes here
     work_dir: Path  # scratch (not part of the artifact)
-    threads: Optional[int] = None
-    learned: Optional[LearnedQuantization] = None  # after QAT: the float view and the learned ranges
+    threads: int | None = None
+    learned: LearnedQuantization | None = None  # after QAT: the float view and the learned ranges
 
     @property
     def example(self) -> torch.Tensor:
@@ -165,15 +166,15 @@ class Backend(ABC):
         """Write the artifact's files into ``out_dir`` and return its description."""
 
     @abstractmethod
-    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
         """Open the artifact with this backend's real runtime."""
 
-    def op_audit(self, artifact: Artifact) -> Optional[dict]:
+    def op_audit(self, artifact: Artifact) -> dict | None:
         """For INT8 artifacts: which operators still run in float (an ``audit(...)`` dict). None where
         not applicable."""
         return None
 
-    def calibration_problem(self, precision: str, quant: QuantSettings) -> Optional[str]:
+    def calibration_problem(self, precision: str, quant: QuantSettings) -> str | None:
         """Why ``quant`` cannot calibrate this format at ``precision`` (None when it can). A QAT model
         brings its own ranges and calibrates nothing."""
         if precision not in self.calibrated or quant.qat or quant.method in self.calibration_methods:
@@ -181,7 +182,8 @@ class Backend(ABC):
         elsewhere = sorted({f"{cls.format} {p}" for (_, p), cls in _all().items()
                             if p in cls.calibrated and quant.method in cls.calibration_methods})
         return (f"{self.format} {precision} calibrates with {', '.join(self.calibration_methods)}, not "
-                f"{quant.method!r}" + (f" ({quant.method} is available on: {', '.join(elsewhere)})" if elsewhere else ""))
+                f"{quant.method!r}"
+                + (f" ({quant.method} is available on: {', '.join(elsewhere)})" if elsewhere else ""))
 
     def check_calibration_method(self, precision: str, quant: QuantSettings, target: str) -> None:
         """Lowering with a method this quantizer lacks fails the target (the recipe loader refuses it earlier)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -134,7 +134,7 @@ def io_description(path: Path) -> tuple[list[dict], list[dict], int]:
     return [one(i) for i in m.graph.input], [one(o) for o in m.graph.output], opset
 
 
-def ort_runner(path: Path, threads: Optional[int] = None) -> Runner:
+def ort_runner(path: Path, threads: int | None = None) -> Runner:
     ort = require("onnxruntime", "onnxruntime", "onnx")
     so = ort.SessionOptions()
     if threads:
@@ -166,5 +166,5 @@ class OnnxFP32(Backend):
         art.write_sidecar()
         return art
 
-    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
         return ort_runner(artifact.path, threads)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class OrtCalibrationReader:
         self.start, self.end = 0, len(self.calib)
         self.rewind()
 
-    def get_next(self) -> Optional[dict]:
+    def get_next(self) -> dict | None:
         return next(self._it, None)
 
     def rewind(self) -> None:
@@ -140,7 +140,7 @@ def _initializer_values(graph) -> dict[str, np.ndarray]:
     return vals
 
 
-def _qparams(node, vals: dict) -> Optional[dict]:
+def _qparams(node, vals: dict) -> dict | None:
     if node is None or len(node.input) < 2 or node.input[1] not in vals:
         return None
     scale = vals[node.input[1]]
@@ -151,7 +151,7 @@ def _qparams(node, vals: dict) -> Optional[dict]:
             "where": f"inside the graph ({node.op_type}); the interface is float32"}
 
 
-def qdq_io_params(path: Path) -> tuple[Optional[dict], Optional[dict]]:
+def qdq_io_params(path: Path) -> tuple[dict | None, dict | None]:
     """Quantization parameters of the QuantizeLinear reading the input and of the DequantizeLinear
     producing the output (None where the graph has none there)."""
     onnx = require("onnx", "onnx", "onnx")
@@ -258,8 +258,8 @@ class OnnxInt8(Backend):
         art.write_sidecar()
         return art
 
-    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
         return ort_runner(artifact.path, threads)
 
-    def op_audit(self, artifact: Artifact) -> Optional[dict]:
+    def op_audit(self, artifact: Artifact) -> dict | None:
         return float_ops(artifact.path)

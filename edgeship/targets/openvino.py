@@ -1,8 +1,9 @@
 """OpenVINO IR: ``openvino.convert_model(torch_module, example_input=...)`` -> ``save_model``
 (``compress_to_fp16`` for fp16). INT8: ``nncf.quantize`` applied to the converted OpenVINO model (not
 the torch one: NNCF's torch backend builds a C++ extension that timed out after 60 s on a 2-core
-machine) over our calibration set (an ``nncf.Dataset`` of ``calibration.readers.iter_batches``); a QAT model's QDQ ONNX export is converted instead (its
-QuantizeLinear/DequantizeLinear become FakeQuantize), with no second calibration.
+machine) over our calibration set (an ``nncf.Dataset`` of ``calibration.readers.iter_batches``); a QAT
+model's QDQ ONNX export is converted instead (its QuantizeLinear/DequantizeLinear become FakeQuantize),
+with no second calibration.
 
 Bias correction: NNCF's full algorithm, not its fast default. Measured: on the digits CNN the fast one
 left a per-class logit shift of up to 0.2 (mean abs logit error 0.108 vs 0.012, agreement 0.997 vs
@@ -34,7 +35,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def _ov():
     return require("openvino", "openvino", "openvino")
 
 
-def _error(what: str, e: Exception, log_path: Path, model: Optional[nn.Module] = None) -> TargetError:
+def _error(what: str, e: Exception, log_path: Path, model: nn.Module | None = None) -> TargetError:
     from edgeship.models.graph import layer_of_op  # torch: only on this error path
 
     msg = failure(e, log_path, layer_of=None if model is None else lambda op: layer_of_op(model, op))
@@ -87,7 +88,8 @@ def convert_qat(model: nn.Module, ctx: LowerContext):
         onnx_path = export_onnx(model, ctx.example, ctx.work_dir / "qat.onnx", ctx.log_path)
     except TargetError as e:  # the QAT route goes through ONNX: say so, and name this target's format
         raise TargetError(f"openvino int8 (a QAT model goes through its QDQ ONNX export): {e.problem}",
-                          f"replace the unsupported operator or drop the openvino targets; log: {ctx.log_path}") from None
+                          "replace the unsupported operator or drop the openvino targets; "
+                          f"log: {ctx.log_path}") from None
     try:
         with captured(ctx.log_path):
             om = ov.convert_model(str(onnx_path))
@@ -113,8 +115,13 @@ def nncf_parameters(quant: QuantSettings) -> dict:
     nncf = require("nncf", "nncf", "openvino")
     from nncf.common.quantization.structs import QuantizationScheme
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
-    from nncf.quantization.range_estimator import (RangeEstimatorParameters, RangeEstimatorParametersSet,
-                                                   StatisticsCollectorParameters, StatisticsType, AggregatorType)
+    from nncf.quantization.range_estimator import (
+        AggregatorType,
+        RangeEstimatorParameters,
+        RangeEstimatorParametersSet,
+        StatisticsCollectorParameters,
+        StatisticsType,
+    )
 
     if quant.method == "minmax":
         ranges = RangeEstimatorParametersSet.MINMAX
@@ -181,7 +188,7 @@ def describe_io(om) -> tuple[list[dict], list[dict]]:
     return [one(p) for p in om.inputs], [one(p) for p in om.outputs]
 
 
-def fake_quantize_io(om) -> tuple[Optional[dict], Optional[dict]]:
+def fake_quantize_io(om) -> tuple[dict | None, dict | None]:
     """The FakeQuantize reading the input and the one producing the output (None where there is none)."""
 
     def params(fq) -> dict:
@@ -262,7 +269,7 @@ class OpenVINO(Backend):
         art.write_sidecar()
         return art
 
-    def compile(self, artifact: Artifact, threads: Optional[int] = None):
+    def compile(self, artifact: Artifact, threads: int | None = None):
         ov = _ov()
         config = dict(RUNTIME_CONFIG)
         if threads:
@@ -273,7 +280,7 @@ class OpenVINO(Backend):
             raise TargetError(f"openvino: the CPU plugin cannot compile {artifact.path.name}: "
                               f"{' '.join(str(e).split())[:300]}", "check the conversion log") from None
 
-    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
         compiled = self.compile(artifact, threads)
         request = compiled.create_infer_request()
 
@@ -282,7 +289,7 @@ class OpenVINO(Backend):
 
         return run
 
-    def op_audit(self, artifact: Artifact) -> Optional[dict]:
+    def op_audit(self, artifact: Artifact) -> dict | None:
         if artifact.precision != "int8":
             return None
         return float_layers(self.compile(artifact, 1))

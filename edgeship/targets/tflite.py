@@ -18,8 +18,8 @@ Route (one for every precision): torch.fx trace of the BN-folded model -> TF ops
   tensors; ``int8_float_io`` keeps float32 ones (QUANTIZE/DEQUANTIZE at the edges).
 
 QAT models: the pipeline hands over ``LowerContext.learned`` (``calibration.quant.LearnedQuantization``,
-from the qat pass): the float module with BN folded and the learned ranges; a FakeQuant op with the learned range follows
-each quantized tensor in the TF graph (tensors QAT did not range, such as the input or a residual
+from the qat pass): the float module with BN folded and the learned ranges; a FakeQuant op with the learned
+range follows each quantized tensor in the TF graph (tensors QAT did not range, such as the input or a residual
 add, get their min/max over the calibration samples), and TFLiteConverter turns that graph into
 int8 without a representative data set: no recalibration of what QAT learned. The float
 precisions of a QAT model (fp32, fp16, dynamic_int8) lower the stripped float model (QAT's weights,
@@ -42,7 +42,7 @@ import importlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def interpreter_class():
                       "pip install ai-edge-litert")
 
 
-def open_interpreter(path: Path, threads: Optional[int] = None, delegates: bool = True):
+def open_interpreter(path: Path, threads: int | None = None, delegates: bool = True):
     cls = interpreter_class()
     kw = {"num_threads": threads} if threads else {}
     if not delegates:  # every operator stays visible (the XNNPACK delegate replaces them by DELEGATE)
@@ -129,7 +129,7 @@ def io_description(model) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs of a parsed ModelT: name, shape (-1 = any batch), dtype, quantization."""
     sg = model.subgraphs[0]
 
-    def one(i: int, layout: Optional[str]) -> dict:
+    def one(i: int, layout: str | None) -> dict:
         t = sg.tensors[i]
         shp = [int(d) for d in (t.shapeSignature if t.shapeSignature is not None else t.shape)]
         q = t.quantization
@@ -188,7 +188,7 @@ def embed_metadata(model, meta: dict) -> bytes:
     return _pack(model)
 
 
-def read_metadata(path: Path) -> Optional[dict]:
+def read_metadata(path: Path) -> dict | None:
     """The embedded description, read with the flatbuffer schema (needs tensorflow)."""
     model = _flatbuffer_utils().read_model(str(path))
     for m in model.metadata or []:
@@ -199,7 +199,7 @@ def read_metadata(path: Path) -> Optional[dict]:
 
 
 # ------------------------------------------------------------------------------- conversion
-def qat_fake_quant(lowering: "torch2tf.Lowering", learned: dict, calib: np.ndarray) -> tuple[dict, dict]:
+def qat_fake_quant(lowering: torch2tf.Lowering, learned: dict, calib: np.ndarray) -> tuple[dict, dict]:
     """A FakeQuant range for every tensor QAT quantized (``activation_ranges`` keys are fx node names
     of ``fold_and_strip``'s graph; a module path or "input" is accepted too), plus calibration min/max
     for any tensor the TFLite graph needs a range for and QAT left without one."""
@@ -230,7 +230,7 @@ def qat_fake_quant(lowering: "torch2tf.Lowering", learned: dict, calib: np.ndarr
 
 
 def convert(model: nn.Module, ctx: LowerContext, precision: str,
-            learned: Optional[dict] = None) -> tuple[bytes, dict]:
+            learned: dict | None = None) -> tuple[bytes, dict]:
     """torch -> .tflite bytes (without our metadata) and notes on how it was made.
 
     ``learned`` (full-integer precisions only): QAT activation ranges for the (float, BN-folded)
@@ -246,7 +246,8 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
     tf = require("tensorflow", "tensorflow", FMT)
     gm = torch2tf.trace(model, ctx.example)
     lowering = torch2tf.Lowering(gm, ctx.input_shape)  # unsupported operators fail here
-    notes: dict = {"route": "torch.fx (BN folded) -> TF ops, NHWC (edgeship.targets.torch2tf) -> tf.lite.TFLiteConverter"}
+    notes: dict = {"route": "torch.fx (BN folded) -> TF ops, NHWC (edgeship.targets.torch2tf) "
+                            "-> tf.lite.TFLiteConverter"}
     fake_quant = qat or method == "percentile"
     if qat:
         lowering.fake_quant, counts = qat_fake_quant(lowering, learned, ctx.calib)
@@ -292,7 +293,8 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
 class TFLite(Backend):
     format = FMT
     precisions = ("fp32", "fp16", "dynamic_int8", "int8", "int8_float_io")
-    runtime_modules = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
+    runtime_modules = (("ai_edge_litert.interpreter", "ai-edge-litert"),
+                       ("tflite_runtime.interpreter", "tflite-runtime"))
     device_loader = "load_tflite"
     calibrated = FULL_INT8
     calibration_methods = ("minmax", "percentile")
@@ -326,12 +328,12 @@ class TFLite(Backend):
         art.write_sidecar()
         return art
 
-    def load(self, artifact: Artifact, threads: Optional[int] = None) -> Runner:
+    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
         it = open_interpreter(artifact.path, threads)
         layout = (artifact.meta.get("inputs") or [{}])[0].get("layout") or "NHWC"
         return make_runner(it, layout)
 
-    def op_audit(self, artifact: Artifact) -> Optional[dict]:
+    def op_audit(self, artifact: Artifact) -> dict | None:
         """Every operator with a float input or output, delegates off so each one is visible.
         ``interface``: the QUANTIZE/DEQUANTIZE at the edges of an ``int8_float_io`` model."""
         if artifact.precision not in FULL_INT8:

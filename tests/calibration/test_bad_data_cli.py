@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
-from helpers import digits_recipe_dict, write_recipe
 from edgeship.cli import app
+from helpers import digits_recipe_dict, write_recipe
 
 INT8 = [{"name": "onnx-int8", "format": "onnx", "precision": "int8"}]
 
@@ -33,7 +32,7 @@ def export_bad(tmp_path: Path, recipe: Path, *needles: str, quiet: bool = False)
     assert result.exit_code == 2, (result.exit_code, result.output, result.stderr)
     text = result.stderr.strip()
     assert "Traceback" not in result.output + result.stderr and text.startswith("error:"), text
-    assert len([l for l in text.splitlines() if l.strip() and not l.startswith(" ")]) == 1, text
+    assert len([line for line in text.splitlines() if line.strip() and not line.startswith(" ")]) == 1, text
     flat = " ".join(text.split())
     for n in needles:
         assert n in flat, (n, flat)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from edgeship.devices.remote import AdbTarget, adb_measurement, parse_adb_facts, parse_benchmark_model
 from edgeship.errors import EdgeshipError
 from edgeship.record import Measurement
-from edgeship.devices.remote import AdbTarget, adb_measurement, parse_adb_facts, parse_benchmark_model
 
 DATA = Path(__file__).with_name("data")
 
@@ -40,7 +40,8 @@ def test_parser_reads_real_outputs(name, threads, count, mean, std, lo, hi, init
 
 
 def test_parser_reads_memory_lines_of_old_and_new_builds():
-    assert parse_benchmark_model(load("benchmark_model_android_4threads.txt"))["memory_overall_mb"] == pytest.approx(12.8672)
+    parsed = parse_benchmark_model(load("benchmark_model_android_4threads.txt"))
+    assert parsed["memory_overall_mb"] == pytest.approx(12.8672)
     p = parse_benchmark_model(load("benchmark_model_raspberrypi_int8.txt"))
     assert (p["memory_init_mb"], p["memory_overall_mb"]) == (pytest.approx(8.97656), pytest.approx(18.7227))
     assert p["model_size_mb"] == pytest.approx(3.67827)
@@ -60,7 +61,8 @@ def test_parser_reads_logcat_lines_and_percentiles():
 
 
 def test_parser_all_same_line():
-    p = parse_benchmark_model("Running benchmark\ncount=3 curr=500(all same)\nRunning benchmark\ncount=5 curr=400(all same)\n")
+    p = parse_benchmark_model("Running benchmark\ncount=3 curr=500(all same)\n"
+                              "Running benchmark\ncount=5 curr=400(all same)\n")
     assert p["count"] == 5 and p["mean_ms"] == 0.4 and p["std_ms"] == 0.0 and p["max_ms"] == 0.4
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import platform
-import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
-
-from helpers import run_record
 
 from edgeship.api import load_recipe
 from edgeship.devices import budgets
@@ -19,6 +17,7 @@ from edgeship.devices.bench_runner import cpu_features
 from edgeship.devices.estimate import estimate
 from edgeship.errors import EdgeshipError
 from edgeship.record import Measurement
+from helpers import run_record
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -276,8 +276,8 @@ def test_example_ci_workflow_calls_real_options(tmp_path):
 
 
 def test_nothing_reaches_the_remote_shell_unquoted(run, loopback_sshd, tmp_path):
-    from edgeship.errors import EdgeshipError
     from edgeship.devices.remote import SshTarget, quote_cmd
+    from edgeship.errors import EdgeshipError
 
     marker = tmp_path / "injected"
     hostile = f"python3; touch {marker}; $(touch {marker})"

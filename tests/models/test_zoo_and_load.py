@@ -78,9 +78,8 @@ def test_not_a_torchscript_file(tmp_path):
 def test_model_spec_needs_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one"):
         ModelSpec(zoo="small_cnn", factory="a.b:c")
-    from helpers import digits_recipe_dict
-
     from edgeship.api import load_recipe
+    from helpers import digits_recipe_dict
 
     recipe = digits_recipe_dict(Path("unused"), model={"zoo": "vgg"})
     with pytest.raises(EdgeshipError, match=r"<dict>: model.zoo: unknown zoo model 'vgg'; allowed: .*small_cnn"):

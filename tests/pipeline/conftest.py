@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgeship.pipeline.base import PassContext
 from edgeship.api import load_recipe
+from edgeship.pipeline.base import PassContext
 from edgeship.run import prepare
 
 
@@ -18,8 +18,9 @@ def context_for(recipe_path: Path, work_dir: Path, stage: str = "1:test"):
     prep = prepare(recipe)
     model = prep.model
     torch.set_num_threads(1)
-    ctx = PassContext(splits=prep.splits, data=prep.data, preprocessing=prep.preprocessing, input_shape=tuple(recipe.input.shape),
-                      teacher=model, work_dir=work_dir, seed=recipe.seed, threads=1, quiet=True, stage=stage)
+    ctx = PassContext(splits=prep.splits, data=prep.data, preprocessing=prep.preprocessing,
+                      input_shape=tuple(recipe.input.shape), teacher=model, work_dir=work_dir, seed=recipe.seed,
+                      threads=1, quiet=True, stage=stage)
     import copy
 
     return copy.deepcopy(model), ctx

@@ -7,15 +7,13 @@ import copy
 
 import pytest
 import torch
+from test_prune import TINY, onnx_roundtrip
 
 from edgeship.errors import EdgeshipError
 from edgeship.models.zoo import ZOO
 from edgeship.pipeline.base import validate_pass
-from edgeship.pipeline.depth import DropBlocks, DropBlocksConfig, _loss, replace_by_identity, removable_blocks
-from edgeship.pipeline.training import subset
-from edgeship.pipeline.training import evaluate
-
-from test_prune import TINY, onnx_roundtrip
+from edgeship.pipeline.depth import DropBlocks, DropBlocksConfig, _loss, removable_blocks, replace_by_identity
+from edgeship.pipeline.training import evaluate, subset
 
 
 def test_candidates_are_whole_blocks():

@@ -8,9 +8,8 @@ from torch import nn
 
 from edgeship.errors import EdgeshipError
 from edgeship.pipeline.distill import Distill, DistillConfig
-from edgeship.pipeline.training import kd_loss
 from edgeship.pipeline.prune import Prune, PruneConfig
-from edgeship.pipeline.training import NonFiniteLoss, evaluate
+from edgeship.pipeline.training import NonFiniteLoss, evaluate, kd_loss
 
 
 def test_kd_loss_is_the_documented_mix():

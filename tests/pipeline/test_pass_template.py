@@ -16,12 +16,12 @@ import json
 
 import pytest
 import torch
+from test_prune import TINY
 
 from edgeship.errors import EdgeshipError
 from edgeship.models.zoo import ZOO
 from edgeship.pipeline.base import Pass, registry, validate_pass
 from edgeship.pipeline.runner import StageCache, model_hash, stage_record
-from test_prune import TINY
 
 PASSES = sorted(registry())
 
@@ -57,7 +57,8 @@ def test_pass_contract(name, digits_ctx, tmp_path):
 
     # 2. the input model is left as it was; the output is a working module
     assert repr(model) == before_repr
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.state_dict().keys() == before.keys()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.state_dict().keys() == before.keys()
     x = ctx.data["val"].x[:8]
     with torch.no_grad():
         y = out.model.eval()(x)

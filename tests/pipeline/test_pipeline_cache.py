@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import as_json
 import yaml
 from typer.testing import CliRunner
 
+from edgeship.api import export
 from edgeship.cli import app
 from edgeship.errors import EdgeshipError
-from edgeship.api import export
+from helpers import as_json
 
 PASSES = [
     {"name": "prune", "macs_ratio": 0.5, "round_to": 2, "steps": 2, "fine_tune": {"epochs": 2, "lr": 0.003}},

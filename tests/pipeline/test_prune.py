@@ -108,11 +108,14 @@ def test_a_target_that_empties_a_layer_is_bad_input(digits_ctx):
 def test_an_untraceable_model_names_the_layer_and_ignoring_it_works(digits_ctx):
     _, ctx = digits_ctx
     model = ShuffleNet().eval()
-    with pytest.raises(EdgeshipError, match=r"cannot trace the model past layer 'stem\.0'.*add 'stem\.0' to ignored_layers"):
+    with pytest.raises(EdgeshipError,
+                       match=r"cannot trace the model past layer 'stem\.0'.*add 'stem\.0' to ignored_layers"):
         Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, fine_tune=NO_FT), ctx)
-    with pytest.raises(EdgeshipError, match=r"cannot trace the model past layer 'stem\.0'"):  # also when it weighs groups
+    # also when it weighs groups
+    with pytest.raises(EdgeshipError, match=r"cannot trace the model past layer 'stem\.0'"):
         Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, spatial_weight=1.0, fine_tune=NO_FT), ctx)
-    out = Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, ignored_layers=["stem.0"], fine_tune=NO_FT), ctx)
+    out = Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, ignored_layers=["stem.0"], fine_tune=NO_FT),
+                      ctx)
     assert out.model.stem[0].out_channels == 16 and out.model.mix[0].out_channels == 8
 
 
@@ -176,7 +179,8 @@ def test_spatial_weight_prunes_large_feature_maps_harder_at_the_same_macs(digits
     # groups are keyed by torch-pruning's root module; the stem's channels (coupled with block 1's
     # depthwise conv) run at 4x the area of those after the stride-2 stage
     assert areas["features.1.conv.0.0"] == 4 * areas["features.5.conv.1.0"] > 0
-    assert "classifier" not in areas and set(areas.values()) == {areas["features.1.conv.0.0"], areas["features.5.conv.1.0"]}
+    assert "classifier" not in areas
+    assert set(areas.values()) == {areas["features.1.conv.0.0"], areas["features.5.conv.1.0"]}
     base = macs_of(model, x)
     cfg = dict(macs_ratio=0.5, round_to=1, fine_tune=NO_FT)
     uniform = Prune().run(model, PruneConfig(**cfg), ctx)

@@ -26,7 +26,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -44,7 +44,7 @@ INPUT_SHAPE = (1, 8, 8)
 INT8_SIZE_RATIO = 1 / 3.5  # the issue's bar: an INT8 artifact is at most 1/3.5 of the FP32 one
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits_task() -> dict:
     """The small CNN trained on the digits set once per process (seconds on one thread), its data
     splits (normalized), the calibration subset and a FP32 ONNX export's size for comparisons."""
@@ -73,7 +73,7 @@ def digits_task() -> dict:
             "calib": calib_subset(data["calib"], QuantSettings()), "train_x": data["train"].x}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def qat_model() -> torch.nn.Module:
     """The digits model with the qat pass's fake quantization, ranges calibrated (no fine-tuning)."""
     from edgeship.pipeline.qat import calibrate_ranges, prepare_qat
@@ -84,7 +84,7 @@ def qat_model() -> torch.nn.Module:
     return q.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fp32_onnx_size(tmp: str) -> int:
     from edgeship.targets.onnx import export_onnx
 
@@ -93,7 +93,7 @@ def fp32_onnx_size(tmp: str) -> int:
     return path.stat().st_size
 
 
-def context(tmp: Path, fmt: str, precision: str, quant: QuantSettings, calib: Optional[np.ndarray] = None,
+def context(tmp: Path, fmt: str, precision: str, quant: QuantSettings, calib: np.ndarray | None = None,
             name: str = "t") -> LowerContext:
     task = digits_task()
     (tmp / "work").mkdir(parents=True, exist_ok=True)
@@ -115,8 +115,8 @@ class BackendTemplate:
     RUNTIME_MODULE: ClassVar[str] = ""  # the module base.require imports to run the artifact
     RUNTIME_PACKAGE: ClassVar[str] = ""  # the pip package the error must name
     INPUT_LAYOUT: ClassVar[str] = "NCHW"
-    MIN_AGREEMENT: ClassVar[Optional[float]] = None  # default: 0.999 float, 0.97 int8
-    MAX_ABS_LOGIT_DIFF: ClassVar[Optional[float]] = None  # default: 1e-3 fp32, 0.05 fp16, none int8
+    MIN_AGREEMENT: ClassVar[float | None] = None  # default: 0.999 float, 0.97 int8
+    MAX_ABS_LOGIT_DIFF: ClassVar[float | None] = None  # default: 1e-3 fp32, 0.05 fp16, none int8
     MAX_DROP_PT: ClassVar[float] = 1.0  # the recipe default of max_accuracy_drop
     # INT8: which of the interface tensors are quantized (their scale/zero point must be recorded)
     QUANTIZED_IO: ClassVar[tuple[str, ...]] = ("input", "output")
@@ -128,7 +128,7 @@ class BackendTemplate:
         cls.test_bad_calibration_data = BackendTemplate._bad_calibration_data if calibrated else None
 
     # ------------------------------------------------------------------ hooks
-    def embedded_description(self, art: Artifact) -> Optional[dict]:
+    def embedded_description(self, art: Artifact) -> dict | None:
         """The description as stored inside the artifact (None: the format cannot hold one)."""
         raise NotImplementedError
 
@@ -143,7 +143,7 @@ class BackendTemplate:
     def quant(self) -> QuantSettings:
         return QuantSettings(**{**self.QUANT.to_dict(), "qat": True}) if self.QAT else self.QUANT
 
-    def context(self, tmp: Path, calib: Optional[np.ndarray] = None) -> LowerContext:
+    def context(self, tmp: Path, calib: np.ndarray | None = None) -> LowerContext:
         ctx = context(tmp, self.FORMAT, self.PRECISION, self.quant(), calib)
         if self.QAT:  # what the pipeline hands every backend after the qat pass
             from edgeship.pipeline.qat import QAT

@@ -22,7 +22,8 @@ class FakeQuantNet(nn.Module):
     def forward(self, x):
         for conv in (self.a, self.b):
             scale = conv.weight.detach().abs().amax((1, 2, 3)) / 127
-            w = torch.fake_quantize_per_channel_affine(conv.weight, scale, torch.zeros(8, dtype=torch.int32), 0, -128, 127)
+            w = torch.fake_quantize_per_channel_affine(conv.weight, scale, torch.zeros(8, dtype=torch.int32), 0,
+                                                       -128, 127)
             x = torch.relu(nn.functional.conv2d(x, w, conv.bias, padding=1))
         return x.mean((2, 3))
 
@@ -45,7 +46,8 @@ def test_compact_shrinks_and_keeps_outputs(tmp_path):
     np.testing.assert_array_equal(_run(path, x), _run(original, x))
     assert path.stat().st_size < original.stat().st_size
     assert not any(n.op_type == "Constant" for n in after.graph.node)
-    assert len(after.graph.initializer) < sum(n.op_type == "Constant" for n in before.graph.node) + len(before.graph.initializer)
+    assert len(after.graph.initializer) < (sum(n.op_type == "Constant" for n in before.graph.node)
+                                           + len(before.graph.initializer))
     assert [i.name for i in after.graph.input] == ["input"] and [o.name for o in after.graph.output] == ["logits"]
     convs = lambda m: [n.name for n in m.graph.node if n.op_type == "Conv"]  # noqa: E731
     assert convs(after) == convs(before)  # computing nodes keep their names for the op audit

@@ -9,15 +9,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from template import BackendTemplate, context, digits_task
+from test_onnx import onnx_description
 from typer.testing import CliRunner
 
 from edgeship.calibration.quant import QuantSettings
 from edgeship.cli import app
 from edgeship.errors import TargetError
 from edgeship.targets.base import get_backend
-from edgeship.targets.onnx_int8 import _initializer_values, float_ops, qdq_io_params
-from template import BackendTemplate, context, digits_task
-from test_onnx import onnx_description
+from edgeship.targets.onnx_int8 import _initializer_values, float_ops
 
 
 class TestOnnxInt8(BackendTemplate):
@@ -74,7 +74,8 @@ def test_calibration_method_reaches_the_quantizer(tmp_path):
 def test_mse_is_a_clear_error_and_writes_nothing(tmp_path):
     ctx = context(tmp_path, "onnx", "int8", QuantSettings(method="mse"))
     (tmp_path / "out").mkdir()
-    with pytest.raises(TargetError, match=r"onnx int8 calibrates with minmax, percentile, entropy, not 'mse' \(mse is available on: openvino int8\)"):
+    with pytest.raises(TargetError, match=r"onnx int8 calibrates with minmax, percentile, entropy, not 'mse' "
+                                          r"\(mse is available on: openvino int8\)"):
         get_backend("onnx", "int8").lower(digits_task()["model"], ctx, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import openvino as ov
 import pytest
+from template import BackendTemplate, context, digits_task, qat_model
 
 from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import TargetError
 from edgeship.targets.base import get_backend
-import numpy as np
-
 from edgeship.targets.openvino import compact_xml, convert_qat, float_layers, share_constants
-from template import BackendTemplate, context, digits_task, qat_model
 
 
 class OpenVINOTemplate(BackendTemplate):
@@ -75,7 +74,8 @@ class TestOpenVINOInt8QAT(TestOpenVINOInt8):
 def test_entropy_is_a_clear_error_and_writes_nothing(tmp_path):
     ctx = context(tmp_path, "openvino", "int8", QuantSettings(method="entropy"))
     (tmp_path / "out").mkdir()
-    with pytest.raises(TargetError, match=r"openvino int8 calibrates with minmax, percentile, mse, not 'entropy' \(entropy is available on: onnx int8\)"):
+    with pytest.raises(TargetError, match=r"openvino int8 calibrates with minmax, percentile, mse, not 'entropy' "
+                                          r"\(entropy is available on: onnx int8\)"):
         get_backend("openvino", "int8").lower(digits_task()["model"], ctx, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
 

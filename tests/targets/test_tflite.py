@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from template import BackendTemplate, context, digits_task, qat_model
 from torch import nn
 
 from edgeship.calibration.quant import QuantSettings
@@ -20,9 +21,7 @@ from edgeship.errors import TargetError
 from edgeship.models.zoo import ZOO
 from edgeship.targets.base import Artifact, get_backend
 from edgeship.targets.tflite import open_interpreter, read_metadata
-from helpers import factory_model, as_json
-from template import BackendTemplate, context, digits_task, qat_model
-
+from helpers import as_json, factory_model
 
 
 class TestTFLiteFP32(BackendTemplate):
@@ -103,7 +102,8 @@ class TestTFLiteInt8FloatIOQAT(TestTFLiteInt8FloatIO):
 
 
 # ----------------------------------------------------------------------------- beyond the template
-def lower(model, tmp_path, precision, input_shape, calib=None, quant=QuantSettings(), name="t"):
+def lower(model, tmp_path, precision, input_shape, calib=None, quant=None, name="t"):
+    quant = QuantSettings() if quant is None else quant
     ctx = context(tmp_path, "tflite", precision, quant, calib, name=name)
     ctx.input_shape = input_shape
     if calib is None:

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeship.models.graph import layer_of, op_name
-from edgeship.targets.torch2tf.trace import (ATEN_ALIASES, ATEN_BATCH_NORM, NCHW_TO_NHWC, shape,
-                                             unsupported)
+from edgeship.targets.torch2tf.trace import ATEN_ALIASES, ATEN_BATCH_NORM, NCHW_TO_NHWC, shape, unsupported
+
 
 # ----------------------------------------------------------------------------- argument helpers
 def _arg(node: fx.Node, i: int, name: str, default: Any = None) -> Any:
@@ -30,7 +31,7 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def _padding(in_hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int], d: tuple[int, int],
-             p: Any) -> tuple[str, Optional[list[list[int]]]]:
+             p: Any) -> tuple[str, list[list[int]] | None]:
     """torch's symmetric padding as TF's: ('VALID'|'SAME', None) when equivalent, else explicit pads."""
     if isinstance(p, str):
         # torch 'same' (stride 1 only) pads total d*(k-1), total // 2 first: exactly TF's SAME
@@ -58,7 +59,7 @@ class Lowering:
     PASSTHROUGH = {"identity", "dropout", "reshape", "maxpool"}  # keep their input's quantization
 
     def __init__(self, gm: fx.GraphModule, input_shape: tuple[int, int, int],
-                 fake_quant: Optional[dict[str, tuple[float, float]]] = None):
+                 fake_quant: dict[str, tuple[float, float]] | None = None):
         import tensorflow as tf
 
         self.tf = tf
@@ -92,7 +93,7 @@ class Lowering:
         self.kinds[n.name] = kind
         return fn
 
-    def _module(self, n: fx.Node, m: nn.Module) -> tuple[str, Callable]:
+    def _module(self, n: fx.Node, m: nn.Module) -> tuple[str, Callable]:  # noqa: C901 (one branch per layer type)
         tf = self.tf
         if isinstance(m, nn.Conv2d):
             if m.padding_mode != "zeros":
@@ -142,7 +143,7 @@ class Lowering:
             return "softmax", lambda env, x: self._softmax(n, env[n.args[0].name], m.dim)
         raise unsupported(type(m).__name__, n, self.gm)
 
-    def _function(self, n: fx.Node) -> tuple[str, Callable]:
+    def _function(self, n: fx.Node) -> tuple[str, Callable]:  # noqa: C901 (one branch per torch function)
         tf = self.tf
         t = ATEN_ALIASES.get(n.target, n.target)
         if n.target is ATEN_BATCH_NORM and ATEN_BATCH_NORM is not None:
@@ -169,7 +170,8 @@ class Lowering:
         if t is F.relu6:
             return "relu6", lambda env, x: tf.nn.relu6(x0(env))
         if t is F.hardtanh:
-            return "hardtanh", lambda env, x: self._clip(x0(env), _arg(n, 1, "min_val", -1.0), _arg(n, 2, "max_val", 1.0))
+            return "hardtanh", lambda env, x: self._clip(x0(env), _arg(n, 1, "min_val", -1.0),
+                                                         _arg(n, 2, "max_val", 1.0))
         if t is F.leaky_relu:
             return "leaky_relu", lambda env, x: tf.nn.leaky_relu(x0(env), alpha=_arg(n, 1, "negative_slope", 0.01))
         if t in (torch.sigmoid, F.sigmoid) or (n.op == "call_method" and t == "sigmoid"):
@@ -202,8 +204,8 @@ class Lowering:
         if t in (F.softmax, torch.softmax) or (n.op == "call_method" and t == "softmax"):
             return "softmax", lambda env, x: self._softmax(n, x0(env), _arg(n, 1, "dim"))
         if t is F.linear:
-            return "linear", lambda env, x: self._linear(n, x0(env), env[n.args[1].name],
-                                                         env[n.args[2].name] if _arg(n, 2, "bias") is not None else None)
+            return "linear", lambda env, x: self._linear(
+                n, x0(env), env[n.args[1].name], env[n.args[2].name] if _arg(n, 2, "bias") is not None else None)
         if t is F.conv2d:
             return "conv", lambda env, x: self._conv(
                 n, x0(env), env[n.args[1].name], env[n.args[2].name] if _arg(n, 2, "bias") is not None else None,
@@ -211,7 +213,7 @@ class Lowering:
         raise unsupported(name and (f"Tensor.{name}" if n.op == "call_method" else op_name(n, self.gm)), n, self.gm)
 
     # ---- emitters
-    def _conv(self, n, x, w: np.ndarray, b: Optional[np.ndarray], stride, padding, dilation, groups: int):
+    def _conv(self, n, x, w: np.ndarray, b: np.ndarray | None, stride, padding, dilation, groups: int):
         tf = self.tf
         in_shape = shape(n.args[0])
         if in_shape is None or len(in_shape) != 4 or w.ndim != 4:
@@ -234,7 +236,7 @@ class Lowering:
             y = tf.nn.conv2d(x, w.transpose(2, 3, 1, 0), strides=[1, *s, 1], padding=pad_arg, dilations=[1, *d, 1])
         return tf.nn.bias_add(y, b) if b is not None else y
 
-    def _linear(self, n, x, w: np.ndarray, b: Optional[np.ndarray]):
+    def _linear(self, n, x, w: np.ndarray, b: np.ndarray | None):
         tf = self.tf
         if shape(n.args[0]) is None or len(shape(n.args[0])) != 2:
             raise unsupported("Linear", n, self.gm, f"input of shape {shape(n.args[0])}; only (N, features) is lowered")
@@ -329,7 +331,8 @@ class Lowering:
         s = _pair(s) if s not in (None, [], ()) else k
         if ceil_mode:
             out = shape(n)
-            if tuple(out[2:]) != tuple((i + 2 * pp - kk) // ss + 1 for i, kk, ss, pp in zip(in_shape[2:], k, s, _pair(p))):
+            floor = tuple((i + 2 * pp - kk) // ss + 1 for i, kk, ss, pp in zip(in_shape[2:], k, s, _pair(p)))
+            if tuple(out[2:]) != floor:
                 raise unsupported(f"{how.title()}Pool2d", n, self.gm, "ceil_mode=True changes the output size")
         if _pair(d) != (1, 1):
             raise unsupported(f"{how.title()}Pool2d", n, self.gm, "dilation")

@@ -4,7 +4,8 @@ shapes, the ranges of every tensor over calibration samples, and the unsupported
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ def trace(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> fx.G
         raise TargetError(f"{FMT}: torch.fx cannot trace the model ({e})", fix) from None
 
 
-def shape(node: Any) -> Optional[tuple[int, ...]]:
+def shape(node: Any) -> tuple[int, ...] | None:
     tm = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
     return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
 
@@ -92,7 +93,7 @@ def _each_tensor(gm: fx.GraphModule, calib: np.ndarray, batch: int, visit: Calla
             v.run(torch.from_numpy(np.ascontiguousarray(calib[i:i + batch], np.float32)))
 
 
-def observe_ranges(gm: fx.GraphModule, calib: np.ndarray, percentile: Optional[float] = None,
+def observe_ranges(gm: fx.GraphModule, calib: np.ndarray, percentile: float | None = None,
                    batch: int = 64, bins: int = 2048) -> dict[str, tuple[float, float]]:
     """Range of every tensor-valued node over the calibration samples (torch, float): min/max, or with
     ``percentile`` the (100 - p)th and pth percentiles from a histogram over [min, max]."""
