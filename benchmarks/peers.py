@@ -179,7 +179,7 @@ def build_peers(recipe_path: Path, out: Path, samples: int, threads: int) -> lis
     prep = prepare(rec)
     model, data = prep.model, prep.data
     model.eval()
-    calib = calib_subset(data["calib"], QuantSettings(samples=samples, seed=rec.seed))
+    calib = calib_subset(data["calib"], QuantSettings(samples=samples, seed=rec.seed))[0]
     example = torch.from_numpy(calib[:1].copy())
     x_test, y = data["test"].x.numpy(), data["test"].y.numpy()
     torch_logits = predict(model, data["test"].x).numpy()
@@ -200,7 +200,7 @@ def build_peers(recipe_path: Path, out: Path, samples: int, threads: int) -> lis
                 art = peer_tflite(model, example, calib, d, log, tuple(rec.input.shape))
             row["lower_s"] = round(time.perf_counter() - t0, 2)
             runner, batch = peer_runner(art, threads)
-            row["verify"] = compare(run_batched(runner, x_test, batch_size=batch, quiet=True), torch_logits, y)
+            row["verify"] = compare(run_batched(runner, x_test, batch_size=batch, quiet=True)[0], torch_logits, y)
             row["size_bytes"] = device_bytes(art.dir, art.files)
         except Exception as e:  # one failed peer flow is a result, not a crash
             row.update(status="failed", error=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")

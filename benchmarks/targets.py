@@ -103,7 +103,7 @@ def main() -> int:
             (work / "out").mkdir(parents=True)
             (work / "work").mkdir()
             ctx = LowerContext(target=TargetSpec(name=work.name, format=fmt, precision=precision),
-                               input_shape=tuple(rec.input.shape), calib=calib_subset(data["calib"], quant),
+                               input_shape=tuple(rec.input.shape), calib=calib_subset(data["calib"], quant)[0],
                                preprocessing=pre, labels=labels, quant=quant, log_path=work / "log.txt",
                                work_dir=work / "work", threads=args.threads)
             saved = ov_backend.FAST_BIAS_CORRECTION
@@ -115,7 +115,7 @@ def main() -> int:
             finally:
                 ov_backend.FAST_BIAS_CORRECTION = saved
             lower_s = time.perf_counter() - t0
-            m = compare(run_batched(backend.load(art, threads=args.threads), x_test, quiet=True), torch_logits, y)
+            m = compare(run_batched(backend.load(art, threads=args.threads), x_test, quiet=True)[0], torch_logits, y)
             size = device_bytes(art.dir, art.files)
             if (fmt, precision) == ("onnx", "fp32"):
                 fp32_size = size

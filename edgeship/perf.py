@@ -45,6 +45,29 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
+def nhwc_ok(model: nn.Module, sample: torch.Tensor) -> bool:
+    """Whether ``model`` runs on NHWC tensors: a ``.view()`` over a feature map (a user's flatten written as
+    ``x.view(x.size(0), -1)``) fails on them, and such a model runs in NCHW instead. One sample, no gradient."""
+    if sample.dim() != 4:
+        return False
+    training = model.training
+    try:
+        model.eval()  # the probe must not move batch-norm statistics
+    except NotImplementedError:  # a torch.export module: frozen in its mode
+        training = None
+    try:
+        with torch.no_grad(), channels_last(model):
+            model(to_channels_last(sample[:1]))
+    except RuntimeError as e:
+        if "view size is not compatible" in str(e):
+            return False
+        raise
+    finally:
+        if training:
+            model.train()
+    return True
+
+
 def _to_layout(model: nn.Module, memory_format: torch.memory_format) -> None:
     with warnings.catch_warnings():  # a TorchScript module's parameters are not leaves: torch warns on .grad
         warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
@@ -52,11 +75,11 @@ def _to_layout(model: nn.Module, memory_format: torch.memory_format) -> None:
 
 
 @contextlib.contextmanager
-def channels_last(model: nn.Module) -> Iterator[nn.Module]:
+def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     """Run ``model`` with NHWC weights, then give its parameters back their ordinary layout (pruning and
     the exporters expect contiguous tensors). Modules that cannot be converted (some scripted ones) are
     used as they are."""
-    if id(model) in _ACTIVE:  # e.g. the validation pass inside a training loop
+    if id(model) in _ACTIVE or not enabled:  # e.g. the validation pass inside a training loop
         yield model
         return
     try:

@@ -25,24 +25,27 @@ from edgeship.calibration.preprocess import Preprocessing
 from edgeship.errors import EdgeshipError
 from edgeship.schema import Strict, format_validation_error
 
+MODEL_SOURCES = ("zoo", "factory", "torchscript", "exported", "onnx")
+
 
 class ModelSpec(Strict):
-    """Exactly one of ``zoo``, ``factory``, ``torchscript``, ``exported``."""
+    """Exactly one of ``zoo``, ``factory``, ``torchscript``, ``exported``, ``onnx``."""
 
     zoo: str | None = Field(None, description="reference model: small_cnn, resnet, mobilenetv2, dscnn")
     factory: str | None = Field(None, description="'package.module:function' returning an nn.Module")
     torchscript: Path | None = Field(None, description="a TorchScript file (torch.jit.save)")
     exported: Path | None = Field(None, description="a torch.export program (.pt2)")
+    onnx: Path | None = Field(None, description="an ONNX file: quantized and converted as it is for the onnx and "
+                              "openvino targets; converted to torch (onnx2torch) for passes and tflite targets")
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for zoo/factory")
     weights: Path | None = Field(None, description="state_dict or edgeship checkpoint for zoo/factory; "
                                     "`edgeship train` writes it for zoo models")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        given = [k for k in ("zoo", "factory", "torchscript", "exported") if getattr(self, k) is not None]
+        given = [k for k in MODEL_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of zoo, factory, torchscript, exported "
-                             f"(got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(MODEL_SOURCES)} (got {', '.join(given) or 'none'})")
         if self.factory is not None and ":" not in self.factory:
             raise ValueError(f"factory must look like 'package.module:function', got {self.factory!r}")
         return self
@@ -85,6 +88,154 @@ class InputSpec(Strict):
         p = self.preprocessing
         widen = lambda v: tuple(v) * (c if len(v) == 1 else 1)  # noqa: E731
         return Preprocessing(scale=p.scale, mean=widen(p.mean), std=widen(p.std))
+
+
+Task = Literal["classification", "score", "regression", "embedding", "any"]
+Metric = Literal["top1", "agreement", "max_abs_error", "mean_abs_error", "relative_error", "cosine"]
+# the metric each task is judged by, and its default tolerance per precision class: a number the metric must not
+# exceed (errors) or fall below (agreement, cosine); classification keeps the top-1 gate (max_accuracy_drop)
+TASK_METRIC: dict[str, str] = {"classification": "top1", "score": "agreement", "regression": "relative_error",
+                               "embedding": "cosine", "any": "relative_error"}
+DEFAULT_TOLERANCE: dict[str, dict[str, float]] = {
+    "agreement": {"fp32": 0.999, "fp16": 0.99, "int8": 0.95},
+    "cosine": {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98},
+    "relative_error": {"fp32": 1e-3, "fp16": 1e-2, "int8": 0.1},
+    "mean_abs_error": {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1},
+    "max_abs_error": {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.5},
+}
+HIGHER_IS_BETTER = {"top1", "agreement", "cosine"}
+LAYOUTS = ("NCHW", "NHWC", "NCL", "NLC", "NC", "any")
+
+
+class IOInput(Strict):
+    """One tensor input of the model's graph, fed from a data array or filled with a constant."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="the graph input's name")
+    shape: list[int] = Field(description="one sample's shape (the batch axis comes first, implicitly)")
+    dtype: Literal["float32", "int64", "int32"] = "float32"
+    layout: Literal["NCHW", "NHWC", "NCL", "NLC", "NC", "any"] = "any"
+    data: str | None = Field(None, description="the data array that feeds it (an npz key); default: its name")
+    fill: float | None = Field(None, description="not from data: every sample is this constant (e.g. 0 for a "
+                                                  "recurrent state); still a graph input the device passes")
+    dynamic: dict[int, str] = Field(default_factory=dict, description="axes of one sample that vary (e.g. {0: "
+                                    "seq}): dynamic in the ONNX and OpenVINO graphs")
+    preprocessing: PreprocessingSpec | None = Field(None, description="scale/mean/std on the raw array (channel "
+                                                    "axis from the layout); none: fed as stored")
+
+    @model_validator(mode="after")
+    def _check(self) -> IOInput:
+        if any(d <= 0 for d in self.shape):
+            raise ValueError(f"shape values must be positive, got {self.shape}")
+        if self.fill is not None and self.data is not None:
+            raise ValueError("give data or fill, not both")
+        bad = [a for a in self.dynamic if not 0 <= a < len(self.shape)]
+        if bad:
+            raise ValueError(f"dynamic axes {bad} are not axes of a sample of shape {self.shape}")
+        if self.preprocessing is not None:
+            if self.dtype != "float32":
+                raise ValueError("preprocessing applies to float32 inputs only")
+            n = max(len(self.preprocessing.mean), len(self.preprocessing.std))
+            channels = None if self.layout == "any" else self.shape[self.channel_axis - 1]
+            if n > 1 and n != channels:
+                raise ValueError(f"preprocessing has {n} values per statistic but input {self.name!r} has "
+                                 f"{channels or 'no known'} channels (layout {self.layout}); give 1 value or one per "
+                                 "channel")
+        return self
+
+    @property
+    def source(self) -> str | None:
+        """The data array it reads, or None for a filled input."""
+        return None if self.fill is not None else (self.data or self.name)
+
+    @property
+    def channel_axis(self) -> int:
+        """Where the channels are in a batch of this input (the axis per-channel preprocessing runs along)."""
+        return {"NCHW": 1, "NHWC": 3, "NCL": 1, "NLC": 2, "NC": 1}.get(self.layout, 1)
+
+    def preprocessing_obj(self) -> Preprocessing | None:
+        if self.preprocessing is None:
+            return None
+        p = self.preprocessing
+        return Preprocessing(scale=p.scale, mean=tuple(p.mean), std=tuple(p.std), channel_axis=self.channel_axis)
+
+
+class IOOutput(Strict):
+    """One output tensor of the model, with what it means and how an artifact's copy is judged."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    task: Task = Field("any", description="classification (logits), score (probabilities/sigmoids), regression, "
+                       "embedding, any")
+    metric: Metric | None = Field(None, description="how the artifact's output is compared with the torch model's; "
+                                  "default: the task's (top1, agreement, relative_error, cosine)")
+    tolerance: float | dict[Literal["fp32", "fp16", "int8"], float] | None = Field(
+        None, description="the metric's limit, one number or per precision class (fp32/fp16/int8); default: "
+        "edgeship's per metric")
+    threshold: float = Field(0.5, description="score: the decision threshold agreement is counted at")
+    labels: str | None = Field(None, description="classification: the data array of ground-truth class ids (top-1 "
+                               "and the accuracy budgets); default: the data set's labels for the first "
+                               "classification output")
+
+    @property
+    def judged_by(self) -> str:
+        return self.metric or TASK_METRIC[self.task]
+
+    def limit(self, precision_class: str) -> float | None:
+        """The tolerance for a precision class (None: classification's top-1 gate applies)."""
+        metric = self.judged_by
+        if metric == "top1":
+            return None
+        if isinstance(self.tolerance, dict):
+            if precision_class in self.tolerance:
+                return float(self.tolerance[precision_class])
+        elif self.tolerance is not None:
+            return float(self.tolerance)
+        return DEFAULT_TOLERANCE[metric][precision_class]
+
+
+class IOSpec(Strict):
+    """The model's signature: named tensor inputs (from data or filled), constant keyword arguments of forward(),
+    and named outputs with their tasks. ``input:`` is the shorthand for one image in, class logits out."""
+
+    inputs: list[IOInput] = Field(min_length=1)
+    outputs: list[IOOutput] = Field(min_length=1)
+    call_kwargs: dict[str, Any] = Field(default_factory=dict, description="constant keyword arguments passed to "
+                                        "forward() on every call (e.g. sr: 16000); baked into every artifact")
+    image: bool = Field(False, description="internal: this spec stands for an `input:` image section")
+
+    @model_validator(mode="after")
+    def _check(self) -> IOSpec:
+        for kind, items in (("input", self.inputs), ("output", self.outputs)):
+            names = [x.name for x in items]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dup)}")
+        clash = {i.name for i in self.inputs} & {o.name for o in self.outputs}
+        if clash:
+            raise ValueError(f"a name cannot be both an input and an output: {', '.join(sorted(clash))}")
+        if not any(i.fill is None for i in self.inputs):
+            raise ValueError("at least one input must come from data (the others may be filled)")
+        return self
+
+    @classmethod
+    def for_image(cls, spec: InputSpec) -> IOSpec:
+        return cls(inputs=[IOInput(name="input", shape=list(spec.shape), layout="NCHW", data="x",
+                                   preprocessing=spec.preprocessing)],
+                   outputs=[IOOutput(name="logits", task="classification")], image=True)
+
+    @property
+    def data_inputs(self) -> list[IOInput]:
+        return [i for i in self.inputs if i.fill is None]
+
+    @property
+    def classification(self) -> IOOutput | None:
+        """The first classification output: the one top-1, the accuracy budgets and distillation are about."""
+        return next((o for o in self.outputs if o.task == "classification"), None)
+
+    @property
+    def single_input_classifier(self) -> bool:
+        """One data-fed input and one classification output: what the training passes work on."""
+        return (len(self.inputs) == 1 and self.inputs[0].fill is None and len(self.outputs) == 1
+                and self.outputs[0].task == "classification" and not self.call_kwargs)
 
 
 class DataSource(Strict):
@@ -152,7 +303,8 @@ class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
     model: ModelSpec
-    input: InputSpec
+    input: InputSpec | None = Field(None, description="one image in, class logits out (the shorthand of io:)")
+    io: IOSpec | None = Field(None, description="the model's inputs and outputs, for any other signature")
     labels: list[str] | None = Field(None, description="class names; default: the data set's")
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -164,11 +316,21 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
+        if (self.input is None) == (self.io is None):
+            raise ValueError("give exactly one of input (one image in, class logits out) and io (any other "
+                             "signature)")
         names = [t.name for t in self.targets]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"target names must be unique; repeated: {', '.join(sorted(dup))}")
         return self
+
+    def model_io(self) -> IOSpec:
+        """The model's signature, whichever section gave it."""
+        if self.io is not None:
+            return self.io
+        assert self.input is not None
+        return IOSpec.for_image(self.input)
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]

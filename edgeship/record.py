@@ -87,10 +87,21 @@ class Stage(Record):
 
 
 # ---------------------------------------------------------------- targets
+class OutputCheck(Open):
+    """One output of an artifact against the torch model's (targets/verify.py names every metric it adds)."""
+
+    task: str
+    metric: str  # the one the gate used
+    limit: float | None = None  # its tolerance for the artifact's precision class (None: the top-1 gate)
+    passed: bool | None = None
+
+
 class Verification(Record):
-    """An artifact run with its own runtime on the test split, compared with the torch model."""
+    """An artifact run with its own runtime on the test split, compared with the torch model. The top-level fields
+    are the (first) classification output's; ``outputs`` holds every output of an ``io:`` model."""
 
     n: int
+    outputs: dict[str, OutputCheck] = Field(default_factory=dict)
     top1: float | None = None
     torch_top1: float | None = None
     agreement: float | None = None

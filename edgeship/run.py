@@ -16,39 +16,35 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from edgeship.calibration.datasets import Splits, load_splits
+from edgeship.calibration.io_data import load_io_splits
 from edgeship.calibration.preprocess import Preprocessing
-from edgeship.calibration.quant import LearnedQuantization, QuantSettings
-from edgeship.calibration.readers import check_calibration
+from edgeship.calibration.quant import QuantSettings
+from edgeship.calibration.readers import check_calibration_inputs
 from edgeship.devices.measure import measure_and_check
-from edgeship.errors import EdgeshipError, TargetError
-from edgeship.models.load import build_model, clone_module, fp32_size_bytes, model_stats, save_module, set_eval
+from edgeship.errors import EdgeshipError
+from edgeship.lower import TargetJob, outputs_of, references, size_references
+from edgeship.models.io import IOModel, check_signature, to_model_dtype
+from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save_module, set_eval
 from edgeship.pipeline.base import PassConfig, PassContext, check_model_for_passes, planned_quant
 from edgeship.pipeline.runner import StageCache, model_hash, run_passes
-from edgeship.pipeline.training import TensorData, predict, set_determinism, top1
+from edgeship.pipeline.training import TensorData, set_determinism, top1
 from edgeship.progress import info
-from edgeship.recipe import Recipe, TargetSpec
+from edgeship.recipe import IOSpec, Recipe, TargetSpec
 from edgeship.record import (
     REPORT,
     DataInfo,
     Machine,
     ModelFacts,
-    OpAudit,
     RunRecord,
-    SizeReference,
-    SizeVsFP32,
-    Target,
-    Verification,
     is_run_dir,
 )
 from edgeship.report.html import write_report_html
-from edgeship.targets.base import FLOAT_PRECISIONS, LowerContext, get_backend
-from edgeship.targets.verify import compare, gate, run_batched
+from edgeship.targets.base import FLOAT_PRECISIONS, get_backend
 from edgeship.version import __version__
 
 RUN_ENTRIES = {REPORT, "report.html", "model", "targets", "logs"}  # what an export writes in its run dir
@@ -80,22 +76,32 @@ class Prepared:
 
 def prepare(recipe: Recipe, trust_pickle: bool = False) -> Prepared:
     set_determinism(recipe.seed)
-    splits = load_splits(recipe.data, recipe.input)
+    io = recipe.model_io()
+    splits = load_splits(recipe.data, recipe.input) if recipe.input is not None else load_io_splits(recipe.data, io)
     labels = tuple(recipe.labels) if recipe.labels else splits.labels
-    top = max(int(getattr(splits, k).y.max()) for k in ("train", "val", "calib", "test") if len(getattr(splits, k)))
-    if top >= len(labels):
-        raise EdgeshipError(f"the recipe's labels: names {len(labels)} classes but the data has class id {top}",
-                            f"give labels: one name per class id 0..{top}, or remove labels: to number them")
-    model = build_model(recipe.model, recipe.input, len(labels), trust_pickle=trust_pickle)
-    pre = recipe.input.preprocessing_obj()
-    data = {k: TensorData.from_array(getattr(splits, k), pre) for k in ("train", "val", "calib", "test")}
+    if labels or io.image:
+        top = max(int(getattr(splits, k).y.max()) for k in ("train", "val", "calib", "test") if len(getattr(splits, k)))
+        if top >= len(labels):
+            raise EdgeshipError(f"the recipe's labels: names {len(labels)} classes but the data has class id {top}",
+                                f"give labels: one name per class id 0..{top}, or remove labels: to number them")
+    model = build_model(recipe.model, recipe.input if recipe.input is not None else io, len(labels),
+                        trust_pickle=trust_pickle)
+    first = io.data_inputs[0].preprocessing_obj() if not io.image else None
+    pre = recipe.input.preprocessing_obj() if recipe.input is not None else first or Preprocessing(scale=1.0)
+    data = {k: TensorData.from_array(getattr(splits, k), pre, io) for k in ("train", "val", "calib", "test")}
+    if not io.image:
+        check_signature(model, io, data["test"].graph_inputs(io, slice(0, 2)))
     return Prepared(splits, labels, model, pre, data)
 
 
-def calib_subset(calib: TensorData, quant: QuantSettings) -> np.ndarray:
+def calib_subset(calib: TensorData, quant: QuantSettings, io: IOSpec | None = None) -> list[np.ndarray]:
+    """The seeded calibration subset: every graph input's samples (an image classifier's: one array)."""
     rng = np.random.default_rng(quant.seed)
     n = min(quant.samples, len(calib))
-    return calib.x.numpy()[np.sort(rng.permutation(len(calib))[:n])]
+    idx = np.sort(rng.permutation(len(calib))[:n])
+    if io is None or io.image:
+        return [calib.x.numpy()[idx]]
+    return [a[idx] for a in calib.graph_inputs(io)]
 
 
 def export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, PassConfig]],
@@ -114,6 +120,7 @@ def export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, PassC
     out = Path(recipe.output)
     check_output(out)
     prep = prepare(recipe, trust_pickle)
+    check_model_for_passes(prep.model, [name for name, _ in pass_configs], recipe.model_io())
     check_calibration_early(recipe, targets, pass_configs, prep.data)
 
     make_parent(out)
@@ -153,7 +160,8 @@ def check_calibration_early(recipe: Recipe, targets: list[TargetSpec], pass_conf
     calibrated = [t for t in targets if t.precision in get_backend(t.format, t.precision).calibrated]
     if quant.qat or not calibrated:
         return
-    check_calibration(calib_subset(data["calib"], quant))
+    io = recipe.model_io()
+    check_calibration_inputs(calib_subset(data["calib"], quant, io), io.inputs)
 
 
 def check_output(out: Path) -> None:
@@ -223,33 +231,34 @@ def carry_over(prev_dir: Path, tmp: Path, record: RunRecord, order: list[str]) -
 
 def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_configs: list[tuple[str, PassConfig]],
          prep: Prepared, tmp: Path, quiet: bool) -> RunRecord:
-    shape = tuple(recipe.input.shape)
+    io = recipe.model_io()
     model, data = prep.model, prep.data
     logs = tmp / "logs"
     logs.mkdir()
-    check_model_for_passes(model, [name for name, _ in pass_configs])
-    baseline = ModelFacts(top1_val=top1(predict(model, data["val"].x), data["val"].y),
-                          top1_test=top1(predict(model, data["test"].x), data["test"].y), **model_stats(model, shape),
-                          size_fp32_bytes=fp32_size_bytes(model))
-    info(f"baseline: test top-1 {baseline.top1_test:.4f}, params {baseline.params:,}, MACs {baseline.macs or 0:,}")
+    baseline = facts(model, io, prep, val=True)
+    top = f"test top-1 {baseline.top1_test:.4f}, " if baseline.top1_test is not None else ""
+    info(f"baseline: {top}params {baseline.params:,}, MACs {baseline.macs or 0:,}")
 
-    ctx = PassContext(splits=prep.splits, data=data, preprocessing=prep.preprocessing, input_shape=shape,
-                      teacher=None, work_dir=tmp / "work", seed=recipe.seed, threads=recipe.train.threads, quiet=quiet)
+    ctx = PassContext(splits=prep.splits, data=data, preprocessing=prep.preprocessing,
+                      input_shape=tuple(io.inputs[0].shape), teacher=None, work_dir=tmp / "work", seed=recipe.seed,
+                      threads=recipe.train.threads, quiet=quiet, io=io)
     # the model's spec too: a factory whose arguments change what forward() does can print the same module
     # with the same weights (the module hash alone would hand it another model's cached stages)
-    data_spec = recipe.data.model_dump(mode="json") | {"input": recipe.input.model_dump(mode="json"),
+    data_spec = recipe.data.model_dump(mode="json") | {"input": io.model_dump(mode="json"),
                                                         "model": recipe.model.model_dump(mode="json")}
+    if recipe.input is not None:  # the key image recipes always had (their cached stages stay valid)
+        data_spec["input"] = recipe.input.model_dump(mode="json")
     result = run_passes(model, pass_configs, ctx, StageCache(Path(recipe.output).parent / ".cache"), data_spec)
     compact = set_eval(result.model)
     quant = result.quant or QuantSettings(seed=recipe.seed)
 
-    save_module(compact, tmp / "model", shape)
-    torch_logits = predict(compact, data["test"].x).numpy()
-    y = data["test"].y.numpy()
-    calib = calib_subset(data["calib"], quant)
-
-    refs = references(compact, torch_logits, quant, result.learned, data["test"].x)
-    job = TargetJob(recipe, shape, calib, prep, tmp, logs, result.learned, data["test"].x.numpy(), y, quiet)
+    save_module(compact, tmp / "model", example(io, data["test"]))
+    outputs = outputs_of(compact, io, data["test"])
+    final = facts(compact, io, prep, outputs=outputs)
+    unchanged = recipe.model.onnx is not None and model_hash(compact) == model_hash(model)
+    job = TargetJob(recipe, io, calib_subset(data["calib"], quant, io), prep.preprocessing, prep.labels, data["test"],
+                    tmp, logs, result.learned, quiet, source_onnx=Path(recipe.model.onnx) if unchanged else None)
+    refs = references(compact, outputs, quant, result.learned, io, data["test"])
     records = [job.lower(t, refs["float" if t.precision in FLOAT_PRECISIONS else "int"]) for t in targets]
     size_refs = size_references(records, {"compressed_model": refs["float"].model, "input_model": model}, job)
     shutil.rmtree(tmp / "work", ignore_errors=True)
@@ -258,154 +267,29 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         recipe_path=str(recipe_path), recipe_hash=recipe.hash(), recipe=recipe, machine=machine_facts(),
         data=DataInfo(sizes=prep.splits.sizes(), labels=list(prep.labels), source=recipe.data.source.kind),
-        baseline=baseline, stages=result.stages,
-        final=ModelFacts(top1_test=top1(torch_logits, y), **model_stats(compact, shape), model_hash=model_hash(compact),
-                         size_fp32_bytes=fp32_size_bytes(compact)),
+        baseline=baseline, stages=result.stages, final=final.model_copy(update={"model_hash": model_hash(compact)}),
         quantization=quant, size_references=size_refs, targets=records)
 
 
-def final_paths(text: str, tmp: Path, recipe: Recipe) -> str:
-    """A message written during the run names files under the temporary directory, which is renamed to
-    the recipe's output when the run completes: name them where they will be."""
-    return text.replace(str(tmp), str(recipe.output))
+def example(io: IOSpec, data: TensorData) -> tuple:
+    """One sample of every graph input (an image classifier's: its input shape), for MAC counts and .pt2 exports."""
+    if io.image:
+        return tuple(io.inputs[0].shape)
+    return tuple(to_model_dtype(i, torch.from_numpy(np.ascontiguousarray(a)))
+                 for i, a in zip(io.inputs, data.graph_inputs(io, slice(0, 1))))
 
 
-@dataclass
-class Reference:
-    """The torch model a target is lowered from and verified against."""
-
-    model: torch.nn.Module
-    logits: np.ndarray  # on the test split
-    quant: QuantSettings
-    note: str
-
-
-def references(compact: torch.nn.Module, logits: np.ndarray, quant: QuantSettings,
-               learned: LearnedQuantization | None, x_test: torch.Tensor) -> dict[str, Reference]:
-    """INT8 targets take the compact model as it is. After QAT, float targets take its float view
-    (batch norm folded, fake quantization stripped, weights as QAT learned them): a float artifact
-    must not carry quantize/dequantize pairs, and it is verified against that float model."""
-    int_ref = Reference(compact, logits, quant, "the compressed torch model")
-    if learned is None:
-        return {"int": int_ref, "float": int_ref}
-    stripped = learned.float_model
-    float_ref = Reference(stripped, predict(stripped, x_test).numpy(), QuantSettings(seed=quant.seed),
-                          "the QAT model with fake quantization stripped (float weights QAT learned)")
-    return {"int": int_ref, "float": float_ref}
-
-
-@dataclass
-class TargetJob:
-    """What lowering any target of this run needs."""
-
-    recipe: Recipe
-    shape: tuple[int, ...]
-    calib: np.ndarray
-    prep: Prepared
-    tmp: Path
-    logs: Path
-    learned: LearnedQuantization | None
-    x_test: np.ndarray
-    y_test: np.ndarray
-    quiet: bool
-
-    def context(self, target: TargetSpec, quant: QuantSettings, log_path: Path, work_dir: Path) -> LowerContext:
-        return LowerContext(target=target, input_shape=self.shape, calib=self.calib,
-                            preprocessing=self.prep.preprocessing, labels=self.prep.labels, quant=quant,
-                            log_path=log_path, work_dir=work_dir, threads=self.recipe.train.threads,
-                            learned=self.learned if quant.qat else None)
-
-    def lower(self, t: TargetSpec, ref: Reference) -> Target:
-        """Lower, run on the test split, verify and gate one target; a failure stays this target's."""
-        rec = Target(name=t.name, device=t.device, format=t.format, precision=t.precision, status="ok",
-                     reference=ref.note)
-        final = self.tmp / "targets" / t.name
-        partial = self.tmp / "targets" / f".{t.name}.partial"
-        partial.mkdir(parents=True)
-        t0 = time.perf_counter()
-        try:
-            backend = get_backend(t.format, t.precision)
-            ctx = self.context(t, ref.quant, self.logs / f"{t.name}.log", self.tmp / "work" / t.name)
-            ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            info(f"target {t.name}: lowering to {t.format} {t.precision}")
-            art = backend.lower(clone_module(ref.model), ctx, partial)
-            rec.lower_s = round(time.perf_counter() - t0, 2)
-            runner = backend.load(art, threads=self.recipe.train.threads)
-            logits = run_batched(runner, self.x_test, label=t.name, quiet=self.quiet)
-            metrics = compare(logits, ref.logits, self.y_test)
-            audit = backend.op_audit(art)
-            rec.op_audit = None if audit is None else OpAudit.model_validate(audit)
-            rec.size_bytes = art.size_bytes()
-            try:
-                gate(t.name, t.precision, metrics, t.max_accuracy_drop, self.recipe.min_agreement)
-            finally:
-                rec.verify = Verification.model_validate({k: _finite(v) for k, v in metrics.items()})
-            partial.rename(final)
-            art.dir = final
-            rec.artifact = str(Path("targets") / t.name / art.main)
-            rec.files = [str(Path("targets") / t.name / f) for f in art.files]
-            info(f"target {t.name}: top-1 {metrics['top1']:.4f} (torch {metrics['torch_top1']:.4f}), "
-                 f"agreement {metrics['agreement']:.4f}, {rec.size_bytes / 1024:.1f} KiB")
-        except TargetError as e:
-            shutil.rmtree(partial, ignore_errors=True)
-            rec.status = "failed"
-            rec.error = final_paths(str(e), self.tmp, self.recipe)
-            info(f"[red]target {t.name} failed:[/red] {rec.error}")
-        rec.wall_s = round(time.perf_counter() - t0, 2)
-        return rec
-
-
-def _finite(v: Any) -> Any:
-    """NaN/inf (an artifact that produced them) are recorded as null: JSON has neither."""
-    return None if isinstance(v, float) and not np.isfinite(v) else v
-
-
-def size_references(records: list[Target], models: dict[str, torch.nn.Module],
-                    job: TargetJob) -> dict[str, SizeReference]:
-    """What each quantized or FP16 artifact's size compares with, in its own format: the FP32 artifact of
-    the model the recipe started from (what the user would ship without edgeship) and of the compressed
-    model (quantization's share alone). A run's own FP32 target of that format serves as the latter;
-    anything else is lowered at FP32 into scratch space, measured and deleted (``Artifact.size_bytes``).
-    Sets ``size_vs_fp32`` on each such target; returns {format: SizeReference}."""
-    done = [r for r in records if r.ok]
-    formats = sorted({r.format for r in done if r.precision != "fp32"})
-    out: dict[str, SizeReference] = {}
-    for fmt in formats:
-        row: dict[str, Any] = {}
-        own = next((r for r in done if r.format == fmt and r.precision == "fp32"), None)
-        for which, model in models.items():
-            if which == "compressed_model" and own is not None:
-                row[which] = own.size_bytes
-                continue
-            same = next((w for w, m in models.items() if m is model and w in row), None)
-            if same is not None:  # no passes: the input model is the compressed one
-                row[which] = row[same]
-                continue
-            t0 = time.perf_counter()
-            work = job.tmp / "work" / "size-references" / f"{which}-{fmt}"
-            work.mkdir(parents=True)
-            spec = TargetSpec(name=f"{which}-{fmt}-fp32", format=fmt, precision="fp32")
-            ctx = job.context(spec, QuantSettings(seed=job.recipe.seed), job.logs / "size-references.log", work)
-            try:
-                (work / "out").mkdir()
-                row[which] = get_backend(fmt, "fp32").lower(clone_module(model), ctx, work / "out").size_bytes()
-            except TargetError as e:
-                row[which] = None
-                row[f"{which}_error"] = final_paths(str(e), job.tmp, job.recipe)
-            info(f"size reference: {which.replace('_', ' ')} as FP32 {fmt}: "
-                 + (f"{row[which] / 1024:.1f} KiB" if row[which] else "could not be lowered")
-                 + f" ({time.perf_counter() - t0:.1f} s)")
-        out[fmt] = SizeReference(**row)
-    for r in done:
-        if r.precision == "fp32" or r.size_bytes is None:
-            continue
-        ref = out[r.format]
-        ratio = {which: (round(r.size_bytes / b, 4) if b else None)
-                 for which, b in (("input_model", ref.input_model), ("compressed_model", ref.compressed_model))}
-        r.size_vs_fp32 = SizeVsFP32(bytes=r.size_bytes, **ratio)
-        same = ratio["compressed_model"]
-        if same is not None and same >= 1:
-            info(f"[yellow]note:[/yellow] {r.name} ({r.format} {r.precision}) is {same:.2f}x the size of the "
-                 "same model's FP32 artifact: at this size the file is mostly graph and per-channel scales (or its "
-                 "weights were too small for the converter to quantize)")
-    return out
+def facts(model: torch.nn.Module, io: IOSpec, prep: Prepared, val: bool = False,
+          outputs: list[np.ndarray] | None = None) -> ModelFacts:
+    """Params, MACs, FP32 size and (with class ids) top-1 of the model's classification output."""
+    data = prep.data
+    stats = model_stats(model if io.image else IOModel(model, io), example(io, data["test"]))
+    top1s: dict[str, float | None] = {"top1_val": None, "top1_test": None}
+    cls = io.classification
+    if cls is not None and (io.image or prep.labels):
+        k = io.outputs.index(cls)
+        outputs = outputs if outputs is not None else outputs_of(model, io, data["test"])
+        top1s["top1_test"] = top1(outputs[k], data["test"].y)
+        if val:
+            top1s["top1_val"] = top1(outputs_of(model, io, data["val"])[k], data["val"].y)
+    return ModelFacts(**top1s, **stats, size_fp32_bytes=fp32_size_bytes(model))

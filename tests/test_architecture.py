@@ -21,12 +21,13 @@ LAYERS = [
     ["edgeship.version", "edgeship.errors", "edgeship.schema", "edgeship.progress", "edgeship.logs", "edgeship.perf"],
     ["edgeship.calibration", "edgeship.calibration.preprocess", "edgeship.calibration.quant", "edgeship.recipe"],
     ["edgeship.record"],
-    ["edgeship.models", "edgeship.calibration.datasets", "edgeship.calibration.readers"],
+    ["edgeship.models", "edgeship.calibration.datasets", "edgeship.calibration.io_data",
+     "edgeship.calibration.readers"],
     ["edgeship.pipeline"],
     ["edgeship.targets"],
     ["edgeship.devices"],
     ["edgeship.report"],
-    ["edgeship.run", "edgeship.train", "edgeship.recipe_template"],
+    ["edgeship.run", "edgeship.lower", "edgeship.train", "edgeship.recipe_template"],
     ["edgeship.api"],
     ["edgeship.cli", "edgeship"],
 ]
@@ -265,7 +266,7 @@ ctx = LowerContext(target=TargetSpec(name="ts", format="torchscript"), input_sha
 backend = get_backend("torchscript", "fp32")
 art = backend.lower(model, ctx, tmp)
 back = Artifact.from_sidecar(tmp / "model.json")
-np.testing.assert_allclose(backend.load(back)(x.numpy()), model(x).detach().numpy(), atol=1e-5)
+np.testing.assert_allclose(backend.load(back)(x.numpy())[0], model(x).detach().numpy(), atol=1e-5)
 print("ok")
 """
 

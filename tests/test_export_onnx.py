@@ -206,7 +206,7 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
     that cannot be lowered is reported as missing, and the target itself still passes."""
     import yaml
 
-    from edgeship import run as run_mod
+    from edgeship import lower as lower_mod
     from edgeship.errors import TargetError
 
     r = yaml.safe_load(digits_recipe().read_text())
@@ -216,7 +216,7 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
                     # on some CPUs (oneDNN's kernels differ), which the accuracy gate tests cover elsewhere
                     {"name": "int8", "format": "onnx", "precision": "int8", "max_accuracy_drop": 100.0},
                     {"name": "ov16", "format": "openvino", "precision": "fp16"}]
-    real = run_mod.get_backend
+    real = lower_mod.get_backend
 
     def no_fp32_openvino_of_the_input(fmt, precision):
         backend = real(fmt, precision)
@@ -230,7 +230,7 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
             backend.lower = failing
         return backend
 
-    monkeypatch.setattr(run_mod, "get_backend", no_fp32_openvino_of_the_input)
+    monkeypatch.setattr(lower_mod, "get_backend", no_fp32_openvino_of_the_input)
     res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, "sizes.yaml")), "--no-measure"])
     assert res.exit_code == 0, res.stderr
     run = tmp_path / "runs" / "digits_test"

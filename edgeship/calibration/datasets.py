@@ -11,7 +11,7 @@ labels) is refused here, when the data is loaded, before any training or convers
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif
 
 @dataclass
 class ArrayData:
-    x: np.ndarray  # raw values, (N, C, H, W)
-    y: np.ndarray  # int64 class ids, (N,)
+    x: np.ndarray  # raw values of the first data-fed input: (N, C, H, W) for images, (N, ...) otherwise
+    y: np.ndarray  # int64 class ids, (N,) (zeros when the data has no labels)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # the other per-sample arrays, by name, (N, ...)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, idx: np.ndarray) -> ArrayData:
-        return ArrayData(self.x[idx], self.y[idx])
+        return ArrayData(self.x[idx], self.y[idx], {k: v[idx] for k, v in self.extra.items()})
 
 
 @dataclass
@@ -295,33 +296,40 @@ def load_splits(spec, input_spec) -> Splits:
         if test_labels is None and labels is None:
             _check_class_ids([pool.y, test.y], f"{where} and {test_where}")
     elif test is None:
-        if len(pool) < 2:
-            raise EdgeshipError(f"{where}: only {len(pool)} sample, too few to hold out a test split",
-                                "give more data, or a separate data.test_source")
-        order = rng.permutation(len(pool))
-        n_test = min(len(pool) - 1, max(1, int(round(len(pool) * spec.test_fraction))))
-        test, pool = pool.subset(order[:n_test]), pool.subset(order[n_test:])
+        pool, test = hold_out_test(pool, spec, rng, where)
     else:
         _check(test, "test", channels, size, where)
+    train, val, calib, test = split_pool(pool, test, spec, rng)
+    n_classes = int(max(pool.y.max(), test.y.max())) + 1
+    if labels is None or len(labels) < n_classes:
+        labels = tuple(str(i) for i in range(n_classes))
+    return Splits(train=train, val=val, calib=calib, test=test, labels=tuple(labels))
+
+
+def hold_out_test(pool: ArrayData, spec, rng: np.random.Generator, where: str) -> tuple[ArrayData, ArrayData]:
+    """(pool, test): test_fraction of a source that has no test split of its own."""
+    if len(pool) < 2:
+        raise EdgeshipError(f"{where}: only {len(pool)} sample, too few to hold out a test split",
+                            "give more data, or a separate data.test_source")
+    order = rng.permutation(len(pool))
+    n_test = min(len(pool) - 1, max(1, int(round(len(pool) * spec.test_fraction))))
+    return pool.subset(order[n_test:]), pool.subset(order[:n_test])
+
+
+def split_pool(pool: ArrayData, test: ArrayData, spec, rng: np.random.Generator
+               ) -> tuple[ArrayData, ArrayData, ArrayData, ArrayData]:
+    """(train, val, calib, test): the seeded split of what remains after the test split (test capped at
+    data.test_size). Validation is held out of the training partition (at most a fifth); calibration samples are
+    drawn from the rest and stay training data, so data.calib_size is capped only by what remains (sizes()
+    reports what was used). With no room for validation, the test split serves as validation."""
     if spec.test_size is not None:
         test = test.subset(np.arange(min(spec.test_size, len(test))))
-
-    # The training partition is what remains of the source after the test split. Validation is held out
-    # of it (at most a fifth); calibration samples are drawn from the rest and stay training data, so
-    # data.calib_size is capped only by what remains (sizes() reports what was used).
     order = rng.permutation(len(pool))
     n_val = min(spec.val_size, len(pool) // 5)
     n_cal = min(spec.calib_size, len(pool) - n_val)
     val = pool.subset(order[:n_val])
     calib = pool.subset(order[n_val:n_val + n_cal])
-    # Calibration samples stay in the training set (they are training data); only val is held out.
     train_idx = order[n_val:]
     if spec.train_size is not None:
         train_idx = train_idx[: spec.train_size]
-    train = pool.subset(train_idx)
-    if len(val) == 0:
-        val = test
-    n_classes = int(max(pool.y.max(), test.y.max())) + 1
-    if labels is None or len(labels) < n_classes:
-        labels = tuple(str(i) for i in range(n_classes))
-    return Splits(train=train, val=val, calib=calib, test=test, labels=tuple(labels))
+    return pool.subset(train_idx), (val if len(val) else test), calib, test

@@ -15,16 +15,18 @@ class Preprocessing:
     scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    channel_axis: int = 1  # of a batch: (N, C, H, W) images by default
 
-    def apply(self, x: np.ndarray, channel_axis: int = 1) -> np.ndarray:
-        """Raw batch (N, C, H, W) by default -> normalized float32."""
+    def apply(self, x: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        """Raw batch -> normalized float32 (mean and std per channel, along ``channel_axis``)."""
+        axis = self.channel_axis if channel_axis is None else channel_axis
         shape = [1] * x.ndim
-        shape[channel_axis] = -1
+        shape[axis] = -1
         mean = np.asarray(self.mean, np.float32).reshape(shape)
         std = np.asarray(self.std, np.float32).reshape(shape)
         return ((x.astype(np.float32) * np.float32(self.scale)) - mean) / std
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["formula"] = "(x * scale - mean[c]) / std[c], x = raw pixel values"
+        d["formula"] = "(x * scale - mean[c]) / std[c], x = raw values, c along channel_axis of the batch"
         return d

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from edgeship.errors import EdgeshipError
+from edgeship.recipe import IOInput
 
 # Fewer samples than this cannot estimate activation ranges (percentile and entropy histograms are
 # meaningless on a handful of images). The calibrate pass and recipes default to hundreds.
@@ -30,21 +31,15 @@ class CalibrationDataError(EdgeshipError):
 
 
 def check_calibration(calib: np.ndarray, what: str = "calibration data",
-                      min_samples: int = MIN_CALIBRATION_SAMPLES) -> np.ndarray:
-    """Return ``calib`` as contiguous float32 NCHW, or raise CalibrationDataError naming the problem."""
+                      min_samples: int = MIN_CALIBRATION_SAMPLES, ndim: int = 4) -> np.ndarray:
+    """Return ``calib`` as contiguous float32 (NCHW images by default, any batch of ``ndim`` axes), or raise
+    CalibrationDataError naming the problem."""
     x = np.asarray(calib)
-    if x.ndim != 4:
-        raise CalibrationDataError(f"{what}: expected a batch of NCHW samples, got shape {x.shape}",
-                                   "give images of the recipe's input.shape")
-    if len(x) < min_samples:
-        n = len(x)
-        raise CalibrationDataError(f"{what}: only {n} sample{'' if n == 1 else 's'}; at least {min_samples} are "
-                                   "needed (the calibration set is the smaller of the calibrate pass's samples and "
-                                   "the calibration split, which is data.calib_size capped at the training data left "
-                                   "after the test and validation splits)",
-                                   f"set data.calib_size and the calibrate pass's samples to >= {min_samples} (ideally "
-                                   "a few hundred); if they already are, the source has too few samples: give more "
-                                   "data or lower data.val_size / data.test_fraction")
+    if x.ndim != ndim:
+        expected = "NCHW samples" if ndim == 4 else f"samples ({ndim} axes with the batch)"
+        raise CalibrationDataError(f"{what}: expected a batch of {expected}, got shape {x.shape}",
+                                   "give samples of the shape the recipe declares (input.shape or io.inputs)")
+    _check_count(len(x), what, min_samples)
     x = np.ascontiguousarray(x, np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -72,3 +67,28 @@ def iter_batches(calib: np.ndarray, batch_size: int = 1, layout: Literal["NCHW",
         raise ValueError(f"layout must be NCHW or NHWC, got {layout!r}")
     for i in range(0, len(x), batch_size):
         yield np.ascontiguousarray(x[i:i + batch_size], dtype)
+
+
+def _check_count(n: int, what: str, min_samples: int) -> None:
+    if n < min_samples:
+        raise CalibrationDataError(f"{what}: only {n} sample{'' if n == 1 else 's'}; at least {min_samples} are "
+                                   "needed (the calibration set is the smaller of the calibrate pass's samples and "
+                                   "the calibration split, which is data.calib_size capped at the training data left "
+                                   "after the test and validation splits)",
+                                   f"set data.calib_size and the calibrate pass's samples to >= {min_samples} (ideally "
+                                   "a few hundred); if they already are, the source has too few samples: give more "
+                                   "data or lower data.val_size / data.test_fraction")
+
+
+def check_calibration_inputs(arrays: list[np.ndarray], specs: list[IOInput]) -> list[np.ndarray]:
+    """Every graph input's calibration samples: float inputs fed from data checked like ``check_calibration``
+    (count, NaN/inf, constant), integer and filled ones only counted."""
+    out = []
+    for a, spec in zip(arrays, specs):
+        if spec.dtype == "float32" and spec.fill is None:
+            out.append(check_calibration(a, f"calibration data of input {spec.name!r}", ndim=len(spec.shape) + 1))
+        else:
+            out.append(np.ascontiguousarray(a))
+    if out:
+        _check_count(len(out[0]), "calibration data", MIN_CALIBRATION_SAMPLES)
+    return out

@@ -174,6 +174,21 @@ def _quantize(np, x, dtype, scale: float, zero_point: int):
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
 
+def _sample(np, shape, dtype, seed: int, quant: dict | None):
+    """One input of random data: normal floats, zeros for integer inputs (token ids, indices: always valid), quantized
+    floats for a quantized integer input."""
+    if np.dtype(dtype).kind == "f":
+        return _float_input(np, shape, seed).astype(dtype)
+    if quant and quant.get("scale"):
+        return _quantize(np, _float_input(np, shape, seed), np.dtype(dtype).type, quant["scale"],
+                         quant.get("zero_point", 0))
+    return np.zeros(shape, dtype)
+
+
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+
+
 def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -181,19 +196,19 @@ def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    shape = _static(inp.shape)
-    feed = {inp.name: _float_input(np, shape, seed)}
-    if "int8" in inp.type or "uint8" in inp.type:  # integer-input ONNX: quantize like TFLite
-        q = (meta.get("inputs") or [{}])[0].get("quantization") or {}
-        dtype = np.uint8 if "uint8" in inp.type else np.int8
-        feed = {inp.name: _quantize(np, feed[inp.name], dtype, q.get("scale", 1.0), q.get("zero_point", 0))}
+    described = meta.get("inputs") or []
+    feed = {}
+    for k, inp in enumerate(sess.get_inputs()):
+        entry = described[k] if k < len(described) else {}
+        shape = _static(inp.shape, entry.get("example_shape"))  # the example's length on a dynamic axis
+        feed[inp.name] = _sample(np, shape, ORT_DTYPES.get(inp.type, "float32"), seed + k, entry.get("quantization"))
+    first = sess.get_inputs()[0].name
 
     def run():
         return sess.run(None, feed)[0]
 
-    return run, {"runtime": "onnxruntime", "runtime_version": ort.__version__, "input_shape": shape,
-                 "input_dtype": str(feed[inp.name].dtype), "arena_mb": None}
+    return run, {"runtime": "onnxruntime", "runtime_version": ort.__version__, "input_shape": list(feed[first].shape),
+                 "input_dtype": str(feed[first].dtype), "arena_mb": None}
 
 
 def _ov_precision(compiled):
@@ -208,62 +223,69 @@ def _ov_precision(compiled):
 def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
     core = ov.Core()
     model = core.read_model(path)
-    ps = model.input(0).get_partial_shape()
-    if ps.is_dynamic:
-        model.reshape({model.input(0).get_any_name(): [d.get_length() if d.is_static else 1 for d in ps]})
+    described = meta.get("inputs") or []
+    shapes = {}
+    for k, port in enumerate(model.inputs):
+        ps = port.get_partial_shape()
+        if ps.is_dynamic:  # the example's length on a dynamic axis (1 for the batch)
+            example = (described[k] if k < len(described) else {}).get("example_shape")
+            shapes[port.get_any_name()] = _static([d.get_length() if d.is_static else -1 for d in ps], example)
+    if shapes:
+        model.reshape(shapes)
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
     # the settings the artifact was verified with (an FP32/FP16 IR: INFERENCE_PRECISION_HINT f32, which
     # keeps OpenVINO from running it in bf16 on AMX/avx512_bf16 CPUs): timing must run the same numerics
     config.update(meta.get("runtime_config") or {})
     compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
-    shape = list(compiled.input(0).get_shape())
-    x = _float_input(np, shape, seed)
-    # The input tensor is bound once and shares the buffer the caller writes each frame into, as
+    # Each input tensor is bound once and shares the buffer the caller writes each frame into, as
     # OpenVINO's benchmark_app and a C++ application do: request.infer({0: x}) would instead convert and
     # copy through the Python data dispatcher on every call, 25-46 us that is not the model's time and that
     # dwarfs a small INT8 model's (benchmarks/results/runner_overhead.json).
-    buffer = np.empty(shape, np.float32)
-    request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
+    frames, buffers = [], []
+    for k, port in enumerate(compiled.inputs):
+        shape, dtype = list(port.get_shape()), port.get_element_type().to_dtype()
+        frames.append(_sample(np, shape, dtype, seed + k, None))
+        buffers.append(np.empty(shape, dtype))
+        request.set_input_tensor(k, ov.Tensor(buffers[-1], shared_memory=True))
 
     def run():
-        buffer[...] = x  # the new frame
+        for buffer, frame in zip(buffers, frames):
+            buffer[...] = frame  # the new frame
         request.infer()
         return request.get_output_tensor(0).data
 
-    return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": shape,
-                 "input_dtype": "float32", "arena_mb": None,
+    return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": list(frames[0].shape),
+                 "input_dtype": str(frames[0].dtype), "arena_mb": None,
                  "inference_precision": _ov_precision(compiled)}
 
 
 def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np):
     interpreter = interp_mod.Interpreter(model_path=path, num_threads=threads)
-    detail = interpreter.get_input_details()[0]
-    signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
-    if any(d < 1 for d in signature):
-        interpreter.resize_tensor_input(detail["index"], _static(signature, [int(d) for d in detail["shape"]]))
+    for detail in interpreter.get_input_details():
+        signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+        if any(d < 1 for d in signature):
+            interpreter.resize_tensor_input(detail["index"], _static(signature, [int(d) for d in detail["shape"]]))
     interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
-    shape = [int(d) for d in detail["shape"]]
-    x = _float_input(np, shape, seed)  # the interpreter's shape is authoritative (NHWC after conversion)
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind in "iu":
+    feeds = []
+    for k, detail in enumerate(interpreter.get_input_details()):
+        shape = [int(d) for d in detail["shape"]]  # the interpreter's shape is authoritative (NHWC after conversion)
         scale, zero_point = detail.get("quantization", (0.0, 0))
-        x = _quantize(np, x, dtype.type, float(scale), int(zero_point))
-    else:
-        x = x.astype(dtype)
-    idx_in, idx_out = detail["index"], out["index"]
+        quant = {"scale": float(scale), "zero_point": int(zero_point)} if scale else None
+        feeds.append((detail["index"], _sample(np, shape, np.dtype(detail["dtype"]), seed + k, quant)))
+    idx_out = interpreter.get_output_details()[0]["index"]
 
     def run():
-        interpreter.set_tensor(idx_in, x)
+        for index, x in feeds:
+            interpreter.set_tensor(index, x)
         interpreter.invoke()
         return interpreter.get_tensor(idx_out)
 
     name = "ai-edge-litert" if interp_mod.__name__.startswith("ai_edge_litert") else "tflite-runtime"
     version = getattr(sys.modules.get(interp_mod.__name__.split(".")[0]), "__version__", None)
-    return run, {"runtime": name, "runtime_version": version, "input_shape": shape, "input_dtype": str(dtype),
-                 "arena_mb": None}
+    first = feeds[0][1]
+    return run, {"runtime": name, "runtime_version": version, "input_shape": list(first.shape),
+                 "input_dtype": str(first.dtype), "arena_mb": None}
 
 
 LOADERS = {"onnx": load_onnx, "openvino": load_openvino, "tflite": load_tflite}

@@ -18,6 +18,7 @@ from torch import nn
 
 from edgeship.errors import EdgeshipError
 from edgeship.models.zoo import ZOO
+from edgeship.recipe import IOSpec
 
 
 def load_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
@@ -98,55 +99,74 @@ def import_factory(spec: str):
     return fn
 
 
-def build_model(spec, input_spec, num_classes: int, trust_pickle: bool = False,
+def build_model(spec, signature, num_classes: int, trust_pickle: bool = False,
                 require_weights: bool = True) -> nn.Module:
-    """Recipe ``model`` -> an ``nn.Module`` in eval mode, checked against the input shape."""
-    c, h, w = input_spec.shape
+    """Recipe ``model`` -> an ``nn.Module`` in eval mode. ``signature``: the recipe's ``input:`` (checked here against
+    the input shape and the class count) or its ``io:`` (checked with real samples by ``io.check_signature``)."""
+    io = signature if isinstance(signature, IOSpec) else IOSpec.for_image(signature)
     if spec.zoo is not None:
-        args = {"in_channels": c, "num_classes": num_classes, "input_size": (h, w), **spec.args}
-        try:
-            model = ZOO[spec.zoo](**args)
-        except (TypeError, ValueError) as e:
-            raise EdgeshipError(f"model.args do not fit zoo model {spec.zoo!r}: {e}",
-                                "see the model's arguments in edgeship/models/zoo.py") from None
-        if spec.weights is not None and Path(spec.weights).is_file():
-            model = _apply_weights(model, spec.weights, trust_pickle)
-        elif require_weights:
-            raise EdgeshipError(f"no trained weights for zoo model {spec.zoo!r} at {spec.weights}",
-                                "run `edgeship train RECIPE` first (make demo does)")
+        model = _zoo(spec, io, num_classes, trust_pickle, require_weights)
     elif spec.factory is not None:
-        fn = import_factory(spec.factory)
-        try:
-            model = fn(**spec.args)
-        except Exception as e:  # user code: any failure is bad input
-            raise EdgeshipError(f"model.factory {spec.factory!r} raised {type(e).__name__}: {e}",
-                                "check model.args") from None
-        if not isinstance(model, nn.Module):
-            raise EdgeshipError(f"model.factory {spec.factory!r} returned {type(model).__name__}, not an nn.Module",
-                                "return the module itself")
-        if spec.weights is not None:
-            model = _apply_weights(model, spec.weights, trust_pickle)
+        model = _factory(spec, trust_pickle)
     elif spec.torchscript is not None:
-        path = Path(spec.torchscript)
-        if not path.is_file():
-            raise EdgeshipError(f"model file not found: {path}", "check model.torchscript")
-        try:
-            model = torch.jit.load(str(path), map_location="cpu")
-        except Exception as e:  # torch raises RuntimeError or ValueError variants
-            raise EdgeshipError(f"{path} is not a loadable TorchScript file ({str(e).splitlines()[0][:120]})",
-                                "save it with torch.jit.save(torch.jit.script(model), path)") from None
+        model = _file(spec.torchscript, "torchscript", lambda p: torch.jit.load(p, map_location="cpu"),
+                      "save it with torch.jit.save(torch.jit.script(model), path)", "a loadable TorchScript file")
+    elif spec.exported is not None:
+        model = _file(spec.exported, "exported", lambda p: torch.export.load(p).module(),
+                      "save it with torch.export.save(torch.export.export(model, (x,)), path)",
+                      "a loadable torch.export program")
     else:
-        path = Path(spec.exported)
-        if not path.is_file():
-            raise EdgeshipError(f"model file not found: {path}", "check model.exported")
-        try:
-            model = torch.export.load(str(path)).module()
-        except Exception as e:
-            raise EdgeshipError(f"{path} is not a loadable torch.export program ({str(e).splitlines()[0][:120]})",
-                                "save it with torch.export.save(torch.export.export(model, (x,)), path)") from None
+        from edgeship.models.onnx_import import torch_from_onnx  # onnx2torch: only for ONNX models
+
+        model = torch_from_onnx(Path(spec.onnx))
     set_eval(model)
-    check_input(model, input_spec, num_classes)
+    if io.image:
+        check_input(model, io.inputs[0].shape, num_classes)
     return model
+
+
+def _zoo(spec, io: IOSpec, num_classes: int, trust_pickle: bool, require_weights: bool) -> nn.Module:
+    if not io.image:
+        raise EdgeshipError(f"zoo model {spec.zoo!r} takes one image and returns class logits, not this io: "
+                            "signature", "use input: (C, H, W) with a zoo model, or bring your own model")
+    c, h, w = io.inputs[0].shape
+    args = {"in_channels": c, "num_classes": num_classes, "input_size": (h, w), **spec.args}
+    try:
+        model = ZOO[spec.zoo](**args)
+    except (TypeError, ValueError) as e:
+        raise EdgeshipError(f"model.args do not fit zoo model {spec.zoo!r}: {e}",
+                            "see the model's arguments in edgeship/models/zoo.py") from None
+    if spec.weights is not None and Path(spec.weights).is_file():
+        return _apply_weights(model, spec.weights, trust_pickle)
+    if require_weights:
+        raise EdgeshipError(f"no trained weights for zoo model {spec.zoo!r} at {spec.weights}",
+                            "run `edgeship train RECIPE` first (make demo does)")
+    return model
+
+
+def _factory(spec, trust_pickle: bool) -> nn.Module:
+    fn = import_factory(spec.factory)
+    try:
+        model = fn(**spec.args)
+    except EdgeshipError:
+        raise
+    except Exception as e:  # user code: any failure is bad input
+        raise EdgeshipError(f"model.factory {spec.factory!r} raised {type(e).__name__}: {e}",
+                            "check model.args") from None
+    if not isinstance(model, nn.Module):
+        raise EdgeshipError(f"model.factory {spec.factory!r} returned {type(model).__name__}, not an nn.Module",
+                            "return the module itself")
+    return _apply_weights(model, spec.weights, trust_pickle) if spec.weights is not None else model
+
+
+def _file(path, key: str, load, fix: str, what: str) -> nn.Module:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeshipError(f"model file not found: {path}", f"check model.{key}")
+    try:
+        return load(str(path))
+    except Exception as e:  # torch raises RuntimeError or ValueError variants
+        raise EdgeshipError(f"{path} is not {what} ({str(e).splitlines()[0][:120]})", fix) from None
 
 
 class Frozen(nn.Module):
@@ -205,54 +225,60 @@ def set_eval(model: nn.Module) -> nn.Module:
     return model
 
 
-def check_input(model: nn.Module, input_spec, num_classes: int | None = None) -> None:
-    shape = (2, *input_spec.shape)
+def check_input(model: nn.Module, sample_shape, num_classes: int | None = None) -> None:
+    """An image classifier (``input:``): zeros of the input shape in, (batch, classes) logits out."""
+    shape = (2, *sample_shape)
     try:
         with torch.no_grad():
             out = model(torch.zeros(shape))
     except Exception as e:
         msg = " ".join(str(e).split())[:200]
         raise EdgeshipError(f"the model rejects input shape {tuple(shape)}: {type(e).__name__}: {msg}",
-                            "set input.shape to the (C, H, W) the model expects") from None
+                            "set input.shape to the (C, H, W) the model expects, or describe other inputs (1-D "
+                            "signals, several inputs, extra arguments, state) with io: instead of input:") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise EdgeshipError(f"the model must return logits of shape (batch, classes), got {got}",
-                            "return a single 2-D tensor of class scores")
+        raise EdgeshipError(f"input: is for a model that returns logits of shape (batch, classes), got {got}",
+                            "describe the model's outputs (several heads, scores, regressions, embeddings) with io: "
+                            "instead of input: (README, 'Any model: io')")
     if num_classes is not None and out.shape[1] < num_classes:
         raise EdgeshipError(f"the model outputs {out.shape[1]} classes but the data has {num_classes}",
                             "set the model's class count to match the data")
 
 
-def model_stats(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Parameters and MACs (one sample), counted by torch-pruning's op counter."""
+def model_stats(model: nn.Module, example: tuple) -> dict[str, int | None]:
+    """Parameters and MACs (one sample), counted by torch-pruning's op counter. ``example``: one sample's shape (an
+    image classifier's input) or one sample of every input (a tuple of tensors)."""
     import torch_pruning as tp
 
+    args = (torch.zeros(1, *example),) if all(isinstance(d, int) for d in example) else tuple(example)
     params = sum(p.numel() for p in model.parameters())
     try:
-        macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+        macs, _ = tp.utils.count_ops_and_params(model, args)
     except Exception:
         macs = None
     if not macs:  # torch-pruning hooks modules; a .pt2 program or TorchScript has none: count the ATen ops
-        macs = _aten_macs(model, input_shape)
+        macs = _aten_macs(model, args)
     return {"params": int(params), "macs": int(macs) if macs else None}  # None: unknown
 
 
-def _aten_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
+def _aten_macs(model: nn.Module, args: tuple) -> int | None:
     """MACs of one sample from torch's FLOP counter (convolutions and matrix products: 2 FLOPs per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(*args)
         return counter.get_total_flops() // 2 or None
     except Exception:
         return None
 
 
-def save_module(model: nn.Module, directory: Path, input_shape: tuple[int, ...]) -> Path:
+def save_module(model: nn.Module, directory: Path, example: tuple) -> Path:
     """Save the whole compressed module (pruned shapes differ from any factory's): TorchScript
-    modules with torch.jit.save, modules that cannot be pickled (torch.export's) as a .pt2
-    program, everything else with torch.save."""
+    modules with torch.jit.save, modules that cannot be pickled (torch.export's, an ONNX model's) as a .pt2
+    program with a dynamic batch, everything else with torch.save. ``example``: one sample's shape (an image
+    classifier) or one sample of every input (tensors)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(model, torch.jit.ScriptModule):
@@ -265,9 +291,11 @@ def save_module(model: nn.Module, directory: Path, input_shape: tuple[int, ...])
     except (AttributeError, TypeError, pickle.PicklingError):
         path.unlink(missing_ok=True)
         path = directory / "compressed.pt2"
-        example = (torch.zeros(2, *input_shape),)
-        dims = ({0: torch.export.Dim("batch", min=1, max=4096)},)
-        torch.export.save(torch.export.export(model, example, dynamic_shapes=dims), str(path))
+        args = ((torch.zeros(2, *example),) if all(isinstance(d, int) for d in example)
+                else tuple(torch.cat([t, t]) for t in example))
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        dims = tuple({0: batch} for _ in args)
+        torch.export.save(torch.export.export(model, args, dynamic_shapes=dims), str(path))
     return path
 
 

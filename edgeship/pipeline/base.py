@@ -26,6 +26,7 @@ from torch import nn
 from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import exported_graph
+from edgeship.recipe import IOSpec
 from edgeship.schema import Strict, format_validation_error
 
 
@@ -48,6 +49,7 @@ class PassContext:
     quiet: bool = False
     quant: QuantSettings | None = None  # decided by earlier passes, if any
     stage: str = ""
+    io: IOSpec | None = None  # the model's signature, for an io: recipe (None: one image in, class logits out)
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Pass:
     # what the pass does to the module, when that needs a Python nn.Module (checked before any work)
     needs_module: ClassVar[str] = ""
     torchscript_ok: ClassVar[bool] = False
+    # works on any model (its signature aside); else it trains or rewrites a one-input classifier
+    any_model: ClassVar[bool] = False
     # a small working config (docs and the pass template test run it): ``{"name": <pass>, **example}``
     example: ClassVar[dict[str, Any]] = {}
     registry: ClassVar[dict[str, type[Pass]]] = {}
@@ -117,11 +121,17 @@ def forward_with_hooks(model: nn.Module, example: torch.Tensor, handles: list) -
             h.remove()
 
 
-def check_model_for_passes(model: nn.Module, names: list[str]) -> None:
+def check_model_for_passes(model: nn.Module, names: list[str], io: IOSpec | None = None) -> None:
     """Refuse, before the baseline evaluation, a model that a listed pass cannot work on."""
     reg = registry()
     for i, name in enumerate(names):
         cls = reg[name]
+        if io is not None and not cls.any_model and not io.single_input_classifier:
+            raise EdgeshipError(
+                f"{i + 1}:{name}: the pass trains or rewrites a model with one data input and one classification "
+                f"output; this one takes {', '.join(x.name for x in io.inputs)} and returns "
+                f"{', '.join(f'{o.name} ({o.task})' for o in io.outputs)}",
+                "drop the pass (every target still quantizes the model after training: the calibrate pass sets how)")
         if cls.needs_module:
             require_python_module(model, f"{i + 1}:{name}", cls.needs_module, cls.torchscript_ok)
 

@@ -26,6 +26,7 @@ class CalibrateConfig(PassConfig):
 class Calibrate(Pass):
     name = "calibrate"
     Config = CalibrateConfig
+    any_model = True
     example = {"samples": 128, "method": "percentile"}
 
     @classmethod

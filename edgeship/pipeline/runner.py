@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.markup import escape
 from torch import nn
 
 from edgeship.calibration.quant import LearnedQuantization, QuantSettings
+from edgeship.models.io import IOModel, predict_io, to_model_dtype
 from edgeship.models.load import fp32_size_bytes, model_stats, set_eval
 from edgeship.pipeline.base import PassConfig, PassContext, PassResult, registry
-from edgeship.pipeline.training import evaluate
+from edgeship.pipeline.training import evaluate, top1
 from edgeship.progress import info
 from edgeship.record import Stage
 
@@ -52,8 +54,18 @@ def model_hash(model: nn.Module) -> str:
 
 def stage_record(name: str, model: nn.Module, ctx: PassContext, wall_s: float, metrics: dict,
                  config: PassConfig) -> Stage:
-    stats = model_stats(model, ctx.input_shape)
-    return Stage(stage=name, top1_val=evaluate(model, ctx.data["val"]), **stats,
+    io = ctx.io
+    if io is None or io.image:
+        stats, top = model_stats(model, ctx.input_shape), evaluate(model, ctx.data["val"])
+    else:  # the model behind its signature; top-1 only with class ids for its classification output
+        val = ctx.data["val"]
+        example = tuple(to_model_dtype(i, torch.from_numpy(np.ascontiguousarray(a)))
+                        for i, a in zip(io.inputs, val.graph_inputs(io, slice(0, 1))))
+        stats, top = model_stats(IOModel(model, io), example), None
+        if io.classification is not None and ctx.splits.labels:
+            k = io.outputs.index(io.classification)
+            top = top1(predict_io(model, io, val.x, val.extra)[k], val.y)
+    return Stage(stage=name, top1_val=top, **stats,
                  size_fp32_bytes=fp32_size_bytes(model), wall_s=round(wall_s, 2), cached=False,
                  metrics=json.loads(json.dumps(metrics, default=str)), config=config.model_dump(mode="json"))
 
@@ -142,7 +154,8 @@ def run_passes(model: nn.Module, passes: list[tuple[str, PassConfig]], ctx: Pass
             result.quant = quant
         result.stages.append(record)
         note = record.metrics.get("note")
-        info(f"stage {stage}: val top-1 {record.top1_val or 0:.4f}, params {record.params:,}, "
+        top = f"val top-1 {record.top1_val:.4f}, " if record.top1_val is not None else ""
+        info(f"stage {stage}: {top}params {record.params:,}, "
              f"MACs {record.macs or 0:,}" + (f" [dim]({escape(note)})[/dim]" if note else ""))
     result.model = current
     # the float view of a fake-quantized model comes from the pass that quantized it (the last one that can)

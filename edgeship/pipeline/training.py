@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -21,24 +21,47 @@ from torch import nn
 from edgeship.calibration.datasets import ArrayData
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.errors import EdgeshipError
+from edgeship.models.io import graph_inputs
 from edgeship.models.load import build_model, set_eval
-from edgeship.perf import channels_last, to_channels_last, tune_allocator
+from edgeship.perf import channels_last, nhwc_ok, to_channels_last, tune_allocator
 from edgeship.pipeline.base import PassConfig, PassContext
 from edgeship.progress import progress_bar, step_line
-from edgeship.recipe import InputSpec, ModelSpec
+from edgeship.recipe import InputSpec, IOSpec, ModelSpec
 
 
 @dataclass
 class TensorData:
-    """A split, preprocessed once into float32 tensors."""
+    """A split, preprocessed once into tensors: ``x`` the first data-fed input (float32 images for an image
+    classifier), ``extra`` the other per-sample arrays of an ``io:`` model by name (inputs and class ids)."""
 
     x: torch.Tensor
     y: torch.Tensor
     soft: torch.Tensor | None = None  # per-sample teacher logits, computed once for distillation
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def from_array(cls, data: ArrayData, pre: Preprocessing) -> TensorData:
-        return cls(torch.from_numpy(pre.apply(data.x)), torch.from_numpy(data.y))
+    def from_array(cls, data: ArrayData, pre: Preprocessing, io: IOSpec | None = None) -> TensorData:
+        if io is None or io.image:
+            return cls(torch.from_numpy(pre.apply(data.x)), torch.from_numpy(data.y))
+        by_source = {str(i.source): i for i in io.data_inputs}
+
+        def prepared(name: str, a: np.ndarray) -> torch.Tensor:
+            spec = by_source.get(name)
+            p = spec.preprocessing_obj() if spec is not None else None
+            if p is not None:
+                return torch.from_numpy(p.apply(a))
+            dtype = np.dtype(spec.dtype) if spec is not None else a.dtype
+            return torch.from_numpy(np.ascontiguousarray(a, dtype))
+
+        first = str(io.data_inputs[0].source)
+        return cls(prepared(first, data.x), torch.from_numpy(data.y),
+                   extra={k: prepared(k, v) for k, v in data.extra.items()})
+
+    def graph_inputs(self, io: IOSpec, sl: slice | None = None) -> list[np.ndarray]:
+        """The graph inputs of samples ``sl`` as numpy arrays, in the signature's order (filled ones generated)."""
+        sl = sl or slice(None)
+        return [t.numpy() if isinstance(t, torch.Tensor) else t
+                for t in graph_inputs(io, self.x[sl], {k: v[sl] for k, v in self.extra.items()})]
 
     def __len__(self) -> int:
         return len(self.y)
@@ -78,8 +101,10 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.T
     if not len(x):
         return torch.zeros(0)
     tune_allocator()
-    with channels_last(model):
-        return torch.cat([model(to_channels_last(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+    nhwc = nhwc_ok(model, x)
+    layout = to_channels_last if nhwc else (lambda t: t)
+    with channels_last(model, nhwc):
+        return torch.cat([model(layout(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
 def top1(logits: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
@@ -120,7 +145,9 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, cfg: FitCon
     history: list[float] = []
     t0 = time.perf_counter()
     tune_allocator()
-    with channels_last(model), progress_bar(quiet) as bar:
+    nhwc = nhwc_ok(model, train.x)
+    layout = to_channels_last if nhwc else (lambda t: t)
+    with channels_last(model, nhwc), progress_bar(quiet) as bar:
         task = bar.add_task(f"{stage}", total=total)
         for epoch in range(cfg.epochs):
             model.train()
@@ -132,7 +159,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, cfg: FitCon
                 if cfg.hflip:
                     flip = torch.rand(len(xb), generator=gen) < 0.5
                     xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-                loss = loss_fn(model(to_channels_last(xb)), yb, xb, None if train.soft is None else train.soft[idx])
+                loss = loss_fn(model(layout(xb)), yb, xb, None if train.soft is None else train.soft[idx])
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(stage, epoch)
                 opt.zero_grad(set_to_none=True)

@@ -25,6 +25,16 @@ def size_ratios(t: Target, suffix: str = "") -> str:
     return " / ".join("?" if v is None else f"{v:.2f}{suffix}" for v in (r.input_model, r.compressed_model))
 
 
+def _accuracy(v) -> str:
+    """top-1 (torch's) of an image classifier; for an io: model, how many outputs are within their tolerance."""
+    if v is None:
+        return "-"
+    if v.top1 is not None or not v.outputs:
+        return f"{_pct(v.top1)} ({_pct(v.torch_top1)})"
+    ok = sum(o.passed is not False for o in v.outputs.values())
+    return f"{ok}/{len(v.outputs)} outputs ok"
+
+
 def summary_tables(record: RunRecord) -> list[Table]:
     st = Table(title=f"{record.recipe.name}: stages")
     for col in ("stage", "val top-1", "params", "MACs", "FP32 size", "wall s", "cached"):
@@ -49,7 +59,7 @@ def summary_tables(record: RunRecord) -> list[Table]:
         status = "[green]ok[/green]" if t.ok else "[red]failed[/red]"
         verdict = {None: "-", True: "[green]pass[/green]", False: "[red]FAIL[/red]"}[record.budget_verdict(t.name)]
         tt.add_row(t.name, f"{t.format} {t.precision}", status,
-                   f"{_pct(v.top1)} ({_pct(v.torch_top1)})" if v else "-", _pct(v.agreement if v else None),
+                   _accuracy(v), _pct(v.agreement if v else None),
                    "-" if t.size_bytes is None else f"{t.size_bytes / 1024:.1f} KiB",
                    *([size_ratios(t)] if ratios else []),
                    f"{fmt_ms(m.p50_ms)} / {fmt_ms(m.p90_ms or 0)} ({m.source})"

@@ -320,8 +320,33 @@ def details_section(rec: RunRecord) -> str:
     return "<h2>Details</h2>" + "".join(out)
 
 
+def output_section(rec: RunRecord) -> str:
+    """Every output of every artifact against the torch model's (models with an io: signature)."""
+    rows = []
+    for t in rec.targets:
+        for name, o in (t.verify.outputs if t.verify else {}).items():
+            extra = o.model_dump()
+            value = extra.get("min_cosine" if o.metric == "cosine" else o.metric)
+            op = "&ge;" if o.metric in ("top1", "agreement", "cosine") else "&le;"
+            metric = o.metric + (" (worst)" if o.metric == "cosine" else "")
+            rows.append([esc(t.name), esc(name), esc(o.task), esc(metric),
+                         NOT_MEASURED if value is None else g4(value),
+                         "top-1 gate" if o.limit is None else f"{op} {g4(o.limit)}",
+                         badge(o.passed, none="-"), num(extra.get("max_abs_error"), "", 6),
+                         num(extra.get("mean_abs_error"), "", 6), num(extra.get("cosine"), "", 6)])
+    if not rows:
+        return ""
+    return ("<h2>Outputs</h2>"
+            + table(["target", "output", "task", "metric", "value", "tolerance", "verdict", "max |Δ|", "mean |Δ|",
+                     "mean cosine"], rows, left=(0, 1, 2, 3))
+            + '<p class="note">Each output of each artifact, run with its own runtime on the test split, against the '
+              "torch model's: the metric its task is judged by and the tolerance for the artifact's precision class "
+              "(the recipe's io.outputs[].tolerance, else edgeship's default).</p>")
+
+
 def render_html(rec: RunRecord) -> str:
-    body = "".join([header(rec), stage_section(rec), target_section(rec), measurement_section(rec),
+    body = "".join([header(rec), stage_section(rec), target_section(rec), output_section(rec),
+                    measurement_section(rec),
                     budget_section(rec), plot_section(rec), details_section(rec)])
     title = f"{rec.recipe.name}: edgeship report"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'

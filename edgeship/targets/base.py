@@ -34,14 +34,16 @@ import numpy as np
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.errors import EdgeshipError, TargetError
-from edgeship.recipe import TargetSpec
+from edgeship.recipe import IOInput, IOOutput, IOSpec, TargetSpec
 from edgeship.version import __version__
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Runner = Callable[[np.ndarray], np.ndarray]  # normalized NCHW float32 batch -> float32 logits
+# the graph inputs (preprocessed, as the torch model takes them: an image classifier's is normalized NCHW float32)
+# -> one array per output
+Runner = Callable[..., list[np.ndarray]]
 FLOAT_PRECISIONS = ("fp32", "fp16")  # precisions that carry no quantization
 
 
@@ -59,12 +61,36 @@ class LowerContext:
     work_dir: Path  # scratch (not part of the artifact)
     threads: int | None = None
     learned: LearnedQuantization | None = None  # after QAT: the float view and the learned ranges
+    io: IOSpec | None = None  # the model's signature (io: recipes); None: one NCHW image in, class logits out
+    extra_inputs: list[np.ndarray] = field(default_factory=list)  # calibration samples of the other graph inputs
+    source_onnx: Path | None = None  # the user's own ONNX file, when the model is exactly that file
+
+    @property
+    def signature(self) -> IOSpec:
+        """The graph's inputs and outputs, whichever kind of recipe the model came from."""
+        if self.io is not None:
+            return self.io
+        return IOSpec(inputs=[IOInput(name="input", shape=list(self.input_shape), layout="NCHW")],
+                      outputs=[IOOutput(name="logits", task="classification")], image=True)
+
+    @property
+    def inputs(self) -> list[np.ndarray]:
+        """Calibration samples of every graph input, in the signature's order (the first is ``calib``)."""
+        return [self.calib, *self.extra_inputs]
 
     @property
     def example(self) -> torch.Tensor:
+        """One sample of the first input (what an image classifier is traced with)."""
+        return self.examples[0]
+
+    @property
+    def examples(self) -> tuple[torch.Tensor, ...]:
+        """One sample of every graph input, with the dtype the model takes."""
         import torch  # heavy: only lowering needs it
 
-        return torch.from_numpy(self.calib[:1].copy())
+        dtypes = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32}
+        return tuple(torch.from_numpy(a[:1].copy()).to(dtypes[i.dtype])
+                     for a, i in zip(self.inputs, self.signature.inputs))
 
 
 @dataclass
@@ -115,12 +141,24 @@ class Artifact:
 
 def describe(ctx: LowerContext, fmt: str, precision: str, inputs: list[dict], outputs: list[dict],
              **extra: Any) -> dict:
-    """The common description every backend writes (and embeds where its format allows)."""
+    """The common description every backend writes (and embeds where its format allows). Each input and output
+    entry gets what the signature says of it (an input's fill, preprocessing and layout; an output's task)."""
     quantized = precision not in FLOAT_PRECISIONS
+    sig = ctx.signature
+    for entry, spec, sample in zip(inputs, sig.inputs, ctx.inputs):
+        entry.setdefault("fill", spec.fill)
+        if spec.dynamic:  # what a device measures the dynamic axes with
+            entry["example_shape"] = [1, *sample.shape[1:]]
+        if not sig.image:
+            entry["layout"] = None if spec.layout == "any" else spec.layout
+            if spec.preprocessing is not None:
+                entry["preprocessing"] = spec.preprocessing.model_dump()
+    for entry, out in zip(outputs, sig.outputs):
+        entry.setdefault("task", out.task)
     return {"format": fmt, "precision": precision, "inputs": inputs, "outputs": outputs,
             "preprocessing": ctx.preprocessing.to_dict(), "labels": list(ctx.labels),
             "quantization": ctx.quant.to_dict() if quantized else None,
-            "producer": f"edgeship {__version__}", **extra}
+            "call_kwargs": dict(sig.call_kwargs) or None, "producer": f"edgeship {__version__}", **extra}
 
 
 # operator types that carry a model's arithmetic, in each runtime's naming: ONNX (and ONNX Runtime's

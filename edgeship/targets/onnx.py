@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
+from edgeship.recipe import IOSpec
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, describe, require
 
 if TYPE_CHECKING:
@@ -23,8 +25,20 @@ OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, log_path: Path, opset: int = OPSET) -> Path:
-    """torch -> ONNX with a dynamic batch axis; raises TargetError naming the operator on failure."""
+def graph_names(sig: IOSpec | None) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+    """(input names, output names, dynamic axes) of the exported graph: the batch axis of every tensor, and each
+    input's own dynamic axes (a sample's axis ``i`` is the graph's ``i + 1``)."""
+    if sig is None or sig.image:
+        return [INPUT_NAME], [OUTPUT_NAME], {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    dyn = {i.name: {0: "batch", **{a + 1: n for a, n in i.dynamic.items()}} for i in sig.inputs}
+    dyn.update({o.name: {0: "batch"} for o in sig.outputs})
+    return [i.name for i in sig.inputs], [o.name for o in sig.outputs], dyn
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor | tuple, path: Path, log_path: Path, opset: int = OPSET,
+                sig: IOSpec | None = None) -> Path:
+    """torch -> ONNX with a dynamic batch axis (and the signature's own dynamic axes, names); raises TargetError
+    naming the operator on failure. ``example``: one sample of the input, or of every input (a tuple)."""
     import torch  # heavy: imported when a model is lowered, not when the registry is read
 
     from edgeship.models.graph import layer_of_op
@@ -32,11 +46,12 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, log_path: P
 
     onnx = require("onnx", "onnx", "onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
+    inputs, outputs, dynamic = graph_names(sig)
+    args = example if isinstance(example, tuple) else (example,)
     try:
         with captured(log_path), torch.no_grad():
-            torch.onnx.export(exportable(model), (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            torch.onnx.export(exportable(model), args, str(path), dynamo=False, opset_version=opset,
+                              input_names=inputs, output_names=outputs, dynamic_axes=dynamic)
     except Exception as e:  # exporter errors name the unsupported operator; we add the layer
         msg = failure(e, log_path)
         op = re.search(r"operator '([^']+)'", msg) or re.search(r"unrecognized namespace (\w+::\w+)", msg)
@@ -134,18 +149,23 @@ def io_description(path: Path) -> tuple[list[dict], list[dict], int]:
     return [one(i) for i in m.graph.input], [one(o) for o in m.graph.output], opset
 
 
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+             "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(float16)": np.float16}
+
+
 def ort_runner(path: Path, threads: int | None = None) -> Runner:
+    """Graph inputs in order -> every output (each input cast to the type the graph declares)."""
     ort = require("onnxruntime", "onnxruntime", "onnx")
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # a failed run raises with ORT's message: no second copy on the console
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    feeds = [(i.name, ORT_TYPES.get(i.type, np.float32)) for i in sess.get_inputs()]
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+    def run(*inputs: np.ndarray) -> list[np.ndarray]:
+        return sess.run(None, {name: np.ascontiguousarray(a, dtype) for (name, dtype), a in zip(feeds, inputs)})
 
     return run
 
@@ -157,7 +177,11 @@ class OnnxFP32(Backend):
     device_loader = "load_onnx"
 
     def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
-        path = export_onnx(model, ctx.example, out_dir / "model.onnx", ctx.log_path)
+        path = out_dir / "model.onnx"
+        if ctx.source_onnx is not None:  # the user's own file, as it is
+            shutil.copyfile(ctx.source_onnx, path)
+        else:
+            export_onnx(model, ctx.examples, path, ctx.log_path, sig=ctx.signature)
         compact(path)
         inputs, outputs, opset = io_description(path)
         meta = describe(ctx, "onnx", "fp32", inputs, outputs, opset=opset, runtime="onnxruntime")

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeship.calibration.quant import QuantSettings
-from edgeship.calibration.readers import check_calibration, iter_batches
+from edgeship.calibration.readers import check_calibration, check_calibration_inputs, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
-from edgeship.targets.onnx import INPUT_NAME, compact, embed_metadata, export_onnx, io_description, ort_runner
+from edgeship.targets.onnx import compact, embed_metadata, export_onnx, io_description, ort_runner
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,12 +45,14 @@ ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entro
 
 
 class OrtCalibrationReader:
-    """ONNX Runtime's ``CalibrationDataReader`` protocol: ``get_next`` -> ``{input_name: batch}`` until
-    exhausted, ``rewind`` starts over, ``set_range`` serves ``CalibStridedMinMax``."""
+    """ONNX Runtime's ``CalibrationDataReader`` protocol: ``get_next`` -> ``{input_name: batch}`` (every graph input)
+    until exhausted, ``rewind`` starts over, ``set_range`` serves ``CalibStridedMinMax``."""
 
-    def __init__(self, calib: np.ndarray, input_name: str, batch_size: int = 16):
-        self.calib = np.ascontiguousarray(calib, np.float32)
-        self.input_name = input_name
+    def __init__(self, calib: np.ndarray | list[np.ndarray], input_name: str | list[str], batch_size: int = 16):
+        arrays = [calib] if isinstance(calib, np.ndarray) else list(calib)
+        self.names = [input_name] if isinstance(input_name, str) else list(input_name)
+        self.arrays = [np.ascontiguousarray(a, np.float32 if a.dtype.kind == "f" else a.dtype) for a in arrays]
+        self.calib = self.arrays[0]
         self.batch_size = batch_size
         self.start, self.end = 0, len(self.calib)
         self.rewind()
@@ -59,8 +61,8 @@ class OrtCalibrationReader:
         return next(self._it, None)
 
     def rewind(self) -> None:
-        part = self.calib[self.start:self.end]
-        self._it = ({self.input_name: b} for b in iter_batches(part, self.batch_size))
+        parts = [iter_batches(a[self.start:self.end], self.batch_size, dtype=a.dtype) for a in self.arrays]
+        self._it = (dict(zip(self.names, batches)) for batches in zip(*parts))
 
     def set_range(self, start_index: int, end_index: int) -> None:
         self.start, self.end = start_index, end_index
@@ -80,8 +82,15 @@ class OrtCalibrationReader:
 
 
 def ort_reader(calib: np.ndarray, input_name: str, batch_size: int = 16) -> OrtCalibrationReader:
-    """A calibration reader over ``calib`` (checked first)."""
+    """A calibration reader over an image classifier's ``calib`` (checked first)."""
     return OrtCalibrationReader(check_calibration(calib), input_name, batch_size)
+
+
+def graph_input_names(path: Path) -> list[str]:
+    onnx = require("onnx", "onnx", "onnx")
+    g = onnx.load(str(path), load_external_data=False).graph
+    fed = {i.name for i in g.initializer}
+    return [i.name for i in g.input if i.name not in fed]
 
 
 def ort_calibration(quant: QuantSettings) -> tuple[Any, dict]:
@@ -103,8 +112,10 @@ def count_ops(path: Path) -> dict[str, int]:
     return counts
 
 
-def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray, quant, work_dir: Path, log_path: Path) -> None:
-    """Pre-process and statically quantize ``fp32_path`` (QDQ, float interface) into ``out_path``."""
+def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray | list[np.ndarray], quant, work_dir: Path,
+                  log_path: Path) -> None:
+    """Pre-process and statically quantize ``fp32_path`` (QDQ, float interface) into ``out_path``. ``calib``: the
+    samples of the graph's one input, or of every input in the graph's order."""
     require("onnxruntime", "onnxruntime", "onnx")
     q = require("onnxruntime.quantization", "onnxruntime", "onnx")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -113,8 +124,9 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray, quant, wor
     # ORT's calibrators keep every collected output in memory and its histogram collectors need
     # equal batch shapes: feed single samples and let ORT reduce them chunk by chunk
     # (CalibStridedMinMax works for every method; the chunk must divide the sample count).
-    reader = ort_reader(calib, INPUT_NAME, batch_size=1)
-    extra["CalibStridedMinMax"] = max(d for d in range(1, min(CALIB_CHUNK, len(calib)) + 1) if len(calib) % d == 0)
+    reader = OrtCalibrationReader(calib, graph_input_names(fp32_path), batch_size=1)
+    n = len(reader)
+    extra["CalibStridedMinMax"] = max(d for d in range(1, min(CALIB_CHUNK, n) + 1) if n % d == 0)
     pre = work_dir / "preprocessed.onnx"
     try:
         with captured(log_path):
@@ -237,16 +249,19 @@ class OnnxInt8(Backend):
         qat = ctx.quant.qat
         self.check_calibration_method("int8", ctx.quant, ctx.target.name)
         if qat:  # the fake quantization becomes QDQ as it is exported
-            export_onnx(model, ctx.example, path, ctx.log_path)
+            export_onnx(model, ctx.example, path, ctx.log_path, sig=ctx.signature)
             if not count_ops(path).get("DequantizeLinear"):
                 raise TargetError("onnx int8: the model is marked QAT but its export holds no "
                                   "QuantizeLinear/DequantizeLinear nodes",
                                   "run the qat pass on this model, or drop qat to calibrate it instead")
             route = "qat: fake quantization exported as QDQ (no calibration)"
         else:
-            check_calibration(ctx.calib)
-            fp32 = export_onnx(model, ctx.example, ctx.work_dir / "fp32.onnx", ctx.log_path)
-            quantize_onnx(fp32, path, ctx.calib, ctx.quant, ctx.work_dir, ctx.log_path)
+            calib = check_calibration_inputs(ctx.inputs, ctx.signature.inputs)
+            if ctx.source_onnx is not None:  # the user's own file, quantized as it is
+                fp32 = ctx.source_onnx
+            else:
+                fp32 = export_onnx(model, ctx.examples, ctx.work_dir / "fp32.onnx", ctx.log_path, sig=ctx.signature)
+            quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path)
             route = f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
         compact(path)
         inputs, outputs, opset = io_description(path)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeship.calibration.quant import QuantSettings
-from edgeship.calibration.readers import check_calibration, iter_batches
+from edgeship.calibration.readers import check_calibration, check_calibration_inputs, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
@@ -67,17 +67,32 @@ def _error(what: str, e: Exception, log_path: Path, model: nn.Module | None = No
 
 
 def convert(model: nn.Module, ctx: LowerContext):
-    """torch -> ov.Model with a dynamic batch axis and the same tensor names as the ONNX targets."""
+    """torch (or the user's own ONNX file) -> ov.Model with a dynamic batch axis (and the signature's dynamic axes)
+    and the same tensor names as the ONNX targets."""
     from edgeship.models.load import exportable  # torch: imported when a model is lowered
 
     ov = _ov()
+    sig = ctx.signature
+    types = {"float32": ov.Type.f32, "int64": ov.Type.i64, "int32": ov.Type.i32}
+    shapes = [(ov.PartialShape([-1, *(-1 if a in i.dynamic else d for a, d in enumerate(i.shape))]), types[i.dtype])
+              for i in sig.inputs]
     try:
         with captured(ctx.log_path):
-            om = ov.convert_model(exportable(model), example_input=ctx.example, input=[(-1, *ctx.input_shape)])
+            if ctx.source_onnx is not None:
+                om = ov.convert_model(str(ctx.source_onnx))
+            else:
+                example = ctx.examples if len(ctx.examples) > 1 else ctx.example
+                om = ov.convert_model(exportable(model), example_input=example,
+                                      input=[(-1, *ctx.input_shape)] if sig.image else shapes)
     except Exception as e:
         raise _error("openvino.convert_model", e, ctx.log_path, model) from None
-    om.inputs[0].get_tensor().set_names({INPUT_NAME})
-    om.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    if ctx.source_onnx is None:
+        names = ([INPUT_NAME], [OUTPUT_NAME]) if sig.image else ([i.name for i in sig.inputs],
+                                                               [o.name for o in sig.outputs])
+        for port, name in zip(om.inputs, names[0]):
+            port.get_tensor().set_names({name})
+        for port, name in zip(om.outputs, names[1]):
+            port.get_tensor().set_names({name})
     return om
 
 
@@ -101,12 +116,16 @@ def convert_qat(model: nn.Module, ctx: LowerContext):
     return om
 
 
-def nncf_dataset(calib: np.ndarray, batch_size: int = 1) -> Any:
-    """An ``nncf.Dataset`` of float32 NCHW batches (batch 1 by default: NNCF's statistics are per sample).
+def nncf_dataset(calib: np.ndarray | list[np.ndarray], batch_size: int = 1) -> Any:
+    """An ``nncf.Dataset`` of float32 NCHW batches (batch 1 by default: NNCF's statistics are per sample), or, for
+    several graph inputs (a list of arrays, already checked), of tuples with one batch per input.
 
     Pass ``subset_size=len(calib)`` to ``nncf.quantize`` so every sample is used."""
     nncf = require("nncf", "nncf", "openvino")
-    return nncf.Dataset(list(iter_batches(check_calibration(calib), batch_size)))
+    if isinstance(calib, np.ndarray):
+        return nncf.Dataset(list(iter_batches(check_calibration(calib), batch_size)))
+    parts = [iter_batches(a, batch_size, dtype=a.dtype) for a in calib]
+    return nncf.Dataset([tuple(b) for b in zip(*parts)])
 
 
 def nncf_parameters(quant: QuantSettings) -> dict:
@@ -145,7 +164,8 @@ def nncf_parameters(quant: QuantSettings) -> dict:
 def quantize(om, ctx: LowerContext):
     """``nncf.quantize`` on the OpenVINO model over every calibration sample."""
     params = nncf_parameters(ctx.quant)
-    dataset = nncf_dataset(ctx.calib)
+    sig = ctx.signature
+    dataset = nncf_dataset(ctx.calib if sig.image else check_calibration_inputs(ctx.inputs, sig.inputs))
     nncf = require("nncf", "nncf", "openvino")
     try:
         with captured(ctx.log_path):
@@ -244,7 +264,7 @@ class OpenVINO(Backend):
         qat = precision == "int8" and ctx.quant.qat
         self.check_calibration_method(precision, ctx.quant, ctx.target.name)
         if precision == "int8" and not qat:
-            check_calibration(ctx.calib)
+            check_calibration_inputs(ctx.inputs, ctx.signature.inputs)
         om = convert_qat(model, ctx) if qat else convert(model, ctx)
         if precision == "int8" and not qat:
             om = quantize(om, ctx)
@@ -283,9 +303,11 @@ class OpenVINO(Backend):
     def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
         compiled = self.compile(artifact, threads)
         request = compiled.create_infer_request()
+        dtypes = [p.get_element_type().to_dtype() for p in compiled.inputs]
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return np.asarray(request.infer({0: np.ascontiguousarray(x, np.float32)})[0], np.float32).copy()
+        def run(*inputs: np.ndarray) -> list[np.ndarray]:
+            res = request.infer({i: np.ascontiguousarray(a, t) for i, (a, t) in enumerate(zip(inputs, dtypes))})
+            return [np.asarray(res[p]).copy() for p in compiled.outputs]
 
         return run
 

@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeship.calibration.readers import check_calibration, iter_batches
+from edgeship.calibration.readers import check_calibration, check_calibration_inputs, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
+from edgeship.targets import litert
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
 
 if TYPE_CHECKING:
@@ -92,28 +93,53 @@ def open_interpreter(path: Path, threads: int | None = None, delegates: bool = T
     return it
 
 
-def make_runner(it, layout: str) -> Runner:
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    in_scale, in_zp = inp["quantization"]
-    out_scale, out_zp = out["quantization"]
-    state = {"batch": int(inp["shape"][0])}
+def make_runner(it, layout: str, output_order: list[int] | None = None,
+                input_order: list[int] | None = None) -> Runner:
+    """Graph inputs (preprocessed, the torch model's layout and dtypes) -> every output as float32 (or the integer
+    type the model returns). Quantized int8/uint8 tensors are quantized on the way in and dequantized on the way out
+    with their own scale and zero point; ``layout`` NHWC transposes an NCHW image input (the torch.fx lowering's);
+    ``input_order``/``output_order``: the interpreter's details in the model's order (default: as listed)."""
+    ins = it.get_input_details()
+    ins = [ins[i] for i in input_order] if input_order is not None else ins
+    outs = it.get_output_details()
+    outs = [outs[i] for i in output_order] if output_order is not None else outs
+    batch = {"n": int(ins[0]["shape"][0])}
 
-    def run(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32)
-        if layout == "NHWC":
-            x = x.transpose(0, 2, 3, 1)
-        if len(x) != state["batch"]:
-            it.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
+    def quantize(x: np.ndarray, d: dict) -> np.ndarray:
+        scale, zp = d["quantization"]
+        info = np.iinfo(d["dtype"])
+        return np.clip(np.round(x / scale) + zp, info.min, info.max).astype(d["dtype"])
+
+    def invoke(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if len(arrays[0]) != batch["n"]:
+            for d, a in zip(ins, arrays):
+                it.resize_tensor_input(d["index"], [len(a), *a.shape[1:]])
             it.allocate_tensors()
-            state["batch"] = len(x)
-        if inp["dtype"] == np.int8:
-            x = np.clip(np.round(x / in_scale) + in_zp, -128, 127).astype(np.int8)
-        it.set_tensor(inp["index"], np.ascontiguousarray(x, inp["dtype"]))
+            batch["n"] = len(arrays[0])
+        for d, a in zip(ins, arrays):
+            quantized = np.dtype(d["dtype"]).kind in "iu" and d["quantization"][0] and a.dtype.kind == "f"
+            it.set_tensor(d["index"], np.ascontiguousarray(quantize(a, d) if quantized else a, d["dtype"]))
         it.invoke()
-        y = it.get_tensor(out["index"])
-        if out["dtype"] == np.int8:
-            return (y.astype(np.float32) - out_zp) * np.float32(out_scale)
-        return np.array(y, np.float32)
+        result = []
+        for d in outs:
+            y = it.get_tensor(d["index"])
+            scale, zp = d["quantization"]
+            if np.dtype(d["dtype"]).kind in "iu" and scale:
+                result.append((y.astype(np.float32) - zp) * np.float32(scale))
+            else:
+                result.append(np.array(y))
+        return result
+
+    fixed_batch = int(ins[0].get("shape_signature", ins[0]["shape"])[0]) == 1  # exported at batch 1 (litert-torch)
+
+    def run(*inputs: np.ndarray) -> list[np.ndarray]:
+        arrays = [np.asarray(a) for a in inputs]
+        if layout == "NHWC":
+            arrays[0] = arrays[0].transpose(0, 2, 3, 1)
+        if not fixed_batch or len(arrays[0]) == 1:
+            return invoke(arrays)
+        per_sample = [invoke([a[i:i + 1] for a in arrays]) for i in range(len(arrays[0]))]  # as a device runs it
+        return [np.concatenate([p[k] for p in per_sample]) for k in range(len(outs))]
 
     return run
 
@@ -125,9 +151,19 @@ def _flatbuffer_utils():
     return flatbuffer_utils
 
 
-def io_description(model) -> tuple[list[dict], list[dict]]:
-    """Inputs and outputs of a parsed ModelT: name, shape (-1 = any batch), dtype, quantization."""
+def io_description(model, layout: str | None = "NHWC") -> tuple[list[dict], list[dict]]:
+    """Inputs and outputs of a parsed ModelT: name, shape (-1 = any batch), dtype, quantization; in the signature's
+    order where the file has one (litert-torch's args_<k>/output_<k> follow the torch order)."""
     sg = model.subgraphs[0]
+    ins, outs = list(sg.inputs), list(sg.outputs)
+    if model.signatureDefs:
+        sig = model.signatureDefs[0]
+
+        def ordered(maps) -> list[int]:
+            key = lambda m: litert.signature_position(m.name.decode() if isinstance(m.name, bytes) else m.name)  # noqa: E731
+            return [m.tensorIndex for m in sorted(maps, key=key)]
+
+        ins, outs = ordered(sig.inputs), ordered(sig.outputs)
 
     def one(i: int, layout: str | None) -> dict:
         t = sg.tensors[i]
@@ -140,7 +176,7 @@ def io_description(model) -> tuple[list[dict], list[dict]]:
         return {"name": name, "shape": shp, "dtype": _DTYPES.get(t.type, str(t.type)), "layout": layout,
                 "quantization": quant}
 
-    return [one(i, "NHWC") for i in sg.inputs], [one(i, None) for i in sg.outputs]
+    return [one(i, layout) for i in ins], [one(i, None) for i in outs]
 
 
 def _pack(model) -> bytes:
@@ -229,6 +265,26 @@ def qat_fake_quant(lowering: torch2tf.Lowering, learned: dict, calib: np.ndarray
     return ranges, used
 
 
+def lowering_problem(model: nn.Module, ctx: LowerContext) -> str | None:
+    """Why the torch.fx lowering cannot take this model (then the litert-torch route does), or None. A model with
+    another signature than one image in and class logits out, or an operator outside the lowering's set; a QAT model
+    and a TorchScript one always take the lowering (its errors are theirs: litert-torch needs an nn.Module to export
+    and carries no QAT ranges)."""
+    import torch  # heavy: imported when a model is lowered
+
+    from edgeship.targets import torch2tf  # torch and TensorFlow: imported when a model is lowered
+
+    if not ctx.signature.image:
+        return ""  # no reason to give: the lowering takes one image only
+    if ctx.learned is not None or isinstance(model, torch.jit.ScriptModule):
+        return None
+    try:
+        torch2tf.Lowering(torch2tf.trace(model, ctx.example), ctx.input_shape)
+    except TargetError as e:
+        return e.problem.removeprefix(f"{FMT}: ")
+    return None
+
+
 def convert(model: nn.Module, ctx: LowerContext, precision: str,
             learned: dict | None = None) -> tuple[bytes, dict]:
     """torch -> .tflite bytes (without our metadata) and notes on how it was made.
@@ -306,19 +362,36 @@ class TFLite(Backend):
             raise TargetError(f"{FMT}: the model is QAT but its learned ranges were not handed over",
                               "lower a QAT model through the pipeline (edgeship export), which passes "
                               "LowerContext.learned")
+        problem = lowering_problem(model, ctx)
         with captured(ctx.log_path):
-            learned = None
-            if ctx.learned is not None:  # QAT: lower the float view; its ranges go into FakeQuant ops
-                model, learned = ctx.learned.float_model, dict(ctx.learned.activation_ranges)
-            flat, notes = convert(model, ctx, precision, learned if precision in FULL_INT8 else None)
+            if problem is None:  # an image classifier within the torch.fx lowering's operators (or a QAT model)
+                learned = None
+                if ctx.learned is not None:  # QAT: lower the float view; its ranges go into FakeQuant ops
+                    model, learned = ctx.learned.float_model, dict(ctx.learned.activation_ranges)
+                flat, notes = convert(model, ctx, precision, learned if precision in FULL_INT8 else None)
+                runner_note = ("edgeship's runner takes normalized NCHW float32, transposes to NHWC, quantizes int8 "
+                               "inputs and dequantizes int8 outputs")
+            else:
+                calib = ctx.inputs
+                if precision in FULL_INT8:
+                    calib = check_calibration_inputs(ctx.inputs, ctx.signature.inputs)
+                try:
+                    flat, notes = litert.convert(model, ctx, precision, calib)
+                except TargetError as e:
+                    if not problem:
+                        raise
+                    raise TargetError(f"{FMT}: no route converts this model: the torch.fx lowering: {problem}; "
+                                      f"{e.problem.removeprefix(FMT + ': ')}", e.fix) from None
+                if problem:
+                    notes["lowering"] = f"the torch.fx lowering could not take this model ({problem})"
+                runner_note = ("edgeship's runner feeds the inputs in the torch layout and order, quantizes int8 "
+                               "inputs and dequantizes int8 outputs")
             fbu = _flatbuffer_utils()
             parsed = fbu.read_model_from_bytearray(bytearray(flat))
-            inputs, outputs = io_description(parsed)
+            inputs, outputs = io_description(parsed, "NHWC" if problem is None else "NCHW")
             meta = describe(ctx, FMT, precision, inputs, outputs, source_layout="NCHW",
                             **({} if precision in FULL_INT8 else {"quantization": None}),
-                            runner="edgeship's runner takes normalized NCHW float32, transposes to NHWC, "
-                                   "quantizes int8 inputs and dequantizes int8 outputs",
-                            runtime="ai_edge_litert (XNNPACK) or tflite_runtime", **notes)
+                            runner=runner_note, runtime="ai_edge_litert (XNNPACK) or tflite_runtime", **notes)
             data = embed_metadata(parsed, meta)
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / ".model.tflite.partial"
@@ -330,6 +403,9 @@ class TFLite(Backend):
 
     def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
         it = open_interpreter(artifact.path, threads)
+        if str(artifact.meta.get("route", "")).startswith("litert"):
+            ins, outs = litert.signature_order(it)
+            return make_runner(it, "NCHW", output_order=outs, input_order=ins)
         layout = (artifact.meta.get("inputs") or [{}])[0].get("layout") or "NHWC"
         return make_runner(it, layout)
 

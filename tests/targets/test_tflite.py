@@ -21,7 +21,7 @@ from edgeship.errors import TargetError
 from edgeship.models.zoo import ZOO
 from edgeship.targets.base import Artifact, get_backend
 from edgeship.targets.tflite import open_interpreter, read_metadata
-from helpers import as_json, factory_model
+from helpers import as_json
 
 
 class TestTFLiteFP32(BackendTemplate):
@@ -143,10 +143,10 @@ def assert_lowers_exactly(model, shape, tmp_path) -> None:
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     backend, art = lower(model, tmp_path / "fp32", "fp32", shape)
-    np.testing.assert_allclose(backend.load(art, threads=1)(x), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_allclose(backend.load(art, threads=1)(x)[0], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     backend, art = lower(model, tmp_path / "int8", "int8", shape)
     assert backend.op_audit(art)["float_ops"] == []
-    assert backend.load(art, threads=1)(x).shape == ref.shape
+    assert backend.load(art, threads=1)(x)[0].shape == ref.shape
 
 
 class UserNet(nn.Module):
@@ -183,7 +183,7 @@ def test_user_model_from_the_op_set(tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     backend, art = lower(model, tmp_path, "fp32", (3, 16, 14))
-    np.testing.assert_allclose(backend.load(art, threads=1)(x), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(backend.load(art, threads=1)(x)[0], ref, rtol=1e-4, atol=1e-5)
     assert art.meta["inputs"][0]["shape"] == [-1, 16, 14, 3] and art.meta["inputs"][0]["layout"] == "NHWC"
     assert art.meta["source_layout"] == "NCHW"
 
@@ -209,36 +209,38 @@ class CumSum(nn.Module):
 
 @pytest.mark.parametrize("model,operator,layer", [(Upsampler(), "Upsample", "head.0"),
                                                   (CumSum(), "torch.cumsum", "cumsum")])
-def test_unsupported_operator_names_operator_layer_and_format(tmp_path, model, operator, layer):
-    with pytest.raises(TargetError) as e:
-        lower(model.eval(), tmp_path, "int8", (1, 8, 8))
-    msg = str(e.value)
-    assert f"operator {operator} in layer '{layer}'" in msg and msg.startswith("tflite:"), msg
-    assert list((tmp_path / "out").iterdir()) == []
+def test_operators_outside_the_lowering_take_the_litert_route(tmp_path, model, operator, layer):
+    """The torch.fx lowering names what it cannot take (operator, layer); litert-torch converts the model instead,
+    and the artifact says which route made it and why."""
+    x = digits_task()["x_test"][:16]
+    backend, art = lower(model.eval(), tmp_path, "fp32", (1, 8, 8), calib=digits_task()["calib"])
+    assert art.meta["route"].startswith("litert-torch")
+    assert f"operator {operator} in layer '{layer}'" in art.meta["lowering"]
+    assert art.meta["inputs"][0]["layout"] == "NCHW"  # litert-torch keeps the torch layout
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(backend.load(art, threads=1)(x)[0], ref, rtol=1e-4, atol=1e-4)
+    _, art8 = lower(model.eval(), tmp_path / "int8", "int8", (1, 8, 8), calib=digits_task()["calib"])
+    assert art8.meta["route"].startswith("litert-torch") and "PT2E" in art8.meta["route"]
+    out8 = backend.load(art8, threads=1)(x)[0]
+    assert out8.shape == ref.shape and np.isfinite(out8).all()
 
 
-def test_unsupported_operator_fails_only_its_target(tmp_path, digits_recipe, monkeypatch):
-    """Through `edgeship export`: the tflite target fails naming the operator, ONNX still ships."""
+def test_a_model_no_tflite_route_takes_fails_only_its_target(tmp_path, digits_recipe, monkeypatch):
+    """Through `edgeship export`: a TorchScript model outside the lowering's operators (litert-torch needs a Python
+    module to export) fails its tflite target with one line; the ONNX target still ships."""
     from edgeship.api import export
 
-    model = factory_model(tmp_path, monkeypatch, "usermodels", (
-        "import torch\nfrom torch import nn\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.conv = nn.Conv2d(1, 4, 3, padding=1)\n"
-        "        self.up = nn.Upsample(scale_factor=2)\n"
-        "        self.fc = nn.Linear(4, 10)\n"
-        "    def forward(self, x):\n"
-        "        return self.fc(self.up(self.conv(x)).mean((2, 3)))\n"
-        "def net():\n    return Net()\n"))
-    recipe = digits_recipe(model=model,
+    net = Upsampler().eval()
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 8, 8)), str(tmp_path / "up.ts"))
+    recipe = digits_recipe(model={"torchscript": str(tmp_path / "up.ts")},
                            targets=[{"name": "tfl", "format": "tflite", "precision": "fp32"},
-                                    {"name": "onnx-fp32", "format": "onnx", "precision": "fp32"}])
+                                    {"name": "onnx-fp32", "format": "onnx", "precision": "fp32",
+                                     "max_accuracy_drop": 100.0}])
     report, code = as_json(export(recipe, quiet=True, measure=False))
     assert code == 1
     tfl, onx = report["targets"]
-    assert tfl["status"] == "failed" and "operator Upsample in layer 'up'" in tfl["error"]
+    assert tfl["status"] == "failed" and "TorchScript model cannot be lowered" in tfl["error"], tfl["error"]
     assert onx["status"] == "ok"
     run = tmp_path / "runs" / "digits_test" / "targets"
     assert sorted(p.name for p in run.iterdir()) == ["onnx-fp32"]
@@ -348,7 +350,10 @@ class BranchOnValue(nn.Module):
 
 
 def test_untraceable_model_is_a_target_error(tmp_path):
-    with pytest.raises(TargetError, match="tflite: torch.fx cannot trace the model"):
+    """Data-dependent control flow: neither the torch.fx lowering nor torch.export (litert-torch) can take it; the
+    one line says why for both."""
+    with pytest.raises(TargetError, match="tflite: no route converts this model: the torch.fx lowering: torch.fx "
+                                          "cannot trace the model.*litert-torch could not convert the model"):
         lower(BranchOnValue(), tmp_path / "branch", "fp32", (1, 2, 2))
 
 
@@ -385,4 +390,4 @@ def test_float_files_of_a_qat_model_are_its_float_copy(tmp_path, precision):
     x = digits_task()["x_test"][:64]
     with torch.no_grad():
         ref = fold_and_strip(qat_model())(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(backend.load(art, threads=1)(x), ref, atol=1e-3 if precision == "fp32" else 0.05)
+    np.testing.assert_allclose(backend.load(art, threads=1)(x)[0], ref, atol=1e-3 if precision == "fp32" else 0.05)

@@ -1,0 +1,247 @@
+"""Every target of a run: lowered by its backend from the torch reference it is verified against, run with its own
+runtime on the test split, each output compared with the torch model's, gated, and sized against the same format's
+FP32 artifacts. A target's failure (conversion, a runtime that cannot run it, the accuracy gate) stays that target's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeship.calibration.preprocess import Preprocessing
+from edgeship.calibration.quant import LearnedQuantization, QuantSettings
+from edgeship.errors import EdgeshipError, TargetError
+from edgeship.models.io import lowerable, predict_io
+from edgeship.models.load import clone_module
+from edgeship.pipeline.training import TensorData, predict
+from edgeship.progress import info
+from edgeship.recipe import IOSpec, Recipe, TargetSpec
+from edgeship.record import OpAudit, SizeReference, SizeVsFP32, Target, Verification
+from edgeship.targets.base import FLOAT_PRECISIONS, LowerContext, Runner, get_backend
+from edgeship.targets.verify import compare, compare_outputs, gate, run_batched
+
+
+def outputs_of(model: torch.nn.Module, io: IOSpec, data: TensorData) -> list[np.ndarray]:
+    """Every declared output of the torch model on a split (an image classifier's: its logits)."""
+    if io.image:
+        return [predict(model, data.x).numpy()]
+    return [t.numpy() for t in predict_io(model, io, data.x, data.extra)]
+
+
+@dataclass
+class Reference:
+    """The torch model a target is lowered from and verified against."""
+
+    model: torch.nn.Module
+    outputs: list[np.ndarray]  # on the test split, one array per output
+    quant: QuantSettings
+    note: str
+
+
+def references(compact: torch.nn.Module, outputs: list[np.ndarray], quant: QuantSettings,
+               learned: LearnedQuantization | None, io: IOSpec, test: TensorData) -> dict[str, Reference]:
+    """INT8 targets take the compact model as it is. After QAT, float targets take its float view
+    (batch norm folded, fake quantization stripped, weights as QAT learned them): a float artifact
+    must not carry quantize/dequantize pairs, and it is verified against that float model."""
+    int_ref = Reference(compact, outputs, quant, "the compressed torch model")
+    if learned is None:
+        return {"int": int_ref, "float": int_ref}
+    stripped = learned.float_model
+    float_ref = Reference(stripped, outputs_of(stripped, io, test), QuantSettings(seed=quant.seed),
+                          "the QAT model with fake quantization stripped (float weights QAT learned)")
+    return {"int": int_ref, "float": float_ref}
+
+
+def precision_class(precision: str) -> str:
+    return "int8" if precision not in FLOAT_PRECISIONS else precision
+
+
+@dataclass
+class TargetJob:
+    """What lowering any target of this run needs."""
+
+    recipe: Recipe
+    io: IOSpec
+    calib: list[np.ndarray]  # every graph input's calibration samples
+    preprocessing: Preprocessing
+    labels: tuple[str, ...]
+    test: TensorData
+    tmp: Path
+    logs: Path
+    learned: LearnedQuantization | None
+    quiet: bool
+    source_onnx: Path | None = None  # the user's ONNX file, when the compressed model is exactly that file
+    test_inputs: list[np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.test_inputs = self.test.graph_inputs(self.io)
+
+    def context(self, target: TargetSpec, quant: QuantSettings, log_path: Path, work_dir: Path) -> LowerContext:
+        return LowerContext(target=target, input_shape=tuple(self.io.inputs[0].shape), calib=self.calib[0],
+                            preprocessing=self.preprocessing, labels=self.labels, quant=quant, log_path=log_path,
+                            work_dir=work_dir, threads=self.recipe.train.threads,
+                            learned=self.learned if quant.qat else None, io=None if self.io.image else self.io,
+                            extra_inputs=self.calib[1:], source_onnx=self.source_onnx)
+
+    def run(self, runner: Runner, name: str) -> list[np.ndarray]:
+        """The artifact on the whole test split. A runtime that runs one sample but not two means the graph fixes
+        the batch size (a flatten that folded it into the features); any other runtime error is this target's."""
+        one = [a[:1] for a in self.test_inputs]
+        try:
+            runner(*one)
+        except Exception as e:
+            raise TargetError(f"{name}: the runtime cannot run the artifact ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:240]})", "check the conversion log") from None
+        try:
+            runner(*[a[:2] for a in self.test_inputs])
+        except Exception as e:
+            raise TargetError(f"{name}: the artifact runs one sample but not a batch of two: its graph fixes the "
+                              f"batch size ({' '.join(str(e).split())[:200]})",
+                              "export the model with a dynamic batch axis (torch.export: dynamic_shapes with a "
+                              "batch Dim; reshape with -1 for the batch, not x.size(0) baked in)") from None
+        try:
+            return run_batched(runner, self.test_inputs, label=name, quiet=self.quiet)
+        except Exception as e:
+            raise TargetError(f"{name}: the runtime failed on the test split ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:240]})", "check the conversion log") from None
+
+    def verify(self, t: TargetSpec, outs: list[np.ndarray], ref: Reference) -> dict:
+        y = self.test.y.numpy()
+        if self.io.image:
+            return compare(outs[0], ref.outputs[0], y)
+        labels: dict[str, np.ndarray | None] = {}
+        first = self.io.classification
+        for o in self.io.outputs:
+            if o.task == "classification":
+                key = o.labels or "y"
+                labels[o.name] = (y if o is first and self.labels else
+                                  self.test.extra[key].numpy() if key in self.test.extra else None)
+        return compare_outputs(outs, ref.outputs, self.io, labels, precision_class(t.precision))
+
+    def lower(self, t: TargetSpec, ref: Reference) -> Target:
+        """Lower, run on the test split, verify and gate one target; a failure stays this target's."""
+        rec = Target(name=t.name, device=t.device, format=t.format, precision=t.precision, status="ok",
+                     reference=ref.note)
+        final = self.tmp / "targets" / t.name
+        partial = self.tmp / "targets" / f".{t.name}.partial"
+        partial.mkdir(parents=True)
+        t0 = time.perf_counter()
+        try:
+            backend = get_backend(t.format, t.precision)
+            ctx = self.context(t, ref.quant, self.logs / f"{t.name}.log", self.tmp / "work" / t.name)
+            ctx.work_dir.mkdir(parents=True, exist_ok=True)
+            info(f"target {t.name}: lowering to {t.format} {t.precision}")
+            art = backend.lower(lowerable(clone_module(ref.model), self.io), ctx, partial)
+            rec.lower_s = round(time.perf_counter() - t0, 2)
+            outs = self.run(backend.load(art, threads=self.recipe.train.threads), t.name)
+            metrics = self.verify(t, outs, ref)
+            audit = backend.op_audit(art)
+            rec.op_audit = None if audit is None else OpAudit.model_validate(audit)
+            rec.size_bytes = art.size_bytes()
+            try:
+                gate(t.name, t.precision, metrics, t.max_accuracy_drop, self.recipe.min_agreement)
+            finally:
+                rec.verify = Verification.model_validate(_finite(metrics))
+            partial.rename(final)
+            art.dir = final
+            rec.artifact = str(Path("targets") / t.name / art.main)
+            rec.files = [str(Path("targets") / t.name / f) for f in art.files]
+            info(f"target {t.name}: {summary(metrics)}, {rec.size_bytes / 1024:.1f} KiB")
+        except TargetError as e:
+            shutil.rmtree(partial, ignore_errors=True)
+            rec.status = "failed"
+            rec.error = final_paths(str(e), self.tmp, self.recipe)
+            info(f"[red]target {t.name} failed:[/red] {rec.error}")
+        rec.wall_s = round(time.perf_counter() - t0, 2)
+        return rec
+
+
+def summary(metrics: dict) -> str:
+    """One line of what verification found."""
+    if "top1" in metrics:
+        head = f"top-1 {metrics['top1']:.4f} (torch {metrics['torch_top1']:.4f}), agreement {metrics['agreement']:.4f}"
+    elif "agreement" in metrics:
+        head = f"agreement {metrics['agreement']:.4f}"
+    else:
+        head = ""
+    outputs = metrics.get("outputs") or {}
+    parts = [f"{n} {o['metric']} {o.get('min_cosine' if o['metric'] == 'cosine' else o['metric'])}"
+             for n, o in outputs.items() if o["metric"] != "top1"]
+    return ", ".join(p for p in [head, *parts] if p)
+
+
+def final_paths(text: str, tmp: Path, recipe: Recipe) -> str:
+    """A message written during the run names files under the temporary directory, which is renamed to
+    the recipe's output when the run completes: name them where they will be."""
+    return text.replace(str(tmp), str(recipe.output))
+
+
+def _finite(v: Any) -> Any:
+    """NaN/inf (an artifact that produced them) are recorded as null: JSON has neither."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def size_references(records: list[Target], models: dict[str, torch.nn.Module],
+                    job: TargetJob) -> dict[str, SizeReference]:
+    """What each quantized or FP16 artifact's size compares with, in its own format: the FP32 artifact of
+    the model the recipe started from (what the user would ship without edgeship) and of the compressed
+    model (quantization's share alone). A run's own FP32 target of that format serves as the latter;
+    anything else is lowered at FP32 into scratch space, measured and deleted (``Artifact.size_bytes``).
+    Sets ``size_vs_fp32`` on each such target; returns {format: SizeReference}."""
+    done = [r for r in records if r.ok]
+    formats = sorted({r.format for r in done if r.precision != "fp32"})
+    out: dict[str, SizeReference] = {}
+    for fmt in formats:
+        row: dict[str, Any] = {}
+        own = next((r for r in done if r.format == fmt and r.precision == "fp32"), None)
+        for which, model in models.items():
+            if which == "compressed_model" and own is not None:
+                row[which] = own.size_bytes
+                continue
+            same = next((w for w, m in models.items() if m is model and w in row), None)
+            if same is not None:  # no passes: the input model is the compressed one
+                row[which] = row[same]
+                continue
+            row[which], error = _fp32_size(fmt, which, model, job)
+            if error:
+                row[f"{which}_error"] = error
+        out[fmt] = SizeReference(**row)
+    for r in done:
+        if r.precision == "fp32" or r.size_bytes is None:
+            continue
+        ref = out[r.format]
+        ratio = {which: (round(r.size_bytes / b, 4) if b else None)
+                 for which, b in (("input_model", ref.input_model), ("compressed_model", ref.compressed_model))}
+        r.size_vs_fp32 = SizeVsFP32(bytes=r.size_bytes, **ratio)
+        same = ratio["compressed_model"]
+        if same is not None and same >= 1:
+            info(f"[yellow]note:[/yellow] {r.name} ({r.format} {r.precision}) is {same:.2f}x the size of the "
+                 "same model's FP32 artifact: at this size the file is mostly graph and per-channel scales (or its "
+                 "weights were too small for the converter to quantize)")
+    return out
+
+
+def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob) -> tuple[int | None, str | None]:
+    """(bytes, error) of ``model`` lowered at FP32 to ``fmt`` in scratch space."""
+    t0 = time.perf_counter()
+    work = job.tmp / "work" / "size-references" / f"{which}-{fmt}"
+    work.mkdir(parents=True)
+    spec = TargetSpec(name=f"{which}-{fmt}-fp32", format=fmt, precision="fp32")
+    ctx = job.context(spec, QuantSettings(seed=job.recipe.seed), job.logs / "size-references.log", work)
+    size, error = None, None
+    try:
+        (work / "out").mkdir()
+        size = get_backend(fmt, "fp32").lower(lowerable(clone_module(model), job.io), ctx, work / "out").size_bytes()
+    except (TargetError, EdgeshipError) as e:
+        error = final_paths(str(e), job.tmp, job.recipe)
+    info(f"size reference: {which.replace('_', ' ')} as FP32 {fmt}: "
+         + (f"{size / 1024:.1f} KiB" if size else "could not be lowered") + f" ({time.perf_counter() - t0:.1f} s)")
+    return size, error
