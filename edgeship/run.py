@@ -77,7 +77,9 @@ class Prepared:
 def prepare(recipe: Recipe, trust_pickle: bool = False) -> Prepared:
     set_determinism(recipe.seed)
     io = recipe.model_io()
-    splits = load_splits(recipe.data, recipe.input) if recipe.input is not None else load_io_splits(recipe.data, io)
+    n_named = len(recipe.labels) if recipe.labels else None
+    splits = load_splits(recipe.data, recipe.input, n_named) if recipe.input is not None else \
+        load_io_splits(recipe.data, io)
     labels = tuple(recipe.labels) if recipe.labels else splits.labels
     if labels or io.image:
         top = max(int(getattr(splits, k).y.max()) for k in ("train", "val", "calib", "test") if len(getattr(splits, k)))

@@ -32,7 +32,7 @@ def train(recipe: Recipe, recipe_path: str, if_missing: bool = False, quiet: boo
         info(f"checkpoint exists: {ckpt} (delete it to retrain)")
         return json.loads(meta.read_text()) if meta.is_file() else {"checkpoint": str(ckpt)}
     set_determinism(recipe.train.seed, recipe.train.threads)
-    splits = load_splits(recipe.data, recipe.input)
+    splits = load_splits(recipe.data, recipe.input, len(recipe.labels) if recipe.labels else None)
     labels = tuple(recipe.labels) if recipe.labels else splits.labels
     model = build_model(spec.model_copy(update={"weights": None}), recipe.input, len(labels), require_weights=False)
     pre = recipe.input.preprocessing_obj()

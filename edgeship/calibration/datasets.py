@@ -265,35 +265,39 @@ def _check_values(data: ArrayData, where: str) -> None:
 
 
 def _check_class_ids(ys: list[np.ndarray], where: str) -> None:
-    """Ids 0..K-1 with a gap (1-based labels, an offset such as 100..109) would give the model outputs no
-    sample ever has, and a checkpoint trained on K classes would not load: refuse them."""
+    """Ids that do not start at 0 (1-based labels, an offset such as 100..109) would give the model an output no
+    sample ever has and shift every class by the offset: refuse them. Ids from 0 with classes absent (a small
+    evaluation set of a pretrained 10-class model) are fine: the recipe's labels: or the model sets the class
+    count, and remapping would misalign them."""
     ids = np.unique(np.concatenate(ys))
-    k, top = len(ids), int(ids[-1])
-    if top + 1 != k:
+    k, low, top = len(ids), int(ids[0]), int(ids[-1])
+    if low > 0:
         missing = np.setdiff1d(np.arange(top + 1), ids)
         shown = ", ".join(str(int(i)) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise EdgeshipError(f"{where}: the labels are {int(ids[0])}..{top} ({k} distinct values) but must be class "
+        raise EdgeshipError(f"{where}: the labels are {low}..{top} ({k} distinct values) but must be class "
                             f"ids 0..K-1: no sample has id {shown} ({len(missing)} of the {top + 1} classes the "
                             "model would get)",
                             f"remap the labels to 0..{k - 1} (e.g. y = np.unique(y, return_inverse=True)[1]) and "
-                            "save the data again")
+                            "save the data again; if the ids are right and the data only lacks some classes, name "
+                            "every class in the recipe's labels:")
 
 
-def load_splits(spec, input_spec) -> Splits:
-    """Recipe ``data`` + ``input`` -> seeded train/val/calib/test splits."""
+def load_splits(spec, input_spec, n_classes: int | None = None) -> Splits:
+    """Recipe ``data`` + ``input`` -> seeded train/val/calib/test splits. ``n_classes``: the count the recipe's
+    labels: give (then any ids below it are accepted, present or not)."""
     channels, h, w = input_spec.shape
     size = (h, w)
     pool, test, labels = load_source(spec.source, channels, size)
     where = _where(spec.source, "source")
     _check(pool, "training", channels, size, where)
-    if labels is None:  # class ids straight from the file (npz, idx): no gaps
+    if labels is None and n_classes is None:  # class ids straight from the file (npz, idx)
         _check_class_ids([pool.y] + ([test.y] if test is not None else []), where)
     rng = np.random.default_rng(spec.seed)
     if spec.test_source is not None:
         test, _, test_labels = load_source(spec.test_source, channels, size)
         test_where = _where(spec.test_source, "test_source")
         _check(test, "test", channels, size, test_where)
-        if test_labels is None and labels is None:
+        if test_labels is None and labels is None and n_classes is None:
             _check_class_ids([pool.y, test.y], f"{where} and {test_where}")
     elif test is None:
         pool, test = hold_out_test(pool, spec, rng, where)

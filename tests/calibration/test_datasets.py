@@ -162,7 +162,7 @@ def test_constant_data_names_the_raw_value(tmp_path):
 @pytest.mark.parametrize("labels, message", [
     (lambda y: y + 100, r"the labels are 100\.\.109 \(10 distinct values\) but must be class ids 0\.\.K-1.*"
                         r"Fix: remap the labels to 0\.\.9"),
-    (lambda y: y + 1, r"labels are 1\.\.10 .*no sample has id 0 "),  # 1-based
+    (lambda y: y + 1, r"labels are 1\.\.10 .*no sample has id 0 .*name every class in the recipe's labels:"),
     (lambda y: y - 1, r"21 of 200 labels are negative \(smallest -1\)"),
     (lambda y: y + 0.5, r"200 of 200 labels are not whole numbers \(label 0 is 0\.5\)"),
     (lambda y: np.where(y == 3, np.nan, y.astype(float)), r"labels are NaN or inf"),
@@ -176,6 +176,22 @@ def test_bad_labels_are_refused(tmp_path, labels, message):
     with pytest.raises(EdgeshipError, match=message) as e:
         npz_splits(digits_npz(tmp_path / "d.npz", y=labels(y)))
     assert e.value.fix and "\n" not in str(e.value)
+
+
+def test_classes_absent_from_a_small_set_keep_their_ids(tmp_path):
+    """A pretrained 10-class model evaluated on a few samples that lack class 3: the ids stay as they are
+    (remapping would misalign every class above 3), and labels: may name classes no sample has."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    keep = d.target != 3
+    f = digits_npz(tmp_path / "d.npz", x=d.images[keep][:200].astype(np.float32), y=d.target[keep][:200])
+    s = npz_splits(f)
+    assert s.labels == tuple(str(i) for i in range(10))  # 0..9 with 3 absent, not remapped to 0..8
+    assert 3 not in np.concatenate([s.train.y, s.test.y]) and 9 in np.concatenate([s.train.y, s.test.y])
+    one_based = digits_npz(tmp_path / "b.npz", y=d.target[:200] + 1)
+    named = load_splits(spec(source={"kind": "npz", "path": str(one_based)}), InputSpec(shape=(1, 8, 8)), n_classes=11)
+    assert int(named.test.y.max()) <= 10
 
 
 def test_whole_number_float_labels_are_class_ids(tmp_path):
