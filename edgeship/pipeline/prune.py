@@ -147,13 +147,22 @@ def _last_module_run(model: nn.Module, fn) -> tuple[str | None, Exception]:
             h.remove()
 
 
-def _untraceable(stage: str, layer: str | None, err: Exception) -> EdgeshipError:
-    msg = " ".join(str(err).split())[:160]
-    where = f"past layer {layer!r}" if layer else "in the model"
-    fix = (f"add {layer!r} to ignored_layers" if layer else "add the layer to ignored_layers") \
-        + " (keep its channels), or replace the op torch-pruning cannot follow"
-    return EdgeshipError(f"{stage}: torch-pruning's dependency graph cannot trace the model {where} "
+class _Untraceable(EdgeshipError):
+    """torch-pruning cannot follow the channels past ``layers`` (all of them, when the pass could find them)."""
+
+    def __init__(self, stage: str, layers: list[str], err: Exception):
+        self.stage, self.layers, self.err = stage, layers, err
+        msg = " ".join(str(err).split())[:160]
+        shown = ", ".join(repr(n) for n in layers)
+        where = f"past layer{'s' if len(layers) > 1 else ''} {shown}" if layers else "in the model"
+        fix = (f"add {shown} to ignored_layers" if layers else "add the layer to ignored_layers") \
+            + " (keep their channels), or replace the op torch-pruning cannot follow"
+        super().__init__(f"{stage}: torch-pruning's dependency graph cannot trace the model {where} "
                          f"({type(err).__name__}: {msg})", fix)
+
+
+def _untraceable(stage: str, layer: str | None, err: Exception) -> _Untraceable:
+    return _Untraceable(stage, [layer] if layer else [], err)
 
 
 class _Pruner:
@@ -230,6 +239,26 @@ class _Pruner:
             raise _untraceable(self.ctx.stage, layer, err)
         return model
 
+    def every_untraceable(self, model: nn.Module, first: _Untraceable, most: int = 12) -> _Untraceable:
+        """All the layers past which pruning fails, found in one run (a user fixing them one by one pays a whole
+        run per layer): each found layer is ignored in turn and a copy pruned again, until it prunes."""
+        found, base = list(first.layers), list(self.ignored)
+        try:
+            while found and len(found) < most:
+                self.ignored = base + found
+                try:
+                    self.prune(copy.deepcopy(model), 0.5)
+                    break
+                except _Untraceable as e:
+                    if not e.layers or e.layers[0] in found:
+                        break
+                    found.append(e.layers[0])
+                except _WouldEmpty:
+                    break
+        finally:
+            self.ignored = base
+        return _Untraceable(first.stage, found, first.err)
+
     def ratio_for_macs(self, model: nn.Module, target: float, iters: int = 14) -> float:
         lo, hi, best, empty = 0.0, 0.999, None, None
         for _ in range(iters):
@@ -271,6 +300,12 @@ class Prune(Pass):
 
     def run(self, model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult:
         job = _Pruner(model, config, ctx)
+        try:
+            return self._run(job, model, config, ctx)
+        except _Untraceable as e:
+            raise job.every_untraceable(model, e) from None
+
+    def _run(self, job: _Pruner, model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult:
         teacher = resolve_teacher(None, ctx, model) if config.fine_tune.epochs and config.fine_tune.alpha else None
         model = copy.deepcopy(model).eval()
         base_macs, base_params = macs_of(model, job.example), sum(p.numel() for p in model.parameters())

@@ -40,3 +40,23 @@ class ShuffleNet(nn.Module):
         b, _, h, w = x.shape
         x = x.view(b, 4, 4, h, w).transpose(1, 2).reshape(b, 16, h, w)
         return self.fc(self.mix(x).mean((2, 3)))
+
+
+class TwoShuffles(nn.Module):
+    """Two channel shuffles at different depths: pruning fails past two layers, both named in one run."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = cbr(1, 16)
+        self.mid = cbr(16, 16)
+        self.mix = cbr(16, 16, 1)
+        self.fc = nn.Linear(16, num_classes)
+
+    @staticmethod
+    def shuffle(x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        return x.view(b, 4, 4, h, w).transpose(1, 2).reshape(b, 16, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.shuffle(self.mid(self.shuffle(self.stem(x))))
+        return self.fc(self.mix(x).mean((2, 3)))

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from models import ConcatNet, ShuffleNet
+from models import ConcatNet, ShuffleNet, TwoShuffles
 
 from edgeship.errors import EdgeshipError
 from edgeship.models.zoo import ZOO
@@ -117,6 +117,18 @@ def test_an_untraceable_model_names_the_layer_and_ignoring_it_works(digits_ctx):
     out = Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, ignored_layers=["stem.0"], fine_tune=NO_FT),
                       ctx)
     assert out.model.stem[0].out_channels == 16 and out.model.mix[0].out_channels == 8
+
+
+def test_every_untraceable_layer_is_named_in_one_run(digits_ctx):
+    _, ctx = digits_ctx
+    model = TwoShuffles().eval()
+    with pytest.raises(EdgeshipError, match=r"cannot trace the model past layers 'stem\.0', 'mid\.0'.*"
+                                            r"Fix: add 'stem\.0', 'mid\.0' to ignored_layers"):
+        Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, fine_tune=NO_FT), ctx)
+    out = Prune().run(model, PruneConfig(channel_ratio=0.5, round_to=4, ignored_layers=["stem.0", "mid.0"],
+                                         fine_tune=NO_FT), ctx)
+    assert out.model.stem[0].out_channels == out.model.mid[0].out_channels == 16
+    assert out.model.mix[0].out_channels == 8
 
 
 @pytest.mark.parametrize("entry,message", [
