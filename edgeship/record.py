@@ -70,6 +70,8 @@ class ModelFacts(Record):
     macs: int | None = None  # None: could not be counted
     size_fp32_bytes: int
     model_hash: str | None = None
+    saved_as: str | None = None  # final only: the compressed torch module's file in the run directory
+    not_saved: str | None = None  # final only: why no format could hold it (the artifacts are still there)
 
 
 class Stage(Record):

@@ -33,7 +33,7 @@ from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save
 from edgeship.pipeline.base import PassConfig, PassContext, check_model_for_passes, planned_quant
 from edgeship.pipeline.runner import StageCache, model_hash, run_passes
 from edgeship.pipeline.training import TensorData, set_determinism, top1
-from edgeship.progress import info
+from edgeship.progress import info, warn
 from edgeship.recipe import IOSpec, Recipe, TargetSpec
 from edgeship.record import (
     REPORT,
@@ -254,7 +254,10 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
     compact = set_eval(result.model)
     quant = result.quant or QuantSettings(seed=recipe.seed)
 
-    save_module(compact, tmp / "model", example(io, data["test"]))
+    saved, not_saved = save_module(compact, tmp / "model", example(io, data["test"]))
+    if not_saved:
+        warn(f"the compressed torch module could not be saved ({not_saved}); the targets are lowered from it "
+             "all the same")
     outputs = outputs_of(compact, io, data["test"])
     final = facts(compact, io, prep, outputs=outputs)
     unchanged = recipe.model.onnx is not None and model_hash(compact) == model_hash(model)
@@ -269,7 +272,9 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         recipe_path=str(recipe_path), recipe_hash=recipe.hash(), recipe=recipe, machine=machine_facts(),
         data=DataInfo(sizes=prep.splits.sizes(), labels=list(prep.labels), source=recipe.data.source.kind),
-        baseline=baseline, stages=result.stages, final=final.model_copy(update={"model_hash": model_hash(compact)}),
+        baseline=baseline, stages=result.stages, final=final.model_copy(update={
+            "model_hash": model_hash(compact), "not_saved": not_saved,
+            "saved_as": saved.relative_to(tmp).as_posix() if saved else None}),
         quantization=quant, size_references=size_refs, targets=records)
 
 

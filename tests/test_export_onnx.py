@@ -324,6 +324,32 @@ def test_unsupported_operator_names_operator_layer_and_format_for_onnx_and_openv
         assert log.is_file() and log.is_relative_to(run) and "squash" in log.read_text()
 
 
+def test_a_module_no_format_can_hold_keeps_its_run(tmp_path, digits_recipe, monkeypatch):
+    """A module that cannot be pickled (a lambda attribute), exported (data-dependent control flow) or scripted:
+    the run and its artifacts are kept, the record says why the torch module was not saved."""
+    model = factory_model(tmp_path, monkeypatch, "oddmodels", (
+        "import torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.fc = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 10)\n"
+        "        self.act = lambda t: torch.relu(t)\n"
+        "    def forward(self, x):\n"
+        "        y = self.fc(self.act(self.conv(x)).mean((2, 3)))\n"
+        "        return y if x.abs().sum() >= 0 else -y\n"
+        "def net():\n    return Net()\n"))
+    from edgeship.api import export
+
+    recipe = digits_recipe(model=model)  # untrained: the targets are checked against this very module
+    report, code = as_json(export(recipe, quiet=True, measure=False))
+    assert code == 0 and report["targets"][0]["status"] == "ok"
+    final = report["final"]
+    assert final["saved_as"] is None
+    assert "torch.save" in final["not_saved"] and "torch.export" in final["not_saved"] and "torch.jit.script" in \
+        final["not_saved"]
+    assert not list((tmp_path / "runs" / "digits_test" / "model").iterdir())
+
+
 def test_stage_cache_tells_factory_arguments_apart(tmp_path, digits_recipe, monkeypatch):
     """Two factory models that print alike and share their weights but compute differently (an argument
     the module's repr does not show) must not share cached stages."""

@@ -274,29 +274,49 @@ def _aten_macs(model: nn.Module, args: tuple) -> int | None:
         return None
 
 
-def save_module(model: nn.Module, directory: Path, example: tuple) -> Path:
-    """Save the whole compressed module (pruned shapes differ from any factory's): TorchScript
-    modules with torch.jit.save, modules that cannot be pickled (torch.export's, an ONNX model's) as a .pt2
-    program with a dynamic batch, everything else with torch.save. ``example``: one sample's shape (an image
-    classifier) or one sample of every input (tensors)."""
+def save_module(model: nn.Module, directory: Path, example: tuple) -> tuple[Path | None, str | None]:
+    """Save the whole compressed module (pruned shapes differ from any factory's), the first way that works:
+    TorchScript modules with torch.jit.save; torch.save; for modules that cannot be pickled (torch.export's, an
+    ONNX model's, one holding a lambda) a .pt2 program with a dynamic batch; then torch.jit.script. (path, None),
+    or (None, why) when no format can hold it: the run keeps its artifacts and says so rather than being lost.
+    ``example``: one sample's shape (an image classifier) or one sample of every input (tensors)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(model, torch.jit.ScriptModule):
         path = directory / "compressed.ts"
         torch.jit.save(model, str(path))
-        return path
+        return path, None
     path = directory / "compressed.pt"
     try:
         torch.save(model, path)
-    except (AttributeError, TypeError, pickle.PicklingError):
+        return path, None
+    except Exception as e:  # noqa: BLE001 - pickling raises many types; the next format is tried
         path.unlink(missing_ok=True)
-        path = directory / "compressed.pt2"
+        why = [f"torch.save: {_first_line(e)}"]
+    path = directory / "compressed.pt2"
+    try:
         args = ((torch.zeros(2, *example),) if all(isinstance(d, int) for d in example)
                 else tuple(torch.cat([t, t]) for t in example))
         batch = torch.export.Dim("batch", min=1, max=4096)
         dims = tuple({0: batch} for _ in args)
         torch.export.save(torch.export.export(model, args, dynamic_shapes=dims), str(path))
-    return path
+        return path, None
+    except Exception as e:  # noqa: BLE001
+        path.unlink(missing_ok=True)
+        why.append(f"torch.export: {_first_line(e)}")
+    path = directory / "compressed.ts"
+    try:
+        torch.jit.save(torch.jit.script(model), str(path))
+        return path, None
+    except Exception as e:  # noqa: BLE001
+        path.unlink(missing_ok=True)
+        why.append(f"torch.jit.script: {_first_line(e)}")
+    return None, "; ".join(why)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:120] if text else ''}"
 
 
 def fp32_size_bytes(model: nn.Module) -> int:
