@@ -132,6 +132,7 @@ class TargetJob:
         partial = self.tmp / "targets" / f".{t.name}.partial"
         partial.mkdir(parents=True)
         t0 = time.perf_counter()
+        art = None
         try:
             backend = get_backend(t.format, t.precision)
             ctx = self.context(t, ref.quant, self.logs / f"{t.name}.log", self.tmp / "work" / t.name)
@@ -148,18 +149,26 @@ class TargetJob:
                 gate(t.name, t.precision, metrics, t.max_accuracy_drop, self.recipe.min_agreement)
             finally:
                 rec.verify = Verification.model_validate(_finite(metrics))
-            partial.rename(final)
-            art.dir = final
-            rec.artifact = str(Path("targets") / t.name / art.main)
-            rec.files = [str(Path("targets") / t.name / f) for f in art.files]
+            self.keep(art, partial, final, rec)
             info(f"target {t.name}: {summary(metrics)}, {rec.size_bytes / 1024:.1f} KiB")
         except TargetError as e:
-            shutil.rmtree(partial, ignore_errors=True)
+            if art is not None:  # lowered but failed to run, verify or gate: kept (marked failed) for inspection
+                self.keep(art, partial, final, rec)
+            else:
+                shutil.rmtree(partial, ignore_errors=True)
             rec.status = "failed"
             rec.error = final_paths(str(e), self.tmp, self.recipe)
             info(f"[red]target {t.name} failed:[/red] {rec.error}")
         rec.wall_s = round(time.perf_counter() - t0, 2)
         return rec
+
+
+    @staticmethod
+    def keep(art: Any, partial: Path, final: Path, rec: Target) -> None:
+        partial.rename(final)
+        art.dir = final
+        rec.artifact = str(Path("targets") / rec.name / art.main)
+        rec.files = [str(Path("targets") / rec.name / f) for f in art.files]
 
 
 def summary(metrics: dict) -> str:

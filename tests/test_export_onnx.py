@@ -322,6 +322,28 @@ def test_unsupported_operator_names_operator_layer_and_format_for_onnx_and_openv
         assert "edgeship_test::squash" in err and "layer 'act" in err, err
         log = Path(err.rsplit("log: ", 1)[1])
         assert log.is_file() and log.is_relative_to(run) and "squash" in log.read_text()
+    assert not list((run / "targets").glob("*"))  # never lowered: nothing kept, no .partial
+
+
+def test_an_artifact_that_fails_its_gate_is_kept_for_inspection(tmp_path, digits_recipe, monkeypatch):
+    """A target lowered but failed by verification keeps its artifact in the run, marked failed (a target that
+    never lowered leaves nothing: test_unsupported_operator_... )."""
+    from edgeship import lower as lower_mod
+    from edgeship.api import export
+    from edgeship.errors import TargetError
+
+    def strict(target, *a):
+        raise TargetError(f"{target}: output 'logits': max_abs 0.01 is outside its tolerance", "loosen it")
+
+    monkeypatch.setattr(lower_mod, "gate", strict)
+    recipe = digits_recipe(targets=[{"name": "a", "format": "onnx", "precision": "fp32"}])
+    report, code = as_json(export(recipe, quiet=True, measure=False))
+    run = tmp_path / "runs" / "digits_test"
+    a = report["targets"][0]
+    assert code == 1 and a["status"] == "failed" and "outside its tolerance" in a["error"]
+    assert (run / a["artifact"]).is_file() and onnx.load(run / a["artifact"]).graph.node
+    assert a["verify"]["agreement"] == 1.0  # what verification measured is kept with it
+    assert sorted(p.name for p in (run / "targets").iterdir()) == ["a"]
 
 
 def test_a_module_no_format_can_hold_keeps_its_run(tmp_path, digits_recipe, monkeypatch):
