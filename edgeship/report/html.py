@@ -312,7 +312,8 @@ def details_section(rec: RunRecord) -> str:
                f"{esc(json.dumps(rec.quantization.to_dict(), indent=2))}</pre></details>")
     out.append("<details><summary>Recipe (as validated)</summary><pre>"
                f"{esc(json.dumps(rec.recipe.model_dump(mode='json'), indent=2))}</pre></details>")
-    artifacts = [[esc(t.name), f"<code>{esc(t.artifact)}</code>", esc(", ".join(t.files))]
+    artifacts = [[esc(t.name) + ("" if t.ok else " (failed: kept for inspection)"), f"<code>{esc(t.artifact)}</code>",
+                  esc(", ".join(t.files))]
                  for t in rec.targets if t.artifact]
     if artifacts:
         out.append("<details><summary>Artifact files</summary>"
