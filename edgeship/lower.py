@@ -20,7 +20,7 @@ from edgeship.errors import EdgeshipError, TargetError
 from edgeship.models.io import lowerable, predict_io
 from edgeship.models.load import clone_module
 from edgeship.pipeline.training import TensorData, predict
-from edgeship.progress import info
+from edgeship.progress import info, warn
 from edgeship.recipe import IOSpec, Recipe, TargetSpec
 from edgeship.record import OpAudit, SizeReference, SizeVsFP32, Target, Verification
 from edgeship.targets.base import FLOAT_PRECISIONS, LowerContext, Runner, get_backend
@@ -151,6 +151,8 @@ class TargetJob:
                 rec.verify = Verification.model_validate(_finite(metrics))
             self.keep(art, partial, final, rec)
             info(f"target {t.name}: {summary(metrics)}, {rec.size_bytes / 1024:.1f} KiB")
+            if metrics.get("gate_note"):
+                warn(f"target {t.name}: {metrics['gate_note']}")
         except TargetError as e:
             if art is not None:  # lowered but failed to run, verify or gate: kept (marked failed) for inspection
                 self.keep(art, partial, final, rec)

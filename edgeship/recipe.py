@@ -281,6 +281,8 @@ class BudgetSpec(Strict):
     model_size_kb: float | None = Field(None, gt=0)
     min_top1: float | None = Field(None, ge=0, le=1)
     max_accuracy_drop: float | None = Field(None, ge=0, description="points of top-1 below the torch model")
+    max_drop_vs_input: float | None = Field(None, ge=0, description="points of top-1 below the input model (before "
+                                            "any pass): what compression and lowering cost together")
 
 
 class TargetSpec(Strict):

@@ -110,6 +110,9 @@ class Verification(Record):
     max_abs_logit_diff: float | None = None
     mean_abs_logit_diff: float | None = None
     accuracy_drop_pt: float | None = None
+    top1_ci95: list[float] | None = None  # Wilson score interval of top1
+    accuracy_drop_ci95_pt: list[float] | None = None  # paired interval of the drop against the torch model
+    gate_note: str | None = None  # set when the test split is too small for the accuracy gate to resolve
 
 
 class OpAudit(Open):

@@ -1,7 +1,8 @@
 """Budgets and the CI gate.
 
 Keys (recipe ``BudgetSpec``): ``latency_ms_p90``, ``peak_ram_mb``, ``model_size_kb`` (upper limits),
-``min_top1`` (a lower limit, 0..1) and ``max_accuracy_drop`` (top-1 points below the torch model).
+``min_top1`` (a lower limit, 0..1), ``max_accuracy_drop`` (top-1 points below the compressed torch model: what
+lowering cost) and ``max_drop_vs_input`` (top-1 points below the input model: what the passes and lowering cost).
 Each key of a target comes from the first place that sets it: the target's ``budgets:``, the
 recipe's ``budgets:``, then the defaults of the target's device profile.
 
@@ -23,7 +24,8 @@ from edgeship.record import SOURCES, BudgetResult, Measurement, RunRecord, Targe
 
 KEYS = tuple(BudgetSpec.model_fields)
 LOWER_LIMITS = {"min_top1"}  # value must be >= limit; every other key: value <= limit
-UNITS = {"latency_ms_p90": "ms", "peak_ram_mb": "MB", "model_size_kb": "KiB", "min_top1": "", "max_accuracy_drop": "pt"}
+UNITS = {"latency_ms_p90": "ms", "peak_ram_mb": "MB", "model_size_kb": "KiB", "min_top1": "", "max_accuracy_drop": "pt",
+         "max_drop_vs_input": "pt"}
 MEASURED = {"latency_ms_p90", "peak_ram_mb"}  # these depend on the source
 ESTIMATE_WARNING = "ESTIMATED latency (not measured on the device): a planning number, not a release gate"
 
@@ -52,7 +54,7 @@ def default_source(record: RunRecord) -> str:
     return "device" if any("device" in m for m in record.measurements.values()) else "host"
 
 
-def _value(key: str, target: Target, meas: Measurement | None) -> tuple[float | None, str]:
+def _value(key: str, target: Target, meas: Measurement | None, record: RunRecord) -> tuple[float | None, str]:
     v = target.verify
     if key == "latency_ms_p90":
         return ((meas.p90_ms if meas else None),
@@ -68,6 +70,10 @@ def _value(key: str, target: Target, meas: Measurement | None) -> tuple[float | 
         if drop is None and v is not None and v.top1 is not None and v.torch_top1 is not None:
             drop = (v.torch_top1 - v.top1) * 100
         return drop, "top-1 points below torch"
+    if key == "max_drop_vs_input":
+        base = record.baseline.top1_test
+        drop = None if v is None or v.top1 is None or base is None else (base - v.top1) * 100
+        return drop, "top-1 points below the input model (before the passes)"
     raise KeyError(key)
 
 
@@ -87,7 +93,7 @@ def evaluate(record: RunRecord, source: str) -> Verdict:
             continue
         measured_on = meas.device if meas is not None and used in ("device", "estimate") else None
         for key, (limit, origin) in effective(record, t, measured_on).items():
-            value, basis = _value(key, t, meas)
+            value, basis = _value(key, t, meas, record)
             row = BudgetResult(target=t.name, budget=key, limit=limit, passed=False,
                                source=used if key in MEASURED else "artifact", origin=origin, unit=UNITS[key],
                                basis=basis)

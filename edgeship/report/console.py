@@ -64,7 +64,13 @@ def summary_tables(record: RunRecord) -> list[Table]:
                    *([size_ratios(t)] if ratios else []),
                    f"{fmt_ms(m.p50_ms)} / {fmt_ms(m.p90_ms or 0)} ({m.source})"
                    if m and m.p50_ms is not None else "not measured", verdict)
+    notes = []
     if ratios:
-        tt.caption = ("vs FP32: the files a device loads as a fraction of the same format's FP32 artifact of "
-                      "the input model / of the compressed model")
+        notes.append("vs FP32: the files a device loads as a fraction of the same format's FP32 artifact of "
+                     "the input model / of the compressed model")
+    coarse = next((t.verify.gate_note for t in record.targets if t.verify and t.verify.gate_note), None)
+    if coarse:
+        notes.append(f"[yellow]{coarse}[/yellow]")
+    if notes:
+        tt.caption = "\n".join(notes)
     return [st, tt]

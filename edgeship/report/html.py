@@ -19,6 +19,7 @@ from edgeship.devices.budgets import LOWER_LIMITS
 from edgeship.record import BudgetResult, RunRecord
 from edgeship.report import plots
 from edgeship.report.console import fmt_ms, size_ratios
+from edgeship.targets.verify import wilson95
 
 NOT_MEASURED = '<span class="na">not measured</span>'
 
@@ -155,17 +156,26 @@ def header(rec: RunRecord) -> str:
             + "</div>")
 
 
+def with_ci(top1: float | None, n: int | None) -> str:
+    """A top-1 with its 95% Wilson interval on ``n`` samples."""
+    if top1 is None or not n:
+        return pct(top1)
+    lo, hi = wilson95(round(top1 * n), n)
+    return f'{pct(top1)}<br><span class="note">95% CI {lo * 100:.1f}-{hi * 100:.1f}</span>'
+
+
 def stage_section(rec: RunRecord) -> str:
     b, final = rec.baseline, rec.final
-    rows = [["baseline (input model)", pct(b.top1_val), pct(b.top1_test), count(b.params),
+    n_test, n_val = rec.data.sizes.get("test"), rec.data.sizes.get("val")
+    rows = [["baseline (input model)", with_ci(b.top1_val, n_val), with_ci(b.top1_test, n_test), count(b.params),
              count(b.macs), kib(b.size_fp32_bytes), "-", "-", ""]]
     for s in rec.stages:
         shown = ", ".join(f"{k}={v}" for k, v in s.config.items() if v is not None and not isinstance(v, (dict, list)))
-        rows.append([esc(s.stage), pct(s.top1_val), '<span class="na">-</span>', count(s.params),
+        rows.append([esc(s.stage), with_ci(s.top1_val, n_val), '<span class="na">-</span>', count(s.params),
                      count(s.macs), kib(s.size_fp32_bytes), num(s.wall_s, "", 1),
                      "yes" if s.cached else "no", f'<span class="note">{esc(shown)}</span>'])
     if rec.stages:
-        rows.append(["<b>final (compressed) model</b>", '<span class="na">-</span>', pct(final.top1_test),
+        rows.append(["<b>final (compressed) model</b>", '<span class="na">-</span>', with_ci(final.top1_test, n_test),
                      count(final.params), count(final.macs), kib(final.size_fp32_bytes), "-", "-", ""])
     note = "" if rec.stages else '<p class="note">The recipe has no passes: the input model is exported as is.</p>'
     return ("<h2>Stages</h2>" + table(["stage", "val top-1", "test top-1", "params", "MACs", "FP32 weights",
@@ -188,13 +198,22 @@ def target_section(rec: RunRecord) -> str:
                if m and m.p50_ms is not None else na)
         ram = num(m.peak_rss_mb, " MB", 1) if m else na
         drop = v.accuracy_drop_pt if v else None
+        top1_cell = pct(v.top1 if v else None, missing=na)
+        if v is not None and v.top1_ci95:
+            top1_cell += f"<br><span class=note>95% CI {v.top1_ci95[0] * 100:.1f}-{v.top1_ci95[1] * 100:.1f}</span>"
+        drop_cell = na if drop is None else f"{drop:.2f} pt"
+        if v is not None and drop is not None and v.accuracy_drop_ci95_pt:
+            lo, hi = v.accuracy_drop_ci95_pt
+            drop_cell += f"<br><span class=note>95% CI {lo:.2f}..{hi:.2f}</span>"
         rows.append([esc(t.name), esc(t.device), f"{esc(t.format)} {esc(t.precision)}",
-                     badge(t.ok, "ok", "failed"), pct(v.top1 if v else None, missing=na),
-                     na if drop is None else f"{drop:.2f} pt", pct(v.agreement if v else None, missing=na),
+                     badge(t.ok, "ok", "failed"), top1_cell,
+                     drop_cell, pct(v.agreement if v else None, missing=na),
                      na if v is None or v.max_abs_logit_diff is None else f"{v.max_abs_logit_diff:.2e}", lat, ram,
                      kib(t.size_bytes, missing=na), size_ratios(t, "x"), budget_cell(rec.budget_results(t.name))])
         if not t.ok:
             rows.append(f'<tr><td></td><td class="err" colspan="12">{esc(t.error or "failed")}</td></tr>')
+        if v is not None and v.gate_note:
+            rows.append(f'<tr><td></td><td class="note" colspan="12">{esc(v.gate_note)}</td></tr>')
     if not rows:
         return "<h2>Targets</h2><p class=note>The recipe has no targets.</p>"
     return ("<h2>Targets</h2>"

@@ -46,12 +46,39 @@ def _finite(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
+Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
+
+
+def wilson95(k: int, n: int) -> list[float]:
+    """The 95% Wilson score interval of a proportion k/n (stays inside [0, 1] and is not empty at k = 0 or n)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p, z2 = k / n, Z95 * Z95
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def paired_drop95_pt(torch_right: np.ndarray, art_right: np.ndarray) -> list[float]:
+    """The 95% interval of the top-1 drop (points) on the same samples: only the samples where exactly one of the
+    two is right carry information (a paired, McNemar-style difference; normal approximation with a continuity
+    correction of half a sample)."""
+    d = torch_right.astype(np.float64) - art_right.astype(np.float64)
+    n = len(d)
+    if n == 0:
+        return [-100.0, 100.0]
+    half = Z95 * np.sqrt(max(float(d.var()), 1.0 / n) / n) + 0.5 / n  # a floor: 0 discordant is not certainty
+    return [round(100 * (float(d.mean()) - half), 2), round(100 * (float(d.mean()) + half), 2)]
+
+
 def classification(out: np.ndarray, ref: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
     pred, want = out.argmax(1), ref.argmax(1)
     m = {"agreement": float((pred == want).mean()), "max_abs_logit_diff": float(np.abs(out - ref).max()),
          "mean_abs_logit_diff": float(np.abs(out - ref).mean())}
     if y is not None:
-        m.update(top1=float((pred == y).mean()), torch_top1=float((want == y).mean()))
+        right, torch_right = pred == y, want == y
+        m.update(top1=float(right.mean()), torch_top1=float(torch_right.mean()),
+                 top1_ci95=wilson95(int(right.sum()), len(y)),
+                 accuracy_drop_ci95_pt=paired_drop95_pt(torch_right, right))
     return m
 
 
@@ -102,7 +129,7 @@ def compare_outputs(outs: Arrays, refs: Arrays, io: IOSpec, labels: dict[str, np
         result["outputs"][spec.name] = {"task": spec.task, **m, "metric": metric, "limit": limit, "passed": passed}
         if spec is first:
             result.update({k: m[k] for k in ("top1", "torch_top1", "agreement", "max_abs_logit_diff",
-                                             "mean_abs_logit_diff") if k in m})
+                                             "mean_abs_logit_diff", "top1_ci95", "accuracy_drop_ci95_pt") if k in m})
     return result
 
 
@@ -131,15 +158,31 @@ def gate(target: str, precision: str, metrics: dict, max_drop_pt: float, min_agr
             first["passed"] = True
 
 
+def too_small_for_gate(n: int, max_drop_pt: float) -> str | None:
+    """Why a test split of ``n`` samples cannot resolve the accuracy gate (one sample moves top-1 by more than the
+    allowed drop), or None."""
+    if n and 100.0 / n > max_drop_pt:
+        return (f"the test split has {n} samples: one sample is {100.0 / n:.2g} pt of top-1, more than the "
+                f"{max_drop_pt:g} pt the gate allows; the gate cannot tell one sample from a real drop (give at "
+                f"least {int(np.ceil(100.0 / max_drop_pt)) if max_drop_pt > 0 else 'more'} test samples)")
+    return None
+
+
 def _gate_classification(target: str, precision: str, metrics: dict, max_drop_pt: float, min_agreement: float) -> None:
     if "max_abs_logit_diff" in metrics and not np.isfinite(metrics["max_abs_logit_diff"]):
         raise TargetError(f"{target}: the artifact produced NaN/inf logits", "check the conversion log")
     if "top1" in metrics and "torch_top1" in metrics:
         drop = (metrics["torch_top1"] - metrics["top1"]) * 100
         metrics["accuracy_drop_pt"] = round(drop, 3)
+        coarse = too_small_for_gate(metrics.get("n", 0), max_drop_pt)
+        if coarse:
+            metrics["gate_note"] = coarse
         if drop > max_drop_pt:
+            lo, hi = metrics.get("accuracy_drop_ci95_pt") or (drop, drop)
             raise TargetError(f"{target}: top-1 {metrics['top1']:.4f} is {drop:.2f} pt below the torch model's "
-                              f"{metrics['torch_top1']:.4f} (allowed: {max_drop_pt} pt)",
+                              f"{metrics['torch_top1']:.4f} (allowed: {max_drop_pt} pt; 95% interval of the drop "
+                              f"{lo:.2f}..{hi:.2f} pt on {metrics.get('n')} test samples)",
+                              "give a larger test split (data.test_size)" if coarse else
                               "use more or better calibration data, another calibration method, or the qat pass")
     if precision == "fp32" and metrics.get("agreement", 1.0) < min_agreement:
         raise TargetError(f"{target}: top-1 agreement with torch is {metrics['agreement']:.4%}, "

@@ -132,6 +132,18 @@ def test_evaluate_pass_fail_and_margins():
     assert rows["model_size_kb"]["source"] == "artifact"
 
 
+def test_accuracy_lost_to_compression_is_judged_against_the_input_model():
+    """The artifact loses 1 pt to lowering (passes max_accuracy_drop 2) but 4 pt against the model before the
+    passes: max_drop_vs_input 2 fails it."""
+    rep = _report(target_budgets={"max_accuracy_drop": 2.0, "max_drop_vs_input": 2.0}, meas={"host": _host()})
+    rep.baseline.top1_test = 0.99
+    rows = {r["budget"]: r for r in _evaluate(rep, "host")["results"]}
+    assert rows["max_accuracy_drop"]["passed"] is True
+    vs_input = rows["max_drop_vs_input"]
+    assert vs_input["passed"] is False and vs_input["value"] == pytest.approx(4.0) and vs_input["unit"] == "pt"
+    assert "input model" in vs_input["basis"]
+
+
 def test_missing_measurement_fails_instead_of_passing():
     v = _evaluate(_report(meas={"host": _host()}), "device")
     rows = {r["budget"]: r for r in v["results"]}
