@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import emulated
 import pytest
 
 SSHD = "/usr/sbin/sshd"
@@ -118,3 +119,38 @@ LogLevel ERROR
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+
+@pytest.fixture(scope="session")
+def emulated_root():
+    """The emulated device's root file system, built (a no-op when cached: .ci/run builds it before the tests)."""
+    emulated.build()
+
+
+@pytest.fixture(scope="session")
+def emulated_devices(emulated_root):
+    """``get(name)``: the session's emulated device (rpi4, rpi5), started on first use, stopped at the end."""
+    started = {}
+
+    def get(name: str) -> emulated.EmulatedDevice:
+        if name not in started:
+            started[name] = emulated.start(name)
+        return started[name]
+
+    yield get
+    for dev in started.values():
+        emulated.stop(dev)
+
+
+@pytest.fixture
+def emulated_rpi4(emulated_devices) -> emulated.EmulatedDevice:
+    return emulated_devices("rpi4")
+
+
+@pytest.fixture
+def fresh_emulated_rpi4(emulated_root):
+    """An emulated Pi 4 of its own: a clean device (its overlay holds nothing another test wrote), stopped after."""
+    dev = emulated.start("rpi4")
+    yield dev
+    emulated.stop(dev)
