@@ -176,17 +176,30 @@ def devices():
     out.print(tb)
 
 
+# the ssh options of profile and provision
+SSH_PORT = typer.Option(None, "--ssh-port", help="ssh port")
+SSH_IDENTITY = typer.Option(None, "--ssh-identity", help="private key file")
+SSH_CONFIG = typer.Option(None, "--ssh-config", help="ssh config file (ssh -F)")
+SSH_OPTION = typer.Option(None, "--ssh-option", help="KEY=VALUE for ssh -o (repeatable)")
+SSH_TIMEOUT = typer.Option(10, "--connect-timeout", help="ssh ConnectTimeout in seconds")
+
+
+def _ssh_target(ssh: str, port: int | None, identity: Path | None, config: Path | None, options: list[str] | None,
+                timeout: int, python: str | None) -> SshTarget:
+    return SshTarget(ssh, port, str(identity) if identity else None, str(config) if config else None,
+                     list(options or []), timeout, python)
+
+
 @app.command()
 @handle_errors
 def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
             ssh: str | None = typer.Option(None, "--ssh", help="measure on user@host over ssh"),
-            ssh_port: int | None = typer.Option(None, "--ssh-port", help="ssh port"),
-            ssh_identity: Path | None = typer.Option(None, "--ssh-identity", help="private key file"),
-            ssh_config: Path | None = typer.Option(None, "--ssh-config", help="ssh config file (ssh -F)"),
-            ssh_option: list[str] | None = typer.Option(None, "--ssh-option", help="KEY=VALUE for ssh -o (repeatable)"),
-            ssh_timeout: int = typer.Option(10, "--connect-timeout", help="ssh ConnectTimeout in seconds"),
-            remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device (needs numpy "
-                                              "and the runtime package)"),
+            ssh_port: int | None = SSH_PORT, ssh_identity: Path | None = SSH_IDENTITY,
+            ssh_config: Path | None = SSH_CONFIG, ssh_option: list[str] | None = SSH_OPTION,
+            ssh_timeout: int = SSH_TIMEOUT,
+            remote_python: str | None = typer.Option(None, "--remote-python", help="Python on the device (needs "
+                                                     "numpy and the runtime package; default: the one `edgeship "
+                                                     "provision` set up, else python3)"),
             adb: str | None = typer.Option(None, "--adb", help="measure .tflite on this Android device serial"),
             adb_path: str = typer.Option("adb", "--adb-path", help="the adb binary"),
             benchmark_binary: str = typer.Option("/data/local/tmp/benchmark_model", "--benchmark-binary",
@@ -199,10 +212,11 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
             runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact"),
             warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
             threads: int | None = typer.Option(None, "--threads", min=1, help="override the device profile's threads")):
-    """Measure a run's artifacts on the host, on a device (--ssh / --adb) or estimate (--estimate)."""
-    ssh_t = None if ssh is None else SshTarget(ssh, ssh_port, str(ssh_identity) if ssh_identity else None,
-                                               str(ssh_config) if ssh_config else None, list(ssh_option or []),
-                                               ssh_timeout, remote_python)
+    """Measure a run's artifacts on the host, on a device (--ssh / --adb) or estimate (--estimate). Over ssh the
+    device's runtime also runs test samples (top-1, agreement with the host); an emulated device is recorded as
+    `emulated`: that verification only, no latency."""
+    ssh_t = None if ssh is None else _ssh_target(ssh, ssh_port, ssh_identity, ssh_config, ssh_option, ssh_timeout,
+                                                 remote_python)
     adb_t = None if adb is None else AdbTarget(adb, adb_path, benchmark_binary)
     res = api.profile(run, targets=target, ssh=ssh_t, adb=adb_t, estimate=estimate, device=device, runs=runs,
                       warmup=warmup, threads=threads)
@@ -215,32 +229,49 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
         if res.source == "estimate":
             out.print("[bold yellow]ESTIMATES, not measurements[/bold yellow]: method in each entry's `method` "
                       "(report.json) and in README")
+        if res.source == "emulated":
+            out.print(f"[bold yellow]EMULATED device[/bold yellow]: {budgets.EMULATED_WARNING}")
     for e in res.errors.values():
         err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
     raise typer.Exit(1 if res.errors else 0)
 
 
 def _measurement_table(res: ProfileResult) -> Table:
-    tb = Table(title=f"{res.run_dir}: latency (source: {res.source})")
-    for col in ("target", "p50 ms", "p90 ms", "p99 ms", "mean +- std ms", "load ms", "peak RAM MB", "size KiB",
-                "threads", "runs", "where"):
-        tb.add_column(col)
     num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    if res.source == "emulated":  # no timings: what the device's runtime computed on the test samples
+        tb = Table(title=f"{res.run_dir}: the emulated device's runtimes on test samples (no latency)")
+        for col in ("target", "runtime", "top-1", "agreement with host", "samples", "max |dlogit|", "device"):
+            tb.add_column(col)
+        for name, m in res.measured.items():
+            v = m.verification
+            tb.add_row(name, f"{m.runtime} {m.runtime_version}", num(v and v.top1, ".4f"),
+                       num(v and v.agreement, ".4f"), num(v and v.n, "d"), num(v and v.max_abs_logit_diff, ".2g"),
+                       f"{m.device} (emulated {m.facts.get('machine')})")
+        return tb
+    tb = Table(title=f"{res.run_dir}: latency (source: {res.source})")
+    checked = any(m.verification for m in res.measured.values())
+    for col in ("target", "p50 ms", "p90 ms", "p99 ms", "mean +- std ms", "load ms", "peak RAM MB", "size KiB",
+                "threads", "runs", *(["top-1 / agreement on device"] if checked else []), "where"):
+        tb.add_column(col)
     for name, m in res.measured.items():
         f = m.facts
         where = m.remote or f.get("estimated_for") or f.get("hostname") or f.get("model") or "-"
+        v = m.verification
         tb.add_row(name, num(m.p50_ms, ".4g"), num(m.p90_ms, ".4g"), num(m.p99_ms, ".4g"),
                    f"{num(m.mean_ms, '.4g')} +- {num(m.std_ms, '.2g')}", num(m.load_ms, ".4g"),
                    num(m.peak_rss_mb, ".0f"), "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
-                   str(m.threads), str(m.runs), str(where))
+                   str(m.threads), str(m.runs),
+                   *([f"{num(v.top1, '.4f')} / {num(v.agreement, '.4f')} (n={v.n})" if v else "-"] if checked else []),
+                   str(where))
     return tb
 
 
 @app.command()
 @handle_errors
 def check(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
-          source: str | None = typer.Option(None, "--source", help="device, host or estimate (default: device when "
-                                               "the run has device measurements, else host)"),
+          source: str | None = typer.Option(None, "--source", help="device, host, estimate or emulated (default: "
+                                               "device when the run has device measurements, else host; emulated "
+                                               "never passes)"),
           junit: Path | None = typer.Option(None, "--junit", help="write a JUnit XML file (CI test report)"),
           markdown: Path | None = typer.Option(None, "--markdown", help="write a Markdown summary")):
     """Check every target's budgets; exit 1 when any fails (the CI gate)."""

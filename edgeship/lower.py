@@ -22,9 +22,9 @@ from edgeship.models.load import clone_module
 from edgeship.pipeline.training import TensorData, predict
 from edgeship.progress import info, warn
 from edgeship.recipe import IOSpec, Recipe, TargetSpec
-from edgeship.record import OpAudit, SizeReference, SizeVsFP32, Target, Verification
+from edgeship.record import VERIFY_DIR, OpAudit, SizeReference, SizeVsFP32, Target, Verification
 from edgeship.targets.base import FLOAT_PRECISIONS, LowerContext, Runner, get_backend
-from edgeship.targets.verify import compare, compare_outputs, gate, run_batched
+from edgeship.targets.verify import compare, compare_outputs, device_subset, gate, run_batched
 
 
 def outputs_of(model: torch.nn.Module, io: IOSpec, data: TensorData) -> list[np.ndarray]:
@@ -78,6 +78,7 @@ class TargetJob:
     quiet: bool
     source_onnx: Path | None = None  # the user's ONNX file, when the compressed model is exactly that file
     test_inputs: list[np.ndarray] = field(init=False)
+    device_subset: np.ndarray | None = field(init=False, default=None)  # the test samples a device is checked on
 
     def __post_init__(self) -> None:
         self.test_inputs = self.test.graph_inputs(self.io)
@@ -111,10 +112,11 @@ class TargetJob:
             raise TargetError(f"{name}: the runtime failed on the test split ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:240]})", "check the conversion log") from None
 
-    def verify(self, t: TargetSpec, outs: list[np.ndarray], ref: Reference) -> dict:
+    def class_ids(self) -> dict[str, np.ndarray | None]:
+        """The test split's class ids of each classification output (None where the data has none)."""
         y = self.test.y.numpy()
         if self.io.image:
-            return compare(outs[0], ref.outputs[0], y)
+            return {self.io.outputs[0].name: y}
         labels: dict[str, np.ndarray | None] = {}
         first = self.io.classification
         for o in self.io.outputs:
@@ -122,7 +124,27 @@ class TargetJob:
                 key = o.labels or "y"
                 labels[o.name] = (y if o is first and self.labels else
                                   self.test.extra[key].numpy() if key in self.test.extra else None)
-        return compare_outputs(outs, ref.outputs, self.io, labels, precision_class(t.precision))
+        return labels
+
+    def verify(self, t: TargetSpec, outs: list[np.ndarray], ref: Reference) -> dict:
+        if self.io.image:
+            return compare(outs[0], ref.outputs[0], self.test.y.numpy())
+        return compare_outputs(outs, ref.outputs, self.io, self.class_ids(), precision_class(t.precision))
+
+    def save_device_samples(self, seed: int) -> None:
+        """verify/samples.npz: a seeded subset of the test split (x0, x1, ...: every graph input as the runners
+        take it; y: the class ids of output ``classification`` when the data has them; -1 when no output is one),
+        which `profile --ssh` sends to a device with each artifact's outputs on it here (verify/<target>.npz)."""
+        n = len(self.test_inputs[0])
+        self.device_subset = device_subset(n, sum(a[0].nbytes for a in self.test_inputs) if n else 0, seed)
+        first = self.io.classification
+        y = self.class_ids().get(first.name) if first is not None else None
+        arrays = {f"x{k}": a[self.device_subset] for k, a in enumerate(self.test_inputs)}
+        if y is not None:
+            arrays["y"] = y[self.device_subset]
+        (self.tmp / VERIFY_DIR).mkdir(exist_ok=True)
+        np.savez(self.tmp / VERIFY_DIR / "samples.npz", **arrays, index=self.device_subset,
+                 classification=self.io.outputs.index(first) if first is not None else -1)
 
     def lower(self, t: TargetSpec, ref: Reference) -> Target:
         """Lower, run on the test split, verify and gate one target; a failure stays this target's."""
@@ -150,6 +172,9 @@ class TargetJob:
             finally:
                 rec.verify = Verification.model_validate(_finite(metrics))
             self.keep(art, partial, final, rec)
+            if self.device_subset is not None:
+                np.savez(self.tmp / VERIFY_DIR / f"{t.name}.npz", **{f"out{k}": o[self.device_subset]
+                                                                     for k, o in enumerate(outs)})
             info(f"target {t.name}: {summary(metrics)}, {rec.size_bytes / 1024:.1f} KiB")
             if metrics.get("gate_note"):
                 warn(f"target {t.name}: {metrics['gate_note']}")

@@ -27,8 +27,12 @@ from edgeship.schema import Strict, format_validation_error
 
 SCHEMA_VERSION = 1
 REPORT = "report.json"
-Source = Literal["host", "device", "estimate"]
-SOURCES: tuple[str, ...] = ("host", "device", "estimate")
+# test-split samples (samples.npz) and each target's outputs on them on the host (<target>.npz), which a device's
+# runtime is checked against when the run is profiled there (``DeviceVerification``)
+VERIFY_DIR = "verify"
+# emulated: an emulated device (qemu-user) ran it; its runtime's outputs count, its timings do not
+Source = Literal["host", "device", "emulated", "estimate"]
+SOURCES: tuple[str, ...] = ("host", "device", "emulated", "estimate")
 SOURCE_PREFERENCE: tuple[str, ...] = ("device", "host", "estimate")  # the latency a target's summary shows
 
 
@@ -166,6 +170,29 @@ class Target(Record):
 
 
 # ---------------------------------------------------------------- measurements and the verdict
+class DeviceOutputCheck(Record):
+    """One output of the artifact on the device against the host's outputs of the same artifact."""
+
+    name: str
+    agreement: float | None = None  # 2-D outputs: fraction of samples whose top class is the host's
+    max_abs_diff: float | None = None
+    mean_abs_diff: float | None = None
+
+
+class DeviceVerification(Record):
+    """The artifact run by the measuring device's own runtime on ``n`` test-split samples (the run's
+    verify/samples.npz), compared with the same artifact's outputs on the host that exported it. The top-level
+    fields are the classification output's (None for a model without one); ``outputs`` has every output."""
+
+    n: int
+    top1: float | None = None
+    host_top1: float | None = None  # the host's outputs of the same artifact, on the same samples
+    agreement: float | None = None  # fraction of samples whose top-1 class is the host's
+    max_abs_logit_diff: float | None = None
+    mean_abs_logit_diff: float | None = None
+    outputs: list[DeviceOutputCheck] = Field(default_factory=list)
+
+
 class Measurement(Record):
     """Latency and memory of one artifact from one source; every number says where it came from."""
 
@@ -193,7 +220,8 @@ class Measurement(Record):
     input_dtype: str | None = None
     inference_precision: str | None = None
     facts: dict[str, Any] = Field(default_factory=dict)  # what the measuring machine said about itself
-    method: str | None = None  # how an estimate was made (None for a measurement)
+    verification: DeviceVerification | None = None  # the device's runtime on test samples (ssh measurements)
+    method: str | None = None  # how an estimate or an emulated run was made (None for a measurement)
     device: str | None = None  # the catalog device it was measured on or estimated for
     transport: Literal["ssh", "adb"] | None = None
     remote: str | None = None
@@ -215,7 +243,7 @@ class BudgetResult(Record):
     margin: float | None = None
     margin_pct: float | None = None
     passed: bool
-    source: str  # host, device, estimate (latency, RAM) or artifact (size, accuracy)
+    source: str  # host, device, emulated, estimate (latency, RAM) or artifact (size, accuracy)
     origin: str | None = None  # where the limit came from: target, recipe, device <name>
     unit: str | None = None
     basis: str | None = None
@@ -286,6 +314,11 @@ class RunRecord(Record):
             if source in m:
                 return m[source]
         return next(iter(m.values()), None)
+
+    def device_verification(self, target: str) -> Measurement | None:
+        """The measurement whose device runtime ran the test samples (a real device before an emulated one)."""
+        m = self.measurements_of(target)
+        return next((m[s] for s in ("device", "emulated") if s in m and m[s].verification is not None), None)
 
     def budget_results(self, target: str) -> list[BudgetResult]:
         return [r for r in (self.budgets.results if self.budgets else []) if r.target == target]

@@ -37,6 +37,7 @@ from edgeship.progress import info, warn
 from edgeship.recipe import IOSpec, Recipe, TargetSpec
 from edgeship.record import (
     REPORT,
+    VERIFY_DIR,
     DataInfo,
     Machine,
     ModelFacts,
@@ -47,7 +48,7 @@ from edgeship.report.html import write_report_html
 from edgeship.targets.base import FLOAT_PRECISIONS, get_backend
 from edgeship.version import __version__
 
-RUN_ENTRIES = {REPORT, "report.html", "model", "targets", "logs"}  # what an export writes in its run dir
+RUN_ENTRIES = {REPORT, "report.html", "model", "targets", "logs", VERIFY_DIR}  # what an export writes in its run dir
 
 
 def machine_facts() -> Machine:
@@ -221,8 +222,9 @@ def carry_over(prev_dir: Path, tmp: Path, record: RunRecord, order: list[str]) -
             continue
         if (prev_dir / "targets" / t.name).is_dir():
             shutil.copytree(prev_dir / "targets" / t.name, tmp / "targets" / t.name)
-        if (prev_dir / "logs" / f"{t.name}.log").is_file():
-            shutil.copy2(prev_dir / "logs" / f"{t.name}.log", tmp / "logs" / f"{t.name}.log")
+        for kept in (Path("logs") / f"{t.name}.log", Path(VERIFY_DIR) / f"{t.name}.npz"):
+            if (prev_dir / kept).is_file():
+                shutil.copy2(prev_dir / kept, tmp / kept)
         record.targets.append(t.model_copy(update={"carried_over": True}))
         if t.name in prev.measurements:
             record.measurements[t.name] = prev.measurements[t.name]
@@ -264,6 +266,7 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
     job = TargetJob(recipe, io, calib_subset(data["calib"], quant, io), prep.preprocessing, prep.labels, data["test"],
                     tmp, logs, result.learned, quiet, source_onnx=Path(recipe.model.onnx) if unchanged else None)
     refs = references(compact, outputs, quant, result.learned, io, data["test"])
+    job.save_device_samples(recipe.seed)  # what `edgeship profile --ssh` checks a device's runtime on
     records = [job.lower(t, refs["float" if t.precision in FLOAT_PRECISIONS else "int"]) for t in targets]
     size_refs = size_references(records, {"compressed_model": refs["float"].model, "input_model": model}, job)
     shutil.rmtree(tmp / "work", ignore_errors=True)

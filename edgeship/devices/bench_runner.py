@@ -6,11 +6,20 @@ standard library, numpy and the artifact's runtime package (onnxruntime, openvin
 or tflite-runtime). It never imports edgeship.
 
     python3 bench_runner.py --dir DIR [--threads N] [--runs N] [--warmup N] [--seed S]
+                            [--samples SAMPLES.npz --reference HOST_OUTPUTS.npz]
 
 DIR holds the artifact files and their sidecar ``model.json`` (format, main file, inputs). The input
 is seeded random normal data in the model's normalized input space (quantized to the input tensor's
 int8/uint8 parameters where the model takes integers; the TFLite layout comes from the interpreter).
 Timing covers feeding the input, running and fetching the outputs, per run, at a fixed thread count.
+
+Verification (``--samples``): after timing, the artifact runs on test-split samples the host sent (every graph
+input as the backends' runners take it, one sample at a time) and the runner reports, per output, how it agrees with
+the same artifact's outputs on the host (``--reference``), and the classification output's top-1, under
+``"verification"``.
+
+An emulated device says so in ``/etc/edgeship/emulated.json`` (``scripts/arm64_device.sh`` writes it): the facts
+carry it as ``"emulated"`` and edgeship records such a measurement as ``emulated``, never as ``device``.
 
 Output: one line ``EDGESHIP_BENCH {json}`` on stdout (runtimes may print their own lines). On a
 missing package the JSON is ``{"ok": false, "error": "missing_package", "package": ...}`` and the
@@ -29,6 +38,7 @@ import time
 
 MARKER = "EDGESHIP_BENCH "
 EXIT_MISSING, EXIT_FAILED = 3, 4
+EMULATED_MARKER = "/etc/edgeship/emulated.json"
 # format -> [(module to import, pip package that provides it)], first importable wins
 RUNTIMES = {
     "onnx": [("onnxruntime", "onnxruntime")],
@@ -37,7 +47,8 @@ RUNTIMES = {
 }
 # /proc/cpuinfo flag -> the ISA feature name edgeship uses
 FEATURES = {
-    "neon": "neon", "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "fphp": "fp16", "i8mm": "i8mm",
+    "neon": "neon", "asimd": "neon", "crc32": "crc32", "asimddp": "dotprod", "asimdhp": "fp16", "fphp": "fp16",
+    "i8mm": "i8mm",
     "sve": "sve", "bf16": "bf16", "sse4_2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
     "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni", "avx512_bf16": "avx512_bf16",
     "avx512_fp16": "avx512_fp16", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
@@ -87,6 +98,18 @@ def _temperatures() -> dict:
     return temps
 
 
+def emulated() -> dict | None:
+    """What an emulated device says about itself (device, CPU model, emulator); None on real hardware."""
+    raw = _read(EMULATED_MARKER)
+    if raw is None:
+        return None
+    try:
+        said = json.loads(raw)
+    except ValueError:
+        said = None
+    return said if isinstance(said, dict) else {"marker": raw.strip()[:200]}
+
+
 def device_facts() -> dict:
     """What can be read about this machine without extra packages; unreadable values are None."""
     u = os.uname()
@@ -111,7 +134,7 @@ def device_facts() -> dict:
         "governor": (_read(f"{cpufreq}/scaling_governor") or "").strip() or None,
         "freq_mhz": khz("scaling_cur_freq"), "max_freq_mhz": khz("cpuinfo_max_freq"),
         "temperature_c": _temperatures() or None,
-        "python": platform.python_version(),
+        "python": platform.python_version(), "emulated": emulated(),
     }
 
 
@@ -207,8 +230,11 @@ def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np):
     def run():
         return sess.run(None, feed)[0]
 
+    def infer(*inputs):  # as the host's runner: each input cast to the graph's type, every output
+        return sess.run(None, {name: np.ascontiguousarray(a, x.dtype) for (name, x), a in zip(feed.items(), inputs)})
+
     return run, {"runtime": "onnxruntime", "runtime_version": ort.__version__, "input_shape": list(feed[first].shape),
-                 "input_dtype": str(feed[first].dtype), "arena_mb": None}
+                 "input_dtype": str(feed[first].dtype), "arena_mb": None}, infer
 
 
 def _ov_precision(compiled):
@@ -255,9 +281,15 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
         request.infer()
         return request.get_output_tensor(0).data
 
+    def infer(*inputs):
+        for buffer, x in zip(buffers, inputs):
+            buffer[...] = x
+        request.infer()
+        return [request.get_output_tensor(k).data.copy() for k in range(len(compiled.outputs))]
+
     return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": list(frames[0].shape),
                  "input_dtype": str(frames[0].dtype), "arena_mb": None,
-                 "inference_precision": _ov_precision(compiled)}
+                 "inference_precision": _ov_precision(compiled)}, infer
 
 
 def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np):
@@ -285,7 +317,59 @@ def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np):
     version = getattr(sys.modules.get(interp_mod.__name__.split(".")[0]), "__version__", None)
     first = feeds[0][1]
     return run, {"runtime": name, "runtime_version": version, "input_shape": list(first.shape),
-                 "input_dtype": str(first.dtype), "arena_mb": None}
+                 "input_dtype": str(first.dtype), "arena_mb": None}, tflite_infer(interpreter, meta, np)
+
+
+def _tflite_order(interpreter, meta: dict) -> tuple[list, list]:
+    """The interpreter's input and output details in the torch model's order, as edgeship's TFLite backend takes them:
+    litert-torch names them args_<k> / output_<k> in its signature, which the interpreter may list in another order."""
+    ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
+    if not str(meta.get("route", "")).startswith("litert"):
+        return ins, outs
+    sig = interpreter._get_full_signature_list()  # tensor indices per signature name; no public API returns them
+    names = sig[next(iter(sig))]
+
+    def position(name: str) -> int:
+        tail = name.rsplit("_", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    def ordered(details, by_name):
+        at = {d["index"]: d for d in details}
+        return [at[i] for _, i in sorted(by_name.items(), key=lambda kv: position(kv[0]))]
+
+    return ordered(ins, names["inputs"]), ordered(outs, names["outputs"])
+
+
+def tflite_infer(interpreter, meta: dict, np):
+    """Graph inputs as every backend's runner takes them (the torch layout and dtypes: an image NCHW, normalized)
+    -> every output as float32: what edgeship's TFLite backend does on the host (targets/tflite.py make_runner)."""
+    ins, outs = _tflite_order(interpreter, meta)
+    # the torch.fx lowering's image input is NHWC; litert-torch keeps the torch layout
+    nhwc = (not str(meta.get("route", "")).startswith("litert")
+            and ((meta.get("inputs") or [{}])[0].get("layout") or "NHWC") == "NHWC")
+
+    def infer(*inputs):
+        arrays = [np.asarray(a) for a in inputs]
+        if nhwc and arrays[0].ndim == 4:
+            arrays[0] = arrays[0].transpose(0, 2, 3, 1)
+        for d, a in zip(ins, arrays):
+            dtype = np.dtype(d["dtype"])
+            scale, zero_point = d.get("quantization", (0.0, 0))
+            if dtype.kind in "iu" and scale and a.dtype.kind == "f":
+                a = _quantize(np, a, dtype.type, float(scale), int(zero_point))
+            interpreter.set_tensor(d["index"], np.ascontiguousarray(a, dtype))
+        interpreter.invoke()
+        result = []
+        for d in outs:
+            y = interpreter.get_tensor(d["index"])
+            scale, zero_point = d.get("quantization", (0.0, 0))
+            if np.dtype(d["dtype"]).kind in "iu" and scale:
+                result.append((y.astype(np.float32) - zero_point) * np.float32(scale))
+            else:
+                result.append(np.array(y))
+        return result
+
+    return infer
 
 
 LOADERS = {"onnx": load_onnx, "openvino": load_openvino, "tflite": load_tflite}
@@ -297,6 +381,45 @@ def summarize(np, samples_ms: list[float]) -> dict:
     return {"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "mean_ms": round(float(a.mean()), 4),
             "std_ms": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 4),
             "min_ms": round(float(a.min()), 4), "max_ms": round(float(a.max()), 4)}
+
+
+def _finite(v: float) -> float | None:
+    return v if v == v and abs(v) != float("inf") else None  # JSON has no NaN/inf: an artifact that made them
+
+
+def verify(np, infer, samples: str, reference: str, meta: dict) -> dict:
+    """The artifact on the host's test-split samples (``x0``, ``x1``, ...: each graph input; ``y``: the class ids of
+    the classification output ``classification``, when the data has them), one sample at a time, against the same
+    artifact's outputs on the host (``out0``, ``out1``, ...): per output, the agreement of the top class (2-D outputs)
+    and the absolute differences; the classification output's top-1 and agreement also on top."""
+    with np.load(samples) as f:
+        inputs = [f[f"x{k}"] for k in range(sum(1 for key in f.files if key[:1] == "x" and key[1:].isdigit()))]
+        y = f["y"] if "y" in f.files else None
+        cls = int(f["classification"]) if "classification" in f.files else 0
+    with np.load(reference) as f:
+        refs = [f[f"out{k}"].astype(np.float32) for k in range(len(f.files))]
+    per_sample = [infer(*[np.ascontiguousarray(a[i:i + 1]) for a in inputs]) for i in range(len(inputs[0]))]
+    if any(len(o) != len(refs) for o in per_sample):
+        raise ValueError(f"the artifact returns {len(per_sample[0])} outputs here, {len(refs)} on the host")
+    names = [o.get("name") for o in meta.get("outputs") or []]
+    checks, top = [], {"top1": None, "host_top1": None, "agreement": None, "max_abs_logit_diff": None,
+                       "mean_abs_logit_diff": None}
+    for k, ref in enumerate(refs):
+        out = np.concatenate([np.asarray(o[k], np.float32).reshape(1, *ref.shape[1:]) for o in per_sample])
+        diff = np.abs(out - ref)
+        c = {"name": names[k] if k < len(names) else f"output_{k}", "agreement": None,
+             "max_abs_diff": _finite(float(diff.max())) if diff.size else 0.0,
+             "mean_abs_diff": _finite(float(diff.mean())) if diff.size else 0.0}
+        if ref.ndim == 2 and ref.shape[1] > 1:
+            pred, host = out.argmax(1), ref.argmax(1)
+            c["agreement"] = float((pred == host).mean())
+            if k == cls:
+                top.update(agreement=c["agreement"], max_abs_logit_diff=c["max_abs_diff"],
+                           mean_abs_logit_diff=c["mean_abs_diff"])
+                if y is not None:
+                    top.update(top1=float((pred == y).mean()), host_top1=float((host == y).mean()))
+        checks.append(c)
+    return {"n": int(len(inputs[0])), **top, "outputs": checks}
 
 
 def emit(obj: dict) -> None:
@@ -325,7 +448,7 @@ def bench(args) -> dict:
     baseline = rss_mb()
 
     t0 = time.perf_counter()
-    run, info = LOADERS[fmt](runtime, path, args.threads, art.get("meta") or {}, args.seed, np)
+    run, info, infer = LOADERS[fmt](runtime, path, args.threads, art.get("meta") or {}, args.seed, np)
     load_ms = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     y = run()
@@ -338,6 +461,7 @@ def bench(args) -> dict:
         t = clock()
         run()
         samples.append((clock() - t) / 1e6)
+    checked = verify(np, infer, args.samples, args.reference, art.get("meta") or {}) if args.samples else None
     return {
         "ok": True, "target": art.get("target"), "format": fmt, "precision": art.get("precision"),
         **summarize(np, samples), "samples_ms": [round(s, 4) for s in samples],
@@ -345,19 +469,25 @@ def bench(args) -> dict:
         "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": baseline, "size_bytes": int(size),
         "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
         "output_shape": [int(d) for d in getattr(y, "shape", ())], "numpy_version": np.__version__,
-        **info, "facts": device_facts(),
+        **info, "verification": checked, "facts": device_facts(),
     }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dir", required=True, help="directory holding model.json and the artifact files")
+    p.add_argument("--dir", help="directory holding model.json and the artifact files (required but with --facts)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", help="verification: .npz of test samples (x0, x1, ...: the graph inputs; y: labels)")
+    p.add_argument("--reference", help="verification: .npz of the same artifact's outputs on the host (out0, ...)")
     p.add_argument("--facts", action="store_true", help="print only the device facts")
     args = p.parse_args(argv)
+    if bool(args.samples) != bool(args.reference):
+        p.error("--samples and --reference go together")
+    if not args.dir and not args.facts:
+        p.error("--dir is required")
     if args.facts:
         emit({"ok": True, "facts": device_facts()})
         return 0

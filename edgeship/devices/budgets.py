@@ -9,7 +9,8 @@ recipe's ``budgets:``, then the defaults of the target's device profile.
 Latency and peak RAM come from the measurement of the chosen source (host, device or estimate);
 size and accuracy are properties of the artifact (its files, and its own runtime on the test split)
 and are the same for every source. A budget whose value is missing (nothing measured from that
-source) fails: a gate must not pass on no data. A verdict built on estimates says so everywhere.
+source) fails: a gate must not pass on no data. A verdict built on estimates says so everywhere. An
+emulated device measures nothing (it checks the device's runtime): a verdict on it never passes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ UNITS = {"latency_ms_p90": "ms", "peak_ram_mb": "MB", "model_size_kb": "KiB", "m
          "max_drop_vs_input": "pt"}
 MEASURED = {"latency_ms_p90", "peak_ram_mb"}  # these depend on the source
 ESTIMATE_WARNING = "ESTIMATED latency (not measured on the device): a planning number, not a release gate"
+EMULATED_WARNING = ("EMULATED device (qemu): it checks the device's runtime, it measures no latency or memory, so no "
+                    "verdict on it passes; measure on the real device (profile --ssh) and check --source device")
+EMULATED_NOTE = "emulated: no latency or memory claim (qemu); this budget cannot pass on an emulated device"
 
 
 def effective(record: RunRecord, target: Target, measured_on: str | None = None) -> dict[str, tuple[float, str]]:
@@ -80,7 +84,7 @@ def _value(key: str, target: Target, meas: Measurement | None, record: RunRecord
 def evaluate(record: RunRecord, source: str) -> Verdict:
     """The budget verdict for ``record`` against measurements of ``source``."""
     if source not in SOURCES:
-        raise EdgeshipError(f"unknown measurement source {source!r}", "use host, device or estimate")
+        raise EdgeshipError(f"unknown measurement source {source!r}", f"use one of: {', '.join(SOURCES)}")
     results: list[BudgetResult] = []
     for t in record.targets:
         by_source = record.measurements_of(t.name)
@@ -91,7 +95,7 @@ def evaluate(record: RunRecord, source: str) -> Verdict:
             results.append(BudgetResult(target=t.name, budget="artifact", passed=False, source="artifact",
                                         note=f"target failed: {t.error}"))
             continue
-        measured_on = meas.device if meas is not None and used in ("device", "estimate") else None
+        measured_on = meas.device if meas is not None and used in ("device", "emulated", "estimate") else None
         for key, (limit, origin) in effective(record, t, measured_on).items():
             value, basis = _value(key, t, meas, record)
             row = BudgetResult(target=t.name, budget=key, limit=limit, passed=False,
@@ -102,14 +106,16 @@ def evaluate(record: RunRecord, source: str) -> Verdict:
             if value is None:
                 row.note = (f"no {source} measurement: run `edgeship profile`" if key in MEASURED
                             else "not recorded in report.json")
+                if key in MEASURED and meas is not None and used == "emulated":
+                    row.note = EMULATED_NOTE
             else:
                 margin = value - limit if key in LOWER_LIMITS else limit - value
                 row.value, row.margin, row.passed = round(float(value), 4), round(float(margin), 4), bool(margin >= 0)
                 row.margin_pct = round(100 * margin / limit, 2) if limit else None
             results.append(row)
     return Verdict(source=source, estimate=source == "estimate", results=results,
-                   passed=bool(results) and all(r.passed for r in results),
-                   warning=ESTIMATE_WARNING if source == "estimate" else None)
+                   passed=bool(results) and all(r.passed for r in results) and source != "emulated",
+                   warning={"estimate": ESTIMATE_WARNING, "emulated": EMULATED_WARNING}.get(source))
 
 
 # ------------------------------------------------------------------ outputs
@@ -136,8 +142,8 @@ def table(verdict: Verdict):
     from rich.table import Table
 
     title = f"budgets (source: {verdict.source})"
-    if verdict.estimate:
-        title += f"\n[bold yellow]{ESTIMATE_WARNING}[/bold yellow]"
+    if verdict.warning:
+        title += f"\n[bold yellow]{verdict.warning}[/bold yellow]"
     tb = Table(title=title)
     for col in ("target", "budget", "limit", "value", "margin", "result", "source", "note"):
         tb.add_column(col)
@@ -151,9 +157,11 @@ def table(verdict: Verdict):
 def summary_line(verdict: Verdict) -> str:
     n = len(verdict.results)
     failed = [r for r in verdict.results if not r.passed]
-    tag = " [ESTIMATE]" if verdict.estimate else ""
+    tag = " [ESTIMATE]" if verdict.estimate else " [EMULATED]" if verdict.source == "emulated" else ""
     if not n:
         return f"budgets{tag}: nothing to check (no budgets and no targets)"
+    if not failed and verdict.source == "emulated":
+        return f"budgets{tag}: FAILED: an emulated device measures nothing, so no verdict on it passes"
     if not failed:
         return f"budgets{tag}: all {n} passed (source: {verdict.source})"
     names = ", ".join(f"{r.target}:{r.budget}" for r in failed)
@@ -169,8 +177,8 @@ def junit_xml(verdict: Verdict) -> str:
                           tests=str(len(verdict.results)), failures=str(failures), errors="0", skipped="0")
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="source", value=source)
-    if verdict.estimate:
-        ET.SubElement(props, "property", name="warning", value=ESTIMATE_WARNING)
+    if verdict.warning:
+        ET.SubElement(props, "property", name="warning", value=verdict.warning)
     for r in verdict.results:
         limit, value, margin, _, note = _row_text(r)
         tag = f" [{r.source}]" if r.source != "artifact" else ""
@@ -187,8 +195,8 @@ def junit_xml(verdict: Verdict) -> str:
 def markdown(verdict: Verdict, run_name: str = "") -> str:
     ok = verdict.passed
     lines = [f"## edgeship budgets{': ' + run_name if run_name else ''} ({'passed' if ok else 'FAILED'})", ""]
-    if verdict.estimate:
-        lines += [f"> **Warning:** {ESTIMATE_WARNING}.", ""]
+    if verdict.warning:
+        lines += [f"> **Warning:** {verdict.warning}.", ""]
     lines += [f"Source of latency and RAM: **{verdict.source}**. {summary_line(verdict)}", "",
               "| target | budget | limit | value | margin | result | source |", "|---|---|---|---|---|---|---|"]
     for r in verdict.results:

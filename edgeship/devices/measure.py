@@ -6,7 +6,8 @@ Nothing the parent process imported (torch, the other runtimes) is in the child,
 and the cold load time are the artifact's runtime alone. Results are marked ``source: host``.
 
 ``run_artifacts`` is how a finished run's artifacts are found: the run record's OK targets, each read
-from its sidecar (``Artifact.from_sidecar``).
+from its sidecar (``Artifact.from_sidecar``), with the test samples and host outputs a device is verified
+against (``verify/``, written by export).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from edgeship.devices.catalog import HOST
 from edgeship.devices.catalog import get as get_device
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.progress import info
-from edgeship.record import Measurement, RunRecord
+from edgeship.record import VERIFY_DIR, Measurement, RunRecord
 from edgeship.targets.base import Artifact
 
 RUNNER = Path(__file__).with_name("bench_runner.py")
@@ -35,7 +36,7 @@ DEFAULT_RUNS, DEFAULT_WARMUP = 50, 5
 # keys copied from the runner's JSON into a stored measurement
 KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "samples_ms", "load_ms",
         "first_run_ms", "peak_rss_mb", "rss_before_load_mb", "arena_mb", "size_bytes", "threads", "runs",
-        "warmup", "runtime", "runtime_version", "input_shape", "input_dtype", "inference_precision")
+        "warmup", "runtime", "runtime_version", "input_shape", "input_dtype", "inference_precision", "verification")
 
 
 @dataclass
@@ -49,6 +50,8 @@ class RunArtifact:
     dir: Path
     files: list[str]  # relative to dir, model.json included
     main: str
+    samples: Path | None = None  # verify/samples.npz: test samples a device runs (None: a run from before them)
+    reference: Path | None = None  # verify/<target>.npz: this artifact's outputs on them on the host
 
 
 def run_artifacts(record: RunRecord, only: list[str] | None = None) -> list[RunArtifact]:
@@ -68,16 +71,20 @@ def run_artifacts(record: RunRecord, only: list[str] | None = None) -> list[RunA
             continue
         art = Artifact.from_sidecar(sidecar)
         files = art.files or [art.main, "model.json"]
-        found.append(RunArtifact(t.name, t.device, t.format, t.precision, art.dir, files, art.main))
+        samples, reference = run_dir / VERIFY_DIR / "samples.npz", run_dir / VERIFY_DIR / f"{t.name}.npz"
+        found.append(RunArtifact(t.name, t.device, t.format, t.precision, art.dir, files, art.main,
+                                 *((samples, reference) if samples.is_file() and reference.is_file() else ())))
     if not found:
         raise EdgeshipError(f"{run_dir} has no artifacts to measure" + (f" among {', '.join(only)}" if only else ""),
                             "run `edgeship export RECIPE` and check that at least one target succeeded")
     return found
 
 
-def runner_args(python: str, runner: str, bundle: str, threads: int, runs: int, warmup: int) -> list[str]:
+def runner_args(python: str, runner: str, bundle: str, threads: int, runs: int, warmup: int,
+                verify: tuple[str, str] | None = None) -> list[str]:
+    """The runner's command line; ``verify``: (samples, host outputs) to check the runtime's outputs against."""
     return [python, runner, "--dir", bundle, "--threads", str(int(threads)), "--runs", str(int(runs)),
-            "--warmup", str(int(warmup))]
+            "--warmup", str(int(warmup)), *(("--samples", verify[0], "--reference", verify[1]) if verify else ())]
 
 
 def parse_runner_output(stdout: str) -> dict | None:
@@ -106,13 +113,16 @@ def to_measurement(raw: dict, source: str, where: str = "", **extra: Any) -> Mea
                           "check the device's runner output; measurements must be finite numbers") from None
 
 
-def runner_failure(target: str, raw: dict | None, stderr: str, where: str, python: str) -> EdgeshipError:
-    """Turn a failed runner into one clear line (the missing package named)."""
+def runner_failure(target: str, raw: dict | None, stderr: str, where: str, python: str,
+                   provision: str = "") -> EdgeshipError:
+    """Turn a failed runner into one clear line (the missing package named; ``provision``: the command that
+    sets the device up)."""
     if raw and raw.get("error") == "missing_package":
         pkg = raw["package"]
         problem = (f"{target}: {where} has no Python package {pkg} (module {raw['module']}) "
                    f"for {raw.get('python') or python}")
-        fix = f"on {where}: {python} -m pip install {pkg}"
+        fix = (f"run `{provision}` (the runtimes from wheels this machine fetches for the device), or " if provision
+               else "") + f"on {where}: {python} -m pip install {pkg}"
         return EdgeshipError(problem, fix) if pkg == "numpy" else TargetError(problem, fix)
     msg = raw.get("message") if raw else (stderr.strip().splitlines() or ["no output"])[-1]
     return TargetError(f"{target}: the benchmark failed on {where}: {msg}",

@@ -1,5 +1,6 @@
 """`edgeship profile RUN`: measure a run's artifacts on the host, on a device (ssh / adb), or
-estimate device latency from the host measurement; store them in report.json (atomically)."""
+estimate device latency from the host measurement; store them in report.json (atomically). A device
+that says it is emulated gives `emulated` measurements (verification on its runtime, no timings)."""
 
 from __future__ import annotations
 
@@ -68,26 +69,32 @@ def profile(run: Path | str | RunRecord, targets: list[str] | None = None,
     return res
 
 
-def _shown(source: str, name: str, m: Measurement) -> None:
-    info(f"{source} {name}: p50 {m.p50_ms or 0:.3f} ms, p90 {m.p90_ms or 0:.3f} ms, "
-         f"peak RAM {m.peak_rss_mb or 0:.0f} MB, {m.threads} thread(s)")
+def _shown(name: str, m: Measurement) -> None:
+    v = m.verification
+    checked = (f"; on {m.facts.get('machine') or 'the device'}: top-1 {v.top1 or 0:.4f}, agreement with the host "
+               f"{v.agreement or 0:.4f} ({v.n} test samples)") if v else ""
+    if m.source == "emulated":
+        info(f"emulated {name}: {m.runtime} {m.runtime_version}{checked} (no latency: emulated)")
+        return
+    info(f"{m.source} {name}: p50 {m.p50_ms or 0:.3f} ms, p90 {m.p90_ms or 0:.3f} ms, "
+         f"peak RAM {m.peak_rss_mb or 0:.0f} MB, {m.threads} thread(s){checked}")
 
 
 def _on_device(res: ProfileResult, arts: list[RunArtifact], ssh: remote.SshTarget | None,
                adb: remote.AdbTarget | None, device: str | None, threads: int | None, runs: int, warmup: int,
                timeout: float) -> None:
     """Over ssh or adb, one group per thread count; each measurement names the catalog device it stands for."""
-    def shown(name: str, m: Measurement) -> None:
-        _shown(res.source, name, m)
-
     for t, group in _by_threads(arts, device, threads).items():
         if ssh is not None:
-            ok, bad = remote.profile_ssh(group, ssh, t, runs, warmup, timeout, on_result=shown)
+            ok, bad, res.source = remote.profile_ssh(group, ssh, t, runs, warmup, timeout, on_result=_shown)
         else:
             assert adb is not None
-            ok, bad = remote.profile_adb(group, adb, t, runs, warmup, timeout, on_result=shown)
+            ok, bad = remote.profile_adb(group, adb, t, runs, warmup, timeout, on_result=_shown)
         for name, m in ok.items():
             m.device = _device_for(next(a for a in group if a.name == name), device).name
+            emulated = m.facts.get("emulated") or {}
+            if m.source == "emulated" and emulated.get("device") in catalog.names():
+                m.device = emulated["device"]  # the device it emulates, whatever the target names
         res.measured.update(ok)
         res.errors.update(bad)
 
@@ -108,7 +115,7 @@ def _estimated(res: ProfileResult, arts: list[RunArtifact], device: str | None, 
                 res.errors[a.name] = f"{a.name}: no host measurement to estimate from"
                 continue
         res.measured[a.name] = estimate_one(host, dev, a.precision, a.name)
-        _shown(res.source, a.name, res.measured[a.name])
+        _shown(a.name, res.measured[a.name])
     if not res.measured and not res.errors:
         raise EdgeshipError("nothing to estimate: every target's device is the host",
                             "pass --device NAME (see `edgeship devices`) or set `device:` on the targets")

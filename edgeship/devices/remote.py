@@ -1,15 +1,21 @@
 """Measuring on a real device: over SSH (any Linux board with Python) or adb (Android).
 
-SSH: a bundle (each artifact's files + model.json, and bench_runner.py, which needs only numpy
-and the runtime package) is copied with the system's ``scp`` into a fresh ``mktemp -d`` directory,
-run with ``ssh`` once per artifact (a fresh process each) at the device profile's thread count,
-and removed afterwards. Host-key checking stays on (``StrictHostKeyChecking=yes`` unless the user
-overrides it with ``--ssh-option``), ``BatchMode`` forbids password prompts, ``ConnectTimeout``
-bounds an unreachable host. Every argument that reaches the remote shell is ``shlex.quote``d.
+SSH: a bundle (each artifact's files + model.json, bench_runner.py, which needs only numpy and the
+runtime package, and the run's verification samples with each artifact's outputs on them on the host)
+is copied with the system's ``scp`` into a fresh ``mktemp -d`` directory, run with ``ssh`` once per
+artifact (a fresh process each) at the device profile's thread count, and removed afterwards. The
+runner also runs the samples, so each measurement carries the device runtime's top-1 and agreement
+with the host (``Measurement.verification``). The device's Python is the one ``edgeship provision``
+set up (``~/.edgeship/venv``) when there is one, else ``python3``, unless ``--remote-python`` names one.
+A device that says it is emulated (bench_runner's facts) gives ``source: emulated`` measurements:
+verification only, one timed run, no latency or memory recorded. Host-key checking stays on
+(``StrictHostKeyChecking=yes`` unless the user overrides it with ``--ssh-option``), ``BatchMode``
+forbids password prompts, ``ConnectTimeout`` bounds an unreachable host. Every argument that
+reaches the remote shell is ``shlex.quote``d.
 
 adb: the ``.tflite`` is pushed and TFLite's own ``benchmark_model`` binary runs it (its path on
 the device is configurable). Its text output is parsed by ``parse_benchmark_model``.
-Measurements are marked ``source: device``.
+Measurements are marked ``source: device`` (or ``emulated``).
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgeship.devices.measure import (
+    KEYS,
     RUNNER,
     RunArtifact,
     parse_runner_output,
@@ -34,6 +41,13 @@ from edgeship.errors import EdgeshipError, TargetError
 from edgeship.record import Measurement
 
 SAFE_REMOTE_DIR = re.compile(r"^/[A-Za-z0-9_./-]+$")
+DEVICE_VENV = ".edgeship/venv"  # under the device user's home: where `edgeship provision` installs the runtimes
+# the device's Python: the provisioned venv's when there is one, else python3 (a fixed script: no user input)
+FIND_PYTHON = (f'p="$HOME/{DEVICE_VENV}/bin/python"; [ -x "$p" ] || p=python3; echo "EDGESHIP_PYTHON=$p"; '
+               'exec "$p" "$@"')
+EMULATED_METHOD = ("EMULATED device (qemu-user on another CPU): its own runtime ran the artifact (verification); "
+                   "emulated timings and memory say nothing about the device and are not recorded")
+TIMINGS = tuple(k for k in KEYS if k.endswith(("_ms", "_mb")))  # samples_ms too
 DEST = re.compile(r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])$")
 
 
@@ -46,7 +60,7 @@ class SshTarget:
     config: str | None = None  # ssh -F FILE
     options: list[str] = field(default_factory=list)  # KEY=VALUE, passed as -o; they win over the defaults
     connect_timeout: int = 10
-    python: str = "python3"  # the device's Python (with numpy and the runtime package)
+    python: str | None = None  # the device's Python (None: the provisioned venv's, else python3)
     ssh: str = "ssh"
     scp: str = "scp"
 
@@ -84,12 +98,19 @@ class SshTarget:
     def where(self) -> str:
         return f"{self.dest}" + (f" port {self.port}" if self.port else "")
 
+    @property
+    def provision_cmd(self) -> str:
+        """The command that sets this device up (the other ssh options as given to profile)."""
+        extra = " ..." if self.identity or self.config or self.options else ""
+        return f"edgeship provision --ssh {self.dest}" + (f" --ssh-port {self.port}" if self.port else "") + extra
+
 
 def quote_cmd(parts: list[str]) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 
-def _run(cmd: list[str], target: SshTarget, timeout: float, what: str) -> subprocess.CompletedProcess:
+def ssh_run(cmd: list[str], target: SshTarget, timeout: float, what: str) -> subprocess.CompletedProcess:
+    """Run ssh or scp; ssh's own failures (connection, authentication, host key) are one line."""
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
@@ -117,7 +138,8 @@ def _ssh_fix(reason: str, t: SshTarget) -> str:
 
 
 def stage_bundle(arts, into: Path) -> Path:
-    """bundle/bench_runner.py + bundle/<target>/<artifact files>"""
+    """bundle/bench_runner.py + bundle/<target>/<artifact files> + bundle/verify/ (the run's test samples and
+    each artifact's host outputs on them, where the run has them)"""
     bundle = into / "bundle"
     bundle.mkdir()
     shutil.copy2(RUNNER, bundle / "bench_runner.py")
@@ -127,49 +149,94 @@ def stage_bundle(arts, into: Path) -> Path:
         for f in a.files:
             (d / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(a.dir / f, d / f)
+        if a.samples is not None and a.reference is not None:
+            (bundle / "verify").mkdir(exist_ok=True)
+            if not (bundle / "verify" / "samples.npz").exists():
+                shutil.copy2(a.samples, bundle / "verify" / "samples.npz")
+            shutil.copy2(a.reference, bundle / "verify" / f"{a.name}.npz")
     return bundle
 
 
-def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: int, warmup: int, timeout: float = 600,
-                on_result=None) -> tuple[dict[str, Measurement], dict[str, str]]:
-    """Measure ``arts`` on the device. Returns ({name: measurement}, {name: error})."""
-    p = _run(target.ssh_cmd('mktemp -d "${TMPDIR:-/tmp}/edgeship-bundle.XXXXXX"'), target, timeout, "mktemp")
+def device_python(target: SshTarget, runner: str, timeout: float) -> tuple[str, dict]:
+    """(the device's Python, its facts): ``--remote-python``, else the provisioned venv's, else python3."""
+    args = [runner, "--facts"]
+    cmd = quote_cmd([target.python, *args] if target.python else ["sh", "-c", FIND_PYTHON, "sh", *args])
+    p = ssh_run(target.ssh_cmd(cmd), target, timeout, "reading the device's facts")
+    python = target.python or next((ln.split("=", 1)[1] for ln in p.stdout.splitlines()
+                                    if ln.startswith("EDGESHIP_PYTHON=")), "python3")
+    if p.returncode == 127:
+        raise EdgeshipError(f"{python} not found on {target.where}",
+                            f"run `{target.provision_cmd}`, install Python 3 there, or point --remote-python at it")
+    raw = parse_runner_output(p.stdout)
+    if p.returncode != 0 or not raw or not raw.get("ok"):
+        last = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgeshipError(f"{python} on {target.where} cannot run edgeship's runner: {last[:200]}",
+                            f"run `{target.provision_cmd}` (a Python 3.8+ with numpy and the runtimes)")
+    return python, raw.get("facts") or {}
+
+
+def emulated_measurement(m: Measurement) -> Measurement:
+    """An emulated device's measurement: the runtime's verification stays, no timing or memory does."""
+    return m.model_copy(update={**{k: ([] if k == "samples_ms" else None) for k in TIMINGS}, "method": EMULATED_METHOD})
+
+
+def remote_tempdir(target: SshTarget, timeout: float, prefix: str) -> str:
+    """A fresh ``mktemp -d`` directory on the device (its path checked: it reaches shell commands later)."""
+    p = ssh_run(target.ssh_cmd(f'mktemp -d "${{TMPDIR:-/tmp}}/{prefix}.XXXXXX"'), target, timeout, "mktemp")
     remote_dir = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
     if p.returncode != 0 or not SAFE_REMOTE_DIR.match(remote_dir):
         raise EdgeshipError(f"could not create a temporary directory on {target.where}: "
                             f"{(p.stderr.strip() or remote_dir or 'no output')[:200]}",
                             "check the device's /tmp or $TMPDIR")
-    results, errors = {}, {}
+    return remote_dir
+
+
+def remove_remote(target: SshTarget, remote_dir: str, timeout: float) -> None:
+    subprocess.run(target.ssh_cmd(quote_cmd(["rm", "-rf", "--", remote_dir])), capture_output=True,
+                   timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: int, warmup: int, timeout: float = 600,
+                on_result=None) -> tuple[dict[str, Measurement], dict[str, str], str]:
+    """Measure ``arts`` on the device. Returns ({name: measurement}, {name: error}, source: device or emulated)."""
+    remote_dir = remote_tempdir(target, timeout, "edgeship-bundle")
+    results, errors, source = {}, {}, "device"
     try:
         with tempfile.TemporaryDirectory(prefix="edgeship-bundle-") as tmp:
             bundle = stage_bundle(arts, Path(tmp))
-            p = _run(target.scp_cmd([str(bundle)], remote_dir), target, timeout, "copying the bundle")
+            p = ssh_run(target.scp_cmd([str(bundle)], remote_dir), target, timeout, "copying the bundle")
             if p.returncode != 0:
                 raise EdgeshipError(f"copying the bundle to {target.where} failed: {p.stderr.strip()[:200]}",
                                     "check free space on the device")
         rb = f"{remote_dir}/bundle"
+        python, facts = device_python(target, f"{rb}/bench_runner.py", timeout)
+        target = replace(target, python=python)
+        source = "emulated" if facts.get("emulated") else "device"
+        if source == "emulated":  # no timing claim: one run, for the runner's output shape and the verification
+            runs, warmup = 1, 0
         for a in arts:
-            cmd = quote_cmd(runner_args(target.python, f"{rb}/bench_runner.py", f"{rb}/{a.name}", threads, runs,
-                                        warmup))
-            p = _run(target.ssh_cmd(cmd), target, timeout, f"benchmarking {a.name}")
+            verify = (f"{rb}/verify/samples.npz", f"{rb}/verify/{a.name}.npz") if a.reference else None
+            cmd = quote_cmd(runner_args(python, f"{rb}/bench_runner.py", f"{rb}/{a.name}", threads, runs, warmup,
+                                        verify))
+            p = ssh_run(target.ssh_cmd(cmd), target, timeout, f"benchmarking {a.name}")
             if p.returncode == 127:
-                raise EdgeshipError(f"{target.python} not found on {target.where}",
-                                    "install Python 3 with numpy on the device, or point --remote-python at it")
+                raise EdgeshipError(f"{python} not found on {target.where}",
+                                    f"run `{target.provision_cmd}`, or point --remote-python at a Python 3")
             raw = parse_runner_output(p.stdout)
             try:
                 if p.returncode != 0 or not raw or not raw.get("ok"):
-                    raise runner_failure(a.name, raw, p.stderr, target.where, target.python)
-                results[a.name] = to_measurement(raw, "device", target.where, transport="ssh", remote=target.where,
-                                                 remote_dir=remote_dir, remote_python=target.python)
+                    raise runner_failure(a.name, raw, p.stderr, target.where, python, target.provision_cmd)
+                m = to_measurement(raw, source, target.where, transport="ssh", remote=target.where,
+                                   remote_dir=remote_dir, remote_python=python)
+                results[a.name] = emulated_measurement(m) if source == "emulated" else m
             except TargetError as e:
                 errors[a.name] = str(e)
                 continue
             if on_result:
                 on_result(a.name, results[a.name])
     finally:
-        subprocess.run(target.ssh_cmd(quote_cmd(["rm", "-rf", "--", remote_dir])), capture_output=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
-    return results, errors
+        remove_remote(target, remote_dir, timeout)
+    return results, errors, source
 
 
 # ----------------------------------------------------------------------------------- adb

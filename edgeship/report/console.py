@@ -35,6 +35,23 @@ def _accuracy(v) -> str:
     return f"{ok}/{len(v.outputs)} outputs ok"
 
 
+def on_device(m, short: bool = False) -> str:
+    """A device runtime's verification, top-1 / agreement with the host's outputs of the same artifact:
+    ``91.41% / 100.00% (emulated aarch64, 256 samples)``, short: ``91.4% / 100.0% emu``."""
+    v, emulated = m.verification, m.source == "emulated"
+    if v.agreement is None and v.outputs:  # no classification output: how far the outputs are from the host's
+        worst = max((o.max_abs_diff for o in v.outputs if o.max_abs_diff is not None), default=None)
+        diff = "NaN/inf" if worst is None else f"{worst:.2g}"
+        return (f"max |diff| {diff}" + (" emu" if emulated else "") if short else
+                f"max |diff| {diff} ({'emulated ' if emulated else ''}"
+                f"{m.facts.get('machine') or m.device or 'device'}, {v.n} samples)")
+    if short:
+        pct = lambda x: "-" if x is None else f"{x:.1%}"  # noqa: E731
+        return f"{pct(v.top1)} / {pct(v.agreement)}" + (" emu" if emulated else "")
+    return (f"{_pct(v.top1)} / {_pct(v.agreement)} ({'emulated ' if emulated else ''}"
+            f"{m.facts.get('machine') or m.device or 'device'}, {v.n} samples)")
+
+
 def summary_tables(record: RunRecord) -> list[Table]:
     st = Table(title=f"{record.recipe.name}: stages")
     for col in ("stage", "val top-1", "params", "MACs", "FP32 size", "wall s", "cached"):
@@ -47,11 +64,12 @@ def summary_tables(record: RunRecord) -> list[Table]:
                    f"{s.size_fp32_bytes / 1024:.1f} KiB", f"{s.wall_s:.1f}", "yes" if s.cached else "no")
     tt = Table(title="targets (verified on the test split)")
     ratios = any(t.size_vs_fp32 for t in record.targets)
+    checked = any(record.device_verification(t.name) for t in record.targets)
     # one line per target at 140 columns: the max logit error and per-source latencies are in report.json/html
     for col in ("target", "format", "status", "top-1 (torch)", "agreement", "size", *(["vs FP32"] if ratios else []),
-                "p50 / p90 ms", "budgets"):
+                *(["on device"] if checked else []), "p50 / p90 ms", "budgets"):
         # names and ratios never wrap or shorten (a cut target name is useless); the other columns may wrap
-        keep = {"target": max([len(t.name) for t in record.targets] + [6]), "vs FP32": 11}
+        keep = {"target": max([len(t.name) for t in record.targets] + [6]), "vs FP32": 11, "on device": 19}
         tt.add_column(col, no_wrap=col in keep, min_width=keep.get(col), overflow="fold")
     for t in record.targets:
         v = t.verify
@@ -62,12 +80,17 @@ def summary_tables(record: RunRecord) -> list[Table]:
                    _accuracy(v), _pct(v.agreement if v else None),
                    "-" if t.size_bytes is None else f"{t.size_bytes / 1024:.1f} KiB",
                    *([size_ratios(t)] if ratios else []),
+                   *([on_device(d, short=True) if (d := record.device_verification(t.name)) else "-"]
+                     if checked else []),
                    f"{fmt_ms(m.p50_ms)} / {fmt_ms(m.p90_ms or 0)} ({m.source})"
                    if m and m.p50_ms is not None else "not measured", verdict)
     notes = []
     if ratios:
         notes.append("vs FP32: the files a device loads as a fraction of the same format's FP32 artifact of "
                      "the input model / of the compressed model")
+    if checked:
+        notes.append("on device: top-1 / agreement with the same artifact's outputs here, as the device's own "
+                     "runtime computed them on test samples (emu: an emulated device)")
     coarse = next((t.verify.gate_note for t in record.targets if t.verify and t.verify.gate_note), None)
     if coarse:
         notes.append(f"[yellow]{coarse}[/yellow]")

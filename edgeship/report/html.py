@@ -18,7 +18,7 @@ from typing import Any
 from edgeship.devices.budgets import LOWER_LIMITS
 from edgeship.record import BudgetResult, RunRecord
 from edgeship.report import plots
-from edgeship.report.console import fmt_ms, size_ratios
+from edgeship.report.console import fmt_ms, on_device, size_ratios
 from edgeship.targets.verify import wilson95
 
 NOT_MEASURED = '<span class="na">not measured</span>'
@@ -190,6 +190,7 @@ def carried_note(rec: RunRecord) -> str:
 
 def target_section(rec: RunRecord) -> str:
     rows: list[Any] = []
+    checked = any(rec.device_verification(t.name) for t in rec.targets)
     for t in rec.targets:
         v = t.verify
         na = NOT_MEASURED if t.ok else "-"  # a failed target's row is followed by its error
@@ -208,21 +209,28 @@ def target_section(rec: RunRecord) -> str:
         rows.append([esc(t.name), esc(t.device), f"{esc(t.format)} {esc(t.precision)}",
                      badge(t.ok, "ok", "failed"), top1_cell,
                      drop_cell, pct(v.agreement if v else None, missing=na),
-                     na if v is None or v.max_abs_logit_diff is None else f"{v.max_abs_logit_diff:.2e}", lat, ram,
-                     kib(t.size_bytes, missing=na), size_ratios(t, "x"), budget_cell(rec.budget_results(t.name))])
+                     na if v is None or v.max_abs_logit_diff is None else f"{v.max_abs_logit_diff:.2e}",
+                     *([esc(on_device(d)) if (d := rec.device_verification(t.name)) else na] if checked else []),
+                     lat, ram, kib(t.size_bytes, missing=na), size_ratios(t, "x"),
+                     budget_cell(rec.budget_results(t.name))])
         if not t.ok:
-            rows.append(f'<tr><td></td><td class="err" colspan="12">{esc(t.error or "failed")}</td></tr>')
+            rows.append(f'<tr><td></td><td class="err" colspan="{12 + checked}">{esc(t.error or "failed")}</td></tr>')
         if v is not None and v.gate_note:
-            rows.append(f'<tr><td></td><td class="note" colspan="12">{esc(v.gate_note)}</td></tr>')
+            rows.append(f'<tr><td></td><td class="note" colspan="{12 + checked}">{esc(v.gate_note)}</td></tr>')
     if not rows:
         return "<h2>Targets</h2><p class=note>The recipe has no targets.</p>"
     return ("<h2>Targets</h2>"
             + table(["target", "device", "format", "status", "top-1", "top-1 drop", "agreement", "max |Δlogit|",
-                     "latency p50 / p90", "peak RAM", "size", "vs FP32", "budgets"], rows, left=(0, 1, 2, 12))
+                     *(["on device: top-1 / agreement"] if checked else []), "latency p50 / p90", "peak RAM", "size",
+                     "vs FP32", "budgets"], rows, left=(0, 1, 2, 12 + checked))
             + '<p class="note">top-1, drop, agreement and the largest logit difference: every artifact run with its '
               f'own runtime on the {rec.data.sizes.get("test", "?")} test samples and compared with the torch '
               "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device "
               "measurement where there is one, else the host's, else the estimate; the source is named in brackets. "
+              + ("On device: the device's own runtime (over ssh; an emulated device's aarch64 runtime counts here, "
+                 "its timings do not) on a seeded subset of the test split, its top-1 / agreement with the same "
+                 "artifact's outputs on the exporting machine (the machine and the sample count in brackets). "
+                 if checked else "")
               + "Size: the files a device loads (the sidecar model.json not counted). vs FP32: that size as a fraction "
                 "of the same format's FP32 artifact of the input model / of the compressed model (quantization's share "
                 "alone), for INT8 and FP16 artifacts" + size_references_note(rec) + ".</p>")

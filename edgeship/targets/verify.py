@@ -187,3 +187,14 @@ def _gate_classification(target: str, precision: str, metrics: dict, max_drop_pt
     if precision == "fp32" and metrics.get("agreement", 1.0) < min_agreement:
         raise TargetError(f"{target}: top-1 agreement with torch is {metrics['agreement']:.4%}, "
                           f"below the required {min_agreement:.1%}", "check the conversion log for warnings")
+
+
+DEVICE_SAMPLES = 256  # test samples a device runs to check its runtime against the host's outputs
+DEVICE_SAMPLES_BYTES = 8 << 20  # ... at most this much input (the samples travel to the device with the bundle)
+
+
+def device_subset(n_test: int, sample_bytes: int, seed: int) -> np.ndarray:
+    """The test-split indices a device is verified on: a seeded random subset of ``DEVICE_SAMPLES`` (fewer when
+    the inputs are large: at most ``DEVICE_SAMPLES_BYTES`` in all, at least 16), sorted."""
+    n = min(n_test, DEVICE_SAMPLES, max(16, DEVICE_SAMPLES_BYTES // max(sample_bytes, 1)))
+    return np.sort(np.random.default_rng(seed).permutation(n_test)[:n])

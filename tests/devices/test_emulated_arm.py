@@ -1,15 +1,55 @@
-"""The Raspberry Pi's software stack, emulated (tests/devices/emulated.py): the aarch64 user space under qemu-user,
-reached over ssh exactly as a real Pi is, with the device's CPU model in every process."""
+"""The Raspberry Pi's software stack, emulated (tests/devices/emulated.py): edgeship's artifacts on the aarch64
+builds of ONNX Runtime, OpenVINO and LiteRT, reached over ssh exactly as a real Pi is. The measurements say
+`emulated`: they carry the verification on the ARM runtime (top-1, agreement with the host's outputs of the same
+artifact on test samples), no latency, and no budget passes on them. Emulated timings are never asserted."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
+from test_profile_and_check import GENEROUS, cli, export_run, report
+
+from edgeship.devices import budgets
+from edgeship.record import DeviceVerification, Measurement
+from helpers import run_record
 
 HWCAP_CRC32, HWCAP_ASIMDDP, HWCAP_SVE = 1 << 7, 1 << 20, 1 << 22
 PROBE = ("python3 -c 'import ctypes, platform; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
          "print(platform.machine(), g(16))'")
+# every format with an aarch64 runtime, at the precisions that exercise the most different kernels
+FORMATS = [{"name": "onnx-fp32", "format": "onnx", "precision": "fp32"},
+           {"name": "onnx-int8", "format": "onnx", "precision": "int8"},
+           {"name": "ov-int8", "format": "openvino", "precision": "int8"},
+           {"name": "tfl-int8", "format": "tflite", "precision": "int8"}]
+TIMINGS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "load_ms", "first_run_ms",
+           "peak_rss_mb", "rss_before_load_mb")
+
+
+def test_no_budget_passes_on_an_emulated_device():
+    """Even with limits nothing could miss and an emulated entry that (hand-edited) carries timings."""
+    target = {"name": "t", "device": "rpi4", "format": "onnx", "precision": "fp32", "status": "ok",
+              "size_bytes": 1000, "verify": {"n": 10, "top1": 1.0, "torch_top1": 1.0}}
+    check = DeviceVerification(n=10, top1=1.0, host_top1=1.0, agreement=1.0)
+    for timings in ({}, {"p90_ms": 0.1, "peak_rss_mb": 1.0}):
+        m = Measurement(source="emulated", device="rpi4", verification=check, **timings)
+        rec = run_record({"budgets": {"latency_ms_p90": 1e6, "peak_ram_mb": 1e6}, "targets": [
+            {"name": "t", "device": "rpi4", "format": "onnx", "precision": "fp32"}]},
+            targets=[target], measurements={"t": {"emulated": m}})
+        v = budgets.evaluate(rec, "emulated")
+        assert v.passed is False and v.warning == budgets.EMULATED_WARNING
+        assert "FAILED" in budgets.summary_line(v) and "[EMULATED]" in budgets.summary_line(v)
+        assert "EMULATED" in budgets.markdown(v) and "EMULATED" in budgets.junit_xml(v)
+        rows = {r.budget: r for r in v.results}
+        assert rows["model_size_kb"].passed  # an artifact's own facts are still judged
+        if not timings:
+            assert not rows["latency_ms_p90"].passed and rows["latency_ms_p90"].note == budgets.EMULATED_NOTE
+        assert budgets.default_source(rec) == "host"  # never chosen for you
+        assert rec.device_verification("t") is m
+
+
 @pytest.mark.parametrize("name", ["rpi4", "rpi5"])
 def test_every_process_gets_the_devices_cpu_model(emulated_devices, name):
     """AT_HWCAP as the kernel (qemu) hands it to aarch64 processes: the A72 has no dot product, the A76 has it,
@@ -24,3 +64,83 @@ def test_every_process_gets_the_devices_cpu_model(emulated_devices, name):
         assert int(hwcap) & HWCAP_CRC32 and not int(hwcap) & HWCAP_SVE
     said = json.loads(dev.run("cat /etc/edgeship/emulated.json").stdout)
     assert said["device"] == name and said["cpu"] == {"rpi4": "cortex-a72", "rpi5": "cortex-a76"}[name]
+
+
+@pytest.fixture(scope="module")
+def arm_run(tmp_path_factory, digits_checkpoint) -> Path:
+    targets = [{**t, "device": "rpi4", "max_accuracy_drop": 5.0} for t in FORMATS]
+    return export_run(tmp_path_factory.mktemp("arm"), digits_checkpoint, GENEROUS, "arm", targets)
+
+
+def test_export_keeps_the_samples_a_device_is_checked_on(arm_run):
+    with np.load(arm_run / "verify" / "samples.npz") as f:
+        x, y, index = f["x"], f["y"], f["index"]
+    rep = report(arm_run)
+    n_test = rep["data"]["sizes"]["test"]
+    assert len(x) == len(y) == len(index) == min(256, n_test) and x.shape[1:] == (1, 8, 8) and x.dtype == np.float32
+    assert np.all(np.diff(index) > 0) and index[-1] < n_test  # a sorted subset of the test split
+    for t in FORMATS:
+        host = np.load(arm_run / "verify" / f"{t['name']}.npy")
+        assert host.shape == (len(x), 10) and host.dtype == np.float32
+        # the host artifact's outputs on those samples: as accurate as export's verification said, on the subset
+        assert abs(float((host.argmax(1) == y).mean()) - next(
+            r["verify"]["top1"] for r in rep["targets"] if r["name"] == t["name"])) < 0.1
+
+
+@pytest.mark.slow
+def test_every_format_verified_on_the_emulated_pi4(arm_run, emulated_rpi4, tmp_path):
+    res = cli("profile", arm_run, *emulated_rpi4.cli_args())
+    assert res.exit_code == 0, res.stderr + res.stdout
+    assert "EMULATED device" in res.stdout and "agreement with host" in res.stdout
+    rep = report(arm_run)
+    for t in FORMATS:
+        by_source = rep["measurements"][t["name"]]
+        assert "device" not in by_source  # the device said it is emulated: nothing claims to be a Pi
+        m = by_source["emulated"]
+        assert m["source"] == "emulated" and m["device"] == "rpi4" and m["transport"] == "ssh"
+        assert all(m[k] is None for k in TIMINGS) and m["samples_ms"] == [] and m["method"].startswith("EMULATED")
+        f = m["facts"]
+        assert f["machine"] == "aarch64" and f["emulated"]["cpu"] == "cortex-a72"
+        assert {"neon", "crc32"} <= set(f["features"]) and "dotprod" not in f["features"]
+        assert m["runtime_version"] == by_source["host"]["runtime_version"]  # the root has the host's pins
+        v = m["verification"]
+        assert v["n"] == min(256, rep["data"]["sizes"]["test"])
+        assert v["agreement"] >= 0.99, (t["name"], v)  # the aarch64 kernels agree with x86's on real samples
+        assert v["top1"] == pytest.approx(v["host_top1"], abs=0.02) and v["top1"] > 0.8
+        if t["precision"] == "fp32":  # INT8 kernels differ between x86 and Arm (ORT's u8s8 on AVX2 saturates)
+            assert v["max_abs_logit_diff"] < 1e-4
+    assert rep["measurements"]["tfl-int8"]["emulated"]["input_dtype"] == "int8"
+    assert rep["measurements"]["ov-int8"]["emulated"]["runtime"] == "openvino"
+
+    # the gate: host numbers still pass; nothing passes on the emulated device, and the verdict says why
+    assert cli("check", arm_run).exit_code == 0  # the default source is host: emulated is never chosen for you
+    chk = cli("check", arm_run, "--source", "emulated", "--junit", tmp_path / "j.xml", "--markdown", tmp_path / "s.md")
+    assert chk.exit_code == 1
+    assert "EMULATED" in chk.stdout and "[EMULATED]" in chk.stderr
+    verdict = report(arm_run)["budgets"]
+    assert verdict["source"] == "emulated" and verdict["passed"] is False and "EMULATED" in verdict["warning"]
+    latency = [r for r in verdict["results"] if r["budget"] == "latency_ms_p90"]
+    assert len(latency) == len(FORMATS) and all(not r["passed"] and "cannot pass" in r["note"] for r in latency)
+    assert "EMULATED" in (tmp_path / "s.md").read_text() and "EMULATED" in (tmp_path / "j.xml").read_text()
+
+    # the report shows each ARM target's top-1 and agreement as the ARM runtime computed them
+    shown = cli("report", arm_run)
+    assert shown.exit_code == 0 and "on device" in shown.stdout
+    top1, agreement = (rep["measurements"]["tfl-int8"]["emulated"]["verification"][k] for k in ("top1", "agreement"))
+    assert f"{top1:.1%} / {agreement:.1%} emu" in shown.stdout
+    page = (arm_run / "report.html").read_text()
+    assert "on device: top-1 / agreement" in page and "emulated aarch64" in page
+
+
+@pytest.mark.slow
+def test_openvino_on_the_emulated_pi5_runs_the_verified_precision(tmp_path, digits_checkpoint, emulated_devices):
+    """The A76 has FP16 arithmetic, where OpenVINO's ARM plugin defaults to f16 inference; the runner applies the
+    artifact's runtime_config (f32), so the Pi 5 runs the numerics export verified."""
+    targets = [{"name": "ov-fp32", "format": "openvino", "precision": "fp32", "device": "rpi5"}]
+    run = export_run(tmp_path, digits_checkpoint, GENEROUS, "pi5", targets)
+    res = cli("profile", run, *emulated_devices("rpi5").cli_args())
+    assert res.exit_code == 0, res.stderr + res.stdout
+    m = report(run)["measurements"]["ov-fp32"]["emulated"]
+    assert m["device"] == "rpi5" and {"dotprod", "fp16"} <= set(m["facts"]["features"])
+    assert m["inference_precision"] == "f32"
+    assert m["verification"]["agreement"] == 1.0 and m["verification"]["max_abs_logit_diff"] < 1e-4

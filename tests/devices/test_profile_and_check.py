@@ -109,6 +109,10 @@ def test_profile_over_ssh_agrees_with_the_host(run, loopback_sshd):
     assert 0.25 < dev["p50_ms"] / h["p50_ms"] < 4, (dev["p50_ms"], h["p50_ms"])
     assert 0.5 < dev["peak_rss_mb"] / h["peak_rss_mb"] < 2
     assert not Path(dev["remote_dir"]).exists()  # the bundle was removed from the device
+    # the device's runtime on the test samples export kept: this "device" is the host, so it agrees exactly
+    v = dev["verification"]
+    assert v["n"] == min(256, report(run)["data"]["sizes"]["test"]) and v["agreement"] == 1.0
+    assert v["top1"] == v["host_top1"] > 0.8 and v["max_abs_logit_diff"] < 1e-5
     # check defaults to the device measurement once there is one
     chk = cli("check", run)
     assert chk.exit_code == 0 and "source: device" in chk.stdout
