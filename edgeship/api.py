@@ -8,6 +8,7 @@
     run = edgeship.load_run("runs/digits")                 # a finished run, validated
     edgeship.profile(run, runs=20)                         # host latency of every artifact, stored in the run
     edgeship.report_html(run)                              # rebuild runs/digits/report.html
+    edgeship.provision(SshTarget("pi@raspberrypi"))        # the runtimes on a Pi, from wheels fetched here
 
 Every function raises ``edgeship.EdgeshipError`` (one line naming the problem and the fix) for bad
 input; a target that fails to lower or verify is recorded in the run (``Target.status``), not raised.
@@ -24,11 +25,14 @@ from pathlib import Path
 from edgeship.devices import budgets, catalog
 from edgeship.devices.profile import ProfileResult
 from edgeship.devices.profile import profile as run_profile
+from edgeship.devices.provision import Provisioned
+from edgeship.devices.provision import provision as run_provision
 from edgeship.devices.remote import AdbTarget, SshTarget
 from edgeship.errors import EdgeshipError
 from edgeship.progress import warn
 from edgeship.recipe import Recipe, RecipeSource, parse_recipe
 from edgeship.record import RunRecord, Verdict
+from edgeship.targets.base import formats as formats_of_backends
 from edgeship.targets.base import get_backend
 
 RunSource = str | Path | RunRecord
@@ -128,6 +132,15 @@ def profile(run: RunSource, *, targets: list[str] | None = None, ssh: SshTarget 
                       warmup=warmup, threads=threads)
     _refresh(res.record)
     return res
+
+
+def provision(ssh: SshTarget, *, formats: list[str] | None = None, packages: list[str] | None = None,
+              wheels: Path | None = None) -> Provisioned:
+    """Set a device up for ``profile(ssh=...)``: numpy and the runtimes of ``formats`` (default: every format with a
+    device runtime) at this machine's versions, from wheels fetched here for the device's CPU and Python
+    (``wheels``: a local directory instead of PyPI), into ~/.edgeship/venv there. Idempotent."""
+    fmts = formats or [f for f, b in formats_of_backends().items() if b.device_loader]
+    return run_provision(ssh, fmts, packages, wheels)
 
 
 def report_html(run: RunSource) -> Path:

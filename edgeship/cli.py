@@ -4,6 +4,7 @@ exits 1. Start-up imports no torch and no converter: the commands that need them
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -264,6 +265,37 @@ def _measurement_table(res: ProfileResult) -> Table:
                    *([f"{num(v.top1, '.4f')} / {num(v.agreement, '.4f')} (n={v.n})" if v else "-"] if checked else []),
                    str(where))
     return tb
+
+
+@app.command()
+@handle_errors
+def provision(ssh: str = typer.Option(..., "--ssh", help="the device: user@host"),
+              ssh_port: int | None = SSH_PORT, ssh_identity: Path | None = SSH_IDENTITY,
+              ssh_config: Path | None = SSH_CONFIG, ssh_option: list[str] | None = SSH_OPTION,
+              ssh_timeout: int = SSH_TIMEOUT,
+              remote_python: str | None = typer.Option(None, "--remote-python", help="the device's Python that "
+                                                       "makes the venv (default: python3)"),
+              fmt: list[str] | None = typer.Option(None, "--format", help="a format whose runtime to install "
+                                                   "(repeatable; default: onnx, openvino and tflite)"),
+              package: list[str] | None = typer.Option(None, "--package", help="NAME==VERSION to install instead of "
+                                                       "this machine's version, or an extra package (repeatable)"),
+              wheels: Path | None = typer.Option(None, "--wheels", help="take the wheels from this directory, not "
+                                                 "PyPI (an offline machine)")):
+    """Set a device up for `profile --ssh`: numpy and the runtimes, at this machine's versions, from wheels
+    fetched HERE for the device's CPU and Python, into ~/.edgeship/venv there (the device needs no network)."""
+    target = _ssh_target(ssh, ssh_port, ssh_identity, ssh_config, ssh_option, ssh_timeout, remote_python)
+    done = api.provision(target, formats=fmt, packages=package, wheels=wheels)
+    if STATE["json"]:
+        emit_json(dataclasses.asdict(done))
+        return
+    tb = Table(title=f"{done.where}: {done.python} ({done.platform})")
+    for col in ("package", "version", "status"):
+        tb.add_column(col)
+    for name, version in done.packages.items():
+        tb.add_row(name, version, "[green]installed now[/green]" if name in done.installed else "already there")
+    out.print(tb)
+    out.print(("installed " + ", ".join(done.installed) if done.installed else "already provisioned: nothing to do")
+              + f"; `edgeship profile RUN --ssh {done.where.split()[0]} ...` uses {done.python} there")
 
 
 @app.command()

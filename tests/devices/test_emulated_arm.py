@@ -144,3 +144,33 @@ def test_openvino_on_the_emulated_pi5_runs_the_verified_precision(tmp_path, digi
     assert m["device"] == "rpi5" and {"dotprod", "fp16"} <= set(m["facts"]["features"])
     assert m["inference_precision"] == "f32"
     assert m["verification"]["agreement"] == 1.0 and m["verification"]["max_abs_logit_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_provision_a_clean_device(arm_run, fresh_emulated_rpi4):
+    dev = fresh_emulated_rpi4
+    # the device's system Python has no numpy: profile says how to provision
+    res = cli("profile", arm_run, "-t", "onnx-int8", *dev.cli_args(), "--remote-python", "/usr/bin/python3")
+    assert res.exit_code == 2
+    assert "has no Python package numpy" in res.stderr and "edgeship provision --ssh root@127.0.0.1" in res.stderr
+
+    # from the wheels on this machine (the build's aarch64 set: no network here), into ~/.edgeship/venv there
+    args = ["provision", *dev.cli_args(), "--format", "onnx", "--wheels", dev.wheels]
+    res = cli("--json", *args)
+    assert res.exit_code == 0, res.stderr + res.stdout
+    done = json.loads(res.stdout)
+    assert done["packages"] == {"numpy": "2.4.6", "onnxruntime": "1.32.0"}
+    assert sorted(done["installed"]) == ["numpy", "onnxruntime"]
+    assert done["python"] == "/root/.edgeship/venv/bin/python" and done["platform"] == "cp311 manylinux_2_36_aarch64"
+    p = dev.run("/root/.edgeship/venv/bin/python -c 'import onnxruntime, numpy; print(onnxruntime.__version__)'")
+    assert p.returncode == 0 and p.stdout.strip() == "1.32.0", p.stderr
+
+    again = cli(*args)  # idempotent: nothing fetched or copied
+    assert again.exit_code == 0 and "already provisioned: nothing to do" in again.stdout
+    assert "installed now" not in again.stdout and again.stdout.count("already there") == 2
+
+    # profile finds the provisioned Python by itself
+    res = cli("profile", arm_run, "-t", "onnx-int8", *dev.cli_args())
+    assert res.exit_code == 0, res.stderr + res.stdout
+    m = report(arm_run)["measurements"]["onnx-int8"]["emulated"]
+    assert m["remote_python"] == "/root/.edgeship/venv/bin/python" and m["verification"]["agreement"] >= 0.99
