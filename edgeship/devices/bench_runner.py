@@ -461,12 +461,13 @@ def bench(args) -> dict:
         t = clock()
         run()
         samples.append((clock() - t) / 1e6)
+    peak = peak_rss_mb()  # before the verification: its sample arrays are not the artifact's memory
     checked = verify(np, infer, args.samples, args.reference, art.get("meta") or {}) if args.samples else None
     return {
         "ok": True, "target": art.get("target"), "format": fmt, "precision": art.get("precision"),
         **summarize(np, samples), "samples_ms": [round(s, 4) for s in samples],
         "load_ms": round(load_ms, 3), "import_ms": round(import_ms, 3), "first_run_ms": round(first_ms, 3),
-        "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": baseline, "size_bytes": int(size),
+        "peak_rss_mb": peak, "rss_before_load_mb": baseline, "size_bytes": int(size),
         "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
         "output_shape": [int(d) for d in getattr(y, "shape", ())], "numpy_version": np.__version__,
         **info, "verification": checked, "facts": device_facts(),

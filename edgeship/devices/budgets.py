@@ -6,7 +6,7 @@ lowering cost) and ``max_drop_vs_input`` (top-1 points below the input model: wh
 Each key of a target comes from the first place that sets it: the target's ``budgets:``, the
 recipe's ``budgets:``, then the defaults of the target's device profile.
 
-Latency and peak RAM come from the measurement of the chosen source (host, device or estimate);
+Latency and peak RAM come from the measurement of the chosen source (host, device, emulated or estimate);
 size and accuracy are properties of the artifact (its files, and its own runtime on the test split)
 and are the same for every source. A budget whose value is missing (nothing measured from that
 source) fails: a gate must not pass on no data. A verdict built on estimates says so everywhere. An

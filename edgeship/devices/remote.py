@@ -25,7 +25,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeship.devices.measure import (
@@ -210,7 +210,6 @@ def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: 
                                     "check free space on the device")
         rb = f"{remote_dir}/bundle"
         python, facts = device_python(target, f"{rb}/bench_runner.py", timeout)
-        target = replace(target, python=python)
         source = "emulated" if facts.get("emulated") else "device"
         if source == "emulated":  # no timing claim: one run, for the runner's output shape and the verification
             runs, warmup = 1, 0

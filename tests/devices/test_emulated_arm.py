@@ -50,6 +50,7 @@ def test_no_budget_passes_on_an_emulated_device():
         assert rec.device_verification("t") is m
 
 
+@pytest.mark.slow  # a device start (and, the first time on a machine, the ~5 min build): make test-fast skips it
 @pytest.mark.parametrize("name", ["rpi4", "rpi5"])
 def test_every_process_gets_the_devices_cpu_model(emulated_devices, name):
     """AT_HWCAP as the kernel (qemu) hands it to aarch64 processes: the A72 has no dot product, the A76 has it,
@@ -72,6 +73,7 @@ def arm_run(tmp_path_factory, digits_checkpoint) -> Path:
     return export_run(tmp_path_factory.mktemp("arm"), digits_checkpoint, GENEROUS, "arm", targets)
 
 
+@pytest.mark.slow
 def test_export_keeps_the_samples_a_device_is_checked_on(arm_run):
     with np.load(arm_run / "verify" / "samples.npz") as f:
         x, y, index = f["x"], f["y"], f["index"]
