@@ -174,7 +174,7 @@ class DeviceOutputCheck(Record):
     """One output of the artifact on the device against the host's outputs of the same artifact."""
 
     name: str
-    agreement: float | None = None  # 2-D outputs: fraction of samples whose top class is the host's
+    agreement: float | None = None  # a classification output: fraction of samples whose top class is the host's
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
 

@@ -76,13 +76,16 @@ def arm_run(tmp_path_factory, digits_checkpoint) -> Path:
 @pytest.mark.slow
 def test_export_keeps_the_samples_a_device_is_checked_on(arm_run):
     with np.load(arm_run / "verify" / "samples.npz") as f:
-        x, y, index = f["x"], f["y"], f["index"]
+        assert sorted(f.files) == ["classification", "index", "x0", "y"]  # one graph input, one output
+        x, y, index, cls = f["x0"], f["y"], f["index"], int(f["classification"])
     rep = report(arm_run)
     n_test = rep["data"]["sizes"]["test"]
     assert len(x) == len(y) == len(index) == min(256, n_test) and x.shape[1:] == (1, 8, 8) and x.dtype == np.float32
-    assert np.all(np.diff(index) > 0) and index[-1] < n_test  # a sorted subset of the test split
+    assert np.all(np.diff(index) > 0) and index[-1] < n_test and cls == 0  # a sorted subset of the test split
     for t in FORMATS:
-        host = np.load(arm_run / "verify" / f"{t['name']}.npy")
+        with np.load(arm_run / "verify" / f"{t['name']}.npz") as f:
+            assert f.files == ["out0"]
+            host = f["out0"]
         assert host.shape == (len(x), 10) and host.dtype == np.float32
         # the host artifact's outputs on those samples: as accurate as export's verification said, on the subset
         assert abs(float((host.argmax(1) == y).mean()) - next(
@@ -111,6 +114,7 @@ def test_every_format_verified_on_the_emulated_pi4(arm_run, emulated_rpi4, tmp_p
         assert v["top1"] == pytest.approx(v["host_top1"], abs=0.02) and v["top1"] > 0.8
         if t["precision"] == "fp32":  # INT8 kernels differ between x86 and Arm (ORT's u8s8 on AVX2 saturates)
             assert v["max_abs_logit_diff"] < 1e-4
+        assert [o["agreement"] for o in v["outputs"]] == [v["agreement"]]  # one output, the classification one
     assert rep["measurements"]["tfl-int8"]["emulated"]["input_dtype"] == "int8"
     assert rep["measurements"]["ov-int8"]["emulated"]["runtime"] == "openvino"
 
@@ -176,3 +180,34 @@ def test_provision_a_clean_device(arm_run, fresh_emulated_rpi4):
     assert res.exit_code == 0, res.stderr + res.stdout
     m = report(arm_run)["measurements"]["onnx-int8"]["emulated"]
     assert m["remote_python"] == "/root/.edgeship/venv/bin/python" and m["verification"]["agreement"] >= 0.99
+
+
+@pytest.mark.slow
+def test_two_inputs_two_outputs_on_the_emulated_pi4(tmp_path, monkeypatch, emulated_rpi4):
+    """An io: model (a 1-D signal and a filled recurrent state in; a score and the new state out; no class ids): the
+    device runner feeds every input from the test samples in the model's order (TFLite's litert-torch signature
+    order too) and compares every output with the host's."""
+    from test_io import _targets, stateful_recipe
+
+    import edgeship
+
+    pairs = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("tflite", "fp32")]
+    run = edgeship.export(stateful_recipe(tmp_path, _targets(pairs), monkeypatch), quiet=True, measure=False)
+    assert run.ok, [(t.name, t.error) for t in run.targets]
+    assert run.target("tflite-fp32").verify is not None
+    res = cli("profile", run.run_dir, *emulated_rpi4.cli_args())
+    assert res.exit_code == 0, res.stderr + res.stdout
+    for f, p in pairs:
+        m = report(run.run_dir)["measurements"][f"{f}-{p}"]["emulated"]
+        v = m["verification"]
+        assert v["top1"] is None and v["agreement"] is None  # no classification output: no top-1 claimed
+        described = json.loads((run.run_dir / "targets" / f"{f}-{p}" / "model.json").read_text())["meta"]["outputs"]
+        assert [o["task"] for o in described] == ["score", "regression"]  # in the io: order: prob, state_out
+        assert [o["name"] for o in v["outputs"]] == [o["name"] for o in described], (f, p, v)  # the artifact's names
+        assert all(o["agreement"] is None for o in v["outputs"])  # a score and a state: no class to agree on
+        if p == "fp32":  # the aarch64 runtime computes what x86's did, output by output
+            assert all(o["max_abs_diff"] < 1e-4 for o in v["outputs"]), (f, v)
+        else:
+            assert all(o["max_abs_diff"] is not None for o in v["outputs"]), (f, v)
+    shown = cli("report", run.run_dir)
+    assert shown.exit_code == 0 and "max |diff|" in shown.stdout and "emu" in shown.stdout
