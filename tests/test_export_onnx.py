@@ -250,7 +250,8 @@ def test_quantized_artifacts_report_their_size_against_fp32(tmp_path, digits_rec
     assert refs["openvino"]["input_model"] is None and "cannot lower" in refs["openvino"]["input_model_error"]
     assert ov16["status"] == "ok" and ov16["size_vs_fp32"]["input_model"] is None
     assert 0.3 < ov16["size_vs_fp32"]["compressed_model"] < 1  # FP16 weights, about the same XML
-    assert sorted(p.name for p in run.iterdir()) == ["logs", "model", "report.html", "report.json", "targets"]
+    assert sorted(p.name for p in run.iterdir()) == ["logs", "model", "report.html", "report.json", "targets",
+                                                       "verify"]
     assert sorted(p.name for p in (run / "targets").iterdir()) == ["fp32", "int8", "ov16"]  # references: scratch
     assert "vs FP32" in res.stdout and f"{s['input_model']:.2f} / {s['compressed_model']:.2f}" in res.stdout
     assert "size reference: input model as FP32 onnx" in res.stdout + res.stderr
