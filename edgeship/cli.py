@@ -136,10 +136,13 @@ def report(run: Path = typer.Argument(..., help="a run directory (runs/<name>), 
 @handle_errors
 def init(path: Path = typer.Argument(Path("recipe.yaml"), help="where to write the recipe"),
          data: str = typer.Option("image_folder", "--data", help="image_folder, npz or idx"),
-         model: str = typer.Option("factory", "--model", help="factory (+ state_dict), torchscript or exported"),
+         model: str = typer.Option("factory", "--model",
+                                   help="factory (+ state_dict), torchscript, exported or onnx"),
+         io: bool = typer.Option(False, "--io", help="an io: section (several inputs or outputs, 1-D, state, "
+                                 "extra arguments) instead of input: (one image in, class logits out)"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
     """Write a commented recipe for your own model and data; edit the lines marked <-- EDIT."""
-    written = write_template(path, data=data, model=model, force=force)
+    written = write_template(path, data=data, model=model, force=force, io=io)
     if STATE["json"]:
         emit_json({"recipe": str(written)})
     else:

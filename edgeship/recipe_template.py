@@ -11,7 +11,7 @@ from pathlib import Path
 from edgeship.errors import EdgeshipError
 
 DATA_KINDS = ("image_folder", "npz", "idx")
-MODEL_KINDS = ("factory", "torchscript", "exported")
+MODEL_KINDS = ("factory", "torchscript", "exported", "onnx")
 
 MODEL_BLOCKS = {
     "factory": """\
@@ -23,7 +23,29 @@ MODEL_BLOCKS = {
     "exported": """\
   exported: path/to/model.pt2              # <-- EDIT: torch.export.save(program, path), the batch axis dynamic:
   #   program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},))""",
+    "onnx": """\
+  onnx: path/to/model.onnx                 # <-- EDIT: a model held only as ONNX (ONNX-INT8 and OpenVINO quantize
+  #   it as it is; the passes and TFLite get it through onnx2torch)""",
 }
+
+INPUT_BLOCK = """\
+input:
+  shape: [3, 32, 32]               # <-- EDIT: (channels, height, width) of one sample
+  preprocessing:                   # x = (raw * scale - mean) / std per channel; stored in every artifact
+    scale: 0.00392156862745098     # 1/255 for 8-bit images
+    mean: [0.0]                    # <-- EDIT: one value, or one per channel (what the model was trained with)
+    std: [1.0]                     # <-- EDIT"""
+
+IO_BLOCK = """\
+io:                                # the model's signature, for anything but one image in, class logits out
+  inputs:                          # in forward()'s order; each fed from the npz array of its name (or data:)
+    - {name: x, shape: [1, 16000], layout: NCL}          # <-- EDIT: name and one sample's shape (no batch axis)
+    # - {name: state, shape: [2, 1, 128], fill: 0.0}      # not from data: a constant, e.g. a recurrent state
+    # - {name: frames, shape: [1, 512], dynamic: {1: samples}}   # an axis whose length varies
+  # call_kwargs: {sr: 16000}       # constant non-tensor arguments passed to forward() and baked into artifacts
+  outputs:                         # in the order forward() returns them; each verified with its task's metric
+    - {name: out, task: classification}                  # <-- EDIT: classification | score | regression |
+    # - {name: boxes, task: regression, tolerance: {int8: 0.2}}   # embedding | any; tolerance per precision"""
 
 DATA_BLOCKS = {
     "image_folder": """\
@@ -54,18 +76,13 @@ output: runs/{name}
 seed: 0
 
 model:
-  # Exactly one of factory (+ weights) / torchscript / exported:
+  # Exactly one of factory (+ weights) / torchscript / exported / onnx:
 {model_block}
 {model_alternatives}
   # A checkpoint that holds pickled Python objects (not a plain state_dict) needs
   # `edgeship export --trust-pickle`, which runs the code inside it: only for files you trust.
 
-input:
-  shape: [3, 32, 32]               # <-- EDIT: (channels, height, width) of one sample
-  preprocessing:                   # x = (raw * scale - mean) / std per channel; stored in every artifact
-    scale: 0.00392156862745098     # 1/255 for 8-bit images
-    mean: [0.0]                    # <-- EDIT: one value, or one per channel (what the model was trained with)
-    std: [1.0]                     # <-- EDIT
+{input_block}
 
 # labels: [cat, dog, ship]         # class names; default: the image folder's subfolder names, else 0..N-1
 
@@ -120,6 +137,7 @@ budgets:
   # peak_ram_mb: 256               # peak resident memory while running
   # model_size_kb: 4096            # artifact files on disk
   # min_top1: 0.90                 # top-1 on the test split
+  # max_drop_vs_input: 2.0         # top-1 points below the model as given, before any pass
 """
 
 PASSES_NOTE = {  # which of the example passes a model kind admits (pipeline/base.py: needs_module, torchscript_ok)
@@ -128,6 +146,8 @@ PASSES_NOTE = {  # which of the example passes a model kind admits (pipeline/bas
                    "sparsify need the\n# Python module: use factory + weights for those).",
     "exported": "\n# An exported (.pt2) program admits calibrate only (the other passes change or train a "
                 "Python module:\n# use factory + weights for those).",
+    "onnx": "\n# An ONNX model admits calibrate only (the other passes change or train a Python module: use "
+            "factory + weights\n# for those).",
 }
 
 
@@ -135,25 +155,32 @@ def _commented(block: str) -> str:
     return "\n".join(line if line.lstrip().startswith("#") else "  # " + line[2:] for line in block.splitlines())
 
 
-def render(path: Path, name: str, data: str = "image_folder", model: str = "factory") -> str:
+def render(path: Path, name: str, data: str = "image_folder", model: str = "factory", io: bool = False) -> str:
     if data not in DATA_KINDS:
         raise EdgeshipError(f"unknown data kind {data!r}", f"use one of: {', '.join(DATA_KINDS)}")
     if model not in MODEL_KINDS:
         raise EdgeshipError(f"unknown model kind {model!r}", f"use one of: {', '.join(MODEL_KINDS)}")
+    if io and data != "npz":
+        raise EdgeshipError(f"--io reads its inputs from npz arrays, not {data}", "use --io with --data npz")
     others = lambda blocks, chosen: "\n".join(_commented(b) for k, b in blocks.items() if k != chosen)  # noqa: E731
+    data_blocks = {**DATA_BLOCKS, "npz": DATA_BLOCKS["npz"].replace(
+        "np.savez(path, x=images, y=labels); x is (N,H,W), (N,C,H,W) or (N,H,W,C)",
+        "np.savez(path, x=..., y=labels): one array per input, named after it")} if io else DATA_BLOCKS
     return TEMPLATE.format(path=path, name=name, output=f"runs/{name}", passes_note=PASSES_NOTE[model],
+                           input_block=IO_BLOCK if io else INPUT_BLOCK,
                            model_block=MODEL_BLOCKS[model], model_alternatives=others(MODEL_BLOCKS, model),
-                           data_block=DATA_BLOCKS[data], data_alternatives=others(DATA_BLOCKS, data))
+                           data_block=data_blocks[data], data_alternatives="" if io else others(data_blocks, data))
 
 
-def write_template(path: Path, data: str = "image_folder", model: str = "factory", force: bool = False) -> Path:
+def write_template(path: Path, data: str = "image_folder", model: str = "factory", force: bool = False,
+                   io: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
         raise EdgeshipError(f"{path} already exists", "choose another path or pass --force to overwrite it")
     if path.suffix not in (".yaml", ".yml"):
         raise EdgeshipError(f"{path} is not a .yaml file", "give a path ending in .yaml")
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).lstrip("._-") or "my_model"
-    text = render(path, name, data, model)
+    text = render(path, name, data, model, io)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:

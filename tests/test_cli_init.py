@@ -166,3 +166,35 @@ def test_filled_template_trains_and_exports(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "my_model"
     assert (run / "report.json").is_file() and (run / "report.html").is_file()
     assert report["recipe"]["model"]["factory"] == "userpkg_factory.models:build_model"
+
+
+def test_io_template_for_an_onnx_model_exports(tmp_path, monkeypatch):
+    """`init --io --data npz --model onnx`: a user holding a 1-D model as an .onnx file and an npz fills in the
+    template and exports it to ONNX-INT8 and OpenVINO, every output verified."""
+    from torch import nn
+
+    monkeypatch.chdir(tmp_path)
+    path, text = init(tmp_path, "--io", "--data", "npz", "--model", "onnx")
+    raw = yaml.safe_load(text)
+    assert "io" in raw and "input" not in raw and "kind: idx" not in text  # no image-only alternatives
+    load_recipe(path)  # the untouched template validates
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 8, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 1, 64),), str(tmp_path / "model.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["out"], dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"}})
+    d = load_digits()
+    x = np.repeat(d.x.reshape(len(d.x), 1, 64), 1, axis=1).astype(np.float32)  # digits as 64-sample signals
+    np.savez(tmp_path / "data.npz", x=x, y=d.y % 4)
+    filled = fill(text, {"path/to/model.onnx": str(tmp_path / "model.onnx"), "path/to/data.npz": "data.npz",
+                         "shape: [1, 16000]": "shape: [1, 64]", "val_size: 500": "val_size: 100",
+                         "calib_size: 500": "calib_size: 100", "threads: null": "threads: 1",
+                         "max_accuracy_drop: 1.0           #": "max_accuracy_drop: 100.0         #"})
+    path.write_text(filled.replace(
+        "  # - {name: openvino-int8, device: host, format: openvino, precision: int8}",
+        "  - {name: openvino-int8, device: host, format: openvino, precision: int8}"))
+    result = CliRunner().invoke(app, ["--json", "export", str(path), "--no-measure"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [t["status"] for t in report["targets"]] == ["ok"] * 3, [t["error"] for t in report["targets"]]
+    assert all(t["verify"]["outputs"]["out"]["passed"] is not False for t in report["targets"])
