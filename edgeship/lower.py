@@ -167,6 +167,7 @@ class TargetJob:
             audit = backend.op_audit(art)
             rec.op_audit = None if audit is None else OpAudit.model_validate(audit)
             rec.size_bytes = art.size_bytes()
+            rec.zip_bytes = art.zip_bytes()
             try:
                 gate(t.name, t.precision, metrics, t.max_accuracy_drop, self.recipe.min_agreement)
             finally:

@@ -158,6 +158,7 @@ class Target(Record):
     verify: Verification | None = None
     op_audit: OpAudit | None = None
     size_bytes: int | None = None
+    zip_bytes: int | None = None  # the same files zipped (deflate): what a device downloads compressed
     artifact: str | None = None  # the main file, relative to the run directory
     files: list[str] = Field(default_factory=list)
     wall_s: float | None = None

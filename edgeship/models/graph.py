@@ -3,9 +3,12 @@ translate one (TFLite) or name the layer an unsupported operator sits in (ONNX, 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from edgeship.models.load import exported_graph
 
@@ -35,6 +38,40 @@ def trace(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> fx.G
     except Exception as e:
         raise TraceError(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
     return gm
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` (a dotted path) is."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def fold_batch_norm(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with each BatchNorm2d that directly follows a Conv2d folded into it (torch's
+    ``fuse_conv_bn_eval``) and replaced by ``nn.Identity``, in the model's own classes: torch.fx only finds the
+    pairs (``trace``'s GraphModule computes the same, but cannot be pickled into the stage cache). Returns
+    (the copy, how many batch norms were folded); raises TraceError when torch.fx cannot trace the model."""
+    model = copy.deepcopy(model).eval()
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as e:  # data-dependent control flow fails the trace
+        raise TraceError(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    folded = 0
+    for node in graph.nodes:
+        conv = node.args[0] if node.op == "call_module" and node.args else None
+        if not (isinstance(modules.get(node.target), nn.BatchNorm2d) and isinstance(conv, fx.Node)
+                and conv.op == "call_module" and isinstance(modules.get(conv.target), nn.Conv2d)
+                and len(conv.users) == 1 and calls[node.target] == calls[conv.target] == 1):
+            continue
+        replace_module(model, conv.target, fuse_conv_bn_eval(modules[conv.target], modules[node.target]))
+        replace_module(model, node.target, nn.Identity())
+        folded += 1
+    return model, folded
 
 
 def layer_of(node: fx.Node) -> str:

@@ -21,8 +21,10 @@ lowered or run, so that `edgeship devices`, `check` and `report` start without t
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import pkgutil
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -110,6 +112,16 @@ class Artifact:
     def size_bytes(self) -> int:
         """Bytes of the files a device loads: edgeship's sidecar model.json is not part of the format."""
         return int(sum((self.dir / f).stat().st_size for f in self.files if f != "model.json"))
+
+    def zip_bytes(self) -> int:
+        """Bytes of the same files in a zip archive (deflate, level 9): what a device downloads when the artifact
+        is shipped compressed (sparse or clustered weights shrink here, not in ``size_bytes``)."""
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+            for f in self.files:
+                if f != "model.json":
+                    z.write(self.dir / f, f)
+        return len(out.getvalue())
 
     def write_sidecar(self) -> None:
         if "model.json" not in self.files:  # listed before writing, so the sidecar names itself too

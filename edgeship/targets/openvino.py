@@ -250,6 +250,24 @@ def float_layers(compiled) -> dict:
     return audit("openvino CPU (runtime model)", total, rows)
 
 
+def write_ir(om, meta: dict, ctx: LowerContext, out_dir: Path) -> Artifact:
+    """Embed the description, share equal constants, save the IR (FP16 weights for ``fp16``) with a compact XML,
+    write the sidecar; returns the artifact."""
+    ov = _ov()
+    precision = ctx.target.precision
+    om.set_rt_info(json.dumps(meta, default=str), ["edgeship", "description"])
+    share_constants(om)
+    try:
+        with captured(ctx.log_path):
+            ov.save_model(om, str(out_dir / "model.xml"), compress_to_fp16=precision == "fp16")
+    except Exception as e:
+        raise _error("openvino.save_model", e, ctx.log_path) from None
+    compact_xml(out_dir / "model.xml")
+    art = Artifact(ctx.target.name, "openvino", precision, out_dir, "model.xml", ["model.xml", "model.bin"], meta)
+    art.write_sidecar()
+    return art
+
+
 class OpenVINO(Backend):
     format = "openvino"
     precisions = ("fp32", "fp16", "int8")
@@ -277,17 +295,7 @@ class OpenVINO(Backend):
         meta = describe(ctx, "openvino", precision, inputs, outputs, runtime="openvino", route=route,
                         runtime_config=RUNTIME_CONFIG, ir_weights={"fp16": "f16", "int8": "i8"}.get(precision, "f32"),
                         openvino_version=ov.get_version())
-        om.set_rt_info(json.dumps(meta, default=str), ["edgeship", "description"])
-        share_constants(om)
-        try:
-            with captured(ctx.log_path):
-                ov.save_model(om, str(out_dir / "model.xml"), compress_to_fp16=precision == "fp16")
-        except Exception as e:
-            raise _error("openvino.save_model", e, ctx.log_path) from None
-        compact_xml(out_dir / "model.xml")
-        art = Artifact(ctx.target.name, "openvino", precision, out_dir, "model.xml", ["model.xml", "model.bin"], meta)
-        art.write_sidecar()
-        return art
+        return write_ir(om, meta, ctx, out_dir)
 
     def compile(self, artifact: Artifact, threads: int | None = None):
         ov = _ov()

@@ -49,3 +49,33 @@ def test_sparsify_fine_tune_keeps_zeros(digits_ctx):
     out = Sparsify().run(model, SparsifyConfig(sparsity=0.5, fine_tune={"epochs": 2, "lr": 3e-3}), ctx)
     assert out.metrics["sparsity"] >= 0.49
     assert evaluate(out.model, ctx.data["val"]) > 0.8
+
+
+def test_sparsify_iterative_schedule(digits_ctx):
+    """Three steps to 80 %: each prunes the same fraction of what is left, the sparsity each step reached and its
+    validation top-1 are recorded, and the fine-tuning between steps keeps the earlier zeros."""
+    model, ctx = digits_ctx
+    out = Sparsify().run(model, SparsifyConfig(sparsity=0.8, steps=3, fine_tune={"epochs": 1, "lr": 3e-3}), ctx)
+    rows = out.metrics["schedule"]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r, target in zip(rows, (1 - 0.2 ** (1 / 3), 1 - 0.2 ** (2 / 3), 0.8), strict=True):
+        assert r["target"] == round(target, 4) and abs(r["sparsity"] - target) < 0.01
+        assert 0 <= r["val_top1_pruned"] <= 1 and r["val_top1"] is not None
+    assert abs(out.metrics["sparsity"] - 0.8) < 0.01 and out.metrics["steps"] == 3
+
+
+def test_sparsify_rewinding_restarts_surviving_weights(digits_ctx):
+    """rewind: weights (lottery ticket): the surviving weights are the pass's input weights again, so without
+    fine-tuning the result is exactly input * mask; with it, the schedule records each retrained step."""
+    model, ctx = digits_ctx
+    out = Sparsify().run(model, SparsifyConfig(sparsity=0.75, steps=2, rewind="weights",
+                                               fine_tune={"epochs": 0}), ctx)
+    for name, layer in out.model.named_modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            w, w0 = layer.weight.detach(), model.get_submodule(name).weight.detach()
+            assert torch.equal(w, torch.where(w == 0, torch.zeros_like(w0), w0)), name
+    assert out.metrics["rewind"] == "weights" and len(out.metrics["schedule"]) == 2
+    trained = Sparsify().run(model, SparsifyConfig(sparsity=0.75, steps=2, rewind="weights",
+                                                   fine_tune={"epochs": 1, "lr": 3e-3}), ctx)
+    assert all(r["val_top1"] is not None for r in trained.metrics["schedule"])
+    assert evaluate(trained.model, ctx.data["val"]) > 0.8
