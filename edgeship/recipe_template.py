@@ -120,7 +120,8 @@ passes: []
 #   # - {{name: qat, epochs: 1}}     # instead of calibrate: quantization-aware training (fake-quant, then INT8)
 
 # One artifact per target. format: onnx | openvino | tflite;
-# precision: fp32 | fp16 | int8 | dynamic_int8 | int8_float_io (not every pair exists; README.md lists them).
+# precision: fp32 | fp16 | int8 | dynamic_int8 | int8_float_io | weights_int8 | weights_int4 (not every pair exists;
+#   README.md lists them).
 # device: a name from `edgeship devices` (default: host, this machine).
 targets:
   - {{name: onnx-fp32, device: host, format: onnx, precision: fp32}}

@@ -25,6 +25,8 @@ class QuantSettings(Strict):
     symmetric_weights: bool = True
     seed: int = 0
     qat: bool = False  # the model carries fake quantization: lower its own scales, no calibration
+    # mixed precision: conv/linear layers (module names) the INT8 backends leave in float (the mixed_precision pass)
+    float_layers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

@@ -218,7 +218,9 @@ def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    disabled = list((meta.get("runtime_config") or {}).get("disabled_optimizers") or [])  # mixed-precision INT8
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"],
+                                **({"disabled_optimizers": disabled} if disabled else {}))
     described = meta.get("inputs") or []
     feed = {}
     for k, inp in enumerate(sess.get_inputs()):

@@ -182,6 +182,27 @@ def stage_section(rec: RunRecord) -> str:
                                        "wall s", "cached", "config"], rows, left=(0, 8)) + note)
 
 
+def sensitivity_section(rec: RunRecord) -> str:
+    """The per-layer sensitivity a mixed_precision stage measured, and which layers it kept in float."""
+    out = []
+    for s in rec.stages:
+        table_ = s.metrics.get("layer_sensitivity")
+        if not isinstance(table_, dict):
+            continue
+        kept = set(s.metrics.get("float_layers") or [])
+        rows = [[esc(name), count(r.get("rank")), f"{r.get('kl', 0):.2e}", num(r.get("top1_drop_pt"), " pt", 2),
+                 "<b>float</b>" if name in kept else "int8"]
+                for name, r in sorted(table_.items(), key=lambda kv: kv[1].get("rank", 0))]
+        out.append(f"<h2>Per-layer sensitivity ({esc(s.stage)})</h2>"
+                   + table(["layer", "rank", "KL vs float", "top-1 change", "on INT8 targets"], rows, left=(0,))
+                   + f'<p class="note">Each conv/linear layer alone quantized to int8 (weights and input) in torch, '
+                     f'on {s.metrics.get("eval_samples", "?")} validation images: the mean KL divergence of its '
+                     "outputs from the float model's (the ranking) and its top-1 change. Simulated top-1: float "
+                     f'{pct(s.metrics.get("float_top1_sim"))}, every layer int8 {pct(s.metrics.get("int8_top1_sim"))}, '
+                     f'with the float layers {pct(s.metrics.get("mixed_top1_sim"))}.</p>')
+    return "".join(out)
+
+
 def carried_note(rec: RunRecord) -> str:
     kept = [t.name for t in rec.targets if t.carried_over]
     return (f" (an <code>export -t</code> run: {len(kept)} target{'s' if len(kept) != 1 else ''} carried over from "
@@ -206,12 +227,13 @@ def target_section(rec: RunRecord) -> str:
         if v is not None and drop is not None and v.accuracy_drop_ci95_pt:
             lo, hi = v.accuracy_drop_ci95_pt
             drop_cell += f"<br><span class=note>95% CI {lo:.2f}..{hi:.2f}</span>"
+        zipped = f"<br><span class=note>zip {kib(t.zip_bytes)}</span>" if t.zip_bytes else ""
         rows.append([esc(t.name), esc(t.device), f"{esc(t.format)} {esc(t.precision)}",
                      badge(t.ok, "ok", "failed"), top1_cell,
                      drop_cell, pct(v.agreement if v else None, missing=na),
                      na if v is None or v.max_abs_logit_diff is None else f"{v.max_abs_logit_diff:.2e}",
                      *([esc(on_device(d)) if (d := rec.device_verification(t.name)) else na] if checked else []),
-                     lat, ram, kib(t.size_bytes, missing=na), size_ratios(t, "x"),
+                     lat, ram, kib(t.size_bytes, missing=na) + zipped, size_ratios(t, "x"),
                      budget_cell(rec.budget_results(t.name))])
         if not t.ok:
             rows.append(f'<tr><td></td><td class="err" colspan="{12 + checked}">{esc(t.error or "failed")}</td></tr>')
@@ -231,9 +253,9 @@ def target_section(rec: RunRecord) -> str:
                  "its timings do not) on a seeded subset of the test split, its top-1 / agreement with the same "
                  "artifact's outputs on the exporting machine (the machine and the sample count in brackets). "
                  if checked else "")
-              + "Size: the files a device loads (the sidecar model.json not counted). vs FP32: that size as a fraction "
-                "of the same format's FP32 artifact of the input model / of the compressed model (quantization's share "
-                "alone), for INT8 and FP16 artifacts" + size_references_note(rec) + ".</p>")
+              + "Size: the files a device loads (the sidecar model.json not counted), and zipped (deflate). vs FP32: "
+                "that size as a fraction of the same format's FP32 artifact of the input model / of the compressed "
+                "model (quantization's share alone), for INT8 and FP16 artifacts" + size_references_note(rec) + ".</p>")
 
 
 def size_references_note(rec: RunRecord) -> str:
@@ -373,7 +395,7 @@ def output_section(rec: RunRecord) -> str:
 
 
 def render_html(rec: RunRecord) -> str:
-    body = "".join([header(rec), stage_section(rec), target_section(rec), output_section(rec),
+    body = "".join([header(rec), stage_section(rec), sensitivity_section(rec), target_section(rec), output_section(rec),
                     measurement_section(rec),
                     budget_section(rec), plot_section(rec), details_section(rec)])
     title = f"{rec.recipe.name}: edgeship report"

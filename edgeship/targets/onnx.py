@@ -153,15 +153,19 @@ ORT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int
              "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(float16)": np.float16}
 
 
-def ort_runner(path: Path, threads: int | None = None) -> Runner:
-    """Graph inputs in order -> every output (each input cast to the type the graph declares)."""
+def ort_runner(path: Path, threads: int | None = None, runtime_config: dict | None = None) -> Runner:
+    """Graph inputs in order -> every output (each input cast to the type the graph declares). ``runtime_config``
+    (the artifact's ``meta["runtime_config"]``) may name ``disabled_optimizers`` (mixed-precision INT8 artifacts need
+    one off, see targets/onnx_int8.py)."""
     ort = require("onnxruntime", "onnxruntime", "onnx")
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     so.log_severity_level = 4  # a failed run raises with ORT's message: no second copy on the console
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    disabled = list((runtime_config or {}).get("disabled_optimizers") or [])
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                **({"disabled_optimizers": disabled} if disabled else {}))
     feeds = [(i.name, ORT_TYPES.get(i.type, np.float32)) for i in sess.get_inputs()]
 
     def run(*inputs: np.ndarray) -> list[np.ndarray]:

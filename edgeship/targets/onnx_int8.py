@@ -17,6 +17,15 @@ rewrites the QDQ pairs to uint8 itself but skips a QuantizeLinear read by severa
 residual branch), and then runs those convolutions and adds in float: the op audit caught 7 float
 convolutions in the Fashion-MNIST MobileNetV2 that way; with uint8 from the start there are none.
 
+Mixed precision (``QuantSettings.float_layers``, from the mixed_precision pass): the Conv/Gemm nodes of those modules
+(found by the exporter's scope names, ``onnx_scope``) are ``nodes_to_exclude``: the file keeps their weights float,
+between a DequantizeLinear and a QuantizeLinear. ONNX Runtime's own graph optimizer (``WeightBiasQuantization``,
+since 1.21) would quantize exactly such weights back to int8, per tensor, when the session starts; so the artifact
+records ``runtime_config: {disabled_optimizers: [WeightBiasQuantization]}``, which edgeship's runners (verification,
+host and device benchmarks) apply, and the op audit, run with the same setting, lists those layers as float compute
+ops. Anyone loading the file with ONNX Runtime elsewhere must pass ``disabled_optimizers`` too, or those layers run
+as per-tensor INT8 (worse than the per-channel INT8 the rest has).
+
 Runtime: onnxruntime, CPU. The interface stays float32 NCHW; the input/output quantization
 parameters in the description are those of the graph's first QuantizeLinear / last DequantizeLinear.
 """
@@ -42,6 +51,9 @@ if TYPE_CHECKING:
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 CALIB_CHUNK = 64  # samples whose intermediate outputs ORT holds at once
 ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+# ONNX Runtime's WeightBiasQuantization optimizer (since 1.21) quantizes the float weights of a Conv/Gemm that reads a
+# DequantizeLinear and feeds a QuantizeLinear, per tensor: what nodes_to_exclude kept float must be run without it
+MIXED_RUNTIME_CONFIG = {"disabled_optimizers": ["WeightBiasQuantization"]}
 
 
 class OrtCalibrationReader:
@@ -112,10 +124,41 @@ def count_ops(path: Path) -> dict[str, int]:
     return counts
 
 
+def onnx_scope(model: nn.Module, name: str) -> str:
+    """The scope the TorchScript exporter gives module ``name``'s nodes: one part per module on the path, each the
+    path relative to the nearest enclosing module that is not a container (``layers.0.conv1.0`` ->
+    ``/layers/layers.0/conv1/conv1.0``)."""
+    from torch import nn  # heavy: only when layers are kept float
+
+    parts, scope, anchor = name.split("."), [], 0
+    for i in range(1, len(parts) + 1):
+        scope.append(".".join(parts[anchor:i]))
+        if not isinstance(model.get_submodule(".".join(parts[:i])), (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            anchor = i
+    return "/" + "/".join(scope)
+
+
+def float_layer_nodes(model: nn.Module, layers: tuple[str, ...], path: Path) -> list[str]:
+    """The Conv/Gemm/MatMul nodes of the ONNX file at ``path`` that compute the modules ``layers``."""
+    onnx = require("onnx", "onnx", "onnx")
+    nodes = [n for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in ("Conv", "Gemm",
+                                                                                                   "MatMul")]
+    out = []
+    for layer in layers:
+        prefix = onnx_scope(model, layer) + "/"
+        hits = [n.name for n in nodes if n.name.startswith(prefix)]
+        if not hits:
+            raise TargetError(f"onnx int8: float layer {layer!r} has no Conv/Gemm/MatMul node in the exported graph "
+                              f"(looked for {prefix}...)", "name conv/linear modules in the mixed_precision pass")
+        out += hits
+    return out
+
+
 def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray | list[np.ndarray], quant, work_dir: Path,
-                  log_path: Path) -> None:
+                  log_path: Path, exclude: list[str] | None = None) -> None:
     """Pre-process and statically quantize ``fp32_path`` (QDQ, float interface) into ``out_path``. ``calib``: the
-    samples of the graph's one input, or of every input in the graph's order."""
+    samples of the graph's one input, or of every input in the graph's order; the nodes named in ``exclude`` stay
+    float."""
     require("onnxruntime", "onnxruntime", "onnx")
     q = require("onnxruntime.quantization", "onnxruntime", "onnx")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -133,7 +176,8 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray | list[np.n
             quant_pre_process(str(fp32_path), str(pre))
             q.quantize_static(str(pre), str(out_path), reader, quant_format=q.QuantFormat.QDQ,
                               per_channel=quant.per_channel, activation_type=q.QuantType.QUInt8,
-                              weight_type=q.QuantType.QInt8, calibrate_method=method, extra_options=extra)
+                              weight_type=q.QuantType.QInt8, calibrate_method=method, extra_options=extra,
+                              nodes_to_exclude=list(exclude or []))
     except TargetError:
         raise
     except Exception as e:
@@ -182,7 +226,7 @@ def qdq_io_params(path: Path) -> tuple[dict | None, dict | None]:
     return _qparams(q_in, vals), _qparams(dq_out, vals)
 
 
-def optimized_graph(path: Path):
+def optimized_graph(path: Path, disabled_optimizers: list[str] | None = None):
     """The graph ONNX Runtime's CPU provider runs: QDQ groups fused into QLinearConv, QGemm, ...
     (extended optimizations: the fusions, without the hardware-specific layout rewrites)."""
     ort = require("onnxruntime", "onnxruntime", "onnx")
@@ -192,7 +236,8 @@ def optimized_graph(path: Path):
         so.log_severity_level = 3
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                             **({"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}))
         return onnx.load(so.optimized_model_filepath).graph
 
 
@@ -204,12 +249,12 @@ def _makes_int(node) -> bool:
     return node.op_type == "QGemm" and len(node.input) > 7 and bool(node.input[7])
 
 
-def float_ops(path: Path) -> dict:
+def float_ops(path: Path, disabled_optimizers: list[str] | None = None) -> dict:
     """Every op of ONNX Runtime's optimized graph that still computes on float data (its data input
     is a float graph input, a float constant, a DequantizeLinear output or another float op's),
     besides the QuantizeLinear/DequantizeLinear at the float interface."""
     onnx = require("onnx", "onnx", "onnx")
-    g = optimized_graph(path)
+    g = optimized_graph(path, disabled_optimizers)
     float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                    onnx.TensorProto.BFLOAT16}
     is_float = {i.name: i.type.tensor_type.elem_type in float_types for i in g.input}
@@ -248,6 +293,7 @@ class OnnxInt8(Backend):
         path = out_dir / "model.onnx"
         qat = ctx.quant.qat
         self.check_calibration_method("int8", ctx.quant, ctx.target.name)
+        exclude: list[str] = []
         if qat:  # the fake quantization becomes QDQ as it is exported
             export_onnx(model, ctx.example, path, ctx.log_path, sig=ctx.signature)
             if not count_ops(path).get("DequantizeLinear"):
@@ -261,20 +307,25 @@ class OnnxInt8(Backend):
                 fp32 = ctx.source_onnx
             else:
                 fp32 = export_onnx(model, ctx.examples, ctx.work_dir / "fp32.onnx", ctx.log_path, sig=ctx.signature)
-            quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path)
+            exclude = float_layer_nodes(model, ctx.quant.float_layers, fp32) if ctx.quant.float_layers else []
+            quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path, exclude)
             route = f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
+            if exclude:
+                route += f"; kept float (nodes_to_exclude): {', '.join(exclude)}"
         compact(path)
         inputs, outputs, opset = io_description(path)
         inputs[0]["quantization"], outputs[0]["quantization"] = qdq_io_params(path)
+        extra = {"runtime_config": MIXED_RUNTIME_CONFIG} if not qat and exclude else {}
         meta = describe(ctx, "onnx", "int8", inputs, outputs, opset=opset, runtime="onnxruntime",
-                        quant_format="QDQ", route=route)
+                        quant_format="QDQ", route=route, **extra)
         embed_metadata(path, {"edgeship": meta})
         art = Artifact(ctx.target.name, "onnx", "int8", out_dir, "model.onnx", ["model.onnx"], meta)
         art.write_sidecar()
         return art
 
     def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
-        return ort_runner(artifact.path, threads)
+        return ort_runner(artifact.path, threads, artifact.meta.get("runtime_config"))
 
     def op_audit(self, artifact: Artifact) -> dict | None:
-        return float_ops(artifact.path)
+        disabled = (artifact.meta.get("runtime_config") or {}).get("disabled_optimizers")
+        return float_ops(artifact.path, disabled)

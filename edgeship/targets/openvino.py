@@ -24,6 +24,10 @@ without indentation. OpenVINO's serializer already stores equal data once in the
 XML layer per constant, and at this scale the XML is most of an INT8 IR (benchmarks/results/pipeline_cost.json
 has the demo's sizes; tests/targets/test_openvino.py checks the outputs stay bit-identical).
 
+Mixed precision (``QuantSettings.float_layers``): the ops computing those modules go into NNCF's ``ignored_scope``
+(``float_layer_ops`` finds them; convert_model renames convolutions it folds batch norm into, so they are matched by
+kind, shape and order) and run in float.
+
 Runtime: ``openvino.Core().compile_model(model, "CPU")`` with ``INFERENCE_NUM_THREADS`` and
 ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run float layers in bf16 on CPUs that have
 it, and the artifact verified here would not be the one a device without bf16 runs.
@@ -161,12 +165,61 @@ def nncf_parameters(quant: QuantSettings) -> dict:
                                                                   weights_quantization_params=weights)}
 
 
-def quantize(om, ctx: LowerContext):
-    """``nncf.quantize`` on the OpenVINO model over every calibration sample."""
+def layer_key(kind: str, out_channels: int, weights: int) -> tuple[str, int, int]:
+    return kind, int(out_channels), int(weights)
+
+
+def float_layer_ops(om, model: nn.Module, ctx: LowerContext) -> list[str]:
+    """The friendly names of the OpenVINO ops that compute the modules ``ctx.quant.float_layers``. convert_model
+    renames a convolution when it folds batch norm into it, so the ops are matched to the torch layers by kind,
+    output channels and weight count, in the order torch runs the layers (the order of the converted graph)."""
+    import torch  # heavy: only when layers are kept float
+    from torch import nn as tnn
+
+    calls: list[tuple[str, tuple]] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=name: calls.append((name, layer_key(
+                "linear" if isinstance(mod, tnn.Linear) else "conv", mod.weight.shape[0], mod.weight.numel()))))
+             for name, m in model.named_modules() if isinstance(m, (tnn.Conv2d, tnn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(ctx.example)
+    finally:
+        for h in hooks:
+            h.remove()
+    ops: dict[tuple, list[str]] = {}
+    for op in om.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        shape = list(op.input_value(1).get_partial_shape().to_shape())
+        if kind == "MatMul":
+            out = shape[0] if op.get_attributes().get("transpose_b") else shape[-1]
+        else:
+            out = shape[0] * shape[1] if kind == "GroupConvolution" else shape[0]
+        key = layer_key("linear" if kind == "MatMul" else "conv", out, int(np.prod(shape)))
+        ops.setdefault(key, []).append(op.get_friendly_name())
+    seen: dict[tuple, int] = {}
+    names = {}
+    for name, key in calls:
+        i = seen[key] = seen.get(key, -1) + 1
+        if i < len(ops.get(key, [])):
+            names[name] = ops[key][i]
+    missing = [layer for layer in ctx.quant.float_layers if layer not in names]
+    if missing:
+        raise TargetError(f"openvino int8: float layer(s) {', '.join(missing)} not found in the converted model",
+                          "name conv/linear modules in the mixed_precision pass")
+    return [names[layer] for layer in ctx.quant.float_layers]
+
+
+def quantize(om, ctx: LowerContext, ignored: list[str] | None = None):
+    """``nncf.quantize`` on the OpenVINO model over every calibration sample; the ops named in ``ignored`` stay
+    float (NNCF's ignored_scope)."""
     params = nncf_parameters(ctx.quant)
     sig = ctx.signature
     dataset = nncf_dataset(ctx.calib if sig.image else check_calibration_inputs(ctx.inputs, sig.inputs))
     nncf = require("nncf", "nncf", "openvino")
+    if ignored:
+        params["ignored_scope"] = nncf.IgnoredScope(names=list(ignored))
     try:
         with captured(ctx.log_path):
             return nncf.quantize(om, dataset, subset_size=len(ctx.calib), **params)
@@ -285,8 +338,11 @@ class OpenVINO(Backend):
             check_calibration_inputs(ctx.inputs, ctx.signature.inputs)
         om = convert_qat(model, ctx) if qat else convert(model, ctx)
         if precision == "int8" and not qat:
-            om = quantize(om, ctx)
+            ignored = float_layer_ops(om, model, ctx) if ctx.quant.float_layers else []
+            om = quantize(om, ctx, ignored)
             route = f"nncf.quantize on the OpenVINO model, {ctx.quant.method} ranges on {len(ctx.calib)} samples"
+            if ignored:
+                route += f"; kept float (ignored_scope): {', '.join(ignored)}"
         else:
             route = "qat: QDQ ONNX -> FakeQuantize (no calibration)" if qat else "openvino.convert_model"
         inputs, outputs = describe_io(om)

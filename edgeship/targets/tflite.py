@@ -297,6 +297,11 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
 
     qat = learned is not None
     method = ctx.quant.method
+    if precision in FULL_INT8 and ctx.quant.float_layers:
+        raise TargetError(f"{FMT} {precision}: this route cannot keep layers in float (mixed precision: "
+                          f"{', '.join(ctx.quant.float_layers)}); it would quantize them all",
+                          "use the onnx or openvino int8 targets for mixed precision, or drop the mixed_precision "
+                          "pass")
     if precision in FULL_INT8 and not qat:
         check_calibration(ctx.calib)  # bad calibration data is bad input, before any work
     tf = require("tensorflow", "tensorflow", FMT)
