@@ -237,3 +237,39 @@ def test_spatial_weight_benchmark_prunes_the_same_macs_differently(tmp_path):
     assert weighted["conv_widths"][0] < uniform["conv_widths"][0]
     assert uniform["speedup_vs_uniform"] == {"onnx": 1.0, "openvino": 1.0, "tflite": 1.0}
     assert all(len(v) == 1 and v[0] > 0 for v in weighted["p50_repeats"].values())
+
+
+def test_methods_benchmark_rows_and_bars(tmp_path, digits_checkpoint):
+    """benchmarks/methods.py on the digits model: one row per method with every target verified and timed, drops
+    computed against the FP32 row, Deep Compression's bar from the coded size, and make_report's section."""
+    r = digits_recipe_dict(tmp_path)
+    r["model"]["weights"] = str(digits_checkpoint)
+    recipe = write_recipe(tmp_path, r, "digits.yaml")
+    out = tmp_path / "results" / "methods_quick.json"
+    run_script("methods.py", "--quick", "--recipe", f"digits={recipe}", "--models", "digits", "--methods",
+               "deep_compression", "dynamic", "lowbit_2", "--runs", 5, "--warmup", 1, "--threads", 1,
+               "--work", tmp_path / "work", "--out", out)
+    d = json.loads(out.read_text())
+    rows = {r["method"]: r for r in d["rows"]}
+    assert list(rows) == ["fp32", "deep_compression", "dynamic", "lowbit_2"]  # fp32 added: the reference
+    ref = next(t for t in rows["fp32"]["targets"] if t["precision"] == "fp32")
+    for r in rows.values():
+        assert r["test_samples"] > 300 and r["final_macs"] > 0
+        for t in r["targets"]:
+            assert t["status"] == "ok" and t["p50_ms_1t"] > 0 and 0 < t["zip_bytes"], (r["method"], t)
+            assert t["drop_pt"] == round(100 * (ref["top1"] - t["top1"]), 2) and t["within_2pt"] == (t["drop_pt"] <= 2)
+    assert {t["precision"] for t in rows["dynamic"]["targets"]} == {"dynamic_int8", "weights_int8", "weights_int4"}
+    bar = d["bars"]["deep_compression"]["digits"]
+    coded = rows["deep_compression"]["stages"][1]["deep_compression"]["bytes"]
+    assert bar["ratio_vs_fp32_artifact"] == round(ref["size_bytes"] / coded, 2)
+    assert bar["met"] == (bar["ratio_vs_fp32_artifact"] >= 20 and bar["drop_pt"] <= 1)
+    assert rows["lowbit_2"]["stages"][0]["packed_bytes"] < ref["size_bytes"]
+    results = tmp_path / "results"
+    (results / "pipeline_cost_quick.json").write_text((bench_results() / "pipeline_cost.json").read_text())
+    run_script("make_report.py", "--results", results, "--out", tmp_path / "B.md")
+    text = (tmp_path / "B.md").read_text()
+    assert "## Compression methods side by side (QUICK run" in text and "| digits | lowbit_2 | onnx int8 |" in text
+
+
+def bench_results() -> Path:
+    return REPO / "benchmarks" / "results"

@@ -166,9 +166,29 @@ class DSCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.body(self.stem(x))), 1))
 
 
+class MLP(nn.Module):
+    """A multilayer perceptron on the flattened input: the Linear-heavy reference, where weights, not activations,
+    are most of the bytes an inference moves (what dynamic and weight-only quantization are for)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: Sequence[int] = (28, 28),
+                 hidden: Sequence[int] = (512, 256), dropout: float = 0.1):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_channels * input_size[0] * input_size[1]
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 ZOO: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
     "resnet": CifarResNet,
     "mobilenetv2": MobileNetV2,
     "dscnn": DSCNN,
+    "mlp": MLP,
 }

@@ -1,0 +1,255 @@
+"""Compression methods side by side (issue 18): each method of the seed documents that edgeship has, on the ResNet and
+MobileNetV2 reference models (Fashion-MNIST) and, for dynamic and weight-only quantization, the Linear-heavy MLP.
+
+    .venv/bin/python benchmarks/methods.py                      # everything (see BENCHMARKS.md for its duration)
+    .venv/bin/python benchmarks/methods.py --models resnet --methods fp32 deep_compression
+    .venv/bin/python benchmarks/methods.py --quick              # reduced data and fine-tuning (not a verdict)
+    .venv/bin/python benchmarks/methods.py --recipe mine=path/to/recipe.yaml --models mine
+
+Each (model, method) is one `edgeship export` of the model's recipe with the method's passes and targets (stage
+cache under the work directory, so a rerun only redoes what changed); every target is verified with its own runtime
+on the test split, then timed on this machine by edgeship's host measurement (fresh subprocess, 1 thread, batch 1).
+Per row: top-1, MACs, the artifact's size and its zip size, Deep Compression's coded size (cluster) or the packed
+size at the trained bit width (lowbit), p50 latency, and the wall time of the method's passes. The verdicts:
+every row within 2 pt of the FP32 artifact's top-1 (or the row says why not), and the issue's bar for Deep
+Compression on the ResNet: at least 20x smaller than the FP32 artifact as that method counts size, within 1 pt.
+Writes benchmarks/results/methods.json (methods_quick.json with --quick); make_report.py renders it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from benchlib import RECIPES, RESULTS, ROOT, command_line, environment, loadavg, quick_recipe, write_json
+
+MODELS = {**RECIPES, "mlp": ROOT / "benchmarks" / "recipes" / "fashion_mnist_mlp.yaml"}
+CNNS = ("resnet", "mobilenetv2")
+DROP_BAR_PT, DC_BAR_RATIO, DC_BAR_DROP_PT = 2.0, 20.0, 1.0
+FT_SAMPLES, QUICK_SAMPLES = 16384, 400  # fine-tuning images per epoch (a seeded subset of the training split)
+
+
+def ft(epochs: int, lr: float, samples: int) -> dict:
+    return {"epochs": epochs, "lr": lr, "samples": samples, "alpha": 0.7, "temperature": 4.0}
+
+
+def onnx_targets(*precisions: str) -> list[dict]:
+    return [{"name": f"onnx-{p}", "format": "onnx", "precision": p, "max_accuracy_drop": 100.0} for p in precisions]
+
+
+def methods(samples: int) -> dict[str, dict]:
+    """name -> passes, targets, the models it runs on and what it is. Every target's max_accuracy_drop is lifted
+    (100 pt): the benchmark records what each artifact loses instead of failing it."""
+    lowbit = {b: {"passes": [{"name": "lowbit", "bits": b, **ft(2, 1e-3, samples)}],
+                  "targets": onnx_targets("fp32", "int8"), "models": CNNS}
+              for b in (1, 2, 4, 8)}
+    return {
+        "fp32": {"passes": [], "targets": onnx_targets("fp32", "int8"), "models": (*CNNS, "mlp"),
+                 "what": "the trained model; FP32 and full static INT8 (per-channel, minmax)"},
+        "deep_compression": {
+            "passes": [{"name": "sparsify", "sparsity": 0.85, "steps": 3, "fine_tune": ft(1, 1e-3, samples)},
+                       {"name": "cluster", "bits": 4, "fine_tune": ft(1, 2e-4, samples)}],
+            "targets": onnx_targets("fp32", "int8"), "models": CNNS,
+            "what": "sparsify 85% in 3 steps + k-means weight sharing (16 values per layer) + Huffman coding"},
+        "lowrank": {"passes": [{"name": "lowrank", "macs_ratio": 0.5, "fine_tune": ft(2, 1e-3, samples)}],
+                    "targets": onnx_targets("fp32", "int8"), "models": CNNS,
+                    "what": "SVD (Linear, 1x1) and Tucker-2 (KxK) to half the MACs, KD fine-tuning"},
+        "dynamic": {"passes": [],
+                    "targets": [*onnx_targets("dynamic_int8"),
+                                {"name": "openvino-weights_int8", "format": "openvino", "precision": "weights_int8",
+                                 "max_accuracy_drop": 100.0},
+                                {"name": "openvino-weights_int4", "format": "openvino", "precision": "weights_int4",
+                                 "max_accuracy_drop": 100.0},
+                                {"name": "tflite-dynamic_int8", "format": "tflite", "precision": "dynamic_int8",
+                                 "max_accuracy_drop": 100.0}],
+                    "models": (*CNNS, "mlp"),
+                    "what": "dynamic (activations at run time) and weight-only quantization, no calibration"},
+        "int8_per_tensor": {"passes": [{"name": "calibrate", "per_channel": False}],
+                            "targets": [*onnx_targets("int8"), {"name": "openvino-int8", "format": "openvino",
+                                                                "precision": "int8", "max_accuracy_drop": 100.0}],
+                            "models": CNNS, "what": "full static INT8 with per-tensor weight scales"},
+        "mixed_precision": {"passes": [{"name": "mixed_precision", "per_channel": False, "max_float_layers": 3,
+                                        "max_drop_pt": 0.1}],
+                            "targets": [*onnx_targets("int8"), {"name": "openvino-int8", "format": "openvino",
+                                                                "precision": "int8", "max_accuracy_drop": 100.0}],
+                            "models": CNNS,
+                            "what": "per-tensor INT8 with the most sensitive layers (at most 3) left float"},
+        **{f"lowbit_{b}": {**spec, "what": {1: "binary weights", 2: "ternary weights (trained scales)",
+                                            4: "4-bit weights", 8: "8-bit weights"}[b] + " (QAT, KD, 2 epochs)"}
+           for b, spec in lowbit.items()},
+        "sparsify_oneshot": {"passes": [{"name": "sparsify", "sparsity": 0.8, "fine_tune": ft(3, 1e-3, samples)}],
+                             "targets": onnx_targets("fp32"), "models": CNNS,
+                             "what": "80% unstructured sparsity in one step, 3 fine-tuning epochs"},
+        "sparsify_lottery": {"passes": [{"name": "sparsify", "sparsity": 0.8, "steps": 3, "rewind": "weights",
+                                         "fine_tune": ft(1, 1e-3, samples)}],
+                             "targets": onnx_targets("fp32"), "models": CNNS,
+                             "what": "80% in 3 steps, surviving weights rewound before each retraining (1 epoch)"},
+    }
+
+
+def recipe_for(model: str, method: str, spec: dict, args) -> dict:
+    base = yaml.safe_load(Path(args.recipes[model]).read_text())
+    if args.quick:
+        base = quick_recipe(base, model)
+    r = copy.deepcopy(base)
+    r["name"] = f"methods_{model}_{method}"
+    r["passes"] = copy.deepcopy(spec["passes"])
+    r["targets"] = copy.deepcopy(spec["targets"])
+    r.setdefault("train", {})["threads"] = args.threads
+    r["output"] = str(args.work / f"{model}_{method}")
+    return r
+
+
+def stage_summary(stage: dict) -> dict:
+    m = stage.get("metrics") or {}
+    keep = ("sparsity", "deep_compression_ratio", "packed_bytes", "packed_ratio", "float_layers", "energy",
+            "factorised_layers", "schedule", "val_top1", "layers_at_8_bits", "int8_top1_sim", "mixed_top1_sim",
+            "float_top1_sim", "fp32_bytes", "val_top1_factorised", "val_top1_clustered", "val_top1_quantized")
+    out = {k: m[k] for k in keep if k in m}
+    if "deep_compression" in m:
+        dc = m["deep_compression"]
+        out["deep_compression"] = {k: dc[k] for k in ("bytes", "fp32_bytes", "ratio", "coded_weight_bytes",
+                                                      "other_float_bytes")}
+    return {"stage": stage["stage"], "top1_val": stage["top1_val"], "macs": stage["macs"], "params": stage["params"],
+            "wall_s": stage["wall_s"], "cached": stage["cached"], **out}
+
+
+def run_one(model: str, method: str, spec: dict, args, tmp: Path) -> dict:
+    from edgeship.api import export, train
+    from edgeship.devices.measure import measure_host, run_artifacts
+    from edgeship.errors import TargetError
+
+    recipe = recipe_for(model, method, spec, args)
+    path = tmp / f"{model}_{method}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    train(path, if_missing=True, quiet=args.quiet)
+    t0 = time.perf_counter()
+    record = export(path, quiet=args.quiet, measure=False)
+    export_s = time.perf_counter() - t0
+    rep = record.model_dump(mode="json")
+    p50 = {}
+    for art in run_artifacts(record) if any(t.ok for t in record.targets) else []:
+        try:
+            p50[art.name] = measure_host(art, threads=1, runs=args.runs, warmup=args.warmup).p50_ms
+        except TargetError as e:
+            p50[art.name] = None
+            print(f"{model}/{method}/{art.name}: not measured ({e})", file=sys.stderr)
+    stages = [stage_summary(s) for s in rep["stages"]]
+    targets = []
+    for t in rep["targets"]:
+        v = t.get("verify") or {}
+        targets.append({"name": t["name"], "format": t["format"], "precision": t["precision"], "status": t["status"],
+                        "error": t.get("error"), "top1": v.get("top1"), "torch_top1": v.get("torch_top1"),
+                        "agreement": v.get("agreement"), "size_bytes": t.get("size_bytes"),
+                        "zip_bytes": t.get("zip_bytes"), "p50_ms_1t": p50.get(t["name"])})
+    return {"model": model, "method": method, "what": spec.get("what", ""), "passes": recipe["passes"],
+            "test_samples": rep["data"]["sizes"].get("test"), "baseline_top1_test": rep["baseline"]["top1_test"],
+            "final_top1_test": rep["final"]["top1_test"],
+            "baseline_macs": rep["baseline"]["macs"], "final_macs": rep["final"]["macs"],
+            "final_params": rep["final"]["params"], "pass_wall_s": round(sum(s["wall_s"] for s in stages), 1),
+            "all_cached": bool(stages) and all(s["cached"] for s in stages), "export_wall_s": round(export_s, 1),
+            "quantization": {k: rep["quantization"][k] for k in ("per_channel", "float_layers")},
+            "stages": stages, "targets": targets}
+
+
+def verdicts(rows: list[dict]) -> dict:
+    """Each target against its model's FP32 ONNX artifact (top-1 drop, within 2 pt), and the Deep Compression
+    bar on the ResNet (coded size >= 20x smaller than the FP32 artifact, within 1 pt)."""
+    fp32 = {r["model"]: next((t for t in r["targets"] if t["precision"] == "fp32" and t["status"] == "ok"), None)
+            for r in rows if r["method"] == "fp32"}
+    for r in rows:
+        ref = fp32.get(r["model"])
+        for t in r["targets"]:
+            if ref is None or t["top1"] is None:
+                t["drop_pt"] = t["within_2pt"] = None
+                continue
+            t["drop_pt"] = round(100 * (ref["top1"] - t["top1"]), 2)
+            t["within_2pt"] = t["drop_pt"] <= DROP_BAR_PT
+            t["size_vs_fp32"] = round(ref["size_bytes"] / t["size_bytes"], 2) if t["size_bytes"] else None
+            t["zip_vs_fp32"] = round(ref["size_bytes"] / t["zip_bytes"], 2) if t["zip_bytes"] else None
+    bars = {}
+    for r in rows:
+        dc = next((s["deep_compression"] for s in r["stages"] if "deep_compression" in s), None)
+        ref = fp32.get(r["model"])
+        onnx = next((t for t in r["targets"] if t["name"] == "onnx-fp32"), None)
+        if r["method"] != "deep_compression" or dc is None or ref is None or onnx is None or onnx["top1"] is None:
+            continue
+        ratio = round(ref["size_bytes"] / dc["bytes"], 2)
+        drop = round(100 * (ref["top1"] - onnx["top1"]), 2)
+        bars[r["model"]] = {"fp32_artifact_bytes": ref["size_bytes"], "deep_compression_bytes": dc["bytes"],
+                            "ratio_vs_fp32_artifact": ratio, "ratio_vs_fp32_params": dc["ratio"],
+                            "zip_bytes_fp32_artifact": onnx["zip_bytes"], "top1_fp32": ref["top1"],
+                            "top1_deep_compression": onnx["top1"], "drop_pt": drop,
+                            "met": ratio >= DC_BAR_RATIO and drop <= DC_BAR_DROP_PT,
+                            "bar": f">= {DC_BAR_RATIO:.0f}x smaller than the FP32 ONNX artifact, within "
+                                   f"{DC_BAR_DROP_PT} pt of its top-1"}
+    return bars
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), help="names from MODELS or --recipe")
+    ap.add_argument("--methods", nargs="+", default=None, help="default: all")
+    ap.add_argument("--recipe", action="append", default=[], metavar="NAME=PATH", help="another model's recipe")
+    ap.add_argument("--quick", action="store_true", help="reduced data and fine-tuning (not a verdict)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the passes")
+    ap.add_argument("--runs", type=int, default=100, help="timed runs per artifact (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "methods")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    recipes = {k: Path(v) for k, v in MODELS.items()}
+    for item in args.recipe:
+        name, sep, p = item.partition("=")
+        if not sep:
+            ap.error(f"--recipe takes NAME=PATH, got {item!r}")
+        recipes[name] = Path(p).resolve()
+    args.recipes = recipes
+    unknown = [m for m in args.models if m not in recipes]
+    if unknown:
+        ap.error(f"no recipe for {', '.join(unknown)}; known: {', '.join(recipes)}")
+    specs = methods(QUICK_SAMPLES if args.quick else FT_SAMPLES)
+    chosen = args.methods or list(specs)
+    bad = [m for m in chosen if m not in specs]
+    if bad:
+        ap.error(f"unknown method {', '.join(bad)}; known: {', '.join(specs)}")
+    if "fp32" not in chosen:
+        chosen.insert(0, "fp32")  # the reference every row is compared with
+    args.work = args.work.resolve() / ("quick" if args.quick else "full")
+    out = args.out or RESULTS / ("methods_quick.json" if args.quick else "methods.json")
+    import os
+
+    os.chdir(ROOT)
+    env = environment()
+    t0 = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            for method in chosen:
+                spec = specs[method]
+                if model not in spec["models"] and model in MODELS:
+                    continue
+                t1 = time.perf_counter()
+                rows.append(run_one(model, method, spec, args, Path(tmp)))
+                print(f"{model} {method}: " + ", ".join(
+                    f"{t['name']} {t['top1'] if t['top1'] is None else round(t['top1'], 4)}"
+                    for t in rows[-1]["targets"]) + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
+    bars = verdicts(rows)
+    write_json(out, {"quick": args.quick, "command": command_line(), "environment": env,
+                     "loadavg_after": loadavg(), "wall_s": round(time.perf_counter() - t0, 1),
+                     "fine_tune_samples_per_epoch": QUICK_SAMPLES if args.quick else FT_SAMPLES,
+                     "latency": {"threads": 1, "runs": args.runs, "warmup": args.warmup, "batch": 1,
+                                 "how": "edgeship's host measurement (bench_runner.py in a fresh subprocess)"},
+                     "bars": {"drop_pt": DROP_BAR_PT, "deep_compression": bars}, "rows": rows})
+    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
