@@ -301,6 +301,24 @@ def methods_section(d: dict) -> list[str]:
         if r["method"] not in seen:
             seen.add(r["method"])
             out.append(f"- `{r['method']}`: {r['what']}; passes `{json.dumps(r['passes'])}`")
+    for r in d["rows"]:
+        study = r.get("early_exit")
+        if not study:
+            continue
+        names = [e["exit"] for e in study["exits"]]
+        out += ["", f"Early exit on {r['model']} (one FP32 ONNX artifact per exit, each run with ONNX Runtime on the "
+                f"{study['test_samples']:,} test images and timed at batch 1, 1 thread): "
+                + "; ".join(f"{e['exit']}: top-1 {pct(e['top1'])} %, {e['macs']:,} MACs, p50 {ms(e['p50_ms_1t'])} ms"
+                            for e in study["exits"]) + ". An input leaves at the first exit whose top softmax "
+                "probability reaches the threshold; mean latency one pass: the exit artifact's own p50 (what a "
+                "multi-output artifact would cost), re-run: the per-exit artifacts run one after another until one "
+                "is confident (what these separate artifacts cost).", "",
+                "| threshold | exit rates (" + " / ".join(names) + ") | top-1 % | mean MACs | mean ms one pass | "
+                "mean ms re-run |", "|---|---|---|---|---|---|"]
+        for t in study["thresholds"]:
+            out.append(f"| {t['threshold']} | {' / '.join(f'{100 * v:.1f}%' for v in t['exit_rates'])} | "
+                       f"{pct(t['top1'])} | {t['mean_macs']:,} | {ms(t['mean_ms_one_pass'])} | "
+                       f"{ms(t['mean_ms_rerun'])} |")
     bars = d["bars"]["deep_compression"]
     if bars:
         bar = next(iter(bars.values()))["bar"]

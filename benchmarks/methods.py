@@ -82,6 +82,9 @@ def methods(samples: int) -> dict[str, dict]:
         **{f"lowbit_{b}": {**spec, "what": {1: "binary weights", 2: "ternary weights (trained scales)",
                                             4: "4-bit weights", 8: "8-bit weights"}[b] + " (QAT, KD, 2 epochs)"}
            for b, spec in lowbit.items()},
+        "early_exit": {"passes": [{"name": "early_exit", **ft(2, 1e-3, samples)}], "targets": onnx_targets("fp32"),
+                       "models": CNNS, "what": "exit heads after the blocks at 1/3 and 2/3 depth, trained jointly "
+                                               "with KD (2 epochs); one ONNX artifact per exit"},
         "sparsify_oneshot": {"passes": [{"name": "sparsify", "sparsity": 0.8, "fine_tune": ft(3, 1e-3, samples)}],
                              "targets": onnx_targets("fp32"), "models": CNNS,
                              "what": "80% unstructured sparsity in one step, 3 fine-tuning epochs"},
@@ -109,7 +112,8 @@ def stage_summary(stage: dict) -> dict:
     m = stage.get("metrics") or {}
     keep = ("sparsity", "deep_compression_ratio", "packed_bytes", "packed_ratio", "float_layers", "energy",
             "factorised_layers", "schedule", "val_top1", "layers_at_8_bits", "int8_top1_sim", "mixed_top1_sim",
-            "float_top1_sim", "fp32_bytes", "val_top1_factorised", "val_top1_clustered", "val_top1_quantized")
+            "float_top1_sim", "fp32_bytes", "val_top1_factorised", "val_top1_clustered", "val_top1_quantized",
+            "exits", "exit_val_top1", "exit_macs", "layer_sensitivity")
     out = {k: m[k] for k in keep if k in m}
     if "deep_compression" in m:
         dc = m["deep_compression"]
@@ -140,6 +144,7 @@ def run_one(model: str, method: str, spec: dict, args, tmp: Path) -> dict:
             p50[art.name] = None
             print(f"{model}/{method}/{art.name}: not measured ({e})", file=sys.stderr)
     stages = [stage_summary(s) for s in rep["stages"]]
+    study = early_exit_study(record, args, tmp / f"{model}_{method}_exits") if method == "early_exit" else None
     targets = []
     for t in rep["targets"]:
         v = t.get("verify") or {}
@@ -154,7 +159,66 @@ def run_one(model: str, method: str, spec: dict, args, tmp: Path) -> dict:
             "final_params": rep["final"]["params"], "pass_wall_s": round(sum(s["wall_s"] for s in stages), 1),
             "all_cached": bool(stages) and all(s["cached"] for s in stages), "export_wall_s": round(export_s, 1),
             "quantization": {k: rep["quantization"][k] for k in ("per_channel", "float_layers")},
-            "stages": stages, "targets": targets}
+            "stages": stages, "targets": targets, **({"early_exit": study} if study else {})}
+
+
+def early_exit_study(record, args, tmp: Path) -> dict:
+    """One FP32 ONNX artifact per exit (the network cut after the exit's block, then its head), each run with ONNX
+    Runtime on the whole test split and timed like the other artifacts; then for each confidence threshold the exit
+    rates on the test split, top-1, and the mean latency two ways: one pass to the exit taken (the exit artifact's
+    latency: what a multi-output or segmented artifact costs) and the per-exit artifacts run one after another from
+    the input until one is confident (what shipping these separate artifacts costs)."""
+    import numpy as np
+    import torch
+
+    from edgeship.calibration.quant import QuantSettings
+    from edgeship.devices.measure import RunArtifact, measure_host
+    from edgeship.models.load import model_stats
+    from edgeship.pipeline.early_exit import THRESHOLDS, exit_models
+    from edgeship.recipe import TargetSpec
+    from edgeship.run import prepare
+    from edgeship.targets.base import LowerContext, get_backend
+    from edgeship.targets.verify import compare
+
+    model = torch.load(record.run_dir / "model" / "compressed.pt", map_location="cpu", weights_only=False)
+    prep = prepare(record.recipe)
+    x, y = prep.data["test"].x.numpy(), prep.data["test"].y.numpy()
+    backend = get_backend("onnx", "fp32")
+    exits, logits = [], []
+    for i, (name, sub) in enumerate(exit_models(model)):
+        out = tmp / f"exit{i}"
+        out.mkdir(parents=True)
+        (tmp / f"work{i}").mkdir()
+        ctx = LowerContext(target=TargetSpec(name=f"exit-{name}", format="onnx", precision="fp32"),
+                           input_shape=tuple(record.recipe.input.shape), calib=prep.data["calib"].x[:8].numpy(),
+                           preprocessing=prep.preprocessing, labels=prep.labels, quant=QuantSettings(),
+                           log_path=tmp / f"exit{i}.log", work_dir=tmp / f"work{i}")
+        art = backend.lower(sub, ctx, out)
+        z = backend.load(art, threads=1)(x)
+        with torch.no_grad():
+            ref = sub(torch.from_numpy(x)).numpy()
+        check = compare(z, ref, y)
+        p50 = measure_host(RunArtifact(art.target, "host", "onnx", "fp32", art.dir, art.files, art.main), threads=1,
+                           runs=args.runs, warmup=args.warmup).p50_ms
+        exits.append({"exit": name, "top1": check["top1"], "agreement_with_torch": check["agreement"],
+                      "macs": model_stats(sub, ctx.input_shape)["macs"], "size_bytes": art.size_bytes(),
+                      "zip_bytes": art.zip_bytes(), "p50_ms_1t": p50})
+        logits.append(z)
+    probs = [np.exp(z - z.max(1, keepdims=True)) for z in logits]
+    conf = [(p / p.sum(1, keepdims=True)).max(1) for p in probs]
+    lat = [e["p50_ms_1t"] for e in exits]
+    rows = []
+    for t in THRESHOLDS:
+        left = np.full(len(y), len(exits) - 1)
+        for k in reversed(range(len(exits) - 1)):
+            left = np.where(conf[k] >= t, k, left)
+        pred = np.stack([z.argmax(1) for z in logits], 1)[np.arange(len(y)), left]
+        rates = [float((left == k).mean()) for k in range(len(exits))]
+        rows.append({"threshold": t, "exit_rates": [round(r, 4) for r in rates], "top1": float((pred == y).mean()),
+                     "mean_macs": round(sum(r * e["macs"] for r, e in zip(rates, exits, strict=True))),
+                     "mean_ms_one_pass": round(sum(r * m for r, m in zip(rates, lat, strict=True)), 4),
+                     "mean_ms_rerun": round(sum(r * sum(lat[:k + 1]) for k, r in enumerate(rates)), 4)})
+    return {"exits": exits, "thresholds": rows, "test_samples": len(y)}
 
 
 def verdicts(rows: list[dict]) -> dict:
