@@ -47,7 +47,7 @@ def test_a_calibration_method_the_quantizer_lacks_is_refused_when_the_recipe_loa
     ({"name": "x", "format": "coreml"}, r"targets.0 \(x\): unknown format 'coreml'. "
                                         r"Fix: use one of: onnx, openvino, tflite"),
     ({"name": "x", "format": "onnx", "precision": "fp16"}, r"targets.0 \(x\): format 'onnx' has no precision 'fp16'. "
-                                                           r"Fix: use one of: fp32, int8"),
+                                                           r"Fix: use one of: dynamic_int8, fp32, int8"),
     ({"name": "x", "format": "onnx", "device": "pi"}, r"targets.0.device: unknown device 'pi'; allowed: .*rpi4")])
 def test_target_names_are_checked_against_the_registries(tmp_path, target, expected):
     with pytest.raises(EdgeshipError, match=expected):
