@@ -9,7 +9,8 @@ The storage format, per layer (the weight tensor flattened in PyTorch's order):
   gap - 1 in b bits), ``code`` = its value's index in the layer's codebook (its distinct non-zero values);
   a run of zeros longer than 2**b is bridged by filler entries (gap 2**b, the extra code "zero"), as in the
   paper's Figure 2; b is chosen per layer (1..8 bits), the cheapest after coding;
-- a layer with few zeros is cheaper dense: codes only (zero is then one more codebook value), no positions;
+- a layer with few zeros is cheaper dense: codes only (zero is then one more codebook value), no positions; a
+  layer with more distinct values than sharing would leave (not clustered) is counted as raw 32-bit floats;
 - both streams Huffman-coded, each with its code table (one byte per symbol of its alphabet: the canonical
   Huffman code lengths), the codebook at 32 bits per value.
 
@@ -91,6 +92,9 @@ def code_layer(w: np.ndarray) -> dict:
     book = FLOAT_BITS * (codebook.size + int(nnz < flat.size))
     best = {"layout": "dense", "code_bits": payload + table, "position_bits": 0, "gap_bits": None,
             "codebook_bits": book, "fillers": 0}
+    raw = {"layout": "float32", "code_bits": FLOAT_BITS * flat.size, "position_bits": 0, "gap_bits": None,
+           "codebook_bits": 0, "fillers": 0}  # an unclustered layer: its floats as they are
+    best = raw if _total(raw) < _total(best) else best
     for bits in range(1, MAX_POSITION_BITS + 1):
         if nnz == flat.size:
             break

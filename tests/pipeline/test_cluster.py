@@ -141,3 +141,9 @@ def test_cluster_refuses_what_it_cannot_trace(digits_ctx):
         Cluster().run(Branchy(), ClusterConfig(), ctx)
     out = Cluster().run(Branchy(), ClusterConfig(fold_bn=False, fine_tune={"epochs": 0}), ctx)
     assert out.metrics["batch_norms_folded"] == 0 and len(torch.unique(out.model.conv.weight)) <= 16
+
+
+def test_unclustered_layer_counts_as_raw_floats():
+    w = np.random.default_rng(0).normal(size=(32, 16, 3, 3)).astype(np.float32)
+    row = code_layer(w)
+    assert row["layout"] == "float32" and row["bytes"] == w.size * 4 and row["bits_per_weight"] == 32
