@@ -3,8 +3,8 @@
 The pass is `calibrate` (the same keys: calibration samples, method, per-channel or per-tensor weights, symmetric
 activations) plus a choice of float layers, recorded in ``QuantSettings.float_layers`` (module names). Each INT8
 backend keeps those layers in float with its own mechanism: ONNX Runtime's ``nodes_to_exclude``, NNCF's
-``ignored_scope`` (``edgeship.targets.onnx_int8`` and ``edgeship.targets.openvino`` map module names to their graph's
-nodes); the TFLite route cannot (see docs/passes.md) and refuses such a target rather than quantize everything.
+``ignored_scope``, TFLite's selective quantization for ``int8_float_io`` (each backend maps module names to its graph's
+nodes; a TFLite target it cannot serve fails with the reason rather than quantize everything).
 
 Sensitivity (measured in torch on ``eval_samples`` validation images, batch norm folded first as the exporters do):
 for each layer alone, its weights quantized (int8, symmetric, per channel or per tensor as configured) and its input

@@ -17,6 +17,11 @@ Route (one for every precision): torch.fx trace of the BN-folded model -> TF ops
   (TFLite's scheme, whatever ``symmetric_activations`` says). ``int8`` has int8 input and output
   tensors; ``int8_float_io`` keeps float32 ones (QUANTIZE/DEQUANTIZE at the edges).
 
+Mixed precision (``QuantSettings.float_layers``, from the mixed_precision pass): ``int8_float_io`` with min/max
+calibration keeps those layers float through TFLite's selective quantization (``QuantizationDebugger`` with
+``denylisted_nodes``: QUANTIZE/DEQUANTIZE around each float layer, which the op audit lists); the other full-integer
+cases (int8 interface, percentile, QAT) fail with that reason rather than quantize every layer.
+
 QAT models: the pipeline hands over ``LowerContext.learned`` (``calibration.quant.LearnedQuantization``,
 from the qat pass): the float module with BN folded and the learned ranges; a FakeQuant op with the learned
 range follows each quantized tensor in the TF graph (tensors QAT did not range, such as the input or a residual
@@ -38,7 +43,9 @@ that is installed.
 
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import json
 import os
 from pathlib import Path
@@ -297,11 +304,12 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
 
     qat = learned is not None
     method = ctx.quant.method
-    if precision in FULL_INT8 and ctx.quant.float_layers:
-        raise TargetError(f"{FMT} {precision}: this route cannot keep layers in float (mixed precision: "
-                          f"{', '.join(ctx.quant.float_layers)}); it would quantize them all",
-                          "use the onnx or openvino int8 targets for mixed precision, or drop the mixed_precision "
-                          "pass")
+    mixed = precision in FULL_INT8 and bool(ctx.quant.float_layers)
+    if mixed and (precision != "int8_float_io" or qat or method != "minmax"):
+        raise TargetError(f"{FMT} {precision}: layers kept float (mixed precision: {', '.join(ctx.quant.float_layers)})"
+                          " need TFLite's selective quantization, which this route reaches only for int8_float_io "
+                          "with minmax calibration and no QAT",
+                          "use precision int8_float_io (or the onnx / openvino int8 targets) for mixed precision")
     if precision in FULL_INT8 and not qat:
         check_calibration(ctx.calib)  # bad calibration data is bad input, before any work
     tf = require("tensorflow", "tensorflow", FMT)
@@ -342,13 +350,61 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
         if ctx.quant is not None and not ctx.quant.per_channel:
             conv._experimental_disable_per_channel = True  # no public switch in TFLiteConverter
     try:
-        flat = conv.convert()
+        if mixed:
+            flat, notes["float_layers"] = selective(tf, conv, model, ctx)
+        else:
+            flat = conv.convert()
+    except TargetError:
+        raise
     except Exception as e:
         msg = failure(e, ctx.log_path)
         raise TargetError(f"{FMT}: TFLiteConverter failed ({precision}): {msg}",
                           f"see the conversion log {ctx.log_path}") from None
     notes["converter"] = f"tensorflow {tf.__version__}"
     return flat, notes
+
+
+def selective(tf, conv, model: nn.Module, ctx: LowerContext) -> tuple[bytes, dict]:
+    """Full-integer conversion with ``ctx.quant.float_layers`` left float: TFLite's selective quantization
+    (``tf.lite.experimental.QuantizationDebugger`` with ``denylisted_nodes``). The quantizer names each node by its
+    output tensor, which carries the torch module path of its layer (torch2tf's name scopes); a layer whose name does
+    not appear (the classifier's output is the graph output) is found by its position among the convolutions and
+    fully connected ops, which follow torch's execution order. Returns (the model, {layer: node})."""
+    import torch  # heavy: imported when a model is lowered
+
+    debug = tf.lite.experimental
+    calib = ctx.calib[:8]
+    names = debug.QuantizationDebugger(converter=conv, debug_dataset=lambda: (
+        [b] for b in iter_batches(calib, 1, "NHWC")))
+    names.run()
+    dump = io.StringIO()
+    names.layer_statistics_dump(dump)  # CSV: op_name, ..., tensor_name (the node names denylisted_nodes takes)
+    rows = list(csv.DictReader(io.StringIO(dump.getvalue())))
+    nodes = [r["tensor_name"] for r in rows if r["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    order: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=name: order.append(name))
+             for name, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(ctx.example)
+    finally:
+        for h in hooks:
+            h.remove()
+    found = {}
+    for layer in ctx.quant.float_layers:
+        by_name = [n for n in nodes if any(part.startswith(f"{layer}/") for part in n.split(";"))]
+        if by_name:
+            found[layer] = by_name[0]
+        elif layer in order and len(order) == len(nodes):
+            found[layer] = nodes[order.index(layer)]
+        else:
+            raise TargetError(f"{FMT}: float layer {layer!r} has no node in the converted model",
+                              "name conv/linear modules in the mixed_precision pass")
+    options = debug.QuantizationDebugOptions(denylisted_nodes=list(found.values()))
+    dataset = lambda: ([b] for b in iter_batches(calib, 1, "NHWC"))  # noqa: E731
+    flat = debug.QuantizationDebugger(converter=conv, debug_dataset=dataset,
+                                      debug_options=options).get_nondebug_quantized_model()
+    return flat, found
 
 
 class TFLite(Backend):

@@ -74,22 +74,28 @@ def test_onnx_scope_names_every_layer(zoo, kw, tmp_path):
 
 @pytest.mark.slow
 def test_backends_keep_the_chosen_layers_float(digits_recipe):
-    """Through `edgeship export`: the layers the pass chose run in float on ONNX Runtime and OpenVINO (their op
-    audits list exactly those), the rest in int8; TFLite's int8 target fails with the reason, the others do not."""
+    """Through `edgeship export`: the layers the pass chose run in float on ONNX Runtime, OpenVINO and TFLite's
+    int8_float_io (their op audits list exactly those), the rest in int8; TFLite's int8-interface target fails with
+    the reason."""
     from edgeship.api import export
 
     passes = [{"name": "mixed_precision", "eval_samples": 150, "float_layers": ["features.2.0", "classifier"]}]
     targets = [{"name": "ort", "format": "onnx", "precision": "int8"},
                {"name": "ov", "format": "openvino", "precision": "int8"},
-               {"name": "tfl", "format": "tflite", "precision": "int8"}]
+               {"name": "tfl", "format": "tflite", "precision": "int8"},
+               {"name": "tfl-fio", "format": "tflite", "precision": "int8_float_io"}]
     record = export(digits_recipe(passes=passes, targets=targets), quiet=True, measure=False)
     assert record.quantization.float_layers == ("features.2.0", "classifier")
-    ort, ov, tfl = record.targets
-    assert ort.ok and ov.ok and not tfl.ok and "cannot keep layers in float" in tfl.error
+    ort, ov, tfl, fio = record.targets
+    assert ort.ok and ov.ok and fio.ok and not tfl.ok and "use precision int8_float_io" in tfl.error
     assert sorted(ort.op_audit.float_compute_ops) == ["/classifier/Gemm", "/features/features.2/features.2.0/Conv"]
     assert len(ov.op_audit.float_compute_ops) == 2
     meta = json.loads((record.run_dir / "targets" / "ov" / "model.json").read_text())["meta"]
     assert "ignored_scope" in meta["route"]
+    float_convs = [o for o in fio.op_audit.float_ops if o["op"] in ("CONV_2D", "FULLY_CONNECTED")]
+    assert len(float_convs) == 2 and fio.verify.agreement > 0.97
+    notes = json.loads((record.run_dir / "targets" / "tfl-fio" / "model.json").read_text())["meta"]["float_layers"]
+    assert set(notes) == {"features.2.0", "classifier"}
     html = (record.run_dir / "report.html")
     if html.is_file():
         assert "Per-layer sensitivity" in html.read_text()
