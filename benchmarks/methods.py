@@ -48,6 +48,10 @@ def methods(samples: int) -> dict[str, dict]:
     lowbit = {b: {"passes": [{"name": "lowbit", "bits": b, **ft(2, 1e-3, samples)}],
                   "targets": onnx_targets("fp32", "int8"), "models": CNNS}
               for b in (1, 2, 4, 8)}
+    int8_everywhere = [*onnx_targets("int8"),
+                       {"name": "openvino-int8", "format": "openvino", "precision": "int8", "max_accuracy_drop": 100.0},
+                       {"name": "tflite-int8_float_io", "format": "tflite", "precision": "int8_float_io",
+                        "max_accuracy_drop": 100.0}]
     return {
         "fp32": {"passes": [], "targets": onnx_targets("fp32", "int8"), "models": (*CNNS, "mlp"),
                  "what": "the trained model; FP32 and full static INT8 (per-channel, minmax)"},
@@ -69,15 +73,11 @@ def methods(samples: int) -> dict[str, dict]:
                                  "max_accuracy_drop": 100.0}],
                     "models": (*CNNS, "mlp"),
                     "what": "dynamic (activations at run time) and weight-only quantization, no calibration"},
-        "int8_per_tensor": {"passes": [{"name": "calibrate", "per_channel": False}],
-                            "targets": [*onnx_targets("int8"), {"name": "openvino-int8", "format": "openvino",
-                                                                "precision": "int8", "max_accuracy_drop": 100.0}],
+        "int8_per_tensor": {"passes": [{"name": "calibrate", "per_channel": False}], "targets": int8_everywhere,
                             "models": CNNS, "what": "full static INT8 with per-tensor weight scales"},
         "mixed_precision": {"passes": [{"name": "mixed_precision", "per_channel": False, "max_float_layers": 3,
                                         "max_drop_pt": 0.1}],
-                            "targets": [*onnx_targets("int8"), {"name": "openvino-int8", "format": "openvino",
-                                                                "precision": "int8", "max_accuracy_drop": 100.0}],
-                            "models": CNNS,
+                            "targets": int8_everywhere, "models": CNNS,
                             "what": "per-tensor INT8 with the most sensitive layers (at most 3) left float"},
         **{f"lowbit_{b}": {**spec, "what": {1: "binary weights", 2: "ternary weights (trained scales)",
                                             4: "4-bit weights", 8: "8-bit weights"}[b] + " (QAT, KD, 2 epochs)"}
