@@ -278,8 +278,8 @@ def methods_section(d: dict) -> list[str]:
             "Huffman-coded, codebooks, other floats at 32 bits) for `cluster`, the size at the trained bit width "
             "for `lowbit` (the artifacts hold those weights as int8 codes: no runtime here runs fewer bits); p50: "
             f"one inference at batch 1, {lat['threads']} thread, {lat['runs']} runs after {lat['warmup']} warm-up, "
-            f"{lat['how']}; passes s: wall time of the method's passes (fine-tuning on "
-            f"{d['fine_tune_samples_per_epoch']:,} images per epoch); 'cached' where the stage cache served them.")
+            f"{lat['how']}; passes s: wall time of the method's passes (their fine-tuning budgets, images per epoch "
+            "and epochs, are in the list below the table); 'cached' where the stage cache served them.")
     out += ["", text, "",
             "| model | method | target | top-1 % | drop pt | MACs | size KiB | zip KiB | coded / packed KiB | "
             "p50 ms | passes s | within 2 pt |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
