@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -289,10 +291,10 @@ def main() -> int:
         chosen.insert(0, "fp32")  # the reference every row is compared with
     args.work = args.work.resolve() / ("quick" if args.quick else "full")
     out = args.out or RESULTS / ("methods_quick.json" if args.quick else "methods.json")
-    import os
-
     os.chdir(ROOT)
     env = environment()
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    args.commit = git.stdout.strip() or os.environ.get("EDGESHIP_COMMIT")  # a copy without .git names its commit
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -302,19 +304,25 @@ def main() -> int:
                 if model not in spec["models"] and model in MODELS:
                     continue
                 t1 = time.perf_counter()
-                rows.append(run_one(model, method, spec, args, Path(tmp)))
+                rows.append({**run_one(model, method, spec, args, Path(tmp)), "loadavg_after": loadavg()})
                 print(f"{model} {method}: " + ", ".join(
                     f"{t['name']} {t['top1'] if t['top1'] is None else round(t['top1'], 4)}"
                     for t in rows[-1]["targets"]) + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
+                write_results(out, args, env, t0, rows, complete=False)  # a cut-off run keeps the rows it has
+    write_results(out, args, env, t0, rows, complete=True)
+    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0
+
+
+def write_results(out: Path, args, env: dict, t0: float, rows: list[dict], complete: bool) -> None:
     bars = verdicts(rows)
-    write_json(out, {"quick": args.quick, "command": command_line(), "environment": env,
+    write_json(out, {"quick": args.quick, "complete": complete, "command": command_line(), "commit": args.commit,
+                     "environment": env,
                      "loadavg_after": loadavg(), "wall_s": round(time.perf_counter() - t0, 1),
                      "fine_tune_samples_per_epoch": QUICK_SAMPLES if args.quick else FT_SAMPLES,
                      "latency": {"threads": 1, "runs": args.runs, "warmup": args.warmup, "batch": 1,
                                  "how": "edgeship's host measurement (bench_runner.py in a fresh subprocess)"},
                      "bars": {"drop_pt": DROP_BAR_PT, "deep_compression": bars}, "rows": rows})
-    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":
