@@ -54,6 +54,8 @@ def peers_section(d: dict) -> list[str]:
     m = d["method"]
     threads = [str(t) for t in m["threads"]]
     quick = " (QUICK run: reduced settings, not a verdict)" if d["quick"] else ""
+    if not d.get("complete", True):
+        quick += f" (PARTIAL run: cut off after {len(d['rows'])} rows)"
     out = [f"## edgeship against the peers' default flows{quick}",
            "", f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`.", ""]
     out += machine(d["environment"])
@@ -134,6 +136,8 @@ def cost_section(d: dict) -> list[str]:
     e = d["export"]
     peak = max(e["peak_rss_mb_largest_process"], e["peak_pss_mb_tree_sampled"])
     quick = " (QUICK run: reduced settings, not a verdict)" if d["quick"] else ""
+    if not d.get("complete", True):
+        quick += f" (PARTIAL run: cut off after {len(d['rows'])} rows)"
     out = [f"## The pipeline's own cost{quick}", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`: `edgeship {e['command']}` "
            f"on `{d['recipe']}` in a subprocess, stage cache empty, training excluded (the checkpoint existed or "
@@ -265,6 +269,8 @@ def kib(v) -> str:
 def methods_section(d: dict) -> list[str]:
     """methods.json: every compression method on the reference models, side by side."""
     quick = " (QUICK run: reduced settings, not a verdict)" if d["quick"] else ""
+    if not d.get("complete", True):
+        quick += f" (PARTIAL run: cut off after {len(d['rows'])} rows)"
     lat = d["latency"]
     out = [f"## Compression methods side by side{quick}", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}` in {d['wall_s'] / 60:.0f} min "
@@ -289,7 +295,7 @@ def methods_section(d: dict) -> list[str]:
         wall = f"{r['pass_wall_s']}" + (" (cached)" if r["all_cached"] else "")
         for t in r["targets"]:
             ok = t.get("within_2pt")
-            cell = "-" if ok is None else ("yes" if ok else "**no**")
+            cell = "-" if ok is None else ("yes" if ok else f"**no**: {r.get('why_off') or 'not explained'}")
             top1 = pct(t["top1"]) if t["status"] == "ok" else f"failed: {t['error']}"
             drop = "-" if t.get("drop_pt") is None else f"{t['drop_pt']:+.2f}"
             out.append(f"| {r['model']} | {r['method']} | {t['format']} {t['precision']} | {top1} | {drop} | "
