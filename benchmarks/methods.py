@@ -200,7 +200,7 @@ def early_exit_study(record, args, tmp: Path) -> dict:
                            preprocessing=prep.preprocessing, labels=prep.labels, quant=QuantSettings(),
                            log_path=tmp / f"exit{i}.log", work_dir=tmp / f"work{i}")
         art = backend.lower(sub, ctx, out)
-        z = backend.load(art, threads=1)(x)
+        z = backend.load(art, threads=1)(x)[0]  # the one output, the exit's logits
         with torch.no_grad():
             ref = sub(torch.from_numpy(x)).numpy()
         check = compare(z, ref, y)

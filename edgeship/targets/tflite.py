@@ -17,10 +17,11 @@ Route (one for every precision): torch.fx trace of the BN-folded model -> TF ops
   (TFLite's scheme, whatever ``symmetric_activations`` says). ``int8`` has int8 input and output
   tensors; ``int8_float_io`` keeps float32 ones (QUANTIZE/DEQUANTIZE at the edges).
 
-Mixed precision (``QuantSettings.float_layers``, from the mixed_precision pass): ``int8_float_io`` with min/max
-calibration keeps those layers float through TFLite's selective quantization (``QuantizationDebugger`` with
-``denylisted_nodes``: QUANTIZE/DEQUANTIZE around each float layer, which the op audit lists); the other full-integer
-cases (int8 interface, percentile, QAT) fail with that reason rather than quantize every layer.
+Mixed precision (``QuantSettings.float_layers``, from the mixed_precision pass), on the torch.fx lowering only:
+``int8_float_io`` with min/max calibration keeps those layers float through TFLite's selective quantization
+(``QuantizationDebugger`` with ``denylisted_nodes``: QUANTIZE/DEQUANTIZE around each float layer, which the op audit
+lists); the other full-integer cases (int8 interface, percentile, QAT, the litert-torch route) fail with that reason
+rather than quantize every layer.
 
 QAT models: the pipeline hands over ``LowerContext.learned`` (``calibration.quant.LearnedQuantization``,
 from the qat pass): the float module with BN folded and the learned ranges; a FakeQuant op with the learned

@@ -81,7 +81,7 @@ def test_qat_model_lowered_from_its_float_view(fmt, precision, tmp_path):
 
     with torch.no_grad():
         ref = ctx.learned.float_model(torch.from_numpy(x)).numpy()
-    got = backend.load(art, threads=1)(x)
+    got = backend.load(art, threads=1)(x)[0]
     assert (got.argmax(1) == ref.argmax(1)).mean() > 0.97
     if fmt == "onnx":
         ops = {n.op_type for n in onnx.load(str(art.path)).graph.node}

@@ -115,6 +115,11 @@ def convert(model: Any, ctx: LowerContext, precision: str, calib: list[np.ndarra
         raise TargetError(f"{FMT}: {precision} is not available on the litert-torch route (it has "
                           f"{', '.join(PRECISIONS)}), which this model needs (its operators or signature are outside "
                           "the torch.fx lowering)", "use another tflite precision for this model")
+    if precision in ("int8", "int8_float_io") and ctx.quant.float_layers:  # PT2EQuantizer takes no None config
+        raise TargetError(f"{FMT} {precision}: layers kept float (mixed precision: {', '.join(ctx.quant.float_layers)})"
+                          " need TFLite's selective quantization, which only the torch.fx lowering reaches; this "
+                          "model takes the litert-torch route, whose quantizers would quantize every layer",
+                          "use the onnx or openvino int8 targets for mixed precision on this model")
     notes: dict = {"route": "litert-torch (torch.export -> LiteRT)"}
     with captured(ctx.log_path):
         if precision == "int8":
