@@ -77,11 +77,12 @@ def _checked(source: RecipeSource) -> tuple[Recipe, str, list]:
 
 # ---------------------------------------------------------------- the main job
 def export(recipe: RecipeSource, *, targets: list[str] | None = None, trust_pickle: bool = False,
-           measure: bool = True, runs: int = 50, quiet: bool = False) -> RunRecord:
+           measure: bool = True, runs: int = 50, quiet: bool = False) -> RunRecord | None:
     """Compress the recipe's model, lower it to every target (or only ``targets``), verify each artifact with
     its own runtime, measure latency and memory on this machine (unless ``measure=False``), check the budgets
     and write the run directory (the recipe's ``output``). Returns the run record; ``record.ok`` says whether
-    every target succeeded, ``record.budgets`` holds the verdict."""
+    every target succeeded, ``record.budgets`` holds the verdict. In a script run by torchrun every rank calls
+    it: the training passes run on all of them, rank 0 writes the run and gets the record, the others None."""
     rec, where, pass_configs = _checked(recipe)
     from edgeship.run import export as run_export  # torch-heavy
 

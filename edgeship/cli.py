@@ -20,6 +20,7 @@ from edgeship.devices import budgets
 from edgeship.devices.profile import ProfileResult
 from edgeship.devices.remote import AdbTarget, SshTarget
 from edgeship.errors import EdgeshipError
+from edgeship.pipeline import distributed
 from edgeship.progress import set_quiet
 from edgeship.recipe import json_schema as recipe_json_schema
 from edgeship.recipe_template import write_template
@@ -31,17 +32,28 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Compress a trained PyTorch model and ship it to edge devices.")
 out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
-STATE = {"debug": False, "json": False}
+STATE = {"debug": False, "json": False, "quiet": False}
 
 
 @app.callback()
 def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or info lines (CI)"),
          as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON on stdout")):
-    STATE["debug"], STATE["json"] = debug, as_json
+    STATE["debug"], STATE["json"], STATE["quiet"] = debug, as_json, quiet
     # torch 2.13 warns from inside its own pytree code whenever a .pt2 module is loaded or copied
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     set_quiet(quiet or as_json)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """The one error line; a rank of a job `--nproc-per-node` started leaves it for the launcher to print once."""
+    w = distributed.world()
+    if distributed.launched():
+        distributed.record_failure(message, code)
+    else:
+        err.print(f"[bold red]error:[/bold red] {f'rank {w.rank}: ' if w.size > 1 else ''}{message}",
+                  highlight=False, soft_wrap=True)
+    return typer.Exit(code)
 
 
 def handle_errors(fn):
@@ -52,8 +64,9 @@ def handle_errors(fn):
         except EdgeshipError as e:
             if STATE["debug"]:
                 raise
-            err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
+            raise fail(str(e), e.exit_code) from None
+        except distributed.Stopped:  # torchrun stopped this rank because another failed: that one says why
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             err.print("interrupted: finished stages stay cached; rerun to resume")
             raise typer.Exit(130) from None
@@ -63,17 +76,13 @@ def handle_errors(fn):
             if STATE["debug"]:
                 raise
             where = f" {e.filename}" if e.filename else ""
-            err.print(f"[bold red]error:[/bold red] cannot access{where}: {e.strerror or e}. Fix: check the path "
-                      "and its permissions", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise fail(f"cannot access{where}: {e.strerror or e}. Fix: check the path and its permissions", 2) from None
         except Exception as e:  # anything else: one line, the traceback behind --debug
             if STATE["debug"]:
                 raise
             text = " ".join(str(e).split())
-            err.print(f"[bold red]error:[/bold red] {type(e).__name__}: {text[:400]}. Fix: rerun with --debug for "
-                      "the traceback (a model of your own: check that it runs forward and backward in plain torch)",
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise fail(f"{type(e).__name__}: {text[:400]}. Fix: rerun with --debug for the traceback (a model of "
+                       "your own: check that it runs forward and backward in plain torch)", 1) from None
     return wrapper
 
 
@@ -83,13 +92,39 @@ def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+NPROC = typer.Option(None, "--nproc-per-node", min=1, help="train on N processes of this machine (torchrun; "
+                     "a GPU each when there are GPUs); rank 0 writes everything")
+NNODES = typer.Option(1, "--nnodes", min=1, help="machines in the job (run the same command on each)")
+NODE_RANK = typer.Option(0, "--node-rank", min=0, help="this machine's index, 0 = the one that writes the run")
+MASTER_ADDR = typer.Option(None, "--master-addr", help="node 0's address (several machines)")
+MASTER_PORT = typer.Option(None, "--master-port", help="node 0's port (default 29500)")
+
+
+def maybe_launch(command: list[str], recipe: Path, nproc: int | None, nnodes: int, node_rank: int,
+                 master_addr: str | None, master_port: int | None) -> bool:
+    """With --nproc-per-node (or --nnodes > 1), outside a torchrun job: check the recipe here, once, then run
+    ``edgeship <command>`` on every process through torch.distributed.run. False: run it in this process."""
+    if (nproc is None and nnodes == 1) or distributed.world().size > 1:
+        return False
+    api.load_recipe(recipe)  # bad input: one line, before any process starts
+    flags = [*(["--debug"] if STATE["debug"] else []), *(["--quiet"] if STATE["quiet"] or STATE["json"] else [])]
+    distributed.launch([*flags, *command], nproc or 1, nnodes, node_rank, master_addr, master_port)
+    return True
+
+
 @app.command()
 @handle_errors
 def train(recipe: Path = typer.Argument(..., help="recipe YAML"),
-          if_missing: bool = typer.Option(False, "--if-missing", help="do nothing when the checkpoint exists")):
+          if_missing: bool = typer.Option(False, "--if-missing", help="do nothing when the checkpoint exists"),
+          nproc_per_node: int | None = NPROC, nnodes: int = NNODES, node_rank: int = NODE_RANK,
+          master_addr: str | None = MASTER_ADDR, master_port: int | None = MASTER_PORT):
     """Train the recipe's model (zoo or factory) and save the checkpoint at model.weights."""
-    metrics = api.train(recipe, if_missing=if_missing)
-    if STATE["json"]:
+    command = ["train", str(recipe), *(["--if-missing"] if if_missing else [])]
+    if maybe_launch(command, recipe, nproc_per_node, nnodes, node_rank, master_addr, master_port):
+        metrics = {"checkpoint": str(api.load_recipe(recipe).model.weights)}
+    else:
+        metrics = api.train(recipe, if_missing=if_missing)
+    if STATE["json"] and not distributed.launched():
         emit_json(metrics)
 
 
@@ -100,9 +135,22 @@ def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
            trust_pickle: bool = typer.Option(False, "--trust-pickle",
                                              help="allow model files that need full unpickling (runs their code)"),
            no_measure: bool = typer.Option(False, "--no-measure", help="skip the host latency/RAM measurement"),
-           runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact in the host measurement")):
-    """Compress the model, lower it to every target, verify, measure on the host, check budgets: runs/<name>/."""
-    record = api.export(recipe, targets=target, trust_pickle=trust_pickle, measure=not no_measure, runs=runs)
+           runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact in the host measurement"),
+           nproc_per_node: int | None = NPROC, nnodes: int = NNODES, node_rank: int = NODE_RANK,
+           master_addr: str | None = MASTER_ADDR, master_port: int | None = MASTER_PORT):
+    """Compress the model, lower it to every target, verify, measure on the host, check budgets: runs/<name>/.
+    With --nproc-per-node N the training passes run on N processes (torch.distributed)."""
+    command = ["export", str(recipe), *[a for t in target or [] for a in ("--target", t)], "--runs", str(runs),
+               *(["--trust-pickle"] if trust_pickle else []), *(["--no-measure"] if no_measure else [])]
+    if maybe_launch(command, recipe, nproc_per_node, nnodes, node_rank, master_addr, master_port):
+        if node_rank != 0:  # node 0 wrote the run
+            out.print(f"node {node_rank}: done; node 0 wrote the run")
+            return
+        record = api.load_run(api.load_recipe(recipe).output)
+    else:
+        record = api.export(recipe, targets=target, trust_pickle=trust_pickle, measure=not no_measure, runs=runs)
+    if record is None or distributed.launched():  # a rank of a job: the launcher (or rank 0) reports
+        raise typer.Exit(0)
     if STATE["json"]:
         emit_json(record)
     else:

@@ -242,11 +242,15 @@ class DataSource(Strict):
     kind: Literal["fashion_mnist", "digits", "idx", "npz", "image_folder"]
     path: Path | None = Field(None, description="file or folder; fashion_mnist defaults to Debian's package")
     labels_path: Path | None = Field(None, description="idx only: the labels file")
+    stream: bool = Field(False, description="npz and image_folder: read training samples per batch (npz "
+                                            "memory-mapped) instead of loading the data set into memory")
 
     @model_validator(mode="after")
     def _needs_path(self) -> DataSource:
         if self.kind in ("idx", "npz", "image_folder") and self.path is None:
             raise ValueError(f"data source kind {self.kind!r} needs a path")
+        if self.stream and self.kind not in ("npz", "image_folder"):
+            raise ValueError(f"stream: true reads npz and image_folder sources per batch, not {self.kind!r}")
         return self
 
 
@@ -273,6 +277,9 @@ class TrainSpec(Strict):
     hflip: bool = Field(False, description="random horizontal flips (images only)")
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     seed: int = 0
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+                        description="where `edgeship train` and the training passes run: auto = a GPU when torch "
+                                    "sees one (cuda:LOCAL_RANK under torchrun), else the CPU")
 
 
 class BudgetSpec(Strict):

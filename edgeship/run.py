@@ -31,6 +31,7 @@ from edgeship.lower import TargetJob, outputs_of, references, size_references
 from edgeship.models.io import IOModel, check_signature, to_model_dtype
 from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save_module, set_eval
 from edgeship.pipeline.base import PassConfig, PassContext, check_model_for_passes, planned_quant
+from edgeship.pipeline.distributed import process_group, resolve_device
 from edgeship.pipeline.runner import StageCache, model_hash, run_passes
 from edgeship.pipeline.training import TensorData, set_determinism, top1
 from edgeship.progress import info, warn
@@ -109,9 +110,34 @@ def calib_subset(calib: TensorData, quant: QuantSettings, io: IOSpec | None = No
 
 def export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, PassConfig]],
            only: list[str] | None = None, trust_pickle: bool = False, quiet: bool = False, measure: bool = True,
-           measure_runs: int = 50) -> RunRecord:
+           measure_runs: int = 50) -> RunRecord | None:
     """Run the whole job for a checked recipe and its validated pass configs; returns the run record (saved
-    under the recipe's output). Bad input raises EdgeshipError before anything is written."""
+    under the recipe's output). Bad input raises EdgeshipError before anything is written.
+
+    Inside a torchrun job every rank calls this: the training passes run on all of them, rank 0 alone writes
+    and returns the record, the others return None."""
+    device = resolve_device(recipe.train.device)
+    with process_group(device) as w:
+        if not w.main:
+            _train_along(recipe, pass_configs, trust_pickle, device)
+            return None
+        return _export(recipe, recipe_path, pass_configs, only, trust_pickle, quiet, measure, measure_runs, device)
+
+
+def _train_along(recipe: Recipe, pass_configs: list[tuple[str, PassConfig]], trust_pickle: bool,
+                 device: str) -> None:
+    """A rank other than 0: the same checks and data, then the passes' training; it writes nothing (its stage
+    scratch is a private temporary directory, the cache and the run directory are rank 0's)."""
+    check_output(Path(recipe.output))
+    prep = prepare(recipe, trust_pickle)
+    check_model_for_passes(prep.model, [name for name, _ in pass_configs], recipe.model_io())
+    with tempfile.TemporaryDirectory(prefix="edgeship-rank-") as scratch:
+        ctx, spec = pass_setup(recipe, prep, Path(scratch) / "work", True, device)
+        run_passes(prep.model, pass_configs, ctx, StageCache(Path(scratch) / "cache"), spec)
+
+
+def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, PassConfig]], only: list[str] | None,
+            trust_pickle: bool, quiet: bool, measure: bool, measure_runs: int, device: str) -> RunRecord:
     t_start = time.perf_counter()
     targets = recipe.targets
     if only:
@@ -132,7 +158,7 @@ def export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, PassC
     except OSError as e:
         raise EdgeshipError(f"cannot write in {out.parent} ({e.strerror})", "set output: to a writable path") from None
     try:
-        record = _run(recipe, recipe_path, targets, pass_configs, prep, tmp, quiet)
+        record = _run(recipe, recipe_path, targets, pass_configs, prep, tmp, quiet, device)
         record.place(tmp)
         if only:
             carry_over(out, tmp, record, [t.name for t in recipe.targets])
@@ -233,8 +259,23 @@ def carry_over(prev_dir: Path, tmp: Path, record: RunRecord, order: list[str]) -
     record.targets.sort(key=lambda t: order.index(t.name))
 
 
+def pass_setup(recipe: Recipe, prep: Prepared, work_dir: Path, quiet: bool, device: str) -> tuple[PassContext, dict]:
+    """The passes' context and the data spec their cache keys hold."""
+    io = recipe.model_io()
+    ctx = PassContext(splits=prep.splits, data=prep.data, preprocessing=prep.preprocessing,
+                      input_shape=tuple(io.inputs[0].shape), teacher=None, work_dir=work_dir, seed=recipe.seed,
+                      threads=recipe.train.threads, quiet=quiet, io=io, device=device)
+    # the model's spec too: a factory whose arguments change what forward() does can print the same module
+    # with the same weights (the module hash alone would hand it another model's cached stages)
+    data_spec = recipe.data.model_dump(mode="json") | {"input": io.model_dump(mode="json"),
+                                                        "model": recipe.model.model_dump(mode="json")}
+    if recipe.input is not None:  # the key image recipes always had (their cached stages stay valid)
+        data_spec["input"] = recipe.input.model_dump(mode="json")
+    return ctx, data_spec
+
+
 def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_configs: list[tuple[str, PassConfig]],
-         prep: Prepared, tmp: Path, quiet: bool) -> RunRecord:
+         prep: Prepared, tmp: Path, quiet: bool, device: str) -> RunRecord:
     io = recipe.model_io()
     model, data = prep.model, prep.data
     logs = tmp / "logs"
@@ -243,15 +284,7 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
     top = f"test top-1 {baseline.top1_test:.4f}, " if baseline.top1_test is not None else ""
     info(f"baseline: {top}params {baseline.params:,}, MACs {baseline.macs or 0:,}")
 
-    ctx = PassContext(splits=prep.splits, data=data, preprocessing=prep.preprocessing,
-                      input_shape=tuple(io.inputs[0].shape), teacher=None, work_dir=tmp / "work", seed=recipe.seed,
-                      threads=recipe.train.threads, quiet=quiet, io=io)
-    # the model's spec too: a factory whose arguments change what forward() does can print the same module
-    # with the same weights (the module hash alone would hand it another model's cached stages)
-    data_spec = recipe.data.model_dump(mode="json") | {"input": io.model_dump(mode="json"),
-                                                        "model": recipe.model.model_dump(mode="json")}
-    if recipe.input is not None:  # the key image recipes always had (their cached stages stay valid)
-        data_spec["input"] = recipe.input.model_dump(mode="json")
+    ctx, data_spec = pass_setup(recipe, prep, tmp / "work", quiet, device)
     result = run_passes(model, pass_configs, ctx, StageCache(Path(recipe.output).parent / ".cache"), data_spec)
     compact = set_eval(result.model)
     quant = result.quant or QuantSettings(seed=recipe.seed)

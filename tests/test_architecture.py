@@ -22,7 +22,7 @@ LAYERS = [
     ["edgeship.calibration", "edgeship.calibration.preprocess", "edgeship.calibration.quant", "edgeship.recipe"],
     ["edgeship.record"],
     ["edgeship.models", "edgeship.calibration.datasets", "edgeship.calibration.io_data",
-     "edgeship.calibration.readers"],
+     "edgeship.calibration.readers", "edgeship.calibration.streaming"],
     ["edgeship.pipeline"],
     ["edgeship.targets"],
     ["edgeship.devices"],

@@ -11,11 +11,13 @@ labels) is refused here, when the data is loaded, before any training or convers
 from __future__ import annotations
 
 import gzip
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgeship.calibration.streaming import LazyRows, image_rows, nchw, npz_rows, value_range
 from edgeship.errors import EdgeshipError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -26,7 +28,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif
 
 @dataclass
 class ArrayData:
-    x: np.ndarray  # raw values of the first data-fed input: (N, C, H, W) for images, (N, ...) otherwise
+    x: np.ndarray | LazyRows  # raw values of the first data-fed input: (N, C, H, W) for images, (N, ...) otherwise;
+    # LazyRows: read per batch (data.source.stream)
     y: np.ndarray  # int64 class ids, (N,) (zeros when the data has no labels)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # the other per-sample arrays, by name, (N, ...)
 
@@ -34,7 +37,12 @@ class ArrayData:
         return len(self.y)
 
     def subset(self, idx: np.ndarray) -> ArrayData:
-        return ArrayData(self.x[idx], self.y[idx], {k: v[idx] for k, v in self.extra.items()})
+        x = self.x.take(idx) if isinstance(self.x, LazyRows) else self.x[idx]
+        return ArrayData(x, self.y[idx], {k: v[idx] for k, v in self.extra.items()})
+
+    def loaded(self) -> ArrayData:
+        """The same samples in memory (a streamed split read whole)."""
+        return ArrayData(self.x[:], self.y, self.extra) if isinstance(self.x, LazyRows) else self
 
 
 @dataclass
@@ -150,7 +158,7 @@ def load_digits() -> ArrayData:
     return ArrayData(d.images.astype(np.float32)[:, None], d.target.astype(np.int64))
 
 
-def load_npz(path: Path, channels: int | None) -> ArrayData:
+def load_npz(path: Path, channels: int | None, stream: bool = False) -> ArrayData:
     path = Path(path)
     if not path.exists():
         raise EdgeshipError(f"data file not found: {path}", "check data.source.path in the recipe")
@@ -159,8 +167,14 @@ def load_npz(path: Path, channels: int | None) -> ArrayData:
             if "x" not in f or "y" not in f:
                 raise EdgeshipError(f"{path} has arrays {sorted(f.files)}, not 'x' and 'y'",
                                     "save it with np.savez(path, x=images, y=labels)")
-            x, y = f["x"], f["y"]
-    except (ValueError, OSError) as e:
+            y = f["y"]
+            lazy = npz_rows(path, "x") if stream else None
+            if stream and lazy is None:
+                raise EdgeshipError(f"{path}: its x array is compressed (np.savez_compressed) or Fortran-ordered, "
+                                    "so it cannot be memory-mapped",
+                                    "save it with np.savez(path, x=images, y=labels), or set stream: false")
+            x = f["x"] if lazy is None else lazy
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise EdgeshipError(f"cannot read {path}: {e}", "save it with np.savez(path, x=images, y=labels)") from None
     if x.ndim == 0 or y.ndim == 0:
         raise EdgeshipError(f"{path}: x and y must be arrays with one row per sample, got shapes {x.shape} "
@@ -170,11 +184,12 @@ def load_npz(path: Path, channels: int | None) -> ArrayData:
     if x.dtype.kind not in "biuf":
         raise EdgeshipError(f"{path}: images have dtype {x.dtype}, not numbers",
                             "save x as a numeric array (uint8 pixels or floats)")
-    return ArrayData(_nchw(x, channels), class_ids(y, f"{path}"))
+    return ArrayData(nchw(x, channels) if isinstance(x, LazyRows) else _nchw(x, channels), class_ids(y, f"{path}"))
 
 
-def load_image_folder(root: Path, channels: int, size: tuple[int, int]) -> tuple[ArrayData, tuple[str, ...]]:
-    """One subfolder per class, images resized to the model's input size."""
+def load_image_folder(root: Path, channels: int, size: tuple[int, int],
+                      stream: bool = False) -> tuple[ArrayData, tuple[str, ...]]:
+    """One subfolder per class, images resized to the model's input size (``stream``: when a batch reads them)."""
     from PIL import Image
 
     root = Path(root)
@@ -184,6 +199,11 @@ def load_image_folder(root: Path, channels: int, size: tuple[int, int]) -> tuple
     if not classes:
         raise EdgeshipError(f"{root} has no class subfolders",
                             "put each class's images in its own subfolder: root/<class>/<image>")
+    if stream:
+        files = [(f, ci) for ci, c in enumerate(classes) for f in sorted((root / c).iterdir())
+                 if f.suffix.lower() in IMAGE_SUFFIXES]
+        return ArrayData(image_rows([f for f, _ in files], channels, size),
+                         np.asarray([ci for _, ci in files], np.int64)), tuple(classes)
     mode = "L" if channels == 1 else "RGB"
     xs, ys = [], []
     for ci, c in enumerate(classes):
@@ -216,9 +236,9 @@ def load_source(src, channels: int,
         labels = src.labels_path or _guess_idx_labels(Path(src.path))
         return load_idx_pair(Path(src.path), labels), None, None
     if kind == "npz":
-        return load_npz(Path(src.path), channels), None, None
+        return load_npz(Path(src.path), channels, src.stream), None, None
     if kind == "image_folder":
-        data, classes = load_image_folder(Path(src.path), channels, size)
+        data, classes = load_image_folder(Path(src.path), channels, size, src.stream)
         return data, None, classes
     raise EdgeshipError(f"unknown data source kind {kind!r}", "use fashion_mnist, digits, idx, npz or image_folder")
 
@@ -250,6 +270,16 @@ def _check_values(data: ArrayData, where: str) -> None:
     """NaN/inf anywhere, or one value everywhere: bad input, whatever the targets (raw values, before
     preprocessing; every split is drawn from these arrays)."""
     x = data.x
+    if isinstance(x, LazyRows):  # streamed: a chunk at a time
+        lo, hi, first = value_range(x)
+        if first is not None:
+            raise EdgeshipError(f"{where}: its images contain NaN or inf values (the first: sample index {first})",
+                                "replace or drop those samples and save the data again")
+        if lo == hi:
+            raise EdgeshipError(f"{where}: every value in its {len(x)} images is {lo:g} (raw, before "
+                                "preprocessing): constant images carry nothing to train, evaluate or calibrate on",
+                                "point the recipe's data at real images")
+        return
     if x.dtype.kind in "fc":
         bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
         if bad.any():
@@ -336,4 +366,5 @@ def split_pool(pool: ArrayData, test: ArrayData, spec, rng: np.random.Generator
     train_idx = order[n_val:]
     if spec.train_size is not None:
         train_idx = train_idx[: spec.train_size]
-    return pool.subset(train_idx), (val if len(val) else test), calib, test
+    # a streamed source stays streamed for training; the other splits (bounded by their sizes) are read now
+    return pool.subset(train_idx), (val if len(val) else test).loaded(), calib.loaded(), test.loaded()

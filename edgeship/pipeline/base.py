@@ -50,6 +50,7 @@ class PassContext:
     quant: QuantSettings | None = None  # decided by earlier passes, if any
     stage: str = ""
     io: IOSpec | None = None  # the model's signature, for an io: recipe (None: one image in, class logits out)
+    device: str = "cpu"  # where training passes train (recipe train.device, resolved); models come back on the CPU
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """Run the recipe's passes in order. Each stage's result is cached under ``<runs>/.cache``, keyed by
-the hash of its input model, its config and its data spec, so a rerun skips finished stages."""
+the hash of its input model, its config and its data spec, so a rerun skips finished stages.
+
+In a torchrun job every rank runs every pass (the training inside them is data-parallel), rank 0 alone
+reads and writes the cache and evaluates the stage, and after each stage every rank continues from rank
+0's model, so they cannot drift apart. The cache holds CPU models: a stage trained on a GPU is reused by
+a CPU run and the other way round."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.models.io import IOModel, predict_io, to_model_dtype
 from edgeship.models.load import fp32_size_bytes, model_stats, set_eval
 from edgeship.pipeline.base import PassConfig, PassContext, PassResult, registry
+from edgeship.pipeline.distributed import World, active, broadcast, world
 from edgeship.pipeline.training import evaluate, top1
 from edgeship.progress import info
 from edgeship.record import Stage
@@ -131,27 +137,32 @@ def run_passes(model: nn.Module, passes: list[tuple[str, PassConfig]], ctx: Pass
     reg = registry()
     current = model
     ctx.teacher = set_eval(copy.deepcopy(model)) if ctx.teacher is None else ctx.teacher
+    w = world() if active() else World()
     for i, (name, config) in enumerate(passes):
         stage = f"{i + 1}:{name}"
         ctx.stage = stage
-        key = cache.key(model_hash(current), name, config, data_spec)
-        hit = cache.get(key)
-        if hit is not None:
-            current, record, quant = hit
-            record = record.model_copy(update={"cached": True})
+        key = cache.key(model_hash(current), name, config, data_spec) if w.main else ""
+        hit = cache.get(key) if w.main else None
+        record: Stage | None = None
+        if broadcast(hit is not None):  # rank 0's cache decides for every rank, and hands them its model
+            current, quant = broadcast((hit[0], hit[2]) if hit is not None else None)
+            if hit is not None:
+                record = hit[1].model_copy(update={"cached": True})
             info(f"[dim]stage {stage}: cached ({key})[/dim]")
         else:
             t0 = time.perf_counter()
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
             out: PassResult = reg[name]().run(current, config, ctx)
-            current = set_eval(out.model)
-            quant = out.quant
-            record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics, config)
-            if not cache.put(key, current, record, quant):
-                info(f"[dim]stage {stage}: not cached (the model cannot be pickled)[/dim]")
+            current, quant = broadcast((set_eval(out.model), out.quant))  # rank 0's result on every rank
+            if w.main:
+                record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics, config)
+                if not cache.put(key, current, record, quant):
+                    info(f"[dim]stage {stage}: not cached (the model cannot be pickled)[/dim]")
         if quant is not None:
             ctx.quant = quant
             result.quant = quant
+        if record is None:  # the other ranks keep no record
+            continue
         result.stages.append(record)
         note = record.metrics.get("note")
         top = f"val top-1 {record.top1_val:.4f}, " if record.top1_val is not None else ""

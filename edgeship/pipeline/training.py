@@ -1,5 +1,7 @@
 """The training loop shared by `edgeship train` and the fine-tuning passes (distill, qat, prune's
-recovery steps): deterministic for a seed, with a rich progress bar, and a loss hook for KD.
+recovery steps): deterministic for a seed, with a rich progress bar, and a loss hook for KD. Inside a
+torchrun job (``edgeship.pipeline.distributed``) it trains with DistributedDataParallel, each rank on its
+DistributedSampler shard of every global batch, so N processes follow the batches one process would.
 
 The passes' fine-tuning lives here too: ``TrainConfig`` (the settings every recovery step takes),
 ``kd_loss`` (cross entropy plus distillation from a teacher), ``finetune`` and ``resolve_teacher``."""
@@ -7,6 +9,7 @@ The passes' fine-tuning lives here too: ``TrainConfig`` (the settings every reco
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,16 +20,46 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from edgeship.calibration.datasets import ArrayData
 from edgeship.calibration.preprocess import Preprocessing
+from edgeship.calibration.streaming import LazyRows
 from edgeship.errors import EdgeshipError
 from edgeship.models.io import graph_inputs
 from edgeship.models.load import build_model, set_eval
 from edgeship.perf import channels_last, nhwc_ok, to_channels_last, tune_allocator
 from edgeship.pipeline.base import PassConfig, PassContext
+from edgeship.pipeline.distributed import World, active, gather, gather_rows, shard, world
 from edgeship.progress import progress_bar, step_line
 from edgeship.recipe import InputSpec, IOSpec, ModelSpec
+
+
+class StreamedImages:
+    """A streamed split's images (``data.source.stream``): ``x[idx]`` reads those rows and preprocesses them,
+    a batch at a time; nothing else of the split is held in memory."""
+
+    def __init__(self, rows: LazyRows, pre: Preprocessing):
+        self.rows, self.pre = rows, pre
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.rows.shape
+
+    def __getitem__(self, key: torch.Tensor | slice | np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.pre.apply(self.rows[key.numpy() if isinstance(key, torch.Tensor) else key]))
+
+    def take(self, sl: slice) -> StreamedImages:
+        return StreamedImages(self.rows.take(sl), self.pre)
+
+
+def rows_of(x: torch.Tensor | StreamedImages, sl: slice) -> torch.Tensor | StreamedImages:
+    """Rows ``sl`` of a split's inputs, still streamed when they were."""
+    return x.take(sl) if isinstance(x, StreamedImages) else x[sl]
 
 
 @dataclass
@@ -34,13 +67,15 @@ class TensorData:
     """A split, preprocessed once into tensors: ``x`` the first data-fed input (float32 images for an image
     classifier), ``extra`` the other per-sample arrays of an ``io:`` model by name (inputs and class ids)."""
 
-    x: torch.Tensor
+    x: torch.Tensor | StreamedImages
     y: torch.Tensor
     soft: torch.Tensor | None = None  # per-sample teacher logits, computed once for distillation
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_array(cls, data: ArrayData, pre: Preprocessing, io: IOSpec | None = None) -> TensorData:
+        if isinstance(data.x, LazyRows):
+            return cls(StreamedImages(data.x, pre), torch.from_numpy(data.y))
         if io is None or io.image:
             return cls(torch.from_numpy(pre.apply(data.x)), torch.from_numpy(data.y))
         by_source = {str(i.source): i for i in io.data_inputs}
@@ -79,6 +114,7 @@ class FitConfig:
     hflip: bool = False
     seed: int = 0
     threads: int | None = None
+    device: str = "cpu"  # where the model trains; it comes back to the CPU afterwards
 
 
 class NonFiniteLoss(EdgeshipError):
@@ -94,17 +130,23 @@ def set_determinism(seed: int, threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+def device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Logits for ``x`` in batches (128: larger batches were slower on 2 cores, see edgeship/perf.py)."""
+    """Logits for ``x`` in batches (128: larger batches were slower on 2 cores, see edgeship/perf.py), on the
+    model's device; returned on the CPU."""
     set_eval(model)
     if not len(x):
         return torch.zeros(0)
     tune_allocator()
-    nhwc = nhwc_ok(model, x)
+    dev = device_of(model)
+    nhwc = nhwc_ok(model, x[:1].to(dev))
     layout = to_channels_last if nhwc else (lambda t: t)
     with channels_last(model, nhwc):
-        return torch.cat([model(layout(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(layout(x[i:i + batch_size].to(dev))).cpu() for i in range(0, len(x), batch_size)])
 
 
 def top1(logits: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
@@ -116,17 +158,41 @@ def evaluate(model: nn.Module, data: TensorData) -> float:
     return top1(predict(model, data.x), data.y)
 
 
+class SeededShards(DistributedSampler):
+    """DistributedSampler's shards (rank r takes every size-th index of the epoch's order, padded so every rank
+    takes as many) of an order drawn from ``gen`` each epoch: one process trains in the order it always has,
+    and N processes on the same global batches, each rank on 1/N of every one."""
+
+    def __init__(self, n: int, w: World, gen: torch.Generator):
+        super().__init__(range(n), num_replicas=w.size, rank=w.rank, shuffle=False)
+        self.gen = gen
+
+    def __iter__(self):
+        order = torch.randperm(len(self.dataset), generator=self.gen).tolist()
+        order += order[:self.total_size - len(order)]
+        return iter(order[self.rank:self.total_size:self.num_replicas])
+
+
 # (logits, y, x, soft) -> loss; soft is the batch's precomputed teacher logits or None
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def fit(model: nn.Module, train: TensorData, val: TensorData | None, cfg: FitConfig, *,
         stage: str = "train", loss_fn: LossFn | None = None, quiet: bool = False) -> dict:
-    """Train in place; returns metrics (val top-1 per epoch, wall time). Raises NonFiniteLoss on NaN."""
-    set_determinism(cfg.seed, cfg.threads)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
+    """Train in place; returns metrics (val top-1 per epoch, wall time). Raises NonFiniteLoss on NaN.
+
+    On N processes each rank takes batch_size / N samples of every global batch (DistributedSampler: the
+    same seeded order on every rank), gradients are averaged by DDP, and rank 0 alone validates."""
+    w = world() if active() else World()
+    set_determinism(cfg.seed + w.rank, cfg.threads)  # a seed per rank (dropout, flips); the order is shared
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    gen = order_gen if w.size == 1 else torch.Generator().manual_seed(cfg.seed + w.rank)
+    sampler = SeededShards(len(train), w, order_gen)
+    rank_batch = max(1, cfg.batch_size // w.size)
+    steps_per_epoch = max(1, math.ceil(len(sampler) / rank_batch))
     total = steps_per_epoch * cfg.epochs
+    dev = torch.device(cfg.device)
+    model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
@@ -145,21 +211,24 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, cfg: FitCon
     history: list[float] = []
     t0 = time.perf_counter()
     tune_allocator()
-    nhwc = nhwc_ok(model, train.x)
+    nhwc = nhwc_ok(model, train.x[:1].to(dev))
     layout = to_channels_last if nhwc else (lambda t: t)
     with channels_last(model, nhwc), progress_bar(quiet) as bar:
+        net = model if w.size == 1 else DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
         task = bar.add_task(f"{stage}", total=total)
         for epoch in range(cfg.epochs):
             model.train()
-            order = torch.randperm(len(train), generator=gen)
+            order = torch.tensor(list(sampler), dtype=torch.long)
             running, seen = 0.0, 0
             for i in range(steps_per_epoch):
-                idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                idx = order[i * rank_batch:(i + 1) * rank_batch]
                 xb, yb = train.x[idx], train.y[idx]
                 if cfg.hflip:
                     flip = torch.rand(len(xb), generator=gen) < 0.5
                     xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-                loss = loss_fn(model(layout(xb)), yb, xb, None if train.soft is None else train.soft[idx])
+                xb, yb = xb.to(dev), yb.to(dev)
+                soft = None if train.soft is None else train.soft[idx].to(dev)
+                loss = loss_fn(net(layout(xb)), yb, xb, soft)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(stage, epoch)
                 opt.zero_grad(set_to_none=True)
@@ -170,15 +239,18 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, cfg: FitCon
                 seen += len(idx)
                 bar.update(task, advance=1, description=f"{stage} epoch {epoch + 1}/{cfg.epochs} "
                                                         f"loss {running / seen:.3f}")
-            if val is not None and len(val):
+            if val is not None and len(val) and w.main:
                 history.append(evaluate(model, val))
                 bar.update(task, description=f"{stage} epoch {epoch + 1}/{cfg.epochs} val top-1 {history[-1]:.4f}")
             step_line(f"{stage} epoch {epoch + 1}/{cfg.epochs}: loss {running / max(seen, 1):.3f}"
-                      + (f", val top-1 {history[-1]:.4f}" if val is not None and len(val) else "")
+                      + (f", val top-1 {history[-1]:.4f}" if history else "")
                       + f" ({time.perf_counter() - t0:.0f} s)", quiet)
-    set_eval(model)
+    set_eval(model.cpu())  # stages, the cache and the lowering see a CPU model, wherever it trained
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return {"val_top1_per_epoch": history, "val_top1": history[-1] if history else None,
-            "epochs": cfg.epochs, "wall_s": round(time.perf_counter() - t0, 2)}
+            "epochs": cfg.epochs, "wall_s": round(time.perf_counter() - t0, 2), "processes": w.size,
+            "batch_per_process": rank_batch,
+            "device": str(dev), "peak_rss_mb_per_process": gather(round(peak_mb, 1))}
 
 
 # ------------------------------------------------------------------ fine-tuning inside the passes
@@ -244,10 +316,11 @@ def finetune(model: nn.Module, cfg: TrainConfig, ctx: PassContext, teacher: nn.M
     train = subset(ctx.data["train"], cfg.samples, ctx.seed + seed_offset)
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                         optimizer=cfg.optimizer, schedule=cfg.schedule, label_smoothing=0.0,
-                        seed=ctx.seed + seed_offset, threads=ctx.threads)
+                        seed=ctx.seed + seed_offset, threads=ctx.threads, device=ctx.device)
     loss = kd_loss(teacher, cfg.alpha, cfg.temperature)
-    if teacher is not None and cfg.alpha > 0:  # the teacher sees each sample once, not once per epoch
-        train = TensorData(train.x, train.y, soft=predict(teacher, train.x))
+    if teacher is not None and cfg.alpha > 0:  # the teacher sees each sample once, not once per epoch: each
+        rows = shard(len(train))               # rank its share, gathered (one process: all of them)
+        train = TensorData(train.x, train.y, soft=gather_rows(predict(teacher, rows_of(train.x, rows)), len(train)))
     return fit(model, train, ctx.data["val"], fit_cfg, stage=stage or ctx.stage, loss_fn=loss, quiet=ctx.quiet)
 
 
