@@ -113,12 +113,31 @@ def stateful() -> nn.Module:
     return Stateful().eval()
 
 
+class StatefulLSTM(Stateful):
+    """The same with an ``nn.LSTMCell`` whose (h, c) travel as one state input: the TorchScript ONNX exporter cannot
+    take an LSTMCell with a dynamic batch ('unsafe_chunk, unknown dimension size'; Silero VAD is one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(8, 16)
+
+    def forward(self, x, state, sr: int = 8000):
+        h = self.act(self.conv(x * (sr / 16000))).mean(2)
+        h, c = self.cell(h, (state[:, 0], state[:, 1]))
+        return {"prob": torch.sigmoid(self.head(h)), "state": torch.stack([h, c], 1)}
+
+
+def stateful_lstm() -> nn.Module:
+    torch.manual_seed(0)
+    return StatefulLSTM().eval()
+
+
 def stateful_recipe(tmp_path, targets, monkeypatch, **over) -> dict:
     t = np.linspace(0, 1, 256, dtype=np.float32)
     rng = np.random.default_rng(0)
     tones = np.stack([np.sin(2 * np.pi * f * t) * a for f, a in zip(rng.uniform(2, 40, 300), rng.uniform(.1, 1, 300))])
     np.savez(tmp_path / "tones.npz", frames=tones[:, None, :].astype(np.float32))
-    (tmp_path / "statemodels.py").write_text("from test_io import stateful\n")
+    (tmp_path / "statemodels.py").write_text("from test_io import stateful, stateful_lstm\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     r = {"name": "stateful", "model": {"factory": "statemodels:stateful"},
@@ -148,6 +167,24 @@ def test_two_inputs_a_filled_state_and_keyword_arguments(tmp_path, monkeypatch):
                                                                                                          "state_out"]
     assert graph.input[0].type.tensor_type.shape.dim[2].dim_param == "samples"  # the dynamic length stays dynamic
     assert run.target("tflite-fp32").verify.outputs["prob"].max_abs_error < 1e-5
+
+
+@pytest.mark.slow
+def test_an_lstm_cell_the_torchscript_exporter_refuses_goes_through_the_dynamo_exporter(tmp_path, monkeypatch):
+    recipe = stateful_recipe(tmp_path, _targets([("onnx", "fp32"), ("onnx", "int8")]), monkeypatch,
+                             model={"factory": "statemodels:stateful_lstm"})
+    recipe["io"]["inputs"][1] = {"name": "state", "shape": [2, 16], "fill": 0.0}
+    run = edgeship.export(recipe, quiet=True, measure=False)
+    assert run.ok, [(t.name, t.error) for t in run.targets]
+    import onnx as onnx_lib
+
+    fp32 = onnx_lib.load(str(run.run_dir / run.target("onnx-fp32").artifact))
+    assert fp32.opset_import[0].version == 18  # the dynamo exporter's file
+    assert [i.name for i in fp32.graph.input] == ["frames", "state"]
+    assert fp32.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the batch stays dynamic
+    assert run.target("onnx-fp32").verify.outputs["state_out"].max_abs_error < 1e-5
+    log = (run.run_dir / "logs" / "onnx-fp32.log").read_text()
+    assert "unsafe_chunk" in log and "dynamo=True" in log
 
 
 def test_io_bad_input_is_one_line(tmp_path, monkeypatch):

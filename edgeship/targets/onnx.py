@@ -1,6 +1,7 @@
 """FP32 ONNX: ``torch.onnx.export(dynamo=False)`` (the exporter whose files ONNX Runtime's quantizer
-and the other converters accepted most easily when the project's routes were chosen), ``onnx.checker``,
-metadata embedded as ``metadata_props``, run with ONNX Runtime on the CPU."""
+and the other converters accepted most easily when the project's routes were chosen), and for a model that exporter
+cannot take (an ``nn.LSTMCell`` with a dynamic batch) the torch.export-based one (``dynamo=True``, opset 18);
+``onnx.checker``, metadata embedded as ``metadata_props``, run with ONNX Runtime on the CPU."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 OPSET = 17
+DYNAMO_OPSET = 18  # the dynamo exporter's own opset (it converts down poorly)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
@@ -58,14 +60,36 @@ def export_onnx(model: nn.Module, example: torch.Tensor | tuple, path: Path, log
         layer = layer_of_op(model, op.group(1)) if op else None
         if op and layer:
             msg = f"operator {op.group(1)} in layer '{layer}' is not supported (opset {opset})"
-        raise TargetError(f"onnx: torch.onnx.export failed: {msg}",
-                          f"replace the unsupported operator or drop the ONNX targets; log: {log_path}") from None
+        dynamo_error = _export_dynamo(model, args, path, log_path, inputs, outputs, dynamic)
+        if dynamo_error is not None:
+            raise TargetError(f"onnx: torch.onnx.export failed: {msg} (the dynamo exporter failed too: "
+                              f"{dynamo_error})",
+                              f"replace the unsupported operator or drop the ONNX targets; log: {log_path}") from None
     try:
         onnx.checker.check_model(str(path))
     except Exception as e:
         raise TargetError(f"onnx: the exported file fails onnx.checker: {str(e).splitlines()[0][:200]}",
                           "report this model to the edgeship maintainers") from None
     return path
+
+
+def _export_dynamo(model: nn.Module, args: tuple, path: Path, log_path: Path, inputs: list[str], outputs: list[str],
+                   dynamic: dict[str, dict[int, str]]) -> str | None:
+    """The torch.export-based exporter, for a model the TorchScript exporter cannot take (e.g. ``nn.LSTMCell`` with a
+    dynamic batch: 'unsafe_chunk, unknown dimension size'); it writes opset 18. None when it worked, else why not."""
+    import torch  # heavy: imported when a model is lowered
+
+    from edgeship.models.load import exportable
+
+    path.unlink(missing_ok=True)
+    try:
+        with captured(log_path), torch.no_grad():
+            print("onnx: the TorchScript exporter failed (above); exporting with torch.onnx.export(dynamo=True)")
+            torch.onnx.export(exportable(model), args, str(path), dynamo=True, opset_version=DYNAMO_OPSET,
+                              input_names=inputs, output_names=outputs, dynamic_axes=dynamic, verbose=False)
+        return None
+    except Exception as e:
+        return failure(e, log_path)
 
 
 def compact(path: Path) -> None:

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 FLOAT_PRECISIONS = {"f32", "f16", "bf16", "f64"}
 RUNTIME_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 FAST_BIAS_CORRECTION = False  # see the module docstring
+# NNCF quantizes the weights and inputs of these; an LSTM's state then drifts step by step (measured on the corpus:
+# Resemblyzer's 3-layer LSTM embedding, the Khmer OCR's BiLSTM, benchmarks/results/zoo.json)
+RECURRENT_OPS = {"LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell", "RNNCell"}
 
 
 def _ov():
@@ -211,15 +214,21 @@ def float_layer_ops(om, model: nn.Module, ctx: LowerContext) -> list[str]:
     return [names[layer] for layer in ctx.quant.float_layers]
 
 
+def recurrent_ops(om) -> list[str]:
+    """The recurrent sequence/cell operations of an OpenVINO model (kept in float by :func:`quantize`)."""
+    return sorted({op.get_type_name() for op in om.get_ops()} & RECURRENT_OPS)
+
+
 def quantize(om, ctx: LowerContext, ignored: list[str] | None = None):
-    """``nncf.quantize`` on the OpenVINO model over every calibration sample; the ops named in ``ignored`` stay
-    float (NNCF's ignored_scope)."""
+    """``nncf.quantize`` on the OpenVINO model over every calibration sample; the ops named in ``ignored`` and the
+    recurrent operations stay float (NNCF's ignored_scope)."""
     params = nncf_parameters(ctx.quant)
     sig = ctx.signature
     dataset = nncf_dataset(ctx.calib if sig.image else check_calibration_inputs(ctx.inputs, sig.inputs))
     nncf = require("nncf", "nncf", "openvino")
-    if ignored:
-        params["ignored_scope"] = nncf.IgnoredScope(names=list(ignored))
+    recurrent = recurrent_ops(om)
+    if ignored or recurrent:
+        params["ignored_scope"] = nncf.IgnoredScope(names=list(ignored or []), types=recurrent)
     try:
         with captured(ctx.log_path):
             return nncf.quantize(om, dataset, subset_size=len(ctx.calib), **params)

@@ -109,6 +109,22 @@ def signature_position(name: str) -> int:  # public: the TFLite backend orders d
     return int(tail) if tail.isdigit() else 0
 
 
+def _at_example_shapes(model: Any, ctx: LowerContext) -> Any:
+    """A model converted from ONNX computes some shapes at run time (``Shape -> Slice -> Concat -> Reshape``), which
+    torch.export refuses as data-dependent: litert-torch exports at the examples' shapes, so a copy with those
+    computations frozen to constants goes instead (``models.onnx_import.freeze_shapes``)."""
+    if not any(type(m).__name__ == "OnnxShape" for m in model.modules()):
+        return model
+    import copy
+
+    from edgeship.models.onnx_import import freeze_shapes
+
+    frozen = copy.deepcopy(model)
+    print(f"tflite: froze {freeze_shapes(frozen, ctx.examples)} shape computations of the ONNX model at the "
+          f"example's shapes {[tuple(e.shape) for e in ctx.examples]}")
+    return frozen
+
+
 def convert(model: Any, ctx: LowerContext, precision: str, calib: list[np.ndarray]) -> tuple[bytes, dict]:
     """torch -> .tflite bytes (without edgeship's metadata) and notes on how it was made."""
     if precision not in PRECISIONS:
@@ -122,6 +138,7 @@ def convert(model: Any, ctx: LowerContext, precision: str, calib: list[np.ndarra
                           "use the onnx or openvino int8 targets for mixed precision on this model")
     notes: dict = {"route": "litert-torch (torch.export -> LiteRT)"}
     with captured(ctx.log_path):
+        model = _at_example_shapes(model, ctx)
         if precision == "int8":
             flat = _pt2e_int8(model, ctx, calib)
             notes["calibration"] = {"source": "PT2E min/max observers", "samples": int(len(calib[0]))}
