@@ -109,3 +109,40 @@ def test_compaction_keeps_outputs_and_shrinks_the_ir(tmp_path):
     outs = [core.compile_model(str(tmp_path / d / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
             for d in ("plain", "compact")]
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_nncf_keeps_recurrent_operations_in_float(tmp_path):
+    """NNCF quantizes an LSTM's weights and inputs: here the CPU plugin then refuses the model (its LSTMSequence wants
+    constant weights); where it runs, the state drifts step by step. quantize() leaves recurrent operations in float
+    and the rest INT8."""
+    import nncf
+    import torch
+
+    from edgeship.targets.openvino import nncf_dataset, nncf_parameters, quantize, recurrent_ops
+
+    class RowLSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.lstm = torch.nn.LSTM(32, 16, batch_first=True)
+            self.head = torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            rows = self.conv(x).permute(0, 2, 1, 3).flatten(2)  # (N, 8 rows, 4 * 8)
+            return self.head(self.lstm(rows)[0][:, -1])
+
+    torch.manual_seed(0)
+    ctx = context(tmp_path, "openvino", "int8", QuantSettings())
+    model = RowLSTM().eval()
+
+    def feeding_lstm(om) -> set[str]:
+        return {inp.get_source_output().get_node().get_type_name() for op in om.get_ops()
+                if op.get_type_name() == "LSTMSequence" for inp in op.inputs()}
+
+    om = ov.convert_model(model, example_input=torch.zeros(1, 1, 8, 8))
+    assert recurrent_ops(om) == ["LSTMSequence"]
+    with pytest.raises(RuntimeError, match="LSTMSequence node .* expects Constant"):  # NNCF quantized its weights
+        nncf.quantize(om.clone(), nncf_dataset(ctx.calib), subset_size=len(ctx.calib), **nncf_parameters(ctx.quant))
+    ours = quantize(om, ctx)
+    assert "FakeQuantize" not in feeding_lstm(ours)
+    assert any(op.get_type_name() == "FakeQuantize" for op in ours.get_ops())  # the convolution is still INT8
