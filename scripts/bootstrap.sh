@@ -13,6 +13,7 @@ if [ "$MODE" = test ]; then
   [ -x /usr/sbin/sshd ] || apt_pkgs+=(openssh-server)
   command -v ssh >/dev/null 2>&1 || apt_pkgs+=(openssh-client)
   command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
+  command -v espeak-ng >/dev/null 2>&1 || apt_pkgs+=(espeak-ng)  # speech for the corpus's audio models
 fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 from typer.testing import CliRunner
@@ -114,15 +115,16 @@ def stateful() -> nn.Module:
 
 
 class StatefulLSTM(Stateful):
-    """The same with an ``nn.LSTMCell`` whose (h, c) travel as one state input: the TorchScript ONNX exporter cannot
-    take an LSTMCell with a dynamic batch ('unsafe_chunk, unknown dimension size'; Silero VAD is one)."""
+    """The same with an ``nn.LSTMCell`` whose (h, c) travel as one state input, fed through a reflect pad as Silero
+    VAD's is: the TorchScript ONNX exporter loses the feature size there and cannot take the LSTMCell ('unsafe_chunk,
+    unknown dimension size')."""
 
     def __init__(self):
         super().__init__()
         self.cell = nn.LSTMCell(8, 16)
 
     def forward(self, x, state, sr: int = 8000):
-        h = self.act(self.conv(x * (sr / 16000))).mean(2)
+        h = F.pad(self.act(self.conv(x * (sr / 16000))), (0, 8), mode="reflect")[:, :, -1:].squeeze(-1)
         h, c = self.cell(h, (state[:, 0], state[:, 1]))
         return {"prob": torch.sigmoid(self.head(h)), "state": torch.stack([h, c], 1)}
 

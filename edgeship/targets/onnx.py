@@ -82,14 +82,30 @@ def _export_dynamo(model: nn.Module, args: tuple, path: Path, log_path: Path, in
     from edgeship.models.load import exportable
 
     path.unlink(missing_ok=True)
+    module = exportable(model)
     try:
         with captured(log_path), torch.no_grad():
             print("onnx: the TorchScript exporter failed (above); exporting with torch.onnx.export(dynamo=True)")
-            torch.onnx.export(exportable(model), args, str(path), dynamo=True, opset_version=DYNAMO_OPSET,
-                              input_names=inputs, output_names=outputs, dynamic_axes=dynamic, verbose=False)
+            torch.onnx.export(module, args, str(path), dynamo=True, opset_version=DYNAMO_OPSET,
+                              input_names=inputs, output_names=outputs, verbose=False,
+                              dynamic_shapes=_dynamic_shapes(module, [dynamic.get(n, {}) for n in inputs]))
         return None
     except Exception as e:
         return failure(e, log_path)
+
+
+def _dynamic_shapes(module: nn.Module, axes: list[dict[int, str]]) -> dict:
+    """torch.export's ``dynamic_shapes`` for the graph inputs' dynamic axes, keyed by ``forward``'s parameter names (a
+    ``forward(*inputs)``, as ``models.io.IOModel`` has, takes them all under its one name)."""
+    import inspect
+
+    import torch  # heavy: imported when a model is lowered
+
+    specs = [{a: torch.export.Dim.DYNAMIC for a in ax} for ax in axes]
+    params = list(inspect.signature(module.forward).parameters.values())
+    if params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return {params[0].name: tuple(specs)}
+    return {p.name: spec for p, spec in zip(params, specs)}
 
 
 def compact(path: Path) -> None:
