@@ -20,6 +20,7 @@ from edgeship.devices import budgets
 from edgeship.devices.profile import ProfileResult
 from edgeship.devices.remote import AdbTarget, SshTarget
 from edgeship.errors import EdgeshipError
+from edgeship.limits import disk_full_error
 from edgeship.pipeline import distributed
 from edgeship.progress import set_quiet
 from edgeship.recipe import json_schema as recipe_json_schema
@@ -64,6 +65,8 @@ def handle_errors(fn):
         except EdgeshipError as e:
             if STATE["debug"]:
                 raise
+            if not e.problem.startswith("disk full"):
+                _disk_full(e)  # a library's wording of a failed write, wrapped in another message
             raise fail(str(e), e.exit_code) from None
         except distributed.Stopped:  # torchrun stopped this rank because another failed: that one says why
             raise typer.Exit(143) from None
@@ -75,15 +78,25 @@ def handle_errors(fn):
         except OSError as e:  # a path the user gave that cannot be read or written
             if STATE["debug"]:
                 raise
+            _disk_full(e)
             where = f" {e.filename}" if e.filename else ""
             raise fail(f"cannot access{where}: {e.strerror or e}. Fix: check the path and its permissions", 2) from None
         except Exception as e:  # anything else: one line, the traceback behind --debug
             if STATE["debug"]:
                 raise
+            _disk_full(e)
             text = " ".join(str(e).split())
             raise fail(f"{type(e).__name__}: {text[:400]}. Fix: rerun with --debug for the traceback (a model of "
                        "your own: check that it runs forward and backward in plain torch)", 1) from None
     return wrapper
+
+
+def _disk_full(e: Exception) -> None:
+    """A write that failed on a full disk or a file size limit, however a library worded it: one line, exit 2."""
+    where = getattr(e, "filename", None)
+    full = disk_full_error(e, where or "its output", Path(where).parent if where else Path.cwd())
+    if full is not None:
+        raise fail(str(full), 2) from None
 
 
 def emit_json(obj) -> None:

@@ -17,6 +17,7 @@ import torch
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.errors import EdgeshipError, TargetError
+from edgeship.limits import Deadline, disk_full_error, tree_bytes
 from edgeship.models.io import lowerable, predict_io
 from edgeship.models.load import clone_module
 from edgeship.pipeline.training import TensorData, predict
@@ -25,6 +26,9 @@ from edgeship.recipe import IOSpec, Recipe, TargetSpec
 from edgeship.record import VERIFY_DIR, OpAudit, SizeReference, SizeVsFP32, Target, Verification
 from edgeship.targets.base import FLOAT_PRECISIONS, LowerContext, Runner, get_backend
 from edgeship.targets.verify import compare, compare_outputs, device_subset, gate, run_batched
+
+TIMEOUT_FIX = ("raise timeouts.stage_s / timeouts.target_s in the recipe if it needs longer; a model whose forward() "
+               "can loop forever must be fixed first")
 
 
 def outputs_of(model: torch.nn.Module, io: IOSpec, data: TensorData) -> list[np.ndarray]:
@@ -180,10 +184,13 @@ class TargetJob:
             if metrics.get("gate_note"):
                 warn(f"target {t.name}: {metrics['gate_note']}")
         except TargetError as e:
-            if art is not None:  # lowered but failed to run, verify or gate: kept (marked failed) for inspection
+            full = disk_full_error(e, final_paths(str(partial), self.tmp, self.recipe), self.tmp, tree_bytes(self.tmp))
+            if art is not None and full is None:  # lowered but failed to run, verify or gate: kept (marked failed)
                 self.keep(art, partial, final, rec)
             else:
                 shutil.rmtree(partial, ignore_errors=True)
+            if full is not None:  # not this target's fault: the run cannot be written
+                raise full from None
             rec.status = "failed"
             rec.error = final_paths(str(e), self.tmp, self.recipe)
             info(f"[red]target {t.name} failed:[/red] {rec.error}")
@@ -276,8 +283,13 @@ def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob) -> 
     size, error = None, None
     try:
         (work / "out").mkdir()
-        size = get_backend(fmt, "fp32").lower(lowerable(clone_module(model), job.io), ctx, work / "out").size_bytes()
+        with Deadline(job.recipe.timeouts.target_s, f"size reference {spec.name}", TIMEOUT_FIX, TargetError):
+            size = get_backend(fmt, "fp32").lower(lowerable(clone_module(model), job.io), ctx,
+                                                  work / "out").size_bytes()
     except (TargetError, EdgeshipError) as e:
+        full = disk_full_error(e, final_paths(str(work), job.tmp, job.recipe), job.tmp, tree_bytes(job.tmp))
+        if full is not None:
+            raise full from None
         error = final_paths(str(e), job.tmp, job.recipe)
     info(f"size reference: {which.replace('_', ' ')} as FP32 {fmt}: "
          + (f"{size / 1024:.1f} KiB" if size else "could not be lowered") + f" ({time.perf_counter() - t0:.1f} s)")

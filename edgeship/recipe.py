@@ -275,7 +275,7 @@ class TrainSpec(Strict):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     hflip: bool = Field(False, description="random horizontal flips (images only)")
-    threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch threads; default: all cores")
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
                         description="where `edgeship train` and the training passes run: auto = a GPU when torch "
@@ -301,6 +301,14 @@ class TargetSpec(Strict):
     budgets: BudgetSpec | None = None
 
 
+class TimeoutSpec(Strict):
+    """How long one step may run before it is stopped with a message naming it (null: no limit)."""
+
+    stage_s: float | None = Field(6 * 3600, gt=0, description="seconds a stage may take: evaluating the input "
+                                  "model, then each pass")
+    target_s: float | None = Field(3600, gt=0, description="seconds lowering and verifying one target may take")
+
+
 class PassSpec(BaseModel):
     """``{name: <pass>, ...config}``; the config is validated by the pass's own schema."""
 
@@ -322,6 +330,7 @@ class Recipe(Strict):
     budgets: BudgetSpec = Field(default_factory=BudgetSpec, description="defaults for every target")
     min_agreement: float = Field(0.999, ge=0, le=1, description="FP32 artifacts must agree with torch this often")
     output: Path = Field(description="the run directory")
+    timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -342,11 +351,33 @@ class Recipe(Strict):
         return IOSpec.for_image(self.input)
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        # how long a step may run changes nothing a run produces
+        spec = self.model_dump(mode="json", exclude={"timeouts"})
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- parsing
 RecipeSource = str | Path | dict | Recipe
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of YAML; a megabyte is already far beyond any real one
+MAX_RECIPE_DEPTH = 32  # nesting of mappings and lists (a real recipe nests about 5 deep)
+MAX_RECIPE_VALUES = 100_000  # values, counting each use of a YAML alias (a real recipe has a few hundred)
+
+
+def _check_depth(raw: Any, where: str) -> None:
+    """Refuse a structure nested deeper than MAX_RECIPE_DEPTH or holding more than MAX_RECIPE_VALUES values once
+    its aliases are expanded (a YAML bomb). Iterative: the check itself must not recurse."""
+    stack, seen = [(raw, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_RECIPE_VALUES:
+            raise EdgeshipError(f"{where}: holds more than {MAX_RECIPE_VALUES:,} values (with its YAML aliases "
+                                "expanded)", "write the recipe without aliases that multiply; see recipes/")
+        if depth > MAX_RECIPE_DEPTH:
+            raise EdgeshipError(f"{where}: nested more than {MAX_RECIPE_DEPTH} levels deep",
+                                "a recipe nests about 5 levels; see recipes/fashion_mnist.yaml")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
 
 
 def parse_recipe(source: RecipeSource) -> tuple[Recipe, str]:
@@ -361,8 +392,15 @@ def parse_recipe(source: RecipeSource) -> tuple[Recipe, str]:
         where = str(path)
         if not path.is_file():
             raise EdgeshipError(f"recipe not found: {path}", "give the path to a recipe YAML (see recipes/)")
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise EdgeshipError(f"{path} is {size / (1 << 20):.1f} MB; a recipe may be at most "
+                                f"{MAX_RECIPE_BYTES >> 10} KB", "give the recipe YAML (data goes in data.source.path)")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(path.read_bytes()[:MAX_RECIPE_BYTES].decode())
+        except RecursionError:
+            raise EdgeshipError(f"{path}: nested more than {MAX_RECIPE_DEPTH} levels deep",
+                                "a recipe nests about 5 levels; see recipes/fashion_mnist.yaml") from None
         except UnicodeDecodeError:
             raise EdgeshipError(f"{path}: not UTF-8 text", "save the recipe as a UTF-8 YAML file") from None
         except yaml.YAMLError as e:
@@ -371,6 +409,7 @@ def parse_recipe(source: RecipeSource) -> tuple[Recipe, str]:
             raise EdgeshipError(f"{path}: not valid YAML{line}", "fix the YAML syntax") from None
         if not isinstance(raw, dict):
             raise EdgeshipError(f"{path}: a recipe must be a mapping of keys", "see recipes/fashion_mnist.yaml")
+    _check_depth(raw, where)
     try:
         return Recipe.model_validate(raw), where
     except ValidationError as e:

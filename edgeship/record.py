@@ -147,7 +147,7 @@ class SizeReference(Record):
 
 
 class Target(Record):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # as the recipe's: a directory name under targets/
     device: str = "host"
     format: str
     precision: str

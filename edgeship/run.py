@@ -20,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeship import rundir
 from edgeship.calibration.datasets import Splits, load_splits
 from edgeship.calibration.io_data import load_io_splits
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import QuantSettings
 from edgeship.calibration.readers import check_calibration_inputs
 from edgeship.devices.measure import measure_and_check
-from edgeship.errors import EdgeshipError
-from edgeship.lower import TargetJob, outputs_of, references, size_references
+from edgeship.errors import EdgeshipError, TargetError
+from edgeship.limits import Deadline, disk_full_error, tree_bytes
+from edgeship.lower import TIMEOUT_FIX, TargetJob, final_paths, outputs_of, references, size_references
 from edgeship.models.io import IOModel, check_signature, to_model_dtype
 from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save_module, set_eval
 from edgeship.pipeline.base import PassConfig, PassContext, check_model_for_passes, planned_quant
@@ -133,7 +135,7 @@ def _train_along(recipe: Recipe, pass_configs: list[tuple[str, PassConfig]], tru
     check_model_for_passes(prep.model, [name for name, _ in pass_configs], recipe.model_io())
     with tempfile.TemporaryDirectory(prefix="edgeship-rank-") as scratch:
         ctx, spec = pass_setup(recipe, prep, Path(scratch) / "work", True, device)
-        run_passes(prep.model, pass_configs, ctx, StageCache(Path(scratch) / "cache"), spec)
+        run_passes(prep.model, pass_configs, ctx, StageCache(Path(scratch) / "cache"), spec, recipe.timeouts.stage_s)
 
 
 def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, PassConfig]], only: list[str] | None,
@@ -147,6 +149,7 @@ def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, Pass
                                 f"use one of: {', '.join(t.name for t in targets) or '(the recipe has none)'}")
         targets = [t for t in targets if t.name in only]
     out = Path(recipe.output)
+    rundir.recover(out)  # a run an interrupted export stranded goes back in place; dead exports' leftovers go
     check_output(out)
     prep = prepare(recipe, trust_pickle)
     check_model_for_passes(prep.model, [name for name, _ in pass_configs], recipe.model_io())
@@ -154,7 +157,7 @@ def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, Pass
 
     make_parent(out)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = rundir.temp_run_dir(out)
     except OSError as e:
         raise EdgeshipError(f"cannot write in {out.parent} ({e.strerror})", "set output: to a writable path") from None
     try:
@@ -167,15 +170,17 @@ def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, Pass
         record.wall_s = round(time.perf_counter() - t_start, 2)
         record.save(tmp)
         write_report_html(record)  # report.html, rendered from the record just written
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{int(time.time())}")
-            out.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        tmp.rename(out)
+        rundir.swap_in(tmp, out)  # atomic: runs/<name> is the previous run or this one at every instant
         record.place(out)
-    except BaseException:
+    except BaseException as e:
+        full = None if isinstance(e, EdgeshipError) else disk_full_error(
+            e, final_paths(str(getattr(e, "filename", None) or tmp), tmp, recipe), out.parent, tree_bytes(tmp),
+            f"free space on that file system (or raise `ulimit -f`) and export again; {out} is as it was and "
+            "finished stages stay cached")
         shutil.rmtree(tmp, ignore_errors=True)
+        rundir.release(tmp)
+        if full is not None:
+            raise full from None
         raise
     return record
 
@@ -222,6 +227,12 @@ def check_output(out: Path) -> None:
 
 
 def make_parent(out: Path) -> None:
+    cwd = Path.cwd().resolve()
+    where = out.absolute().parent.resolve() / out.name
+    if where != cwd and cwd not in where.parents:  # output: ../../../../etc/x must not go there without a word
+        note = f"writing the run to {where}, outside the working directory {cwd}"
+        # a relative path that climbs out with '..' is what a crafted recipe does: said even in quiet mode
+        (warn if not out.is_absolute() else info)(f"[yellow]note:[/yellow] {note}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -246,10 +257,14 @@ def carry_over(prev_dir: Path, tmp: Path, record: RunRecord, order: list[str]) -
     for t in prev.targets:
         if t.name in done or t.name not in order:
             continue
+        bad = rundir.escapes(prev_dir, prev_dir / "targets" / t.name)
+        if bad is not None:
+            warn(f"[yellow]{t.name} of the previous run is not kept: {bad} leads outside {prev_dir}[/yellow]")
+            continue
         if (prev_dir / "targets" / t.name).is_dir():
             shutil.copytree(prev_dir / "targets" / t.name, tmp / "targets" / t.name)
         for kept in (Path("logs") / f"{t.name}.log", Path(VERIFY_DIR) / f"{t.name}.npz"):
-            if (prev_dir / kept).is_file():
+            if (prev_dir / kept).is_file() and rundir.escapes(prev_dir, prev_dir / kept) is None:
                 shutil.copy2(prev_dir / kept, tmp / kept)
         record.targets.append(t.model_copy(update={"carried_over": True}))
         if t.name in prev.measurements:
@@ -280,12 +295,14 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
     model, data = prep.model, prep.data
     logs = tmp / "logs"
     logs.mkdir()
-    baseline = facts(model, io, prep, val=True)
+    with Deadline(recipe.timeouts.stage_s, "stage baseline (evaluating the input model)", TIMEOUT_FIX):
+        baseline = facts(model, io, prep, val=True)
     top = f"test top-1 {baseline.top1_test:.4f}, " if baseline.top1_test is not None else ""
     info(f"baseline: {top}params {baseline.params:,}, MACs {baseline.macs or 0:,}")
 
     ctx, data_spec = pass_setup(recipe, prep, tmp / "work", quiet, device)
-    result = run_passes(model, pass_configs, ctx, StageCache(Path(recipe.output).parent / ".cache"), data_spec)
+    result = run_passes(model, pass_configs, ctx, StageCache(Path(recipe.output).parent / ".cache"), data_spec,
+                        recipe.timeouts.stage_s)
     compact = set_eval(result.model)
     quant = result.quant or QuantSettings(seed=recipe.seed)
 
@@ -300,7 +317,10 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
                     tmp, logs, result.learned, quiet, source_onnx=Path(recipe.model.onnx) if unchanged else None)
     refs = references(compact, outputs, quant, result.learned, io, data["test"])
     job.save_device_samples(recipe.seed)  # what `edgeship profile --ssh` checks a device's runtime on
-    records = [job.lower(t, refs["float" if t.precision in FLOAT_PRECISIONS else "int"]) for t in targets]
+    records = []
+    for t in targets:  # a target past its deadline fails (TargetError raised inside lower), the others go on
+        with Deadline(recipe.timeouts.target_s, f"target {t.name}", TIMEOUT_FIX, TargetError):
+            records.append(job.lower(t, refs["float" if t.precision in FLOAT_PRECISIONS else "int"]))
     size_refs = size_references(records, {"compressed_model": refs["float"].model, "input_model": model}, job)
     shutil.rmtree(tmp / "work", ignore_errors=True)
     return RunRecord(

@@ -18,9 +18,10 @@ PKG = REPO / "edgeship"
 
 # lowest first; a module may import modules of its own layer or a lower one
 LAYERS = [
-    ["edgeship.version", "edgeship.errors", "edgeship.schema", "edgeship.progress", "edgeship.logs", "edgeship.perf"],
+    ["edgeship.version", "edgeship.errors", "edgeship.schema", "edgeship.progress", "edgeship.logs", "edgeship.perf",
+     "edgeship.limits"],
     ["edgeship.calibration", "edgeship.calibration.preprocess", "edgeship.calibration.quant", "edgeship.recipe"],
-    ["edgeship.record"],
+    ["edgeship.record", "edgeship.rundir"],
     ["edgeship.models", "edgeship.calibration.datasets", "edgeship.calibration.io_data",
      "edgeship.calibration.readers", "edgeship.calibration.streaming"],
     ["edgeship.pipeline"],

@@ -11,6 +11,7 @@ labels) is refused here, when the data is loaded, before any training or convers
 from __future__ import annotations
 
 import gzip
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,15 +159,53 @@ def load_digits() -> ArrayData:
     return ArrayData(d.images.astype(np.float32)[:, None], d.target.astype(np.int64))
 
 
+def memory_limit() -> int:
+    """The most bytes a data set's arrays may take in memory: half of this machine's RAM."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _npz_sizes(path: Path) -> dict[str, int]:
+    """{array name: bytes it takes once loaded}, from the .npz's headers alone (nothing is decompressed)."""
+    sizes = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                fmt = np.lib.format
+                version = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read(f)
+                sizes[info.filename[:-4]] = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return sizes
+
+
 def load_npz(path: Path, channels: int | None, stream: bool = False) -> ArrayData:
     path = Path(path)
     if not path.exists():
         raise EdgeshipError(f"data file not found: {path}", "check data.source.path in the recipe")
+    fix = "save it with np.savez(path, x=images, y=labels)"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # np.load takes anything else for a pickle
+        raise EdgeshipError(f"{path} is not a .npz archive (it starts with {head!r}; np.savez writes a zip file)", fix)
+    limit = memory_limit()
+    try:
+        big = {k: v for k, v in _npz_sizes(path).items() if v > limit and not (stream and k == "x")}  # x streamed
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise EdgeshipError(f"cannot read {path}: {e}", fix) from None
+    if big:
+        name, n = next(iter(big.items()))
+        raise EdgeshipError(f"{path}: array {name!r} takes {n / (1 << 30):.1f} GB once loaded; the limit is "
+                            f"{limit / (1 << 30):.1f} GB (half of this machine's memory)",
+                            "use a subset of the data (data.train_size, data.test_size) saved in a smaller file")
     try:
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f or "y" not in f:
-                raise EdgeshipError(f"{path} has arrays {sorted(f.files)}, not 'x' and 'y'",
-                                    "save it with np.savez(path, x=images, y=labels)")
+                raise EdgeshipError(f"{path} has arrays {sorted(f.files)}, not 'x' and 'y'", fix)
             y = f["y"]
             lazy = npz_rows(path, "x") if stream else None
             if stream and lazy is None:

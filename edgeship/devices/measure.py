@@ -27,13 +27,15 @@ from edgeship.devices.catalog import HOST
 from edgeship.devices.catalog import get as get_device
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.progress import info
-from edgeship.record import VERIFY_DIR, Measurement, RunRecord
+from edgeship.record import REPORT, VERIFY_DIR, Measurement, RunRecord
+from edgeship.rundir import inside
 from edgeship.targets.base import Artifact
 
 RUNNER = Path(__file__).with_name("bench_runner.py")
 MARKER = "EDGESHIP_BENCH "
 DEFAULT_RUNS, DEFAULT_WARMUP = 50, 5
 # keys copied from the runner's JSON into a stored measurement
+MAX_REPORT = 16 << 20  # a runner's report is a few KB (the samples): a longer line is not one
 KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "samples_ms", "load_ms",
         "first_run_ms", "peak_rss_mb", "rss_before_load_mb", "arena_mb", "size_bytes", "threads", "runs",
         "warmup", "runtime", "runtime_version", "input_shape", "input_dtype", "inference_precision", "verification")
@@ -66,12 +68,13 @@ def run_artifacts(record: RunRecord, only: list[str] | None = None) -> list[RunA
         targets = [t for t in targets if t.name in only]
     found = []
     for t in targets:
-        sidecar = run_dir / "targets" / t.name / "model.json"
+        sidecar = inside(run_dir, f"targets/{t.name}/model.json", f"{run_dir / REPORT}: target {t.name!r}")
         if not t.ok or not sidecar.is_file():
             continue
         art = Artifact.from_sidecar(sidecar)
         files = art.files or [art.main, "model.json"]
-        samples, reference = run_dir / VERIFY_DIR / "samples.npz", run_dir / VERIFY_DIR / f"{t.name}.npz"
+        samples, reference = (inside(run_dir, f"{VERIFY_DIR}/{name}", f"{run_dir / REPORT}: target {t.name!r}")
+                              for name in ("samples.npz", f"{t.name}.npz"))  # not a link out of the run either
         found.append(RunArtifact(t.name, t.device, t.format, t.precision, art.dir, files, art.main,
                                  *((samples, reference) if samples.is_file() and reference.is_file() else ())))
     if not found:
@@ -87,16 +90,36 @@ def runner_args(python: str, runner: str, bundle: str, threads: int, runs: int, 
             "--warmup", str(int(warmup)), *(("--samples", verify[0], "--reference", verify[1]) if verify else ())]
 
 
-def parse_runner_output(stdout: str) -> dict | None:
-    """The runner's JSON line, or None when it printed none (it crashed before reporting)."""
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_runner_output(stdout: str, target: str = "artifact", where: str = "this machine") -> dict | None:
+    """The runner's JSON line, or None when it printed none (it crashed before reporting). A report that is not
+    one JSON object of standard JSON (NaN and Infinity are refused here, before anything could store them) is a
+    TargetError naming what is wrong with it."""
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARKER):
+            bad = f"{target}: the benchmark on {where} reported "
+            fix = "check the device's runner output (edgeship's bench_runner.py prints one JSON object)"
+            if len(line) > MAX_REPORT:
+                raise TargetError(bad + f"{len(line):,} characters, not a measurement", fix)
             try:
-                raw = json.loads(line[len(MARKER):])
-            except ValueError:
-                return None
-            return raw if isinstance(raw, dict) else None
+                raw = json.loads(line[len(MARKER):], parse_constant=_no_constant)
+            except ValueError as e:
+                raise TargetError(bad + f"invalid JSON ({said(e, 120)})", fix) from None
+            except RecursionError:
+                raise TargetError(bad + "JSON nested too deep to be a measurement", fix) from None
+            if not isinstance(raw, dict):
+                raise TargetError(bad + f"a JSON {type(raw).__name__}, not an object", fix)
+            return raw
     return None
+
+
+def said(text: object, limit: int = 300) -> str:
+    """Text a device sent, safe to print in one line: printable characters only (no terminal escapes), cut short."""
+    flat = "".join(c if c.isprintable() else " " for c in str(text))
+    return " ".join(flat.split())[:limit]
 
 
 def to_measurement(raw: dict, source: str, where: str = "", **extra: Any) -> Measurement:
@@ -107,9 +130,9 @@ def to_measurement(raw: dict, source: str, where: str = "", **extra: Any) -> Mea
                                            "facts": raw.get("facts") or {}, **extra})
     except ValidationError as e:
         err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise TargetError(f"{raw.get('target') or 'artifact'}: the benchmark{' on ' + where if where else ''} "
-                          f"reported an invalid {key} ({err['msg']})",
+        key = said(".".join(str(p) for p in err["loc"]), 80)
+        raise TargetError(f"{said(raw.get('target') or 'artifact', 80)}: the benchmark"
+                          f"{' on ' + where if where else ''} reported an invalid {key} ({said(err['msg'], 120)})",
                           "check the device's runner output; measurements must be finite numbers") from None
 
 
@@ -118,13 +141,13 @@ def runner_failure(target: str, raw: dict | None, stderr: str, where: str, pytho
     """Turn a failed runner into one clear line (the missing package named; ``provision``: the command that
     sets the device up)."""
     if raw and raw.get("error") == "missing_package":
-        pkg = raw["package"]
-        problem = (f"{target}: {where} has no Python package {pkg} (module {raw['module']}) "
-                   f"for {raw.get('python') or python}")
+        pkg = said(raw.get("package") or "?", 80)
+        problem = (f"{target}: {where} has no Python package {pkg} (module {said(raw.get('module') or '?', 80)}) "
+                   f"for {said(raw.get('python') or python, 200)}")
         fix = (f"run `{provision}` (the runtimes from wheels this machine fetches for the device), or " if provision
                else "") + f"on {where}: {python} -m pip install {pkg}"
         return EdgeshipError(problem, fix) if pkg == "numpy" else TargetError(problem, fix)
-    msg = raw.get("message") if raw else (stderr.strip().splitlines() or ["no output"])[-1]
+    msg = said(raw.get("message") if raw else (stderr.strip().splitlines() or ["no output"])[-1])
     return TargetError(f"{target}: the benchmark failed on {where}: {msg}",
                        "check that the artifact runs there with the same runtime version")
 
@@ -139,7 +162,7 @@ def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmu
     except subprocess.TimeoutExpired:
         raise TargetError(f"{art.name}: the host benchmark took longer than {timeout:.0f} s",
                           "lower --runs or check the artifact") from None
-    raw = parse_runner_output(p.stdout)
+    raw = parse_runner_output(p.stdout, art.name)
     if p.returncode != 0 or not raw or not raw.get("ok"):
         raise runner_failure(art.name, raw, p.stderr, "this machine", sys.executable)
     return to_measurement(raw, "host", "this machine")

@@ -14,6 +14,8 @@ from edgeship.errors import EdgeshipError
 from edgeship.progress import info
 from edgeship.record import Measurement, RunRecord
 
+MAX_REMOTE_THREADS = 256
+
 
 @dataclass
 class ProfileResult:
@@ -29,6 +31,22 @@ class ProfileResult:
 
 def _device_for(art: RunArtifact, override: str | None) -> catalog.DeviceProfile:
     return catalog.get(override or art.device or catalog.HOST)
+
+
+def _check_threads(threads: int, arts: list[RunArtifact], device: str | None, remote: bool) -> None:
+    """At most the cores of the machine that runs the benchmark: this one (its profile holds the detected count),
+    or over ssh/adb the catalog device's; a remote device the catalog does not describe is capped at
+    MAX_REMOTE_THREADS. More threads than cores only slow a benchmark down, and a typo such as 100000 would start
+    that many threads."""
+    for a in arts:
+        dev = _device_for(a, device) if remote else catalog.get(catalog.HOST)
+        if remote and dev.name == catalog.HOST:
+            cap, what = MAX_REMOTE_THREADS, "edgeship's cap for a device the catalog does not describe"
+        else:
+            cap, what = dev.cpu.cores, f"the {'host' if dev.name == catalog.HOST else dev.name}'s {dev.cpu.cores} cores"
+        if threads > cap:
+            raise EdgeshipError(f"--threads {threads} is more than {what} (target {a.name})",
+                                f"give --threads between 1 and {cap}")
 
 
 def _by_threads(arts: list[RunArtifact], device: str | None, threads: int | None) -> dict[int, list[RunArtifact]]:
@@ -52,6 +70,8 @@ def profile(run: Path | str | RunRecord, targets: list[str] | None = None,
         catalog.get(device)  # unknown names are bad input before any work
     record = run if isinstance(run, RunRecord) else RunRecord.load(run)
     arts = run_artifacts(record, targets)
+    if threads is not None:
+        _check_threads(threads, arts, device, remote=ssh is not None or adb is not None)
     res = ProfileResult(record, "device" if (ssh or adb) else "estimate" if estimate else "host")
     if ssh is not None or adb is not None:
         _on_device(res, arts, ssh, adb, device, threads, runs, warmup, timeout)

@@ -39,6 +39,7 @@ from edgeship.devices.measure import (
 )
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.record import Measurement
+from edgeship.rundir import inside
 
 SAFE_REMOTE_DIR = re.compile(r"^/[A-Za-z0-9_./-]+$")
 DEVICE_VENV = ".edgeship/venv"  # under the device user's home: where `edgeship provision` installs the runtimes
@@ -119,11 +120,32 @@ def ssh_run(cmd: list[str], target: SshTarget, timeout: float, what: str) -> sub
     except subprocess.TimeoutExpired:
         raise EdgeshipError(f"{what} on {target.where} did not finish within {timeout:.0f} s",
                             "check the device is up and not overloaded, or raise --ssh-timeout") from None
+    if p.returncode == 255 and "IDENTIFICATION HAS CHANGED" in p.stderr:
+        raise EdgeshipError(*_changed_key(p.stderr, target))
     if p.returncode == 255:  # ssh's own failure: connection, authentication, host key
         lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith("Warning: Permanently")]
         reason = lines[-1] if lines else "ssh failed"
         raise EdgeshipError(f"cannot reach {target.where} over ssh: {reason}", _ssh_fix(reason, target))
     return p
+
+
+def _changed_key(stderr: str, t: SshTarget) -> tuple[str, str]:
+    """A host key that differs from the one known_hosts holds: what ssh said, and no advice that accepts the new key
+    (ssh-keyscan would take whatever answers, which is how a man-in-the-middle gets trusted)."""
+    said = " ".join(ln.strip(" @") for ln in stderr.splitlines() if "IDENTIFICATION HAS CHANGED" in ln)
+    fp = re.search(r"SHA256:[A-Za-z0-9+/=]+", stderr)
+    old = re.search(r"Offending \S+ key in (\S+)", stderr)
+    host = t.dest.split("@")[-1]
+    name = f"[{host}]:{t.port}" if t.port and t.port != 22 else host
+    problem = (f"the host key of {t.where} has CHANGED since it was recorded (ssh: {said or 'host key changed'}; "
+               f"the device now presents {fp.group(0) if fp else 'another key'}"
+               f"{', the old key is in ' + old.group(1) if old else ''}): someone may be intercepting the "
+               "connection, or the device was reinstalled; nothing was sent to it")
+    fix = (f"do not accept the new key unseen: compare {fp.group(0) if fp else 'its fingerprint'} with the one on the "
+           "device's own console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub); only if they match, remove the "
+           f"old entry (ssh-keygen -R '{name}'" + (f" -f {old.group(1).rsplit(':', 1)[0]}" if old else "") + ") and "
+           "add the verified key")
+    return problem, fix
 
 
 def _ssh_fix(reason: str, t: SshTarget) -> str:
@@ -146,9 +168,10 @@ def stage_bundle(arts, into: Path) -> Path:
     for a in arts:
         d = bundle / a.name
         d.mkdir()
-        for f in a.files:
+        for f in a.files:  # checked again here: whatever built ``arts``, nothing is read or written outside
+            src = inside(a.dir, f, f"{a.dir / 'model.json'}")
             (d / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(a.dir / f, d / f)
+            shutil.copyfile(src, inside(d, f, "the bundle"))
         if a.samples is not None and a.reference is not None:
             (bundle / "verify").mkdir(exist_ok=True)
             if not (bundle / "verify" / "samples.npz").exists():
@@ -221,8 +244,8 @@ def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: 
             if p.returncode == 127:
                 raise EdgeshipError(f"{python} not found on {target.where}",
                                     f"run `{target.provision_cmd}`, or point --remote-python at a Python 3")
-            raw = parse_runner_output(p.stdout)
             try:
+                raw = parse_runner_output(p.stdout, a.name, target.where)
                 if p.returncode != 0 or not raw or not raw.get("ok"):
                     raise runner_failure(a.name, raw, p.stderr, target.where, python, target.provision_cmd)
                 m = to_measurement(raw, source, target.where, transport="ssh", remote=target.where,

@@ -12,13 +12,9 @@ import copy
 import functools
 import hashlib
 import json
-import pickle
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,13 +22,18 @@ from rich.markup import escape
 from torch import nn
 
 from edgeship.calibration.quant import LearnedQuantization, QuantSettings
+from edgeship.limits import Deadline
 from edgeship.models.io import IOModel, predict_io, to_model_dtype
 from edgeship.models.load import fp32_size_bytes, model_stats, set_eval
 from edgeship.pipeline.base import PassConfig, PassContext, PassResult, registry
+from edgeship.pipeline.cache import StageCache
 from edgeship.pipeline.distributed import World, active, broadcast, world
 from edgeship.pipeline.training import evaluate, top1
 from edgeship.progress import info
 from edgeship.record import Stage
+
+TIMEOUT_FIX = ("raise timeouts.stage_s in the recipe if the pass needs longer; a model whose forward() can loop "
+               "forever must be fixed first")
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,52 +88,10 @@ class PipelineResult:
     learned: LearnedQuantization | None = None
 
 
-class StageCache:
-    def __init__(self, root: Path):
-        self.root = Path(root)
-
-    def key(self, in_hash: str, name: str, config: Any, data_spec: dict) -> str:
-        blob = json.dumps({"in": in_hash, "pass": name, "config": config.model_dump(mode="json"),
-                           "data": data_spec, "code": code_fingerprint()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-    def get(self, key: str) -> tuple[nn.Module, Stage, Any] | None:
-        d = self.root / key
-        if not (d / "done").exists():
-            return None
-        try:  # our own cache, written by this code: full unpickling is safe here
-            blob = torch.load(d / "stage.pt", map_location="cpu", weights_only=False)
-            model = (torch.jit.load(str(d / "stage.ts"), map_location="cpu") if (d / "stage.ts").exists()
-                     else blob["model"])
-            return model, Stage.model_validate(blob["record"]), blob.get("quant")
-        except Exception as e:  # unreadable or from an older schema: recompute, say so
-            info(f"[yellow]stage cache entry {key} is unreadable ({type(e).__name__}); recomputing it[/yellow]")
-            return None
-
-    def put(self, key: str, model: nn.Module, record: Stage, quant: Any) -> bool:
-        """Store a finished stage; False (nothing stored) for a model that cannot be pickled, such as a
-        torch.export program, whose stage then reruns next time."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
-        try:
-            if isinstance(model, torch.jit.ScriptModule):  # TorchScript pickles only through its own format
-                torch.jit.save(model, str(tmp / "stage.ts"))
-                model = None
-            torch.save({"model": model, "record": record.model_dump(mode="json"), "quant": quant}, tmp / "stage.pt")
-        except (AttributeError, TypeError, RuntimeError, pickle.PicklingError):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return False
-        (tmp / "done").write_text(record.model_dump_json())
-        final = self.root / key
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        return True
-
-
 def run_passes(model: nn.Module, passes: list[tuple[str, PassConfig]], ctx: PassContext, cache: StageCache,
-               data_spec: dict) -> PipelineResult:
-    """Apply each (name, config) in order; a failure raises and leaves finished stages in the cache."""
+               data_spec: dict, timeout_s: float | None = None) -> PipelineResult:
+    """Apply each (name, config) in order; a failure raises and leaves finished stages in the cache. A stage
+    running longer than ``timeout_s`` is stopped with an error naming it."""
     result = PipelineResult(model=model)
     reg = registry()
     current = model
@@ -141,7 +100,7 @@ def run_passes(model: nn.Module, passes: list[tuple[str, PassConfig]], ctx: Pass
     for i, (name, config) in enumerate(passes):
         stage = f"{i + 1}:{name}"
         ctx.stage = stage
-        key = cache.key(model_hash(current), name, config, data_spec) if w.main else ""
+        key = cache.key(model_hash(current), name, config, data_spec, code_fingerprint()) if w.main else ""
         hit = cache.get(key) if w.main else None
         record: Stage | None = None
         if broadcast(hit is not None):  # rank 0's cache decides for every rank, and hands them its model
@@ -152,12 +111,14 @@ def run_passes(model: nn.Module, passes: list[tuple[str, PassConfig]], ctx: Pass
         else:
             t0 = time.perf_counter()
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            out: PassResult = reg[name]().run(current, config, ctx)
-            current, quant = broadcast((set_eval(out.model), out.quant))  # rank 0's result on every rank
-            if w.main:
-                record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics, config)
-                if not cache.put(key, current, record, quant):
-                    info(f"[dim]stage {stage}: not cached (the model cannot be pickled)[/dim]")
+            with Deadline(timeout_s, f"stage {stage}", TIMEOUT_FIX):
+                out: PassResult = reg[name]().run(current, config, ctx)
+                current, quant = broadcast((set_eval(out.model), out.quant))  # rank 0's result on every rank
+                if w.main:
+                    record = stage_record(stage, current, ctx, time.perf_counter() - t0, out.metrics, config)
+            if w.main and record is not None and not cache.put(key, current, record, quant):
+                info(f"[dim]stage {stage}: not cached (the model cannot be pickled, or holds objects the cache's "
+                     "safe loader does not restore)[/dim]")
         if quant is not None:
             ctx.quant = quant
             result.quant = quant

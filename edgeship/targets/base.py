@@ -37,6 +37,7 @@ from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.recipe import IOInput, IOOutput, IOSpec, TargetSpec
+from edgeship.rundir import inside
 from edgeship.version import __version__
 
 if TYPE_CHECKING:
@@ -146,8 +147,11 @@ class Artifact:
         except (OSError, ValueError, TypeError) as e:
             raise EdgeshipError(f"{path} is not an edgeship artifact description ({type(e).__name__}: {e})",
                                 "export the target again") from None
-        if not isinstance(art.main, str) or not all(isinstance(f, str) for f in art.files):
+        if not isinstance(art.main, str) or not isinstance(art.files, list) \
+                or not all(isinstance(f, str) for f in art.files):
             raise EdgeshipError(f"{path}: 'main' and 'files' must be file names", "export the target again")
+        for f in [art.main, *art.files]:  # a crafted sidecar must not make a reader (or a copy) leave the directory
+            inside(art.dir, f, str(path))
         return art
 
 
