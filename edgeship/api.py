@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeship import rundir
 from edgeship.devices import budgets, catalog
 from edgeship.devices.profile import ProfileResult
 from edgeship.devices.profile import profile as run_profile
@@ -29,6 +30,7 @@ from edgeship.devices.provision import Provisioned
 from edgeship.devices.provision import provision as run_provision
 from edgeship.devices.remote import AdbTarget, SshTarget
 from edgeship.errors import EdgeshipError
+from edgeship.limits import write_text
 from edgeship.progress import warn
 from edgeship.recipe import Recipe, RecipeSource, parse_recipe
 from edgeship.record import RunRecord, Verdict
@@ -100,8 +102,13 @@ def train(recipe: RecipeSource, *, if_missing: bool = False, quiet: bool = False
 
 # ---------------------------------------------------------------- finished runs
 def load_run(run: RunSource) -> RunRecord:
-    """A run directory, its report.json or a run name under ./runs/ -> the validated run record."""
-    return run if isinstance(run, RunRecord) else RunRecord.load(run)
+    """A run directory, its report.json or a run name under ./runs/ -> the validated run record. A run that an
+    export killed mid-swap left beside its place is put back first."""
+    if isinstance(run, RunRecord):
+        return run
+    if not Path(run).exists() and Path(run).parent.is_dir():
+        rundir.recover(Path(run))
+    return RunRecord.load(run)
 
 
 def check(run: RunSource, source: str | None = None, *, junit: Path | None = None,
@@ -119,7 +126,7 @@ def check(run: RunSource, source: str | None = None, *, junit: Path | None = Non
                        (markdown, budgets.markdown(verdict, record.recipe.name) if markdown else "")):
         if path is not None:  # an unwritable path raises OSError (the CLI names it)
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+            write_text(Path(path), text)
     return verdict
 
 

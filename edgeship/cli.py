@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeship import api
@@ -52,7 +53,7 @@ def fail(message: str, code: int) -> typer.Exit:
     if distributed.launched():
         distributed.record_failure(message, code)
     else:
-        err.print(f"[bold red]error:[/bold red] {f'rank {w.rank}: ' if w.size > 1 else ''}{message}",
+        err.print(f"[bold red]error:[/bold red] {f'rank {w.rank}: ' if w.size > 1 else ''}{escape(message)}",
                   highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
@@ -297,7 +298,7 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
         if res.source == "emulated":
             out.print(f"[bold yellow]EMULATED device[/bold yellow]: {budgets.EMULATED_WARNING}")
     for e in res.errors.values():
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {escape(e)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1 if res.errors else 0)
 
 

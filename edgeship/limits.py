@@ -29,10 +29,22 @@ from edgeship.errors import EdgeshipError
 GRACE_S = (5.0, 120.0)  # the watchdog's grace after a deadline: at least, at most (a quarter of the deadline between)
 
 
+class Expired(BaseException):
+    """Raised into code past its deadline. Not an Exception: a converter's or a model's ``except Exception`` must not
+    swallow or re-word it. ``Deadline`` turns it into its error where its block ends; code that handles a failure
+    sooner (a target's, which stays that target's) catches it by name."""
+
+    def __init__(self, problem: str = "a step did not finish in time", fix: str = ""):
+        super().__init__(problem, fix)
+        self.problem, self.fix = problem, fix
+
+    def __str__(self) -> str:
+        return f"{self.problem}. Fix: {self.fix}" if self.fix else self.problem
+
+
 class Deadline:
     """``with Deadline(seconds, "stage 1:prune", fix): ...``: when the block runs longer than ``seconds`` (None or 0:
-    no limit), ``error(problem, fix)`` is raised inside it, where the code is stuck, so the ``except`` clauses
-    around that code see it (a target's failure stays the target's)."""
+    no limit), ``Expired`` is raised inside it, where the code is, and leaves the block as ``error(problem, fix)``."""
 
     def __init__(self, seconds: float | None, what: str, fix: str, error: type[EdgeshipError] = EdgeshipError):
         self.seconds, self.what, self.fix, self.error = seconds, what, fix, error
@@ -43,8 +55,8 @@ class Deadline:
     def problem(self) -> str:
         return f"{self.what} did not finish within {self.seconds:g} s"
 
-    def expired(self) -> EdgeshipError:
-        return self.error(self.problem, self.fix)
+    def expired(self) -> Expired:
+        return Expired(self.problem, self.fix)
 
     def __enter__(self) -> Deadline:
         if not self.seconds:
@@ -66,12 +78,12 @@ class Deadline:
         if self._old is None and not self._done.wait(self.seconds):  # not the main thread: no SIGALRM there
             me = self
 
-            class Expired(self.error):  # type: ignore[name-defined,misc]  # raised without arguments
+            class Late(Expired):  # raised without arguments
                 def __init__(self):
                     super().__init__(me.problem, me.fix)
 
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread.ident or 0),
-                                                       ctypes.py_object(Expired))
+                                                       ctypes.py_object(Late))
         if self._done.wait(self.seconds + grace if self._old is not None else grace):
             return
         sys.stderr.write(f"error: {self.problem} and could not be interrupted (stuck in native code): exiting. "
@@ -90,6 +102,8 @@ class Deadline:
             if remaining:  # an outer timer was running: give it back what is left of it
                 spent = time.monotonic() - self._t0
                 signal.setitimer(signal.ITIMER_REAL, max(remaining - spent, 0.001), interval)
+        if isinstance(exc, Expired):
+            raise self.error(exc.problem, exc.fix) from None
         return False
 
 
@@ -97,8 +111,12 @@ class Deadline:
 DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # what converters and torch's zip writer make of a failed write once they have wrapped the OSError
 SAID = ("no space left on device", "file too large", "disk quota exceeded", "errno 28", "errno 27")
-SHORT_WRITE = ("unexpected pos", "file write failed", "pytorchstreamwriter failed", "write failed")
+SHORT_WRITE = ("unexpected pos", "file write failed", "pytorchstreamwriter failed", "write failed", "iostream error")
 MB = 1 << 20
+
+
+class DiskFull(EdgeshipError):
+    """A write failed on a full disk or a file size limit (exit 2: nothing is wrong with the input)."""
 
 
 def _chain(exc: BaseException):
@@ -152,7 +170,7 @@ def disk_full(exc: BaseException, where: Path) -> bool:
 
 def disk_full_error(exc: BaseException, writing: str | Path, where: Path, written: int | None = None,
                     fix: str = "free space there (or raise the file size limit, `ulimit -f`) and run it again"
-                    ) -> EdgeshipError | None:
+                    ) -> DiskFull | None:
     """The one line for a write that failed on a full disk or a file size limit (None when ``exc`` is not
     that): what was being written, how much to free (``written``: what the job had written when it failed),
     what is free on that file system and the limit if one is set."""
@@ -164,7 +182,15 @@ def disk_full_error(exc: BaseException, writing: str | Path, where: Path, writte
     if limit is not None:
         facts.append(f"file size limit {limit / MB:.2f} MB (ulimit -f)")
     need = f"; free {max(1, math.ceil((written or 0) / MB))} MB" if written is not None else ""
-    return EdgeshipError(f"disk full (or file size limit) while writing {writing}{need} ({', '.join(facts)})", fix)
+    return DiskFull(f"disk full (or file size limit) while writing {writing}{need} ({', '.join(facts)})", fix)
+
+
+def write_text(path: Path, text: str) -> None:
+    """``path.write_text(text)``; a full disk or a file size limit names ``path`` (the OSError does not)."""
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise disk_full_error(e, path, Path(path).parent, len(text.encode())) or e from None
 
 
 def tree_bytes(path: Path) -> int:

@@ -17,7 +17,7 @@ import torch
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import LearnedQuantization, QuantSettings
 from edgeship.errors import EdgeshipError, TargetError
-from edgeship.limits import Deadline, disk_full_error, tree_bytes
+from edgeship.limits import Deadline, DiskFull, Expired, disk_full_error, tree_bytes
 from edgeship.models.io import lowerable, predict_io
 from edgeship.models.load import clone_module
 from edgeship.pipeline.training import TensorData, predict
@@ -183,7 +183,7 @@ class TargetJob:
             info(f"target {t.name}: {summary(metrics)}, {rec.size_bytes / 1024:.1f} KiB")
             if metrics.get("gate_note"):
                 warn(f"target {t.name}: {metrics['gate_note']}")
-        except TargetError as e:
+        except (TargetError, Expired) as e:  # Expired: past timeouts.target_s
             full = disk_full_error(e, final_paths(str(partial), self.tmp, self.recipe), self.tmp, tree_bytes(self.tmp))
             if art is not None and full is None:  # lowered but failed to run, verify or gate: kept (marked failed)
                 self.keep(art, partial, final, rec)
@@ -286,7 +286,9 @@ def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob) -> 
         with Deadline(job.recipe.timeouts.target_s, f"size reference {spec.name}", TIMEOUT_FIX, TargetError):
             size = get_backend(fmt, "fp32").lower(lowerable(clone_module(model), job.io), ctx,
                                                   work / "out").size_bytes()
-    except (TargetError, EdgeshipError) as e:
+    except (TargetError, EdgeshipError, Expired) as e:
+        if isinstance(e, DiskFull):
+            raise
         full = disk_full_error(e, final_paths(str(work), job.tmp, job.recipe), job.tmp, tree_bytes(job.tmp))
         if full is not None:
             raise full from None

@@ -16,12 +16,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import EdgeshipError
+from edgeship.limits import disk_full_error
 from edgeship.recipe import Recipe
 from edgeship.schema import Strict, format_validation_error
 
@@ -30,8 +31,10 @@ REPORT = "report.json"
 # test-split samples (samples.npz) and each target's outputs on them on the host (<target>.npz), which a device's
 # runtime is checked against when the run is profiled there (``DeviceVerification``)
 VERIFY_DIR = "verify"
+MAX_RECORD_BYTES = 256 << 20  # a record with every measurement's samples is a few MB
 # emulated: an emulated device (qemu-user) ran it; its runtime's outputs count, its timings do not
 Source = Literal["host", "device", "emulated", "estimate"]
+NonNegative = Annotated[float, Field(ge=0)]
 SOURCES: tuple[str, ...] = ("host", "device", "emulated", "estimate")
 SOURCE_PREFERENCE: tuple[str, ...] = ("device", "host", "estimate")  # the latency a target's summary shows
 
@@ -195,23 +198,24 @@ class DeviceVerification(Record):
 
 
 class Measurement(Record):
-    """Latency and memory of one artifact from one source; every number says where it came from."""
+    """Latency and memory of one artifact from one source; every number says where it came from. Times and sizes
+    are finite and not negative (a broken or hostile device cannot make a budget pass with -1 ms)."""
 
     source: Source
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    p99_ms: float | None = None
-    mean_ms: float | None = None
-    std_ms: float | None = None
-    min_ms: float | None = None
-    max_ms: float | None = None
-    samples_ms: list[float] = Field(default_factory=list)
-    load_ms: float | None = None
-    first_run_ms: float | None = None
-    peak_rss_mb: float | None = None
-    rss_before_load_mb: float | None = None
-    arena_mb: float | None = None
-    size_bytes: int | None = None
+    p50_ms: NonNegative | None = None
+    p90_ms: NonNegative | None = None
+    p99_ms: NonNegative | None = None
+    mean_ms: NonNegative | None = None
+    std_ms: NonNegative | None = None
+    min_ms: NonNegative | None = None
+    max_ms: NonNegative | None = None
+    samples_ms: list[NonNegative] = Field(default_factory=list)
+    load_ms: NonNegative | None = None
+    first_run_ms: NonNegative | None = None
+    peak_rss_mb: NonNegative | None = None
+    rss_before_load_mb: NonNegative | None = None
+    arena_mb: NonNegative | None = None
+    size_bytes: int | None = Field(None, ge=0)
     threads: int | None = None
     runs: int | None = None
     warmup: int | None = None
@@ -349,14 +353,22 @@ class RunRecord(Record):
     def save(self, run_dir: Path | None = None) -> Path:
         """Write report.json into ``run_dir`` (default: where it was read from) atomically."""
         d = Path(run_dir) if run_dir is not None else self.run_dir
-        fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json.tmp", dir=d)
+        text = self.to_json()
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json.tmp", dir=d)
+        except OSError as e:  # named as report.json, not as the temporary file beside it
+            raise disk_full_error(e, d / REPORT, d, len(text)) or OSError(e.errno, e.strerror, str(d / REPORT)) \
+                from None
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(self.to_json())
+                f.write(text)
             os.chmod(tmp, 0o644)
             os.replace(tmp, d / REPORT)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            full = disk_full_error(e, d / REPORT, d, len(text)) if isinstance(e, Exception) else None
+            if full is not None:  # the report.json in place is the one before: intact
+                raise full from None
             raise
         if run_dir is not None and self._dir is None:
             self._dir = d
@@ -366,6 +378,10 @@ class RunRecord(Record):
     def load(cls, run: Path | str) -> RunRecord:
         """A run directory, its report.json, or a run name under ./runs/ -> the validated record."""
         path = resolve(run) / REPORT
+        size = path.stat().st_size
+        if size > MAX_RECORD_BYTES:
+            raise EdgeshipError(f"{path} is {size / (1 << 20):,.0f} MB; a run record is at most "
+                                f"{MAX_RECORD_BYTES >> 20} MB", "give the report.json that `edgeship export` wrote")
         try:
             raw = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

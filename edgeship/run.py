@@ -28,7 +28,7 @@ from edgeship.calibration.quant import QuantSettings
 from edgeship.calibration.readers import check_calibration_inputs
 from edgeship.devices.measure import measure_and_check
 from edgeship.errors import EdgeshipError, TargetError
-from edgeship.limits import Deadline, disk_full_error, tree_bytes
+from edgeship.limits import Deadline, DiskFull, disk_full_error, tree_bytes
 from edgeship.lower import TIMEOUT_FIX, TargetJob, final_paths, outputs_of, references, size_references
 from edgeship.models.io import IOModel, check_signature, to_model_dtype
 from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save_module, set_eval
@@ -90,13 +90,15 @@ def prepare(recipe: Recipe, trust_pickle: bool = False) -> Prepared:
         if top >= len(labels):
             raise EdgeshipError(f"the recipe's labels: names {len(labels)} classes but the data has class id {top}",
                                 f"give labels: one name per class id 0..{top}, or remove labels: to number them")
-    model = build_model(recipe.model, recipe.input if recipe.input is not None else io, len(labels),
-                        trust_pickle=trust_pickle)
+    with Deadline(recipe.timeouts.stage_s, "stage baseline (loading the input model)", TIMEOUT_FIX):
+        model = build_model(recipe.model, recipe.input if recipe.input is not None else io, len(labels),
+                            trust_pickle=trust_pickle)
     first = io.data_inputs[0].preprocessing_obj() if not io.image else None
     pre = recipe.input.preprocessing_obj() if recipe.input is not None else first or Preprocessing(scale=1.0)
     data = {k: TensorData.from_array(getattr(splits, k), pre, io) for k in ("train", "val", "calib", "test")}
     if not io.image:
-        check_signature(model, io, data["test"].graph_inputs(io, slice(0, 2)))
+        with Deadline(recipe.timeouts.stage_s, "stage baseline (running the model on two samples)", TIMEOUT_FIX):
+            check_signature(model, io, data["test"].graph_inputs(io, slice(0, 2)))
     return Prepared(splits, labels, model, pre, data)
 
 
@@ -151,6 +153,8 @@ def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, Pass
     out = Path(recipe.output)
     rundir.recover(out)  # a run an interrupted export stranded goes back in place; dead exports' leftovers go
     check_output(out)
+    if pass_configs:
+        StageCache(out.parent / ".cache").ready()  # a cache others could write is refused before any work
     prep = prepare(recipe, trust_pickle)
     check_model_for_passes(prep.model, [name for name, _ in pass_configs], recipe.model_io())
     check_calibration_early(recipe, targets, pass_configs, prep.data)
@@ -173,10 +177,11 @@ def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, Pass
         rundir.swap_in(tmp, out)  # atomic: runs/<name> is the previous run or this one at every instant
         record.place(out)
     except BaseException as e:
-        full = None if isinstance(e, EdgeshipError) else disk_full_error(
-            e, final_paths(str(getattr(e, "filename", None) or tmp), tmp, recipe), out.parent, tree_bytes(tmp),
-            f"free space on that file system (or raise `ulimit -f`) and export again; {out} is as it was and "
-            "finished stages stay cached")
+        fix = (f"free space on that file system (or raise `ulimit -f`) and export again; {out} is as it was and "
+               "finished stages stay cached")
+        full = DiskFull(e.problem, fix) if isinstance(e, DiskFull) else None if isinstance(e, EdgeshipError) else \
+            disk_full_error(e, final_paths(str(getattr(e, "filename", None) or tmp), tmp, recipe), out.parent,
+                            tree_bytes(tmp), fix)
         shutil.rmtree(tmp, ignore_errors=True)
         rundir.release(tmp)
         if full is not None:
@@ -318,7 +323,7 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
     refs = references(compact, outputs, quant, result.learned, io, data["test"])
     job.save_device_samples(recipe.seed)  # what `edgeship profile --ssh` checks a device's runtime on
     records = []
-    for t in targets:  # a target past its deadline fails (TargetError raised inside lower), the others go on
+    for t in targets:  # a target past its deadline fails (lower catches Expired), the others go on
         with Deadline(recipe.timeouts.target_s, f"target {t.name}", TIMEOUT_FIX, TargetError):
             records.append(job.lower(t, refs["float" if t.precision in FLOAT_PRECISIONS else "int"]))
     size_refs = size_references(records, {"compressed_model": refs["float"].model, "input_model": model}, job)

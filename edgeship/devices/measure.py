@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from rich.markup import escape
 
 from edgeship.devices import budgets
 from edgeship.devices.catalog import HOST
@@ -122,7 +123,7 @@ def said(text: object, limit: int = 300) -> str:
     return " ".join(flat.split())[:limit]
 
 
-def to_measurement(raw: dict, source: str, where: str = "", **extra: Any) -> Measurement:
+def to_measurement(raw: dict, source: str, where: str = "", name: str = "", **extra: Any) -> Measurement:
     """The runner's report as a typed measurement; a report of the wrong shape (a broken or hostile
     device) is one line naming the bad key."""
     try:
@@ -131,7 +132,7 @@ def to_measurement(raw: dict, source: str, where: str = "", **extra: Any) -> Mea
     except ValidationError as e:
         err = e.errors()[0]
         key = said(".".join(str(p) for p in err["loc"]), 80)
-        raise TargetError(f"{said(raw.get('target') or 'artifact', 80)}: the benchmark"
+        raise TargetError(f"{name or said(raw.get('target') or 'artifact', 80)}: the benchmark"
                           f"{' on ' + where if where else ''} reported an invalid {key} ({said(err['msg'], 120)})",
                           "check the device's runner output; measurements must be finite numbers") from None
 
@@ -165,7 +166,7 @@ def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmu
     raw = parse_runner_output(p.stdout, art.name)
     if p.returncode != 0 or not raw or not raw.get("ok"):
         raise runner_failure(art.name, raw, p.stderr, "this machine", sys.executable)
-    return to_measurement(raw, "host", "this machine")
+    return to_measurement(raw, "host", "this machine", art.name)
 
 
 def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: int | None = None,
@@ -183,7 +184,7 @@ def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: 
         except TargetError as e:
             errors[art.name] = str(e)
             record.store_error(art.name, "host", str(e))
-            info(f"[red]host measurement of {art.name} failed:[/red] {e}")
+            info(f"[red]host measurement of {art.name} failed:[/red] {escape(str(e))}")
     return errors
 
 

@@ -11,7 +11,10 @@ A device that says it is emulated (bench_runner's facts) gives ``source: emulate
 verification only, one timed run, no latency or memory recorded. Host-key checking stays on
 (``StrictHostKeyChecking=yes`` unless the user overrides it with ``--ssh-option``), ``BatchMode``
 forbids password prompts, ``ConnectTimeout`` bounds an unreachable host. Every argument that
-reaches the remote shell is ``shlex.quote``d.
+reaches the remote shell is ``shlex.quote``d. A changed host key is said to have changed (with the
+fingerprint ssh saw) and never answered with advice to accept it. Everything the device sends back is
+checked (``measure.parse_runner_output``, ``record.Measurement``) and printed without terminal escapes;
+the bundle holds only files that lie inside the run directory.
 
 adb: the ``.tflite`` is pushed and TFLite's own ``benchmark_model`` binary runs it (its path on
 the device is configurable). Its text output is parsed by ``parse_benchmark_model``.
@@ -160,14 +163,16 @@ def _ssh_fix(reason: str, t: SshTarget) -> str:
 
 
 def stage_bundle(arts, into: Path) -> Path:
-    """bundle/bench_runner.py + bundle/<target>/<artifact files> + bundle/verify/ (the run's test samples and
-    each artifact's host outputs on them, where the run has them)"""
+    """bundle/bench_runner.py + bundle/artifacts/<target>/<artifact files> + bundle/verify/ (the run's test samples
+    and each artifact's host outputs on them, where the run has them). Artifacts are not beside the runner: Python
+    puts the runner's directory first on sys.path, so a target named like a module (``json``, with an
+    ``__init__.py`` among its files) would be imported by the runner's first line."""
     bundle = into / "bundle"
     bundle.mkdir()
     shutil.copy2(RUNNER, bundle / "bench_runner.py")
     for a in arts:
-        d = bundle / a.name
-        d.mkdir()
+        d = bundle / "artifacts" / a.name
+        d.mkdir(parents=True)
         for f in a.files:  # checked again here: whatever built ``arts``, nothing is read or written outside
             src = inside(a.dir, f, f"{a.dir / 'model.json'}")
             (d / f).parent.mkdir(parents=True, exist_ok=True)
@@ -238,8 +243,8 @@ def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: 
             runs, warmup = 1, 0
         for a in arts:
             verify = (f"{rb}/verify/samples.npz", f"{rb}/verify/{a.name}.npz") if a.reference else None
-            cmd = quote_cmd(runner_args(python, f"{rb}/bench_runner.py", f"{rb}/{a.name}", threads, runs, warmup,
-                                        verify))
+            cmd = quote_cmd(runner_args(python, f"{rb}/bench_runner.py", f"{rb}/artifacts/{a.name}", threads, runs,
+                                        warmup, verify))
             p = ssh_run(target.ssh_cmd(cmd), target, timeout, f"benchmarking {a.name}")
             if p.returncode == 127:
                 raise EdgeshipError(f"{python} not found on {target.where}",
@@ -248,7 +253,7 @@ def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: 
                 raw = parse_runner_output(p.stdout, a.name, target.where)
                 if p.returncode != 0 or not raw or not raw.get("ok"):
                     raise runner_failure(a.name, raw, p.stderr, target.where, python, target.provision_cmd)
-                m = to_measurement(raw, source, target.where, transport="ssh", remote=target.where,
+                m = to_measurement(raw, source, target.where, a.name, transport="ssh", remote=target.where,
                                    remote_dir=remote_dir, remote_python=python)
                 results[a.name] = emulated_measurement(m) if source == "emulated" else m
             except TargetError as e:

@@ -222,7 +222,16 @@ class StageCache:
         then reruns next time. A full disk is an error."""
         if not self.ready(create=True):
             return False
-        tmp = rundir.locked_tempdir(self.root, f".{key}-")
+        try:
+            tmp = rundir.locked_tempdir(self.root, f".{key}-")
+        except OSError as e:
+            full = disk_full_error(e, f"the stage cache entry {self.root / key}", self.root, 0)
+            if full is not None:
+                raise full from None
+            if "put" not in self._said:  # a read-only cache: the run goes on, uncached
+                self._said.add("put")
+                warn(f"[yellow]stage cache {self.root} is not writable ({e.strerror}): stages are not cached[/yellow]")
+            return False
         try:
             try:
                 if isinstance(model, torch.jit.ScriptModule):  # TorchScript pickles only through its own format
