@@ -22,7 +22,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from edgeship.errors import EdgeshipError
 
@@ -64,7 +66,7 @@ class Deadline:
         self._thread = threading.current_thread()
         self._t0 = time.monotonic()
         if self._thread is threading.main_thread():
-            def on_alarm(signum, frame):
+            def on_alarm(signum: int, frame: object) -> None:
                 raise self.expired()
 
             handler = signal.signal(signal.SIGALRM, on_alarm)
@@ -79,7 +81,7 @@ class Deadline:
             me = self
 
             class Late(Expired):  # raised without arguments
-                def __init__(self):
+                def __init__(self) -> None:
                     super().__init__(me.problem, me.fix)
 
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread.ident or 0),
@@ -91,7 +93,7 @@ class Deadline:
         sys.stderr.flush()
         os._exit(2)
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if not self.seconds:
             return False
         self._done.set()
@@ -119,9 +121,9 @@ class DiskFull(EdgeshipError):
     """A write failed on a full disk or a file size limit (exit 2: nothing is wrong with the input)."""
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
-    stack = [exc]
+    stack: list[BaseException | None] = [exc]
     while stack:
         e = stack.pop()
         if e is None or id(e) in seen:

@@ -37,31 +37,36 @@ _RENAME_EXCHANGE, _AT_FDCWD = 2, -100
 
 
 # ---------------------------------------------------------------- locked temporary directories
+UNLOCKABLE = -1  # _lock: the file system has no flock (some network file systems)
+
+
 def _lock(path: Path, blocking: bool = False) -> int | None:
-    """An fd holding an exclusive flock on the directory ``path``, or None when another process holds it."""
+    """An fd holding an exclusive flock on the directory ``path``; None when another process holds it (or the
+    directory is gone); UNLOCKABLE where the file system cannot lock."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except OSError:
+    except OSError as e:
         os.close(fd)
-        return None
+        return None if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR) else UNLOCKABLE
     return fd
 
 
 def locked_tempdir(parent: Path, prefix: str) -> Path:
-    """``mkdtemp`` in ``parent``, locked by this process until ``release`` (or its death)."""
-    for _ in range(5):
+    """``mkdtemp`` in ``parent``, locked by this process until ``release`` (or its death). Without flock the
+    directory is not locked, and no cleaner takes it (nor any other) for a dead process's."""
+    for _ in range(100):
         d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         fd = _lock(d)
         if fd is not None:
-            _LOCKS[str(d)] = fd
+            if fd != UNLOCKABLE:
+                _LOCKS[str(d)] = fd
             return d
         shutil.rmtree(d, ignore_errors=True)  # a cleaner took it in the instant before the lock: take another
-    raise EdgeshipError(f"cannot lock a temporary directory in {parent}", "check that the file system supports "
-                        "flock (a local disk does)")
+    raise EdgeshipError(f"cannot lock a temporary directory in {parent}", "check the file system")
 
 
 def release(path: Path) -> None:
@@ -87,7 +92,7 @@ def _dead(parent: Path, prefixes: tuple[str, ...]) -> list[tuple[Path, int]]:
         except OSError:
             continue
         fd = _lock(d)
-        if fd is not None:
+        if fd is not None and fd != UNLOCKABLE:
             found.append((d, fd))
     return found
 
@@ -180,7 +185,7 @@ def swap_in(tmp: Path, out: Path) -> None:
             os.rename(out, old)
             os.rename(tmp, out)
         finally:
-            if fd is not None:
+            if fd is not None and fd != UNLOCKABLE:
                 os.close(fd)
         shutil.rmtree(old, ignore_errors=True)
     finally:

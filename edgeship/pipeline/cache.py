@@ -172,11 +172,13 @@ class StageCache:
         body = json.dumps({**{k: v for k, v in index.items() if k != "mac"}, "key": key}, sort_keys=True)
         return hmac.new(self._secret, body.encode(), hashlib.sha256).hexdigest()
 
-    def _miss(self, key: str, why: str) -> None:
+    def _miss(self, key: str, why: str) -> tuple[nn.Module, Stage, Any] | None:
+        """Say once that entry ``key`` is not used and why, remove it; a miss (None) for ``get`` to return."""
         if key not in self._said:
             self._said.add(key)
             warn(f"[yellow]stage cache entry {key} {why}: not used, recomputing the stage[/yellow]")
         rundir.clean_dead(self.root, (key,))
+        return None
 
     def get(self, key: str) -> tuple[nn.Module, Stage, Any] | None:
         d = self.root / key
@@ -208,13 +210,15 @@ class StageCache:
     @staticmethod
     def _load(files: dict[str, bytes], names: list[str]) -> nn.Module:
         if "stage.ts" in files:  # TorchScript: its own archive format, no pickled Python objects
-            return torch.jit.load(io.BytesIO(files["stage.ts"]), map_location="cpu")
+            module: nn.Module = torch.jit.load(io.BytesIO(files["stage.ts"]), map_location="cpu")
+            return module
         allowed = [_resolve(n) for n in names]
         if any(a is None for a in allowed):
             bad = [n for n, a in zip(names, allowed) if a is None]
             raise ValueError(f"it names {', '.join(bad[:3])}, which a cached stage may not hold")
         with torch.serialization.safe_globals(allowed):
-            return torch.load(io.BytesIO(files["stage.pt"]), map_location="cpu", weights_only=True)
+            model: nn.Module = torch.load(io.BytesIO(files["stage.pt"]), map_location="cpu", weights_only=True)
+        return model
 
     def put(self, key: str, model: nn.Module, record: Stage, quant: Any) -> bool:
         """Store a finished stage; False (nothing stored) for a model the cache cannot hold: one that cannot be
