@@ -17,23 +17,35 @@ import pytest
 import torch
 from faultlib import cli, one_line, planted_pickle
 
-from helpers import REPO
+from helpers import REPO, digits_recipe_dict, write_recipe
 
-PRUNE = [{"name": "prune", "macs_ratio": 0.5, "round_to": 2, "fine_tune": {"epochs": 1}}]
+PRUNE = [{"name": "prune", "macs_ratio": 0.5, "round_to": 2, "fine_tune": {"epochs": 0}}]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory, digits_checkpoint) -> Path:
+    """runs/ (a run and its stage cache, one entry) and keys/cache.key, made once by an export with one pass."""
+    root = tmp_path_factory.mktemp("pristine")
+    r = digits_recipe_dict(root, passes=PRUNE)
+    r["model"]["weights"] = str(digits_checkpoint)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGESHIP_CACHE_KEY", str(root / "keys" / "cache.key"))
+        res = cli("--quiet", "export", write_recipe(root, r), "--no-measure")
+    assert res.exit_code == 0, res.stderr
+    return root
 
 
 @pytest.fixture
-def cached(recipe, tmp_path, monkeypatch):
-    """(recipe, run dir, the one cache entry, the clean run's report) after an export with one pass, cached with a
-    key of this test's own."""
+def cached(pristine, recipe, tmp_path, monkeypatch):
+    """(recipe, run dir, the one cache entry, the clean run's report): a private copy of the pristine run, its
+    stage cache and its key, which the recipe's export hits."""
+    shutil.copytree(pristine / "runs", tmp_path / "runs")
+    shutil.copytree(pristine / "keys", tmp_path / "keys")
     monkeypatch.setenv("EDGESHIP_CACHE_KEY", str(tmp_path / "keys" / "cache.key"))
-    path = recipe(passes=PRUNE)
-    res = cli("--quiet", "export", path, "--no-measure")
-    assert res.exit_code == 0, res.stderr
     out = tmp_path / "runs" / "digits_test"
     entries = [p for p in (tmp_path / "runs" / ".cache").iterdir() if (p / "done").exists()]
     assert len(entries) == 1
-    return path, out, entries[0], json.loads((out / "report.json").read_text())
+    return recipe(passes=PRUNE), out, entries[0], json.loads((out / "report.json").read_text())
 
 
 def rerun(path: Path, out: Path) -> tuple[dict, str]:
@@ -148,11 +160,10 @@ def test_cache_writable_by_others_is_refused(cached, guard, mode):
     guard.tell(one_line(res.stderr, 2, res.exit_code, "is writable by others", f"chmod 700 {entry.parent}"))
 
 
-def test_cache_created_private(cached):
+def test_cache_created_private(pristine):
     """The cache directory an export creates is 0700, its key 0600."""
-    _, out, entry, _ = cached
-    assert entry.parent.stat().st_mode & 0o777 == 0o700
-    assert Path(os.environ["EDGESHIP_CACHE_KEY"]).stat().st_mode & 0o777 == 0o600
+    assert (pristine / "runs" / ".cache").stat().st_mode & 0o777 == 0o700
+    assert (pristine / "keys" / "cache.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_key_readable_by_others_is_refused(cached, guard):

@@ -19,7 +19,7 @@ from edgeship import rundir
 from helpers import digits_recipe_dict, write_recipe
 
 pytestmark = pytest.mark.slow
-PRUNE = [{"name": "prune", "macs_ratio": 0.5, "round_to": 2, "fine_tune": {"epochs": 1}}]
+PRUNE = [{"name": "prune", "macs_ratio": 0.5, "round_to": 2, "fine_tune": {"epochs": 0}}]
 
 
 def created(run: Path) -> int:
