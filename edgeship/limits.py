@@ -170,6 +170,10 @@ def disk_full(exc: BaseException, where: Path) -> bool:
     return False
 
 
+def _size(n: int) -> str:
+    return f"{n / MB:,.1f} MB" if n >= MB else f"{n / 1024:.0f} KB"
+
+
 def disk_full_error(exc: BaseException, writing: str | Path, where: Path, written: int | None = None,
                     fix: str = "free space there (or raise the file size limit, `ulimit -f`) and run it again"
                     ) -> DiskFull | None:
@@ -180,9 +184,9 @@ def disk_full_error(exc: BaseException, writing: str | Path, where: Path, writte
         return None
     free = free_bytes(where)
     limit = file_size_limit()
-    facts = [f"{max(free, 0) / MB:.1f} MB free on {_existing(where)}"] if free >= 0 else []
+    facts = [f"{_size(max(free, 0))} free on {_existing(where)}"] if free >= 0 else []
     if limit is not None:
-        facts.append(f"file size limit {limit / MB:.2f} MB (ulimit -f)")
+        facts.append(f"file size limit {_size(limit)} (ulimit -f)")
     need = f"; free {max(1, math.ceil((written or 0) / MB))} MB" if written is not None else ""
     return DiskFull(f"disk full (or file size limit) while writing {writing}{need} ({', '.join(facts)})", fix)
 

@@ -184,7 +184,8 @@ class TargetJob:
             if metrics.get("gate_note"):
                 warn(f"target {t.name}: {metrics['gate_note']}")
         except (TargetError, Expired) as e:  # Expired: past timeouts.target_s
-            full = disk_full_error(e, final_paths(str(partial), self.tmp, self.recipe), self.tmp, tree_bytes(self.tmp))
+            full = disk_full_error(e, final_paths(str(partial), self.tmp, self.recipe), self.tmp.parent,
+                                   tree_bytes(self.tmp))
             if art is not None and full is None:  # lowered but failed to run, verify or gate: kept (marked failed)
                 self.keep(art, partial, final, rec)
             else:
@@ -289,7 +290,7 @@ def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob) -> 
     except (TargetError, EdgeshipError, Expired) as e:
         if isinstance(e, DiskFull):
             raise
-        full = disk_full_error(e, final_paths(str(work), job.tmp, job.recipe), job.tmp, tree_bytes(job.tmp))
+        full = disk_full_error(e, final_paths(str(work), job.tmp, job.recipe), job.tmp.parent, tree_bytes(job.tmp))
         if full is not None:
             raise full from None
         error = final_paths(str(e), job.tmp, job.recipe)
