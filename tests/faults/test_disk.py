@@ -39,7 +39,7 @@ def test_disk_full_during_an_export(recipe, guard, previous, tmp_path, leave_kb)
         guard.keep(out)
         fill(fs, leave_kb)
         res = cli("--quiet", "export", path, "--no-measure")
-        guard.tell(one_line(res.stderr, 2, res.exit_code, FULL, "MB free on", "is as it was"))
+        guard.tell(one_line(res.stderr, 2, res.exit_code, FULL, "free on", "is as it was"))
         assert leftovers(out) == [], leftovers(out)
         guard.check()
 
