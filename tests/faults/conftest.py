@@ -39,10 +39,14 @@ class Guard:
         self.at_risk += 1
         return Path(run)
 
-    def check(self) -> None:
-        """Check the kept runs now (before a mount they live on goes away)."""
+    def settle(self) -> None:
+        """Count the kept runs now, lost or not (before a mount they live on goes away, even if the probe failed)."""
         self.lost += [str(r) for r in self.kept if not complete(r)]
         self.kept.clear()
+
+    def check(self) -> None:
+        """Check the kept runs now."""
+        self.settle()
         assert not self.lost, f"runs lost: {self.lost}"
 
     def tell(self, text: str) -> str:

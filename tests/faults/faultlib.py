@@ -78,14 +78,17 @@ def _root() -> None:
 
 
 @contextlib.contextmanager
-def tmpfs(where: Path, size: str):
-    """A real tmpfs of ``size`` (mount's syntax: 16m, 512k) at ``where``, unmounted afterwards."""
+def tmpfs(where: Path, size: str, before_unmount=None):
+    """A real tmpfs of ``size`` (mount's syntax: 16m, 512k) at ``where``, unmounted afterwards (``before_unmount()``
+    called first, whether the probe passed or not: the guard counts the runs on it while they are there)."""
     _root()
     where.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:
+        if before_unmount is not None:
+            before_unmount()
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 

@@ -32,7 +32,7 @@ def previous(tmp_path_factory, digits_checkpoint) -> Path:
 def test_disk_full_during_an_export(recipe, guard, previous, tmp_path, leave_kb):
     """An export (one pass, one ONNX target) onto a tmpfs with this many KB left: the write that fails first says so."""
     fs = tmp_path / "fs"
-    with tmpfs(fs, "16m"):
+    with tmpfs(fs, "16m", guard.settle):
         path = recipe(root=fs, passes=PRUNE)
         out = fs / "runs" / "digits_test"
         shutil.copytree(previous, out)  # the previous run; no stage cache, so the stage is computed and cached again
@@ -47,7 +47,7 @@ def test_disk_full_during_an_export(recipe, guard, previous, tmp_path, leave_kb)
 def test_disk_full_while_profile_saves_the_record(run_copy, guard, tmp_path):
     """`profile` measures, then cannot save report.json: the record in place is the one before."""
     fs = tmp_path / "fs"
-    with tmpfs(fs, "4m"):
+    with tmpfs(fs, "4m", guard.settle):
         run = fs / "digits_test"
         shutil.copytree(run_copy, run)
         guard.keep(run)
