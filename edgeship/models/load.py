@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgeship.errors import EdgeshipError
+from edgeship.limits import disk_full
 from edgeship.models.zoo import ZOO
 from edgeship.recipe import IOSpec
 
@@ -292,6 +293,8 @@ def save_module(model: nn.Module, directory: Path, example: tuple) -> tuple[Path
         return path, None
     except Exception as e:  # noqa: BLE001 - pickling raises many types; the next format is tried
         path.unlink(missing_ok=True)
+        if disk_full(e, directory):  # a full disk is no reason to try another format: the export says so
+            raise
         why = [f"torch.save: {_first_line(e)}"]
     path = directory / "compressed.pt2"
     try:
@@ -303,6 +306,8 @@ def save_module(model: nn.Module, directory: Path, example: tuple) -> tuple[Path
         return path, None
     except Exception as e:  # noqa: BLE001
         path.unlink(missing_ok=True)
+        if disk_full(e, directory):
+            raise
         why.append(f"torch.export: {_first_line(e)}")
     path = directory / "compressed.ts"
     try:
@@ -310,6 +315,8 @@ def save_module(model: nn.Module, directory: Path, example: tuple) -> tuple[Path
         return path, None
     except Exception as e:  # noqa: BLE001
         path.unlink(missing_ok=True)
+        if disk_full(e, directory):
+            raise
         why.append(f"torch.jit.script: {_first_line(e)}")
     return None, "; ".join(why)
 
