@@ -38,6 +38,7 @@ from edgeship.devices.measure import (
     parse_runner_output,
     runner_args,
     runner_failure,
+    said,
     to_measurement,
 )
 from edgeship.errors import EdgeshipError, TargetError
@@ -45,6 +46,7 @@ from edgeship.record import Measurement
 from edgeship.rundir import inside
 
 SAFE_REMOTE_DIR = re.compile(r"^/[A-Za-z0-9_./-]+$")
+SAFE_PYTHON = re.compile(r"^[A-Za-z0-9_./+-]{1,512}$")
 DEVICE_VENV = ".edgeship/venv"  # under the device user's home: where `edgeship provision` installs the runtimes
 # the device's Python: the provisioned venv's when there is one, else python3 (a fixed script: no user input)
 FIND_PYTHON = (f'p="$HOME/{DEVICE_VENV}/bin/python"; [ -x "$p" ] || p=python3; echo "EDGESHIP_PYTHON=$p"; '
@@ -192,15 +194,23 @@ def device_python(target: SshTarget, runner: str, timeout: float) -> tuple[str, 
     p = ssh_run(target.ssh_cmd(cmd), target, timeout, "reading the device's facts")
     python = target.python or next((ln.split("=", 1)[1] for ln in p.stdout.splitlines()
                                     if ln.startswith("EDGESHIP_PYTHON=")), "python3")
+    fix = f"run `{target.provision_cmd}` (a Python 3.8+ with numpy and the runtimes)"
+    if not target.python and not SAFE_PYTHON.match(python):  # the device said it: it reaches messages, report.json
+        raise EdgeshipError(f"{target.where} named its Python {said(python, 80)!r}, not a plain path", fix)
     if p.returncode == 127:
         raise EdgeshipError(f"{python} not found on {target.where}",
                             f"run `{target.provision_cmd}`, install Python 3 there, or point --remote-python at it")
-    raw = parse_runner_output(p.stdout)
+    try:  # the device's answer is checked like a measurement: standard JSON, one object, its facts an object
+        raw = parse_runner_output(p.stdout, "the device's facts", target.where)
+    except TargetError as e:  # the whole device, not one target
+        raise EdgeshipError(e.problem, e.fix) from None
     if p.returncode != 0 or not raw or not raw.get("ok"):
-        last = (p.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgeshipError(f"{python} on {target.where} cannot run edgeship's runner: {last[:200]}",
-                            f"run `{target.provision_cmd}` (a Python 3.8+ with numpy and the runtimes)")
-    return python, raw.get("facts") or {}
+        last = said((p.stderr.strip().splitlines() or ["no output"])[-1], 200)
+        raise EdgeshipError(f"{python} on {target.where} cannot run edgeship's runner: {last}", fix)
+    facts = raw.get("facts") or {}
+    if not isinstance(facts, dict):
+        raise EdgeshipError(f"{target.where} reported its facts as a JSON {type(facts).__name__}, not an object", fix)
+    return python, facts
 
 
 def emulated_measurement(m: Measurement) -> Measurement:

@@ -13,14 +13,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from devices.conftest import loopback_sshd  # noqa: F401  (the real sshd fixture, shared with the device tests)
-from faultlib import cli, complete
 
-from helpers import digits_recipe_dict, write_recipe
+# the device tests' conftest imports its neighbour emulated.py: importable however these probes are selected
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "devices"))
+from devices.conftest import loopback_sshd  # noqa: E402, F401  (the real sshd fixture, shared with the device tests)
+from faultlib import cli, complete  # noqa: E402
+
+from helpers import digits_recipe_dict, write_recipe  # noqa: E402
 
 
 # ---------------------------------------------------------------- the guard

@@ -41,11 +41,14 @@ def refuse(name: str):
     raise AssertionError(f"report.json holds {name}")
 
 
-def fake_python(tmp: Path, payload: str) -> str:
-    """The device's "Python": prints ``payload`` whatever it is asked to run."""
+def fake_python(tmp: Path, payload: str, facts: str = MARK + json.dumps({"ok": True, "facts": {}})) -> str:
+    """The device's "Python": answers the runner's ``--facts`` with ``facts`` and prints ``payload`` for anything
+    else it is asked to run (a benchmark)."""
     (tmp / "payload.txt").write_text(payload + "\n")
+    (tmp / "facts.txt").write_text(facts + "\n")
     py = tmp / "python3"
-    py.write_text(f"#!/bin/sh\ncat {tmp / 'payload.txt'}\n")
+    py.write_text(f'#!/bin/sh\nif [ "$2" = "--facts" ]; then cat {tmp / "facts.txt"}; else cat {tmp / "payload.txt"}; '
+                  "fi\n")
     py.chmod(0o755)
     return str(py)
 
@@ -62,6 +65,29 @@ def test_hostile_device_output(run_copy, guard, loopback_sshd, tmp_path, name):
     report = json.loads((run_copy / "report.json").read_text(), parse_constant=refuse)  # standard JSON only
     assert "device" not in report["measurements"]["onnx-fp32"]
     assert "device" in report["measurement_errors"]["onnx-fp32"]
+
+
+FACTS = {
+    "invalid JSON": (MARK + "{not json", "invalid JSON"),
+    "a JSON list": (MARK + "[1]", "a JSON list, not an object"),
+    "facts that are a list": (MARK + json.dumps({"ok": True, "facts": [1, 2]}), "facts as a JSON list"),
+    "NaN in the facts": (MARK + json.dumps({"ok": True, "facts": {"emulated": float("nan")}}), "NaN is not a number"),
+    "not ok, escapes on stderr": (MARK + json.dumps({"ok": False}) + "\n\x1b]0;owned\x07 >&2", "cannot run edgeship"),
+}
+
+
+@pytest.mark.parametrize("name", list(FACTS))
+def test_hostile_device_facts(run_copy, guard, loopback_sshd, tmp_path, name):
+    """What the device answered when asked for its facts (before any benchmark): one line naming the device, exit 2,
+    nothing stored."""
+    facts, needle = FACTS[name]
+    args = loopback_sshd.cli_args()
+    args[args.index("--remote-python") + 1] = fake_python(tmp_path, MARK + json.dumps(GOOD), facts)
+    before = (run_copy / "report.json").read_text()
+    res = cli("--quiet", "profile", run_copy, *args, "--runs", 2)
+    guard.tell(one_line(res.stderr, 2, res.exit_code, "127.0.0.1", needle))
+    assert "\x1b" not in res.stderr and "\x07" not in res.stderr, res.stderr
+    assert (run_copy / "report.json").read_text() == before
 
 
 def test_changed_host_key_is_said_and_never_answered_with_keyscan(run_copy, guard, loopback_sshd, tmp_path):
