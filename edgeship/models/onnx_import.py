@@ -64,7 +64,6 @@ class ConstantSlice(nn.Module):
     def __init__(self, starts: list[int], ends: list[int], axes: list[int] | None, steps: list[int] | None):
         super().__init__()
         import torch  # heavy: imported when an ONNX model is converted
-
         from onnx2torch.node_converters.slice import _get_slices  # the converter's own ONNX -> Python slice rules
 
         as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=torch.int64)  # noqa: E731
