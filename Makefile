@@ -4,8 +4,9 @@ RECIPE ?= recipes/fashion_mnist.yaml
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-arm test test-fast lint setup setup-test clean
+.PHONY: demo demo-arm train test test-fast lint setup setup-test clean
 
+# the demo's checkpoint is in the repository: `make demo` trains only when the recipe's checkpoint is missing
 demo: setup
 	$(VENV)/bin/edgeship train $(RECIPE) --if-missing
 	$(VENV)/bin/edgeship export $(RECIPE)
@@ -15,6 +16,10 @@ demo: setup
 DEMO_RUN ?= runs/fashion_mnist
 demo-arm: setup
 	EDGESHIP=$(VENV)/bin/edgeship scripts/arm64_device.sh profile $(DEMO_RUN) --device rpi4
+
+# retrain the recipe's model from scratch (overwrites its checkpoint; the demo's is bit-identical for a seed)
+train: setup
+	$(VENV)/bin/edgeship train $(RECIPE)
 
 test: setup-test lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
