@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -45,6 +46,23 @@ def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
     # torch 2.13 warns from inside its own pytree code whenever a .pt2 module is loaded or copied
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     set_quiet(quiet or as_json)
+    passive_openmp_when_busy()
+
+
+def passive_openmp_when_busy() -> None:
+    """torch's OpenMP threads spin while they wait for the next parallel region. On a machine busier than its
+    cores (a shared box, a CI runner) a spinning thread takes the core its partner needs and every region waits
+    for a descheduled thread: a fine-tuning step of the demo took 9 s instead of 0.8 s at load 13 on 2 cores
+    (benchmarks/omp_wait.py). Unless the user set OMP_WAIT_POLICY, a busy machine gets PASSIVE (libgomp reads
+    it when torch loads, which the commands do later); an idle one keeps the default."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    try:
+        busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    except OSError:
+        return
+    if busy:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def fail(message: str, code: int) -> typer.Exit:

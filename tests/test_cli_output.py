@@ -70,3 +70,21 @@ def test_export_progress_quiet_and_json(digits_recipe, tmp_path):
 
     bad = run("--quiet", "export", str(tmp_path / "missing.yaml"))
     assert bad.returncode == 2 and bad.stderr.startswith("error: recipe not found") and bad.stdout == ""
+
+
+def test_openmp_waits_passively_only_on_a_busy_machine(monkeypatch):
+    """A spinning OpenMP thread on a machine busier than its cores made a fine-tuning step 4.5x slower
+    (benchmarks/results/omp_wait.json): the CLI then asks for passive waiting, never over the user's choice."""
+    from edgeship.cli import passive_openmp_when_busy
+
+    cores = os.cpu_count() or 1
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores * 0.5, 0.0, 0.0))
+    passive_openmp_when_busy()
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 1.0, 0.0, 0.0))
+    passive_openmp_when_busy()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    passive_openmp_when_busy()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
