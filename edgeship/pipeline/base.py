@@ -51,6 +51,7 @@ class PassContext:
     stage: str = ""
     io: IOSpec | None = None  # the model's signature, for an io: recipe (None: one image in, class logits out)
     device: str = "cpu"  # where training passes train (recipe train.device, resolved); models come back on the CPU
+    memo: dict = field(default_factory=dict)  # what the run's passes share (pipeline.training's teacher logits)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -59,3 +61,27 @@ def test_nan_loss_names_stage_and_epoch(digits_ctx):
     ctx.stage = "2:distill"
     with pytest.raises(NonFiniteLoss, match=r"2:distill: the loss became NaN/inf in epoch 1"):
         Distill().run(model, DistillConfig(epochs=2, lr=1e30, optimizer="sgd"), ctx)
+
+
+def test_teacher_logits_are_computed_once_per_row_and_equal_a_direct_forward(digits_ctx):
+    """Prune's steps, distill and QAT share the teacher's logits: each training row runs through the teacher once
+    per run, and what a pass gets is what the teacher computes for those rows."""
+    from edgeship.pipeline.training import predict, subset_index, teacher_logits
+
+    model, ctx = digits_ctx
+    calls = []
+    handle = ctx.teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    n = len(ctx.data["train"])
+    a = subset_index(n, 200, 1)
+    b = subset_index(n, 300, 2)
+    got_a = teacher_logits(ctx, ctx.teacher, a)
+    got_b = teacher_logits(ctx, ctx.teacher, b)
+    got_all = teacher_logits(ctx, ctx.teacher, None)
+    handle.remove()
+    # every row once, however the subsets overlapped (+ predict's one-sample layout probe per call)
+    assert n <= sum(calls) <= n + 3
+    want = predict(ctx.teacher, ctx.data["train"].x)
+    for rows, got in ((a, got_a), (b, got_b), (torch.arange(n), got_all)):
+        torch.testing.assert_close(got, want[rows], rtol=1e-4, atol=1e-4)
+    other = copy.deepcopy(ctx.teacher)  # another teacher gets its own logits
+    torch.testing.assert_close(teacher_logits(ctx, other, a), predict(other, ctx.data["train"].x[a]))
