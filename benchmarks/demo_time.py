@@ -82,7 +82,8 @@ def report_facts(run_dir: Path) -> dict:
     return {
         "baseline_top1_test": (r.get("baseline") or {}).get("top1_test"),
         "final_top1_test": (r.get("final") or {}).get("top1_test"),
-        "stages": [{k: s.get(k) for k in ("stage", "wall_s", "cached", "top1_val", "macs")} for s in r.get("stages", [])],
+        "stages": [{k: s.get(k) for k in ("stage", "wall_s", "cached", "top1_val", "macs")}
+                   for s in r.get("stages", [])],
         "targets": [{"name": t["name"], "format": t.get("format"), "precision": t.get("precision"),
                      "status": t.get("status"), "top1_test": (t.get("verify") or {}).get("top1"),
                      "wall_s": t.get("wall_s")} for t in r.get("targets", [])],
