@@ -197,6 +197,32 @@ class DeviceVerification(Record):
     outputs: list[DeviceOutputCheck] = Field(default_factory=list)
 
 
+class LayerTime(Record):
+    """One layer of an artifact as its runtime ran it."""
+
+    name: str
+    op: str  # the runtime's operator or node type (QLinearConv, Convolution, CONV_2D)
+    kernel: str | None = None  # OpenVINO's execution type (jit_avx2_I8), ONNX Runtime's provider, LiteRT's input dtype
+    precision: Literal["int8", "float"] | None = None  # the arithmetic of a compute layer (conv, matmul, FC)
+    ms: float | None = None  # median time per inference (None: the runtime has no per-op timer)
+    share: float | None = None  # of the summed layer times
+    float_fallback: bool = False  # a compute layer of an INT8 artifact that ran in a float kernel
+
+
+class LayerProfile(Record):
+    """Where an artifact's time goes, from the runtime's own per-layer counters (bench_runner --profile)."""
+
+    source: str  # which profiler
+    runs: int
+    total_ms: float | None = None  # summed layer medians (layers overlap nothing at 1 thread; above, they may)
+    layer_count: int = 0
+    compute_layers: int = 0
+    int8_compute_layers: int = 0
+    float_fallbacks: list[str] = Field(default_factory=list)
+    by_op_ms: dict[str, float] | None = None
+    layers: list[LayerTime] = Field(default_factory=list)  # the slowest first (every layer when untimed)
+
+
 class Measurement(Record):
     """Latency and memory of one artifact from one source; every number says where it came from. Times and sizes
     are finite and not negative (a broken or hostile device cannot make a budget pass with -1 ms)."""
@@ -238,6 +264,7 @@ class Measurement(Record):
     p90_method: str | None = None
     p99_method: str | None = None
     memory_method: str | None = None
+    profile: LayerProfile | None = None  # per-layer times (host measurements; None where not profiled)
 
 
 class BudgetResult(Record):

@@ -6,12 +6,13 @@ standard library, numpy and the artifact's runtime package (onnxruntime, openvin
 or tflite-runtime). It never imports edgeship.
 
     python3 bench_runner.py --dir DIR [--threads N] [--runs N] [--warmup N] [--seed S]
-                            [--samples SAMPLES.npz --reference HOST_OUTPUTS.npz]
+                            [--samples SAMPLES.npz --reference HOST_OUTPUTS.npz] [--profile N]
 
 DIR holds the artifact files and their sidecar ``model.json`` (format, main file, inputs). The input
 is seeded random normal data in the model's normalized input space (quantized to the input tensor's
 int8/uint8 parameters where the model takes integers; the TFLite layout comes from the interpreter).
 Timing covers feeding the input, running and fetching the outputs, per run, at a fixed thread count.
+``--profile N``: then N runs of a separately loaded copy with the runtime's per-layer counters (layer_profile.py).
 
 Verification (``--samples``): after timing, the artifact runs on test-split samples the host sent (every graph
 input as the backends' runners take it, one sample at a time) and the runner reports, per output, how it agrees with
@@ -30,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 MARKER = "EDGESHIP_BENCH "
@@ -212,12 +215,14 @@ ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
               "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
 
 
-def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np):
+def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np, profile: bool = False):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    so.enable_profiling = profile
+    so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"edgeship-ort-{os.getpid()}")
     disabled = list((meta.get("runtime_config") or {}).get("disabled_optimizers") or [])  # mixed-precision INT8
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"],
                                 **({"disabled_optimizers": disabled} if disabled else {}))
@@ -236,7 +241,8 @@ def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np):
         return sess.run(None, {name: np.ascontiguousarray(a, x.dtype) for (name, x), a in zip(feed.items(), inputs)})
 
     return run, {"runtime": "onnxruntime", "runtime_version": ort.__version__, "input_shape": list(feed[first].shape),
-                 "input_dtype": str(feed[first].dtype), "arena_mb": None}, infer
+                 "input_dtype": str(feed[first].dtype), "arena_mb": None,
+                 "layers": lambda: _layer_profile().ort_layers(sess)}, infer
 
 
 def _ov_precision(compiled):
@@ -248,7 +254,7 @@ def _ov_precision(compiled):
         return None
 
 
-def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
+def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profile: bool = False):
     core = ov.Core()
     model = core.read_model(path)
     described = meta.get("inputs") or []
@@ -264,7 +270,7 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
     # the settings the artifact was verified with (an FP32/FP16 IR: INFERENCE_PRECISION_HINT f32, which
     # keeps OpenVINO from running it in bf16 on AMX/avx512_bf16 CPUs): timing must run the same numerics
     config.update(meta.get("runtime_config") or {})
-    compiled = core.compile_model(model, "CPU", config)
+    compiled = core.compile_model(model, "CPU", {**config, **({"PERF_COUNT": True} if profile else {})})
     request = compiled.create_infer_request()
     # Each input tensor is bound once and shares the buffer the caller writes each frame into, as
     # OpenVINO's benchmark_app and a C++ application do: request.infer({0: x}) would instead convert and
@@ -277,10 +283,14 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
         buffers.append(np.empty(shape, dtype))
         request.set_input_tensor(k, ov.Tensor(buffers[-1], shared_memory=True))
 
+    counted: dict = {}  # node -> per-run counters (PERF_COUNT holds the last inference only)
+
     def run():
         for buffer, frame in zip(buffers, frames):
             buffer[...] = frame  # the new frame
         request.infer()
+        if profile:
+            _layer_profile().ov_count(request, counted)
         return request.get_output_tensor(0).data
 
     def infer(*inputs):
@@ -290,11 +300,11 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np):
         return [request.get_output_tensor(k).data.copy() for k in range(len(compiled.outputs))]
 
     return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": list(frames[0].shape),
-                 "input_dtype": str(frames[0].dtype), "arena_mb": None,
-                 "inference_precision": _ov_precision(compiled)}, infer
+                 "input_dtype": str(frames[0].dtype), "arena_mb": None, "inference_precision": _ov_precision(compiled),
+                 "layers": lambda: _layer_profile().ov_layers(counted)}, infer
 
 
-def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np):
+def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np, profile: bool = False):
     interpreter = interp_mod.Interpreter(model_path=path, num_threads=threads)
     for detail in interpreter.get_input_details():
         signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
@@ -319,7 +329,8 @@ def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np):
     version = getattr(sys.modules.get(interp_mod.__name__.split(".")[0]), "__version__", None)
     first = feeds[0][1]
     return run, {"runtime": name, "runtime_version": version, "input_shape": list(first.shape),
-                 "input_dtype": str(first.dtype), "arena_mb": None}, tflite_infer(interpreter, meta, np)
+                 "input_dtype": str(first.dtype), "arena_mb": None,
+                 "layers": lambda: _layer_profile().tflite_layers(interpreter)}, tflite_infer(interpreter, meta, np)
 
 
 def _tflite_order(interpreter, meta: dict) -> tuple[list, list]:
@@ -375,6 +386,15 @@ def tflite_infer(interpreter, meta: dict, np):
 
 
 LOADERS = {"onnx": load_onnx, "openvino": load_openvino, "tflite": load_tflite}
+
+
+def _layer_profile():
+    """layer_profile.py beside this file (copied with it; loaded by path: this directory is off sys.path)."""
+    spec = importlib.util.spec_from_file_location("layer_profile", os.path.join(os.path.dirname(__file__),
+                                                                                 "layer_profile.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def summarize(np, samples_ms: list[float]) -> dict:
@@ -467,6 +487,13 @@ def bench(args) -> dict:
         samples.append((clock() - t) / 1e6)
     peak = peak_rss_mb()  # before the verification: its sample arrays are not the artifact's memory
     checked = verify(np, infer, args.samples, args.reference, art.get("meta") or {}) if args.samples else None
+    info.pop("layers")
+    profile = None
+    if args.profile:  # a second copy: the profilers never run during the timed runs
+        prun, pinfo, _ = LOADERS[fmt](runtime, path, args.threads, art.get("meta") or {}, args.seed, np, profile=True)
+        for _ in range(args.profile):
+            prun()
+        profile = _layer_profile().layer_profile(*pinfo["layers"](), str(art.get("precision")).startswith("int8"))
     return {
         "ok": True, "target": art.get("target"), "format": fmt, "precision": art.get("precision"),
         **summarize(np, samples), "samples_ms": [round(s, 4) for s in samples],
@@ -474,7 +501,7 @@ def bench(args) -> dict:
         "peak_rss_mb": peak, "rss_before_load_mb": baseline, "size_bytes": int(size),
         "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
         "output_shape": [int(d) for d in getattr(y, "shape", ())], "numpy_version": np.__version__,
-        **info, "verification": checked, "facts": device_facts(),
+        **info, "verification": checked, "profile": profile, "facts": device_facts(),
     }
 
 
@@ -487,6 +514,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", help="verification: .npz of test samples (x0, x1, ...: the graph inputs; y: labels)")
     p.add_argument("--reference", help="verification: .npz of the same artifact's outputs on the host (out0, ...)")
+    p.add_argument("--profile", type=int, default=0, help="then this many runs with per-layer counters (0: none)")
     p.add_argument("--facts", action="store_true", help="print only the device facts")
     args = p.parse_args(argv)
     if bool(args.samples) != bool(args.reference):

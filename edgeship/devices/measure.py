@@ -35,11 +35,13 @@ from edgeship.targets.base import Artifact
 RUNNER = Path(__file__).with_name("bench_runner.py")
 MARKER = "EDGESHIP_BENCH "
 DEFAULT_RUNS, DEFAULT_WARMUP = 50, 5
+DEFAULT_PROFILE_RUNS = 20  # then runs with the runtime's per-layer counters, on a separately loaded copy
 # keys copied from the runner's JSON into a stored measurement
 MAX_REPORT = 16 << 20  # a runner's report is a few KB (the samples): a longer line is not one
 KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "samples_ms", "load_ms",
         "first_run_ms", "peak_rss_mb", "rss_before_load_mb", "arena_mb", "size_bytes", "threads", "runs",
-        "warmup", "runtime", "runtime_version", "input_shape", "input_dtype", "inference_precision", "verification")
+        "warmup", "runtime", "runtime_version", "input_shape", "input_dtype", "inference_precision", "verification",
+        "profile")
 
 
 @dataclass
@@ -85,10 +87,12 @@ def run_artifacts(record: RunRecord, only: list[str] | None = None) -> list[RunA
 
 
 def runner_args(python: str, runner: str, bundle: str, threads: int, runs: int, warmup: int,
-                verify: tuple[str, str] | None = None) -> list[str]:
-    """The runner's command line; ``verify``: (samples, host outputs) to check the runtime's outputs against."""
+                verify: tuple[str, str] | None = None, profile: int = 0) -> list[str]:
+    """The runner's command line; ``verify``: (samples, host outputs) to check the runtime's outputs against;
+    ``profile``: runs with the runtime's per-layer counters after the timed ones."""
     return [python, runner, "--dir", bundle, "--threads", str(int(threads)), "--runs", str(int(runs)),
-            "--warmup", str(int(warmup)), *(("--samples", verify[0], "--reference", verify[1]) if verify else ())]
+            "--warmup", str(int(warmup)), *(("--samples", verify[0], "--reference", verify[1]) if verify else ()),
+            *(("--profile", str(int(profile))) if profile else ())]
 
 
 def _no_constant(name: str) -> None:
@@ -154,9 +158,9 @@ def runner_failure(target: str, raw: dict | None, stderr: str, where: str, pytho
 
 
 def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
-                 timeout: float = 600) -> Measurement:
-    """Measure one artifact in a fresh subprocess of this Python."""
-    cmd = runner_args(sys.executable, str(RUNNER), str(art.dir), threads, runs, warmup)
+                 timeout: float = 600, profile: int = DEFAULT_PROFILE_RUNS) -> Measurement:
+    """Measure one artifact in a fresh subprocess of this Python (then profile its layers: ``profile`` runs)."""
+    cmd = runner_args(sys.executable, str(RUNNER), str(art.dir), threads, runs, warmup, profile=profile)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -181,6 +185,9 @@ def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: 
             if not quiet:
                 info(f"host {art.name}: p50 {m.p50_ms:.3f} ms, p90 {m.p90_ms:.3f} ms, "
                      f"peak RSS {m.peak_rss_mb or 0:.0f} MB ({t} thread{'s' if t > 1 else ''}, {runs} runs)")
+                if m.profile and m.profile.float_fallbacks:
+                    info(f"[yellow]{art.name}: {len(m.profile.float_fallbacks)} of {m.profile.compute_layers} compute "
+                         f"layers ran in float kernels: {', '.join(m.profile.float_fallbacks[:3])}[/yellow]")
         except TargetError as e:
             errors[art.name] = str(e)
             record.store_error(art.name, "host", str(e))

@@ -297,6 +297,35 @@ def measurement_section(rec: RunRecord) -> str:
             + table(headers, rows, left=(0, 1, 2, len(headers) - 1)) + arena_note + failed)
 
 
+def layer_section(rec: RunRecord, top: int = 8) -> str:
+    """Where each artifact's time goes (its runtime's per-layer counters) and whether its INT8 layers ran as INT8."""
+    profiled = [(t.name, s, m.profile) for t in rec.targets for s, m in rec.measurements_of(t.name).items()
+                if m.profile is not None]
+    if not profiled:
+        return ""
+    summary, parts = [], []
+    for name, source, p in profiled:
+        fallback = (f'<span class=fail>{len(p.float_fallbacks)} in float: {esc(", ".join(p.float_fallbacks[:4]))}'
+                    + ("&hellip;" if len(p.float_fallbacks) > 4 else "") + "</span>") if p.float_fallbacks else "none"
+        summary.append([esc(name), esc(source), f'<span class="note">{esc(p.source)}</span>', count(p.layer_count),
+                        f"{p.int8_compute_layers} / {p.compute_layers}", fallback, ms(p.total_ms)])
+        rows = [[esc(r.name), esc(r.op), esc(r.kernel or ""), esc(r.precision or "")
+                 + (" <span class=fail>float fallback</span>" if r.float_fallback else ""), ms(r.ms),
+                 pct(r.share, 1, "")] for r in p.layers[:top]]
+        parts.append(f"<details><summary>{esc(name)} ({esc(source)}): "
+                     + ("slowest layers" if p.total_ms is not None else "layers (no per-layer times)")
+                     + "</summary>" + table(["layer", "op", "kernel", "precision", "ms", "share"], rows,
+                                            left=(0, 1, 2, 3)) + "</details>")
+    series = [(f"{n} ({s})", p.by_op_ms) for n, s, p in profiled if p.by_op_ms]
+    plot = img(plots.time_by_op(series), "time by operator type",
+               "Each artifact's summed per-layer medians by operator type (its runtime's own names).") if series else ""
+    return ("<h2>Layers</h2>" + table(["target", "source", "profiler", "layers", "INT8 / compute layers",
+                                        "compute layers in float", "summed layer ms"], summary, left=(0, 1, 2, 5))
+            + '<p class="note">Run separately after the timed runs (the profilers cost time): median per layer. '
+              "Compute layers are convolutions, matrix multiplications and fully connected layers; in an INT8 "
+              "artifact one that ran in a float kernel is flagged.</p>" + plot + "".join(parts))
+
+
 def budget_section(rec: RunRecord) -> str:
     budgets = rec.budgets
     if not budgets:
@@ -396,7 +425,7 @@ def output_section(rec: RunRecord) -> str:
 
 def render_html(rec: RunRecord) -> str:
     body = "".join([header(rec), stage_section(rec), sensitivity_section(rec), target_section(rec), output_section(rec),
-                    measurement_section(rec),
+                    measurement_section(rec), layer_section(rec),
                     budget_section(rec), plot_section(rec), details_section(rec)])
     title = f"{rec.recipe.name}: edgeship report"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'

@@ -131,3 +131,27 @@ def latency_distributions(series: list[tuple[str, str, list[float]]]) -> bytes:
     ax.set_xlabel("latency per inference (ms)")
     ax.grid(True, axis="x", alpha=0.3)
     return _png(fig)
+
+
+def time_by_op(series: list[tuple[str, dict[str, float]]], top: int = 7) -> bytes:
+    """``series``: (label, {op type: ms}). One stacked bar per artifact; the ``top`` op types by total time keep
+    their colour, the rest are "other"."""
+    totals: dict[str, float] = {}
+    for _, by_op in series:
+        for op, v in by_op.items():
+            totals[op] = totals.get(op, 0.0) + v
+    kept = sorted(totals, key=lambda op: -totals[op])[:top]
+    fig = Figure(figsize=(WIDTH, 1.3 + 0.45 * len(series)), layout="constrained")
+    ax = fig.add_subplot()
+    ys = list(range(len(series)))[::-1]
+    left = [0.0] * len(series)
+    for k, op in enumerate([*kept, "other"]):
+        vals = [(by_op.get(op, 0.0) if op != "other" else sum(v for o, v in by_op.items() if o not in kept))
+                for _, by_op in series]
+        ax.barh(ys, vals, left=left, height=0.6, label=op, color=f"C{k % 10}")
+        left = [a + b for a, b in zip(left, vals)]
+    ax.set_yticks(ys, [lbl for lbl, _ in series], fontsize=9)
+    ax.set_xlabel("summed layer time per inference (ms)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)
+    return _png(fig)

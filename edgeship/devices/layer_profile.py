@@ -1,0 +1,118 @@
+"""Per-layer profiles for bench_runner.py ``--profile``: each runtime's own counters turned into one table.
+
+Self-contained like bench_runner.py (standard library only; it runs beside it on devices): ONNX Runtime's profiler
+JSON (per node: op, provider, duration), OpenVINO's PERF_COUNT (node type, execution type such as jit_avx2_I8) and,
+for LiteRT, whose Python interpreter has no per-op timer, its op list with each compute op's input dtype. Compute
+layers (convolutions, matrix multiplications, fully connected) get the arithmetic their kernel ran in; in an INT8
+artifact a float one is a float fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+# the layers whose arithmetic decides an INT8 model's speed, by runtime; each runtime's name for the integer kernels
+ORT_FLOAT_COMPUTE = {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm",
+                     "FusedGemm"}
+ORT_INT_COMPUTE = {"QLinearConv", "NhwcQLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger",
+                   "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+OV_COMPUTE = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul",
+              "FullyConnectedQuantizedLegacy", "FullyConnectedCompressed"}
+TFLITE_COMPUTE = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"}
+
+
+def ort_layers(sess) -> tuple[str, list[dict]]:
+    path = sess.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    os.remove(path)
+    rows: dict = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        op = (e.get("args") or {}).get("op_name", "?")
+        row = rows.setdefault(name[: -len("_kernel_time")], {"op": op, "kernel": (e.get("args") or {}).get("provider"),
+                                                             "us": []})
+        row["us"].append(float(e.get("dur", 0)))
+    out = []
+    for name, r in rows.items():
+        precision = "int8" if r["op"] in ORT_INT_COMPUTE else "float" if r["op"] in ORT_FLOAT_COMPUTE else None
+        out.append({"name": name, "op": r["op"], "kernel": r["kernel"], "precision": precision,
+                    "compute": precision is not None, "us": _median(r["us"]), "calls": len(r["us"])})
+    return "onnxruntime profiler (enable_profiling)", out
+
+
+def _ov_precision_of(exec_type: str) -> str | None:
+    t = exec_type.lower()
+    if "i8" in t or "u8" in t:
+        return "int8"
+    if "f32" in t or "bf16" in t or "f16" in t:
+        return "float"
+    return None
+
+
+def ov_layers(counted: dict) -> tuple[str, list[dict]]:
+    out = []
+    for name, (node_type, exec_type, us) in counted.items():
+        compute = node_type in OV_COMPUTE
+        out.append({"name": name, "op": node_type, "kernel": exec_type, "compute": compute,
+                    "precision": _ov_precision_of(exec_type) if compute else None, "us": _median(us),
+                    "calls": len(us)})
+    return "openvino per-layer counters (PERF_COUNT)", out
+
+
+def tflite_layers(interpreter) -> tuple[str, list[dict]]:
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    out = []
+    for op in interpreter._get_ops_details():  # the only op list the Python interpreter exposes
+        if op["op_name"] == "DELEGATE":
+            continue
+        first = next((tensors[i] for i in op["inputs"] if i >= 0 and i in tensors), None)
+        dtype = str(getattr(first["dtype"], "__name__", first["dtype"])) if first else ""
+        compute = op["op_name"] in TFLITE_COMPUTE
+        precision = ("int8" if dtype in ("int8", "uint8", "int16") else "float" if dtype.startswith("float")
+                     else None) if compute else None
+        out.append({"name": f"{op['index']}:{op['op_name']}", "op": op["op_name"], "kernel": dtype or None,
+                    "compute": compute, "precision": precision, "us": None, "calls": None})
+    return "litert op list (its Python interpreter has no per-op timer: no times)", out
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return (v[len(v) // 2] + v[(len(v) - 1) // 2]) / 2 if v else 0.0
+
+
+def ov_count(request, counted: dict) -> None:
+    """Add the last inference's executed nodes to ``counted`` (node -> [type, execution type, [us per run]])."""
+    for p in request.get_profiling_info():
+        if p.status == p.Status.EXECUTED:
+            counted.setdefault(p.node_name, [p.node_type, p.exec_type, []])[2].append(p.real_time.total_seconds() * 1e6)
+
+
+def layer_profile(source: str, rows: list[dict], int8_artifact: bool, top: int = 15) -> dict:
+    """Each layer's median time per inference over the profiled runs (the first, cold run does not count), the
+    slowest ``top`` of them (every layer where there are no times), and the compute layers of an INT8 artifact
+    that ran in float kernels (a quantized model that is not all integer)."""
+    timed = bool(rows) and all(r["us"] is not None for r in rows)
+    total = sum(r["us"] for r in rows) if timed else None
+    layers = []
+    for r in rows:
+        ms = round(r["us"] / 1e3, 5) if timed else None
+        layers.append({"name": r["name"], "op": r["op"], "kernel": r["kernel"], "precision": r["precision"],
+                       "ms": ms, "share": round(r["us"] / total, 4) if timed and total else None,
+                       "float_fallback": bool(int8_artifact and r["compute"] and r["precision"] == "float")})
+    if timed:
+        layers.sort(key=lambda r: -r["ms"])
+    fallbacks = [r["name"] for r in layers if r["float_fallback"]]
+    kept = layers[:top] if timed else layers
+    kept += [r for r in layers[top:] if r["float_fallback"]] if timed else []
+    by_op: dict = {}
+    for r in layers:
+        by_op[r["op"]] = round(by_op.get(r["op"], 0.0) + (r["ms"] or 0.0), 5)
+    runs = max((r["calls"] or 0 for r in rows), default=0)
+    return {"source": source, "runs": runs, "total_ms": round(total / 1e3, 5) if timed and total else None,
+            "layer_count": len(layers), "compute_layers": sum(1 for r in rows if r["compute"]),
+            "int8_compute_layers": sum(1 for r in rows if r["compute"] and r["precision"] == "int8"),
+            "float_fallbacks": fallbacks, "by_op_ms": by_op if timed else None, "layers": kept}

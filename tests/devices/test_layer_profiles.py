@@ -1,0 +1,81 @@
+"""Per-layer profiles (issue 20): every host measurement carries its runtime's own per-layer view (ONNX Runtime's
+profiler, OpenVINO's PERF_COUNT, LiteRT's op list), and a compute layer of an INT8 artifact that runs in a float
+kernel is flagged. Real runtimes on the small CNN exported from the digits set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_profile_and_check import GENEROUS, export_run, report
+
+from edgeship.devices.measure import MARKER, RUNNER
+
+TARGETS = [{"name": n, "format": f, "precision": p, "max_accuracy_drop": 5.0}
+           for n, f, p in (("onnx-int8", "onnx", "int8"), ("ov-int8", "openvino", "int8"),
+                           ("tfl-int8", "tflite", "int8"), ("onnx-fp32", "onnx", "fp32"))]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, digits_checkpoint) -> Path:
+    return export_run(tmp_path_factory.mktemp("layers"), digits_checkpoint, GENEROUS, "layers", TARGETS)
+
+
+@pytest.mark.slow
+def test_every_host_measurement_has_a_layer_profile(run):
+    ms = report(run)["measurements"]
+    for name in ("onnx-int8", "ov-int8", "tfl-int8", "onnx-fp32"):
+        p = ms[name]["host"]["profile"]
+        # the small CNN: three convolutions and the classifier, each a compute layer in every runtime's view
+        assert p["compute_layers"] == 4, (name, p)
+        assert p["int8_compute_layers"] == (0 if name == "onnx-fp32" else 4), (name, p)
+        assert p["float_fallbacks"] == []  # an FP32 artifact's float layers are not fallbacks
+        layers = p["layers"]
+        if name == "tfl-int8":  # LiteRT's Python interpreter has no per-op timer: the layers, untimed
+            assert p["total_ms"] is None and all(r["ms"] is None for r in layers)
+            assert {r["op"] for r in layers} >= {"CONV_2D", "FULLY_CONNECTED"}
+        else:
+            times = [r["ms"] for r in layers]
+            assert p["total_ms"] > 0 and times == sorted(times, reverse=True) and times[0] > 0
+            assert abs(sum(r["share"] for r in layers) - 1) < 0.02 or len(layers) < p["layer_count"]
+    assert {r["op"] for r in ms["onnx-int8"]["host"]["profile"]["layers"]} >= {"QLinearConv"}
+    assert any(r["kernel"].endswith("I8") for r in ms["ov-int8"]["host"]["profile"]["layers"])
+    html = (run / "report.html").read_text()
+    assert "<h2>Layers</h2>" in html and "QLinearConv" in html
+
+
+@pytest.mark.slow
+def test_a_float_layer_in_an_int8_model_is_flagged(run, tmp_path):
+    """ONNX Runtime's own quantizer with the classifier left out: a real INT8 model whose Gemm runs in float."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from sklearn.datasets import load_digits
+
+    x = ((load_digits().images[:64].astype(np.float32) / 16 - 0.5) / 0.5)[:, None]
+
+    fp32 = run / "targets" / "onnx-fp32" / "model.onnx"
+    graph = onnx.load(str(fp32)).graph
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({graph.input[0].name: s[None]} for s in x)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    art = tmp_path / "partial"
+    shutil.copytree(run / "targets" / "onnx-int8", art)
+    gemm = [n.name for n in graph.node if n.op_type == "Gemm"]
+    quantize_static(str(fp32), str(art / "model.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    nodes_to_exclude=gemm)
+    out = subprocess.run([sys.executable, str(RUNNER), "--dir", str(art), "--runs", "3", "--profile", "5"],
+                         capture_output=True, text=True, timeout=300)
+    raw = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith(MARKER))[len(MARKER):])
+    p = raw["profile"]
+    assert p["float_fallbacks"] == gemm and p["int8_compute_layers"] == 3 and p["compute_layers"] == 4, p
+    assert [r["float_fallback"] for r in p["layers"] if r["name"] in gemm] == [True]
