@@ -74,19 +74,24 @@ class CifarResNet(nn.Module):
             raise ValueError(f"resnet depth must be 6n+2 (8, 14, 20, 32, ...), got {depth}")
         n = (depth - 2) // 6
         widths = [_make_divisible(w * width_mult) for w in (16, 32, 64)]
-        self.stem = conv_bn_act(in_channels, widths[0])
-        blocks: list[nn.Module] = []
-        cin = widths[0]
-        for stage, w in enumerate(widths):
-            for i in range(n):
-                blocks.append(BasicBlock(cin, w, 2 if (i == 0 and stage > 0) else 1))
-                cin = w
-        self.layers = nn.Sequential(*blocks)
+        self.stem: nn.Module = conv_bn_act(in_channels, widths[0])
+        self.layers, cin = basic_stages(widths, n)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+def basic_stages(widths: Sequence[int], n: int) -> tuple[nn.Sequential, int]:
+    """``n`` basic blocks per width, each stage after the first starting with a stride of 2; (blocks, channels out)."""
+    blocks: list[nn.Module] = []
+    cin = widths[0]
+    for stage, w in enumerate(widths):
+        for i in range(n):
+            blocks.append(BasicBlock(cin, w, 2 if (i == 0 and stage > 0) else 1))
+            cin = w
+    return nn.Sequential(*blocks), cin
 
 
 class InvertedResidual(nn.Module):
@@ -140,6 +145,34 @@ class MobileNetV2(nn.Module):
         return self.classifier(self.dropout(x))
 
 
+class MobileNetV2Standard(MobileNetV2):
+    """MobileNetV2 as published (Sandler et al., 2018: 17 inverted-residual blocks, 5 downsamplings, 1280 features):
+    the deployment-size reference for 96x96 to 224x224 inputs. 320 M MACs at 224x224; 3,504,872 parameters at 1000
+    classes, as torchvision's mobilenet_v2. Same blocks as ``MobileNetV2``: every pass and backend treats both alike."""
+
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1))
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 1000, input_size: Sequence[int] = (224, 224),
+                 width_mult: float = 1.0, last_channels: int = 1280, dropout: float = 0.2):
+        super().__init__(in_channels, num_classes, input_size, width_mult, last_channels, dropout)
+
+
+class ResNet18(CifarResNet):
+    """ResNet-18 (He et al., 2016): 7x7 stride-2 stem, max pool, four stages of two basic blocks (64-512 channels).
+    1.8 G MACs at 224x224; 11,689,512 parameters at 1000 classes, as torchvision's resnet18: the dense-convolution
+    deployment reference."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 1000, input_size: Sequence[int] = (224, 224),
+                 width_mult: float = 1.0):
+        nn.Module.__init__(self)
+        widths = [_make_divisible(w * width_mult) for w in (64, 128, 256, 512)]
+        self.stem = nn.Sequential(conv_bn_act(in_channels, widths[0], 7, 2), nn.MaxPool2d(3, 2, 1))
+        self.layers, cin = basic_stages(widths, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(cin, num_classes)
+
+
 class DSCNN(nn.Module):
     """DS-CNN for keyword spotting (Zhang et al., 'Hello Edge'): input is a (1, frames, mfcc) map.
 
@@ -189,6 +222,8 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
     "resnet": CifarResNet,
     "mobilenetv2": MobileNetV2,
+    "mobilenetv2_standard": MobileNetV2Standard,
+    "resnet18": ResNet18,
     "dscnn": DSCNN,
     "mlp": MLP,
 }

@@ -16,6 +16,7 @@ from edgeship.recipe import InputSpec, ModelSpec
     ("resnet", (1, 28, 28), {"depth": 8, "width_mult": 0.5}), ("resnet", (3, 32, 32), {"depth": 20}),
     ("mobilenetv2", (1, 28, 28), {"width_mult": 0.5}), ("mobilenetv2", (3, 64, 64), {}),
     ("dscnn", (1, 49, 10), {}), ("dscnn", (1, 28, 28), {"width": 32}),
+    ("mobilenetv2_standard", (3, 32, 32), {"width_mult": 0.35}), ("resnet18", (3, 32, 32), {"width_mult": 0.25}),
 ])
 def test_zoo_models_fit_their_inputs(name, shape, args):
     m = ZOO[name](in_channels=shape[0], num_classes=7, input_size=shape[1:], **args).eval()
@@ -29,6 +30,21 @@ def test_mobilenetv2_uses_depthwise_and_residuals():
     convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
     assert any(c.groups == c.in_channels > 1 for c in convs)
     assert any(getattr(b, "use_res", False) for b in m.modules())
+
+
+def test_deployment_references_are_the_published_architectures():
+    """The 96x96-224x224 references (issue 20): parameter counts at 1000 classes equal torchvision's (they do not
+    depend on the input size, so no 224x224 tensor is needed here), and depth pruning finds their residual blocks."""
+    from edgeship.pipeline.depth import removable_blocks
+
+    assert model_stats(ZOO["mobilenetv2_standard"](), (3, 32, 32))["params"] == 3_504_872
+    assert model_stats(ZOO["resnet18"](), (3, 32, 32))["params"] == 11_689_512
+    x = torch.zeros(1, 3, 32, 32)
+    mnv2 = ZOO["mobilenetv2_standard"](num_classes=10).eval()
+    residual = {f"features.{i}" for i, b in enumerate(mnv2.features) if getattr(b, "use_res", False)}
+    assert len(residual) == 10 and residual <= set(removable_blocks(mnv2, x))  # 1 + 2 + 3 + 2 + 2
+    # ResNet-18: both blocks of the first stage and the second block of each later one
+    assert removable_blocks(ZOO["resnet18"](num_classes=10).eval(), x) == [f"layers.{i}" for i in (0, 1, 3, 5, 7)]
 
 
 def test_width_multiplier_shrinks():
