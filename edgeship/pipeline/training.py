@@ -57,11 +57,6 @@ class StreamedImages:
         return StreamedImages(self.rows.take(sl), self.pre)
 
 
-def rows_of(x: torch.Tensor | StreamedImages, sl: slice) -> torch.Tensor | StreamedImages:
-    """Rows ``sl`` of a split's inputs, still streamed when they were."""
-    return x.take(sl) if isinstance(x, StreamedImages) else x[sl]
-
-
 @dataclass
 class TensorData:
     """A split, preprocessed once into tensors: ``x`` the first data-fed input (float32 images for an image
