@@ -61,7 +61,10 @@ def test_export_writes_self_contained_report(run_dir):
     assert not size["passed"] and "budgets missed" in text
     assert f"model_size_kb {size['value']:.4g} KiB, limit &le; 1 KiB" in text
     pngs = embedded_pngs(text)
-    assert len(pngs) == 3  # accuracy-latency, size across stages, latency distribution
+    assert len(pngs) == 4  # accuracy-latency, time by operator type (layers), size across stages, latency distribution
+    # where the time goes: the measured artifact's layers, from ONNX Runtime's profiler
+    prof = m["profile"]
+    assert "<h2>Layers</h2>" in text and prof["source"] in text and prof["layers"][0]["op"] in text
     assert all(p.size[0] > 300 and p.size[1] > 100 for p in pngs)
 
 
@@ -153,7 +156,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     found = re.search(r"data-probe=\"([^\"]+)\"", dom.stdout)
     assert found, dom.stdout[:2000]
     probe_data = json.loads(found.group(1).replace("&quot;", '"'))
-    assert len(probe_data["imgs"]) == 3
+    assert len(probe_data["imgs"]) == 4
     assert all(done and w > 300 and h > 100 for done, w, h in probe_data["imgs"]), probe_data
     # stages (header + baseline), targets (header + 1), measurements, budgets: all rendered as tables
     assert len(probe_data["rows"]) >= 4 and all(n >= 2 for n in probe_data["rows"])
