@@ -134,3 +134,25 @@ def test_residual_blocks_run_int8(tmp_path):
     assert sum(n.op_type == "Add" for n in onnx.load(str(art.path)).graph.node) >= 2  # the residual adds
     audit = backend.op_audit(art)
     assert audit["float_ops"] == [] and audit["op_counts"].get("QLinearAdd", 0) >= 2
+
+
+def test_weights_leave_room_for_x86_int16_sums(tmp_path):
+    """Large positive activations times large weights of one sign: on x86 without VNNI, ONNX Runtime's u8 x s8 kernel
+    sums pairs of products in int16 (VPMADDUBSW) and 8-bit weights saturate it; 7-bit weights (reduce_range) do not.
+    The INT8 file must stay within 2% of the FP32 one."""
+    import onnxruntime as ort
+
+    from edgeship.targets.onnx import export_onnx
+    from edgeship.targets.onnx_int8 import quantize_onnx
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(256, 8)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.0)
+        layer.bias.zero_()
+    x = np.random.default_rng(0).uniform(0.8, 1.0, (64, 256)).astype(np.float32)
+    fp32 = export_onnx(layer.eval(), torch.from_numpy(x[:1]), tmp_path / "fp32.onnx", tmp_path / "log.txt")
+    quantize_onnx(fp32, tmp_path / "int8.onnx", x, QuantSettings(), tmp_path, tmp_path / "log.txt")
+    want, got = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+                 for f in ("fp32.onnx", "int8.onnx"))
+    assert np.abs(got - want).mean() / np.abs(want).mean() < 0.02
