@@ -128,7 +128,9 @@ def run_model(name: str, timeout: int, runs: int) -> dict:
         except subprocess.TimeoutExpired:
             code = "timeout"
     wall = time.time() - t0
-    load = {"before": before, "after": loadavg()}
+    load = {"before": before, "after": loadavg(), "started_utc": time.strftime("%H:%M:%S", time.gmtime(t0)),
+            "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                     text=True).stdout.strip()}
     report = run_dir / "report.json"
     if code == 0 and report.is_file():
         return summarize(name, run_dir, json.loads(report.read_text()), wall, load)
