@@ -50,8 +50,9 @@ def recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(ZOO.glob("*.yaml"))}
 
 
-def run_one(name: str, runs: int) -> int:
-    """In the child process: build the model's data, export its recipe (run directory runs/zoo/<name>)."""
+def run_one(name: str, runs: int, targets: list[str] | None = None) -> int:
+    """In the child process: build the model's data, export its recipe (run directory runs/zoo/<name>); with
+    ``targets``, only those, the others kept from the run before (edgeship's ``export -t``)."""
     import yaml
 
     from benchmarks.zoo import make_data
@@ -60,7 +61,7 @@ def run_one(name: str, runs: int) -> int:
     import edgeship
 
     recipe = yaml.safe_load(recipes()[name].read_text())
-    record = edgeship.export(recipe, quiet=True, runs=runs)
+    record = edgeship.export(recipe, quiet=True, runs=runs, targets=targets)
     print(json.dumps({t.name: t.status for t in record.targets}))
     return 0
 
@@ -109,12 +110,12 @@ def summarize(name: str, run_dir: Path, report: dict, wall_s: float, load: dict)
             "outputs": outputs_of(t), "n": verify.get("n"),
             "size_bytes": t.get("size_bytes"), "p50_ms": m.get("p50_ms"),
             "threads": m.get("threads"), "lower_s": t.get("lower_s"),
-            "route": route_of(run_dir, t),
+            "route": route_of(run_dir, t), "carried_over": bool(t.get("carried_over")),
         }
     return entry
 
 
-def run_model(name: str, timeout: int, runs: int) -> dict:
+def run_model(name: str, timeout: int, runs: int, targets: list[str] | None = None) -> dict:
     run_dir = ROOT / "runs" / "zoo" / name
     before = loadavg()
     t0 = time.time()
@@ -122,7 +123,8 @@ def run_model(name: str, timeout: int, runs: int) -> dict:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         try:
-            proc = subprocess.run([sys.executable, __file__, "--one", name, "--runs", str(runs)], cwd=ROOT,
+            only = ["--targets", *targets] if targets else []
+            proc = subprocess.run([sys.executable, __file__, "--one", name, "--runs", str(runs), *only], cwd=ROOT,
                                   stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
             code: int | str = proc.returncode
         except subprocess.TimeoutExpired:
@@ -155,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("models", nargs="*", help="recipe names (default: every recipe in benchmarks/zoo/)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per model")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per artifact for the host p50")
+    ap.add_argument("--targets", nargs="+", help="redo only these targets (the others are kept from the last run)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--table", action="store_true", help="print the table from zoo.json and exit")
     args = ap.parse_args(argv)
     if args.one:
-        return run_one(args.one, args.runs)
+        return run_one(args.one, args.runs, args.targets)
     if args.table:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from make_report import zoo_section
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     data["models"] = {k: v for k, v in data.get("models", {}).items() if k in known}
     for name in args.models or list(known):
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load {loadavg()})", file=sys.stderr, flush=True)
-        data["models"][name] = run_model(name, args.timeout, args.runs)
+        data["models"][name] = run_model(name, args.timeout, args.runs, args.targets)
         statuses = {t: v["status"] for t, v in data["models"][name]["targets"].items()}
         print(f"  {statuses} in {data['models'][name]['wall_s']} s", file=sys.stderr, flush=True)
         ok, total = cells(data)
