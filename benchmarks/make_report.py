@@ -383,6 +383,9 @@ def zoo_section(d: dict) -> list[str]:
         out.append(f"| {name} | {about.get('kind', '')} ({about.get('package', '')}) | {about.get('data', '')} | "
                    f"{outs} | " + " | ".join(cells) + " |")
     out += [""]
+    notes = [f"- {name}: {m['note']}" for name, m in d["models"].items() if m.get("note")]
+    if notes:
+        out += ["Notes:", "", *notes, ""]
     if failures:
         out += ["Failures, each with the reason edgeship reported:", "", *failures, ""]
     return out
