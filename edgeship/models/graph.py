@@ -13,6 +13,16 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from edgeship.models.load import exported_graph
 
 
+def forward_with_hooks(model: nn.Module, example: torch.Tensor, handles: list) -> None:
+    """One eval-mode, no-grad forward pass of ``example``; the hook ``handles`` are removed afterwards."""
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class TraceError(Exception):
     """torch.fx could not trace the model (``str(e)``: the reason, one line); callers say what needed it."""
 

@@ -287,37 +287,26 @@ def save_module(model: nn.Module, directory: Path, example: tuple) -> tuple[Path
         path = directory / "compressed.ts"
         torch.jit.save(model, str(path))
         return path, None
-    path = directory / "compressed.pt"
-    try:
-        torch.save(model, path)
-        return path, None
-    except Exception as e:  # noqa: BLE001 - pickling raises many types; the next format is tried
-        path.unlink(missing_ok=True)
-        if disk_full(e, directory):  # a full disk is no reason to try another format: the export says so
-            raise
-        why = [f"torch.save: {_first_line(e)}"]
-    path = directory / "compressed.pt2"
-    try:
+    def exported(path: Path) -> None:
         args = ((torch.zeros(2, *example),) if all(isinstance(d, int) for d in example)
                 else tuple(torch.cat([t, t]) for t in example))
         batch = torch.export.Dim("batch", min=1, max=4096)
-        dims = tuple({0: batch} for _ in args)
-        torch.export.save(torch.export.export(model, args, dynamic_shapes=dims), str(path))
-        return path, None
-    except Exception as e:  # noqa: BLE001
-        path.unlink(missing_ok=True)
-        if disk_full(e, directory):
-            raise
-        why.append(f"torch.export: {_first_line(e)}")
-    path = directory / "compressed.ts"
-    try:
-        torch.jit.save(torch.jit.script(model), str(path))
-        return path, None
-    except Exception as e:  # noqa: BLE001
-        path.unlink(missing_ok=True)
-        if disk_full(e, directory):
-            raise
-        why.append(f"torch.jit.script: {_first_line(e)}")
+        torch.export.save(torch.export.export(model, args, dynamic_shapes=tuple({0: batch} for _ in args)), str(path))
+
+    writers = (("torch.save", "compressed.pt", lambda p: torch.save(model, p)),
+               ("torch.export", "compressed.pt2", exported),
+               ("torch.jit.script", "compressed.ts", lambda p: torch.jit.save(torch.jit.script(model), str(p))))
+    why = []
+    for name, filename, write in writers:
+        path = directory / filename
+        try:
+            write(path)
+            return path, None
+        except Exception as e:  # noqa: BLE001 - pickling and tracing raise many types; the next format is tried
+            path.unlink(missing_ok=True)
+            if disk_full(e, directory):  # a full disk is no reason to try another format: the export says so
+                raise
+            why.append(f"{name}: {_first_line(e)}")
     return None, "; ".join(why)
 
 

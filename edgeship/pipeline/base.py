@@ -113,16 +113,6 @@ def require_python_module(model: nn.Module, stage: str, what: str, torchscript_o
                             "whose layers are ATen ops that cannot be trained or pruned", fix)
 
 
-def forward_with_hooks(model: nn.Module, example: torch.Tensor, handles: list) -> None:
-    """One eval-mode, no-grad forward pass of ``example``; the hook ``handles`` are removed afterwards."""
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def check_model_for_passes(model: nn.Module, names: list[str], io: IOSpec | None = None) -> None:
     """Refuse, before the baseline evaluation, a model that a listed pass cannot work on."""
     reg = registry()

@@ -16,8 +16,9 @@ from pydantic import Field
 from torch import nn
 
 from edgeship.errors import EdgeshipError
+from edgeship.models.graph import forward_with_hooks
 from edgeship.models.load import model_stats
-from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, forward_with_hooks
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult
 from edgeship.pipeline.training import TrainConfig, finetune, predict, resolve_teacher, subset
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)

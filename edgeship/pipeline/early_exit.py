@@ -29,8 +29,9 @@ from pydantic import Field
 from torch import nn
 
 from edgeship.errors import EdgeshipError
+from edgeship.models.graph import forward_with_hooks
 from edgeship.models.load import model_stats
-from edgeship.pipeline.base import Pass, PassContext, PassResult, forward_with_hooks
+from edgeship.pipeline.base import Pass, PassContext, PassResult
 from edgeship.pipeline.training import FitConfig, TensorData, TrainConfig, fit, kd_loss, predict, subset, top1
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)

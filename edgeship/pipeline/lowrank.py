@@ -28,9 +28,9 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from edgeship.errors import EdgeshipError
-from edgeship.models.graph import replace_module
+from edgeship.models.graph import forward_with_hooks, replace_module
 from edgeship.models.load import model_stats
-from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, forward_with_hooks
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult
 from edgeship.pipeline.training import TrainConfig, evaluate, finetune
 
 HOOI_ITERATIONS = 5

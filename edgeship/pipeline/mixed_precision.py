@@ -33,8 +33,8 @@ from torch import nn
 
 from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import EdgeshipError
-from edgeship.models.graph import TraceError, fold_batch_norm
-from edgeship.pipeline.base import Pass, PassContext, PassResult, forward_with_hooks
+from edgeship.models.graph import TraceError, fold_batch_norm, forward_with_hooks
+from edgeship.pipeline.base import Pass, PassContext, PassResult
 from edgeship.pipeline.calibrate import Calibrate, CalibrateConfig
 from edgeship.pipeline.coding import weight_layers
 from edgeship.pipeline.training import predict, subset, top1

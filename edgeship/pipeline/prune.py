@@ -35,7 +35,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from edgeship.errors import EdgeshipError
-from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, forward_with_hooks, require_python_module
+from edgeship.models.graph import forward_with_hooks
+from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult, require_python_module
 from edgeship.pipeline.training import TrainConfig, finetune, resolve_teacher, subset
 
 IMPORTANCE = {

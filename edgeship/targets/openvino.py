@@ -176,19 +176,15 @@ def float_layer_ops(om, model: nn.Module, ctx: LowerContext) -> list[str]:
     """The friendly names of the OpenVINO ops that compute the modules ``ctx.quant.float_layers``. convert_model
     renames a convolution when it folds batch norm into it, so the ops are matched to the torch layers by kind,
     output channels and weight count, in the order torch runs the layers (the order of the converted graph)."""
-    import torch  # heavy: only when layers are kept float
-    from torch import nn as tnn
+    from torch import nn as tnn  # heavy: only when layers are kept float
+
+    from edgeship.models.graph import forward_with_hooks  # torch: deferred with it
 
     calls: list[tuple[str, tuple]] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=name: calls.append((name, layer_key(
-                "linear" if isinstance(mod, tnn.Linear) else "conv", mod.weight.shape[0], mod.weight.numel()))))
-             for name, m in model.named_modules() if isinstance(m, (tnn.Conv2d, tnn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(ctx.example)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, ctx.example, [m.register_forward_pre_hook(
+        lambda mod, inp, name=name: calls.append((name, layer_key(
+            "linear" if isinstance(mod, tnn.Linear) else "conv", mod.weight.shape[0], mod.weight.numel()))))
+        for name, m in model.named_modules() if isinstance(m, (tnn.Conv2d, tnn.Linear))])
     ops: dict[tuple, list[str]] = {}
     for op in om.get_ordered_ops():
         kind = op.get_type_name()

@@ -373,6 +373,8 @@ def selective(tf, conv, model: nn.Module, ctx: LowerContext) -> tuple[bytes, dic
     fully connected ops, which follow torch's execution order. Returns (the model, {layer: node})."""
     import torch  # heavy: imported when a model is lowered
 
+    from edgeship.models.graph import forward_with_hooks  # torch: deferred with it
+
     debug = tf.lite.experimental
     calib = ctx.calib[:8]
     names = debug.QuantizationDebugger(converter=conv, debug_dataset=lambda: (
@@ -383,14 +385,9 @@ def selective(tf, conv, model: nn.Module, ctx: LowerContext) -> tuple[bytes, dic
     rows = list(csv.DictReader(io.StringIO(dump.getvalue())))
     nodes = [r["tensor_name"] for r in rows if r["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
     order: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=name: order.append(name))
-             for name, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(ctx.example)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, ctx.example, [m.register_forward_pre_hook(lambda mod, inp, name=name: order.append(name))
+                                            for name, m in model.named_modules()
+                                            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))])
     found = {}
     for layer in ctx.quant.float_layers:
         by_name = [n for n in nodes if any(part.startswith(f"{layer}/") for part in n.split(";"))]
