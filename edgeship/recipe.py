@@ -264,6 +264,15 @@ class DataSpec(Strict):
     test_size: int | None = Field(None, ge=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
+    resize: bool = Field(False, description="images of another size: resized (bilinear) to input.shape's height "
+                         "and width, one channel repeated to its channel count (e.g. Fashion-MNIST as 96x96 RGB); "
+                         "done after the split, on the samples each split keeps")
+
+    @model_validator(mode="after")
+    def _resize_in_memory(self) -> DataSpec:
+        if self.resize and any(s is not None and s.stream for s in (self.source, self.test_source)):
+            raise ValueError("resize: true resizes the splits in memory; it cannot be combined with stream: true")
+        return self
 
 
 class TrainSpec(Strict):
@@ -337,6 +346,8 @@ class Recipe(Strict):
         if (self.input is None) == (self.io is None):
             raise ValueError("give exactly one of input (one image in, class logits out) and io (any other "
                              "signature)")
+        if self.data.resize and self.input is None:
+            raise ValueError("data.resize works on images (the input: section), not on io: inputs")
         names = [t.name for t in self.targets]
         dup = {n for n in names if names.count(n) > 1}
         if dup:

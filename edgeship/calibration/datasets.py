@@ -294,11 +294,16 @@ def _where(src, key: str) -> str:
     return f"data.{key}: {src.kind}" + (f" at {src.path}" if src.path else "")
 
 
-def _check(data: ArrayData, what: str, channels: int, size: tuple[int, int], where: str) -> None:
+def _check(data: ArrayData, what: str, channels: int, size: tuple[int, int], where: str, resize: bool = False) -> None:
     if len(data) == 0:
         raise EdgeshipError(f"the {what} data set is empty ({where})",
                             "point data.source at a file or folder that holds samples")
-    if data.x.shape[1:] != (channels, *size):
+    if resize:  # any height and width; one channel (repeated) or input.shape's
+        if data.x.ndim != 4 or data.x.shape[1] not in (1, channels):
+            raise EdgeshipError(f"{what} images have shape {tuple(data.x.shape[1:])}: data.resize repeats one "
+                                f"channel to input.shape's {channels}, it cannot make {channels} channels of these",
+                                "give one-channel images or input.shape's channel count")
+    elif data.x.shape[1:] != (channels, *size):
         raise EdgeshipError(
             f"{what} images have shape {tuple(data.x.shape[1:])} but the recipe's input.shape is "
             f"{(channels, *size)}", "make input.shape match the data (C, H, W)")
@@ -358,25 +363,47 @@ def load_splits(spec, input_spec, n_classes: int | None = None) -> Splits:
     size = (h, w)
     pool, test, labels = load_source(spec.source, channels, size)
     where = _where(spec.source, "source")
-    _check(pool, "training", channels, size, where)
+    _check(pool, "training", channels, size, where, spec.resize)
     if labels is None and n_classes is None:  # class ids straight from the file (npz, idx)
         _check_class_ids([pool.y] + ([test.y] if test is not None else []), where)
     rng = np.random.default_rng(spec.seed)
     if spec.test_source is not None:
         test, _, test_labels = load_source(spec.test_source, channels, size)
         test_where = _where(spec.test_source, "test_source")
-        _check(test, "test", channels, size, test_where)
+        _check(test, "test", channels, size, test_where, spec.resize)
         if test_labels is None and labels is None and n_classes is None:
             _check_class_ids([pool.y, test.y], f"{where} and {test_where}")
     elif test is None:
         pool, test = hold_out_test(pool, spec, rng, where)
     else:
-        _check(test, "test", channels, size, where)
+        _check(test, "test", channels, size, where, spec.resize)
     train, val, calib, test = split_pool(pool, test, spec, rng)
+    if spec.resize:
+        train, val, calib, test = (resize_images(d, channels, size) for d in (train, val, calib, test))
     n_classes = int(max(pool.y.max(), test.y.max())) + 1
     if labels is None or len(labels) < n_classes:
         labels = tuple(str(i) for i in range(n_classes))
     return Splits(train=train, val=val, calib=calib, test=test, labels=tuple(labels))
+
+
+def resize_images(data: ArrayData, channels: int, size: tuple[int, int], chunk: int = 256) -> ArrayData:
+    """``data``'s images at ``size`` (bilinear, antialiased when shrinking) with ``channels`` channels (one channel
+    repeated): raw values in their dtype, integers rounded and clipped to it (uint8 pixels stay uint8)."""
+    x = data.x
+    if tuple(x.shape[1:]) == (channels, *size):
+        return data
+    import torch  # deferred: heavy, and only data.resize needs it
+
+    out = np.empty((len(x), channels, *size), x.dtype)
+    for i in range(0, len(x), chunk):
+        t = torch.from_numpy(np.ascontiguousarray(x[i:i + chunk], np.float32))
+        if tuple(t.shape[2:]) != size:
+            t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
+        a = t.numpy()
+        if x.dtype.kind in "iu":
+            a = np.clip(np.rint(a), np.iinfo(x.dtype).min, np.iinfo(x.dtype).max)
+        out[i:i + chunk] = a  # (n, 1, H, W) broadcasts to every channel
+    return ArrayData(out, data.y, data.extra)
 
 
 def hold_out_test(pool: ArrayData, spec, rng: np.random.Generator, where: str) -> tuple[ArrayData, ArrayData]:

@@ -82,6 +82,41 @@ def test_image_folder(tmp_path):
     assert s.labels == tuple(f"class_{i}" for i in range(10))
 
 
+def test_resize_makes_fashion_mnist_96x96_rgb_after_the_split():
+    """data.resize: the same seeded split as the 28x28 data, each kept sample upscaled (bilinear) to the input's
+    size and its one channel repeated to three, still uint8 pixels; shrinking it back gives the original."""
+    import torch
+
+    small = load_splits(spec(source={"kind": "fashion_mnist"}, val_size=50, calib_size=40, train_size=300,
+                             test_size=100), InputSpec(shape=(1, 28, 28)))
+    big = load_splits(spec(source={"kind": "fashion_mnist"}, val_size=50, calib_size=40, train_size=300,
+                           test_size=100, resize=True), InputSpec(shape=(3, 96, 96)))
+    assert big.sizes() == small.sizes() == {"train": 300, "val": 50, "calib": 40, "test": 100}
+    for k in ("train", "val", "calib", "test"):
+        a, b = getattr(small, k), getattr(big, k)
+        assert b.x.dtype == np.uint8 and b.x.shape[1:] == (3, 96, 96)
+        assert np.array_equal(a.y, b.y)
+        assert np.array_equal(b.x[:, 0], b.x[:, 1]) and np.array_equal(b.x[:, 0], b.x[:, 2])
+    # each one the bilinear upscale of the same 28x28 sample, rounded to pixels; the mean brightness kept
+    up = torch.nn.functional.interpolate(torch.from_numpy(small.test.x.astype(np.float32)), size=(96, 96),
+                                         mode="bilinear", align_corners=False).numpy()
+    assert np.abs(big.test.x[:, :1].astype(np.float32) - up).max() <= 0.5 + 1e-3
+    assert abs(float(big.test.x.mean()) - float(small.test.x.mean())) < 2
+    # without resize: the size mismatch is bad input, as before
+    with pytest.raises(EdgeshipError, match=r"input.shape"):
+        load_splits(spec(source={"kind": "fashion_mnist"}, train_size=10, test_size=10), InputSpec(shape=(3, 96, 96)))
+
+
+def test_resize_refuses_what_it_cannot_do(tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (40, 2, 8, 8)).astype(np.uint8)  # two channels, not one
+    np.savez(tmp_path / "two.npz", x=x, y=np.arange(40) % 4)
+    with pytest.raises(EdgeshipError, match="cannot make 3 channels"):
+        load_splits(spec(source={"kind": "npz", "path": str(tmp_path / "two.npz")}, val_size=4, calib_size=4,
+                         resize=True), InputSpec(shape=(3, 16, 16)))
+    with pytest.raises(ValueError, match="stream"):
+        spec(source={"kind": "npz", "path": str(tmp_path / "two.npz"), "stream": True}, resize=True)
+
+
 def test_shape_mismatch_is_explained():
     with pytest.raises(EdgeshipError, match=r"input.shape"):
         load_splits(spec(source={"kind": "digits"}), InputSpec(shape=(1, 28, 28)))
