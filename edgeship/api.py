@@ -113,9 +113,11 @@ def load_run(run: RunSource) -> RunRecord:
 
 def check(run: RunSource, source: str | None = None, *, junit: Path | None = None,
           markdown: Path | None = None, save: bool = True) -> Verdict:
-    """The budget verdict of a run against ``source`` (device, host or estimate; default: device when the run
-    has device measurements, else host). Saved into the run (``save``) and optionally written as a JUnit XML
-    file and a Markdown summary for CI."""
+    """The budget verdict of a run. Latency and RAM come from ``source``: ``auto`` (the default) judges each
+    target on its own device's numbers (a device measurement; the host's only for a target whose device is
+    this machine) and leaves the others ``unverified`` (not passed); ``host``, ``device`` or ``estimate`` use that
+    source for every target, and say which devices host numbers or estimates stood in for. Saved into the run
+    (``save``) and optionally written as a JUnit XML file and a Markdown summary for CI."""
     record = load_run(run)
     verdict = budgets.evaluate(record, source or budgets.default_source(record))
     record.budgets = verdict

@@ -234,7 +234,8 @@ def _print_verdict(verdict: Verdict | None) -> None:
         return
     out.print(budgets.table(verdict))
     (out if verdict.passed else err).print(("" if verdict.passed else "[bold red]") + budgets.summary_line(verdict)
-                                           + ("" if verdict.passed else "[/bold red]"), highlight=False)
+                                           + ("" if verdict.passed else "[/bold red]"), highlight=False,
+                                           soft_wrap=True)  # one line in a CI log
 
 
 @app.command()
@@ -384,12 +385,13 @@ def provision(ssh: str = typer.Option(..., "--ssh", help="the device: user@host"
 @app.command()
 @handle_errors
 def check(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"),
-          source: str | None = typer.Option(None, "--source", help="device, host, estimate or emulated (default: "
-                                               "device when the run has device measurements, else host; emulated "
-                                               "never passes)"),
+          source: str | None = typer.Option(None, "--source", help="auto (default: each target on its own device's "
+                                               "numbers; unmeasured devices are UNVERIFIED), or host, device, "
+                                               "estimate, emulated for every target (host numbers for a Pi only when "
+                                               "asked; emulated never passes)"),
           junit: Path | None = typer.Option(None, "--junit", help="write a JUnit XML file (CI test report)"),
           markdown: Path | None = typer.Option(None, "--markdown", help="write a Markdown summary")):
-    """Check every target's budgets; exit 1 when any fails (the CI gate)."""
+    """Check every target's budgets; exit 1 when any fails or is unverified (the CI gate)."""
     verdict = api.check(run, source, junit=junit, markdown=markdown)
     if STATE["json"]:
         emit_json(verdict)

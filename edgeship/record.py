@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import EdgeshipError
@@ -36,6 +36,10 @@ MAX_RECORD_BYTES = 256 << 20  # a record with every measurement's samples is a f
 Source = Literal["host", "device", "emulated", "estimate"]
 NonNegative = Annotated[float, Field(ge=0)]
 SOURCES: tuple[str, ...] = ("host", "device", "emulated", "estimate")
+# what `check` judges latency and RAM on: one source, or "auto" (each target on its own device's numbers)
+CheckSource = Literal["auto", "host", "device", "emulated", "estimate"]
+CHECK_SOURCES: tuple[str, ...] = ("auto", *SOURCES)
+BudgetStatus = Literal["pass", "fail", "unverified"]
 SOURCE_PREFERENCE: tuple[str, ...] = ("device", "host", "estimate")  # the latency a target's summary shows
 
 
@@ -275,19 +279,47 @@ class BudgetResult(Record):
     margin: float | None = None
     margin_pct: float | None = None
     passed: bool
+    # pass / fail on a value that may judge the limit; unverified: no such value (nothing measured on the
+    # target's device, or only numbers from elsewhere that were not asked for): never a pass
+    status: BudgetStatus = "fail"  # a record written before statuses existed: derived from passed
+    device: str | None = None  # the device whose limit this is (latency and RAM)
     source: str  # host, device, emulated, estimate (latency, RAM) or artifact (size, accuracy)
     origin: str | None = None  # where the limit came from: target, recipe, device <name>
     unit: str | None = None
     basis: str | None = None
     note: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _status_from_passed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "status" not in data and "passed" in data:
+            data = {**data, "status": "pass" if data["passed"] else "fail"}
+        return data
+
+
+def overall_status(results: list[BudgetResult]) -> str:
+    """fail when a budget was missed, else unverified when one could not be judged, else pass."""
+    statuses = {r.status for r in results}
+    return "fail" if "fail" in statuses else "unverified" if "unverified" in statuses or not results else "pass"
+
 
 class Verdict(Record):
-    source: Source
+    source: CheckSource  # auto: each target judged on its own device's numbers
     estimate: bool = False
     results: list[BudgetResult] = Field(default_factory=list)
     passed: bool
     warning: str | None = None
+    # devices whose latency/RAM budgets were judged on numbers not from them, because the user asked for that
+    # source explicitly (`check --source host`): said in the verdict, the JUnit file and the Markdown summary
+    stand_in_for: list[str] = Field(default_factory=list)
+
+    @property
+    def unverified(self) -> list[BudgetResult]:
+        return [r for r in self.results if r.status == "unverified"]
+
+    @property
+    def status(self) -> str:
+        return overall_status(self.results)
 
 
 # ---------------------------------------------------------------- the record
@@ -356,9 +388,14 @@ class RunRecord(Record):
         return [r for r in (self.budgets.results if self.budgets else []) if r.target == target]
 
     def budget_verdict(self, target: str) -> bool | None:
-        """True all budgets met, False one missed, None no budget checked for this target."""
+        """True all budgets met, False one missed or unverified, None no budget checked for this target."""
         results = self.budget_results(target)
         return None if not results else all(r.passed for r in results)
+
+    def budget_status(self, target: str) -> str | None:
+        """pass, fail (a budget missed), unverified (none missed, some not judged), or None (nothing checked)."""
+        results = self.budget_results(target)
+        return overall_status(results) if results else None
 
     # ------------------------------------------------------------ changing
     def store(self, target: str, m: Measurement) -> None:

@@ -6,11 +6,16 @@ lowering cost) and ``max_drop_vs_input`` (top-1 points below the input model: wh
 Each key of a target comes from the first place that sets it: the target's ``budgets:``, the
 recipe's ``budgets:``, then the defaults of the target's device profile.
 
-Latency and peak RAM come from the measurement of the chosen source (host, device, emulated or estimate);
-size and accuracy are properties of the artifact (its files, and its own runtime on the test split)
-and are the same for every source. A budget whose value is missing (nothing measured from that
-source) fails: a gate must not pass on no data. A verdict built on estimates says so everywhere. An
-emulated device measures nothing (it checks the device's runtime): a verdict on it never passes.
+Size and accuracy are properties of the artifact (its files, and its own runtime on the test split) and are
+the same wherever it runs. Latency and peak RAM belong to a device: a target's latency and RAM budgets are
+judged on numbers from that target's device and nothing else. With the default source (``auto``) that is
+a measurement on the device (``profile --ssh/--adb``), or, for a target whose device is this machine, the
+host measurement. Anything else (nothing measured there, or only the host's numbers for a Raspberry Pi) is
+``unverified``: never a pass, so ``check`` exits non-zero. Host numbers or estimates judge another device's
+budgets only when asked for by name (``--source host``, ``--source estimate``), and then the verdict, the
+table, the JUnit file and the Markdown summary all say which devices they stood in for.
+An emulated device measures nothing (it checks the device's runtime): its latency and RAM rows are unverified
+and a verdict on ``--source emulated`` never passes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from edgeship.devices.catalog import HOST
 from edgeship.devices.catalog import get as get_device
 from edgeship.errors import EdgeshipError
 from edgeship.recipe import BudgetSpec
-from edgeship.record import SOURCES, BudgetResult, Measurement, RunRecord, Target, Verdict
+from edgeship.record import CHECK_SOURCES, BudgetResult, Measurement, RunRecord, Target, Verdict
 
 KEYS = tuple(BudgetSpec.model_fields)
 LOWER_LIMITS = {"min_top1"}  # value must be >= limit; every other key: value <= limit
@@ -32,6 +37,8 @@ ESTIMATE_WARNING = "ESTIMATED latency (not measured on the device): a planning n
 EMULATED_WARNING = ("EMULATED device (qemu): it checks the device's runtime, it measures no latency or memory, so no "
                     "verdict on it passes; measure on the real device (profile --ssh) and check --source device")
 EMULATED_NOTE = "emulated: no latency or memory claim (qemu); this budget cannot pass on an emulated device"
+STAND_IN_WARNING = ("{source} numbers judge the latency and RAM budgets of {devices}, which were not measured "
+                    "(asked for with --source {source}): not a release gate for those devices")
 
 
 def effective(record: RunRecord, target: Target, measured_on: str | None = None) -> dict[str, tuple[float, str]]:
@@ -54,8 +61,37 @@ def effective(record: RunRecord, target: Target, measured_on: str | None = None)
 
 
 def default_source(record: RunRecord) -> str:
-    """device when anything was measured on a device, else host. Estimates only when asked for."""
-    return "device" if any("device" in m for m in record.measurements.values()) else "host"
+    """``auto``: each target judged on its own device's numbers (see the module's docstring)."""
+    return "auto"
+
+
+def _evidence(source: str, device: str, by_source: dict[str, Measurement]) -> tuple[Measurement | None, str, str]:
+    """(measurement, its source, note) that may judge a target on ``device`` when ``source`` is asked for."""
+    on_host = device == HOST
+    if source == "auto":
+        if "device" in by_source:
+            return by_source["device"], "device", ""
+        if on_host and "host" in by_source:
+            return by_source["host"], "host", ""
+        return None, "device", f"no measurement from {device}: {_how_to_measure(device)}"
+    m = by_source.get(source)
+    if m is None and on_host and source != "host" and "host" in by_source:
+        return by_source["host"], "host", f"the target's device is the host: host measurement used for {source}"
+    if m is None:
+        how = {"host": "`edgeship profile RUN`", "estimate": f"`edgeship profile RUN --estimate --device {device}`"}
+        return None, source, (f"no {source} measurement: run {how[source]}" if source in how
+                              else f"no measurement from {device}: {_how_to_measure(device)}")
+    return m, source, ""
+
+
+def _how_to_measure(device: str) -> str:
+    return (f"`edgeship profile RUN --ssh USER@HOST --device {device}` (or `--adb SERIAL`); "
+            "`check --source host` judges it on this machine's numbers instead")
+
+
+def _stands_in(used: str, device: str, meas: Measurement | None) -> bool:
+    """Numbers that are not from the target's device: the host's, or an estimate."""
+    return device != HOST and meas is not None and used in ("host", "estimate")
 
 
 def _value(key: str, target: Target, meas: Measurement | None, record: RunRecord) -> tuple[float | None, str]:
@@ -81,41 +117,58 @@ def _value(key: str, target: Target, meas: Measurement | None, record: RunRecord
     raise KeyError(key)
 
 
-def evaluate(record: RunRecord, source: str) -> Verdict:
-    """The budget verdict for ``record`` against measurements of ``source``."""
-    if source not in SOURCES:
-        raise EdgeshipError(f"unknown measurement source {source!r}", f"use one of: {', '.join(SOURCES)}")
+def evaluate(record: RunRecord, source: str = "auto") -> Verdict:
+    """The budget verdict for ``record``: latency and RAM from ``source`` (``auto``: each target's own device)."""
+    if source not in CHECK_SOURCES:
+        raise EdgeshipError(f"unknown measurement source {source!r}", f"use {', '.join(CHECK_SOURCES)}")
     results: list[BudgetResult] = []
+    stand_ins: set[str] = set()
     for t in record.targets:
-        by_source = record.measurements_of(t.name)
-        meas, used = by_source.get(source), source
-        if meas is None and source != "host" and t.device == HOST and "host" in by_source:
-            meas, used = by_source["host"], "host"  # the target's device IS this machine
         if not t.ok:
             results.append(BudgetResult(target=t.name, budget="artifact", passed=False, source="artifact",
                                         note=f"target failed: {t.error}"))
             continue
+        meas, used, why = _evidence(source, t.device or HOST, record.measurements_of(t.name))
         measured_on = meas.device if meas is not None and used in ("device", "emulated", "estimate") else None
+        device = measured_on or t.device or HOST
+        stand_in = _stands_in(used, device, meas)
         for key, (limit, origin) in effective(record, t, measured_on).items():
-            value, basis = _value(key, t, meas, record)
-            row = BudgetResult(target=t.name, budget=key, limit=limit, passed=False,
-                               source=used if key in MEASURED else "artifact", origin=origin, unit=UNITS[key],
-                               basis=basis)
-            if key in MEASURED and used != source:
-                row.note = f"the target's device is the host: host measurement used for {source}"
-            if value is None:
-                row.note = (f"no {source} measurement: run `edgeship profile`" if key in MEASURED
-                            else "not recorded in report.json")
-                if key in MEASURED and meas is not None and used == "emulated":
-                    row.note = EMULATED_NOTE
-            else:
-                margin = value - limit if key in LOWER_LIMITS else limit - value
-                row.value, row.margin, row.passed = round(float(value), 4), round(float(margin), 4), bool(margin >= 0)
-                row.margin_pct = round(100 * margin / limit, 2) if limit else None
+            row = _row(key, limit, origin, t, meas if key in MEASURED else None, used, device, record)
+            if key in MEASURED and used == "emulated":  # its timings, if any, say nothing about the device
+                row.value = row.margin = row.margin_pct = None
+                row.passed, row.status, row.note = False, "unverified", EMULATED_NOTE
+            elif key in MEASURED:
+                if row.value is None:
+                    row.status, row.note = "unverified", why or "not measured"
+                elif stand_in:
+                    stand_ins.add(device)
+                    row.note = f"{used} numbers stand in for {device} (asked for with --source {source})"
+                elif why:
+                    row.note = why
             results.append(row)
+    warning = (ESTIMATE_WARNING if source == "estimate" else EMULATED_WARNING if source == "emulated" else
+               STAND_IN_WARNING.format(source=source, devices=", ".join(sorted(stand_ins))) if stand_ins else None)
     return Verdict(source=source, estimate=source == "estimate", results=results,
                    passed=bool(results) and all(r.passed for r in results) and source != "emulated",
-                   warning={"estimate": ESTIMATE_WARNING, "emulated": EMULATED_WARNING}.get(source))
+                   warning=warning,
+                   stand_in_for=sorted(stand_ins))
+
+
+def _row(key: str, limit: float, origin: str, t: Target, meas: Measurement | None, used: str,
+         device: str, record: RunRecord) -> BudgetResult:
+    """One budget of one target, judged on its value (no value: not passed; the caller says why)."""
+    value, basis = _value(key, t, meas, record)
+    row = BudgetResult(target=t.name, budget=key, limit=limit, passed=False, status="fail",
+                       source=used if key in MEASURED else "artifact", origin=origin, unit=UNITS[key], basis=basis,
+                       device=device if key in MEASURED else None)
+    if value is None:
+        row.status, row.note = "unverified", "not recorded in report.json"
+        return row
+    margin = value - limit if key in LOWER_LIMITS else limit - value
+    row.value, row.margin, row.passed = round(float(value), 4), round(float(margin), 4), bool(margin >= 0)
+    row.status = "pass" if row.passed else "fail"
+    row.margin_pct = round(100 * margin / limit, 2) if limit else None
+    return row
 
 
 # ------------------------------------------------------------------ outputs
@@ -127,6 +180,9 @@ def _fmt(v, key: str = "", sign: str = "") -> str:
     return f"{v:{sign}.4g}" if abs(v) < 1000 else f"{v:{sign},.0f}"
 
 
+RESULT_TEXT = {"pass": "pass", "fail": "FAIL", "unverified": "UNVERIFIED"}
+
+
 def _row_text(r: BudgetResult) -> tuple[str, str, str, str, str]:
     op = ">=" if r.budget in LOWER_LIMITS else "<="
     unit = f" {r.unit}" if r.unit else ""
@@ -135,48 +191,71 @@ def _row_text(r: BudgetResult) -> tuple[str, str, str, str, str]:
     margin = "-" if r.margin is None else _fmt(r.margin, r.budget, "+") + unit
     if r.margin_pct is not None:
         margin += f" ({r.margin_pct:+.0f}%)"
-    return limit, value, margin, ("pass" if r.passed else "FAIL"), r.note or ""
+    return limit, value, margin, RESULT_TEXT[r.status], r.note or ""
+
+
+def source_text(verdict: Verdict) -> str:
+    if verdict.source == "auto":
+        return "each target's device"
+    return verdict.source + (f", standing in for {', '.join(verdict.stand_in_for)}" if verdict.stand_in_for else "")
 
 
 def table(verdict: Verdict):
     from rich.table import Table
 
-    title = f"budgets (source: {verdict.source})"
+    title = f"budgets (source: {source_text(verdict)})"
     if verdict.warning:
         title += f"\n[bold yellow]{verdict.warning}[/bold yellow]"
     tb = Table(title=title)
     for col in ("target", "budget", "limit", "value", "margin", "result", "source", "note"):
         tb.add_column(col)
+    colors = {"pass": "green", "fail": "red", "unverified": "yellow"}
     for r in verdict.results:
         limit, value, margin, result, note = _row_text(r)
-        color = "green" if r.passed else "red"
+        color = colors[r.status]
         tb.add_row(r.target, r.budget, limit, value, margin, f"[{color}]{result}[/{color}]", r.source, note)
     return tb
 
 
 def summary_line(verdict: Verdict) -> str:
     n = len(verdict.results)
-    failed = [r for r in verdict.results if not r.passed]
-    tag = " [ESTIMATE]" if verdict.estimate else " [EMULATED]" if verdict.source == "emulated" else ""
+    failed = [r for r in verdict.results if r.status == "fail"]
+    unverified = verdict.unverified
+    tag = (" [ESTIMATE]" if verdict.estimate else " [EMULATED]" if verdict.source == "emulated" else
+           " [HOST NUMBERS]" if verdict.stand_in_for else "")
+    source = f"source: {source_text(verdict)}"
     if not n:
         return f"budgets{tag}: nothing to check (no budgets and no targets)"
     if not failed and verdict.source == "emulated":
         return f"budgets{tag}: FAILED: an emulated device measures nothing, so no verdict on it passes"
-    if not failed:
-        return f"budgets{tag}: all {n} passed (source: {verdict.source})"
-    names = ", ".join(f"{r.target}:{r.budget}" for r in failed)
-    return f"budgets{tag}: {len(failed)} of {n} FAILED (source: {verdict.source}): {names}"
+    if not failed and not unverified:
+        return f"budgets{tag}: all {n} passed ({source})"
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} of {n} FAILED ({source}): " + ", ".join(f"{r.target}:{r.budget}" for r in failed))
+    if unverified:
+        devices = sorted({r.device for r in unverified if r.device})
+        why = "; ".join(([] if failed else [source])
+                        + ([f"nothing measured on {', '.join(devices)}"] if devices else []))
+        parts.append(f"{len(unverified)} of {n} UNVERIFIED" + (f" ({why})" if why else "") + ": "
+                     + ", ".join(f"{r.target}:{r.budget}" for r in unverified))
+    return f"budgets{tag}: " + "; ".join(parts)
 
 
 def junit_xml(verdict: Verdict) -> str:
-    """One testcase per (target, budget); a failing case names both."""
+    """One testcase per (target, budget); a failing case names both, an unverified one is an error (no value
+    could judge it)."""
     source = verdict.source
-    failures = sum(not r.passed for r in verdict.results)
-    suites = ET.Element("testsuites", name="edgeship check", tests=str(len(verdict.results)), failures=str(failures))
-    suite = ET.SubElement(suites, "testsuite", name=f"edgeship budgets (source: {source})",
-                          tests=str(len(verdict.results)), failures=str(failures), errors="0", skipped="0")
+    failures = sum(r.status == "fail" for r in verdict.results)
+    errors = len(verdict.unverified)
+    suites = ET.Element("testsuites", name="edgeship check", tests=str(len(verdict.results)), failures=str(failures),
+                        errors=str(errors))
+    suite = ET.SubElement(suites, "testsuite", name=f"edgeship budgets (source: {source_text(verdict)})",
+                          tests=str(len(verdict.results)), failures=str(failures), errors=str(errors), skipped="0")
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="source", value=source)
+    if verdict.stand_in_for:
+        ET.SubElement(props, "property", name="stand_in_for", value=",".join(verdict.stand_in_for))
     if verdict.warning:
         ET.SubElement(props, "property", name="warning", value=verdict.warning)
     for r in verdict.results:
@@ -184,24 +263,31 @@ def junit_xml(verdict: Verdict) -> str:
         tag = f" [{r.source}]" if r.source != "artifact" else ""
         case = ET.SubElement(suite, "testcase", classname=f"edgeship.budgets.{r.target}",
                              name=f"{r.target}: {r.budget} {limit}{tag}", time="0")
-        if not r.passed:
+        if r.status == "fail":
             msg = (f"{r.target}: budget {r.budget} failed: value {value}, limit {limit}, margin {margin}"
                    f" (source: {r.source})" + (f"; {note}" if note else ""))
             ET.SubElement(case, "failure", message=msg, type="BudgetExceeded").text = msg
+        elif r.status == "unverified":
+            msg = f"{r.target}: budget {r.budget} unverified: {note or 'no value'}"
+            ET.SubElement(case, "error", message=msg, type="BudgetUnverified").text = msg
+        elif note:
+            ET.SubElement(case, "system-out").text = note
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
 def markdown(verdict: Verdict, run_name: str = "") -> str:
     ok = verdict.passed
-    lines = [f"## edgeship budgets{': ' + run_name if run_name else ''} ({'passed' if ok else 'FAILED'})", ""]
+    state = "passed" if ok else "FAILED" if any(r.status == "fail" for r in verdict.results) else "UNVERIFIED"
+    lines = [f"## edgeship budgets{': ' + run_name if run_name else ''} ({state})", ""]
     if verdict.warning:
         lines += [f"> **Warning:** {verdict.warning}.", ""]
-    lines += [f"Source of latency and RAM: **{verdict.source}**. {summary_line(verdict)}", "",
+    lines += [f"Source of latency and RAM: **{source_text(verdict)}**. {summary_line(verdict)}", "",
               "| target | budget | limit | value | margin | result | source |", "|---|---|---|---|---|---|---|"]
+    marks = {"pass": "pass", "fail": "**FAIL**", "unverified": "**UNVERIFIED**"}
     for r in verdict.results:
-        limit, value, margin, result, note = _row_text(r)
-        mark = "pass" if r.passed else "**FAIL**"
+        limit, value, margin, _, note = _row_text(r)
         extra = f" ({note})" if note else ""
-        lines.append(f"| {r.target} | {r.budget} | {limit} | {value}{extra} | {margin} | {mark} | {r.source} |")
+        lines.append(f"| {r.target} | {r.budget} | {limit} | {value}{extra} | {margin} | {marks[r.status]} | "
+                     f"{r.source} |")
     return "\n".join(lines) + "\n"

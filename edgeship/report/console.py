@@ -75,7 +75,8 @@ def summary_tables(record: RunRecord) -> list[Table]:
         v = t.verify
         m = record.preferred_measurement(t.name)
         status = "[green]ok[/green]" if t.ok else "[red]failed[/red]"
-        verdict = {None: "-", True: "[green]pass[/green]", False: "[red]FAIL[/red]"}[record.budget_verdict(t.name)]
+        verdict = {None: "-", "pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]",
+                   "unverified": "[yellow]unverified[/yellow]"}[record.budget_status(t.name)]
         tt.add_row(t.name, f"{t.format} {t.precision}", status,
                    _accuracy(v), _pct(v.agreement if v else None),
                    "-" if t.size_bytes is None else f"{t.size_bytes / 1024:.1f} KiB",

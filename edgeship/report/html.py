@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeship.devices.budgets import LOWER_LIMITS
+from edgeship.devices.budgets import LOWER_LIMITS, source_text
 from edgeship.record import BudgetResult, RunRecord
 from edgeship.report import plots
 from edgeship.report.console import fmt_ms, on_device, size_ratios
@@ -42,6 +42,7 @@ td.err{white-space:normal;text-align:left;color:#8a1c1c;background:#fdf1f1}
 .ok{color:#1b7837;font-weight:600}.fail{color:#b2182b;font-weight:600}.na{color:#8a93a3;font-style:italic}
 .badge{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
 .badge.ok{background:#e3f3e6}.badge.fail{background:#fbe3e3}.badge.na{background:#eef0f3}
+.badge.unv{background:#fdf0d5;color:#8a5a00}
 figure{margin:10px 0 4px}figure img{max-width:100%;border:1px solid #e3e7ee;border-radius:6px}
 figcaption,.note{color:#5b6475;font-size:12px;margin-top:4px}
 code,pre{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
@@ -105,6 +106,13 @@ def badge(passed: bool | None, yes: str = "pass", no: str = "FAIL", none: str = 
     return f'<span class="badge ok">{esc(yes)}</span>' if passed else f'<span class="badge fail">{esc(no)}</span>'
 
 
+def status_badge(status: str | None, yes: str = "pass", no: str = "FAIL") -> str:
+    """pass / fail / unverified (no number from the target's device could judge it) / not checked."""
+    if status == "unverified":
+        return '<span class="badge unv">unverified</span>'
+    return badge(None if status is None else status == "pass", yes, no)
+
+
 # ---------------------------------------------------------------- budgets
 def limit_text(r: BudgetResult) -> str:
     if r.limit is None:
@@ -122,13 +130,14 @@ def value_text(r: BudgetResult) -> str:
 def budget_cell(results: list[BudgetResult]) -> str:
     if not results:
         return badge(None)
-    failed = [r for r in results if not r.passed]
+    failed = [r for r in results if r.status != "pass"]
     if not failed:
         return badge(True)
     why = "; ".join(f"{esc(r.budget)} {value_text(r)}, limit {limit_text(r)}" if r.value is not None
                     else f"{esc(r.budget)}: {esc(r.note or 'no value')}" for r in failed
                     if r.budget != "artifact")
-    return f'{badge(False)} <span class="note">{why}</span>'
+    status = "fail" if any(r.status == "fail" for r in failed) else "unverified"
+    return f'{status_badge(status)} <span class="note">{why}</span>'
 
 
 # ---------------------------------------------------------------- sections
@@ -136,11 +145,11 @@ def header(rec: RunRecord) -> str:
     m = rec.machine
     ok = sum(t.ok for t in rec.targets)
     budgets = rec.budgets
-    verdict = badge(budgets.passed if budgets else None, "budgets met", "budgets missed")
+    verdict = status_badge((budgets.status if budgets else None), "budgets met", "budgets missed")
     base, final = rec.baseline, rec.final
     cards = [
         (f"{ok}/{len(rec.targets)}", "targets verified"),
-        (verdict, "budget verdict" + (f" ({esc(budgets.source)} latency)" if budgets else "")),
+        (verdict, "budget verdict" + (f" ({esc(source_text(budgets))} latency)" if budgets else "")),
         (pct(base.top1_test), "torch top-1 before passes"),
         (pct(final.top1_test), "torch top-1 after passes"),
         (count(final.params), f"parameters (from {base.params:,})"),
@@ -336,10 +345,15 @@ def budget_section(rec: RunRecord) -> str:
         margin = "" if r.margin is None else g4(r.margin, "+") + (
             f" ({r.margin_pct:+.0f}%)" if r.margin_pct is not None else "")
         rows.append([esc(r.target), esc(r.budget), limit_text(r), value_text(r), margin,
-                     esc(r.source or ""), esc(r.origin or ""), badge(r.passed),
+                     esc(r.source or ""), esc(r.origin or ""), status_badge(r.status),
                      f'<span class="note">{esc(r.note or r.basis or "")}</span>'])
-    return ("<h2>Budgets</h2><p>overall: " + badge(budgets.passed)
-            + f" <span class=note>latency and RAM from the {esc(budgets.source)} measurements</span></p>"
+    unverified = ("" if not budgets.unverified else
+                  " Unverified: no number from the target's device could judge the budget (nothing measured there); "
+                  "it is not a pass. Measure on the device (<code>edgeship profile RUN --ssh USER@HOST --device "
+                  "NAME</code>), or judge it on this machine's numbers by asking for them "
+                  "(<code>edgeship check RUN --source host</code>).")
+    return ("<h2>Budgets</h2><p>overall: " + status_badge(budgets.status)
+            + f" <span class=note>latency and RAM from: {esc(source_text(budgets))}.{unverified}</span></p>"
             + (f'<p class="fail">{esc(budgets.warning)}</p>' if budgets.warning else "")
             + table(["target", "budget", "limit", "value", "margin", "source", "limit from", "verdict", "note"],
                     rows, left=(0, 1, 6, 8)))

@@ -16,7 +16,7 @@ from edgeship.devices import catalog as devices
 from edgeship.devices.bench_runner import cpu_features
 from edgeship.devices.estimate import estimate
 from edgeship.errors import EdgeshipError
-from edgeship.record import Measurement
+from edgeship.record import BudgetResult, Measurement
 from helpers import run_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,12 +144,58 @@ def test_accuracy_lost_to_compression_is_judged_against_the_input_model():
     assert "input model" in vs_input["basis"]
 
 
-def test_missing_measurement_fails_instead_of_passing():
+def test_missing_measurement_is_unverified_never_passed():
     v = _evaluate(_report(meas={"host": _host()}), "device")
     rows = {r["budget"]: r for r in v["results"]}
     assert rows["latency_ms_p90"]["passed"] is False and rows["latency_ms_p90"]["value"] is None
-    assert "no device measurement" in rows["latency_ms_p90"]["note"]
+    assert rows["latency_ms_p90"]["status"] == "unverified"
+    assert "no measurement from rpi4" in rows["latency_ms_p90"]["note"]
     assert not v["passed"]
+
+
+def test_a_pi_budget_is_not_passed_on_host_numbers():
+    """The default verdict (auto) judges a Pi target on the Pi's numbers: a fast host leaves it unverified."""
+    rep = _report(target_budgets={"latency_ms_p90": 50.0}, meas={"host": _host(p90=0.2)})
+    v = budgets.evaluate(rep, budgets.default_source(rep))
+    rows = {r.budget: r for r in v.results}
+    assert v.source == "auto" and not v.passed and v.status == "unverified" and v.stand_in_for == []
+    for key in ("latency_ms_p90", "peak_ram_mb"):
+        assert rows[key].status == "unverified" and rows[key].value is None and rows[key].device == "rpi4"
+        assert "--device rpi4" in rows[key].note
+    assert rows["model_size_kb"].status == "pass"  # size is the artifact's, the same on every device
+    assert "2 of 3 UNVERIFIED" in budgets.summary_line(v) and "rpi4" in budgets.summary_line(v)
+    suite = ET.fromstring(budgets.junit_xml(v)).find("testsuite")
+    errors = [c for c in suite.iter("testcase") if c.find("error") is not None]
+    assert suite.get("errors") == "2" and suite.get("failures") == "0" and len(errors) == 2
+    assert errors[0].find("error").get("type") == "BudgetUnverified"
+    md = budgets.markdown(v)
+    assert "(UNVERIFIED)" in md and "**UNVERIFIED**" in md
+    # measured on the Pi: judged, and passed
+    rep.store("t1", _host(p90=30.0).model_copy(update={"source": "device", "device": "rpi4"}))
+    v = budgets.evaluate(rep, "auto")
+    rows = {r.budget: r for r in v.results}
+    assert v.passed and rows["latency_ms_p90"].value == 30.0 and rows["latency_ms_p90"].source == "device"
+
+
+def test_host_numbers_judge_a_pi_only_when_asked_and_say_so():
+    rep = _report(target_budgets={"latency_ms_p90": 50.0}, meas={"host": _host(p90=0.2)})
+    v = budgets.evaluate(rep, "host")
+    rows = {r.budget: r for r in v.results}
+    assert v.passed and v.stand_in_for == ["rpi4"] and "rpi4" in v.warning and "--source host" in v.warning
+    assert rows["latency_ms_p90"].status == "pass" and "stand in for rpi4" in rows["latency_ms_p90"].note
+    assert "[HOST NUMBERS]" in budgets.summary_line(v) and "standing in for rpi4" in budgets.summary_line(v)
+    props = {p.get("name"): p.get("value") for p in ET.fromstring(budgets.junit_xml(v)).iter("property")}
+    assert props["stand_in_for"] == "rpi4" and "rpi4" in props["warning"]
+    assert "**Warning:**" in budgets.markdown(v) and "standing in for rpi4" in budgets.markdown(v)
+    # a target on this machine: host numbers are its own, nothing stands in
+    v = budgets.evaluate(_report(device="host", meas={"host": _host(p90=0.2)}), "auto")
+    assert v.passed and v.stand_in_for == [] and v.warning is None
+
+
+def test_a_record_from_before_statuses_loads_with_them_derived():
+    rows = [BudgetResult.model_validate({"target": "t", "budget": "min_top1", "passed": p, "source": "artifact"})
+            for p in (True, False)]
+    assert [r.status for r in rows] == ["pass", "fail"]
 
 
 def test_failed_target_fails_the_gate():

@@ -46,7 +46,7 @@ def test_no_budget_passes_on_an_emulated_device():
         assert rows["model_size_kb"].passed  # an artifact's own facts are still judged
         if not timings:
             assert not rows["latency_ms_p90"].passed and rows["latency_ms_p90"].note == budgets.EMULATED_NOTE
-        assert budgets.default_source(rec) == "host"  # never chosen for you
+        assert budgets.default_source(rec) == "auto"  # emulated is never chosen for you
         assert rec.device_verification("t") is m
 
 
