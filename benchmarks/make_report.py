@@ -435,6 +435,30 @@ DISTRIBUTED_ARGUMENT = (
     "not scale: everything after the passes (baseline, lowering, verification, measurement) and each stage's "
     "evaluation run once, on rank 0, so with many GPUs they become the floor of a run's time. Several nodes need "
     "the same data path and code on each; the run directory and the stage cache are node 0's.")
+def predictor_section(d: dict) -> list[str]:
+    """predictor.json: the latency predictor's error on architectures it was not fitted on, per configuration."""
+    m, cal = d["method"], d["calibration"]
+    quick = " (QUICK run: reduced settings, not a verdict)" if d["quick"] else ""
+    out = [f"## Latency predictor{quick}", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `benchmarks/predictor.py`: this machine used as the "
+           f"device. Calibration ({m['probes']} one-kernel probes, {m['fit_archs']} fitting and "
+           f"{m['validation_archs']} validation architectures per configuration) took "
+           f"**{cal['minutes']:.0f} minutes** for "
+           f"{len(d['summary'])} configurations. Then {m['archs']} random architectures from seeds calibration never "
+           f"used ({m['eval_seeds']}), lowered by edgeship's backends, were timed interleaved ({m['rounds']} rounds of "
+           f"{m['runs']} runs, {m['repeats']} independent passes, priority: {', '.join(m.get('priority') or ['-'])}) "
+           "and predicted from their artifact files. Bar: " + d["bar"] + ".", ""]
+    out += machine(d["environment"])
+    out += [f"- Load average (1/5/15 min) before measuring: {d['loadavg_before_measuring']}, after: "
+            f"{d['loadavg_after']}", "",
+            "| runtime, precision, threads | archs | within +-10 % | MAPE | median error | repeat spread (median) "
+            "| stored validation MAPE / within +-10 % | bar |", "|---|---|---|---|---|---|---|---|"]
+    for k, s in d["summary"].items():
+        v = s["stored_validation_error"]
+        out.append(f"| {k} | {s['n']} | {pct(s['within_10pct'])} % | {s['mape_pct']} % | {s['median_error_pct']:+} % | "
+                   f"{s['repeat_spread_median_pct']} % | {v['mape_pct']} % / {pct(v['within_10pct'])} % | "
+                   f"{verdict(s['bar_met'])} |")
+    return out + [""]
 
 
 def render(results: Path) -> str:
@@ -447,7 +471,9 @@ def render(results: Path) -> str:
            ".venv/bin/python benchmarks/pipeline_cost.py   # ~5 min",
            ".venv/bin/python benchmarks/size_scaling.py    # ~3 min",
            ".venv/bin/python benchmarks/methods.py         # the compression methods side by side (duration: its "
-           "section)", ".venv/bin/python benchmarks/make_report.py",
+           "section)",
+           ".venv/bin/python benchmarks/predictor.py       # ~1-2 h on a busy 2-core machine (calibration included)",
+           ".venv/bin/python benchmarks/make_report.py",
            "```", ""]
     peers, cost = load(results, "peers"), load(results, "pipeline_cost")
     if peers:
@@ -467,12 +493,16 @@ def render(results: Path) -> str:
     dist = load(results, "distributed")
     if dist:
         out += distributed_section(dist, load(results, "streaming"))
+    predictor = load(results, "predictor")
+    if predictor:
+        out += predictor_section(predictor)
     notes = results / "notes.md"
     if notes.is_file():
         out += [notes.read_text().strip(), ""]
     others = sorted(p.name for p in results.glob("*.json")
                     if p.stem not in ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling",
-                                      "methods", "methods_quick", "zoo", "distributed", "streaming"))
+                                      "methods", "methods_quick", "zoo", "distributed", "streaming", "predictor",
+                                      "predictor_quick"))
     if others:
         out += ["## Other result files", "", "Written by the other benchmark scripts (see each script's docstring): "
                 + ", ".join(f"`benchmarks/results/{n}`" for n in others) + ".", ""]

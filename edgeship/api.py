@@ -134,12 +134,16 @@ def check(run: RunSource, source: str | None = None, *, junit: Path | None = Non
 
 def profile(run: RunSource, *, targets: list[str] | None = None, ssh: SshTarget | None = None,
             adb: AdbTarget | None = None, estimate: bool = False, device: str | None = None, runs: int = 50,
-            warmup: int = 5, threads: int | None = None) -> ProfileResult:
+            warmup: int = 5, threads: int | None = None, predict: bool = False, calibrate: bool = False,
+            probes: int = 400, calibration_archs: int = 20, predictors: Path | None = None) -> ProfileResult:
     """Measure a run's artifacts on this machine (default), on a device over SSH (``ssh=SshTarget(...)``) or
-    adb, or estimate a catalog device's latency from the host measurement (``estimate=True``, marked as
-    such). Measurements are stored in the run record and its report.html is refreshed."""
+    adb; predict a device's latency with its calibrated predictor (``predict=True``; ``calibrate=True`` first
+    builds it on the device, over ``ssh``/``adb`` or here, into ``predictors/<device>.json``); or estimate it from
+    the host measurement with a fixed factor (``estimate=True``). Results are stored in the run record, marked
+    with their source, and its report.html is refreshed."""
     res = run_profile(load_run(run), targets, ssh=ssh, adb=adb, estimate=estimate, device=device, runs=runs,
-                      warmup=warmup, threads=threads)
+                      warmup=warmup, threads=threads, predict=predict, calibrate=calibrate, probes=probes,
+                      calibration_archs=calibration_archs, predictors_dir=predictors)
     _refresh(res.record)
     return res
 

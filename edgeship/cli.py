@@ -289,22 +289,34 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
             adb_path: str = typer.Option("adb", "--adb-path", help="the adb binary"),
             benchmark_binary: str = typer.Option("/data/local/tmp/benchmark_model", "--benchmark-binary",
                                                  help="TFLite benchmark_model's path on the device"),
-            estimate: bool = typer.Option(False, "--estimate", help="no device: estimate its latency from the host "
-                                          "measurement (marked source: estimate)"),
+            estimate: bool = typer.Option(False, "--estimate", help="no device: host latency x a fixed factor per "
+                                          "device (source: estimate; no measured error, never judges a budget "
+                                          "unless asked with check --source estimate)"),
+            predict: bool = typer.Option(False, "--predict", help="no device at hand: predict its latency with its "
+                                         "calibrated predictor (predictors/<device>.json), with its measured error"),
+            calibrate: bool = typer.Option(False, "--calibrate", help="build the device's latency predictor on it "
+                                           "(--ssh/--adb, or alone for this machine), then predict"),
+            probes: int = typer.Option(400, "--probes", min=20, help="--calibrate: kernel probes to measure"),
+            calibration_archs: int = typer.Option(20, "--calibration-archs", min=3, help="--calibrate: random "
+                                                  "architectures to fit the kernel sum on, and as many to measure "
+                                                  "the predictor's error on"),
+            predictors: Path | None = typer.Option(None, "--predictors", help="directory of predictor files "
+                                                   "(default: predictors/)"),
             device: str | None = typer.Option(None, "--device", help="device profile to use (default: each "
                                                  "target's device)"),
             target: list[str] | None = typer.Option(None, "--target", "-t", help="only this target (repeatable)"),
             runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact"),
             warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
             threads: int | None = typer.Option(None, "--threads", min=1, help="override the device profile's threads")):
-    """Measure a run's artifacts on the host, on a device (--ssh / --adb) or estimate (--estimate). Over ssh the
-    device's runtime also runs test samples (top-1, agreement with the host); an emulated device is recorded as
-    `emulated`: that verification only, no latency."""
+    """Measure a run's artifacts on the host or a device (--ssh / --adb), predict a device's latency (--predict,
+    --calibrate), or estimate it (--estimate). Over ssh the device's runtime also runs test samples (top-1,
+    agreement with the host); an emulated device is recorded as `emulated`: that verification only, no latency."""
     ssh_t = None if ssh is None else _ssh_target(ssh, ssh_port, ssh_identity, ssh_config, ssh_option, ssh_timeout,
                                                  remote_python)
     adb_t = None if adb is None else AdbTarget(adb, adb_path, benchmark_binary)
     res = api.profile(run, targets=target, ssh=ssh_t, adb=adb_t, estimate=estimate, device=device, runs=runs,
-                      warmup=warmup, threads=threads)
+                      warmup=warmup, threads=threads, predict=predict, calibrate=calibrate, probes=probes,
+                      calibration_archs=calibration_archs, predictors=predictors)
     if STATE["json"]:
         emit_json({"source": res.source,
                    "measurements": {k: m.model_dump(mode="json") for k, m in res.measured.items()},
@@ -316,6 +328,13 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
                       "(report.json) and in README")
         if res.source == "emulated":
             out.print(f"[bold yellow]EMULATED device[/bold yellow]: {budgets.EMULATED_WARNING}")
+        for name, m in res.measured.items():
+            if m.prediction is not None:
+                p = m.prediction
+                out.print(f"[yellow]PREDICTED[/yellow] {name}: p50 {m.p50_ms:.4g} ms (upper bound "
+                          f"{p.p50_upper_ms:.4g}), p90 {m.p90_ms:.4g} ms (upper bound {p.p90_upper_ms:.4g}); the "
+                          f"predictor's error on {p.n_validation} unseen architectures: MAPE {p.mape_pct:.1f}%, "
+                          f"{p.within_10pct:.0%} within +-10%", highlight=False)
     for e in res.errors.values():
         err.print(f"[bold red]error:[/bold red] {escape(e)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1 if res.errors else 0)
@@ -340,7 +359,8 @@ def _measurement_table(res: ProfileResult) -> Table:
         tb.add_column(col)
     for name, m in res.measured.items():
         f = m.facts
-        where = m.remote or f.get("estimated_for") or f.get("hostname") or f.get("model") or "-"
+        where = (m.remote or f.get("estimated_for") or f.get("predicted_for") or f.get("hostname") or f.get("model")
+                 or "-")
         v = m.verification
         tb.add_row(name, num(m.p50_ms, ".4g"), num(m.p90_ms, ".4g"), num(m.p99_ms, ".4g"),
                    f"{num(m.mean_ms, '.4g')} +- {num(m.std_ms, '.2g')}", num(m.load_ms, ".4g"),

@@ -33,14 +33,15 @@ REPORT = "report.json"
 VERIFY_DIR = "verify"
 MAX_RECORD_BYTES = 256 << 20  # a record with every measurement's samples is a few MB
 # emulated: an emulated device (qemu-user) ran it; its runtime's outputs count, its timings do not
-Source = Literal["host", "device", "emulated", "estimate"]
+Source = Literal["host", "device", "emulated", "predicted", "estimate"]
 NonNegative = Annotated[float, Field(ge=0)]
-SOURCES: tuple[str, ...] = ("host", "device", "emulated", "estimate")
+SOURCES: tuple[str, ...] = ("host", "device", "emulated", "predicted", "estimate")
 # what `check` judges latency and RAM on: one source, or "auto" (each target on its own device's numbers)
-CheckSource = Literal["auto", "host", "device", "emulated", "estimate"]
+CheckSource = Literal["auto", "host", "device", "emulated", "predicted", "estimate"]
 CHECK_SOURCES: tuple[str, ...] = ("auto", *SOURCES)
 BudgetStatus = Literal["pass", "fail", "unverified"]
-SOURCE_PREFERENCE: tuple[str, ...] = ("device", "host", "estimate")  # the latency a target's summary shows
+# the latency a target's summary shows
+SOURCE_PREFERENCE: tuple[str, ...] = ("device", "predicted", "host", "estimate")
 
 
 class Record(Strict):
@@ -225,6 +226,23 @@ class LayerProfile(Record):
     float_fallbacks: list[str] = Field(default_factory=list)
     by_op_ms: dict[str, float] | None = None
     layers: list[LayerTime] = Field(default_factory=list)  # the slowest first (every layer when untimed)
+class Prediction(Record):
+    """How a predicted latency was made, and the predictor's error measured on architectures it was not fitted on
+    (``edgeship.devices.predictor``)."""
+
+    predictor: str  # the predictor file
+    device: str
+    created: str | None = None  # when the predictor was calibrated
+    kernels: int
+    kernel_ms_by_type: dict[str, float] = Field(default_factory=dict)
+    mape_pct: float  # p50: mean absolute percentage error on the validation architectures
+    within_10pct: float  # p50: fraction of them within +-10 %
+    upper_pct: float  # p50: 95th percentile of measured / predicted - 1
+    p90_mape_pct: float | None = None
+    p90_upper_pct: float | None = None
+    n_validation: int
+    p50_upper_ms: float
+    p90_upper_ms: float  # what a latency budget is judged on: the predicted p90 plus its error bound
 
 
 class Measurement(Record):
@@ -256,7 +274,8 @@ class Measurement(Record):
     inference_precision: str | None = None
     facts: dict[str, Any] = Field(default_factory=dict)  # what the measuring machine said about itself
     verification: DeviceVerification | None = None  # the device's runtime on test samples (ssh measurements)
-    method: str | None = None  # how an estimate or an emulated run was made (None for a measurement)
+    method: str | None = None  # how an estimate, an emulated run or a prediction was made (None for a measurement)
+    prediction: Prediction | None = None  # source predicted: the predictor and its error
     device: str | None = None  # the catalog device it was measured on or estimated for
     transport: Literal["ssh", "adb"] | None = None
     remote: str | None = None
@@ -372,7 +391,7 @@ class RunRecord(Record):
         return self.measurements.get(target) or {}
 
     def preferred_measurement(self, target: str) -> Measurement | None:
-        """The device measurement where there is one, else the host's, else the estimate."""
+        """The device measurement where there is one, else the prediction, else the host's, else the estimate."""
         m = self.measurements_of(target)
         for source in SOURCE_PREFERENCE:
             if source in m:

@@ -273,3 +273,21 @@ def test_methods_benchmark_rows_and_bars(tmp_path, digits_checkpoint):
 
 def bench_results() -> Path:
     return REPO / "benchmarks" / "results"
+
+
+def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(tmp_path):
+    """benchmarks/predictor.py --quick: a calibration, architectures from unused seeds lowered and measured in
+    repeated interleaved passes, every row's error computed from its own numbers, and the bar judged per
+    configuration (never met with 3 architectures: the bar asks for 30)."""
+    out = tmp_path / "predictor.json"
+    run_script("predictor.py", "--quick", "--configs", "onnx:fp32", "--threads", 1, "--out", out)
+    d = json.loads(out.read_text())
+    assert d["quick"] and d["calibration"]["minutes"] > 0 and d["method"]["repeats"] == 2
+    (key, s), = d["summary"].items()
+    assert key == "onnx:fp32:1" and s["n"] == 3 and s["bar_met"] is False and not d["bar_met_everywhere"]
+    for r in d["rows"]:
+        assert len(r["repeats_p50_ms"]) == 2
+        assert r["measured_p50_ms"] == round(statistics.median(r["repeats_p50_ms"]), 4)
+        assert abs(r["error_pct"] - (r["predicted_p50_ms"] / r["measured_p50_ms"] - 1) * 100) < 0.1
+    assert s["within_10pct"] == round(sum(abs(r["error_pct"]) <= 10 for r in d["rows"]) / 3, 4)
+    assert {a["seed"] for a in d["archs"].values()} == {400_000, 400_001, 400_002}

@@ -7,6 +7,7 @@ or tflite-runtime). It never imports edgeship.
 
     python3 bench_runner.py --dir DIR [--threads N] [--runs N] [--warmup N] [--seed S]
                             [--samples SAMPLES.npz --reference HOST_OUTPUTS.npz] [--profile N]
+    python3 bench_runner.py --many DIR [--threads N] [--runs N] [--rounds R] [--chunk C]
 
 DIR holds the artifact files and their sidecar ``model.json`` (format, main file, inputs). The input
 is seeded random normal data in the model's normalized input space (quantized to the input tensor's
@@ -21,6 +22,10 @@ the same artifact's outputs on the host (``--reference``), and the classificatio
 
 An emulated device says so in ``/etc/edgeship/emulated.json`` (``scripts/arm64_device.sh`` writes it): the facts
 carry it as ``"emulated"`` and edgeship records such a measurement as ``emulated``, never as ``device``.
+
+``--many DIR`` times every artifact directory under DIR interleaved in this one process (bench_many.py, copied
+beside this file: a latency predictor's calibration). Its JSON holds ``results``: {subdirectory: summary with
+samples, or {"error": message}}.
 
 Output: one line ``EDGESHIP_BENCH {json}`` on stdout (runtimes may print their own lines). On a
 missing package the JSON is ``{"ok": false, "error": "missing_package", "package": ...}`` and the
@@ -505,9 +510,23 @@ def bench(args) -> dict:
     }
 
 
+def bench_many(args) -> dict:
+    """``--many``: in bench_many.py beside this file (copied with it for a calibration), given this module."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_many.py")
+    spec = importlib.util.spec_from_file_location("edgeship_bench_many", path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise RuntimeError(f"--many needs {path} beside this runner")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.bench_many(args, sys.modules[__name__])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dir", help="directory holding model.json and the artifact files (required but with --facts)")
+    p.add_argument("--dir", help="directory holding model.json and the artifact files (required but with --facts "
+                   "or --many)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
@@ -516,19 +535,26 @@ def main(argv=None) -> int:
     p.add_argument("--reference", help="verification: .npz of the same artifact's outputs on the host (out0, ...)")
     p.add_argument("--profile", type=int, default=0, help="then this many runs with per-layer counters (0: none)")
     p.add_argument("--facts", action="store_true", help="print only the device facts")
+    p.add_argument("--many", help="time every artifact directory under this one, interleaved (calibration)")
+    p.add_argument("--rounds", type=int, default=3, help="--many: rounds over each chunk")
+    p.add_argument("--chunk", type=int, default=40, help="--many: artifacts loaded at a time")
+    p.add_argument("--priority", action="store_true", help="--many: time ahead of other users' work (root)")
     args = p.parse_args(argv)
     if bool(args.samples) != bool(args.reference):
         p.error("--samples and --reference go together")
-    if not args.dir and not args.facts:
-        p.error("--dir is required")
+    if not args.dir and not args.facts and not args.many:
+        p.error("--dir (or --many) is required")
     if args.facts:
         emit({"ok": True, "facts": device_facts()})
         return 0
-    if args.runs < 1 or args.threads < 1 or args.warmup < 0:
+    if not args.dir and not args.many:
+        emit({"ok": False, "error": "failed", "message": "give --dir DIR (one artifact) or --many DIR"})
+        return EXIT_FAILED
+    if args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.rounds < 1 or args.chunk < 1:
         emit({"ok": False, "error": "failed", "message": "--runs and --threads must be >= 1, --warmup >= 0"})
         return EXIT_FAILED
     try:
-        emit(bench(args))
+        emit(bench_many(args) if args.many else bench(args))
         return 0
     except Missing as e:
         emit({"ok": False, "error": "missing_package", "module": e.module, "package": e.package,

@@ -10,10 +10,12 @@ Size and accuracy are properties of the artifact (its files, and its own runtime
 the same wherever it runs. Latency and peak RAM belong to a device: a target's latency and RAM budgets are
 judged on numbers from that target's device and nothing else. With the default source (``auto``) that is
 a measurement on the device (``profile --ssh/--adb``), or, for a target whose device is this machine, the
-host measurement. Anything else (nothing measured there, or only the host's numbers for a Raspberry Pi) is
-``unverified``: never a pass, so ``check`` exits non-zero. Host numbers or estimates judge another device's
-budgets only when asked for by name (``--source host``, ``--source estimate``), and then the verdict, the
-table, the JUnit file and the Markdown summary all say which devices they stood in for.
+host measurement, else a prediction for that device (``profile --predict``, from a predictor calibrated there),
+which passes a latency budget only if the prediction plus the predictor's measured error bound does (it predicts
+no memory: RAM stays unverified). Anything else (nothing measured there, or only the host's numbers for a
+Raspberry Pi) is ``unverified``: never a pass, so ``check`` exits non-zero. Host numbers or estimates judge
+another device's budgets only when asked for by name (``--source host``, ``--source estimate``), and then the
+verdict, the table, the JUnit file and the Markdown summary all say which devices they stood in for.
 An emulated device measures nothing (it checks the device's runtime): its latency and RAM rows are unverified
 and a verdict on ``--source emulated`` never passes.
 """
@@ -73,19 +75,23 @@ def _evidence(source: str, device: str, by_source: dict[str, Measurement]) -> tu
             return by_source["device"], "device", ""
         if on_host and "host" in by_source:
             return by_source["host"], "host", ""
+        if "predicted" in by_source:
+            return by_source["predicted"], "predicted", ""
         return None, "device", f"no measurement from {device}: {_how_to_measure(device)}"
     m = by_source.get(source)
     if m is None and on_host and source != "host" and "host" in by_source:
         return by_source["host"], "host", f"the target's device is the host: host measurement used for {source}"
     if m is None:
-        how = {"host": "`edgeship profile RUN`", "estimate": f"`edgeship profile RUN --estimate --device {device}`"}
+        how = {"host": "`edgeship profile RUN`", "estimate": f"`edgeship profile RUN --estimate --device {device}`",
+               "predicted": f"`edgeship profile RUN --predict --device {device}`"}
         return None, source, (f"no {source} measurement: run {how[source]}" if source in how
                               else f"no measurement from {device}: {_how_to_measure(device)}")
     return m, source, ""
 
 
 def _how_to_measure(device: str) -> str:
-    return (f"`edgeship profile RUN --ssh USER@HOST --device {device}` (or `--adb SERIAL`); "
+    return (f"`edgeship profile RUN --ssh USER@HOST --device {device}` (or `--adb SERIAL`), or predict it with a "
+            f"predictor calibrated there (`profile RUN --calibrate --device {device} --ssh USER@HOST`); "
             "`check --source host` judges it on this machine's numbers instead")
 
 
@@ -129,7 +135,8 @@ def evaluate(record: RunRecord, source: str = "auto") -> Verdict:
                                         note=f"target failed: {t.error}"))
             continue
         meas, used, why = _evidence(source, t.device or HOST, record.measurements_of(t.name))
-        measured_on = meas.device if meas is not None and used in ("device", "emulated", "estimate") else None
+        on_device = ("device", "emulated", "estimate", "predicted")
+        measured_on = meas.device if meas is not None and used in on_device else None
         device = measured_on or t.device or HOST
         stand_in = _stands_in(used, device, meas)
         for key, (limit, origin) in effective(record, t, measured_on).items():
@@ -137,6 +144,8 @@ def evaluate(record: RunRecord, source: str = "auto") -> Verdict:
             if key in MEASURED and used == "emulated":  # its timings, if any, say nothing about the device
                 row.value = row.margin = row.margin_pct = None
                 row.passed, row.status, row.note = False, "unverified", EMULATED_NOTE
+            elif key in MEASURED and used == "predicted" and meas is not None:
+                _predicted_row(row, key, meas)
             elif key in MEASURED:
                 if row.value is None:
                     row.status, row.note = "unverified", why or "not measured"
@@ -154,6 +163,24 @@ def evaluate(record: RunRecord, source: str = "auto") -> Verdict:
                    stand_in_for=sorted(stand_ins))
 
 
+def _predicted_row(row: BudgetResult, key: str, meas: Measurement) -> None:
+    """A prediction judges a latency budget by its upper bound (prediction + the predictor's measured error);
+    it predicts no memory, so a RAM budget stays unverified."""
+    p = meas.prediction
+    if key != "latency_ms_p90" or p is None:
+        row.value = row.margin = row.margin_pct = None
+        row.passed, row.status = False, "unverified"
+        row.note = (f"the {meas.device} predictor predicts latency, not memory: measure on {meas.device} "
+                    f"(`edgeship profile RUN --ssh USER@HOST --device {meas.device}`)")
+        return
+    bound = p.p90_upper_pct if p.p90_upper_pct is not None else p.upper_pct
+    row.basis = "predicted p90 + the predictor's error bound"
+    _judge(row, p.p90_upper_ms)
+    row.note = (f"PREDICTED p90 {meas.p90_ms:.4g} ms + {bound:.1f}% error bound (95th percentile of its "
+                f"under-prediction on {p.n_validation} unseen architectures; p50 MAPE {p.mape_pct:.1f}%) = "
+                f"{p.p90_upper_ms:.4g} ms")
+
+
 def _row(key: str, limit: float, origin: str, t: Target, meas: Measurement | None, used: str,
          device: str, record: RunRecord) -> BudgetResult:
     """One budget of one target, judged on its value (no value: not passed; the caller says why)."""
@@ -164,11 +191,16 @@ def _row(key: str, limit: float, origin: str, t: Target, meas: Measurement | Non
     if value is None:
         row.status, row.note = "unverified", "not recorded in report.json"
         return row
-    margin = value - limit if key in LOWER_LIMITS else limit - value
+    _judge(row, value)
+    return row
+
+
+def _judge(row: BudgetResult, value: float) -> None:
+    limit = float(row.limit or 0.0)
+    margin = value - limit if row.budget in LOWER_LIMITS else limit - value
     row.value, row.margin, row.passed = round(float(value), 4), round(float(margin), 4), bool(margin >= 0)
     row.status = "pass" if row.passed else "fail"
     row.margin_pct = round(100 * margin / limit, 2) if limit else None
-    return row
 
 
 # ------------------------------------------------------------------ outputs

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 from rich.markup import escape
 
-from edgeship.devices import budgets
+from edgeship.devices import budgets, predictor
 from edgeship.devices.catalog import HOST
 from edgeship.devices.catalog import get as get_device
 from edgeship.errors import EdgeshipError, TargetError
@@ -203,4 +203,25 @@ def measure_and_check(record: RunRecord, only: list[str] | None = None, runs: in
     ok = [t.name for t in record.targets if t.ok and (not only or t.name in only)]
     if ok:
         measure_all_host(record, ok, runs=runs, quiet=quiet)
+        predict_calibrated(record, ok, quiet=quiet)
     record.budgets = budgets.evaluate(record, "auto")
+
+
+def predict_calibrated(record: RunRecord, names: list[str], quiet: bool = False) -> None:
+    """Predict the latency of each target for another device that has a calibrated predictor
+    (``predictors/<device>.json``); a device without one is left alone (its budgets stay unverified)."""
+    for art in run_artifacts(record, names):
+        if art.device == HOST:
+            continue
+        try:
+            pf = predictor.load(art.device)
+            if pf is None:
+                continue
+            m = predictor.predict(pf, art.dir / art.main, art.format, art.precision, get_device(art.device).threads)
+        except EdgeshipError as e:
+            record.store_error(art.name, "predicted", str(e))
+            continue
+        record.store(art.name, m)
+        if not quiet and m.prediction is not None:
+            info(f"predicted {art.name} on {art.device}: p90 {m.p90_ms:.3f} ms (upper bound "
+                 f"{m.prediction.p90_upper_ms:.3f} ms; MAPE {m.prediction.mape_pct:.1f}%)")

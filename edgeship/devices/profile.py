@@ -1,6 +1,7 @@
-"""`edgeship profile RUN`: measure a run's artifacts on the host, on a device (ssh / adb), or
-estimate device latency from the host measurement; store them in report.json (atomically). A device
-that says it is emulated gives `emulated` measurements (verification on its runtime, no timings)."""
+"""`edgeship profile RUN`: measure a run's artifacts on the host or on a device (ssh / adb), predict a device's
+latency with its calibrated predictor (``--predict``; ``--calibrate`` first builds that predictor on the device),
+or estimate it from the host measurement with a fixed factor; store the results in report.json (atomically).
+A device that says it is emulated gives `emulated` measurements (verification on its runtime, no timings)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeship.devices import catalog, remote
+from edgeship.devices import predictor as predictors
+from edgeship.devices.calibrate import Plan, calibrate
 from edgeship.devices.estimate import estimate as estimate_one
 from edgeship.devices.measure import DEFAULT_RUNS, DEFAULT_WARMUP, RunArtifact, measure_all_host, run_artifacts
 from edgeship.errors import EdgeshipError
@@ -60,10 +63,16 @@ def _by_threads(arts: list[RunArtifact], device: str | None, threads: int | None
 def profile(run: Path | str | RunRecord, targets: list[str] | None = None,
             ssh: remote.SshTarget | None = None, adb: remote.AdbTarget | None = None, estimate: bool = False,
             device: str | None = None, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
-            threads: int | None = None, timeout: float = 600) -> ProfileResult:
-    """Measure (or estimate) a run's artifacts at one place and store the results in its record."""
-    if sum(x is not None and x is not False for x in (ssh, adb, estimate or None)) > 1:
-        raise EdgeshipError("give only one of --ssh, --adb, --estimate", "profile one place at a time")
+            threads: int | None = None, timeout: float = 600, predict: bool = False, calibrate: bool = False,
+            probes: int = 400, calibration_archs: int = 20, predictors_dir: Path | None = None) -> ProfileResult:
+    """Measure, predict or estimate a run's artifacts at one place and store the results in its record.
+    ``calibrate``: first build the device's latency predictor there (host, ``ssh`` or ``adb``), then predict."""
+    places = (ssh, adb, estimate or None, (predict and not calibrate) or None)
+    if sum(x is not None and x is not False for x in places) > 1:
+        raise EdgeshipError("give only one of --ssh, --adb, --estimate, --predict (--calibrate goes with --ssh or "
+                            "--adb, or alone for this machine)", "profile one place at a time")
+    if estimate and calibrate:
+        raise EdgeshipError("--calibrate builds a predictor; --estimate applies a fixed factor", "give one of them")
     if runs < 1 or (threads is not None and threads < 1) or warmup < 0:
         raise EdgeshipError("--runs and --threads must be at least 1, --warmup at least 0", "e.g. --runs 50")
     if device:
@@ -72,8 +81,14 @@ def profile(run: Path | str | RunRecord, targets: list[str] | None = None,
     arts = run_artifacts(record, targets)
     if threads is not None:
         _check_threads(threads, arts, device, remote=ssh is not None or adb is not None)
-    res = ProfileResult(record, "device" if (ssh or adb) else "estimate" if estimate else "host")
-    if ssh is not None or adb is not None:
+    predicting = predict or calibrate
+    res = ProfileResult(record, "predicted" if predicting else "device" if (ssh or adb) else
+                        "estimate" if estimate else "host")
+    if calibrate:
+        _calibrated(res, arts, ssh, adb, device, threads, probes, calibration_archs, predictors_dir)
+    if predicting:
+        _predicted(res, arts, device, threads, predictors_dir)
+    elif ssh is not None or adb is not None:
         _on_device(res, arts, ssh, adb, device, threads, runs, warmup, timeout)
     elif estimate:
         _estimated(res, arts, device, runs, warmup)
@@ -117,6 +132,46 @@ def _on_device(res: ProfileResult, arts: list[RunArtifact], ssh: remote.SshTarge
                 m.device = emulated["device"]  # the device it emulates, whatever the target names
         res.measured.update(ok)
         res.errors.update(bad)
+
+
+def _calibrated(res: ProfileResult, arts: list[RunArtifact], ssh: remote.SshTarget | None,
+                adb: remote.AdbTarget | None, device: str | None, threads: int | None, probes: int, archs: int,
+                directory: Path | None) -> None:
+    """Build the predictor of the one device the artifacts are for, at its thread count, on that device."""
+    names = {_device_for(a, device).name for a in arts}
+    if len(names) > 1:
+        raise EdgeshipError("--calibrate builds one device's predictor; these targets are for "
+                            f"{', '.join(sorted(names))}",
+                            "pass --device NAME (or -t for that device's targets)")
+    dev = catalog.get(names.pop())
+    if dev.name != catalog.HOST and ssh is None and adb is None:
+        raise EdgeshipError(f"--calibrate for {dev.name} measures on {dev.name}: say how to reach it",
+                            "add --ssh USER@HOST (or --adb SERIAL); alone, --calibrate builds this machine's (host)")
+    configs = sorted({(a.format, a.precision) for a in arts})
+    plan = Plan(dev.name, configs, [threads or dev.threads], probes=probes, fit=archs, validate=archs, ssh=ssh,
+                adb=adb, directory=directory)
+    _pf, path = calibrate(plan)
+    info(f"latency predictor of {dev.name} written to {path} (commit it: `check` and `export` use it)")
+
+
+def _predicted(res: ProfileResult, arts: list[RunArtifact], device: str | None, threads: int | None,
+               directory: Path | None) -> None:
+    """Each artifact's latency on its device from that device's predictor file, with the predictor's error."""
+    for a in arts:
+        dev = _device_for(a, device)
+        try:
+            pf = predictors.load(dev.name, directory)
+            if pf is None:
+                raise EdgeshipError(f"{a.name}: {dev.name} has no latency predictor "
+                                    f"({predictors.path_for(dev.name, directory)})",
+                                    "calibrate it on the device: `edgeship profile RUN --calibrate --device "
+                                    f"{dev.name} --ssh USER@HOST`")
+            m = predictors.predict(pf, a.dir / a.main, a.format, a.precision, threads or dev.threads)
+        except EdgeshipError as e:
+            res.errors[a.name] = str(e)
+            continue
+        res.measured[a.name] = m
+        _shown(a.name, m)
 
 
 def _estimated(res: ProfileResult, arts: list[RunArtifact], device: str | None, runs: int, warmup: int) -> None:

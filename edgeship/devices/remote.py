@@ -276,6 +276,43 @@ def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: 
     return results, errors, source
 
 
+def bench_many_ssh(directory: Path, target: SshTarget, args: list[str], timeout: float = 7200) -> dict:
+    """``bench_runner.py --many`` over every artifact directory under ``directory``, on the device (calibration)."""
+    remote_dir = remote_tempdir(target, timeout, "edgeship-calibrate")
+    try:
+        files = [str(RUNNER), str(RUNNER.with_name("bench_many.py")), str(directory)]
+        p = ssh_run(target.scp_cmd(files, remote_dir), target, timeout, "copying the probes")
+        if p.returncode != 0:
+            raise EdgeshipError(f"copying the calibration probes to {target.where} failed: "
+                                f"{p.stderr.strip()[:200]}", "check free space on the device")
+        python, facts = device_python(target, f"{remote_dir}/bench_runner.py", timeout)
+        if facts.get("emulated"):
+            raise EdgeshipError(f"{target.where} is an emulated device: its timings say nothing about the device, "
+                                "so no latency predictor can be calibrated on it", "calibrate on the real device")
+        cmd = quote_cmd([python, f"{remote_dir}/bench_runner.py", "--many", f"{remote_dir}/{directory.name}", *args])
+        p = ssh_run(target.ssh_cmd(cmd), target, timeout, "timing the calibration probes")
+    finally:
+        remove_remote(target, remote_dir, timeout)
+    raw = parse_runner_output(p.stdout)
+    if p.returncode != 0 or not raw or not raw.get("ok"):
+        err = runner_failure("calibration probes", raw, p.stderr, target.where, python)
+        raise EdgeshipError(err.problem, err.fix)
+    return raw
+
+
+def ssh_facts(target: SshTarget, timeout: float = 120) -> dict:
+    """What the device says about itself (``bench_runner.py --facts``), for the predictor file."""
+    remote_dir = remote_tempdir(target, timeout, "edgeship-facts")
+    try:
+        p = ssh_run(target.scp_cmd([str(RUNNER)], remote_dir), target, timeout, "copying the runner")
+        if p.returncode != 0:
+            raise EdgeshipError(f"copying the runner to {target.where} failed: {p.stderr.strip()[:200]}",
+                                "check free space on the device")
+        return device_python(target, f"{remote_dir}/bench_runner.py", timeout)[1]
+    finally:
+        remove_remote(target, remote_dir, timeout)
+
+
 # ----------------------------------------------------------------------------------- adb
 @dataclass
 class AdbTarget:

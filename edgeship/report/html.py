@@ -257,7 +257,8 @@ def target_section(rec: RunRecord) -> str:
             + '<p class="note">top-1, drop, agreement and the largest logit difference: every artifact run with its '
               f'own runtime on the {rec.data.sizes.get("test", "?")} test samples and compared with the torch '
               "model's predictions (drop: torch top-1 minus the artifact's, in points). Latency shows the device "
-              "measurement where there is one, else the host's, else the estimate; the source is named in brackets. "
+              "measurement where there is one, else the prediction, else the host's, else the estimate; the source "
+              "is named in brackets. "
               + ("On device: the device's own runtime (over ssh; an emulated device's aarch64 runtime counts here, "
                  "its timings do not) on a seeded subset of the test split, its top-1 / agreement with the same "
                  "artifact's outputs on the exporting machine (the machine and the sample count in brackets). "

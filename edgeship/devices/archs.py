@@ -1,0 +1,167 @@
+"""Torch models a latency predictor is calibrated and validated on: random architectures, and one-kernel probes.
+
+``random_arch(seed)`` draws a convolutional classifier of the kinds edge models are made of: a stem, two to four
+stages of blocks (plain conv + BN + ReLU with kernel 1/3/5, MobileNetV2 inverted residuals with expansion 1-6 and
+kernel 3/5, ResNet basic blocks, depthwise-separable pairs), optional max pooling, a 1x1 head, global pooling and
+a linear classifier; depth, widths (multiples of 4, as pruning with ``round_to: 4`` leaves them), kernel sizes and
+the input resolution (28x28 to 224x224, 1 or 3 channels) are random, and the MACs are capped so that one
+inference stays in the tens of milliseconds on a CPU core. ``probe(kernel)`` is a model holding that one kernel
+(``edgeship.devices.kernels``), which the backends lower like any model.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeship.devices.kernels import Kernel
+from edgeship.models.zoo import InvertedResidual, conv_bn_act
+
+RESOLUTIONS = (28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224)
+MAX_MACS = 250e6
+
+
+@dataclass
+class Arch:
+    seed: int
+    model: nn.Module
+    input_shape: tuple[int, int, int]
+    description: str
+
+
+def _w(rng: random.Random, lo: int, hi: int) -> int:
+    return 4 * rng.randint(max(1, lo // 4), max(1, hi // 4))
+
+
+class _Basic(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, k: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn_act(cin, cout, k, stride), conv_bn_act(cout, cout, k, 1, act=None))
+        self.short = nn.Identity() if stride == 1 and cin == cout else conv_bn_act(cin, cout, 1, stride, act=None)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.short(x))
+
+
+def _block(rng: random.Random, kind: str, cin: int, cout: int, stride: int) -> nn.Module:
+    if kind == "conv":
+        return conv_bn_act(cin, cout, rng.choice((1, 3, 3, 5)), stride)
+    if kind == "mbv2":
+        block = InvertedResidual(cin, cout, stride, rng.choice((1, 2, 4, 6)))
+        k = rng.choice((3, 3, 5))
+        if k != 3:  # the depthwise convolution's kernel
+            dw = next(m for m in block.modules() if isinstance(m, nn.Conv2d) and m.groups > 1)
+            dw.kernel_size, dw.padding = (k, k), (k // 2, k // 2)
+            dw.weight = nn.Parameter(torch.randn(dw.out_channels, 1, k, k) * 0.1)
+        return block
+    if kind == "basic":
+        return _Basic(cin, cout, stride, rng.choice((3, 3, 5)))
+    k = rng.choice((3, 5))  # depthwise-separable
+    return nn.Sequential(conv_bn_act(cin, cin, k, stride, groups=cin), conv_bn_act(cin, cout, 1))
+
+
+class _Net(nn.Module):
+    def __init__(self, features: nn.Sequential, width: int, classes: int = 10):
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _draw(seed: int) -> Arch:
+    rng = random.Random(seed)
+    res, cin = rng.choice(RESOLUTIONS), rng.choice((1, 3))
+    width = _w(rng, 8, 48)
+    stem_stride = 2 if res >= 64 else rng.choice((1, 2))
+    layers: list[nn.Module] = [conv_bn_act(cin, width, 3, stem_stride)]
+    desc = [f"{res}x{res}x{cin}", f"stem{width}/s{stem_stride}"]
+    if res >= 96 and rng.random() < 0.5:
+        layers.append(nn.MaxPool2d(2))
+        desc.append("maxpool")
+    for stage in range(rng.randint(2, 4)):
+        kind = rng.choice(("conv", "mbv2", "mbv2", "basic", "dwsep"))
+        cout = _w(rng, width, min(192, int(width * 2.2) + 8))
+        n = rng.randint(1, 3)
+        for i in range(n):
+            layers.append(_block(rng, kind, width, cout, 2 if (i == 0 and stage > 0) else 1))
+            width = cout
+        desc.append(f"{kind}x{n}:{cout}")
+    if rng.random() < 0.5:
+        head = _w(rng, width, 256)
+        layers.append(conv_bn_act(width, head, 1))
+        width = head
+        desc.append(f"head{head}")
+    return Arch(seed, _Net(nn.Sequential(*layers), width).eval(), (cin, res, res), " ".join(desc))
+
+
+def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one inference (convolutions and linear layers)."""
+    total = 0
+
+    def hook(m, _inp, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def random_arch(seed: int, max_macs: float = MAX_MACS) -> Arch:
+    """A random architecture (redrawn, deterministically, until its MACs are under ``max_macs``)."""
+    for attempt in range(100):
+        arch = _draw(seed * 1000 + attempt)
+        if macs(arch.model, arch.input_shape) <= max_macs:
+            arch.seed = seed
+            torch.manual_seed(seed)
+            for m in arch.model.modules():  # non-trivial batch norms: the folded weights are not all equal
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.1, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+            return arch
+    raise RuntimeError(f"no architecture under {max_macs:.0f} MACs for seed {seed}")
+
+
+def residual_blocks() -> tuple[type[nn.Module], ...]:
+    """Blocks that may end in a residual add (an inverted residual when its ``use_res`` is set)."""
+    return (_Basic, InvertedResidual)
+
+
+# ---------------------------------------------------------------- one-kernel probes
+class _Add(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + x  # an element-wise add of two activations, as a residual is
+
+
+def probe(kernel: Kernel) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A model holding ``kernel``, and its input shape (C, H, W). A kernel with a feature-map output is followed
+    by a global average pool (every backend lowers a model to a (batch, features) output), whose share the
+    calibration subtracts with the pooling's own probes."""
+    t, k = kernel.type, kernel
+    if t == "fc":
+        return nn.Sequential(nn.Flatten(), nn.Linear(k.cin, k.cout)).eval(), (k.cin, 1, 1)
+    if t == "conv":
+        m: nn.Module = conv_bn_act(k.cin, k.cout, k.k, k.s)
+    elif t == "dwconv":
+        m = conv_bn_act(k.cin, k.cin, k.k, k.s, groups=k.cin)
+    elif t == "add":
+        m = _Add()
+    elif t == "pool":
+        m = nn.MaxPool2d(k.k, k.s)
+    elif t != "gpool":
+        raise ValueError(f"unknown kernel type {t!r}")
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*([] if t == "gpool" else [m]), *head).eval(), (k.cin, k.hin, k.win)

@@ -1,0 +1,322 @@
+"""`edgeship profile RUN --calibrate`: build a device's kernel data set and fit its latency predictor.
+
+For each runtime and precision asked for (those of the run's targets) and each thread count:
+
+1. **Probes.** Kernel configurations are drawn from the kernels of random architectures (``archs.random_arch``,
+   a seed range of their own), stratified by work per kernel type, and each becomes a one-kernel model lowered by
+   the format's own backend, as an artifact is (OpenVINO INT8 probes are the ONNX INT8 probe read by OpenVINO, the
+   route QAT artifacts take: NNCF per probe would cost seconds each).
+2. **Architectures.** Random architectures (other seeds) lowered the same way: ``fit`` of them fit the linear
+   correction from the kernel sum to a model's latency, ``validate`` others measure the predictor's error.
+3. **Measurement** on the device: on this machine, over SSH, or (TFLite only) over adb with ``benchmark_model``.
+   Over SSH and here, one process per thread count times every probe interleaved (``bench_runner.py --many``),
+   ahead of other users' work where it may (``--priority``): the predictor predicts what the device does when
+   the model has it, not what a busy shared machine lets it do.
+4. **Fit**: a random forest per kernel type on log latency, the correction, the error on the validation set;
+   written to ``predictors/<device>.json`` (``edgeship.devices.predictor``).
+
+Everything is built in a temporary directory and removed; only the predictor file is written (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeship.calibration.preprocess import Preprocessing
+from edgeship.calibration.quant import QuantSettings
+from edgeship.devices import predictor as pred
+from edgeship.devices import remote
+from edgeship.devices.bench_runner import device_facts
+from edgeship.devices.kernels import KERNEL_TYPES, Kernel, kernels
+from edgeship.devices.measure import RUNNER, RunArtifact, parse_runner_output
+from edgeship.errors import EdgeshipError
+from edgeship.progress import info
+from edgeship.recipe import TargetSpec
+from edgeship.targets.base import Artifact, LowerContext, get_backend
+from edgeship.targets.openvino import RUNTIME_CONFIG
+
+# probes per kernel type, as fractions of the total asked for
+SHARE = {"conv": 0.45, "dwconv": 0.22, "add": 0.08, "gpool": 0.07, "pool": 0.06, "fc": 0.12}
+SEEDS = {"pool": 100_000, "fit": 200_000, "validate": 300_000}  # disjoint seed ranges of random_arch
+EXT = {"onnx": "onnx", "openvino": "xml", "tflite": "tflite"}
+
+
+@dataclass
+class Plan:
+    device: str
+    configs: list[tuple[str, str]]  # (format, precision)
+    threads: list[int]
+    probes: int = 400
+    fit: int = 20
+    validate: int = 20
+    runs: int = 20
+    rounds: int = 3
+    seed: int = 0
+    ssh: remote.SshTarget | None = None
+    adb: remote.AdbTarget | None = None
+    directory: Path | None = None  # where predictors/<device>.json goes
+    keep: Path | None = None  # also write each configuration's kernel data set here (JSON)
+    log: Callable[[str], None] = info
+    timings: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- what to measure
+def probe_kernels(n: int, seed: int = 0) -> list[Kernel]:
+    """``n`` kernel configurations drawn from random architectures' kernels, spread over each type's work."""
+    from edgeship.devices.archs import random_arch  # torch: only calibration builds models
+
+    pool: dict[str, set[Kernel]] = {t: set() for t in KERNEL_TYPES}
+    for i in range(120):
+        for k in _torch_kernels(random_arch(SEEDS["pool"] + seed * 1000 + i)):
+            pool[k.type].add(k)
+    rng = random.Random(seed)
+    for c in (8, 16, 32, 64, 128, 256):  # the poolings the architectures seldom hold, at assorted sizes
+        h = rng.choice((4, 8, 14, 28, 56, 112))
+        pool["pool"].add(Kernel("pool", h, h, c, c, 2, 2))
+    chosen: list[Kernel] = []
+    for t in KERNEL_TYPES:
+        items = sorted(pool[t], key=lambda k: (k.macs, k.hin * k.win * k.cin))
+        want = max(4, round(n * SHARE[t]))
+        if len(items) <= want:
+            chosen += items
+            continue
+        step = len(items) / want  # stratified by work: one per equal slice of the sorted list
+        chosen += [items[min(len(items) - 1, int(i * step + rng.random() * step))] for i in range(want)]
+    return chosen
+
+
+def _torch_kernels(arch) -> list[Kernel]:
+    """The kernels of a random architecture, read from the torch module with forward hooks (sampling only: an
+    artifact's kernels are read from its file)."""
+    import torch  # heavy: calibration only
+    from torch import nn
+
+    from edgeship.devices.archs import residual_blocks
+
+    found: list[Kernel] = []
+
+    def hook(m, inputs, out):
+        x = inputs[0].shape
+        if isinstance(m, nn.Conv2d):
+            found.append(Kernel("dwconv" if m.groups > 1 else "conv", x[2], x[3], x[1], m.out_channels,
+                                m.kernel_size[0], m.stride[0]))
+        elif isinstance(m, nn.MaxPool2d):
+            found.append(Kernel("pool", x[2], x[3], x[1], x[1], int(m.kernel_size), int(m.stride)))
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            found.append(Kernel("gpool", x[2], x[3], x[1], x[1]))
+        elif isinstance(m, nn.Linear):
+            found.append(Kernel("fc", cin=m.in_features, cout=m.out_features))
+        elif isinstance(m, residual_blocks()) and getattr(m, "use_res", True):
+            y = out.shape
+            found.append(Kernel("add", y[2], y[3], y[1], y[1]))
+
+    kinds = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Linear, *residual_blocks())
+    handles = [m.register_forward_hook(hook) for m in arch.model.modules() if isinstance(m, kinds)]
+    with torch.no_grad():
+        arch.model(torch.zeros(1, *arch.input_shape))
+    for h in handles:
+        h.remove()
+    return found
+
+
+# ---------------------------------------------------------------- lowering
+def _context(name: str, fmt: str, precision: str, input_shape: tuple[int, ...], work: Path, seed: int):
+    calib = np.random.default_rng(seed).standard_normal((64, *input_shape)).astype(np.float32)
+    return LowerContext(target=TargetSpec(name=name, format=fmt, precision=precision), input_shape=input_shape,
+                        calib=calib, preprocessing=Preprocessing(), labels=tuple(str(i) for i in range(10)),
+                        quant=QuantSettings(), log_path=work / f"{name}.log", work_dir=work, threads=1)
+
+
+def lower(model, input_shape: tuple[int, ...], fmt: str, precision: str, out_dir: Path, name: str,
+          work: Path, seed: int = 0, via_onnx: Path | None = None) -> Path:
+    """Lower ``model`` with the format's backend into ``out_dir`` (an artifact directory with model.json)."""
+    out_dir.mkdir(parents=True)
+    if via_onnx is not None:  # OpenVINO INT8 probe: the QDQ ONNX probe read by OpenVINO
+        import openvino as ov  # heavy: calibration only
+
+        ov.save_model(ov.convert_model(str(via_onnx)), str(out_dir / "model.xml"), compress_to_fp16=False)
+        Artifact(name, fmt, precision, out_dir, "model.xml", ["model.xml", "model.bin"],
+                 {"runtime_config": RUNTIME_CONFIG}).write_sidecar()
+        return out_dir
+    ctx = _context(name, fmt, precision, input_shape, work, seed)
+    get_backend(fmt, precision).lower(model, ctx, out_dir)
+    return out_dir
+
+
+def build(plan: Plan, work: Path) -> dict[tuple[str, str], dict[str, Path]]:
+    """Lower every probe and architecture for every configuration: {config: {"probes": dir, "archs": dir}}."""
+    from edgeship.devices.archs import probe, random_arch  # torch: only calibration builds models
+
+    t0 = time.time()
+    ks = probe_kernels(plan.probes, plan.seed)
+    arch_seeds = [("fit", SEEDS["fit"] + i) for i in range(plan.fit)] + \
+                 [("val", SEEDS["validate"] + i) for i in range(plan.validate)]
+    archs = {f"{kind}{seed}": random_arch(seed) for kind, seed in arch_seeds}
+    plan.timings["sample_s"] = round(time.time() - t0, 1)
+    dirs: dict[tuple[str, str], dict[str, Path]] = {}
+    need = list(plan.configs)
+    if ("openvino", "int8") in need and ("onnx", "int8") not in need:
+        need.insert(0, ("onnx", "int8"))  # the OpenVINO INT8 probes are read from these
+    for fmt, precision in sorted(need, key=lambda c: c != ("onnx", "int8")):
+        t0 = time.time()
+        root = work / f"{fmt}-{precision}"
+        dirs[(fmt, precision)] = {"probes": root / "probes", "archs": root / "archs"}
+        plan.log(f"calibration: lowering {len(ks)} probes and {len(archs)} architectures to {fmt} {precision}")
+        for i, k in enumerate(ks):
+            name = f"p{i:04d}"
+            onnx_probe = work / "onnx-int8" / "probes" / name / "model.onnx"
+            via = onnx_probe if (fmt, precision) == ("openvino", "int8") and onnx_probe.is_file() else None
+            m, shape = probe(k)
+            if _lower_or_skip(plan, m, shape, fmt, precision, root / "probes" / name, name, work, via):
+                (root / "probes" / name / "kernel.json").write_text(json.dumps(k.to_dict()))
+        for name, a in archs.items():
+            _lower_or_skip(plan, a.model, a.input_shape, fmt, precision, root / "archs" / name, name, work, None)
+        plan.timings[f"lower_{fmt}_{precision}_s"] = round(time.time() - t0, 1)
+    return {c: d for c, d in dirs.items() if c in plan.configs}
+
+
+def _lower_or_skip(plan: Plan, model, shape, fmt, precision, out: Path, name: str, work: Path, via) -> bool:
+    try:
+        lower(model, shape, fmt, precision, out, name, work, via_onnx=via)
+        return True
+    except Exception as e:  # a converter refusing one sampled configuration leaves it out, said in the log
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        plan.log(f"[yellow]calibration: {fmt} {precision} {name} not lowered ({type(e).__name__}: "
+                 f"{' '.join(str(e).split())[:160]}); left out[/yellow]")
+        return False
+
+
+# ---------------------------------------------------------------- measuring
+def measure_many(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
+    """{artifact directory name: runner summary} for every artifact under ``directory``, on the device."""
+    if plan.adb is not None:
+        return _many_adb(plan, directory, threads)
+    args = ["--many", str(directory), "--threads", str(threads), "--runs", str(plan.runs), "--rounds",
+            str(plan.rounds), "--warmup", "3", "--seed", str(plan.seed), "--priority"]
+    if plan.ssh is not None:
+        raw = remote.bench_many_ssh(directory, plan.ssh, args[2:], timeout=7200)
+    else:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
+        p = subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, env=env,
+                           timeout=7200)
+        raw = parse_runner_output(p.stdout)
+        if p.returncode != 0 or not raw or not raw.get("ok"):
+            msg = (raw or {}).get("message") or (p.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgeshipError(f"calibration: the probe benchmark failed on this machine: {msg}",
+                                "check that the runtimes import (edgeship devices)")
+    plan.timings["priority"] = raw.get("priority")
+    return {k: v for k, v in raw["results"].items() if "error" not in v}
+
+
+def _many_adb(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
+    arts = []
+    for d in sorted(p for p in directory.iterdir() if (p / "model.json").is_file()):
+        meta = json.loads((d / "model.json").read_text())
+        arts.append(RunArtifact(d.name, plan.device, meta["format"], meta["precision"], d, meta["files"],
+                                meta["main"]))
+    ok, _bad = remote.profile_adb(arts, plan.adb, threads, plan.runs * plan.rounds, 3)  # type: ignore[arg-type]
+    return {name: {"p50_ms": m.p50_ms or m.mean_ms, "p90_ms": m.p90_ms or m.max_ms} for name, m in ok.items()}
+
+
+# ---------------------------------------------------------------- the kernel data set, and fitting it
+def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
+    """Measure one configuration's probes and architectures on the device: the kernel data set
+    {"probes": [{kernel, kernels (as the runtime's graph holds them), p50_ms, p90_ms}], "archs": [{name, role,
+    kernels, p50_ms, p90_ms}]}."""
+    data: dict = {"probes": [], "archs": []}
+    for kind in ("probes", "archs"):
+        for name, r in sorted(measure_many(plan, dirs[kind], threads).items()):
+            d = dirs[kind] / name
+            meta = json.loads((d / "model.json").read_text())
+            row = {"name": name, "kernels": [k.to_dict() for k in kernels(d / meta["main"], fmt)],
+                   "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "mean_ms": r.get("mean_ms") or r["p50_ms"]}
+            if kind == "probes":
+                row["kernel"] = json.loads((d / "kernel.json").read_text())
+            else:
+                row["role"] = "fit" if name.startswith("fit") else "validate"
+            data[kind].append(row)
+    return data
+
+
+def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0) -> pred.ConfigPredictor:
+    """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
+    pool's (predicted by the pool's own forest, fitted first) is its kernel's time."""
+    forests: dict[str, pred.Forest] = {}
+    for kinds in (("gpool", "fc"), tuple(t for t in KERNEL_TYPES if t not in ("gpool", "fc"))):
+        for t in kinds:
+            ks, ms = [], []
+            for row in data["probes"]:
+                k = Kernel(**row["kernel"])
+                if k.type != t:
+                    continue
+                rest = [Kernel(**x) for x in row["kernels"] if x["type"] != t]
+                others = sum(_kernel_ms(forests, rest))
+                ks.append(k)
+                ms.append(max(row["p50_ms"] - others, 0.1 * row["p50_ms"]))
+            if len(ks) >= 3:
+                forests[t] = pred.fit_forest(ks, ms, seed)
+    empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
+    unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
+    cfg = pred.ConfigPredictor(format=fmt, precision=precision, threads=threads, forests=forests, p50=unit, p90=unit,
+                               error_p50=empty, error_p90=empty, n_probes=len(data["probes"]), n_fit_archs=0)
+    rows: dict[str, list] = {"fit": [], "validate": []}
+    for a in data["archs"]:
+        ks = [Kernel(**x) for x in a["kernels"]]
+        rows[a["role"]].append(((ks, cfg.kernel_ms(ks)), a["p50_ms"], a["p90_ms"]))
+    fit_rows, val = rows["fit"], rows["validate"]
+    if len(fit_rows) < 3 or not val:
+        raise EdgeshipError(f"calibration of {fmt} {precision}: only {len(fit_rows)} fitting and {len(val)} "
+                            "validation architectures were measured", "see the log above for what failed")
+    cfg.p50 = pred.fit_correction([r[0] for r in fit_rows], [r[1] for r in fit_rows])
+    cfg.p90 = pred.fit_correction([r[0] for r in fit_rows], [r[2] for r in fit_rows])
+    cfg.error_p50 = pred.error_stats([cfg.p50.apply(*r[0]) for r in val], [r[1] for r in val])
+    cfg.error_p90 = pred.error_stats([cfg.p90.apply(*r[0]) for r in val], [r[2] for r in val])
+    cfg.n_fit_archs = len(fit_rows)
+    return cfg
+
+
+def _kernel_ms(forests: dict[str, pred.Forest], ks: list[Kernel]) -> list[float]:
+    return [float(forests[k.type].latency_ms([k])[0]) if k.type in forests else 0.0 for k in ks]
+
+
+def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
+    """Build, measure and fit every configuration of ``plan``; write and return the device's predictor file
+    (configurations calibrated before and not redone here are kept)."""
+    if plan.adb is not None and any(f != "tflite" for f, _ in plan.configs):
+        raise EdgeshipError("calibration over adb measures TFLite only (benchmark_model)",
+                            "calibrate the TFLite targets (-t) or measure the others over --ssh")
+    facts = remote.ssh_facts(plan.ssh) if plan.ssh is not None else {} if plan.adb is not None else device_facts()
+    pf = pred.load(plan.device, plan.directory) or pred.new_file(plan.device, facts)
+    pf.facts = facts or pf.facts
+    with tempfile.TemporaryDirectory(prefix="edgeship-calibrate-") as tmp:
+        dirs = build(plan, Path(tmp))
+        for (fmt, precision), d in dirs.items():
+            for threads in plan.threads:
+                plan.log(f"calibration: measuring {fmt} {precision} at {threads} thread(s) on {plan.device}")
+                t0 = time.time()
+                data = dataset(plan, fmt, threads, d)
+                if plan.keep is not None:
+                    plan.keep.mkdir(parents=True, exist_ok=True)
+                    (plan.keep / f"{fmt}-{precision}-{threads}.json").write_text(json.dumps(data))
+                cfg = fit(data, fmt, precision, threads, plan.seed)
+                cfg.calibration_s = round(time.time() - t0 + plan.timings.get(f"lower_{fmt}_{precision}_s", 0), 1)
+                pf.configs[pred.key(fmt, precision, threads)] = cfg
+                e = cfg.error_p50
+                plan.log(f"calibration: {fmt} {precision} {threads}t: p50 MAPE {e.mape_pct:.1f}%, "
+                         f"{e.within_10pct:.0%} within +-10% on {e.n} unseen architectures")
+    path = pf.save(pred.path_for(plan.device, plan.directory))
+    return pf, path
+

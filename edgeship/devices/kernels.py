@@ -1,0 +1,225 @@
+"""An artifact's graph as the runtime runs it: a list of kernels (the unit a latency predictor works on).
+
+As in nn-Meter (Zhang et al., MobiSys 2021), a runtime does not run a model operator by operator: it fuses a
+convolution with its batch norm and activation (and, in INT8 graphs, with the quantize/dequantize pairs around
+it) into one kernel. ``kernels(artifact)`` reads the artifact's own file (ONNX, OpenVINO IR, TFLite), drops what
+the runtimes fuse away or that costs nothing (activations, batch norms folded into the convolution, Q/DQ and
+FakeQuantize pairs, reshapes, constants), folds TFLite's explicit PAD into the convolution that follows it, and
+returns one ``Kernel`` per remaining unit of work:
+
+    conv    a dense convolution (any kernel size and stride; + bias, batch norm, activation)
+    dwconv  a depthwise convolution (groups == channels)
+    add     an element-wise residual add
+    gpool   a global average pool (also ONNX ReduceMean and TFLite MEAN over H, W)
+    pool    a windowed max or average pool
+    fc      a fully connected layer (Gemm, MatMul, FULLY_CONNECTED)
+
+Only light parsers are used: ONNX through the ``onnx`` package (shape inference), OpenVINO IR as plain XML
+(no runtime), TFLite through the interpreter's op list. Shapes are NCHW whatever the format's layout.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgeship.errors import EdgeshipError
+
+KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc")
+FEATURES = ("hin", "win", "cin", "cout", "k", "s", "log_macs", "log_in", "log_out", "log_weights", "log_reduction",
+            "log_out_pixels")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    type: str
+    hin: int = 1
+    win: int = 1
+    cin: int = 1
+    cout: int = 1
+    k: int = 1
+    s: int = 1
+
+    @property
+    def hout(self) -> int:
+        return max(1, math.ceil(self.hin / self.s)) if self.type not in ("gpool", "fc") else 1
+
+    @property
+    def wout(self) -> int:
+        return max(1, math.ceil(self.win / self.s)) if self.type not in ("gpool", "fc") else 1
+
+    @property
+    def macs(self) -> int:
+        out = self.hout * self.wout
+        if self.type == "conv":
+            return out * self.cout * self.cin * self.k * self.k
+        if self.type == "dwconv":
+            return out * self.cout * self.k * self.k
+        if self.type == "fc":
+            return self.cin * self.cout
+        if self.type == "pool":
+            return out * self.cout * self.k * self.k
+        return self.hin * self.win * self.cin  # add, gpool: one operation per input element
+
+    @property
+    def weights(self) -> int:
+        return {"conv": self.cout * self.cin * self.k * self.k, "dwconv": self.cout * self.k * self.k,
+                "fc": self.cin * self.cout}.get(self.type, 0)
+
+    @property
+    def traffic(self) -> int:
+        """Elements read and written: input, output and weights."""
+        return self.hin * self.win * self.cin * (2 if self.type == "add" else 1) + \
+            self.hout * self.wout * self.cout + self.weights
+
+    def features(self) -> list[float]:
+        """The regressor's inputs (``FEATURES``): the configuration, and the work and traffic it implies."""
+        return [float(self.hin), float(self.win), float(self.cin), float(self.cout), float(self.k), float(self.s),
+                math.log(self.macs + 1), math.log(self.hin * self.win * self.cin + 1),
+                math.log(self.hout * self.wout * self.cout + 1), math.log(self.weights + 1),
+                math.log(self.k * self.k * (self.cin if self.type == "conv" else 1)), math.log(self.hout * self.wout)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def kernels(path: Path | str, fmt: str) -> list[Kernel]:
+    """The kernels of the artifact file at ``path`` (``fmt``: onnx, openvino or tflite)."""
+    path = Path(path)
+    parsers = {"onnx": _onnx, "openvino": _openvino, "tflite": _tflite}
+    if fmt not in parsers:
+        raise EdgeshipError(f"no kernel parser for format {fmt!r}", f"use one of {', '.join(parsers)}")
+    try:
+        return parsers[fmt](path)
+    except EdgeshipError:
+        raise
+    except Exception as e:  # a graph this reader does not know: one line, naming the file
+        raise EdgeshipError(f"cannot read the kernels of {path} ({type(e).__name__}: {e})",
+                            "the latency predictor reads edgeship's own artifacts; export the target again") from None
+
+
+def _conv(hin: int, win: int, cin: int, cout: int, k: int, hout: int, groups: int) -> Kernel:
+    s = max(1, round(hin / max(1, hout)))
+    if groups > 1 and groups == cin == cout:
+        return Kernel("dwconv", hin, win, cin, cout, k, s)
+    return Kernel("conv", hin, win, cin, cout, k, s)
+
+
+# ---------------------------------------------------------------- ONNX (FP32 and QDQ INT8)
+def _onnx(path: Path) -> list[Kernel]:
+    import onnx  # a protobuf parser: only reading an ONNX artifact needs it
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
+    g = model.graph
+    shapes = {}
+    for v in [*g.input, *g.value_info, *g.output]:
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
+    inits = {t.name: list(t.dims) for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+
+    def weight_shape(name: str) -> list[int]:  # through DequantizeLinear / Identity to the initializer
+        seen = 0
+        while name not in inits and name in producers and seen < 4:
+            name, seen = producers[name].input[0], seen + 1
+        return inits.get(name) or shapes.get(name) or []
+
+    out: list[Kernel] = []
+    for n in g.node:
+        op = n.op_type
+        x = shapes.get(n.input[0], []) if n.input else []
+        y = shapes.get(n.output[0], []) if n.output else []
+        if op in ("Conv", "ConvInteger", "QLinearConv"):
+            w = weight_shape(n.input[3] if op == "QLinearConv" else n.input[1])
+            groups = next((a.i for a in n.attribute if a.name == "group"), 1)
+            out.append(_conv(x[2], x[3], x[1], w[0], max(w[2:4]), y[2], groups))
+        elif op in ("Add", "Sum") and len(x) == 4 and all(i not in inits for i in n.input):
+            out.append(Kernel("add", x[2], x[3], x[1], x[1]))
+        elif op in ("GlobalAveragePool", "GlobalMaxPool") or (op == "ReduceMean" and len(x) == 4):
+            out.append(Kernel("gpool", x[2], x[3], x[1], x[1]))
+        elif op in ("MaxPool", "AveragePool"):
+            k = max(next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), [1]))
+            out.append(Kernel("pool", x[2], x[3], x[1], x[1], k, max(1, round(x[2] / max(1, y[2])))))
+        elif op in ("Gemm", "MatMul"):
+            w = weight_shape(n.input[1])
+            trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
+            cin, cout = (w[1], w[0]) if trans_b else (w[0], w[-1])
+            out.append(Kernel("fc", cin=cin, cout=cout))
+    return out
+
+
+# ---------------------------------------------------------------- OpenVINO IR (read as XML)
+def _dims(port: ET.Element) -> list[int]:
+    return [max(1, int(d.text or 1)) for d in port.iter("dim")]
+
+
+def _openvino(path: Path) -> list[Kernel]:
+    root = ET.parse(path).getroot()
+    out: list[Kernel] = []
+    for layer in root.iter("layer"):
+        kind = layer.get("type")
+        ins = [_dims(p) for p in layer.find("input").iter("port")] if layer.find("input") is not None else []
+        outs = [_dims(p) for p in layer.find("output").iter("port")] if layer.find("output") is not None else []
+        if not ins or not outs:
+            continue
+        x, y = ins[0], outs[0]
+        if kind == "Convolution":
+            w = ins[1]
+            out.append(_conv(x[2], x[3], x[1], w[0], max(w[2:4]), y[2], 1))
+        elif kind == "GroupConvolution":
+            w = ins[1]  # [groups, cout/groups, cin/groups, kh, kw]
+            out.append(_conv(x[2], x[3], x[1], w[0] * w[1], max(w[3:5]), y[2], w[0]))
+        elif kind == "Add" and len(ins) == 2 and ins[0] == ins[1] and len(x) == 4:
+            out.append(Kernel("add", x[2], x[3], x[1], x[1]))
+        elif kind == "ReduceMean" and len(x) == 4:
+            out.append(Kernel("gpool", x[2], x[3], x[1], x[1]))
+        elif kind in ("MaxPool", "AvgPool"):
+            data = layer.find("data")
+            k = max(int(v) for v in (data.get("kernel") if data is not None else "1").split(","))
+            out.append(Kernel("pool", x[2], x[3], x[1], x[1], k, max(1, round(x[2] / max(1, y[2])))))
+        elif kind == "MatMul" and len(ins) == 2:
+            data = layer.find("data")
+            w = ins[1]
+            trans_b = data is not None and data.get("transpose_b") == "true"
+            out.append(Kernel("fc", cin=w[-1] if trans_b else w[0], cout=w[0] if trans_b else w[-1]))
+    return out
+
+
+# ---------------------------------------------------------------- TFLite (the interpreter's op list)
+def _tflite(path: Path) -> list[Kernel]:
+    try:  # the maintained interpreter, else its old name: only reading a TFLite artifact needs one
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - the pinned set has ai-edge-litert
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+    it = Interpreter(model_path=str(path))
+    shapes = {t["index"]: [int(d) for d in t["shape"]] for t in it.get_tensor_details()}
+    out: list[Kernel] = []
+    padded: dict[int, list[int]] = {}  # PAD's output tensor -> its input shape (NHWC): folded into the conv
+    for op in it._get_ops_details():
+        name, ins, outs = op["op_name"], list(op["inputs"]), list(op["outputs"])
+        x = shapes.get(ins[0], []) if ins else []
+        y = shapes.get(outs[0], []) if outs else []
+        if name in ("PAD", "PADV2") and len(x) == 4:
+            padded[outs[0]] = padded.get(ins[0], x)
+            continue
+        if ins and ins[0] in padded:
+            x = padded[ins[0]]
+        if name == "CONV_2D":
+            w = shapes[ins[1]]  # [cout, kh, kw, cin]
+            out.append(_conv(x[1], x[2], x[3], w[0], max(w[1:3]), y[1], 1))
+        elif name == "DEPTHWISE_CONV_2D":
+            w = shapes[ins[1]]  # [1, kh, kw, c]
+            out.append(_conv(x[1], x[2], x[3], w[3], max(w[1:3]), y[1], w[3]))
+        elif name == "ADD" and len(x) == 4 and shapes.get(ins[1]) == x:
+            out.append(Kernel("add", x[1], x[2], x[3], x[3]))
+        elif name == "MEAN" and len(x) == 4:
+            out.append(Kernel("gpool", x[1], x[2], x[3], x[3]))
+        elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            k = max(1, round(x[1] / max(1, y[1])))
+            out.append(Kernel("pool", x[1], x[2], x[3], x[3], k, k))
+        elif name == "FULLY_CONNECTED":
+            w = shapes[ins[1]]  # [cout, cin]
+            out.append(Kernel("fc", cin=w[1], cout=w[0]))
+    return out

@@ -1,0 +1,286 @@
+"""A device's latency predictor: kernel-level, calibrated on the device, with its error measured and carried.
+
+In the manner of nn-Meter (Zhang et al., MobiSys 2021): an artifact's graph, as its runtime fuses it, is a list of
+kernels (``edgeship.devices.kernels``); each kernel's latency on the device comes from a random forest per kernel
+type, fitted on measurements of one-kernel probe models with sampled configurations (channels, resolution, kernel
+size, stride) for one runtime, precision and thread count. A probe's time holds its own session overhead and its
+input/output conversion, which a whole model pays once, so the kernel sum is mapped to a model's latency by a
+linear correction fitted on whole random architectures measured on the same device:
+
+    latency_ms = a + b * sum(kernel_ms) + c * len(kernels)            (b >= 0)
+
+The predictor's error is then measured on other random architectures, never used in fitting: the mean absolute
+percentage error, the fraction within +-10 %, and the upper bound ``upper_pct`` (the 95th percentile of
+measured / predicted - 1): a prediction's upper bound is ``predicted x (1 + upper_pct / 100)``, and a budget
+judged on a prediction passes only if that bound does. All of it is stored in ``predictors/<device>.json``, a
+plain JSON file (trees as arrays, no pickle) the user can commit; predicting needs numpy and the format's
+reader, not scikit-learn.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from edgeship.devices.kernels import FEATURES, KERNEL_TYPES, Kernel, kernels
+from edgeship.errors import EdgeshipError
+from edgeship.record import Measurement, Prediction
+from edgeship.schema import Strict, format_validation_error
+from edgeship.version import __version__
+
+PREDICTORS_DIR = Path("predictors")
+FILE_VERSION = 1
+
+
+class Forest(Strict):
+    """One kernel type's latency model: a linear baseline in the work the kernel implies (``ms = intercept +
+    per_mmac x MMACs + per_melem x million elements read and written``, non-negative coefficients), times a random
+    forest's correction over ``FEATURES`` (fitted on log(measured / baseline): the efficiency a configuration
+    reaches, which trees capture from few samples where they could not extrapolate raw latencies). Each tree is
+    stored as parallel arrays."""
+
+    intercept: float = 0.0
+    per_mmac: float = 0.0
+    per_melem: float = 0.0
+    left: list[list[int]]
+    right: list[list[int]]
+    feature: list[list[int]]
+    threshold: list[list[float]]
+    value: list[list[float]]
+    n_samples: int
+
+    def baseline(self, ks: list[Kernel]) -> np.ndarray:
+        return np.array([self.intercept + self.per_mmac * k.macs / 1e6 + self.per_melem * k.traffic / 1e6
+                         for k in ks])
+
+    def latency_ms(self, ks: list[Kernel]) -> np.ndarray:
+        return self.baseline(ks) * np.exp(self.predict(np.array([k.features() for k in ks])))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Mean over trees of each row's leaf value (the log correction)."""
+        x = np.asarray(x, dtype=np.float32)  # as scikit-learn compares them
+        total = np.zeros(len(x))
+        rows = np.arange(len(x))
+        for left, right, feat, thr, val in zip(self.left, self.right, self.feature, self.threshold, self.value):
+            lft, rgt, f, t, v = (np.asarray(a) for a in (left, right, feat, thr, val))
+            node = np.zeros(len(x), dtype=np.int64)
+            while True:
+                inner = lft[node] >= 0
+                if not inner.any():
+                    break
+                go_left = x[rows, np.maximum(f[node], 0)] <= t[node]
+                node = np.where(inner, np.where(go_left, lft[node], rgt[node]), node)
+            total += v[node]
+        return total / len(self.left)
+
+
+class ErrorStats(Strict):
+    """A predictor's error on architectures it was not fitted on (percent)."""
+
+    n: int
+    mape_pct: float
+    within_10pct: float  # fraction of architectures within +-10 %
+    upper_pct: float  # 95th percentile of measured / predicted - 1 (>= 0): the bound a budget adds
+    max_abs_pct: float
+
+
+GROUPS = {"conv": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc")}
+
+
+class Correction(Strict):
+    """From kernel sums to a model's latency: ``a + sum(b[group] x kernel ms of the group) + c x kernels``."""
+
+    a: float
+    b: dict[str, float]
+    c: float
+
+    def apply(self, ks: list[Kernel], kernel_ms: list[float]) -> float:
+        sums = group_sums(ks, kernel_ms)
+        return self.a + sum(self.b.get(g, 0.0) * v for g, v in sums.items()) + self.c * len(ks)
+
+
+def group_sums(ks: list[Kernel], kernel_ms: list[float]) -> dict[str, float]:
+    out = dict.fromkeys(GROUPS, 0.0)
+    for k, ms in zip(ks, kernel_ms):
+        out[next(g for g, kinds in GROUPS.items() if k.type in kinds)] += ms
+    return out
+
+
+class ConfigPredictor(Strict):
+    """One runtime, precision and thread count on one device."""
+
+    format: str
+    precision: str
+    threads: int
+    runtime: str | None = None
+    runtime_version: str | None = None
+    forests: dict[str, Forest]
+    p50: Correction
+    p90: Correction
+    error_p50: ErrorStats
+    error_p90: ErrorStats
+    n_probes: int
+    n_fit_archs: int
+    calibration_s: float | None = None
+
+    def kernel_ms(self, ks: list[Kernel]) -> list[float]:
+        out = [0.0] * len(ks)
+        for kind in KERNEL_TYPES:
+            idx = [i for i, k in enumerate(ks) if k.type == kind]
+            if not idx:
+                continue
+            if kind not in self.forests:
+                raise EdgeshipError(f"the {self.format} {self.precision} predictor has no {kind} kernels",
+                                    "calibrate again (`edgeship profile RUN --calibrate`)")
+            pred = self.forests[kind].latency_ms([ks[i] for i in idx])
+            for i, p in zip(idx, pred):
+                out[i] = float(p)
+        return out
+
+
+class PredictorFile(Strict):
+    """``predictors/<device>.json``."""
+
+    version: int = FILE_VERSION
+    device: str
+    created: str
+    edgeship_version: str
+    facts: dict[str, Any] = Field(default_factory=dict)  # what the calibrated machine said about itself
+    features: list[str] = Field(default_factory=lambda: list(FEATURES))
+    configs: dict[str, ConfigPredictor] = Field(default_factory=dict)  # "format:precision:threads" -> predictor
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.model_dump_json())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def key(fmt: str, precision: str, threads: int) -> str:
+    return f"{fmt}:{precision}:{threads}"
+
+
+def path_for(device: str, directory: Path | None = None) -> Path:
+    return (directory or PREDICTORS_DIR) / f"{device}.json"
+
+
+def load(device: str, directory: Path | None = None) -> PredictorFile | None:
+    """The device's predictor file, or None when it has none; a broken file is one line naming it."""
+    path = path_for(device, directory)
+    if not path.is_file():
+        return None
+    try:
+        pf = PredictorFile.model_validate(json.loads(path.read_text()))
+    except (ValueError, ValidationError) as e:
+        why = format_validation_error(e, str(path), PredictorFile) if isinstance(e, ValidationError) else str(e)
+        raise EdgeshipError(f"{path} is not a latency predictor ({why})",
+                            "calibrate again: `edgeship profile RUN --calibrate --device NAME`") from None
+    if pf.device != device:
+        raise EdgeshipError(f"{path} holds the predictor of {pf.device!r}, not {device!r}",
+                            f"rename it to {pf.device}.json or calibrate {device}")
+    return pf
+
+
+def predict(pf: PredictorFile, artifact_path: Path, fmt: str, precision: str, threads: int) -> Measurement:
+    """The predicted latency of one artifact on ``pf.device``, with the predictor's measured error."""
+    cfg = pf.configs.get(key(fmt, precision, threads))
+    if cfg is None:
+        have = ", ".join(pf.configs) or "none"
+        raise EdgeshipError(f"the {pf.device} predictor has no {fmt} {precision} model at {threads} thread(s) "
+                            f"(it has: {have})",
+                            f"calibrate it: `edgeship profile RUN --calibrate --device {pf.device}`")
+    ks = kernels(artifact_path, fmt)
+    per_kernel = cfg.kernel_ms(ks)
+    p50 = max(1e-4, cfg.p50.apply(ks, per_kernel))
+    p90 = max(p50, cfg.p90.apply(ks, per_kernel))
+    e50, e90 = cfg.error_p50, cfg.error_p90
+    by_type: dict[str, float] = {}
+    for k, ms in zip(ks, per_kernel):
+        by_type[k.type] = by_type.get(k.type, 0.0) + ms
+    method = (f"PREDICTED by the {pf.device} latency predictor ({len(ks)} kernels, per-kernel random forests "
+              f"calibrated on {cfg.n_probes} probes and {cfg.n_fit_archs} architectures on {pf.device}): p50 error "
+              f"on {e50.n} architectures it was not fitted on: MAPE {e50.mape_pct:.1f}%, "
+              f"{e50.within_10pct:.0%} within +-10%; a budget is judged on the upper bound p90 x "
+              f"(1 + {e90.upper_pct:.1f}%).")
+    info = Prediction(predictor=str(path_for(pf.device)), device=pf.device, created=pf.created, kernels=len(ks),
+                      kernel_ms_by_type={k: round(v, 4) for k, v in by_type.items()},
+                      p50_upper_ms=round(p50 * (1 + e50.upper_pct / 100), 4),
+                      p90_upper_ms=round(p90 * (1 + e90.upper_pct / 100), 4),
+                      mape_pct=e50.mape_pct, within_10pct=e50.within_10pct, upper_pct=e50.upper_pct,
+                      p90_mape_pct=e90.mape_pct, p90_upper_pct=e90.upper_pct, n_validation=e50.n)
+    return Measurement(source="predicted", p50_ms=round(p50, 4), p90_ms=round(p90, 4), threads=threads,
+                       runtime=cfg.runtime, runtime_version=cfg.runtime_version, device=pf.device, method=method,
+                       prediction=info, facts={"predicted_for": pf.device, **{k: pf.facts.get(k) for k in
+                                                                              ("cpu", "uname") if k in pf.facts}})
+
+
+# ---------------------------------------------------------------- fitting (scikit-learn: calibration only)
+def fit_forest(kernel_list: list[Kernel], ms: list[float], seed: int = 0) -> Forest:
+    from scipy.optimize import nnls  # heavy (scikit-learn's dependency): only calibration fits
+    from sklearn.ensemble import RandomForestRegressor
+
+    y = np.maximum(np.asarray(ms, dtype=np.float64), 1e-5)
+    design = np.array([[1.0, k.macs / 1e6, k.traffic / 1e6] for k in kernel_list])
+    coef, _ = nnls(design / y[:, None], np.ones_like(y))  # relative least squares: small kernels count too
+    if not coef.any():
+        coef = np.array([float(np.median(y)), 0.0, 0.0])
+    base = np.maximum(design @ coef, 1e-6)
+    x = np.array([k.features() for k in kernel_list])
+    rf = RandomForestRegressor(n_estimators=40, min_samples_leaf=2, max_features=0.6, random_state=seed)
+    rf.fit(x, np.log(y / base))
+    return from_sklearn(rf, coef, len(ms))
+
+
+def from_sklearn(rf, coef, n_samples: int) -> Forest:
+    """A fitted ``RandomForestRegressor``'s trees as arrays (thresholds as float32 compares them)."""
+    trees = [e.tree_ for e in rf.estimators_]
+    return Forest(intercept=float(coef[0]), per_mmac=float(coef[1]), per_melem=float(coef[2]),
+                  left=[t.children_left.tolist() for t in trees], right=[t.children_right.tolist() for t in trees],
+                  feature=[t.feature.tolist() for t in trees], threshold=[t.threshold.tolist() for t in trees],
+                  value=[t.value[:, 0, 0].tolist() for t in trees], n_samples=n_samples)
+
+
+def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list[float]) -> Correction:
+    """Least squares on relative error (every architecture weighs alike whatever its latency): one weight per
+    kernel group, none negative, where there are architectures enough (else one for all)."""
+    from scipy.optimize import lsq_linear  # heavy (scikit-learn's dependency): only calibration fits
+
+    y = np.asarray(measured, dtype=np.float64)
+    sums = [group_sums(ks, ms) for ks, ms in archs]
+    counts = np.array([len(ks) for ks, _ in archs], dtype=np.float64)
+    per_group = len(archs) >= 4 * (len(GROUPS) + 2)
+    cols = [[s[g] for s in sums] for g in GROUPS] if per_group else [[sum(s.values()) for s in sums]]
+    a_mat = np.column_stack([np.ones_like(y), *cols, counts]) / y[:, None]
+    lower = [-np.inf] + [0.0] * len(cols) + [-np.inf]
+    coef = lsq_linear(a_mat, np.ones_like(y), bounds=(lower, np.inf)).x
+    b = dict(zip(GROUPS, (float(v) for v in coef[1:-1]))) if per_group else dict.fromkeys(GROUPS, float(coef[1]))
+    return Correction(a=float(coef[0]), b=b, c=float(coef[-1]))
+
+
+def error_stats(predicted: list[float], measured: list[float]) -> ErrorStats:
+    p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    rel = (p - m) / m
+    under = m / p - 1
+    return ErrorStats(n=len(p), mape_pct=round(float(np.mean(np.abs(rel)) * 100), 2),
+                      within_10pct=round(float(np.mean(np.abs(rel) <= 0.10)), 4),
+                      upper_pct=round(max(0.0, float(np.percentile(under, 95)) * 100), 2),
+                      max_abs_pct=round(float(np.max(np.abs(rel)) * 100), 2))
+
+
+def new_file(device: str, facts: dict) -> PredictorFile:
+    return PredictorFile(device=device, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                         edgeship_version=__version__, facts=facts)

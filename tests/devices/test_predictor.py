@@ -1,0 +1,136 @@
+"""The latency predictor: kernels read from every format's artifact alike, forests stored as arrays that predict
+as scikit-learn does, a budget judged on a prediction's upper bound, and the whole calibration over a real SSH
+device (loopback sshd) feeding `profile --predict`, `export` and `check`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgeship.cli import app
+from edgeship.devices import budgets
+from edgeship.devices import predictor as pred
+from edgeship.devices.calibrate import lower
+from edgeship.devices.kernels import Kernel, kernels
+from edgeship.models.zoo import MobileNetV2
+from edgeship.record import Measurement, Prediction
+from helpers import digits_recipe_dict, run_record, write_recipe
+
+CONFIGS = [("onnx", "fp32", "model.onnx"), ("onnx", "int8", "model.onnx"), ("openvino", "int8", "model.xml"),
+           ("tflite", "int8", "model.tflite")]
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.slow
+def test_every_format_reads_as_the_same_kernels(tmp_path):
+    """conv + BN + ReLU6 is one kernel, Q/DQ and FakeQuantize pairs vanish, TFLite's PAD joins its convolution."""
+    torch.manual_seed(0)
+    model = MobileNetV2(in_channels=1, num_classes=10, input_size=(28, 28), width_mult=0.5).eval()
+    found = {}
+    for fmt, precision, main in CONFIGS:
+        d = lower(model, (1, 28, 28), fmt, precision, tmp_path / f"{fmt}-{precision}", "m", tmp_path)
+        found[(fmt, precision)] = kernels(d / main, fmt)
+    first = found[("onnx", "fp32")]
+    assert all(ks == first for ks in found.values()), {k: len(v) for k, v in found.items()}
+    kinds = [k.type for k in first]
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert kinds.count("conv") + kinds.count("dwconv") == convs and kinds.count("dwconv") == 8
+    assert kinds.count("add") == 4 and kinds[-2:] == ["gpool", "fc"]
+    assert first[0] == Kernel("conv", 28, 28, 1, 16, 3, 2)
+
+
+def test_stored_forests_predict_as_scikit_learn_does():
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(0)
+    ks = [Kernel("conv", int(h), int(h), int(c), int(c2), int(k), 1)
+          for h, c, c2, k in zip(rng.choice([7, 14, 28, 56], 80), rng.integers(4, 128, 80),
+                                 rng.integers(4, 128, 80), rng.choice([1, 3, 5], 80))]
+    x = np.array([k.features() for k in ks])
+    y = rng.standard_normal(80)
+    rf = RandomForestRegressor(n_estimators=7, random_state=0).fit(x, y)
+    forest = pred.Forest.model_validate_json(pred.from_sklearn(rf, [0.0, 1.0, 0.0], 80).model_dump_json())
+    assert np.allclose(forest.predict(x), rf.predict(x))
+    # and fitting recovers latencies that follow the work (log-space error small on the training kernels)
+    ms = [0.01 + k.macs / 2e7 for k in ks]
+    fitted = pred.fit_forest(ks, ms)
+    assert np.median(np.abs(np.log(fitted.latency_ms(ks) / np.array(ms)))) < 0.1
+
+
+def _predicted(p90: float, upper_pct: float) -> Measurement:
+    bound = round(p90 * (1 + upper_pct / 100), 4)
+    info = Prediction(predictor="predictors/rpi4.json", device="rpi4", kernels=12, mape_pct=4.0, within_10pct=0.95,
+                      upper_pct=upper_pct, p90_upper_pct=upper_pct, n_validation=20, p50_upper_ms=bound,
+                      p90_upper_ms=bound)
+    return Measurement(source="predicted", p50_ms=p90 * 0.9, p90_ms=p90, device="rpi4", prediction=info)
+
+
+@pytest.mark.parametrize(("limit", "status"), [(50.0, "fail"), (60.0, "pass")])
+def test_a_prediction_passes_a_budget_only_with_its_error_bound(limit, status):
+    t = {"name": "t1", "device": "rpi4", "format": "tflite", "precision": "int8", "status": "ok", "size_bytes": 1024}
+    spec = {"name": "t1", "device": "rpi4", "format": "tflite", "precision": "int8",
+            "budgets": {"latency_ms_p90": limit}}
+    rep = run_record({"targets": [spec]}, targets=[t], measurements={"t1": {"predicted": _predicted(45.0, 20.0)}})
+    v = budgets.evaluate(rep, "auto")
+    rows = {r.budget: r for r in v.results}
+    lat = rows["latency_ms_p90"]
+    assert lat.source == "predicted" and lat.value == pytest.approx(54.0) and lat.status == status
+    assert "PREDICTED p90 45 ms + 20.0% error bound" in lat.note
+    # 45 ms alone would pass a 50 ms budget: the bound is what is judged
+    assert rows["peak_ram_mb"].status == "unverified" and "not memory" in rows["peak_ram_mb"].note
+    assert rows["model_size_kb"].status == "pass"
+    # a measurement on the device wins over the prediction
+    rep.store("t1", Measurement(source="device", p50_ms=40.0, p90_ms=48.0, peak_rss_mb=100.0, device="rpi4"))
+    assert {r.budget: r.source for r in budgets.evaluate(rep, "auto").results}["latency_ms_p90"] == "device"
+
+
+def test_predict_without_a_predictor_names_the_command(tmp_path, digits_checkpoint, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = _export_pi_run(tmp_path, digits_checkpoint)
+    res = cli("profile", run, "--predict")
+    assert res.exit_code == 1 and "rpi4 has no latency predictor" in res.stderr and "--calibrate" in res.stderr
+
+
+def _export_pi_run(tmp: Path, checkpoint: Path) -> Path:
+    r = digits_recipe_dict(tmp, budgets={"latency_ms_p90": 1000.0, "model_size_kb": 1000.0},
+                           output=str(tmp / "runs" / "pi"),
+                           targets=[{"name": "pi-onnx", "device": "rpi4", "format": "onnx", "precision": "fp32"}])
+    r["model"]["weights"] = str(checkpoint)
+    res = cli("export", write_recipe(tmp, r, "pi.yaml"), "--runs", 10)
+    assert res.exit_code == 0, res.stderr + res.stdout
+    return tmp / "runs" / "pi"
+
+
+@pytest.mark.slow
+def test_calibrate_on_an_ssh_device_then_predict_and_check(tmp_path, digits_checkpoint, loopback_sshd,
+                                                                 monkeypatch):
+    """The whole path on a real device over SSH (the loopback sshd standing in for a Pi)."""
+    monkeypatch.chdir(tmp_path)  # predictors/ is relative to where edgeship runs
+    run = _export_pi_run(tmp_path, digits_checkpoint)
+    assert json.loads((run / "report.json").read_text())["budgets"]["passed"] is False  # unverified: not measured
+    res = cli("profile", run, "--calibrate", "--device", "rpi4", *loopback_sshd.cli_args(), "--probes", 24,
+              "--calibration-archs", 3, "--threads", 1)
+    assert res.exit_code == 0, res.stderr + res.stdout
+    assert "PREDICTED pi-onnx" in res.stdout
+    pf = pred.load("rpi4")
+    assert pf is not None and set(pf.configs) == {"onnx:fp32:1"} and pf.facts["uname"]
+    cfg = pf.configs["onnx:fp32:1"]
+    assert cfg.n_probes >= 20 and cfg.n_fit_archs == 3 and cfg.error_p50.n == 3 and set(cfg.forests) >= {"conv", "fc"}
+    m = json.loads((run / "report.json").read_text())["measurements"]["pi-onnx"]["predicted"]
+    p = m["prediction"]
+    # the digits CNN as ONNX Runtime runs it: 3 conv+ReLU, 2 max-pools, the global pool, the classifier
+    assert m["device"] == "rpi4" and m["p50_ms"] > 0 and p["kernels"] == 7 and p["n_validation"] == 3
+    assert p["p90_upper_ms"] >= m["p90_ms"] and m["method"].startswith("PREDICTED")
+    chk = cli("check", run)
+    rows = {r["budget"]: r for r in json.loads((run / "report.json").read_text())["budgets"]["results"]}
+    assert rows["latency_ms_p90"]["source"] == "predicted" and rows["latency_ms_p90"]["status"] == "pass"
+    assert rows["peak_ram_mb"]["status"] == "unverified"  # a prediction says nothing of memory
+    assert chk.exit_code == 1 and "UNVERIFIED" in chk.stderr
