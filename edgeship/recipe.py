@@ -325,6 +325,43 @@ class PassSpec(BaseModel):
     name: str
 
 
+class SearchSpace(Strict):
+    blocks: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                              description="blocks drop_blocks may remove (0: none, the pass is left out)")
+    macs_ratio: list[float] = Field(default_factory=lambda: [1.0], min_length=1,
+                                    description="fractions of MACs prune may keep (1.0: no pruning)")
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks(cls, v: list[int]) -> list[int]:
+        if any(b < 0 for b in v):
+            raise ValueError("block counts are 0 or more")
+        return sorted(set(v))
+
+    @field_validator("macs_ratio")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if any(not 0 < r <= 1 for r in v):
+            raise ValueError("MACs ratios are in (0, 1]")
+        return sorted(set(v))
+
+
+class SearchSpec(Strict):
+    """A budget-driven search for one target's model (``edgeship.search``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the searched model's name")
+    targets: list[str] = Field(min_length=1, description="targets that get the winner; the first one's device, "
+                               "format, precision and latency budget score the candidates")
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    trials: int = Field(12, ge=1, description="candidates to evaluate (distinct points of the space)")
+    finalists: int = Field(2, ge=1, description="most accurate candidates within the budget, fine-tuned and measured")
+    finalist_epochs: int = Field(1, ge=1, description="the brief fine-tune of a finalist (the recipe's distill)")
+    finalist_samples: int = Field(8192, ge=64)
+    min_top1: float | None = Field(None, ge=0, le=1, description="accuracy floor on the validation split "
+                                   "(default: the target's min_top1 budget, else none)")
+    seed: int = 0
+
+
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
@@ -337,6 +374,8 @@ class Recipe(Strict):
     passes: list[PassSpec] = Field(default_factory=list)
     targets: list[TargetSpec] = Field(default_factory=list)
     budgets: BudgetSpec = Field(default_factory=BudgetSpec, description="defaults for every target")
+    search: list[SearchSpec] = Field(default_factory=list, description="budget-driven searches: each gives its "
+                                     "targets a model of their own")
     min_agreement: float = Field(0.999, ge=0, le=1, description="FP32 artifacts must agree with torch this often")
     output: Path = Field(description="the run directory")
     timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
@@ -352,6 +391,16 @@ class Recipe(Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"target names must be unique; repeated: {', '.join(sorted(dup))}")
+        searched = [n for s in self.search for n in s.targets]
+        unknown = sorted(set(searched) - set(names))
+        if unknown:
+            raise ValueError(f"search names targets the recipe lacks: {', '.join(unknown)}")
+        twice = sorted({n for n in searched if searched.count(n) > 1})
+        if twice:
+            raise ValueError(f"a target gets one searched model; in two searches: {', '.join(twice)}")
+        labels = [s.name for s in self.search]
+        if len(set(labels)) != len(labels) or "main" in labels:
+            raise ValueError("search names must be unique and not 'main' (the recipe's own passes)")
         return self
 
     def model_io(self) -> IOSpec:

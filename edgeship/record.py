@@ -156,6 +156,7 @@ class SizeReference(Record):
 
 class Target(Record):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # as the recipe's: a directory name under targets/
+    model: str = "main"  # which compressed model: "main" (the recipe's passes) or a search's winner
     device: str = "host"
     format: str
     precision: str
@@ -341,6 +342,53 @@ class Verdict(Record):
         return overall_status(self.results)
 
 
+# ---------------------------------------------------------------- searches
+class SearchCandidate(Record):
+    """One point of a budget-driven search (``edgeship.search``)."""
+
+    blocks: int
+    macs_ratio: float
+    top1_val: float | None = None  # after the compression prefix's own fine-tuning
+    params: int
+    macs: int | None = None
+    latency_ms: float  # what the budget is judged on: a predicted p90's upper bound, or a measured p90
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    latency_source: str  # predicted or measured
+    feasible: bool = False  # within the budget and the accuracy floor
+    finalist: bool = False
+    finetuned_top1_val: float | None = None  # a finalist after its brief fine-tune
+    final_latency_ms: float | None = None  # a finalist lowered to the target's format
+    final_source: str | None = None
+    winner: bool = False
+    note: str | None = None
+
+
+class SearchRecord(Record):
+    name: str
+    targets: list[str]
+    device: str
+    budget_ms: float
+    min_top1: float
+    trials: int
+    candidates: list[SearchCandidate] = Field(default_factory=list)
+    winner: int | None = None  # index into candidates
+    why: str
+    wall_s: float
+    passes: list[dict[str, Any]] = Field(default_factory=list)  # the winner's whole pipeline
+
+
+class Variant(Record):
+    """A compressed model of its own: a search's winner through the recipe's whole pipeline."""
+
+    name: str
+    targets: list[str]
+    stages: list[Stage] = Field(default_factory=list)
+    final: ModelFacts | None = None  # None: the search found no model within its budget
+    quantization: QuantSettings = Field(default_factory=QuantSettings)
+    search: SearchRecord
+
+
 # ---------------------------------------------------------------- the record
 class RunRecord(Record):
     schema_version: int = SCHEMA_VERSION
@@ -360,6 +408,7 @@ class RunRecord(Record):
     measurements: dict[str, dict[str, Measurement]] = Field(default_factory=dict)  # target -> source -> m
     measurement_errors: dict[str, dict[str, str]] = Field(default_factory=dict)  # target -> source -> error
     budgets: Verdict | None = None
+    variants: list[Variant] = Field(default_factory=list)  # searched models (recipe search:), beside "main"
     wall_s: float | None = None
 
     _dir: Path | None = PrivateAttr(default=None)

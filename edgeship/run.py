@@ -14,7 +14,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from edgeship.pipeline.distributed import process_group, resolve_device
 from edgeship.pipeline.runner import StageCache, model_hash, run_passes
 from edgeship.pipeline.training import TensorData, set_determinism, top1
 from edgeship.progress import info, warn
-from edgeship.recipe import IOSpec, Recipe, TargetSpec
+from edgeship.recipe import IOSpec, Recipe, SearchSpec, TargetSpec
 from edgeship.record import (
     REPORT,
     VERIFY_DIR,
@@ -45,9 +45,12 @@ from edgeship.record import (
     Machine,
     ModelFacts,
     RunRecord,
+    Target,
+    Variant,
     is_run_dir,
 )
 from edgeship.report.html import write_report_html
+from edgeship.search import Search, preflight
 from edgeship.targets.base import FLOAT_PRECISIONS, get_backend
 from edgeship.version import __version__
 
@@ -155,6 +158,8 @@ def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, Pass
     check_output(out)
     if pass_configs:
         StageCache(out.parent / ".cache").ready()  # a cache others could write is refused before any work
+    for spec in recipe.search:  # a search without a budget or a way to score latency: before any work
+        preflight(spec, recipe)
     prep = prepare(recipe, trust_pickle)
     check_model_for_passes(prep.model, [name for name, _ in pass_configs], recipe.model_io())
     check_calibration_early(recipe, targets, pass_configs, prep.data)
@@ -306,8 +311,11 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
     info(f"baseline: {top}params {baseline.params:,}, MACs {baseline.macs or 0:,}")
 
     ctx, data_spec = pass_setup(recipe, prep, tmp / "work", quiet, device)
-    result = run_passes(model, pass_configs, ctx, StageCache(Path(recipe.output).parent / ".cache"), data_spec,
-                        recipe.timeouts.stage_s)
+    cache = StageCache(Path(recipe.output).parent / ".cache")
+    searched = {n for s in recipe.search for n in s.targets}
+    main_targets = [t for t in targets if t.name not in searched]
+    # no target takes the recipe's own pipeline (every one is searched): it is not run
+    result = run_passes(model, pass_configs if main_targets else [], ctx, cache, data_spec, recipe.timeouts.stage_s)
     compact = set_eval(result.model)
     quant = result.quant or QuantSettings(seed=recipe.seed)
 
@@ -323,12 +331,11 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
     refs = references(compact, outputs, quant, result.learned, io, data["test"])
     job.save_device_samples(recipe.seed)  # what `edgeship profile --ssh` checks a device's runtime on
     records = []
-    for t in targets:  # a target past its deadline fails (lower catches Expired), the others go on
+    for t in main_targets:  # a target past its deadline fails (lower catches Expired), the others go on
         with Deadline(recipe.timeouts.target_s, f"target {t.name}", TIMEOUT_FIX, TargetError):
             records.append(job.lower(t, refs["float" if t.precision in FLOAT_PRECISIONS else "int"]))
     size_refs = size_references(records, {"compressed_model": refs["float"].model, "input_model": model}, job)
-    shutil.rmtree(tmp / "work", ignore_errors=True)
-    return RunRecord(
+    record = RunRecord(
         edgeship_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         recipe_path=str(recipe_path), recipe_hash=recipe.hash(), recipe=recipe, machine=machine_facts(),
@@ -337,6 +344,54 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
             "model_hash": model_hash(compact), "not_saved": not_saved,
             "saved_as": saved.relative_to(tmp).as_posix() if saved else None}),
         quantization=quant, size_references=size_refs, targets=records)
+    for spec in recipe.search:
+        wanted = [t for t in targets if t.name in spec.targets]
+        if wanted:
+            searched_model(spec, wanted, record, pass_configs, ctx, cache, data_spec, job, prep)
+    record.targets.sort(key=lambda t: [x.name for x in targets].index(t.name))
+    shutil.rmtree(tmp / "work", ignore_errors=True)
+    return record
+
+
+def searched_model(spec: SearchSpec, targets: list[TargetSpec], record: RunRecord,
+                   pass_configs: list[tuple[str, PassConfig]], ctx: PassContext, cache: StageCache, data_spec: dict,
+                   job: TargetJob, prep: Prepared) -> None:
+    """A search's winner through the whole pipeline, lowered for its targets; a search that finds no model within
+    its budget fails its targets (the others go on)."""
+    ctx.quant = None
+    passes, search_record = Search(spec, job.recipe, pass_configs, ctx, cache, data_spec).run(prep.model)
+    if passes is None:
+        info(f"[red]search {spec.name} found no model:[/red] {search_record.why}")
+        for t in targets:
+            record.targets.append(Target(name=t.name, model=spec.name, device=t.device, format=t.format,
+                                         precision=t.precision, status="failed",
+                                         error=f"search {spec.name}: {search_record.why}. Fix: loosen the budget or "
+                                               "the accuracy floor, or widen the search space"))
+        record.variants.append(Variant(name=spec.name, targets=[t.name for t in targets], search=search_record))
+        return
+    info(f"search {spec.name}: winner: {search_record.why}")
+    ctx.quant = None
+    result = run_passes(prep.model, passes, ctx, cache, data_spec)
+    compact = set_eval(result.model)
+    quant = result.quant or QuantSettings(seed=job.recipe.seed)
+    io, test = job.io, prep.data["test"]
+    saved, not_saved = save_module(compact, job.tmp / "model" / spec.name, example(io, test))
+    if not_saved:
+        warn(f"search {spec.name}: the winner's torch module could not be saved ({not_saved})")
+    outputs = outputs_of(compact, io, test)
+    vjob = replace(job, calib=calib_subset(prep.data["calib"], quant, io), learned=result.learned, source_onnx=None)
+    vjob.device_subset = job.device_subset  # the same test samples a device is checked on (verify/)
+    refs = references(compact, outputs, quant, result.learned, io, test)
+    records = [vjob.lower(t, refs["float" if t.precision in FLOAT_PRECISIONS else "int"]) for t in targets]
+    for r in records:
+        r.model = spec.name
+    size_references(records, {"compressed_model": refs["float"].model, "input_model": prep.model}, vjob)
+    record.targets += records
+    final = facts(compact, io, prep, outputs=outputs).model_copy(update={
+        "model_hash": model_hash(compact), "not_saved": not_saved,
+        "saved_as": saved.relative_to(job.tmp).as_posix() if saved else None})
+    record.variants.append(Variant(name=spec.name, targets=[t.name for t in targets], stages=result.stages,
+                                   quantization=quant, search=search_record, final=final))
 
 
 def example(io: IOSpec, data: TensorData) -> tuple:

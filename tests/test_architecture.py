@@ -28,7 +28,7 @@ LAYERS = [
     ["edgeship.targets"],
     ["edgeship.devices"],
     ["edgeship.report"],
-    ["edgeship.run", "edgeship.lower", "edgeship.train", "edgeship.recipe_template"],
+    ["edgeship.run", "edgeship.lower", "edgeship.search", "edgeship.train", "edgeship.recipe_template"],
     ["edgeship.api"],
     ["edgeship.cli", "edgeship"],
 ]

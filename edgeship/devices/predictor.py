@@ -197,13 +197,16 @@ def load(device: str, directory: Path | None = None) -> PredictorFile | None:
 
 def predict(pf: PredictorFile, artifact_path: Path, fmt: str, precision: str, threads: int) -> Measurement:
     """The predicted latency of one artifact on ``pf.device``, with the predictor's measured error."""
+    return predict_kernels(pf, kernels(artifact_path, fmt), fmt, precision, threads)
+
+
+def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: str, threads: int) -> Measurement:
+    """The predicted latency of a model made of the kernels ``ks`` (as an artifact of ``fmt`` holds them)."""
     cfg = pf.configs.get(key(fmt, precision, threads))
     if cfg is None:
-        have = ", ".join(pf.configs) or "none"
         raise EdgeshipError(f"the {pf.device} predictor has no {fmt} {precision} model at {threads} thread(s) "
-                            f"(it has: {have})",
+                            f"(it has: {', '.join(pf.configs) or 'none'})",
                             f"calibrate it: `edgeship profile RUN --calibrate --device {pf.device}`")
-    ks = kernels(artifact_path, fmt)
     per_kernel = cfg.kernel_ms(ks)
     p50 = max(1e-4, cfg.p50.apply(ks, per_kernel))
     p90 = max(p50, cfg.p90.apply(ks, per_kernel))

@@ -77,7 +77,7 @@ def summary_tables(record: RunRecord) -> list[Table]:
         status = "[green]ok[/green]" if t.ok else "[red]failed[/red]"
         verdict = {None: "-", "pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]",
                    "unverified": "[yellow]unverified[/yellow]"}[record.budget_status(t.name)]
-        tt.add_row(t.name, f"{t.format} {t.precision}", status,
+        tt.add_row(t.name, f"{t.format} {t.precision}" + ("" if t.model == "main" else f" ({t.model})"), status,
                    _accuracy(v), _pct(v.agreement if v else None),
                    "-" if t.size_bytes is None else f"{t.size_bytes / 1024:.1f} KiB",
                    *([size_ratios(t)] if ratios else []),

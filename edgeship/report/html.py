@@ -237,7 +237,8 @@ def target_section(rec: RunRecord) -> str:
             lo, hi = v.accuracy_drop_ci95_pt
             drop_cell += f"<br><span class=note>95% CI {lo:.2f}..{hi:.2f}</span>"
         zipped = f"<br><span class=note>zip {kib(t.zip_bytes)}</span>" if t.zip_bytes else ""
-        rows.append([esc(t.name), esc(t.device), f"{esc(t.format)} {esc(t.precision)}",
+        name = esc(t.name) + ("" if t.model == "main" else f'<br><span class="note">model: {esc(t.model)}</span>')
+        rows.append([name, esc(t.device), f"{esc(t.format)} {esc(t.precision)}",
                      badge(t.ok, "ok", "failed"), top1_cell,
                      drop_cell, pct(v.agreement if v else None, missing=na),
                      na if v is None or v.max_abs_logit_diff is None else f"{v.max_abs_logit_diff:.2e}",
@@ -284,7 +285,9 @@ def measurement_section(rec: RunRecord) -> str:
             runs = count(m.runs) + (f" + {m.warmup}" if m.warmup else "")
             spread = NOT_MEASURED if m.mean_ms is None else (
                 ms(m.mean_ms) + ("" if m.std_ms is None else f" &plusmn; {ms(m.std_ms)}"))
-            rows.append([esc(t.name), esc(source), esc(runtime), ms(m.p50_ms), ms(m.p90_ms),
+            p90 = ms(m.p90_ms) + ("" if m.prediction is None else
+                                  f'<br><span class="note">bound {ms(m.prediction.p90_upper_ms)}</span>')
+            rows.append([esc(t.name), esc(source), esc(runtime), ms(m.p50_ms), p90,
                          ms(m.p99_ms), spread, runs,
                          count(m.threads), num(m.load_ms, "", 1), num(m.peak_rss_mb, "", 1),
                          num(m.arena_mb, "", 1), f'<span class="note">{esc(where)}</span>'])
@@ -298,8 +301,8 @@ def measurement_section(rec: RunRecord) -> str:
         arena_note = ""
     errors = [(name, source, e)
               for name, by_source in rec.measurement_errors.items() for source, e in by_source.items()]
-    failed = "".join(f'<p class="note"><span class=fail>measurement failed</span> {esc(n)} ({esc(s)}): {esc(e)}</p>'
-                     for n, s, e in errors)
+    failed = "".join(f'<p class="note"><span class=fail>{"prediction" if s == "predicted" else "measurement"} failed'
+                     f'</span> {esc(n)} ({esc(s)}): {esc(e)}</p>' for n, s, e in errors)
     if not rows:
         return ("<h2>Measurements</h2><p>Latency and memory: " + NOT_MEASURED
                 + ". <span class=note>Run <code>edgeship profile RUN</code> to measure them.</span></p>" + failed)
@@ -358,6 +361,37 @@ def budget_section(rec: RunRecord) -> str:
             + (f'<p class="fail">{esc(budgets.warning)}</p>' if budgets.warning else "")
             + table(["target", "budget", "limit", "value", "margin", "source", "limit from", "verdict", "note"],
                     rows, left=(0, 1, 6, 8)))
+
+
+def search_section(rec: RunRecord) -> str:
+    """Each budget-driven search: its candidates (table and Pareto plot) and why the winner won."""
+    if not rec.variants:
+        return ""
+    parts = ["<h2>Searches</h2>"]
+    for v in rec.variants:
+        s = v.search
+        points = [{"label": f"-{c.blocks}b {c.macs_ratio:g}", "latency_ms": c.latency_ms, "top1": c.top1_val or 0.0,
+                   "source": c.latency_source, "finalist": c.finalist, "final_latency_ms": c.final_latency_ms,
+                   "finetuned_top1": c.finetuned_top1_val, "winner": c.winner} for c in s.candidates]
+        rows = [[f"{c.blocks}", f"{c.macs_ratio:g}", pct(c.top1_val), count(c.macs), ms(c.latency_ms),
+                 esc(c.latency_source), badge(c.feasible, "yes", "no"),
+                 pct(c.finetuned_top1_val, missing="-") if c.finalist else "-",
+                 (ms(c.final_latency_ms) + f" ({esc(c.final_source)})") if c.final_latency_ms is not None else "-",
+                 "<b>winner</b>" if c.winner else ""] for c in s.candidates]
+        top1 = f", test top-1 {pct(v.final.top1_test)}" if v.final else ""
+        parts.append(f"<h3>{esc(s.name)}: for {esc(', '.join(s.targets))} on {esc(s.device)} (budget "
+                     f"{g4(s.budget_ms)} ms, floor {pct(s.min_top1)})</h3>"
+                     f"<p>{len(s.candidates)} candidates in {num(s.wall_s, ' s', 0)}. "
+                     + (f"<b>Why the winner won:</b> {esc(s.why)}{top1}." if s.winner is not None
+                        else f'<span class="fail">No model: {esc(s.why)}.</span>') + "</p>")
+        if points:
+            parts.append(img(plots.search_pareto(points, s.budget_ms, s.min_top1), f"search {s.name}",
+                             "Validation top-1 after the compression prefix against the latency the budget judges "
+                             "(a prediction's upper bound, or a measurement); arrows: finalists after a brief "
+                             "fine-tune, lowered to the target's format."))
+        parts.append(table(["blocks dropped", "MACs kept", "val top-1", "MACs", "latency ms", "source",
+                            "within budget", "fine-tuned top-1", "lowered", ""], rows))
+    return "".join(parts)
 
 
 def plot_section(rec: RunRecord) -> str:
@@ -440,8 +474,8 @@ def output_section(rec: RunRecord) -> str:
 
 def render_html(rec: RunRecord) -> str:
     body = "".join([header(rec), stage_section(rec), sensitivity_section(rec), target_section(rec), output_section(rec),
-                    measurement_section(rec), layer_section(rec),
-                    budget_section(rec), plot_section(rec), details_section(rec)])
+                    measurement_section(rec), layer_section(rec), budget_section(rec), search_section(rec),
+                    plot_section(rec), details_section(rec)])
     title = f"{rec.recipe.name}: edgeship report"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 DPI = 100
 WIDTH = 10.5  # inches: 1050 px, the page's content width
-SOURCE_COLORS = {"device": "#1b7837", "host": "#2166ac", "estimate": "#b2182b"}
+SOURCE_COLORS = {"device": "#1b7837", "host": "#2166ac", "predicted": "#762a83", "estimate": "#b2182b"}
 STAGE_COLOR, ARTIFACT_COLOR = "#5e81ac", "#d08770"
 
 
@@ -154,4 +154,39 @@ def time_by_op(series: list[tuple[str, dict[str, float]]], top: int = 7) -> byte
     ax.set_xlabel("summed layer time per inference (ms)")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)
+    return _png(fig)
+
+
+def search_pareto(candidates: list[dict], budget_ms: float, floor: float) -> bytes:
+    """A search's candidates: ``candidates`` {label, latency_ms, top1, source, finalist, final_latency_ms,
+    finetuned_top1, winner}. Validation top-1 against the latency the budget judged (predicted upper bound or
+    measured), the Pareto front circled, finalists joined to where their brief fine-tune and their lowered
+    artifact put them, the winner starred, the budget and the floor drawn."""
+    fig = Figure(figsize=(WIDTH, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    xs, ys = [c["latency_ms"] for c in candidates], [c["top1"] * 100 for c in candidates]
+    for source in sorted({c["source"] for c in candidates}):
+        idx = [i for i, c in enumerate(candidates) if c["source"] == source]
+        ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], s=34, zorder=3,
+                   color=SOURCE_COLORS.get(source, "#555555"), label=f"candidate ({source} latency)")
+    front = pareto_front(list(zip(xs, ys)))
+    ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=150, facecolors="none", edgecolors="#444444",
+               linewidths=1.2, zorder=4, label="Pareto front")
+    labels = [(xs[i], ys[i], c["label"]) for i, c in enumerate(candidates)]
+    for c, x, y in zip(candidates, xs, ys):
+        if c.get("finalist") and c.get("final_latency_ms") is not None and c.get("finetuned_top1") is not None:
+            fx, fy = c["final_latency_ms"], c["finetuned_top1"] * 100
+            ax.annotate("", (fx, fy), (x, y), arrowprops={"arrowstyle": "->", "color": "#888888"})
+            ax.scatter([fx], [fy], marker="*" if c.get("winner") else "D", s=220 if c.get("winner") else 50,
+                       color="#d08770" if c.get("winner") else "#aaaaaa", zorder=5,
+                       label="winner (fine-tuned, lowered)" if c.get("winner") else None)
+    ax.axvline(budget_ms, color="#b2182b", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
+    if floor > 0:
+        ax.axhline(floor * 100, color="#b2182b", linestyle=":", linewidth=1, label=f"floor {floor * 100:.1f} %")
+    ax.set_xlabel("latency p90 the budget judges (ms): predicted upper bound, or measured")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.2, y=0.2)
+    ax.legend(fontsize=8, loc="best")
+    place_labels(fig, ax, labels)
     return _png(fig)

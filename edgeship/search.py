@@ -1,0 +1,241 @@
+"""Budget-driven search per target (the recipe's ``search:``), with Optuna.
+
+The space is what the recipe's passes offer: how many blocks ``drop_blocks`` removes and the MACs ratio
+``prune`` keeps (the recipe's own settings of those passes otherwise: importance, rounding, steps, fine-tune).
+Each candidate runs that compression prefix through the stage cache (candidates sharing a ``drop_blocks`` count
+share that stage), and is scored by its validation top-1 after the prefix's own fine-tuning and by its latency on
+the target's device: predicted from its kernels by the device's calibrated predictor (the upper error bound is
+what must meet the budget), or, for a target on this machine without a predictor, measured. Optuna's TPE sampler
+proposes candidates, with the budget and the accuracy floor as constraints. The ``finalists`` most accurate
+candidates within the constraints are fine-tuned briefly (the recipe's ``distill``, ``finalist_epochs`` on
+``finalist_samples``), lowered to the target's format and measured where the device is this machine (else
+predicted from the artifact); the winner is the most accurate finalist whose judged latency meets the budget.
+It then goes through the recipe's whole pipeline (the prefix from the cache, then the recovery passes, distill
+and QAT) and is exported for the search's targets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edgeship.devices import catalog
+from edgeship.devices import predictor as predictors
+from edgeship.devices.calibrate import lower
+from edgeship.devices.kernels import kernels
+from edgeship.devices.measure import RunArtifact, measure_host
+from edgeship.errors import EdgeshipError
+from edgeship.models.load import clone_module, model_stats
+from edgeship.pipeline.base import PassConfig, PassContext, registry
+from edgeship.pipeline.runner import StageCache, run_passes
+from edgeship.pipeline.training import evaluate
+from edgeship.progress import info
+from edgeship.recipe import Recipe, SearchSpec
+from edgeship.record import SearchCandidate, SearchRecord
+
+PREFIX = ("drop_blocks", "prune")  # the passes whose settings the search chooses
+
+
+@dataclass
+class Scored:
+    latency_ms: float  # what the budget is judged on: a measured p90, or a predicted p90's upper bound
+    p50_ms: float
+    p90_ms: float
+    source: str  # measured (host) or predicted
+    note: str
+
+
+def variant_passes(passes: list[tuple[str, PassConfig]], blocks: int, macs_ratio: float,
+                   prefix_only: bool = False) -> list[tuple[str, PassConfig]]:
+    """The recipe's passes with ``drop_blocks`` removing ``blocks`` (none: the pass is left out) and ``prune``
+    keeping ``macs_ratio`` of its input's MACs (1.0: left out); a pass the recipe lacks is added with its
+    defaults. ``prefix_only``: stop after those two."""
+    reg = registry()
+    out: list[tuple[str, PassConfig]] = []
+    names = [n for n, _ in passes]
+    if "drop_blocks" not in names and blocks > 0:
+        out.append(("drop_blocks", reg["drop_blocks"].Config(blocks=blocks)))
+    if "prune" not in names and macs_ratio < 1.0:
+        out.append(("prune", reg["prune"].Config(macs_ratio=macs_ratio, round_to=4)))
+    for name, cfg in passes:
+        if name == "drop_blocks":
+            if blocks > 0:
+                out.append((name, cfg.model_copy(update={"blocks": blocks})))
+        elif name == "prune":
+            if macs_ratio < 1.0:
+                out.append((name, cfg.model_copy(update={"macs_ratio": macs_ratio, "channel_ratio": None,
+                                                         "relative_to": "input"})))
+        elif prefix_only:
+            break
+        else:
+            out.append((name, cfg))
+    return out
+
+
+class Search:
+    """One ``search:`` entry of a recipe, run against one export's data, cache and record."""
+
+    def __init__(self, spec: SearchSpec, recipe: Recipe, passes: list[tuple[str, PassConfig]], ctx: PassContext,
+                 cache: StageCache, data_spec: dict):
+        self.spec, self.recipe, self.passes, self.ctx = spec, recipe, passes, ctx
+        self.cache, self.data_spec = cache, data_spec
+        self.target, self.device, self.budget, self.floor, self.pf = preflight(spec, recipe)
+
+    # ------------------------------------------------------------ scoring
+    def _threads(self) -> int:
+        return self.device.threads
+
+    def latency(self, model: torch.nn.Module, work: Path, finalist: bool = False) -> Scored:
+        t = self.target
+        if self.pf is not None and not (finalist and self.device.name == catalog.HOST):
+            # a candidate's kernels are the same in every format: its ONNX FP32 file, the quickest to write, says
+            # them; a finalist is read from its own artifact
+            fmt, precision = (t.format, t.precision) if finalist else ("onnx", "fp32")
+            art = lower(clone_module(model), self.ctx.input_shape, fmt, precision, work / "art", "candidate", work,
+                        seed=self.recipe.seed)
+            ks = kernels(art / _main(art), fmt)
+            m = predictors.predict_kernels(self.pf, ks, t.format, t.precision, self._threads())
+            assert m.prediction is not None
+            return Scored(m.prediction.p90_upper_ms, m.p50_ms or 0.0, m.p90_ms or 0.0, "predicted",
+                          f"predicted p90 {m.p90_ms:.4g} ms, upper bound {m.prediction.p90_upper_ms:.4g} ms")
+        art = lower(clone_module(model), self.ctx.input_shape, t.format, t.precision, work / "art", "candidate",
+                    work, seed=self.recipe.seed)
+        ra = RunArtifact("candidate", catalog.HOST, t.format, t.precision, art, [], _main(art))
+        m = measure_host(ra, self._threads(), runs=30, warmup=5)
+        return Scored(m.p90_ms or 0.0, m.p50_ms or 0.0, m.p90_ms or 0.0, "measured",
+                      f"measured on this machine: p90 {m.p90_ms:.4g} ms")
+
+    def candidate(self, base: torch.nn.Module, blocks: int, ratio: float) -> tuple[SearchCandidate, torch.nn.Module]:
+        prefix = variant_passes(self.passes, blocks, ratio, prefix_only=True)
+        result = run_passes(base, prefix, self.ctx, self.cache, self.data_spec)
+        model = result.model
+        top1 = result.stages[-1].top1_val if result.stages else _val_top1(model, self.ctx)
+        stats = model_stats(model, self.ctx.input_shape)
+        with tempfile.TemporaryDirectory(prefix="edgeship-search-") as tmp:
+            s = self.latency(model, Path(tmp))
+        c = SearchCandidate(blocks=blocks, macs_ratio=ratio, top1_val=top1, params=stats["params"],
+                            macs=stats["macs"], latency_ms=round(s.latency_ms, 4), p50_ms=round(s.p50_ms, 4),
+                            p90_ms=round(s.p90_ms, 4), latency_source=s.source, note=s.note)
+        c.feasible = bool(s.latency_ms <= self.budget and (top1 or 0.0) >= self.floor)
+        return c, model
+
+    # ------------------------------------------------------------ the search
+    def run(self, base: torch.nn.Module) -> tuple[list[tuple[str, PassConfig]] | None, SearchRecord]:
+        """(the winner's whole pipeline, the search's record); no pipeline when nothing met the budget."""
+        import optuna  # heavy: only a recipe with search: needs it
+
+        optuna.logging.set_verbosity(logging.WARNING)
+        t0 = time.perf_counter()
+        spec = self.spec
+        sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(4, spec.trials))
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        dist = {"blocks": optuna.distributions.CategoricalDistribution(spec.space.blocks),
+                "macs_ratio": optuna.distributions.CategoricalDistribution(spec.space.macs_ratio)}
+        seen: dict[tuple[int, float], SearchCandidate] = {}
+        models: dict[tuple[int, float], torch.nn.Module] = {}
+        size = len(spec.space.blocks) * len(spec.space.macs_ratio)
+        for _ in range(spec.trials * 3):  # TPE repeats itself in a small space: repeats cost nothing
+            if len(seen) >= min(spec.trials, size):
+                break
+            trial = study.ask(dist)
+            key = (int(trial.params["blocks"]), float(trial.params["macs_ratio"]))
+            if key not in seen:
+                info(f"search {spec.name}: candidate {len(seen) + 1}: drop {key[0]} blocks, keep {key[1]:g} of MACs")
+                seen[key], models[key] = self.candidate(base, *key)
+                c = seen[key]
+                info(f"search {spec.name}: val top-1 {c.top1_val or 0:.4f}, latency {c.latency_ms:.4g} ms "
+                     f"({c.latency_source}; budget {self.budget:g} ms){'' if c.feasible else ' - out'}")
+            c = seen[key]
+            trial.set_constraint("latency", c.latency_ms - self.budget)  # <= 0: feasible
+            trial.set_constraint("accuracy", self.floor - (c.top1_val or 0.0))
+            study.tell(trial, c.top1_val or 0.0)
+        winner, why = self.finals(base, seen, models)
+        record = SearchRecord(name=spec.name, targets=list(spec.targets), device=self.device.name,
+                              budget_ms=self.budget, min_top1=self.floor, trials=len(seen),
+                              candidates=list(seen.values()), winner=winner, why=why,
+                              wall_s=round(time.perf_counter() - t0, 1))
+        if winner is None:
+            return None, record
+        w = record.candidates[winner]
+        passes = variant_passes(self.passes, w.blocks, w.macs_ratio)
+        record.passes = [{"name": n, **cfg.model_dump(mode="json")} for n, cfg in passes]
+        return passes, record
+
+    def finals(self, base: torch.nn.Module, seen: dict[tuple[int, float], SearchCandidate],
+               models: dict[tuple[int, float], torch.nn.Module]) -> tuple[int | None, str]:
+        keys = list(seen)
+        feasible = sorted((k for k in keys if seen[k].feasible), key=lambda k: -(seen[k].top1_val or 0.0))
+        if not feasible:
+            fastest = min(keys, key=lambda k: seen[k].latency_ms)
+            return None, (f"none of {len(keys)} candidates met the {self.budget:g} ms budget and the top-1 floor "
+                          f"{self.floor:g} (fastest: {seen[fastest].latency_ms:.4g} ms at top-1 "
+                          f"{seen[fastest].top1_val or 0:.4f})")
+        distill = next((cfg for n, cfg in self.passes if n == "distill"), None)
+        best, best_key = None, None
+        for k in feasible[:self.spec.finalists]:
+            c = seen[k]
+            c.finalist = True
+            model = models[k]
+            if distill is not None:
+                brief = distill.model_copy(update={"epochs": self.spec.finalist_epochs,
+                                                   "samples": self.spec.finalist_samples})
+                res = run_passes(model, [("distill", brief)], self.ctx, self.cache, self.data_spec)
+                model, c.finetuned_top1_val = res.model, res.stages[-1].top1_val
+            else:
+                c.finetuned_top1_val = c.top1_val
+            with tempfile.TemporaryDirectory(prefix="edgeship-final-") as tmp:
+                s = self.latency(model, Path(tmp), finalist=True)
+            c.final_latency_ms, c.final_source = round(s.latency_ms, 4), s.source
+            ok = s.latency_ms <= self.budget
+            info(f"search {self.spec.name}: finalist drop {k[0]}, keep {k[1]:g}: top-1 after a brief fine-tune "
+                 f"{c.finetuned_top1_val or 0:.4f}, {s.note}{'' if ok else ' - over the budget'}")
+            if ok and (best is None or (c.finetuned_top1_val or 0) > (best.finetuned_top1_val or 0)):
+                best, best_key = c, k
+        if best is None or best_key is None:
+            return None, (f"every finalist was over the {self.budget:g} ms budget when lowered to "
+                          f"{self.target.format} {self.target.precision}")
+        best.winner = True
+        index = keys.index(best_key)
+        others = [seen[k] for k in feasible[:self.spec.finalists] if k != best_key]
+        why = (f"the most accurate of {len(feasible)} candidates within the {self.budget:g} ms budget and the top-1 "
+               f"floor {self.floor:g} after a brief fine-tune ({best.finetuned_top1_val or 0:.4f}"
+               + (", against " + ", ".join(f"{o.finetuned_top1_val or 0:.4f}" for o in others) if others else "")
+               + f"); its latency: {best.final_latency_ms:.4g} ms {best.final_source}")
+        return index, why
+
+
+def preflight(spec: SearchSpec, recipe: Recipe):
+    """(target, device, latency budget, accuracy floor, predictor file or None) of a search; what it lacks is bad
+    input, said before any work."""
+    if recipe.input is None:
+        raise EdgeshipError(f"search {spec.name}: a search varies drop_blocks and prune, which need an image "
+                            "classifier (a recipe with input:)", "remove search: from this io: recipe")
+    target = next(t for t in recipe.targets if t.name == spec.targets[0])
+    device = catalog.get(target.device)
+    limits = [target.budgets, recipe.budgets, device.budgets]
+    budget = next((b.latency_ms_p90 for b in limits if b is not None and b.latency_ms_p90 is not None), None)
+    if budget is None:
+        raise EdgeshipError(f"search {spec.name}: target {target.name} has no latency budget to search for",
+                            "set budgets.latency_ms_p90 on the target, the recipe or its device")
+    floor = spec.min_top1 if spec.min_top1 is not None else next(
+        (b.min_top1 for b in limits if b is not None and b.min_top1 is not None), 0.0)
+    pf = predictors.load(device.name)
+    if pf is None and device.name != catalog.HOST:
+        raise EdgeshipError(f"search {spec.name}: {device.name} has no latency predictor to score candidates with",
+                            f"calibrate it: `edgeship profile RUN --calibrate --device {device.name} --ssh USER@HOST`, "
+                            "or search for a target on this machine (measured)")
+    return target, device, float(budget), float(floor), pf
+
+
+def _main(art_dir: Path) -> str:
+    return json.loads((art_dir / "model.json").read_text())["main"]
+
+
+def _val_top1(model: torch.nn.Module, ctx: PassContext) -> float:
+    return evaluate(model, ctx.data["val"])
