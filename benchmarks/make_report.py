@@ -450,8 +450,14 @@ def predictor_section(d: dict) -> list[str]:
            "and predicted from their artifact files. Bar: " + d["bar"] + ".", ""]
     out += machine(d["environment"])
     out += [f"- Load average (1/5/15 min) before measuring: {d['loadavg_before_measuring']}, after: "
-            f"{d['loadavg_after']}", "",
-            "| runtime, precision, threads | archs | within +-10 % | MAPE | median error | repeat spread (median) "
+            f"{d['loadavg_after']}", ""]
+    cores = d["environment"].get("cores") or 1
+    if (d["loadavg_before_measuring"] or [0])[0] > cores:
+        out += [f"**Noisy:** the machine ({cores} cores) was shared with other jobs (load average above its core "
+                "count) while this ran. The repeat spread column says how far two interleaved measurements of the same "
+                "artifact differ: where it is near or above 10 %, the +-10 % bar cannot be judged from this run, and "
+                "the 2-thread rows compete with the other jobs for both cores.", ""]
+    out += ["| runtime, precision, threads | archs | within +-10 % | MAPE | median error | repeat spread (median) "
             "| stored validation MAPE / within +-10 % | bar |", "|---|---|---|---|---|---|---|---|"]
     for k, s in d["summary"].items():
         v = s["stored_validation_error"]
