@@ -173,8 +173,6 @@ class Missing(Exception):
 
 
 def import_runtime(fmt: str):
-    import importlib
-
     options = RUNTIMES.get(fmt)
     if not options:
         raise ValueError(f"unknown artifact format {fmt!r}")
@@ -247,7 +245,7 @@ def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np, profile: 
 
     return run, {"runtime": "onnxruntime", "runtime_version": ort.__version__, "input_shape": list(feed[first].shape),
                  "input_dtype": str(feed[first].dtype), "arena_mb": None,
-                 "layers": lambda: _layer_profile().ort_layers(sess)}, infer
+                 "layers": lambda: _sibling("layer_profile").ort_layers(sess)}, infer
 
 
 def _ov_precision(compiled):
@@ -295,7 +293,7 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profil
             buffer[...] = frame  # the new frame
         request.infer()
         if profile:
-            _layer_profile().ov_count(request, counted)
+            _sibling("layer_profile").ov_count(request, counted)
         return request.get_output_tensor(0).data
 
     def infer(*inputs):
@@ -306,7 +304,7 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profil
 
     return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": list(frames[0].shape),
                  "input_dtype": str(frames[0].dtype), "arena_mb": None, "inference_precision": _ov_precision(compiled),
-                 "layers": lambda: _layer_profile().ov_layers(counted)}, infer
+                 "layers": lambda: _sibling("layer_profile").ov_layers(counted)}, infer
 
 
 def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np, profile: bool = False):
@@ -335,7 +333,8 @@ def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np, 
     first = feeds[0][1]
     return run, {"runtime": name, "runtime_version": version, "input_shape": list(first.shape),
                  "input_dtype": str(first.dtype), "arena_mb": None,
-                 "layers": lambda: _layer_profile().tflite_layers(interpreter)}, tflite_infer(interpreter, meta, np)
+                 "layers": lambda: _sibling("layer_profile").tflite_layers(interpreter)}, \
+        tflite_infer(interpreter, meta, np)
 
 
 def _tflite_order(interpreter, meta: dict) -> tuple[list, list]:
@@ -393,10 +392,13 @@ def tflite_infer(interpreter, meta: dict, np):
 LOADERS = {"onnx": load_onnx, "openvino": load_openvino, "tflite": load_tflite}
 
 
-def _layer_profile():
-    """layer_profile.py beside this file (copied with it; loaded by path: this directory is off sys.path)."""
-    spec = importlib.util.spec_from_file_location("layer_profile", os.path.join(os.path.dirname(__file__),
-                                                                                 "layer_profile.py"))
+def _sibling(name: str):
+    """``name``.py beside this file (device_verify.py, layer_profile.py, bench_many.py: copied with it to a device;
+    loaded by path, since this directory is off sys.path)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"edgeship_{name}", path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise RuntimeError(f"{name}.py must be beside this runner ({path})")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -408,47 +410,6 @@ def summarize(np, samples_ms: list[float]) -> dict:
     return {"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "mean_ms": round(float(a.mean()), 4),
             "std_ms": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 4),
             "min_ms": round(float(a.min()), 4), "max_ms": round(float(a.max()), 4)}
-
-
-def _finite(v: float) -> float | None:
-    return v if v == v and abs(v) != float("inf") else None  # JSON has no NaN/inf: an artifact that made them
-
-
-def verify(np, infer, samples: str, reference: str, meta: dict) -> dict:
-    """The artifact on the host's test-split samples (``x0``, ``x1``, ...: each graph input; ``y``: the class ids of
-    the classification output ``classification``, when the data has them), one sample at a time, against the same
-    artifact's outputs on the host (``out0``, ``out1``, ...): per output, the absolute differences and, for a
-    classification output (the sidecar's task), the agreement of the top class; the classification output's top-1
-    and agreement also on top."""
-    with np.load(samples) as f:
-        inputs = [f[f"x{k}"] for k in range(sum(1 for key in f.files if key[:1] == "x" and key[1:].isdigit()))]
-        y = f["y"] if "y" in f.files else None
-        cls = int(f["classification"]) if "classification" in f.files else 0
-    with np.load(reference) as f:
-        refs = [f[f"out{k}"].astype(np.float32) for k in range(len(f.files))]
-    per_sample = [infer(*[np.ascontiguousarray(a[i:i + 1]) for a in inputs]) for i in range(len(inputs[0]))]
-    if any(len(o) != len(refs) for o in per_sample):
-        raise ValueError(f"the artifact returns {len(per_sample[0])} outputs here, {len(refs)} on the host")
-    described = meta.get("outputs") or []
-    checks, top = [], {"top1": None, "host_top1": None, "agreement": None, "max_abs_logit_diff": None,
-                       "mean_abs_logit_diff": None}
-    for k, ref in enumerate(refs):
-        out = np.concatenate([np.asarray(o[k], np.float32).reshape(1, *ref.shape[1:]) for o in per_sample])
-        diff = np.abs(out - ref)
-        entry = described[k] if k < len(described) else {}
-        c = {"name": entry.get("name") or f"output_{k}", "agreement": None,
-             "max_abs_diff": _finite(float(diff.max())) if diff.size else 0.0,
-             "mean_abs_diff": _finite(float(diff.mean())) if diff.size else 0.0}
-        if entry.get("task", "classification") == "classification" and ref.ndim == 2 and ref.shape[1] > 1:
-            pred, host = out.argmax(1), ref.argmax(1)
-            c["agreement"] = float((pred == host).mean())
-            if k == cls:
-                top.update(agreement=c["agreement"], max_abs_logit_diff=c["max_abs_diff"],
-                           mean_abs_logit_diff=c["mean_abs_diff"])
-                if y is not None:
-                    top.update(top1=float((pred == y).mean()), host_top1=float((host == y).mean()))
-        checks.append(c)
-    return {"n": int(len(inputs[0])), **top, "outputs": checks}
 
 
 def emit(obj: dict) -> None:
@@ -491,14 +452,17 @@ def bench(args) -> dict:
         run()
         samples.append((clock() - t) / 1e6)
     peak = peak_rss_mb()  # before the verification: its sample arrays are not the artifact's memory
-    checked = verify(np, infer, args.samples, args.reference, art.get("meta") or {}) if args.samples else None
+    checked = None
+    if args.samples:
+        checked = _sibling("device_verify").verify(np, infer, args.samples, args.reference, art.get("meta") or {})
     info.pop("layers")
     profile = None
     if args.profile:  # a second copy: the profilers never run during the timed runs
         prun, pinfo, _ = LOADERS[fmt](runtime, path, args.threads, art.get("meta") or {}, args.seed, np, profile=True)
         for _ in range(args.profile):
             prun()
-        profile = _layer_profile().layer_profile(*pinfo["layers"](), str(art.get("precision")).startswith("int8"))
+        int8 = str(art.get("precision")).startswith("int8")
+        profile = _sibling("layer_profile").layer_profile(*pinfo["layers"](), int8)
     return {
         "ok": True, "target": art.get("target"), "format": fmt, "precision": art.get("precision"),
         **summarize(np, samples), "samples_ms": [round(s, 4) for s in samples],
@@ -508,19 +472,6 @@ def bench(args) -> dict:
         "output_shape": [int(d) for d in getattr(y, "shape", ())], "numpy_version": np.__version__,
         **info, "verification": checked, "profile": profile, "facts": device_facts(),
     }
-
-
-def bench_many(args) -> dict:
-    """``--many``: in bench_many.py beside this file (copied with it for a calibration), given this module."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_many.py")
-    spec = importlib.util.spec_from_file_location("edgeship_bench_many", path)
-    if spec is None or spec.loader is None or not os.path.isfile(path):
-        raise RuntimeError(f"--many needs {path} beside this runner")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.bench_many(args, sys.modules[__name__])
 
 
 def main(argv=None) -> int:
@@ -547,14 +498,11 @@ def main(argv=None) -> int:
     if args.facts:
         emit({"ok": True, "facts": device_facts()})
         return 0
-    if not args.dir and not args.many:
-        emit({"ok": False, "error": "failed", "message": "give --dir DIR (one artifact) or --many DIR"})
-        return EXIT_FAILED
     if args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.rounds < 1 or args.chunk < 1:
         emit({"ok": False, "error": "failed", "message": "--runs and --threads must be >= 1, --warmup >= 0"})
         return EXIT_FAILED
     try:
-        emit(bench_many(args) if args.many else bench(args))
+        emit(_sibling("bench_many").bench_many(args, sys.modules[__name__]) if args.many else bench(args))
         return 0
     except Missing as e:
         emit({"ok": False, "error": "missing_package", "module": e.module, "package": e.package,

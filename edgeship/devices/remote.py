@@ -34,6 +34,7 @@ from pathlib import Path
 from edgeship.devices.measure import (
     KEYS,
     RUNNER,
+    RUNNER_FILES,
     RunArtifact,
     parse_runner_output,
     runner_args,
@@ -165,13 +166,15 @@ def _ssh_fix(reason: str, t: SshTarget) -> str:
 
 
 def stage_bundle(arts, into: Path) -> Path:
-    """bundle/bench_runner.py + bundle/artifacts/<target>/<artifact files> + bundle/verify/ (the run's test samples
-    and each artifact's host outputs on them, where the run has them). Artifacts are not beside the runner: Python
-    puts the runner's directory first on sys.path, so a target named like a module (``json``, with an
-    ``__init__.py`` among its files) would be imported by the runner's first line."""
+    """bundle/bench_runner.py (and the files it loads beside itself) + bundle/artifacts/<target>/<artifact files>
+    + bundle/verify/ (the run's test samples and each artifact's host outputs on them, where the run has them).
+    Artifacts are not beside the runner: Python puts the runner's directory first on sys.path, so a target named
+    like a module (``json``, with an ``__init__.py`` among its files) would be imported by the runner's first
+    line."""
     bundle = into / "bundle"
     bundle.mkdir()
-    shutil.copy2(RUNNER, bundle / "bench_runner.py")
+    for f in RUNNER_FILES:
+        shutil.copy2(f, bundle / f.name)
     for a in arts:
         d = bundle / "artifacts" / a.name
         d.mkdir(parents=True)
@@ -280,7 +283,7 @@ def bench_many_ssh(directory: Path, target: SshTarget, args: list[str], timeout:
     """``bench_runner.py --many`` over every artifact directory under ``directory``, on the device (calibration)."""
     remote_dir = remote_tempdir(target, timeout, "edgeship-calibrate")
     try:
-        files = [str(RUNNER), str(RUNNER.with_name("bench_many.py")), str(directory)]
+        files = [*map(str, RUNNER_FILES), str(directory)]
         p = ssh_run(target.scp_cmd(files, remote_dir), target, timeout, "copying the probes")
         if p.returncode != 0:
             raise EdgeshipError(f"copying the calibration probes to {target.where} failed: "
