@@ -268,7 +268,7 @@ def summary_line(verdict: Verdict) -> str:
     if unverified:
         devices = sorted({r.device for r in unverified if r.device})
         why = "; ".join(([] if failed else [source])
-                        + ([f"nothing measured on {', '.join(devices)}"] if devices else []))
+                        + ([f"no latency or RAM measured on {', '.join(devices)} itself"] if devices else []))
         parts.append(f"{len(unverified)} of {n} UNVERIFIED" + (f" ({why})" if why else "") + ": "
                      + ", ".join(f"{r.target}:{r.budget}" for r in unverified))
     return f"budgets{tag}: " + "; ".join(parts)

@@ -118,8 +118,14 @@ def test_every_format_verified_on_the_emulated_pi4(arm_run, emulated_rpi4, tmp_p
     assert rep["measurements"]["tfl-int8"]["emulated"]["input_dtype"] == "int8"
     assert rep["measurements"]["ov-int8"]["emulated"]["runtime"] == "openvino"
 
-    # the gate: host numbers still pass; nothing passes on the emulated device, and the verdict says why
-    assert cli("check", arm_run).exit_code == 0  # the default source is host: emulated is never chosen for you
+    # the gate: a Pi's latency with only emulated numbers is unverified by default (emulated is never chosen for
+    # you); host numbers pass only when asked for, and say so; nothing passes on the emulated device
+    auto = cli("check", arm_run)
+    assert auto.exit_code == 1 and "UNVERIFIED" in auto.stderr and "measured on rpi4 itself" in auto.stderr
+    assert {r["status"] for r in report(arm_run)["budgets"]["results"] if r["budget"] == "latency_ms_p90"} \
+        == {"unverified"}
+    host = cli("check", arm_run, "--source", "host")
+    assert host.exit_code == 0 and report(arm_run)["budgets"]["stand_in_for"] == ["rpi4"]
     chk = cli("check", arm_run, "--source", "emulated", "--junit", tmp_path / "j.xml", "--markdown", tmp_path / "s.md")
     assert chk.exit_code == 1
     assert "EMULATED" in chk.stdout and "[EMULATED]" in chk.stderr
