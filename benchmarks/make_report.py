@@ -132,6 +132,113 @@ def peers_section(d: dict) -> list[str]:
     return out
 
 
+def rss(cost: dict) -> str:
+    """A command's peak RSS as scale.py recorded it; runs before its launcher reported the benchmark's own."""
+    if cost.get("rusage"):
+        return f"peak RSS {cost.get('peak_rss_mb_largest_process')} MB (largest process)"
+    return ("peak RSS of the largest process not shown (recorded before pipeline_cost.LAUNCHER: it held the "
+            "benchmark process's own high-water mark, which Linux carries over exec)")
+
+
+def scale_section(d: dict) -> list[str]:
+    """scale.json (issue 20): the peers' method on deployment-size models, thread scaling, pipeline cost."""
+    m = d["method"]
+    threads = [str(t) for t in m["threads"]]
+    quick = f" (QUICK run: {m.get('quick')}; not a verdict)" if d["quick"] else ""
+    out = [f"## At deployment sizes: 96x96 and 224x224{quick}", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`.", ""]
+    out += machine(d["environment"])
+    out += [f"- {d.get('machine_note')}: load average (1/5/15 min) at start {d['environment'].get('loadavg')}, "
+            f"before the latency runs {d.get('loadavg_before_measuring')}, after {d.get('loadavg_after')}. "
+            f"Latency runs took {d.get('measure_s')} s, the whole script {d.get('wall_s')} s.",
+            f"- Method: as in the peers section (same contenders, peer flows and host measurement), {m['warmup']} "
+            f"warm-up and {m['runs']} timed runs per measurement, {m['repeats']} interleaved repeats. Thread scaling "
+            f"= {m['thread_scaling']}. Per-layer profiles: {m['profile']}.", ""]
+    for name, info in d["models"].items():
+        sizes, fp, comp = info.get("data_sizes") or {}, info.get("fp32") or {}, info.get("compressed") or {}
+        c, h, w = info["input"]
+        acc = (f"torch FP32 top-1 {pct(info['torch_fp32_top1'])} % on {sizes.get('test')} test images"
+               if info["accuracy_measured"] else "**random weights**: latency, size and memory only (top-1 not an "
+               "accuracy)")
+        ck = info.get("checkpoint") or {}
+        trained = ""
+        if ck:
+            tm = ck.get("metrics") or {}
+            trained = (f" Checkpoint `{ck['checkpoint']}`: trained on {tm.get('train_samples')} images for "
+                       f"{tm.get('epochs')} epochs in {tm.get('wall_s') or 0:.0f} s ({tm.get('threads')} threads), "
+                       f"test top-1 {pct(tm.get('test_top1'))} % on the recipe's test split.")
+        out += [f"### {name} ({c}x{h}x{w})", "",
+                f"Recipe `{info['recipe']}`; {acc}; MACs {fp.get('macs'):,} -> {comp.get('macs'):,}, params "
+                f"{fp.get('params'):,} -> {comp.get('params'):,}; passes "
+                f"`{json.dumps([p['name'] for p in info.get('passes') or []])}`.{trained}", "",
+                "| runtime | contender | top-1 % | size KiB | peak RSS MB | "
+                + " | ".join(f"p50 ms {t}T" for t in threads) + " | " + " | ".join(f"vs FP32 {t}T" for t in threads)
+                + " | " + " | ".join(f"vs peer {t}T" for t in threads) + " | 1T/2T | float fallbacks | layout ops |",
+                "|---|---|---|---|---|" + "---|" * (3 * len(threads) + 3)]
+        for r in (r for r in d["rows"] if r["model"] == name):
+            if r["status"] != "ok":
+                out.append(f"| {r['runtime']} | {FLOW_NAMES[r['flow']]} | failed: {r.get('error')} |"
+                           + " |" * (6 + 3 * len(threads)))
+                continue
+            prof = (r.get("profile") or {}).get(threads[0]) or {}
+            size = "-" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1024:.0f}"
+            top1 = pct(r.get("top1")) if info["accuracy_measured"] else "n/a"
+            falls = "-" if not prof else f"{len(prof.get('float_fallbacks') or [])} of {prof.get('compute_layers')}"
+            layout = ("-" if not prof else f"{ms(prof['layout_conversion_ms'])} ms"
+                      if prof.get("layout_conversion_ms") is not None else f"{prof.get('layout_conversions')} ops")
+            out.append(f"| {r['runtime']} | {FLOW_NAMES[r['flow']]} | {top1} | {size} | "
+                       f"{ms(r.get('peak_rss_mb'))} | " + " | ".join(ms(r["p50_ms"].get(t)) for t in threads) + " | "
+                       + " | ".join(x(r["speedup_vs_fp32"].get(t)) for t in threads) + " | "
+                       + " | ".join(x(r["speedup_vs_peer"].get(t)) for t in threads)
+                       + f" | {x(r.get('thread_scaling'))} | {falls} | {layout} |")
+        cost = info.get("pipeline_cost") or {}
+        ex, tr = cost.get("export") or {}, cost.get("train") or {}
+        out += ["", f"Pipeline cost (`edgeship export --no-measure` of the recipe, cold stage cache"
+                f"{'' if not cost.get('stages_cached') else ', cached: ' + ', '.join(cost['stages_cached'])}): "
+                f"{ex.get('wall_s')} s wall, {rss(ex)}, tree PSS {ex.get('peak_pss_mb_tree_sampled')} MB (sampled)"
+                + (f"; training the checkpoint: {tr.get('wall_s')} s wall, {rss(tr)}" if tr else "") + ".", ""]
+    out += ["### Where the INT8 artifacts' time goes (per-layer profiles, 1 thread)", "",
+            "The runtime's own counters (ONNX Runtime's profiler, OpenVINO's PERF_COUNT; LiteRT's Python interpreter "
+            "has no per-op timer, so its ops are listed with their input dtype, untimed): the three costliest op "
+            "types, the compute layers that ran in float kernels, and the layout conversions (Transpose, "
+            "ReorderInput/ReorderOutput, Reorder, TRANSPOSE).", ""]
+    for r in (r for r in d["rows"] if r["status"] == "ok" and r["precision"].startswith("int8")):
+        prof = (r.get("profile") or {}).get(threads[0])
+        if not prof:
+            continue
+        ops = sorted((prof.get("by_op_ms") or {}).items(), key=lambda kv: -kv[1])[:3]
+        top = ", ".join(f"{op} {ms(v)} ms" for op, v in ops) or "untimed"
+        falls = prof.get("float_fallbacks") or []
+        layout = (f"{ms(prof['layout_conversion_ms'])} ms of layout conversions"
+                  if prof.get("layout_conversion_ms") is not None else f"{prof.get('layout_conversions')} layout ops")
+        out.append(f"- {r['model']}, {r['runtime']}, {FLOW_NAMES[r['flow']]}: {top} (of {ms(prof.get('total_ms'))} "
+                   f"ms summed); {len(falls)} of {prof.get('compute_layers')} compute layers in float"
+                   + (f" ({', '.join(falls[:3])}{', ...' if len(falls) > 3 else ''})" if falls else "")
+                   + f"; {layout}.")
+    out += ["", "### Bars (issue 20: every edgeship INT8 artifact)", "",
+            f"Bars: >= {d['bars_stated']['vs_fp32']}x faster than the FP32 unpruned model and >= "
+            f"{d['bars_stated']['vs_peer']}x faster than the peer's default flow at every measured thread count; "
+            f"within {d['bars_stated']['max_drop_pt']} pt of the FP32 artifact's top-1 where accuracy is measured; "
+            f"2-thread p50 >= {d['bars_stated']['thread_scaling_224']}x faster than 1-thread for the 224x224 "
+            "models. n/a: not judged for that model.", "",
+            "| model | runtime | vs FP32 | >= 2.5x | vs peer | >= 1.3x | drop vs FP32 (pt) | <= 0.5 pt | 1T/2T | "
+            ">= 1.6x | all |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    na = "n/a"
+    for b in d["bars"]:
+        vf = " / ".join(x((b["speedup_vs_fp32"] or {}).get(t)) for t in threads)
+        vp = " / ".join(x((b["speedup_vs_peer"] or {}).get(t)) for t in threads)
+        acc = "within_0_5pt_of_fp32" in b
+        two = "two_threads_1_6x" in b
+        out.append(f"| {b['model']} | {b['format']} | {vf} | {verdict(b['faster_2_5x_than_fp32'])} | {vp} | "
+                   f"{verdict(b['faster_1_3x_than_peer'])} | {b.get('drop_vs_fp32_pt') if acc else na} | "
+                   f"{verdict(b['within_0_5pt_of_fp32']) if acc else na} | {x(b.get('thread_scaling'))} | "
+                   f"{verdict(b['two_threads_1_6x']) if two else na} | {verdict(b['met'])} |")
+    met = sum(b["met"] for b in d["bars"])
+    out += ["", f"Speed-ups are given as {' / '.join(t + ' thread' + ('s' if t != '1' else '') for t in threads)}. "
+            f"{met} of {len(d['bars'])} edgeship INT8 artifacts meet every bar that applies to them.", ""]
+    return out
+
+
 def cost_section(d: dict) -> list[str]:
     e = d["export"]
     peak = max(e["peak_rss_mb_largest_process"], e["peak_pss_mb_tree_sampled"])
@@ -516,6 +623,7 @@ def render(results: Path) -> str:
            "holds the passes)",
            ".venv/bin/python benchmarks/pipeline_cost.py   # ~5 min",
            ".venv/bin/python benchmarks/size_scaling.py    # ~3 min",
+           ".venv/bin/python benchmarks/scale.py           # 96x96 and 224x224 models (duration: its section)",
            ".venv/bin/python benchmarks/methods.py         # the compression methods side by side (duration: its "
            "section)",
            ".venv/bin/python benchmarks/predictor.py       # ~1-2 h on a busy 2-core machine (calibration included)",
@@ -528,6 +636,9 @@ def render(results: Path) -> str:
     if cost:
         out += cost_section(cost)
     out += sweep_section(results)
+    scale = load(results, "scale")
+    if scale:
+        out += scale_section(scale)
     size = load(results, "size_scaling")
     if size:
         out += size_section(size)
@@ -552,7 +663,7 @@ def render(results: Path) -> str:
     others = sorted(p.name for p in results.glob("*.json")
                     if p.stem not in ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling",
                                       "methods", "methods_quick", "zoo", "distributed", "streaming", "predictor",
-                                      "predictor_quick", "search", "search_quick"))
+                                      "predictor_quick", "search", "search_quick", "scale", "scale_quick"))
     if others:
         out += ["## Other result files", "", "Written by the other benchmark scripts (see each script's docstring): "
                 + ", ".join(f"`benchmarks/results/{n}`" for n in others) + ".", ""]
@@ -564,9 +675,9 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args(argv)
-    if not any(load(args.results, s) for s in ("peers", "pipeline_cost")):
-        print(f"{args.results} has no peers*.json or pipeline_cost*.json: run benchmarks/peers.py or "
-              "benchmarks/pipeline_cost.py first", file=sys.stderr)
+    if not any(load(args.results, s) for s in ("peers", "pipeline_cost", "scale")):
+        print(f"{args.results} has no peers*.json, pipeline_cost*.json or scale*.json: run benchmarks/peers.py, "
+              "benchmarks/pipeline_cost.py or benchmarks/scale.py first", file=sys.stderr)
         return 2
     text = render(args.results)
     tmp = args.out.with_name(f".{args.out.name}.tmp")

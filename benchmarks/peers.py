@@ -215,6 +215,11 @@ def export_rows(recipe_path: Path, flow: str) -> tuple[list[dict], dict]:
     from edgeship.api import export
 
     report = export(recipe_path, quiet=True, measure=False).model_dump(mode="json")
+    return report_rows(report, flow), report
+
+
+def report_rows(report: dict, flow: str) -> list[dict]:
+    """One contender row per target of an export's run record (report.json)."""
     out = Path(report["recipe"]["output"])
     rows = []
     for t in report["targets"]:
@@ -226,14 +231,38 @@ def export_rows(recipe_path: Path, flow: str) -> tuple[list[dict], dict]:
                      "status": t["status"], "error": t["error"], "verify": t.get("verify"), "size_bytes": size,
                      "lower_s": t.get("lower_s"), "op_audit_float_compute_ops":
                          len((t.get("op_audit") or {}).get("float_compute_ops") or []) if t.get("op_audit") else None})
-    return rows, report
+    return rows
 
 
 # ------------------------------------------------------------------------------ latency
+def profile_summary(profile, top: int = 8) -> dict:
+    """The runtime's per-layer counters of one measurement, cut to what a reader needs: the slowest ops and layers,
+    the compute layers that ran in float kernels, and the layout conversions (transposes, reorders): their time
+    where the runtime times layers (summed over every layer), their count where it lists them all (LiteRT)."""
+    p = profile.model_dump(mode="json")
+    layers, by_op = p.get("layers") or [], p.get("by_op_ms") or {}
+    timed = bool(by_op)
+    layout = {op: ms for op, ms in by_op.items() if op in LAYOUT_OPS}
+    return {k: p.get(k) for k in ("source", "runs", "total_ms", "layer_count", "compute_layers", "int8_compute_layers",
+                                  "float_fallbacks")} | {
+        "by_op_ms": dict(sorted(by_op.items(), key=lambda kv: -kv[1])[:top]),
+        "top_layers": [{k: r.get(k) for k in ("name", "op", "kernel", "precision", "ms", "share")}
+                       for r in layers[:top]],
+        "layout_ops_ms": layout if timed else None,
+        "layout_conversion_ms": round(sum(layout.values()), 4) if timed else None,
+        "layout_conversions": None if timed else sum(1 for r in layers if r.get("op") in LAYOUT_OPS)}
+
+
+# the ops that only move data between layouts (ONNX Runtime with its NCHWc reorders, OpenVINO's CPU plugin, LiteRT)
+LAYOUT_OPS = {"Transpose", "ReorderInput", "ReorderOutput", "Reorder", "TRANSPOSE"}
+
+
 def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int, runs: int, warmup: int) -> None:
     """Round-robin over every contender (rotated each repeat so none always runs first), each thread
-    count in turn; fills contender["p50_repeats"][threads] with one p50 per repeat."""
-    from edgeship.devices.measure import RunArtifact, measure_host
+    count in turn; fills contender["p50_repeats"][threads] with one p50 per repeat. The first repeat also
+    profiles every contender's layers (after its timed runs: the p50 is not affected), kept per thread count
+    in contender["profile"]; later repeats skip profiling."""
+    from edgeship.devices.measure import DEFAULT_PROFILE_RUNS, RunArtifact, measure_host
     from edgeship.errors import TargetError
 
     live = [c for c in contenders if c["status"] == "ok"]
@@ -246,7 +275,7 @@ def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int
             for c in order:
                 art = RunArtifact(c["id"], "host", c["format"], c["precision"], Path(c["dir"]), [], "")
                 try:
-                    m = measure_host(art, t, runs, warmup)
+                    m = measure_host(art, t, runs, warmup, profile=DEFAULT_PROFILE_RUNS if r == 0 else 0)
                 except TargetError as e:
                     c["p50_repeats"][str(t)].append(None)
                     c.setdefault("measure_errors", []).append(str(e))
@@ -256,6 +285,8 @@ def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int
                 c["runtime_version"] = m.runtime_version
                 if m.inference_precision:  # OpenVINO: the float precision its CPU plugin ran
                     c["inference_precision"] = m.inference_precision
+                if m.profile is not None:
+                    c.setdefault("profile", {})[str(t)] = profile_summary(m.profile)
         print(f"  repeat {r + 1}/{repeats} done (load average {loadavg()})", file=sys.stderr)
 
 
@@ -306,27 +337,69 @@ def bars(contenders: list[dict], threads: list[int]) -> list[dict]:
     return out
 
 
+# ------------------------------------------------------------------ shared by benchmarks/scale.py
+def model_info(path: Path, base: dict, rep_f: dict, rep_e: dict, samples: int) -> dict:
+    """What a result file says about one model: its recipe, data, sizes before/after the passes, the stages."""
+    return {"recipe": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+            "data_sizes": rep_f["data"]["sizes"], "torch_fp32_top1": rep_f["baseline"]["top1_test"],
+            "fp32": {k: rep_f["baseline"].get(k) for k in ("macs", "params", "size_fp32_bytes")},
+            "compressed": {k: rep_e["final"].get(k) for k in ("macs", "params", "size_fp32_bytes", "top1_test")},
+            "passes": base.get("passes"), "stages": [{k: s.get(k) for k in ("stage", "top1_val", "macs", "wall_s",
+                                                                             "cached")} for s in rep_e["stages"]],
+            "quantization": rep_e.get("quantization"), "peer_calibration_samples": samples}
+
+
+def tagged(name: str, rows: list[dict]) -> list[dict]:
+    for row in rows:
+        row.update(model=name, runtime=RUNTIME_NAMES[row["format"]], id=f"{name}/{row['format']}/{row['flow']}")
+    return rows
+
+
+def measure_all(contenders: list[dict], args) -> tuple[list[float], float]:
+    """measure_interleaved with the options; (load average before, seconds it took)."""
+    print(f"measuring {len(contenders)} artifacts x {args.threads} threads x {args.repeats} repeats", file=sys.stderr)
+    load_before, t0 = loadavg(), time.perf_counter()
+    measure_interleaved(contenders, args.threads, args.repeats, args.runs, args.warmup)
+    return load_before, time.perf_counter() - t0
+
+
+def method(args) -> dict:
+    return {"repeats": args.repeats, "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
+            "interleaving": "round-robin over all contenders of all models, rotated each repeat; "
+                            "each measurement a fresh subprocess (edgeship.targets.measure)",
+            "p50": "median over repeats of each repeat's p50",
+            "speedup": "median over repeats of the ratio of the two p50s measured in that repeat",
+            "verify_threads": args.verify_threads, "peer_flows": PEER_FLOWS,
+            "input": "bench_runner: seeded random normal input in the normalized space, batch 1",
+            "openvino_call": OPENVINO_CALL, "prune_rounding": PRUNE_ROUNDING}
+
+
 # --------------------------------------------------------------------------------- main
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=list(RECIPES), help="names from RECIPES or --recipe")
+def parse_args(argv=None, recipes: dict | None = None, stem: str = "peers", repeats: int = 5, runs: int = 200,
+               description: str | None = None, more=None):
+    """The options of this script; benchmarks/scale.py reuses them with its own recipes, file stem and defaults
+    (``more``: a function adding its own options to the parser)."""
+    recipes = dict(RECIPES if recipes is None else recipes)
+    ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(recipes), help="names from RECIPES or --recipe")
     ap.add_argument("--recipe", action="append", default=[], metavar="NAME=PATH",
                     help="a model's recipe (model, data, train, passes); repeatable; adds or replaces a name")
     ap.add_argument("--quick", action="store_true", help="reduced data and schedules, fewer runs (not a verdict)")
-    ap.add_argument("--repeats", type=int, help="interleaved repeats (default 5; --quick 2)")
-    ap.add_argument("--runs", type=int, help="timed runs per measurement (default 200; --quick 20)")
+    ap.add_argument("--repeats", type=int, help=f"interleaved repeats (default {repeats}; --quick 2)")
+    ap.add_argument("--runs", type=int, help=f"timed runs per measurement (default {runs}; --quick 20)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure")
     ap.add_argument("--verify-threads", type=int, default=2, help="threads for the accuracy runs")
-    ap.add_argument("--work", type=Path, help="run directories (default runs/bench/peers[_quick])")
-    ap.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/peers[_quick].json)")
+    ap.add_argument("--work", type=Path, help=f"run directories (default runs/bench/{stem}[_quick])")
+    ap.add_argument("--out", type=Path, help=f"result JSON (default benchmarks/results/{stem}[_quick].json)")
+    if more:
+        more(ap)
     args = ap.parse_args(argv)
-    args.repeats = args.repeats or (2 if args.quick else 5)
-    args.runs = args.runs or (20 if args.quick else 200)
+    args.repeats = args.repeats or (2 if args.quick else repeats)
+    args.runs = args.runs or (20 if args.quick else runs)
     suffix = "_quick" if args.quick else ""
-    args.work = (args.work or ROOT / "runs" / "bench" / f"peers{suffix}").resolve()
-    args.out = (args.out or RESULTS / f"peers{suffix}.json").resolve()
-    recipes = dict(RECIPES)
+    args.work = (args.work or ROOT / "runs" / "bench" / f"{stem}{suffix}").resolve()
+    args.out = (args.out or RESULTS / f"{stem}{suffix}.json").resolve()
     for item in args.recipe:
         name, sep, path = item.partition("=")
         if not sep:
@@ -365,37 +438,13 @@ def main(argv=None) -> int:
             rows_e, rep_e = export_rows(rec_e, "edgeship")
             samples = (rep_e.get("quantization") or {}).get("samples") or 512
             rows_p = build_peers(rec_f, args.work / f"{name}_peers", samples, args.verify_threads)
-            models[name] = {
-                "recipe": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-                "checkpoint": base["model"].get("weights"), "checkpoint_metrics": trained,
-                "data_sizes": rep_f["data"]["sizes"], "torch_fp32_top1": rep_f["baseline"]["top1_test"],
-                "fp32": {k: rep_f["baseline"].get(k) for k in ("macs", "params", "size_fp32_bytes")},
-                "compressed": {k: rep_e["final"].get(k) for k in ("macs", "params", "size_fp32_bytes", "top1_test")},
-                "passes": base.get("passes"), "stages": [{k: s.get(k) for k in ("stage", "top1_val", "macs", "wall_s",
-                                                                               "cached")} for s in rep_e["stages"]],
-                "quantization": rep_e.get("quantization"), "peer_calibration_samples": samples,
-            }
-            for row in rows_f + rows_e + rows_p:
-                row.update(model=name, runtime=RUNTIME_NAMES[row["format"]],
-                           id=f"{name}/{row['format']}/{row['flow']}")
-                contenders.append(row)
-        print(f"measuring {len(contenders)} artifacts x {args.threads} threads x {args.repeats} repeats",
-              file=sys.stderr)
-        load_before = loadavg()
-        t_measure = time.perf_counter()
-        measure_interleaved(contenders, args.threads, args.repeats, args.runs, args.warmup)
-        measure_s = time.perf_counter() - t_measure
+            models[name] = {"checkpoint": base["model"].get("weights"), "checkpoint_metrics": trained,
+                            **model_info(path, base, rep_f, rep_e, samples)}
+            contenders += tagged(name, rows_f + rows_e + rows_p)
+        load_before, measure_s = measure_all(contenders, args)
     summarize(contenders, args.threads)
     result = {
-        "benchmark": "peers", "quick": args.quick, "command": command_line(),
-        "method": {"repeats": args.repeats, "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
-                   "interleaving": "round-robin over all contenders of all models, rotated each repeat; "
-                                   "each measurement a fresh subprocess (edgeship.targets.measure)",
-                   "p50": "median over repeats of each repeat's p50",
-                   "speedup": "median over repeats of the ratio of the two p50s measured in that repeat",
-                   "verify_threads": args.verify_threads, "peer_flows": PEER_FLOWS,
-                   "input": "bench_runner: seeded random normal input in the normalized space, batch 1",
-                   "openvino_call": OPENVINO_CALL, "prune_rounding": PRUNE_ROUNDING},
+        "benchmark": "peers", "quick": args.quick, "command": command_line(), "method": method(args),
         "environment": env_start, "loadavg_before_measuring": load_before, "loadavg_after": loadavg(),
         "measure_s": round(measure_s, 1), "wall_s": round(time.perf_counter() - t_start, 1),
         "models": models, "rows": [{k: v for k, v in c.items() if k != "dir"} for c in contenders],

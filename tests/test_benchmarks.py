@@ -142,6 +142,63 @@ def test_make_report_renders_both(bench_dir, tmp_path):
     assert text.count("| digits | ") == 3 and ("**met**" in text or "**missed**" in text)
 
 
+def test_scale_benchmark_bars_profiles_and_report(tmp_path, digits_checkpoint):
+    """benchmarks/scale.py: every contender measured at 1 and 2 threads with its thread scaling and per-layer
+    profile, the edgeship flow's pipeline cost from its own subprocess, the bars judged by what applies to a model
+    (accuracy only with trained weights, thread scaling only at 224x224), and make_report's section."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import scale
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    r = digits_recipe_dict(tmp_path, passes=PASSES[:1] + PASSES[2:])
+    r["model"]["weights"] = str(digits_checkpoint)
+    write_recipe(tmp_path, r, "digits.yaml")
+    out = tmp_path / "results" / "scale_quick.json"
+    run_script("scale.py", "--quick", "--recipe", f"digits={tmp_path / 'digits.yaml'}", "--models", "digits",
+               "--threads", 1, 2, "--repeats", 1, "--runs", 3, "--warmup", 1, "--verify-threads", 1,
+               "--work", tmp_path / "work", "--out", out)
+    d = json.loads(out.read_text())
+    assert len(d["loadavg_before_measuring"]) == 3 and len(d["loadavg_after"]) == 3 and d["quick"]
+    info = d["models"]["digits"]
+    assert info["accuracy_measured"] and info["checkpoint"]["metrics"]["test_top1"] > 0.9
+    cost = info["pipeline_cost"]["export"]
+    assert cost["exit_code"] in (0, 1) and cost["wall_s"] > 0 and cost["peak_rss_mb_largest_process"] > 0
+    assert info["pipeline_cost"]["stages_cached"] == []  # a cold export: the stage cache was cleared
+    rows = {(r["format"], r["flow"]): r for r in d["rows"]}
+    assert set(rows) == {(f, k) for f in ("onnx", "openvino", "tflite") for k in ("fp32", "edgeship", "peer")}
+    for key, row in rows.items():
+        assert row["status"] == "ok", (key, row.get("error"))
+        one, two = row["p50_repeats"]["1"][0], row["p50_repeats"]["2"][0]
+        assert row["thread_scaling"] == pytest.approx(one / two, abs=1e-4)  # rounded to 4 decimals
+        prof = row["profile"]["1"]
+        assert prof["compute_layers"] >= 1 and isinstance(prof["float_fallbacks"], list), key
+        assert len(prof["top_layers"]) >= 1
+        if key[0] == "tflite":  # LiteRT lists every op, untimed: layout conversions counted
+            assert prof["layout_conversion_ms"] is None and prof["layout_conversions"] >= 0
+        else:  # timed per layer: their time, summed over every layer
+            assert prof["layout_conversions"] is None and prof["layout_conversion_ms"] >= 0
+    bars = {b["format"]: b for b in d["bars"]}
+    assert set(bars) == {"onnx", "openvino", "tflite"}
+    for fmt, b in bars.items():
+        ours, fp32 = rows[(fmt, "edgeship")], rows[(fmt, "fp32")]
+        assert b["judged"] == ["faster_2_5x_than_fp32", "faster_1_3x_than_peer", "within_0_5pt_of_fp32"]
+        assert b["drop_vs_fp32_pt"] == pytest.approx(100 * (fp32["top1"] - ours["top1"]), abs=0.01)
+        assert b["faster_2_5x_than_fp32"] == all(v >= 2.5 for v in ours["speedup_vs_fp32"].values())
+        assert b["met"] == all(b[k] for k in b["judged"])
+    # the same rows for a 224x224 model with random weights: no accuracy bar, the thread-scaling bar instead
+    models = {"digits": dict(info, accuracy_measured=False, input=[3, 224, 224])}
+    for b in scale.scale_bars(d["rows"], models, [1, 2]):
+        assert b["judged"] == ["faster_2_5x_than_fp32", "faster_1_3x_than_peer", "two_threads_1_6x"]
+        assert "drop_vs_fp32_pt" not in b and b["accuracy"].startswith("not measured")
+        assert b["two_threads_1_6x"] == (rows[(b["format"], "edgeship")]["thread_scaling"] >= 1.6)
+    report = tmp_path / "BENCHMARKS.md"
+    run_script("make_report.py", "--results", out.parent, "--out", report)
+    text = report.read_text()
+    assert "## At deployment sizes: 96x96 and 224x224 (QUICK run" in text and "### digits (1x8x8)" in text
+    assert "### Bars (issue 20" in text and text.count("| digits | ") == 3 and "Pipeline cost" in text
+
+
 def test_make_report_sweep_table(bench_dir, tmp_path):
     """A peers.py run filed under results/sweep/ becomes one row per format, its passes summarized."""
     import shutil
