@@ -28,6 +28,9 @@ Mixed precision (``QuantSettings.float_layers``): the ops computing those module
 (``float_layer_ops`` finds them; convert_model renames convolutions it folds batch norm into, so they are matched by
 kind, shape and order) and run in float.
 
+Recurrent operations stay float: NNCF's ``ignored_scope`` takes the recurrent op types (LSTMSequence, ...) and the ops
+of every ``nn.LSTMCell``/``GRUCell``/``RNNCell``, which the PyTorch frontend decomposes (``recurrent_cell_ops``).
+
 Runtime: ``openvino.Core().compile_model(model, "CPU")`` with ``INFERENCE_NUM_THREADS`` and
 ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run float layers in bf16 on CPUs that have
 it, and the artifact verified here would not be the one a device without bf16 runs.
@@ -215,6 +218,22 @@ def recurrent_ops(om) -> list[str]:
     return sorted({op.get_type_name() for op in om.get_ops()} & RECURRENT_OPS)
 
 
+def recurrent_cell_ops(om, model: nn.Module) -> list[str]:
+    """The friendly names of the ops computing ``model``'s recurrent cells (``nn.LSTMCell``, ``GRUCell``, ``RNNCell``):
+    the PyTorch frontend decomposes a cell into MatMul, Add, Sigmoid, Tanh and Multiply, so no op of RECURRENT_OPS is
+    left for :func:`recurrent_ops` to find and NNCF would quantize the cell, state input included (Silero VAD's (h, c)
+    in one tensor got one FakeQuantize, whose range c sets: benchmarks/results/silero_int8.json). Matched by the
+    module path the frontend writes into each op's name (``__module.<path>/aten::...``)."""
+    from torch import nn as tnn  # heavy: imported when a model is lowered
+
+    cells = [name for name, m in model.named_modules() if isinstance(m, tnn.RNNCellBase)]
+    if not cells:
+        return []
+    scope = re.compile(r"^__module\.(?:[\w.]*\.)?(?:" + "|".join(re.escape(c) for c in cells) + ")/")
+    return [op.get_friendly_name() for op in om.get_ordered_ops()
+            if op.get_type_name() not in ("Constant", "Parameter", "Result") and scope.match(op.get_friendly_name())]
+
+
 def quantize(om, ctx: LowerContext, ignored: list[str] | None = None):
     """``nncf.quantize`` on the OpenVINO model over every calibration sample; the ops named in ``ignored`` and the
     recurrent operations stay float (NNCF's ignored_scope)."""
@@ -344,10 +363,13 @@ class OpenVINO(Backend):
         om = convert_qat(model, ctx) if qat else convert(model, ctx)
         if precision == "int8" and not qat:
             ignored = float_layer_ops(om, model, ctx) if ctx.quant.float_layers else []
-            om = quantize(om, ctx, ignored)
+            cells = recurrent_cell_ops(om, model) if ctx.source_onnx is None else []
+            om = quantize(om, ctx, ignored + cells)
             route = f"nncf.quantize on the OpenVINO model, {ctx.quant.method} ranges on {len(ctx.calib)} samples"
             if ignored:
                 route += f"; kept float (ignored_scope): {', '.join(ignored)}"
+            if cells:
+                route += f"; recurrent cells kept float ({len(cells)} ops)"
         else:
             route = "qat: QDQ ONNX -> FakeQuantize (no calibration)" if qat else "openvino.convert_model"
         inputs, outputs = describe_io(om)

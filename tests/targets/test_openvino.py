@@ -146,3 +146,46 @@ def test_nncf_keeps_recurrent_operations_in_float(tmp_path):
     ours = quantize(om, ctx)
     assert "FakeQuantize" not in feeding_lstm(ours)
     assert any(op.get_type_name() == "FakeQuantize" for op in ours.get_ops())  # the convolution is still INT8
+
+
+@pytest.mark.slow
+def test_nncf_keeps_decomposed_recurrent_cells_in_float(tmp_path):
+    """The PyTorch frontend decomposes an ``nn.LSTMCell`` into MatMul/Add/Sigmoid/Tanh/Multiply: no recurrent op type
+    is left, so NNCF quantized the cell (weights, the state input) until recurrent_cell_ops named its ops; the
+    convolution before it stays INT8."""
+    import torch
+
+    from edgeship.targets.openvino import quantize, recurrent_cell_ops, recurrent_ops
+
+    class RowCell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.cell = torch.nn.LSTMCell(32, 16)
+            self.head = torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            rows = self.conv(x).permute(0, 2, 1, 3).flatten(2)  # (N, 8 rows, 4 * 8)
+            h = c = torch.zeros(x.shape[0], 16)
+            for t in range(rows.shape[1]):
+                h, c = self.cell(rows[:, t], (h, c))
+            return self.head(h)
+
+    torch.manual_seed(0)
+    ctx = context(tmp_path, "openvino", "int8", QuantSettings())
+    model = RowCell().eval()
+    om = ov.convert_model(model, example_input=torch.zeros(1, 1, 8, 8))
+    cells = recurrent_cell_ops(om, model)
+    assert recurrent_ops(om) == [] and cells and all(n.startswith("__module.cell/") for n in cells)
+
+    def quantized_cell_inputs(q) -> list[str]:  # cell ops reading an int8 activation (FakeQuantize) or weight
+        def int8(node) -> bool:
+            return node.get_type_name() == "FakeQuantize" or "/fq_weights" in node.get_friendly_name()
+
+        return [op.get_friendly_name() for op in q.get_ops() if op.get_friendly_name() in set(cells)
+                and any(int8(i.get_source_output().get_node()) for i in op.inputs())]
+
+    assert quantized_cell_inputs(quantize(om.clone(), ctx))  # without the names, NNCF quantizes the cell
+    ours = quantize(om, ctx, cells)
+    assert quantized_cell_inputs(ours) == []
+    assert any(op.get_type_name() == "FakeQuantize" for op in ours.get_ops())  # the convolution is still INT8
