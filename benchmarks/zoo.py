@@ -139,7 +139,9 @@ def run_model(name: str, timeout: int, runs: int, targets: list[str] | None = No
     tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] if log.is_file() else []
     why = (f"the model's export exceeded {timeout} s" if code == "timeout"
            else f"the export exited with {code}: {one_line(tail[0] if tail else '')}")
-    return {"recipe": f"benchmarks/zoo/{name}.yaml", "wall_s": round(wall, 1), "loadavg": load,
+    kind, package, data = ABOUT.get(name, ("", "", ""))
+    return {"recipe": f"benchmarks/zoo/{name}.yaml", "about": {"kind": kind, "package": package, "data": data},
+            "wall_s": round(wall, 1), "loadavg": load,
             "error": why, "targets": {t: {"status": "failed", "reason": why} for t in TARGETS}}
 
 
@@ -178,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     data["models"] = {k: v for k, v in data.get("models", {}).items() if k in known}
     for name in args.models or list(known):
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load {loadavg()})", file=sys.stderr, flush=True)
-        data["models"][name] = run_model(name, args.timeout, args.runs, args.targets)
+        entry, before = run_model(name, args.timeout, args.runs, args.targets), data["models"].get(name)
+        if args.targets and before:  # the cells not redone stay as the last run left them (its run dir may be gone)
+            kept = {t: {**c, "carried_over": True} for t, c in before["targets"].items() if t not in entry["targets"]}
+            entry["targets"] = {t: entry["targets"].get(t) or kept[t] for t in [*before["targets"], *entry["targets"]]}
+        data["models"][name] = entry
         statuses = {t: v["status"] for t, v in data["models"][name]["targets"].items()}
         print(f"  {statuses} in {data['models'][name]['wall_s']} s", file=sys.stderr, flush=True)
         ok, total = cells(data)
