@@ -221,9 +221,9 @@ def recurrent_ops(om) -> list[str]:
 def recurrent_cell_ops(om, model: nn.Module) -> list[str]:
     """The friendly names of the ops computing ``model``'s recurrent cells (``nn.LSTMCell``, ``GRUCell``, ``RNNCell``):
     the PyTorch frontend decomposes a cell into MatMul, Add, Sigmoid, Tanh and Multiply, so no op of RECURRENT_OPS is
-    left for :func:`recurrent_ops` to find and NNCF would quantize the cell, state input included (Silero VAD's (h, c)
-    in one tensor got one FakeQuantize, whose range c sets: benchmarks/results/silero_int8.json). Matched by the
-    module path the frontend writes into each op's name (``__module.<path>/aten::...``)."""
+    left for :func:`recurrent_ops` to find and NNCF would quantize the cell, state input included (the corpus's Silero
+    VAD carries (h, c) in one tensor: one FakeQuantize over both, whose range c sets). Matched by the module path the
+    frontend writes into each op's name (``__module.<path>/aten::...``)."""
     from torch import nn as tnn  # heavy: imported when a model is lowered
 
     cells = [name for name, m in model.named_modules() if isinstance(m, tnn.RNNCellBase)]
