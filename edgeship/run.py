@@ -314,8 +314,10 @@ def _run(recipe: Recipe, recipe_path: str, targets: list[TargetSpec], pass_confi
     cache = StageCache(Path(recipe.output).parent / ".cache")
     searched = {n for s in recipe.search for n in s.targets}
     main_targets = [t for t in targets if t.name not in searched]
-    # no target takes the recipe's own pipeline (every one is searched): it is not run
-    result = run_passes(model, pass_configs if main_targets else [], ctx, cache, data_spec, recipe.timeouts.stage_s)
+    # every target is searched: the recipe's own pipeline feeds none of them and is not run (a recipe with no
+    # targets at all still runs its passes: a compression-only export)
+    own = pass_configs if main_targets or not recipe.search else []
+    result = run_passes(model, own, ctx, cache, data_spec, recipe.timeouts.stage_s)
     compact = set_eval(result.model)
     quant = result.quant or QuantSettings(seed=recipe.seed)
 

@@ -74,3 +74,16 @@ def test_two_searches_give_two_targets_their_own_models(tmp_path, digits_checkpo
     assert (tmp_path / "runs" / "s" / "model" / "roomy" / "compressed.pt").is_file()
     html = (tmp_path / "runs" / "s" / "report.html").read_text()
     assert "<h2>Searches</h2>" in html and "Why the winner won" in html and "No model" in html
+
+
+@pytest.mark.slow
+def test_a_recipe_without_targets_still_runs_its_passes(tmp_path, digits_checkpoint):
+    """Only a recipe whose every target is searched skips its own pipeline; one with no targets at all (a
+    compression-only export, as benchmarks/distributed.py runs) compresses the model."""
+    r = digits_recipe_dict(tmp_path, passes=PASSES[:1], targets=[], output=str(tmp_path / "runs" / "p"))
+    r["model"]["weights"] = str(digits_checkpoint)
+    res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, "p.yaml")), "--no-measure"])
+    assert res.exit_code == 0, res.stdout + res.stderr
+    rep = json.loads((tmp_path / "runs" / "p" / "report.json").read_text())
+    assert [s["stage"].split(":")[-1] for s in rep["stages"]] == ["prune"] and rep["targets"] == []
+    assert rep["final"]["params"] < rep["baseline"]["params"]
