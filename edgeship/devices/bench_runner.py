@@ -47,6 +47,11 @@ import time
 MARKER = "EDGESHIP_BENCH "
 EXIT_MISSING, EXIT_FAILED = 3, 4
 EMULATED_MARKER = "/etc/edgeship/emulated.json"
+# OpenVINO's aarch64 plugin cannot compile an INT8 strided convolution with a bias on a core without FP16 (Pi 4's A72;
+# the Pi 5's A76 can): "object is not initialized". It can without LPT (and snippets, which NNCF's IRs then break)
+LPT_OFF = {"LP_TRANSFORMS_MODE": False, "SNIPPETS_MODE": "DISABLE"}
+LPT_NOTE = (" (INT8 layers as FakeQuantize in float: this OpenVINO cannot compile the IR's INT8 strided convolutions "
+            f"on a core without FP16 arithmetic; an application needs compile_model(..., {LPT_OFF}))")
 # format -> [(module to import, pip package that provides it)], first importable wins
 RUNTIMES = {
     "onnx": [("onnxruntime", "onnxruntime")],
@@ -248,11 +253,11 @@ def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np, profile: 
                  "layers": lambda: _sibling("layer_profile").ort_layers(sess)}, infer
 
 
-def _ov_precision(compiled):
-    """The precision OpenVINO's CPU plugin runs float layers in (f32, bf16, f16), for the report."""
+def _ov_precision(compiled, note: str = ""):
+    """The precision OpenVINO's CPU plugin runs float layers in (f32, bf16, f16), for the report (and a note)."""
     try:
         p = compiled.get_property("INFERENCE_PRECISION_HINT")
-        return p.get_type_name() if hasattr(p, "get_type_name") else str(p)
+        return (p.get_type_name() if hasattr(p, "get_type_name") else str(p)) + note
     except Exception:  # older runtimes on a device may not expose the property
         return None
 
@@ -273,7 +278,13 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profil
     # the settings the artifact was verified with (an FP32/FP16 IR: INFERENCE_PRECISION_HINT f32, which
     # keeps OpenVINO from running it in bf16 on AMX/avx512_bf16 CPUs): timing must run the same numerics
     config.update(meta.get("runtime_config") or {})
-    compiled = core.compile_model(model, "CPU", {**config, **({"PERF_COUNT": True} if profile else {})})
+    config.update({"PERF_COUNT": True} if profile else {})
+    try:
+        compiled, note = core.compile_model(model, "CPU", config), ""
+    except RuntimeError as e:  # an INT8 IR on an aarch64 core without FP16 arithmetic: see LPT_OFF
+        if "object is not initialized" not in str(e) or not platform.machine().startswith(("aarch64", "arm")):
+            raise
+        compiled, note = core.compile_model(model, "CPU", {**config, **LPT_OFF}), LPT_NOTE
     request = compiled.create_infer_request()
     # Each input tensor is bound once and shares the buffer the caller writes each frame into, as
     # OpenVINO's benchmark_app and a C++ application do: request.infer({0: x}) would instead convert and
@@ -303,7 +314,8 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profil
         return [request.get_output_tensor(k).data.copy() for k in range(len(compiled.outputs))]
 
     return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": list(frames[0].shape),
-                 "input_dtype": str(frames[0].dtype), "arena_mb": None, "inference_precision": _ov_precision(compiled),
+                 "input_dtype": str(frames[0].dtype), "arena_mb": None,
+                 "inference_precision": _ov_precision(compiled, note),
                  "layers": lambda: _sibling("layer_profile").ov_layers(counted)}, infer
 
 

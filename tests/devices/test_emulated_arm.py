@@ -14,7 +14,7 @@ from test_profile_and_check import GENEROUS, cli, export_run, report
 
 from edgeship.devices import budgets
 from edgeship.record import DeviceVerification, Measurement
-from helpers import run_record
+from helpers import digits_recipe_dict, run_record, write_recipe
 
 HWCAP_CRC32, HWCAP_ASIMDDP, HWCAP_SVE = 1 << 7, 1 << 20, 1 << 22
 PROBE = ("python3 -c 'import ctypes, platform; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
@@ -156,6 +156,34 @@ def test_openvino_on_the_emulated_pi5_runs_the_verified_precision(tmp_path, digi
     assert m["device"] == "rpi5" and {"dotprod", "fp16"} <= set(m["facts"]["features"])
     assert m["inference_precision"] == "f32"
     assert m["verification"]["agreement"] == 1.0 and m["verification"]["max_abs_logit_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_openvino_int8_strided_convolutions_on_the_emulated_pi4(tmp_path, emulated_rpi4):
+    """OpenVINO's aarch64 CPU plugin cannot compile an INT8 strided convolution with a bias on a core without FP16
+    arithmetic, the Pi 4's Cortex-A72 ("object is not initialized"; the Pi 5's A76 can): the runner compiles such an
+    IR without the plugin's low-precision transformations (FakeQuantize in float), says so, and still agrees with
+    the host's INT8 kernels."""
+    from edgeship.api import train
+
+    model = {"zoo": "mobilenetv2", "args": {"width_mult": 0.25, "last_channels": 32, "dropout": 0.0}}
+    r = digits_recipe_dict(tmp_path, name="strided", model={**model, "weights": str(tmp_path / "m.pt")},
+                           train={"epochs": 6, "batch_size": 64, "lr": 0.01, "threads": 1},
+                           budgets=GENEROUS, output=str(tmp_path / "runs" / "strided"),
+                           targets=[{"name": "ov-int8", "format": "openvino", "precision": "int8", "device": "rpi4",
+                                     "max_accuracy_drop": 5.0}])
+    recipe = write_recipe(tmp_path, r, "strided.yaml")
+    assert train(recipe, quiet=True)["test_top1"] > 0.5
+    assert cli("export", recipe).exit_code == 0
+    run = tmp_path / "runs" / "strided"
+    xml = (run / "targets" / "ov-int8" / "model.xml").read_text()
+    assert 'type="FakeQuantize"' in xml and '<data strides="2, 2"' in xml  # what the A72's plugin cannot compile
+    res = cli("profile", run, *emulated_rpi4.cli_args())
+    assert res.exit_code == 0, res.stderr + res.stdout
+    m = report(run)["measurements"]["ov-int8"]["emulated"]
+    assert m["inference_precision"].startswith("f32 (INT8 layers as FakeQuantize in float")
+    assert "LP_TRANSFORMS_MODE" in m["inference_precision"]  # what an application on that core must set too
+    assert m["verification"]["agreement"] >= 0.99 and m["verification"]["top1"] > 0.5, m["verification"]
 
 
 @pytest.mark.slow
