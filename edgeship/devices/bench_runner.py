@@ -274,9 +274,11 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profil
             shapes[port.get_any_name()] = _static([d.get_length() if d.is_static else -1 for d in ps], example)
     if shapes:
         model.reshape(shapes)
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "PERF_COUNT": profile}
-    # the settings the artifact was verified with (an FP32/FP16 IR: INFERENCE_PRECISION_HINT f32, which keeps
-    config.update(meta.get("runtime_config") or {})  # OpenVINO from bf16 on AMX CPUs): timing runs the same numerics
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    # the settings the artifact was verified with (an FP32/FP16 IR: INFERENCE_PRECISION_HINT f32, which
+    # keeps OpenVINO from running it in bf16 on AMX/avx512_bf16 CPUs): timing must run the same numerics
+    config.update(meta.get("runtime_config") or {})
+    config.update({"PERF_COUNT": True} if profile else {})
     try:
         compiled, note = core.compile_model(model, "CPU", config), ""
     except RuntimeError as e:  # an INT8 IR on an aarch64 core without FP16 arithmetic: see LPT_OFF
