@@ -380,7 +380,8 @@ def methods_section(d: dict) -> list[str]:
         quick += f" (PARTIAL run: cut off after {len(d['rows'])} rows)"
     lat = d["latency"]
     out = [f"## Compression methods side by side{quick}", "",
-           f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}` in {d['wall_s'] / 60:.0f} min "
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}` at commit "
+           f"{(d.get('commit') or '?')[:7]} in {d['wall_s'] / 60:.0f} min "
            f"(load average at start {d['environment'].get('loadavg')}, after {d.get('loadavg_after')}).", ""]
     out += machine(d["environment"])
     tests = sorted({f"{r['test_samples']:,}" for r in d["rows"]})
@@ -413,7 +414,10 @@ def methods_section(d: dict) -> list[str]:
     for r in d["rows"]:
         if r["method"] not in seen:
             seen.add(r["method"])
-            out.append(f"- `{r['method']}`: {r['what']}; passes `{json.dumps(r['passes'])}`")
+            loads = "; ".join(f"{q['model']} {q['loadavg_after']}" for q in d["rows"]
+                              if q["method"] == r["method"] and q.get("loadavg_after"))
+            out.append(f"- `{r['method']}`: {r['what']}; passes `{json.dumps(r['passes'])}`"
+                       + (f" (load average after the row, beside its p50: {loads})" if loads else ""))
     for r in d["rows"]:
         study = r.get("early_exit")
         if not study:
