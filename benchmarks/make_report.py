@@ -373,13 +373,27 @@ def kib(v) -> str:
     return "-" if v is None else f"{v / 1024:,.1f}"
 
 
+def profile_text(p: dict | None) -> list[str]:
+    """methods.json's profile: what data and fine-tuning budget the table's numbers come from."""
+    if not p:
+        return []
+    ft = p["fine_tune_samples_per_epoch"]
+    data = p["data"] if isinstance(p["data"], str) else (
+        f"{p['data']['test_size']:,} test images, {p['data']['val_size']:,} validation, "
+        f"{p['data']['calib_size']:,} calibration ({p['data']['applies_to']})")
+    return [f"Profile `{p['name']}`: data: {data}; " + (f"{p['checkpoints']}; " if p.get("checkpoints") else "")
+            + f"fine-tuning images per epoch: {ft['deep_compression']:,} for Deep Compression, "
+            f"{ft['other methods']:,} for the other methods (epochs as listed below the table); mixed precision's "
+            f"per-layer sensitivity on {p['mixed_precision_eval_samples']:,} validation images.", ""]
+
+
 def methods_section(d: dict) -> list[str]:
     """methods.json: every compression method on the reference models, side by side."""
-    quick = " (QUICK run: reduced settings, not a verdict)" if d["quick"] else ""
+    quick = " (QUICK run: the quick profile below, fewer test and fine-tuning images)" if d["quick"] else ""
     if not d.get("complete", True):
         quick += f" (PARTIAL run: cut off after {len(d['rows'])} rows)"
     lat = d["latency"]
-    out = [f"## Compression methods side by side{quick}", "",
+    out = [f"## Compression methods side by side{quick}", "", *profile_text(d.get("profile")),
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}` at commit "
            f"{(d.get('commit') or '?')[:7]} in {d['wall_s'] / 60:.0f} min "
            f"(load average at start {d['environment'].get('loadavg')}, after {d.get('loadavg_after')}).", ""]

@@ -3,7 +3,7 @@ MobileNetV2 reference models (Fashion-MNIST) and, for dynamic and weight-only qu
 
     .venv/bin/python benchmarks/methods.py                      # everything (see BENCHMARKS.md for its duration)
     .venv/bin/python benchmarks/methods.py --models resnet --methods fp32 deep_compression
-    .venv/bin/python benchmarks/methods.py --quick              # reduced data and fine-tuning (not a verdict)
+    .venv/bin/python benchmarks/methods.py --quick              # the quick profile (QUICK below): ~1 h, not ~2 h
     .venv/bin/python benchmarks/methods.py --recipe mine=path/to/recipe.yaml --models mine
 
 Each (model, method) is one `edgeship export` of the model's recipe with the method's passes and targets (stage
@@ -14,6 +14,15 @@ size at the trained bit width (lowbit), p50 latency, and the wall time of the me
 every row within 2 pt of the FP32 artifact's top-1 (or the row says why not), and the issue's bar for Deep
 Compression on the ResNet: at least 20x smaller than the FP32 artifact as that method counts size, within 1 pt.
 Writes benchmarks/results/methods.json (methods_quick.json with --quick); make_report.py renders it.
+
+The default (full) profile fine-tunes on FT_SAMPLES images per epoch (half of that for the methods off the bars)
+and evaluates on the whole 10,000-image test split: about an hour per CNN on 2 idle cores, with the baseline
+evaluated again in every row's export. --quick is the profile a shared machine can run in about an hour: the same
+reference checkpoints (trained on the full training split), the first QUICK_DATA["test_size"] test images, the
+first QUICK_DATA["val_size"] of the usual held-out validation images (the rest of them join the training
+partition the fine-tuning subsets are drawn from; the test split is never touched), and QUICK_SAMPLES fine-tuning
+images per epoch (a quarter of that off the bars), the epoch counts unchanged. methods.json records the profile
+("profile"), so each number says what produced it.
 """
 
 from __future__ import annotations
@@ -28,12 +37,15 @@ import time
 from pathlib import Path
 
 import yaml
-from benchlib import RECIPES, RESULTS, ROOT, command_line, environment, loadavg, quick_recipe, write_json
+from benchlib import RECIPES, RESULTS, ROOT, command_line, environment, loadavg, write_json
 
 MODELS = {**RECIPES, "mlp": ROOT / "benchmarks" / "recipes" / "fashion_mnist_mlp.yaml"}
 CNNS = ("resnet", "mobilenetv2")
 DROP_BAR_PT, DC_BAR_RATIO, DC_BAR_DROP_PT = 2.0, 20.0, 1.0
-FT_SAMPLES, QUICK_SAMPLES = 16384, 400  # fine-tuning images per epoch (a seeded subset of the training split)
+FT_SAMPLES, QUICK_SAMPLES = 16384, 2048  # fine-tuning images per epoch (a seeded subset of the training split)
+# --quick on Fashion-MNIST recipes: the reference checkpoint and split seed, fewer test and validation images
+QUICK_DATA = {"test_size": 2000, "val_size": 1000, "calib_size": 512}
+QUICK_SENSITIVITY_SAMPLES = 500  # mixed_precision: validation images per layer's sensitivity (default 2000)
 # why a method misses the 2-pt bar in methods.json (filled from the measured rows; the table prints it)
 WHY_OFF: dict[str, str] = {}
 
@@ -46,10 +58,25 @@ def onnx_targets(*precisions: str) -> list[dict]:
     return [{"name": f"onnx-{p}", "format": "onnx", "precision": p, "max_accuracy_drop": 100.0} for p in precisions]
 
 
-def methods(samples: int) -> dict[str, dict]:
+def profile(quick: bool) -> dict:
+    """What the run's numbers were produced with (written into methods.json)."""
+    if not quick:
+        return {"name": "full", "data": "the recipe's (Fashion-MNIST: the whole 10,000-image test split)",
+                "fine_tune_samples_per_epoch": {"deep_compression": FT_SAMPLES, "other methods": FT_SAMPLES // 2},
+                "mixed_precision_eval_samples": 2000}
+    return {"name": "quick", "checkpoints": "the reference checkpoints (trained on the full training split)",
+            "data": {**QUICK_DATA, "applies_to": "Fashion-MNIST recipes (the first test_size test images, the "
+                                                 "first val_size of the usual validation images)"},
+            "fine_tune_samples_per_epoch": {"deep_compression": QUICK_SAMPLES, "other methods": QUICK_SAMPLES // 4},
+            "mixed_precision_eval_samples": QUICK_SENSITIVITY_SAMPLES}
+
+
+def methods(quick: bool) -> dict[str, dict]:
     """name -> passes, targets, the models it runs on and what it is. Every target's max_accuracy_drop is lifted
     (100 pt): the benchmark records what each artifact loses instead of failing it."""
-    half = max(samples // 2, 1)  # the methods off the bars fine-tune on half as many images per epoch
+    counts = profile(quick)["fine_tune_samples_per_epoch"]
+    samples, half = counts["deep_compression"], counts["other methods"]  # off the bars: fewer images per epoch
+    eval_samples = profile(quick)["mixed_precision_eval_samples"]
     lowbit = {b: {"passes": [{"name": "lowbit", "bits": b, **ft(2 if b < 4 else 1, 1e-3, half)}],
                   "targets": onnx_targets("fp32", "int8"), "models": CNNS}
               for b in (1, 2, 4, 8)}
@@ -81,7 +108,7 @@ def methods(samples: int) -> dict[str, dict]:
         "int8_per_tensor": {"passes": [{"name": "calibrate", "per_channel": False}], "targets": int8_everywhere,
                             "models": CNNS, "what": "full static INT8 with per-tensor weight scales"},
         "mixed_precision": {"passes": [{"name": "mixed_precision", "per_channel": False, "max_float_layers": 3,
-                                        "max_drop_pt": 0.1}],
+                                        "max_drop_pt": 0.1, "eval_samples": eval_samples}],
                             "targets": int8_everywhere, "models": CNNS,
                             "what": "per-tensor INT8 with the most sensitive layers (at most 3) left float"},
         **{f"lowbit_{b}": {**spec, "what": {1: "binary weights", 2: "ternary weights (trained scales)",
@@ -103,8 +130,8 @@ def methods(samples: int) -> dict[str, dict]:
 
 def recipe_for(model: str, method: str, spec: dict, args) -> dict:
     base = yaml.safe_load(Path(args.recipes[model]).read_text())
-    if args.quick:
-        base = quick_recipe(base, model)
+    if args.quick and base["data"]["source"]["kind"] == "fashion_mnist":
+        base["data"].update(QUICK_DATA)
     r = copy.deepcopy(base)
     r["name"] = f"methods_{model}_{method}"
     r["passes"] = copy.deepcopy(spec["passes"])
@@ -137,7 +164,7 @@ def run_one(model: str, method: str, spec: dict, args, tmp: Path) -> dict:
     recipe = recipe_for(model, method, spec, args)
     path = tmp / f"{model}_{method}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    train(path, if_missing=True, quiet=args.quiet)
+    train(args.recipes[model], if_missing=True, quiet=args.quiet)  # the reference checkpoint: the recipe as written
     t0 = time.perf_counter()
     record = export(path, quiet=args.quiet, measure=False)
     export_s = time.perf_counter() - t0
@@ -268,7 +295,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="names from MODELS or --recipe")
     ap.add_argument("--methods", nargs="+", default=None, help="default: all")
     ap.add_argument("--recipe", action="append", default=[], metavar="NAME=PATH", help="another model's recipe")
-    ap.add_argument("--quick", action="store_true", help="reduced data and fine-tuning (not a verdict)")
+    ap.add_argument("--quick", action="store_true", help="the quick profile: see the docstring")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the passes")
     ap.add_argument("--runs", type=int, default=100, help="timed runs per artifact (after --warmup)")
     ap.add_argument("--warmup", type=int, default=10)
@@ -286,7 +313,7 @@ def main() -> int:
     unknown = [m for m in args.models if m not in recipes]
     if unknown:
         ap.error(f"no recipe for {', '.join(unknown)}; known: {', '.join(recipes)}")
-    specs = methods(QUICK_SAMPLES if args.quick else FT_SAMPLES)
+    specs = methods(args.quick)
     chosen = args.methods or list(specs)
     bad = [m for m in chosen if m not in specs]
     if bad:
@@ -323,7 +350,7 @@ def write_results(out: Path, args, env: dict, t0: float, rows: list[dict], compl
     write_json(out, {"quick": args.quick, "complete": complete, "command": command_line(), "commit": args.commit,
                      "environment": env,
                      "loadavg_after": loadavg(), "wall_s": round(time.perf_counter() - t0, 1),
-                     "fine_tune_samples_per_epoch": QUICK_SAMPLES if args.quick else FT_SAMPLES,
+                     "profile": profile(args.quick),
                      "latency": {"threads": 1, "runs": args.runs, "warmup": args.warmup, "batch": 1,
                                  "how": "edgeship's host measurement (bench_runner.py in a fresh subprocess)"},
                      "bars": {"drop_pt": DROP_BAR_PT, "deep_compression": bars}, "rows": rows})
