@@ -380,7 +380,7 @@ def profile_text(p: dict | None) -> list[str]:
     ft = p["fine_tune_samples_per_epoch"]
     data = p["data"] if isinstance(p["data"], str) else (
         f"{p['data']['test_size']:,} test images, {p['data']['val_size']:,} validation, "
-        f"{p['data']['calib_size']:,} calibration ({p['data']['applies_to']})")
+        f"{p['data']['calib_size']:,} calibration, for {p['data']['applies_to']}")
     return [f"Profile `{p['name']}`: data: {data}; " + (f"{p['checkpoints']}; " if p.get("checkpoints") else "")
             + f"fine-tuning images per epoch: {ft['deep_compression']:,} for Deep Compression, "
             f"{ft['other methods']:,} for the other methods (epochs as listed below the table); mixed precision's "

@@ -321,6 +321,16 @@ def test_methods_benchmark_rows_and_bars(tmp_path, digits_checkpoint):
     assert bar["ratio_vs_fp32_artifact"] == round(ref["size_bytes"] / coded, 2)
     assert bar["met"] == (bar["ratio_vs_fp32_artifact"] >= 20 and bar["drop_pt"] <= 1)
     assert rows["lowbit_2"]["stages"][0]["packed_bytes"] < ref["size_bytes"]
+    assert d["profile"]["name"] == "quick" and d["profile"]["fine_tune_samples_per_epoch"]["other methods"] == 512
+    # --rejudge recomputes the verdicts of a written file: a row made to miss the bar gets its method's reason
+    low = next(t for t in d["rows"][3]["targets"] if t["precision"] == "int8")
+    low["top1"] = ref["top1"] - 0.05
+    out.write_text(json.dumps(d))
+    run_script("methods.py", "--rejudge", out)
+    again = json.loads(out.read_text())
+    low2 = next(t for t in again["rows"][3]["targets"] if t["precision"] == "int8")
+    assert (low2["drop_pt"], low2["within_2pt"]) == (5.0, False) and "ternary" in again["rows"][3]["why_off"]
+    assert again["bars"] == d["bars"] and again["rows"][1] == d["rows"][1]
     results = tmp_path / "results"
     (results / "pipeline_cost_quick.json").write_text((bench_results() / "pipeline_cost.json").read_text())
     run_script("make_report.py", "--results", results, "--out", tmp_path / "B.md")
