@@ -3,7 +3,7 @@ MobileNetV2 reference models (Fashion-MNIST) and, for dynamic and weight-only qu
 
     .venv/bin/python benchmarks/methods.py                      # everything (see BENCHMARKS.md for its duration)
     .venv/bin/python benchmarks/methods.py --models resnet --methods fp32 deep_compression
-    .venv/bin/python benchmarks/methods.py --quick              # the quick profile (QUICK below): ~1 h, not ~2 h
+    .venv/bin/python benchmarks/methods.py --quick              # the quick profile (below): ~1.5 h when busy
     .venv/bin/python benchmarks/methods.py --recipe mine=path/to/recipe.yaml --models mine
 
 Each (model, method) is one `edgeship export` of the model's recipe with the method's passes and targets (stage
@@ -16,13 +16,14 @@ Compression on the ResNet: at least 20x smaller than the FP32 artifact as that m
 Writes benchmarks/results/methods.json (methods_quick.json with --quick); make_report.py renders it.
 
 The default (full) profile fine-tunes on FT_SAMPLES images per epoch (half of that for the methods off the bars)
-and evaluates on the whole 10,000-image test split: about an hour per CNN on 2 idle cores, with the baseline
-evaluated again in every row's export. --quick is the profile a shared machine can run in about an hour: the same
-reference checkpoints (trained on the full training split), the first QUICK_DATA["test_size"] test images, the
-first QUICK_DATA["val_size"] of the usual held-out validation images (the rest of them join the training
-partition the fine-tuning subsets are drawn from; the test split is never touched), and QUICK_SAMPLES fine-tuning
-images per epoch (a quarter of that off the bars), the epoch counts unchanged. methods.json records the profile
-("profile"), so each number says what produced it.
+and evaluates on the whole 10,000-image test split: about an hour per CNN on 2 idle cores (an estimate: no full
+run has completed), with the baseline evaluated again in every row's export. --quick is the profile a shared
+machine can run (about 48 min per CNN at a load average of 9-13 on the 2 cores, 1 min for the MLP: methods.json's
+wall_s): the same reference checkpoints (trained on the full training split), the first QUICK_DATA["test_size"]
+test images, the first QUICK_DATA["val_size"] of the usual held-out validation images (the rest of them join the
+training partition the fine-tuning subsets are drawn from; the test split is never touched), and QUICK_SAMPLES
+fine-tuning images per epoch (a quarter of that off the bars), the epoch counts unchanged. methods.json records
+the profile ("profile"), so each number says what produced it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ SHORT = "in the quick profile"
 WHY_OFF_QUICK: dict[str, str] = {
     "deep_compression": f"85% sparsity in 3 steps, each recovered with one epoch of 2,048 images (16 optimizer steps) "
                         f"{SHORT}: too few to win back the last step (its stage: val top-1 after pruning and after "
-                        "fine-tuning per step); clustering then costs little",
+                        "fine-tuning per step); on MobileNetV2 the global magnitude ranking (sparsify's default "
+                        "scope) also empties the 1x1 projection convs and the classifier (97-100% zeros), which no "
+                        "fine-tuning brings back (scope: layer not measured)",
     "lowrank": f"half the MACs factorised away at once (val top-1 right after: val_top1_factorised in its stage), "
                f"recovered with 2 epochs of 512 images (8 optimizer steps) {SHORT}: still climbing when it stopped",
     "lowbit_1": f"binary weights need a long QAT; 2 epochs of 512 images {SHORT} are 8 optimizer steps",
