@@ -355,6 +355,9 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
     for r in d["rows"]:
         assert len(r["repeats_p50_ms"]) == 2
         assert r["measured_p50_ms"] == round(statistics.median(r["repeats_p50_ms"]), 4)
-        assert abs(r["error_pct"] - (r["predicted_p50_ms"] / r["measured_p50_ms"] - 1) * 100) < 0.1
+        # from the unrounded median (measured_p50_ms is rounded to 4 decimals: at 0.02 ms that alone moves the
+        # error by a quarter of a percent); error_pct itself is rounded to 2 decimals
+        exact = statistics.median(r["repeats_p50_ms"])
+        assert abs(r["error_pct"] - (r["predicted_p50_ms"] / exact - 1) * 100) < 0.006
     assert s["within_10pct"] == round(sum(abs(r["error_pct"]) <= 10 for r in d["rows"]) / 3, 4)
     assert {a["seed"] for a in d["archs"].values()} == {400_000, 400_001, 400_002}
