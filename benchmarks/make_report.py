@@ -120,16 +120,24 @@ def peers_section(d: dict) -> list[str]:
             "| model | runtime | vs FP32 | >= 2.5x | vs peer | >= 1.3x | top-1 % (peer) | >= peer | "
             "drop vs FP32 (pt) | <= 0.5 pt | all |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in d["bars"]:
-        vf = " / ".join(x(b["speedup_vs_fp32"].get(t)) for t in threads)
-        vp = " / ".join(x(b["speedup_vs_peer"].get(t)) for t in threads)
+        vf, vp = speedups(b, "speedup_vs_fp32", threads), speedups(b, "speedup_vs_peer", threads)
         out.append(f"| {b['model']} | {b['format']} | {vf} | {verdict(b['faster_2_5x_than_fp32'])} | {vp} | "
                    f"{verdict(b['faster_1_3x_than_peer'])} | {pct(b['top1'])} ({pct(b['peer_top1'])}) | "
                    f"{verdict(b['top1_at_least_peer'])} | {b['drop_vs_fp32_pt']} | "
                    f"{verdict(b['within_0_5pt_of_fp32'])} | {verdict(b['met'])} |")
-    met = sum(b["met"] for b in d["bars"])
-    out += ["", f"Speed-ups are given as {' / '.join(t + ' thread' + ('s' if t != '1' else '') for t in threads)}. "
-            f"{met} of {len(d['bars'])} edgeship INT8 artifacts meet every bar.", ""]
-    return out
+    return out + bars_met(d["bars"], threads, "every bar")
+
+
+def speedups(bar: dict, key: str, threads: list[str]) -> str:
+    """A bar row's speed-ups at each thread count, ``1 / 2`` style."""
+    return " / ".join(x((bar[key] or {}).get(t)) for t in threads)
+
+
+def bars_met(bars: list[dict], threads: list[str], which: str) -> list[str]:
+    """The line under a bars table: the thread counts of its speed-ups and how many artifacts met ``which``."""
+    counts = " / ".join(t + " thread" + ("s" if t != "1" else "") for t in threads)
+    return ["", f"Speed-ups are given as {counts}. {sum(b['met'] for b in bars)} of {len(bars)} edgeship INT8 "
+            f"artifacts meet {which}.", ""]
 
 
 def rss(cost: dict) -> str:
@@ -225,18 +233,14 @@ def scale_section(d: dict) -> list[str]:
             ">= 1.6x | all |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     na = "n/a"
     for b in d["bars"]:
-        vf = " / ".join(x((b["speedup_vs_fp32"] or {}).get(t)) for t in threads)
-        vp = " / ".join(x((b["speedup_vs_peer"] or {}).get(t)) for t in threads)
+        vf, vp = speedups(b, "speedup_vs_fp32", threads), speedups(b, "speedup_vs_peer", threads)
         acc = "within_0_5pt_of_fp32" in b
         two = "two_threads_1_6x" in b
         out.append(f"| {b['model']} | {b['format']} | {vf} | {verdict(b['faster_2_5x_than_fp32'])} | {vp} | "
                    f"{verdict(b['faster_1_3x_than_peer'])} | {b.get('drop_vs_fp32_pt') if acc else na} | "
                    f"{verdict(b['within_0_5pt_of_fp32']) if acc else na} | {x(b.get('thread_scaling'))} | "
                    f"{verdict(b['two_threads_1_6x']) if two else na} | {verdict(b['met'])} |")
-    met = sum(b["met"] for b in d["bars"])
-    out += ["", f"Speed-ups are given as {' / '.join(t + ' thread' + ('s' if t != '1' else '') for t in threads)}. "
-            f"{met} of {len(d['bars'])} edgeship INT8 artifacts meet every bar that applies to them.", ""]
-    return out
+    return out + bars_met(d["bars"], threads, "every bar that applies to them")
 
 
 def cost_section(d: dict) -> list[str]:
