@@ -103,6 +103,8 @@ def handle_errors(fn):
         except Exception as e:  # anything else: one line, the traceback behind --debug
             if STATE["debug"]:
                 raise
+            if distributed.launched() and distributed.peer_lost(e):  # another node's rank failed: it says why
+                raise fail(distributed.PEER_LOST, 1) from None
             _disk_full(e)
             text = " ".join(str(e).split())
             raise fail(f"{type(e).__name__}: {text[:400]}. Fix: rerun with --debug for the traceback (a model of "
@@ -130,17 +132,19 @@ NNODES = typer.Option(1, "--nnodes", min=1, help="machines in the job (run the s
 NODE_RANK = typer.Option(0, "--node-rank", min=0, help="this machine's index, 0 = the one that writes the run")
 MASTER_ADDR = typer.Option(None, "--master-addr", help="node 0's address (several machines)")
 MASTER_PORT = typer.Option(None, "--master-port", help="node 0's port (default 29500)")
+JOIN_TIMEOUT = typer.Option(None, "--join-timeout", min=1, help="seconds a node waits for the others to start "
+                            "(several machines; default torchrun's 900)")
 
 
 def maybe_launch(command: list[str], recipe: Path, nproc: int | None, nnodes: int, node_rank: int,
-                 master_addr: str | None, master_port: int | None) -> bool:
+                 master_addr: str | None, master_port: int | None, join_timeout: int | None = None) -> bool:
     """With --nproc-per-node (or --nnodes > 1), outside a torchrun job: check the recipe here, once, then run
     ``edgeship <command>`` on every process through torch.distributed.run. False: run it in this process."""
     if (nproc is None and nnodes == 1) or distributed.world().size > 1:
         return False
     api.load_recipe(recipe)  # bad input: one line, before any process starts
     flags = [*(["--debug"] if STATE["debug"] else []), *(["--quiet"] if STATE["quiet"] or STATE["json"] else [])]
-    distributed.launch([*flags, *command], nproc or 1, nnodes, node_rank, master_addr, master_port)
+    distributed.launch([*flags, *command], nproc or 1, nnodes, node_rank, master_addr, master_port, join_timeout)
     return True
 
 
@@ -149,10 +153,12 @@ def maybe_launch(command: list[str], recipe: Path, nproc: int | None, nnodes: in
 def train(recipe: Path = typer.Argument(..., help="recipe YAML"),
           if_missing: bool = typer.Option(False, "--if-missing", help="do nothing when the checkpoint exists"),
           nproc_per_node: int | None = NPROC, nnodes: int = NNODES, node_rank: int = NODE_RANK,
-          master_addr: str | None = MASTER_ADDR, master_port: int | None = MASTER_PORT):
+          master_addr: str | None = MASTER_ADDR, master_port: int | None = MASTER_PORT,
+          join_timeout: int | None = JOIN_TIMEOUT):
     """Train the recipe's model (zoo or factory) and save the checkpoint at model.weights."""
     command = ["train", str(recipe), *(["--if-missing"] if if_missing else [])]
-    if maybe_launch(command, recipe, nproc_per_node, nnodes, node_rank, master_addr, master_port):
+    if maybe_launch(command, recipe, nproc_per_node, nnodes, node_rank, master_addr, master_port,
+                    join_timeout):
         metrics = {"checkpoint": str(api.load_recipe(recipe).model.weights)}
     else:
         metrics = api.train(recipe, if_missing=if_missing)
@@ -169,12 +175,14 @@ def export(recipe: Path = typer.Argument(..., help="recipe YAML"),
            no_measure: bool = typer.Option(False, "--no-measure", help="skip the host latency/RAM measurement"),
            runs: int = typer.Option(50, "--runs", min=1, help="timed runs per artifact in the host measurement"),
            nproc_per_node: int | None = NPROC, nnodes: int = NNODES, node_rank: int = NODE_RANK,
-           master_addr: str | None = MASTER_ADDR, master_port: int | None = MASTER_PORT):
+           master_addr: str | None = MASTER_ADDR, master_port: int | None = MASTER_PORT,
+           join_timeout: int | None = JOIN_TIMEOUT):
     """Compress the model, lower it to every target, verify, measure on the host, check budgets: runs/<name>/.
     With --nproc-per-node N the training passes run on N processes (torch.distributed)."""
     command = ["export", str(recipe), *[a for t in target or [] for a in ("--target", t)], "--runs", str(runs),
                *(["--trust-pickle"] if trust_pickle else []), *(["--no-measure"] if no_measure else [])]
-    if maybe_launch(command, recipe, nproc_per_node, nnodes, node_rank, master_addr, master_port):
+    if maybe_launch(command, recipe, nproc_per_node, nnodes, node_rank, master_addr, master_port,
+                    join_timeout):
         if node_rank != 0:  # node 0 wrote the run
             out.print(f"node {node_rank}: done; node 0 wrote the run")
             return

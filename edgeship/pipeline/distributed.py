@@ -170,8 +170,9 @@ def launched() -> bool:
 
 
 def torchrun_args(nproc: int, nnodes: int = 1, node_rank: int = 0, master_addr: str | None = None,
-                  master_port: int | None = None) -> list[str]:
-    """torchrun's options: one machine picks a free port itself (--standalone); several meet at the master."""
+                  master_port: int | None = None, join_timeout_s: int | None = None) -> list[str]:
+    """torchrun's options: one machine picks a free port itself (--standalone); several meet at the master,
+    each waiting at most ``join_timeout_s`` for the others (torchrun's default: 900 s)."""
     if nproc < 1 or nnodes < 1 or not 0 <= node_rank < nnodes:
         raise EdgeshipError(f"--nproc-per-node {nproc} --nnodes {nnodes} --node-rank {node_rank} do not describe a "
                             "job", "give at least one process and one node, and a node rank from 0 to nnodes - 1")
@@ -182,16 +183,17 @@ def torchrun_args(nproc: int, nnodes: int = 1, node_rank: int = 0, master_addr: 
         raise EdgeshipError(f"a job on {nnodes} machines needs the address of node 0",
                             "pass --master-addr HOST (and the same --master-port) on every node")
     return [*args, "--node-rank", str(node_rank), "--master-addr", master_addr, "--master-port",
-            str(master_port or 29500)]
+            str(master_port or 29500), *(["--rdzv-conf", f"timeout={join_timeout_s}"] if join_timeout_s else [])]
 
 
 def launch(command: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, master_addr: str | None = None,
-           master_port: int | None = None) -> None:
+           master_port: int | None = None, join_timeout_s: int | None = None) -> None:
     """Run ``edgeship <command>`` on ``nproc`` processes of this machine (torch.distributed.run: what the
     ``torchrun`` command runs). A failure on any rank stops them all and raises one EdgeshipError carrying the
-    first failing rank's message."""
-    args = torchrun_args(nproc, nnodes, node_rank, master_addr, master_port)
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError  # heavy
+    first failing rank's message; nodes that do not all meet in time: one EdgeshipError saying so."""
+    args = torchrun_args(nproc, nnodes, node_rank, master_addr, master_port, join_timeout_s)
+    from torch.distributed import DistNetworkError, DistStoreError  # heavy
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     errors = tempfile.mkdtemp(prefix="edgeship-dist-")
@@ -209,6 +211,13 @@ def launch(command: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, 
         err = EdgeshipError(message)
         err.exit_code = code
         raise err from None
+    except (DistStoreError, DistNetworkError) as e:  # the rendezvous: a node that never came, or an unreachable master
+        where = f"{master_addr}:{master_port or 29500}"
+        raise EdgeshipError(f"node {node_rank}: the {nnodes} nodes did not all meet at {where} "
+                            f"({' '.join(str(e).split())[:200]}); nothing was written",
+                            f"start the same command on every machine, --node-rank 0 to {nnodes - 1}, within "
+                            "--join-timeout of each other; check each reaches that address; a node that stopped "
+                            "printed why") from None
     finally:
         shutil.rmtree(errors, ignore_errors=True)
         for k, v in saved.items():
@@ -216,6 +225,20 @@ def launch(command: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, 
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def peer_lost(e: BaseException) -> bool:
+    """A collective of this rank failed because another process of the job went away: how a failure on another
+    machine reaches this one (on this machine torchrun stops the other ranks itself)."""
+    import torch.distributed as dist  # heavy (loaded already in a rank)
+
+    text = str(e)
+    return isinstance(e, dist.DistNetworkError) or any(s in text for s in (
+        "Connection closed by peer", "Connection reset by peer"))  # gloo's words for it
+
+
+PEER_LOST = ("lost the connection to another process of the job, which stopped (on another node: that node "
+             "printed why). Fix: read the other nodes' error, fix it there, and start the job again on every node")
 
 
 def first_failure(errors: Path, failures: dict[int, Any]) -> tuple[str, int]:

@@ -8,6 +8,7 @@ needs GPUs), which is the one thing that keeps a batch-norm model from following
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,13 +53,21 @@ def entries(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, digits_checkpoint):
-    """The same recipe exported on one process and on two (each with its own runs/ and stage cache)."""
+def one_process(tmp_path_factory, digits_checkpoint) -> Path:
+    """The recipe exported on one process: <tmp>/one/runs/digits_test (the student's module in <tmp>)."""
     tmp = tmp_path_factory.mktemp("dist")
     (tmp / "student.py").write_text(STUDENT)
-    path = f"{tmp}{os.pathsep}{REPO}"
-    one = edgeship("export", str(recipe(tmp / "one", digits_checkpoint)), "--no-measure", env={"PYTHONPATH": path})
+    one = edgeship("export", str(recipe(tmp / "one", digits_checkpoint)), "--no-measure",
+                   env={"PYTHONPATH": f"{tmp}{os.pathsep}{REPO}"})
     assert one.returncode == 0, one.stderr[-3000:]
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def runs(one_process, digits_checkpoint):
+    """The same recipe exported on one process and on two (each with its own runs/ and stage cache)."""
+    tmp = one_process
+    path = f"{tmp}{os.pathsep}{REPO}"
     (tmp / "audit").mkdir()
     two_recipe = recipe(tmp / "two", digits_checkpoint)
     two = edgeship("export", str(two_recipe), "--no-measure", "--nproc-per-node", "2",
@@ -84,13 +93,18 @@ def test_two_processes_write_only_from_rank_0(runs):
 @pytest.mark.slow
 def test_two_processes_give_the_one_process_model(runs):
     tmp, _ = runs
+    assert_same_model(tmp / "one", tmp / "two")
+
+
+def assert_same_model(one_dir: Path, two_dir: Path) -> None:
+    """The run under ``two_dir`` (2 processes) trained the model the 1-process run under ``one_dir`` did."""
     from edgeship.record import RunRecord
 
-    one, two = (RunRecord.load(tmp / k / "runs" / "digits_test") for k in ("one", "two"))
+    one, two = (RunRecord.load(d / "runs" / "digits_test") for d in (one_dir, two_dir))
     assert [s.cached for s in two.stages] == [False]
     assert two.stages[0].metrics["processes"] == 2 and len(two.stages[0].metrics["peak_rss_mb_per_process"]) == 2
-    m1, m2 = (torch.load(tmp / k / "runs" / "digits_test" / "model" / "compressed.pt", weights_only=False)
-              for k in ("one", "two"))
+    m1, m2 = (torch.load(d / "runs" / "digits_test" / "model" / "compressed.pt", weights_only=False)
+              for d in (one_dir, two_dir))
     # the same global batches in the same order, each rank half of each, gradients averaged: the same model up
     # to the order of float sums (measured: 3e-7 relative), where a different seed or batch order is O(1)
     s1, s2 = m1.state_dict(), m2.state_dict()
@@ -133,10 +147,80 @@ def test_a_failure_on_one_rank_stops_all_with_one_line(tmp_path, digits_checkpoi
     assert entries(tmp_path / "job" / "runs") == [], entries(tmp_path / "job")  # no run, no temporary, no stage
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(tmp: Path, node1_recipe: Path, node0_recipe: Path) -> tuple[subprocess.CompletedProcess, ...]:
+    """Two machines on loopback: ``edgeship export --nnodes 2`` started twice, once per node rank, each its own
+    launcher with one process, meeting at node 0's port; each node's writes under <tmp>/nodes are audited."""
+    port = str(free_port())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{AUDIT}{os.pathsep}{tmp}{os.pathsep}{REPO}",
+           "EDGESHIP_AUDIT_ROOT": str(tmp / "nodes"), "EDGESHIP_AUDIT_OUT": str(tmp / "audit")}
+    (tmp / "audit").mkdir(exist_ok=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "edgeship", "export", str(r), "--no-measure",
+                               "--nproc-per-node", "1", "--nnodes", "2", "--node-rank", str(rank),
+                               "--master-addr", "127.0.0.1", "--master-port", port, "--join-timeout", "120"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+             for rank, r in enumerate((node0_recipe, node1_recipe))]
+    outs = [p.communicate(timeout=600) for p in procs]
+    return tuple(subprocess.CompletedProcess(p.args, p.returncode, o, e) for p, (o, e) in zip(procs, outs))
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback(one_process, digits_checkpoint):
+    """Two launchers as two machines would run them: node 0 alone writes the run and the cache, node 1 trains
+    its half of every batch, says so and writes nothing, and the model is the 1-process one."""
+    tmp = one_process
+    node0, node1 = (recipe(tmp / "nodes" / n, digits_checkpoint) for n in ("node0", "node1"))
+    p0, p1 = two_nodes(tmp, node1, node0)
+    assert p0.returncode == 0, p0.stderr[-3000:]
+    assert p1.returncode == 0 and "node 1: done; node 0 wrote the run" in p1.stdout, (p1.stdout, p1.stderr[-3000:])
+    assert "run written to" in p0.stdout and "error" not in p1.stderr
+    assert (tmp / "audit" / "writes-rank1.txt").read_text() == ""  # rank 1 (node 1) wrote nothing, anywhere
+    assert entries(node1.parent) == ["recipe.yaml"]
+    run = node0.parent / "runs"
+    assert sorted(p.name for p in run.iterdir()) == [".cache", "digits_test"]
+    assert len(list((run / ".cache").iterdir())) == 1  # the stage, no leftover temporary entry
+    assert_same_model(tmp / "one", node0.parent)
+
+
+@pytest.mark.slow
+def test_a_failure_on_node_1_stops_node_0_with_one_line(tmp_path, digits_checkpoint):
+    """Node 1's copy of the data is missing: its rank fails after joining; node 0's rank loses its peer in the
+    next collective and stops; each node prints one line, and nothing is written on either."""
+    (tmp_path / "student.py").write_text(STUDENT)
+    node0 = recipe(tmp_path / "nodes" / "node0", digits_checkpoint)
+    node1 = recipe(tmp_path / "nodes" / "node1", digits_checkpoint,
+                   data={"source": {"kind": "npz", "path": str(tmp_path / "nodes" / "node1" / "digits.npz")},
+                         "val_size": 150, "calib_size": 150, "seed": 0})
+    p0, p1 = two_nodes(tmp_path, node1, node0)
+    errors = {n: [line for line in p.stderr.splitlines() if "error:" in line] for n, p in ((0, p0), (1, p1))}
+    assert p1.returncode == 2 and len(errors[1]) == 1 and "digits.npz" in errors[1][0], p1.stderr[-3000:]
+    assert p0.returncode == 1 and len(errors[0]) == 1, p0.stderr[-3000:]
+    assert "lost the connection to another process of the job" in errors[0][0], errors[0]
+    assert "Traceback" not in p0.stderr + p1.stderr
+    assert (tmp_path / "audit" / "writes-rank1.txt").read_text() == ""
+    files = sorted(str(p.relative_to(tmp_path / "nodes")) for p in (tmp_path / "nodes").rglob("*") if p.is_file())
+    assert files == ["node0/recipe.yaml", "node1/recipe.yaml"] and entries(node0.parent / "runs") == [], files
+
+
+def test_a_node_that_never_comes_stops_node_0_with_one_line():
+    """Node 1 never starts (it stopped at its own check, or cannot reach node 0): node 0 gives up after
+    --join-timeout with one error naming where it waited (the launcher in this process: no rank starts)."""
+    port = free_port()
+    with pytest.raises(EdgeshipError, match=f"node 0: the 2 nodes did not all meet at 127.0.0.1:{port}.*1/2 clients"):
+        distributed.launch(["export", "never-read.yaml"], 1, nnodes=2, node_rank=0, master_addr="127.0.0.1",
+                           master_port=port, join_timeout_s=1)
+
+
 def test_torchrun_options():
     assert distributed.torchrun_args(2) == ["--nproc-per-node", "2", "--nnodes", "1", "--standalone"]
     assert distributed.torchrun_args(4, 2, 1, "10.0.0.1", 29600)[-6:] == [
         "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29600"]
+    assert distributed.torchrun_args(4, 2, 1, "10.0.0.1", 29600, 60)[-2:] == ["--rdzv-conf", "timeout=60"]
     with pytest.raises(EdgeshipError, match="needs the address of node 0"):
         distributed.torchrun_args(2, nnodes=2)
     with pytest.raises(EdgeshipError, match="do not describe a job"):
