@@ -361,3 +361,50 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
         assert abs(r["error_pct"] - (r["predicted_p50_ms"] / exact - 1) * 100) < 0.006
     assert s["within_10pct"] == round(sum(abs(r["error_pct"]) <= 10 for r in d["rows"]) / 3, 4)
     assert {a["seed"] for a in d["archs"].values()} == {400_000, 400_001, 400_002}
+
+
+def test_search_benchmark_budgets_from_the_hand_written_artifact(tmp_path, digits_checkpoint):
+    """benchmarks/search.py on the digits model: the hand-written artifact exported and timed first, the roomy
+    budget its judged p90 and the tight one a fraction of it, two searches, the winners timed interleaved with the
+    reference, the bar computed from those numbers, a Pareto plot per search and make_report's section."""
+    targets = [{"name": "main-onnx", "format": "onnx", "precision": "int8"},
+               {"name": "roomy", "format": "onnx", "precision": "int8", "budgets": {"latency_ms_p90": 1000.0}},
+               {"name": "tight", "format": "onnx", "precision": "int8", "budgets": {"latency_ms_p90": 1000.0}}]
+    space = {"blocks": [0], "macs_ratio": [0.3, 0.5, 1.0]}
+    r = digits_recipe_dict(tmp_path, passes=PASSES, targets=targets, output=str(tmp_path / "runs" / "s"),
+                           search=[{"name": "roomy", "targets": ["roomy"], "space": space, "trials": 2,
+                                    "finalists": 1, "finalist_samples": 256},
+                                   {"name": "tight", "targets": ["tight"], "space": space, "trials": 2,
+                                    "finalists": 1, "finalist_samples": 256}])
+    r["model"]["weights"] = str(digits_checkpoint)
+    out = tmp_path / "results" / "search_quick.json"
+    out.parent.mkdir()
+    run_script("search.py", "--recipe", write_recipe(tmp_path, r, "s.yaml"), "--reference", "main-onnx",
+               "--roomy", "roomy", "--tight", "tight", "--tight-fraction", 0.5, "--budget-repeats", 2,
+               "--runs", 5, "--rounds", 1, "--repeats", 2, "--out", out)
+    d = json.loads(out.read_text())
+    judged = d["budgets"]["judged_reference_p90"]
+    assert len(judged["p90_repeats"]) == 2 and judged["p90_ms"] == round(statistics.median(judged["p90_repeats"]), 4)
+    assert d["budgets"]["per_target_ms"] == {"roomy": judged["p90_ms"], "tight": round(judged["p90_ms"] * 0.5, 4)}
+    assert (tmp_path / "runs" / "s_reference" / "targets" / "main-onnx").is_dir()
+    ref = d["reference"]
+    assert len(ref["measured"]["p50_repeats"]) == 2 and 0 < ref["test_top1"] <= 1
+    assert d["fine_tuning"]["finalists"]["roomy"] == {"distill_epochs": 1, "distill_samples": 256}
+    for name, s in d["searches"].items():
+        assert s["budget_ms"] == d["budgets"]["per_target_ms"][name] and s["candidates"] == 2
+        assert len(s["candidate_table"]) == 2 and (out.parent / s["pareto_png"]).stat().st_size > 1000
+        w = s["winner"]
+        if w is not None:
+            assert w["within_budget"] == (w["measured"]["p90_ms"] <= s["budget_ms"])
+    roomy = d["searches"]["roomy"]["winner"]
+    if roomy is not None:
+        assert d["bar"]["at_least_as_accurate"] == (roomy["test_top1"] >= ref["test_top1"])
+        assert d["bar"]["equal_or_lower_latency"] == (roomy["measured"]["p50_ms"] <= ref["measured"]["p50_ms"])
+        assert "against the hand-written" in d["verdict_note"]
+    else:
+        assert d["bar"]["met"] is False and "gave no model" in d["verdict_note"]
+    (out.parent / "pipeline_cost_quick.json").write_text((bench_results() / "pipeline_cost.json").read_text())
+    run_script("make_report.py", "--results", out.parent, "--out", tmp_path / "B.md")
+    text = (tmp_path / "B.md").read_text()
+    assert "## Budget-driven search per device" in text and "### Search `tight`" in text
+    assert "![search roomy" in text and d["verdict_note"] in text
