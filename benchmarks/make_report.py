@@ -613,6 +613,8 @@ def search_section(d: dict) -> list[str]:
     out += machine(d["environment"])
     out += [f"- Load average (1/5/15 min) before measuring: {d['loadavg_before_measuring']}, after: "
             f"{d['loadavg_after']}"]
+    if d.get("quick_settings"):
+        out.append(f"- Quick settings (`--quick`, the reference and the winners alike): {d['quick_settings']}")
     if b.get("per_target_ms"):
         j = b["judged_reference_p90"]
         out.append(f"- Budgets: {b['how']}: the hand-written artifact's p90 {ms(j['p90_ms'])} ms (repeats "

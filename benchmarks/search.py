@@ -116,6 +116,32 @@ def fine_tuning(recipe: dict) -> dict:
             "winner_and_reference": {"distill": passes.get("distill"), "qat": passes.get("qat")}}
 
 
+QUICK = {"prune_samples": 2048, "distill_epochs": 1, "distill_samples": 12000, "qat_samples": 4000,
+         "trials": 3, "tight_trials": 2, "finalists": 2, "tight_finalists": 1, "finalist_samples": 2048,
+         "min_top1_lowered_by": 0.3}
+
+
+def quick_recipe(recipe: dict, tight: str) -> dict:
+    """--quick: the same passes and spaces with less training (QUICK), the reference and the winners alike: the
+    hand-written pipeline is recomputed with it, so the comparison stays like for like; not a verdict."""
+    r = copy.deepcopy(recipe)
+    for p in r["passes"]:
+        if p["name"] == "prune" and p.get("fine_tune"):
+            p["fine_tune"] = dict(p["fine_tune"], samples=QUICK["prune_samples"])
+        elif p["name"] == "distill":
+            p.update(epochs=QUICK["distill_epochs"], samples=QUICK["distill_samples"])
+        elif p["name"] == "qat":
+            p.update(samples=QUICK["qat_samples"])
+    for s in r.get("search", []):
+        trials, finalists = ((QUICK["tight_trials"], QUICK["tight_finalists"]) if s["name"] == tight
+                             else (QUICK["trials"], QUICK["finalists"]))
+        s.update(trials=min(s.get("trials", trials), trials), finalists=min(s.get("finalists", finalists), finalists),
+                 finalist_samples=QUICK["finalist_samples"])
+        if s.get("min_top1") is not None:  # a candidate's prefix gets a quarter of the fine-tuning
+            s["min_top1"] = round(s["min_top1"] - QUICK["min_top1_lowered_by"], 4)
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "fashion_mnist_search.yaml")
@@ -132,8 +158,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--predictors", type=Path, help="score candidates with the predictors in this directory (a "
                     "host.json from benchmarks/predictor.py --predictors DIR) instead of measuring each")
-    ap.add_argument("--out", type=Path, default=RESULTS / "search.json")
+    ap.add_argument("--quick", action="store_true", help=f"less training for every model alike ({QUICK}); "
+                    "writes search_quick.json unless --out")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    args.out = args.out or RESULTS / ("search_quick.json" if args.quick else "search.json")
 
     import yaml
 
@@ -146,6 +175,8 @@ def main() -> None:
     os.chdir(ROOT)  # the recipe's relative paths (checkpoint, output, the stage cache) are the repository's
     env = environment()
     raw = yaml.safe_load(args.recipe.read_text())
+    if args.quick:
+        raw = quick_recipe(raw, args.tight)
     ref_spec = next(t for t in raw["targets"] if t["name"] == args.reference)
     t0 = time.time()
     ref_record = api.export(reference_recipe(raw, args.reference), measure=False)
@@ -213,6 +244,7 @@ def main() -> None:
     else:
         note = f"The `{args.roomy}` search gave no model to compare: {searches.get(args.roomy, {}).get('why')}."
     out = {
+        "benchmark": "search", "quick": args.quick, "quick_settings": QUICK if args.quick else None,
         "environment": env, "recipe": str(args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT)
                                           else args.recipe),
         "command": "benchmarks/search.py " + " ".join(sys.argv[1:]),
