@@ -521,23 +521,27 @@ def zoo_section(d: dict) -> list[str]:
 
 
 def distributed_section(d: dict, stream: dict | None) -> list[str]:
-    """distributed.json (the demo's distill stage on 1 and 2 processes) and streaming.json (peak RAM of a
-    loaded against a streamed .npz), then what they say about more than one machine."""
+    """distributed.json (the demo's distill stage on 1 and 2 processes, and on 2 nodes on loopback) and
+    streaming.json (peak RAM of a loaded against a streamed .npz), then what they say about more than one
+    machine."""
     st = d["stage"]
     out = ["## Distributed training (torch.distributed) and streamed data", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}` on "
            f"{d['environment'].get('cores')} cores shared with other engineers' jobs (load averages beside each "
            f"run). The demo's distill stage ({st.get('epochs')} epochs, lr {st.get('lr')}, on the output of "
-           f"{st['input']}) on 1 process and on N processes (`--nproc-per-node N`, gloo): the same cores split "
-           "between the processes, so this measures the overhead and the equivalence of the distributed path, "
-           "not a speed-up from more hardware.", "",
-           "| processes | threads each | distill stage s | of which training s | whole command s | val top-1 % | "
-           "test top-1 % | peak RSS MB per process | load avg before -> after |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           f"{st['input']}) on 1 process, on N processes (`--nproc-per-node N`, gloo) and on N nodes of one "
+           "process each (`--nnodes N --node-rank K --master-addr 127.0.0.1`: N launchers started as N machines "
+           "would start them, meeting over TCP on loopback; whole command = until every node has exited): the same "
+           "cores split between the processes, so this measures the overhead and the equivalence of the "
+           "distributed path, not a speed-up from more hardware.", "",
+           "| nodes | processes | threads each | distill stage s | of which training s | whole command s | "
+           "val top-1 % | test top-1 % | peak RSS MB per process | load avg before -> after |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
-        out.append(f"| {r['processes']} | {r['threads_per_process']} | {r['stage_wall_s']:.0f} | "
-                   f"{r['train_wall_s']:.0f} | {r['command_wall_s']:.0f} | {pct(r['val_top1'])} | "
-                   f"{pct(r['test_top1'])} | {', '.join(f'{v:.0f}' for v in r['peak_rss_mb_per_process'])} | "
+        out.append(f"| {r.get('nodes', 1)} | {r['processes']} | {r['threads_per_process']} | "
+                   f"{r['stage_wall_s']:.0f} | {r['train_wall_s']:.0f} | {r['command_wall_s']:.0f} | "
+                   f"{pct(r['val_top1'])} | {pct(r['test_top1'])} | "
+                   f"{', '.join(f'{v:.0f}' for v in r['peak_rss_mb_per_process'])} | "
                    f"{r['loadavg_before'][0]:.1f} -> {r['loadavg_after'][0]:.1f} |")
     if stream:
         out += ["", f"Streaming (`benchmarks/results/{stream['_file']}`, `{stream['command']}`): `edgeship train` "
@@ -550,20 +554,34 @@ def distributed_section(d: dict, stream: dict | None) -> list[str]:
 
 
 DISTRIBUTED_ARGUMENT = (
-    "**Past one machine (argued, not measured here).** Only one 2-core machine was available, so what is measured "
-    "above is that N processes train the model one process does (the test suite checks it to float rounding on a "
-    "model without batch norm; the table is the demo's MobileNetV2, whose batch norm sees each rank's share of a "
-    "batch) and what the extra processes cost in memory and time on shared cores. What carries over to more "
-    "machines is the structure: each step exchanges one all-reduce of the gradients (DDP buckets it and overlaps "
-    "it with the backward pass); the teacher's logits are computed once, each rank doing 1/N; each rank reads "
-    "only its samples (with `stream: true`, from its own disk or a shared file system). The training time per "
-    "epoch then falls roughly as 1/N as long as a rank's compute per step (batch_size / N samples) outweighs the "
-    "all-reduce of the model's gradients: for the demo's 42k-parameter student that is about 170 KB per step, "
-    "negligible on a data-center network, so scaling is bound by the per-rank batch (batch_size / N must keep an "
-    "accelerator busy and batch norm meaningful; raise batch_size with N) rather than by communication. What does "
-    "not scale: everything after the passes (baseline, lowering, verification, measurement) and each stage's "
-    "evaluation run once, on rank 0, so with many GPUs they become the floor of a run's time. Several nodes need "
-    "the same data path and code on each; the run directory and the stage cache are node 0's.")
+    "**Past one machine: what is measured, what is argued.** Only one 2-core machine was available. Measured here: "
+    "that N processes train the model one process does (the test suite checks it to float rounding on a model "
+    "without batch norm; the table is the demo's MobileNetV2, whose batch norm sees each rank's share of a batch) "
+    "and what the extra processes cost in memory and time on shared cores; and the multi-node path itself, on "
+    "loopback: the nodes row above, and in the test suite two `--nnodes 2` launchers, each its own process group "
+    "as two machines would run them, meeting at node 0's port (the rendezvous, the gradient all-reduce and the "
+    "broadcasts over gloo's TCP transport), where node 0 alone writes the run and the cache, node 1 writes nothing "
+    "and exits 0, the model equals the 1-process one, a node whose data is missing stops node 0 with one line and "
+    "nothing written, and a node that never comes is given up after `--join-timeout` with one line. Argued, not "
+    "measured: a real network and GPUs. Loopback has no latency and no bandwidth limit, so the time a real network "
+    "adds is not in the table. The structure bounds it: each step exchanges one all-reduce of the gradients (DDP "
+    "buckets it and overlaps it with the backward pass); the teacher's logits are computed once, each rank doing "
+    "1/N; each rank reads only its samples (with `stream: true`, from its own disk or a shared file system). The "
+    "training time per epoch then falls roughly as 1/N as long as a rank's compute per step (batch_size / N "
+    "samples) outweighs the all-reduce of the model's gradients: for the demo's 42k-parameter student that is "
+    "about 170 KB per step, negligible on a data-center network, so scaling is bound by the per-rank batch "
+    "(batch_size / N must keep an accelerator busy and batch norm meaningful; raise batch_size with N) rather than "
+    "by communication. NCCL on GPUs is the same code path with another backend (`device: auto` picks "
+    "cuda:LOCAL_RANK and NCCL), never run here. The stage cache is portable between CPU and GPU runs by "
+    "construction, not by a test: training returns the model to the CPU before its stage is recorded, cached or "
+    "lowered; the cache loads with `map_location=\"cpu\"` (TorchScript entries too); and its key hashes the "
+    "model's CPU bytes, the pass options and the data, not the device, so a GPU run reuses a CPU run's stages and "
+    "the reverse (a stage trained on a GPU differs from a CPU one only by float rounding). What does not scale: "
+    "everything after the passes (baseline, lowering, verification, measurement) and each stage's evaluation run "
+    "once, on rank 0, so with many GPUs they become the floor of a run's time. Several nodes need the same data "
+    "path and code on each; the run directory and the stage cache are node 0's.")
+
+
 def predictor_section(d: dict) -> list[str]:
     """predictor.json: the latency predictor's error on architectures it was not fitted on, per configuration."""
     m, cal = d["method"], d["calibration"]
