@@ -575,8 +575,9 @@ DISTRIBUTED_ARGUMENT = (
     "cuda:LOCAL_RANK and NCCL), never run here. The stage cache is portable between CPU and GPU runs by "
     "construction, not by a test: training returns the model to the CPU before its stage is recorded, cached or "
     "lowered; the cache loads with `map_location=\"cpu\"` (TorchScript entries too); and its key hashes the "
-    "model's CPU bytes, the pass options and the data, not the device, so a GPU run reuses a CPU run's stages and "
-    "the reverse (a stage trained on a GPU differs from a CPU one only by float rounding). What does not scale: "
+    "model's CPU bytes, the pass options, the data and the torch release without its build tag (a +cpu and a "
+    "+cu128 build key alike: tested), not the device, so a GPU run reuses a CPU run's stages and the reverse (a "
+    "stage trained on a GPU differs from a CPU one only by float rounding). What does not scale: "
     "everything after the passes (baseline, lowering, verification, measurement) and each stage's evaluation run "
     "once, on rank 0, so with many GPUs they become the floor of a run's time. Several nodes need the same data "
     "path and code on each; the run directory and the stage cache are node 0's.")
