@@ -197,7 +197,7 @@ def launch(command: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, 
     from torch.distributed.run import parse_args, run
 
     errors = tempfile.mkdtemp(prefix="edgeship-dist-")
-    saved = {k: os.environ.get(k) for k in (ERRORS_ENV, "OMP_NUM_THREADS")}
+    saved = {k: os.environ.get(k) for k in (ERRORS_ENV, "OMP_NUM_THREADS", "TORCHELASTIC_SIGNALS_TO_HANDLE")}
     os.environ[ERRORS_ENV] = errors
     # torchrun sets 1 thread per process (with a warning) unless told; share this machine's cores instead
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))

@@ -39,10 +39,12 @@ TIMEOUT_FIX = ("raise timeouts.stage_s in the recipe if the pass needs longer; a
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """The passes' own code (edgeship/pipeline/*.py) and the torch and torch-pruning versions: a stage
-    cached by other code (an upgrade, a fix in a pass) is recomputed, not reused."""
+    cached by other code (an upgrade, a fix in a pass) is recomputed, not reused. torch's build tag (+cpu,
+    +cu128) is left out: a CPU and a CUDA build of one version share the cache, as CPU and GPU runs do."""
     import torch_pruning
 
-    h = hashlib.sha256(f"{torch.__version__} {getattr(torch_pruning, '__version__', '')}".encode())
+    release = str(torch.__version__).split("+")[0]
+    h = hashlib.sha256(f"{release} {getattr(torch_pruning, '__version__', '')}".encode())
     for f in sorted(Path(__file__).parent.glob("*.py")):
         h.update(f.name.encode())
         h.update(f.read_bytes())

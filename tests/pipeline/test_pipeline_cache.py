@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -60,6 +61,25 @@ def test_a_stage_cached_by_other_code_is_recomputed(digits_recipe, tmp_path, mon
     monkeypatch.setattr(runner_mod, "code_fingerprint", lambda: "other code")
     assert cli.invoke(app, ["--quiet", "export", str(recipe), "--no-measure"]).exit_code == 0
     assert json.loads((out / "report.json").read_text())["stages"][0]["cached"] is False
+
+
+def test_a_cpu_and_a_cuda_build_of_torch_share_the_cache(monkeypatch):
+    """The stage cache is portable between CPU and GPU runs (models come back to the CPU, the cache loads with
+    map_location="cpu"); so is its key: a GPU machine's torch (2.13.0+cu128) keys stages as this CPU build
+    does, and another torch release does not."""
+    from edgeship.pipeline import runner as runner_mod
+
+    def fingerprint(version: str) -> str:
+        monkeypatch.setattr(torch, "__version__", version)
+        runner_mod.code_fingerprint.cache_clear()
+        return runner_mod.code_fingerprint()
+
+    try:
+        assert fingerprint("2.13.0+cpu") == fingerprint("2.13.0+cu128") == fingerprint("2.13.0")
+        assert fingerprint("2.13.0+cpu") != fingerprint("2.14.0+cpu")
+    finally:
+        monkeypatch.undo()
+        runner_mod.code_fingerprint.cache_clear()
 
 
 def test_a_nan_stage_stops_and_keeps_the_finished_one(digits_recipe, tmp_path):
