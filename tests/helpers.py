@@ -60,3 +60,10 @@ def run_record(recipe: dict | None = None, **fields):
 def as_json(record) -> tuple[dict, int]:
     """A run record as report.json holds it, and the exit code `edgeship export` gives for it."""
     return record.model_dump(mode="json"), (0 if record.ok else 1)
+
+
+def x86_has_vnni() -> bool:
+    """Whether this CPU has VNNI: without it ONNX Runtime's and OpenVINO's x86 INT8 kernels sum pairs of u8 x s8
+    products in a saturating int16 (VPMADDUBSW), which a test's saturating layer must then show."""
+    with open("/proc/cpuinfo") as f:
+        return any(flag in f.read().split() for flag in ("avx512_vnni", "avx_vnni"))

@@ -5,7 +5,17 @@ work without model changes):
 
 1. batch norm is folded into the preceding conv/linear (``torch.fx.experimental.optimization.fuse``);
 2. every ``nn.Conv2d``/``nn.Linear`` becomes ``QConv2d``/``QLinear``: per-channel symmetric int8
-   weights (scale = max|w| / 127 per output channel, zero point 0, values in [-127, 127]);
+   weights (zero point 0) using 7 of their 8 bits (scale = max|w| / 64 per output channel, values in
+   [-64, 64]), except depthwise convolutions (max|w| / 127, values in [-127, 127]). x86 CPUs without
+   VNNI (AVX2, most AVX-512 parts) run uint8 x int8 products with VPMADDUBSW in ONNX Runtime (MLAS) and
+   OpenVINO (oneDNN): it adds two products into an int16 with saturation, and 2 * 255 * 127 > 32767,
+   so wherever activations and weights are both large the x86 output departs from the graph's
+   arithmetic (and from ARM's, which accumulates in int32). With |w| <= 64, 2 * 255 * 64 <= 32767:
+   nothing saturates. Depthwise kernels widen to 16/32 bits first and keep the full range.
+   benchmarks/results/qat_weight_bits.json runs the demo's qat pass both ways (test top-1 of every INT8
+   format, and how far each x86 runtime departs from the QDQ graph's own arithmetic); tests/pipeline/test_qat.py
+   has a layer that saturates. (Calibrated ONNX INT8 does the same with ``reduce_range``, OpenVINO INT8 with
+   NNCF's overflow fix.)
 3. an ``ActQuant`` (per-tensor int8, asymmetric unless ``symmetric_activations``, EMA min/max
    observer) goes on the model input and on every tensor a compute op produces: a conv/linear
    output (after its ReLU/ReLU6 when that is its only user, so the activation folds away),
@@ -46,12 +56,13 @@ from edgeship.pipeline.base import Pass, PassContext, PassResult, require_python
 from edgeship.pipeline.training import TrainConfig, finetune, resolve_teacher, subset
 from edgeship.recipe import ModelSpec
 
-QMIN, QMAX = -128, 127  # int8 (weights use [-127, 127], symmetric activations [-128, 127] with zero point 0)
+QMIN, QMAX = -128, 127  # int8 (weights use [-64, 64] or [-127, 127], symmetric activations [-128, 127], zp 0)
 # Asymmetric activations are stored as uint8 (0..255, zero point shifted by 128 from the int8 one): the
 # same 8-bit grid, and what ONNX Runtime's x86 kernels run anyway. Its int8->uint8 rewrite of QDQ pairs
 # skips a QuantizeLinear read by several consumers (a residual branch), leaving mixed int8/uint8 Convs
 # that it then runs in float; uint8 from the start avoids that. `activation_ranges` reports int8 numbers.
-WMAX = 127  # symmetric int8 weights use [-127, 127] (TFLite's rule; ONNX accepts it as int8)
+WMAX = 127  # depthwise weights use [-127, 127] (TFLite's rule; ONNX accepts it as int8)
+WMAX_REDUCED = 64  # every other conv/linear: 7-bit weights, which x86's VPMADDUBSW cannot saturate (docstring, 2.)
 
 
 # ------------------------------------------------------------------ weights
@@ -81,19 +92,26 @@ def export_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
     return _constant(bias) if bias is not None and torch.onnx.is_in_onnx_export() else bias
 
 
-def weight_scale(w: torch.Tensor) -> torch.Tensor:
-    return (w.detach().abs().flatten(1).amax(1) / WMAX).clamp_min(1e-12)
+def weight_max(m: nn.Module) -> int:
+    """The largest integer of a layer's symmetric int8 weights: WMAX for a depthwise conv (one input channel per
+    group), WMAX_REDUCED (7 bits) for every other conv and linear layer."""
+    depthwise = isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+    return WMAX if depthwise else WMAX_REDUCED
 
 
-def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric int8 fake quantization (straight-through gradient)."""
-    s = weight_scale(w)
+def weight_scale(w: torch.Tensor, wmax: int = WMAX) -> torch.Tensor:
+    return (w.detach().abs().flatten(1).amax(1) / wmax).clamp_min(1e-12)
+
+
+def fake_quant_weight(w: torch.Tensor, wmax: int) -> torch.Tensor:
+    """Per-output-channel symmetric int8 fake quantization to [-wmax, wmax] (straight-through gradient)."""
+    s = weight_scale(w, wmax)
     if torch.onnx.is_in_onnx_export():
         # constants the tracer embeds as initializers: int8 values + per-channel scales
-        q = torch.round(w.detach() / s.view(-1, *([1] * (w.dim() - 1)))).clamp(-WMAX, WMAX).to(torch.int8)
+        q = torch.round(w.detach() / s.view(-1, *([1] * (w.dim() - 1)))).clamp(-wmax, wmax).to(torch.int8)
         return _DequantizeInt8.apply(_constant(q), _constant(s))
     zp = torch.zeros(len(s), dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(w, s, zp, 0, QMIN, QMAX)  # values stay in [-127, 127]
+    return torch.fake_quantize_per_channel_affine(w, s, zp, 0, QMIN, QMAX)  # values stay in [-wmax, wmax]
 
 
 class QConv2d(nn.Conv2d):
@@ -107,14 +125,14 @@ class QConv2d(nn.Conv2d):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, fake_quant_weight(self.weight), export_bias(self.bias))
+        return self._conv_forward(x, fake_quant_weight(self.weight, weight_max(self)), export_bias(self.bias))
 
     def to_float(self) -> nn.Conv2d:
         m = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                       self.dilation, self.groups, self.bias is not None, self.padding_mode)
         m.load_state_dict(self.state_dict())
         with torch.no_grad():
-            m.weight.copy_(fake_quant_weight(self.weight))
+            m.weight.copy_(fake_quant_weight(self.weight, weight_max(self)))
         return m
 
 
@@ -128,13 +146,13 @@ class QLinear(nn.Linear):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, fake_quant_weight(self.weight), export_bias(self.bias))
+        return F.linear(x, fake_quant_weight(self.weight, weight_max(self)), export_bias(self.bias))
 
     def to_float(self) -> nn.Linear:
         m = nn.Linear(self.in_features, self.out_features, self.bias is not None)
         m.load_state_dict(self.state_dict())
         with torch.no_grad():
-            m.weight.copy_(fake_quant_weight(self.weight))
+            m.weight.copy_(fake_quant_weight(self.weight, weight_max(self)))
         return m
 
 
@@ -371,7 +389,9 @@ def activation_ranges(model: nn.Module) -> dict[str, dict]:
 def fold_and_strip(model: nn.Module) -> fx.GraphModule:
     """A float copy of a QAT model: batch norm folded, fake quantization removed, and the weights set
     to the values QAT learned on the int8 grid (dequantized), so re-quantizing them per channel
-    symmetrically reproduces the same integers. Node names match ``activation_ranges`` keys."""
+    symmetrically to ``weight_max(layer)`` reproduces the same integers (a converter that re-quantizes to
+    [-127, 127], as TFLite's does, puts the 7-bit values on its finer grid: within a quarter of QAT's step).
+    Node names match ``activation_ranges`` keys."""
     if not isinstance(model, fx.GraphModule):
         raise EdgeshipError("fold_and_strip needs a model returned by the qat pass", "run `qat` first")
     gm = copy.deepcopy(model).eval()
@@ -432,7 +452,8 @@ class QAT(Pass):
         n_act = sum(isinstance(m, ActQuant) for m in qmodel.modules())
         n_w = sum(isinstance(m, (QConv2d, QLinear)) for m in qmodel.modules())
         quant = self.planned_quant(config, ctx.seed)
-        metrics = {"quantized_layers": n_w, "activation_quantizers": n_act, "weights": "int8 per-channel symmetric",
+        metrics = {"quantized_layers": n_w, "activation_quantizers": n_act,
+                   "weights": "int8 per-channel symmetric, 7-bit except depthwise",
                    "activations": "int8 per-tensor " + ("symmetric" if config.symmetric_activations else "asymmetric"),
                    "batch_norm": "folded", "distillation_alpha": config.alpha if teacher is not None else 0.0, **hist}
         return PassResult(qmodel, metrics, quant)

@@ -15,9 +15,18 @@ from onnx import numpy_helper
 
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import model_stats
-from edgeship.pipeline.qat import QAT, ActQuant, QATConfig, activation_ranges, fold_and_strip, weight_scale
+from edgeship.pipeline.qat import (
+    QAT,
+    ActQuant,
+    QATConfig,
+    activation_ranges,
+    fold_and_strip,
+    weight_max,
+    weight_scale,
+)
 from edgeship.pipeline.training import evaluate, predict, top1
 from edgeship.targets.onnx import export_onnx
+from helpers import x86_has_vnni
 
 
 @pytest.fixture
@@ -58,7 +67,10 @@ def test_qat_exports_a_qdq_graph_onnxruntime_runs_as_int8(qat_result, tmp_path):
     for n in compute:  # DequantizeLinear feeds input and weight; the weight is an int8 constant
         x_dq, w_dq = producer[n.input[0]], producer[n.input[1]]
         assert x_dq.op_type == w_dq.op_type == "DequantizeLinear", n.name
-        assert constants[w_dq.input[0]].dtype == np.int8 and np.abs(constants[w_dq.input[0]]).max() <= 127
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        depthwise = group > 1 and group == constants[w_dq.input[0]].shape[0]
+        assert constants[w_dq.input[0]].dtype == np.int8
+        assert np.abs(constants[w_dq.input[0]]).max() == (127 if depthwise else 64), n.name  # 7-bit but depthwise
         assert constants[w_dq.input[1]].shape == (constants[w_dq.input[0]].shape[0],)  # per channel
         after = consumers[n.output[0]][0]
         if after.op_type in ("Relu", "Clip"):
@@ -99,7 +111,7 @@ def test_fold_and_strip_gives_the_learned_int8_weights_in_float(qat_result):
     for m in plain.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             w = m.weight.detach()
-            q = w / weight_scale(w).view(-1, *([1] * (w.dim() - 1)))
+            q = w / weight_scale(w, weight_max(m)).view(-1, *([1] * (w.dim() - 1)))
             assert torch.allclose(q, q.round(), atol=1e-3)  # on the int8 grid already
     x = ctx.data["test"].x
     agree = (predict(plain, x).argmax(1) == predict(out.model, x).argmax(1)).float().mean()
@@ -137,3 +149,48 @@ def test_qat_twice_is_bad_input(qat_result):
     _, ctx, out = qat_result
     with pytest.raises(EdgeshipError, match="already carries fake quantization"):
         QAT().run(out.model, QATConfig(epochs=0), ctx)
+
+
+def test_qat_weights_leave_room_for_x86_int16_sums(digits_ctx, tmp_path, monkeypatch):
+    """Without VNNI (AVX2, most AVX-512 parts) ONNX Runtime and OpenVINO multiply uint8 activations by int8 weights
+    with VPMADDUBSW, which adds two products into a saturating int16. A layer reading the digits' pixels (many at
+    the top of their range, so many activations at 255) with large weights of one sign: with QAT's 7-bit weights both
+    x86 runtimes compute what the QDQ graph says (float arithmetic on its dequantized values: ONNX Runtime with
+    every optimization off, what an ARM device's int32 sums give) within one step of the quantized logits; with the
+    8-bit weights QAT used before, on such a CPU, they do not."""
+    import openvino as ov
+
+    from edgeship.pipeline import qat
+
+    _, ctx = digits_ctx
+    x = ctx.data["test"].x.numpy()
+    train = ctx.data["train"]
+    means = torch.stack([train.x[train.y == c].flatten(1).mean(0) for c in range(10)])  # nearest class mean, as
+    weight, bias = 0.6 + 0.15 * means, -0.075 * (means ** 2).sum(1)  # a linear layer: every weight in ~[0.45, 1]
+
+    def lowered(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        with torch.no_grad():
+            model[1].weight.copy_(weight)
+            model[1].bias.copy_(bias)
+        out = QAT().run(model.eval(), QATConfig(epochs=0, calib_samples=256), ctx)  # ranges only, no training
+        path = export_onnx(out.model, torch.from_numpy(x[:1]), tmp_path / f"{name}.onnx", tmp_path / "export.log")
+        runs = []
+        for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+            so = ort.SessionOptions()
+            so.graph_optimization_level = level
+            runs.append(ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None,
+                                                                                                   {"input": x})[0])
+        openvino = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+        step = float(activation_ranges(out.model)[next(reversed(activation_ranges(out.model)))]["scale"])
+        return runs[0], openvino, runs[1], step
+
+    ort_x86, ov_x86, graph, step = lowered("7bit")
+    assert weight.min() > 0.3 and (graph.argmax(1) == ctx.data["test"].y.numpy()).mean() > 0.8  # a classifier
+    for got in (ort_x86, ov_x86):
+        assert np.abs(got - graph).max() <= 1.01 * step
+    monkeypatch.setattr(qat, "WMAX_REDUCED", qat.WMAX)  # every weight on [-127, 127]: what saturates
+    ort8, ov8, graph8, step8 = lowered("8bit")
+    if not x86_has_vnni():  # this layer saturates VPMADDUBSW: the test's layer is one that would catch the bug
+        for got in (ort8, ov8):
+            assert np.abs(got - graph8).max() > 3 * step8
