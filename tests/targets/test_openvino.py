@@ -14,6 +14,7 @@ from edgeship.calibration.quant import QuantSettings
 from edgeship.errors import TargetError
 from edgeship.targets.base import get_backend
 from edgeship.targets.openvino import compact_xml, convert_qat, float_layers, share_constants
+from helpers import x86_has_vnni
 
 
 class OpenVINOTemplate(BackendTemplate):
@@ -189,3 +190,39 @@ def test_nncf_keeps_decomposed_recurrent_cells_in_float(tmp_path):
     ours = quantize(om, ctx, cells)
     assert quantized_cell_inputs(ours) == []
     assert any(op.get_type_name() == "FakeQuantize" for op in ours.get_ops())  # the convolution is still INT8
+
+
+def test_calibrated_weights_leave_room_for_x86_int16_sums(tmp_path, monkeypatch):
+    """Without VNNI OpenVINO's x86 INT8 kernels add pairs of u8 x s8 products into a saturating int16
+    (VPMADDUBSW). A second layer of large weights of one sign over the digits' pixels (the first, an identity,
+    gets NNCF's default fix anyway): with the overflow fix on every layer (7-bit weights) the compiled IR computes
+    what its FakeQuantize graph says (the same IR with the low-precision transformations off, as the Pi 4 runs it);
+    with NNCF's default (the first layer only), on such a CPU, it does not."""
+    import torch
+
+    from edgeship.devices.bench_runner import LPT_OFF
+    from edgeship.targets import openvino
+
+    x = digits_task()["x_test"]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(64))
+        model[1].bias.zero_()
+        model[3].weight.uniform_(0.5, 1.0)
+    model.eval()
+
+    def departure(fix: str) -> float:
+        monkeypatch.setattr(openvino, "OVERFLOW_FIX", fix)
+        out = tmp_path / fix
+        out.mkdir()
+        backend = get_backend("openvino", "int8")
+        art = backend.lower(model, context(tmp_path / f"ctx-{fix}", "openvino", "int8", QuantSettings()), out)
+        got = backend.load(art, threads=1)(x)[0]
+        graph = ov.Core().compile_model(str(art.path), "CPU", {**openvino.RUNTIME_CONFIG, **LPT_OFF})(x)[0]
+        return float(np.abs(got - graph).max() / np.abs(graph).mean())
+
+    assert openvino.OVERFLOW_FIX == "enable"
+    assert departure("enable") < 1e-3
+    if not x86_has_vnni():  # the layer saturates VPMADDUBSW: this test would catch the 8-bit weights
+        assert departure("first_layer_only") > 0.1
