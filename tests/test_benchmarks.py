@@ -408,3 +408,34 @@ def test_search_benchmark_budgets_from_the_hand_written_artifact(tmp_path, digit
     text = (tmp_path / "B.md").read_text()
     assert "## Budget-driven search per device" in text and "### Search `tight`" in text
     assert "![search roomy" in text and d["verdict_note"] in text
+
+
+def test_qat_weight_bits_and_its_report_section(tmp_path, digits_checkpoint):
+    """benchmarks/qat_weight_bits.py on a digits recipe ending in qat: both weight settings lowered to every INT8
+    format and compared with the graph's own arithmetic, calibrated OpenVINO with both overflow fixes; the 7-bit
+    rows' x86 runtimes stay with that arithmetic; make_report renders the table."""
+    r = digits_recipe_dict(tmp_path, passes=[{"name": "distill", "epochs": 1, "samples": 400},
+                                             {"name": "qat", "epochs": 1, "samples": 400, "calib_samples": 64}])
+    r["model"]["weights"] = str(digits_checkpoint)
+    out = tmp_path / "results" / "qat_weight_bits.json"
+    run_script("qat_weight_bits.py", "--recipe", write_recipe(tmp_path, r), "--out", out)
+    d = json.loads(out.read_text())
+    assert d["stages_before_qat"]["names"] == ["distill"] and d["test_samples"] > 100
+    rows = {row["weights"]: row for row in d["rows"]}
+    assert set(rows) == {"8-bit", "7-bit"} and rows["7-bit"]["wmax_non_depthwise"] == 64
+    for row in rows.values():
+        assert set(row["top1"]) == {"torch_qat", "graph_arithmetic", "onnx", "openvino", "tflite"}
+        assert all(v > 0.8 for v in row["top1"].values()), row
+    for fmt in ("onnx", "openvino"):  # no saturation with 7-bit weights: at most a rounding step apart
+        assert rows["7-bit"]["vs_graph_arithmetic"][fmt]["agreement"] >= 0.99
+    fixes = [row["overflow_fix"] for row in d["calibrated_openvino"]["rows"]]
+    assert fixes == ["first_layer_only", "enable"]
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import make_report
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    lines = make_report.weight_bits_section(make_report.load(out.parent, "qat_weight_bits"))
+    assert lines[0] == "## INT8 weights on x86 without VNNI: 8 against 7 bits"
+    assert [line.split(" | ")[1] for line in lines if line.startswith("| qat | ")] == ["8-bit", "7-bit"]
+    assert sum("| overflow fix: " in line for line in lines) == 2
