@@ -151,6 +151,7 @@ def test_qat_twice_is_bad_input(qat_result):
         QAT().run(out.model, QATConfig(epochs=0), ctx)
 
 
+@pytest.mark.slow  # two QAT models, each exported and compiled by ONNX Runtime and OpenVINO
 def test_qat_weights_leave_room_for_x86_int16_sums(digits_ctx, tmp_path, monkeypatch):
     """Without VNNI (AVX2, most AVX-512 parts) ONNX Runtime and OpenVINO multiply uint8 activations by int8 weights
     with VPMADDUBSW, which adds two products into a saturating int16. A layer reading the digits' pixels (many at

@@ -192,6 +192,7 @@ def test_nncf_keeps_decomposed_recurrent_cells_in_float(tmp_path):
     assert any(op.get_type_name() == "FakeQuantize" for op in ours.get_ops())  # the convolution is still INT8
 
 
+@pytest.mark.slow  # two nncf.quantize runs with full bias correction
 def test_calibrated_weights_leave_room_for_x86_int16_sums(tmp_path, monkeypatch):
     """Without VNNI OpenVINO's x86 INT8 kernels add pairs of u8 x s8 products into a saturating int16
     (VPMADDUBSW). A second layer of large weights of one sign over the digits' pixels (the first, an identity,
