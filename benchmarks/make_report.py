@@ -391,13 +391,15 @@ def profile_text(p: dict | None) -> list[str]:
             f"per-layer sensitivity on {p['mixed_precision_eval_samples']:,} validation images.", ""]
 
 
-def methods_section(d: dict) -> list[str]:
-    """methods.json: every compression method on the reference models, side by side."""
+def methods_section(d: dict, title: str = "Compression methods side by side") -> list[str]:
+    """methods.json: every compression method on the reference models, side by side (methods_full.json: the rows of
+    the full profile run so far, under their own title)."""
     quick = " (QUICK run: the quick profile below, fewer test and fine-tuning images)" if d["quick"] else ""
     if not d.get("complete", True):
         quick += f" (PARTIAL run: cut off after {len(d['rows'])} rows)"
     lat = d["latency"]
-    out = [f"## Compression methods side by side{quick}", "", *profile_text(d.get("profile")),
+    out = [f"## {title}{quick}", "", *([d["note"].capitalize() + ".", ""] if d.get("note") else []),
+           *profile_text(d.get("profile")),
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}` at commit "
            f"{(d.get('commit') or '?')[:7]} in {d['wall_s'] / 60:.0f} min "
            f"(load average at start {d['environment'].get('loadavg')}, after {d.get('loadavg_after')}).", ""]
@@ -793,6 +795,9 @@ def render(results: Path) -> str:
     methods = load(results, "methods")
     if methods:
         out += methods_section(methods)
+    full = load(results, "methods_full")
+    if full:
+        out += methods_section(full, "Compression methods, full profile (the rows run so far)")
     zoo = load(results, "zoo")
     if zoo:
         out += zoo_section(zoo)
@@ -816,7 +821,7 @@ def render(results: Path) -> str:
         out += [notes.read_text().strip(), ""]
     others = sorted(p.name for p in results.glob("*.json")
                     if p.stem not in ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling",
-                                      "methods", "methods_quick", "zoo", "distributed", "streaming", "predictor",
+                                      "methods", "methods_quick", "methods_full", "zoo", "distributed", "streaming", "predictor",
                                       "predictor_quick", "search", "search_quick", "scale", "scale_quick",
                                       "emulated_arm", "qat_weight_bits"))
     if others:
