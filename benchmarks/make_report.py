@@ -821,8 +821,8 @@ def render(results: Path) -> str:
         out += [notes.read_text().strip(), ""]
     others = sorted(p.name for p in results.glob("*.json")
                     if p.stem not in ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling",
-                                      "methods", "methods_quick", "methods_full", "zoo", "distributed", "streaming", "predictor",
-                                      "predictor_quick", "search", "search_quick", "scale", "scale_quick",
+                                      "methods", "methods_quick", "methods_full", "zoo", "distributed", "streaming",
+                                      "predictor", "predictor_quick", "search", "search_quick", "scale", "scale_quick",
                                       "emulated_arm", "qat_weight_bits"))
     if others:
         out += ["## Other result files", "", "Written by the other benchmark scripts (see each script's docstring): "
