@@ -485,6 +485,14 @@ def zoo_cell(t: dict) -> str:
     return f"ok {outs}<br>{size}, {ms(t.get('p50_ms'))} ms"
 
 
+def zoo_limit(o: dict | None) -> str:
+    """The INT8 cells' limit on an output (the recipe's tolerance, or edgeship's default), e.g. ``; int8 >= 0.95``."""
+    if not o or o.get("limit") is None:
+        return ""
+    better = o["metric"] in ("agreement", "top1", "cosine")
+    return f"; int8 {'>=' if better else '<='} {o['limit']:g}"
+
+
 def zoo_section(d: dict) -> list[str]:
     """The corpus (benchmarks/zoo.py): real pretrained models, every target, every output against the original."""
     targets = ["onnx-fp32", "onnx-int8", "openvino-fp16", "openvino-int8", "tflite-fp32", "tflite-int8"]
@@ -498,13 +506,14 @@ def zoo_section(d: dict) -> list[str]:
            "agreement, top-1 and worst cosine: higher is better), the artifact's size and its host p50 for one "
            "sample. The machine (2 cores) was shared with other jobs while this ran (load average per model in "
            "`benchmarks/results/zoo.json`): latencies are indicative only.", "",
-           "| model | kind (package) | data | outputs (metric) | " + " | ".join(targets) + " |",
+           "| model | kind (package) | data | outputs (metric; INT8 limit) | " + " | ".join(targets) + " |",
            "|---|---|---|---|" + "---|" * len(targets)]
     failures = []
     for name, m in d["models"].items():
         about = m.get("about", {})
         first = next((t for t in m["targets"].values() if t.get("outputs")), {})
-        outs = ", ".join(f"{k} ({o['metric']})" for k, o in first.get("outputs", {}).items())
+        int8 = next((t["outputs"] for n, t in m["targets"].items() if n.endswith("int8") and t.get("outputs")), {})
+        outs = ", ".join(f"{k} ({o['metric']}{zoo_limit(int8.get(k))})" for k, o in first.get("outputs", {}).items())
         cells = []
         for tname in targets:
             t = m["targets"].get(tname)

@@ -176,11 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"no recipe benchmarks/zoo/{unknown[0]}.yaml (have: {', '.join(known)})", file=sys.stderr)
         return 2
-    data = json.loads(OUT.read_text()) if OUT.is_file() else {"models": {}}
-    data["models"] = {k: v for k, v in data.get("models", {}).items() if k in known}
     for name in args.models or list(known):
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load {loadavg()})", file=sys.stderr, flush=True)
-        entry, before = run_model(name, args.timeout, args.runs, args.targets), data["models"].get(name)
+        entry = run_model(name, args.timeout, args.runs, args.targets)
+        # read zoo.json again: another zoo.py run (of other models) may have written it meanwhile
+        data = json.loads(OUT.read_text()) if OUT.is_file() else {"models": {}}
+        data["models"] = {k: v for k, v in data.get("models", {}).items() if k in known}
+        before = data["models"].get(name)
         if args.targets and before:  # the cells not redone stay as the last run left them (its run dir may be gone)
             kept = {t: {**c, "carried_over": True} for t, c in before["targets"].items() if t not in entry["targets"]}
             entry["targets"] = {t: entry["targets"].get(t) or kept[t] for t in [*before["targets"], *entry["targets"]]}
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                              "original model on the held-out test split of the model's data"})
         data["models"] = dict(sorted(data["models"].items()))
         write_json(OUT, data)
-    ok, total = cells(data)
+    ok, total = cells(json.loads(OUT.read_text()))
     print(f"{ok}/{total} cells ok -> {OUT.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

@@ -109,9 +109,11 @@ def test_zoo_script_writes_the_table(tmp_path):
     cell = {"status": "ok", "outputs": {"e": {"metric": "cosine", "value": 0.999}}, "size_bytes": 2_000_000,
             "p50_ms": 1.5}
     bad = {"status": "failed", "reason": "tflite: operators the converter could not convert: Loop", "outputs": {}}
-    lines = zoo_section({"cells_ok": 1, "cells": 2, "environment": {"time_utc": "now"},
+    int8 = {"status": "ok", "outputs": {"e": {"metric": "cosine", "value": 0.985, "limit": 0.98}}}
+    lines = zoo_section({"cells_ok": 2, "cells": 3, "environment": {"time_utc": "now"},
                          "models": {"m": {"about": {"kind": "k", "package": "p 1", "data": "real"},
-                                          "targets": {"onnx-fp32": cell, "tflite-int8": bad}}}})
+                                          "targets": {"onnx-fp32": cell, "onnx-int8": int8, "tflite-int8": bad}}}})
     text = "\n".join(lines)
-    assert "1 of 2" in text and "ok 0.999<br>2.00 MB, 1.50 ms" in text
+    assert "2 of 3" in text and "ok 0.999<br>2.00 MB, 1.50 ms" in text
+    assert "| e (cosine; int8 >= 0.98) |" in text  # the INT8 cells' limit (a recipe may set its own) is shown
     assert "- m / tflite-int8: tflite: operators the converter could not convert: Loop" in text
