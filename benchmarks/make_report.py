@@ -786,7 +786,8 @@ def render(results: Path) -> str:
            ".venv/bin/python benchmarks/methods.py         # the compression methods side by side (duration: its "
            "section)",
            ".venv/bin/python benchmarks/predictor.py       # ~1-2 h on a busy 2-core machine (calibration included)",
-           ".venv/bin/python benchmarks/search.py          # ~30 min: two searches and the demo's own passes",
+           ".venv/bin/python benchmarks/search.py          # two searches and the demo's own passes: > 90 min at a "
+           "load of 10 (--quick: less training, ~55 min there)",
            ".venv/bin/python benchmarks/make_report.py",
            "```", ""]
     peers, cost = load(results, "peers"), load(results, "pipeline_cost")
