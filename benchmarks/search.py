@@ -100,7 +100,8 @@ def pareto_png(search, out: Path) -> None:
 
     points = [{"label": f"-{c.blocks}b {c.macs_ratio:g}", "latency_ms": c.latency_ms, "top1": c.top1_val or 0.0,
                "source": c.latency_source, "finalist": c.finalist, "final_latency_ms": c.final_latency_ms,
-               "finetuned_top1": c.finetuned_top1_val, "winner": c.winner} for c in search.candidates]
+               "finetuned_top1": c.finetuned_top1_val, "winner": c.winner} for c in search.candidates
+              if c.latency_source != "refused"]  # a pass refused its settings: no model to plot
     if points:
         out.write_bytes(plots.search_pareto(points, search.budget_ms, search.min_top1))
 

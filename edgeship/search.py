@@ -40,6 +40,7 @@ from edgeship.recipe import Recipe, SearchSpec
 from edgeship.record import SearchCandidate, SearchRecord
 
 PREFIX = ("drop_blocks", "prune")  # the passes whose settings the search chooses
+REFUSED = "refused"  # a candidate's latency_source when a pass refused its settings (no model, never feasible)
 
 
 @dataclass
@@ -147,13 +148,21 @@ class Search:
             key = (int(trial.params["blocks"]), float(trial.params["macs_ratio"]))
             if key not in seen:
                 info(f"search {spec.name}: candidate {len(seen) + 1}: drop {key[0]} blocks, keep {key[1]:g} of MACs")
-                seen[key], models[key] = self.candidate(base, *key)
+                try:
+                    seen[key], models[key] = self.candidate(base, *key)
+                except EdgeshipError as e:  # a pass refuses this point (a ratio that empties a layer): out
+                    seen[key] = SearchCandidate(blocks=key[0], macs_ratio=key[1], params=0, latency_ms=0.0,
+                                                latency_source=REFUSED, note=str(e))
                 c = seen[key]
-                info(f"search {spec.name}: val top-1 {c.top1_val or 0:.4f}, latency {c.latency_ms:.4g} ms "
-                     f"({c.latency_source}; budget {self.budget:g} ms){'' if c.feasible else ' - out'}")
+                if c.latency_source == REFUSED:
+                    info(f"search {spec.name}: refused by a pass - out ({c.note})")
+                else:
+                    info(f"search {spec.name}: val top-1 {c.top1_val or 0:.4f}, latency {c.latency_ms:.4g} ms "
+                         f"({c.latency_source}; budget {self.budget:g} ms){'' if c.feasible else ' - out'}")
             c = seen[key]
-            trial.set_constraint("latency", c.latency_ms - self.budget)  # <= 0: feasible
-            trial.set_constraint("accuracy", self.floor - (c.top1_val or 0.0))
+            refused = c.latency_source == REFUSED
+            trial.set_constraint("latency", 1.0 if refused else c.latency_ms - self.budget)  # <= 0: feasible
+            trial.set_constraint("accuracy", 1.0 if refused else self.floor - (c.top1_val or 0.0))
             study.tell(trial, c.top1_val or 0.0)
         winner, why = self.finals(base, seen, models)
         record = SearchRecord(name=spec.name, targets=list(spec.targets), device=self.device.name,
@@ -172,7 +181,10 @@ class Search:
         keys = list(seen)
         feasible = sorted((k for k in keys if seen[k].feasible), key=lambda k: -(seen[k].top1_val or 0.0))
         if not feasible:
-            fastest = min(keys, key=lambda k: seen[k].latency_ms)
+            made = [k for k in keys if seen[k].latency_source != REFUSED]
+            if not made:
+                return None, f"a pass refused all {len(keys)} candidates ({seen[keys[0]].note})"
+            fastest = min(made, key=lambda k: seen[k].latency_ms)
             return None, (f"none of {len(keys)} candidates met the {self.budget:g} ms budget and the top-1 floor "
                           f"{self.floor:g} (fastest: {seen[fastest].latency_ms:.4g} ms at top-1 "
                           f"{seen[fastest].top1_val or 0:.4f})")

@@ -87,3 +87,22 @@ def test_a_recipe_without_targets_still_runs_its_passes(tmp_path, digits_checkpo
     rep = json.loads((tmp_path / "runs" / "p" / "report.json").read_text())
     assert [s["stage"].split(":")[-1] for s in rep["stages"]] == ["prune"] and rep["targets"] == []
     assert rep["final"]["params"] < rep["baseline"]["params"]
+
+
+@pytest.mark.slow
+def test_a_candidate_a_pass_refuses_is_out_and_the_search_goes_on(tmp_path, digits_checkpoint):
+    """A point of the space the prune pass refuses (a ratio that would empty a layer) is recorded as a refused
+    candidate, never feasible, and the search goes on to the others (it used to end the whole export)."""
+    targets = [{"name": "roomy", "format": "onnx", "precision": "fp32", "budgets": {"latency_ms_p90": 1000.0}}]
+    r = digits_recipe_dict(tmp_path, passes=PASSES, targets=targets, output=str(tmp_path / "runs" / "s"),
+                           search=[{"name": "roomy", "targets": ["roomy"], "trials": 2, "finalists": 1,
+                                    "finalist_samples": 256,
+                                    "space": {"blocks": [0], "macs_ratio": [0.001, 0.7]}}])
+    r["model"]["weights"] = str(digits_checkpoint)
+    res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, "s.yaml")), "--runs", "10"])
+    assert res.exit_code == 0, res.stdout + res.stderr
+    s = json.loads((tmp_path / "runs" / "s" / "report.json").read_text())["variants"][0]["search"]
+    by_ratio = {c["macs_ratio"]: c for c in s["candidates"]}
+    refused = by_ratio[0.001]
+    assert refused["latency_source"] == "refused" and not refused["feasible"] and "every channel" in refused["note"]
+    assert s["candidates"][s["winner"]]["macs_ratio"] == 0.7

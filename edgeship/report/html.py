@@ -372,7 +372,8 @@ def search_section(rec: RunRecord) -> str:
         s = v.search
         points = [{"label": f"-{c.blocks}b {c.macs_ratio:g}", "latency_ms": c.latency_ms, "top1": c.top1_val or 0.0,
                    "source": c.latency_source, "finalist": c.finalist, "final_latency_ms": c.final_latency_ms,
-                   "finetuned_top1": c.finetuned_top1_val, "winner": c.winner} for c in s.candidates]
+                   "finetuned_top1": c.finetuned_top1_val, "winner": c.winner} for c in s.candidates
+                  if c.latency_source != "refused"]  # no model: nothing to plot (the table says why)
         rows = [[f"{c.blocks}", f"{c.macs_ratio:g}", pct(c.top1_val), count(c.macs), ms(c.latency_ms),
                  esc(c.latency_source), badge(c.feasible, "yes", "no"),
                  pct(c.finetuned_top1_val, missing="-") if c.finalist else "-",
