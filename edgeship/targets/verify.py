@@ -136,16 +136,21 @@ def compare_outputs(outs: Arrays, refs: Arrays, io: IOSpec, labels: dict[str, np
 def gate(target: str, precision: str, metrics: dict, max_drop_pt: float, min_agreement: float) -> None:
     """Fail a target whose top-1 fell too far (silent INT8 collapse), an FP32 file that disagrees, NaN/inf outputs,
     or an output outside its tolerance."""
+    failed = []
     for name, o in (metrics.get("outputs") or {}).items():
         if o.get("passed") is False:
             value = o.get("min_cosine" if o["metric"] == "cosine" else o["metric"])
             label = "worst cosine" if o["metric"] == "cosine" else o["metric"]
             shown = "NaN/inf" if value is None else f"{label} {value:.4g}"
             op = ">=" if o["metric"] in HIGHER_IS_BETTER else "<="
-            raise TargetError(f"{target}: output {name!r}: {shown} is outside its tolerance ({o['metric']} {op} "
-                              f"{o['limit']:g} for {precision})",
-                              "use more or better calibration data, keep this output's layers in float, or set "
-                              f"io.outputs[{name}].tolerance if the difference is acceptable")
+            failed.append((name, f"output {name!r}: {shown} ({o['metric']} {op} {o['limit']:g})"))
+    if failed:  # every failing output in the one line, not only the first
+        names = ", ".join(f"io.outputs[{name}].tolerance" for name, _ in failed)
+        raise TargetError(f"{target}: {'; '.join(text for _, text in failed)} "
+                          f"{'is' if len(failed) == 1 else 'are'} outside {'its' if len(failed) == 1 else 'their'} "
+                          f"tolerance for {precision}",
+                          "use more or better calibration data, keep these outputs' layers or operators in float, "
+                          f"or set {names} if the difference is acceptable")
     if "top1" in metrics or "agreement" in metrics:
         first = next((o for o in (metrics.get("outputs") or {}).values() if o["task"] == "classification"), None)
         try:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeship.errors import TargetError
-from edgeship.targets.verify import compare, gate, paired_drop95_pt, wilson95
+from edgeship.targets.verify import compare, compare_outputs, gate, paired_drop95_pt, wilson95
 
 
 def logits_for(pred: np.ndarray, k: int = 10) -> np.ndarray:
@@ -52,3 +52,27 @@ def test_every_top1_carries_its_interval_and_a_small_split_says_it_cannot_resolv
     big = compare(logits_for(big_y), logits_for(big_y), big_y)
     gate("t", "int8", big, 1.0, 0.999)
     assert "gate_note" not in big
+
+
+def test_the_failure_line_names_every_output_outside_its_tolerance():
+    """Two outputs of a multi-output model drift (a score and a recurrent state): the one line names both, with each
+    metric and limit, so a user fixes both in one run; one output within tolerance is not named."""
+    from edgeship.recipe import IOSpec
+
+    io = IOSpec(inputs=[{"name": "x", "shape": [4]}],
+                outputs=[{"name": "speech", "task": "score", "tolerance": {"int8": 0.95}},
+                         {"name": "state", "task": "regression", "metric": "relative_error", "tolerance": 0.1},
+                         {"name": "emb", "task": "regression", "metric": "relative_error", "tolerance": 0.1}])
+    rng = np.random.default_rng(0)
+    speech = rng.random((100, 1)).astype(np.float32)
+    state = rng.normal(size=(100, 8)).astype(np.float32)
+    emb = rng.normal(size=(100, 8)).astype(np.float32)
+    drifted = [1.0 - speech, state * 1.5, emb * 1.001]  # every decision flipped; state 50% off; emb 0.1% off
+    m = compare_outputs(drifted, [speech, state, emb], io, {}, "int8")
+    with pytest.raises(TargetError) as e:
+        gate("onnx-int8", "int8", m, 2.0, 0.99)
+    text = str(e.value)
+    assert "output 'speech': agreement" in text and "output 'state': relative_error 0.5" in text
+    assert "are outside their tolerance for int8" in text and "'emb'" not in text
+    assert "io.outputs[speech].tolerance, io.outputs[state].tolerance" in e.value.fix
+    assert [m["outputs"][n]["passed"] for n in ("speech", "state", "emb")] == [False, False, True]
