@@ -787,7 +787,8 @@ def render(results: Path) -> str:
            "section)",
            ".venv/bin/python benchmarks/predictor.py       # ~1-2 h on a busy 2-core machine (calibration included)",
            ".venv/bin/python benchmarks/search.py          # two searches and the demo's own passes: > 90 min at a "
-           "load of 10 (--quick: less training, ~55 min there)",
+           "load of 10 (--quick: less training; 15 min with the demo's stages cached: search_quick.json's "
+           "reference_export_wall_s + export_wall_s)",
            ".venv/bin/python benchmarks/make_report.py",
            "```", ""]
     peers, cost = load(results, "peers"), load(results, "pipeline_cost")
