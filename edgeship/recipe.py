@@ -307,7 +307,17 @@ class TargetSpec(Strict):
     format: str = Field(description="a backend's format: onnx, openvino, tflite (the backend registry)")
     precision: str = Field("fp32", description="one of the format's precisions (the backend registry)")
     max_accuracy_drop: float = Field(1.0, ge=0, description="top-1 points the artifact may lose vs torch")
+    float_ops: list[str] = Field(default_factory=list, description="int8 onnx/openvino: operator types the quantizer "
+                                 "leaves float, named as the target's format names them (ONNX: Pow, Sqrt, Concat; "
+                                 "OpenVINO: Power, Sqrt, Concat)")
     budgets: BudgetSpec | None = None
+
+    @model_validator(mode="after")
+    def _float_ops(self) -> TargetSpec:
+        if self.float_ops and (self.precision != "int8" or self.format not in ("onnx", "openvino")):
+            raise ValueError(f"float_ops applies to int8 onnx and openvino targets, not {self.format} "
+                             f"{self.precision}")
+        return self
 
 
 class TimeoutSpec(Strict):

@@ -26,6 +26,10 @@ host and device benchmarks) apply, and the op audit, run with the same setting, 
 ops. Anyone loading the file with ONNX Runtime elsewhere must pass ``disabled_optimizers`` too, or those layers run
 as per-tensor INT8 (worse than the per-channel INT8 the rest has).
 
+A target's ``float_ops`` (ONNX op types: ``[Pow, Sqrt]``) adds every node of those types in the pre-processed graph
+to ``nodes_to_exclude``, with the same ``runtime_config``; a type the graph lacks fails the target, listing the types
+it has. The route names the nodes.
+
 Weights use 7 of their 8 bits (``reduce_range``): on x86 CPUs without VNNI (AVX2, most AVX-512 parts) ONNX
 Runtime multiplies uint8 activations by int8 weights with VPMADDUBSW, whose int16 sums of two products saturate
 (255 * 127 * 2 > 32767), and outputs drift wherever activations and weights are both large. Measured on MTCNN's ONet
@@ -161,11 +165,26 @@ def float_layer_nodes(model: nn.Module, layers: tuple[str, ...], path: Path) -> 
     return out
 
 
+def typed_nodes(path: Path, op_types: list[str], target: str) -> list[str]:
+    """The nodes of the ONNX file at ``path`` whose type is one of ``op_types`` (a target's ``float_ops``); a type
+    the graph lacks fails the target, listing the types it has."""
+    onnx = require("onnx", "onnx", "onnx")
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    have = sorted({n.op_type for n in nodes})
+    missing = [t for t in op_types if t not in have]
+    if missing:
+        raise TargetError(f"{target}: float_ops {', '.join(missing)} not in the ONNX graph, whose op types are "
+                          f"{', '.join(have)}", "name ONNX op types of this graph in the target's float_ops")
+    return [n.name for n in nodes if n.op_type in op_types]
+
+
 def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray | list[np.ndarray], quant, work_dir: Path,
-                  log_path: Path, exclude: list[str] | None = None) -> None:
+                  log_path: Path, exclude: list[str] | None = None, float_ops: list[str] | None = None,
+                  target: str = "onnx int8") -> list[str]:
     """Pre-process and statically quantize ``fp32_path`` (QDQ, float interface) into ``out_path``. ``calib``: the
-    samples of the graph's one input, or of every input in the graph's order; the nodes named in ``exclude`` stay
-    float."""
+    samples of the graph's one input, or of every input in the graph's order; the nodes named in ``exclude`` and
+    those of the op types ``float_ops`` (in the pre-processed graph, the one quantized) stay float. Returns the
+    nodes kept float by type."""
     require("onnxruntime", "onnxruntime", "onnx")
     q = require("onnxruntime.quantization", "onnxruntime", "onnx")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -181,16 +200,18 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray | list[np.n
     try:
         with captured(log_path):
             quant_pre_process(str(fp32_path), str(pre))
+            typed = typed_nodes(pre, list(float_ops), target) if float_ops else []
             q.quantize_static(str(pre), str(out_path), reader, quant_format=q.QuantFormat.QDQ,
                               per_channel=quant.per_channel, activation_type=q.QuantType.QUInt8,
                               weight_type=q.QuantType.QInt8, calibrate_method=method, extra_options=extra,
-                              nodes_to_exclude=list(exclude or []), reduce_range=REDUCE_RANGE)
+                              nodes_to_exclude=list(exclude or []) + typed, reduce_range=REDUCE_RANGE)
     except TargetError:
         raise
     except Exception as e:
         msg = failure(e, log_path)
         raise TargetError(f"onnx int8: ONNX Runtime quantization failed: {msg}",
                           f"see the log {log_path}; try another calibration method or the qat pass") from None
+    return typed
 
 
 def _initializer_values(graph) -> dict[str, np.ndarray]:
@@ -315,10 +336,15 @@ class OnnxInt8(Backend):
             else:
                 fp32 = export_onnx(model, ctx.examples, ctx.work_dir / "fp32.onnx", ctx.log_path, sig=ctx.signature)
             exclude = float_layer_nodes(model, ctx.quant.float_layers, fp32) if ctx.quant.float_layers else []
-            quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path, exclude)
+            typed = quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path, exclude,
+                                  ctx.target.float_ops, f"onnx int8 ({ctx.target.name})")
             route = f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
             if exclude:
                 route += f"; kept float (nodes_to_exclude): {', '.join(exclude)}"
+            if typed:
+                route += (f"; kept float (float_ops {', '.join(ctx.target.float_ops)}): {len(typed)} nodes "
+                          f"({', '.join(typed)})")
+            exclude += typed
         compact(path)
         inputs, outputs, opset = io_description(path)
         inputs[0]["quantization"], outputs[0]["quantization"] = qdq_io_params(path)

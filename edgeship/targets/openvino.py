@@ -39,6 +39,9 @@ kind, shape and order) and run in float.
 Recurrent operations stay float: NNCF's ``ignored_scope`` takes the recurrent op types (LSTMSequence, ...) and the ops
 of every ``nn.LSTMCell``/``GRUCell``/``RNNCell``, which the PyTorch frontend decomposes (``recurrent_cell_ops``).
 
+A target's ``float_ops`` (OpenVINO op types: ``[Power, Sqrt]``) joins the recurrent types in NNCF's
+``IgnoredScope(types=...)``; a type the converted model lacks fails the target, listing the types it has.
+
 Runtime: ``openvino.Core().compile_model(model, "CPU")`` with ``INFERENCE_NUM_THREADS`` and
 ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run float layers in bf16 on CPUs that have
 it, and the artifact verified here would not be the one a device without bf16 runs.
@@ -248,16 +251,27 @@ def recurrent_cell_ops(om, model: nn.Module) -> list[str]:
             if op.get_type_name() not in ("Constant", "Parameter", "Result") and scope.match(op.get_friendly_name())]
 
 
+def float_op_types(om, ctx: LowerContext) -> list[str]:
+    """The target's ``float_ops``, checked against the op types of the OpenVINO model."""
+    have = sorted({op.get_type_name() for op in om.get_ops()})
+    missing = [t for t in ctx.target.float_ops if t not in have]
+    if missing:
+        raise TargetError(f"openvino int8 ({ctx.target.name}): float_ops {', '.join(missing)} not in the OpenVINO "
+                          f"model, whose op types are {', '.join(have)}",
+                          "name OpenVINO op types of this model in the target's float_ops")
+    return list(ctx.target.float_ops)
+
+
 def quantize(om, ctx: LowerContext, ignored: list[str] | None = None):
-    """``nncf.quantize`` on the OpenVINO model over every calibration sample; the ops named in ``ignored`` and the
-    recurrent operations stay float (NNCF's ignored_scope)."""
+    """``nncf.quantize`` on the OpenVINO model over every calibration sample; the ops named in ``ignored``, the
+    recurrent operations and the target's ``float_ops`` types stay float (NNCF's ignored_scope)."""
     params = nncf_parameters(ctx.quant)
     sig = ctx.signature
     dataset = nncf_dataset(ctx.calib if sig.image else check_calibration_inputs(ctx.inputs, sig.inputs))
     nncf = require("nncf", "nncf", "openvino")
-    recurrent = recurrent_ops(om)
-    if ignored or recurrent:
-        params["ignored_scope"] = nncf.IgnoredScope(names=list(ignored or []), types=recurrent)
+    types = sorted(set(recurrent_ops(om)) | set(float_op_types(om, ctx)))
+    if ignored or types:
+        params["ignored_scope"] = nncf.IgnoredScope(names=list(ignored or []), types=types)
     try:
         with captured(ctx.log_path):
             return nncf.quantize(om, dataset, subset_size=len(ctx.calib), **params)
@@ -378,12 +392,16 @@ class OpenVINO(Backend):
         if precision == "int8" and not qat:
             ignored = float_layer_ops(om, model, ctx) if ctx.quant.float_layers else []
             cells = recurrent_cell_ops(om, model) if ctx.source_onnx is None else []
+            kinds = [op.get_type_name() for op in om.get_ops()]
+            typed = ", ".join(f"{t} x{kinds.count(t)}" for t in ctx.target.float_ops)
             om = quantize(om, ctx, ignored + cells)
             route = f"nncf.quantize on the OpenVINO model, {ctx.quant.method} ranges on {len(ctx.calib)} samples"
             if ignored:
                 route += f"; kept float (ignored_scope): {', '.join(ignored)}"
             if cells:
                 route += f"; recurrent cells kept float ({len(cells)} ops)"
+            if ctx.target.float_ops:
+                route += f"; kept float (ignored_scope types): {typed}"
         else:
             route = "qat: QDQ ONNX -> FakeQuantize (no calibration)" if qat else "openvino.convert_model"
         inputs, outputs = describe_io(om)
