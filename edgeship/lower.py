@@ -6,6 +6,7 @@ FP32 artifacts. A target's failure (conversion, a runtime that cannot run it, th
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,8 +278,9 @@ def size_references(records: list[Target], models: dict[str, torch.nn.Module],
 def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob) -> tuple[int | None, str | None]:
     """(bytes, error) of ``model`` lowered at FP32 to ``fmt`` in scratch space."""
     t0 = time.perf_counter()
-    work = job.tmp / "work" / "size-references" / f"{which}-{fmt}"
-    work.mkdir(parents=True)
+    base = job.tmp / "work" / "size-references"
+    base.mkdir(parents=True, exist_ok=True)  # a run with a search lowers one set of references per searched model
+    work = Path(tempfile.mkdtemp(prefix=f"{which}-{fmt}-", dir=base))
     spec = TargetSpec(name=f"{which}-{fmt}-fp32", format=fmt, precision="fp32")
     ctx = job.context(spec, QuantSettings(seed=job.recipe.seed), job.logs / "size-references.log", work)
     size, error = None, None
