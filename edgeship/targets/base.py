@@ -280,6 +280,15 @@ def get_backend(fmt: str, precision: str) -> Backend:
     return cls()
 
 
+def check_float_ops(requested: list[str], have: set[str], where: str, graph: str) -> None:
+    """A target's ``float_ops`` against the op types its converted graph has: a type it lacks fails the target,
+    listing the types there are (shared by the ONNX and OpenVINO INT8 backends)."""
+    missing = [t for t in requested if t not in have]
+    if missing:
+        raise TargetError(f"{where}: float_ops {', '.join(missing)} not in the {graph}, whose op types are "
+                          f"{', '.join(sorted(have))}", f"name op types of this {graph} in the target's float_ops")
+
+
 def require(module: str, package: str, fmt: str) -> Any:
     """Import a runtime lazily; a missing one names the package to install."""
     try:

@@ -52,7 +52,7 @@ from edgeship.calibration.quant import QuantSettings
 from edgeship.calibration.readers import check_calibration, check_calibration_inputs, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
-from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
+from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import compact, embed_metadata, export_onnx, io_description, ort_runner
 
 if TYPE_CHECKING:
@@ -170,11 +170,7 @@ def typed_nodes(path: Path, op_types: list[str], target: str) -> list[str]:
     the graph lacks fails the target, listing the types it has."""
     onnx = require("onnx", "onnx", "onnx")
     nodes = onnx.load(str(path), load_external_data=False).graph.node
-    have = sorted({n.op_type for n in nodes})
-    missing = [t for t in op_types if t not in have]
-    if missing:
-        raise TargetError(f"{target}: float_ops {', '.join(missing)} not in the ONNX graph, whose op types are "
-                          f"{', '.join(have)}", "name ONNX op types of this graph in the target's float_ops")
+    check_float_ops(op_types, {n.op_type for n in nodes}, target, "ONNX graph")
     return [n.name for n in nodes if n.op_type in op_types]
 
 

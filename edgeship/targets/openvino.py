@@ -61,7 +61,7 @@ from edgeship.calibration.quant import QuantSettings
 from edgeship.calibration.readers import check_calibration, check_calibration_inputs, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
-from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
+from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 
 if TYPE_CHECKING:
@@ -253,12 +253,8 @@ def recurrent_cell_ops(om, model: nn.Module) -> list[str]:
 
 def float_op_types(om, ctx: LowerContext) -> list[str]:
     """The target's ``float_ops``, checked against the op types of the OpenVINO model."""
-    have = sorted({op.get_type_name() for op in om.get_ops()})
-    missing = [t for t in ctx.target.float_ops if t not in have]
-    if missing:
-        raise TargetError(f"openvino int8 ({ctx.target.name}): float_ops {', '.join(missing)} not in the OpenVINO "
-                          f"model, whose op types are {', '.join(have)}",
-                          "name OpenVINO op types of this model in the target's float_ops")
+    check_float_ops(ctx.target.float_ops, {op.get_type_name() for op in om.get_ops()},
+                    f"openvino int8 ({ctx.target.name})", "OpenVINO model")
     return list(ctx.target.float_ops)
 
 

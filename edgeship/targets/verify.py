@@ -149,7 +149,8 @@ def gate(target: str, precision: str, metrics: dict, max_drop_pt: float, min_agr
         raise TargetError(f"{target}: {'; '.join(text for _, text in failed)} "
                           f"{'is' if len(failed) == 1 else 'are'} outside {'its' if len(failed) == 1 else 'their'} "
                           f"tolerance for {precision}",
-                          "use more or better calibration data, keep these outputs' layers or operators in float, "
+                          "use more or better calibration data, keep these outputs' layers (mixed_precision) or "
+                          "operator types (the target's float_ops) in float, "
                           f"or set {names} if the difference is acceptable")
     if "top1" in metrics or "agreement" in metrics:
         first = next((o for o in (metrics.get("outputs") or {}).values() if o["task"] == "classification"), None)
