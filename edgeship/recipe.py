@@ -356,6 +356,16 @@ class SearchSpace(Strict):
         return sorted(set(v))
 
 
+class SearchTiming(Strict):
+    """How a search times a candidate on this machine (a device without a predictor): ``rounds`` rounds, each a
+    fresh process of ``runs`` timed runs after ``warmup``; the budget is judged on the median of the rounds'
+    p90s, and one whose median lies within its rounds' spread of the budget gets ``rounds`` more."""
+
+    rounds: int = Field(5, ge=1, description="rounds per candidate, each a fresh process (the median judges)")
+    runs: int = Field(30, ge=5, description="timed runs per round (its p90 is the round's number)")
+    warmup: int = Field(5, ge=0)
+
+
 class SearchSpec(Strict):
     """A budget-driven search for one target's model (``edgeship.search``)."""
 
@@ -369,6 +379,7 @@ class SearchSpec(Strict):
     finalist_samples: int = Field(8192, ge=64)
     min_top1: float | None = Field(None, ge=0, le=1, description="accuracy floor on the validation split "
                                    "(default: the target's min_top1 budget, else none)")
+    timing: SearchTiming = Field(default_factory=SearchTiming, description="measured candidates: rounds of timing")
     seed: int = 0
 
 

@@ -5,11 +5,16 @@ The space is what the recipe's passes offer: how many blocks ``drop_blocks`` rem
 Each candidate runs that compression prefix through the stage cache (candidates sharing a ``drop_blocks`` count
 share that stage), and is scored by its validation top-1 after the prefix's own fine-tuning and by its latency on
 the target's device: predicted from its kernels by the device's calibrated predictor (the upper error bound is
-what must meet the budget), or, for a target on this machine without a predictor, measured. Optuna's TPE sampler
-proposes candidates, with the budget and the accuracy floor as constraints. The ``finalists`` most accurate
-candidates within the constraints are fine-tuned briefly (the recipe's ``distill``, ``finalist_epochs`` on
-``finalist_samples``), lowered to the target's format and measured where the device is this machine (else
-predicted from the artifact); the winner is the most accurate finalist whose judged latency meets the budget.
+what must meet the budget), or, for a target on this machine without a predictor, measured. A measured latency
+is never one timing (on a shared machine one 30-run timing of the same model varied 2x): the search's
+``timing`` sets rounds, each a fresh process, and the budget is judged on the median of the rounds' p90s; when
+the budget lies within the rounds' spread of that median, as many rounds again are timed and the median of all
+judges (the record keeps every round, the spread and what the number is). Optuna's TPE sampler proposes
+candidates, with the budget and the accuracy floor as constraints. The ``finalists`` most accurate candidates
+within the constraints are fine-tuned briefly (the recipe's ``distill``, ``finalist_epochs`` on
+``finalist_samples``), lowered to the target's format and measured where the device is this machine, all of
+them interleaved in the same rounds (else predicted from the artifact); the winner is the most accurate
+finalist whose judged latency meets the budget.
 It then goes through the recipe's whole pipeline (the prefix from the cache, then the recovery passes, distill
 and QAT) and is exported for the search's targets.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,7 +35,7 @@ from edgeship.devices import catalog
 from edgeship.devices import predictor as predictors
 from edgeship.devices.calibrate import lower
 from edgeship.devices.kernels import kernels
-from edgeship.devices.measure import RunArtifact, measure_host
+from edgeship.devices.measure import RunArtifact, measure_rounds
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import clone_module, model_stats
 from edgeship.pipeline.base import PassConfig, PassContext, registry
@@ -37,7 +43,7 @@ from edgeship.pipeline.runner import StageCache, run_passes
 from edgeship.pipeline.training import evaluate
 from edgeship.progress import info
 from edgeship.recipe import Recipe, SearchSpec
-from edgeship.record import SearchCandidate, SearchRecord
+from edgeship.record import LatencyRounds, Measurement, SearchCandidate, SearchRecord
 
 PREFIX = ("drop_blocks", "prune")  # the passes whose settings the search chooses
 REFUSED = "refused"  # a candidate's latency_source when a pass refused its settings (no model, never feasible)
@@ -50,6 +56,7 @@ class Scored:
     p90_ms: float
     source: str  # measured (host) or predicted
     note: str
+    timing: LatencyRounds | None = None  # measured: the rounds latency_ms is the median of
 
 
 def variant_passes(passes: list[tuple[str, PassConfig]], blocks: int, macs_ratio: float,
@@ -87,30 +94,71 @@ class Search:
         self.spec, self.recipe, self.passes, self.ctx = spec, recipe, passes, ctx
         self.cache, self.data_spec = cache, data_spec
         self.target, self.device, self.budget, self.floor, self.pf = preflight(spec, recipe)
+        self._timed = 0  # timings so far: each gets its own seed for the order of its rounds
 
     # ------------------------------------------------------------ scoring
     def _threads(self) -> int:
         return self.device.threads
 
     def latency(self, model: torch.nn.Module, work: Path, finalist: bool = False) -> Scored:
+        return self.judge({"candidate": model}, work, finalist)["candidate"]
+
+    def judge(self, models: dict[str, torch.nn.Module], work: Path, finalist: bool = False) -> dict[str, Scored]:
+        """Each model's latency on the target's device: predicted from its kernels, or measured on this machine
+        in rounds (``measured``; the models given together are timed interleaved, in the same rounds)."""
         t = self.target
         if self.pf is not None and not (finalist and self.device.name == catalog.HOST):
-            # a candidate's kernels are the same in every format: its ONNX FP32 file, the quickest to write, says
-            # them; a finalist is read from its own artifact
-            fmt, precision = (t.format, t.precision) if finalist else ("onnx", "fp32")
-            art = lower(clone_module(model), self.ctx.input_shape, fmt, precision, work / "art", "candidate", work,
-                        seed=self.recipe.seed)
-            ks = kernels(art / _main(art), fmt)
-            m = predictors.predict_kernels(self.pf, ks, t.format, t.precision, self._threads())
-            assert m.prediction is not None
-            return Scored(m.prediction.p90_upper_ms, m.p50_ms or 0.0, m.p90_ms or 0.0, "predicted",
-                          f"predicted p90 {m.p90_ms:.4g} ms, upper bound {m.prediction.p90_upper_ms:.4g} ms")
-        art = lower(clone_module(model), self.ctx.input_shape, t.format, t.precision, work / "art", "candidate",
-                    work, seed=self.recipe.seed)
-        ra = RunArtifact("candidate", catalog.HOST, t.format, t.precision, art, [], _main(art))
-        m = measure_host(ra, self._threads(), runs=30, warmup=5)
-        return Scored(m.p90_ms or 0.0, m.p50_ms or 0.0, m.p90_ms or 0.0, "measured",
-                      f"measured on this machine: p90 {m.p90_ms:.4g} ms")
+            return {name: self._predicted(m, work / name, finalist) for name, m in models.items()}
+        arts = []
+        for name, m in models.items():
+            (work / name).mkdir(parents=True)
+            d = lower(clone_module(m), self.ctx.input_shape, t.format, t.precision, work / name / "art", name,
+                      work / name, seed=self.recipe.seed)
+            arts.append(RunArtifact(name, catalog.HOST, t.format, t.precision, d, [], _main(d)))
+        return self.measured(arts)
+
+    def _predicted(self, model: torch.nn.Module, work: Path, finalist: bool) -> Scored:
+        t = self.target
+        # a candidate's kernels are the same in every format: its ONNX FP32 file, the quickest to write, says
+        # them; a finalist is read from its own artifact
+        fmt, precision = (t.format, t.precision) if finalist else ("onnx", "fp32")
+        art = lower(clone_module(model), self.ctx.input_shape, fmt, precision, work / "art", "candidate", work,
+                    seed=self.recipe.seed)
+        ks = kernels(art / _main(art), fmt)
+        m = predictors.predict_kernels(self.pf, ks, t.format, t.precision, self._threads())
+        assert m.prediction is not None
+        return Scored(m.prediction.p90_upper_ms, m.p50_ms or 0.0, m.p90_ms or 0.0, "predicted",
+                      f"predicted p90 {m.p90_ms:.4g} ms, upper bound {m.prediction.p90_upper_ms:.4g} ms")
+
+    def measured(self, arts: list[RunArtifact]) -> dict[str, Scored]:
+        """The artifacts timed here in ``timing.rounds`` rounds (interleaved, a fresh process each), each judged
+        on the median of its rounds' p90s; one whose median lies within its spread of the budget (one timing
+        could fall on either side) gets as many rounds again and is judged on the median of all."""
+        tm = self.spec.timing
+        self._timed += 1
+        got = measure_rounds(arts, self._threads(), tm.rounds, tm.runs, tm.warmup, seed=self._timed)
+        near = [a for a in arts if near_budget(_p90s(got[a.name]), self.budget)]
+        if near:
+            more = measure_rounds(near, self._threads(), tm.rounds, tm.runs, tm.warmup, seed=-self._timed)
+            for a in near:
+                got[a.name] += more[a.name]
+        out = {}
+        for a in arts:
+            r = rounds_timing(got[a.name], tm.runs, a in near)
+            out[a.name] = Scored(r.median_p90_ms, r.median_p50_ms, r.median_p90_ms, "measured",
+                                 f"measured on this machine: {r.how}", r)
+        return out
+
+    def timing_text(self) -> str | None:
+        """How the search's measured latencies were judged, for the record (None: all predicted)."""
+        if self.pf is not None and self.device.name != catalog.HOST:
+            return None
+        tm = self.spec.timing
+        who = "the finalists" if self.pf is not None else "each candidate, and the finalists interleaved,"
+        return (f"{who} timed on this machine in {tm.rounds} rounds of {tm.runs} runs after {tm.warmup} warm-up "
+                "(a fresh process per round); the budget is judged on the median of the rounds' p90s; one whose "
+                "median lay within the rounds' spread (highest - lowest p90) of the budget was timed "
+                f"{tm.rounds} rounds more and judged on the median of all")
 
     def candidate(self, base: torch.nn.Module, blocks: int, ratio: float) -> tuple[SearchCandidate, torch.nn.Module]:
         prefix = variant_passes(self.passes, blocks, ratio, prefix_only=True)
@@ -122,7 +170,7 @@ class Search:
             s = self.latency(model, Path(tmp))
         c = SearchCandidate(blocks=blocks, macs_ratio=ratio, top1_val=top1, params=stats["params"],
                             macs=stats["macs"], latency_ms=round(s.latency_ms, 4), p50_ms=round(s.p50_ms, 4),
-                            p90_ms=round(s.p90_ms, 4), latency_source=s.source, note=s.note)
+                            p90_ms=round(s.p90_ms, 4), latency_source=s.source, timing=s.timing, note=s.note)
         c.feasible = bool(s.latency_ms <= self.budget and (top1 or 0.0) >= self.floor)
         return c, model
 
@@ -158,7 +206,8 @@ class Search:
                     info(f"search {spec.name}: refused by a pass - out ({c.note})")
                 else:
                     info(f"search {spec.name}: val top-1 {c.top1_val or 0:.4f}, latency {c.latency_ms:.4g} ms "
-                         f"({c.latency_source}; budget {self.budget:g} ms){'' if c.feasible else ' - out'}")
+                         f"({c.timing.how if c.timing else c.latency_source}; budget {self.budget:g} ms)"
+                         f"{'' if c.feasible else ' - out'}")
             c = seen[key]
             refused = c.latency_source == REFUSED
             trial.set_constraint("latency", 1.0 if refused else c.latency_ms - self.budget)  # <= 0: feasible
@@ -168,7 +217,7 @@ class Search:
         record = SearchRecord(name=spec.name, targets=list(spec.targets), device=self.device.name,
                               budget_ms=self.budget, min_top1=self.floor, trials=len(seen),
                               candidates=list(seen.values()), winner=winner, why=why,
-                              wall_s=round(time.perf_counter() - t0, 1))
+                              wall_s=round(time.perf_counter() - t0, 1), timing=self.timing_text())
         if winner is None:
             return None, record
         w = record.candidates[winner]
@@ -189,8 +238,9 @@ class Search:
                           f"{self.floor:g} (fastest: {seen[fastest].latency_ms:.4g} ms at top-1 "
                           f"{seen[fastest].top1_val or 0:.4f})")
         distill = next((cfg for n, cfg in self.passes if n == "distill"), None)
-        best, best_key = None, None
-        for k in feasible[:self.spec.finalists]:
+        finalists = feasible[:self.spec.finalists]
+        tuned: dict[str, torch.nn.Module] = {}
+        for k in finalists:
             c = seen[k]
             c.finalist = True
             model = models[k]
@@ -201,9 +251,13 @@ class Search:
                 model, c.finetuned_top1_val = res.model, res.stages[-1].top1_val
             else:
                 c.finetuned_top1_val = c.top1_val
-            with tempfile.TemporaryDirectory(prefix="edgeship-final-") as tmp:
-                s = self.latency(model, Path(tmp), finalist=True)
-            c.final_latency_ms, c.final_source = round(s.latency_ms, 4), s.source
+            tuned[_label(k)] = model
+        with tempfile.TemporaryDirectory(prefix="edgeship-final-") as tmp:  # timed together: the same load
+            scored = self.judge(tuned, Path(tmp), finalist=True)
+        best, best_key = None, None
+        for k in finalists:
+            c, s = seen[k], scored[_label(k)]
+            c.final_latency_ms, c.final_source, c.final_timing = round(s.latency_ms, 4), s.source, s.timing
             ok = s.latency_ms <= self.budget
             info(f"search {self.spec.name}: finalist drop {k[0]}, keep {k[1]:g}: top-1 after a brief fine-tune "
                  f"{c.finetuned_top1_val or 0:.4f}, {s.note}{'' if ok else ' - over the budget'}")
@@ -211,14 +265,17 @@ class Search:
                 best, best_key = c, k
         if best is None or best_key is None:
             return None, (f"every finalist was over the {self.budget:g} ms budget when lowered to "
-                          f"{self.target.format} {self.target.precision}")
+                          f"{self.target.format} {self.target.precision} ("
+                          + "; ".join(f"{seen[k].final_latency_ms:.4g} ms, {scored[_label(k)].note}"
+                                      for k in finalists) + ")")
         best.winner = True
         index = keys.index(best_key)
         others = [seen[k] for k in feasible[:self.spec.finalists] if k != best_key]
         why = (f"the most accurate of {len(feasible)} candidates within the {self.budget:g} ms budget and the top-1 "
                f"floor {self.floor:g} after a brief fine-tune ({best.finetuned_top1_val or 0:.4f}"
                + (", against " + ", ".join(f"{o.finetuned_top1_val or 0:.4f}" for o in others) if others else "")
-               + f"); its latency: {best.final_latency_ms:.4g} ms {best.final_source}")
+               + f"); its latency: {best.final_latency_ms:.4g} ms {best.final_source}"
+               + (f" ({best.final_timing.how})" if best.final_timing else ""))
         return index, why
 
 
@@ -243,6 +300,37 @@ def preflight(spec: SearchSpec, recipe: Recipe):
                             f"calibrate it: `edgeship profile RUN --calibrate --device {device.name} --ssh USER@HOST`, "
                             "or search for a target on this machine (measured)")
     return target, device, float(budget), float(floor), pf
+
+
+def near_budget(p90s: list[float], budget: float) -> bool:
+    """Whether the rounds cannot tell the budget apart: their median lies within their spread (highest - lowest
+    p90) of it, so one more timing could fall on either side."""
+    return abs(statistics.median(p90s) - budget) <= max(p90s) - min(p90s)
+
+
+def rounds_timing(ms: list[Measurement], runs: int, remeasured: bool) -> LatencyRounds:
+    """The record of a latency timed in rounds (``measure_rounds``): each round's p90 and p50, their medians,
+    the spread, and in words what the judged number is."""
+    p90, p50 = _p90s(ms), [round(m.p50_ms or 0.0, 4) for m in ms]
+    lo, hi = min(p90), max(p90)
+    how = (f"median of {len(ms)} rounds of p90 ({runs} runs each, a fresh process per round), spread "
+           f"{lo:.4g}-{hi:.4g} ms")
+    if remeasured:
+        how += "; the first rounds' median lay within their spread of the budget: as many rounds again were timed"
+    return LatencyRounds(p90_rounds_ms=p90, p50_rounds_ms=p50,
+                         median_p90_ms=round(statistics.median(p90), 4),
+                         median_p50_ms=round(statistics.median(p50), 4), spread_ms=[round(lo, 4), round(hi, 4)],
+                         runs=runs, remeasured=remeasured, how=how)
+
+
+def _p90s(ms: list[Measurement]) -> list[float]:
+    """Each round's p90 as recorded (0.1 us): what the judgement and the record both use."""
+    return [round(m.p90_ms or 0.0, 4) for m in ms]
+
+
+def _label(key: tuple[int, float]) -> str:
+    """A finalist's artifact name: drop-4-keep-500 (blocks dropped, thousandths of the MACs kept)."""
+    return f"drop-{key[0]}-keep-{round(key[1] * 1000)}"
 
 
 def _main(art_dir: Path) -> str:

@@ -5,6 +5,7 @@ artifacts, and the searches in report.json and report.html."""
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 from typer.testing import CliRunner
@@ -13,9 +14,10 @@ from edgeship.cli import app
 from edgeship.errors import EdgeshipError
 from edgeship.pipeline.base import validate_passes
 from edgeship.recipe import parse_recipe
-from edgeship.search import variant_passes
+from edgeship.search import near_budget, rounds_timing, variant_passes
 from helpers import digits_recipe_dict, write_recipe
 
+TIMING = {"rounds": 3, "runs": 10, "warmup": 2}
 PASSES = [{"name": "prune", "macs_ratio": 0.5, "round_to": 4, "steps": 1, "fine_tune": {"epochs": 1, "samples": 256}},
           {"name": "distill", "epochs": 1, "samples": 256}]
 
@@ -30,6 +32,57 @@ def test_variant_passes_override_what_the_search_chooses():
     # a recipe without the passes: they are added with their defaults
     v = variant_passes(validate_passes([PASSES[1]]), 3, 0.5)
     assert [n for n, _ in v] == ["drop_blocks", "prune", "distill"]
+
+
+def test_the_budget_is_near_when_it_lies_within_the_rounds_spread_of_their_median():
+    """The last quick search judged one 30-run timing: 0.12 ms as a candidate, 0.24 ms as a finalist, budget
+    0.196 ms. Rounds spread like that cannot tell the budget apart (re-measure); rounds that agree can."""
+    assert near_budget([0.12, 0.2436, 0.13], 0.196)  # median 0.13, spread 0.1236: the budget is inside
+    assert not near_budget([0.12, 0.121, 0.125], 0.196)  # well under, and the rounds agree
+    assert not near_budget([0.24, 0.25, 0.26], 0.196)  # well over, and the rounds agree
+    assert near_budget([0.19, 0.19, 0.19], 0.19)  # exactly on it
+
+
+def check_rounds(t: dict, rounds: int, runs: int, budget: float) -> None:
+    """A measured latency's record: the first ``rounds`` rounds decide whether it was re-measured (as many
+    again), the judged number is the median of all the rounds' p90s, the spread their lowest and highest."""
+    first = t["p90_rounds_ms"][:rounds]
+    assert t["remeasured"] == near_budget(first, budget)
+    assert len(t["p90_rounds_ms"]) == len(t["p50_rounds_ms"]) == rounds * (2 if t["remeasured"] else 1)
+    assert t["median_p90_ms"] == round(statistics.median(t["p90_rounds_ms"]), 4)
+    assert t["spread_ms"] == [min(t["p90_rounds_ms"]), max(t["p90_rounds_ms"])] and t["runs"] == runs
+    assert t["how"].startswith(f"median of {len(t['p90_rounds_ms'])} rounds of p90 ({runs} runs each")
+
+
+def test_rounds_time_each_artifact_in_fresh_processes_and_judge_the_median(tmp_path):
+    """Two real ONNX artifacts timed together in rounds: one measurement per round each, from its own process,
+    and the record of the rounds (median, spread, what the number is)."""
+    import torch
+
+    from edgeship.devices.calibrate import lower
+    from edgeship.devices.measure import RunArtifact, measure_rounds
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(144, 10)).eval()
+    arts = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        d = lower(model, (1, 8, 8), "onnx", "fp32", tmp_path / name / "art", name, tmp_path / name)
+        arts.append(RunArtifact(name, "host", "onnx", "fp32", d, [], "model.onnx"))
+    got = measure_rounds(arts, 1, rounds=3, runs=5, warmup=1, seed=0)
+    assert sorted(got) == ["a", "b"]
+    for ms in got.values():
+        assert len(ms) == 3 and all(m.runs == 5 and len(m.samples_ms) == 5 and m.p90_ms > 0 for m in ms)
+        assert all(m.profile is None for m in ms)  # rounds time only: no layer profile
+        r = rounds_timing(ms, 5, remeasured=False)
+        p90s = [round(m.p90_ms, 4) for m in ms]
+        assert r.p90_rounds_ms == p90s and r.median_p90_ms == round(statistics.median(p90s), 4)
+        assert r.spread_ms == [min(p90s), max(p90s)] and not r.remeasured
+        assert r.how == (f"median of 3 rounds of p90 (5 runs each, a fresh process per round), spread "
+                         f"{min(p90s):.4g}-{max(p90s):.4g} ms")
+    with pytest.raises(ValueError, match="must differ"):
+        measure_rounds([arts[0], arts[0]], 1, rounds=1, runs=5)
 
 
 def test_a_search_needs_a_latency_budget_and_known_targets(tmp_path):
@@ -49,8 +102,9 @@ def test_two_searches_give_two_targets_their_own_models(tmp_path, digits_checkpo
     space = {"blocks": [0], "macs_ratio": [0.4, 0.7, 1.0]}
     r = digits_recipe_dict(tmp_path, passes=PASSES, targets=targets, output=str(tmp_path / "runs" / "s"),
                            search=[{"name": "roomy", "targets": ["roomy"], "space": space, "trials": 3,
-                                    "finalists": 2, "finalist_samples": 256},
-                                   {"name": "tight", "targets": ["tight"], "space": space, "trials": 2}])
+                                    "finalists": 2, "finalist_samples": 256, "timing": TIMING},
+                                   {"name": "tight", "targets": ["tight"], "space": space, "trials": 2,
+                                    "timing": TIMING}])
     r["model"]["weights"] = str(digits_checkpoint)
     res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, "s.yaml")), "--runs", "10"])
     assert res.exit_code == 1, res.stdout + res.stderr  # the tight search finds nothing: its target fails alone
@@ -64,9 +118,19 @@ def test_two_searches_give_two_targets_their_own_models(tmp_path, digits_checkpo
     s = roomy["search"]
     assert s["trials"] == 3 and len(s["candidates"]) == 3 and s["winner"] is not None
     assert {c["latency_source"] for c in s["candidates"]} == {"measured"}  # the host, no predictor: measured
+    assert "median of the rounds' p90s" in s["timing"] and "3 rounds of 10 runs" in s["timing"]
+    for search in (s, tight["search"]):  # every candidate judged on the median of its rounds, never one timing
+        for c in search["candidates"]:
+            check_rounds(c["timing"], 3, 10, search["budget_ms"])
+            assert c["latency_ms"] == c["timing"]["median_p90_ms"] and c["note"].endswith(c["timing"]["how"])
+            assert c["feasible"] == (c["latency_ms"] <= search["budget_ms"] and c["top1_val"] >= search["min_top1"])
     assert sum(c["finalist"] for c in s["candidates"]) == 2 and sum(c["winner"] for c in s["candidates"]) == 1
     w = s["candidates"][s["winner"]]
     finalists = [c for c in s["candidates"] if c["finalist"]]
+    for c in finalists:  # lowered to the target's format, timed in rounds of their own (interleaved)
+        check_rounds(c["final_timing"], 3, 10, s["budget_ms"])
+        assert c["final_latency_ms"] == c["final_timing"]["median_p90_ms"]
+    assert w["final_timing"]["how"] in s["why"]
     assert w["finetuned_top1_val"] == max(c["finetuned_top1_val"] for c in finalists)
     assert "most accurate" in s["why"] and roomy["final"]["top1_test"] > 0.5
     assert [p["name"] for p in s["passes"]] == (["prune", "distill"] if w["macs_ratio"] < 1 else ["distill"])

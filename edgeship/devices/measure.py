@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -174,6 +175,24 @@ def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmu
     if p.returncode != 0 or not raw or not raw.get("ok"):
         raise runner_failure(art.name, raw, p.stderr, "this machine", sys.executable)
     return to_measurement(raw, "host", "this machine", art.name)
+
+
+def measure_rounds(arts: list[RunArtifact], threads: int, rounds: int, runs: int = DEFAULT_RUNS,
+                   warmup: int = DEFAULT_WARMUP, seed: int = 0) -> dict[str, list[Measurement]]:
+    """Each artifact timed in ``rounds`` rounds; a round visits every artifact once, in a new seeded order, each
+    visit a fresh subprocess (``measure_host``, no layer profile). On a shared machine a burst of other work then
+    falls on one round of an artifact, not on all its runs, and artifacts timed together meet the same load.
+    {artifact name: its measurements, one per round, in the order timed}."""
+    if len({a.name for a in arts}) != len(arts):
+        raise ValueError("measure_rounds: artifact names must differ")
+    rng = random.Random(seed)
+    out: dict[str, list[Measurement]] = {a.name: [] for a in arts}
+    for _ in range(rounds):
+        order = list(arts)
+        rng.shuffle(order)
+        for a in order:
+            out[a.name].append(measure_host(a, threads, runs, warmup, profile=0))
+    return out
 
 
 def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: int | None = None,

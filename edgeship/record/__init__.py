@@ -186,6 +186,20 @@ class Target(Record):
 
 
 # ---------------------------------------------------------------- searches
+class LatencyRounds(Record):
+    """A latency measured on this machine in repeated rounds (each a fresh process): the budget is judged on the
+    median of the rounds' p90s; the spread is their lowest and highest."""
+
+    p90_rounds_ms: list[float]  # each round's p90, in the order timed
+    p50_rounds_ms: list[float]
+    median_p90_ms: float
+    median_p50_ms: float
+    spread_ms: list[float]  # [lowest, highest] round p90
+    runs: int  # timed runs per round
+    remeasured: bool = False  # the budget lay within the spread of the first rounds: more rounds were timed
+    how: str  # in words, e.g. "median of 5 rounds of p90 (30 runs each), spread 0.11-0.14 ms"
+
+
 class SearchCandidate(Record):
     """One point of a budget-driven search (``edgeship.search``)."""
 
@@ -198,11 +212,13 @@ class SearchCandidate(Record):
     p50_ms: float | None = None
     p90_ms: float | None = None
     latency_source: str  # predicted or measured
+    timing: LatencyRounds | None = None  # measured: the rounds latency_ms is the median of
     feasible: bool = False  # within the budget and the accuracy floor
     finalist: bool = False
     finetuned_top1_val: float | None = None  # a finalist after its brief fine-tune
     final_latency_ms: float | None = None  # a finalist lowered to the target's format
     final_source: str | None = None
+    final_timing: LatencyRounds | None = None  # a measured finalist's rounds (timed interleaved with the others)
     winner: bool = False
     note: str | None = None
 
@@ -218,6 +234,7 @@ class SearchRecord(Record):
     winner: int | None = None  # index into candidates
     why: str
     wall_s: float
+    timing: str | None = None  # how measured latencies were judged (rounds, re-measuring near the budget)
     passes: list[dict[str, Any]] = Field(default_factory=list)  # the winner's whole pipeline
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeship.devices.budgets import LOWER_LIMITS, source_text
-from edgeship.record import BudgetResult, RunRecord
+from edgeship.record import BudgetResult, LatencyRounds, RunRecord
 from edgeship.report import plots
 from edgeship.report.console import fmt_ms, on_device, size_ratios
 from edgeship.targets.verify import wilson95
@@ -374,15 +374,17 @@ def search_section(rec: RunRecord) -> str:
                    "source": c.latency_source, "finalist": c.finalist, "final_latency_ms": c.final_latency_ms,
                    "finetuned_top1": c.finetuned_top1_val, "winner": c.winner} for c in s.candidates
                   if c.latency_source != "refused"]  # no model: nothing to plot (the table says why)
-        rows = [[f"{c.blocks}", f"{c.macs_ratio:g}", pct(c.top1_val), count(c.macs), ms(c.latency_ms),
-                 esc(c.latency_source), badge(c.feasible, "yes", "no"),
+        rows = [[f"{c.blocks}", f"{c.macs_ratio:g}", pct(c.top1_val), count(c.macs),
+                 ms(c.latency_ms) + spread(c.timing), esc(c.latency_source), badge(c.feasible, "yes", "no"),
                  pct(c.finetuned_top1_val, missing="-") if c.finalist else "-",
-                 (ms(c.final_latency_ms) + f" ({esc(c.final_source)})") if c.final_latency_ms is not None else "-",
+                 (ms(c.final_latency_ms) + spread(c.final_timing) + f" ({esc(c.final_source)})")
+                 if c.final_latency_ms is not None else "-",
                  "<b>winner</b>" if c.winner else ""] for c in s.candidates]
         top1 = f", test top-1 {pct(v.final.top1_test)}" if v.final else ""
         parts.append(f"<h3>{esc(s.name)}: for {esc(', '.join(s.targets))} on {esc(s.device)} (budget "
                      f"{g4(s.budget_ms)} ms, floor {pct(s.min_top1)})</h3>"
                      f"<p>{len(s.candidates)} candidates in {num(s.wall_s, ' s', 0)}. "
+                     + (f"Latency: {esc(s.timing)}. " if s.timing else "")
                      + (f"<b>Why the winner won:</b> {esc(s.why)}{top1}." if s.winner is not None
                         else f'<span class="fail">No model: {esc(s.why)}.</span>') + "</p>")
         if points:
@@ -393,6 +395,13 @@ def search_section(rec: RunRecord) -> str:
         parts.append(table(["blocks dropped", "MACs kept", "val top-1", "MACs", "latency ms", "source",
                             "within budget", "fine-tuned top-1", "lowered", ""], rows))
     return "".join(parts)
+
+
+def spread(t: LatencyRounds | None) -> str:
+    """A latency timed in rounds: its rounds' spread beside the median (nothing for a prediction)."""
+    if t is None:
+        return ""
+    return f" <span class=note>({g4(t.spread_ms[0])}-{g4(t.spread_ms[1])}, {len(t.p90_rounds_ms)} rounds)</span>"
 
 
 def plot_section(rec: RunRecord) -> str:
