@@ -334,6 +334,9 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "methods")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep --out's rows of the same profile that this run does not redo (rows run so far, one "
+                         "at a time); a model's FP32 reference row there is reused unless --methods names fp32")
     ap.add_argument("--rejudge", type=Path, default=None, metavar="JSON",
                     help="recompute the verdicts and WHY_OFF_QUICK of a written results file (no model is run)")
     args = ap.parse_args()
@@ -350,28 +353,34 @@ def main() -> int:
     if unknown:
         ap.error(f"no recipe for {', '.join(unknown)}; known: {', '.join(recipes)}")
     specs = methods(args.quick)
-    chosen = args.methods or list(specs)
+    chosen = list(args.methods or specs)
     bad = [m for m in chosen if m not in specs]
     if bad:
         ap.error(f"unknown method {', '.join(bad)}; known: {', '.join(specs)}")
-    if "fp32" not in chosen:
+    asked_fp32 = "fp32" in chosen
+    if not asked_fp32:
         chosen.insert(0, "fp32")  # the reference every row is compared with
     args.work = args.work.resolve() / ("quick" if args.quick else "full")
     out = args.out or RESULTS / ("methods_quick.json" if args.quick else "methods.json")
+    kept, args.earlier = merged_rows(out, args, chosen, asked_fp32) if args.merge else ([], [])
+    have_fp32 = {r["model"] for r in kept if r["method"] == "fp32"}
     os.chdir(ROOT)
     env = environment()
     git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     args.commit = git.stdout.strip() or os.environ.get("EDGESHIP_COMMIT")  # a copy without .git names its commit
     t0 = time.perf_counter()
-    rows = []
+    rows = list(kept)
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             for method in chosen:
                 spec = specs[method]
                 if model not in spec["models"] and model in MODELS:
                     continue
+                if method == "fp32" and model in have_fp32 and not asked_fp32:
+                    continue  # --merge: the reference row already in --out
                 t1 = time.perf_counter()
-                rows.append({**run_one(model, method, spec, args, Path(tmp)), "loadavg_after": loadavg()})
+                rows.append({**run_one(model, method, spec, args, Path(tmp)), "loadavg_after": loadavg(),
+                             "commit": args.commit})
                 print(f"{model} {method}: " + ", ".join(
                     f"{t['name']} {t['top1'] if t['top1'] is None else round(t['top1'], 4)}"
                     for t in rows[-1]["targets"]) + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
@@ -379,6 +388,26 @@ def main() -> int:
     write_results(out, args, env, t0, rows, complete=True)
     print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
+
+
+def merged_rows(out: Path, args, chosen: list[str], asked_fp32: bool) -> tuple[list[dict], list[dict]]:
+    """--merge: the rows of ``out`` this run does not redo, and the runs that wrote them (command, commit, wall
+    time), so a file filled one row at a time says what produced each row."""
+    import json
+
+    if not out.exists():
+        return [], []
+    d = json.loads(out.read_text())
+    if d["quick"] != args.quick:
+        raise SystemExit(f"--merge: {out} holds the {'quick' if d['quick'] else 'full'} profile, this run the "
+                         f"{'quick' if args.quick else 'full'} one")
+    redo = {(m, x) for m in args.models for x in chosen if x != "fp32" or asked_fp32}
+    kept = [{**r, "commit": r.get("commit", d.get("commit"))} for r in d["rows"]
+            if (r["model"], r["method"]) not in redo]
+    earlier = d.get("earlier_runs") or [{"command": d["command"], "commit": d.get("commit"), "wall_s": d["wall_s"],
+                                         "rows": [f"{r['model']} {r['method']}" for r in d["rows"]],
+                                         **({"note": d["note"]} if d.get("note") else {})}]
+    return kept, earlier
 
 
 def rejudge(path: Path) -> int:
@@ -403,7 +432,8 @@ def write_results(out: Path, args, env: dict, t0: float, rows: list[dict], compl
                      "profile": profile(args.quick),
                      "latency": {"threads": 1, "runs": args.runs, "warmup": args.warmup, "batch": 1,
                                  "how": "edgeship's host measurement (bench_runner.py in a fresh subprocess)"},
-                     "bars": {"drop_pt": DROP_BAR_PT, "deep_compression": bars}, "rows": rows})
+                     "bars": {"drop_pt": DROP_BAR_PT, "deep_compression": bars}, "rows": rows,
+                     **({"earlier_runs": args.earlier} if getattr(args, "earlier", None) else {})})
 
 
 if __name__ == "__main__":
