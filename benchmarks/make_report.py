@@ -402,7 +402,11 @@ def methods_section(d: dict, title: str = "Compression methods side by side") ->
            *profile_text(d.get("profile")),
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}` at commit "
            f"{(d.get('commit') or '?')[:7]} in {d['wall_s'] / 60:.0f} min "
-           f"(load average at start {d['environment'].get('loadavg')}, after {d.get('loadavg_after')}).", ""]
+           f"(load average at start {d['environment'].get('loadavg')}, after {d.get('loadavg_after')})"
+           + ("; the rows it did not run were kept (`--merge`) from earlier runs: " + "; ".join(
+               f"{', '.join(e['rows'])} by `{e['command']}` at commit {(e.get('commit') or '?')[:7]} in "
+               f"{e['wall_s'] / 60:.0f} min" + (f" ({e['note']})" if e.get("note") else "")
+               for e in d["earlier_runs"]) if d.get("earlier_runs") else "") + ".", ""]
     out += machine(d["environment"])
     tests = sorted({f"{r['test_samples']:,}" for r in d["rows"]})
     text = ("Each row is one `edgeship export` of the model's recipe with the method's passes; top-1 on the "

@@ -404,10 +404,13 @@ def merged_rows(out: Path, args, chosen: list[str], asked_fp32: bool) -> tuple[l
     redo = {(m, x) for m in args.models for x in chosen if x != "fp32" or asked_fp32}
     kept = [{**r, "commit": r.get("commit", d.get("commit"))} for r in d["rows"]
             if (r["model"], r["method"]) not in redo]
-    earlier = d.get("earlier_runs") or [{"command": d["command"], "commit": d.get("commit"), "wall_s": d["wall_s"],
-                                         "rows": [f"{r['model']} {r['method']}" for r in d["rows"]],
-                                         **({"note": d["note"]} if d.get("note") else {})}]
-    return kept, earlier
+    earlier = d.get("earlier_runs") or []
+    listed = {x for e in earlier for x in e["rows"]}
+    earlier = [*earlier, {"command": d["command"], "commit": d.get("commit"), "wall_s": d["wall_s"],
+                          "rows": [x for r in d["rows"] if (x := f"{r['model']} {r['method']}") not in listed],
+                          **({"note": d["note"]} if d.get("note") else {})}]
+    earlier = [{**e, "rows": [x for x in e["rows"] if tuple(x.split(" ", 1)) not in redo]} for e in earlier]
+    return kept, [e for e in earlier if e["rows"]]
 
 
 def rejudge(path: Path) -> int:

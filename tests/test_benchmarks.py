@@ -336,6 +336,15 @@ def test_methods_benchmark_rows_and_bars(tmp_path, digits_checkpoint):
     run_script("make_report.py", "--results", results, "--out", tmp_path / "B.md")
     text = (tmp_path / "B.md").read_text()
     assert "## Compression methods side by side (QUICK run" in text and "| digits | lowbit_2 | onnx int8 |" in text
+    # --merge: one more row into the same file, the others kept as they were and the FP32 reference not rerun
+    run_script("methods.py", "--quick", "--recipe", f"digits={recipe}", "--models", "digits", "--methods", "dynamic",
+               "--runs", 5, "--warmup", 1, "--threads", 1, "--work", tmp_path / "work", "--out", out, "--merge")
+    merged = json.loads(out.read_text())
+    assert [r["method"] for r in merged["rows"]] == ["fp32", "deep_compression", "lowbit_2", "dynamic"]
+    assert merged["rows"][0]["export_wall_s"] == again["rows"][0]["export_wall_s"]  # the same row, not a new run
+    assert merged["rows"][2]["why_off"] == again["rows"][3]["why_off"] and merged["rows"][3]["commit"]
+    assert merged["earlier_runs"][0]["rows"] == ["digits fp32", "digits deep_compression", "digits lowbit_2"]
+    assert ["--merge" in e["command"] for e in merged["earlier_runs"]] == [False]
 
 
 def bench_results() -> Path:
