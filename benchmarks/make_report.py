@@ -405,7 +405,7 @@ def methods_section(d: dict, title: str = "Compression methods side by side") ->
            f"(load average at start {d['environment'].get('loadavg')}, after {d.get('loadavg_after')})"
            + ("; the rows it did not run were kept (`--merge`) from earlier runs: " + "; ".join(
                f"{', '.join(e['rows'])} by `{e['command']}` at commit {(e.get('commit') or '?')[:7]} in "
-               f"{e['wall_s'] / 60:.0f} min" + (f" ({e['note']})" if e.get("note") else "")
+               f"{e['wall_s'] / 60:.0f} min" + (f" (its note then: {e['note']})" if e.get("note") else "")
                for e in d["earlier_runs"]) if d.get("earlier_runs") else "") + ".", ""]
     out += machine(d["environment"])
     tests = sorted({f"{r['test_samples']:,}" for r in d["rows"]})
