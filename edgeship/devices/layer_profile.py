@@ -2,9 +2,10 @@
 
 Self-contained like bench_runner.py (standard library only; it runs beside it on devices): ONNX Runtime's profiler
 JSON (per node: op, provider, duration), OpenVINO's PERF_COUNT (node type, execution type such as jit_avx2_I8) and,
-for LiteRT, whose Python interpreter has no per-op timer, its op list with each compute op's input dtype. Compute
-layers (convolutions, matrix multiplications, fully connected) get the arithmetic their kernel ran in; in an INT8
-artifact a float one is a float fallback.
+for LiteRT, whose Python interpreter has no per-op timer, its op list with each op's input dtype and whether its
+XNNPACK delegate took it (``not_delegated``: the ops left to LiteRT's builtin kernels). Compute layers (convolutions,
+matrix multiplications, fully connected) get the arithmetic their kernel ran in; in an INT8 artifact a float one is
+a float fallback.
 """
 
 from __future__ import annotations
@@ -63,10 +64,35 @@ def ov_layers(counted: dict) -> tuple[str, list[dict]]:
     return "openvino per-layer counters (PERF_COUNT)", out
 
 
+def delegated(ops: list[dict]) -> dict[int, int]:
+    """Operator index -> the delegate partition (DELEGATE node) that runs it. The interpreter keeps the replaced
+    operators in its list; a DELEGATE node's inputs are its partition's inputs (boundary tensors and constants), so
+    walking back from its outputs through their producers, stopping at those inputs, finds the operators it took."""
+    producer = {int(t): op["index"] for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    by_index = {op["index"]: op for op in ops}
+    taken: dict[int, int] = {}
+    for d in (op for op in ops if op["op_name"] == "DELEGATE"):
+        stop = {int(t) for t in d["inputs"]}
+        todo = [int(t) for t in d["outputs"]]
+        while todo:
+            t = todo.pop()
+            k = producer.get(t)
+            if t in stop or k is None or k in taken:
+                continue
+            taken[k] = d["index"]
+            todo += [int(i) for i in by_index[k]["inputs"] if int(i) >= 0]
+    return taken
+
+
 def tflite_layers(interpreter) -> tuple[str, list[dict]]:
+    """Each operator with its input dtype and where it runs: in XNNPACK (LiteRT's default delegate) or in LiteRT's
+    builtin kernels (an operator XNNPACK does not take, which also splits the graph into several partitions)."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # the only op list the Python interpreter exposes
+    partitions = sum(op["op_name"] == "DELEGATE" for op in ops)
+    taken = delegated(ops) if partitions else {}
     out = []
-    for op in interpreter._get_ops_details():  # the only op list the Python interpreter exposes
+    for op in ops:
         if op["op_name"] == "DELEGATE":
             continue
         first = next((tensors[i] for i in op["inputs"] if i >= 0 and i in tensors), None)
@@ -74,9 +100,12 @@ def tflite_layers(interpreter) -> tuple[str, list[dict]]:
         compute = op["op_name"] in TFLITE_COMPUTE
         precision = ("int8" if dtype in ("int8", "uint8", "int16") else "float" if dtype.startswith("float")
                      else None) if compute else None
-        out.append({"name": f"{op['index']}:{op['op_name']}", "op": op["op_name"], "kernel": dtype or None,
-                    "compute": compute, "precision": precision, "us": None, "calls": None})
-    return "litert op list (its Python interpreter has no per-op timer: no times)", out
+        where = "XNNPACK" if op["index"] in taken else "builtin"
+        out.append({"name": f"{op['index']}:{op['op_name']}", "op": op["op_name"],
+                    "kernel": f"{dtype} {where}".strip(), "compute": compute, "precision": precision, "us": None,
+                    "calls": None, "delegated": op["index"] in taken})
+    return (f"litert op list, {partitions} XNNPACK partition(s) (its Python interpreter has no per-op timer: "
+            "no times)"), out
 
 
 def _median(values: list[float]) -> float:
@@ -112,7 +141,11 @@ def layer_profile(source: str, rows: list[dict], int8_artifact: bool, top: int =
     for r in layers:
         by_op[r["op"]] = round(by_op.get(r["op"], 0.0) + (r["ms"] or 0.0), 5)
     runs = max((r["calls"] or 0 for r in rows), default=0)
+    # LiteRT: the operators its default delegate (XNNPACK) did not take, which run in its builtin kernels
+    delegating = any("delegated" in r for r in rows)
+    not_delegated = [r["name"] for r in rows if not r.get("delegated", True)] if delegating else None
     return {"source": source, "runs": runs, "total_ms": round(total / 1e3, 5) if timed and total else None,
             "layer_count": len(layers), "compute_layers": sum(1 for r in rows if r["compute"]),
             "int8_compute_layers": sum(1 for r in rows if r["compute"] and r["precision"] == "int8"),
-            "float_fallbacks": fallbacks, "by_op_ms": by_op if timed else None, "layers": kept}
+            "float_fallbacks": fallbacks, "not_delegated": not_delegated, "by_op_ms": by_op if timed else None,
+            "layers": kept}

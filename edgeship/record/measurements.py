@@ -39,7 +39,8 @@ class LayerTime(Record):
 
     name: str
     op: str  # the runtime's operator or node type (QLinearConv, Convolution, CONV_2D)
-    kernel: str | None = None  # OpenVINO's execution type (jit_avx2_I8), ONNX Runtime's provider, LiteRT's input dtype
+    kernel: str | None = None  # OpenVINO's execution type (jit_avx2_I8), ONNX Runtime's provider, LiteRT's input
+    # dtype and where it ran ("int8 XNNPACK": in the delegate; "int8 builtin": LiteRT's own kernels)
     precision: Literal["int8", "float"] | None = None  # the arithmetic of a compute layer (conv, matmul, FC)
     ms: float | None = None  # median time per inference (None: the runtime has no per-op timer)
     share: float | None = None  # of the summed layer times
@@ -56,6 +57,8 @@ class LayerProfile(Record):
     compute_layers: int = 0
     int8_compute_layers: int = 0
     float_fallbacks: list[str] = Field(default_factory=list)
+    # LiteRT: operators its XNNPACK delegate did not take (run by its builtin kernels); None: no delegate to report
+    not_delegated: list[str] | None = None
     by_op_ms: dict[str, float] | None = None
     layers: list[LayerTime] = Field(default_factory=list)  # the slowest first (every layer when untimed)
 class Prediction(Record):

@@ -320,6 +320,9 @@ def layer_section(rec: RunRecord, top: int = 8) -> str:
     for name, source, p in profiled:
         fallback = (f'<span class=fail>{len(p.float_fallbacks)} in float: {esc(", ".join(p.float_fallbacks[:4]))}'
                     + ("&hellip;" if len(p.float_fallbacks) > 4 else "") + "</span>") if p.float_fallbacks else "none"
+        if p.not_delegated:  # LiteRT: operators its XNNPACK delegate left to the builtin kernels
+            fallback += (f'; <span class=fail>{len(p.not_delegated)} outside XNNPACK: '
+                         f'{esc(", ".join(p.not_delegated[:4]))}</span>')
         summary.append([esc(name), esc(source), f'<span class="note">{esc(p.source)}</span>', count(p.layer_count),
                         f"{p.int8_compute_layers} / {p.compute_layers}", fallback, ms(p.total_ms)])
         rows = [[esc(r.name), esc(r.op), esc(r.kernel or ""), esc(r.precision or "")
@@ -336,7 +339,8 @@ def layer_section(rec: RunRecord, top: int = 8) -> str:
                                         "compute layers in float", "summed layer ms"], summary, left=(0, 1, 2, 5))
             + '<p class="note">Run separately after the timed runs (the profilers cost time): median per layer. '
               "Compute layers are convolutions, matrix multiplications and fully connected layers; in an INT8 "
-              "artifact one that ran in a float kernel is flagged.</p>" + plot + "".join(parts))
+              "artifact one that ran in a float kernel is flagged, and so is a LiteRT operator its XNNPACK "
+              "delegate did not take.</p>" + plot + "".join(parts))
 
 
 def budget_section(rec: RunRecord) -> str:

@@ -39,7 +39,10 @@ def test_every_host_measurement_has_a_layer_profile(run):
         if name == "tfl-int8":  # LiteRT's Python interpreter has no per-op timer: the layers, untimed
             assert p["total_ms"] is None and all(r["ms"] is None for r in layers)
             assert {r["op"] for r in layers} >= {"CONV_2D", "FULLY_CONNECTED"}
+            # and where each ran: XNNPACK took every operator of the small CNN
+            assert p["not_delegated"] == [] and all(r["kernel"] == "int8 XNNPACK" for r in layers if r["precision"])
         else:
+            assert p["not_delegated"] is None  # only LiteRT has a default delegate to report on
             times = [r["ms"] for r in layers]
             assert p["total_ms"] > 0 and times == sorted(times, reverse=True) and times[0] > 0
             assert abs(sum(r["share"] for r in layers) - 1) < 0.02 or len(layers) < p["layer_count"]

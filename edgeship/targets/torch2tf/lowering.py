@@ -340,14 +340,26 @@ class Lowering:
         if mode == "SAME" and how == "AVG" and count_include_pad:
             mode, pads = "EXPLICIT", [[0, 0], *[[q, q] for q in _pair(p)], [0, 0]]
         if mode == "EXPLICIT":
-            if how == "MAX":  # mirrored edge values never exceed the window's own max (p <= k / 2)
-                x = tf.pad(x, pads, mode="SYMMETRIC")
+            if how == "MAX":
+                x = self._edge_pad(x, pads)
             elif count_include_pad:
                 x = tf.pad(x, pads)
             else:
                 raise unsupported("AvgPool2d", n, self.gm, "padding with count_include_pad=False")
             mode = "VALID"
         return tf.nn.pool(x, window_shape=k, pooling_type=how, strides=s, padding=mode)
+
+    def _edge_pad(self, x, pads: list[list[int]]):
+        """A max pool's padding as copies of the edge rows and columns (CONCATENATION of STRIDED_SLICEs): every
+        window that reaches p <= k / 2 into the padding also holds the edge value, so the max is torch's (-inf
+        padding) whatever the values' sign. Not MIRROR_PAD (tf.pad SYMMETRIC, the same values): LiteRT's XNNPACK
+        delegate does not take MIRROR_PAD, which then runs in the builtin kernels and splits the graph in two."""
+        tf = self.tf
+        for axis, (before, after) in ((1, pads[1]), (2, pads[2])):
+            first, last = (x[:, :1], x[:, -1:]) if axis == 1 else (x[:, :, :1], x[:, :, -1:])
+            if before or after:
+                x = tf.concat([first] * before + [x] + [last] * after, axis=axis)
+        return x
 
     def _check_adaptive(self, n, out_size) -> None:
         in_shape = shape(n.args[0])
