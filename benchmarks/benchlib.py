@@ -67,6 +67,42 @@ def loadavg() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+def _busy_cpu_s() -> float:
+    """CPU-seconds every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """How much of the machine other work took while a benchmark measured: the busy CPU-seconds of every core
+    minus this process's and its children's. A load average lags by a minute and counts jobs that do not run
+    (stopped, or at SCHED_IDLE behind the benchmark); this counts the cycles others actually used.
+
+        with CpuShare() as share: ...   # then share.result()"""
+
+    def __enter__(self) -> CpuShare:
+        self._busy, self._own, self._t = _busy_cpu_s(), self._own_cpu_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._busy, self._own, self._t = (_busy_cpu_s() - self._busy, self._own_cpu_s() - self._own,
+                                          time.perf_counter() - self._t)
+
+    @staticmethod
+    def _own_cpu_s() -> float:
+        import resource
+
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    def result(self) -> dict:
+        others = max(0.0, self._busy - self._own)
+        cores = os.cpu_count() or 1
+        return {"wall_s": round(self._t, 1), "busy_cpu_s": round(self._busy, 1), "own_cpu_s": round(self._own, 1),
+                "others_cpu_s": round(others, 1), "others_mean_cores": round(others / max(self._t, 1e-9), 2),
+                "cores": cores}
+
+
 def write_json(path: Path, obj: dict) -> None:
     """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
     path = Path(path)

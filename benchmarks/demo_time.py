@@ -9,7 +9,10 @@ timestamped; a phase starts at the line make echoes before its command, so the p
 Records wall and CPU time (user + system of the whole process tree) per phase and the load average sampled
 every 5 s: on a shared machine the wall time means something only with the load it ran under, while the CPU
 seconds divided by the cores bound what an idle machine would take from below. Then the report's test top-1
-per artifact and the budget verdict. Bar: under 10 minutes in all, INT8 top-1 the same or better than before.
+per artifact and the budget verdict. Also the CPU other jobs took meanwhile (benchlib.CpuShare: the load average
+counts stopped and SCHED_IDLE jobs that take nothing) and whether the uv package cache was empty at the start
+(`--cold-cache` empties it, as on a fresh machine). Bar: under 10 minutes in all, INT8 top-1 the same or better
+than before.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import RESULTS, ROOT, command_line, environment, loadavg, write_json
+from benchlib import RESULTS, ROOT, CpuShare, command_line, environment, loadavg, write_json
 
 BAR_S = 600.0
 PHASES = (("setup", "scripts/bootstrap.sh"), ("train", "edgeship train"), ("export", "edgeship export"))
@@ -100,6 +103,9 @@ def main() -> None:
     ap.add_argument("--branch", default=branch)
     ap.add_argument("--out", type=Path, default=RESULTS / "demo_time.json")
     ap.add_argument("--keep", type=Path, help="clone here and keep it (default: a temporary directory)")
+    ap.add_argument("--cold-cache", action="store_true",
+                    help="install into the new .venv from an empty uv cache (UV_CACHE_DIR in a temporary "
+                         "directory), as on a fresh machine: the packages come from the network")
     args = ap.parse_args()
     env = environment()
     with tempfile.TemporaryDirectory(prefix="demo-time-") as tmp:
@@ -108,11 +114,17 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
                                 check=True).stdout.strip()
         log = Path(tmp) / "make_demo.log"
-        run = run_make_demo(clone, log)
+        if args.cold_cache:
+            os.environ["UV_CACHE_DIR"] = str(Path(tmp) / "uv-cache")  # make's environment: setup sees it
+        cache = Path(os.environ.get("UV_CACHE_DIR") or Path.home() / ".cache" / "uv")
+        package_cache = {"uv_cache": str(cache), "empty_at_start": not (cache.exists() and any(cache.iterdir()))}
+        with CpuShare() as share:
+            run = run_make_demo(clone, log)
         facts = report_facts(clone / "runs" / "fashion_mnist")
         tail = log.read_text().splitlines()[-30:]
     result = {"benchmark": "demo_time", "command": command_line(), "branch": args.branch, "commit": commit,
-              "environment_at_start": env, "loadavg_at_end": loadavg(), "make_demo": run, "report": facts,
+              "environment_at_start": env, "loadavg_at_end": loadavg(), "package_cache": package_cache,
+              "cpu_of_other_jobs": share.result(), "make_demo": run, "report": facts,
               "bar_s": BAR_S, "met_time": run["exit_code"] == 0 and run["wall_s"] < BAR_S, "log_tail": tail}
     write_json(args.out, result)
     print(json.dumps({k: run[k] for k in ("exit_code", "wall_s", "cpu_s_process_tree", "phases_wall_s")}))

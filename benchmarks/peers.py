@@ -31,7 +31,18 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from benchlib import RECIPES, RESULTS, ROOT, command_line, device_bytes, environment, loadavg, quick_recipe, write_json
+from benchlib import (
+    RECIPES,
+    RESULTS,
+    ROOT,
+    CpuShare,
+    command_line,
+    device_bytes,
+    environment,
+    loadavg,
+    quick_recipe,
+    write_json,
+)
 
 FORMATS = ("onnx", "openvino", "tflite")
 RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "tflite": "LiteRT (TFLite)"}
@@ -355,12 +366,14 @@ def tagged(name: str, rows: list[dict]) -> list[dict]:
     return rows
 
 
-def measure_all(contenders: list[dict], args) -> tuple[list[float], float]:
-    """measure_interleaved with the options; (load average before, seconds it took)."""
+def measure_all(contenders: list[dict], args) -> tuple[list[float], float, dict]:
+    """measure_interleaved with the options; (load average before, seconds it took, the CPU others used meanwhile:
+    benchlib.CpuShare)."""
     print(f"measuring {len(contenders)} artifacts x {args.threads} threads x {args.repeats} repeats", file=sys.stderr)
     load_before, t0 = loadavg(), time.perf_counter()
-    measure_interleaved(contenders, args.threads, args.repeats, args.runs, args.warmup)
-    return load_before, time.perf_counter() - t0
+    with CpuShare() as share:
+        measure_interleaved(contenders, args.threads, args.repeats, args.runs, args.warmup)
+    return load_before, time.perf_counter() - t0, share.result()
 
 
 def method(args) -> dict:
@@ -441,11 +454,12 @@ def main(argv=None) -> int:
             models[name] = {"checkpoint": base["model"].get("weights"), "checkpoint_metrics": trained,
                             **model_info(path, base, rep_f, rep_e, samples)}
             contenders += tagged(name, rows_f + rows_e + rows_p)
-        load_before, measure_s = measure_all(contenders, args)
+        load_before, measure_s, others = measure_all(contenders, args)
     summarize(contenders, args.threads)
     result = {
         "benchmark": "peers", "quick": args.quick, "command": command_line(), "method": method(args),
         "environment": env_start, "loadavg_before_measuring": load_before, "loadavg_after": loadavg(),
+        "cpu_while_measuring": others,
         "measure_s": round(measure_s, 1), "wall_s": round(time.perf_counter() - t_start, 1),
         "models": models, "rows": [{k: v for k, v in c.items() if k != "dir"} for c in contenders],
         "bars": bars(contenders, args.threads),

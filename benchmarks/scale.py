@@ -201,7 +201,7 @@ def main(argv=None) -> int:
                                   "stages_cached": [s["stage"] for s in rep_e["stages"] if s.get("cached")]},
             }
             contenders += tagged(name, rows_f + rows_e + rows_p)
-        load_before, measure_s = measure_all(contenders, args)
+        load_before, measure_s, others = measure_all(contenders, args)
     summarize(contenders, args.threads)
     for c in contenders:
         c["thread_scaling"] = thread_scaling(c)
@@ -217,6 +217,7 @@ def main(argv=None) -> int:
         "machine_note": "shared machine: 2 cores used by several engineers at once; load averages recorded",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "environment": env_start, "loadavg_before_measuring": load_before, "loadavg_after": loadavg(),
+        "cpu_while_measuring": others,
         "measure_s": round(measure_s, 1), "wall_s": round(time.perf_counter() - t_start, 1), "bars_stated": BARS,
         "models": models, "rows": [{k: v for k, v in c.items() if k != "dir"} for c in contenders],
         "bars": scale_bars(contenders, models, args.threads),

@@ -8,6 +8,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,8 @@ def test_peers_results(bench_dir):
     d = json.loads((bench_dir / "results" / "peers_quick.json").read_text())
     assert d["quick"] and d["method"]["repeats"] == REPEATS and d["environment"]["cores"] >= 1
     assert len(d["environment"]["loadavg"]) == 3 and len(d["loadavg_before_measuring"]) == 3
+    share = d["cpu_while_measuring"]  # the measurement's own subprocesses count as its own, not as others'
+    assert share["own_cpu_s"] > 0 and share["others_cpu_s"] >= 0 and share["wall_s"] > 0
     rows = {(r["format"], r["flow"]): r for r in d["rows"]}
     assert set(rows) == {(f, k) for f in ("onnx", "openvino", "tflite") for k in ("fp32", "edgeship", "peer")}
     info = d["models"]["digits"]
@@ -160,6 +163,7 @@ def test_scale_benchmark_bars_profiles_and_report(tmp_path, digits_checkpoint):
                "--work", tmp_path / "work", "--out", out)
     d = json.loads(out.read_text())
     assert len(d["loadavg_before_measuring"]) == 3 and len(d["loadavg_after"]) == 3 and d["quick"]
+    assert d["cpu_while_measuring"]["own_cpu_s"] > 0
     info = d["models"]["digits"]
     assert info["accuracy_measured"] and info["checkpoint"]["metrics"]["test_top1"] > 0.9
     cost = info["pipeline_cost"]["export"]
@@ -465,3 +469,30 @@ def test_qat_weight_bits_and_its_report_section(tmp_path, digits_checkpoint):
     assert lines[0] == "## INT8 weights on x86 without VNNI: 8 against 7 bits"
     assert [line.split(" | ")[1] for line in lines if line.startswith("| qat | ")] == ["8-bit", "7-bit"]
     assert sum("| overflow fix: " in line for line in lines) == 2
+
+
+def test_cpu_share_counts_a_job_that_is_not_ours(tmp_path):
+    """benchlib.CpuShare: the CPU a process outside the benchmark's tree burns meanwhile counts as others';
+    what the benchmark's own children burn does not."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from benchlib import CpuShare
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    burn = "import time\nwhile time.process_time() < 0.5: pass"
+    with CpuShare() as own:
+        subprocess.run([sys.executable, "-c", burn], check=True)
+    pidfile = tmp_path / "pid"
+    with CpuShare() as other:  # the shell backgrounds the burner and exits: it is re-parented, never ours
+        subprocess.run(["sh", "-c", f'"{sys.executable}" -c "$0" & echo $! > "{pidfile}"', burn], check=True)
+        stat = Path(f"/proc/{int(pidfile.read_text())}/stat")
+        deadline = time.monotonic() + 60
+        while stat.exists() and time.monotonic() < deadline:
+            try:
+                if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":  # finished, not yet reaped
+                    break
+            except (OSError, IndexError):
+                break
+            time.sleep(0.05)
+    assert own.result()["own_cpu_s"] >= 0.45
+    assert other.result()["own_cpu_s"] < 0.3 and other.result()["others_cpu_s"] >= 0.4
