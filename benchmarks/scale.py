@@ -11,6 +11,9 @@ Models (benchmarks/recipes/):
 - resnet18_224: ResNet-18 at 224x224 RGB, RANDOM weights (latency, size, memory only);
 - mobilenetv2_96: MobileNetV2 (width 0.35) at 96x96 RGB trained on Fashion-MNIST upscaled to 96x96 with its one channel
   repeated to three (data.resize): accuracy measured on held-out test images.
+- mobilenetv2_224_pruned, resnet18_224_pruned: the two random-weight models with half their MACs removed by
+  structured pruning (no fine-tuning) before INT8: the latency of what edgeship's compression leaves at 224x224,
+  where the plain ones measure lowering alone; their accuracy is not shown (the 96x96 model's is).
 A recipe without model.weights has random weights: its top-1 is not an accuracy and is not judged.
 
 Bars (issue 20), per runtime and model, on edgeship's INT8 artifact: >= 2.5x faster than the FP32 unpruned model
@@ -56,6 +59,8 @@ RECIPES = {
     "mobilenetv2_224": ROOT / "benchmarks" / "recipes" / "mobilenetv2_224_random.yaml",
     "resnet18_224": ROOT / "benchmarks" / "recipes" / "resnet18_224_random.yaml",
     "mobilenetv2_96": ROOT / "benchmarks" / "recipes" / "fashion_mnist_mnv2_96.yaml",
+    "mobilenetv2_224_pruned": ROOT / "benchmarks" / "recipes" / "mobilenetv2_224_pruned_random.yaml",
+    "resnet18_224_pruned": ROOT / "benchmarks" / "recipes" / "resnet18_224_pruned_random.yaml",
 }
 BARS = {"vs_fp32": 2.5, "vs_peer": 1.3, "max_drop_pt": 0.5, "thread_scaling_224": 1.6}
 QUICK_TEST, QUICK_PASS_SAMPLES = 500, 2000
