@@ -362,7 +362,10 @@ class SearchTiming(Strict):
     p90s, and one whose median lies within its rounds' spread of the budget gets ``rounds`` more."""
 
     rounds: int = Field(5, ge=1, description="rounds per candidate, each a fresh process (the median judges)")
-    runs: int = Field(30, ge=5, description="timed runs per round (its p90 is the round's number)")
+    runs: int = Field(30, ge=5, description="timed runs per round at least (its p90 is the round's number)")
+    min_round_s: float = Field(0.3, ge=0, le=60, description=(
+        "each round runs on until its timed runs add up to this many seconds: a fast model's p90 then rests on "
+        "thousands of runs, not on the two or three slowest of 30 (0: exactly `runs`)"))
     warmup: int = Field(5, ge=0)
 
 

@@ -384,7 +384,7 @@ def test_search_benchmark_budgets_from_the_hand_written_artifact(tmp_path, digit
                {"name": "roomy", "format": "onnx", "precision": "int8", "budgets": {"latency_ms_p90": 1000.0}},
                {"name": "tight", "format": "onnx", "precision": "int8", "budgets": {"latency_ms_p90": 1000.0}}]
     space = {"blocks": [0], "macs_ratio": [0.3, 0.5, 1.0]}
-    timing = {"rounds": 2, "runs": 10, "warmup": 1}
+    timing = {"rounds": 2, "runs": 10, "warmup": 1, "min_round_s": 0}
     r = digits_recipe_dict(tmp_path, passes=PASSES, targets=targets, output=str(tmp_path / "runs" / "s"),
                            search=[{"name": "roomy", "targets": ["roomy"], "space": space, "trials": 2,
                                     "finalists": 1, "finalist_samples": 256, "timing": timing},
@@ -407,6 +407,9 @@ def test_search_benchmark_budgets_from_the_hand_written_artifact(tmp_path, digit
     assert d["budgets"]["per_target_ms"] == {"roomy": round(judged["p90_ms"] * 100, 4),
                                              "tight": round(judged["p90_ms"] * 50, 4)}
     assert (tmp_path / "runs" / "s_reference" / "targets" / "main-onnx").is_dir()
+    shares = d["cpu_of_other_jobs"]  # how much of the machine other work took while the search timed candidates
+    assert set(shares) == {"search", "measuring"} and all(0 <= v["others_mean_cores"] <= v["cores"]
+                                                          for v in shares.values())
     ref = d["reference"]
     assert len(ref["measured"]["p50_repeats"]) == 2 and 0 < ref["test_top1"] <= 1
     assert d["fine_tuning"]["finalists"]["roomy"] == {"distill_epochs": 1, "distill_samples": 256}

@@ -14,10 +14,10 @@ from edgeship.cli import app
 from edgeship.errors import EdgeshipError
 from edgeship.pipeline.base import validate_passes
 from edgeship.recipe import parse_recipe
-from edgeship.search import near_budget, rounds_timing, variant_passes
+from edgeship.search import near_budget, recipe_point, rounds_timing, variant_passes
 from helpers import digits_recipe_dict, write_recipe
 
-TIMING = {"rounds": 3, "runs": 10, "warmup": 2}
+TIMING = {"rounds": 3, "runs": 10, "warmup": 2, "min_round_s": 0}  # exactly 10 runs a round
 PASSES = [{"name": "prune", "macs_ratio": 0.5, "round_to": 4, "steps": 1, "fine_tune": {"epochs": 1, "samples": 256}},
           {"name": "distill", "epochs": 1, "samples": 256}]
 
@@ -32,6 +32,16 @@ def test_variant_passes_override_what_the_search_chooses():
     # a recipe without the passes: they are added with their defaults
     v = variant_passes(validate_passes([PASSES[1]]), 3, 0.5)
     assert [n for n, _ in v] == ["drop_blocks", "prune", "distill"]
+
+
+def test_the_recipe_point_is_what_variant_passes_rebuilds():
+    """The hand-written model's (blocks, MACs ratio), which a search tries first when its space holds it."""
+    passes = validate_passes([{"name": "drop_blocks", "blocks": 4}, *PASSES])
+    assert recipe_point(passes) == (4, 0.5)
+    assert variant_passes(passes, *recipe_point(passes)) == passes  # the same pipeline, pass for pass
+    assert recipe_point(validate_passes([PASSES[1]])) == (0, 1.0)  # nothing dropped, nothing pruned
+    by_channels = validate_passes([{"name": "prune", "channel_ratio": 0.5}])
+    assert recipe_point(by_channels) == (0, 1.0)  # no MACs ratio: not a point of any space
 
 
 def test_the_budget_is_near_when_it_lies_within_the_rounds_spread_of_their_median():
@@ -83,6 +93,9 @@ def test_rounds_time_each_artifact_in_fresh_processes_and_judge_the_median(tmp_p
                          f"{min(p90s):.4g}-{max(p90s):.4g} ms")
     with pytest.raises(ValueError, match="must differ"):
         measure_rounds([arts[0], arts[0]], 1, rounds=1, runs=5)
+    # min_s: a fast model runs on until its timed runs add up to that long (a p90 of thousands of runs)
+    for m in measure_rounds(arts[:1], 1, rounds=2, runs=5, warmup=1, min_s=0.05)["a"]:
+        assert m.runs == len(m.samples_ms) > 5 and sum(m.samples_ms) >= 50 * 0.999
 
 
 def test_a_search_needs_a_latency_budget_and_known_targets(tmp_path):
@@ -99,7 +112,7 @@ def test_two_searches_give_two_targets_their_own_models(tmp_path, digits_checkpo
     targets = [{"name": "main-onnx", "format": "onnx", "precision": "fp32"},
                {"name": "roomy", "format": "onnx", "precision": "fp32", "budgets": {"latency_ms_p90": 1000.0}},
                {"name": "tight", "format": "onnx", "precision": "fp32", "budgets": {"latency_ms_p90": 0.0001}}]
-    space = {"blocks": [0], "macs_ratio": [0.4, 0.7, 1.0]}
+    space = {"blocks": [0], "macs_ratio": [0.4, 0.5, 1.0]}  # 0.5: the recipe's own prune, tried first
     r = digits_recipe_dict(tmp_path, passes=PASSES, targets=targets, output=str(tmp_path / "runs" / "s"),
                            search=[{"name": "roomy", "targets": ["roomy"], "space": space, "trials": 3,
                                     "finalists": 2, "finalist_samples": 256, "timing": TIMING},
@@ -117,6 +130,8 @@ def test_two_searches_give_two_targets_their_own_models(tmp_path, digits_checkpo
     roomy, tight = rep["variants"]
     s = roomy["search"]
     assert s["trials"] == 3 and len(s["candidates"]) == 3 and s["winner"] is not None
+    for search in (s, tight["search"]):  # the hand-written point first, whatever the sampler would propose
+        assert (search["candidates"][0]["blocks"], search["candidates"][0]["macs_ratio"]) == (0, 0.5)
     assert {c["latency_source"] for c in s["candidates"]} == {"measured"}  # the host, no predictor: measured
     assert "median of the rounds' p90s" in s["timing"] and "3 rounds of 10 runs" in s["timing"]
     for search in (s, tight["search"]):  # every candidate judged on the median of its rounds, never one timing

@@ -91,12 +91,14 @@ def run_artifacts(record: RunRecord, only: list[str] | None = None) -> list[RunA
 
 
 def runner_args(python: str, runner: str, bundle: str, threads: int, runs: int, warmup: int,
-                verify: tuple[str, str] | None = None, profile: int = 0) -> list[str]:
+                verify: tuple[str, str] | None = None, profile: int = 0, min_s: float = 0.0) -> list[str]:
     """The runner's command line; ``verify``: (samples, host outputs) to check the runtime's outputs against;
-    ``profile``: runs with the runtime's per-layer counters after the timed ones."""
+    ``profile``: runs with the runtime's per-layer counters after the timed ones; ``min_s``: after ``runs``, run on
+    until the timed runs add up to that many seconds."""
     return [python, runner, "--dir", bundle, "--threads", str(int(threads)), "--runs", str(int(runs)),
             "--warmup", str(int(warmup)), *(("--samples", verify[0], "--reference", verify[1]) if verify else ()),
-            *(("--profile", str(int(profile))) if profile else ())]
+            *(("--profile", str(int(profile))) if profile else ()),
+            *(("--min-seconds", f"{float(min_s):g}") if min_s else ())]
 
 
 def _no_constant(name: str) -> None:
@@ -162,9 +164,10 @@ def runner_failure(target: str, raw: dict | None, stderr: str, where: str, pytho
 
 
 def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
-                 timeout: float = 600, profile: int = DEFAULT_PROFILE_RUNS) -> Measurement:
-    """Measure one artifact in a fresh subprocess of this Python (then profile its layers: ``profile`` runs)."""
-    cmd = runner_args(sys.executable, str(RUNNER), str(art.dir), threads, runs, warmup, profile=profile)
+                 timeout: float = 600, profile: int = DEFAULT_PROFILE_RUNS, min_s: float = 0.0) -> Measurement:
+    """Measure one artifact in a fresh subprocess of this Python (then profile its layers: ``profile`` runs);
+    ``min_s``: at least ``runs`` runs, and more until they add up to ``min_s`` seconds."""
+    cmd = runner_args(sys.executable, str(RUNNER), str(art.dir), threads, runs, warmup, profile=profile, min_s=min_s)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -178,7 +181,7 @@ def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmu
 
 
 def measure_rounds(arts: list[RunArtifact], threads: int, rounds: int, runs: int = DEFAULT_RUNS,
-                   warmup: int = DEFAULT_WARMUP, seed: int = 0) -> dict[str, list[Measurement]]:
+                   warmup: int = DEFAULT_WARMUP, seed: int = 0, min_s: float = 0.0) -> dict[str, list[Measurement]]:
     """Each artifact timed in ``rounds`` rounds; a round visits every artifact once, in a new seeded order, each
     visit a fresh subprocess (``measure_host``, no layer profile). On a shared machine a burst of other work then
     falls on one round of an artifact, not on all its runs, and artifacts timed together meet the same load.
@@ -191,7 +194,7 @@ def measure_rounds(arts: list[RunArtifact], threads: int, rounds: int, runs: int
         order = list(arts)
         rng.shuffle(order)
         for a in order:
-            out[a.name].append(measure_host(a, threads, runs, warmup, profile=0))
+            out[a.name].append(measure_host(a, threads, runs, warmup, profile=0, min_s=min_s))
     return out
 
 
