@@ -156,3 +156,107 @@ def test_weights_leave_room_for_x86_int16_sums(tmp_path):
     want, got = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
                  for f in ("fp32.onnx", "int8.onnx"))
     assert np.abs(got - want).mean() / np.abs(want).mean() < 0.02
+
+
+class _Depthwise(torch.nn.Module):
+    """A 1-channel stem to 12 channels, a 12-channel depthwise 3x3 (12: not a multiple of 16), a 1x1 to 8 and a
+    classifier; ``residual``: the depthwise output is added to its input (an Add reads it, not a convolution)."""
+
+    def __init__(self, residual: bool = False):
+        super().__init__()
+        nn = torch.nn
+        self.residual = residual
+        self.stem = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(12, 12, 3, padding=1, groups=12), nn.BatchNorm2d(12), nn.ReLU6())
+        self.pw = nn.Sequential(nn.Conv2d(12, 8, 1), nn.BatchNorm2d(8), nn.ReLU6())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.dw(x) if self.residual else self.dw(x)
+        return self.head(self.pw(x))
+
+
+def _depthwise_model(residual: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = _Depthwise(residual)
+    with torch.no_grad():
+        for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+def _convs(path) -> dict:
+    """Each Conv of the file: (its weight as the runtime computes with it, its group)."""
+    g = onnx.load(str(path)).graph
+    consts = _initializer_values(g)
+    producer = {o: n for n in g.node for o in n.output}
+    out = {}
+    for n in g.node:
+        if n.op_type == "Conv":
+            w = consts.get(n.input[1])
+            if w is None:  # DequantizeLinear(int8 weights, scales, zero points)
+                w = consts[producer[n.input[1]].input[0]]
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            out[n.name] = (w, group)
+    return out
+
+
+@pytest.mark.parametrize("qat", [False, True], ids=["calibrated", "qat"])
+def test_depthwise_channels_are_aligned_to_16(tmp_path, qat):
+    """ONNX Runtime's x86 kernels run an int8 depthwise convolution in the fused kernel only when its channels are a
+    multiple of 16: the 12-channel one is widened to 16 with zero channels (the stem gets 4 zero filters, the 1x1
+    after it 4 zero input columns), every convolution stays int8 and the outputs do not change."""
+    import onnxruntime as ort
+
+    from edgeship.targets.onnx_int8 import quantize_onnx
+
+    model = _depthwise_model()
+    quant = QuantSettings(qat=qat)
+    ctx = context(tmp_path, "onnx", "int8", quant)
+    if qat:
+        from edgeship.pipeline.qat import QAT, calibrate_ranges, prepare_qat
+
+        model = prepare_qat(model, torch.zeros(1, 1, 8, 8))
+        calibrate_ranges(model, torch.from_numpy(digits_task()["calib"]))
+        model = model.eval()
+        ctx.learned = QAT.learned_quantization(model)
+    (tmp_path / "out").mkdir()
+    backend = get_backend("onnx", "int8")
+    art = backend.lower(model, ctx, tmp_path / "out")
+    convs = _convs(art.path)
+    (stem_w, _), (dw_w, dw_group), (pw_w, _) = (convs[k] for k in sorted(convs, key=list(convs).index))
+    assert dw_group == 16 and dw_w.shape == (16, 1, 3, 3) and stem_w.shape[0] == 16 and pw_w.shape[1] == 16
+    assert not dw_w[12:].any() and not stem_w[12:].any() and not pw_w[:, 12:].any()
+    assert dw_w[:12].any() and pw_w[:, :12].any()
+    assert "12->16" in art.meta["route"]
+    audit = backend.op_audit(art)
+    assert audit["float_ops"] == [] and audit["op_counts"].get("QLinearConv") == 3
+    # the same graph unaligned: the QAT export as it comes, or the calibration route's quantize_static
+    x = digits_task()["x_test"][:64]
+    plain = tmp_path / "plain.onnx"
+    if qat:
+        from edgeship.targets.onnx import export_onnx
+
+        export_onnx(model, torch.from_numpy(x[:1]), plain, tmp_path / "plain.log")
+    else:
+        from edgeship.targets.onnx import export_onnx
+
+        fp32 = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx", tmp_path / "plain.log")
+        quantize_onnx(fp32, plain, ctx.calib, quant, tmp_path / "work", tmp_path / "plain.log")
+    assert _convs(plain)[next(iter(convs))][0].shape[0] == 12  # the reference really is unaligned
+    want, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+                 for p in (plain, art.path))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_depthwise_read_by_an_add_is_left_alone(tmp_path):
+    """A depthwise convolution whose output an Add reads cannot be widened alone (the Add's other input has 12
+    channels): the file keeps it at 12 and the route says so."""
+    ctx = context(tmp_path, "onnx", "int8", QuantSettings())
+    (tmp_path / "out").mkdir()
+    art = get_backend("onnx", "int8").lower(_depthwise_model(residual=True), ctx, tmp_path / "out")
+    groups = sorted(g for _, g in _convs(art.path).values())
+    assert groups == [1, 1, 12]
+    assert "left unaligned" in art.meta["route"] and "(12)" in art.meta["route"]
