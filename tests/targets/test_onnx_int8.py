@@ -260,3 +260,33 @@ def test_depthwise_read_by_an_add_is_left_alone(tmp_path):
     groups = sorted(g for _, g in _convs(art.path).values())
     assert groups == [1, 1, 12]
     assert "left unaligned" in art.meta["route"] and "(12)" in art.meta["route"]
+
+
+def test_chained_depthwise_convolutions_are_both_aligned(tmp_path):
+    """MobileNetV1's pattern: depthwise (12) -> 1x1 (12 -> 20) -> depthwise (20) -> 1x1: the middle 1x1 is read by the
+    first depthwise's widening (4 zero input columns) and widened for the second (12 zero filters); outputs equal
+    the unaligned file's."""
+    import onnxruntime as ort
+
+    from edgeship.targets.onnx import export_onnx
+    from edgeship.targets.onnx_int8 import align_depthwise, quantize_onnx
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.ReLU6(), nn.Conv2d(12, 12, 3, padding=1, groups=12),
+                          nn.ReLU(), nn.Conv2d(12, 20, 1), nn.ReLU6(), nn.Conv2d(20, 20, 3, padding=1, groups=20),
+                          nn.ReLU6(), nn.Conv2d(20, 8, 1), nn.Flatten(), nn.Linear(8 * 64, 10)).eval()
+    x = digits_task()["x_test"][:64]
+    fp32 = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx", tmp_path / "log.txt")
+    quantize_onnx(fp32, tmp_path / "plain.onnx", digits_task()["calib"], QuantSettings(), tmp_path, tmp_path / "log")
+    m = onnx.load(str(tmp_path / "plain.onnx"))
+    rows = align_depthwise(m)
+    assert [(r["channels"], r["aligned"]) for r in rows] == [(12, 16), (20, 32)]
+    onnx.save(m, str(tmp_path / "aligned.onnx"))
+    convs = list(_convs(tmp_path / "aligned.onnx").values())
+    assert [w.shape[:2] for w, _ in convs] == [(16, 1), (16, 1), (32, 16), (32, 1), (8, 32)]
+    middle = convs[2][0]
+    assert not middle[:, 12:].any() and not middle[20:].any() and middle[:20, :12].any()
+    want, got = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+                 for f in ("plain.onnx", "aligned.onnx"))
+    np.testing.assert_array_equal(got, want)
