@@ -36,28 +36,8 @@ Runtime multiplies uint8 activations by int8 weights with VPMADDUBSW, whose int1
 (benchmarks/zoo, this 2-core AVX2 machine): box relative error 0.205 with 8-bit weights, 0.080 with 7-bit ones
 (face decisions 93.5% -> 99% in agreement); tests/targets/test_onnx_int8.py has a layer that saturates.
 
-Depthwise convolutions get a multiple of 16 channels (``align_depthwise``, both routes). ONNX Runtime's x86 kernels
-(MLAS) run an int8 depthwise convolution with symmetric int8 weights (edgeship's) in their fused kernel
-(``MlasConvSymDepthwise``, AVX2 / AVX-512 / VNNI, requantizing in the same pass) only when its channel count is a
-multiple of 16 (``MlasConvSymPackWSize`` in onnxruntime/core/mlas/lib/convsym.cpp; 8 on ARM64); any other count
-runs the generic ``MlasConvDepthwise`` (8 or 16 channels per vector, the rest one at a time, int32 out) and then a
-separate requantization pass. Pruning to multiples of 4 leaves such counts: the 96x96 MobileNetV2 0.35 pruned to
-half its MACs has depthwise convolutions of 12, 60, 92, 124 and 216 channels, and its INT8 file was no faster than
-the unpruned FP32 one (benchmarks/results/scale.json, 1 thread: 0.603 against 0.396 ms; the 12-channel depthwise
-at 48x48 the slowest layer). So a depthwise convolution whose channel count is not a multiple of 16 is widened
-with zero channels: the convolution producing its input (through per-element ops that keep 0 at 0: Clip, Relu,
-per-tensor Q/DQ) gets zero filters and zero bias, it gets zero filters, and the convolutions reading its output
-get zero weights for those inputs. Quantized zeros are the zero point and the new scales repeat the last channel's
-(a bias's scale stays the input's times the weight's, which ONNX Runtime's QDQ fusion checks: with other scales it
-left those convolutions in float), so every output is bit-identical. Measured by benchmarks/ort_int8_small.py
-(results/ort_int8_small.json; an AVX-512 VNNI host shared with other jobs, 5 interleaved repeats in fresh
-processes): that model's INT8 file 1.48x faster at 1 thread (1.36-2.22x per repeat; 2 threads 1.56x, 1.31-1.87x)
-and 1.65x faster than the unpruned FP32 file, where the old one measured 1.1x (0.70-1.24x); single
-inverted-residual blocks 16 -> C -> 16 from the calibration route 1.2-2.2x faster (median per C) for every C tried
-from 4 (widened 4x) to 216, multiples of 8 or not. The file grows by the zero weights (that model, lowered by this
-code from the same compressed model: 234,714 -> 240,804 bytes, outputs identical). A depthwise convolution whose
-input is not a convolution's alone, or whose output reaches anything but convolutions (a residual Add), stays as it
-is; the route names it.
+Depthwise convolutions get a multiple of 16 channels (``align_depthwise``, both routes): see
+edgeship/targets/onnx_align.py for why (ONNX Runtime's fused int8 depthwise kernel) and what it measured.
 
 Runtime: onnxruntime, CPU. The interface stays float32 NCHW; the input/output quantization
 parameters in the description are those of the graph's first QuantizeLinear / last DequantizeLinear.
@@ -77,6 +57,7 @@ from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import compact, embed_metadata, export_onnx, io_description, ort_runner
+from edgeship.targets.onnx_align import _initializer_values, align_depthwise_file, aligned_route
 
 if TYPE_CHECKING:
     from torch import nn
@@ -233,16 +214,6 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib: np.ndarray | list[np.n
     return typed
 
 
-def _initializer_values(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    vals = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for n in graph.node:  # the TorchScript exporter writes QAT scales as Constant nodes
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            vals[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return vals
-
-
 def _qparams(node, vals: dict) -> dict | None:
     if node is None or len(node.input) < 2 or node.input[1] not in vals:
         return None
@@ -326,215 +297,6 @@ def float_ops(path: Path, disabled_optimizers: list[str] | None = None) -> dict:
         if data_float:
             listed.append({"name": n.name, "op": n.op_type})
     return audit("onnxruntime CPU (optimized graph)", total, listed, op_counts=counts)
-
-
-# ---------------------------------------------------------------- depthwise channel alignment (ONNX Runtime x86)
-DEPTHWISE_ALIGN = 16  # MLAS's fused int8 depthwise kernel takes channel counts that are multiples of 16 (see above)
-# per-element ops that keep a 0 at 0 (Clip: when its range holds 0; Q/DQ: of one scale and zero point)
-PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Clip", "Relu", "LeakyRelu", "HardSwish", "Tanh", "Identity")
-
-
-def _attr(node, name: str, default=None):
-    onnx = require("onnx", "onnx", "onnx")
-    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
-class _Graph:
-    """An ONNX graph's nodes, producers, consumers and initializers, for the channel alignment."""
-
-    def __init__(self, graph):
-        self.g = graph
-        self.inits = _initializer_values(graph)  # the QAT export's Constant nodes too
-        self.stored = {i.name for i in graph.initializer}
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in graph.output}
-        self.new_inits: dict[str, np.ndarray] = {}
-        self.new_nodes: list = []  # DequantizeLinear nodes of constants: they go first
-
-    def sole_consumer(self, tensor: str):
-        c = self.consumers.get(tensor, [])
-        return c[0] if len(c) == 1 and tensor not in self.outputs else None
-
-    def keeps_zero(self, node) -> bool:
-        """A pass-through op whose parameters are constants of one value each (Q/DQ: an activation's, per tensor)
-        and that maps 0 to 0 on every channel."""
-        if node.op_type not in PASS_THROUGH or len(node.output) != 1:
-            return False
-        params = [self.inits.get(i) for i in node.input[1:] if i]
-        if any(v is None or v.size != 1 for v in params):
-            return False
-        if node.op_type == "Clip":
-            lo, hi = (params + [None, None])[:2]
-            return (lo is None or float(lo) <= 0) and (hi is None or float(hi) >= 0)
-        return True
-
-    def weight(self, name: str) -> tuple[np.ndarray, Any] | None:
-        """(values, the DequantizeLinear producing them or None for a float initializer)."""
-        if name in self.inits:
-            return self.inits[name], None
-        dq = self.producer.get(name)
-        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in self.inits and all(
-                i in self.inits for i in dq.input[1:] if i):
-            return self.inits[dq.input[0]], dq
-        return None
-
-    def tensor(self, base: str, values: np.ndarray) -> str:
-        name = f"{base}_align{len(self.new_inits)}"
-        self.new_inits[name] = self.inits[name] = values
-        return name
-
-    def padded_input(self, node, k: int, axis: int, size: int) -> None:
-        """Replace input ``k`` of ``node`` (a weight or bias, float or dequantized) by one padded to ``size`` along
-        ``axis`` with values that are 0 (quantized: the zero point); scales and zero points along that axis repeat
-        their last value, so a bias's scale stays the input's times the weight's (ONNX Runtime fuses only then)."""
-        from onnx import helper
-
-        values, dq = self.weight(node.input[k])
-        pad = [(0, 0)] * values.ndim
-        pad[axis] = (0, size - values.shape[axis])
-        padded = np.pad(values, pad)
-        if dq is None:
-            node.input[k] = self.tensor(node.input[k], padded)
-            return
-        q_axis = _attr(dq, "axis", 1) % values.ndim
-        params = [self.inits[i] if i else None for i in dq.input[1:]]
-        params = [np.pad(v, (0, size - v.size), mode="edge") if v is not None and v.size > 1 and q_axis == axis
-                  else v for v in params]
-        zp = params[1] if len(params) > 1 else None
-        if zp is not None and zp.any():  # the padded entries dequantize to 0: each one's zero point
-            shape = [1] * values.ndim
-            if zp.size > 1:
-                shape[q_axis] = -1
-            region = tuple(slice(values.shape[d] if d == axis else None, None) for d in range(values.ndim))
-            padded[region] = np.broadcast_to(zp.reshape(shape), padded.shape)[region]
-        ins = [self.tensor(dq.input[0], padded)] + [
-            i if not i or (v is self.inits[i] and i in self.stored) else self.tensor(i, v)
-            for i, v in zip(dq.input[1:], params)]  # the new node goes first: no Constant node's output
-        out = f"{node.input[k]}_align{len(self.new_inits)}"
-        new = helper.make_node("DequantizeLinear", ins, [out], name=out,
-                               **({"axis": _attr(dq, "axis")} if _attr(dq, "axis") is not None else {}))
-        self.new_nodes.append(new)
-        self.producer[out] = new
-        node.input[k] = out
-
-
-def _chain_up(gr: _Graph, tensor: str):
-    """The convolution whose output reaches ``tensor`` through per-element ops only, each read by nothing else."""
-    seen = 0
-    while seen < 16:
-        p = gr.producer.get(tensor)
-        if p is None or gr.sole_consumer(p.output[0]) is None or len(p.output) != 1:
-            return None
-        if p.op_type == "Conv":
-            return p
-        if not gr.keeps_zero(p):
-            return None
-        tensor, seen = p.input[0], seen + 1
-    return None
-
-
-def _chain_down(gr: _Graph, tensor: str) -> list | None:
-    """The convolutions that read ``tensor`` through per-element ops only (as their data input), or None when
-    anything else reads it (an Add, a graph output)."""
-    if tensor in gr.outputs:
-        return None
-    found = []
-    for c in gr.consumers.get(tensor, []):
-        if c.op_type == "Conv" and c.input[0] == tensor and _attr(c, "group", 1) == 1:
-            found.append(c)
-        elif gr.keeps_zero(c):
-            more = _chain_down(gr, c.output[0])
-            if more is None:
-                return None
-            found += more
-        else:
-            return None
-    return found or None
-
-
-def align_depthwise(model, multiple: int = DEPTHWISE_ALIGN) -> list[dict]:
-    """Widen every depthwise convolution of ``model`` (an ONNX ModelProto, changed in place) whose channel count is
-    not a multiple of ``multiple`` with zero channels: the convolution producing its input gets zero filters (and
-    zero bias), it gets zero filters, the convolutions reading its output get zero weights for those inputs. The new
-    channels are 0 everywhere (a quantized 0 is the zero point, exactly 0 again), so every output is unchanged.
-    A depthwise convolution whose input does not come from a convolution through per-element ops alone, or whose
-    output reaches anything but convolutions, is left as it is. Returns one row per convolution looked at."""
-    from onnx import numpy_helper
-
-    gr = _Graph(model.graph)
-    rows = []
-    for d in list(model.graph.node):
-        group = _attr(d, "group", 1)
-        w = gr.weight(d.input[1]) if d.op_type == "Conv" and len(d.input) > 1 else None
-        if group <= 1 or w is None or w[0].shape[:2] != (group, 1) or group % multiple == 0:
-            continue
-        size = -(-group // multiple) * multiple
-        up, down = _chain_up(gr, d.input[0]), _chain_down(gr, d.output[0])
-        ok = (up is not None and _attr(up, "group", 1) == 1 and gr.weight(up.input[1]) is not None
-              and down is not None and all(gr.weight(c.input[1]) is not None for c in down))
-        rows.append({"node": d.name, "channels": group, "aligned": size if ok else None,
-                     "reason": None if ok else "its input is not a convolution's alone, or its output reaches "
-                                               "something other than convolutions"})
-        if not ok:
-            continue
-        for conv in (up, d):
-            gr.padded_input(conv, 1, 0, size)
-            if len(conv.input) > 2 and conv.input[2]:
-                gr.padded_input(conv, 2, 0, size)
-        for c in down:
-            gr.padded_input(c, 1, 1, size)
-        for a in d.attribute:
-            if a.name == "group":
-                a.i = size
-    if not gr.new_nodes:
-        return rows
-    g = model.graph
-    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in gr.new_inits.items())
-    # the new nodes read constants only: first is a topological place; the old weight DequantizeLinear go
-    set_nodes(g, gr.new_nodes + list(g.node))
-    return rows
-
-
-def set_nodes(graph, nodes: list) -> None:
-    """Make ``nodes`` (topologically sorted) the graph's, without those whose outputs nothing reads any more and the
-    initializers no node reads; value_info goes (shapes changed)."""
-    outs = {o.name for o in graph.output}
-    while True:
-        used = {i for n in nodes for i in n.input} | outs
-        live = [n for n in nodes if any(o in used for o in n.output)]
-        if len(live) == len(nodes):
-            break
-        nodes = live
-    del graph.node[:]
-    graph.node.extend(nodes)
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    del graph.value_info[:]
-
-
-def align_depthwise_file(path: Path) -> list[dict]:
-    """``align_depthwise`` on the ONNX file at ``path`` (rewritten only when a convolution was widened)."""
-    onnx = require("onnx", "onnx", "onnx")
-    m = onnx.load(str(path))
-    rows = align_depthwise(m)
-    if any(r["aligned"] for r in rows):
-        onnx.checker.check_model(m)
-        onnx.save(m, str(path))
-    return rows
-
-
-def aligned_route(rows: list[dict]) -> str:
-    done = [f"{r['node']} {r['channels']}->{r['aligned']}" for r in rows if r["aligned"]]
-    left = [f"{r['node']} ({r['channels']})" for r in rows if not r["aligned"]]
-    return ((f"; depthwise convolutions widened with zero channels to multiples of {DEPTHWISE_ALIGN} (ONNX "
-             f"Runtime's fused int8 depthwise kernel): {', '.join(done)}" if done else "")
-            + (f"; depthwise convolutions left unaligned (their neighbours are not convolutions alone): "
-               f"{', '.join(left)}" if left else ""))
 
 
 class OnnxInt8(Backend):

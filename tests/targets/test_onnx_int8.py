@@ -269,7 +269,8 @@ def test_chained_depthwise_convolutions_are_both_aligned(tmp_path):
     import onnxruntime as ort
 
     from edgeship.targets.onnx import export_onnx
-    from edgeship.targets.onnx_int8 import align_depthwise, quantize_onnx
+    from edgeship.targets.onnx_align import align_depthwise
+    from edgeship.targets.onnx_int8 import quantize_onnx
 
     nn = torch.nn
     torch.manual_seed(0)
