@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +102,33 @@ class CpuShare:
         return {"wall_s": round(self._t, 1), "busy_cpu_s": round(self._busy, 1), "own_cpu_s": round(self._own, 1),
                 "others_cpu_s": round(others, 1), "others_mean_cores": round(others / max(self._t, 1e-9), 2),
                 "cores": cores}
+
+
+class LoadSampler:
+    """The 1-minute load average sampled every ``every_s`` seconds while the block runs (``summary()`` after):
+    on a shared machine a wall time means something only with the load it ran under."""
+
+    def __init__(self, every_s: float = 5.0):
+        self.every_s, self.samples = every_s, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        s = self.samples
+        return {"n": len(s), "min": min(s, default=None), "mean": round(sum(s) / len(s), 2) if s else None,
+                "max": max(s, default=None)}
 
 
 def write_json(path: Path, obj: dict) -> None:

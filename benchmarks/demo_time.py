@@ -23,11 +23,10 @@ import os
 import resource
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from benchlib import RESULTS, ROOT, CpuShare, command_line, environment, loadavg, write_json
+from benchlib import RESULTS, ROOT, CpuShare, LoadSampler, command_line, environment, loadavg, write_json
 
 BAR_S = 600.0
 PHASES = (("setup", "scripts/bootstrap.sh"), ("train", "edgeship train"), ("export", "edgeship export"))
@@ -39,18 +38,9 @@ def cpu_children() -> float:
 
 
 def run_make_demo(clone: Path, log: Path) -> dict:
-    loads: list[float] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(5.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     marks: list[tuple[str, float]] = []
     t0, cpu0 = time.perf_counter(), cpu_children()
-    with log.open("w") as f:
+    with log.open("w") as f, LoadSampler() as loads:
         proc = subprocess.Popen(["make", "demo"], cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         assert proc.stdout is not None
@@ -62,17 +52,13 @@ def run_make_demo(clone: Path, log: Path) -> dict:
                     marks.append((name, now))
         code = proc.wait()
     wall, cpu = time.perf_counter() - t0, cpu_children() - cpu0
-    stop.set()
-    sampler.join()
     starts = dict(marks)
     starts.setdefault("setup", 0.0)
     order = [n for n, _ in PHASES if n in starts]
     phases = {n: round((starts[order[i + 1]] if i + 1 < len(order) else wall) - starts[n], 1)
               for i, n in enumerate(order)}
     return {"exit_code": code, "wall_s": round(wall, 1), "cpu_s_process_tree": round(cpu, 1), "phases_wall_s": phases,
-            "loadavg_1min_samples": {"n": len(loads), "min": min(loads, default=None),
-                                     "mean": round(sum(loads) / len(loads), 2) if loads else None,
-                                     "max": max(loads, default=None)}}
+            "loadavg_1min_samples": loads.summary()}
 
 
 def report_facts(run_dir: Path) -> dict:
