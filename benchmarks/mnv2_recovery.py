@@ -36,9 +36,14 @@ RECIPE = ROOT / "recipes" / "fashion_mnist.yaml"
 TARGETS = ("phone-onnx-int8", "x86-openvino-int8", "rpi4-tflite-int8")  # the demo's INT8 targets, one per format
 FORMAT = {"phone-onnx-int8": "onnx", "x86-openvino-int8": "openvino", "rpi4-tflite-int8": "tflite"}
 DEMO_DISTILL_S = 241.0  # distill's wall time in `make demo` on a quiet machine (issue 20; 6 epochs)
-DEMO_QAT_S = None  # not reported separately for the quiet run; the estimate scales distill + qat by distill's rate
 
-# name -> (what it tests, overrides of the distill pass, overrides of the qat pass)
+# the distill pass of the demo recipe before this benchmark (commit e4259bb; schedule and batch size were the
+# pass's defaults): every experiment states its distill settings as changes to this one, so the comparison
+# reruns the same whatever the recipe holds now
+DEMO_DISTILL_BEFORE = {"epochs": 6, "lr": 0.003, "alpha": 0.7, "temperature": 4.0, "schedule": "cosine",
+                       "batch_size": 128}
+
+# name -> (what it tests, changes to DEMO_DISTILL_BEFORE, overrides of the recipe's qat pass)
 EXPERIMENTS: dict[str, tuple[str, dict, dict]] = {
     "baseline": ("the demo recipe as it is (distill 6 epochs, cosine, batch 128, lr 3e-3, a 0.7, T 4)", {}, {}),
     "onecycle_lr6e-3": ("one-cycle schedule (30 % warm-up) to twice the peak learning rate",
@@ -66,7 +71,10 @@ def experiment_recipe(base: dict, name: str, distill: dict, qat: dict, work: Pat
     r = copy.deepcopy(base)
     r["model"]["weights"] = str(ROOT / r["model"]["weights"])
     r["output"] = str(work / "runs" / name)
-    pass_of(r, "distill").update(distill)
+    distill_pass = pass_of(r, "distill")
+    for k in [k for k in distill_pass if k != "name"]:
+        del distill_pass[k]
+    distill_pass.update({**DEMO_DISTILL_BEFORE, **distill})
     pass_of(r, "qat").update(qat)
     r["targets"] = [t for t in r["targets"] if t["name"] in TARGETS]
     return r
@@ -162,6 +170,26 @@ def run_peer_bar(work: Path, samples: int = 512, threads: int = 2) -> None:
                               "calibration_samples": samples, "rows": rows})
 
 
+def with_estimates(rows: dict[str, dict]) -> None:
+    """Per row: distill's CPU seconds against the baseline's (both with the drop_blocks/prune prefix cached) and
+    that ratio times distill's 241 s in a quiet `make demo`: the experiment's distill time on an idle machine."""
+    ref = ((rows.get("baseline") or {}).get("export") or {}).get("stages_from_log", {}).get("3:distill", {})
+    for row in rows.values():
+        mine = row["export"]["stages_from_log"].get("3:distill", {})
+        if ref.get("cpu_s") and mine.get("cpu_s"):
+            ratio = mine["cpu_s"] / ref["cpu_s"]
+            row["distill_cpu_vs_baseline"] = round(ratio, 3)
+            row["distill_s_idle_estimate"] = round(DEMO_DISTILL_S * ratio)
+
+
+def write_results(out: Path, rows: dict[str, dict]) -> None:
+    with_estimates(rows)
+    write_json(out, {"benchmark": "mnv2_recovery", "command": command_line(), "recipe": str(RECIPE.relative_to(ROOT)),
+                     "environment": environment(), "peer_int8_top1_test": peer_bar(),
+                     "demo_distill_s_quiet": DEMO_DISTILL_S, "demo_distill_before": DEMO_DISTILL_BEFORE,
+                     "experiments": list(rows.values())})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="*", help="experiments to run (default: all)")
@@ -169,9 +197,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "mnv2_recovery.json")
     ap.add_argument("--peer-bar", action="store_true",
                     help=f"only the peers' PTQ of the shipped checkpoint (accuracy, no latency) -> {PEER_BAR_OUT.name}")
+    ap.add_argument("--summarize", action="store_true", help="recompute the bar and the time estimates of --out")
     args = ap.parse_args()
     if args.peer_bar:
         run_peer_bar(args.work)
+        return
+    if args.summarize:
+        write_results(args.out, {r["name"]: r for r in json.loads(args.out.read_text())["experiments"]})
         return
     base = yaml.safe_load(RECIPE.read_text())
     names = args.only or list(EXPERIMENTS)
@@ -196,10 +228,7 @@ def main() -> None:
         rows[name] = row
         print(json.dumps({k: row.get(k) for k in ("name", "int8_top1_test", "fp32_compressed_top1_test")}),
               flush=True)
-        result = {"benchmark": "mnv2_recovery", "command": command_line(), "recipe": str(RECIPE.relative_to(ROOT)),
-                  "environment": environment(), "peer_int8_top1_test": peer_bar(),
-                  "demo_distill_s_quiet": DEMO_DISTILL_S, "experiments": list(rows.values())}
-        write_json(args.out, result)
+        write_results(args.out, rows)
 
 
 if __name__ == "__main__":

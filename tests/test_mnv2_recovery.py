@@ -33,7 +33,8 @@ def test_experiments_change_only_distill_and_qat(bench, tmp_path):
         passes = {p["name"]: p for p in r["passes"]}
         assert [p["name"] for p in r["passes"]] == [p["name"] for p in base["passes"]], name
         assert passes["drop_blocks"] == demo["drop_blocks"] and passes["prune"] == demo["prune"], name
-        assert passes["distill"] == {**demo["distill"], **distill} and passes["qat"] == {**demo["qat"], **qat}
+        assert passes["distill"] == {"name": "distill", **bench.DEMO_DISTILL_BEFORE, **distill}
+        assert passes["qat"] == {**demo["qat"], **qat}
         DistillConfig(**{k: v for k, v in passes["distill"].items() if k != "name"})  # a typo'd key is an error
         QATConfig(**{k: v for k, v in passes["qat"].items() if k != "name"})
         assert sorted(t["name"] for t in r["targets"]) == sorted(bench.TARGETS)
