@@ -40,7 +40,7 @@ DEVICE_PIP=pip==26.3      # downloaded with the wheels, not installed: what `edg
 PLATFORMS=(manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_27_aarch64 manylinux_2_28_aarch64
            manylinux_2_31_aarch64 manylinux_2_34_aarch64 manylinux_2_35_aarch64 manylinux_2_36_aarch64)
 VENV=/opt/v               # inside the root; `python3` in ssh sessions is this venv's
-HOST_PACKAGES=(qemu-user-static binfmt-support mmdebstrap debootstrap openssh-client gcc libc6-dev)
+HOST_PACKAGES=(qemu-user-static binfmt-support mmdebstrap arch-test debootstrap openssh-client gcc libc6-dev)
 HOST_PYTHON=${EDGESHIP_ARM64_HOST_PYTHON:-python3}  # any host Python with pip, only for `pip download/install --target`
 
 declare -A DEVICE_CPU=([rpi4]=cortex-a72 [rpi5]=cortex-a76)
@@ -147,7 +147,7 @@ host_binfmt() {
 
 host_tools_ok() {  # cheap: are the host's tools there? (dpkg-query only when one is missing)
   local c
-  for c in qemu-aarch64-static update-binfmts mmdebstrap debootstrap ssh scp ssh-keygen gcc; do
+  for c in qemu-aarch64-static update-binfmts mmdebstrap arch-test debootstrap ssh scp ssh-keygen gcc; do
     command -v "$c" >/dev/null || return 1
   done
   [[ $(gcc -print-file-name=libc.a) == /* ]] || return 1   # libc6-dev: the CPU wrapper is linked statically
