@@ -224,6 +224,8 @@ def test_calibrated_weights_leave_room_for_x86_int16_sums(tmp_path, monkeypatch)
         return float(np.abs(got - graph).max() / np.abs(graph).mean())
 
     assert openvino.OVERFLOW_FIX == "enable"
-    assert departure("enable") < 1e-3
+    # no saturation: far under the 0.1 a saturating layer shows (rounding alone: under 1e-3 on the AVX2 hosts this
+    # was written on, 1.5e-3 on an AVX-512 VNNI one, whose int8 kernels round differently from the float graph)
+    assert departure("enable") < 1e-2
     if not x86_has_vnni():  # the layer saturates VPMADDUBSW: this test would catch the 8-bit weights
         assert departure("first_layer_only") > 0.1
