@@ -337,7 +337,7 @@ def rounds_timing(ms: list[Measurement], runs: int, remeasured: bool) -> Latency
     the spread, and in words what the judged number is."""
     p90, p50 = _p90s(ms), [round(m.p50_ms or 0.0, 4) for m in ms]
     lo, hi = min(p90), max(p90)
-    done = sorted({m.runs for m in ms if getattr(m, "runs", None)}) or [runs]
+    done = sorted({m.runs for m in ms if m.runs}) or [runs]
     each = f"{done[0]} runs" if len(done) == 1 else f"{done[0]}-{done[-1]} runs"
     how = (f"median of {len(ms)} rounds of p90 ({each} each, a fresh process per round), spread "
            f"{lo:.4g}-{hi:.4g} ms")

@@ -458,16 +458,12 @@ def bench(args) -> dict:
     first_ms = (time.perf_counter() - t0) * 1e3
     for _ in range(args.warmup):
         run()
-    samples = []
+    samples: list[float] = []
     clock = time.perf_counter_ns
-    for _ in range(args.runs):
-        t = clock()
-        run()
-        samples.append((clock() - t) / 1e6)
-    # --min-seconds: a fast model runs on until the timed runs add up to that long (a p90 of 30 runs of a
-    # 0.1 ms model is two or three samples' worth and varied 0.105-0.160 ms between rounds on a quiet machine)
-    timed_ms, cap = sum(samples), MAX_RUNS
-    while timed_ms < args.min_seconds * 1e3 and len(samples) < cap:
+    # --runs runs, then (--min-seconds) on until the timed runs add up to that long: a p90 of 30 runs of a 0.1 ms
+    # model is two or three samples' worth (it varied 0.105-0.160 ms between rounds on a quiet machine)
+    timed_ms, min_ms = 0.0, args.min_seconds * 1e3
+    while len(samples) < args.runs or (timed_ms < min_ms and len(samples) < MAX_RUNS):
         t = clock()
         run()
         samples.append((clock() - t) / 1e6)

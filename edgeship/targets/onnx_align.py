@@ -46,7 +46,6 @@ def _initializer_values(graph) -> dict[str, np.ndarray]:
     return vals
 
 
-
 # ---------------------------------------------------------------- depthwise channel alignment (ONNX Runtime x86)
 DEPTHWISE_ALIGN = 16  # MLAS's fused int8 depthwise kernel takes channel counts that are multiples of 16 (see above)
 # per-element ops that keep a 0 at 0 (Clip: when its range holds 0; Q/DQ: of one scale and zero point)
