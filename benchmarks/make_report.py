@@ -660,6 +660,9 @@ def search_section(d: dict) -> list[str]:
                    f"{', '.join(ms(v) for v in j['p90_repeats'])}, timed after its own export of "
                    f"{d['reference_export_wall_s']:.0f} s) -> "
                    + ", ".join(f"`{t}` {ms(v)} ms" for t, v in b["per_target_ms"].items()))
+    elif b.get("per_target_vs_reference"):
+        out.append(f"- Budgets: {b['how']}: " + ", ".join(f"`{t}` {v:g}x" for t, v in
+                                                          b["per_target_vs_reference"].items()))
     ft = d.get("fine_tuning")
     if ft:
         pr = ft["candidate_prefix"]["prune"] or {}
@@ -672,7 +675,7 @@ def search_section(d: dict) -> list[str]:
                    f"like the hand-written model, the full recovery (distill {dist.get('epochs')} epochs on the "
                    f"training split, QAT {qat.get('epochs')} epoch on {qat.get('samples', 0):,} samples)")
     out += ["",
-            "| model | budget p90 (ms) | candidates | search (s) | winner: blocks dropped, MACs kept | MACs | "
+            "| model | latency budget | candidates | search (s) | winner: blocks dropped, MACs kept | MACs | "
             "latency the search judged (ms) | measured p50 / p90 (ms) | p50 / p90 vs the hand-written, same passes | "
             "test top-1 | within budget |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -682,14 +685,14 @@ def search_section(d: dict) -> list[str]:
     for name, s in d["searches"].items():
         w = s.get("winner")
         if w is None:
-            out.append(f"| search `{name}` ({s['target']}) | {s['budget_ms']} | {s['candidates']} | "
+            out.append(f"| search `{name}` ({s['target']}) | {search_budget(s)} | {s['candidates']} | "
                        f"{s['search_wall_s']:.0f} | none: {s['why']} | - | - | - | - | - | no |")
             continue
         m, vs = w.get("measured") or {}, w.get("vs_reference") or {}
         ratios = f"{vs['p50_ratio']:.3g} / {vs['p90_ratio']:.3g}" if vs else "-"
         if vs and w.get("budget_vs_reference"):
             ratios += f" (budget: {w['budget_vs_reference']:.3g})"
-        out.append(f"| search `{name}` ({s['target']}) | {s['budget_ms']} | {s['candidates']} | "
+        out.append(f"| search `{name}` ({s['target']}) | {search_budget(s)} | {s['candidates']} | "
                    f"{s['search_wall_s']:.0f} | {w['blocks']}, {w['macs_ratio']} | {(w['macs'] or 0):,} | "
                    f"{ms(w['finalist_latency_ms'])} ({w['finalist_latency_source']}) | {ms(m.get('p50_ms'))} / "
                    f"{ms(m.get('p90_ms'))} | {ratios} | {pct(w['test_top1'])} % | {verdict(w['within_budget'])} |")
@@ -705,7 +708,7 @@ def search_section(d: dict) -> list[str]:
     if d.get("verdict_note"):
         out += [d["verdict_note"], ""]
     for name, s in d["searches"].items():
-        out += [f"### Search `{name}`: {s['target']} (budget {s['budget_ms']} ms p90, top-1 floor "
+        out += [f"### Search `{name}`: {s['target']} (budget {search_budget(s)}, top-1 floor "
                 f"{pct(s['min_top1'])} %)", "",
                 f"Space: blocks dropped {s.get('space', {}).get('blocks')} x MACs kept "
                 f"{s.get('space', {}).get('macs_ratio')}; {s['candidates']} candidates, {s['finalists']} finalists, "
@@ -718,13 +721,26 @@ def search_section(d: dict) -> list[str]:
                 "|---|---|---|---|---|---|---|---|---|---|"]
         for c in s.get("candidate_table", []):
             out.append(f"| {c['blocks']} | {c['macs_ratio']} | {(c.get('macs') or 0):,} | {pct(c['top1_val'])} | "
-                       f"{ms(c['latency_ms'])}{rounds(c.get('timing'))} | {c['latency_source']} | "
+                       f"{ms(c['latency_ms'])}{rounds(c.get('timing'))}{vs_recipe(c.get('vs_recipe'))} | "
+                       f"{c['latency_source']} | "
                        f"{'yes' if c['feasible'] else 'no'} | "
                        f"{pct(c['finetuned_top1_val']) if c['finalist'] else '-'} | "
                        f"{ms(c['final_latency_ms']) + rounds(c.get('final_timing')) if c['finalist'] else '-'} | "
                        f"{'**winner**' if c['winner'] else ''} |")
         out.append("")
     return out
+
+
+def search_budget(s: dict) -> str:
+    """A search's latency budget in words: relative to the hand-written model, and/or absolute (ms p90)."""
+    if s.get("latency_vs_recipe") is not None:
+        return (f"{s['latency_vs_recipe']:g}x the hand-written model's p90 (its median here "
+                f"{ms(s.get('recipe_model_p90_ms'))} ms)")
+    return f"{s['budget_ms']} ms p90"
+
+
+def vs_recipe(x: float | None) -> str:
+    return f", {x:.3f}x the hand-written" if x is not None else ""
 
 
 def emulated_section(d: dict) -> list[str]:

@@ -367,6 +367,9 @@ class SearchTiming(Strict):
         "each round runs on until its timed runs add up to this many seconds: a fast model's p90 then rests on "
         "thousands of runs, not on the two or three slowest of 30 (0: exactly `runs`)"))
     warmup: int = Field(5, ge=0)
+    block_runs: int = Field(5, ge=1, le=1000, description=(
+        "latency_vs_recipe: the models are timed side by side in one process, in blocks of this many runs each "
+        "in turn (a round is then a process, `runs` runs and `min_round_s` seconds at least per model)"))
 
 
 class SearchSpec(Strict):
@@ -383,6 +386,11 @@ class SearchSpec(Strict):
     min_top1: float | None = Field(None, ge=0, le=1, description="accuracy floor on the validation split "
                                    "(default: the target's min_top1 budget, else none)")
     timing: SearchTiming = Field(default_factory=SearchTiming, description="measured candidates: rounds of timing")
+    latency_vs_recipe: float | None = Field(None, gt=0, le=10, description=(
+        "a latency budget relative to the recipe's own model (its drop_blocks and prune as written): a candidate's "
+        "p90 over that model's, both timed side by side on this machine in the same process (1.0: no slower than "
+        "the hand-written model; 0.8: a fifth faster). Needs a target on this machine; judged instead of, or "
+        "beside, an absolute latency_ms_p90 budget"))
     seed: int = 0
 
 

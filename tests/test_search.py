@@ -11,10 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeship.cli import app
+from edgeship.devices import catalog
+from edgeship.devices.measure import measure_interleaved
 from edgeship.errors import EdgeshipError
 from edgeship.pipeline.base import validate_passes
 from edgeship.recipe import parse_recipe
-from edgeship.search import near_budget, recipe_point, rounds_timing, variant_passes
+from edgeship.search import near_budget, preflight, recipe_point, rounds_timing, variant_passes
 from helpers import digits_recipe_dict, write_recipe
 
 TIMING = {"rounds": 3, "runs": 10, "warmup": 2, "min_round_s": 0}  # exactly 10 runs a round
@@ -85,7 +87,7 @@ def test_rounds_time_each_artifact_in_fresh_processes_and_judge_the_median(tmp_p
     for ms in got.values():
         assert len(ms) == 3 and all(m.runs == 5 and len(m.samples_ms) == 5 and m.p90_ms > 0 for m in ms)
         assert all(m.profile is None for m in ms)  # rounds time only: no layer profile
-        r = rounds_timing(ms, 5, remeasured=False)
+        r = rounds_timing([round(m.p90_ms, 4) for m in ms], [m.p50_ms for m in ms], [m.runs for m in ms], 5, False)
         p90s = [round(m.p90_ms, 4) for m in ms]
         assert r.p90_rounds_ms == p90s and r.median_p90_ms == round(statistics.median(p90s), 4)
         assert r.spread_ms == [min(p90s), max(p90s)] and not r.remeasured
@@ -93,6 +95,13 @@ def test_rounds_time_each_artifact_in_fresh_processes_and_judge_the_median(tmp_p
                          f"{min(p90s):.4g}-{max(p90s):.4g} ms")
     with pytest.raises(ValueError, match="must differ"):
         measure_rounds([arts[0], arts[0]], 1, rounds=1, runs=5)
+    # side by side in one process: blocks of each in turn, a summary per process; a negative seed (a search's
+    # second timing) is fine
+    got = measure_interleaved({"a": arts[0].dir, "b": arts[1].dir}, 1, processes=2, runs=3, rounds=4, warmup=1,
+                              seed=-2, min_s=0.02)
+    for rs in got.values():
+        assert len(rs) == 2 and all(r["runs"] == len(r["samples_ms"]) >= 12 and r["p90_ms"] > 0 for r in rs)
+        assert all(sum(r["samples_ms"]) >= 20 * 0.999 for r in rs)  # on until 0.02 s of each
     # min_s: a fast model runs on until its timed runs add up to that long (a p90 of thousands of runs)
     for m in measure_rounds(arts[:1], 1, rounds=2, runs=5, warmup=1, min_s=0.05)["a"]:
         assert m.runs == len(m.samples_ms) > 5 and sum(m.samples_ms) >= 50 * 0.999
@@ -153,6 +162,64 @@ def test_two_searches_give_two_targets_their_own_models(tmp_path, digits_checkpo
     assert (tmp_path / "runs" / "s" / "model" / "roomy" / "compressed.pt").is_file()
     html = (tmp_path / "runs" / "s" / "report.html").read_text()
     assert "<h2>Searches</h2>" in html and "Why the winner won" in html and "No model" in html
+
+
+def test_a_relative_budget_needs_this_machine(tmp_path):
+    """latency_vs_recipe is judged by timing beside the recipe's model here: a remote device's target is refused
+    before any work."""
+    targets = [{"name": "main-onnx", "format": "onnx", "precision": "fp32"},
+               {"name": "pi", "device": "rpi4", "format": "onnx", "precision": "fp32"}]
+    r, _ = parse_recipe(digits_recipe_dict(tmp_path, passes=PASSES, targets=targets,
+                                           search=[{"name": "s", "targets": ["pi"], "latency_vs_recipe": 1.0}]))
+    with pytest.raises(EdgeshipError, match="latency_vs_recipe is judged by timing candidates beside"):
+        preflight(r.search[0], r)
+
+
+@pytest.mark.slow
+def test_relative_budgets_time_every_candidate_beside_the_recipe_model(tmp_path, digits_checkpoint):
+    """latency_vs_recipe: each candidate's p90 over the recipe's own model's, both timed side by side in the same
+    processes; the recipe's own point is that model (1 by identity); a budget no model meets gives no winner."""
+    targets = [{"name": "main-onnx", "format": "onnx", "precision": "fp32"},
+               {"name": "roomy", "format": "onnx", "precision": "fp32"},
+               {"name": "tight", "format": "onnx", "precision": "fp32"}]
+    space = {"blocks": [0], "macs_ratio": [0.3, 0.5, 1.0]}  # 0.5: the recipe's own prune, tried first
+    r = digits_recipe_dict(tmp_path, passes=PASSES, targets=targets, output=str(tmp_path / "runs" / "s"),
+                           search=[{"name": "roomy", "targets": ["roomy"], "space": space, "trials": 3,
+                                    "finalists": 2, "finalist_samples": 256, "timing": TIMING,
+                                    "latency_vs_recipe": 10.0},
+                                   {"name": "tight", "targets": ["tight"], "space": space, "trials": 2,
+                                    "timing": TIMING, "latency_vs_recipe": 0.001}])
+    r["model"]["weights"] = str(digits_checkpoint)
+    res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, "s.yaml")), "--runs", "10"])
+    assert res.exit_code == 1, res.stdout + res.stderr  # the tight search finds nothing: its target fails alone
+    rep = json.loads((tmp_path / "runs" / "s" / "report.json").read_text())
+    roomy, tight = rep["variants"]
+    s = roomy["search"]
+    assert s["latency_vs_recipe"] == 10.0 and s["recipe_model_p90_ms"] > 0
+    # judged beside the absolute budget the host device carries (100 ms): both apply; the record's budget in ms is
+    # the tighter of the two (the plot's line)
+    assert catalog.get("host").budgets.latency_ms_p90 == 100.0
+    assert s["budget_ms"] == min(100.0, round(10.0 * s["recipe_model_p90_ms"], 4))
+    assert "side by side with the recipe's own model in 3 fresh processes" in s["timing"]
+    own, *others = s["candidates"]
+    assert (own["blocks"], own["macs_ratio"]) == (0, 0.5) and own["vs_recipe"] == 1.0
+    assert own["timing"]["vs_recipe_rounds"] == [1.0] * len(own["timing"]["p90_rounds_ms"])
+    assert "(it is that model)" in own["timing"]["how"]
+    for c in others:  # timed beside it: the median of the per-process ratios judges
+        t = c["timing"]
+        assert len(t["vs_recipe_rounds"]) == len(t["p90_rounds_ms"]) in (3, 6) and all(x > 0 for x in
+                                                                                        t["vs_recipe_rounds"])
+        assert c["vs_recipe"] == t["vs_recipe"] == round(statistics.median(t["vs_recipe_rounds"]), 4)
+        assert f"{c['vs_recipe']:.3f}x the recipe's own model's (median over" in t["how"]
+    for c in s["candidates"]:
+        assert c["feasible"] == (c["vs_recipe"] <= 10.0 and c["top1_val"] >= s["min_top1"])
+    assert s["winner"] is not None and roomy["final"]["top1_test"] > 0.5
+    for c in (c for c in s["candidates"] if c["finalist"]):  # finalists timed beside it too
+        assert c["final_timing"]["vs_recipe"] is not None
+    t = tight["search"]
+    assert t["winner"] is None and tight["final"] is None
+    assert "0.001x the recipe's own model's p90" in t["why"] and "x the recipe's model at top-1" in t["why"]
+    assert not any(c["feasible"] for c in t["candidates"])
 
 
 @pytest.mark.slow

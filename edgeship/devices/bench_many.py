@@ -15,6 +15,8 @@ import os
 import random
 import time
 
+MAX_ROUNDS = 100_000  # --min-seconds stops here whatever the total
+
 
 def raise_priority() -> str | None:
     """Put this process ahead of other users' work while it times (``--priority``): a session of its own whose
@@ -68,7 +70,11 @@ def bench_many(args, br) -> dict:
             except Exception as e:  # one probe the runtime refuses must not cost the others
                 results[name] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
         samples: dict = {name: [] for name in runs}
-        for _ in range(args.rounds):
+        timed: dict = {name: 0.0 for name in runs}
+        rounds, min_ms = 0, getattr(args, "min_seconds", 0.0) * 1e3
+        # --rounds rounds, then (--min-seconds) on until every model's timed runs add up to that long
+        while rounds < args.rounds or (runs and min(timed.values()) < min_ms and rounds < MAX_ROUNDS):
+            rounds += 1
             order = list(runs)
             rng.shuffle(order)
             for name in order:
@@ -77,7 +83,8 @@ def bench_many(args, br) -> dict:
                     t = clock()
                     run()
                     samples[name].append((clock() - t) / 1e6)
+                    timed[name] += samples[name][-1]
         for name, ss in samples.items():
-            results[name] = {**br.summarize(np, ss), "samples_ms": [round(x, 4) for x in ss]}
+            results[name] = {**br.summarize(np, ss), "samples_ms": [round(x, 4) for x in ss], "runs": len(ss)}
     return {"ok": True, "results": results, "threads": args.threads, "runs": args.runs, "rounds": args.rounds,
             "priority": priority, "facts": br.device_facts()}

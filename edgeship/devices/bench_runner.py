@@ -499,7 +499,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--min-seconds", type=float, default=0.0,
-                   help=f"after --runs, run on until the timed runs add up to this long (at most {MAX_RUNS} runs)")
+                   help=f"after --runs, run on until the timed runs add up to this long (at most {MAX_RUNS} runs; "
+                   "--many: rounds until every model's do)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", help="verification: .npz of test samples (x0, x1, ...: the graph inputs; y: labels)")
     p.add_argument("--reference", help="verification: .npz of the same artifact's outputs on the host (out0, ...)")

@@ -198,6 +198,44 @@ def measure_rounds(arts: list[RunArtifact], threads: int, rounds: int, runs: int
     return out
 
 
+def measure_interleaved(dirs: dict[str, Path], threads: int, processes: int, runs: int = 5, rounds: int = 20,
+                        warmup: int = DEFAULT_WARMUP, seed: int = 0, min_s: float = 0.0,
+                        timeout: float = 3600) -> dict[str, list[dict]]:
+    """Artifacts timed side by side on this machine: ``processes`` fresh processes of ``bench_runner.py --many``,
+    each loading all of them and timing blocks of ``runs`` runs of each in turn (a new seeded order per block),
+    ``rounds`` blocks at least and on until every artifact's runs add up to ``min_s`` seconds. Runs a few
+    milliseconds apart meet the same machine: on a shared VM whose speed drifts by 1.5x over seconds, two copies of
+    one model timed so differ by about 1 % in p90 where separate processes differ by 5-15 %. ``seed`` may be
+    negative (the runner's input seed may not: it is taken modulo 2**31). {name: one runner summary (p50_ms,
+    p90_ms, runs, ...) per process}."""
+    import tempfile
+
+    out: dict[str, list[dict]] = {name: [] for name in dirs}
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
+    with tempfile.TemporaryDirectory(prefix="edgeship-interleaved-") as tmp:
+        for name, d in dirs.items():
+            os.symlink(Path(d).resolve(), Path(tmp) / name)
+        for k in range(processes):
+            cmd = [sys.executable, str(RUNNER), "--many", tmp, "--threads", str(threads), "--runs", str(runs),
+                   "--rounds", str(rounds), "--warmup", str(warmup), "--seed", str((seed * 1000 + k) % 2**31),
+                   "--min-seconds", str(min_s), "--priority"]
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+            except subprocess.TimeoutExpired:
+                raise TargetError(f"timing {', '.join(dirs)} side by side took longer than {timeout:.0f} s",
+                                  "lower the search's timing.min_round_s") from None
+            raw = parse_runner_output(p.stdout)
+            if p.returncode != 0 or not raw or not raw.get("ok"):
+                raise runner_failure(", ".join(dirs), raw, p.stderr, "this machine", sys.executable)
+            for name in dirs:
+                r = raw["results"].get(name) or {"error": "not timed"}
+                if "error" in r:
+                    raise TargetError(f"{name}: the runtime refused it when timed side by side: {r['error']}",
+                                      "check the artifact with `edgeship profile`")
+                out[name].append(r)
+    return out
+
+
 def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: int | None = None,
                      runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, quiet: bool = False) -> dict[str, str]:
     """Measure every OK artifact of ``record`` on the host and store it in the record; returns {target: error}."""

@@ -198,6 +198,8 @@ class LatencyRounds(Record):
     runs: int  # timed runs per round
     remeasured: bool = False  # the budget lay within the spread of the first rounds: more rounds were timed
     how: str  # in words, e.g. "median of 5 rounds of p90 (30 runs each), spread 0.11-0.14 ms"
+    vs_recipe_rounds: list[float] | None = None  # latency_vs_recipe: each round's p90 over the recipe's model's
+    vs_recipe: float | None = None  # their median: what a relative budget is judged on
 
 
 class SearchCandidate(Record):
@@ -213,6 +215,7 @@ class SearchCandidate(Record):
     p90_ms: float | None = None
     latency_source: str  # predicted or measured
     timing: LatencyRounds | None = None  # measured: the rounds latency_ms is the median of
+    vs_recipe: float | None = None  # latency_vs_recipe: p90 over the recipe's own model's, side by side (median)
     feasible: bool = False  # within the budget and the accuracy floor
     finalist: bool = False
     finetuned_top1_val: float | None = None  # a finalist after its brief fine-tune
@@ -227,9 +230,12 @@ class SearchRecord(Record):
     name: str
     targets: list[str]
     device: str
-    budget_ms: float
+    budget_ms: float  # with latency_vs_recipe: the tighter of the absolute budget and that ratio times the recipe's
+    # model's median p90 here (what the Pareto plot draws)
     min_top1: float
     trials: int
+    latency_vs_recipe: float | None = None  # the relative budget (a candidate's p90 over the recipe's model's)
+    recipe_model_p90_ms: float | None = None  # that model's median p90 over every round it was timed in
     candidates: list[SearchCandidate] = Field(default_factory=list)
     winner: int | None = None  # index into candidates
     why: str
