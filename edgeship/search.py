@@ -209,7 +209,8 @@ class Search:
         for a in arts:
             rs = got[a.name]
             r = rounds_timing([round(x["p90_ms"], 4) for x in rs], [x["p50_ms"] for x in rs],
-                              [x.get("runs") for x in rs], tm.runs, bool(again))
+                              [x.get("runs") for x in rs], tm.runs, False)
+            r.remeasured = bool(again)
             r.vs_recipe_rounds = [1.0] * len(rs) if a.name in self._identical else ratios(a.name)
             r.vs_recipe = 1.0 if a.name in self._identical else round(statistics.median(r.vs_recipe_rounds), 4)
             r.how = (f"p90 {r.vs_recipe:.3f}x the recipe's own model's "
@@ -218,7 +219,8 @@ class Search:
                         f"runs, ratios {min(r.vs_recipe_rounds):.3f}-{max(r.vs_recipe_rounds):.3f})")
                      + f"; its own {r.how}")
             if again:
-                r.how += "; the first processes lay within their spread of the budget: as many again were timed"
+                r.how += ("; a model timed in these processes lay within the ratios' spread of the budget: as many "
+                          "processes again were timed")
             out[a.name] = Scored(r.median_p90_ms, r.median_p50_ms, r.median_p90_ms, "measured",
                                  f"measured on this machine: {r.how}", r, r.vs_recipe)
         return out

@@ -427,7 +427,8 @@ def test_search_benchmark_budgets_from_the_hand_written_artifact(tmp_path, digit
         assert vs["p90_ratio"] == round(statistics.median(
             a / b for a, b in zip(w["measured"]["p90_repeats"], ref_m["p90_repeats"], strict=True)), 4)
         assert w["budget_vs_reference"] == round(s["budget_ms"] / judged["p90_ms"], 4)
-        assert w["within_budget"] == (vs["p90_ratio"] <= w["budget_vs_reference"])
+        assert w["within_budget"] == ((w["is_the_hand_written_model"] and w["budget_vs_reference"] >= 1)
+                                      or vs["p90_ratio"] <= w["budget_vs_reference"])
         assert w["within_budget_absolute"] == (w["measured"]["p90_ms"] <= s["budget_ms"])
     roomy = d["searches"]["roomy"]["winner"]
     assert d["bar"]["at_least_as_accurate"] == (roomy["test_top1"] >= ref["test_top1"])
@@ -473,7 +474,8 @@ def test_search_benchmark_relative_budgets(tmp_path, digits_checkpoint):
     assert all(c["vs_recipe"] is not None for c in roomy["candidate_table"] + tight["candidate_table"])
     w = roomy["winner"]
     assert w is not None and w["budget_vs_reference"] == 10
-    assert w["within_budget"] == (w["vs_reference"]["p90_ratio"] <= 10)
+    # within when its p90 over the reference's in the same passes is (the hand-written model itself: 1, by identity)
+    assert w["within_budget"] == (w["is_the_hand_written_model"] or w["vs_reference"]["p90_ratio"] <= 10)
     assert tight["winner"] is None and "0.001x the recipe's own model's p90" in tight["why"]
     (out.parent / "pipeline_cost_quick.json").write_text((bench_results() / "pipeline_cost.json").read_text())
     run_script("make_report.py", "--results", out.parent, "--out", tmp_path / "B.md")
