@@ -131,6 +131,13 @@ def methods(quick: bool) -> dict[str, dict]:
             "targets": onnx_targets("fp32", "int8"), "models": CNNS,
             "what": "deep_compression with every layer pruned to the same 85% (sparsify scope: layer) instead of one "
                     "global magnitude ranking, which can empty a layer whose weights are small"},
+        "deep_compression_spared": {
+            "passes": [{"name": "sparsify", "sparsity": 0.85, "steps": 3, "scope": "layer", "min_fan_in": 16,
+                        "fine_tune": ft(1, 1e-3, samples)},
+                       {"name": "cluster", "bits": 4, "fine_tune": ft(1, 2e-4, samples)}],
+            "targets": onnx_targets("fp32", "int8"), "models": CNNS,
+            "what": "deep_compression_layer with the layers of fewer than 16 weights per output channel (3x3 "
+                    "depthwise, a stem on one channel) left dense (sparsify min_fan_in)"},
         "lowrank": {"passes": [{"name": "lowrank", "macs_ratio": 0.5, "fine_tune": ft(2, 1e-3, half)}],
                     "targets": onnx_targets("fp32", "int8"), "models": CNNS,
                     "what": "SVD (Linear, 1x1) and Tucker-2 (KxK) to half the MACs, KD fine-tuning"},

@@ -16,7 +16,13 @@ there; ``rewind: none`` keeps the fine-tuned weights and only restarts the learn
 Renda et al. call learning-rate rewinding. The sparsity and validation top-1 each step reached are in the
 metrics (``schedule``).
 
-Hand-written: the schedule and the rewinding (a state-dict copy); the masks are torch's.
+``min_fan_in``: layers with fewer weights per output channel (a MobileNet's 3x3 depthwise kernels of 9 weights, a
+first convolution on one input channel) stay dense and the sparsity applies to the others, as Deep Compression
+kept its first convolution denser (Han et al. 2016, table 4): a uniform rate hits those narrow layers as hard as
+the wide ones (MobileNetV2 fell to chance at 85 %, benchmarks/results/notes.md). They are a few per cent of the
+weights; the metrics give the sparsity of the whole model and which layers were spared.
+
+Hand-written: the schedule, the rewinding (a state-dict copy) and the sparing; the masks are torch's.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch.nn.utils.prune as tprune
 from pydantic import Field
 from torch import nn
 
+from edgeship.errors import EdgeshipError
 from edgeship.pipeline.base import Pass, PassConfig, PassContext, PassResult
 from edgeship.pipeline.coding import weight_layers, zipped_fp32_bytes
 from edgeship.pipeline.training import TrainConfig, evaluate, finetune
@@ -47,6 +54,8 @@ class SparsifyConfig(PassConfig):
     sparsity: float = Field(0.5, gt=0, lt=1, description="fraction of conv/linear weights set to zero")
     scope: Literal["global", "layer"] = Field("global", description="rank magnitudes across layers or per layer")
     steps: int = Field(1, ge=1, le=20, description="prune in this many steps, fine-tuning after each")
+    min_fan_in: int = Field(0, ge=0, description="layers with fewer weights per output channel stay dense "
+                            "(depthwise 3x3 kernels have 9); the sparsity applies to the others")
     rewind: Literal["none", "weights"] = Field(
         "none", description="weights: after each pruning step the surviving weights restart from the pass's input "
                             "(lottery-ticket rewinding); none: they keep their fine-tuned values")
@@ -90,7 +99,12 @@ class Sparsify(Pass):
         model = copy.deepcopy(model).eval()
         before = zipped_fp32_bytes(model)
         start = {k: v.clone() for k, v in model.state_dict().items()}
-        params = [(m, "weight") for _, m in weight_layers(model)]
+        spared = [n for n, m in weight_layers(model) if m.weight[0].numel() < config.min_fan_in]
+        params = [(m, "weight") for n, m in weight_layers(model) if n not in spared]
+        if not params:
+            raise EdgeshipError(f"sparsify: min_fan_in {config.min_fan_in} spares every layer (the widest has "
+                            f"{max(m.weight[0].numel() for _, m in weight_layers(model))} weights per output)",
+                            "lower min_fan_in")
         schedule, hist, done = [], {}, 0.0
         for i, target in enumerate(step_targets(config.sparsity, config.steps)):
             amount = 1 - (1 - target) / (1 - done)  # of the weights still unpruned
@@ -115,6 +129,7 @@ class Sparsify(Pass):
             tprune.remove(m, name)
         per_layer = {n: round(float((m.weight == 0).float().mean()), 4) for n, m in weight_layers(model)}
         metrics = {"sparsity": round(sparsity(model), 4), "scope": config.scope, "layer_sparsity": per_layer,
+                   "spared_layers": spared,
                    "steps": config.steps, "rewind": config.rewind, "schedule": schedule,
                    "zip_fp32_bytes_before": before, "zip_fp32_bytes": zipped_fp32_bytes(model), "note": NOTE,
                    **hist}

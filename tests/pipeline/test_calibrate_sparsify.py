@@ -44,6 +44,24 @@ def test_sparsify_zeroes_weights_and_shrinks_the_zip(scope, digits_ctx):
     assert sum(p.numel() for p in out.model.parameters()) == sum(p.numel() for p in model.parameters())
 
 
+def test_sparsify_spares_layers_below_min_fan_in(digits_ctx):
+    """min_fan_in: layers with fewer weights per output channel stay dense, the others take the sparsity; a
+    min_fan_in that spares everything is refused with the fix."""
+    from edgeship.pipeline.coding import weight_layers
+
+    model, ctx = digits_ctx
+    fan_in = {n: m.weight[0].numel() for n, m in weight_layers(model)}
+    cut = sorted(set(fan_in.values()))[1]  # spare the narrowest layer(s), prune the rest
+    out = Sparsify().run(model, SparsifyConfig(sparsity=0.6, scope="layer", min_fan_in=cut), ctx)
+    m = out.metrics
+    assert m["spared_layers"] == [n for n, f in fan_in.items() if f < cut] and m["spared_layers"]
+    for n, s in m["layer_sparsity"].items():
+        assert (s < 0.05) if n in m["spared_layers"] else abs(s - 0.6) < 0.05
+    assert m["sparsity"] == round(sparsity(out.model), 4) < 0.6  # the whole model: the spared layers count dense
+    with pytest.raises(EdgeshipError, match="spares every layer"):
+        Sparsify().run(model, SparsifyConfig(sparsity=0.6, min_fan_in=max(fan_in.values()) + 1), ctx)
+
+
 def test_sparsify_fine_tune_keeps_zeros(digits_ctx):
     model, ctx = digits_ctx
     out = Sparsify().run(model, SparsifyConfig(sparsity=0.5, fine_tune={"epochs": 2, "lr": 3e-3}), ctx)
