@@ -71,7 +71,7 @@ def bench_many(args, br) -> dict:
                 results[name] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
         samples: dict = {name: [] for name in runs}
         timed: dict = {name: 0.0 for name in runs}
-        rounds, min_ms = 0, getattr(args, "min_seconds", 0.0) * 1e3
+        rounds, min_ms = 0, args.min_seconds * 1e3
         # --rounds rounds, then (--min-seconds) on until every model's timed runs add up to that long
         while rounds < args.rounds or (runs and min(timed.values()) < min_ms and rounds < MAX_ROUNDS):
             rounds += 1

@@ -17,6 +17,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,6 @@ def measure_interleaved(dirs: dict[str, Path], threads: int, processes: int, run
     one model timed so differ by about 1 % in p90 where separate processes differ by 5-15 %. ``seed`` may be
     negative (the runner's input seed may not: it is taken modulo 2**31). {name: one runner summary (p50_ms,
     p90_ms, runs, ...) per process}."""
-    import tempfile
-
     out: dict[str, list[dict]] = {name: [] for name in dirs}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
     with tempfile.TemporaryDirectory(prefix="edgeship-interleaved-") as tmp:
