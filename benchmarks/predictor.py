@@ -7,9 +7,13 @@
    validation (random depths, widths, kernel sizes, 28x28 to 224x224 inputs), lower each to every configuration
    with edgeship's own backends (NNCF for OpenVINO INT8, as an export does), and time all of them interleaved in
    one process per thread count (``bench_runner.py --many``: rounds over every artifact in a new order each).
-   The measurement is repeated (``--repeats``) to show how far two measurements of the same model on this
-   shared machine differ: the noise floor a prediction is compared against.
-3. Predict each from its artifact file (``predictor.predict``) and compare with the median of the repeats.
+   The measurement is repeated (``--repeats`` processes) to show how far two measurements of the same model on
+   this shared machine differ: the noise floor a prediction is compared against. The calibration's anchors
+   (``calibrate.anchor_archs``) are timed beside them in every process.
+3. Predict each from its artifact file (``predictor.predict``) and compare with the median of the repeats (the
+   bar). Beside it, the same comparison with each prediction scaled by the speed the anchors showed in that
+   process (``at_speed``): the predictor's own error, without the machine's drift between calibration and
+   measurement.
 
 Bar: predicted p50 within +-10 % of measured for at least 90 % of at least 30 architectures, per configuration.
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -62,8 +67,9 @@ def main() -> None:
     ap.add_argument("--fit", type=int, default=20)
     ap.add_argument("--validate", type=int, default=20)
     ap.add_argument("--runs", type=int, default=10, help="timed runs per artifact per round")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=2, help="independent interleaved measurements of the archs")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3, help="independent interleaved measurements of the archs "
+                    "(also the calibration's processes timing its architectures)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the bar")
     ap.add_argument("--predictors", type=Path, help="keep the predictor file here (default: a scratch dir)")
     ap.add_argument("--keep", type=Path, help="keep the kernel data sets (JSON) here")
@@ -76,7 +82,7 @@ def main() -> None:
 
     from edgeship.devices import predictor as pred
     from edgeship.devices.archs import macs, random_arch
-    from edgeship.devices.calibrate import Plan, calibrate, lower
+    from edgeship.devices.calibrate import Plan, anchor_archs, calibrate, lower
     from edgeship.devices.kernels import kernels
 
     torch.set_num_threads(1)
@@ -89,7 +95,8 @@ def main() -> None:
         t0 = time.time()
         log: list[str] = []
         plan = Plan("host", configs, threads, probes=args.probes, fit=args.fit, validate=args.validate,
-                    runs=args.runs, rounds=args.rounds, directory=args.predictors or work / "predictors",
+                    runs=args.runs, rounds=args.rounds, arch_repeats=args.repeats,
+                    directory=args.predictors or work / "predictors",
                     keep=args.keep, log=lambda s: (log.append(s), print(s, flush=True)))
         pf, path = calibrate(plan)
         calibration_s = time.time() - t0
@@ -110,14 +117,20 @@ def main() -> None:
                 except Exception as e:  # a converter refusing one architecture: recorded, not hidden
                     shutil.rmtree(arts / name, ignore_errors=True)
                     archs[f"a{i:03d}"].setdefault("lower_errors", {})[f"{fmt}:{precision}"] = str(e)[:200]
+        for i, a in enumerate(anchor_archs()):  # the calibration's anchors, lowered as it lowered them
+            for fmt, precision in configs:
+                lower(a.model, a.input_shape, fmt, precision, arts / f"_anchor{i}-{fmt}-{precision}", f"anchor{i}",
+                      work)
         lower_s = time.time() - t0
         load_before = loadavg()
         t0 = time.time()
         measured: dict[int, list[dict]] = {}
+        anchors: dict[int, list[dict]] = {}
         priority = set()
         for t in threads:
             raws = [measure(arts, t, args.runs, args.rounds, seed=r) for r in range(args.repeats)]
             measured[t] = [r["results"] for r in raws]
+            anchors[t] = [r["anchors"][0] for r in raws]
             priority |= {r.get("priority") for r in raws}
         measure_s = time.time() - t0
 
@@ -125,10 +138,16 @@ def main() -> None:
         rows, summary = [], {}
         for fmt, precision in configs:
             for t in threads:
-                errs, spread = [], []
+                errs, spread, errs_speed = [], [], []
+                cfg = pf.configs[pred.key(fmt, precision, t)]
+                # each process's speed for this configuration: its anchors against the calibration's
+                speeds = [math.exp(statistics.mean(math.log(a[f"{n}-{fmt}-{precision}"]["p50_ms"] / ref)
+                                                   for n, ref in cfg.anchors.items()))
+                          for a in anchors[t]] if cfg.anchors else [1.0] * len(anchors[t])
                 for arch_name in archs:
                     name = f"{arch_name}-{fmt}-{precision}"
-                    reps = [m[name] for m in measured[t] if name in m and "error" not in m[name]]
+                    got = [(m[name], f) for m, f in zip(measured[t], speeds) if name in m and "error" not in m[name]]
+                    reps = [r for r, _ in got]
                     if not reps or not (arts / name).is_dir():
                         continue
                     meas = statistics.median(r["p50_ms"] for r in reps)
@@ -136,14 +155,16 @@ def main() -> None:
                     p = pred.predict(pf, arts / name / main, fmt, precision, t)
                     err = (p.p50_ms - meas) / meas
                     errs.append(err)
+                    at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
+                    errs_speed.append(at_speed)
                     if len(reps) > 1:
                         spread.append((max(r["p50_ms"] for r in reps) - min(r["p50_ms"] for r in reps)) / meas)
                     rows.append({"arch": arch_name, "config": f"{fmt}:{precision}", "threads": t,
                                  "kernels": len(kernels(arts / name / main, fmt)), "measured_p50_ms": round(meas, 4),
                                  "repeats_p50_ms": [r["p50_ms"] for r in reps], "predicted_p50_ms": p.p50_ms,
-                                 "error_pct": round(err * 100, 2)})
+                                 "error_pct": round(err * 100, 2), "speeds": [round(f, 4) for _, f in got],
+                                 "error_at_speed_pct": round(at_speed * 100, 2)})
                 within = sum(abs(e) <= 0.10 for e in errs)
-                cfg = pf.configs[pred.key(fmt, precision, t)]
                 summary[f"{fmt}:{precision}:{t}"] = {
                     "n": len(errs), "within_10pct": round(within / len(errs), 4) if errs else None,
                     "mape_pct": round(100 * statistics.mean(abs(e) for e in errs), 2) if errs else None,
@@ -151,7 +172,16 @@ def main() -> None:
                     "repeat_spread_median_pct": round(100 * statistics.median(spread), 2) if spread else None,
                     "repeats_within_10pct": round(sum(s <= 0.10 for s in spread) / len(spread), 4) if spread else None,
                     "bar_met": bool(errs) and len(errs) >= 30 and within / len(errs) >= 0.90,
+                    "at_speed": {"within_10pct": round(sum(abs(e) <= 0.10 for e in errs_speed) / len(errs_speed), 4)
+                                 if errs_speed else None,
+                                 "mape_pct": round(100 * statistics.mean(abs(e) for e in errs_speed), 2)
+                                 if errs_speed else None,
+                                 "median_error_pct": round(100 * statistics.median(errs_speed), 2)
+                                 if errs_speed else None},
+                    "process_speeds": [round(f, 4) for f in speeds],
                     "stored_validation_error": cfg.error_p50.model_dump(),
+                    "stored_validation_error_at_speed": cfg.error_p50_at_speed.model_dump()
+                    if cfg.error_p50_at_speed else None,
                     "calibration_s": cfg.calibration_s, "n_probes": cfg.n_probes}
         out = {
             "quick": args.quick, "environment": env, "loadavg_before_measuring": load_before,
@@ -175,7 +205,8 @@ def main() -> None:
         write_json(args.out, out)
         for k, s in summary.items():
             print(f"{k}: {s['within_10pct']} within +-10% of {s['n']} (MAPE {s['mape_pct']}%, repeat spread median "
-                  f"{s['repeat_spread_median_pct']}%)")
+                  f"{s['repeat_spread_median_pct']}%; at the anchors' speed {s['at_speed']['within_10pct']}, "
+                  f"process speeds {s['process_speeds']})")
         print(f"calibration {calibration_s / 60:.1f} min; written {args.out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

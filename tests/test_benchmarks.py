@@ -362,12 +362,17 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
     out = tmp_path / "predictor.json"
     run_script("predictor.py", "--quick", "--configs", "onnx:fp32", "--threads", 1, "--out", out)
     d = json.loads(out.read_text())
-    assert d["quick"] and d["calibration"]["minutes"] > 0 and d["method"]["repeats"] == 2
+    assert d["quick"] and d["calibration"]["minutes"] > 0 and d["method"]["repeats"] == 3
     (key, s), = d["summary"].items()
     assert key == "onnx:fp32:1" and s["n"] == 3 and s["bar_met"] is False and not d["bar_met_everywhere"]
+    assert len(s["process_speeds"]) == 3 and all(0.3 < f < 3 for f in s["process_speeds"])
     for r in d["rows"]:
-        assert len(r["repeats_p50_ms"]) == 2
+        assert len(r["repeats_p50_ms"]) == 3 and r["speeds"] == s["process_speeds"]
         assert r["measured_p50_ms"] == round(statistics.median(r["repeats_p50_ms"]), 4)
+        # at the anchors' speed: each process's speed applied to the prediction, against the same measured median
+        at_speed = statistics.median(r["predicted_p50_ms"] * f for f in r["speeds"]) / statistics.median(
+            r["repeats_p50_ms"]) - 1
+        assert abs(r["error_at_speed_pct"] - at_speed * 100) < 0.05
         # from the unrounded median (measured_p50_ms is rounded to 4 decimals: at 0.02 ms that alone moves the
         # error by a quarter of a percent); error_pct itself is rounded to 2 decimals
         exact = statistics.median(r["repeats_p50_ms"])

@@ -4,6 +4,12 @@ of them loaded at a time and timed interleaved: R rounds, each visiting the chun
 and timing N runs of each, so a burst of load on a shared machine spreads over all of them instead of falsifying a
 few. ``--priority`` times ahead of other users' work where the runner may (``raise_priority``).
 
+Anchors: artifact directories whose names start with ``_anchor`` are loaded once and timed in every chunk beside
+its models; the output's ``anchors`` holds their summaries per chunk and each model's result its ``chunk``. A
+machine whose speed drifts over seconds to minutes (a shared VM: +-10 % between runs a minute apart, while two
+models timed side by side keep their ratio within about 1 %) is then read against the same models every time: the
+caller scales each chunk by how fast its anchors ran (``calibrate.normalize``).
+
 Like bench_runner.py (which loads this file and passes itself in), it needs only the standard library, numpy and
 the runtime, and never imports edgeship: both files are copied to a device that is calibrated.
 """
@@ -49,22 +55,30 @@ def bench_many(args, br) -> dict:
     except ImportError:
         raise br.Missing("numpy", "numpy") from None
     names = sorted(d for d in os.listdir(args.many) if os.path.isfile(os.path.join(args.many, d, "model.json")))
+    anchor_names = [n for n in names if n.startswith("_anchor")]
+    names = [n for n in names if n not in anchor_names]
     results: dict = {}
     rng = random.Random(args.seed)
     clock = time.perf_counter_ns
-    for start in range(0, len(names), args.chunk):
-        runs = {}
+
+    def load(name: str):
+        d = os.path.join(args.many, name)
+        with open(os.path.join(d, "model.json")) as f:
+            art = json.load(f)
+        runtime, _ = br.import_runtime(art["format"])
+        run, _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(d, art["main"]), args.threads,
+                                                       art.get("meta") or {}, args.seed, np)
+        for _ in range(max(1, args.warmup)):
+            run()
+        return run
+
+    anchors = {name: load(name) for name in anchor_names}  # an anchor the runtime refuses fails the whole run
+    per_chunk: list = []
+    for chunk, start in enumerate(range(0, max(1, len(names)), args.chunk)):
+        runs = dict(anchors)
         for name in names[start:start + args.chunk]:
-            d = os.path.join(args.many, name)
             try:
-                with open(os.path.join(d, "model.json")) as f:
-                    art = json.load(f)
-                runtime, _ = br.import_runtime(art["format"])
-                run, _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(d, art["main"]), args.threads,
-                                                               art.get("meta") or {}, args.seed, np)
-                for _ in range(max(1, args.warmup)):
-                    run()
-                runs[name] = run
+                runs[name] = load(name)
             except br.Missing:
                 raise
             except Exception as e:  # one probe the runtime refuses must not cost the others
@@ -85,6 +99,12 @@ def bench_many(args, br) -> dict:
                     samples[name].append((clock() - t) / 1e6)
                     timed[name] += samples[name][-1]
         for name, ss in samples.items():
-            results[name] = {**br.summarize(np, ss), "samples_ms": [round(x, 4) for x in ss], "runs": len(ss)}
-    return {"ok": True, "results": results, "threads": args.threads, "runs": args.runs, "rounds": args.rounds,
-            "priority": priority, "facts": br.device_facts()}
+            if name in anchors:
+                continue
+            results[name] = {**br.summarize(np, ss), "samples_ms": [round(x, 4) for x in ss], "runs": len(ss),
+                             "chunk": chunk}
+        if anchors:
+            per_chunk.append({name: {**br.summarize(np, samples[name]), "runs": len(samples[name])}
+                              for name in anchors})
+    return {"ok": True, "results": results, "anchors": per_chunk, "threads": args.threads, "runs": args.runs,
+            "rounds": args.rounds, "priority": priority, "facts": br.device_facts()}

@@ -11,9 +11,15 @@ For each runtime and precision asked for (those of the run's targets) and each t
 3. **Measurement** on the device: on this machine, over SSH, or (TFLite only) over adb with ``benchmark_model``.
    Over SSH and here, one process per thread count times every probe interleaved (``bench_runner.py --many``),
    ahead of other users' work where it may (``--priority``): the predictor predicts what the device does when
-   the model has it, not what a busy shared machine lets it do.
-4. **Fit**: a random forest per kernel type on log latency, the correction, the error on the validation set;
-   written to ``predictors/<device>.json`` (``edgeship.devices.predictor``).
+   the model has it, not what a busy shared machine lets it do. The architectures are timed in ``arch_repeats``
+   processes of their own. **Anchors**: three fixed architectures (``anchor_archs``) are timed in every chunk of
+   every process; each chunk is scaled by how fast its anchors ran against their median over the whole
+   calibration (``normalize``). A machine whose speed drifts (this VM: +-10 % between processes a minute apart,
+   while models timed side by side keep their ratios within about 1 %) then gives probes and architectures in
+   one currency: the predictor predicts the device at its median speed.
+4. **Fit**: a random forest per kernel type on log latency, the correction, the error on the validation set
+   against each process's own unscaled timing (so the stated error holds the device's drift as a user meets it);
+   written to ``predictors/<device>.json`` (``edgeship.devices.predictor``) with the anchors' median latencies.
 
 Everything is built in a temporary directory and removed; only the predictor file is written (atomically).
 """
@@ -48,7 +54,9 @@ from edgeship.targets.openvino import RUNTIME_CONFIG
 
 # probes per kernel type, as fractions of the total asked for
 SHARE = {"conv": 0.45, "dwconv": 0.22, "add": 0.08, "gpool": 0.07, "pool": 0.06, "fc": 0.12}
-SEEDS = {"pool": 100_000, "fit": 200_000, "validate": 300_000}  # disjoint seed ranges of random_arch
+SEEDS = {"pool": 100_000, "fit": 200_000, "validate": 300_000, "anchor": 500_000}  # disjoint seed ranges
+ANCHORS = 3
+ANCHOR_MACS = (2e6, 3e7)  # anchors busy enough to feel the arithmetic units' speed, short enough to time often
 EXT = {"onnx": "onnx", "openvino": "xml", "tflite": "tflite"}
 
 
@@ -62,6 +70,7 @@ class Plan:
     validate: int = 20
     runs: int = 20
     rounds: int = 3
+    arch_repeats: int = 3  # processes timing the architectures (each its own moment of the device's speed)
     seed: int = 0
     ssh: remote.SshTarget | None = None
     adb: remote.AdbTarget | None = None
@@ -130,6 +139,20 @@ def _torch_kernels(arch) -> list[Kernel]:
     return found
 
 
+def anchor_archs(n: int = ANCHORS) -> list:
+    """The calibration's anchors: the first ``n`` random architectures of their seed range whose MACs lie in
+    ``ANCHOR_MACS`` (deterministic: a benchmark lowers the same ones to read a later run against the predictor)."""
+    from edgeship.devices.archs import macs, random_arch  # torch: only calibration builds models
+
+    found, seed = [], SEEDS["anchor"]
+    while len(found) < n:
+        a = random_arch(seed)
+        if ANCHOR_MACS[0] <= macs(a.model, a.input_shape) <= ANCHOR_MACS[1]:
+            found.append(a)
+        seed += 1
+    return found
+
+
 # ---------------------------------------------------------------- lowering
 def _context(name: str, fmt: str, precision: str, input_shape: tuple[int, ...], work: Path, seed: int):
     calib = np.random.default_rng(seed).standard_normal((64, *input_shape)).astype(np.float32)
@@ -156,9 +179,12 @@ def lower(model, input_shape: tuple[int, ...], fmt: str, precision: str, out_dir
 
 def build(plan: Plan, work: Path) -> dict[tuple[str, str], dict[str, Path]]:
     """Lower every probe and architecture for every configuration: {config: {"probes": dir, "archs": dir}}."""
+    import shutil
+
     from edgeship.devices.archs import probe, random_arch  # torch: only calibration builds models
 
     t0 = time.time()
+    anchors = anchor_archs()
     ks = probe_kernels(plan.probes, plan.seed)
     arch_seeds = [("fit", SEEDS["fit"] + i) for i in range(plan.fit)] + \
                  [("val", SEEDS["validate"] + i) for i in range(plan.validate)]
@@ -182,6 +208,11 @@ def build(plan: Plan, work: Path) -> dict[tuple[str, str], dict[str, Path]]:
                 (root / "probes" / name / "kernel.json").write_text(json.dumps(k.to_dict()))
         for name, a in archs.items():
             _lower_or_skip(plan, a.model, a.input_shape, fmt, precision, root / "archs" / name, name, work, None)
+        for i, a in enumerate(anchors):  # timed beside everything: a converter refusing one is an error
+            name = f"_anchor{i}"
+            lower(a.model, a.input_shape, fmt, precision, root / "anchors" / name, f"anchor{i}", work)
+            for kind in ("probes", "archs"):
+                shutil.copytree(root / "anchors" / name, root / kind / name)
         plan.timings[f"lower_{fmt}_{precision}_s"] = round(time.time() - t0, 1)
     return {c: d for c, d in dirs.items() if c in plan.configs}
 
@@ -200,12 +231,13 @@ def _lower_or_skip(plan: Plan, model, shape, fmt, precision, out: Path, name: st
 
 
 # ---------------------------------------------------------------- measuring
-def measure_many(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
-    """{artifact directory name: runner summary} for every artifact under ``directory``, on the device."""
+def measure_many(plan: Plan, directory: Path, threads: int, seed: int = 0) -> dict:
+    """The runner's output for every artifact under ``directory`` timed on the device: ``results`` {artifact
+    directory name: runner summary} (those the runtime refused left out), ``anchors`` (per chunk)."""
     if plan.adb is not None:
-        return _many_adb(plan, directory, threads)
+        return {"results": _many_adb(plan, directory, threads), "anchors": []}
     args = ["--many", str(directory), "--threads", str(threads), "--runs", str(plan.runs), "--rounds",
-            str(plan.rounds), "--warmup", "3", "--seed", str(plan.seed), "--priority"]
+            str(plan.rounds), "--warmup", "3", "--seed", str(plan.seed + seed), "--priority"]
     if plan.ssh is not None:
         raw = remote.bench_many_ssh(directory, plan.ssh, args[2:], timeout=7200)
     else:
@@ -218,12 +250,41 @@ def measure_many(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
             raise EdgeshipError(f"calibration: the probe benchmark failed on this machine: {msg}",
                                 "check that the runtimes import (edgeship devices)")
     plan.timings["priority"] = raw.get("priority")
-    return {k: v for k, v in raw["results"].items() if "error" not in v}
+    return {"results": {k: v for k, v in raw["results"].items() if "error" not in v},
+            "anchors": raw.get("anchors") or []}
+
+
+def normalize(raws: list[dict], reference: dict[str, float] | None = None) -> tuple[list[dict], dict[str, float]]:
+    """Each runner output's results scaled to the device's reference speed, and that reference (the median p50 of
+    each anchor over every chunk of ``raws``, unless given). A chunk's speed is the geometric mean, over its
+    anchors, of their p50 against the reference; its models' p50, p90 and mean are divided by it, and each
+    scaled result keeps ``speed``. Without anchors (adb) the speed is 1."""
+    if reference is None:
+        by_anchor: dict[str, list[float]] = {}
+        for raw in raws:
+            for chunk in raw.get("anchors") or []:
+                for name, s in chunk.items():
+                    by_anchor.setdefault(name, []).append(s["p50_ms"])
+        reference = {name: float(np.median(v)) for name, v in by_anchor.items()}
+    out = []
+    for raw in raws:
+        speeds = [float(np.exp(np.mean([np.log(s["p50_ms"] / reference[n]) for n, s in chunk.items()
+                                        if n in reference]))) if any(n in reference for n in chunk) else 1.0
+                  for chunk in raw.get("anchors") or []]
+        scaled = {}
+        for name, r in raw["results"].items():
+            f = speeds[r["chunk"]] if speeds and "chunk" in r else 1.0
+            scaled[name] = {**r, "speed": round(f, 4), **{k: r[k] / f for k in ("p50_ms", "p90_ms", "mean_ms")
+                                                           if r.get(k) is not None}}
+        out.append(scaled)
+    return out, reference
 
 
 def _many_adb(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
+    """One ``benchmark_model`` run per artifact, one after another: no chunks, so no anchors (speed 1)."""
     arts = []
-    for d in sorted(p for p in directory.iterdir() if (p / "model.json").is_file()):
+    for d in sorted(p for p in directory.iterdir() if (p / "model.json").is_file() and
+                    not p.name.startswith("_anchor")):
         meta = json.loads((d / "model.json").read_text())
         arts.append(RunArtifact(d.name, plan.device, meta["format"], meta["precision"], d, meta["files"],
                                 meta["main"]))
@@ -234,20 +295,32 @@ def _many_adb(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
 # ---------------------------------------------------------------- the kernel data set, and fitting it
 def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
     """Measure one configuration's probes and architectures on the device: the kernel data set
-    {"probes": [{kernel, kernels (as the runtime's graph holds them), p50_ms, p90_ms}], "archs": [{name, role,
-    kernels, p50_ms, p90_ms}]}."""
-    data: dict = {"probes": [], "archs": []}
-    for kind in ("probes", "archs"):
-        for name, r in sorted(measure_many(plan, dirs[kind], threads).items()):
-            d = dirs[kind] / name
-            meta = json.loads((d / "model.json").read_text())
-            row = {"name": name, "kernels": [k.to_dict() for k in kernels(d / meta["main"], fmt)],
-                   "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "mean_ms": r.get("mean_ms") or r["p50_ms"]}
-            if kind == "probes":
-                row["kernel"] = json.loads((d / "kernel.json").read_text())
-            else:
-                row["role"] = "fit" if name.startswith("fit") else "validate"
-            data[kind].append(row)
+    {"anchors": {name: reference p50 ms}, "probes": [{kernel, kernels (as the runtime's graph holds them), p50_ms,
+    p90_ms, speed}], "archs": [{name, role, kernels, p50_ms, p90_ms (medians over the processes, scaled to the
+    reference speed), raw_p50_ms, raw_p90_ms, speed (one per process)}]}."""
+    raws = [measure_many(plan, dirs["probes"], threads)]
+    raws += [measure_many(plan, dirs["archs"], threads, seed=1 + r) for r in range(max(1, plan.arch_repeats))]
+    (probes, *archs), reference = normalize(raws)
+    data: dict = {"anchors": reference, "probes": [], "archs": []}
+
+    def graph(kind: str, name: str) -> list[dict]:
+        d = dirs[kind] / name
+        return [k.to_dict() for k in kernels(d / json.loads((d / "model.json").read_text())["main"], fmt)]
+
+    for name, r in sorted(probes.items()):
+        data["probes"].append({"name": name, "kernels": graph("probes", name), "p50_ms": r["p50_ms"],
+                               "p90_ms": r["p90_ms"], "mean_ms": r.get("mean_ms") or r["p50_ms"],
+                               "speed": r["speed"],
+                               "kernel": json.loads((dirs["probes"] / name / "kernel.json").read_text())})
+    for name in sorted(set().union(*archs)):
+        reps = [a[name] for a in archs if name in a]
+        data["archs"].append({"name": name, "role": "fit" if name.startswith("fit") else "validate",
+                              "kernels": graph("archs", name),
+                              "p50_ms": float(np.median([r["p50_ms"] for r in reps])),
+                              "p90_ms": float(np.median([r["p90_ms"] for r in reps])),
+                              "raw_p50_ms": [r["p50_ms"] * r["speed"] for r in reps],
+                              "raw_p90_ms": [r["p90_ms"] * r["speed"] for r in reps],
+                              "speed": [r["speed"] for r in reps]})
     return data
 
 
@@ -275,15 +348,29 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0) -> pr
     rows: dict[str, list] = {"fit": [], "validate": []}
     for a in data["archs"]:
         ks = [Kernel(**x) for x in a["kernels"]]
-        rows[a["role"]].append(((ks, cfg.kernel_ms(ks)), a["p50_ms"], a["p90_ms"]))
+        rows[a["role"]].append(((ks, cfg.kernel_ms(ks)), a))
     fit_rows, val = rows["fit"], rows["validate"]
     if len(fit_rows) < 3 or not val:
         raise EdgeshipError(f"calibration of {fmt} {precision}: only {len(fit_rows)} fitting and {len(val)} "
                             "validation architectures were measured", "see the log above for what failed")
-    cfg.p50 = pred.fit_correction([r[0] for r in fit_rows], [r[1] for r in fit_rows])
-    cfg.p90 = pred.fit_correction([r[0] for r in fit_rows], [r[2] for r in fit_rows])
-    cfg.error_p50 = pred.error_stats([cfg.p50.apply(*r[0]) for r in val], [r[1] for r in val])
-    cfg.error_p90 = pred.error_stats([cfg.p90.apply(*r[0]) for r in val], [r[2] for r in val])
+    cfg.p50 = pred.fit_correction([r[0] for r in fit_rows], [r[1]["p50_ms"] for r in fit_rows])
+    cfg.p90 = pred.fit_correction([r[0] for r in fit_rows], [r[1]["p90_ms"] for r in fit_rows])
+
+    def against(q: str, correction: pred.Correction, at_speed: bool = False) -> pred.ErrorStats:
+        """The error on the validation architectures against each process's own timing (unscaled: what a user
+        measuring later meets, drift included), or, ``at_speed``, the prediction scaled by that process's speed."""
+        p, m = [], []
+        for (ks, kms), a in val:
+            y = correction.apply(ks, kms)
+            for raw, f in zip(a.get(f"raw_{q}_ms") or [a[f"{q}_ms"]], a.get("speed") or [1.0]):
+                p.append(y * f if at_speed else y)
+                m.append(raw)
+        return pred.error_stats(p, m).model_copy(update={"n_archs": len(val)})
+
+    cfg.error_p50, cfg.error_p90 = against("p50", cfg.p50), against("p90", cfg.p90)
+    if data.get("anchors"):
+        cfg.anchors = {k: round(v, 5) for k, v in data["anchors"].items()}
+        cfg.error_p50_at_speed = against("p50", cfg.p50, at_speed=True)
     cfg.n_fit_archs = len(fit_rows)
     return cfg
 
@@ -316,7 +403,7 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
                 pf.configs[pred.key(fmt, precision, threads)] = cfg
                 e = cfg.error_p50
                 plan.log(f"calibration: {fmt} {precision} {threads}t: p50 MAPE {e.mape_pct:.1f}%, "
-                         f"{e.within_10pct:.0%} within +-10% on {e.n} unseen architectures")
+                         f"{e.within_10pct:.0%} within +-10% on {e.n_archs} unseen architectures ({e.n} timings)")
     path = pf.save(pred.path_for(plan.device, plan.directory))
     return pf, path
 

@@ -84,7 +84,8 @@ class Forest(Strict):
 class ErrorStats(Strict):
     """A predictor's error on architectures it was not fitted on (percent)."""
 
-    n: int
+    n: int  # comparisons: each validation architecture against each process that timed it
+    n_archs: int | None = None  # the architectures (None: one comparison each, as files before anchors)
     mape_pct: float
     within_10pct: float  # fraction of architectures within +-10 %
     upper_pct: float  # 95th percentile of measured / predicted - 1 (>= 0): the bound a budget adds
@@ -129,6 +130,11 @@ class ConfigPredictor(Strict):
     n_probes: int
     n_fit_archs: int
     calibration_s: float | None = None
+    # the calibration's anchors (``calibrate.anchor_archs``): their median p50 (ms), the device speed predicted at
+    anchors: dict[str, float] = Field(default_factory=dict)
+    # the p50 error when each prediction is scaled by the speed the anchors showed beside the measured model (the
+    # predictor's own error, without the device's drift between calibration and measurement)
+    error_p50_at_speed: ErrorStats | None = None
 
     def kernel_ms(self, ks: list[Kernel]) -> list[float]:
         out = [0.0] * len(ks)
@@ -216,7 +222,8 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
         by_type[k.type] = by_type.get(k.type, 0.0) + ms
     method = (f"PREDICTED by the {pf.device} latency predictor ({len(ks)} kernels, per-kernel random forests "
               f"calibrated on {cfg.n_probes} probes and {cfg.n_fit_archs} architectures on {pf.device}): p50 error "
-              f"on {e50.n} architectures it was not fitted on: MAPE {e50.mape_pct:.1f}%, "
+              f"on {e50.n_archs or e50.n} architectures it was not fitted on ({e50.n} timings): "
+              f"MAPE {e50.mape_pct:.1f}%, "
               f"{e50.within_10pct:.0%} within +-10%; a budget is judged on the upper bound p90 x "
               f"(1 + {e90.upper_pct:.1f}%).")
     info = Prediction(predictor=str(path_for(pf.device)), device=pf.device, created=pf.created, kernels=len(ks),
@@ -224,7 +231,8 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
                       p50_upper_ms=round(p50 * (1 + e50.upper_pct / 100), 4),
                       p90_upper_ms=round(p90 * (1 + e90.upper_pct / 100), 4),
                       mape_pct=e50.mape_pct, within_10pct=e50.within_10pct, upper_pct=e50.upper_pct,
-                      p90_mape_pct=e90.mape_pct, p90_upper_pct=e90.upper_pct, n_validation=e50.n)
+                      p90_mape_pct=e90.mape_pct, p90_upper_pct=e90.upper_pct,
+                      n_validation=e50.n_archs or e50.n)
     return Measurement(source="predicted", p50_ms=round(p50, 4), p90_ms=round(p90, 4), threads=threads,
                        runtime=cfg.runtime, runtime_version=cfg.runtime_version, device=pf.device, method=method,
                        prediction=info, facts={"predicted_for": pf.device, **{k: pf.facts.get(k) for k in

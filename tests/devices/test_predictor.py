@@ -123,7 +123,8 @@ def test_calibrate_on_an_ssh_device_then_predict_and_check(tmp_path, digits_chec
     pf = pred.load("rpi4")
     assert pf is not None and set(pf.configs) == {"onnx:fp32:1"} and pf.facts["uname"]
     cfg = pf.configs["onnx:fp32:1"]
-    assert cfg.n_probes >= 20 and cfg.n_fit_archs == 3 and cfg.error_p50.n == 3 and set(cfg.forests) >= {"conv", "fc"}
+    assert cfg.n_probes >= 20 and cfg.n_fit_archs == 3 and set(cfg.forests) >= {"conv", "fc"}
+    assert cfg.error_p50.n_archs == 3 and cfg.error_p50.n == 9 and len(cfg.anchors) == 3  # 3 processes each
     m = json.loads((run / "report.json").read_text())["measurements"]["pi-onnx"]["predicted"]
     p = m["prediction"]
     # the digits CNN as ONNX Runtime runs it: 3 conv+ReLU, 2 max-pools, the global pool, the classifier
@@ -134,3 +135,40 @@ def test_calibrate_on_an_ssh_device_then_predict_and_check(tmp_path, digits_chec
     assert rows["latency_ms_p90"]["source"] == "predicted" and rows["latency_ms_p90"]["status"] == "pass"
     assert rows["peak_ram_mb"]["status"] == "unverified"  # a prediction says nothing of memory
     assert chk.exit_code == 1 and "UNVERIFIED" in chk.stderr
+
+
+def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
+    """bench_runner --many times the ``_anchor`` directories beside every chunk (real ONNX Runtime), and
+    ``normalize`` divides each chunk by its anchors' speed against their median over all chunks."""
+    import subprocess
+    import sys
+
+    from edgeship.devices.archs import probe
+    from edgeship.devices.calibrate import normalize
+    from edgeship.devices.measure import RUNNER, parse_runner_output
+
+    many = tmp_path / "many"
+    for name, k in (("_anchor0", Kernel("conv", 14, 14, 8, 16, 3, 1)), ("p0", Kernel("conv", 7, 7, 4, 4, 1, 1)),
+                    ("p1", Kernel("fc", cin=32, cout=10)), ("p2", Kernel("dwconv", 14, 14, 8, 8, 3, 1))):
+        m, shape = probe(k)
+        lower(m, shape, "onnx", "fp32", many / name, name.lstrip("_"), tmp_path)
+    p = subprocess.run([sys.executable, str(RUNNER), "--many", str(many), "--chunk", "2", "--runs", "3", "--rounds",
+                        "2", "--warmup", "1"], capture_output=True, text=True, timeout=300)
+    raw = parse_runner_output(p.stdout)
+    assert raw and raw["ok"], p.stderr[-2000:]
+    assert set(raw["results"]) == {"p0", "p1", "p2"}  # the anchor is no result of its own
+    assert [r["chunk"] for _, r in sorted(raw["results"].items())] == [0, 0, 1]
+    assert len(raw["anchors"]) == 2 and all(c["_anchor0"]["runs"] == 6 for c in raw["anchors"])
+
+    # two chunks, the second timed while the machine ran at half speed: scaled, its model reads as in the first
+    fake = {"results": {"a": {"p50_ms": 1.0, "p90_ms": 1.2, "mean_ms": 1.1, "chunk": 0},
+                        "b": {"p50_ms": 4.0, "p90_ms": 5.0, "mean_ms": 4.4, "chunk": 1}},
+            "anchors": [{"_anchor0": {"p50_ms": 0.5}, "_anchor1": {"p50_ms": 2.0}},
+                        {"_anchor0": {"p50_ms": 1.0}, "_anchor1": {"p50_ms": 4.0}}]}
+    (scaled,), ref = normalize([fake])
+    assert ref == {"_anchor0": 0.75, "_anchor1": 3.0}
+    assert scaled["a"]["speed"] == round(0.5 / 0.75, 4) and scaled["b"]["speed"] == round(1.0 / 0.75, 4)
+    assert scaled["b"]["p50_ms"] / scaled["a"]["p50_ms"] == pytest.approx(2.0)  # 4 ms at half speed: 2x the work
+    assert scaled["a"]["p50_ms"] == pytest.approx(1.5) and scaled["b"]["p90_ms"] == pytest.approx(3.75)
+    (again,), _ = normalize([fake], reference={"_anchor0": 0.5, "_anchor1": 2.0})  # a stored reference
+    assert again["a"]["p50_ms"] == pytest.approx(1.0) and again["b"]["p50_ms"] == pytest.approx(2.0)
