@@ -620,12 +620,22 @@ def predictor_section(d: dict) -> list[str]:
                 "count) while this ran. The repeat spread column says how far two interleaved measurements of the same "
                 "artifact differ: where it is near or above 10 %, the +-10 % bar cannot be judged from this run, and "
                 "the 2-thread rows compete with the other jobs for both cores.", ""]
+    anchored = any("at_speed" in s for s in d["summary"].values())
+    if anchored:
+        out += ["Each process also timed the calibration's anchors: **at the anchors' speed** scales each prediction "
+                "by how fast they ran in that process against the calibration (the predictor's own error, without the "
+                "machine's drift between calibration and measurement); **process speeds** are those factors.", ""]
+    extra = " | at the anchors' speed: within +-10 % / MAPE | process speeds" if anchored else ""
     out += ["| runtime, precision, threads | archs | within +-10 % | MAPE | median error | repeat spread (median) "
-            "| stored validation MAPE / within +-10 % | bar |", "|---|---|---|---|---|---|---|---|"]
+            f"| stored validation MAPE / within +-10 %{extra} | bar |",
+            "|---|---|---|---|---|---|---|" + ("---|---|" if anchored else "") + "---|"]
     for k, s in d["summary"].items():
         v = s["stored_validation_error"]
+        a = s.get("at_speed") or {}
+        more = (f" | {pct(a.get('within_10pct'))} % / {a.get('mape_pct')} % | "
+                f"{', '.join(f'{f:.2f}' for f in s.get('process_speeds') or [])}") if anchored else ""
         out.append(f"| {k} | {s['n']} | {pct(s['within_10pct'])} % | {s['mape_pct']} % | {s['median_error_pct']:+} % | "
-                   f"{s['repeat_spread_median_pct']} % | {v['mape_pct']} % / {pct(v['within_10pct'])} % | "
+                   f"{s['repeat_spread_median_pct']} % | {v['mape_pct']} % / {pct(v['within_10pct'])} %{more} | "
                    f"{verdict(s['bar_met'])} |")
     return out + [""]
 

@@ -10,6 +10,10 @@ machine whose speed drifts over seconds to minutes (a shared VM: +-10 % between 
 models timed side by side keep their ratio within about 1 %) is then read against the same models every time: the
 caller scales each chunk by how fast its anchors ran (``calibrate.normalize``).
 
+Every model is loaded with ``meta["interleaved"]``: ONNX Runtime sessions then share one process-wide thread pool
+at more than one thread, as one model in a process has one (with a pool per session, each pool's threads spin
+after its run and take the core the next session needs: a model timed at 1.35 ms alone took 4.4 ms among 30).
+
 Like bench_runner.py (which loads this file and passes itself in), it needs only the standard library, numpy and
 the runtime, and never imports edgeship: both files are copied to a device that is calibrated.
 """
@@ -66,8 +70,9 @@ def bench_many(args, br) -> dict:
         with open(os.path.join(d, "model.json")) as f:
             art = json.load(f)
         runtime, _ = br.import_runtime(art["format"])
-        run, _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(d, art["main"]), args.threads,
-                                                       art.get("meta") or {}, args.seed, np)
+        meta = {**(art.get("meta") or {}), "interleaved": True}  # the loaders' settings for many models at once
+        run, _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(d, art["main"]), args.threads, meta,
+                                                       args.seed, np)
         for _ in range(max(1, args.warmup)):
             run()
         return run

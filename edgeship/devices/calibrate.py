@@ -386,7 +386,7 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
         raise EdgeshipError("calibration over adb measures TFLite only (benchmark_model)",
                             "calibrate the TFLite targets (-t) or measure the others over --ssh")
     facts = remote.ssh_facts(plan.ssh) if plan.ssh is not None else {} if plan.adb is not None else device_facts()
-    pf = pred.load(plan.device, plan.directory) or pred.new_file(plan.device, facts)
+    pf = pred.load(plan.device, plan.directory, stale_ok=True) or pred.new_file(plan.device, facts)
     pf.facts = facts or pf.facts
     with tempfile.TemporaryDirectory(prefix="edgeship-calibrate-") as tmp:
         dirs = build(plan, Path(tmp))

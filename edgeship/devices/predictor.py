@@ -7,7 +7,10 @@ size, stride) for one runtime, precision and thread count. A probe's time holds 
 input/output conversion, which a whole model pays once, so the kernel sum is mapped to a model's latency by a
 linear correction fitted on whole random architectures measured on the same device:
 
-    latency_ms = a + b * sum(kernel_ms) + c * len(kernels)            (b >= 0)
+    latency_ms = a + b * sum(kernel_ms) + c * len(kernels) + d * input elements   (b >= 0)
+
+(one ``b`` per kernel group; ``d``, per million elements the kernels read, takes back what each probe paid for
+its own input, such as an INT8 probe quantizing it, that a kernel inside a model does not pay).
 
 The predictor's error is then measured on other random architectures, never used in fitting: the mean absolute
 percentage error, the fraction within +-10 %, and the upper bound ``upper_pct`` (the 95th percentile of
@@ -96,15 +99,23 @@ GROUPS = {"conv": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "p
 
 
 class Correction(Strict):
-    """From kernel sums to a model's latency: ``a + sum(b[group] x kernel ms of the group) + c x kernels``."""
+    """From kernel sums to a model's latency: ``a + sum(b[group] x kernel ms of the group) + c x kernels + d x
+    million input elements``."""
 
     a: float
     b: dict[str, float]
     c: float
+    d: float = 0.0
 
     def apply(self, ks: list[Kernel], kernel_ms: list[float]) -> float:
         sums = group_sums(ks, kernel_ms)
-        return self.a + sum(self.b.get(g, 0.0) * v for g, v in sums.items()) + self.c * len(ks)
+        return (self.a + sum(self.b.get(g, 0.0) * v for g, v in sums.items()) + self.c * len(ks)
+                + self.d * input_elements(ks))
+
+
+def input_elements(ks: list[Kernel]) -> float:
+    """Millions of elements the kernels read (their inputs)."""
+    return sum(k.hin * k.win * k.cin for k in ks) / 1e6
 
 
 def group_sums(ks: list[Kernel], kernel_ms: list[float]) -> dict[str, float]:
@@ -184,8 +195,9 @@ def path_for(device: str, directory: Path | None = None) -> Path:
     return (directory or PREDICTORS_DIR) / f"{device}.json"
 
 
-def load(device: str, directory: Path | None = None) -> PredictorFile | None:
-    """The device's predictor file, or None when it has none; a broken file is one line naming it."""
+def load(device: str, directory: Path | None = None, stale_ok: bool = False) -> PredictorFile | None:
+    """The device's predictor file, or None when it has none (or, ``stale_ok``, when it was calibrated with other
+    kernel features: a calibration then starts the file afresh); a broken file is one line naming it."""
     path = path_for(device, directory)
     if not path.is_file():
         return None
@@ -195,6 +207,12 @@ def load(device: str, directory: Path | None = None) -> PredictorFile | None:
         why = format_validation_error(e, str(path), PredictorFile) if isinstance(e, ValidationError) else str(e)
         raise EdgeshipError(f"{path} is not a latency predictor ({why})",
                             "calibrate again: `edgeship profile RUN --calibrate --device NAME`") from None
+    if pf.features != list(FEATURES):
+        if stale_ok:
+            return None
+        raise EdgeshipError(f"{path} was calibrated with other kernel features than this edgeship reads "
+                            f"({len(pf.features)} against {len(FEATURES)}): its forests cannot be read",
+                            f"calibrate again: `edgeship profile RUN --calibrate --device {device}`")
     if pf.device != device:
         raise EdgeshipError(f"{path} holds the predictor of {pf.device!r}, not {device!r}",
                             f"rename it to {pf.device}.json or calibrate {device}")
@@ -273,13 +291,14 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     y = np.asarray(measured, dtype=np.float64)
     sums = [group_sums(ks, ms) for ks, ms in archs]
     counts = np.array([len(ks) for ks, _ in archs], dtype=np.float64)
-    per_group = len(archs) >= 4 * (len(GROUPS) + 2)
+    elems = np.array([input_elements(ks) for ks, _ in archs])
+    per_group = len(archs) >= 4 * (len(GROUPS) + 3)
     cols = [[s[g] for s in sums] for g in GROUPS] if per_group else [[sum(s.values()) for s in sums]]
-    a_mat = np.column_stack([np.ones_like(y), *cols, counts]) / y[:, None]
-    lower = [-np.inf] + [0.0] * len(cols) + [-np.inf]
+    a_mat = np.column_stack([np.ones_like(y), *cols, counts, elems]) / y[:, None]
+    lower = [-np.inf] + [0.0] * len(cols) + [-np.inf, -np.inf]
     coef = lsq_linear(a_mat, np.ones_like(y), bounds=(lower, np.inf)).x
-    b = dict(zip(GROUPS, (float(v) for v in coef[1:-1]))) if per_group else dict.fromkeys(GROUPS, float(coef[1]))
-    return Correction(a=float(coef[0]), b=b, c=float(coef[-1]))
+    b = dict(zip(GROUPS, (float(v) for v in coef[1:-2]))) if per_group else dict.fromkeys(GROUPS, float(coef[1]))
+    return Correction(a=float(coef[0]), b=b, c=float(coef[-2]), d=float(coef[-1]))
 
 
 def error_stats(predicted: list[float], measured: list[float]) -> ErrorStats:

@@ -138,7 +138,7 @@ def test_calibrate_on_an_ssh_device_then_predict_and_check(tmp_path, digits_chec
 
 
 def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
-    """bench_runner --many times the ``_anchor`` directories beside every chunk (real ONNX Runtime), and
+    """bench_runner --many times the ``_anchor`` directories beside every chunk (real ONNX Runtime, 2 threads), and
     ``normalize`` divides each chunk by its anchors' speed against their median over all chunks."""
     import subprocess
     import sys
@@ -152,8 +152,9 @@ def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
                     ("p1", Kernel("fc", cin=32, cout=10)), ("p2", Kernel("dwconv", 14, 14, 8, 8, 3, 1))):
         m, shape = probe(k)
         lower(m, shape, "onnx", "fp32", many / name, name.lstrip("_"), tmp_path)
+    # 2 threads: the sessions share one ONNX Runtime pool (a pool each would spin against the next session's run)
     p = subprocess.run([sys.executable, str(RUNNER), "--many", str(many), "--chunk", "2", "--runs", "3", "--rounds",
-                        "2", "--warmup", "1"], capture_output=True, text=True, timeout=300)
+                        "2", "--warmup", "1", "--threads", "2"], capture_output=True, text=True, timeout=300)
     raw = parse_runner_output(p.stdout)
     assert raw and raw["ok"], p.stderr[-2000:]
     assert set(raw["results"]) == {"p0", "p1", "p2"}  # the anchor is no result of its own
@@ -172,3 +173,18 @@ def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
     assert scaled["a"]["p50_ms"] == pytest.approx(1.5) and scaled["b"]["p90_ms"] == pytest.approx(3.75)
     (again,), _ = normalize([fake], reference={"_anchor0": 0.5, "_anchor1": 2.0})  # a stored reference
     assert again["a"]["p50_ms"] == pytest.approx(1.0) and again["b"]["p50_ms"] == pytest.approx(2.0)
+
+
+def test_a_predictor_file_of_other_kernel_features_says_calibrate_again(tmp_path):
+    """Forests index features by position: a file calibrated when Kernel.features() was shorter cannot be read, and
+    says so in one line; a new calibration starts the file afresh instead of failing on it."""
+    from edgeship.errors import EdgeshipError
+
+    pf = pred.new_file("pi", {})
+    pf.features = pf.features[:12]  # the twelve features before the channel-padding ones
+    pf.save(pred.path_for("pi", tmp_path))
+    with pytest.raises(EdgeshipError, match="other kernel features") as e:
+        pred.load("pi", tmp_path)
+    assert "--calibrate --device pi" in e.value.fix
+    assert pred.load("pi", tmp_path, stale_ok=True) is None
+    assert Kernel("dwconv", 14, 14, 24, 24, 3, 1).features()[12:17] == [1.0, 1.0, 32 / 24, 32 / 24, 64 / 24]
