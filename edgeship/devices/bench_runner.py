@@ -229,14 +229,9 @@ _ORT_GLOBAL_POOL: int | None = None  # --many at > 1 thread: the process-wide po
 
 def load_onnx(ort, path: str, threads: int, meta: dict, seed: int, np, profile: bool = False):
     so = ort.SessionOptions()
-    if meta.get("interleaved") and threads > 1:
-        # many sessions in one process (--many): one pool for all of them, as one model in a process has. With a pool
-        # per session, each pool's threads spin after its run and take the core the next session needs (a 1.35 ms
-        # model timed 4.4 ms among 30 others at 2 threads)
+    if meta.get("interleaved") and threads > 1:  # --many: one pool for all sessions (bench_many.py says why)
         global _ORT_GLOBAL_POOL
-        if _ORT_GLOBAL_POOL is None:
-            ort.set_global_thread_pool_sizes(threads, 1)
-            _ORT_GLOBAL_POOL = threads
+        _ORT_GLOBAL_POOL = _ORT_GLOBAL_POOL or ort.set_global_thread_pool_sizes(threads, 1) or threads
         so.use_per_session_threads = False
     else:
         so.intra_op_num_threads = threads
