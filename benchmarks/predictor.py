@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
@@ -82,7 +81,7 @@ def main() -> None:
 
     from edgeship.devices import predictor as pred
     from edgeship.devices.archs import macs, random_arch
-    from edgeship.devices.calibrate import Plan, anchor_archs, calibrate, lower
+    from edgeship.devices.calibrate import Plan, anchor_archs, calibrate, chunk_speed, lower
     from edgeship.devices.kernels import kernels
 
     torch.set_num_threads(1)
@@ -141,9 +140,8 @@ def main() -> None:
                 errs, spread, errs_speed = [], [], []
                 cfg = pf.configs[pred.key(fmt, precision, t)]
                 # each process's speed for this configuration: its anchors against the calibration's
-                speeds = [math.exp(statistics.mean(math.log(a[f"{n}-{fmt}-{precision}"]["p50_ms"] / ref)
-                                                   for n, ref in cfg.anchors.items()))
-                          for a in anchors[t]] if cfg.anchors else [1.0] * len(anchors[t])
+                speeds = [chunk_speed({n: a[f"{n}-{fmt}-{precision}"] for n in cfg.anchors}, cfg.anchors)
+                          for a in anchors[t]]
                 for arch_name in archs:
                     name = f"{arch_name}-{fmt}-{precision}"
                     got = [(m[name], f) for m, f in zip(measured[t], speeds) if name in m and "error" not in m[name]]

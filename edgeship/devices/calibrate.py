@@ -268,16 +268,21 @@ def normalize(raws: list[dict], reference: dict[str, float] | None = None) -> tu
         reference = {name: float(np.median(v)) for name, v in by_anchor.items()}
     out = []
     for raw in raws:
-        speeds = [float(np.exp(np.mean([np.log(s["p50_ms"] / reference[n]) for n, s in chunk.items()
-                                        if n in reference]))) if any(n in reference for n in chunk) else 1.0
-                  for chunk in raw.get("anchors") or []]
+        speeds = [chunk_speed(chunk, reference) for chunk in raw.get("anchors") or []]
         scaled = {}
         for name, r in raw["results"].items():
             f = speeds[r["chunk"]] if speeds and "chunk" in r else 1.0
-            scaled[name] = {**r, "speed": round(f, 4), **{k: r[k] / f for k in ("p50_ms", "p90_ms", "mean_ms")
-                                                           if r.get(k) is not None}}
+            scaled[name] = {**r, "speed": round(f, 4), "raw_p50_ms": r["p50_ms"], "raw_p90_ms": r["p90_ms"],
+                            **{k: r[k] / f for k in ("p50_ms", "p90_ms", "mean_ms") if r.get(k) is not None}}
         out.append(scaled)
     return out, reference
+
+
+def chunk_speed(anchors: dict[str, dict], reference: dict[str, float]) -> float:
+    """How slow the device ran while timing one chunk: the geometric mean over its anchors of p50 / reference
+    (1 without anchors the reference knows)."""
+    logs = [np.log(s["p50_ms"] / reference[n]) for n, s in anchors.items() if n in reference]
+    return float(np.exp(np.mean(logs))) if logs else 1.0
 
 
 def _many_adb(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
@@ -318,8 +323,8 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
                               "kernels": graph("archs", name),
                               "p50_ms": float(np.median([r["p50_ms"] for r in reps])),
                               "p90_ms": float(np.median([r["p90_ms"] for r in reps])),
-                              "raw_p50_ms": [r["p50_ms"] * r["speed"] for r in reps],
-                              "raw_p90_ms": [r["p90_ms"] * r["speed"] for r in reps],
+                              "raw_p50_ms": [r["raw_p50_ms"] for r in reps],
+                              "raw_p90_ms": [r["raw_p90_ms"] for r in reps],
                               "speed": [r["speed"] for r in reps]})
     return data
 
