@@ -483,9 +483,12 @@ def test_search_benchmark_relative_budgets(tmp_path, digits_checkpoint):
     assert w["within_budget"] == (w["is_the_hand_written_model"] or w["vs_reference"]["p90_ratio"] <= 10)
     assert tight["winner"] is None and "0.001x the recipe's own model's p90" in tight["why"]
     (out.parent / "pipeline_cost_quick.json").write_text((bench_results() / "pipeline_cost.json").read_text())
+    (out.parent / "search_96_quick.json").write_text(out.read_text())  # the 96x96 recipe's search: its own section
     run_script("make_report.py", "--results", out.parent, "--out", tmp_path / "B.md")
     text = (tmp_path / "B.md").read_text()
     assert "- Budgets: relative (latency_vs_recipe)" in text and "`roomy` 10x, `tight` 0.001x" in text
+    assert text.count("`roomy` 10x, `tight` 0.001x") == 2 and "benchmarks/results/search_96_quick.json" in text
+    assert "## Budget-driven search per device, MobileNetV2 0.35 at 96x96" in text
     assert "### Search `roomy`: roomy (budget 10x the hand-written model's p90 (its median here" in text
     assert "x the hand-written |" in text  # each candidate's ratio beside its latency
 
