@@ -131,6 +131,25 @@ class LoadSampler:
                 "max": max(s, default=None)}
 
 
+def runner_many(directory: Path, threads: int, seed: int, runs: int = 10, rounds: int = 10) -> dict:
+    """Every artifact directory under ``directory`` timed interleaved in one ``bench_runner --many`` process at
+    ``threads`` (ahead of other work where it may, ``--priority``): the runner's report (``results`` per
+    artifact, ``anchors`` per chunk, ``priority``). A failed measurement stops the benchmark with its message."""
+    import subprocess
+
+    from edgeship.devices.measure import RUNNER, parse_runner_output
+
+    n = sum(1 for _ in directory.iterdir())
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
+    p = subprocess.run([sys.executable, str(RUNNER), "--many", str(directory), "--threads", str(threads), "--runs",
+                        str(runs), "--rounds", str(rounds), "--chunk", str(n), "--warmup", "3", "--seed", str(seed),
+                        "--priority"], capture_output=True, text=True, env=env, timeout=7200)
+    raw = parse_runner_output(p.stdout)
+    if not raw or not raw.get("ok"):
+        raise SystemExit(f"measurement failed: {(raw or {}).get('message') or p.stderr[-2000:]}")
+    return raw
+
+
 def write_json(path: Path, obj: dict) -> None:
     """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
     path = Path(path)

@@ -598,6 +598,11 @@ DISTRIBUTED_ARGUMENT = (
     "path and code on each; the run directory and the stage cache are node 0's.")
 
 
+def load_lines(d: dict) -> list[str]:
+    return [f"- Load average (1/5/15 min) before measuring: {d['loadavg_before_measuring']}, after: "
+            f"{d['loadavg_after']}", ""]
+
+
 def predictor_section(d: dict) -> list[str]:
     """predictor.json: the latency predictor's error on architectures it was not fitted on, per configuration."""
     m, cal = d["method"], d["calibration"]
@@ -611,9 +616,7 @@ def predictor_section(d: dict) -> list[str]:
            f"used ({m['eval_seeds']}), lowered by edgeship's backends, were timed interleaved ({m['rounds']} rounds of "
            f"{m['runs']} runs, {m['repeats']} independent passes, priority: {', '.join(m.get('priority') or ['-'])}) "
            "and predicted from their artifact files. Bar: " + d["bar"] + ".", ""]
-    out += machine(d["environment"])
-    out += [f"- Load average (1/5/15 min) before measuring: {d['loadavg_before_measuring']}, after: "
-            f"{d['loadavg_after']}", ""]
+    out += machine(d["environment"]) + load_lines(d)
     cores = d["environment"].get("cores") or 1
     if (d["loadavg_before_measuring"] or [0])[0] > cores:
         out += [f"**Noisy:** the machine ({cores} cores) was shared with other jobs (load average above its core "
@@ -637,6 +640,37 @@ def predictor_section(d: dict) -> list[str]:
         out.append(f"| {k} | {s['n']} | {pct(s['within_10pct'])} % | {s['mape_pct']} % | {s['median_error_pct']:+} % | "
                    f"{s['repeat_spread_median_pct']} % | {v['mape_pct']} % / {pct(v['within_10pct'])} %{more} | "
                    f"{verdict(s['bar_met'])} |")
+    return out + [""]
+
+
+def predictor_zoo_section(d: dict) -> list[str]:
+    """predictor_zoo.json: the latency predictor on models packages ship with their weights."""
+    s, m = d["summary"], d["method"]
+    out = ["## Latency predictor on pretrained models", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `benchmarks/predictor_zoo.py` with the predictor "
+           f"file of the run above (calibrated {d['predictor_created']}): each model as its package ships it, lowered "
+           f"to every configuration, timed with the calibration's anchors interleaved in one process per thread count "
+           f"({m['repeats']} processes), predicted from its artifact. **Left out**: operators no kernel of the "
+           "predictor models and its validation architectures did not hold; a prediction that leaves any out backs "
+           f"no budget (`unverified`). Of {s['artifacts_timed']} artifact timings, {s['backs_a_budget']} are "
+           f"predictions that back a budget; of those, {s['backed_within_10pct']} within +-10 % of the measured p50 "
+           f"(MAPE {s['backed_mape_pct']} %), and {s['backed_under_upper_bound']} measured under the prediction's "
+           f"upper bound (prediction + the error bound a budget adds: what a budget is judged on); under it in "
+           f"all rows, backed or not: {s['all_under_upper_bound']}.", ""]
+    out += machine(d["environment"]) + load_lines(d)
+    out += ["| model (input) | runtime, precision, threads | kernels | left out | measured p50 ms | predicted p50 ms "
+            "| error | at the anchors' speed | upper bound ms | backs a budget |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        shape = "x".join(str(v) for v in d["models"][r["model"]]["input"])
+        left = ", ".join(f"{k} x{v}" for k, v in (r.get("left_out", r["unmodelled_ops"]) or {}).items()) or "-"
+        pred = r.get("predicted_p50_ms")
+        err = "-" if pred is None else f"{r['error_pct']:+} %"
+        speed = "-" if pred is None else f"{r['error_at_speed_pct']:+} %"
+        out.append(f"| {r['model']} ({shape}) | {r['config']}:{r['threads']} | {r['kernels']} | {left} | "
+                   f"{ms(r['measured_p50_ms'])} | {ms(pred) if pred is not None else '-'} | {err} | {speed} | "
+                   f"{ms(r['p50_upper_ms']) if pred is not None else '-'} | "
+                   f"{'yes' if r.get('backs_a_budget') else 'no'} |")
     return out + [""]
 
 
@@ -817,8 +851,21 @@ def weight_bits_section(d: dict) -> list[str]:
     return out + [""]
 
 
+# (result file stem, its section), in the order BENCHMARKS.md gives them; stem None: the section reads several
+SECTIONS = (
+    ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
+    ("size_scaling", size_section), ("methods", methods_section),
+    ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),
+    ("zoo", zoo_section), ("emulated_arm", emulated_section), ("qat_weight_bits", weight_bits_section),
+    (None, lambda results: distributed_section(d, load(results, "streaming"))
+     if (d := load(results, "distributed")) else []),
+    ("predictor", predictor_section), ("predictor_zoo", predictor_zoo_section),
+    ("search", search_section),
+    ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
+)
 RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling", "methods", "methods_quick",
-            "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "search", "search_quick",
+            "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
+            "search", "search_quick",
             "search_96", "search_96_quick", "scale", "scale_quick", "emulated_arm", "qat_weight_bits")
 
 
@@ -843,50 +890,21 @@ def render(results: Path) -> str:
            ".venv/bin/python benchmarks/scale.py           # 96x96 and 224x224 models (duration: its section)",
            ".venv/bin/python benchmarks/methods.py         # the compression methods side by side (duration: its "
            "section)",
-           ".venv/bin/python benchmarks/predictor.py       # ~1-2 h on a busy 2-core machine (calibration included)",
+           ".venv/bin/python benchmarks/predictor.py       # ~30 min on 2 idle cores, all four runtimes (calibration "
+           "included; --predictors DIR keeps the fitted file)",
+           ".venv/bin/python benchmarks/predictor_zoo.py --predictors DIR  # the pretrained models against it, ~10 min",
            ".venv/bin/python benchmarks/search.py          # two searches and the demo's own passes: > 90 min at a "
            "load of 10 (--quick: less training; 15 min with the demo's stages cached: search_quick.json's "
            "reference_export_wall_s + export_wall_s)",
            ".venv/bin/python benchmarks/make_report.py",
            "```", ""]
-    peers, cost = load(results, "peers"), load(results, "pipeline_cost")
-    if peers:
-        out += peers_section(peers)
-    if cost:
-        out += cost_section(cost)
-    out += sweep_section(results)
-    scale = load(results, "scale")
-    if scale:
-        out += scale_section(scale)
-    size = load(results, "size_scaling")
-    if size:
-        out += size_section(size)
-    methods = load(results, "methods")
-    if methods:
-        out += methods_section(methods)
-    full = load(results, "methods_full")
-    if full:
-        out += methods_section(full, "Compression methods, full profile (the rows run so far)")
-    zoo = load(results, "zoo")
-    if zoo:
-        out += zoo_section(zoo)
-    arm = load(results, "emulated_arm")
-    if arm:
-        out += emulated_section(arm)
-    bits = load(results, "qat_weight_bits")
-    if bits:
-        out += weight_bits_section(bits)
-    dist = load(results, "distributed")
-    if dist:
-        out += distributed_section(dist, load(results, "streaming"))
-    predictor = load(results, "predictor")
-    if predictor:
-        out += predictor_section(predictor)
-    for stem, title in (("search", "Budget-driven search per device"),
-                        ("search_96", "Budget-driven search per device, MobileNetV2 0.35 at 96x96")):
-        search = load(results, stem)
-        if search:
-            out += search_section(search, title)
+    for stem, section in SECTIONS:
+        if stem is None:
+            out += section(results)
+            continue
+        d = load(results, stem)
+        if d:
+            out += section(d)
     notes = results / "notes.md"
     if notes.is_file():
         out += [notes.read_text().strip(), ""]

@@ -25,36 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import RESULTS, environment, loadavg, write_json  # noqa: E402
+from benchlib import RESULTS, environment, loadavg, runner_many, write_json  # noqa: E402
 
 CONFIGS = ("onnx:int8", "onnx:fp32", "tflite:int8", "openvino:int8")
 EVAL_SEED = 400_000
-
-
-def measure(directory: Path, threads: int, runs: int, rounds: int, seed: int) -> dict:
-    """The runner's report: ``results`` per artifact, and the ``priority`` it timed at."""
-    from edgeship.devices.measure import RUNNER, parse_runner_output
-
-    n = sum(1 for _ in directory.iterdir())
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
-    p = subprocess.run([sys.executable, str(RUNNER), "--many", str(directory), "--threads", str(threads), "--runs",
-                        str(runs), "--rounds", str(rounds), "--chunk", str(n), "--warmup", "3", "--seed", str(seed),
-                        "--priority"],
-                       capture_output=True, text=True, env=env, timeout=7200)
-    raw = parse_runner_output(p.stdout)
-    if not raw or not raw.get("ok"):
-        raise SystemExit(f"measurement failed: {(raw or {}).get('message') or p.stderr[-2000:]}")
-    return raw
 
 
 def main() -> None:
@@ -81,7 +63,7 @@ def main() -> None:
 
     from edgeship.devices import predictor as pred
     from edgeship.devices.archs import macs, random_arch
-    from edgeship.devices.calibrate import Plan, anchor_archs, calibrate, chunk_speed, lower
+    from edgeship.devices.calibrate import Plan, calibrate, chunk_speed, lower, lower_anchors
     from edgeship.devices.kernels import kernels
 
     torch.set_num_threads(1)
@@ -116,10 +98,7 @@ def main() -> None:
                 except Exception as e:  # a converter refusing one architecture: recorded, not hidden
                     shutil.rmtree(arts / name, ignore_errors=True)
                     archs[f"a{i:03d}"].setdefault("lower_errors", {})[f"{fmt}:{precision}"] = str(e)[:200]
-        for i, a in enumerate(anchor_archs()):  # the calibration's anchors, lowered as it lowered them
-            for fmt, precision in configs:
-                lower(a.model, a.input_shape, fmt, precision, arts / f"_anchor{i}-{fmt}-{precision}", f"anchor{i}",
-                      work)
+        lower_anchors(configs, arts, work)
         lower_s = time.time() - t0
         load_before = loadavg()
         t0 = time.time()
@@ -127,7 +106,7 @@ def main() -> None:
         anchors: dict[int, list[dict]] = {}
         priority = set()
         for t in threads:
-            raws = [measure(arts, t, args.runs, args.rounds, seed=r) for r in range(args.repeats)]
+            raws = [runner_many(arts, t, r, args.runs, args.rounds) for r in range(args.repeats)]
             measured[t] = [r["results"] for r in raws]
             anchors[t] = [r["anchors"][0] for r in raws]
             priority |= {r.get("priority") for r in raws}

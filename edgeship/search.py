@@ -34,7 +34,7 @@ import torch
 from edgeship.devices import catalog
 from edgeship.devices import predictor as predictors
 from edgeship.devices.calibrate import lower
-from edgeship.devices.kernels import kernels
+from edgeship.devices.kernels import ops_text, read
 from edgeship.devices.measure import RunArtifact, measure_interleaved, measure_rounds
 from edgeship.errors import EdgeshipError
 from edgeship.models.load import clone_module, model_stats
@@ -144,7 +144,13 @@ class Search:
         fmt, precision = (t.format, t.precision) if finalist else ("onnx", "fp32")
         art = lower(clone_module(model), self.ctx.input_shape, fmt, precision, work / "art", "candidate", work,
                     seed=self.recipe.seed)
-        ks = kernels(art / _main(art), fmt)
+        ks, unmodelled = read(art / _main(art), fmt)
+        if unmodelled:  # its error bound was measured without these: it cannot say what fits the budget
+            raise EdgeshipError(f"search {self.spec.name}: the {self.device.name} latency predictor does not model "
+                                f"{ops_text(unmodelled)} of this model, so its predictions cannot judge the budget",
+                                f"search with measured latencies instead (a target on this machine, device: host), "
+                                f"then profile the export on {self.device.name} "
+                                f"(`edgeship profile RUN --ssh USER@HOST --device {self.device.name}`)")
         m = predictors.predict_kernels(self.pf, ks, t.format, t.precision, self._threads())
         assert m.prediction is not None
         return Scored(m.prediction.p90_upper_ms, m.p50_ms or 0.0, m.p90_ms or 0.0, "predicted",

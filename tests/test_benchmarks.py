@@ -360,7 +360,8 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
     repeated interleaved passes, every row's error computed from its own numbers, and the bar judged per
     configuration (never met with 3 architectures: the bar asks for 30)."""
     out = tmp_path / "predictor.json"
-    run_script("predictor.py", "--quick", "--configs", "onnx:fp32", "--threads", 1, "--out", out)
+    run_script("predictor.py", "--quick", "--configs", "onnx:fp32", "--threads", 1, "--out", out,
+               "--predictors", tmp_path / "pred")
     d = json.loads(out.read_text())
     assert d["quick"] and d["calibration"]["minutes"] > 0 and d["method"]["repeats"] == 3
     (key, s), = d["summary"].items()
@@ -379,6 +380,18 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
         assert abs(r["error_pct"] - (r["predicted_p50_ms"] / exact - 1) * 100) < 0.006
     assert s["within_10pct"] == round(sum(abs(r["error_pct"]) <= 10 for r in d["rows"]) / 3, 4)
     assert {a["seed"] for a in d["archs"].values()} == {400_000, 400_001, 400_002}
+
+    # the same predictor file on pretrained models: MTCNN's PReLUs are named and its prediction backs no budget
+    zoo = tmp_path / "predictor_zoo.json"
+    run_script("predictor_zoo.py", "--predictors", tmp_path / "pred", "--models", "mtcnn_onet", "--repeats", 1,
+               "--out", zoo)
+    z = json.loads(zoo.read_text())
+    (r,) = z["rows"]
+    assert r["config"] == "onnx:fp32" and r["threads"] == 1 and r["measured_p50_ms"] > 0
+    assert r["kernels"] >= 6 and {"conv", "pool", "fc"} <= set(r["kernel_types"])
+    assert r["left_out"].get("PRelu", 0) >= 4 and r["backs_a_budget"] is False
+    assert z["summary"]["refused"] == ["mtcnn_onet onnx:fp32"] and z["summary"]["backs_a_budget"] == 0
+    assert abs(r["error_pct"] - (r["predicted_p50_ms"] / r["measured_p50_ms"] - 1) * 100) < 0.5
 
 
 def test_search_benchmark_budgets_from_the_hand_written_artifact(tmp_path, digits_checkpoint):

@@ -26,6 +26,7 @@ import xml.etree.ElementTree as ET
 
 from edgeship.devices.catalog import HOST
 from edgeship.devices.catalog import get as get_device
+from edgeship.devices.kernels import ops_text
 from edgeship.errors import EdgeshipError
 from edgeship.recipe import BudgetSpec
 from edgeship.record import CHECK_SOURCES, BudgetResult, Measurement, RunRecord, Target, Verdict
@@ -171,6 +172,13 @@ def _predicted_row(row: BudgetResult, key: str, meas: Measurement) -> None:
         row.value = row.margin = row.margin_pct = None
         row.passed, row.status = False, "unverified"
         row.note = (f"the {meas.device} predictor predicts latency, not memory: measure on {meas.device} "
+                    f"(`edgeship profile RUN --ssh USER@HOST --device {meas.device}`)")
+        return
+    if p.unmodelled_ops:  # the error bound was measured on graphs without these: it bounds nothing here
+        row.value = row.margin = row.margin_pct = None
+        row.passed, row.status = False, "unverified"
+        row.note = (f"the {meas.device} predictor does not model {ops_text(p.unmodelled_ops)} of this artifact "
+                    f"(its predicted p90 {meas.p90_ms:.4g} ms leaves them out): measure on {meas.device} "
                     f"(`edgeship profile RUN --ssh USER@HOST --device {meas.device}`)")
         return
     bound = p.p90_upper_pct if p.p90_upper_pct is not None else p.upper_pct

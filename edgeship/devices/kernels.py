@@ -16,6 +16,12 @@ returns one ``Kernel`` per remaining unit of work:
 
 Only light parsers are used: ONNX through the ``onnx`` package (shape inference), OpenVINO IR as plain XML
 (no runtime), TFLite through the interpreter's op list. Shapes are NCHW whatever the format's layout.
+
+``read(artifact)`` also returns what the kernels leave out: every operator that is neither one of them, nor fused
+or free (``FREE``: activations the runtimes fuse, quantize/dequantize, reshapes), nor computed from constants alone
+(weight decompression, shape arithmetic). A user's model brings such operators (PReLU, concatenation, resizing,
+1-D convolutions, recurrent cells); the predictor's error was measured without them, so a prediction of a graph
+that holds them does not back a budget (``devices.budgets``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,16 @@ from pathlib import Path
 from edgeship.errors import EdgeshipError
 
 KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc")
+CONVS = {"onnx": ("Conv", "ConvInteger", "QLinearConv"), "openvino": ("Convolution", "GroupConvolution"),
+         "tflite": ("CONV_2D", "DEPTHWISE_CONV_2D")}
+# operators a runtime fuses into the kernel before them or that move no data (per format)
+FREE = {
+    "onnx": {"QuantizeLinear", "DequantizeLinear", "Relu", "Clip", "Identity", "Flatten", "Reshape", "Squeeze",
+             "Unsqueeze", "Constant", "Shape", "BatchNormalization"},
+    "openvino": {"Parameter", "Result", "Const", "Convert", "FakeQuantize", "ReLU", "Relu", "Clamp", "Reshape",
+                 "Squeeze", "Unsqueeze", "ShapeOf"},
+    "tflite": {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "PAD", "PADV2", "RELU", "RELU6", "EXPAND_DIMS"},
+}
 ALIGN = (4, 8, 16, 32, 64)  # channel blocks a SIMD kernel may pad to (int8 dot products take 4, AVX-512 16 floats)
 FEATURES = ("hin", "win", "cin", "cout", "k", "s", "log_macs", "log_in", "log_out", "log_weights", "log_reduction",
             "log_out_pixels", *(f"{c}_pad{m}" for c in ("cin", "cout") for m in ALIGN), "wout", "wout_pad8")
@@ -95,6 +111,12 @@ def _pad(n: int, block: int) -> float:
 
 def kernels(path: Path | str, fmt: str) -> list[Kernel]:
     """The kernels of the artifact file at ``path`` (``fmt``: onnx, openvino or tflite)."""
+    return read(path, fmt)[0]
+
+
+def read(path: Path | str, fmt: str) -> tuple[list[Kernel], dict[str, int]]:
+    """The kernels of the artifact file at ``path`` (``fmt``: onnx, openvino or tflite), and the operators of
+    its graph that no kernel models, by type and count (``{}`` when the kernels cover the whole graph)."""
     path = Path(path)
     parsers = {"onnx": _onnx, "openvino": _openvino, "tflite": _tflite}
     if fmt not in parsers:
@@ -116,7 +138,7 @@ def _conv(hin: int, win: int, cin: int, cout: int, k: int, hout: int, groups: in
 
 
 # ---------------------------------------------------------------- ONNX (FP32 and QDQ INT8)
-def _onnx(path: Path) -> list[Kernel]:
+def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     import onnx  # a protobuf parser: only reading an ONNX artifact needs it
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
@@ -127,6 +149,7 @@ def _onnx(path: Path) -> list[Kernel]:
         shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
     inits = {t.name: list(t.dims) for t in g.initializer}
     producers = {o: n for n in g.node for o in n.output}
+    static = set(inits) | {""}  # computed from constants alone (folded by the runtime)
 
     def weight_shape(name: str) -> list[int]:  # through DequantizeLinear / Identity to the initializer
         seen = 0
@@ -135,27 +158,53 @@ def _onnx(path: Path) -> list[Kernel]:
         return inits.get(name) or shapes.get(name) or []
 
     out: list[Kernel] = []
+    skipped: dict[str, int] = {}
     for n in g.node:
         op = n.op_type
+        if op in ("Constant", "Shape") or all(i in static for i in n.input):
+            static.update(n.output)
+            continue
         x = shapes.get(n.input[0], []) if n.input else []
         y = shapes.get(n.output[0], []) if n.output else []
-        if op in ("Conv", "ConvInteger", "QLinearConv"):
-            w = weight_shape(n.input[3] if op == "QLinearConv" else n.input[1])
+        w = weight_shape(n.input[3] if op == "QLinearConv" else n.input[1]) if op in CONVS["onnx"] else []
+        if op in CONVS["onnx"] and len(x) == 4 and _odd_kernel(skipped, op, w[2:4]):
+            continue
+        if op in CONVS["onnx"] and len(x) == 4:
             groups = next((a.i for a in n.attribute if a.name == "group"), 1)
             out.append(_conv(x[2], x[3], x[1], w[0], max(w[2:4]), y[2], groups))
-        elif op in ("Add", "Sum") and len(x) == 4 and all(i not in inits for i in n.input):
+        elif op in ("Add", "Sum") and len(x) == 4 and not any(i in static for i in n.input):
             out.append(Kernel("add", x[2], x[3], x[1], x[1]))
-        elif op in ("GlobalAveragePool", "GlobalMaxPool") or (op == "ReduceMean" and len(x) == 4):
+        elif (op in ("GlobalAveragePool", "GlobalMaxPool") or op == "ReduceMean") and len(x) == 4:
             out.append(Kernel("gpool", x[2], x[3], x[1], x[1]))
-        elif op in ("MaxPool", "AveragePool"):
+        elif op in ("MaxPool", "AveragePool") and len(x) == 4:
             k = max(next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), [1]))
             out.append(Kernel("pool", x[2], x[3], x[1], x[1], k, max(1, round(x[2] / max(1, y[2])))))
-        elif op in ("Gemm", "MatMul"):
+        elif op in ("Gemm", "MatMul") and n.input[1] in static:
             w = weight_shape(n.input[1])
             trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
             cin, cout = (w[1], w[0]) if trans_b else (w[0], w[-1])
             out.append(Kernel("fc", cin=cin, cout=cout))
-    return out
+        elif op not in FREE["onnx"] and not (op == "Add" and any(i in static for i in n.input)):  # Add: a bias
+            _count(skipped, op if len(x) in (0, 4) else f"{op} ({len(x)}-D)")
+    return out, skipped
+
+
+def _odd_kernel(skipped: dict[str, int], op: str, hw: list[int]) -> bool:
+    """Whether a convolution's kernel is not square (a 1-D convolution held as k x 1, which no probe sampled); such
+    a one is counted as left out rather than predicted as a k x k one."""
+    if len(hw) == 2 and hw[0] != hw[1]:
+        _count(skipped, f"{op} ({hw[0]}x{hw[1]} kernel)")
+        return True
+    return False
+
+
+def _count(skipped: dict[str, int], op: str) -> None:
+    skipped[op] = skipped.get(op, 0) + 1
+
+
+def ops_text(ops: dict[str, int]) -> str:
+    """``{"PRelu": 4, "Concat": 1}`` as "PRelu x4, Concat x1" (most frequent first)."""
+    return ", ".join(f"{op} x{n}" for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # ---------------------------------------------------------------- OpenVINO IR (read as XML)
@@ -163,40 +212,57 @@ def _dims(port: ET.Element) -> list[int]:
     return [max(1, int(d.text or 1)) for d in port.iter("dim")]
 
 
-def _openvino(path: Path) -> list[Kernel]:
+def _openvino(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     root = ET.parse(path).getroot()
+    layers = list(root.iter("layer"))
+    sources: dict[str, set[str]] = {}  # layer id -> the layers feeding it
+    for e in root.iter("edge"):
+        sources.setdefault(e.get("to-layer", ""), set()).add(e.get("from-layer", ""))
+    static = {la.get("id") for la in layers if la.get("type") == "Const"}
+    grew = True
+    while grew:  # computed from constants alone: weight decompression, shape arithmetic (folded by the runtime)
+        new = {la.get("id") for la in layers if la.get("id") not in static and la.get("type") != "Parameter"
+               and sources.get(la.get("id", "")) and sources[la.get("id", "")] <= static}
+        static |= new
+        grew = bool(new)
     out: list[Kernel] = []
-    for layer in root.iter("layer"):
-        kind = layer.get("type")
+    skipped: dict[str, int] = {}
+    for layer in layers:
+        kind = layer.get("type") or "?"
         ins = [_dims(p) for p in layer.find("input").iter("port")] if layer.find("input") is not None else []
         outs = [_dims(p) for p in layer.find("output").iter("port")] if layer.find("output") is not None else []
-        if not ins or not outs:
+        if layer.get("id") in static or kind in FREE["openvino"]:
             continue
-        x, y = ins[0], outs[0]
-        if kind == "Convolution":
-            w = ins[1]
+        x, y = (ins or [[]])[0], (outs or [[]])[0]
+        with_const = bool(sources.get(layer.get("id", ""), set()) & static)
+        w = ins[1] if kind in CONVS["openvino"] else []
+        if kind in CONVS["openvino"] and len(x) == 4 and _odd_kernel(skipped, kind, w[-2:]):
+            continue
+        if kind == "Convolution" and len(x) == 4:
             out.append(_conv(x[2], x[3], x[1], w[0], max(w[2:4]), y[2], 1))
-        elif kind == "GroupConvolution":
-            w = ins[1]  # [groups, cout/groups, cin/groups, kh, kw]
+        elif kind == "GroupConvolution" and len(x) == 4:
+            # w: [groups, cout/groups, cin/groups, kh, kw]
             out.append(_conv(x[2], x[3], x[1], w[0] * w[1], max(w[3:5]), y[2], w[0]))
-        elif kind == "Add" and len(ins) == 2 and ins[0] == ins[1] and len(x) == 4:
+        elif kind == "Add" and len(ins) == 2 and ins[0] == ins[1] and len(x) == 4 and not with_const:
             out.append(Kernel("add", x[2], x[3], x[1], x[1]))
         elif kind == "ReduceMean" and len(x) == 4:
             out.append(Kernel("gpool", x[2], x[3], x[1], x[1]))
-        elif kind in ("MaxPool", "AvgPool"):
+        elif kind in ("MaxPool", "AvgPool") and len(x) == 4:
             data = layer.find("data")
             k = max(int(v) for v in (data.get("kernel") if data is not None else "1").split(","))
             out.append(Kernel("pool", x[2], x[3], x[1], x[1], k, max(1, round(x[2] / max(1, y[2])))))
-        elif kind == "MatMul" and len(ins) == 2:
+        elif kind == "MatMul" and len(ins) == 2 and with_const:
             data = layer.find("data")
             w = ins[1]
             trans_b = data is not None and data.get("transpose_b") == "true"
             out.append(Kernel("fc", cin=w[-1] if trans_b else w[0], cout=w[0] if trans_b else w[-1]))
-    return out
+        elif not (kind == "Add" and with_const):  # an Add of a constant: the bias the layer before fuses
+            _count(skipped, kind if len(x) in (0, 4) else f"{kind} ({len(x)}-D)")
+    return out, skipped
 
 
 # ---------------------------------------------------------------- TFLite (the interpreter's op list)
-def _tflite(path: Path) -> list[Kernel]:
+def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     try:  # the maintained interpreter, else its old name: only reading a TFLite artifact needs one
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - the pinned set has ai-edge-litert
@@ -204,8 +270,11 @@ def _tflite(path: Path) -> list[Kernel]:
     it = Interpreter(model_path=str(path))
     shapes = {t["index"]: [int(d) for d in t["shape"]] for t in it.get_tensor_details()}
     out: list[Kernel] = []
+    skipped: dict[str, int] = {}
     padded: dict[int, list[int]] = {}  # PAD's output tensor -> its input shape (NHWC): folded into the conv
-    for op in it._get_ops_details():
+    ops = it._get_ops_details()
+    produced = {o for op in ops for o in op["outputs"]}  # a tensor no op produces is an input or a constant
+    for op in ops:
         name, ins, outs = op["op_name"], list(op["inputs"]), list(op["outputs"])
         x = shapes.get(ins[0], []) if ins else []
         y = shapes.get(outs[0], []) if outs else []
@@ -214,20 +283,23 @@ def _tflite(path: Path) -> list[Kernel]:
             continue
         if ins and ins[0] in padded:
             x = padded[ins[0]]
-        if name == "CONV_2D":
-            w = shapes[ins[1]]  # [cout, kh, kw, cin]
+        w = shapes[ins[1]] if name in CONVS["tflite"] else []  # [cout, kh, kw, cin]; depthwise [1, kh, kw, c]
+        if name in CONVS["tflite"] and len(x) == 4 and _odd_kernel(skipped, name, w[1:3]):
+            continue
+        if name == "CONV_2D" and len(x) == 4:
             out.append(_conv(x[1], x[2], x[3], w[0], max(w[1:3]), y[1], 1))
-        elif name == "DEPTHWISE_CONV_2D":
-            w = shapes[ins[1]]  # [1, kh, kw, c]
+        elif name == "DEPTHWISE_CONV_2D" and len(x) == 4:
             out.append(_conv(x[1], x[2], x[3], w[3], max(w[1:3]), y[1], w[3]))
         elif name == "ADD" and len(x) == 4 and shapes.get(ins[1]) == x:
             out.append(Kernel("add", x[1], x[2], x[3], x[3]))
         elif name == "MEAN" and len(x) == 4:
             out.append(Kernel("gpool", x[1], x[2], x[3], x[3]))
-        elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and len(x) == 4:
             k = max(1, round(x[1] / max(1, y[1])))
             out.append(Kernel("pool", x[1], x[2], x[3], x[3], k, k))
         elif name == "FULLY_CONNECTED":
             w = shapes[ins[1]]  # [cout, cin]
             out.append(Kernel("fc", cin=w[1], cout=w[0]))
-    return out
+        elif name not in FREE["tflite"] and not (name == "ADD" and ins[1] not in produced):  # ADD of a constant
+            _count(skipped, name if len(x) in (0, 4) else f"{name} ({len(x)}-D)")
+    return out, skipped

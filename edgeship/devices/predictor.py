@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, ValidationError
 
-from edgeship.devices.kernels import FEATURES, KERNEL_TYPES, Kernel, kernels
+from edgeship.devices.kernels import FEATURES, KERNEL_TYPES, Kernel, ops_text, read
 from edgeship.errors import EdgeshipError
 from edgeship.record import Measurement, Prediction
 from edgeship.schema import Strict, format_validation_error
@@ -146,6 +146,9 @@ class ConfigPredictor(Strict):
     # the p50 error when each prediction is scaled by the speed the anchors showed beside the measured model (the
     # predictor's own error, without the device's drift between calibration and measurement)
     error_p50_at_speed: ErrorStats | None = None
+    # operator types no kernel models that the validation architectures held: the stated error covers graphs with
+    # them; any other such operator in an artifact is left out of its prediction and named (``unmodelled_ops``)
+    covered_ops: list[str] = Field(default_factory=list)
 
     def kernel_ms(self, ks: list[Kernel]) -> list[float]:
         out = [0.0] * len(ks)
@@ -221,16 +224,20 @@ def load(device: str, directory: Path | None = None, stale_ok: bool = False) -> 
 
 def predict(pf: PredictorFile, artifact_path: Path, fmt: str, precision: str, threads: int) -> Measurement:
     """The predicted latency of one artifact on ``pf.device``, with the predictor's measured error."""
-    return predict_kernels(pf, kernels(artifact_path, fmt), fmt, precision, threads)
+    ks, unmodelled = read(artifact_path, fmt)
+    return predict_kernels(pf, ks, fmt, precision, threads, unmodelled)
 
 
-def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: str, threads: int) -> Measurement:
-    """The predicted latency of a model made of the kernels ``ks`` (as an artifact of ``fmt`` holds them)."""
+def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: str, threads: int,
+                    unmodelled: dict[str, int] | None = None) -> Measurement:
+    """The predicted latency of a model made of the kernels ``ks`` (as an artifact of ``fmt`` holds them) and of
+    the ``unmodelled`` operators no kernel covers (``kernels.read``), which the prediction leaves out and names."""
     cfg = pf.configs.get(key(fmt, precision, threads))
     if cfg is None:
         raise EdgeshipError(f"the {pf.device} predictor has no {fmt} {precision} model at {threads} thread(s) "
                             f"(it has: {', '.join(pf.configs) or 'none'})",
                             f"calibrate it: `edgeship profile RUN --calibrate --device {pf.device}`")
+    unmodelled = {op: n for op, n in (unmodelled or {}).items() if op not in cfg.covered_ops}
     per_kernel = cfg.kernel_ms(ks)
     p50 = max(1e-4, cfg.p50.apply(ks, per_kernel))
     p90 = max(p50, cfg.p90.apply(ks, per_kernel))
@@ -244,13 +251,16 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
               f"MAPE {e50.mape_pct:.1f}%, "
               f"{e50.within_10pct:.0%} within +-10%; a budget is judged on the upper bound p90 x "
               f"(1 + {e90.upper_pct:.1f}%).")
+    if unmodelled:
+        method += (f" It LEAVES OUT {ops_text(unmodelled)}, which no kernel of the predictor models: its error does "
+                   f"not cover them, so no budget passes on this prediction.")
     info = Prediction(predictor=str(path_for(pf.device)), device=pf.device, created=pf.created, kernels=len(ks),
                       kernel_ms_by_type={k: round(v, 4) for k, v in by_type.items()},
                       p50_upper_ms=round(p50 * (1 + e50.upper_pct / 100), 4),
                       p90_upper_ms=round(p90 * (1 + e90.upper_pct / 100), 4),
                       mape_pct=e50.mape_pct, within_10pct=e50.within_10pct, upper_pct=e50.upper_pct,
                       p90_mape_pct=e90.mape_pct, p90_upper_pct=e90.upper_pct,
-                      n_validation=e50.n_archs or e50.n)
+                      n_validation=e50.n_archs or e50.n, unmodelled_ops=dict(unmodelled or {}))
     return Measurement(source="predicted", p50_ms=round(p50, 4), p90_ms=round(p90, 4), threads=threads,
                        runtime=cfg.runtime, runtime_version=cfg.runtime_version, device=pf.device, method=method,
                        prediction=info, facts={"predicted_for": pf.device, **{k: pf.facts.get(k) for k in

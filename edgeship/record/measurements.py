@@ -78,6 +78,9 @@ class Prediction(Record):
     n_validation: int
     p50_upper_ms: float
     p90_upper_ms: float  # what a latency budget is judged on: the predicted p90 plus its error bound
+    # operators of the artifact no kernel of the predictor models, by type (its error was measured without them):
+    # a prediction that leaves any out does not back a budget
+    unmodelled_ops: dict[str, int] = Field(default_factory=dict)
 
 
 class Measurement(Record):

@@ -16,7 +16,7 @@ from edgeship.cli import app
 from edgeship.devices import budgets
 from edgeship.devices import predictor as pred
 from edgeship.devices.calibrate import lower
-from edgeship.devices.kernels import Kernel, kernels
+from edgeship.devices.kernels import Kernel, kernels, read
 from edgeship.models.zoo import MobileNetV2
 from edgeship.record import Measurement, Prediction
 from helpers import digits_recipe_dict, run_record, write_recipe
@@ -40,11 +40,82 @@ def test_every_format_reads_as_the_same_kernels(tmp_path):
         found[(fmt, precision)] = kernels(d / main, fmt)
     first = found[("onnx", "fp32")]
     assert all(ks == first for ks in found.values()), {k: len(v) for k, v in found.items()}
+    # and nothing of these graphs is left out: every other operator is fused, free or constant
+    assert all(read(tmp_path / f"{fmt}-{precision}" / main, fmt)[1] == {} for fmt, precision, main in CONFIGS)
     kinds = [k.type for k in first]
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert kinds.count("conv") + kinds.count("dwconv") == convs and kinds.count("dwconv") == 8
     assert kinds.count("add") == 4 and kinds[-2:] == ["gpool", "fc"]
     assert first[0] == Kernel("conv", 28, 28, 1, 16, 3, 2)
+
+
+class _PReLUNet(torch.nn.Module):
+    """conv, PReLU, conv, global pool, classifier: as MTCNN's networks are built (PReLU after each convolution)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.act, self.c2 = torch.nn.Conv2d(3, 16, 3), torch.nn.PReLU(16), torch.nn.Conv2d(16, 32, 3, 2)
+        self.fc = torch.nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.fc(self.c2(self.act(self.c1(x))).mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_operators_no_kernel_models_are_named_in_every_format(tmp_path):
+    """A PReLU is no kernel the predictor models: each format's reader names what it became (in the format's own
+    spelling) beside the same four kernels, instead of predicting as if it were not there."""
+    torch.manual_seed(0)
+    model = _PReLUNet().eval()
+    seen = {}
+    for fmt, precision, main in CONFIGS:
+        d = lower(model, (3, 32, 32), fmt, precision, tmp_path / f"{fmt}-{precision}", "m", tmp_path)
+        ks, unmodelled = read(d / main, fmt)
+        assert [k.type for k in ks] == ["conv", "conv", "gpool", "fc"], (fmt, precision, ks)
+        seen[(fmt, precision)] = unmodelled
+    assert seen[("onnx", "fp32")] == seen[("onnx", "int8")] == {"PRelu": 1}
+    assert seen[("openvino", "int8")] == {"PReLU": 1}
+    assert seen[("tflite", "int8")].get("MUL"), seen  # litert-torch writes the PReLU as MUL/SUB (and transposes)
+
+
+def _config(covered: list[str]) -> pred.PredictorFile:
+    """A tflite int8 predictor of conv, global pool and fc kernels (forests fitted on made-up timings), its
+    validation architectures holding ``covered`` besides the kernels."""
+    grid = [(h, c) for h in (8, 16, 32) for c in (8, 16, 32)]
+    kinds = {t: [Kernel(t, h, h, c, c, 3, 1) for h, c in grid] for t in ("conv", "gpool")}
+    kinds["fc"] = [Kernel("fc", cin=c * h, cout=c) for h, c in grid]
+    stats = pred.ErrorStats(n=20, n_archs=20, mape_pct=4.0, within_10pct=0.95, upper_pct=8.0, max_abs_pct=12.0)
+    unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
+    cfg = pred.ConfigPredictor(format="tflite", precision="int8", threads=1,
+                               forests={t: pred.fit_forest(ks, [k.macs / 1e7 + 0.01 for k in ks])
+                                        for t, ks in kinds.items()}, p50=unit,
+                               p90=unit, error_p50=stats, error_p90=stats, n_probes=9, n_fit_archs=3,
+                               covered_ops=covered)
+    pf = pred.new_file("rpi4", {})
+    pf.configs[pred.key("tflite", "int8", 1)] = cfg
+    return pf
+
+
+def test_a_prediction_that_leaves_operators_out_backs_no_budget():
+    """Operators the validation architectures held are inside the stated error; any other is named in the
+    prediction, and the latency budget is unverified however far under it the prediction is."""
+    pf = _config(covered=["CONCATENATION", "STRIDED_SLICE"])
+    ks = [Kernel("conv", 16, 16, 16, 16, 3, 1)]
+    covered = pred.predict_kernels(pf, ks, "tflite", "int8", 1, {"CONCATENATION": 2, "STRIDED_SLICE": 4})
+    assert covered.prediction is not None and covered.prediction.unmodelled_ops == {}
+    assert "LEAVES OUT" not in (covered.method or "")
+    m = pred.predict_kernels(pf, ks, "tflite", "int8", 1, {"CONCATENATION": 2, "PRELU": 3})
+    assert m.prediction is not None and m.prediction.unmodelled_ops == {"PRELU": 3}
+    assert "LEAVES OUT PRELU x3" in (m.method or "")
+
+    t = {"name": "t1", "device": "rpi4", "format": "tflite", "precision": "int8", "status": "ok", "size_bytes": 1024}
+    spec = {"name": "t1", "device": "rpi4", "format": "tflite", "precision": "int8",
+            "budgets": {"latency_ms_p90": 1000.0}}
+    for meas, status in ((covered, "pass"), (m, "unverified")):
+        rep = run_record({"targets": [spec]}, targets=[t], measurements={"t1": {"predicted": meas}})
+        lat = {r.budget: r for r in budgets.evaluate(rep, "auto").results}["latency_ms_p90"]
+        assert lat.status == status, lat.note
+    assert lat.value is None and "does not model PRELU x3" in lat.note and "--device rpi4" in lat.note
 
 
 def test_stored_forests_predict_as_scikit_learn_does():
@@ -188,3 +259,29 @@ def test_a_predictor_file_of_other_kernel_features_says_calibrate_again(tmp_path
     assert "--calibrate --device pi" in e.value.fix
     assert pred.load("pi", tmp_path, stale_ok=True) is None
     assert Kernel("dwconv", 14, 14, 24, 24, 3, 1).features()[12:17] == [1.0, 1.0, 32 / 24, 32 / 24, 64 / 24]
+
+
+def test_a_search_refuses_to_score_candidates_on_a_prediction_that_leaves_operators_out(tmp_path):
+    """A search scoring candidates for a device it cannot reach asks the predictor; a model with a PReLU stops it
+    with one line naming the operator and the fix, rather than ranking candidates on a number that leaves it out."""
+    from types import SimpleNamespace
+
+    from edgeship.errors import EdgeshipError
+    from edgeship.search import Search
+
+    pf = _config(covered=[])
+    pf.configs[pred.key("onnx", "fp32", 1)] = pf.configs.pop(pred.key("tflite", "int8", 1)).model_copy(
+        update={"format": "onnx", "precision": "fp32"})
+    s = object.__new__(Search)
+    s.spec, s.pf = SimpleNamespace(name="pi"), pf
+    s.target = SimpleNamespace(format="onnx", precision="fp32")
+    s.device = SimpleNamespace(name="rpi4", threads=1)
+    s.ctx, s.recipe = SimpleNamespace(input_shape=(3, 32, 32)), SimpleNamespace(seed=0)
+    with pytest.raises(EdgeshipError, match="does not model PRelu x1 of this model") as e:
+        s._predicted(_PReLUNet().eval(), tmp_path / "c", finalist=False)
+    assert "device: host" in (e.value.fix or "")
+    # the same model without the PReLU is scored on the prediction's upper bound
+    plain = _PReLUNet().eval()
+    plain.act = torch.nn.ReLU()
+    scored = s._predicted(plain, tmp_path / "d", finalist=False)
+    assert scored.source == "predicted" and scored.latency_ms > 0
