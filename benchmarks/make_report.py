@@ -890,9 +890,9 @@ def render(results: Path) -> str:
            ".venv/bin/python benchmarks/scale.py           # 96x96 and 224x224 models (duration: its section)",
            ".venv/bin/python benchmarks/methods.py         # the compression methods side by side (duration: its "
            "section)",
-           ".venv/bin/python benchmarks/predictor.py       # ~30 min on 2 idle cores, all four runtimes (calibration "
-           "included; --predictors DIR keeps the fitted file)",
-           ".venv/bin/python benchmarks/predictor_zoo.py --predictors DIR  # the pretrained models against it, ~10 min",
+           ".venv/bin/python benchmarks/predictor.py       # ~50 min on 2 cores, all four runtimes (calibration "
+           "included: predictor.json's calibration.minutes; --predictors DIR keeps the fitted file)",
+           ".venv/bin/python benchmarks/predictor_zoo.py --predictors DIR  # the pretrained models against it, ~3 min",
            ".venv/bin/python benchmarks/search.py          # two searches and the demo's own passes: > 90 min at a "
            "load of 10 (--quick: less training; 15 min with the demo's stages cached: search_quick.json's "
            "reference_export_wall_s + export_wall_s)",

@@ -164,6 +164,10 @@ def evaluate(record: RunRecord, source: str = "auto") -> Verdict:
                    stand_in_for=sorted(stand_ins))
 
 
+def _measure_on(device: str | None) -> str:
+    return f"measure on {device} (`edgeship profile RUN --ssh USER@HOST --device {device}`)"
+
+
 def _predicted_row(row: BudgetResult, key: str, meas: Measurement) -> None:
     """A prediction judges a latency budget by its upper bound (prediction + the predictor's measured error);
     it predicts no memory, so a RAM budget stays unverified."""
@@ -171,15 +175,13 @@ def _predicted_row(row: BudgetResult, key: str, meas: Measurement) -> None:
     if key != "latency_ms_p90" or p is None:
         row.value = row.margin = row.margin_pct = None
         row.passed, row.status = False, "unverified"
-        row.note = (f"the {meas.device} predictor predicts latency, not memory: measure on {meas.device} "
-                    f"(`edgeship profile RUN --ssh USER@HOST --device {meas.device}`)")
+        row.note = f"the {meas.device} predictor predicts latency, not memory: {_measure_on(meas.device)}"
         return
     if p.unmodelled_ops:  # the error bound was measured on graphs without these: it bounds nothing here
         row.value = row.margin = row.margin_pct = None
         row.passed, row.status = False, "unverified"
         row.note = (f"the {meas.device} predictor does not model {ops_text(p.unmodelled_ops)} of this artifact "
-                    f"(its predicted p90 {meas.p90_ms:.4g} ms leaves them out): measure on {meas.device} "
-                    f"(`edgeship profile RUN --ssh USER@HOST --device {meas.device}`)")
+                    f"(its predicted p90 {meas.p90_ms:.4g} ms leaves them out): {_measure_on(meas.device)}")
         return
     bound = p.p90_upper_pct if p.p90_upper_pct is not None else p.upper_pct
     row.basis = "predicted p90 + the predictor's error bound"

@@ -384,8 +384,8 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0) -> pr
         return pred.error_stats(p, m).model_copy(update={"n_archs": len(val)})
 
     cfg.error_p50, cfg.error_p90 = against("p50", cfg.p50), against("p90", cfg.p90)
-    # operators beyond the kernels that the validation architectures held (TFLite's slices and concatenations
-    # around a padded max pool): the stated error was measured with them in the graph
+    # operators beyond the kernels that the validation architectures held: the stated error was measured with them
+    # in the graph
     cfg.covered_ops = sorted(set().union(*(a.get("unmodelled") or {} for _, a in val)))
     if data.get("anchors"):
         cfg.anchors = {k: round(v, 5) for k, v in data["anchors"].items()}
