@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgeship.devices.kernels import Kernel
-from edgeship.models.zoo import InvertedResidual, conv_bn_act
+from edgeship.devices.kernels import ACTS, Kernel
+from edgeship.models.zoo import InvertedResidual, MobileNetV2Standard, ResNet18, conv_bn_act
 
 RESOLUTIONS = (28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224)
 MAX_MACS = 250e6
@@ -135,6 +135,21 @@ def random_arch(seed: int, max_macs: float = MAX_MACS) -> Arch:
     raise RuntimeError(f"no architecture under {max_macs:.0f} MACs for seed {seed}")
 
 
+def deployment_archs() -> list[tuple[nn.Module, tuple[int, int, int]]]:
+    """MobileNetV2 (widths 0.35-1.0) and ResNet-18 at 96x96 to 192x192, and MobileNetV2 0.35-0.75 at 224x224: the
+    kernels of the models users deploy (up to 1280 channels), which the random architectures, capped in MACs and
+    width, seldom hold. Only the probes are drawn from them; MobileNetV2 1.0 and ResNet-18 at 224x224 stay out, so
+    that the reference models at that size are predicted from kernels of other sizes."""
+    out: list[tuple[nn.Module, tuple[int, int, int]]] = []
+    for res in (96, 128, 160, 192, 224):
+        for width in (0.35, 0.5, 0.75, 1.0):
+            if (width, res) != (1.0, 224):
+                out.append((MobileNetV2Standard(width_mult=width, input_size=(res, res)).eval(), (3, res, res)))
+        if res != 224:
+            out.append((ResNet18(input_size=(res, res)).eval(), (3, res, res)))
+    return out
+
+
 def residual_blocks() -> tuple[type[nn.Module], ...]:
     """Blocks that may end in a residual add (an inverted residual when its ``use_res`` is set)."""
     return (_Basic, InvertedResidual)
@@ -151,12 +166,13 @@ def probe(kernel: Kernel) -> tuple[nn.Module, tuple[int, int, int]]:
     by a global average pool (every backend lowers a model to a (batch, features) output), whose share the
     calibration subtracts with the pooling's own probes."""
     t, k = kernel.type, kernel
+    act = {ACTS["none"]: None, ACTS["relu"]: nn.ReLU, ACTS["relu6"]: nn.ReLU6}[k.act]
     if t == "fc":
         return nn.Sequential(nn.Flatten(), nn.Linear(k.cin, k.cout)).eval(), (k.cin, 1, 1)
     if t == "conv":
-        m: nn.Module = conv_bn_act(k.cin, k.cout, k.k, k.s)
+        m: nn.Module = conv_bn_act(k.cin, k.cout, k.k, k.s, act=act)
     elif t == "dwconv":
-        m = conv_bn_act(k.cin, k.cin, k.k, k.s, groups=k.cin)
+        m = conv_bn_act(k.cin, k.cin, k.k, k.s, groups=k.cin, act=act)
     elif t == "add":
         m = _Add()
     elif t == "pool":

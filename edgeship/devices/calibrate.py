@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from edgeship.calibration.quant import QuantSettings
 from edgeship.devices import predictor as pred
 from edgeship.devices import remote
 from edgeship.devices.bench_runner import device_facts
-from edgeship.devices.kernels import KERNEL_TYPES, Kernel, read
+from edgeship.devices.kernels import ACTS, KERNEL_TYPES, Kernel, read
 from edgeship.devices.measure import RUNNER, RunArtifact, parse_runner_output
 from edgeship.errors import EdgeshipError
 from edgeship.progress import info
@@ -82,12 +82,15 @@ class Plan:
 
 # ---------------------------------------------------------------- what to measure
 def probe_kernels(n: int, seed: int = 0) -> list[Kernel]:
-    """``n`` kernel configurations drawn from random architectures' kernels, spread over each type's work."""
-    from edgeship.devices.archs import random_arch  # torch: only calibration builds models
+    """``n`` kernel configurations drawn from the kernels of random architectures and of deployment-size ones
+    (``archs.deployment_archs``), spread over each type's work; each convolution with an activation drawn from
+    ``ACTS`` (a runtime may not fuse them all alike)."""
+    from edgeship.devices.archs import deployment_archs, random_arch  # torch: only calibration builds models
 
     pool: dict[str, set[Kernel]] = {t: set() for t in KERNEL_TYPES}
-    for i in range(120):
-        for k in _torch_kernels(random_arch(SEEDS["pool"] + seed * 1000 + i)):
+    models = [(a.model, a.input_shape) for a in (random_arch(SEEDS["pool"] + seed * 1000 + i) for i in range(120))]
+    for model, shape in models + deployment_archs():
+        for k in _torch_kernels(model, shape):
             pool[k.type].add(k)
     rng = random.Random(seed)
     for c in (8, 16, 32, 64, 128, 256):  # the poolings the architectures seldom hold, at assorted sizes
@@ -102,12 +105,13 @@ def probe_kernels(n: int, seed: int = 0) -> list[Kernel]:
             continue
         step = len(items) / want  # stratified by work: one per equal slice of the sorted list
         chosen += [items[min(len(items) - 1, int(i * step + rng.random() * step))] for i in range(want)]
-    return chosen
+    acts = sorted(ACTS.values())
+    return [replace(k, act=rng.choice(acts)) if k.type in ("conv", "dwconv") else k for k in chosen]
 
 
-def _torch_kernels(arch) -> list[Kernel]:
-    """The kernels of a random architecture, read from the torch module with forward hooks (sampling only: an
-    artifact's kernels are read from its file)."""
+def _torch_kernels(model, input_shape: tuple[int, ...]) -> list[Kernel]:
+    """The kernels of a torch model, read with forward hooks (sampling only: an artifact's kernels are read from
+    its file)."""
     import torch  # heavy: calibration only
     from torch import nn
 
@@ -131,9 +135,9 @@ def _torch_kernels(arch) -> list[Kernel]:
             found.append(Kernel("add", y[2], y[3], y[1], y[1]))
 
     kinds = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Linear, *residual_blocks())
-    handles = [m.register_forward_hook(hook) for m in arch.model.modules() if isinstance(m, kinds)]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
     with torch.no_grad():
-        arch.model(torch.zeros(1, *arch.input_shape))
+        model(torch.zeros(1, *input_shape))
     for h in handles:
         h.remove()
     return found
@@ -351,6 +355,9 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0) -> pr
                 k = Kernel(**row["kernel"])
                 if k.type != t:
                     continue
+                held = [x for x in row["kernels"] if x["type"] == t]
+                if len(held) == 1:  # the activation as the artifact holds it (an INT8 graph may have folded it)
+                    k = replace(k, act=held[0].get("act", 0))
                 rest = [Kernel(**x) for x in row["kernels"] if x["type"] != t]
                 others = sum(_kernel_ms(forests, rest))
                 ks.append(k)

@@ -5,6 +5,7 @@ device (loopback sshd) feeding `profile --predict`, `export` and `check`."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from edgeship.cli import app
 from edgeship.devices import budgets
 from edgeship.devices import predictor as pred
 from edgeship.devices.calibrate import lower
-from edgeship.devices.kernels import Kernel, kernels, read
+from edgeship.devices.kernels import ACTS, Kernel, kernels, read
 from edgeship.models.zoo import MobileNetV2
 from edgeship.record import Measurement, Prediction
 from helpers import digits_recipe_dict, run_record, write_recipe
@@ -39,14 +40,40 @@ def test_every_format_reads_as_the_same_kernels(tmp_path):
         d = lower(model, (1, 28, 28), fmt, precision, tmp_path / f"{fmt}-{precision}", "m", tmp_path)
         found[(fmt, precision)] = kernels(d / main, fmt)
     first = found[("onnx", "fp32")]
-    assert all(ks == first for ks in found.values()), {k: len(v) for k, v in found.items()}
+    shapes = {c: [replace(k, act=0) for k in ks] for c, ks in found.items()}
+    assert all(ks == shapes[("onnx", "fp32")] for ks in shapes.values()), {k: len(v) for k, v in found.items()}
+    # each convolution's activation, as each graph holds it: a float graph's Clip (ONNX) or Clamp (OpenVINO, also
+    # beside FakeQuantize) is ReLU6; a QDQ ONNX or TFLite INT8 graph folds it into a one-sided range, read as ReLU
+    relu6 = [isinstance(m[-1], torch.nn.ReLU6) for m in model.modules()
+             if isinstance(m, torch.nn.Sequential) and isinstance(m[0], torch.nn.Conv2d)]
+    folded = {("onnx", "fp32"): ACTS["relu6"], ("openvino", "int8"): ACTS["relu6"], ("onnx", "int8"): ACTS["relu"],
+              ("tflite", "int8"): ACTS["relu"]}
+    for c, ks in found.items():
+        acts = [k.act for k in ks if k.type in ("conv", "dwconv")]
+        assert acts == [folded[c[:2]] if r else ACTS["none"] for r in relu6], (c, acts)
     # and nothing of these graphs is left out: every other operator is fused, free or constant
     assert all(read(tmp_path / f"{fmt}-{precision}" / main, fmt)[1] == {} for fmt, precision, main in CONFIGS)
     kinds = [k.type for k in first]
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert kinds.count("conv") + kinds.count("dwconv") == convs and kinds.count("dwconv") == 8
     assert kinds.count("add") == 4 and kinds[-2:] == ["gpool", "fc"]
-    assert first[0] == Kernel("conv", 28, 28, 1, 16, 3, 2)
+    assert first[0] == Kernel("conv", 28, 28, 1, 16, 3, 2, ACTS["relu6"])
+
+
+def test_probes_span_the_activations_and_the_deployment_sizes():
+    """The probes hold every activation a convolution may carry (ReLU6 costs ONNX Runtime's float convolution a pass
+    of its own) and the wide kernels of deployment-size models, which the random architectures seldom hold."""
+    from edgeship.devices.archs import probe
+    from edgeship.devices.calibrate import probe_kernels
+
+    ks = probe_kernels(400)  # as a calibration draws them
+    convs = [k for k in ks if k.type in ("conv", "dwconv")]
+    assert {k.act for k in convs} == set(ACTS.values()) and {k.act for k in ks if k not in convs} == {0}
+    assert max(k.cout for k in convs) >= 960
+    for act, module in ((ACTS["none"], None), (ACTS["relu"], torch.nn.ReLU), (ACTS["relu6"], torch.nn.ReLU6)):
+        m, _ = probe(Kernel("conv", 14, 14, 8, 16, 3, 1, act))
+        last = list(m[0])[-1]  # conv, batch norm, and the activation if any
+        assert type(last) is module if module else isinstance(last, torch.nn.BatchNorm2d)
 
 
 class _PReLUNet(torch.nn.Module):
