@@ -253,41 +253,71 @@ def _dims(port: ET.Element) -> list[int]:
     return [max(1, int(d.text or 1)) for d in port.iter("dim")]
 
 
+class _OvGraph:
+    """An IR's edges: which layers feed which, which are computed from constants alone (weight decompression, shape
+    arithmetic: folded by the runtime), and each layer's consumers (a bias, an Add or Multiply of a constant,
+    spelled ``Add+const``: a convolution folds it)."""
+
+    def __init__(self, root: ET.Element):
+        layers = list(root.iter("layer"))
+        self.sources: dict[str, set[str]] = {}  # layer id -> the layers feeding it
+        for e in root.iter("edge"):
+            self.sources.setdefault(e.get("to-layer", ""), set()).add(e.get("from-layer", ""))
+        static = {la.get("id", "") for la in layers if la.get("type") == "Const"}
+        grew = True
+        while grew:
+            new = {la.get("id", "") for la in layers if la.get("id") not in static and la.get("type") != "Parameter"
+                   and self.sources.get(la.get("id", "")) and self.sources[la.get("id", "")] <= static}
+            static |= new
+            grew = bool(new)
+        self.static = static
+        self.kinds = {la.get("id", ""): la.get("type") or "?" for la in layers}
+        self.consumers: dict[str, list[tuple[str, str]]] = {}
+        for to, froms in self.sources.items():
+            kind = self.kinds.get(to, "?")
+            kind = f"{kind}+const" if kind in ("Add", "Multiply") and froms & static else kind
+            for f in froms - static:
+                self.consumers.setdefault(f, []).append((to, kind))
+
+    def act(self, at: str) -> int:
+        return _activation(at, self.consumers, OV_PASSES, {"ReLU": ACTS["relu"], "Relu": ACTS["relu"],
+                                                           "PReLU": ACTS["relu"], "Clamp": ACTS["relu6"]})
+
+    def fused_prelu(self, at: str) -> bool:
+        """Whether a PReLU follows a convolution or fully connected layer alone: OpenVINO's CPU plugin runs it as
+        that layer's post-op (its compiled model holds no PReLU node; tests/devices/test_predictor.py), so it is
+        that kernel's activation, not an operator of its own."""
+        for _ in range(4):
+            feeding = self.sources.get(at, set()) - self.static
+            if len(feeding) != 1:
+                return False
+            at = next(iter(feeding))
+            if self.kinds.get(at) in (*CONVS["openvino"], "MatMul"):
+                return len(self.consumers.get(at, [])) == 1
+            if self.kinds.get(at) not in ("Add", "Multiply", "FakeQuantize", "Convert"):
+                return False
+        return False
+
+
 def _openvino(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     root = ET.parse(path).getroot()
     layers = list(root.iter("layer"))
-    sources: dict[str, set[str]] = {}  # layer id -> the layers feeding it
-    for e in root.iter("edge"):
-        sources.setdefault(e.get("to-layer", ""), set()).add(e.get("from-layer", ""))
-    static = {la.get("id") for la in layers if la.get("type") == "Const"}
-    grew = True
-    while grew:  # computed from constants alone: weight decompression, shape arithmetic (folded by the runtime)
-        new = {la.get("id") for la in layers if la.get("id") not in static and la.get("type") != "Parameter"
-               and sources.get(la.get("id", "")) and sources[la.get("id", "")] <= static}
-        static |= new
-        grew = bool(new)
-    kinds = {la.get("id", ""): la.get("type") or "?" for la in layers}
-    consumers: dict[str, list[tuple[str, str]]] = {}
-    for to, froms in sources.items():  # a bias (an Add or Multiply of a constant) is folded into the convolution
-        kind = kinds.get(to, "?")
-        kind = f"{kind}+const" if kind in ("Add", "Multiply") and froms & static else kind
-        for f in froms - static:
-            consumers.setdefault(f, []).append((to, kind))
+    graph = _OvGraph(root)
+    sources, static = graph.sources, graph.static
     out: list[Kernel] = []
     skipped: dict[str, int] = {}
     for layer in layers:
-        kind = layer.get("type") or "?"
+        kind, at = layer.get("type") or "?", layer.get("id", "")
         ins = [_dims(p) for p in layer.find("input").iter("port")] if layer.find("input") is not None else []
         outs = [_dims(p) for p in layer.find("output").iter("port")] if layer.find("output") is not None else []
-        if layer.get("id") in static or kind in FREE["openvino"]:
+        if at in static or kind in FREE["openvino"] or (kind == "PReLU" and graph.fused_prelu(at)):
             continue
         x, y = (ins or [[]])[0], (outs or [[]])[0]
-        with_const = bool(sources.get(layer.get("id", ""), set()) & static)
+        with_const = bool(sources.get(at, set()) & static)
         w = ins[1] if kind in CONVS["openvino"] else []
         if kind in CONVS["openvino"] and len(x) == 4 and _odd_kernel(skipped, kind, w[-2:]):
             continue
-        act = _activation(layer.get("id", ""), consumers, OV_PASSES, {"ReLU": ACTS["relu"], "Relu": ACTS["relu"],
-                                                                     "Clamp": ACTS["relu6"]})
+        act = graph.act(at)
         if kind == "Convolution" and len(x) == 4:
             out.append(_conv(x[2], x[3], x[1], w[0], max(w[2:4]), y[2], 1, act))
         elif kind == "GroupConvolution" and len(x) == 4:
