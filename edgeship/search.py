@@ -140,7 +140,9 @@ class Search:
     def _predicted(self, model: torch.nn.Module, work: Path, finalist: bool) -> Scored:
         t = self.target
         # a candidate's kernels are the same in every format: its ONNX FP32 file, the quickest to write, says
-        # them; a finalist is read from its own artifact
+        # them (an INT8 file reads a ReLU6 as a rectified range, act 1, where this one reads act 2: the INT8
+        # forests, fitted on acts 0 and 1, split between them, so 2 falls with 1); a finalist is read from its
+        # own artifact
         fmt, precision = (t.format, t.precision) if finalist else ("onnx", "fp32")
         art = lower(clone_module(model), self.ctx.input_shape, fmt, precision, work / "art", "candidate", work,
                     seed=self.recipe.seed)
