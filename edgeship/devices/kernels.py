@@ -164,7 +164,6 @@ def _activation(start: str, consumers: dict[str, list[tuple[str, str]]], passes:
 
 # ---------------------------------------------------------------- ONNX (FP32 and QDQ INT8)
 def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
-    import numpy as np
     import onnx  # a protobuf parser: only reading an ONNX artifact needs it
     from onnx import numpy_helper
 
@@ -184,11 +183,10 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     # tensors quantized to a one-sided range (zero point at the type's minimum): the quantizer folded the ReLU or
     # ReLU6 that produced them into the range, which the runtime's INT8 convolution still runs as a rectified one
     # (a 16 -> 96 1x1 QLinearConv at 112x112: 0.152 ms with ReLU, 0.108 ms without, one thread)
-    zero_points = {t.name: numpy_helper.to_array(t) for t in g.initializer if t.name in
-                   {q.input[2] for q in g.node if q.op_type == "QuantizeLinear" and len(q.input) > 2}}
-    one_sided = {q.input[0] for q in g.node if q.op_type == "QuantizeLinear" and len(q.input) > 2
-                 and q.input[2] in zero_points and zero_points[q.input[2]].size
-                 and (zero_points[q.input[2]] == np.iinfo(zero_points[q.input[2]].dtype).min).all()}
+    quants = [q for q in g.node if q.op_type == "QuantizeLinear" and len(q.input) > 2]
+    zero_points = {t.name: numpy_helper.to_array(t) for t in g.initializer if t.name in {q.input[2] for q in quants}}
+    one_sided = {q.input[0] for q in quants
+                 if q.input[2] in zero_points and _at_type_min(zero_points[q.input[2]], zero_points[q.input[2]].dtype)}
 
     def weight_shape(name: str) -> list[int]:  # through DequantizeLinear / Identity to the initializer
         seen = 0
@@ -391,9 +389,16 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
 
 
 def _one_sided(tensor: dict) -> bool:
-    """Whether an integer tensor's zero points all sit at its type's minimum (a range starting at 0)."""
+    """Whether a TFLite tensor's zero points all sit at its integer type's minimum (a range starting at 0)."""
     import numpy as np
 
-    zp = np.asarray(tensor.get("quantization_parameters", {}).get("zero_points", []))
-    kind = np.dtype(tensor["dtype"])
-    return bool(zp.size) and kind.kind in "iu" and bool((zp == np.iinfo(kind).min).all())
+    return _at_type_min(np.asarray(tensor.get("quantization_parameters", {}).get("zero_points", [])), tensor["dtype"])
+
+
+def _at_type_min(zero_points, dtype) -> bool:
+    """Whether zero points (a numpy array) all sit at the minimum of the integer type ``dtype``: the quantizer folded
+    a ReLU or ReLU6 into the range (shared by the ONNX and TFLite readers)."""
+    import numpy as np
+
+    kind = np.dtype(dtype)
+    return bool(zero_points.size) and kind.kind in "iu" and bool((zero_points == np.iinfo(kind).min).all())
