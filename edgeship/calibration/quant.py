@@ -21,7 +21,8 @@ class QuantSettings(Strict):
     method: CalibrationMethod = "minmax"
     percentile: float = 99.999
     per_channel: bool = True  # weights
-    symmetric_activations: bool = False
+    # None: each INT8 backend's faster scheme (OpenVINO symmetric, ONNX Runtime and LiteRT asymmetric)
+    symmetric_activations: bool | None = None
     symmetric_weights: bool = True
     seed: int = 0
     qat: bool = False  # the model carries fake quantization: lower its own scales, no calibration

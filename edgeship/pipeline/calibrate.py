@@ -19,7 +19,10 @@ class CalibrateConfig(PassConfig):
     method: Literal["minmax", "percentile", "entropy", "mse"] = "minmax"
     percentile: float = Field(99.999, gt=50, le=100, description="for method: percentile")
     per_channel: bool = Field(True, description="per-channel weight scales (else per-tensor)")
-    symmetric_activations: bool = False
+    symmetric_activations: bool | None = Field(
+        None, description="symmetric activation ranges (true) or asymmetric ones with a zero point (false); unset: "
+        "each backend's faster scheme: OpenVINO symmetric (NNCF's PERFORMANCE preset: its CPU plugin runs depthwise "
+        "convolutions with an activation zero point in a slower kernel), ONNX Runtime and LiteRT asymmetric")
     seed: int | None = Field(None, description="calibration subset seed; default: the recipe's seed")
 
 

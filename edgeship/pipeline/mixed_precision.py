@@ -8,8 +8,8 @@ nodes; a TFLite target it cannot serve fails with the reason rather than quantiz
 
 Sensitivity (measured in torch on ``eval_samples`` validation images, batch norm folded first as the exporters do):
 for each layer alone, its weights quantized (int8, symmetric, per channel or per tensor as configured) and its input
-quantized (uint8 per tensor, asymmetric unless ``symmetric_activations``, the range the calibration samples span),
-the change of top-1 against the float model and the mean KL divergence of the softmax outputs, which still ranks
+quantized (uint8 per tensor, asymmetric unless ``symmetric_activations`` is true, the range the calibration samples
+span), the change of top-1 against the float model and the mean KL divergence of the softmax outputs, which still ranks
 layers whose top-1 change rounds to zero. Then the whole model so simulated (every layer quantized), and, most
 sensitive first by KL, layers are set back to float until the simulated top-1 is within ``max_drop_pt`` of float or
 ``max_float_layers`` are float. ``float_layers`` names them instead of searching (the sensitivity is still measured
@@ -126,7 +126,7 @@ class MixedPrecision(Pass):
             work, folded = copy.deepcopy(model).eval(), 0
         calib = ctx.data["calib"].x[:config.samples]
         val = subset(ctx.data["val"], config.eval_samples, ctx.seed)
-        sim = Simulator(work, calib, config.per_channel, config.symmetric_activations)
+        sim = Simulator(work, calib, config.per_channel, bool(config.symmetric_activations))
         ref = sim.logits(set(), val.x)
         ref_top1 = top1(ref, val.y)
         table = {}

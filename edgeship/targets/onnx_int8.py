@@ -124,8 +124,9 @@ def ort_calibration(quant: QuantSettings) -> tuple[Any, dict]:
     """(CalibrationMethod, extra_options) for ``quantize_static`` from QuantSettings (a method ONNX Runtime
     has: ``OnnxInt8.calibration_methods``)."""
     q = require("onnxruntime.quantization", "onnxruntime", "onnx")
-    extra = {"ActivationSymmetric": quant.symmetric_activations, "WeightSymmetric": quant.symmetric_weights,
-             "CalibTensorRangeSymmetric": quant.symmetric_activations}
+    symmetric = bool(quant.symmetric_activations)  # unset: asymmetric uint8, MLAS's fast u8s8 kernels
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": quant.symmetric_weights,
+             "CalibTensorRangeSymmetric": symmetric}
     if quant.method == "percentile":
         extra["CalibPercentile"] = float(quant.percentile)
     return getattr(q.CalibrationMethod, ORT_METHODS[quant.method]), extra

@@ -24,7 +24,7 @@ the extremes over the samples (NNCF's MEAN_QUANTILE, which averages them, measur
 the Fashion-MNIST model); mse -> HISTOGRAM (NNCF's port of torch's HistogramObserver, which
 searches the range minimizing the L2 quantization error). NNCF has no entropy (KL) calibration: a
 recipe asking for ``entropy`` on an OpenVINO INT8 target is refused when it loads. Symmetric activations select NNCF's
-PERFORMANCE preset, asymmetric ones MIXED.
+PERFORMANCE preset, asymmetric ones MIXED; a recipe that does not say gets PERFORMANCE (``symmetric_activations``).
 
 Compaction (every precision): constants with the same element type, shape and bytes become one node
 (the QDQ route gives each FakeQuantize four scalar limits, most of them equal), and the XML is written
@@ -150,6 +150,13 @@ def nncf_dataset(calib: np.ndarray | list[np.ndarray], batch_size: int = 1) -> A
     return nncf.Dataset([tuple(b) for b in zip(*parts)])
 
 
+def symmetric_activations(quant: QuantSettings) -> bool:
+    """The recipe's choice, else symmetric: with an activation zero point (NNCF's MIXED preset) the CPU plugin ran 12
+    of MobileNetV2-224's 17 depthwise convolutions in oneDNN's ``jit_avx512_I8`` kernel instead of
+    ``brgconv_avx512_dw_I8`` (benchmarks/results/ov_activations.json)."""
+    return True if quant.symmetric_activations is None else quant.symmetric_activations
+
+
 def nncf_parameters(quant: QuantSettings) -> dict:
     """Keyword arguments for ``nncf.quantize`` from QuantSettings (a method NNCF has:
     ``OpenVINO.calibration_methods``)."""
@@ -181,7 +188,7 @@ def nncf_parameters(quant: QuantSettings) -> dict:
         raise ValueError(f"NNCF has no {quant.method!r} calibration method")  # refused when the recipe loads
     weights = QuantizationParameters(per_channel=quant.per_channel, mode=QuantizationScheme.SYMMETRIC
                                      if quant.symmetric_weights else QuantizationScheme.ASYMMETRIC)
-    preset = nncf.QuantizationPreset.PERFORMANCE if quant.symmetric_activations else nncf.QuantizationPreset.MIXED
+    preset = nncf.QuantizationPreset.PERFORMANCE if symmetric_activations(quant) else nncf.QuantizationPreset.MIXED
     return {"preset": preset, "fast_bias_correction": FAST_BIAS_CORRECTION,
             "advanced_parameters": AdvancedQuantizationParameters(activations_range_estimator_params=ranges,
                                                                   weights_quantization_params=weights,
@@ -391,7 +398,8 @@ class OpenVINO(Backend):
             kinds = [op.get_type_name() for op in om.get_ops()]
             typed = ", ".join(f"{t} x{kinds.count(t)}" for t in ctx.target.float_ops)
             om = quantize(om, ctx, ignored + cells)
-            route = f"nncf.quantize on the OpenVINO model, {ctx.quant.method} ranges on {len(ctx.calib)} samples"
+            route = (f"nncf.quantize on the OpenVINO model, {ctx.quant.method} ranges on {len(ctx.calib)} samples, "
+                     f"{'symmetric' if symmetric_activations(ctx.quant) else 'asymmetric'} activations")
             if ignored:
                 route += f"; kept float (ignored_scope): {', '.join(ignored)}"
             if cells:

@@ -229,3 +229,40 @@ def test_calibrated_weights_leave_room_for_x86_int16_sums(tmp_path, monkeypatch)
     assert departure("enable") < 1e-2
     if not x86_has_vnni():  # the layer saturates VPMADDUBSW: this test would catch the 8-bit weights
         assert departure("first_layer_only") > 0.1
+
+
+def test_unset_activation_scheme_is_symmetric_on_openvino(tmp_path):
+    """A recipe that does not choose gets NNCF's PERFORMANCE preset (symmetric activation ranges: the CPU plugin runs
+    depthwise convolutions with an activation zero point in a slower kernel, benchmarks/results/ov_activations.json);
+    ``symmetric_activations: false`` still gives the asymmetric MIXED one. Read off the IR: the range of a signed
+    activation (a convolution's output with no activation after it) is symmetric exactly when asked for."""
+    import torch
+
+    from edgeship.targets.openvino import quantize, symmetric_activations
+
+    class Separable(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pw, self.dw = torch.nn.Conv2d(1, 16, 1), torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.project, self.fc = torch.nn.Conv2d(16, 8, 1), torch.nn.Linear(8 * 64, 10)
+
+        def forward(self, x):
+            y = torch.nn.functional.relu6(self.dw(torch.nn.functional.relu6(self.pw(x))))
+            return self.fc(self.project(y).flatten(1))  # the projection's output is signed
+
+    torch.manual_seed(0)
+    model = Separable().eval()
+
+    def signed_ranges(quant: QuantSettings) -> list[tuple[float, float]]:
+        om = quantize(ov.convert_model(model, example_input=torch.zeros(1, 1, 8, 8)),
+                      context(tmp_path / str(quant.symmetric_activations), "openvino", "int8", quant))
+        return [(float(op.input_value(1).get_node().get_data().min()),
+                 float(op.input_value(2).get_node().get_data().max())) for op in om.get_ops()
+                if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() == "Add"]
+
+    assert symmetric_activations(QuantSettings())
+    assert not symmetric_activations(QuantSettings(symmetric_activations=False))
+    (lo, hi), = signed_ranges(QuantSettings())
+    assert lo < 0 < hi and lo == pytest.approx(-hi * 128 / 127, rel=1e-5)
+    (lo, hi), = signed_ranges(QuantSettings(symmetric_activations=False))
+    assert lo < 0 < hi and abs(lo / hi + 128 / 127) > 0.05
