@@ -21,7 +21,9 @@ A recipe without model.weights has random weights: its top-1 is not an accuracy 
 
 Bars (issue 20), per runtime and model, on edgeship's INT8 artifact: >= 2.5x faster than the FP32 unpruned model
 and >= 1.3x faster than the peer's default flow, at 1 and at 2 threads; within 0.5 pt of the FP32 artifact's
-top-1 where accuracy is measured; 2-thread p50 >= 1.6x faster than 1-thread p50 for the 224x224 models.
+top-1 where accuracy is measured; 2-thread p50 >= 1.6x faster than 1-thread p50 for the 224x224 models, timed in
+one process per artifact with 1 and 2 threads in alternating rounds (the ratio of the separate-process repeats is
+reported beside it: it carries the shared machine's drift between processes minutes apart).
 Edgeship's INT8 flow runs `edgeship export --no-measure` in a subprocess whose wall time and peak RAM are the
 pipeline cost (benchmarks/pipeline_cost.py's run_export); training the 96x96 checkpoint (when it is missing) is
 timed the same way. Per-layer profiles (first repeat, after the timed runs) show float fallbacks and layout
@@ -67,6 +69,7 @@ RECIPES = {
     "resnet18_224_pruned": ROOT / "benchmarks" / "recipes" / "resnet18_224_pruned_random.yaml",
 }
 BARS = {"vs_fp32": 2.5, "vs_peer": 1.3, "max_drop_pt": 0.5, "thread_scaling_224": 1.6}
+PAIRED_ROUNDS, PAIRED_RUNS = 20, 20  # thread scaling timed in one process: rounds x runs at each thread count
 QUICK_TEST, QUICK_PASS_SAMPLES = 500, 2000
 
 
@@ -125,9 +128,34 @@ def edgeship_flow(recipe_path: Path, work: Path) -> tuple[list[dict], dict, dict
 
 
 def thread_scaling(c: dict) -> float | None:
-    """Median over repeats of this contender's 1-thread p50 / 2-thread p50 from the same repeat."""
+    """Median over repeats of this contender's 1-thread p50 / 2-thread p50 from the same repeat (separate
+    processes, minutes apart: the machine's drift is in it)."""
     reps = c.get("p50_repeats") or {}
     return _median([a / b for a, b in zip(reps.get("1", []), reps.get("2", [])) if a and b])
+
+
+def paired_scaling(contenders: list[dict], models: dict, threads: list[int], warmup: int) -> None:
+    """Thread scaling of every contender of the 224x224 models timed in ONE process per contender, 1 and 2 threads
+    in alternating rounds (``measure_thread_scaling``): the ratio of runs milliseconds apart, which the bar judges.
+    In separate processes minutes apart a 1T/2T ratio of one unchanged file moved by up to 25 % between runs here
+    (1.70x -> 1.51x, 1.40x -> 1.10x: benchmarks/results/notes.md)."""
+    from edgeship.devices.measure import RunArtifact, measure_thread_scaling
+    from edgeship.errors import TargetError
+
+    if not {1, 2} <= set(threads):
+        return
+    for c in contenders:
+        if c["status"] != "ok" or models[c["model"]]["input"][1] < 224:
+            continue
+        art = RunArtifact(c["id"], "host", c["format"], c["precision"], Path(c["dir"]), [], "")
+        try:
+            raw = measure_thread_scaling(art, [1, 2], PAIRED_ROUNDS, PAIRED_RUNS, warmup)
+        except TargetError as e:
+            c["thread_scaling_paired_error"] = str(e)
+            continue
+        c["thread_scaling_paired"] = raw["scaling"]["2"]
+        c["paired_p50_ms"] = {t: r["p50_ms"] for t, r in raw["results"].items()}
+        c["paired_round_p50_ms"] = {t: r["round_p50_ms"] for t, r in raw["results"].items()}
 
 
 def scale_bars(contenders: list[dict], models: dict, threads: list[int]) -> list[dict]:
@@ -139,7 +167,7 @@ def scale_bars(contenders: list[dict], models: dict, threads: list[int]) -> list
         fp32 = index.get((c["model"], c["format"], "fp32")) or {}
         b = {"model": c["model"], "format": c["format"], "runtime": c["runtime"], "status": c["status"],
              "speedup_vs_fp32": c.get("speedup_vs_fp32"), "speedup_vs_peer": c.get("speedup_vs_peer"),
-             "thread_scaling": c.get("thread_scaling")}
+             "thread_scaling": c.get("thread_scaling"), "thread_scaling_paired": c.get("thread_scaling_paired")}
         vs_fp32 = [(c.get("speedup_vs_fp32") or {}).get(str(t)) for t in threads]
         vs_peer = [(c.get("speedup_vs_peer") or {}).get(str(t)) for t in threads]
         b["faster_2_5x_than_fp32"] = all(v is not None and v >= BARS["vs_fp32"] for v in vs_fp32)
@@ -154,7 +182,7 @@ def scale_bars(contenders: list[dict], models: dict, threads: list[int]) -> list
         else:
             b["accuracy"] = "not measured: random weights"
         if m["input"][1] >= 224 and {1, 2} <= set(threads):
-            ts = c.get("thread_scaling")
+            ts = c.get("thread_scaling_paired")
             b["two_threads_1_6x"] = ts is not None and ts >= BARS["thread_scaling_224"]
             judged.append("two_threads_1_6x")
         b["judged"] = judged
@@ -211,6 +239,10 @@ def main(argv=None) -> int:
             }
             contenders += tagged(name, rows_f + rows_e + rows_p)
         load_before, measure_s, others = measure_all(contenders, args)
+        print(f"thread scaling, 1 and 2 threads in one process (load average {loadavg()})", file=sys.stderr)
+        t_paired = time.perf_counter()
+        paired_scaling(contenders, models, args.threads, args.warmup)
+        paired_s = time.perf_counter() - t_paired
     summarize(contenders, args.threads)
     for c in contenders:
         c["thread_scaling"] = thread_scaling(c)
@@ -219,7 +251,11 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "scale", "quick": args.quick, "command": command_line(),
         "method": {**method(args),
-                   "thread_scaling": "median over repeats of 1-thread p50 / 2-thread p50 from the same repeat",
+                   "thread_scaling": "median over repeats of 1-thread p50 / 2-thread p50 from the same repeat "
+                                     "(separate processes)",
+                   "thread_scaling_paired": f"224x224 models: 1 and 2 threads in one process, {PAIRED_ROUNDS} "
+                                            f"alternating rounds of {PAIRED_RUNS} runs each; median over rounds of "
+                                            "1-thread p50 / 2-thread p50 (the bar judges this one)",
                    "profile": "per-layer counters of the first repeat, after its timed runs",
                    "quick": f"test images <= {QUICK_TEST}, passes <= 1 epoch and {QUICK_PASS_SAMPLES} samples"
                             if args.quick else None},
@@ -227,7 +263,8 @@ def main(argv=None) -> int:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "environment": env_start, "loadavg_before_measuring": load_before, "loadavg_after": loadavg(),
         "cpu_while_measuring": others,
-        "measure_s": round(measure_s, 1), "wall_s": round(time.perf_counter() - t_start, 1), "bars_stated": BARS,
+        "measure_s": round(measure_s, 1), "paired_scaling_s": round(paired_s, 1),
+        "wall_s": round(time.perf_counter() - t_start, 1), "bars_stated": BARS,
         "models": models, "rows": [{k: v for k, v in c.items() if k != "dir"} for c in contenders],
         "bars": scale_bars(contenders, models, args.threads),
     }

@@ -14,6 +14,9 @@ Every model is loaded with ``meta["interleaved"]``: ONNX Runtime sessions then s
 at more than one thread, as one model in a process has one (with a pool per session, each pool's threads spin
 after its run and take the core the next session needs: a model timed at 1.35 ms alone took 4.4 ms among 30).
 
+``bench_runner.py --dir D --thread-counts 1 2``: one artifact at several thread counts in one process, timed in
+alternating rounds (``bench_threads``): thread scaling as a ratio of runs milliseconds apart.
+
 Like bench_runner.py (which loads this file and passes itself in), it needs only the standard library, numpy and
 the runtime, and never imports edgeship: both files are copied to a device that is calibrated.
 """
@@ -113,3 +116,49 @@ def bench_many(args, br) -> dict:
                               for name in anchors})
     return {"ok": True, "results": results, "anchors": per_chunk, "threads": args.threads, "runs": args.runs,
             "rounds": args.rounds, "priority": priority, "facts": br.device_facts()}
+
+
+def bench_threads(args, br) -> dict:
+    """``--dir D --thread-counts T1 T2 ...``: one artifact loaded once per thread count in this process and timed in
+    ``--rounds`` rounds, each timing ``--runs`` runs at every count in a new seeded order. The ratio of two counts'
+    p50s is then taken from runs milliseconds apart, per round: timed in separate processes minutes apart, a 2-thread
+    p50 over a 1-thread one carries the shared machine's drift as well (+-15 % on a ratio at 5 repeats here). Each
+    copy keeps its own thread pool (no ``interleaved``): a one-thread session has none, as in an application.
+    ``scaling``: {count: median over rounds of the first count's p50 / this count's p50}."""
+    try:
+        import numpy as np
+    except ImportError:
+        raise br.Missing("numpy", "numpy") from None
+    with open(os.path.join(args.dir, "model.json")) as f:
+        art = json.load(f)
+    runtime, _ = br.import_runtime(art["format"])
+    counts = list(dict.fromkeys(args.thread_counts))
+    runs = {}
+    for t in counts:
+        runs[t], _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(args.dir, art["main"]), t,
+                                                           art.get("meta") or {}, args.seed, np)
+        for _ in range(max(1, args.warmup)):
+            runs[t]()
+    rng = random.Random(args.seed)
+    clock = time.perf_counter_ns
+    samples: dict = {t: [] for t in counts}
+    per_round: dict = {t: [] for t in counts}
+    for _ in range(args.rounds):
+        order = list(counts)
+        rng.shuffle(order)
+        for t in order:
+            block = []
+            for _ in range(args.runs):
+                t0 = clock()
+                runs[t]()
+                block.append((clock() - t0) / 1e6)
+            samples[t] += block
+            per_round[t].append(float(np.median(block)))
+    first = counts[0]
+    scaling = {str(t): round(float(np.median([a / b for a, b in zip(per_round[first], per_round[t])])), 4)
+               for t in counts[1:]}
+    return {"ok": True, "target": art.get("target"), "format": art["format"], "precision": art.get("precision"),
+            "results": {str(t): {**br.summarize(np, samples[t]), "runs": len(samples[t]),
+                                 "round_p50_ms": [round(x, 4) for x in per_round[t]]} for t in counts},
+            "scaling": scaling, "thread_counts": counts, "rounds": args.rounds, "runs": args.runs,
+            "facts": br.device_facts()}

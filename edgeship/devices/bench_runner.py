@@ -8,6 +8,7 @@ or tflite-runtime). It never imports edgeship.
     python3 bench_runner.py --dir DIR [--threads N] [--runs N] [--warmup N] [--seed S]
                             [--samples SAMPLES.npz --reference HOST_OUTPUTS.npz] [--profile N]
     python3 bench_runner.py --many DIR [--threads N] [--runs N] [--rounds R] [--chunk C]
+    python3 bench_runner.py --dir DIR --thread-counts 1 2 [--runs N] [--rounds R]
 
 DIR holds the artifact files and their sidecar ``model.json`` (format, main file, inputs). The input
 is seeded random normal data in the model's normalized input space (quantized to the input tensor's
@@ -25,7 +26,8 @@ carry it as ``"emulated"`` and edgeship records such a measurement as ``emulated
 
 ``--many DIR`` times every artifact directory under DIR interleaved in this one process (bench_many.py, copied
 beside this file: a latency predictor's calibration). Its JSON holds ``results``: {subdirectory: summary with
-samples, or {"error": message}}.
+samples, or {"error": message}}. ``--thread-counts T1 T2 ...`` loads the one artifact once per thread count and times
+them in alternating rounds (bench_many.bench_threads): thread scaling from runs milliseconds apart.
 
 Output: one line ``EDGESHIP_BENCH {json}`` on stdout (runtimes may print their own lines). On a
 missing package the JSON is ``{"ok": false, "error": "missing_package", "package": ...}`` and the
@@ -518,20 +520,30 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="--many: rounds over each chunk")
     p.add_argument("--chunk", type=int, default=40, help="--many: artifacts loaded at a time")
     p.add_argument("--priority", action="store_true", help="--many: time ahead of other users' work (root)")
+    p.add_argument("--thread-counts", type=int, nargs="+",
+                   help="--dir: time the artifact at each of these thread counts in alternating rounds (--rounds)")
     args = p.parse_args(argv)
     if bool(args.samples) != bool(args.reference):
         p.error("--samples and --reference go together")
     if not args.dir and not args.facts and not args.many:
         p.error("--dir (or --many) is required")
+    if args.thread_counts and (args.many or args.samples or args.profile):
+        p.error("--thread-counts times one --dir artifact, without --many, --samples or --profile")
     if args.facts:
         emit({"ok": True, "facts": device_facts()})
         return 0
     if (args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.rounds < 1 or args.chunk < 1
-            or args.min_seconds < 0):
-        emit({"ok": False, "error": "failed", "message": "--runs and --threads must be >= 1, --warmup >= 0"})
+            or args.min_seconds < 0 or any(t < 1 for t in args.thread_counts or [])):
+        emit({"ok": False, "error": "failed",
+              "message": "--runs, --threads and --thread-counts must be >= 1, --warmup >= 0"})
         return EXIT_FAILED
     try:
-        emit(_sibling("bench_many").bench_many(args, sys.modules[__name__]) if args.many else bench(args))
+        if args.many or args.thread_counts:
+            many = _sibling("bench_many")
+            emit(many.bench_many(args, sys.modules[__name__]) if args.many
+                 else many.bench_threads(args, sys.modules[__name__]))
+        else:
+            emit(bench(args))
         return 0
     except Missing as e:
         emit({"ok": False, "error": "missing_package", "module": e.module, "package": e.package,

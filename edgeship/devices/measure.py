@@ -169,16 +169,36 @@ def measure_host(art: RunArtifact, threads: int, runs: int = DEFAULT_RUNS, warmu
     """Measure one artifact in a fresh subprocess of this Python (then profile its layers: ``profile`` runs);
     ``min_s``: at least ``runs`` runs, and more until they add up to ``min_s`` seconds."""
     cmd = runner_args(sys.executable, str(RUNNER), str(art.dir), threads, runs, warmup, profile=profile, min_s=min_s)
+    raw = _run_here(art.name, cmd, threads, timeout, "the host benchmark", "lower --runs or check the artifact")
+    return to_measurement(raw, "host", "this machine", art.name)
+
+
+def _run_here(name: str, cmd: list[str], threads: int, timeout: float, what: str, fix: str) -> dict:
+    """The runner's report from ``cmd`` run on this machine (OMP_NUM_THREADS=``threads``); a timeout, a crash or a
+    failed run is one TargetError."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        raise TargetError(f"{art.name}: the host benchmark took longer than {timeout:.0f} s",
-                          "lower --runs or check the artifact") from None
-    raw = parse_runner_output(p.stdout, art.name)
+        raise TargetError(f"{name}: {what} took longer than {timeout:.0f} s", fix) from None
+    raw = parse_runner_output(p.stdout, name)
     if p.returncode != 0 or not raw or not raw.get("ok"):
-        raise runner_failure(art.name, raw, p.stderr, "this machine", sys.executable)
-    return to_measurement(raw, "host", "this machine", art.name)
+        raise runner_failure(name, raw, p.stderr, "this machine", sys.executable)
+    return raw
+
+
+def measure_thread_scaling(art: RunArtifact, counts: list[int], rounds: int = 10, runs: int = 20,
+                           warmup: int = DEFAULT_WARMUP, seed: int = 0, timeout: float = 600) -> dict:
+    """One artifact at several thread counts in ONE fresh process (``bench_runner.py --thread-counts``), timed in
+    ``rounds`` alternating rounds of ``runs`` runs each: {"scaling": {count: median over rounds of the first count's
+    p50 / this count's}, "results": {count: runner summary with "round_p50_ms"}, ...}. Separate processes minutes
+    apart put the machine's drift into such a ratio; runs milliseconds apart do not."""
+    if len(set(counts)) < 2 or min(counts) < 1:
+        raise ValueError("measure_thread_scaling: at least two different thread counts >= 1")
+    cmd = [sys.executable, str(RUNNER), "--dir", str(art.dir), "--thread-counts", *map(str, counts),
+           "--rounds", str(int(rounds)), "--runs", str(int(runs)), "--warmup", str(int(warmup)), "--seed", str(seed)]
+    return _run_here(art.name, cmd, max(counts), timeout, f"timing {len(counts)} thread counts",
+                     "lower the rounds or runs")
 
 
 def measure_rounds(arts: list[RunArtifact], threads: int, rounds: int, runs: int = DEFAULT_RUNS,
