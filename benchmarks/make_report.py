@@ -161,7 +161,9 @@ def scale_section(d: dict) -> list[str]:
             f"Latency runs took {d.get('measure_s')} s, the whole script {d.get('wall_s')} s.",
             f"- Method: as in the peers section (same contenders, peer flows and host measurement), {m['warmup']} "
             f"warm-up and {m['runs']} timed runs per measurement, {m['repeats']} interleaved repeats. Thread scaling "
-            f"= {m['thread_scaling']}. Per-layer profiles: {m['profile']}.", ""]
+            f"= {m['thread_scaling']}"
+            + (f"; paired (the bar's) = {m['thread_scaling_paired']}" if m.get("thread_scaling_paired") else "")
+            + f". Per-layer profiles: {m['profile']}.", ""]
     for name, info in d["models"].items():
         sizes, fp, comp = info.get("data_sizes") or {}, info.get("fp32") or {}, info.get("compressed") or {}
         c, h, w = info["input"]
@@ -181,12 +183,13 @@ def scale_section(d: dict) -> list[str]:
                 f"`{json.dumps([p['name'] for p in info.get('passes') or []])}`.{trained}", "",
                 "| runtime | contender | top-1 % | size KiB | peak RSS MB | "
                 + " | ".join(f"p50 ms {t}T" for t in threads) + " | " + " | ".join(f"vs FP32 {t}T" for t in threads)
-                + " | " + " | ".join(f"vs peer {t}T" for t in threads) + " | 1T/2T | float fallbacks | layout ops |",
-                "|---|---|---|---|---|" + "---|" * (3 * len(threads) + 3)]
+                + " | " + " | ".join(f"vs peer {t}T" for t in threads)
+                + " | 1T/2T | 1T/2T paired | float fallbacks | layout ops |",
+                "|---|---|---|---|---|" + "---|" * (3 * len(threads) + 4)]
         for r in (r for r in d["rows"] if r["model"] == name):
             if r["status"] != "ok":
                 out.append(f"| {r['runtime']} | {FLOW_NAMES[r['flow']]} | failed: {r.get('error')} |"
-                           + " |" * (6 + 3 * len(threads)))
+                           + " |" * (7 + 3 * len(threads)))
                 continue
             prof = (r.get("profile") or {}).get(threads[0]) or {}
             size = "-" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1024:.0f}"
@@ -198,7 +201,8 @@ def scale_section(d: dict) -> list[str]:
                        f"{ms(r.get('peak_rss_mb'))} | " + " | ".join(ms(r["p50_ms"].get(t)) for t in threads) + " | "
                        + " | ".join(x(r["speedup_vs_fp32"].get(t)) for t in threads) + " | "
                        + " | ".join(x(r["speedup_vs_peer"].get(t)) for t in threads)
-                       + f" | {x(r.get('thread_scaling'))} | {falls} | {layout} |")
+                       + f" | {x(r.get('thread_scaling'))} | {x(r.get('thread_scaling_paired'))} | {falls} "
+                       f"| {layout} |")
         cost = info.get("pipeline_cost") or {}
         ex, tr = cost.get("export") or {}, cost.get("train") or {}
         out += ["", f"Pipeline cost (`edgeship export --no-measure` of the recipe, cold stage cache"
@@ -228,9 +232,9 @@ def scale_section(d: dict) -> list[str]:
             f"{d['bars_stated']['vs_peer']}x faster than the peer's default flow at every measured thread count; "
             f"within {d['bars_stated']['max_drop_pt']} pt of the FP32 artifact's top-1 where accuracy is measured; "
             f"2-thread p50 >= {d['bars_stated']['thread_scaling_224']}x faster than 1-thread for the 224x224 "
-            "models. n/a: not judged for that model.", "",
+            "models (judged on the paired ratio where the run has one). n/a: not judged for that model.", "",
             "| model | runtime | vs FP32 | >= 2.5x | vs peer | >= 1.3x | drop vs FP32 (pt) | <= 0.5 pt | 1T/2T | "
-            ">= 1.6x | all |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "1T/2T paired | >= 1.6x | all |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     na = "n/a"
     for b in d["bars"]:
         vf, vp = speedups(b, "speedup_vs_fp32", threads), speedups(b, "speedup_vs_peer", threads)
@@ -239,7 +243,8 @@ def scale_section(d: dict) -> list[str]:
         out.append(f"| {b['model']} | {b['format']} | {vf} | {verdict(b['faster_2_5x_than_fp32'])} | {vp} | "
                    f"{verdict(b['faster_1_3x_than_peer'])} | {b.get('drop_vs_fp32_pt') if acc else na} | "
                    f"{verdict(b['within_0_5pt_of_fp32']) if acc else na} | {x(b.get('thread_scaling'))} | "
-                   f"{verdict(b['two_threads_1_6x']) if two else na} | {verdict(b['met'])} |")
+                   f"{x(b.get('thread_scaling_paired'))} | {verdict(b['two_threads_1_6x']) if two else na} | "
+                   f"{verdict(b['met'])} |")
     return out + bars_met(d["bars"], threads, "every bar that applies to them")
 
 
@@ -603,11 +608,11 @@ def load_lines(d: dict) -> list[str]:
             f"{d['loadavg_after']}", ""]
 
 
-def predictor_section(d: dict) -> list[str]:
+def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
     """predictor.json: the latency predictor's error on architectures it was not fitted on, per configuration."""
     m, cal = d["method"], d["calibration"]
     quick = " (QUICK run: reduced settings, not a verdict)" if d["quick"] else ""
-    out = [f"## Latency predictor{quick}", "",
+    out = [f"## {title}{quick}", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `benchmarks/predictor.py`: this machine used as the "
            f"device. Calibration ({m['probes']} one-kernel probes, {m['fit_archs']} fitting and "
            f"{m['validation_archs']} validation architectures per configuration) took "
@@ -615,7 +620,7 @@ def predictor_section(d: dict) -> list[str]:
            f"{len(d['summary'])} configurations. Then {m['archs']} random architectures from seeds calibration never "
            f"used ({m['eval_seeds']}), lowered by edgeship's backends, were timed interleaved ({m['rounds']} rounds of "
            f"{m['runs']} runs, {m['repeats']} independent passes, priority: {', '.join(m.get('priority') or ['-'])}) "
-           "and predicted from their artifact files. Bar: " + d["bar"] + ".", ""]
+           f"and predicted from their artifact files ({m['measured']}). Bar: " + d["bar"] + ".", ""]
     out += machine(d["environment"]) + load_lines(d)
     cores = d["environment"].get("cores") or 1
     if (d["loadavg_before_measuring"] or [0])[0] > cores:
@@ -860,11 +865,14 @@ SECTIONS = (
     (None, lambda results: distributed_section(d, load(results, "streaming"))
      if (d := load(results, "distributed")) else []),
     ("predictor", predictor_section), ("predictor_zoo", predictor_zoo_section),
+    ("predictor_runtime_per_process",
+     lambda d: predictor_section(d, "Latency predictor, evaluation timed one runtime per process")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
 RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling", "methods", "methods_quick",
             "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
+            "predictor_runtime_per_process",
             "search", "search_quick",
             "search_96", "search_96_quick", "scale", "scale_quick", "emulated_arm", "qat_weight_bits")
 

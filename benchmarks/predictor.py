@@ -5,8 +5,11 @@
    calibration (the cost a user pays once per device).
 2. Draw ``--archs`` random architectures from seeds used by neither the probes nor the fitting nor the
    validation (random depths, widths, kernel sizes, 28x28 to 224x224 inputs), lower each to every configuration
-   with edgeship's own backends (NNCF for OpenVINO INT8, as an export does), and time all of them interleaved in
-   one process per thread count (``bench_runner.py --many``: rounds over every artifact in a new order each).
+   with edgeship's own backends (NNCF for OpenVINO INT8, as an export does), and time them interleaved in one
+   process per configuration and thread count (``bench_runner.py --many``: rounds over every artifact in a new
+   order each), as the calibration times its probes: one runtime per process, as in an application. With every
+   runtime in one process (this script until the ninth session) LiteRT's 2-thread p50 came out 1.84x and
+   OpenVINO's 1.35x what the same files take one per process (benchmarks/many_vs_single.py).
    The measurement is repeated (``--repeats`` processes) to show how far two measurements of the same model on
    this shared machine differ: the noise floor a prediction is compared against. The calibration's anchors
    (``calibrate.anchor_archs``) are timed beside them in every process.
@@ -37,6 +40,28 @@ from benchlib import RESULTS, environment, loadavg, runner_many, write_json  # n
 
 CONFIGS = ("onnx:int8", "onnx:fp32", "tflite:int8", "openvino:int8")
 EVAL_SEED = 400_000
+
+
+def measure_eval(cdir, configs: list[tuple[str, str]], threads: list[int], args) -> tuple[dict, dict, set]:
+    """Per thread count, one dict per repeat of every evaluation artifact's runner summary, and of the anchors'
+    (``cdir(fmt, precision)``: a configuration's directory, timed in a process of its own, the configurations'
+    order rotated per repeat), and the priorities the runner got."""
+    measured: dict[int, list[dict]] = {}
+    anchors: dict[int, list[dict]] = {}
+    priority: set = set()
+    for t in threads:
+        measured[t], anchors[t] = [], []
+        for r in range(args.repeats):
+            results, anchored = {}, {}
+            for k in range(len(configs)):
+                fmt, precision = configs[(r + k) % len(configs)]
+                raw = runner_many(cdir(fmt, precision), t, r, args.runs, args.rounds)
+                results.update(raw["results"])
+                anchored.update(raw["anchors"][0])
+                priority.add(raw.get("priority"))
+            measured[t].append(results)
+            anchors[t].append(anchored)
+    return measured, anchors, priority
 
 
 def main() -> None:
@@ -86,6 +111,10 @@ def main() -> None:
         t0 = time.time()
         arts = work / "eval"
         arts.mkdir()
+
+        def cdir(fmt: str, precision: str) -> Path:  # one configuration's artifacts and anchors
+            return arts / f"{fmt}-{precision}"
+
         archs = {}
         for i in range(args.archs):
             a = random_arch(EVAL_SEED + i)
@@ -94,22 +123,16 @@ def main() -> None:
             for fmt, precision in configs:
                 name = f"a{i:03d}-{fmt}-{precision}"
                 try:
-                    lower(a.model, a.input_shape, fmt, precision, arts / name, name, work, seed=i)
+                    lower(a.model, a.input_shape, fmt, precision, cdir(fmt, precision) / name, name, work, seed=i)
                 except Exception as e:  # a converter refusing one architecture: recorded, not hidden
-                    shutil.rmtree(arts / name, ignore_errors=True)
+                    shutil.rmtree(cdir(fmt, precision) / name, ignore_errors=True)
                     archs[f"a{i:03d}"].setdefault("lower_errors", {})[f"{fmt}:{precision}"] = str(e)[:200]
-        lower_anchors(configs, arts, work)
+        for fmt, precision in configs:
+            lower_anchors([(fmt, precision)], cdir(fmt, precision), work)
         lower_s = time.time() - t0
         load_before = loadavg()
         t0 = time.time()
-        measured: dict[int, list[dict]] = {}
-        anchors: dict[int, list[dict]] = {}
-        priority = set()
-        for t in threads:
-            raws = [runner_many(arts, t, r, args.runs, args.rounds) for r in range(args.repeats)]
-            measured[t] = [r["results"] for r in raws]
-            anchors[t] = [r["anchors"][0] for r in raws]
-            priority |= {r.get("priority") for r in raws}
+        measured, anchors, priority = measure_eval(cdir, configs, threads, args)
         measure_s = time.time() - t0
 
         # 3. predictions against measurements
@@ -125,11 +148,12 @@ def main() -> None:
                     name = f"{arch_name}-{fmt}-{precision}"
                     got = [(m[name], f) for m, f in zip(measured[t], speeds) if name in m and "error" not in m[name]]
                     reps = [r for r, _ in got]
-                    if not reps or not (arts / name).is_dir():
+                    adir = cdir(fmt, precision) / name
+                    if not reps or not adir.is_dir():
                         continue
                     meas = statistics.median(r["p50_ms"] for r in reps)
-                    main = json.loads((arts / name / "model.json").read_text())["main"]
-                    p = pred.predict(pf, arts / name / main, fmt, precision, t)
+                    main = json.loads((adir / "model.json").read_text())["main"]
+                    p = pred.predict(pf, adir / main, fmt, precision, t)
                     err = (p.p50_ms - meas) / meas
                     errs.append(err)
                     at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
@@ -137,7 +161,7 @@ def main() -> None:
                     if len(reps) > 1:
                         spread.append((max(r["p50_ms"] for r in reps) - min(r["p50_ms"] for r in reps)) / meas)
                     rows.append({"arch": arch_name, "config": f"{fmt}:{precision}", "threads": t,
-                                 "kernels": len(kernels(arts / name / main, fmt)), "measured_p50_ms": round(meas, 4),
+                                 "kernels": len(kernels(adir / main, fmt)), "measured_p50_ms": round(meas, 4),
                                  "repeats_p50_ms": [r["p50_ms"] for r in reps], "predicted_p50_ms": p.p50_ms,
                                  "error_pct": round(err * 100, 2), "speeds": [round(f, 4) for _, f in got],
                                  "error_at_speed_pct": round(at_speed * 100, 2)})
@@ -170,8 +194,8 @@ def main() -> None:
                        "priority": sorted(str(p) for p in priority),
                        "eval_seeds": f"random_arch({EVAL_SEED}..{EVAL_SEED + args.archs - 1})",
                        "measured": "median over repeats of the p50 of all timed runs of one interleaved pass "
-                                   "(bench_runner --many: every artifact of a thread count in one process, rounds "
-                                   "in a new order each)"},
+                                   "(bench_runner --many: every artifact of one configuration and thread count in "
+                                   "one process, rounds in a new order each; configurations in turn)"},
             "calibration": {"minutes": round(calibration_s / 60, 2), "timings_s": plan.timings,
                             "per_config_s": {k: c.calibration_s for k, c in pf.configs.items()},
                             "predictor_file_kib": round(path.stat().st_size / 1024, 1)},
