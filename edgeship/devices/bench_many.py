@@ -118,6 +118,13 @@ def bench_many(args, br) -> dict:
             "rounds": args.rounds, "priority": priority, "facts": br.device_facts()}
 
 
+def run(args, br) -> dict:
+    """bench_runner's ``--many`` or ``--thread-counts`` mode; ``br``: bench_runner."""
+    if args.thread_counts and (args.many or args.samples or args.profile or min(args.thread_counts) < 1):
+        raise ValueError("--thread-counts (each >= 1) times one --dir artifact, without --many, --samples or --profile")
+    return bench_many(args, br) if args.many else bench_threads(args, br)
+
+
 def bench_threads(args, br) -> dict:
     """``--dir D --thread-counts T1 T2 ...``: one artifact loaded once per thread count in this process and timed in
     ``--rounds`` rounds, each timing ``--runs`` runs at every count in a new seeded order. The ratio of two counts'

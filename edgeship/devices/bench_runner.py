@@ -1,14 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark ONE edgeship artifact in this process and print one JSON line.
 
-Self-contained on purpose: it is copied to devices next to an artifact and needs only the Python
-standard library, numpy and the artifact's runtime package (onnxruntime, openvino, ai-edge-litert
-or tflite-runtime). It never imports edgeship.
+Self-contained on purpose: copied to devices next to an artifact, it needs only the Python standard library, numpy
+and the artifact's runtime package (onnxruntime, openvino, ai-edge-litert or tflite-runtime); never edgeship.
 
     python3 bench_runner.py --dir DIR [--threads N] [--runs N] [--warmup N] [--seed S]
                             [--samples SAMPLES.npz --reference HOST_OUTPUTS.npz] [--profile N]
     python3 bench_runner.py --many DIR [--threads N] [--runs N] [--rounds R] [--chunk C]
-    python3 bench_runner.py --dir DIR --thread-counts 1 2 [--runs N] [--rounds R]
 
 DIR holds the artifact files and their sidecar ``model.json`` (format, main file, inputs). The input
 is seeded random normal data in the model's normalized input space (quantized to the input tensor's
@@ -17,8 +15,8 @@ Timing covers feeding the input, running and fetching the outputs, per run, at a
 ``--profile N``: then N runs of a separately loaded copy with the runtime's per-layer counters (layer_profile.py).
 
 Verification (``--samples``): after timing, the artifact runs on test-split samples the host sent (every graph
-input as the backends' runners take it, one sample at a time) and the runner reports, per output, how it agrees with
-the same artifact's outputs on the host (``--reference``), and the classification output's top-1, under
+input as the backends' runners take it, one sample at a time) and the runner reports, per output, how it agrees
+with the same artifact's outputs on the host (``--reference``), and the classification output's top-1, under
 ``"verification"``.
 
 An emulated device says so in ``/etc/edgeship/emulated.json`` (``scripts/arm64_device.sh`` writes it): the facts
@@ -26,8 +24,7 @@ carry it as ``"emulated"`` and edgeship records such a measurement as ``emulated
 
 ``--many DIR`` times every artifact directory under DIR interleaved in this one process (bench_many.py, copied
 beside this file: a latency predictor's calibration). Its JSON holds ``results``: {subdirectory: summary with
-samples, or {"error": message}}. ``--thread-counts T1 T2 ...`` loads the one artifact once per thread count and times
-them in alternating rounds (bench_many.bench_threads): thread scaling from runs milliseconds apart.
+samples, or {"error": message}}; ``--dir DIR --thread-counts 1 2`` thread scaling in one process (ditto).
 
 Output: one line ``EDGESHIP_BENCH {json}`` on stdout (runtimes may print their own lines). On a
 missing package the JSON is ``{"ok": false, "error": "missing_package", "package": ...}`` and the
@@ -442,8 +439,7 @@ def emit(obj: dict) -> None:
 
 
 def bench(args) -> dict:
-    meta_path = os.path.join(args.dir, "model.json")
-    with open(meta_path) as f:
+    with open(os.path.join(args.dir, "model.json")) as f:
         art = json.load(f)
     fmt, main = art["format"], art["main"]
     path = os.path.join(args.dir, main)
@@ -520,30 +516,22 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="--many: rounds over each chunk")
     p.add_argument("--chunk", type=int, default=40, help="--many: artifacts loaded at a time")
     p.add_argument("--priority", action="store_true", help="--many: time ahead of other users' work (root)")
-    p.add_argument("--thread-counts", type=int, nargs="+",
-                   help="--dir: time the artifact at each of these thread counts in alternating rounds (--rounds)")
+    p.add_argument("--thread-counts", type=int, nargs="+", help="--dir: these thread counts in alternating rounds")
     args = p.parse_args(argv)
     if bool(args.samples) != bool(args.reference):
         p.error("--samples and --reference go together")
     if not args.dir and not args.facts and not args.many:
         p.error("--dir (or --many) is required")
-    if args.thread_counts and (args.many or args.samples or args.profile):
-        p.error("--thread-counts times one --dir artifact, without --many, --samples or --profile")
     if args.facts:
         emit({"ok": True, "facts": device_facts()})
         return 0
     if (args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.rounds < 1 or args.chunk < 1
-            or args.min_seconds < 0 or any(t < 1 for t in args.thread_counts or [])):
-        emit({"ok": False, "error": "failed",
-              "message": "--runs, --threads and --thread-counts must be >= 1, --warmup >= 0"})
+            or args.min_seconds < 0):
+        emit({"ok": False, "error": "failed", "message": "--runs and --threads must be >= 1, --warmup >= 0"})
         return EXIT_FAILED
     try:
-        if args.many or args.thread_counts:
-            many = _sibling("bench_many")
-            emit(many.bench_many(args, sys.modules[__name__]) if args.many
-                 else many.bench_threads(args, sys.modules[__name__]))
-        else:
-            emit(bench(args))
+        emit(_sibling("bench_many").run(args, sys.modules[__name__]) if args.many or args.thread_counts
+             else bench(args))
         return 0
     except Missing as e:
         emit({"ok": False, "error": "missing_package", "module": e.module, "package": e.package,

@@ -47,4 +47,4 @@ def test_thread_counts_need_two_counts_and_one_artifact(arts, tmp_path):
         measure_thread_scaling(arts["onnx"], [2, 2])
     p = subprocess.run([sys.executable, str(RUNNER), "--many", str(tmp_path), "--thread-counts", "1", "2"],
                        capture_output=True, text=True)
-    assert p.returncode == 2 and "--thread-counts times one --dir artifact" in p.stderr
+    assert p.returncode == 4 and "--thread-counts (each >= 1) times one --dir artifact" in p.stdout
