@@ -74,8 +74,8 @@ def conv_kernels(xml: Path) -> dict[str, int]:
 
 
 def has_accuracy(recipe: dict) -> bool:
-    """Whether the model's top-1 is an accuracy: trained weights (model.weights) and a test split with labels (the
-    pretrained MobileNetV2's photos have none: agreement only)."""
+    """Whether the model's top-1 is an accuracy: it has trained weights (model.weights). Random-weight models have
+    none, and the pretrained MobileNetV2 (a factory) is judged by agreement only: its photos have no ImageNet labels."""
     return bool(recipe["model"].get("weights"))
 
 
@@ -100,6 +100,7 @@ def run(args, work: Path) -> int:
     for name in args.models:
         src = MODELS[name]
         row: dict = {"model": name, "recipe": str(src.relative_to(ROOT)), "schemes": {}}
+        accuracy = has_accuracy(yaml.safe_load(src.read_text()))
         for scheme, sym in SCHEMES.items():
             recipe = calibrate_only(src, sym, work)
             cost = run_export(recipe, work / f"{recipe.stem}.log", ["--no-measure"])
@@ -109,7 +110,6 @@ def run(args, work: Path) -> int:
             report = json.loads((out / "report.json").read_text())
             target = report["targets"][0]
             verify = target.get("verify") or {}
-            accuracy = has_accuracy(yaml.safe_load(src.read_text()))
             dirs[name, scheme] = out / "targets" / "openvino-int8"
             row["schemes"][scheme] = {
                 "symmetric_activations": sym, "passes": yaml.safe_load(recipe.read_text())["passes"],

@@ -127,6 +127,11 @@ def edgeship_flow(recipe_path: Path, work: Path) -> tuple[list[dict], dict, dict
     return report_rows(report, "edgeship"), report, cost
 
 
+def scaling_judged(model: dict) -> bool:
+    """Whether the 2-thread bar applies to this model (the 224x224 ones)."""
+    return model["input"][1] >= 224
+
+
 def thread_scaling(c: dict) -> float | None:
     """Median over repeats of this contender's 1-thread p50 / 2-thread p50 from the same repeat (separate
     processes, minutes apart: the machine's drift is in it)."""
@@ -145,7 +150,7 @@ def paired_scaling(contenders: list[dict], models: dict, threads: list[int], war
     if not {1, 2} <= set(threads):
         return
     for c in contenders:
-        if c["status"] != "ok" or models[c["model"]]["input"][1] < 224:
+        if c["status"] != "ok" or not scaling_judged(models[c["model"]]):
             continue
         art = RunArtifact(c["id"], "host", c["format"], c["precision"], Path(c["dir"]), [], "")
         try:
@@ -181,7 +186,7 @@ def scale_bars(contenders: list[dict], models: dict, threads: list[int]) -> list
             judged.append("within_0_5pt_of_fp32")
         else:
             b["accuracy"] = "not measured: random weights"
-        if m["input"][1] >= 224 and {1, 2} <= set(threads):
+        if scaling_judged(m) and {1, 2} <= set(threads):
             ts = c.get("thread_scaling_paired")
             b["two_threads_1_6x"] = ts is not None and ts >= BARS["thread_scaling_224"]
             judged.append("two_threads_1_6x")

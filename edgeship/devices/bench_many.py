@@ -53,6 +53,30 @@ def raise_priority() -> str | None:
         return None
 
 
+def load(br, np, directory: str, threads: int, seed: int, warmup: int, interleaved: bool):
+    """The artifact in ``directory`` loaded by the runner's loader for its format at ``threads`` (``interleaved``:
+    the loaders' settings for many models in one process) and warmed up; returns its run function."""
+    with open(os.path.join(directory, "model.json")) as f:
+        art = json.load(f)
+    runtime, _ = br.import_runtime(art["format"])
+    meta = {**(art.get("meta") or {}), **({"interleaved": True} if interleaved else {})}
+    run, _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(directory, art["main"]), threads, meta,
+                                                   seed, np)
+    for _ in range(max(1, warmup)):
+        run()
+    return run
+
+
+def block(run, runs: int) -> list[float]:
+    """``runs`` timed calls of ``run``, in milliseconds each."""
+    clock, out = time.perf_counter_ns, []
+    for _ in range(runs):
+        t = clock()
+        run()
+        out.append((clock() - t) / 1e6)
+    return out
+
+
 def bench_many(args, br) -> dict:
     """Every artifact directory under ``args.many``, timed interleaved in chunks; ``br``: bench_runner."""
     priority = raise_priority() if args.priority else None
@@ -66,27 +90,17 @@ def bench_many(args, br) -> dict:
     names = [n for n in names if n not in anchor_names]
     results: dict = {}
     rng = random.Random(args.seed)
-    clock = time.perf_counter_ns
 
-    def load(name: str):
-        d = os.path.join(args.many, name)
-        with open(os.path.join(d, "model.json")) as f:
-            art = json.load(f)
-        runtime, _ = br.import_runtime(art["format"])
-        meta = {**(art.get("meta") or {}), "interleaved": True}  # the loaders' settings for many models at once
-        run, _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(d, art["main"]), args.threads, meta,
-                                                       args.seed, np)
-        for _ in range(max(1, args.warmup)):
-            run()
-        return run
+    def many_load(name: str):
+        return load(br, np, os.path.join(args.many, name), args.threads, args.seed, args.warmup, interleaved=True)
 
-    anchors = {name: load(name) for name in anchor_names}  # an anchor the runtime refuses fails the whole run
+    anchors = {name: many_load(name) for name in anchor_names}  # an anchor the runtime refuses fails the whole run
     per_chunk: list = []
     for chunk, start in enumerate(range(0, max(1, len(names)), args.chunk)):
         runs = dict(anchors)
         for name in names[start:start + args.chunk]:
             try:
-                runs[name] = load(name)
+                runs[name] = many_load(name)
             except br.Missing:
                 raise
             except Exception as e:  # one probe the runtime refuses must not cost the others
@@ -100,12 +114,9 @@ def bench_many(args, br) -> dict:
             order = list(runs)
             rng.shuffle(order)
             for name in order:
-                run = runs[name]
-                for _ in range(args.runs):
-                    t = clock()
-                    run()
-                    samples[name].append((clock() - t) / 1e6)
-                    timed[name] += samples[name][-1]
+                ms = block(runs[name], args.runs)
+                samples[name] += ms
+                timed[name] += sum(ms)
         for name, ss in samples.items():
             if name in anchors:
                 continue
@@ -138,29 +149,18 @@ def bench_threads(args, br) -> dict:
         raise br.Missing("numpy", "numpy") from None
     with open(os.path.join(args.dir, "model.json")) as f:
         art = json.load(f)
-    runtime, _ = br.import_runtime(art["format"])
     counts = list(dict.fromkeys(args.thread_counts))
-    runs = {}
-    for t in counts:
-        runs[t], _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(args.dir, art["main"]), t,
-                                                           art.get("meta") or {}, args.seed, np)
-        for _ in range(max(1, args.warmup)):
-            runs[t]()
+    runs = {t: load(br, np, args.dir, t, args.seed, args.warmup, interleaved=False) for t in counts}
     rng = random.Random(args.seed)
-    clock = time.perf_counter_ns
     samples: dict = {t: [] for t in counts}
     per_round: dict = {t: [] for t in counts}
     for _ in range(args.rounds):
         order = list(counts)
         rng.shuffle(order)
         for t in order:
-            block = []
-            for _ in range(args.runs):
-                t0 = clock()
-                runs[t]()
-                block.append((clock() - t0) / 1e6)
-            samples[t] += block
-            per_round[t].append(float(np.median(block)))
+            ms = block(runs[t], args.runs)
+            samples[t] += ms
+            per_round[t].append(float(np.median(ms)))
     first = counts[0]
     scaling = {str(t): round(float(np.median([a / b for a, b in zip(per_round[first], per_round[t])])), 4)
                for t in counts[1:]}
