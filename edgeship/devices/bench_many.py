@@ -166,6 +166,6 @@ def bench_threads(args, br) -> dict:
                for t in counts[1:]}
     return {"ok": True, "target": art.get("target"), "format": art["format"], "precision": art.get("precision"),
             "results": {str(t): {**br.summarize(np, samples[t]), "runs": len(samples[t]),
-                                 "round_p50_ms": [round(x, 4) for x in per_round[t]]} for t in counts},
+                                 "round_p50_ms": [round(x, 6) for x in per_round[t]]} for t in counts},
             "scaling": scaling, "thread_counts": counts, "rounds": args.rounds, "runs": args.runs,
             "facts": br.device_facts()}
