@@ -201,6 +201,15 @@ def test_scale_benchmark_bars_profiles_and_report(tmp_path, digits_checkpoint):
     text = report.read_text()
     assert "## At deployment sizes: 96x96 and 224x224 (QUICK run" in text and "### digits (1x8x8)" in text
     assert "### Bars (issue 20" in text and text.count("| digits | ") == 3 and "Pipeline cost" in text
+    # benchmarks/ov_kernels.py reads the same run's OpenVINO IR: a QAT model, its quantizers and its kernels
+    kout = tmp_path / "ov_kernels.json"
+    run_script("ov_kernels.py", "--runs", tmp_path / "work" / "digits_edgeship", "--out", kout)
+    (k,) = json.loads(kout.read_text())["rows"]
+    assert k["run"] == "digits_edgeship" and k["quantized_by"] == "qat" and k["symmetric_activations_setting"] is False
+    assert k["activation_quantizers"].get("unsigned_from_zero", 0) >= 1  # a ReLU output's learned range starts at 0
+    assert sum(n for kind, n in k["conv_kernels"].items() if kind.startswith("Convolution/")) >= 2
+    assert k["convolutions_in_jit_kernels"] == sum(n for kind, n in k["conv_kernels"].items()
+                                                    if kind.startswith("Convolution/jit_"))
 
 
 def test_make_report_sweep_table(bench_dir, tmp_path):
