@@ -248,15 +248,25 @@ def table(verdict: Verdict):
     title = f"budgets (source: {source_text(verdict)})"
     if verdict.warning:
         title += f"\n[bold yellow]{verdict.warning}[/bold yellow]"
-    tb = Table(title=title)
+    marks = repeated_notes([r.note or "" for r in verdict.results])
+    tb = Table(title=title, caption="\n".join(f"note {i}: {n}" for n, i in marks.items()) or None,
+               caption_justify="left")
     for col in ("target", "budget", "limit", "value", "margin", "result", "source", "note"):
         tb.add_column(col)
     colors = {"pass": "green", "fail": "red", "unverified": "yellow"}
     for r in verdict.results:
         limit, value, margin, result, note = _row_text(r)
+        if note in marks:
+            note = (note.split(": ", 1)[0] + ": " if ": " in note else "") + f"see note {marks[note]}"
         color = colors[r.status]
         tb.add_row(r.target, r.budget, limit, value, margin, f"[{color}]{result}[/{color}]", r.source, note)
     return tb
+
+
+def repeated_notes(notes: list[str]) -> dict[str, int]:
+    """Long notes that more than one row carries (the how-to-measure advice of every unverified budget of a device),
+    numbered in order of first use: the table prints each once, below it, instead of wrapping it into every row."""
+    return {n: i for i, n in enumerate((n for n in dict.fromkeys(notes) if len(n) > 60 and notes.count(n) > 1), 1)}
 
 
 def summary_line(verdict: Verdict) -> str:

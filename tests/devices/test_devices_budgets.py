@@ -170,6 +170,13 @@ def test_a_pi_budget_is_not_passed_on_host_numbers():
     assert errors[0].find("error").get("type") == "BudgetUnverified"
     md = budgets.markdown(v)
     assert "(UNVERIFIED)" in md and "**UNVERIFIED**" in md
+    # the console table prints the how-to-measure advice once, below it, not wrapped into both rows
+    from rich.console import Console
+    console = Console(record=True, width=300)  # wide enough that no cell wraps
+    console.print(budgets.table(v))
+    text = console.export_text()
+    assert text.count("no measurement from rpi4: see note 1") == 2 and text.count("note 1: no measurement") == 1
+    assert text.count("--device rpi4") == 2  # `profile ... --device rpi4` and `--calibrate --device rpi4`, once
     # measured on the Pi: judged, and passed
     rep.store("t1", _host(p90=30.0).model_copy(update={"source": "device", "device": "rpi4"}))
     v = budgets.evaluate(rep, "auto")
