@@ -256,8 +256,7 @@ def table(verdict: Verdict):
     colors = {"pass": "green", "fail": "red", "unverified": "yellow"}
     for r in verdict.results:
         limit, value, margin, result, note = _row_text(r)
-        if note in marks:
-            note = (note.split(": ", 1)[0] + ": " if ": " in note else "") + f"see note {marks[note]}"
+        note = short_note(note, marks)
         color = colors[r.status]
         tb.add_row(r.target, r.budget, limit, value, margin, f"[{color}]{result}[/{color}]", r.source, note)
     return tb
@@ -267,6 +266,13 @@ def repeated_notes(notes: list[str]) -> dict[str, int]:
     """Long notes that more than one row carries (the how-to-measure advice of every unverified budget of a device),
     numbered in order of first use: the table prints each once, below it, instead of wrapping it into every row."""
     return {n: i for i, n in enumerate((n for n in dict.fromkeys(notes) if len(n) > 60 and notes.count(n) > 1), 1)}
+
+
+def short_note(note: str, marks: dict[str, int]) -> str:
+    """A row's note, or its head and a reference when ``repeated_notes`` prints it below the table."""
+    if note not in marks:
+        return note
+    return (note.split(": ", 1)[0] + ": " if ": " in note else "") + f"see note {marks[note]}"
 
 
 def summary_line(verdict: Verdict) -> str:
@@ -337,9 +343,12 @@ def markdown(verdict: Verdict, run_name: str = "") -> str:
     lines += [f"Source of latency and RAM: **{source_text(verdict)}**. {summary_line(verdict)}", "",
               "| target | budget | limit | value | margin | result | source |", "|---|---|---|---|---|---|---|"]
     marks = {"pass": "pass", "fail": "**FAIL**", "unverified": "**UNVERIFIED**"}
+    notes = repeated_notes([r.note or "" for r in verdict.results])
     for r in verdict.results:
         limit, value, margin, _, note = _row_text(r)
-        extra = f" ({note})" if note else ""
+        extra = f" ({short_note(note, notes)})" if note else ""
         lines.append(f"| {r.target} | {r.budget} | {limit} | {value}{extra} | {margin} | {marks[r.status]} | "
                      f"{r.source} |")
+    if notes:
+        lines += [""] + [f"- note {i}: {n}" for n, i in notes.items()]
     return "\n".join(lines) + "\n"

@@ -177,6 +177,7 @@ def test_a_pi_budget_is_not_passed_on_host_numbers():
     text = console.export_text()
     assert text.count("no measurement from rpi4: see note 1") == 2 and text.count("note 1: no measurement") == 1
     assert text.count("--device rpi4") == 2  # `profile ... --device rpi4` and `--calibrate --device rpi4`, once
+    assert md.count("(no measurement from rpi4: see note 1)") == 2 and md.count("- note 1: no measurement") == 1
     # measured on the Pi: judged, and passed
     rep.store("t1", _host(p90=30.0).model_copy(update={"source": "device", "device": "rpi4"}))
     v = budgets.evaluate(rep, "auto")
