@@ -382,13 +382,16 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0) -> pr
     def against(q: str, correction: pred.Correction, at_speed: bool = False) -> pred.ErrorStats:
         """The error on the validation architectures against each process's own timing (unscaled: what a user
         measuring later meets, drift included), or, ``at_speed``, the prediction scaled by that process's speed."""
-        p, m = [], []
+        p, m, noise = [], [], []
         for (ks, kms), a in val:
             y = correction.apply(ks, kms)
-            for raw, f in zip(a.get(f"raw_{q}_ms") or [a[f"{q}_ms"]], a.get("speed") or [1.0]):
+            raws = a.get(f"raw_{q}_ms") or [a[f"{q}_ms"]]
+            mid = float(np.median(raws))
+            for raw, f in zip(raws, a.get("speed") or [1.0]):
                 p.append(y * f if at_speed else y)
                 m.append(raw)
-        return pred.error_stats(p, m).model_copy(update={"n_archs": len(val)})
+                noise.append(raw / mid - 1)
+        return pred.error_stats(p, m, None if at_speed else noise).model_copy(update={"n_archs": len(val)})
 
     cfg.error_p50, cfg.error_p90 = against("p50", cfg.p50), against("p90", cfg.p90)
     # operators beyond the kernels that the validation architectures held: the stated error was measured with them

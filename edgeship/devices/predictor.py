@@ -14,10 +14,11 @@ its own input, such as an INT8 probe quantizing it, that a kernel inside a model
 
 The predictor's error is then measured on other random architectures, never used in fitting: the mean absolute
 percentage error, the fraction within +-10 %, and the upper bound ``upper_pct`` (the 95th percentile of
-measured / predicted - 1): a prediction's upper bound is ``predicted x (1 + upper_pct / 100)``, and a budget
-judged on a prediction passes only if that bound does. All of it is stored in ``predictors/<device>.json``, a
-plain JSON file (trees as arrays, no pickle) the user can commit; predicting needs numpy and the format's
-reader, not scikit-learn.
+measured / predicted - 1, and never less than how far one timing of an architecture lands above that
+architecture's median, 95th percentile: the device's own noise): a prediction's upper bound is
+``predicted x (1 + upper_pct / 100)``, and a budget judged on a prediction passes only if that bound does. All
+of it is stored in ``predictors/<device>.json``, a plain JSON file (trees as arrays, no pickle) the user can
+commit; predicting needs numpy and the format's reader, not scikit-learn.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class ErrorStats(Strict):
     n_archs: int | None = None  # the architectures (None: one comparison each, as files before anchors)
     mape_pct: float
     within_10pct: float  # fraction of architectures within +-10 %
-    upper_pct: float  # 95th percentile of measured / predicted - 1 (>= 0): the bound a budget adds
+    upper_pct: float  # 95th percentile of measured / predicted - 1, at least noise_pct: the bound a budget adds
     max_abs_pct: float
+    noise_pct: float | None = None  # 95th percentile of one timing over its architecture's median (None: not known)
 
 
 GROUPS = {"conv": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc")}
@@ -311,14 +313,19 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     return Correction(a=float(coef[0]), b=b, c=float(coef[-2]), d=float(coef[-1]))
 
 
-def error_stats(predicted: list[float], measured: list[float]) -> ErrorStats:
+def error_stats(predicted: list[float], measured: list[float], noise: list[float] | None = None) -> ErrorStats:
+    """The error of ``predicted`` against ``measured``. ``noise``: each timing over the median of its architecture's
+    timings, minus 1. The upper bound is never below that noise's 95th percentile: a predictor that over-predicted
+    every validation timing (its fit timed at another speed of the machine) would otherwise state a bound of 0 %,
+    while one measurement of the same file on the device still lands that far above its usual time."""
     p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     rel = (p - m) / m
     under = m / p - 1
+    noise_pct = round(max(0.0, float(np.percentile(noise, 95)) * 100), 2) if noise else None
     return ErrorStats(n=len(p), mape_pct=round(float(np.mean(np.abs(rel)) * 100), 2),
                       within_10pct=round(float(np.mean(np.abs(rel) <= 0.10)), 4),
-                      upper_pct=round(max(0.0, float(np.percentile(under, 95)) * 100), 2),
-                      max_abs_pct=round(float(np.max(np.abs(rel)) * 100), 2))
+                      upper_pct=round(max(0.0, float(np.percentile(under, 95)) * 100, noise_pct or 0.0), 2),
+                      max_abs_pct=round(float(np.max(np.abs(rel)) * 100), 2), noise_pct=noise_pct)
 
 
 def new_file(device: str, facts: dict) -> PredictorFile:

@@ -325,3 +325,18 @@ def test_a_search_refuses_to_score_candidates_on_a_prediction_that_leaves_operat
     plain.act = torch.nn.ReLU()
     scored = s._predicted(plain, tmp_path / "d", finalist=False)
     assert scored.source == "predicted" and scored.latency_ms > 0
+
+
+def test_the_upper_bound_is_never_below_the_devices_own_noise():
+    """Validation timings all below the prediction (the fit timed when the machine was slower) state no
+    under-prediction; the bound a budget adds is then how far one timing lies above its architecture's median,
+    not 0 %."""
+    predicted = [2.0, 2.0, 2.0, 4.0, 4.0, 4.0]
+    measured = [1.0, 1.2, 1.5, 2.0, 2.4, 3.0]  # per architecture: median 1.2 and 2.4, highest timings +25 %
+    noise = [m / med - 1 for m, med in zip(measured, [1.2] * 3 + [2.4] * 3)]
+    assert pred.error_stats(predicted, measured).upper_pct == 0.0
+    e = pred.error_stats(predicted, measured, noise)
+    assert e.noise_pct == pytest.approx(25.0, abs=0.01) and e.upper_pct == e.noise_pct
+    # an under-prediction wider than the noise is the bound
+    e = pred.error_stats([1.0] * 6, [1.0, 1.0, 1.0, 1.0, 1.0, 1.5], [0.0] * 6)
+    assert e.noise_pct == 0.0 and e.upper_pct == pytest.approx(37.5)
