@@ -865,14 +865,11 @@ SECTIONS = (
     (None, lambda results: distributed_section(d, load(results, "streaming"))
      if (d := load(results, "distributed")) else []),
     ("predictor", predictor_section), ("predictor_zoo", predictor_zoo_section),
-    ("predictor_runtime_per_process",
-     lambda d: predictor_section(d, "Latency predictor, evaluation timed one runtime per process")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
 RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling", "methods", "methods_quick",
             "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
-            "predictor_runtime_per_process",
             "search", "search_quick",
             "search_96", "search_96_quick", "scale", "scale_quick", "emulated_arm", "qat_weight_bits")
 
