@@ -35,7 +35,7 @@ from edgeship.models.load import build_model, fp32_size_bytes, model_stats, save
 from edgeship.pipeline.base import PassConfig, PassContext, check_model_for_passes, planned_quant
 from edgeship.pipeline.distributed import process_group, resolve_device
 from edgeship.pipeline.runner import StageCache, model_hash, run_passes
-from edgeship.pipeline.training import TensorData, set_determinism, top1
+from edgeship.pipeline.training import TensorData, check_labels_for_training, set_determinism, top1
 from edgeship.progress import info, warn
 from edgeship.recipe import IOSpec, Recipe, SearchSpec, TargetSpec
 from edgeship.record import (
@@ -138,6 +138,7 @@ def _train_along(recipe: Recipe, pass_configs: list[tuple[str, PassConfig]], tru
     check_output(Path(recipe.output))
     prep = prepare(recipe, trust_pickle)
     check_model_for_passes(prep.model, [name for name, _ in pass_configs], recipe.model_io())
+    check_labels_for_training(pass_configs, bool(prep.splits.labels))
     with tempfile.TemporaryDirectory(prefix="edgeship-rank-") as scratch:
         ctx, spec = pass_setup(recipe, prep, Path(scratch) / "work", True, device)
         run_passes(prep.model, pass_configs, ctx, StageCache(Path(scratch) / "cache"), spec, recipe.timeouts.stage_s)
@@ -162,6 +163,7 @@ def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, Pass
         preflight(spec, recipe)
     prep = prepare(recipe, trust_pickle)
     check_model_for_passes(prep.model, [name for name, _ in pass_configs], recipe.model_io())
+    check_labels_for_training(pass_configs, bool(prep.splits.labels))
     check_calibration_early(recipe, targets, pass_configs, prep.data)
 
     make_parent(out)

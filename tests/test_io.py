@@ -283,3 +283,38 @@ def test_a_model_held_only_as_onnx(tmp_path):
         assert set(t.verify.outputs) == {"digit", "box"} and all(o.passed for o in t.verify.outputs.values()), t
     assert run.target("tflite-fp32").verify.outputs["box"].max_abs_error < 1e-5
     assert run.baseline.top1_test is not None  # class ids in the data: top-1 of the classification output
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_data_without_class_ids_learns_from_the_teacher_alone(tmp_path, monkeypatch):
+    """torchvision's pretrained MobileNetV2 on unlabelled photo crops, judged by agreement with torch: the class ids of
+    such data are all 0, so a pass whose loss has a cross-entropy term (qat's default alpha 0.7, a prune's fine_tune:)
+    is refused before any work; with alpha 1 QAT distils from the teacher alone and claims no top-1."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.syspath_prepend(str(REPO))
+    np.savez(tmp_path / "crops.npz", image=photo_crops(120, 64))
+    recipe = {"name": "mnv2", "model": {"factory": "benchmarks.zoo.models:mobilenet_v2"},
+              "io": {"inputs": [{"name": "image", "shape": [3, 64, 64], "layout": "NCHW",
+                                 "preprocessing": {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+                                                   "std": [0.229, 0.224, 0.225]}}],
+                     "outputs": [{"name": "logits", "task": "classification", "metric": "agreement",
+                                  "tolerance": {"int8": 0.5}}]},
+              "data": {"source": {"kind": "npz", "path": str(tmp_path / "crops.npz")}, "val_size": 20,
+                       "calib_size": 40, "test_fraction": 0.25},
+              "targets": _targets([("onnx", "int8")]), "output": str(tmp_path / "runs" / "mnv2")}
+    refused = [([{"name": "qat", "epochs": 1}], r"1:qat: .*\(weight 1 - alpha = 0.3\) would train every sample toward "
+                                                 r"class 0. Fix: set alpha: 1.0"),
+               ([{"name": "calibrate"},
+                 {"name": "prune", "channel_ratio": 0.8, "fine_tune": {"epochs": 1, "alpha": 0.5}}],
+                r"2:prune: .*\(weight 1 - alpha = 0.5\)")]
+    for passes, expected in refused:
+        with pytest.raises(EdgeshipError, match=expected):
+            edgeship.export({**recipe, "passes": passes}, quiet=True, measure=False)
+        assert not (tmp_path / "runs").exists()
+    run = edgeship.export({**recipe, "passes": [{"name": "qat", "epochs": 1, "alpha": 1.0, "calib_samples": 32,
+                                                  "batch_size": 16}]}, quiet=True, measure=False)
+    assert run.ok, [(t.name, t.error) for t in run.targets]
+    qat = run.stages[-1]
+    assert qat.metrics["distillation_alpha"] == 1.0 and qat.metrics["epochs"] == 1
+    assert qat.metrics["val_top1"] is None and qat.top1_val is None  # no labels, no top-1 against them
+    assert run.target("onnx-int8").verify.outputs["logits"].metric == "agreement"

@@ -350,11 +350,33 @@ def teacher_logits(ctx: PassContext, teacher: nn.Module, idx: torch.Tensor | Non
     return memo.logits[rows]
 
 
+def unlabelled(stage: str, alpha: float) -> EdgeshipError:
+    return EdgeshipError(f"{stage}: the data has no class ids, so fine-tuning's cross-entropy term (weight "
+                         f"1 - alpha = {1 - alpha:g}) would train every sample toward class 0",
+                         "set alpha: 1.0 on this pass (or its fine_tune:) to learn from the teacher alone, or give "
+                         "data with class ids")
+
+
+def check_labels_for_training(pass_configs: list, labelled: bool) -> None:
+    """Before any work: refuse a pass that would fine-tune on class ids the data does not have (its own config or
+    its ``fine_tune:`` section, with epochs > 0 and alpha < 1)."""
+    if labelled:
+        return
+    for i, (name, config) in enumerate(pass_configs):
+        sections = [config, *(getattr(config, f) for f in type(config).model_fields)]
+        for c in sections:
+            if isinstance(c, TrainConfig) and c.epochs > 0 and c.alpha < 1:
+                raise unlabelled(f"{i + 1}:{name}", c.alpha)
+
+
 def finetune(model: nn.Module, cfg: TrainConfig, ctx: PassContext, teacher: nn.Module | None,
              stage: str | None = None, seed_offset: int = 0) -> dict:
     """Train ``model`` in place with the KD loss; returns training metrics (val top-1 per epoch)."""
     if cfg.epochs == 0:
         return {"epochs": 0}
+    labelled = bool(getattr(ctx.splits, "labels", True))  # no class ids: y is all zeros
+    if not labelled and (teacher is None or cfg.alpha < 1):
+        raise unlabelled(stage or ctx.stage, cfg.alpha if teacher is not None else 0.0)
     full = ctx.data["train"]
     idx = subset_index(len(full), cfg.samples, ctx.seed + seed_offset)
     train = full if idx is None else TensorData(full.x[idx], full.y[idx])
@@ -364,7 +386,8 @@ def finetune(model: nn.Module, cfg: TrainConfig, ctx: PassContext, teacher: nn.M
     loss = kd_loss(teacher, cfg.alpha, cfg.temperature)
     if teacher is not None and cfg.alpha > 0:  # the teacher sees each sample once per run, not once per pass
         train = TensorData(train.x, train.y, soft=teacher_logits(ctx, teacher, idx))
-    return fit(model, train, ctx.data["val"], fit_cfg, stage=stage or ctx.stage, loss_fn=loss, quiet=ctx.quiet)
+    val = ctx.data["val"] if labelled else None  # a top-1 against all-zero ids would say nothing
+    return fit(model, train, val, fit_cfg, stage=stage or ctx.stage, loss_fn=loss, quiet=ctx.quiet)
 
 
 def resolve_teacher(spec: ModelSpec | None, ctx: PassContext, student: nn.Module) -> nn.Module:
