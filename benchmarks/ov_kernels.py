@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/ov_kernels.py                      # the IRs scale.py left in runs/bench/scale
     .venv/bin/python benchmarks/ov_kernels.py --runs DIR [DIR ...]  # any edgeship run directories
+    .venv/bin/python benchmarks/ov_kernels.py --export RECIPE ...   # export these recipes first, then read them too
+
+By default it also exports benchmarks/recipes/mobilenet_v2_224_pretrained_qat.yaml (torchvision's pretrained
+MobileNetV2 through QAT, about a minute) into runs/bench/ov_kernels/, so the answer is checked on a package's
+pretrained model and not only on edgeship's own.
 
 The question it answers (issue 20): OpenVINO runs a depthwise convolution whose input quantizer has a zero point in
 oneDNN's slower ``jit_avx512_I8`` kernel instead of ``brgconv_avx512_dw_I8`` (benchmarks/ov_activations.py), which is
@@ -9,9 +14,10 @@ why a calibrated OpenVINO target takes symmetric activation ranges by default. A
 ranges it learned, asymmetric unless the recipe says ``symmetric_activations: true``: does that cost it the fast
 kernel? For every run directory's OpenVINO INT8 IR it records the run's quantization (QAT or calibrated, the scheme),
 the activation quantizers of the IR by kind (``FakeQuantize`` with 256 levels: unsigned from zero, signed symmetric,
-or with a zero point), and the kernel (``primitiveType``) of every convolution of the compiled model (1 thread), with
-the count that fell to a ``jit_`` kernel (``jit_avx512_I8`` on this AVX-512 machine; other ISAs name theirs). No
-timing: it compiles the IRs and reads them. Writes benchmarks/results/ov_kernels.json.
+or with a zero point, and the op types a zero point feeds), and the kernel (``primitiveType``) of every convolution
+of the compiled model (1 thread), with the count that fell to a ``jit_`` kernel (``jit_avx512_I8`` on an AVX-512
+machine; other ISAs name theirs). No timing: it compiles the IRs and reads them. Writes
+benchmarks/results/ov_kernels.json.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ def activation_quantizers(xml: Path) -> dict[str, int]:
             kinds["signed_symmetric"] += 1
         else:
             kinds["zero_point"] += 1
+            for target in op.output(0).get_target_inputs():  # what a zero point reaches: the kernels it can slow
+                kinds[f"zero_point_feeds_{target.get_node().get_type_name()}"] += 1
     return dict(sorted(kinds.items()))
 
 
@@ -63,17 +71,47 @@ def one_run(run: Path) -> dict | None:
             "convolutions_in_jit_kernels": sum(n for k, n in kernels.items() if k.startswith("Convolution/jit_"))}
 
 
+PRETRAINED_QAT = ROOT / "benchmarks" / "recipes" / "mobilenet_v2_224_pretrained_qat.yaml"
+
+
+def export(recipe_path: Path) -> Path:
+    """Export a recipe (its zoo data built first when it reads benchmarks/zoo/data) and return its run directory."""
+    import os
+
+    import yaml
+
+    os.chdir(ROOT)  # the recipes' relative paths and factories (benchmarks.zoo.models) are the repository's
+    sys.path.insert(0, str(ROOT))
+    recipe = yaml.safe_load(recipe_path.read_text())
+    data = Path(recipe["data"]["source"].get("path") or "")
+    if data.parent == Path("benchmarks/zoo/data"):
+        from benchmarks.zoo import make_data
+
+        make_data.build(data.stem)
+    import edgeship
+
+    record = edgeship.export(recipe, quiet=True, measure=False)
+    if not record.ok:
+        sys.exit(f"error: {recipe_path}: {[(t.name, t.error) for t in record.targets if t.status != 'ok']}")
+    return record.run_dir
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", type=Path,
                     help="edgeship run directories (default: runs/bench/scale/*_edgeship)")
     ap.add_argument("--out", type=Path, default=RESULTS / "ov_kernels.json")
+    ap.add_argument("--export", nargs="+", type=Path, metavar="RECIPE",
+                    help="export these recipes, then read their runs too (default, without --runs: "
+                         f"{PRETRAINED_QAT.relative_to(ROOT)})")
     args = ap.parse_args()
     runs = args.runs or sorted((ROOT / "runs" / "bench" / "scale").glob("*_edgeship"))
+    recipes = args.export if args.export is not None else ([] if args.runs else [PRETRAINED_QAT])
     missing = [str(r) for r in runs if not (r / "report.json").is_file()]
     if not runs or missing:
         sys.exit(f"error: no edgeship run directory at {', '.join(missing) or 'runs/bench/scale/*_edgeship'}; run "
                  "`.venv/bin/python benchmarks/scale.py` first or name run directories with --runs")
+    runs += [export(r.resolve()) for r in recipes]
     rows = [r for r in (one_run(run) for run in runs) if r is not None]
     write_json(args.out, {"benchmark": "ov_kernels", "command": command_line(), "environment": environment(),
                           "method": "compile each IR for CPU at 1 thread and read the runtime graph's primitiveType; "

@@ -206,7 +206,10 @@ def test_scale_benchmark_bars_profiles_and_report(tmp_path, digits_checkpoint):
     run_script("ov_kernels.py", "--runs", tmp_path / "work" / "digits_edgeship", "--out", kout)
     (k,) = json.loads(kout.read_text())["rows"]
     assert k["run"] == "digits_edgeship" and k["quantized_by"] == "qat" and k["symmetric_activations_setting"] is False
-    assert k["activation_quantizers"].get("unsigned_from_zero", 0) >= 1  # a ReLU output's learned range starts at 0
+    quantizers = k["activation_quantizers"]
+    assert quantizers.get("unsigned_from_zero", 0) >= 1  # a ReLU output's learned range starts at 0
+    feeds = sum(n for kind, n in quantizers.items() if kind.startswith("zero_point_feeds_"))
+    assert (feeds == 0) == (quantizers.get("zero_point", 0) == 0)  # each quantizer with a zero point feeds an op
     assert sum(n for kind, n in k["conv_kernels"].items() if kind.startswith("Convolution/")) >= 2
     assert k["convolutions_in_jit_kernels"] == sum(n for kind, n in k["conv_kernels"].items()
                                                     if kind.startswith("Convolution/jit_"))
@@ -307,6 +310,22 @@ def test_spatial_weight_benchmark_prunes_the_same_macs_differently(tmp_path):
     assert weighted["conv_widths"][0] < uniform["conv_widths"][0]
     assert uniform["speedup_vs_uniform"] == {"onnx": 1.0, "openvino": 1.0, "tflite": 1.0}
     assert all(len(v) == 1 and v[0] > 0 for v in weighted["p50_repeats"].values())
+
+
+def test_round_to_benchmark_rounds_the_pruned_widths(tmp_path):
+    """benchmarks/round_to.py (MobileNetV2 at 32x32 here): round_to 32 leaves more widths on a multiple of 32 than the
+    default 8 does, every width of the default is a multiple of 8, the default is its own baseline, and every format
+    is timed at 1 and 2 threads."""
+    out = tmp_path / "rt.json"
+    run_script("round_to.py", "--models", "mobilenetv2_224", "--size", 32, "--round-to", 8, 32, "--repeats", 1,
+               "--runs", 5, "--out", out)
+    r8, r32 = json.loads(out.read_text())["rows"]
+    assert (r8["round_to"], r32["round_to"]) == (8, 32)
+    assert all(w % 8 == 0 for w in r8["conv_widths"])
+    assert sum(w % 32 == 0 for w in r32["conv_widths"]) > sum(w % 32 == 0 for w in r8["conv_widths"])
+    assert r8["speedup_vs_round_to_8"] == {f"{f}:{t}": 1.0 for f in ("onnx", "openvino", "tflite") for t in (1, 2)}
+    assert r8["macs_vs_round_to_8"] == 1.0 and 0.7 < r32["macs_vs_round_to_8"] < 1.3
+    assert all(len(v) == 1 and v[0] > 0 for v in r32["p50_repeats"].values())
 
 
 def test_methods_benchmark_rows_and_bars(tmp_path, digits_checkpoint):

@@ -6,7 +6,7 @@ and the artifact's runtime package (onnxruntime, openvino, ai-edge-litert or tfl
 
     python3 bench_runner.py --dir DIR [--threads N] [--runs N] [--warmup N] [--seed S]
                             [--samples SAMPLES.npz --reference HOST_OUTPUTS.npz] [--profile N]
-    python3 bench_runner.py --many DIR [--threads N] [--runs N] [--rounds R] [--chunk C]
+    python3 bench_runner.py --many DIR [--threads N] [--runs N] [--rounds R] [--chunk C] | --dir DIR --thread-counts 1 2
 
 DIR holds the artifact files and their sidecar ``model.json`` (format, main file, inputs). The input
 is seeded random normal data in the model's normalized input space (quantized to the input tensor's
@@ -24,7 +24,7 @@ carry it as ``"emulated"`` and edgeship records such a measurement as ``emulated
 
 ``--many DIR`` times every artifact directory under DIR interleaved in this one process (bench_many.py, copied
 beside this file: a latency predictor's calibration). Its JSON holds ``results``: {subdirectory: summary with
-samples, or {"error": message}}; ``--dir DIR --thread-counts 1 2`` thread scaling in one process (ditto).
+samples, or {"error": message}}; ``--thread-counts``: thread scaling in one process (ditto).
 
 Output: one line ``EDGESHIP_BENCH {json}`` on stdout (runtimes may print their own lines). On a
 missing package the JSON is ``{"ok": false, "error": "missing_package", "package": ...}`` and the
@@ -513,7 +513,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile", type=int, default=0, help="then this many runs with per-layer counters (0: none)")
     p.add_argument("--facts", action="store_true", help="print only the device facts")
     p.add_argument("--many", help="time every artifact directory under this one, interleaved (calibration)")
-    p.add_argument("--rounds", type=int, default=3, help="--many: rounds over each chunk")
+    p.add_argument("--rounds", type=int, default=3, help="--many, --thread-counts: rounds")
     p.add_argument("--chunk", type=int, default=40, help="--many: artifacts loaded at a time")
     p.add_argument("--priority", action="store_true", help="--many: time ahead of other users' work (root)")
     p.add_argument("--thread-counts", type=int, nargs="+", help="--dir: these thread counts in alternating rounds")

@@ -1,0 +1,130 @@
+"""`prune`'s round_to on a CPU with matrix units: at half the MACs, how much of the saving does an INT8 kernel keep
+when the pruned widths are multiples of 8 (the default), 16, 32 or 64?
+
+    .venv/bin/python benchmarks/round_to.py
+    .venv/bin/python benchmarks/round_to.py --models resnet18_224 --round-to 8 64 --repeats 3
+    .venv/bin/python benchmarks/round_to.py --size 32 ...   # the same models at a smaller input (a quick check)
+
+Why (issue 20, scale.json of 2026-12-03 on an Intel Xeon with AMX): ResNet-18 pruned to half its MACs (round_to 8)
+ran OpenVINO INT8 only 1.17x faster than the unpruned INT8 model (1.72 against 2.02 ms at 1 thread), where the same
+pruning gave 1.8x on the AMD host before. Its widths are 40, 88, 176 and 352 channels; an AMX INT8 tile takes 64
+input bytes a row and 16 output columns, so a 40-channel layer computes on 64. Same models as benchmarks/scale.py's
+pruned rows (benchmarks/recipes/*_224_pruned_random.yaml: random seeded weights, prune macs_ratio 0.5 l2 in one step
+without fine-tuning, post-training INT8 for ONNX Runtime, OpenVINO and LiteRT); only round_to changes. Each artifact
+is timed by edgeship's bench_runner in a fresh process (``--runs`` runs, no profile), the artifacts rotated over
+``--repeats`` repeats, at 1 and 2 threads; a speed-up is the median over repeats of that repeat's ratio to round_to 8
+at the same thread count. Latency only: the weights are random, so no accuracy is claimed. Writes
+benchmarks/results/round_to.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from benchlib import RESULTS, ROOT, command_line, environment, write_json
+from spatial_weight import conv_widths
+
+FORMATS = ("onnx", "openvino", "tflite")
+MODELS = {"resnet18_224": "resnet18_224_pruned_random.yaml", "mobilenetv2_224": "mobilenetv2_224_pruned_random.yaml"}
+THREADS = (1, 2)
+
+
+def recipe(model: str, round_to: int, size: int, out: Path) -> dict:
+    r = yaml.safe_load((ROOT / "benchmarks" / "recipes" / MODELS[model]).read_text())
+    prune = next(p for p in r["passes"] if p["name"] == "prune")
+    prune["round_to"] = round_to
+    r["input"]["shape"] = [r["input"]["shape"][0], size, size]
+    return {**r, "name": out.name, "output": str(out)}
+
+
+def p50(art_dir: Path, fmt: str, threads: int, runs: int) -> float:
+    """The artifact's p50 from edgeship's host measurement (a fresh bench_runner subprocess, no layer profile)."""
+    from edgeship.devices.measure import RunArtifact, measure_host
+
+    art = RunArtifact(art_dir.parent.parent.name + "/" + art_dir.name, "host", fmt, "int8", art_dir, [], "")
+    return float(measure_host(art, threads, runs, 20, profile=0).p50_ms)
+
+
+def reuse(run_dir: Path, want: dict):
+    """The run record already in ``run_dir`` if it came from this very recipe, else None."""
+    from edgeship.recipe import parse_recipe
+    from edgeship.record import RunRecord
+
+    if not (run_dir / "report.json").is_file():
+        return None
+    record = RunRecord.load(run_dir)
+    return record if record.recipe_hash == parse_recipe(want)[0].hash() else None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
+    ap.add_argument("--round-to", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--size", type=int, default=224, help="input height and width")
+    ap.add_argument("--out", type=Path, default=RESULTS / "round_to.json")
+    ap.add_argument("--work", type=Path, help="keep the exported runs here and reuse the ones already there "
+                                              "(default: a temporary directory)")
+    ap.add_argument("--export-only", action="store_true", help="export into --work, time nothing")
+    args = ap.parse_args(argv)
+    if args.export_only and args.work is None:
+        ap.error("--export-only needs --work DIR (where the runs stay for a later timing run)")
+    if 8 not in args.round_to:
+        args.round_to = [8, *args.round_to]
+    os.chdir(ROOT)
+    from edgeship.api import export
+
+    rows: dict[tuple[str, int], dict] = {}
+    with tempfile.TemporaryDirectory(prefix="round-to-") as scratch:
+        tmp = args.work.resolve() if args.work is not None else Path(scratch)
+        for model in args.models:
+            for r in args.round_to:
+                name = f"{model}_r{r}"
+                want = recipe(model, r, args.size, tmp / name)
+                record = reuse(tmp / name, want) or export(want, quiet=True, measure=False)
+                if not record.ok:
+                    print(f"{name}: export failed: {[(t.name, t.error) for t in record.targets]}", file=sys.stderr)
+                    return 1
+                prune = next(s for s in record.stages if s.stage.endswith("prune"))
+                rows[(model, r)] = {"model": model, "round_to": r, "macs": prune.macs, "params": prune.params,
+                                    "conv_widths": conv_widths(tmp / name),
+                                    "p50_repeats": {f"{f}:{t}": [] for f in FORMATS for t in THREADS}}
+                print(f"{name}: MACs {prune.macs:,}", file=sys.stderr)
+        if args.export_only:
+            return 0
+        arts = [(key, f) for key in rows for f in FORMATS]
+        for rep in range(args.repeats):
+            k = rep * len(arts) // args.repeats
+            for (model, r), f in arts[k:] + arts[:k]:
+                d = tmp / f"{model}_r{r}" / "targets" / f"{f}-int8"
+                for t in THREADS if rep % 2 == 0 else THREADS[::-1]:
+                    rows[(model, r)]["p50_repeats"][f"{f}:{t}"].append(p50(d, f, t, args.runs))
+            print(f"repeat {rep + 1}/{args.repeats} done (load average {os.getloadavg()})", file=sys.stderr)
+    for (model, r), row in rows.items():
+        base = rows[(model, 8)]["p50_repeats"]
+        row["p50_ms"] = {c: round(statistics.median(v), 4) for c, v in row["p50_repeats"].items()}
+        row["speedup_vs_round_to_8"] = {
+            c: round(statistics.median(b / a for a, b in zip(v, base[c], strict=True)), 3)
+            for c, v in row["p50_repeats"].items()}
+        row["macs_vs_round_to_8"] = round(row["macs"] / rows[(model, 8)]["macs"], 4)
+        print(f"{model} round_to {r}: MACs x{row['macs_vs_round_to_8']}, p50 {row['p50_ms']}, "
+              f"vs round_to 8 {row['speedup_vs_round_to_8']}", file=sys.stderr)
+    write_json(args.out, {"benchmark": "round_to", "command": command_line(), "environment": environment(),
+                          "method": {"threads": list(THREADS), "runs": args.runs, "repeats": args.repeats,
+                                     "models": {m: MODELS[m] for m in args.models}, "input_size": args.size,
+                                     "note": "random seeded weights (latency only); prune macs_ratio 0.5, l2, one "
+                                             "step, no fine-tuning; post-training INT8; only round_to changes"},
+                          "rows": list(rows.values())})
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
