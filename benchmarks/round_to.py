@@ -5,15 +5,15 @@ when the pruned widths are multiples of 8 (the default), 16, 32 or 64?
     .venv/bin/python benchmarks/round_to.py --models resnet18_224 --round-to 8 64 --repeats 3
     .venv/bin/python benchmarks/round_to.py --size 32 ...   # the same models at a smaller input (a quick check)
 
-Why (issue 20, scale.json of 2026-12-03 on an Intel Xeon with AMX): ResNet-18 pruned to half its MACs (round_to 8)
-ran OpenVINO INT8 only 1.17x faster than the unpruned INT8 model (1.72 against 2.02 ms at 1 thread), where the same
-pruning gave 1.8x on the AMD host before. Its widths are 40, 88, 176 and 352 channels; an AMX INT8 tile takes 64
-input bytes a row and 16 output columns, so a 40-channel layer computes on 64. Same models as benchmarks/scale.py's
+Why (issue 20, scale.json of 2026-12-03 on an Intel Xeon with AMX): ResNet-18 pruned to half its MACs (round_to 8) ran
+OpenVINO INT8 only 1.17x faster than the unpruned INT8 model (1.72 against 2.02 ms at 1 thread), where the same pruning
+gave 1.8x on the AMD host before. Its widths are 40, 88, 176 and 352 channels; an AMX INT8 tile multiply takes 64 input
+channels a row and 16 output columns, so a 40-channel layer may compute as 64. Same models as benchmarks/scale.py's
 pruned rows (benchmarks/recipes/*_224_pruned_random.yaml: random seeded weights, prune macs_ratio 0.5 l2 in one step
-without fine-tuning, post-training INT8 for ONNX Runtime, OpenVINO and LiteRT); only round_to changes. Each artifact
-is timed by edgeship's bench_runner in a fresh process (``--runs`` runs, no profile), the artifacts rotated over
-``--repeats`` repeats, at 1 and 2 threads; a speed-up is the median over repeats of that repeat's ratio to round_to 8
-at the same thread count. Latency only: the weights are random, so no accuracy is claimed. Writes
+without fine-tuning, post-training INT8 for ONNX Runtime, OpenVINO and LiteRT); only round_to changes. Each artifact is
+timed by edgeship's bench_runner in a fresh process (``--runs`` runs, no profile), the artifacts rotated over
+``--repeats`` repeats, at 1 and 2 threads; a speed-up is the median over repeats of that repeat's ratio to round_to 8 at
+the same thread count. Latency only: the weights are random, so no accuracy is claimed. Writes
 benchmarks/results/round_to.json.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 from benchlib import RESULTS, ROOT, command_line, environment, write_json
-from spatial_weight import conv_widths
+from spatial_weight import conv_widths, p50
 
 FORMATS = ("onnx", "openvino", "tflite")
 MODELS = {"resnet18_224": "resnet18_224_pruned_random.yaml", "mobilenetv2_224": "mobilenetv2_224_pruned_random.yaml"}
@@ -41,14 +41,6 @@ def recipe(model: str, round_to: int, size: int, out: Path) -> dict:
     prune["round_to"] = round_to
     r["input"]["shape"] = [r["input"]["shape"][0], size, size]
     return {**r, "name": out.name, "output": str(out)}
-
-
-def p50(art_dir: Path, fmt: str, threads: int, runs: int) -> float:
-    """The artifact's p50 from edgeship's host measurement (a fresh bench_runner subprocess, no layer profile)."""
-    from edgeship.devices.measure import RunArtifact, measure_host
-
-    art = RunArtifact(art_dir.parent.parent.name + "/" + art_dir.name, "host", fmt, "int8", art_dir, [], "")
-    return float(measure_host(art, threads, runs, 20, profile=0).p50_ms)
 
 
 def reuse(run_dir: Path, want: dict):
@@ -105,7 +97,7 @@ def main(argv=None) -> int:
             for (model, r), f in arts[k:] + arts[:k]:
                 d = tmp / f"{model}_r{r}" / "targets" / f"{f}-int8"
                 for t in THREADS if rep % 2 == 0 else THREADS[::-1]:
-                    rows[(model, r)]["p50_repeats"][f"{f}:{t}"].append(p50(d, f, t, args.runs))
+                    rows[(model, r)]["p50_repeats"][f"{f}:{t}"].append(p50(d, f, t, args.runs, profile=0))
             print(f"repeat {rep + 1}/{args.repeats} done (load average {os.getloadavg()})", file=sys.stderr)
     for (model, r), row in rows.items():
         base = rows[(model, 8)]["p50_repeats"]

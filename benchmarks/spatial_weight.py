@@ -48,12 +48,13 @@ def recipe(weights: Path, macs: float, w: float, out: Path) -> dict:
     }
 
 
-def p50(art_dir: Path, fmt: str, threads: int, runs: int) -> float:
-    """The artifact's p50 from edgeship's host measurement (a fresh bench_runner subprocess)."""
+def p50(art_dir: Path, fmt: str, threads: int, runs: int, **measure) -> float:
+    """The artifact's p50 from edgeship's host measurement (a fresh bench_runner subprocess; ``measure``: more
+    options of ``measure_host``, such as ``profile=0``)."""
     from edgeship.devices.measure import RunArtifact, measure_host
 
     art = RunArtifact(art_dir.parent.parent.name + "/" + art_dir.name, "host", fmt, "int8", art_dir, [], "")
-    return float(measure_host(art, threads, runs, 20).p50_ms)
+    return float(measure_host(art, threads, runs, 20, **measure).p50_ms)
 
 
 def main(argv=None) -> int:
