@@ -150,6 +150,32 @@ def runner_many(directory: Path, threads: int, seed: int, runs: int = 10, rounds
     return raw
 
 
+def runner_per_config(cdir, configs: list[tuple[str, str]], threads: list[int], repeats: int, runs: int = 10,
+                      rounds: int = 10) -> tuple[dict, dict, set]:
+    """Per thread count, one dict per repeat of every artifact's runner summary, and of the anchors', with each
+    configuration's directory (``cdir(fmt, precision)``: its artifacts and its anchors) timed in a ``runner_many``
+    process of its own, the configurations' order rotated per repeat; and the priorities the runner got. One
+    runtime per process, as in an application and as the calibration times its probes: with every runtime in one
+    process LiteRT's 2-thread p50 came out 1.84x and OpenVINO's 1.35x what the same files take one per process
+    (benchmarks/many_vs_single.py)."""
+    measured: dict[int, list[dict]] = {}
+    anchors: dict[int, list[dict]] = {}
+    priority: set = set()
+    for t in threads:
+        measured[t], anchors[t] = [], []
+        for r in range(repeats):
+            results, anchored = {}, {}
+            for k in range(len(configs)):
+                fmt, precision = configs[(r + k) % len(configs)]
+                raw = runner_many(cdir(fmt, precision), t, r, runs, rounds)
+                results.update(raw["results"])
+                anchored.update(raw["anchors"][0])
+                priority.add(raw.get("priority"))
+            measured[t].append(results)
+            anchors[t].append(anchored)
+    return measured, anchors, priority
+
+
 def write_json(path: Path, obj: dict) -> None:
     """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
     path = Path(path)

