@@ -4,6 +4,7 @@ when the pruned widths are multiples of 8 (the default), 16, 32 or 64?
     .venv/bin/python benchmarks/round_to.py
     .venv/bin/python benchmarks/round_to.py --models resnet18_224 --round-to 8 64 --repeats 3
     .venv/bin/python benchmarks/round_to.py --size 32 ...   # the same models at a smaller input (a quick check)
+    .venv/bin/python benchmarks/round_to.py --models mobilenetv2_96_w1 --round-to 8 auto   # trained: accuracy too
 
 Why (issue 20, scale.json of 2026-12-03 on an Intel Xeon with AMX): ResNet-18 pruned to half its MACs (round_to 8) ran
 OpenVINO INT8 only 1.17x faster than the unpruned INT8 model (1.72 against 2.02 ms at 1 thread), where the same pruning
@@ -13,8 +14,13 @@ pruned rows (benchmarks/recipes/*_224_pruned_random.yaml: random seeded weights,
 without fine-tuning, post-training INT8 for ONNX Runtime, OpenVINO and LiteRT); only round_to changes. Each artifact is
 timed by edgeship's bench_runner in a fresh process (``--runs`` runs, no profile), the artifacts rotated over
 ``--repeats`` repeats, at 1 and 2 threads; a speed-up is the median over repeats of that repeat's ratio to round_to 8 at
-the same thread count. Latency only: the weights are random, so no accuracy is claimed. Writes
-benchmarks/results/round_to.json.
+the same thread count. Latency only for those two: the weights are random, so no accuracy is claimed.
+``mobilenetv2_96_w1`` is the trained 96x96 MobileNetV2 of scale.py (benchmarks/recipes/fashion_mnist_mnv2_96_w1.yaml:
+Fashion-MNIST resized to 96x96, drop_blocks, prune to 0.3 of the MACs in three steps with fine-tuning, distill, QAT),
+with only prune's round_to changed: its rows also hold each INT8 artifact's test top-1 (what recovery leaves of the
+accuracy at that rounding). ``--round-to auto`` is what prune's ``round_to: auto`` picks on this machine (round_to 8
+with the channel tile of its matrix unit, 64 with AMX, for layers at least one tile wide; the row's ``tile``).
+Writes benchmarks/results/round_to.json.
 """
 
 from __future__ import annotations
@@ -31,15 +37,18 @@ from benchlib import RESULTS, ROOT, command_line, environment, write_json
 from spatial_weight import conv_widths, p50
 
 FORMATS = ("onnx", "openvino", "tflite")
-MODELS = {"resnet18_224": "resnet18_224_pruned_random.yaml", "mobilenetv2_224": "mobilenetv2_224_pruned_random.yaml"}
+MODELS = {"resnet18_224": "resnet18_224_pruned_random.yaml", "mobilenetv2_224": "mobilenetv2_224_pruned_random.yaml",
+          "mobilenetv2_96_w1": "fashion_mnist_mnv2_96_w1.yaml"}
+TRAINED = {"mobilenetv2_96_w1"}  # real weights and labels: the test top-1 is an accuracy
 THREADS = (1, 2)
 
 
-def recipe(model: str, round_to: int, size: int, out: Path) -> dict:
+def recipe(model: str, round_to: int | str, size: int | None, out: Path) -> dict:
     r = yaml.safe_load((ROOT / "benchmarks" / "recipes" / MODELS[model]).read_text())
     prune = next(p for p in r["passes"] if p["name"] == "prune")
     prune["round_to"] = round_to
-    r["input"]["shape"] = [r["input"]["shape"][0], size, size]
+    if size is not None and model not in TRAINED:  # a trained model keeps the size it was trained at
+        r["input"]["shape"] = [r["input"]["shape"][0], size, size]
     return {**r, "name": out.name, "output": str(out)}
 
 
@@ -56,11 +65,12 @@ def reuse(run_dir: Path, want: dict):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
-    ap.add_argument("--round-to", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS.keys() - TRAINED))
+    ap.add_argument("--round-to", type=lambda v: v if v == "auto" else int(v), nargs="+", default=[8, 16, 32, 64],
+                    help="values of prune's round_to; auto: this machine's channel tile (edgeship devices)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runs", type=int, default=100)
-    ap.add_argument("--size", type=int, default=224, help="input height and width")
+    ap.add_argument("--size", type=int, help="input height and width of the random-weight models (default: 224)")
     ap.add_argument("--out", type=Path, default=RESULTS / "round_to.json")
     ap.add_argument("--work", type=Path, help="keep the exported runs here and reuse the ones already there "
                                               "(default: a temporary directory)")
@@ -73,7 +83,7 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     from edgeship.api import export
 
-    rows: dict[tuple[str, int], dict] = {}
+    rows: dict[tuple[str, int | str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="round-to-") as scratch:
         tmp = args.work.resolve() if args.work is not None else Path(scratch)
         for model in args.models:
@@ -85,9 +95,13 @@ def main(argv=None) -> int:
                     print(f"{name}: export failed: {[(t.name, t.error) for t in record.targets]}", file=sys.stderr)
                     return 1
                 prune = next(s for s in record.stages if s.stage.endswith("prune"))
-                rows[(model, r)] = {"model": model, "round_to": r, "macs": prune.macs, "params": prune.params,
+                rows[(model, r)] = {"model": model, "round_to": r, "tile": (prune.config or {}).get("tile"),
+                                    "macs": prune.macs, "params": prune.params,
                                     "conv_widths": conv_widths(tmp / name),
                                     "p50_repeats": {f"{f}:{t}": [] for f in FORMATS for t in THREADS}}
+                if model in TRAINED:
+                    rows[(model, r)]["top1"] = {t.format: t.verify.top1 for t in record.targets if t.verify}
+                    rows[(model, r)]["torch_top1"] = next(t.verify.torch_top1 for t in record.targets if t.verify)
                 print(f"{name}: MACs {prune.macs:,}", file=sys.stderr)
         if args.export_only:
             return 0
@@ -110,9 +124,12 @@ def main(argv=None) -> int:
               f"vs round_to 8 {row['speedup_vs_round_to_8']}", file=sys.stderr)
     write_json(args.out, {"benchmark": "round_to", "command": command_line(), "environment": environment(),
                           "method": {"threads": list(THREADS), "runs": args.runs, "repeats": args.repeats,
-                                     "models": {m: MODELS[m] for m in args.models}, "input_size": args.size,
-                                     "note": "random seeded weights (latency only); prune macs_ratio 0.5, l2, one "
-                                             "step, no fine-tuning; post-training INT8; only round_to changes"},
+                                     "models": {m: MODELS[m] for m in args.models},
+                                     "input_size": {m: "96 (trained)" if m in TRAINED else args.size or 224
+                                                    for m in args.models},
+                                     "note": "random-weight models: latency only, prune macs_ratio 0.5, l2, one step, "
+                                             "no fine-tuning, post-training INT8; trained models (TRAINED): their "
+                                             "recipe's passes and test top-1; only round_to changes"},
                           "rows": list(rows.values())})
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -31,7 +31,7 @@ from edgeship.devices.provision import provision as run_provision
 from edgeship.devices.remote import AdbTarget, SshTarget
 from edgeship.errors import EdgeshipError
 from edgeship.limits import write_text
-from edgeship.progress import warn
+from edgeship.progress import info, warn
 from edgeship.recipe import Recipe, RecipeSource, parse_recipe
 from edgeship.record import RunRecord, Verdict
 from edgeship.targets.base import formats as formats_of_backends
@@ -66,6 +66,7 @@ def _checked(source: RecipeSource) -> tuple[Recipe, str, list]:
             get_backend(t.format, t.precision)
         except EdgeshipError as e:
             raise EdgeshipError(f"{where}: targets.{i} ({t.name}): {e.problem}", e.fix) from None
+    pass_configs = _resolve_round_to(pass_configs, recipe)
     quant = planned_quant(pass_configs, recipe.seed)
     for i, t in enumerate(recipe.targets):  # a calibration method the target's quantizer lacks
         backend = get_backend(t.format, t.precision)
@@ -75,6 +76,37 @@ def _checked(source: RecipeSource) -> tuple[Recipe, str, list]:
                                 f"set the calibrate pass's method to one of {', '.join(backend.calibration_methods)}"
                                 ", or drop the target")
     return recipe, where, pass_configs
+
+
+def channel_tile(device: catalog.DeviceProfile) -> tuple[int, str]:
+    """``device``'s INT8 channel tile (``catalog.channel_tile``) and why."""
+    return catalog.channel_tile(device)
+
+
+def auto_round_to_text(device: catalog.DeviceProfile) -> str:
+    """What ``round_to: auto`` gives a prune pass for ``device`` alone, in short (``edgeship devices``)."""
+    tile = catalog.channel_tile(device)[0]
+    return f"{catalog.DEFAULT_CHANNEL_TILE}, tile {tile}" if tile > catalog.DEFAULT_CHANNEL_TILE else str(tile)
+
+
+def _auto_round_to(recipe: Recipe) -> tuple[int | None, str]:
+    """What ``round_to: auto`` of a prune pass becomes: round_to 8 and the channel tile of the recipe's targets'
+    devices where one has a tile wider than 8 (the largest when they differ: each tile is a multiple of the
+    smaller ones, so no device then computes a partial tile), and the line that says why."""
+    tiles = {d: catalog.channel_tile(catalog.get(d)) for d in dict.fromkeys(t.device for t in recipe.targets)}
+    widest = max((t for t, _ in tiles.values()), default=catalog.DEFAULT_CHANNEL_TILE)
+    tile = widest if widest > catalog.DEFAULT_CHANNEL_TILE else None
+    what = (f"round_to {catalog.DEFAULT_CHANNEL_TILE}, tile {tile} (layers at least {tile} wide keep multiples of "
+            f"{tile})" if tile else f"round_to {catalog.DEFAULT_CHANNEL_TILE}, no tile")
+    return tile, f"prune: round_to auto -> {what}; {'; '.join(f'{d}: {t}, {w}' for d, (t, w) in tiles.items())}"
+
+
+def _resolve_round_to(pass_configs: list, recipe: Recipe) -> list:
+    auto = [i for i, (_, c) in enumerate(pass_configs) if getattr(c, "round_to", None) == "auto"]
+    if not auto:
+        return pass_configs
+    update = {"round_to": catalog.DEFAULT_CHANNEL_TILE, "tile": _auto_round_to(recipe)[0]}
+    return [(n, c.model_copy(update=update) if i in auto else c) for i, (n, c) in enumerate(pass_configs)]
 
 
 # ---------------------------------------------------------------- the main job
@@ -87,6 +119,9 @@ def export(recipe: RecipeSource, *, targets: list[str] | None = None, trust_pick
     it: the training passes run on all of them, rank 0 writes the run and gets the record, the others None."""
     rec, where, pass_configs = _checked(recipe)
     from edgeship.run import export as run_export  # torch-heavy
+
+    if not quiet and any(p.model_dump().get("round_to") == "auto" for p in rec.passes):
+        info(_auto_round_to(rec)[1])
 
     return run_export(rec, where, pass_configs, only=targets, trust_pickle=trust_pickle, quiet=quiet,
                       measure=measure, measure_runs=runs)

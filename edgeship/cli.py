@@ -257,13 +257,14 @@ def devices():
     tb = Table(title="devices (edgeship --json devices for everything)")
     short = {"latency_ms_p90": "p90<={:g}ms", "peak_ram_mb": "RAM<={:g}MB", "model_size_kb": "size<={:g}KiB",
              "min_top1": "top1>={:g}", "max_accuracy_drop": "drop<={:g}pt"}
-    for col in ("name", "connect", "cpu", "cores", "ISA features", "RAM", "formats", "threads", "default budgets",
-                "estimate x"):
+    for col in ("name", "connect", "cpu", "cores", "ISA features", "round_to auto", "RAM", "formats", "threads",
+                "default budgets", "estimate x"):
         tb.add_column(col)
     for p in profiles:
         b = {k: v for k, v in p.budgets.model_dump().items() if v is not None}
         tb.add_row(p.name, p.connect, f"{p.cpu.arch}: {p.cpu.model}", str(p.cpu.cores), " ".join(p.cpu.features) or "-",
-                   f"{p.ram_mb / 1024:.0f} GiB" if p.ram_mb else "-", " ".join(p.formats) or "-", str(p.threads),
+                   api.auto_round_to_text(p), f"{p.ram_mb / 1024:.0f} GiB" if p.ram_mb else "-",
+                   " ".join(p.formats) or "-", str(p.threads),
                    " ".join(short[k].format(v) for k, v in b.items()) or "-",
                    " ".join(f"{k}:{v:g}" for k, v in p.estimate.factor.items()))
     out.print(tb)

@@ -73,6 +73,24 @@ class DeviceProfile(Strict):
         return {f: backend_formats()[f].runtime_modules[0][1] for f in self.formats}
 
 
+# The channel multiple a device's INT8 matrix unit computes in whole tiles, by ISA feature, first match wins, with
+# the measurement behind it; `prune`'s round_to: auto takes it. AMX: an INT8 tile row holds 64 input channels;
+# pruned ResNet-18-224 at half the MACs ran 1.47x (OpenVINO), 1.19x (LiteRT) and 1.11x (ONNX Runtime) faster
+# with widths on multiples of 64 than of 8 (benchmarks/results/round_to.json, Intel Xeon with AMX). No other
+# feature has a measured gain over 8: AVX-512 VNNI (the AMD host of scale_earlier/scale_amd_fd673c0.json met the
+# 1.3x-over-the-peer bar with 8) and Arm's dot product (only emulated here) keep 8 until a device shows otherwise.
+CHANNEL_TILES: list[tuple[str, int]] = [("amx_int8", 64)]
+DEFAULT_CHANNEL_TILE = 8
+
+
+def channel_tile(device: DeviceProfile) -> tuple[int, str]:
+    """(channels, why): the multiple that keeps ``device``'s INT8 matrix unit in whole tiles (``CHANNEL_TILES``)."""
+    for feature, tile in CHANNEL_TILES:
+        if feature in device.cpu.features:
+            return tile, feature
+    return DEFAULT_CHANNEL_TILE, "no matrix unit with a measured tile"
+
+
 def precision_class(precision: str) -> str:
     """fp32 / fp16 / int8 (every integer flavour: int8, dynamic_int8, int8_float_io)."""
     return "int8" if "int8" in precision else precision if precision in ("fp32", "fp16") else "fp32"

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from edgeship.errors import EdgeshipError
@@ -60,12 +60,24 @@ class PruneConfig(PassConfig):
     channel_ratio: float | None = Field(None, gt=0, le=1, description="keep this fraction of channels")
     importance: Literal["l1", "l2", "taylor", "bn_scale", "lamp"] = "l2"
     global_pruning: bool = Field(False, description="rank channels across layers (else every layer alike)")
-    round_to: int = Field(8, ge=1, description="remaining widths are multiples of this (SIMD-friendly)")
+    round_to: int | Literal["auto"] = Field(
+        8, description="remaining widths are multiples of this (SIMD-friendly); auto: 8, and tile from the "
+        "targets' devices (`edgeship devices` shows it)")
+    tile: int | None = Field(None, ge=2, description="layers at least this wide keep widths on multiples of it, never "
+                             "below one tile (an INT8 matrix unit's channel tile: 64 with AMX); narrower layers use "
+                             "round_to")
     ignored_layers: list[str] = Field(default_factory=list, description="module names never pruned")
     spatial_weight: float = Field(0.0, ge=0, le=2, description="prune channels on larger feature maps harder: "
                                   "a group's ratio x (its largest output area / the smallest)^w; 0 = uniform")
     steps: int = Field(1, ge=1, description="prune a little, fine-tune, repeat")
     fine_tune: FineTuneConfig = Field(default_factory=FineTuneConfig)
+
+    @field_validator("round_to")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("round_to must be at least 1 (or auto)")
+        return v
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
@@ -80,6 +92,12 @@ class _WouldEmpty(Exception):
     def __init__(self, layer: str, channels: int):
         super().__init__(layer)
         self.layer, self.channels = layer, channels
+
+
+def _round_to_tile(n_pruned: int, current: int, round_to: int, tile: int | None) -> int:
+    """``_round_keeping_one_unit`` with the unit ``tile`` for a layer at least one tile wide, else ``round_to``: a
+    layer of a matrix unit's width keeps whole tiles (at least one), a narrower one rounds as before."""
+    return _round_keeping_one_unit(n_pruned, current, tile if tile and current >= tile else round_to)
 
 
 def _round_keeping_one_unit(n_pruned: int, current: int, round_to: int) -> int:
@@ -171,6 +189,11 @@ class _Pruner:
 
     def __init__(self, model: nn.Module, cfg: PruneConfig, ctx: PassContext):
         self.cfg, self.ctx = cfg, ctx
+        if cfg.round_to == "auto":  # export resolves it from the targets' devices before any pass runs
+            raise EdgeshipError(f"{ctx.stage}: round_to: auto was not resolved to a number (it is resolved from the "
+                                "recipe's targets' devices by export, train and search)",
+                                "give round_to a number when running the pass directly")
+        self.round_to: int = cfg.round_to
         self.example = torch.zeros(1, *ctx.input_shape)
         require_python_module(model, ctx.stage, "pruning")
         names = dict(model.named_modules())
@@ -200,7 +223,7 @@ class _Pruner:
             per_layer = {names[n]: min(MAX_LAYER_RATIO, ratio * (a / smallest) ** w) for n, a in self.areas.items()}
         return self._traced(model, lambda: tp.pruner.MetaPruner(
             model, self.example, importance=IMPORTANCE[self.cfg.importance](), global_pruning=self.cfg.global_pruning,
-            pruning_ratio=ratio, pruning_ratio_dict=per_layer, ignored_layers=ignored, round_to=self.cfg.round_to))
+            pruning_ratio=ratio, pruning_ratio_dict=per_layer, ignored_layers=ignored, round_to=self.round_to))
 
     def _traced(self, model: nn.Module, build):
         """``build()`` (which traces ``model`` with torch-pruning); when tracing fails, the error names the layer."""
@@ -228,7 +251,7 @@ class _Pruner:
             return ok
 
         pruner.DG.check_pruning_group = record_refusals
-        pruner._round_to = _round_keeping_one_unit
+        pruner._round_to = lambda n, current, round_to: _round_to_tile(n, current, round_to, self.cfg.tile)
         groups = list(pruner.step(interactive=True))
         if emptied:
             raise emptied[0]
@@ -275,17 +298,22 @@ class _Pruner:
             else:
                 lo = mid
         if best is None:
+            units = f"widths on multiples of {self.round_to}" + (f" (tile {self.cfg.tile})" if self.cfg.tile else "")
+            coarse = " or a smaller round_to or tile" if self.round_to > 8 or self.cfg.tile else ""
             if empty is not None:
-                raise self.empty_error(empty)
-            raise EdgeshipError(f"{self.ctx.stage}: no pruning ratio reaches {target:,.0f} MACs",
-                                "use a larger macs_ratio or fewer ignored_layers")
+                raise EdgeshipError(f"{self.ctx.stage}: no pruning ratio reaches {target:,.0f} MACs with {units} "
+                                    f"without removing every channel of layer {empty.layer!r} ({empty.channels} "
+                                    "channels)", f"use a larger macs_ratio{coarse}, or add {empty.layer!r} to "
+                                    "ignored_layers")
+            raise EdgeshipError(f"{self.ctx.stage}: no pruning ratio reaches {target:,.0f} MACs with {units}",
+                                f"use a larger macs_ratio, fewer ignored_layers{coarse}")
         return best
 
     def empty_error(self, e: _WouldEmpty) -> EdgeshipError:
         target = (f"macs_ratio {self.cfg.macs_ratio}" if self.cfg.macs_ratio
                   else f"channel_ratio {self.cfg.channel_ratio}")
         return EdgeshipError(f"{self.ctx.stage}: {target} would remove every channel of layer {e.layer!r} "
-                             f"({e.channels} channels, round_to {self.cfg.round_to})",
+                             f"({e.channels} channels, round_to {self.round_to})",
                              f"use a larger ratio, a smaller round_to, or add {e.layer!r} to ignored_layers")
 
 

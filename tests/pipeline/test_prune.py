@@ -100,7 +100,8 @@ def test_a_target_that_empties_a_layer_is_bad_input(digits_ctx):
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(EdgeshipError, match=r"would remove every channel of layer 'features\.\d\.0'.*ignored_layers"):
         Prune().run(model, PruneConfig(channel_ratio=0.05, fine_tune=NO_FT), ctx)
-    with pytest.raises(EdgeshipError, match="macs_ratio 0.001 would remove every channel"):
+    with pytest.raises(EdgeshipError, match="reaches .* MACs with widths on multiples of 1 without removing every "
+                                            "channel of layer"):
         Prune().run(model, PruneConfig(macs_ratio=0.001, round_to=1, fine_tune=NO_FT), ctx)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input model is untouched
 
@@ -140,6 +141,8 @@ def test_every_untraceable_layer_is_named_in_one_run(digits_ctx):
     ({"name": "prune", "channel_ratio": 0.5, "relative_to": "original"}, "relative_to: original applies to macs_ratio"),
     ({"name": "prune", "macs_ratio": 0.5, "relative_to": "teacher"}, "relative_to"),
     ({"name": "prune", "macs_ratio": 0.5, "spatial_weight": -0.5}, "spatial_weight"),
+    ({"name": "prune", "macs_ratio": 0.5, "round_to": 0}, "round_to must be at least 1"),
+    ({"name": "prune", "macs_ratio": 0.5, "round_to": "tile"}, "round_to"),
 ])
 def test_bad_prune_configs(entry, message):
     with pytest.raises(EdgeshipError, match=message):
@@ -237,3 +240,57 @@ def test_a_small_macs_cut_leaves_narrow_layers_alone(digits_ctx):
     assert out.metrics["macs"] <= 0.9 * out.metrics["base_macs"]
     assert out.metrics["macs_ratio"] > 0.75  # not far past the target
     assert after["stem.0"] == before["stem.0"] == 16
+
+
+def test_round_to_auto_takes_the_target_devices_channel_tile(tmp_path, digits_ctx):
+    """`round_to: auto` becomes the channel tile of the recipe's targets' devices when the recipe is checked: 64 on
+    a device with AMX (its INT8 tile row holds 64 channels), 8 elsewhere, the largest when targets differ. A prune
+    pass given an unresolved auto says so instead of guessing."""
+    from edgeship import api
+    from edgeship.devices import catalog
+    from helpers import digits_recipe_dict
+
+    amx = catalog.get("x86-edge").model_copy(deep=True)
+    amx.cpu.features.append("amx_int8")
+    assert catalog.channel_tile(amx) == (64, "amx_int8")
+    assert catalog.channel_tile(catalog.get("rpi5"))[0] == catalog.channel_tile(catalog.get("x86-edge"))[0] == 8
+    host_tile = catalog.channel_tile(catalog.get("host"))[0]
+    assert host_tile == (64 if "amx_int8" in open("/proc/cpuinfo").read() else 8)
+
+    prune = {"name": "prune", "macs_ratio": 0.5, "round_to": "auto", "fine_tune": NO_FT}
+    for devices, want in ((["rpi4"], None), (["rpi4", "host"], host_tile if host_tile > 8 else None)):
+        targets = [{"name": f"t-{d}", "device": d, "format": "onnx", "precision": "int8"} for d in devices]
+        _, _, configs = api._checked(digits_recipe_dict(tmp_path, passes=[prune], targets=targets))
+        assert (configs[0][1].round_to, configs[0][1].tile) == (8, want)
+        line = api._auto_round_to(api.load_recipe(digits_recipe_dict(tmp_path, passes=[prune], targets=targets)))[1]
+        assert line.startswith(f"prune: round_to auto -> round_to 8, {f'tile {want}' if want else 'no tile'}")
+        assert "rpi4: 8, no matrix unit with a measured tile" in line
+
+    model, ctx = digits_ctx
+    with pytest.raises(EdgeshipError, match="round_to: auto was not resolved"):
+        Prune().run(model, PruneConfig(macs_ratio=0.5, round_to="auto", fine_tune=NO_FT), ctx)
+    # a unit as wide as the model's layers leaves nothing to prune: the error says the rounding is why
+    with pytest.raises(EdgeshipError, match="multiples of 64") as e:
+        Prune().run(model, PruneConfig(macs_ratio=0.5, round_to=64, fine_tune=NO_FT), ctx)
+    assert "smaller round_to or tile" in e.value.fix
+
+
+def test_a_tile_keeps_wide_layers_on_whole_tiles_and_rounds_narrow_ones_finer(digits_ctx):
+    """`tile` (what round_to: auto sets on a device with a matrix unit): a layer at least one tile wide keeps a
+    multiple of the tile, never less than one; a narrower layer rounds to round_to."""
+    from edgeship.pipeline.prune import _round_to_tile as removed
+
+    assert removed(50, 128, 8, 64) == 64 and removed(90, 128, 8, 64) == 64  # keep 78 -> 64; keep 38 -> 64, not 40
+    assert removed(20, 128, 8, 64) == 0  # keep 108 -> 128 (nearest)
+    assert removed(30, 64, 8, 64) == 0  # a one-tile layer stays whole
+    assert removed(21, 48, 8, 64) == 24 and removed(21, 48, 8, None) == 24  # narrower than a tile: round_to 8
+    _, ctx = digits_ctx
+    torch.manual_seed(0)
+    model = ZOO["resnet"](input_size=ctx.input_shape[1:], num_classes=10, depth=8, width_mult=8.0).eval()  # 128+
+    out = Prune().run(model, PruneConfig(macs_ratio=0.5, tile=64, fine_tune=NO_FT), ctx)
+    widths = {n: m.out_channels for n, m in out.model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert out.metrics["macs"] <= 0.5 * out.metrics["base_macs"]
+    for n, w in widths.items():
+        assert w == before[n] or (w % 64 == 0 if before[n] >= 64 else w % 8 == 0), (n, before[n], w)
+    assert any(before[n] >= 64 and w < before[n] for n, w in widths.items())  # the wide layers were pruned
