@@ -621,3 +621,20 @@ def test_runner_per_config_times_one_configuration_per_process(monkeypatch):
     assert [(c[1], c[2]) for c in calls] == [(1, 0)] * 3 + [(1, 1)] * 3 + [(2, 0)] * 3 + [(2, 1)] * 3
     assert len(measured[2]) == 2 and set(measured[2][1]) == {"m-onnx-int8", "m-openvino-int8", "m-tflite-int8"}
     assert set(anchors[1][0]) == {"_a-onnx-int8", "_a-openvino-int8", "_a-tflite-int8"}
+
+
+def test_predictor_by_weights_splits_the_error_at_the_cache(tmp_path):
+    """benchmarks/predictor_by_weights.py on the committed predictor.json: every evaluation row lands on one side of
+    the given cache size, by its weights at the configuration's precision (an FP32 weight is 4 bytes, INT8 1)."""
+    src = REPO / "benchmarks" / "results" / "predictor.json"
+    out = tmp_path / "pbw.json"
+    run_script("predictor_by_weights.py", "--predictor-json", src, "--cache-kb", 1024, "--out", out)
+    d = json.loads(out.read_text())
+    rows = json.loads(src.read_text())["rows"]
+    assert d["l2_cache_kb_per_core"] == 1024
+    for key, sides in d["summary"].items():
+        n = sum(1 for r in rows if f"{r['config']}:{r['threads']}" == key)
+        assert sides["weights_beyond_l2"]["n"] + sides["weights_within_l2"]["n"] == n
+    beyond = {k: v["weights_beyond_l2"]["n"] for k, v in d["summary"].items()}
+    big = {a for a, p in d["archs_params"].items() if p * 4 > 1024 * 1024}
+    assert beyond["onnx:fp32:1"] == len(big) > beyond["onnx:int8:1"]

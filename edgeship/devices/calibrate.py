@@ -344,9 +344,23 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
     return data
 
 
-def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0) -> pred.ConfigPredictor:
+def l2_cache_kb(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """One core's L2 cache in KiB, from this machine's sysfs (None where the kernel does not say)."""
+    for index in sorted(cpu.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2" and (index / "type").read_text().strip() != "Instruction":
+                size = (index / "size").read_text().strip()
+                return int(size[:-1]) * (1024 if size[-1] == "M" else 1) if size[-1] in "KM" else int(size) // 1024
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
+        cache_kb: int | None = None) -> pred.ConfigPredictor:
     """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
-    pool's (predicted by the pool's own forest, fitted first) is its kernel's time."""
+    pool's (predicted by the pool's own forest, fitted first) is its kernel's time. ``cache_kb``: the device's L2
+    cache per core, for the correction's cache term (None: no such term)."""
     forests: dict[str, pred.Forest] = {}
     for kinds in (("gpool", "fc"), tuple(t for t in KERNEL_TYPES if t not in ("gpool", "fc"))):
         for t in kinds:
@@ -376,8 +390,9 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0) -> pr
     if len(fit_rows) < 3 or not val:
         raise EdgeshipError(f"calibration of {fmt} {precision}: only {len(fit_rows)} fitting and {len(val)} "
                             "validation architectures were measured", "see the log above for what failed")
-    cfg.p50 = pred.fit_correction([r[0] for r in fit_rows], [r[1]["p50_ms"] for r in fit_rows])
-    cfg.p90 = pred.fit_correction([r[0] for r in fit_rows], [r[1]["p90_ms"] for r in fit_rows])
+    wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
+    cfg.p50 = pred.fit_correction([r[0] for r in fit_rows], [r[1]["p50_ms"] for r in fit_rows], cache_kb, wb)
+    cfg.p90 = pred.fit_correction([r[0] for r in fit_rows], [r[1]["p90_ms"] for r in fit_rows], cache_kb, wb)
 
     def against(q: str, correction: pred.Correction, at_speed: bool = False) -> pred.ErrorStats:
         """The error on the validation architectures against each process's own timing (unscaled: what a user
@@ -415,6 +430,7 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
         raise EdgeshipError("calibration over adb measures TFLite only (benchmark_model)",
                             "calibrate the TFLite targets (-t) or measure the others over --ssh")
     facts = remote.ssh_facts(plan.ssh) if plan.ssh is not None else {} if plan.adb is not None else device_facts()
+    local = plan.ssh is None and plan.adb is None
     pf = pred.load(plan.device, plan.directory, stale_ok=True) or pred.new_file(plan.device, facts)
     pf.facts = facts or pf.facts
     with tempfile.TemporaryDirectory(prefix="edgeship-calibrate-") as tmp:
@@ -427,7 +443,8 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
                 if plan.keep is not None:
                     plan.keep.mkdir(parents=True, exist_ok=True)
                     (plan.keep / f"{fmt}-{precision}-{threads}.json").write_text(json.dumps(data))
-                cfg = fit(data, fmt, precision, threads, plan.seed)
+                # the cache size is read here only (over SSH or adb the term is left out)
+                cfg = fit(data, fmt, precision, threads, plan.seed, l2_cache_kb() if local else None)
                 cfg.calibration_s = round(time.time() - t0 + plan.timings.get(f"lower_{fmt}_{precision}_s", 0), 1)
                 pf.configs[pred.key(fmt, precision, threads)] = cfg
                 e = cfg.error_p50

@@ -340,3 +340,27 @@ def test_the_upper_bound_is_never_below_the_devices_own_noise():
     # an under-prediction wider than the noise is the bound
     e = pred.error_stats([1.0] * 6, [1.0, 1.0, 1.0, 1.0, 1.0, 1.5], [0.0] * 6)
     assert e.noise_pct == 0.0 and e.upper_pct == pytest.approx(37.5)
+
+
+def test_the_correction_charges_weights_beyond_the_cache():
+    """fit_correction's cache term: architectures whose weights exceed one core's L2 cache pay for reading them on
+    every inference, which a probe (its weights cached between runs) never shows. Timings made of a kernel sum plus
+    0.5 ms per MB beyond a 2 MiB cache give that term back, and the fitted correction then predicts both sides of
+    the cache within 1 %; without the cache size (over SSH) or with too few architectures beyond it, the term is
+    left out."""
+    archs, measured = [], []
+    for i, c in enumerate([64, 96, 128, 192, 256, 320, 384, 448, 512, 576, 640, 704] * 2):
+        ks = [Kernel("conv", 14, 14, c, c, 3, 1), Kernel("gpool", 14, 14, c, c), Kernel("fc", cin=c, cout=10)]
+        kms = [c * c * 1e-5 * (1 + 0.1 * (i % 3)), 0.01, 0.005]
+        mb = max(0.0, sum(k.weights for k in ks) * 4 / 1024 - 2048) / 1024
+        archs.append((ks, kms))
+        measured.append(0.05 + sum(kms) + 0.5 * mb)
+    corr = pred.fit_correction(archs, measured, cache_kb=2048, weight_bytes=4)
+    assert corr.cache_kb == 2048 and corr.e == pytest.approx(0.5, rel=0.05)
+    assert sum(pred.beyond_cache_mb(ks, 2048, 4) > 0 for ks, _ in archs) >= pred.MIN_BEYOND_CACHE
+    for (ks, kms), y in zip(archs, measured):
+        assert corr.apply(ks, kms) == pytest.approx(y, rel=0.01)
+    assert pred.fit_correction(archs, measured).e == 0 and pred.fit_correction(archs, measured).cache_kb is None
+    few = [a for a in archs if pred.beyond_cache_mb(a[0], 2048, 4) == 0]
+    few_y = [y for a, y in zip(archs, measured) if pred.beyond_cache_mb(a[0], 2048, 4) == 0]
+    assert pred.fit_correction(few, few_y, cache_kb=2048).e == 0  # nothing beyond the cache: no term
