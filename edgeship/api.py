@@ -78,11 +78,6 @@ def _checked(source: RecipeSource) -> tuple[Recipe, str, list]:
     return recipe, where, pass_configs
 
 
-def channel_tile(device: catalog.DeviceProfile) -> tuple[int, str]:
-    """``device``'s INT8 channel tile (``catalog.channel_tile``) and why."""
-    return catalog.channel_tile(device)
-
-
 def auto_round_to_text(device: catalog.DeviceProfile) -> str:
     """What ``round_to: auto`` gives a prune pass for ``device`` alone, in short (``edgeship devices``)."""
     tile = catalog.channel_tile(device)[0]
