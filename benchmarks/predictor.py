@@ -139,8 +139,14 @@ def main() -> None:
                     errs_speed.append(at_speed)
                     if len(reps) > 1:
                         spread.append((max(r["p50_ms"] for r in reps) - min(r["p50_ms"] for r in reps)) / meas)
+                    ks = kernels(adir / main, fmt)
+                    # what the correction weighs, so that another correction can be fitted offline (with --keep)
+                    features = {"group_ms": {g: round(v, 5) for g, v in
+                                             pred.group_sums(ks, cfg.kernel_ms(ks)).items()},
+                                "input_melem": round(pred.input_elements(ks), 5),
+                                "weights": sum(k.weights for k in ks)}
                     rows.append({"arch": arch_name, "config": f"{fmt}:{precision}", "threads": t,
-                                 "kernels": len(kernels(adir / main, fmt)), "measured_p50_ms": round(meas, 4),
+                                 "kernels": len(ks), "features": features, "measured_p50_ms": round(meas, 4),
                                  "repeats_p50_ms": [r["p50_ms"] for r in reps], "predicted_p50_ms": p.p50_ms,
                                  "error_pct": round(err * 100, 2), "speeds": [round(f, 4) for _, f in got],
                                  "error_at_speed_pct": round(at_speed * 100, 2)})

@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     import json
 
     import torch
+    from scipy.stats import spearmanr
 
     from edgeship.devices.archs import random_arch
     from edgeship.devices.calibrate import l2_cache_kb
@@ -48,17 +49,23 @@ def main(argv=None) -> int:
     params = {name: sum(p.numel() for p in random_arch(a["seed"]).model.parameters())
               for name, a in data["archs"].items()}
     rows: dict[str, dict] = {}
+    pairs: dict[str, list[tuple[float, float]]] = {}  # (weight KB, error) per configuration
     for r in data["rows"]:
         key = f"{r['config']}:{r['threads']}"
         weight_kb = params[r["arch"]] * (4 if r["config"].endswith("fp32") else 1) / 1024
         side = "weights_beyond_l2" if weight_kb > cache_kb else "weights_within_l2"
         rows.setdefault(key, {"weights_beyond_l2": [], "weights_within_l2": []})[side].append(r["error_pct"])
+        pairs.setdefault(key, []).append((weight_kb, r["error_pct"]))
     summary = {}
     for key, sides in rows.items():
         summary[key] = {side: {"n": len(errs),
                                "median_error_pct": round(statistics.median(errs), 2) if errs else None,
                                "within_10pct": round(sum(abs(e) <= 10 for e in errs) / len(errs), 4) if errs else None}
                         for side, errs in sides.items()}
+        # does the error grow with the weights on either side of the cache (negative: the more weights, the more
+        # under-predicted)? Spearman's rank correlation over every architecture of the configuration
+        rho = spearmanr([w for w, _ in pairs[key]], [e for _, e in pairs[key]]).statistic
+        summary[key]["spearman_error_vs_weights"] = round(float(rho), 3)
         print(f"{key}: beyond L2 {summary[key]['weights_beyond_l2']}, within {summary[key]['weights_within_l2']}")
     write_json(args.out, {
         "benchmark": "predictor_by_weights", "command": command_line(), "environment": environment(),
@@ -66,7 +73,8 @@ def main(argv=None) -> int:
                       and args.predictor_json.is_relative_to(Path.cwd()) else args.predictor_json),
         "l2_cache_kb_per_core": cache_kb,
         "method": "weights = the evaluation architecture's parameters rebuilt from its seed, x 4 bytes (FP32) or 1 "
-                  "(INT8); error = predicted / measured p50 - 1 as predictor.json states it; nothing timed",
+                  "(INT8); error = predicted / measured p50 - 1 as predictor.json states it; nothing timed; "
+                  "spearman_error_vs_weights: rank correlation of error and weight bytes over every architecture",
         "archs_params": params, "summary": summary})
     print(f"wrote {args.out}")
     return 0

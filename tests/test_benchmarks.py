@@ -638,3 +638,9 @@ def test_predictor_by_weights_splits_the_error_at_the_cache(tmp_path):
     beyond = {k: v["weights_beyond_l2"]["n"] for k, v in d["summary"].items()}
     big = {a for a, p in d["archs_params"].items() if p * 4 > 1024 * 1024}
     assert beyond["onnx:fp32:1"] == len(big) > beyond["onnx:int8:1"]
+    # the rank correlation of error and weights, recomputed from ranks (no ties among these sizes and errors)
+    mine = [r for r in rows if r["config"] == "onnx:int8" and r["threads"] == 1]
+    w_rank = np.argsort(np.argsort([d["archs_params"][r["arch"]] for r in mine]))
+    e_rank = np.argsort(np.argsort([r["error_pct"] for r in mine]))
+    rho = np.corrcoef(w_rank, e_rank)[0, 1]
+    assert d["summary"]["onnx:int8:1"]["spearman_error_vs_weights"] == pytest.approx(rho, abs=1e-3)
