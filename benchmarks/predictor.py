@@ -67,7 +67,7 @@ def main() -> None:
     from edgeship.devices import predictor as pred
     from edgeship.devices.archs import macs, random_arch
     from edgeship.devices.calibrate import Plan, calibrate, chunk_speed, lower, lower_anchors
-    from edgeship.devices.kernels import kernels
+    from edgeship.devices.kernels import read
 
     torch.set_num_threads(1)
     configs = [tuple(c.split(":")) for c in args.configs.split(",")]
@@ -132,14 +132,14 @@ def main() -> None:
                         continue
                     meas = statistics.median(r["p50_ms"] for r in reps)
                     main = json.loads((adir / "model.json").read_text())["main"]
-                    p = pred.predict(pf, adir / main, fmt, precision, t)
+                    ks, unmodelled = read(adir / main, fmt)  # read once: the prediction and its features
+                    p = pred.predict_kernels(pf, ks, fmt, precision, t, unmodelled)
                     err = (p.p50_ms - meas) / meas
                     errs.append(err)
                     at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
                     errs_speed.append(at_speed)
                     if len(reps) > 1:
                         spread.append((max(r["p50_ms"] for r in reps) - min(r["p50_ms"] for r in reps)) / meas)
-                    ks = kernels(adir / main, fmt)
                     # what the correction weighs, so that another correction can be fitted offline (with --keep)
                     features = {"group_ms": {g: round(v, 5) for g, v in
                                              pred.group_sums(ks, cfg.kernel_ms(ks)).items()},

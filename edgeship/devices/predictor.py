@@ -137,7 +137,7 @@ def beyond_cache_mb(ks: list[Kernel], cache_kb: float | None, weight_bytes: int)
     """MB of the kernels' weights beyond a cache of ``cache_kb`` (0 when it is unknown)."""
     if not cache_kb:
         return 0.0
-    return max(0.0, sum(k.weights for k in ks) * weight_bytes / 1024 - cache_kb) / 1024
+    return max(0.0, weight_mb(ks, weight_bytes) - cache_kb / 1024)
 
 
 def input_elements(ks: list[Kernel]) -> float:
