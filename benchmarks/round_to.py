@@ -20,6 +20,10 @@ Fashion-MNIST resized to 96x96, drop_blocks, prune to 0.3 of the MACs in three s
 with only prune's round_to changed: its rows also hold each INT8 artifact's test top-1 (what recovery leaves of the
 accuracy at that rounding). ``--round-to auto`` is what prune's ``round_to: auto`` picks on this machine (round_to 8
 with the channel tile of its matrix unit, 64 with AMX, for layers at least one tile wide; the row's ``tile``).
+``mobilenetv2_224_pretrained`` is torchvision's ImageNet MobileNetV2 (a package's weights;
+benchmarks/recipes/mobilenet_v2_224_pretrained_pruned.yaml: pruned to 0.6 of its MACs, distilled from the unpruned
+model on 800 unlabelled photo crops, post-training INT8): its rows hold each INT8 artifact's top-1 agreement with the
+UNPRUNED model on the 200 test crops (``agreement_with_unpruned``), since the crops have no labels.
 Writes benchmarks/results/round_to.json.
 """
 
@@ -38,8 +42,10 @@ from spatial_weight import conv_widths, p50
 
 FORMATS = ("onnx", "openvino", "tflite")
 MODELS = {"resnet18_224": "resnet18_224_pruned_random.yaml", "mobilenetv2_224": "mobilenetv2_224_pruned_random.yaml",
-          "mobilenetv2_96_w1": "fashion_mnist_mnv2_96_w1.yaml"}
+          "mobilenetv2_96_w1": "fashion_mnist_mnv2_96_w1.yaml",
+          "mobilenetv2_224_pretrained": "mobilenet_v2_224_pretrained_pruned.yaml"}
 TRAINED = {"mobilenetv2_96_w1"}  # real weights and labels: the test top-1 is an accuracy
+PRETRAINED = {"mobilenetv2_224_pretrained": "mobilenet_v2_prune"}  # a package's weights, no labels: its zoo data
 THREADS = (1, 2)
 
 
@@ -47,7 +53,7 @@ def recipe(model: str, round_to: int | str, size: int | None, out: Path) -> dict
     r = yaml.safe_load((ROOT / "benchmarks" / "recipes" / MODELS[model]).read_text())
     prune = next(p for p in r["passes"] if p["name"] == "prune")
     prune["round_to"] = round_to
-    if size is not None and model not in TRAINED:  # a trained model keeps the size it was trained at
+    if size is not None and model not in TRAINED and model not in PRETRAINED:  # real weights keep their size
         r["input"]["shape"] = [r["input"]["shape"][0], size, size]
     return {**r, "name": out.name, "output": str(out)}
 
@@ -61,6 +67,32 @@ def reuse(run_dir: Path, want: dict):
         return None
     record = RunRecord.load(run_dir)
     return record if record.recipe_hash == parse_recipe(want)[0].hash() else None
+
+
+def agreement_with_unpruned(run_dir: Path, want: dict, cache: dict) -> dict:
+    """Each INT8 artifact's top-1 agreement with the UNPRUNED model on the recipe's test split, with its Wilson 95 %
+    interval: what pruning at this rounding (and recovery, and INT8) cost a model whose data has no labels."""
+    import torch
+
+    from edgeship.recipe import parse_recipe
+    from edgeship.run import prepare
+    from edgeship.targets.base import Artifact, get_backend
+    from edgeship.targets.verify import run_batched, wilson95
+
+    recipe = parse_recipe(want)[0]
+    if "ref" not in cache:  # the unpruned model and the test split are the same for every rounding
+        p = prepare(recipe)
+        p.model.eval()
+        with torch.no_grad():
+            ref = torch.cat([p.model(x) for x in p.data["test"].x.split(50)]).numpy()
+        cache.update(ref=ref.argmax(1), inputs=p.data["test"].graph_inputs(recipe.model_io()))
+    out = {}
+    for f in FORMATS:
+        art = Artifact.from_sidecar(run_dir / "targets" / f"{f}-int8" / "model.json")
+        got = run_batched(get_backend(f, "int8").load(art, threads=2), cache["inputs"], quiet=True)[0].argmax(1)
+        k = int((got == cache["ref"]).sum())
+        out[f] = {"agreement": round(k / len(got), 4), "wilson95": wilson95(k, len(got)), "n": len(got)}
+    return out
 
 
 def main(argv=None) -> int:
@@ -81,7 +113,15 @@ def main(argv=None) -> int:
     if 8 not in args.round_to:
         args.round_to = [8, *args.round_to]
     os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
     from edgeship.api import export
+
+    for model in args.models:
+        if model in PRETRAINED:
+            from benchmarks.zoo import make_data
+
+            make_data.build(PRETRAINED[model])
+    unpruned: dict[str, dict] = {m: {} for m in args.models}
 
     rows: dict[tuple[str, int | str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="round-to-") as scratch:
@@ -102,6 +142,11 @@ def main(argv=None) -> int:
                 if model in TRAINED:
                     rows[(model, r)]["top1"] = {t.format: t.verify.top1 for t in record.targets if t.verify}
                     rows[(model, r)]["torch_top1"] = next(t.verify.torch_top1 for t in record.targets if t.verify)
+                if model in PRETRAINED:
+                    rows[(model, r)]["agreement_with_pruned_torch"] = {t.format: t.verify.agreement
+                                                                       for t in record.targets if t.verify}
+                    rows[(model, r)]["agreement_with_unpruned"] = agreement_with_unpruned(tmp / name, want,
+                                                                                          unpruned[model])
                 print(f"{name}: MACs {prune.macs:,}", file=sys.stderr)
         if args.export_only:
             return 0
@@ -125,11 +170,13 @@ def main(argv=None) -> int:
     write_json(args.out, {"benchmark": "round_to", "command": command_line(), "environment": environment(),
                           "method": {"threads": list(THREADS), "runs": args.runs, "repeats": args.repeats,
                                      "models": {m: MODELS[m] for m in args.models},
-                                     "input_size": {m: "96 (trained)" if m in TRAINED else args.size or 224
-                                                    for m in args.models},
+                                     "input_size": {m: "96 (trained)" if m in TRAINED else "224 (pretrained)"
+                                                    if m in PRETRAINED else args.size or 224 for m in args.models},
                                      "note": "random-weight models: latency only, prune macs_ratio 0.5, l2, one step, "
                                              "no fine-tuning, post-training INT8; trained models (TRAINED): their "
-                                             "recipe's passes and test top-1; only round_to changes"},
+                                             "recipe's passes and test top-1; pretrained models (PRETRAINED): a "
+                                             "package's weights, data without labels, judged by each INT8 "
+                                             "artifact's agreement with the unpruned model; only round_to changes"},
                           "rows": list(rows.values())})
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

