@@ -7,7 +7,8 @@ size, stride) for one runtime, precision and thread count. A probe's time holds 
 input/output conversion, which a whole model pays once, so the kernel sum is mapped to a model's latency by a
 linear correction fitted on whole random architectures measured on the same device:
 
-    latency_ms = a + b * sum(kernel_ms) + c * len(kernels) + d * input elements + e * MB beyond L2   (b, e >= 0)
+    latency_ms = a + b * sum(kernel_ms) + c * len(kernels) + d * input elements + f * MB of weights
+                 + e * MB beyond L2   (b, e, f >= 0)
 
 (one ``b`` per kernel group; ``d``, per million elements the kernels read, takes back what each probe paid for
 its own input, such as an INT8 probe quantizing it, that a kernel inside a model does not pay; ``e`` charges the
@@ -99,7 +100,16 @@ class ErrorStats(Strict):
     noise_pct: float | None = None  # 95th percentile of one timing over its architecture's median (None: not known)
 
 
-GROUPS = {"conv": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc")}
+GROUPS = {"conv": ("conv",), "conv_signed": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc")}
+# a group a calibration had no kernels of (or a file older than it) weighs its kernels as this group does
+FALLBACK = {"conv_signed": "conv"}
+
+
+def group_of(k: Kernel) -> str:
+    """The correction's group of a kernel: dense convolutions with a signed int8 input (``Kernel.sin``) apart."""
+    if k.type == "conv":
+        return "conv_signed" if k.sin else "conv"
+    return next(g for g, kinds in GROUPS.items() if k.type in kinds)
 
 
 class Correction(Strict):
@@ -110,7 +120,9 @@ class Correction(Strict):
     (predictor_by_weights.json: beyond the cache the correction without these terms under-predicted by a median
     16-37 % in 7 of 8 configurations; over all architectures the error fell with the weights, Spearman -0.54 to
     -0.84 on ONNX Runtime and OpenVINO, about 0 on LiteRT). ``f`` needs no cache size: it is fitted for devices
-    over SSH or adb too."""
+    over SSH or adb too. Dense convolutions with a signed int8 input (``Kernel.sin``: OpenVINO INT8) have a weight
+    of their own, ``b["conv_signed"]``, where a calibration's fitting architectures hold enough of them; otherwise,
+    and in files older than it, they weigh as ``b["conv"]``."""
 
     a: float
     b: dict[str, float]
@@ -123,9 +135,13 @@ class Correction(Strict):
 
     def apply(self, ks: list[Kernel], kernel_ms: list[float]) -> float:
         sums = group_sums(ks, kernel_ms)
-        return (self.a + sum(self.b.get(g, 0.0) * v for g, v in sums.items()) + self.c * len(ks)
+        return (self.a + sum(self.weight(g) * v for g, v in sums.items()) + self.c * len(ks)
                 + self.d * input_elements(ks) + self.f * weight_mb(ks, self.weight_bytes)
                 + self.e * beyond_cache_mb(ks, self.cache_kb, self.weight_bytes))
+
+
+    def weight(self, group: str) -> float:
+        return self.b.get(group, self.b.get(FALLBACK.get(group, ""), 0.0))
 
 
 def weight_mb(ks: list[Kernel], weight_bytes: int) -> float:
@@ -148,7 +164,7 @@ def input_elements(ks: list[Kernel]) -> float:
 def group_sums(ks: list[Kernel], kernel_ms: list[float]) -> dict[str, float]:
     out = dict.fromkeys(GROUPS, 0.0)
     for k, ms in zip(ks, kernel_ms):
-        out[next(g for g, kinds in GROUPS.items() if k.type in kinds)] += ms
+        out[group_of(k)] += ms
     return out
 
 
@@ -338,14 +354,21 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     mbs = np.array([weight_mb(ks, weight_bytes) for ks, _ in archs])
     beyond = np.array([beyond_cache_mb(ks, cache_kb, weight_bytes) for ks, _ in archs])
     cached = int((beyond > 0).sum()) >= MIN_BEYOND_CACHE
-    per_group = len(archs) >= 4 * (len(GROUPS) + 4 + cached)
-    cols = [[s[g] for s in sums] for g in GROUPS] if per_group else [[sum(s.values()) for s in sums]]
+    # a group of its own only where enough fitting architectures hold it (signed-input convolutions: OpenVINO INT8);
+    # otherwise its kernels count with the group they fall back to
+    groups = [g for g in GROUPS if g not in FALLBACK or sum(s[g] > 0 for s in sums) >= MIN_BEYOND_CACHE]
+    for s in sums:
+        for g, into in FALLBACK.items():
+            if g not in groups:
+                s[into] += s.pop(g)
+    per_group = len(archs) >= 4 * (len(groups) + 4 + cached)
+    cols = [[s[g] for s in sums] for g in groups] if per_group else [[sum(s.values()) for s in sums]]
     extra = [mbs, beyond] if cached else [mbs]
     a_mat = np.column_stack([np.ones_like(y), *cols, counts, elems, *extra]) / y[:, None]
     lower = [-np.inf] + [0.0] * len(cols) + [-np.inf, -np.inf] + [0.0] * len(extra)
     coef = lsq_linear(a_mat, np.ones_like(y), bounds=(lower, np.inf)).x
     n = 1 + len(cols)
-    b = dict(zip(GROUPS, (float(v) for v in coef[1:n]))) if per_group else dict.fromkeys(GROUPS, float(coef[1]))
+    b = dict(zip(groups, (float(v) for v in coef[1:n]))) if per_group else dict.fromkeys(groups, float(coef[1]))
     return Correction(a=float(coef[0]), b=b, c=float(coef[n]), d=float(coef[n + 1]), f=float(coef[n + 2]),
                       e=float(coef[n + 3]) if cached else 0.0, cache_kb=cache_kb if cached else None,
                       weight_bytes=weight_bytes)

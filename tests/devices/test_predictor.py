@@ -40,7 +40,7 @@ def test_every_format_reads_as_the_same_kernels(tmp_path):
         d = lower(model, (1, 28, 28), fmt, precision, tmp_path / f"{fmt}-{precision}", "m", tmp_path)
         found[(fmt, precision)] = kernels(d / main, fmt)
     first = found[("onnx", "fp32")]
-    shapes = {c: [replace(k, act=0) for k in ks] for c, ks in found.items()}
+    shapes = {c: [replace(k, act=0, sin=0) for k in ks] for c, ks in found.items()}  # sin: OpenVINO INT8 only
     assert all(ks == shapes[("onnx", "fp32")] for ks in shapes.values()), {k: len(v) for k, v in found.items()}
     # each convolution's activation, as each graph holds it: a float graph's Clip (ONNX) or Clamp (OpenVINO, also
     # beside FakeQuantize) is ReLU6; a QDQ ONNX or TFLite INT8 graph folds it into a one-sided range, read as ReLU
@@ -385,3 +385,50 @@ def test_the_correction_charges_every_mb_of_weights_without_a_cache_size():
     assert pred.fit_correction(archs, plain, weight_bytes=1).f == pytest.approx(0.0, abs=0.01)
     old = pred.Correction.model_validate({"a": 0.0, "b": {"conv": 1.0}, "c": 0.0})  # a file from before the term
     assert old.f == 0 and old.apply(*archs[0]) == pytest.approx(sum(archs[0][1][:1]))
+
+
+def test_the_openvino_reader_marks_convolutions_fed_signed_int8_as_the_runtime_runs_them(tmp_path):
+    """``Kernel.sin`` from the IR NNCF wrote: a convolution fed by the model's (signed) input or by a linear
+    convolution is 1, one fed by a ReLU is 0, and the compiled model agrees (its convolution inputs are int8_t and
+    uint8_t: OpenVINO's own decision, read from the runtime model, not from our reader)."""
+    import openvino as ov
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),  # fed by the input
+                                torch.nn.Conv2d(32, 32, 1),  # fed by a ReLU, linear: feeds the next signed values
+                                torch.nn.Conv2d(32, 64, 1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    d = lower(model, (3, 32, 32), "openvino", "int8", tmp_path / "ov", "m", tmp_path)
+    convs = [k for k in kernels(d / "model.xml", "openvino") if k.type == "conv"]
+    assert [(k.cin, k.cout, k.sin) for k in convs] == [(3, 32, 1), (32, 32, 0), (32, 64, 1)]
+    compiled = ov.Core().compile_model(str(d / "model.xml"), "CPU")
+    runtime = [str(op.input(0).get_element_type()) for op in compiled.get_runtime_model().get_ordered_ops()
+               if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert runtime == ["<Type: 'int8_t'>", "<Type: 'uint8_t'>", "<Type: 'int8_t'>"]
+    onnx_dir = lower(model, (3, 32, 32), "onnx", "int8", tmp_path / "onnx", "m", tmp_path)
+    assert {k.sin for k in kernels(onnx_dir / "model.onnx", "onnx")} == {0}  # only the IR says it
+
+
+def test_the_correction_weighs_signed_input_convolutions_on_their_own():
+    """Timings where a signed-input convolution costs 2.5x what its kernel time says give ``conv_signed`` that weight
+    apart from ``conv``'s; with fewer than MIN_BEYOND_CACHE architectures holding one, they count as ``conv`` (no
+    weight of their own); a file from before the group weighs them as ``conv``."""
+    archs, measured = [], []
+    for i, c in enumerate([64, 96, 128, 192, 256, 320, 384, 448, 512, 576, 640, 704] * 3):
+        signed = i % 2 == 0
+        ks = [Kernel("conv", 14, 14, c, c, 3, 1, sin=0), Kernel("conv", 14, 14, c, c, 1, 1, sin=int(signed)),
+              Kernel("dwconv", 14, 14, c, c, 3, 1), Kernel("gpool", 14, 14, c, c), Kernel("fc", cin=c, cout=10)]
+        kms = [c * c * 1e-5 * (1 + 0.1 * (i % 3)), c * c * 2e-6 * (1 + 0.2 * (i % 5)), c * 2e-4, 0.01 * (1 + i % 4),
+               0.005]
+        archs.append((ks, kms))
+        measured.append(0.05 + kms[0] + (2.5 if signed else 1.0) * kms[1] + sum(kms[2:]))
+    corr = pred.fit_correction(archs, measured, weight_bytes=1)
+    assert corr.b["conv"] == pytest.approx(1.0, rel=0.05) and corr.b["conv_signed"] == pytest.approx(2.5, rel=0.05)
+    for (ks, kms), y in zip(archs, measured):
+        assert corr.apply(ks, kms) == pytest.approx(y, rel=0.01)
+    unsigned = [([replace(k, sin=0) for k in ks], kms) for ks, kms in archs]
+    few = [(ks if j >= pred.MIN_BEYOND_CACHE - 1 else archs[j][0], kms) for j, (ks, kms) in enumerate(unsigned)]
+    assert "conv_signed" not in pred.fit_correction(few, measured, weight_bytes=1).b
+    old = pred.Correction.model_validate({"a": 0.0, "b": {"conv": 2.0, "dwconv": 0.0, "other": 0.0}, "c": 0.0})
+    ks, kms = archs[0]
+    assert old.apply(ks, kms) == pytest.approx(2.0 * (kms[0] + kms[1]))
