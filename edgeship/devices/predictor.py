@@ -139,8 +139,8 @@ class Correction(Strict):
                 + self.d * input_elements(ks) + self.f * weight_mb(ks, self.weight_bytes)
                 + self.e * beyond_cache_mb(ks, self.cache_kb, self.weight_bytes))
 
-
     def weight(self, group: str) -> float:
+        """The group's ``b``, or its fallback group's where the calibration fitted none of its own."""
         return self.b.get(group, self.b.get(FALLBACK.get(group, ""), 0.0))
 
 
