@@ -22,8 +22,9 @@ accuracy at that rounding). ``--round-to auto`` is what prune's ``round_to: auto
 with the channel tile of its matrix unit, 64 with AMX, for layers at least one tile wide; the row's ``tile``).
 ``mobilenetv2_224_pretrained`` is torchvision's ImageNet MobileNetV2 (a package's weights;
 benchmarks/recipes/mobilenet_v2_224_pretrained_pruned.yaml: pruned to 0.6 of its MACs, distilled from the unpruned
-model on 800 unlabelled photo crops, post-training INT8): its rows hold each INT8 artifact's top-1 agreement with the
-UNPRUNED model on the 200 test crops (``agreement_with_unpruned``), since the crops have no labels.
+model on the 560 training crops of 800 unlabelled photo crops, post-training INT8): its rows hold each INT8
+artifact's top-1 agreement with the UNPRUNED model on the 200 test crops (``agreement_with_unpruned``), since the
+crops have no labels.
 Writes benchmarks/results/round_to.json.
 """
 

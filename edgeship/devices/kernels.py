@@ -281,6 +281,7 @@ class _OvGraph:
         self.layers = {la.get("id", ""): la for la in layers}
         self.feeding = {(e.get("to-layer", ""), e.get("to-port", "")): e.get("from-layer", "")
                         for e in root.iter("edge")}  # (layer, input port) -> the layer feeding it
+        self.blob: np.ndarray | None = None  # the IR's .bin, mapped when a constant is first read
         self.consumers: dict[str, list[tuple[str, str]]] = {}
         for to, froms in self.sources.items():
             kind = self.kinds.get(to, "?")
@@ -307,9 +308,10 @@ class _OvGraph:
         dtype = {"f32": "<f4", "f16": "<f2"}.get(data.get("element_type", "") if data is not None else "")
         if data is None or dtype is None or not weights.is_file():
             return 0
-        with open(weights, "rb") as f:
-            f.seek(int(data.get("offset", 0)))
-            values = np.frombuffer(f.read(int(data.get("size", 0))), dtype=dtype)
+        if self.blob is None:  # mapped once per IR, not opened per convolution
+            self.blob = np.memmap(weights, dtype=np.uint8, mode="r")
+        start = int(data.get("offset", 0))
+        values = self.blob[start:start + int(data.get("size", 0))].view(dtype)
         return int(bool((values < 0).any()))
 
     def fused_prelu(self, at: str) -> bool:
