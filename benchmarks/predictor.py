@@ -168,7 +168,8 @@ def main() -> None:
                     "stored_validation_error": cfg.error_p50.model_dump(),
                     "stored_validation_error_at_speed": cfg.error_p50_at_speed.model_dump()
                     if cfg.error_p50_at_speed else None,
-                    "calibration_s": cfg.calibration_s, "n_probes": cfg.n_probes}
+                    "calibration_s": cfg.calibration_s, "n_probes": cfg.n_probes,
+                    "in_context": cfg.in_context}
         out = {
             "quick": args.quick, "environment": env, "loadavg_before_measuring": load_before,
             "loadavg_after": loadavg(), "bar": "predicted p50 within +-10% of measured for >= 90% of >= 30 "

@@ -14,6 +14,9 @@ Every model is loaded with ``meta["interleaved"]``: ONNX Runtime sessions then s
 at more than one thread, as one model in a process has one (with a pool per session, each pool's threads spin
 after its run and take the core the next session needs: a model timed at 1.35 ms alone took 4.4 ms among 30).
 
+``bench_runner.py --many DIR --profile N``: instead of timing, every layer's time inside each model from the
+runtime's own counters (``profile_many``: a calibration's in-context kernel times).
+
 ``bench_runner.py --dir D --thread-counts 1 2``: one artifact at several thread counts in one process, timed in
 alternating rounds (``bench_threads``): thread scaling as a ratio of runs milliseconds apart.
 
@@ -133,7 +136,39 @@ def run(args, br) -> dict:
     """bench_runner's ``--many`` or ``--thread-counts`` mode; ``br``: bench_runner."""
     if args.thread_counts and (args.many or args.samples or args.profile or min(args.thread_counts) < 1):
         raise ValueError("--thread-counts (each >= 1) times one --dir artifact, without --many, --samples or --profile")
+    if args.many and args.profile:
+        return profile_many(args, br)
     return bench_many(args, br) if args.many else bench_threads(args, br)
+
+
+def profile_many(args, br) -> dict:
+    """``--many DIR --profile N``: each artifact under DIR (anchors aside) loaded with the runtime's per-layer
+    counters, warmed up, run N times; ``results`` {name: {"layers": every layer's row (median us; OpenVINO: with
+    its input and output shapes)}}. No latency: counters slow a run, and a calibration reads only where the time
+    goes inside a model (``devices.in_context``)."""
+    import numpy as np
+
+    results: dict = {}
+    for name in sorted(d for d in os.listdir(args.many) if not d.startswith("_anchor") and
+                       os.path.isfile(os.path.join(args.many, d, "model.json"))):
+        directory = os.path.join(args.many, name)
+        with open(os.path.join(directory, "model.json")) as f:
+            art = json.load(f)
+        runtime, _ = br.import_runtime(art["format"])
+        try:
+            run, info, _ = br.LOADERS[art["format"]](runtime, os.path.join(directory, art["main"]), args.threads,
+                                                     art.get("meta") or {}, args.seed, np, profile=True)
+            for _ in range(max(1, args.warmup) + args.profile):
+                run()
+            source, rows = info["layers"]()
+        except br.Missing:
+            raise
+        except Exception as e:  # one the runtime refuses must not cost the others
+            results[name] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
+            continue
+        results[name] = {"source": source, "layers": rows}
+    return {"ok": True, "results": results, "threads": args.threads, "profile": args.profile,
+            "facts": br.device_facts()}
 
 
 def bench_threads(args, br) -> dict:

@@ -324,7 +324,7 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profil
     return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": list(frames[0].shape),
                  "input_dtype": str(frames[0].dtype), "arena_mb": None,
                  "inference_precision": _ov_precision(compiled, note),
-                 "layers": lambda: _sibling("layer_profile").ov_layers(counted)}, infer
+                 "layers": lambda: _sibling("layer_profile").ov_layers(counted, compiled)}, infer
 
 
 def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np, profile: bool = False):

@@ -17,7 +17,10 @@ For each runtime and precision asked for (those of the run's targets) and each t
    calibration (``normalize``). A machine whose speed drifts (this VM: +-10 % between processes a minute apart,
    while models timed side by side keep their ratios within about 1 %) then gives probes and architectures in
    one currency: the predictor predicts the device at its median speed.
-4. **Fit**: a random forest per kernel type on log latency, the correction, the error on the validation set
+   Where the runtime's per-layer counters can be matched to kernels (OpenVINO: ``in_context``), the fitting
+   architectures are also run once with them, in a process of their own: each kernel's time inside a model.
+4. **Fit**: a random forest per kernel type on log latency (on the in-context times where a type has enough of
+   them, else on the probes), the correction, the error on the validation set
    against each process's own unscaled timing (so the stated error holds the device's drift as a user meets it);
    written to ``predictors/<device>.json`` (``edgeship.devices.predictor``) with the anchors' median latencies.
 
@@ -41,8 +44,8 @@ import numpy as np
 
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import QuantSettings
+from edgeship.devices import in_context, remote
 from edgeship.devices import predictor as pred
-from edgeship.devices import remote
 from edgeship.devices.bench_runner import device_facts
 from edgeship.devices.kernels import ACTS, KERNEL_TYPES, Kernel, read
 from edgeship.devices.measure import RUNNER, RunArtifact, parse_runner_output
@@ -58,6 +61,7 @@ SEEDS = {"pool": 100_000, "fit": 200_000, "validate": 300_000, "anchor": 500_000
 ANCHORS = 3
 ANCHOR_MACS = (2e6, 3e7)  # anchors busy enough to feel the arithmetic units' speed, short enough to time often
 EXT = {"onnx": "onnx", "openvino": "xml", "tflite": "tflite"}
+PROFILE_RUNS = 100  # runs with per-layer counters of each fitting architecture (in_context)
 
 
 @dataclass
@@ -249,22 +253,27 @@ def measure_many(plan: Plan, directory: Path, threads: int, seed: int = 0) -> di
     directory name: runner summary} (those the runtime refused left out), ``anchors`` (per chunk)."""
     if plan.adb is not None:
         return {"results": _many_adb(plan, directory, threads), "anchors": []}
-    args = ["--many", str(directory), "--threads", str(threads), "--runs", str(plan.runs), "--rounds",
-            str(plan.rounds), "--warmup", "3", "--seed", str(plan.seed + seed), "--priority"]
-    if plan.ssh is not None:
-        raw = remote.bench_many_ssh(directory, plan.ssh, args[2:], timeout=7200)
-    else:
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
-        p = subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, env=env,
-                           timeout=7200)
-        raw = parse_runner_output(p.stdout)
-        if p.returncode != 0 or not raw or not raw.get("ok"):
-            msg = (raw or {}).get("message") or (p.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EdgeshipError(f"calibration: the probe benchmark failed on this machine: {msg}",
-                                "check that the runtimes import (edgeship devices)")
+    raw = _many(plan, directory, threads, ["--runs", str(plan.runs), "--rounds", str(plan.rounds), "--warmup", "3",
+                                            "--seed", str(plan.seed + seed)])
     plan.timings["priority"] = raw.get("priority")
     return {"results": {k: v for k, v in raw["results"].items() if "error" not in v},
             "anchors": raw.get("anchors") or []}
+
+
+def _many(plan: Plan, directory: Path, threads: int, args: list[str]) -> dict:
+    """``bench_runner.py --many directory`` on the device (here or over SSH), its parsed output."""
+    args = ["--threads", str(threads), *args, "--priority"]
+    if plan.ssh is not None:
+        return remote.bench_many_ssh(directory, plan.ssh, args, timeout=7200)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
+    p = subprocess.run([sys.executable, str(RUNNER), "--many", str(directory), *args], capture_output=True,
+                       text=True, env=env, timeout=7200)
+    raw = parse_runner_output(p.stdout)
+    if p.returncode != 0 or not raw or not raw.get("ok"):
+        msg = (raw or {}).get("message") or (p.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgeshipError(f"calibration: the probe benchmark failed on this machine: {msg}",
+                            "check that the runtimes import (edgeship devices)")
+    return raw
 
 
 def normalize(raws: list[dict], reference: dict[str, float] | None = None) -> tuple[list[dict], dict[str, float]]:
@@ -331,17 +340,44 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
                                "p90_ms": r["p90_ms"], "mean_ms": r.get("mean_ms") or r["p50_ms"],
                                "speed": r["speed"],
                                "kernel": json.loads((dirs["probes"] / name / "kernel.json").read_text())})
+    layers = measure_layers(plan, fmt, dirs["archs"], threads)
     for name in sorted(set().union(*archs)):
         reps = [a[name] for a in archs if name in a]
         ks, unmodelled = graph("archs", name)
         data["archs"].append({"name": name, "role": "fit" if name.startswith("fit") else "validate",
-                              "kernels": ks, "unmodelled": unmodelled,
+                              "kernels": ks, "unmodelled": unmodelled, **({"layers": layers[name]} if name in layers
+                                                                          else {}),
                               "p50_ms": float(np.median([r["p50_ms"] for r in reps])),
                               "p90_ms": float(np.median([r["p90_ms"] for r in reps])),
                               "raw_p50_ms": [r["raw_p50_ms"] for r in reps],
                               "raw_p90_ms": [r["raw_p90_ms"] for r in reps],
                               "speed": [r["speed"] for r in reps]})
     return data
+
+
+def measure_layers(plan: Plan, fmt: str, archs: Path, threads: int) -> dict[str, list[dict]]:
+    """The per-layer counters of the fitting architectures on the device ({name: layer rows}), for the formats whose
+    counters are matched to kernels (``in_context.FORMATS``; not over adb). A copy of them is profiled in a
+    process of its own: counters slow every run, so the timed processes never hold them."""
+    import shutil
+
+    if fmt not in in_context.FORMATS or plan.adb is not None:
+        return {}
+    todo = archs.parent / f"{archs.name}-layers-{threads}"
+    for d in archs.iterdir():
+        if d.name.startswith("fit") and (d / "model.json").is_file():
+            shutil.copytree(d, todo / d.name)
+    if not todo.is_dir():
+        return {}
+    try:
+        raw = _many(plan, todo, threads, ["--profile", str(PROFILE_RUNS), "--warmup", "20"])
+    except EdgeshipError as e:  # the kernels then keep the probes' forests: said, not fatal
+        plan.log(f"[yellow]calibration: per-layer counters of {fmt} at {threads} thread(s) failed ({e.problem}); "
+                 "the probes' forests are used[/yellow]")
+        return {}
+    finally:
+        shutil.rmtree(todo, ignore_errors=True)
+    return {k: v["layers"] for k, v in raw["results"].items() if "layers" in v}
 
 
 def l2_cache_kb(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
@@ -378,10 +414,20 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 ms.append(max(row["p50_ms"] - others, 0.1 * row["p50_ms"]))
             if len(ks) >= 3:
                 forests[t] = pred.fit_forest(ks, ms, seed)
+    # where the fitting architectures' counters give a kernel type enough in-context times, its forest is fitted on
+    # them (``in_context``): after the probes' forests, which the probes' pool subtraction above needed
+    in_context_types = []
+    fitting = [a for a in data["archs"] if a["role"] == "fit"]
+    for t in KERNEL_TYPES:
+        ks, ms = in_context.samples(fitting, t) if fmt in in_context.FORMATS else ([], [])
+        if len(ks) >= in_context.MIN_SAMPLES:
+            forests[t] = pred.fit_forest(ks, ms, seed)
+            in_context_types.append(t)
     empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
     unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
     cfg = pred.ConfigPredictor(format=fmt, precision=precision, threads=threads, forests=forests, p50=unit, p90=unit,
-                               error_p50=empty, error_p90=empty, n_probes=len(data["probes"]), n_fit_archs=0)
+                               error_p50=empty, error_p90=empty, n_probes=len(data["probes"]), n_fit_archs=0,
+                               in_context=in_context_types)
     rows: dict[str, list] = {"fit": [], "validate": []}
     for a in data["archs"]:
         ks = [Kernel(**x) for x in a["kernels"]]

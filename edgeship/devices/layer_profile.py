@@ -54,14 +54,32 @@ def _ov_precision_of(exec_type: str) -> str | None:
     return None
 
 
-def ov_layers(counted: dict) -> tuple[str, list[dict]]:
+def ov_layers(counted: dict, compiled=None) -> tuple[str, list[dict]]:
+    """Each executed node's counters; with the ``compiled`` model, also each node's first input and output shape
+    (NCHW, from the runtime model: what a latency calibration matches to the kernels of the IR)."""
+    shapes = ov_shapes(compiled) if compiled is not None else {}
     out = []
     for name, (node_type, exec_type, us) in counted.items():
         compute = node_type in OV_COMPUTE
         out.append({"name": name, "op": node_type, "kernel": exec_type, "compute": compute,
                     "precision": _ov_precision_of(exec_type) if compute else None, "us": _median(us),
-                    "calls": len(us)})
+                    "calls": len(us), **shapes.get(name, {})})
     return "openvino per-layer counters (PERF_COUNT)", out
+
+
+def ov_shapes(compiled) -> dict[str, dict]:
+    """Node name -> {"in": first input's shape, "out": first output's shape} of the compiled (runtime) model."""
+    def shape(port):
+        try:
+            return [int(d) for d in port.get_partial_shape().to_shape()]
+        except Exception:  # a dynamic or absent port: no shape to match
+            return None
+
+    out = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        out[op.get_friendly_name()] = {"in": shape(op.input(0)) if op.get_input_size() else None,
+                                       "out": shape(op.output(0)) if op.get_output_size() else None}
+    return out
 
 
 def delegated(ops: list[dict]) -> dict[int, int]:

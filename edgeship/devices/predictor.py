@@ -192,6 +192,9 @@ class ConfigPredictor(Strict):
     # operator types no kernel models that the validation architectures held: the stated error covers graphs with
     # them; any other such operator in an artifact is left out of its prediction and named (``unmodelled_ops``)
     covered_ops: list[str] = Field(default_factory=list)
+    # kernel types whose forest was fitted on their times inside the fitting architectures (the runtime's per-layer
+    # counters, ``in_context``) rather than on the one-kernel probes
+    in_context: list[str] = Field(default_factory=list)
 
     def kernel_ms(self, ks: list[Kernel]) -> list[float]:
         out = [0.0] * len(ks)

@@ -432,3 +432,70 @@ def test_the_correction_weighs_signed_input_convolutions_on_their_own():
     old = pred.Correction.model_validate({"a": 0.0, "b": {"conv": 2.0, "dwconv": 0.0, "other": 0.0}, "c": 0.0})
     ks, kms = archs[0]
     assert old.apply(ks, kms) == pytest.approx(2.0 * (kms[0] + kms[1]))
+
+
+def test_openvino_counters_give_every_kernel_its_time_inside_the_model(tmp_path):
+    """The fitting architectures run with OpenVINO's per-layer counters (the real runner, ``--many --profile``), and
+    each kernel read from the IR gets the time of the layer the runtime ran for it: every convolution, depthwise
+    convolution, global pool and classifier; a residual add OpenVINO fused into the convolution before it has no
+    layer of its own."""
+    from edgeship.devices import calibrate as cal
+    from edgeship.devices import in_context
+    from edgeship.devices.archs import random_arch
+
+    archs = tmp_path / "archs"
+    for seed in (200_000, 200_001):
+        a = random_arch(seed)
+        lower(a.model, a.input_shape, "openvino", "int8", archs / f"fit{seed}", "m", tmp_path)
+    a = random_arch(300_000)
+    lower(a.model, a.input_shape, "openvino", "int8", archs / "val300000", "m", tmp_path)  # not profiled
+    layers = cal.measure_layers(cal.Plan("host", [("openvino", "int8")], [1], log=print), "openvino", archs, 1)
+    assert set(layers) == {"fit200000", "fit200001"} and not (tmp_path / "archs-layers-1").exists()
+    for name, rows in layers.items():
+        ks = read(archs / name / "model.xml", "openvino")[0]
+        times = in_context.kernel_times(ks, rows)
+        assert {k.type for k in ks} >= {"conv", "dwconv", "add", "gpool", "fc"}
+        assert all(t is not None and t > 0 for k, t in zip(ks, times) if k.type != "add"), (name, times)
+        convs = [r for r in rows if str(r["op"]).startswith(("Convolution", "GroupConvolution"))]
+        assert len(convs) == sum(k.type in ("conv", "dwconv") for k in ks)  # one layer each, none left unmatched
+    assert cal.measure_layers(cal.Plan("host", [("onnx", "int8")], [1]), "onnx", archs, 1) == {}  # not matched
+
+
+def test_forests_are_fitted_on_in_context_times_where_a_type_has_enough():
+    """``fit`` takes a kernel type's forest from the fitting architectures' in-context times when they hold at
+    least MIN_SAMPLES of it (here every convolution runs 3x what its probe says: the in-context forest learns 3x);
+    a type with fewer keeps the probes' forest."""
+    from edgeship.devices import calibrate as cal
+    from edgeship.devices import in_context
+
+    rng = np.random.default_rng(0)
+
+    def conv(c, h):
+        return Kernel("conv", h, h, c, c, 1, 1, act=1)
+
+    probes = []
+    for c in (8, 16, 24, 32, 48, 64):
+        for k in (conv(c, 14), Kernel("gpool", 7, 7, c, c), Kernel("fc", cin=c, cout=10),
+                  Kernel("dwconv", 14, 14, c, c, 3, 1, act=1)):
+            ms = (k.macs / 1e6) * 0.1 + 0.002
+            probes.append({"kernel": k.to_dict(), "kernels": [k.to_dict()], "p50_ms": ms})
+    archs = []
+    for i in range(8):
+        cs = [int(c) for c in rng.choice([8, 16, 24, 32, 48, 64], 5)]
+        ks = [conv(c, 14) for c in cs] + [Kernel("gpool", 14, 14, cs[-1], cs[-1]), Kernel("fc", cin=cs[-1], cout=10)]
+        layers = [{"op": "Convolution", "kernel": "brgconv_avx512_amx_1x1_I8", "in": [1, k.cin, 14, 14],
+                   "out": [1, k.cout, 14, 14], "us": 3e3 * ((k.macs / 1e6) * 0.1 + 0.002)} for k in ks[:5]]
+        layers.append({"op": "ReduceMean", "kernel": "jit_avx512_I8", "in": [1, cs[-1], 14, 14],
+                       "out": [1, cs[-1], 1, 1], "us": 1.0})
+        measured = 0.01 + sum(3 * ((k.macs / 1e6) * 0.1 + 0.002) for k in ks[:5])
+        for role in ("fit", "validate"):
+            archs.append({"name": f"{role}{i}", "role": role, "kernels": [k.to_dict() for k in ks],
+                          **({"layers": layers} if role == "fit" else {}), "p50_ms": measured, "p90_ms": measured})
+    assert len(in_context.samples(archs, "conv")[0]) == 40 >= in_context.MIN_SAMPLES
+    cfg = cal.fit({"probes": probes, "archs": archs}, "openvino", "int8", 1)
+    assert cfg.in_context == ["conv"]  # 8 gpool times are too few: the probes' forest stays
+    k = conv(32, 14)
+    assert cfg.kernel_ms([k])[0] == pytest.approx(3 * ((k.macs / 1e6) * 0.1 + 0.002), rel=0.1)
+    plain = cal.fit({"probes": probes, "archs": [{**a, "layers": []} for a in archs]}, "openvino", "int8", 1)
+    assert plain.in_context == [] and plain.kernel_ms([k])[0] == pytest.approx((k.macs / 1e6) * 0.1 + 0.002,
+                                                                              rel=0.1)
