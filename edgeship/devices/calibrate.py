@@ -395,8 +395,11 @@ def l2_cache_kb(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int |
 def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
         cache_kb: int | None = None) -> pred.ConfigPredictor:
     """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
-    pool's (predicted by the pool's own forest, fitted first) is its kernel's time. ``cache_kb``: the device's L2
-    cache per core, for the correction's cache term (None: no such term)."""
+    pool's (predicted by the pool's own forest, fitted first) is its kernel's time. Where the fitting
+    architectures carry per-layer counters (``in_context``), a second predictor fits each kernel type that has
+    enough in-context times on them instead; the one with the lower p50 error on the validation architectures is
+    kept (``ConfigPredictor.in_context`` names its in-context types; empty: the probes won). ``cache_kb``: the
+    device's L2 cache per core, for the correction's cache term (None: no such term)."""
     forests: dict[str, pred.Forest] = {}
     for kinds in (("gpool", "fc"), tuple(t for t in KERNEL_TYPES if t not in ("gpool", "fc"))):
         for t in kinds:
@@ -414,15 +417,26 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 ms.append(max(row["p50_ms"] - others, 0.1 * row["p50_ms"]))
             if len(ks) >= 3:
                 forests[t] = pred.fit_forest(ks, ms, seed)
-    # where the fitting architectures' counters give a kernel type enough in-context times, its forest is fitted on
-    # them (``in_context``): after the probes' forests, which the probes' pool subtraction above needed
-    in_context_types = []
+    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb)
     fitting = [a for a in data["archs"] if a["role"] == "fit"]
-    for t in KERNEL_TYPES:
-        ks, ms = in_context.samples(fitting, t) if fmt in in_context.FORMATS else ([], [])
-        if len(ks) >= in_context.MIN_SAMPLES:
-            forests[t] = pred.fit_forest(ks, ms, seed)
-            in_context_types.append(t)
+    if fmt in in_context.FORMATS and any(a.get("layers") for a in fitting):
+        inside, types = dict(forests), []
+        for t in KERNEL_TYPES:
+            ks, ms = in_context.samples(fitting, t, fmt)
+            if len(ks) >= in_context.MIN_SAMPLES:
+                inside[t] = pred.fit_forest(ks, ms, seed)
+                types.append(t)
+        if types:
+            other = _corrected(data, fmt, precision, threads, inside, types, cache_kb)
+            if other.error_p50.mape_pct < best.error_p50.mape_pct:
+                best = other
+    return best
+
+
+def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict[str, pred.Forest],
+               in_context_types: list[str], cache_kb: int | None) -> pred.ConfigPredictor:
+    """The predictor with these forests: its correction fitted on the fitting architectures, its error measured on
+    the validation ones."""
     empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
     unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
     cfg = pred.ConfigPredictor(format=fmt, precision=precision, threads=threads, forests=forests, p50=unit, p90=unit,

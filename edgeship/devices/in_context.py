@@ -7,71 +7,103 @@ before decides, and fuses a residual add into the convolution before it. On the 
 by 2-5x per convolution in both directions (ov_signed_input.json), errors a correction over whole models cancels
 only on average. The runtime's counters of the fitting architectures give each kernel its time in context; the
 forests of the kernel types that have ``MIN_SAMPLES`` such times are fitted on them instead of on the probes
-(``calibrate.fit``; ``ConfigPredictor.in_context`` names them).
+(``calibrate.fit``, which keeps a configuration's in-context forests only if they predict its validation
+architectures better than the probes' do; ``ConfigPredictor.in_context`` names them).
 
 ``kernel_times(kernels, layers)`` matches each layer the runtime executed to a kernel read from the artifact's file
 (``kernels.read``), by operator and by its input and output shapes, in execution order; a kernel the runtime fused
 into another (OpenVINO: a residual add into the convolution before it) has no time of its own (None), and its cost
 is in the kernel that took it. Only formats whose counters carry shapes are read (``FORMATS``): OpenVINO's runtime
-model gives them; ONNX Runtime's profiler and LiteRT's op list are not matched yet.
+model and ONNX Runtime's profiler give them; LiteRT's Python interpreter has no per-op timer.
 """
 
 from __future__ import annotations
 
 from edgeship.devices.kernels import Kernel
 
-FORMATS = ("openvino",)
+FORMATS = ("openvino", "onnx")
 MIN_SAMPLES = 30  # in-context times of a kernel type for its forest to be fitted on them
 
-# OpenVINO's node types in its per-layer counters (the names vary between releases and quantized variants: by
-# prefix), by the kernel types they can be
+# each runtime's operator names in its counters, by the kernel types they can be: OpenVINO by prefix (names vary
+# between releases and quantized variants), ONNX Runtime after its graph optimizations (QDQ fused to QLinear*, NHWC
+# and NCHWc variants, activations fused into FusedConv)
 OV_TYPES = (("Convolution", ("conv", "dwconv")), ("GroupConvolution", ("dwconv",)), ("Reduce", ("gpool",)),
             ("Pooling", ("pool", "gpool")), ("MaxPool", ("pool",)), ("AvgPool", ("pool", "gpool")),
             ("FullyConnected", ("fc",)), ("MatMul", ("fc",)), ("Eltwise", ("add",)), ("Add", ("add",)))
+ORT_TYPES = {op: ("conv", "dwconv") for op in ("Conv", "FusedConv", "NhwcFusedConv", "QLinearConv",
+                                              "NhwcQLinearConv", "ConvInteger")} | \
+    {op: ("add",) for op in ("Add", "Sum", "QLinearAdd")} | \
+    {op: ("gpool",) for op in ("GlobalAveragePool", "QLinearGlobalAveragePool", "ReduceMean")} | \
+    {op: ("fc",) for op in ("Gemm", "FusedGemm", "MatMul", "FusedMatMul", "QGemm", "QLinearMatMul",
+                            "MatMulInteger")} | \
+    {op: ("pool",) for op in ("MaxPool", "NhwcMaxPool", "AveragePool", "QLinearAveragePool")}
 
 
-def _kinds(op: str) -> tuple[str, ...]:
+def _kinds(op: str, fmt: str) -> tuple[str, ...]:
+    if fmt == "onnx":
+        return ORT_TYPES.get(op, ())
     return next((kinds for prefix, kinds in OV_TYPES if op.startswith(prefix)), ())
 
 
-def _fits(k: Kernel, layer: dict) -> bool:
-    i, o = layer.get("in"), layer.get("out")
-    if not i or not o:
+def _chw(shape: list[int] | None, fmt: str) -> list[tuple[int, int, int]]:
+    """(channels, height, width) a layer's tensor may mean: OpenVINO reports NCHW; ONNX Runtime NCHW, NHWC (its
+    INT8 kernels) or NCHWc (its float kernels: channels in blocks, the last axis)."""
+    if not shape:
+        return []
+    if len(shape) == 2:
+        return [(shape[1], 1, 1)]
+    if len(shape) == 4:
+        return [(shape[1], shape[2], shape[3])] + ([(shape[3], shape[1], shape[2])] if fmt == "onnx" else [])
+    if len(shape) == 5 and fmt == "onnx":
+        return [(shape[1] * shape[4], shape[2], shape[3])]
+    return []
+
+
+def _channels(c: int, want: int) -> bool:
+    """The layer's ``c`` channels are the kernel's ``want``, or them padded to a SIMD block."""
+    return c == want or any(c == -(-want // b) * b for b in (4, 8, 16, 32))
+
+
+def _fits(k: Kernel, layer: dict, fmt: str) -> bool:
+    ins, outs = _chw(layer.get("in"), fmt), _chw(layer.get("out"), fmt)
+    if not ins or not outs:
         return False
-    if k.type in ("conv", "dwconv"):
-        depthwise = "_dw_" in str(layer.get("kernel", "")) or str(layer["op"]).startswith("GroupConvolution")
-        return len(i) == 4 and len(o) == 4 and depthwise == (k.type == "dwconv") and \
-            (k.cin, k.hin, k.win, k.cout, k.hout, k.wout) == (i[1], i[2], i[3], o[1], o[2], o[3])
     if k.type == "fc":
-        return o[-1] == k.cout and i[-1] == k.cin
+        return any(_channels(c, k.cin) for c, _, _ in ins) and any(_channels(c, k.cout) for c, _, _ in outs)
+    fed = any(_channels(c, k.cin) and (h, w) == (k.hin, k.win) for c, h, w in ins)
     if k.type in ("gpool", "pool", "add"):
-        return len(i) == 4 and (k.cin, k.hin, k.win) == (i[1], i[2], i[3])
-    return False
+        return fed
+    if fmt == "openvino":  # OpenVINO names its depthwise kernels
+        depthwise = "_dw_" in str(layer.get("kernel", "")) or str(layer["op"]).startswith("GroupConvolution")
+        if depthwise != (k.type == "dwconv"):
+            return False
+    return fed and any(_channels(c, k.cout) and (h, w) == (k.hout, k.wout) for c, h, w in outs)
 
 
-def kernel_times(ks: list[Kernel], layers: list[dict], fmt: str = "openvino") -> list[float | None]:
+def kernel_times(ks: list[Kernel], layers: list[dict], fmt: str) -> list[float | None]:
     """Each kernel's time inside the model (ms; None: the runtime ran no layer of its own for it). ``layers``:
-    the runner's per-layer rows in execution order (``layer_profile.ov_layers``: op, kernel, us, in, out)."""
+    the runner's per-layer rows in execution order (``layer_profile``: op, kernel, us, in, out); each is given to
+    the first kernel, in the file's order, not yet matched whose type and shapes it fits."""
     if fmt not in FORMATS:
         raise ValueError(f"per-layer counters of {fmt} are not matched to kernels (only {', '.join(FORMATS)})")
     times: list[float | None] = [None] * len(ks)
     for layer in layers:
-        kinds = _kinds(str(layer.get("op", "")))
+        kinds = _kinds(str(layer.get("op", "")), fmt)
         for i, k in enumerate(ks):
-            if times[i] is None and k.type in kinds and _fits(k, layer):
+            if times[i] is None and k.type in kinds and _fits(k, layer, fmt):
                 times[i] = float(layer["us"]) / 1e3
                 break
     return times
 
 
-def samples(archs: list[dict], kind: str) -> tuple[list[Kernel], list[float]]:
+def samples(archs: list[dict], kind: str, fmt: str) -> tuple[list[Kernel], list[float]]:
     """The in-context times of one kernel type over a calibration's architectures (those with ``layers``)."""
     ks, ms = [], []
     for a in archs:
         if not a.get("layers"):
             continue
         arch_ks = [Kernel(**x) for x in a["kernels"]]
-        for k, t in zip(arch_ks, kernel_times(arch_ks, a["layers"])):
+        for k, t in zip(arch_ks, kernel_times(arch_ks, a["layers"], fmt)):
             if k.type == kind and t is not None and t > 0:
                 ks.append(k)
                 ms.append(t)

@@ -33,16 +33,27 @@ def ort_layers(sess) -> tuple[str, list[dict]]:
         name = e.get("name", "")
         if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
             continue
-        op = (e.get("args") or {}).get("op_name", "?")
-        row = rows.setdefault(name[: -len("_kernel_time")], {"op": op, "kernel": (e.get("args") or {}).get("provider"),
-                                                             "us": []})
+        args = e.get("args") or {}
+        row = rows.setdefault(name[: -len("_kernel_time")], {"op": args.get("op_name", "?"),
+                                                             "kernel": args.get("provider"), "us": [],
+                                                             "in": _ort_shape(args.get("input_type_shape")),
+                                                             "out": _ort_shape(args.get("output_type_shape"))})
         row["us"].append(float(e.get("dur", 0)))
     out = []
     for name, r in rows.items():
         precision = "int8" if r["op"] in ORT_INT_COMPUTE else "float" if r["op"] in ORT_FLOAT_COMPUTE else None
         out.append({"name": name, "op": r["op"], "kernel": r["kernel"], "precision": precision,
-                    "compute": precision is not None, "us": _median(r["us"]), "calls": len(r["us"])})
+                    "compute": precision is not None, "us": _median(r["us"]), "calls": len(r["us"]),
+                    "in": r["in"], "out": r["out"]})
     return "onnxruntime profiler (enable_profiling)", out
+
+
+def _ort_shape(ports) -> list[int] | None:
+    """The first port's dimensions from the profiler's ``[{"float": [1, 3, 32, 32]}, ...]``."""
+    try:
+        return [int(d) for d in next(iter(ports[0].values()))]
+    except (TypeError, IndexError, StopIteration, ValueError, AttributeError):
+        return None
 
 
 def _ov_precision_of(exec_type: str) -> str | None:

@@ -434,11 +434,14 @@ def test_the_correction_weighs_signed_input_convolutions_on_their_own():
     assert old.apply(ks, kms) == pytest.approx(2.0 * (kms[0] + kms[1]))
 
 
-def test_openvino_counters_give_every_kernel_its_time_inside_the_model(tmp_path):
-    """The fitting architectures run with OpenVINO's per-layer counters (the real runner, ``--many --profile``), and
-    each kernel read from the IR gets the time of the layer the runtime ran for it: every convolution, depthwise
-    convolution, global pool and classifier; a residual add OpenVINO fused into the convolution before it has no
-    layer of its own."""
+@pytest.mark.parametrize("fmt,precision,main", [("openvino", "int8", "model.xml"), ("onnx", "int8", "model.onnx"),
+                                                 ("onnx", "fp32", "model.onnx")])
+def test_the_runtimes_counters_give_every_kernel_its_time_inside_the_model(tmp_path, fmt, precision, main):
+    """The fitting architectures run with the runtime's per-layer counters (the real runner, ``--many --profile``),
+    and each kernel read from the artifact gets the time of the layer the runtime ran for it: every convolution,
+    depthwise convolution, global pool and classifier, whatever layout the runtime chose (OpenVINO NCHW, ONNX
+    Runtime INT8 NHWC, its float kernels NCHWc with padded channels); a residual add the runtime fused into the
+    convolution before it has no layer of its own. LiteRT has no per-op timer: no counters."""
     from edgeship.devices import calibrate as cal
     from edgeship.devices import in_context
     from edgeship.devices.archs import random_arch
@@ -446,25 +449,28 @@ def test_openvino_counters_give_every_kernel_its_time_inside_the_model(tmp_path)
     archs = tmp_path / "archs"
     for seed in (200_000, 200_001):
         a = random_arch(seed)
-        lower(a.model, a.input_shape, "openvino", "int8", archs / f"fit{seed}", "m", tmp_path)
+        lower(a.model, a.input_shape, fmt, precision, archs / f"fit{seed}", "m", tmp_path)
     a = random_arch(300_000)
-    lower(a.model, a.input_shape, "openvino", "int8", archs / "val300000", "m", tmp_path)  # not profiled
-    layers = cal.measure_layers(cal.Plan("host", [("openvino", "int8")], [1], log=print), "openvino", archs, 1)
+    lower(a.model, a.input_shape, fmt, precision, archs / "val300000", "m", tmp_path)  # not profiled
+    layers = cal.measure_layers(cal.Plan("host", [(fmt, precision)], [1], log=print), fmt, archs, 1)
     assert set(layers) == {"fit200000", "fit200001"} and not (tmp_path / "archs-layers-1").exists()
     for name, rows in layers.items():
-        ks = read(archs / name / "model.xml", "openvino")[0]
-        times = in_context.kernel_times(ks, rows)
+        ks = read(archs / name / main, fmt)[0]
+        times = in_context.kernel_times(ks, rows, fmt)
         assert {k.type for k in ks} >= {"conv", "dwconv", "add", "gpool", "fc"}
         assert all(t is not None and t > 0 for k, t in zip(ks, times) if k.type != "add"), (name, times)
-        convs = [r for r in rows if str(r["op"]).startswith(("Convolution", "GroupConvolution"))]
+        convs = [r for r in rows if in_context._kinds(str(r["op"]), fmt) == ("conv", "dwconv") or
+                 str(r["op"]).startswith("GroupConvolution")]
         assert len(convs) == sum(k.type in ("conv", "dwconv") for k in ks)  # one layer each, none left unmatched
-    assert cal.measure_layers(cal.Plan("host", [("onnx", "int8")], [1]), "onnx", archs, 1) == {}  # not matched
+    assert cal.measure_layers(cal.Plan("host", [("tflite", "int8")], [1]), "tflite", archs, 1) == {}
 
 
-def test_forests_are_fitted_on_in_context_times_where_a_type_has_enough():
-    """``fit`` takes a kernel type's forest from the fitting architectures' in-context times when they hold at
-    least MIN_SAMPLES of it (here every convolution runs 3x what its probe says: the in-context forest learns 3x);
-    a type with fewer keeps the probes' forest."""
+def test_in_context_forests_are_kept_where_they_predict_the_validation_architectures_better():
+    """``fit`` fits a second predictor on the fitting architectures' in-context times (types with at least
+    MIN_SAMPLES of them) and keeps whichever predicts the validation architectures better. Here a convolution inside
+    a model takes 4x its probe's time with 32 or more channels and 1.5x below: no weight on the probes' sum fits
+    both, the in-context forest learns it, and it is kept. Where the models' latency follows the probes and the
+    counters are unrelated to it, the probes' predictor is kept."""
     from edgeship.devices import calibrate as cal
     from edgeship.devices import in_context
 
@@ -473,29 +479,39 @@ def test_forests_are_fitted_on_in_context_times_where_a_type_has_enough():
     def conv(c, h):
         return Kernel("conv", h, h, c, c, 1, 1, act=1)
 
+    def alone(k):  # a probe's time
+        return (k.macs / 1e6) * 0.1 + 0.002
+
+    def inside(k):
+        return alone(k) * (4.0 if k.cin >= 32 else 1.5)
+
+    widths = [8, 12, 16, 24, 32, 40, 48, 64]
     probes = []
-    for c in (8, 16, 24, 32, 48, 64):
+    for c in widths:
         for k in (conv(c, 14), Kernel("gpool", 7, 7, c, c), Kernel("fc", cin=c, cout=10),
                   Kernel("dwconv", 14, 14, c, c, 3, 1, act=1)):
-            ms = (k.macs / 1e6) * 0.1 + 0.002
-            probes.append({"kernel": k.to_dict(), "kernels": [k.to_dict()], "p50_ms": ms})
-    archs = []
-    for i in range(8):
-        cs = [int(c) for c in rng.choice([8, 16, 24, 32, 48, 64], 5)]
-        ks = [conv(c, 14) for c in cs] + [Kernel("gpool", 14, 14, cs[-1], cs[-1]), Kernel("fc", cin=cs[-1], cout=10)]
-        layers = [{"op": "Convolution", "kernel": "brgconv_avx512_amx_1x1_I8", "in": [1, k.cin, 14, 14],
-                   "out": [1, k.cout, 14, 14], "us": 3e3 * ((k.macs / 1e6) * 0.1 + 0.002)} for k in ks[:5]]
-        layers.append({"op": "ReduceMean", "kernel": "jit_avx512_I8", "in": [1, cs[-1], 14, 14],
-                       "out": [1, cs[-1], 1, 1], "us": 1.0})
-        measured = 0.01 + sum(3 * ((k.macs / 1e6) * 0.1 + 0.002) for k in ks[:5])
-        for role in ("fit", "validate"):
-            archs.append({"name": f"{role}{i}", "role": role, "kernels": [k.to_dict() for k in ks],
-                          **({"layers": layers} if role == "fit" else {}), "p50_ms": measured, "p90_ms": measured})
-    assert len(in_context.samples(archs, "conv")[0]) == 40 >= in_context.MIN_SAMPLES
-    cfg = cal.fit({"probes": probes, "archs": archs}, "openvino", "int8", 1)
-    assert cfg.in_context == ["conv"]  # 8 gpool times are too few: the probes' forest stays
-    k = conv(32, 14)
-    assert cfg.kernel_ms([k])[0] == pytest.approx(3 * ((k.macs / 1e6) * 0.1 + 0.002), rel=0.1)
-    plain = cal.fit({"probes": probes, "archs": [{**a, "layers": []} for a in archs]}, "openvino", "int8", 1)
-    assert plain.in_context == [] and plain.kernel_ms([k])[0] == pytest.approx((k.macs / 1e6) * 0.1 + 0.002,
-                                                                              rel=0.1)
+            probes.append({"kernel": k.to_dict(), "kernels": [k.to_dict()], "p50_ms": alone(k)})
+
+    def archs(counter, truth=inside):
+        out = []
+        for i in range(24):
+            cs = [int(c) for c in rng.choice(widths, 5)]
+            ks = [conv(c, 14) for c in cs] + [Kernel("gpool", 14, 14, cs[-1], cs[-1]), Kernel("fc", cin=cs[-1],
+                                                                                               cout=10)]
+            layers = [{"op": "Convolution", "kernel": "brgconv_avx512_amx_1x1_I8", "in": [1, k.cin, 14, 14],
+                       "out": [1, k.cout, 14, 14], "us": 1e3 * counter(k)} for k in ks[:5]]
+            measured = 0.01 + sum(truth(k) for k in ks[:5])
+            role = "fit" if i < 16 else "validate"
+            out.append({"name": f"{role}{i}", "role": role, "kernels": [k.to_dict() for k in ks],
+                        **({"layers": layers} if role == "fit" else {}), "p50_ms": measured, "p90_ms": measured})
+        return out
+
+    good = archs(inside)
+    assert len(in_context.samples(good, "conv", "openvino")[0]) == 80 >= in_context.MIN_SAMPLES
+    cfg = cal.fit({"probes": probes, "archs": good}, "openvino", "int8", 1)
+    probes_only = cal.fit({"probes": probes, "archs": [{**a, "layers": []} for a in good]}, "openvino", "int8", 1)
+    assert cfg.in_context == ["conv"] and probes_only.in_context == []  # 16 gpool times: too few for their own
+    assert cfg.error_p50.mape_pct < probes_only.error_p50.mape_pct
+    assert cfg.kernel_ms([conv(48, 14)])[0] == pytest.approx(inside(conv(48, 14)), rel=0.15)
+    noise = archs(lambda k: float(rng.uniform(0.001, 1.0)), truth=lambda k: 2 * alone(k))
+    assert cal.fit({"probes": probes, "archs": noise}, "openvino", "int8", 1).in_context == []
