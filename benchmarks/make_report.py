@@ -645,11 +645,15 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
         out.append(f"| {k} | {s['n']} | {pct(s['within_10pct'])} % | {s['mape_pct']} % | {s['median_error_pct']:+} % | "
                    f"{s['repeat_spread_median_pct']} % | {v['mape_pct']} % / {pct(v['within_10pct'])} %{more} | "
                    f"{verdict(s['bar_met'])} |")
-    ctx = {k: s["in_context"] for k, s in d["summary"].items() if s.get("in_context")}
+    ctx = {k: s for k, s in d["summary"].items() if s.get("in_context")}
     if ctx:
         out += ["", "Forests fitted on kernel times inside the fitting architectures (the runtime's per-layer "
-                "counters) instead of the one-kernel probes: " + "; ".join(f"{k}: {', '.join(v)}"
-                                                                            for k, v in ctx.items()) + "."]
+                "counters) instead of the one-kernel probes; in brackets, the same calibration fitted on the probes "
+                "alone, on these measurements: within +-10 % / MAPE. " + "; ".join(
+                    f"{k}: {', '.join(s['in_context'])}" + (f" ({pct(s['probes_only']['within_10pct'])} % / "
+                                                            f"{s['probes_only']['mape_pct']} %)"
+                                                            if s.get("probes_only") else "")
+                    for k, s in ctx.items()) + "."]
     return out + [""]
 
 

@@ -42,6 +42,29 @@ CONFIGS = ("onnx:int8", "onnx:fp32", "tflite:int8", "openvino:int8")
 EVAL_SEED = 400_000
 
 
+def probes_only_predictors(pf, plan) -> dict:
+    """Where the forests were fitted in context: the same calibration (its kept kernel data set) fitted on the
+    probes alone, to be scored on the same measurements (what the in-context times change, free of the machine's
+    drift from one run to the next)."""
+    from edgeship.devices.calibrate import fit, l2_cache_kb
+
+    out = {}
+    for k, c in pf.configs.items():
+        if c.in_context:
+            data = json.loads((plan.keep / f"{c.format}-{c.precision}-{c.threads}.json").read_text())
+            data["archs"] = [{**a, "layers": []} for a in data["archs"]]
+            out[k] = fit(data, c.format, c.precision, c.threads, plan.seed, l2_cache_kb())
+    return out
+
+
+def scored(errs: list[float]) -> dict | None:
+    """Fraction within +-10 % and MAPE of relative errors (None: none)."""
+    if not errs:
+        return None
+    return {"within_10pct": round(sum(abs(e) <= 0.10 for e in errs) / len(errs), 4),
+            "mape_pct": round(100 * statistics.mean(abs(e) for e in errs), 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default=",".join(CONFIGS))
@@ -81,9 +104,10 @@ def main() -> None:
         plan = Plan("host", configs, threads, probes=args.probes, fit=args.fit, validate=args.validate,
                     runs=args.runs, rounds=args.rounds, arch_repeats=args.repeats,
                     directory=args.predictors or work / "predictors",
-                    keep=args.keep, log=lambda s: (log.append(s), print(s, flush=True)))
+                    keep=args.keep or work / "keep", log=lambda s: (log.append(s), print(s, flush=True)))
         pf, path = calibrate(plan)
         calibration_s = time.time() - t0
+        probes_only = probes_only_predictors(pf, plan)
 
         # 2. evaluation architectures, lowered by the backends, measured interleaved
         t0 = time.time()
@@ -118,8 +142,9 @@ def main() -> None:
         rows, summary = [], {}
         for fmt, precision in configs:
             for t in threads:
-                errs, spread, errs_speed = [], [], []
+                errs, spread, errs_speed, errs_probes = [], [], [], []
                 cfg = pf.configs[pred.key(fmt, precision, t)]
+                po = probes_only.get(pred.key(fmt, precision, t))
                 # each process's speed for this configuration: its anchors against the calibration's
                 speeds = [chunk_speed({n: a[f"{n}-{fmt}-{precision}"] for n in cfg.anchors}, cfg.anchors)
                           for a in anchors[t]]
@@ -136,6 +161,8 @@ def main() -> None:
                     p = pred.predict_kernels(pf, ks, fmt, precision, t, unmodelled)
                     err = (p.p50_ms - meas) / meas
                     errs.append(err)
+                    if po is not None:
+                        errs_probes.append(po.p50.apply(ks, po.kernel_ms(ks)) / meas - 1)
                     at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
                     errs_speed.append(at_speed)
                     if len(reps) > 1:
@@ -149,7 +176,8 @@ def main() -> None:
                                  "kernels": len(ks), "features": features, "measured_p50_ms": round(meas, 4),
                                  "repeats_p50_ms": [r["p50_ms"] for r in reps], "predicted_p50_ms": p.p50_ms,
                                  "error_pct": round(err * 100, 2), "speeds": [round(f, 4) for _, f in got],
-                                 "error_at_speed_pct": round(at_speed * 100, 2)})
+                                 "error_at_speed_pct": round(at_speed * 100, 2),
+                                 **({"probes_only_error_pct": round(errs_probes[-1] * 100, 2)} if po else {})})
                 within = sum(abs(e) <= 0.10 for e in errs)
                 summary[f"{fmt}:{precision}:{t}"] = {
                     "n": len(errs), "within_10pct": round(within / len(errs), 4) if errs else None,
@@ -169,7 +197,8 @@ def main() -> None:
                     "stored_validation_error_at_speed": cfg.error_p50_at_speed.model_dump()
                     if cfg.error_p50_at_speed else None,
                     "calibration_s": cfg.calibration_s, "n_probes": cfg.n_probes,
-                    "in_context": cfg.in_context}
+                    "in_context": cfg.in_context, "probes_mape_pct": cfg.probes_mape_pct,
+                    "probes_only": scored(errs_probes)}
         out = {
             "quick": args.quick, "environment": env, "loadavg_before_measuring": load_before,
             "loadavg_after": loadavg(), "bar": "predicted p50 within +-10% of measured for >= 90% of >= 30 "

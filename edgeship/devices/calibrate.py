@@ -396,10 +396,10 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
         cache_kb: int | None = None) -> pred.ConfigPredictor:
     """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
     pool's (predicted by the pool's own forest, fitted first) is its kernel's time. Where the fitting
-    architectures carry per-layer counters (``in_context``), a second predictor fits each kernel type that has
-    enough in-context times on them instead; the one with the lower p50 error on the validation architectures is
-    kept (``ConfigPredictor.in_context`` names its in-context types; empty: the probes won). ``cache_kb``: the
-    device's L2 cache per core, for the correction's cache term (None: no such term)."""
+    architectures carry per-layer counters (``in_context``), each kernel type that has enough in-context times is
+    fitted on them instead (``ConfigPredictor.in_context`` names those types; ``probes_mape_pct`` keeps the
+    validation error of the probes-only predictor beside it). ``cache_kb``: the device's L2 cache per core, for
+    the correction's cache term (None: no such term)."""
     forests: dict[str, pred.Forest] = {}
     for kinds in (("gpool", "fc"), tuple(t for t in KERNEL_TYPES if t not in ("gpool", "fc"))):
         for t in kinds:
@@ -427,9 +427,9 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 inside[t] = pred.fit_forest(ks, ms, seed)
                 types.append(t)
         if types:
-            other = _corrected(data, fmt, precision, threads, inside, types, cache_kb)
-            if other.error_p50.mape_pct < best.error_p50.mape_pct:
-                best = other
+            probes_mape = best.error_p50.mape_pct
+            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb)
+            best.probes_mape_pct = probes_mape
     return best
 
 
@@ -509,7 +509,9 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
                 pf.configs[pred.key(fmt, precision, threads)] = cfg
                 e = cfg.error_p50
                 plan.log(f"calibration: {fmt} {precision} {threads}t: p50 MAPE {e.mape_pct:.1f}%, "
-                         f"{e.within_10pct:.0%} within +-10% on {e.n_archs} unseen architectures ({e.n} timings)")
+                         f"{e.within_10pct:.0%} within +-10% on {e.n_archs} unseen architectures ({e.n} timings); "
+                         + (f"{', '.join(cfg.in_context)} fitted in context (on the probes alone: p50 MAPE "
+                            f"{cfg.probes_mape_pct:.1f}%)" if cfg.in_context else "kernels fitted on the probes"))
     path = pf.save(pred.path_for(plan.device, plan.directory))
     return pf, path
 

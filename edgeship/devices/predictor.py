@@ -195,6 +195,8 @@ class ConfigPredictor(Strict):
     # kernel types whose forest was fitted on their times inside the fitting architectures (the runtime's per-layer
     # counters, ``in_context``) rather than on the one-kernel probes
     in_context: list[str] = Field(default_factory=list)
+    # with in-context forests: the p50 validation MAPE of the same calibration fitted on the probes alone
+    probes_mape_pct: float | None = None
 
     def kernel_ms(self, ks: list[Kernel]) -> list[float]:
         out = [0.0] * len(ks)
