@@ -143,9 +143,10 @@ def run(args, br) -> dict:
 
 def profile_many(args, br) -> dict:
     """``--many DIR --profile N``: each artifact under DIR (anchors aside) loaded with the runtime's per-layer
-    counters, warmed up, run N times; ``results`` {name: {"layers": every layer's row (median us; OpenVINO: with
-    its input and output shapes)}}. No latency: counters slow a run, and a calibration reads only where the time
-    goes inside a model (``devices.in_context``)."""
+    counters, warmed up, run N times; ``results`` {name: {"layers": every layer's row (median us over all those
+    runs, the warm-up's included: the counters record every run; with its input and output shapes)}}. No
+    latency: counters slow a run, and a calibration reads only where the time goes inside a model
+    (``devices.in_context``)."""
     import numpy as np
 
     results: dict = {}

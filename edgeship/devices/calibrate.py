@@ -17,8 +17,9 @@ For each runtime and precision asked for (those of the run's targets) and each t
    calibration (``normalize``). A machine whose speed drifts (this VM: +-10 % between processes a minute apart,
    while models timed side by side keep their ratios within about 1 %) then gives probes and architectures in
    one currency: the predictor predicts the device at its median speed.
-   Where the runtime's per-layer counters can be matched to kernels (OpenVINO: ``in_context``), the fitting
-   architectures are also run once with them, in a process of their own: each kernel's time inside a model.
+   Where the runtime's per-layer counters can be matched to kernels (OpenVINO, ONNX Runtime: ``in_context``),
+   the fitting architectures are also run once with them, in a process of their own: each kernel's time inside a
+   model.
 4. **Fit**: a random forest per kernel type on log latency (on the in-context times where a type has enough of
    them, else on the probes), the correction, the error on the validation set
    against each process's own unscaled timing (so the stated error holds the device's drift as a user meets it);
