@@ -56,15 +56,22 @@ def raise_priority() -> str | None:
         return None
 
 
-def load(br, np, directory: str, threads: int, seed: int, warmup: int, interleaved: bool):
+def loaded(br, np, directory: str, threads: int, seed: int, interleaved: bool = False, profile: bool = False):
     """The artifact in ``directory`` loaded by the runner's loader for its format at ``threads`` (``interleaved``:
-    the loaders' settings for many models in one process) and warmed up; returns its run function."""
+    the loaders' settings for many models in one process; ``profile``: with the runtime's per-layer counters);
+    returns its run function and the loader's info."""
     with open(os.path.join(directory, "model.json")) as f:
         art = json.load(f)
     runtime, _ = br.import_runtime(art["format"])
     meta = {**(art.get("meta") or {}), **({"interleaved": True} if interleaved else {})}
-    run, _info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(directory, art["main"]), threads, meta,
-                                                   seed, np)
+    run, info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(directory, art["main"]), threads, meta,
+                                                  seed, np, **({"profile": True} if profile else {}))
+    return run, info
+
+
+def load(br, np, directory: str, threads: int, seed: int, warmup: int, interleaved: bool):
+    """The artifact in ``directory`` loaded (``loaded``) and warmed up; returns its run function."""
+    run = loaded(br, np, directory, threads, seed, interleaved)[0]
     for _ in range(max(1, warmup)):
         run()
     return run
@@ -143,8 +150,9 @@ def run(args, br) -> dict:
 
 def profile_many(args, br) -> dict:
     """``--many DIR --profile N``: each artifact under DIR (anchors aside) loaded with the runtime's per-layer
-    counters, warmed up, run N times; ``results`` {name: {"layers": every layer's row (median us over all those
-    runs, the warm-up's included: the counters record every run; with its input and output shapes)}}. No
+    counters, warmed up, run N times; ``results`` {name: {"layers": every layer's row (the middle mean of its us
+    over all those runs, the warm-up's included: the counters record every run; with its input and output
+    shapes)}}. No
     latency: counters slow a run, and a calibration reads only where the time goes inside a model
     (``devices.in_context``)."""
     import numpy as np
@@ -152,13 +160,8 @@ def profile_many(args, br) -> dict:
     results: dict = {}
     for name in sorted(d for d in os.listdir(args.many) if not d.startswith("_anchor") and
                        os.path.isfile(os.path.join(args.many, d, "model.json"))):
-        directory = os.path.join(args.many, name)
-        with open(os.path.join(directory, "model.json")) as f:
-            art = json.load(f)
-        runtime, _ = br.import_runtime(art["format"])
         try:
-            run, info, _ = br.LOADERS[art["format"]](runtime, os.path.join(directory, art["main"]), args.threads,
-                                                     art.get("meta") or {}, args.seed, np, profile=True)
+            run, info = loaded(br, np, os.path.join(args.many, name), args.threads, args.seed, profile=True)
             for _ in range(max(1, args.warmup) + args.profile):
                 run()
             source, rows = info["layers"]()
