@@ -294,25 +294,25 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profil
             raise
         compiled, note = core.compile_model(model, "CPU", {**config, **LPT_OFF}), LPT_NOTE
     request = compiled.create_infer_request()
-    # Each input tensor is bound once and shares the buffer the caller writes each frame into, as
-    # OpenVINO's benchmark_app and a C++ application do: request.infer({0: x}) would instead convert and
-    # copy through the Python data dispatcher on every call, 25-46 us that is not the model's time and that
-    # dwarfs a small INT8 model's (benchmarks/results/runner_overhead.json).
+    # Each input tensor is bound once and shares the buffer the caller writes each frame into, as OpenVINO's
+    # benchmark_app and a C++ application do: request.infer({0: x}) would instead convert and copy through the
+    # Python data dispatcher on every call, 25-46 us that dwarfs a small INT8 model's (runner_overhead.json).
     frames, buffers = [], []
     for k, port in enumerate(compiled.inputs):
         shape, dtype = list(port.get_shape()), port.get_element_type().to_dtype()
         frames.append(_sample(np, shape, dtype, seed + k, None))
         buffers.append(np.empty(shape, dtype))
         request.set_input_tensor(k, ov.Tensor(buffers[-1], shared_memory=True))
-
     counted: dict = {}  # node -> per-run counters (PERF_COUNT holds the last inference only)
+    lp = _sibling("layer_profile") if profile else None  # loaded once: not between two counted inferences
 
     def run():
         for buffer, frame in zip(buffers, frames):
             buffer[...] = frame  # the new frame
-        request.infer()
-        if profile:
-            _sibling("layer_profile").ov_count(request, counted)
+        if lp is not None:  # uncounted runs first (layer_profile.ov_counted says why)
+            lp.ov_counted(request, counted)
+        else:
+            request.infer()
         return request.get_output_tensor(0).data
 
     def infer(*inputs):
@@ -324,7 +324,7 @@ def load_openvino(ov, path: str, threads: int, meta: dict, seed: int, np, profil
     return run, {"runtime": "openvino", "runtime_version": ov.__version__, "input_shape": list(frames[0].shape),
                  "input_dtype": str(frames[0].dtype), "arena_mb": None,
                  "inference_precision": _ov_precision(compiled, note),
-                 "layers": lambda: _sibling("layer_profile").ov_layers(counted, compiled)}, infer
+                 "layers": lambda: (lp or _sibling("layer_profile")).ov_layers(counted, compiled)}, infer
 
 
 def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np, profile: bool = False):

@@ -82,3 +82,38 @@ def test_a_float_layer_in_an_int8_model_is_flagged(run, tmp_path):
     p = raw["profile"]
     assert p["float_fallbacks"] == gemm and p["int8_compute_layers"] == 3 and p["compute_layers"] == 4, p
     assert [r["float_fallback"] for r in p["layers"] if r["name"] in gemm] == [True]
+
+
+def test_each_counted_openvino_inference_follows_uncounted_ones():
+    """Reading OpenVINO's counters after an inference runs Python code that evicts the caches a timed loop keeps
+    warm, so each counted inference follows ``WARM_RUNS`` uncounted ones: each convolution is counted once per
+    call, on the real runtime. A layer's time is the middle mean of its runs, finer than the whole microseconds the
+    runtimes report."""
+    import openvino as ov
+    import torch
+
+    from edgeship.devices import layer_profile as lp
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    compiled = ov.Core().compile_model(ov.convert_model(net, input=[1, 3, 16, 16]), "CPU",
+                                       {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": 1})
+
+    class Counting:  # the real request, its inferences counted
+        def __init__(self, request):
+            self.request, self.infers = request, 0
+
+        def infer(self):
+            self.infers += 1
+            return self.request.infer()
+
+        def get_profiling_info(self):
+            return self.request.get_profiling_info()
+
+    request, counted = Counting(compiled.create_infer_request()), {}
+    for _ in range(5):
+        lp.ov_counted(request, counted)
+    assert request.infers == 5 * (lp.WARM_RUNS + 1)
+    convs = [r for r in lp.ov_layers(counted, compiled)[1] if r["op"] == "Convolution"]
+    assert len(convs) == 2 and all(r["calls"] == 5 and r["us"] > 0 for r in convs)
+    us = [2, 3, 2, 2, 3, 2, 2, 3, 2, 3, 90, 0]  # a 2.4 us layer read in whole us, one run interrupted, one lost
+    assert lp._median(us) == 2 and lp._mid_mean(us) == pytest.approx(7 / 3)
