@@ -7,10 +7,11 @@ before decides, and fuses a residual add into the convolution before it. On the 
 by 2-5x per convolution in both directions (ov_signed_input.json), errors a correction over whole models cancels
 only on average. The runtime's counters of the fitting architectures give each kernel its time in context; the
 forests of the kernel types that have ``MIN_SAMPLES`` such times are fitted on them instead of on the probes
-(``calibrate.fit``; ``ConfigPredictor.in_context`` names them). On three calibrations of the AMX host, scored on
-30 architectures none had seen, this beat the probes' forests in 15 of 18 configurations (fraction within +-10 %;
+(``calibrate.fit``; ``ConfigPredictor.in_context`` names them). On four calibrations of the AMX host, scored on
+30 architectures none had seen, this beat the probes' forests in 21 of 24 configurations (fraction within +-10 %;
 one tie; ONNX Runtime INT8 at 1 thread lost twice); choosing between the two by the 20 validation architectures'
-error lost more than it saved (benchmarks/results/notes.md).
+error lost more than it saved (benchmarks/results/notes.md). OpenVINO's counters are read as a timed loop runs
+(``layer_profile.ov_counted``).
 
 ``kernel_times(kernels, layers)`` matches each layer the runtime executed to a kernel read from the artifact's file
 (``kernels.read``), by operator and by its input and output shapes, in execution order; a kernel the runtime fused
