@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -103,6 +104,7 @@ def main() -> None:
                                      "median_over_p50_below_0.2ms": round(statistics.median(
                                          r[f"{m}_over_p50"] for r in small), 3) if small else None}
                                  for m in ("every_run", "after_warm")}
+    shutil.rmtree(work, ignore_errors=True)
     write_json(args.out, {"environment": environment(), "loadavg_after": loadavg(), "warm_runs": lp.WARM_RUNS,
                           "runs": args.runs, "summary": summary, "rows": rows})
     print(json.dumps(summary, indent=1))

@@ -152,8 +152,7 @@ def profile_many(args, br) -> dict:
     """``--many DIR --profile N``: each artifact under DIR (anchors aside) loaded with the runtime's per-layer
     counters, warmed up, run N times; ``results`` {name: {"layers": every layer's row (the middle mean of its us
     over all those runs, the warm-up's included: the counters record every run; with its input and output
-    shapes)}}. No
-    latency: counters slow a run, and a calibration reads only where the time goes inside a model
+    shapes)}}. No latency: counters slow a run, and a calibration reads only where the time goes inside a model
     (``devices.in_context``)."""
     import numpy as np
 

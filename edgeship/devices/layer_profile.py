@@ -145,7 +145,7 @@ def _median(values: list[float]) -> float:
 def _mid_mean(values: list[float]) -> float:
     """The mean of the middle half of ``values`` (their median for fewer than four): robust to a run the machine
     interrupted like the median, and finer than the runtimes' whole microseconds, which a median keeps (a 2.4 us
-    layer read as 2 or 3 us each run has the median 2 and the middle mean 2.4)."""
+    layer read as 2 or 3 us each run has the median 2, and a middle mean near 2.4)."""
     v = sorted(values)
     if len(v) < 4:
         return _median(v)
