@@ -65,7 +65,7 @@ def loaded(br, np, directory: str, threads: int, seed: int, interleaved: bool = 
     runtime, _ = br.import_runtime(art["format"])
     meta = {**(art.get("meta") or {}), **({"interleaved": True} if interleaved else {})}
     run, info, _infer = br.LOADERS[art["format"]](runtime, os.path.join(directory, art["main"]), threads, meta,
-                                                  seed, np, **({"profile": True} if profile else {}))
+                                                  seed, np, profile=profile)
     return run, info
 
 
