@@ -16,7 +16,10 @@
 3. Predict each from its artifact file (``predictor.predict``) and compare with the median of the repeats (the
    bar). Beside it, the same comparison with each prediction scaled by the speed the anchors showed in that
    process (``at_speed``): the predictor's own error, without the machine's drift between calibration and
-   measurement.
+   measurement. And the same calibration refitted from its kept data sets and scored on the same measurements:
+   on the probes alone (``probes_only``) and with random forests on the probes (``random_forest_probes``, the
+   probes' forests until the seventeenth session); with ``--keep`` the evaluation architectures' kernels are
+   kept beside the data sets (``eval_kernels.json``) for any other fit to be scored offline.
 
 Bar: predicted p50 within +-10 % of measured for at least 90 % of at least 30 architectures, per configuration.
 
@@ -33,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,18 +46,20 @@ CONFIGS = ("onnx:int8", "onnx:fp32", "tflite:int8", "openvino:int8")
 EVAL_SEED = 400_000
 
 
-def probes_only_predictors(pf, plan) -> dict:
-    """Where the forests were fitted in context: the same calibration (its kept kernel data set) fitted on the
-    probes alone, to be scored on the same measurements (what the in-context times change, free of the machine's
-    drift from one run to the next)."""
+def refitted(pf, plan, probes_only: bool = False, probe_trees: str = "extra") -> dict:
+    """The same calibration (its kept kernel data sets) fitted again, to be scored on the same measurements (what a
+    fitting choice changes, free of the machine's drift from one run to the next): ``probes_only``, the forests
+    fitted on the probes alone (only for configurations fitted in context); ``probe_trees``, the probes' forests'
+    kind (``predictor.fit_forest``)."""
     from edgeship.devices.calibrate import fit, l2_cache_kb
 
     out = {}
     for k, c in pf.configs.items():
-        if c.in_context:
+        if c.in_context or not probes_only:
             data = json.loads((plan.keep / f"{c.format}-{c.precision}-{c.threads}.json").read_text())
-            data["archs"] = [{**a, "layers": []} for a in data["archs"]]
-            out[k] = fit(data, c.format, c.precision, c.threads, plan.seed, l2_cache_kb())
+            if probes_only:
+                data["archs"] = [{**a, "layers": []} for a in data["archs"]]
+            out[k] = fit(data, c.format, c.precision, c.threads, plan.seed, l2_cache_kb(), probe_trees)
     return out
 
 
@@ -107,7 +113,8 @@ def main() -> None:
                     keep=args.keep or work / "keep", log=lambda s: (log.append(s), print(s, flush=True)))
         pf, path = calibrate(plan)
         calibration_s = time.time() - t0
-        probes_only = probes_only_predictors(pf, plan)
+        probes_only = refitted(pf, plan, probes_only=True)
+        random_probes = refitted(pf, plan, probe_trees="random")  # the probes' forests until the seventeenth session
 
         # 2. evaluation architectures, lowered by the backends, measured interleaved
         t0 = time.time()
@@ -139,12 +146,13 @@ def main() -> None:
         measure_s = time.time() - t0
 
         # 3. predictions against measurements
-        rows, summary = [], {}
+        rows, summary, eval_kernels = [], {}, {}
         for fmt, precision in configs:
             for t in threads:
-                errs, spread, errs_speed, errs_probes = [], [], [], []
+                errs, spread, errs_speed, errs_probes, errs_random = [], [], [], [], []
                 cfg = pf.configs[pred.key(fmt, precision, t)]
                 po = probes_only.get(pred.key(fmt, precision, t))
+                rp = random_probes[pred.key(fmt, precision, t)]
                 # each process's speed for this configuration: its anchors against the calibration's
                 speeds = [chunk_speed({n: a[f"{n}-{fmt}-{precision}"] for n in cfg.anchors}, cfg.anchors)
                           for a in anchors[t]]
@@ -161,6 +169,8 @@ def main() -> None:
                     p = pred.predict_kernels(pf, ks, fmt, precision, t, unmodelled)
                     err = (p.p50_ms - meas) / meas
                     errs.append(err)
+                    errs_random.append(rp.p50.apply(ks, rp.kernel_ms(ks)) / meas - 1)
+                    eval_kernels[f"{name}:{t}"] = [asdict(k) for k in ks]
                     if po is not None:
                         errs_probes.append(po.p50.apply(ks, po.kernel_ms(ks)) / meas - 1)
                     at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
@@ -177,6 +187,7 @@ def main() -> None:
                                  "repeats_p50_ms": [r["p50_ms"] for r in reps], "predicted_p50_ms": p.p50_ms,
                                  "error_pct": round(err * 100, 2), "speeds": [round(f, 4) for _, f in got],
                                  "error_at_speed_pct": round(at_speed * 100, 2),
+                                 "random_probes_error_pct": round(errs_random[-1] * 100, 2),
                                  **({"probes_only_error_pct": round(errs_probes[-1] * 100, 2)} if po else {})})
                 within = sum(abs(e) <= 0.10 for e in errs)
                 summary[f"{fmt}:{precision}:{t}"] = {
@@ -198,7 +209,7 @@ def main() -> None:
                     if cfg.error_p50_at_speed else None,
                     "calibration_s": cfg.calibration_s, "n_probes": cfg.n_probes,
                     "in_context": cfg.in_context, "probes_mape_pct": cfg.probes_mape_pct,
-                    "probes_only": scored(errs_probes)}
+                    "probes_only": scored(errs_probes), "random_forest_probes": scored(errs_random)}
         out = {
             "quick": args.quick, "environment": env, "loadavg_before_measuring": load_before,
             "loadavg_after": loadavg(), "bar": "predicted p50 within +-10% of measured for >= 90% of >= 30 "
@@ -219,6 +230,8 @@ def main() -> None:
             "bar_met_everywhere": bool(summary) and all(s["bar_met"] for s in summary.values()),
         }
         write_json(args.out, out)
+        if args.keep:  # with the kept data sets, any other fit can be scored offline on these measurements
+            (args.keep / "eval_kernels.json").write_text(json.dumps(eval_kernels))
         for k, s in summary.items():
             print(f"{k}: {s['within_10pct']} within +-10% of {s['n']} (MAPE {s['mape_pct']}%, repeat spread median "
                   f"{s['repeat_spread_median_pct']}%; at the anchors' speed {s['at_speed']['within_10pct']}, "

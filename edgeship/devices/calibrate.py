@@ -20,8 +20,8 @@ For each runtime and precision asked for (those of the run's targets) and each t
    Where the runtime's per-layer counters can be matched to kernels (OpenVINO, ONNX Runtime: ``in_context``),
    the fitting architectures are also run once with them, in a process of their own: each kernel's time inside a
    model.
-4. **Fit**: a random forest per kernel type on log latency (on the in-context times where a type has enough of
-   them, else on the probes), the correction, the error on the validation set
+4. **Fit**: a forest per kernel type on log latency (a random forest on the in-context times where a type has
+   enough of them, else extremely randomized trees on the probes), the correction, the error on the validation set
    against each process's own unscaled timing (so the stated error holds the device's drift as a user meets it);
    written to ``predictors/<device>.json`` (``edgeship.devices.predictor``) with the anchors' median latencies.
 
@@ -394,13 +394,14 @@ def l2_cache_kb(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int |
 
 
 def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
-        cache_kb: int | None = None) -> pred.ConfigPredictor:
+        cache_kb: int | None = None, probe_trees: str = "extra") -> pred.ConfigPredictor:
     """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
     pool's (predicted by the pool's own forest, fitted first) is its kernel's time. Where the fitting
     architectures carry per-layer counters (``in_context``), each kernel type that has enough in-context times is
     fitted on them instead (``ConfigPredictor.in_context`` names those types; ``probes_mape_pct`` keeps the
     validation error of the probes-only predictor beside it). ``cache_kb``: the device's L2 cache per core, for
-    the correction's cache term (None: no such term)."""
+    the correction's cache term (None: no such term). ``probe_trees``: the probes' forests' kind
+    (``predictor.fit_forest``); the in-context forests are random forests."""
     forests: dict[str, pred.Forest] = {}
     for kinds in (("gpool", "fc"), tuple(t for t in KERNEL_TYPES if t not in ("gpool", "fc"))):
         for t in kinds:
@@ -417,7 +418,7 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 ks.append(k)
                 ms.append(max(row["p50_ms"] - others, 0.1 * row["p50_ms"]))
             if len(ks) >= 3:
-                forests[t] = pred.fit_forest(ks, ms, seed)
+                forests[t] = pred.fit_forest(ks, ms, seed, probe_trees)
     best = _corrected(data, fmt, precision, threads, forests, [], cache_kb)
     fitting = [a for a in data["archs"] if a["role"] == "fit"]
     if fmt in in_context.FORMATS and any(a.get("layers") for a in fitting):

@@ -1,11 +1,12 @@
 """A device's latency predictor: kernel-level, calibrated on the device, with its error measured and carried.
 
 In the manner of nn-Meter (Zhang et al., MobiSys 2021): an artifact's graph, as its runtime fuses it, is a list of
-kernels (``edgeship.devices.kernels``); each kernel's latency on the device comes from a random forest per kernel
-type, fitted on measurements of one-kernel probe models with sampled configurations (channels, resolution, kernel
-size, stride) for one runtime, precision and thread count. A probe's time holds its own session overhead and its
-input/output conversion, which a whole model pays once, so the kernel sum is mapped to a model's latency by a
-linear correction fitted on whole random architectures measured on the same device:
+kernels (``edgeship.devices.kernels``); each kernel's latency on the device comes from a forest per kernel
+type (extremely randomized trees on the probes, a random forest on in-context times), fitted on measurements of
+one-kernel probe models with sampled configurations (channels, resolution, kernel size, stride) for one runtime,
+precision and thread count. A probe's time holds its own session overhead and its input/output conversion, which a
+whole model pays once, so the kernel sum is mapped to a model's latency by a linear
+correction fitted on whole random architectures measured on the same device:
 
     latency_ms = a + b * sum(kernel_ms) + c * len(kernels) + d * input elements + f * MB of weights
                  + e * MB beyond L2   (b, e, f >= 0)
@@ -293,7 +294,7 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
     by_type: dict[str, float] = {}
     for k, ms in zip(ks, per_kernel):
         by_type[k.type] = by_type.get(k.type, 0.0) + ms
-    method = (f"PREDICTED by the {pf.device} latency predictor ({len(ks)} kernels, per-kernel random forests "
+    method = (f"PREDICTED by the {pf.device} latency predictor ({len(ks)} kernels, per-kernel forests "
               f"calibrated on {cfg.n_probes} probes and {cfg.n_fit_archs} architectures on {pf.device}): p50 error "
               f"on {e50.n_archs or e50.n} architectures it was not fitted on ({e50.n} timings): "
               f"MAPE {e50.mape_pct:.1f}%, "
@@ -316,9 +317,16 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
 
 
 # ---------------------------------------------------------------- fitting (scikit-learn: calibration only)
-def fit_forest(kernel_list: list[Kernel], ms: list[float], seed: int = 0) -> Forest:
+TREES = ("random", "extra")  # scikit-learn's RandomForestRegressor, ExtraTreesRegressor
+
+
+def fit_forest(kernel_list: list[Kernel], ms: list[float], seed: int = 0, trees: str = "random") -> Forest:
+    """A kernel type's forest: a linear base in MACs and traffic (relative least squares), trees on the log of the
+    time over it. ``trees``: "random" (bootstrap, two samples a leaf: the in-context times, many per architecture)
+    or "extra" (random thresholds, one sample a leaf: the one-kernel probes, whose cross-validated error it halves
+    for ONNX Runtime INT8 and cuts by a third for LiteRT; benchmarks/results/notes.md)."""
     from scipy.optimize import nnls  # heavy (scikit-learn's dependency): only calibration fits
-    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
     y = np.maximum(np.asarray(ms, dtype=np.float64), 1e-5)
     design = np.array([[1.0, k.macs / 1e6, k.traffic / 1e6] for k in kernel_list])
@@ -327,13 +335,18 @@ def fit_forest(kernel_list: list[Kernel], ms: list[float], seed: int = 0) -> For
         coef = np.array([float(np.median(y)), 0.0, 0.0])
     base = np.maximum(design @ coef, 1e-6)
     x = np.array([k.features() for k in kernel_list])
-    rf = RandomForestRegressor(n_estimators=40, min_samples_leaf=2, max_features=0.6, random_state=seed)
+    if trees not in TREES:
+        raise ValueError(f"trees must be one of {TREES}, not {trees!r}")
+    rf = (ExtraTreesRegressor(n_estimators=40, min_samples_leaf=1, max_features=0.8, random_state=seed)
+          if trees == "extra" else
+          RandomForestRegressor(n_estimators=40, min_samples_leaf=2, max_features=0.6, random_state=seed))
     rf.fit(x, np.log(y / base))
     return from_sklearn(rf, coef, len(ms))
 
 
 def from_sklearn(rf, coef, n_samples: int) -> Forest:
-    """A fitted ``RandomForestRegressor``'s trees as arrays (thresholds as float32 compares them)."""
+    """A fitted ``RandomForestRegressor``'s or ``ExtraTreesRegressor``'s trees as arrays (thresholds as float32
+    compares them)."""
     trees = [e.tree_ for e in rf.estimators_]
     return Forest(intercept=float(coef[0]), per_mmac=float(coef[1]), per_melem=float(coef[2]),
                   left=[t.children_left.tolist() for t in trees], right=[t.children_right.tolist() for t in trees],

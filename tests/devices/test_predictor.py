@@ -158,8 +158,9 @@ def test_a_prediction_that_leaves_operators_out_backs_no_budget():
     assert lat.value is None and "does not model PRELU x3" in lat.note and "--device rpi4" in lat.note
 
 
-def test_stored_forests_predict_as_scikit_learn_does():
-    from sklearn.ensemble import RandomForestRegressor
+@pytest.mark.parametrize("trees", pred.TREES)
+def test_stored_forests_predict_as_scikit_learn_does(trees):
+    from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
     rng = np.random.default_rng(0)
     ks = [Kernel("conv", int(h), int(h), int(c), int(c2), int(k), 1)
@@ -167,13 +168,21 @@ def test_stored_forests_predict_as_scikit_learn_does():
                                  rng.integers(4, 128, 80), rng.choice([1, 3, 5], 80))]
     x = np.array([k.features() for k in ks])
     y = rng.standard_normal(80)
-    rf = RandomForestRegressor(n_estimators=7, random_state=0).fit(x, y)
+    rf = (ExtraTreesRegressor if trees == "extra" else RandomForestRegressor)(n_estimators=7, random_state=0).fit(x, y)
     forest = pred.Forest.model_validate_json(pred.from_sklearn(rf, [0.0, 1.0, 0.0], 80).model_dump_json())
     assert np.allclose(forest.predict(x), rf.predict(x))
     # and fitting recovers latencies that follow the work (log-space error small on the training kernels)
     ms = [0.01 + k.macs / 2e7 for k in ks]
-    fitted = pred.fit_forest(ks, ms)
+    fitted = pred.fit_forest(ks, ms, trees=trees)
     assert np.median(np.abs(np.log(fitted.latency_ms(ks) / np.array(ms)))) < 0.1
+    # on kernels it was not fitted on, too (what the probes' forests are for)
+    held = [Kernel("conv", int(h), int(h), int(c), int(c2), int(k), 1)
+            for h, c, c2, k in zip(rng.choice([7, 14, 28, 56], 20), rng.integers(4, 128, 20),
+                                   rng.integers(4, 128, 20), rng.choice([1, 3, 5], 20))]
+    truth = np.array([0.01 + k.macs / 2e7 for k in held])
+    assert np.median(np.abs(np.log(fitted.latency_ms(held) / truth))) < 0.15
+    with pytest.raises(ValueError, match="trees must be one of"):
+        pred.fit_forest(ks, ms, trees="boosted")
 
 
 def _predicted(p90: float, upper_pct: float) -> Measurement:
@@ -389,8 +398,10 @@ def test_the_correction_charges_every_mb_of_weights_without_a_cache_size():
 
 def test_the_openvino_reader_marks_convolutions_fed_signed_int8_as_the_runtime_runs_them(tmp_path):
     """``Kernel.sin`` from the IR NNCF wrote: a convolution fed by the model's (signed) input or by a linear
-    convolution is 1, one fed by a ReLU is 0, and the compiled model agrees (its convolution inputs are int8_t and
-    uint8_t: OpenVINO's own decision, read from the runtime model, not from our reader)."""
+    convolution is 1, one fed by a ReLU is 0, and on a CPU with AMX the compiled model agrees (its convolution
+    inputs are int8_t and uint8_t: OpenVINO's own decision, read from the runtime model, not from our reader); on
+    AVX-512 VNNI without AMX (an AMD EPYC) OpenVINO feeds every convolution uint8_t (VNNI multiplies unsigned by
+    signed bytes): the mark changes no kernel there."""
     import openvino as ov
 
     torch.manual_seed(0)
@@ -404,7 +415,9 @@ def test_the_openvino_reader_marks_convolutions_fed_signed_int8_as_the_runtime_r
     compiled = ov.Core().compile_model(str(d / "model.xml"), "CPU")
     runtime = [str(op.input(0).get_element_type()) for op in compiled.get_runtime_model().get_ordered_ops()
                if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
-    assert runtime == ["<Type: 'int8_t'>", "<Type: 'uint8_t'>", "<Type: 'int8_t'>"]
+    amx = "amx_int8" in Path("/proc/cpuinfo").read_text()
+    assert runtime == (["<Type: 'int8_t'>", "<Type: 'uint8_t'>", "<Type: 'int8_t'>"] if amx
+                       else ["<Type: 'uint8_t'>"] * 3)
     onnx_dir = lower(model, (3, 32, 32), "onnx", "int8", tmp_path / "onnx", "m", tmp_path)
     assert {k.sin for k in kernels(onnx_dir / "model.onnx", "onnx")} == {0}  # only the IR says it
 
