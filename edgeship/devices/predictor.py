@@ -323,8 +323,8 @@ TREES = ("random", "extra")  # scikit-learn's RandomForestRegressor, ExtraTreesR
 def fit_forest(kernel_list: list[Kernel], ms: list[float], seed: int = 0, trees: str = "random") -> Forest:
     """A kernel type's forest: a linear base in MACs and traffic (relative least squares), trees on the log of the
     time over it. ``trees``: "random" (bootstrap, two samples a leaf: the in-context times, many per architecture)
-    or "extra" (random thresholds, one sample a leaf: the one-kernel probes, whose cross-validated error it halves
-    for ONNX Runtime INT8 and cuts by a third for LiteRT; benchmarks/results/notes.md)."""
+    or "extra" (random thresholds, one sample a leaf: the one-kernel probes; benchmarks/probe_trees.py compares
+    the two)."""
     from scipy.optimize import nnls  # heavy (scikit-learn's dependency): only calibration fits
     from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
