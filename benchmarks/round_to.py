@@ -50,10 +50,13 @@ PRETRAINED = {"mobilenetv2_224_pretrained": "mobilenet_v2_prune"}  # a package's
 THREADS = (1, 2)
 
 
-def recipe(model: str, round_to: int | str, size: int | None, out: Path) -> dict:
+def recipe(model: str, round_to: int | str, size: int | None, out: Path, formats=FORMATS) -> dict:
+    """The model's recipe with prune's round_to set, its INT8 targets cut to ``formats`` (ONNX always: the pruned
+    widths are read from it)."""
     r = yaml.safe_load((ROOT / "benchmarks" / "recipes" / MODELS[model]).read_text())
     prune = next(p for p in r["passes"] if p["name"] == "prune")
     prune["round_to"] = round_to
+    r["targets"] = [t for t in r["targets"] if t["format"] == "onnx" or t["format"] in formats]
     if size is not None and model not in TRAINED and model not in PRETRAINED:  # real weights keep their size
         r["input"]["shape"] = [r["input"]["shape"][0], size, size]
     return {**r, "name": out.name, "output": str(out)}
@@ -70,7 +73,7 @@ def reuse(run_dir: Path, want: dict):
     return record if record.recipe_hash == parse_recipe(want)[0].hash() else None
 
 
-def agreement_with_unpruned(run_dir: Path, want: dict, cache: dict) -> dict:
+def agreement_with_unpruned(run_dir: Path, want: dict, cache: dict, formats=FORMATS) -> dict:
     """Each INT8 artifact's top-1 agreement with the UNPRUNED model on the recipe's test split, with its Wilson 95 %
     interval: what pruning at this rounding (and recovery, and INT8) cost a model whose data has no labels."""
     import torch
@@ -88,7 +91,7 @@ def agreement_with_unpruned(run_dir: Path, want: dict, cache: dict) -> dict:
             ref = torch.cat([p.model(x) for x in p.data["test"].x.split(50)]).numpy()
         cache.update(ref=ref.argmax(1), inputs=p.data["test"].graph_inputs(recipe.model_io()))
     out = {}
-    for f in FORMATS:
+    for f in formats:
         art = Artifact.from_sidecar(run_dir / "targets" / f"{f}-int8" / "model.json")
         got = run_batched(get_backend(f, "int8").load(art, threads=2), cache["inputs"], quiet=True)[0].argmax(1)
         k = int((got == cache["ref"]).sum())
@@ -103,6 +106,8 @@ def main(argv=None) -> int:
                     help="values of prune's round_to; auto: this machine's channel tile (edgeship devices)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
+                    help="the INT8 artifacts to time (default: all three)")
     ap.add_argument("--size", type=int, help="input height and width of the random-weight models (default: 224)")
     ap.add_argument("--out", type=Path, default=RESULTS / "round_to.json")
     ap.add_argument("--work", type=Path, help="keep the exported runs here and reuse the ones already there "
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
         for model in args.models:
             for r in args.round_to:
                 name = f"{model}_r{r}"
-                want = recipe(model, r, args.size, tmp / name)
+                want = recipe(model, r, args.size, tmp / name, args.formats)
                 record = reuse(tmp / name, want) or export(want, quiet=True, measure=False)
                 if not record.ok:
                     print(f"{name}: export failed: {[(t.name, t.error) for t in record.targets]}", file=sys.stderr)
@@ -139,7 +144,7 @@ def main(argv=None) -> int:
                 rows[(model, r)] = {"model": model, "round_to": r, "tile": (prune.config or {}).get("tile"),
                                     "macs": prune.macs, "params": prune.params,
                                     "conv_widths": conv_widths(tmp / name),
-                                    "p50_repeats": {f"{f}:{t}": [] for f in FORMATS for t in THREADS}}
+                                    "p50_repeats": {f"{f}:{t}": [] for f in args.formats for t in THREADS}}
                 if model in TRAINED:
                     rows[(model, r)]["top1"] = {t.format: t.verify.top1 for t in record.targets if t.verify}
                     rows[(model, r)]["torch_top1"] = next(t.verify.torch_top1 for t in record.targets if t.verify)
@@ -147,11 +152,11 @@ def main(argv=None) -> int:
                     rows[(model, r)]["agreement_with_pruned_torch"] = {t.format: t.verify.agreement
                                                                        for t in record.targets if t.verify}
                     rows[(model, r)]["agreement_with_unpruned"] = agreement_with_unpruned(tmp / name, want,
-                                                                                          unpruned[model])
+                                                                                          unpruned[model], args.formats)
                 print(f"{name}: MACs {prune.macs:,}", file=sys.stderr)
         if args.export_only:
             return 0
-        arts = [(key, f) for key in rows for f in FORMATS]
+        arts = [(key, f) for key in rows for f in args.formats]
         for rep in range(args.repeats):
             k = rep * len(arts) // args.repeats
             for (model, r), f in arts[k:] + arts[:k]:
@@ -169,7 +174,8 @@ def main(argv=None) -> int:
         print(f"{model} round_to {r}: MACs x{row['macs_vs_round_to_8']}, p50 {row['p50_ms']}, "
               f"vs round_to 8 {row['speedup_vs_round_to_8']}", file=sys.stderr)
     write_json(args.out, {"benchmark": "round_to", "command": command_line(), "environment": environment(),
-                          "method": {"threads": list(THREADS), "runs": args.runs, "repeats": args.repeats,
+                          "method": {"threads": list(THREADS), "formats": args.formats, "runs": args.runs,
+                                     "repeats": args.repeats,
                                      "models": {m: MODELS[m] for m in args.models},
                                      "input_size": {m: "96 (trained)" if m in TRAINED else "224 (pretrained)"
                                                     if m in PRETRAINED else args.size or 224 for m in args.models},

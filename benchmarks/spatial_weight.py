@@ -32,7 +32,7 @@ FORMATS = ("onnx", "openvino", "tflite")
 DEMO_DROPPED = ["features.3", "features.6", "features.8", "features.7.conv.1"]
 
 
-def recipe(weights: Path, macs: float, w: float, out: Path) -> dict:
+def recipe(weights: Path, macs: float, w: float, out: Path, formats=FORMATS) -> dict:
     return {
         "name": out.name, "seed": 0,
         "model": {"zoo": "mobilenetv2", "args": {"width_mult": 1.0}, "weights": str(weights)},
@@ -43,7 +43,7 @@ def recipe(weights: Path, macs: float, w: float, out: Path) -> dict:
                    {"name": "prune", "macs_ratio": macs, "spatial_weight": w, "importance": "l2", "round_to": 4,
                     "steps": 3, "fine_tune": {"epochs": 0}}],
         "targets": [{"name": f"{f}-int8", "format": f, "precision": "int8", "max_accuracy_drop": 100.0}
-                    for f in FORMATS],
+                    for f in FORMATS if f == "onnx" or f in formats],
         "output": str(out),
     }
 
@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
+                    help="the INT8 artifacts to time (default: all three; ONNX is always exported: the widths are "
+                         "read from it)")
     ap.add_argument("--out", type=Path, default=RESULTS / "spatial_weight.json")
     args = ap.parse_args(argv)
     if 0.0 not in args.weights:
@@ -82,7 +85,8 @@ def main(argv=None) -> int:
         for macs in args.macs:
             for w in args.weights:
                 name = f"m{macs}_w{w}"
-                (tmp / f"{name}.yaml").write_text(yaml.safe_dump(recipe(tmp / "seeded.pt", macs, w, tmp / name)))
+                want = recipe(tmp / "seeded.pt", macs, w, tmp / name, args.formats)
+                (tmp / f"{name}.yaml").write_text(yaml.safe_dump(want))
                 record = export(tmp / f"{name}.yaml", quiet=True, measure=False)
                 report = record.model_dump(mode="json")
                 if not record.ok:
@@ -91,8 +95,8 @@ def main(argv=None) -> int:
                 prune = next(s for s in report["stages"] if s["stage"].endswith("prune"))
                 rows[(macs, w)] = {"macs_ratio": macs, "spatial_weight": w, "macs": prune["macs"],
                                    "params": prune["params"], "conv_widths": conv_widths(tmp / name),
-                                   "p50_repeats": {f: [] for f in FORMATS}}
-        arts = [(key, f) for key in rows for f in FORMATS]
+                                   "p50_repeats": {f: [] for f in args.formats}}
+        arts = [(key, f) for key in rows for f in args.formats]
         for rep in range(args.repeats):
             k = rep * len(arts) // args.repeats
             for key, f in arts[k:] + arts[:k]:
@@ -103,11 +107,13 @@ def main(argv=None) -> int:
         base = rows[(macs, 0.0)]["p50_repeats"]
         row["p50_ms"] = {f: round(statistics.median(v), 4) for f, v in row["p50_repeats"].items()}
         row["speedup_vs_uniform"] = {
-            f: round(statistics.median(b / a for a, b in zip(row["p50_repeats"][f], base[f])), 3) for f in FORMATS}
+            f: round(statistics.median(b / a for a, b in zip(row["p50_repeats"][f], base[f])), 3)
+            for f in args.formats}
         print(f"macs_ratio {macs} spatial_weight {w}: MACs {row['macs']:,}, p50 {row['p50_ms']}, "
               f"vs uniform {row['speedup_vs_uniform']}", file=sys.stderr)
     write_json(args.out, {"benchmark": "spatial_weight", "command": command_line(), "environment": environment(),
-                          "method": {"threads": args.threads, "runs": args.runs, "repeats": args.repeats,
+                          "method": {"threads": args.threads, "formats": args.formats, "runs": args.runs,
+                                     "repeats": args.repeats,
                                      "model": "mobilenetv2 (seeded), drop_blocks 4, prune round_to 4, 3 steps, "
                                               "no fine-tuning; post-training INT8"},
                           "rows": list(rows.values())})

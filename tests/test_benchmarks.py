@@ -305,29 +305,36 @@ def test_runner_overhead_times_both_call_styles(tmp_path):
 
 def test_spatial_weight_benchmark_prunes_the_same_macs_differently(tmp_path):
     """benchmarks/spatial_weight.py: at one macs_ratio the weighted and uniform models have about the same
-    MACs but different widths (the stem narrower when weighted), and every format is timed."""
+    MACs but different widths (the stem narrower when weighted), and the formats asked for are timed (ONNX Runtime
+    alone here: the other two runtimes' exports and timing are the same code, run by the other benchmarks' tests)."""
     out = tmp_path / "sw.json"
-    run_script("spatial_weight.py", "--weights", 0, 1, "--macs", 0.5, "--repeats", 1, "--runs", 20, "--out", out)
-    uniform, weighted = json.loads(out.read_text())["rows"]
+    run_script("spatial_weight.py", "--weights", 0, 1, "--macs", 0.5, "--repeats", 1, "--runs", 20,
+               "--formats", "onnx", "--out", out)
+    d = json.loads(out.read_text())
+    uniform, weighted = d["rows"]
+    assert d["method"]["formats"] == ["onnx"]
     assert (uniform["spatial_weight"], weighted["spatial_weight"]) == (0.0, 1.0)
     assert abs(weighted["macs"] - uniform["macs"]) < 0.05 * uniform["macs"]
     assert weighted["conv_widths"][0] < uniform["conv_widths"][0]
-    assert uniform["speedup_vs_uniform"] == {"onnx": 1.0, "openvino": 1.0, "tflite": 1.0}
+    assert uniform["speedup_vs_uniform"] == {"onnx": 1.0}
     assert all(len(v) == 1 and v[0] > 0 for v in weighted["p50_repeats"].values())
 
 
 def test_round_to_benchmark_rounds_the_pruned_widths(tmp_path):
     """benchmarks/round_to.py (MobileNetV2 at 32x32 here): round_to 32 leaves more widths on a multiple of 32 than the
-    default 8 does, every width of the default is a multiple of 8, the default is its own baseline, and every format
-    is timed at 1 and 2 threads."""
+    default 8 does, every width of the default is a multiple of 8, the default is its own baseline, and the formats
+    asked for (ONNX Runtime alone here: the other runtimes' exports and timing are the same code, run by the other
+    benchmarks' tests) are timed at 1 and 2 threads."""
     out = tmp_path / "rt.json"
     run_script("round_to.py", "--models", "mobilenetv2_224", "--size", 32, "--round-to", 8, 32, "--repeats", 1,
-               "--runs", 5, "--out", out)
-    r8, r32 = json.loads(out.read_text())["rows"]
+               "--runs", 5, "--formats", "onnx", "--out", out)
+    d = json.loads(out.read_text())
+    r8, r32 = d["rows"]
+    assert d["method"]["formats"] == ["onnx"]
     assert (r8["round_to"], r32["round_to"]) == (8, 32)
     assert all(w % 8 == 0 for w in r8["conv_widths"])
     assert sum(w % 32 == 0 for w in r32["conv_widths"]) > sum(w % 32 == 0 for w in r8["conv_widths"])
-    assert r8["speedup_vs_round_to_8"] == {f"{f}:{t}": 1.0 for f in ("onnx", "openvino", "tflite") for t in (1, 2)}
+    assert r8["speedup_vs_round_to_8"] == {"onnx:1": 1.0, "onnx:2": 1.0}
     assert r8["macs_vs_round_to_8"] == 1.0 and 0.7 < r32["macs_vs_round_to_8"] < 1.3
     assert all(len(v) == 1 and v[0] > 0 for v in r32["p50_repeats"].values())
 
