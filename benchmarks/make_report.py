@@ -148,12 +148,12 @@ def rss(cost: dict) -> str:
             "benchmark process's own high-water mark, which Linux carries over exec)")
 
 
-def scale_section(d: dict) -> list[str]:
+def scale_section(d: dict, title: str = "At deployment sizes: 96x96 and 224x224") -> list[str]:
     """scale.json (issue 20): the peers' method on deployment-size models, thread scaling, pipeline cost."""
     m = d["method"]
     threads = [str(t) for t in m["threads"]]
     quick = f" (QUICK run: {m.get('quick')}; not a verdict)" if d["quick"] else ""
-    out = [f"## At deployment sizes: 96x96 and 224x224{quick}", "",
+    out = [f"## {title}{quick}", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}`.", ""]
     out += machine(d["environment"])
     out += [f"- {d.get('machine_note')}: load average (1/5/15 min) at start {d['environment'].get('loadavg')}, "
@@ -868,6 +868,7 @@ def weight_bits_section(d: dict) -> list[str]:
 # (result file stem, its section), in the order BENCHMARKS.md gives them; stem None: the section reads several
 SECTIONS = (
     ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
+    ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
     ("size_scaling", size_section), ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),
     ("zoo", zoo_section), ("emulated_arm", emulated_section), ("qat_weight_bits", weight_bits_section),
@@ -880,7 +881,7 @@ SECTIONS = (
 RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling", "methods", "methods_quick",
             "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
             "search", "search_quick",
-            "search_96", "search_96_quick", "scale", "scale_quick", "emulated_arm", "qat_weight_bits")
+            "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits")
 
 
 def other_files(results: Path) -> list[str]:

@@ -77,8 +77,9 @@ class DeviceProfile(Strict):
 # the measurement behind it; `prune`'s round_to: auto takes it. AMX: an INT8 tile row holds 64 input channels;
 # pruned ResNet-18-224 at half the MACs ran 1.47x (OpenVINO), 1.19x (LiteRT) and 1.11x (ONNX Runtime) faster
 # with widths on multiples of 64 than of 8 (benchmarks/results/round_to.json, Intel Xeon with AMX). No other
-# feature has a measured gain over 8: AVX-512 VNNI (the AMD host of scale_earlier/scale_amd_fd673c0.json met the
-# 1.3x-over-the-peer bar with 8) and Arm's dot product (only emulated here) keep 8 until a device shows otherwise.
+# feature has a measured gain over 8: on AVX-512 VNNI without AMX no multiple of 16, 32 or 64 was faster than 8 on
+# both pruned models (round_to_epyc.json, AMD EPYC: ResNet-18 0.92-1.15x, MobileNetV2 0.92-1.23x), and Arm's dot
+# product (only emulated here) keeps 8 until a device shows otherwise.
 CHANNEL_TILES: list[tuple[str, int]] = [("amx_int8", 64)]
 DEFAULT_CHANNEL_TILE = 8
 
