@@ -5,6 +5,7 @@ when the pruned widths are multiples of 8 (the default), 16, 32 or 64?
     .venv/bin/python benchmarks/round_to.py --models resnet18_224 --round-to 8 64 --repeats 3
     .venv/bin/python benchmarks/round_to.py --size 32 ...   # the same models at a smaller input (a quick check)
     .venv/bin/python benchmarks/round_to.py --models mobilenetv2_96_w1 --round-to 8 auto   # trained: accuracy too
+    .venv/bin/python benchmarks/round_to.py --formats openvino ...   # time one runtime (ONNX is exported regardless)
 
 Why (issue 20, scale.json of 2026-12-03 on an Intel Xeon with AMX): ResNet-18 pruned to half its MACs (round_to 8) ran
 OpenVINO INT8 only 1.17x faster than the unpruned INT8 model (1.72 against 2.02 ms at 1 thread), where the same pruning

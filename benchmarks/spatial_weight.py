@@ -4,6 +4,7 @@ recipes in benchmarks/recipes/sweep/ with spatial_weight.)
 
     .venv/bin/python benchmarks/spatial_weight.py
     .venv/bin/python benchmarks/spatial_weight.py --weights 0 0.5 1 --macs 0.5 0.45
+    .venv/bin/python benchmarks/spatial_weight.py --formats onnx   # time ONNX Runtime alone
 
 The demo's structure: the MobileNetV2-style reference model (seeded weights: latency does not depend on
 them), the four blocks `drop_blocks` removes from the trained checkpoint, then `prune` to each
