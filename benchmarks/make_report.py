@@ -210,8 +210,8 @@ def scale_section(d: dict, title: str = "At deployment sizes: 96x96 and 224x224"
                 f"{ex.get('wall_s')} s wall, {rss(ex)}, tree PSS {ex.get('peak_pss_mb_tree_sampled')} MB (sampled)"
                 + (f"; training the checkpoint: {tr.get('wall_s')} s wall, {rss(tr)}" if tr else "") + ".", ""]
     out += ["### Where the INT8 artifacts' time goes (per-layer profiles, 1 thread)", "",
-            "The runtime's own counters (ONNX Runtime's profiler, OpenVINO's PERF_COUNT; LiteRT's Python interpreter "
-            "has no per-op timer, so its ops are listed with their input dtype, untimed): the three costliest op "
+            "The runtime's own counters (ONNX Runtime's profiler, OpenVINO's PERF_COUNT, LiteRT's C API profiler; "
+            "a run from before edgeship read that profiler lists LiteRT's ops untimed): the three costliest op "
             "types, the compute layers that ran in float kernels, and the layout conversions (Transpose, "
             "ReorderInput/ReorderOutput, Reorder, TRANSPOSE).", ""]
     for r in (r for r in d["rows"] if r["status"] == "ok" and r["precision"].startswith("int8")):

@@ -249,11 +249,12 @@ def report_rows(report: dict, flow: str) -> list[dict]:
 def profile_summary(profile, top: int = 8) -> dict:
     """The runtime's per-layer counters of one measurement, cut to what a reader needs: the slowest ops and layers,
     the compute layers that ran in float kernels, and the layout conversions (transposes, reorders): their time
-    where the runtime times layers (summed over every layer), their count where it lists them all (LiteRT)."""
+    where the runtime times layers (summed over every layer), their count where it lists them untimed (LiteRT
+    without its C API profiler)."""
     p = profile.model_dump(mode="json")
     layers, by_op = p.get("layers") or [], p.get("by_op_ms") or {}
     timed = bool(by_op)
-    layout = {op: ms for op, ms in by_op.items() if op in LAYOUT_OPS}
+    layout = {op: ms for op, ms in by_op.items() if layout_op(op)}
     return {k: p.get(k) for k in ("source", "runs", "total_ms", "layer_count", "compute_layers", "int8_compute_layers",
                                   "float_fallbacks")} | {
         "by_op_ms": dict(sorted(by_op.items(), key=lambda kv: -kv[1])[:top]),
@@ -261,11 +262,16 @@ def profile_summary(profile, top: int = 8) -> dict:
                        for r in layers[:top]],
         "layout_ops_ms": layout if timed else None,
         "layout_conversion_ms": round(sum(layout.values()), 4) if timed else None,
-        "layout_conversions": None if timed else sum(1 for r in layers if r.get("op") in LAYOUT_OPS)}
+        "layout_conversions": None if timed else sum(1 for r in layers if layout_op(str(r.get("op"))))}
 
 
-# the ops that only move data between layouts (ONNX Runtime with its NCHWc reorders, OpenVINO's CPU plugin, LiteRT)
+# the ops that only move data between layouts (ONNX Runtime with its NCHWc reorders, OpenVINO's CPU plugin, LiteRT's
+# op list; XNNPACK's operators as LiteRT's profiler names them: ``Transpose (ND, X32) Transpose``)
 LAYOUT_OPS = {"Transpose", "ReorderInput", "ReorderOutput", "Reorder", "TRANSPOSE"}
+
+
+def layout_op(op: str) -> bool:
+    return op in LAYOUT_OPS or op.startswith("Transpose (")
 
 
 def measure_interleaved(contenders: list[dict], threads: list[int], repeats: int, runs: int, warmup: int) -> None:

@@ -350,10 +350,11 @@ def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np, 
 
     name = "ai-edge-litert" if interp_mod.__name__.startswith("ai_edge_litert") else "tflite-runtime"
     version = getattr(sys.modules.get(interp_mod.__name__.split(".")[0]), "__version__", None)
-    first = feeds[0][1]
-    return run, {"runtime": name, "runtime_version": version, "input_shape": list(first.shape),
-                 "input_dtype": str(first.dtype), "arena_mb": None,
-                 "layers": lambda: _sibling("layer_profile").tflite_layers(interpreter)}, \
+    first, calls = feeds[0][1], [0]  # profile mode: this copy lists the operators, litert_timer times them
+    return (lambda: calls.__setitem__(0, calls[0] + 1)) if profile else run, {
+        "runtime": name, "runtime_version": version, "input_shape": list(first.shape), "input_dtype": str(first.dtype),
+        "arena_mb": None, "layers": lambda: _sibling("layer_profile").tflite_profiled(
+            interpreter, _sibling("litert_timer"), path, threads, calls[0], [x.tobytes() for _, x in feeds])}, \
         tflite_infer(interpreter, meta, np)
 
 
@@ -413,14 +414,13 @@ LOADERS = {"onnx": load_onnx, "openvino": load_openvino, "tflite": load_tflite}
 
 
 def _sibling(name: str):
-    """``name``.py beside this file (device_verify.py, layer_profile.py, bench_many.py: copied with it to a device;
+    """``name``.py beside this file (device_verify.py, layer_profile.py, litert_timer.py, bench_many.py: copied;
     loaded by path, since this directory is off sys.path)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"edgeship_{name}", path)
     if spec is None or spec.loader is None or not os.path.isfile(path):
         raise RuntimeError(f"{name}.py must be beside this runner ({path})")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
     return module
 
 

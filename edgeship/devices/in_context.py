@@ -16,15 +16,16 @@ error lost more than it saved (benchmarks/results/notes.md). OpenVINO's counters
 ``kernel_times(kernels, layers)`` matches each layer the runtime executed to a kernel read from the artifact's file
 (``kernels.read``), by operator and by its input and output shapes, in execution order; a kernel the runtime fused
 into another (OpenVINO: a residual add into the convolution before it) has no time of its own (None), and its cost
-is in the kernel that took it. Only formats whose counters carry shapes are read (``FORMATS``): OpenVINO's runtime
-model and ONNX Runtime's profiler give them; LiteRT's Python interpreter has no per-op timer.
+is in the kernel that took it. OpenVINO's runtime model and ONNX Runtime's profiler give shapes; LiteRT's profiler
+(``litert_timer``, its C API) names XNNPACK's operators without shapes, so its operators are matched to the
+kernels by type and order alone, and an architecture where they do not pair one for one gives no times.
 """
 
 from __future__ import annotations
 
 from edgeship.devices.kernels import Kernel
 
-FORMATS = ("openvino", "onnx")
+FORMATS = ("openvino", "onnx", "tflite")
 MIN_SAMPLES = 30  # in-context times of a kernel type for its forest to be fitted on them
 
 # each runtime's operator names in its counters, by the kernel types they can be: OpenVINO by prefix (names vary
@@ -42,10 +43,35 @@ ORT_TYPES = {op: ("conv", "dwconv") for op in ("Conv", "FusedConv", "NhwcFusedCo
     {op: ("pool",) for op in ("MaxPool", "NhwcMaxPool", "AveragePool", "QLinearAveragePool")}
 
 
+# XNNPACK's operator names in LiteRT's profiler (litert_timer), by prefix: it runs a 1x1 stride-1 convolution as a
+# fully connected GEMM, and names its depthwise kernel (``Convolution (NHWC, QC8) DWConv``)
+XNN_TYPES = (("Global Average Pooling", ("gpool",)), ("Mean", ("gpool",)), ("Fully Connected", ("fc", "conv")),
+             ("Convolution", ("conv", "dwconv")), ("Add", ("add",)), ("Max Pooling", ("pool",)),
+             ("Average Pooling", ("pool",)))
+
+
 def _kinds(op: str, fmt: str) -> tuple[str, ...]:
     if fmt == "onnx":
         return ORT_TYPES.get(op, ())
+    if fmt == "tflite":
+        kinds = next((kinds for prefix, kinds in XNN_TYPES if op.startswith(prefix)), ())
+        return ("dwconv",) if kinds == ("conv", "dwconv") and op.endswith("DWConv") else \
+            ("conv",) if kinds == ("conv", "dwconv") else kinds
     return next((kinds for prefix, kinds in OV_TYPES if op.startswith(prefix)), ())
+
+
+def _tflite_times(ks: list[Kernel], layers: list[dict]) -> list[float | None]:
+    """LiteRT's profiler names no shapes: its operators of a kernel type, in execution order, are the kernels, in
+    the file's order, one for one (a 1x1 stride-1 convolution may be a fully connected GEMM); any other count or
+    order leaves every kernel without a time (the architecture then adds none)."""
+    timed = [layer for layer in layers if _kinds(str(layer.get("op", "")), "tflite")]
+    if len(timed) != len(ks):
+        return [None] * len(ks)
+    for k, layer in zip(ks, timed):
+        kinds = _kinds(str(layer["op"]), "tflite")
+        if k.type not in kinds or (k.type == "conv" and "fc" in kinds and (k.k, k.s) != (1, 1)):
+            return [None] * len(ks)
+    return [float(layer["us"]) / 1e3 for layer in timed]
 
 
 def _chw(shape: list[int] | None, fmt: str) -> list[tuple[int, int, int]]:
@@ -89,6 +115,8 @@ def kernel_times(ks: list[Kernel], layers: list[dict], fmt: str) -> list[float |
     the first kernel, in the file's order, not yet matched whose type and shapes it fits."""
     if fmt not in FORMATS:
         raise ValueError(f"per-layer counters of {fmt} are not matched to kernels (only {', '.join(FORMATS)})")
+    if fmt == "tflite":
+        return _tflite_times(ks, layers)
     times: list[float | None] = [None] * len(ks)
     for layer in layers:
         kinds = _kinds(str(layer.get("op", "")), fmt)

@@ -37,7 +37,7 @@ from edgeship.targets.base import Artifact
 RUNNER = Path(__file__).with_name("bench_runner.py")
 # the runner and the files it loads beside itself: what a device gets
 RUNNER_FILES = tuple(RUNNER.with_name(n) for n in ("bench_runner.py", "device_verify.py", "layer_profile.py",
-                                                   "bench_many.py"))
+                                                   "litert_timer.py", "bench_many.py"))
 MARKER = "EDGESHIP_BENCH "
 DEFAULT_RUNS, DEFAULT_WARMUP = 50, 5
 DEFAULT_PROFILE_RUNS = 20  # then runs with the runtime's per-layer counters, on a separately loaded copy

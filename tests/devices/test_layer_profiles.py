@@ -1,5 +1,5 @@
 """Per-layer profiles (issue 20): every host measurement carries its runtime's own per-layer view (ONNX Runtime's
-profiler, OpenVINO's PERF_COUNT, LiteRT's op list), and a compute layer of an INT8 artifact that runs in a float
+profiler, OpenVINO's PERF_COUNT, LiteRT's C API profiler), and a compute layer of an INT8 artifact that runs in a float
 kernel is flagged. Real runtimes on the small CNN exported from the digits set."""
 
 from __future__ import annotations
@@ -36,16 +36,16 @@ def test_every_host_measurement_has_a_layer_profile(run):
         assert p["int8_compute_layers"] == (0 if name == "onnx-fp32" else 4), (name, p)
         assert p["float_fallbacks"] == []  # an FP32 artifact's float layers are not fallbacks
         layers = p["layers"]
-        if name == "tfl-int8":  # LiteRT's Python interpreter has no per-op timer: the layers, untimed
-            assert p["total_ms"] is None and all(r["ms"] is None for r in layers)
-            assert {r["op"] for r in layers} >= {"CONV_2D", "FULLY_CONNECTED"}
+        if name == "tfl-int8":  # LiteRT's C API profiler (litert_timer): XNNPACK's operators by its own names
+            assert p["source"].startswith("litert CompiledModel profiler"), p["source"]
+            assert {r["op"].split(" (")[0] for r in layers} >= {"Convolution", "Fully Connected"}
             # and where each ran: XNNPACK took every operator of the small CNN
-            assert p["not_delegated"] == [] and all(r["kernel"] == "int8 XNNPACK" for r in layers if r["precision"])
+            assert p["not_delegated"] == [] and all(r["kernel"] == "XNNPACK" for r in layers)
         else:
             assert p["not_delegated"] is None  # only LiteRT has a default delegate to report on
-            times = [r["ms"] for r in layers]
-            assert p["total_ms"] > 0 and times == sorted(times, reverse=True) and times[0] > 0
-            assert abs(sum(r["share"] for r in layers) - 1) < 0.02 or len(layers) < p["layer_count"]
+        times = [r["ms"] for r in layers]
+        assert p["total_ms"] > 0 and times == sorted(times, reverse=True) and times[0] > 0
+        assert abs(sum(r["share"] for r in layers) - 1) < 0.02 or len(layers) < p["layer_count"]
     assert {r["op"] for r in ms["onnx-int8"]["host"]["profile"]["layers"]} >= {"QLinearConv"}
     assert any(r["kernel"].endswith("I8") for r in ms["ov-int8"]["host"]["profile"]["layers"])
     html = (run / "report.html").read_text()

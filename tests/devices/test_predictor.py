@@ -448,13 +448,14 @@ def test_the_correction_weighs_signed_input_convolutions_on_their_own():
 
 
 @pytest.mark.parametrize("fmt,precision,main", [("openvino", "int8", "model.xml"), ("onnx", "int8", "model.onnx"),
-                                                 ("onnx", "fp32", "model.onnx")])
+                                                 ("onnx", "fp32", "model.onnx"), ("tflite", "int8", "model.tflite")])
 def test_the_runtimes_counters_give_every_kernel_its_time_inside_the_model(tmp_path, fmt, precision, main):
     """The fitting architectures run with the runtime's per-layer counters (the real runner, ``--many --profile``),
     and each kernel read from the artifact gets the time of the layer the runtime ran for it: every convolution,
     depthwise convolution, global pool and classifier, whatever layout the runtime chose (OpenVINO NCHW, ONNX
     Runtime INT8 NHWC, its float kernels NCHWc with padded channels); a residual add the runtime fused into the
-    convolution before it has no layer of its own. LiteRT has no per-op timer: no counters."""
+    convolution before it has no layer of its own; LiteRT's profiler (its C API: ``litert_timer``) names XNNPACK's
+    operators, one per kernel in order, a residual add included."""
     from edgeship.devices import calibrate as cal
     from edgeship.devices import in_context
     from edgeship.devices.archs import random_arch
@@ -471,11 +472,34 @@ def test_the_runtimes_counters_give_every_kernel_its_time_inside_the_model(tmp_p
         ks = read(archs / name / main, fmt)[0]
         times = in_context.kernel_times(ks, rows, fmt)
         assert {k.type for k in ks} >= {"conv", "dwconv", "add", "gpool", "fc"}
+        if fmt == "tflite":  # every kernel timed, the adds too (XNNPACK fuses none into the convolution); in
+            # whole microseconds, so a tiny classifier may read 0
+            assert all(t is not None and (t > 0 or k.type in ("fc", "gpool")) for k, t in zip(ks, times)), times
+            assert rows[0]["kernel"] == "XNNPACK" and all(r["precision"] == "int8" for r in rows if r["compute"])
+            continue
         assert all(t is not None and t > 0 for k, t in zip(ks, times) if k.type != "add"), (name, times)
         convs = [r for r in rows if in_context._kinds(str(r["op"]), fmt) == ("conv", "dwconv") or
                  str(r["op"]).startswith("GroupConvolution")]
         assert len(convs) == sum(k.type in ("conv", "dwconv") for k in ks)  # one layer each, none left unmatched
-    assert cal.measure_layers(cal.Plan("host", [("tflite", "int8")], [1]), "tflite", archs, 1) == {}
+
+
+def test_litert_operators_pair_with_kernels_by_type_and_order_or_not_at_all():
+    """LiteRT's profiler gives no shapes: its operators pair with the kernels one for one by type and order (a 1x1
+    stride-1 convolution as a fully connected GEMM); another count or a type out of order times no kernel."""
+    from edgeship.devices import in_context
+
+    ks = [Kernel("conv", 28, 28, 3, 16, 3, 2), Kernel("conv", 14, 14, 16, 32, 1, 1),
+          Kernel("dwconv", 14, 14, 32, 32, 3), Kernel("add", 14, 14, 32, 32), Kernel("gpool", 14, 14, 32, 32),
+          Kernel("fc", cin=32, cout=10)]
+    ops = ["Convolution (NHWC, QC8) IGEMM", "Static Reshape (NC)", "Fully Connected (NC, QS8, QC8W) GEMM",
+           "Convolution (NHWC, QC8) DWConv", "Add (ND)", "Mean (ND) Reduce", "Fully Connected (NC, QS8, QC8W) GEMM"]
+    layers = [{"op": op, "us": 10.0 * (i + 1)} for i, op in enumerate(ops)]
+    assert in_context.kernel_times(ks, layers, "tflite") == [0.01, 0.03, 0.04, 0.05, 0.06, 0.07]
+    assert in_context.kernel_times(ks, layers[:-1], "tflite") == [None] * 6  # one operator missing
+    swapped = [layers[0], layers[3], layers[2], *layers[4:]]  # the depthwise before the pointwise
+    assert in_context.kernel_times(ks, swapped, "tflite") == [None] * 6
+    strided = [Kernel("conv", 28, 28, 3, 16, 1, 2), *ks[1:]]  # a strided 1x1 convolution is no GEMM
+    assert in_context.kernel_times(strided, [layers[2], *layers[1:]], "tflite") == [None] * 6
 
 
 def test_kernel_forests_are_fitted_on_in_context_times_where_a_type_has_enough():

@@ -170,6 +170,47 @@ def test_litert_runs_every_operator_of_resnet18_in_xnnpack(tmp_path):
     assert layer_profile(source, rows, True)["not_delegated"] == [r["name"] for r in rows]
 
 
+class CumsumNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.cumsum(self.conv(x), dim=1).mean((2, 3)))
+
+
+def test_litert_profiler_times_xnnpack_and_builtin_operators(tmp_path):
+    """LiteRT's Python interpreter has no per-op timer; its C API's profiler (litert_timer) times every operator:
+    XNNPACK's by XNNPACK's names, with the arithmetic they ran in, and an operator XNNPACK does not take (CUMSUM)
+    in LiteRT's builtin kernels, listed as not delegated. Each time is its whole-microsecond readings' mean plus
+    half a microsecond, so every operator has one."""
+    from edgeship.devices import litert_timer
+    from edgeship.devices.layer_profile import layer_profile, tflite_profiled
+
+    torch.manual_seed(0)
+    _, art = lower(CumsumNet().eval(), tmp_path, "fp32", (3, 16, 16))
+    interp = open_interpreter(art.path, threads=1)
+    x = np.zeros((1, 16, 16, 3), np.float32).tobytes()
+    source, rows = tflite_profiled(interp, litert_timer, str(art.path), 1, 10, [x])
+    assert source.startswith("litert CompiledModel profiler"), source
+    p = layer_profile(source, rows, False)
+    assert [r["name"] for r in rows if not r["delegated"]] == p["not_delegated"] and \
+        [n.split(":")[1] for n in p["not_delegated"]] == ["CUMSUM"]
+    assert p["runs"] == 10 and all(r["ms"] >= 0.0005 for r in p["layers"]) and p["compute_layers"] == 2
+    compute = {r["op"] for r in rows if r["compute"]}
+    assert compute == {"Convolution (NHWC, F32) IGEMM", "Fully Connected (NC, F32) GEMM"}
+    assert all(r["precision"] == "float" for r in rows if r["compute"])
+    # without the library's profiler (here: a timer that cannot find it) the op list comes untimed, saying why
+    class NoLibrary:
+        @staticmethod
+        def timed_ops(*_args):
+            return None, "no libLiteRt.so with a profiler"
+
+    source, rows = tflite_profiled(interp, NoLibrary, str(art.path), 1, 10, [x])
+    assert source.endswith("the C API profiler: no libLiteRt.so with a profiler") and all(r["us"] is None for r in rows)
+    assert "CUMSUM" in {r["op"] for r in rows}
+
+
 class UserNet(nn.Module):
     """A user's model from the supported op set, written with modules, functions and methods."""
 
