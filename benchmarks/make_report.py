@@ -875,13 +875,17 @@ SECTIONS = (
     (None, lambda results: distributed_section(d, load(results, "streaming"))
      if (d := load(results, "distributed")) else []),
     ("predictor", predictor_section), ("predictor_zoo", predictor_zoo_section),
+    ("predictor_epyc", lambda d: predictor_section(d, "Latency predictor on an AMD EPYC (AVX-512 VNNI, no AMX)")),
+    ("predictor_litert_in_context", lambda d: predictor_section(
+        d, "Latency predictor, LiteRT with its kernels fitted in context (AMD EPYC)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
 RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling", "methods", "methods_quick",
             "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
             "search", "search_quick",
-            "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits")
+            "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
+            "predictor_epyc", "predictor_litert_in_context")
 
 
 def other_files(results: Path) -> list[str]:

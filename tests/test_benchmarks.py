@@ -178,10 +178,8 @@ def test_scale_benchmark_bars_profiles_and_report(tmp_path, digits_checkpoint):
         prof = row["profile"]["1"]
         assert prof["compute_layers"] >= 1 and isinstance(prof["float_fallbacks"], list), key
         assert len(prof["top_layers"]) >= 1
-        if key[0] == "tflite":  # LiteRT lists every op, untimed: layout conversions counted
-            assert prof["layout_conversion_ms"] is None and prof["layout_conversions"] >= 0
-        else:  # timed per layer: their time, summed over every layer
-            assert prof["layout_conversions"] is None and prof["layout_conversion_ms"] >= 0
+        # timed per layer (LiteRT too, through its C API's profiler): their time, summed over every layer
+        assert prof["layout_conversions"] is None and prof["layout_conversion_ms"] >= 0, key
     bars = {b["format"]: b for b in d["bars"]}
     assert set(bars) == {"onnx", "openvino", "tflite"}
     for fmt, b in bars.items():
@@ -400,7 +398,7 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
     configuration (never met with 3 architectures: the bar asks for 30)."""
     out = tmp_path / "predictor.json"
     run_script("predictor.py", "--quick", "--configs", "onnx:fp32", "--threads", 1, "--out", out,
-               "--predictors", tmp_path / "pred")
+               "--predictors", tmp_path / "pred", "--keep", tmp_path / "keep")
     d = json.loads(out.read_text())
     assert d["quick"] and d["calibration"]["minutes"] > 0 and d["method"]["repeats"] == 3
     (key, s), = d["summary"].items()
@@ -419,6 +417,14 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
         assert abs(r["error_pct"] - (r["predicted_p50_ms"] / exact - 1) * 100) < 0.006
     assert s["within_10pct"] == round(sum(abs(r["error_pct"]) <= 10 for r in d["rows"]) / 3, 4)
     assert {a["seed"] for a in d["archs"].values()} == {400_000, 400_001, 400_002}
+
+    # the kept data sets: every fitting architecture's profiler layers matched to its kernels, their sum beside its p50
+    sums = tmp_path / "sums.json"
+    run_script("in_context_sums.py", tmp_path / "keep", "--out", sums)
+    (key, c), = json.loads(sums.read_text())["configs"].items()
+    assert key == "onnx:fp32:1" and c["fitting"] == c["with_layers"] == c["paired"] >= 2, c
+    q = c["sum_over_p50"]
+    assert 0 < q["min"] <= q["p10"] <= q["median"] <= q["p90"] <= q["max"], q
 
     # the same predictor file on pretrained models: MTCNN's PReLUs are named and its prediction backs no budget
     zoo = tmp_path / "predictor_zoo.json"

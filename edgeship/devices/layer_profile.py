@@ -2,8 +2,10 @@
 
 Self-contained like bench_runner.py (standard library only; it runs beside it on devices): ONNX Runtime's profiler
 JSON (per node: op, provider, duration), OpenVINO's PERF_COUNT (node type, execution type such as jit_avx2_I8) and,
-for LiteRT, whose Python interpreter has no per-op timer, its op list with each op's input dtype and whether its
-XNNPACK delegate took it (``not_delegated``: the ops left to LiteRT's builtin kernels). Compute layers (convolutions,
+for LiteRT, whose Python interpreter has no per-op timer, its C API's profiler (litert_timer.py: XNNPACK's operators
+by their own names, ``tflite_timed``) or, where that is missing, its op list with each op's input dtype, untimed;
+both say whether the XNNPACK delegate took an op (``not_delegated``: the ops left to LiteRT's builtin kernels).
+Compute layers (convolutions,
 matrix multiplications, fully connected) get the arithmetic their kernel ran in; in an INT8 artifact a float one is
 a float fallback.
 """

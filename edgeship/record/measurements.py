@@ -38,11 +38,11 @@ class LayerTime(Record):
     """One layer of an artifact as its runtime ran it."""
 
     name: str
-    op: str  # the runtime's operator or node type (QLinearConv, Convolution, CONV_2D)
-    kernel: str | None = None  # OpenVINO's execution type (jit_avx2_I8), ONNX Runtime's provider, LiteRT's input
-    # dtype and where it ran ("int8 XNNPACK": in the delegate; "int8 builtin": LiteRT's own kernels)
+    op: str  # the runtime's operator or node type (QLinearConv, Convolution, XNNPACK's "Convolution (NHWC, QC8) IGEMM")
+    kernel: str | None = None  # OpenVINO's execution type (jit_avx2_I8), ONNX Runtime's provider, where LiteRT ran it
+    # ("XNNPACK": in the delegate; "builtin": LiteRT's own kernels; its input dtype first when untimed: "int8 XNNPACK")
     precision: Literal["int8", "float"] | None = None  # the arithmetic of a compute layer (conv, matmul, FC)
-    ms: float | None = None  # median time per inference (None: the runtime has no per-op timer)
+    ms: float | None = None  # time per inference (None: no per-op timer, as LiteRT without its C API profiler)
     share: float | None = None  # of the summed layer times
     float_fallback: bool = False  # a compute layer of an INT8 artifact that ran in a float kernel
 
