@@ -334,10 +334,12 @@ def layer_section(rec: RunRecord, top: int = 8) -> str:
                                             left=(0, 1, 2, 3)) + "</details>")
     series = [(f"{n} ({s})", p.by_op_ms) for n, s, p in profiled if p.by_op_ms]
     plot = img(plots.time_by_op(series), "time by operator type",
-               "Each artifact's summed per-layer medians by operator type (its runtime's own names).") if series else ""
+               "Each artifact's summed per-layer times by operator type (its runtime's own names).") if series else ""
     return ("<h2>Layers</h2>" + table(["target", "source", "profiler", "layers", "INT8 / compute layers",
                                         "compute layers in float", "summed layer ms"], summary, left=(0, 1, 2, 5))
-            + '<p class="note">Run separately after the timed runs (the profilers cost time): median per layer. '
+            + '<p class="note">Run separately after the timed runs (the profilers cost time): each layer\'s time '
+              "per inference over those runs (the middle mean of the runtime's readings; LiteRT's, in whole "
+              "microseconds truncated, their mean + 0.5 us: the profiler column says which). "
               "Compute layers are convolutions, matrix multiplications and fully connected layers; in an INT8 "
               "artifact one that ran in a float kernel is flagged, and so is a LiteRT operator its XNNPACK "
               "delegate did not take.</p>" + plot + "".join(parts))
