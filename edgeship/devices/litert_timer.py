@@ -56,13 +56,23 @@ def library():
 
 
 class _Session:
-    """One compiled model with profiling on, its input and output buffers (freed in ``close``)."""
+    """One compiled model with profiling on, its input and output buffers (freed in ``close``). Every size_t
+    argument (``LiteRtParamIndex``, counts) is passed as ``c_size_t``: ctypes passes a bare int as a 32-bit int."""
 
     def __init__(self, lib, path: str, threads: int, inputs: list[bytes]):
         self.lib, self.keep = lib, []
         self._destructor = C.CFUNCTYPE(None, C.c_void_p)(lambda _p: None)  # payloads are ours (kept in self.keep)
         self.env, self.model, self.opts, self.compiled = (C.c_void_p() for _ in range(4))
         self.buffers: list = []
+        self.profiler = C.c_void_p()
+        try:
+            self._open(path, threads, inputs)
+        except RuntimeError:
+            self.close()  # what was created before the refusal
+            raise
+
+    def _open(self, path: str, threads: int, inputs: list[bytes]) -> None:
+        lib = self.lib
         self._ok(lib.LiteRtCreateEnvironment(0, None, C.byref(self.env)), "environment")
         self._ok(lib.LiteRtCreateModelFromFile(self.env, path.encode(), C.byref(self.model)), "model")
         self._ok(lib.LiteRtCreateOptions(C.byref(self.opts)), "options")
@@ -71,10 +81,9 @@ class _Session:
         self._opaque("xnnpack", f"num_threads = {int(threads)}\n")
         self._ok(lib.LiteRtCreateCompiledModel(self.env, self.model, self.opts, C.byref(self.compiled)), "compile")
         signature = C.c_void_p()
-        self._ok(lib.LiteRtGetModelSignature(self.model, 0, C.byref(signature)), "signature")
+        self._ok(lib.LiteRtGetModelSignature(self.model, C.c_size_t(0), C.byref(signature)), "signature")
         self.ins = self._buffers(signature, "Input", inputs)
         self.outs = self._buffers(signature, "Output", [])
-        self.profiler = C.c_void_p()
         self._ok(lib.LiteRtCompiledModelGetProfiler(self.compiled, C.byref(self.profiler)), "profiler")
         if not self.profiler:
             raise RuntimeError("the compiled model has no profiler")
@@ -98,14 +107,15 @@ class _Session:
         for i in range(n.value):
             tensor, req, buf = C.c_void_p(), C.c_void_p(), C.c_void_p()
             ranked = C.create_string_buffer(RANKED_TYPE_BYTES)
-            self._ok(getattr(lib, f"LiteRtGetSignature{side}TensorByIndex")(signature, i, C.byref(tensor)), "tensor")
+            self._ok(getattr(lib, f"LiteRtGetSignature{side}TensorByIndex")(signature, C.c_size_t(i), C.byref(tensor)),
+                     "tensor")
             self._ok(lib.LiteRtGetRankedTensorType(tensor, ranked), "tensor type")
             dims = C.cast(ranked, C.POINTER(C.c_int32))  # [element type, rank bits, dimensions...]
             for d in range(2, 2 + (dims[1] & 0x7F)):
                 dims[d] = max(dims[d], 1)  # a dynamic batch runs as 1, as the runner's interpreter does
             self.keep.append(ranked)
-            self._ok(getattr(lib, f"LiteRtGetCompiledModel{side}BufferRequirements")(self.compiled, 0, i,
-                                                                                     C.byref(req)), "requirements")
+            self._ok(getattr(lib, f"LiteRtGetCompiledModel{side}BufferRequirements")(
+                self.compiled, C.c_size_t(0), C.c_size_t(i), C.byref(req)), "requirements")
             self._ok(lib.LiteRtCreateManagedTensorBufferFromRequirements(self.env, ranked, req, C.byref(buf)),
                      "buffer")
             self.buffers.append(buf)
@@ -123,8 +133,8 @@ class _Session:
         self._ok(self.lib.LiteRtUnlockTensorBuffer(buf), "unlock")
 
     def run(self) -> None:
-        self._ok(self.lib.LiteRtRunCompiledModel(self.compiled, 0, len(self.ins), self.ins, len(self.outs),
-                                                 self.outs), "run")
+        self._ok(self.lib.LiteRtRunCompiledModel(self.compiled, C.c_size_t(0), C.c_size_t(len(self.ins)), self.ins,
+                                                 C.c_size_t(len(self.outs)), self.outs), "run")
 
     def counted(self) -> list[tuple[str, bool, float]]:
         """One profiled inference: (operator, run by XNNPACK, microseconds) per operator event, in order."""

@@ -206,6 +206,11 @@ def test_litert_profiler_times_xnnpack_and_builtin_operators(tmp_path):
         def timed_ops(*_args):
             return None, "no libLiteRt.so with a profiler"
 
+    # a file the library refuses: no times, the reason, and the handles created before the refusal freed
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer" * 8)
+    timed, note = litert_timer.timed_ops(str(bad), 1, 3, [x])
+    assert timed is None and note.startswith("LiteRT C API: model returned status"), note
     source, rows = tflite_profiled(interp, NoLibrary, str(art.path), 1, 10, [x])
     assert source.endswith("the C API profiler: no libLiteRt.so with a profiler") and all(r["us"] is None for r in rows)
     assert "CUMSUM" in {r["op"] for r in rows}
