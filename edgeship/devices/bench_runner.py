@@ -350,11 +350,11 @@ def load_tflite(interp_mod, path: str, threads: int, meta: dict, seed: int, np, 
 
     name = "ai-edge-litert" if interp_mod.__name__.startswith("ai_edge_litert") else "tflite-runtime"
     version = getattr(sys.modules.get(interp_mod.__name__.split(".")[0]), "__version__", None)
-    first, calls = feeds[0][1], [0]  # profile mode: this copy lists the operators, litert_timer times them
-    return (lambda: calls.__setitem__(0, calls[0] + 1)) if profile else run, {
+    first, calls = feeds[0][1], []  # profile mode: this copy lists the operators, litert_timer times them
+    return (lambda: calls.append(1)) if profile else run, {
         "runtime": name, "runtime_version": version, "input_shape": list(first.shape), "input_dtype": str(first.dtype),
         "arena_mb": None, "layers": lambda: _sibling("layer_profile").tflite_profiled(
-            interpreter, _sibling("litert_timer"), path, threads, calls[0], [x.tobytes() for _, x in feeds])}, \
+            interpreter, _sibling("litert_timer"), path, threads, len(calls), [x.tobytes() for _, x in feeds])}, \
         tflite_infer(interpreter, meta, np)
 
 

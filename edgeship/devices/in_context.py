@@ -44,19 +44,18 @@ ORT_TYPES = {op: ("conv", "dwconv") for op in ("Conv", "FusedConv", "NhwcFusedCo
 
 
 # XNNPACK's operator names in LiteRT's profiler (litert_timer), by prefix: it runs a 1x1 stride-1 convolution as a
-# fully connected GEMM, and names its depthwise kernel (``Convolution (NHWC, QC8) DWConv``)
+# fully connected GEMM; a convolution is depthwise when its name ends in DWConv (``Convolution (NHWC, QC8) DWConv``)
 XNN_TYPES = (("Global Average Pooling", ("gpool",)), ("Mean", ("gpool",)), ("Fully Connected", ("fc", "conv")),
-             ("Convolution", ("conv", "dwconv")), ("Add", ("add",)), ("Max Pooling", ("pool",)),
-             ("Average Pooling", ("pool",)))
+             ("Add", ("add",)), ("Max Pooling", ("pool",)), ("Average Pooling", ("pool",)))
 
 
 def _kinds(op: str, fmt: str) -> tuple[str, ...]:
     if fmt == "onnx":
         return ORT_TYPES.get(op, ())
     if fmt == "tflite":
-        kinds = next((kinds for prefix, kinds in XNN_TYPES if op.startswith(prefix)), ())
-        return ("dwconv",) if kinds == ("conv", "dwconv") and op.endswith("DWConv") else \
-            ("conv",) if kinds == ("conv", "dwconv") else kinds
+        if op.startswith("Convolution"):
+            return ("dwconv",) if op.endswith("DWConv") else ("conv",)
+        return next((kinds for prefix, kinds in XNN_TYPES if op.startswith(prefix)), ())
     return next((kinds for prefix, kinds in OV_TYPES if op.startswith(prefix)), ())
 
 

@@ -128,7 +128,7 @@ def _xnn_precision(op: str) -> str | None:
 
 def tflite_timed(timed: list[dict], note: str) -> tuple[str, list[dict]]:
     """Rows of ``litert_timer.timed_ops``: each operator XNNPACK (or LiteRT's builtin kernels) ran, by its own
-    name, with its time per inference (the middle mean over the profiled runs)."""
+    name, with its time per inference over the profiled runs (``_whole_us_mean``)."""
     out = []
     for i, r in enumerate(timed):
         compute = r["delegated"] and r["op"].startswith(XNN_COMPUTE)
