@@ -6,7 +6,8 @@ The Python API (see README.md, "Python API"): ``export``, ``train``, ``load_reci
 """
 
 from edgeship.api import check, devices, export, load_recipe, load_run, profile, provision, report_html, train
-from edgeship.devices.remote import AdbTarget, SshTarget
+from edgeship.devices.android import AdbTarget
+from edgeship.devices.remote import SshTarget
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.recipe import Recipe
 from edgeship.record import RunRecord, Verdict

@@ -24,11 +24,12 @@ from pathlib import Path
 
 from edgeship import rundir
 from edgeship.devices import budgets, catalog
+from edgeship.devices.android import AdbTarget
 from edgeship.devices.profile import ProfileResult
 from edgeship.devices.profile import profile as run_profile
 from edgeship.devices.provision import Provisioned
 from edgeship.devices.provision import provision as run_provision
-from edgeship.devices.remote import AdbTarget, SshTarget
+from edgeship.devices.remote import SshTarget
 from edgeship.errors import EdgeshipError
 from edgeship.limits import write_text
 from edgeship.progress import info, warn

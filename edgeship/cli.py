@@ -19,8 +19,9 @@ from rich.table import Table
 
 from edgeship import api
 from edgeship.devices import budgets
+from edgeship.devices.android import AdbTarget
 from edgeship.devices.profile import ProfileResult
-from edgeship.devices.remote import AdbTarget, SshTarget
+from edgeship.devices.remote import SshTarget
 from edgeship.errors import EdgeshipError
 from edgeship.limits import disk_full_error
 from edgeship.pipeline import distributed

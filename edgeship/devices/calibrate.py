@@ -46,7 +46,7 @@ import numpy as np
 
 from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import QuantSettings
-from edgeship.devices import in_context, remote
+from edgeship.devices import android, in_context, remote
 from edgeship.devices import predictor as pred
 from edgeship.devices.bench_runner import device_facts
 from edgeship.devices.kernels import ACTS, KERNEL_TYPES, Kernel, read
@@ -79,7 +79,7 @@ class Plan:
     arch_repeats: int = 3  # processes timing the architectures (each its own moment of the device's speed)
     seed: int = 0
     ssh: remote.SshTarget | None = None
-    adb: remote.AdbTarget | None = None
+    adb: android.AdbTarget | None = None
     directory: Path | None = None  # where predictors/<device>.json goes
     keep: Path | None = None  # also write each configuration's kernel data set here (JSON)
     log: Callable[[str], None] = info
@@ -309,16 +309,29 @@ def chunk_speed(anchors: dict[str, dict], reference: dict[str, float]) -> float:
     return float(np.exp(np.mean(logs))) if logs else 1.0
 
 
-def _many_adb(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
-    """One ``benchmark_model`` run per artifact, one after another: no chunks, so no anchors (speed 1)."""
+def _adb_arts(plan: Plan, directory: Path, prefix: str = "") -> list[RunArtifact]:
     arts = []
     for d in sorted(p for p in directory.iterdir() if (p / "model.json").is_file() and
-                    not p.name.startswith("_anchor")):
+                    not p.name.startswith("_anchor") and p.name.startswith(prefix)):
         meta = json.loads((d / "model.json").read_text())
         arts.append(RunArtifact(d.name, plan.device, meta["format"], meta["precision"], d, meta["files"],
                                 meta["main"]))
-    ok, _bad = remote.profile_adb(arts, plan.adb, threads, plan.runs * plan.rounds, 3)  # type: ignore[arg-type]
+    return arts
+
+
+def _many_adb(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
+    """One ``benchmark_model`` run per artifact, one after another: no chunks, so no anchors (speed 1)."""
+    ok, _bad = android.profile_adb(_adb_arts(plan, directory), plan.adb, threads,  # type: ignore[arg-type]
+                                  plan.runs * plan.rounds, 3, layers=0)
     return {name: {"p50_ms": m.p50_ms or m.mean_ms, "p90_ms": m.p90_ms or m.max_ms} for name, m in ok.items()}
+
+
+def _layers_adb(plan: Plan, archs: Path, threads: int) -> dict[str, list[dict]]:
+    """The fitting architectures' operators timed by benchmark_model's op profiling (one timed run each first)."""
+    rows: dict[str, list[dict]] = {}
+    android.profile_adb(_adb_arts(plan, archs, "fit"), plan.adb, threads, 1, 3,  # type: ignore[arg-type]
+                       layers=PROFILE_RUNS, layer_rows=rows)
+    return rows
 
 
 # ---------------------------------------------------------------- the kernel data set, and fitting it
@@ -359,12 +372,14 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
 
 def measure_layers(plan: Plan, fmt: str, archs: Path, threads: int) -> dict[str, list[dict]]:
     """The per-layer counters of the fitting architectures on the device ({name: layer rows}), for the formats whose
-    counters are matched to kernels (``in_context.FORMATS``; not over adb). A copy of them is profiled in a
-    process of its own: counters slow every run, so the timed processes never hold them."""
+    counters are matched to kernels (``in_context.FORMATS``; over adb, benchmark_model's op profiling). A copy of
+    them is profiled in a process of its own: counters slow every run, so the timed processes never hold them."""
     import shutil
 
-    if fmt not in in_context.FORMATS or plan.adb is not None:
+    if fmt not in in_context.FORMATS:
         return {}
+    if plan.adb is not None:
+        return _layers_adb(plan, archs, threads)
     todo = archs.parent / f"{archs.name}-layers-{threads}"
     for d in archs.iterdir():
         if d.name.startswith("fit") and (d / "model.json").is_file():

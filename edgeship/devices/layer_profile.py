@@ -126,16 +126,38 @@ def _xnn_precision(op: str) -> str | None:
     return "int8" if tokens & XNN_INT else "float" if tokens & {"F32", "F16", "BF16"} else None
 
 
-def tflite_timed(timed: list[dict], note: str) -> tuple[str, list[dict]]:
+def tflite_timed(timed: list[dict], note: str, runs: int | None = None) -> tuple[str, list[dict]]:
     """Rows of ``litert_timer.timed_ops``: each operator XNNPACK (or LiteRT's builtin kernels) ran, by its own
-    name, with its time per inference over the profiled runs (``_whole_us_mean``)."""
+    name, with its time per inference over the profiled runs (``_whole_us_mean``; ``runs``: how many runs one
+    reading averages, where it is a mean already)."""
     out = []
     for i, r in enumerate(timed):
         compute = r["delegated"] and r["op"].startswith(XNN_COMPUTE)
         out.append({"name": f"{i}:{r['op']}", "op": r["op"], "kernel": "XNNPACK" if r["delegated"] else "builtin",
                     "compute": compute, "precision": _xnn_precision(r["op"]) if compute else None,
-                    "us": _whole_us_mean(r["us"]), "calls": len(r["us"]), "delegated": r["delegated"]})
+                    "us": _whole_us_mean(r["us"]), "calls": runs or len(r["us"]), "delegated": r["delegated"]})
     return note, out
+
+
+def tflite_benchmark_ops(ops: list[dict], runs: int) -> tuple[str, list[dict]]:
+    """The operator table of TFLite's ``benchmark_model --enable_op_profiling=true`` on a device
+    (``android.parse_op_profile``) as LiteRT's rows. Builds from TF 2.9.1 on itemize XNNPACK's operators (by its
+    names, ``Delegate/<name>:<i>``) beside the delegate's own row, which sums them and is left out; an older build's
+    delegate row stays, one layer for everything XNNPACK ran. Each time is the table's average per run, read like
+    ``_whole_us_mean``'s (the profiler's readings are whole microseconds truncated: + 0.5 us)."""
+    itemized = any(o["name"].startswith("Delegate/") for o in ops)
+    timed = []
+    for o in ops:
+        inside = o["name"].startswith("Delegate/")
+        summed = not inside and "delegate" in o["type"].lower()  # TfLiteXNNPackDelegate: the whole partition
+        if itemized and summed:
+            continue
+        timed.append({"op": o["type"] if inside or summed else o["type"].split("/")[0], "delegated": inside or summed,
+                      "us": [o["avg_ms"] * 1e3]})
+    note = ("tflite benchmark_model --enable_op_profiling on the device: average per run, "
+            + ("XNNPACK's operators itemized" if itemized else
+               "XNNPACK's operators not itemized by this build (before TF 2.9.1): one row for its partition"))
+    return tflite_timed(timed, note, runs)
 
 
 def _whole_us_mean(values: list[float]) -> float:

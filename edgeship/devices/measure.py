@@ -255,6 +255,22 @@ def measure_interleaved(dirs: dict[str, Path], threads: int, processes: int, run
     return out
 
 
+def layer_lines(name: str, m: Measurement, top: int = 3) -> list[str]:
+    """What a measurement's layer profile tells a user at the prompt: its slowest layers, and the compute layers of
+    an INT8 artifact that ran in float kernels."""
+    p = m.profile
+    if p is None:
+        return []
+    out = []
+    if p.total_ms:
+        slow = ", ".join(f"{r.op} {r.ms:.3f} ms ({r.share or 0:.0%})" for r in p.layers[:top] if r.ms is not None)
+        out.append(f"  {name}: slowest layers {slow} of {p.total_ms:.3f} ms summed over {p.layer_count} layers")
+    if p.float_fallbacks:
+        out.append(f"[yellow]{name}: {len(p.float_fallbacks)} of {p.compute_layers} compute layers ran in float "
+                   f"kernels: {', '.join(p.float_fallbacks[:3])}[/yellow]")
+    return out
+
+
 def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: int | None = None,
                      runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, quiet: bool = False) -> dict[str, str]:
     """Measure every OK artifact of ``record`` on the host and store it in the record; returns {target: error}."""
@@ -267,9 +283,8 @@ def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: 
             if not quiet:
                 info(f"host {art.name}: p50 {m.p50_ms:.3f} ms, p90 {m.p90_ms:.3f} ms, "
                      f"peak RSS {m.peak_rss_mb or 0:.0f} MB ({t} thread{'s' if t > 1 else ''}, {runs} runs)")
-                if m.profile and m.profile.float_fallbacks:
-                    info(f"[yellow]{art.name}: {len(m.profile.float_fallbacks)} of {m.profile.compute_layers} compute "
-                         f"layers ran in float kernels: {', '.join(m.profile.float_fallbacks[:3])}[/yellow]")
+                for line in layer_lines(art.name, m):
+                    info(line)
         except TargetError as e:
             errors[art.name] = str(e)
             record.store_error(art.name, "host", str(e))

@@ -8,11 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeship.devices import catalog, remote
+from edgeship.devices import android, catalog, remote
 from edgeship.devices import predictor as predictors
 from edgeship.devices.calibrate import Plan, calibrate
 from edgeship.devices.estimate import estimate as estimate_one
-from edgeship.devices.measure import DEFAULT_RUNS, DEFAULT_WARMUP, RunArtifact, measure_all_host, run_artifacts
+from edgeship.devices.measure import (
+    DEFAULT_RUNS,
+    DEFAULT_WARMUP,
+    RunArtifact,
+    layer_lines,
+    measure_all_host,
+    run_artifacts,
+)
 from edgeship.errors import EdgeshipError
 from edgeship.progress import info
 from edgeship.record import Measurement, RunRecord
@@ -61,7 +68,7 @@ def _by_threads(arts: list[RunArtifact], device: str | None, threads: int | None
 
 
 def profile(run: Path | str | RunRecord, targets: list[str] | None = None,
-            ssh: remote.SshTarget | None = None, adb: remote.AdbTarget | None = None, estimate: bool = False,
+            ssh: remote.SshTarget | None = None, adb: android.AdbTarget | None = None, estimate: bool = False,
             device: str | None = None, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
             threads: int | None = None, timeout: float = 600, predict: bool = False, calibrate: bool = False,
             probes: int = 400, calibration_archs: int = 20, predictors_dir: Path | None = None) -> ProfileResult:
@@ -113,10 +120,12 @@ def _shown(name: str, m: Measurement) -> None:
         return
     info(f"{m.source} {name}: p50 {m.p50_ms or 0:.3f} ms, p90 {m.p90_ms or 0:.3f} ms, "
          f"peak RAM {m.peak_rss_mb or 0:.0f} MB, {m.threads} thread(s){checked}")
+    for line in layer_lines(name, m):
+        info(line)
 
 
 def _on_device(res: ProfileResult, arts: list[RunArtifact], ssh: remote.SshTarget | None,
-               adb: remote.AdbTarget | None, device: str | None, threads: int | None, runs: int, warmup: int,
+               adb: android.AdbTarget | None, device: str | None, threads: int | None, runs: int, warmup: int,
                timeout: float) -> None:
     """Over ssh or adb, one group per thread count; each measurement names the catalog device it stands for."""
     for t, group in _by_threads(arts, device, threads).items():
@@ -124,7 +133,7 @@ def _on_device(res: ProfileResult, arts: list[RunArtifact], ssh: remote.SshTarge
             ok, bad, res.source = remote.profile_ssh(group, ssh, t, runs, warmup, timeout, on_result=_shown)
         else:
             assert adb is not None
-            ok, bad = remote.profile_adb(group, adb, t, runs, warmup, timeout, on_result=_shown)
+            ok, bad = android.profile_adb(group, adb, t, runs, warmup, timeout, on_result=_shown)
         for name, m in ok.items():
             m.device = _device_for(next(a for a in group if a.name == name), device).name
             emulated = m.facts.get("emulated") or {}
@@ -135,7 +144,7 @@ def _on_device(res: ProfileResult, arts: list[RunArtifact], ssh: remote.SshTarge
 
 
 def _calibrated(res: ProfileResult, arts: list[RunArtifact], ssh: remote.SshTarget | None,
-                adb: remote.AdbTarget | None, device: str | None, threads: int | None, probes: int, archs: int,
+                adb: android.AdbTarget | None, device: str | None, threads: int | None, probes: int, archs: int,
                 directory: Path | None) -> None:
     """Build the predictor of the one device the artifacts are for, at its thread count, on that device."""
     names = {_device_for(a, device).name for a in arts}

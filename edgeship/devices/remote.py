@@ -1,24 +1,21 @@
-"""Measuring on a real device: over SSH (any Linux board with Python) or adb (Android).
+"""Measuring on a real device over SSH (any Linux board with Python); Android phones over adb: ``android.py``.
 
-SSH: a bundle (each artifact's files + model.json, bench_runner.py, which needs only numpy and the
-runtime package, and the run's verification samples with each artifact's outputs on them on the host)
-is copied with the system's ``scp`` into a fresh ``mktemp -d`` directory, run with ``ssh`` once per
-artifact (a fresh process each) at the device profile's thread count, and removed afterwards. The
-runner also runs the samples, so each measurement carries the device runtime's top-1 and agreement
-with the host (``Measurement.verification``). The device's Python is the one ``edgeship provision``
-set up (``~/.edgeship/venv``) when there is one, else ``python3``, unless ``--remote-python`` names one.
-A device that says it is emulated (bench_runner's facts) gives ``source: emulated`` measurements:
-verification only, one timed run, no latency or memory recorded. Host-key checking stays on
-(``StrictHostKeyChecking=yes`` unless the user overrides it with ``--ssh-option``), ``BatchMode``
-forbids password prompts, ``ConnectTimeout`` bounds an unreachable host. Every argument that
-reaches the remote shell is ``shlex.quote``d. A changed host key is said to have changed (with the
-fingerprint ssh saw) and never answered with advice to accept it. Everything the device sends back is
-checked (``measure.parse_runner_output``, ``record.Measurement``) and printed without terminal escapes;
-the bundle holds only files that lie inside the run directory.
-
-adb: the ``.tflite`` is pushed and TFLite's own ``benchmark_model`` binary runs it (its path on
-the device is configurable). Its text output is parsed by ``parse_benchmark_model``.
-Measurements are marked ``source: device`` (or ``emulated``).
+A bundle (each artifact's files + model.json, bench_runner.py, which needs only numpy and the runtime package, and
+the run's verification samples with each artifact's outputs on them on the host) is copied with the system's
+``scp`` into a fresh ``mktemp -d`` directory, run with ``ssh`` once per artifact (a fresh process each) at the
+device profile's thread count, and removed afterwards. The runner also runs the samples, so each measurement
+carries the device runtime's top-1 and agreement with the host (``Measurement.verification``), and, after the
+timed runs, profiles each layer with the device runtime's own counters as on the host (``Measurement.profile``:
+where the time goes on the device). The device's Python is the one ``edgeship provision`` set up
+(``~/.edgeship/venv``) when there is one, else ``python3``, unless ``--remote-python`` names one. Measurements are
+marked ``source: device``; a device that says it is emulated (bench_runner's facts) gives ``source: emulated``
+measurements: verification only, one timed run, no latency, memory or layer times recorded. Host-key checking
+stays on (``StrictHostKeyChecking=yes`` unless the user overrides it with ``--ssh-option``), ``BatchMode`` forbids
+password prompts, ``ConnectTimeout`` bounds an unreachable host. Every argument that reaches the remote shell is
+``shlex.quote``d. A changed host key is said to have changed (with the fingerprint ssh saw) and never answered
+with advice to accept it. Everything the device sends back is checked (``measure.parse_runner_output``,
+``record.Measurement``) and printed without terminal escapes; the bundle holds only files that lie inside the run
+directory.
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeship.devices.measure import (
+    DEFAULT_PROFILE_RUNS,
     KEYS,
     RUNNER,
     RUNNER_FILES,
@@ -257,7 +255,7 @@ def profile_ssh(arts: list[RunArtifact], target: SshTarget, threads: int, runs: 
         for a in arts:
             verify = (f"{rb}/verify/samples.npz", f"{rb}/verify/{a.name}.npz") if a.reference else None
             cmd = quote_cmd(runner_args(python, f"{rb}/bench_runner.py", f"{rb}/artifacts/{a.name}", threads, runs,
-                                        warmup, verify))
+                                        warmup, verify, profile=0 if source == "emulated" else DEFAULT_PROFILE_RUNS))
             p = ssh_run(target.ssh_cmd(cmd), target, timeout, f"benchmarking {a.name}")
             if p.returncode == 127:
                 raise EdgeshipError(f"{python} not found on {target.where}",
@@ -317,181 +315,3 @@ def ssh_facts(target: SshTarget, timeout: float = 120) -> dict:
 
 
 # ----------------------------------------------------------------------------------- adb
-@dataclass
-class AdbTarget:
-    serial: str
-    adb: str = "adb"
-    benchmark_binary: str = "/data/local/tmp/benchmark_model"
-    device_dir: str = "/data/local/tmp/edgeship"
-    extra_flags: list[str] = field(default_factory=lambda: ["--use_xnnpack=true"])
-
-    def base(self) -> list[str]:
-        return [self.adb, "-s", self.serial]
-
-    def mkdir_cmd(self) -> list[str]:
-        return [*self.base(), "shell", quote_cmd(["mkdir", "-p", self.device_dir])]
-
-    def device_path(self, name: str) -> str:
-        return f"{self.device_dir}/{name}.tflite"
-
-    def push_cmd(self, local: Path, name: str) -> list[str]:
-        return [*self.base(), "push", str(local), self.device_path(name)]  # adb push does not use a shell
-
-    def bench_cmd(self, name: str, threads: int, runs: int, warmup: int) -> list[str]:
-        flags = [self.benchmark_binary, f"--graph={self.device_path(name)}", f"--num_threads={int(threads)}",
-                 f"--num_runs={int(runs)}", f"--warmup_runs={int(warmup)}", *self.extra_flags]
-        return [*self.base(), "shell", quote_cmd(flags)]  # adb shell hands one string to the device's sh
-
-    def cleanup_cmd(self, name: str) -> list[str]:
-        return [*self.base(), "shell", quote_cmd(["rm", "-f", self.device_path(name)])]
-
-    FACTS_SCRIPT = ("echo model=$(getprop ro.product.model); echo soc=$(getprop ro.soc.model); "
-                    "echo android=$(getprop ro.build.version.release); echo uname=$(uname -a); "
-                    "echo governor=$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null); "
-                    "echo temp=$(cat /sys/class/thermal/thermal_zone0/temp 2>/dev/null)")
-
-    def facts_cmd(self) -> list[str]:
-        return [*self.base(), "shell", self.FACTS_SCRIPT]  # a fixed script: no user input inside
-
-
-_NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
-
-
-def parse_benchmark_model(text: str) -> dict:
-    """Parse TFLite ``benchmark_model`` output (plain, ``INFO:``-prefixed or logcat lines). Times in ms."""
-    lines = [re.sub(r"^.*?\b(?:INFO|I tflite\s*):\s*", "", ln) if re.search(r"\b(?:INFO|I tflite\s*):", ln) else ln
-             for ln in text.splitlines()]
-    stats = []  # one per "Running benchmark ..." block: warm-up first, then the timed runs
-    for ln in lines:
-        m = re.search(r"\bcount=(\d+)(.*)", ln)
-        if m:
-            kv = {k: float(v) for k, v in re.findall(rf"\b([a-z0-9_]+)=({_NUM})", m.group(2))}
-            kv["count"] = int(m.group(1))
-            if "(all same)" in ln:
-                kv.update({k: kv["curr"] for k in ("first", "min", "max", "avg")}, std=0.0)
-            stats.append(kv)
-    out: dict = {"init_ms": None, "first_ms": None, "warmup_avg_ms": None, "avg_ms": None}
-    for ln in lines:
-        m = re.search(r"inference timings in us:(.*)", ln, re.IGNORECASE)
-        if m:
-            parts = dict((k.strip().lower(), float(v))
-                         for k, v in re.findall(rf"([A-Za-z() ]+):\s*({_NUM})", m.group(1)))
-            out.update(init_ms=_ms(parts.get("init")), first_ms=_ms(parts.get("first inference")),
-                       warmup_avg_ms=_ms(parts.get("warmup (avg)") or parts.get("warmup")),
-                       avg_ms=_ms(parts.get("inference (avg)") or parts.get("no stats")))
-        m = re.search(rf"Initialized session in ({_NUM})\s*ms", ln)
-        if m and out["init_ms"] is None:
-            out["init_ms"] = float(m.group(1))
-        m = re.search(rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): "
-                      rf"init=({_NUM}) overall=({_NUM})", ln)
-        if m:
-            out["memory_init_mb"], out["memory_overall_mb"] = float(m.group(1)), float(m.group(2))
-        m = re.search(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({_NUM})", ln)
-        if m:
-            out["peak_memory_mb"] = float(m.group(1))
-        m = re.search(r"(?:Num threads|#threads used for CPU inference): \[(\d+)\]", ln)
-        if m:
-            out["threads"] = int(m.group(1))
-        m = re.search(rf"The input model file size \(MB\): ({_NUM})", ln)
-        if m:
-            out["model_size_mb"] = float(m.group(1))
-    if not stats:
-        raise EdgeshipError("benchmark_model printed no timing statistics (no 'count=' line)",
-                            "run the same command by hand with adb shell and read its error")
-    timed = stats[-1]
-    out.update(count=timed["count"], mean_ms=_ms(timed.get("avg")), std_ms=_ms(timed.get("std")),
-               min_ms=_ms(timed.get("min")), max_ms=_ms(timed.get("max")), median_ms=_ms(timed.get("median")),
-               p5_ms=_ms(timed.get("p5")), p95_ms=_ms(timed.get("p95")),
-               warmup_count=stats[0]["count"] if len(stats) > 1 else 0)
-    if out["avg_ms"] is None:
-        out["avg_ms"] = out["mean_ms"]
-    return out
-
-
-def _ms(us) -> float | None:
-    return None if us is None else round(float(us) / 1000.0, 4)
-
-
-def adb_measurement(parsed: dict, size_bytes: int, threads: int, facts: dict) -> Measurement:
-    """benchmark_model reports mean/std/min/max (newer builds also p5/median/p95), no raw samples."""
-    mean, std = parsed["mean_ms"], parsed["std_ms"] or 0.0
-    if parsed.get("p95_ms") is not None:
-        p90, p90_method = parsed["p95_ms"], "p95 reported by benchmark_model (an upper bound of p90)"
-    else:
-        p90, p90_method = (round(mean + 1.2816 * std, 4),
-                           "mean + 1.28 std (normal approximation; benchmark_model reports no percentiles)")
-    p50 = parsed["median_ms"] if parsed.get("median_ms") is not None else mean
-    peak = parsed.get("peak_memory_mb") or parsed.get("memory_overall_mb")
-    return Measurement(source="device", p50_ms=p50, p90_ms=p90, p99_ms=parsed["max_ms"], mean_ms=mean, std_ms=std,
-                       min_ms=parsed["min_ms"], max_ms=parsed["max_ms"], samples_ms=[], load_ms=parsed["init_ms"],
-                       first_run_ms=parsed["first_ms"], peak_rss_mb=peak, arena_mb=None, size_bytes=size_bytes,
-                       threads=parsed.get("threads") or threads, runs=parsed["count"],
-                       runtime="tflite benchmark_model", transport="adb",
-                       p50_method=("median reported" if parsed.get("median_ms") is not None
-                                   else "mean (no median reported)"),
-                       p90_method=p90_method, p99_method="max of the timed runs (an upper bound)",
-                       memory_method="benchmark_model memory footprint (MB), approximate", facts=facts)
-
-
-def parse_adb_facts(text: str) -> dict:
-    facts = {}
-    for ln in text.splitlines():
-        k, sep, v = ln.partition("=")
-        if sep and k.strip() in ("model", "soc", "android", "uname", "governor", "temp"):
-            facts[k.strip()] = v.strip() or None
-    if facts.get("temp"):
-        try:
-            facts["temperature_c"] = {"zone0": round(int(facts.pop("temp")) / 1000, 1)}
-        except ValueError:
-            pass
-    facts.pop("temp", None)
-    return facts
-
-
-def profile_adb(arts: list[RunArtifact], target: AdbTarget, threads: int, runs: int, warmup: int, timeout: float = 600,
-                on_result=None) -> tuple[dict[str, Measurement], dict[str, str]]:
-    if shutil.which(target.adb) is None:
-        raise EdgeshipError(f"{target.adb} not found on this machine",
-                            "install Android platform-tools (Debian: apt-get install adb) or pass --adb-path")
-
-    def run(cmd, what):
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise EdgeshipError(f"adb: {what} on {target.serial} took longer than {timeout:.0f} s",
-                                "check the device (adb devices)") from None
-        if p.returncode != 0 and ("device" in p.stderr and "not found" in p.stderr or "no devices" in p.stderr):
-            raise EdgeshipError(f"adb: device {target.serial} not found", "check `adb devices` and the serial")
-        return p
-
-    tfl = [a for a in arts if a.format == "tflite"]
-    errors = {a.name: f"{a.name}: --adb runs TFLite's benchmark_model; this is a {a.format} artifact (skipped)"
-              for a in arts if a.format != "tflite"}
-    if not tfl:
-        raise EdgeshipError("--adb measures .tflite artifacts and the run has none",
-                            "add a tflite target to the recipe")
-    facts = parse_adb_facts(run(target.facts_cmd(), "reading device facts").stdout)
-    run(target.mkdir_cmd(), "mkdir")
-    results = {}
-    for a in tfl:
-        try:
-            p = run(target.push_cmd(a.dir / a.main, a.name), "push")
-            if p.returncode != 0:
-                raise TargetError(f"{a.name}: adb push failed: {p.stderr.strip()[:200]}",
-                                  "check free space on the device")
-            p = run(target.bench_cmd(a.name, threads, runs, warmup), "benchmark_model")
-            text = p.stdout + "\n" + p.stderr
-            if "not found" in text and "count=" not in text:
-                raise EdgeshipError(f"benchmark_model not found at {target.benchmark_binary} on {target.serial}",
-                                    "push TFLite's benchmark_model binary there "
-                                    "(adb push ... && adb shell chmod +x ...) or pass --benchmark-binary")
-            parsed = parse_benchmark_model(text)
-            results[a.name] = adb_measurement(parsed, (a.dir / a.main).stat().st_size, threads,
-                                              {**facts, "serial": target.serial})
-            if on_result:
-                on_result(a.name, results[a.name])
-        except TargetError as e:
-            errors[a.name] = str(e)
-        finally:
-            run(target.cleanup_cmd(a.name), "cleanup")
-    return results, errors

@@ -125,7 +125,7 @@ class Measurement(Record):
     p90_method: str | None = None
     p99_method: str | None = None
     memory_method: str | None = None
-    profile: LayerProfile | None = None  # per-layer times (host measurements; None where not profiled)
+    profile: LayerProfile | None = None  # per-layer times (host, SSH and adb measurements; None: not profiled)
 
 
 class BudgetResult(Record):

@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from edgeship.devices.remote import AdbTarget, adb_measurement, parse_adb_facts, parse_benchmark_model
+from edgeship.devices.android import (
+    AdbTarget,
+    adb_measurement,
+    parse_adb_facts,
+    parse_benchmark_model,
+    parse_op_profile,
+)
+from edgeship.devices.layer_profile import layer_profile, tflite_benchmark_ops
 from edgeship.errors import EdgeshipError
-from edgeship.record import Measurement
+from edgeship.record import LayerProfile, Measurement
 
 DATA = Path(__file__).with_name("data")
 
@@ -93,6 +100,8 @@ def test_adb_commands_quote_everything_that_reaches_the_device_shell():
     words = shlex.split(bench[4])  # what the device's sh sees: each argument intact, nothing executed
     assert words == ["/data/local/tmp/my tools/benchmark_model", "--graph=/data/local/tmp/edge ship;rm -rf x/t1.tflite",
                      "--num_threads=4", "--num_runs=30", "--warmup_runs=3", "--use_xnnpack=true"]
+    profiled = shlex.split(t.bench_cmd("t1", 4, 30, 3, op_profiling=True)[4])
+    assert profiled == [*words, "--enable_op_profiling=true"]  # a run of its own: the timed one has no profiler
     assert shlex.split(t.mkdir_cmd()[-1]) == ["mkdir", "-p", "/data/local/tmp/edge ship;rm -rf x"]
     assert shlex.split(t.cleanup_cmd("t1")[-1]) == ["rm", "-f", "/data/local/tmp/edge ship;rm -rf x/t1.tflite"]
 
@@ -105,7 +114,96 @@ def test_adb_facts_parser():
 
 
 def test_missing_adb_binary_is_a_clear_error(tmp_path):
-    from edgeship.devices.remote import profile_adb
+    from edgeship.devices.android import profile_adb
 
     with pytest.raises(EdgeshipError, match="not found on this machine.*platform-tools"):
         profile_adb([], AdbTarget("X", adb=str(tmp_path / "no-adb")), 4, 10, 1)
+
+
+BUILTIN_AVG_MS = [536.830, 20.083, 36.419, 36.473, 36.581, 36.718]
+
+
+def test_op_profile_parser_reads_a_real_run_order_table():
+    """benchmark_model's operator table as a phone printed it (builtin kernels): each operator in execution order,
+    its average per run, as the measurement's layer profile."""
+    ops = parse_op_profile(load("benchmark_model_op_profile_builtin.txt"))
+    assert [o["type"] for o in ops] == ["DEPTHWISE_CONV_2D"] + ["CONV_2D"] * 5
+    assert ops[0] == {"type": "DEPTHWISE_CONV_2D", "name": "[srnetwork/Conv/Relu]", "avg_ms": 536.83, "calls": 1.0}
+    assert [o["avg_ms"] for o in ops] == BUILTIN_AVG_MS
+    source, rows = tflite_benchmark_ops(ops, 50)
+    prof = layer_profile(source, rows, int8_artifact=False)
+    assert "benchmark_model" in prof["source"] and prof["runs"] == 50 and prof["layer_count"] == 6
+    assert prof["total_ms"] == pytest.approx(sum(BUILTIN_AVG_MS) + 6 * 0.0005)  # each reading + half a microsecond
+    assert prof["layers"][0]["op"] == "DEPTHWISE_CONV_2D" and prof["layers"][0]["kernel"] == "builtin"
+    assert prof["layers"][0]["share"] == pytest.approx(536.8305 / (sum(BUILTIN_AVG_MS) + 0.003), abs=1e-4)
+    assert len(prof["not_delegated"]) == 6  # outside XNNPACK, and said so
+    m = adb_measurement(parse_benchmark_model(load("benchmark_model_op_profile_builtin.txt")), 1000, 4, {})
+    m.profile = LayerProfile.model_validate(prof)
+    Measurement.model_validate_json(m.model_dump_json())  # the run record keeps it
+
+
+def test_op_profile_parser_reads_only_the_regular_runs_table():
+    """A newer build prints the initialization's table first, then the regular runs' under their title, then the
+    slowest operators again and a "Delegate internal" table: only the regular runs' Run Order is the operators'
+    run times. Built from the two real outputs above (the initialization header of the 4-thread phone, the run
+    table of the older build), with and without logcat's prefixes."""
+    phone = load("benchmark_model_android_4threads.txt")
+    header = next(ln for ln in phone.splitlines() if "[node type]" in ln)
+    init = phone + "\t".join(["", "AllocateTensors", "0.000", "0.361", "0.361", "100.000%", "100.000%", "0.000",
+                               "1", "AllocateTensors/0"]) + "\n"
+    table = load("benchmark_model_op_profile_builtin.txt").split("count=50")[1].split("\n", 1)[1]
+    run_order = table[table.index("=" * 30):]
+    top = run_order.replace("Run Order", "Top by Computation Time")
+    internal = ("Delegate internal: \n============================== Run Order ==============================\n"
+                + header + "\n" + "\t".join(["", "DelegateOpInvoke", "0.000", "9.0", "9.0", "100%", "100%", "0",
+                                              "1", "Delegate/Node:0"]) + "\n")
+    text = init + "\nOperator-wise Profiling Info for Regular Benchmark Runs:\n" + run_order + "\n" + top + internal
+    for variant in (text, "\n".join(f"05-31 10:31:13.023 21767 21767 I tflite  : {ln}" for ln in text.splitlines())):
+        ops = parse_op_profile(variant)
+        assert [o["avg_ms"] for o in ops] == BUILTIN_AVG_MS
+    assert parse_op_profile(phone) == []  # profiling asked for, but the paste ends before the run table
+    assert parse_op_profile(load("benchmark_model_raspberrypi_int8.txt")) == []
+
+
+@pytest.mark.slow
+def test_xnnpack_operators_itemized_by_benchmark_model_pair_with_the_kernels(tmp_path):
+    """From TF 2.9.1 on, benchmark_model's table itemizes XNNPACK's operators (``Delegate/<name>:<i>`` rows, by
+    XNNPACK's names) beside the delegate's own row, which sums them (LiteRT's tflite/profiling/
+    profile_summarizer.cc). No phone is reachable here and no public paste of such a table was found, so the table
+    is laid out as that source writes it, from the operators LiteRT's own profiler timed on a real INT8 model on
+    this machine (the events benchmark_model's summarizer reads): parsed, the delegate's sum is left out, every
+    operator keeps XNNPACK's name and INT8 precision, and each pairs with its kernel read from the file (what an
+    adb calibration fits its in-context forests on)."""
+    from edgeship.devices import calibrate as cal
+    from edgeship.devices import in_context
+    from edgeship.devices.archs import random_arch
+    from edgeship.devices.calibrate import lower
+    from edgeship.devices.kernels import read
+
+    a = random_arch(200_000)
+    d = lower(a.model, a.input_shape, "tflite", "int8", tmp_path / "archs" / "fit200000", "m", tmp_path)
+    timed = cal.measure_layers(cal.Plan("host", [("tflite", "int8")], [1], log=print), "tflite", tmp_path / "archs",
+                               1)["fit200000"]
+
+    def row(kind: str, ms: float, name: str) -> str:
+        return "\t".join(["", kind.rjust(24), f"{ms:9.3f}", f"{ms:9.3f}", "  1.000%", "  1.000%", "     0.000",
+                          "        1", name])
+
+    lines = ["Operator-wise Profiling Info for Regular Benchmark Runs:",
+             "============================== Run Order ==============================",
+             "\t".join(["", "[node type]".rjust(24), "[first]".rjust(9), "[avg ms]".rjust(9), "[%]".rjust(8),
+                        "[cdf%]".rjust(8), "[mem KB]".rjust(10), "[times called]", "[Name]"]),
+             row("TfLiteXNNPackDelegate", sum(r["us"] for r in timed) / 1e3, "[logits]:7")]
+    lines += [row(r["op"], (r["us"] - 0.5) / 1e3, f"Delegate/{r['op']}:{i}") for i, r in enumerate(timed)]
+    ops = parse_op_profile("\n".join(lines) + "\n")
+    source, rows = tflite_benchmark_ops(ops, 20)
+    assert "itemized" in source and [r["op"] for r in rows] == [r["op"] for r in timed]  # the sum left out
+    assert all(r["kernel"] == "XNNPACK" and r["delegated"] for r in rows)
+    assert all(r["precision"] == "int8" for r in rows if r["compute"]) and any(r["compute"] for r in rows)
+    ks = read(d / "model.tflite", "tflite")[0]
+    times = in_context.kernel_times(ks, rows, "tflite")
+    assert times == pytest.approx(in_context.kernel_times(ks, timed, "tflite"), abs=1e-3)
+    assert all(t is not None and t > 0 for t in times)
+    # an older build: only the delegate's row, kept as one layer for everything XNNPACK ran
+    source, rows = tflite_benchmark_ops(parse_op_profile("\n".join(lines[:4]) + "\n"), 20)
+    assert "not itemized" in source and [r["op"] for r in rows] == ["TfLiteXNNPackDelegate"]

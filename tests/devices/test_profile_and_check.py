@@ -110,6 +110,11 @@ def test_profile_over_ssh_agrees_with_the_host(run, loopback_sshd):
     assert 0.25 < dev["p50_ms"] / h["p50_ms"] < 4, (dev["p50_ms"], h["p50_ms"])
     assert 0.5 < dev["peak_rss_mb"] / h["peak_rss_mb"] < 2
     assert not Path(dev["remote_dir"]).exists()  # the bundle was removed from the device
+    # where the time goes on the device: its runtime's per-layer counters after the timed runs, as on the host
+    dp, hp = dev["profile"], h["profile"]
+    assert dp["total_ms"] > 0 and dp["source"] == hp["source"] and dp["runs"] == hp["runs"] > 0
+    assert dp["layer_count"] == hp["layer_count"] and set(dp["by_op_ms"]) == set(hp["by_op_ms"])
+    assert "onnx-fp32: slowest layers" in res.stdout + res.stderr
     # the device's runtime on the test samples export kept: this "device" is the host, so it agrees exactly
     v = dev["verification"]
     assert v["n"] == min(256, report(run)["data"]["sizes"]["test"]) and v["agreement"] == 1.0
