@@ -5,6 +5,7 @@ profiler never slows the timed runs. Measurements are marked ``source: device``.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -98,10 +99,12 @@ def parse_op_profile(text: str) -> list[dict]:
             break
         row = dict(zip(header, cells))
         try:
-            rows.append({"type": row["[node type]"], "name": row["[Name]"], "avg_ms": float(row["[avg ms]"]),
-                         "calls": float(row.get("[times called]", 1))})
+            avg, calls = float(row["[avg ms]"]), float(row.get("[times called]", 1))
         except (KeyError, ValueError):
             break
+        if not (math.isfinite(avg) and math.isfinite(calls) and avg >= 0 and calls >= 0):
+            break  # a time no runtime reports: the table ends here
+        rows.append({"type": row["[node type]"], "name": row["[Name]"], "avg_ms": avg, "calls": calls})
     return rows
 
 

@@ -162,6 +162,8 @@ def test_op_profile_parser_reads_only_the_regular_runs_table():
         ops = parse_op_profile(variant)
         assert [o["avg_ms"] for o in ops] == BUILTIN_AVG_MS
     assert parse_op_profile(phone) == []  # profiling asked for, but the paste ends before the run table
+    broken = text.replace("36.419", "nan").replace("36.473", "-1")  # what no runtime prints ends the table
+    assert [o["avg_ms"] for o in parse_op_profile(broken)] == BUILTIN_AVG_MS[:2]
     assert parse_op_profile(load("benchmark_model_raspberrypi_int8.txt")) == []
 
 
