@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -148,6 +149,21 @@ def rss(cost: dict) -> str:
             "benchmark process's own high-water mark, which Linux carries over exec)")
 
 
+def layer_sums(d: dict) -> dict[str, list[str]]:
+    """Per runtime, the range of the summed per-layer times over the timed p50 of the 224x224 models' artifacts, per
+    thread count (runs whose layers are untimed give none)."""
+    out: dict[str, list[str]] = {}
+    for rt in dict.fromkeys(r["runtime"] for r in d["rows"]):
+        cells = []
+        for t in ("1", "2"):
+            v = [p["total_ms"] / r["p50_ms"][t] for r in d["rows"] if r["runtime"] == rt and "_224" in r["model"]
+                 and (p := (r.get("profile") or {}).get(t)) and p.get("total_ms") and (r.get("p50_ms") or {}).get(t)]
+            cells.append(f"{min(v):.2f}-{max(v):.2f}x" if v else "-")
+        if cells != ["-", "-"]:
+            out[rt] = cells
+    return out
+
+
 def scale_section(d: dict, title: str = "At deployment sizes: 96x96 and 224x224") -> list[str]:
     """scale.json (issue 20): the peers' method on deployment-size models, thread scaling, pipeline cost."""
     m = d["method"]
@@ -227,6 +243,16 @@ def scale_section(d: dict, title: str = "At deployment sizes: 96x96 and 224x224"
                    f"ms summed); {len(falls)} of {prof.get('compute_layers')} compute layers in float"
                    + (f" ({', '.join(falls[:3])}{', ...' if len(falls) > 3 else ''})" if falls else "")
                    + f"; {layout}.")
+    sums = layer_sums(d)
+    if sums:
+        out += ["", "Summed layer times over the timed p50, every artifact of the 224x224 models (range by runtime; "
+                "1 thread / 2 threads): " + "; ".join(f"{rt} {' / '.join(v)}" for rt, v in sums.items()) + "."]
+    spread = sorted((max(v) - min(v)) / min(v) for r in d["rows"] for v in (r.get("p50_repeats") or {}).values()
+                    if v and min(v) > 0)
+    if spread:
+        out += ["", f"One artifact's repeats spread by a median {100 * statistics.median(spread):.0f} % ((max - min) / "
+                f"min over {len(spread)} artifact-thread pairs; 90th percentile "
+                f"{100 * spread[int(0.9 * len(spread))]:.0f} %)."]
     out += ["", "### Bars (issue 20: every edgeship INT8 artifact)", "",
             f"Bars: >= {d['bars_stated']['vs_fp32']}x faster than the FP32 unpruned model and >= "
             f"{d['bars_stated']['vs_peer']}x faster than the peer's default flow at every measured thread count; "
@@ -645,6 +671,11 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
         out.append(f"| {k} | {s['n']} | {pct(s['within_10pct'])} % | {s['mape_pct']} % | {s['median_error_pct']:+} % | "
                    f"{s['repeat_spread_median_pct']} % | {v['mape_pct']} % / {pct(v['within_10pct'])} %{more} | "
                    f"{verdict(s['bar_met'])} |")
+    slow = slow_processes(d)
+    if slow:
+        out += ["", "Processes whose anchors ran over 1.3x their calibration time, 2-thread p50 over the same "
+                "architecture's 1-thread p50 (median; in the other processes in brackets): " + "; ".join(
+                    f"{k}: {a:.2f} ({b:.2f}), {n} process(es)" for k, (a, b, n) in slow.items()) + "."]
     ctx = {k: s for k, s in d["summary"].items() if s.get("in_context")}
     if ctx:
         out += ["", "Forests fitted on kernel times inside the fitting architectures (the runtime's per-layer "
@@ -655,6 +686,25 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
                                                             if s.get("probes_only") else "")
                     for k, s in ctx.items()) + "."]
     return out + [""]
+
+
+def slow_processes(d: dict, cut: float = 1.3) -> dict[str, tuple[float, float, int]]:
+    """Per configuration with processes whose anchors ran over ``cut`` x their calibration time: the median of
+    2-thread p50 / 1-thread p50 (same architecture) in those processes and in the others, and how many there were."""
+    rows = {(r["config"], r["threads"], r["arch"]): r for r in d["rows"]}
+    out = {}
+    for config in dict.fromkeys(r["config"] for r in d["rows"]):
+        slow, other, n = [], [], set()
+        for (c, t, a), r in rows.items():
+            one = rows.get((c, 1, a))
+            if c != config or t != 2 or one is None:
+                continue
+            for i, (p50, f) in enumerate(zip(r.get("repeats_p50_ms") or [], r.get("speeds") or [])):
+                (slow if f > cut else other).append(p50 / one["measured_p50_ms"])
+                n |= {i} if f > cut else set()
+        if slow and other:
+            out[config] = (statistics.median(slow), statistics.median(other), len(n))
+    return out
 
 
 def predictor_zoo_section(d: dict) -> list[str]:
@@ -878,6 +928,7 @@ SECTIONS = (
     ("predictor_epyc", lambda d: predictor_section(d, "Latency predictor on an AMD EPYC (AVX-512 VNNI, no AMX)")),
     ("predictor_litert_in_context", lambda d: predictor_section(
         d, "Latency predictor, LiteRT with its kernels fitted in context (AMD EPYC)")),
+    ("predictor_epyc_p20", lambda d: predictor_section(d, "Latency predictor on an AMD EPYC, second run")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -885,7 +936,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
             "search", "search_quick",
             "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
-            "predictor_epyc", "predictor_litert_in_context")
+            "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20")
 
 
 def other_files(results: Path) -> list[str]:

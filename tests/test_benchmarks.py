@@ -657,3 +657,21 @@ def test_predictor_by_weights_splits_the_error_at_the_cache(tmp_path):
     e_rank = np.argsort(np.argsort([r["error_pct"] for r in mine]))
     rho = np.corrcoef(w_rank, e_rank)[0, 1]
     assert d["summary"]["onnx:int8:1"]["spearman_error_vs_weights"] == pytest.approx(rho, abs=1e-3)
+
+
+def test_make_report_derives_slow_processes_and_layer_sums():
+    """Two figures BENCHMARKS.md states from the results files: the 2-thread / 1-thread ratio in processes whose
+    anchors ran slow against the others, and the summed layer times over the p50 by runtime (224x224 models)."""
+    sys.path.insert(0, str(SCRIPTS))
+    import make_report
+
+    row = {"config": "tflite:int8", "arch": "a0", "measured_p50_ms": 2.0}
+    d = {"rows": [{**row, "threads": 1}, {**row, "threads": 2, "repeats_p50_ms": [1.0, 1.1, 1.6],
+                                          "speeds": [1.0, 1.02, 1.5]}]}
+    assert make_report.slow_processes(d) == {"tflite:int8": (0.8, 0.525, 1)}
+    assert make_report.slow_processes({"rows": [{**row, "threads": 1}]}) == {}
+    prof = {"1": {"total_ms": 1.1}, "2": {"total_ms": 0.45}}
+    scale = {"rows": [{"runtime": "LiteRT", "model": "resnet18_224", "profile": prof, "p50_ms": {"1": 1.0, "2": 0.5}},
+                      {"runtime": "LiteRT", "model": "mobilenetv2_96", "profile": prof, "p50_ms": {"1": 0.1, "2": 0.1}},
+                      {"runtime": "OpenVINO", "model": "resnet18_224", "profile": {}, "p50_ms": {"1": 1.0}}]}
+    assert make_report.layer_sums(scale) == {"LiteRT": ["1.10-1.10x", "0.90-0.90x"]}  # 96x96 and untimed left out

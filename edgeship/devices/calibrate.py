@@ -18,7 +18,7 @@ For each runtime and precision asked for (those of the run's targets) and each t
    while models timed side by side keep their ratios within about 1 %) then gives probes and architectures in
    one currency: the predictor predicts the device at its median speed.
    Where the runtime's per-layer counters can be matched to kernels (OpenVINO, ONNX Runtime, LiteRT through its C
-   API's profiler: ``in_context``; not over adb),
+   API's profiler, over adb through benchmark_model's op profiling: ``in_context``),
    the fitting architectures are also run once with them, in a process of their own: each kernel's time inside a
    model.
 4. **Fit**: a forest per kernel type on log latency (a random forest on the in-context times where a type has

@@ -5,9 +5,8 @@ JSON (per node: op, provider, duration), OpenVINO's PERF_COUNT (node type, execu
 for LiteRT, whose Python interpreter has no per-op timer, its C API's profiler (litert_timer.py: XNNPACK's operators
 by their own names, ``tflite_timed``) or, where that is missing, its op list with each op's input dtype, untimed;
 both say whether the XNNPACK delegate took an op (``not_delegated``: the ops left to LiteRT's builtin kernels).
-Compute layers (convolutions,
-matrix multiplications, fully connected) get the arithmetic their kernel ran in; in an INT8 artifact a float one is
-a float fallback.
+Compute layers (convolutions, matrix multiplications, fully connected) get the arithmetic their kernel ran in; in an
+INT8 artifact a float one is a float fallback.
 """
 
 from __future__ import annotations
