@@ -151,13 +151,22 @@ def runner_many(directory: Path, threads: int, seed: int, runs: int = 10, rounds
 
 
 def runner_per_config(cdir, configs: list[tuple[str, str]], threads: list[int], repeats: int, runs: int = 10,
-                      rounds: int = 10) -> tuple[dict, dict, set]:
+                      rounds: int = 10, speed=None, max_speed: float = 1.25, retries: int = 3,
+                      rejected: list | None = None) -> tuple[dict, dict, set]:
     """Per thread count, one dict per repeat of every artifact's runner summary, and of the anchors', with each
     configuration's directory (``cdir(fmt, precision)``: its artifacts and its anchors) timed in a ``runner_many``
     process of its own, the configurations' order rotated per repeat; and the priorities the runner got. One
     runtime per process, as in an application and as the calibration times its probes: with every runtime in one
     process LiteRT's 2-thread p50 came out 1.84x and OpenVINO's 1.35x what the same files take one per process
-    (benchmarks/many_vs_single.py)."""
+    (benchmarks/many_vs_single.py).
+
+    With ``speed(fmt, precision, threads, anchors)`` (the process's anchors against their calibration times, 1 =
+    the calibration's speed), a process whose anchors ran more than ``max_speed`` times slower measured a machine
+    in another state than the one calibrated (on the AMD EPYC's 2 vCPUs, a process either ran at 0.98-1.07 or at
+    1.41-1.69, nothing between: the second vCPU lost part of its time): it is measured again in a new process, up
+    to ``retries`` times, the last kept if none ran at speed. Every process set aside is appended to ``rejected``
+    (configuration, threads, repeat, speed, its p50s), so the results file says how many were, how slow, and what
+    the figures would have been with them."""
     measured: dict[int, list[dict]] = {}
     anchors: dict[int, list[dict]] = {}
     priority: set = set()
@@ -167,7 +176,16 @@ def runner_per_config(cdir, configs: list[tuple[str, str]], threads: list[int], 
             results, anchored = {}, {}
             for k in range(len(configs)):
                 fmt, precision = configs[(r + k) % len(configs)]
-                raw = runner_many(cdir(fmt, precision), t, r, runs, rounds)
+                for attempt in range(retries + 1):
+                    raw = runner_many(cdir(fmt, precision), t, r + 1000 * attempt, runs, rounds)
+                    f = speed(fmt, precision, t, raw["anchors"][0]) if speed else 1.0
+                    if f <= max_speed or attempt == retries:
+                        break
+                    if rejected is not None:
+                        rejected.append({"config": f"{fmt}:{precision}", "threads": t, "repeat": r,
+                                         "attempt": attempt, "speed": round(f, 4),
+                                         "p50_ms": {n: m["p50_ms"] for n, m in raw["results"].items()
+                                                    if "p50_ms" in m}})
                 results.update(raw["results"])
                 anchored.update(raw["anchors"][0])
                 priority.add(raw.get("priority"))

@@ -636,6 +636,44 @@ def test_runner_per_config_times_one_configuration_per_process(monkeypatch):
     assert set(anchors[1][0]) == {"_a-onnx-int8", "_a-openvino-int8", "_a-tflite-int8"}
 
 
+def test_runner_per_config_measures_a_slow_process_again(monkeypatch):
+    """A process whose anchors ran past ``max_speed`` (the machine in another state than calibrated) is measured
+    again in a new process with a new seed, up to ``retries`` times; each one set aside is recorded with its speed
+    and p50s; when every attempt is slow the last is kept, not dropped."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    slow = {("onnx-int8", 0): 2, ("tflite-int8", 1): 9}  # (config, repeat): slow attempts before a normal one
+    seeds = []
+
+    def scripted_runner(directory, threads, seed, runs, rounds):  # the retry rule is tested, not the runner
+        seeds.append((directory, seed))
+        attempt = sum(1 for d, s in seeds[:-1] if d == directory and s % 1000 == seed % 1000)
+        ran_slow = attempt < slow.get((directory, seed % 1000), 0)
+        ms = 1.5 if ran_slow else 1.0
+        return {"results": {f"m-{directory}": {"p50_ms": ms}}, "anchors": [{f"_a-{directory}": {"p50_ms": ms}}],
+                "priority": None}
+
+    def speed(fmt, precision, t, anchored):
+        return anchored[f"_a-{fmt}-{precision}"]["p50_ms"]
+
+    monkeypatch.setattr(benchlib, "runner_many", scripted_runner)
+    configs = [("onnx", "int8"), ("tflite", "int8")]
+    aside: list = []
+    measured, anchors, _ = benchlib.runner_per_config(lambda f, p: f"{f}-{p}", configs, [2], repeats=2, speed=speed,
+                                                      max_speed=1.25, retries=3, rejected=aside)
+    assert [s for d, s in seeds if d == "onnx-int8"] == [0, 1000, 2000, 1]  # two set aside, then one at speed
+    assert measured[2][0]["m-onnx-int8"]["p50_ms"] == 1.0
+    assert [s for d, s in seeds if d == "tflite-int8"] == [0, 1, 1001, 2001, 3001]  # never at speed: 3 retries
+    assert measured[2][1]["m-tflite-int8"]["p50_ms"] == 1.5  # the last attempt kept
+    assert [(a["config"], a["repeat"], a["attempt"], a["speed"]) for a in aside] == [
+        ("onnx:int8", 0, 0, 1.5), ("onnx:int8", 0, 1, 1.5), ("tflite:int8", 1, 0, 1.5), ("tflite:int8", 1, 1, 1.5),
+        ("tflite:int8", 1, 2, 1.5)]
+    assert aside[0]["p50_ms"] == {"m-onnx-int8": 1.5}
+
+
 def test_predictor_by_weights_splits_the_error_at_the_cache(tmp_path):
     """benchmarks/predictor_by_weights.py on the committed predictor.json: every evaluation row lands on one side of
     the given cache size, by its weights at the configuration's precision (an FP32 weight is 4 bytes, INT8 1)."""
