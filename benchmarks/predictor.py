@@ -79,7 +79,7 @@ def scored(errs: list[float]) -> dict | None:
 def process_speed(pf):
     """A measuring process's speed from its anchors against their calibration times (``calibrate.chunk_speed``)."""
     from edgeship.devices import predictor as pred
-    from edgeship.devices.calibrate import chunk_speed
+    from edgeship.devices.anchors import chunk_speed
 
     def speed(fmt: str, precision: str, t: int, anchored: dict) -> float:
         cfg = pf.configs[pred.key(fmt, precision, t)]

@@ -70,7 +70,8 @@ def main() -> None:
 
     from benchmarks.zoo import models as zoo
     from edgeship.devices import predictor as pred
-    from edgeship.devices.calibrate import chunk_speed, lower_anchors
+    from edgeship.devices.anchors import chunk_speed
+    from edgeship.devices.calibrate import lower_anchors
     from edgeship.devices.kernels import read
     from edgeship.errors import EdgeshipError
 

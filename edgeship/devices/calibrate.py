@@ -14,9 +14,11 @@ For each runtime and precision asked for (those of the run's targets) and each t
    the model has it, not what a busy shared machine lets it do. The architectures are timed in ``arch_repeats``
    processes of their own. **Anchors**: three fixed architectures (``anchor_archs``) are timed in every chunk of
    every process; each chunk is scaled by how fast its anchors ran against their median over the whole
-   calibration (``normalize``). A machine whose speed drifts (this VM: +-10 % between processes a minute apart,
-   while models timed side by side keep their ratios within about 1 %) then gives probes and architectures in
-   one currency: the predictor predicts the device at its median speed.
+   calibration (``anchors.normalize``). A machine whose speed drifts (this VM: +-10 % between processes a minute
+   apart, while models timed side by side keep their ratios within about 1 %) then gives probes and architectures
+   in one currency: the predictor predicts the device at its median speed. An architecture process whose anchors
+   ran over 1.25x the device's fast state is measured again (``anchors.steady``): a device in another state, not
+   a slower copy of the same one (this VM's 2-thread processes: 1.41-1.69x, their 2-thread/1-thread ratios moved).
    Where the runtime's per-layer counters can be matched to kernels (OpenVINO, ONNX Runtime, LiteRT through its C
    API's profiler, over adb through benchmark_model's op profiling: ``in_context``),
    the fitting architectures are also run once with them, in a process of their own: each kernel's time inside a
@@ -48,6 +50,7 @@ from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import QuantSettings
 from edgeship.devices import android, in_context, remote
 from edgeship.devices import predictor as pred
+from edgeship.devices.anchors import normalize, steady
 from edgeship.devices.bench_runner import device_facts
 from edgeship.devices.kernels import ACTS, KERNEL_TYPES, Kernel, read
 from edgeship.devices.measure import RUNNER, RunArtifact, parse_runner_output
@@ -278,37 +281,6 @@ def _many(plan: Plan, directory: Path, threads: int, args: list[str]) -> dict:
     return raw
 
 
-def normalize(raws: list[dict], reference: dict[str, float] | None = None) -> tuple[list[dict], dict[str, float]]:
-    """Each runner output's results scaled to the device's reference speed, and that reference (the median p50 of
-    each anchor over every chunk of ``raws``, unless given). A chunk's speed is the geometric mean, over its
-    anchors, of their p50 against the reference; its models' p50, p90 and mean are divided by it, and each
-    scaled result keeps ``speed``. Without anchors (adb) the speed is 1."""
-    if reference is None:
-        by_anchor: dict[str, list[float]] = {}
-        for raw in raws:
-            for chunk in raw.get("anchors") or []:
-                for name, s in chunk.items():
-                    by_anchor.setdefault(name, []).append(s["p50_ms"])
-        reference = {name: float(np.median(v)) for name, v in by_anchor.items()}
-    out = []
-    for raw in raws:
-        speeds = [chunk_speed(chunk, reference) for chunk in raw.get("anchors") or []]
-        scaled = {}
-        for name, r in raw["results"].items():
-            f = speeds[r["chunk"]] if speeds and "chunk" in r else 1.0
-            scaled[name] = {**r, "speed": round(f, 4), "raw_p50_ms": r["p50_ms"], "raw_p90_ms": r["p90_ms"],
-                            **{k: r[k] / f for k in ("p50_ms", "p90_ms", "mean_ms") if r.get(k) is not None}}
-        out.append(scaled)
-    return out, reference
-
-
-def chunk_speed(anchors: dict[str, dict], reference: dict[str, float]) -> float:
-    """How slow the device ran while timing one chunk: the geometric mean over its anchors of p50 / reference
-    (1 without anchors the reference knows)."""
-    logs = [np.log(s["p50_ms"] / reference[n]) for n, s in anchors.items() if n in reference]
-    return float(np.exp(np.mean(logs))) if logs else 1.0
-
-
 def _adb_arts(plan: Plan, directory: Path, prefix: str = "") -> list[RunArtifact]:
     arts = []
     for d in sorted(p for p in directory.iterdir() if (p / "model.json").is_file() and
@@ -339,11 +311,19 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
     """Measure one configuration's probes and architectures on the device: the kernel data set
     {"anchors": {name: reference p50 ms}, "probes": [{kernel, kernels (as the runtime's graph holds them), p50_ms,
     p90_ms, speed}], "archs": [{name, role, kernels, p50_ms, p90_ms (medians over the processes, scaled to the
-    reference speed), raw_p50_ms, raw_p90_ms, speed (one per process)}]}."""
+    reference speed), raw_p50_ms, raw_p90_ms, speed (one per process)}], "processes_set_aside": [{process,
+    attempt, speed}]}: an architecture process that ran in a slower state of the device is measured again
+    (``anchors.steady``)."""
     raws = [measure_many(plan, dirs["probes"], threads)]
     raws += [measure_many(plan, dirs["archs"], threads, seed=1 + r) for r in range(max(1, plan.arch_repeats))]
+    raws, aside = steady(raws, lambda i, attempt: measure_many(plan, dirs["archs"], threads,
+                                                               seed=i + 1000 * (1 + attempt)))
+    if aside:
+        plan.log(f"[yellow]calibration: {fmt} {threads}t: {len(aside)} architecture process(es) ran in a slower state "
+                 f"of the device (anchors at {', '.join(str(a['speed']) for a in aside)}x its fast state) and were "
+                 "measured again[/yellow]")
     (probes, *archs), reference = normalize(raws)
-    data: dict = {"anchors": reference, "probes": [], "archs": []}
+    data: dict = {"anchors": reference, "probes": [], "archs": [], "processes_set_aside": aside}
 
     def graph(kind: str, name: str) -> tuple[list[dict], dict[str, int]]:
         d = dirs[kind] / name

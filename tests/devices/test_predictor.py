@@ -263,8 +263,8 @@ def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
     import subprocess
     import sys
 
+    from edgeship.devices.anchors import normalize
     from edgeship.devices.archs import probe
-    from edgeship.devices.calibrate import normalize
     from edgeship.devices.measure import RUNNER, parse_runner_output
 
     many = tmp_path / "many"
@@ -293,6 +293,37 @@ def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
     assert scaled["a"]["p50_ms"] == pytest.approx(1.5) and scaled["b"]["p90_ms"] == pytest.approx(3.75)
     (again,), _ = normalize([fake], reference={"_anchor0": 0.5, "_anchor1": 2.0})  # a stored reference
     assert again["a"]["p50_ms"] == pytest.approx(1.0) and again["b"]["p50_ms"] == pytest.approx(2.0)
+
+
+def test_a_process_in_a_slower_state_of_the_device_is_measured_again():
+    """``anchors.steady``: an architecture process whose anchors ran past 1.25x the device's fast state (each
+    anchor's lower quartile over every chunk) is measured again, the fastest attempt kept, every attempt that lost
+    recorded; the probes' process is kept as it is, and a device that stayed in one state is left alone."""
+    from edgeship.devices.anchors import process_speed, steady
+
+    def proc(*anchor_ms: float, tag: str = "") -> dict:  # one chunk per anchor time given
+        return {"results": {"m": {"p50_ms": anchor_ms[0], "p90_ms": anchor_ms[0], "chunk": 0}}, "tag": tag,
+                "anchors": [{"_anchor0": {"p50_ms": a}, "_anchor1": {"p50_ms": 2 * a}} for a in anchor_ms]}
+
+    probes = proc(1.0, 1.0, 1.02, 0.99, 1.5, tag="probes")  # one chunk of many in the slow state: scaled, kept
+    raws = [probes, proc(1.01, 1.0, tag="ok"), proc(1.6, 1.55, tag="slow"), proc(1.5, tag="slow too")]
+    replies = {(2, 0): proc(1.62, tag="still slow"), (2, 1): proc(1.02, tag="fast"), (3, 0): proc(1.4, tag="1.4"),
+               (3, 1): proc(1.45, tag="1.45")}
+    asked = []
+
+    def again(i: int, attempt: int) -> dict:
+        asked.append((i, attempt))
+        return replies[i, attempt]
+
+    kept, aside = steady(raws, again)
+    assert asked == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    assert [r["tag"] for r in kept] == ["probes", "ok", "fast", "1.4"]  # never at speed: the fastest of three
+    assert [(a["process"], a["attempt"]) for a in aside] == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    assert aside[0]["speed"] == 1.62 and aside[1]["speed"] == round(process_speed(raws[2], {
+        "_anchor0": 1.0, "_anchor1": 2.0}), 4) and aside[3]["speed"] == 1.45
+    # one state throughout, however slow: nothing measured again
+    slow_machine = [proc(1.5, 1.52), proc(1.49), proc(1.55)]
+    assert steady(slow_machine, again) == (slow_machine, []) and len(asked) == 4
 
 
 def test_a_predictor_file_of_other_kernel_features_says_calibrate_again(tmp_path):

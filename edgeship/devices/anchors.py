@@ -1,0 +1,88 @@
+"""The calibration's anchors: how fast the device ran while it timed something.
+
+Three fixed architectures (``calibrate.anchor_archs``) are timed in every chunk of every measuring process. Their
+p50 against a reference gives a chunk's speed (``chunk_speed``: 1 = the reference, 1.5 = everything took 1.5x as
+long). Two uses:
+
+- ``normalize``: each chunk's results divided by its speed, so that probes and architectures timed minutes apart
+  are in one currency (this VM drifts +-10 % between processes a minute apart while models timed side by side
+  keep their ratios within about 1 %).
+- ``steady``: a process that ran in another state of the device is measured again. On the AMD EPYC VM a 2-thread
+  process ran either at 0.98-1.07 of the calibration's speed or at 1.41-1.69 (the second vCPU lost part of its
+  time), nothing between, and in that state a model's 2-thread time is not its 1-thread time over a fixed factor
+  (the 2-thread / 1-thread ratio went from 0.54-0.66 to 0.66-0.86): no scaling makes such a process's times the
+  calibrated device's, so they are replaced rather than scaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+MAX_SPEED = 1.25  # a process whose anchors took longer than this over the device's fast state is measured again
+RETRIES = 2  # new processes at most per process set aside
+
+
+def chunk_speed(anchors: dict[str, dict], reference: dict[str, float]) -> float:
+    """How slow the device ran while timing one chunk: the geometric mean over its anchors of p50 / reference
+    (1 without anchors the reference knows)."""
+    logs = [np.log(s["p50_ms"] / reference[n]) for n, s in anchors.items() if n in reference]
+    return float(np.exp(np.mean(logs))) if logs else 1.0
+
+
+def normalize(raws: list[dict], reference: dict[str, float] | None = None) -> tuple[list[dict], dict[str, float]]:
+    """Each runner output's results scaled to the device's reference speed, and that reference (the median p50 of
+    each anchor over every chunk of ``raws``, unless given). A chunk's speed is the geometric mean, over its
+    anchors, of their p50 against the reference; its models' p50, p90 and mean are divided by it, and each
+    scaled result keeps ``speed``. Without anchors (adb) the speed is 1."""
+    if reference is None:
+        reference = _per_anchor(raws, 50)
+    out = []
+    for raw in raws:
+        speeds = [chunk_speed(chunk, reference) for chunk in raw.get("anchors") or []]
+        scaled = {}
+        for name, r in raw["results"].items():
+            f = speeds[r["chunk"]] if speeds and "chunk" in r else 1.0
+            scaled[name] = {**r, "speed": round(f, 4), "raw_p50_ms": r["p50_ms"], "raw_p90_ms": r["p90_ms"],
+                            **{k: r[k] / f for k in ("p50_ms", "p90_ms", "mean_ms") if r.get(k) is not None}}
+        out.append(scaled)
+    return out, reference
+
+
+def _per_anchor(raws: list[dict], q: float) -> dict[str, float]:
+    """Each anchor's ``q``-th percentile p50 over every chunk of ``raws``."""
+    by_anchor: dict[str, list[float]] = {}
+    for raw in raws:
+        for chunk in raw.get("anchors") or []:
+            for name, s in chunk.items():
+                by_anchor.setdefault(name, []).append(s["p50_ms"])
+    return {name: float(np.percentile(v, q)) for name, v in by_anchor.items()}
+
+
+def process_speed(raw: dict, reference: dict[str, float]) -> float:
+    """A process's speed: the median of its chunks' (1 without anchors)."""
+    speeds = [chunk_speed(chunk, reference) for chunk in raw.get("anchors") or []]
+    return float(np.median(speeds)) if speeds else 1.0
+
+
+def steady(raws: list[dict], again: Callable[[int, int], dict], retries: int = RETRIES,
+           max_speed: float = MAX_SPEED) -> tuple[list[dict], list[dict]]:
+    """``raws`` with every process after the first whose anchors ran more than ``max_speed`` times slower than the
+    device's fast state (each anchor's lower quartile over every chunk of ``raws``) measured again by
+    ``again(index, attempt)``, up to ``retries`` times, the fastest attempt kept; and the processes set aside
+    (index, attempt, speed). The first process (the probes: many chunks, each scaled on its own by ``normalize``)
+    is kept as it is. A device that ran in one state throughout has nothing set aside."""
+    reference = _per_anchor(raws, 25)
+    kept, aside = list(raws), []
+    for i in range(1, len(raws)):
+        speed = process_speed(kept[i], reference)
+        for attempt in range(retries):
+            if speed <= max_speed:
+                break
+            raw = again(i, attempt)
+            s = process_speed(raw, reference)
+            aside.append({"process": i, "attempt": attempt, "speed": round(max(s, speed), 4)})  # the slower one
+            if s < speed:
+                kept[i], speed = raw, s
+    return kept, aside
