@@ -671,6 +671,15 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
         out.append(f"| {k} | {s['n']} | {pct(s['within_10pct'])} % | {s['mape_pct']} % | {s['median_error_pct']:+} % | "
                    f"{s['repeat_spread_median_pct']} % | {v['mape_pct']} % / {pct(v['within_10pct'])} %{more} | "
                    f"{verdict(s['bar_met'])} |")
+    aside = (d.get("evaluation") or {}).get("processes_set_aside")
+    if m.get("max_speed"):
+        every = {k: s["with_set_aside_processes"] for k, s in d["summary"].items()
+                 if s.get("with_set_aside_processes")}
+        out += ["", f"A process whose anchors ran over {m['max_speed']}x their calibration time was measured again in "
+                f"a new process (up to {m['retries']} times): {len(aside or [])} set aside" + (
+                    " (" + "; ".join(f"{k}: {s['processes_set_aside']}, within +-10 % over every process "
+                                     f"{pct(every[k]['within_10pct'])} % / MAPE {every[k]['mape_pct']} %"
+                                     for k, s in d["summary"].items() if k in every) + ")" if every else "") + "."]
     slow = slow_processes(d)
     if slow:
         out += ["", "Processes whose anchors ran over 1.3x their calibration time, 2-thread p50 over the same "
@@ -929,6 +938,8 @@ SECTIONS = (
     ("predictor_litert_in_context", lambda d: predictor_section(
         d, "Latency predictor, LiteRT with its kernels fitted in context (AMD EPYC)")),
     ("predictor_epyc_p20", lambda d: predictor_section(d, "Latency predictor on an AMD EPYC, second run")),
+    ("predictor_epyc_p21", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC, third run (slow measuring processes measured again)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -936,7 +947,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
             "search", "search_quick",
             "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
-            "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20")
+            "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21")
 
 
 def other_files(results: Path) -> list[str]:

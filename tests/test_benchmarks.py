@@ -404,6 +404,12 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
     (key, s), = d["summary"].items()
     assert key == "onnx:fp32:1" and s["n"] == 3 and s["bar_met"] is False and not d["bar_met_everywhere"]
     assert len(s["process_speeds"]) == 3 and all(0.3 < f < 3 for f in s["process_speeds"])
+    # a process kept is at speed, or the last of 1 + retries attempts; every one set aside is counted
+    aside = d["evaluation"]["processes_set_aside"]
+    assert d["method"]["max_speed"] == 1.25 and s["processes_set_aside"] == len(aside)
+    for i, f in enumerate(s["process_speeds"]):
+        assert f <= 1.25 or sum(a["repeat"] == i for a in aside) == d["method"]["retries"], (f, aside)
+    assert all(a["speed"] > 1.25 for a in aside) and (s["with_set_aside_processes"] is not None) == bool(aside)
     for r in d["rows"]:
         assert len(r["repeats_p50_ms"]) == 3 and r["speeds"] == s["process_speeds"]
         assert r["measured_p50_ms"] == round(statistics.median(r["repeats_p50_ms"]), 4)
