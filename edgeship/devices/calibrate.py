@@ -318,10 +318,6 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
     raws += [measure_many(plan, dirs["archs"], threads, seed=1 + r) for r in range(max(1, plan.arch_repeats))]
     raws, aside = steady(raws, lambda i, attempt: measure_many(plan, dirs["archs"], threads,
                                                                seed=i + 1000 * (1 + attempt)))
-    if aside:
-        plan.log(f"[yellow]calibration: {fmt} {threads}t: {len(aside)} architecture process(es) ran in a slower state "
-                 f"of the device (anchors at {', '.join(str(a['speed']) for a in aside)}x its fast state) and were "
-                 "measured again[/yellow]")
     (probes, *archs), reference = normalize(raws)
     data: dict = {"anchors": reference, "probes": [], "archs": [], "processes_set_aside": aside}
 
@@ -509,7 +505,10 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
                 plan.log(f"calibration: {fmt} {precision} {threads}t: p50 MAPE {e.mape_pct:.1f}%, "
                          f"{e.within_10pct:.0%} within +-10% on {e.n_archs} unseen architectures ({e.n} timings); "
                          + (f"{', '.join(cfg.in_context)} fitted in context (on the probes alone: p50 MAPE "
-                            f"{cfg.probes_mape_pct:.1f}%)" if cfg.in_context else "kernels fitted on the probes"))
+                            f"{cfg.probes_mape_pct:.1f}%)" if cfg.in_context else "kernels fitted on the probes")
+                         + (f"; {len(aside)} timing(s) of the architectures set aside, run in a slower state of the "
+                            f"device (anchors at {', '.join(str(a['speed']) for a in aside)}x its fast state), "
+                            "measured again" if (aside := data["processes_set_aside"]) else ""))
     path = pf.save(pred.path_for(plan.device, plan.directory))
     return pf, path
 
