@@ -150,6 +150,18 @@ def runner_many(directory: Path, threads: int, seed: int, runs: int = 10, rounds
     return raw
 
 
+def process_speed(pf):
+    """``speed(fmt, precision, threads, anchors)``: a measuring process's speed, its anchors against their
+    calibration times in the predictor file ``pf`` (``anchors.chunk_speed``; 1 = the calibration's speed)."""
+    from edgeship.devices import predictor as pred
+    from edgeship.devices.anchors import chunk_speed
+
+    def speed(fmt: str, precision: str, t: int, anchored: dict) -> float:
+        cfg = pf.configs[pred.key(fmt, precision, t)]
+        return chunk_speed({n: anchored[f"{n}-{fmt}-{precision}"] for n in cfg.anchors}, cfg.anchors)
+    return speed
+
+
 def runner_per_config(cdir, configs: list[tuple[str, str]], threads: list[int], repeats: int, runs: int = 10,
                       rounds: int = 10, speed=None, max_speed: float = 1.25, retries: int = 3,
                       rejected: list | None = None) -> tuple[dict, dict, set]:

@@ -45,7 +45,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import RESULTS, environment, loadavg, runner_per_config, write_json  # noqa: E402
+from benchlib import RESULTS, environment, loadavg, process_speed, runner_per_config, write_json  # noqa: E402
 
 CONFIGS = ("onnx:int8", "onnx:fp32", "tflite:int8", "openvino:int8")
 EVAL_SEED = 400_000
@@ -74,17 +74,6 @@ def scored(errs: list[float]) -> dict | None:
         return None
     return {"within_10pct": round(sum(abs(e) <= 0.10 for e in errs) / len(errs), 4),
             "mape_pct": round(100 * statistics.mean(abs(e) for e in errs), 2)}
-
-
-def process_speed(pf):
-    """A measuring process's speed from its anchors against their calibration times (``calibrate.chunk_speed``)."""
-    from edgeship.devices import predictor as pred
-    from edgeship.devices.anchors import chunk_speed
-
-    def speed(fmt: str, precision: str, t: int, anchored: dict) -> float:
-        cfg = pf.configs[pred.key(fmt, precision, t)]
-        return chunk_speed({n: anchored[f"{n}-{fmt}-{precision}"] for n in cfg.anchors}, cfg.anchors)
-    return speed
 
 
 def main() -> None:
@@ -162,8 +151,9 @@ def main() -> None:
         load_before = loadavg()
         t0 = time.time()
         set_aside: list[dict] = []
+        speed_of = process_speed(pf)
         measured, anchors, priority = runner_per_config(
-            cdir, configs, threads, args.repeats, args.runs, args.rounds, speed=process_speed(pf),
+            cdir, configs, threads, args.repeats, args.runs, args.rounds, speed=speed_of,
             max_speed=args.max_speed or float("inf"), retries=args.retries, rejected=set_aside)
         measure_s = time.time() - t0
 
@@ -177,7 +167,7 @@ def main() -> None:
                 po = probes_only.get(pred.key(fmt, precision, t))
                 rp = random_probes[pred.key(fmt, precision, t)]
                 # each process's speed for this configuration: its anchors against the calibration's
-                speeds = [process_speed(pf)(fmt, precision, t, a) for a in anchors[t]]
+                speeds = [speed_of(fmt, precision, t, a) for a in anchors[t]]
                 for arch_name in archs:
                     name = f"{arch_name}-{fmt}-{precision}"
                     got = [(m[name], f) for m, f in zip(measured[t], speeds) if name in m and "error" not in m[name]]

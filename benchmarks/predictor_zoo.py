@@ -28,7 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from benchlib import RESULTS, command_line, environment, loadavg, runner_per_config, write_json  # noqa: E402
+from benchlib import (  # noqa: E402
+    RESULTS,
+    command_line,
+    environment,
+    loadavg,
+    process_speed,
+    runner_per_config,
+    write_json,
+)
 
 # model factory (benchmarks/zoo/models.py) -> input shape (as the zoo recipes give it) and output names
 MODELS = {
@@ -70,7 +78,6 @@ def main() -> None:
 
     from benchmarks.zoo import models as zoo
     from edgeship.devices import predictor as pred
-    from edgeship.devices.anchors import chunk_speed
     from edgeship.devices.calibrate import lower_anchors
     from edgeship.devices.kernels import read
     from edgeship.errors import EdgeshipError
@@ -80,6 +87,7 @@ def main() -> None:
     if pf is None:
         raise SystemExit(f"no predictor file host.json under {args.predictors}: run benchmarks/predictor.py "
                          f"--predictors {args.predictors} first")
+    speed_of = process_speed(pf)
     configs = sorted({(c.format, c.precision) for c in pf.configs.values()})
     threads = sorted({c.threads for c in pf.configs.values()})
     work = Path(tempfile.mkdtemp(prefix="edgeship-predictor-zoo-"))
@@ -130,8 +138,7 @@ def main() -> None:
                     reps = [r for r in reps if r]
                     if not reps:
                         continue
-                    speeds = [chunk_speed({n: a[f"{n}-{fmt}-{precision}"] for n in cfg.anchors}, cfg.anchors)
-                              for a in anchors_t[t]]
+                    speeds = [speed_of(fmt, precision, t, a) for a in anchors_t[t]]
                     measured = statistics.median(reps)
                     row = {"model": name, "config": f"{fmt}:{precision}", "threads": t, "kernels": len(ks),
                            "kernel_types": sorted({k.type for k in ks}), "unmodelled_ops": unmodelled,
