@@ -11,7 +11,10 @@ long). Two uses:
   process ran either at 0.98-1.07 of the calibration's speed or at 1.41-1.69 (the second vCPU lost part of its
   time), nothing between, and in that state a model's 2-thread time is not its 1-thread time over a fixed factor
   (the 2-thread / 1-thread ratio went from 0.54-0.66 to 0.66-0.86): no scaling makes such a process's times the
-  calibrated device's, so they are replaced rather than scaled.
+  calibrated device's, so they are replaced rather than scaled. The probes' process is many chunks: a chunk of it
+  that ran in that state has its probes timed again in a new process (``steady`` with ``again_probes``).
+- ``faster_later``: a calibration that ran in the slow state throughout sets nothing aside (its own anchors are
+  its only yardstick); the anchors timed again once every configuration is measured tell it (they run 0.6x).
 """
 
 from __future__ import annotations
@@ -67,14 +70,19 @@ def process_speed(raw: dict, reference: dict[str, float]) -> float:
 
 
 def steady(raws: list[dict], again: Callable[[int, int], dict], retries: int = RETRIES,
-           max_speed: float = MAX_SPEED) -> tuple[list[dict], list[dict]]:
+           max_speed: float = MAX_SPEED,
+           again_probes: Callable[[list[str], int], dict] | None = None) -> tuple[list[dict], list[dict]]:
     """``raws`` with every process after the first whose anchors ran more than ``max_speed`` times slower than the
     device's fast state (each anchor's lower quartile over every chunk of ``raws``) measured again by
-    ``again(index, attempt)``, up to ``retries`` times, the fastest attempt kept; and the processes set aside
-    (index, attempt, speed). The first process (the probes: many chunks, each scaled on its own by ``normalize``)
-    is kept as it is. A device that ran in one state throughout has nothing set aside."""
+    ``again(index, attempt)``, up to ``retries`` times, the fastest attempt kept; and the timings set aside
+    (process, attempt, speed; for the first process's chunks also chunk and probes). The first process (the probes:
+    many chunks, each scaled on its own by ``normalize``) is kept whole; with ``again_probes(names, attempt)`` (a
+    process timing only those probes) each of its chunks past ``max_speed`` has its probes timed again, the faster
+    timing of each probe kept. A device that ran in one state throughout has nothing set aside."""
     reference = _per_anchor(raws, 25)
     kept, aside = list(raws), []
+    if again_probes is not None and raws:
+        kept[0], aside = _steady_chunks(raws[0], reference, again_probes, retries, max_speed)
     for i in range(1, len(raws)):
         speed = process_speed(kept[i], reference)
         for attempt in range(retries):
@@ -86,3 +94,48 @@ def steady(raws: list[dict], again: Callable[[int, int], dict], retries: int = R
             if s < speed:
                 kept[i], speed = raw, s
     return kept, aside
+
+
+def _steady_chunks(raw: dict, reference: dict[str, float], again: Callable[[list[str], int], dict], retries: int,
+                   max_speed: float) -> tuple[dict, list[dict]]:
+    """``raw`` (one process of many chunks) with the probes of every chunk past ``max_speed`` timed again (the
+    faster timing of each probe kept, the chunks no probe refers to any longer dropped), and the chunks set aside."""
+    anchors = list(raw.get("anchors") or [])
+    speeds = [chunk_speed(c, reference) for c in anchors]
+    results = dict(raw["results"])
+    aside: list[dict] = []
+    for attempt in range(retries):
+        slow = sorted(n for n, r in results.items() if "chunk" in r and speeds[r["chunk"]] > max_speed)
+        if not slow:
+            break
+        new = again(slow, attempt)
+        offset = len(anchors)
+        anchors += new.get("anchors") or []
+        speeds += [chunk_speed(c, reference) for c in new.get("anchors") or []]
+        lost: dict[int, list] = {}  # the first process's chunk -> [speed of each timing set aside, probes]
+        first = {n: results[n]["chunk"] for n in slow}
+        for n in slow:
+            r = new["results"].get(n)
+            if r is None or "chunk" not in r:
+                continue
+            r = {**r, "chunk": r["chunk"] + offset}
+            old, now = speeds[results[n]["chunk"]], speeds[r["chunk"]]
+            if now < old:
+                results[n] = r
+            entry = lost.setdefault(first[n], [0.0, 0])
+            entry[0], entry[1] = max(entry[0], old, now), entry[1] + 1
+        aside += [{"process": 0, "chunk": c, "attempt": attempt, "speed": round(s, 4), "probes": k}
+                  for c, (s, k) in sorted(lost.items())]
+    used = sorted({r["chunk"] for r in results.values() if "chunk" in r})
+    index = {c: i for i, c in enumerate(used)}
+    return ({**raw, "results": {n: {**r, "chunk": index[r["chunk"]]} if "chunk" in r else r
+                                for n, r in results.items()},
+             "anchors": [anchors[c] for c in used]}, aside)
+
+
+def faster_later(reference: dict[str, float], later: dict, max_speed: float = MAX_SPEED) -> float | None:
+    """The speed of ``later`` (a process timing the anchors after a configuration was calibrated against
+    ``reference``) if it ran more than ``max_speed`` times faster: the configuration was measured in a slower
+    state of the device throughout, and should be measured again; else None."""
+    speed = process_speed(later, reference)
+    return speed if speed * max_speed < 1 else None

@@ -5,6 +5,7 @@ profiler never slows the timed runs. Measurements are marked ``source: device``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -258,3 +259,28 @@ def profile_adb(arts: list[RunArtifact], target: AdbTarget, threads: int, runs: 
         finally:
             run(target.cleanup_cmd(a.name), "cleanup")
     return results, errors
+
+
+# ----------------------------------------------------------------------------------- a calibration over adb
+def _calibration_artifacts(directory: Path, device: str, prefix: str = "") -> list[RunArtifact]:
+    arts = []
+    for d in sorted(p for p in directory.iterdir() if (p / "model.json").is_file() and
+                    not p.name.startswith("_anchor") and p.name.startswith(prefix)):
+        meta = json.loads((d / "model.json").read_text())
+        arts.append(RunArtifact(d.name, device, meta["format"], meta["precision"], d, meta["files"], meta["main"]))
+    return arts
+
+
+def time_many(directory: Path, device: str, target: AdbTarget, threads: int, runs: int) -> dict[str, dict]:
+    """A calibration's artifacts under ``directory``: one ``benchmark_model`` run each, one after another (no
+    chunks, so no anchors: speed 1); {name: {p50_ms, p90_ms}}."""
+    ok, _bad = profile_adb(_calibration_artifacts(directory, device), target, threads, runs, 3, layers=0)
+    return {name: {"p50_ms": m.p50_ms or m.mean_ms, "p90_ms": m.p90_ms or m.max_ms} for name, m in ok.items()}
+
+
+def time_layers(archs: Path, device: str, target: AdbTarget, threads: int, runs: int) -> dict[str, list[dict]]:
+    """The fitting architectures' operators timed by benchmark_model's op profiling (``runs`` profiled runs each,
+    after one timed run)."""
+    rows: dict[str, list[dict]] = {}
+    profile_adb(_calibration_artifacts(archs, device, "fit"), target, threads, 1, 3, layers=runs, layer_rows=rows)
+    return rows

@@ -16,9 +16,10 @@ For each runtime and precision asked for (those of the run's targets) and each t
    every process; each chunk is scaled by how fast its anchors ran against their median over the whole
    calibration (``anchors.normalize``). A machine whose speed drifts (this VM: +-10 % between processes a minute
    apart, while models timed side by side keep their ratios within about 1 %) then gives probes and architectures
-   in one currency: the predictor predicts the device at its median speed. An architecture process whose anchors
-   ran over 1.25x the device's fast state is measured again (``anchors.steady``): a device in another state, not
-   a slower copy of the same one (this VM's 2-thread processes: 1.41-1.69x, their 2-thread/1-thread ratios moved).
+   in one currency: the predictor predicts the device at its median speed. An architecture process or a chunk of
+   probes whose anchors ran over 1.25x the device's fast state is measured again (``anchors.steady``): a device in
+   another state, not a slower copy of the same one (this VM's 2-thread processes: 1.41-1.69x, their
+   2-thread/1-thread ratios moved); a configuration whose anchors run 1.25x faster once all are measured, again.
    Where the runtime's per-layer counters can be matched to kernels (OpenVINO, ONNX Runtime, LiteRT through its C
    API's profiler, over adb through benchmark_model's op profiling: ``in_context``),
    the fitting architectures are also run once with them, in a process of their own: each kernel's time inside a
@@ -36,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,10 +52,10 @@ from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import QuantSettings
 from edgeship.devices import android, in_context, remote
 from edgeship.devices import predictor as pred
-from edgeship.devices.anchors import normalize, steady
+from edgeship.devices.anchors import faster_later, normalize, steady
 from edgeship.devices.bench_runner import device_facts
 from edgeship.devices.kernels import ACTS, KERNEL_TYPES, Kernel, read
-from edgeship.devices.measure import RUNNER, RunArtifact, parse_runner_output
+from edgeship.devices.measure import RUNNER, parse_runner_output
 from edgeship.errors import EdgeshipError
 from edgeship.progress import info
 from edgeship.recipe import TargetSpec
@@ -257,7 +259,8 @@ def measure_many(plan: Plan, directory: Path, threads: int, seed: int = 0) -> di
     """The runner's output for every artifact under ``directory`` timed on the device: ``results`` {artifact
     directory name: runner summary} (those the runtime refused left out), ``anchors`` (per chunk)."""
     if plan.adb is not None:
-        return {"results": _many_adb(plan, directory, threads), "anchors": []}
+        return {"results": android.time_many(directory, plan.device, plan.adb, threads, plan.runs * plan.rounds),
+                "anchors": []}
     raw = _many(plan, directory, threads, ["--runs", str(plan.runs), "--rounds", str(plan.rounds), "--warmup", "3",
                                             "--seed", str(plan.seed + seed)])
     plan.timings["priority"] = raw.get("priority")
@@ -281,31 +284,6 @@ def _many(plan: Plan, directory: Path, threads: int, args: list[str]) -> dict:
     return raw
 
 
-def _adb_arts(plan: Plan, directory: Path, prefix: str = "") -> list[RunArtifact]:
-    arts = []
-    for d in sorted(p for p in directory.iterdir() if (p / "model.json").is_file() and
-                    not p.name.startswith("_anchor") and p.name.startswith(prefix)):
-        meta = json.loads((d / "model.json").read_text())
-        arts.append(RunArtifact(d.name, plan.device, meta["format"], meta["precision"], d, meta["files"],
-                                meta["main"]))
-    return arts
-
-
-def _many_adb(plan: Plan, directory: Path, threads: int) -> dict[str, dict]:
-    """One ``benchmark_model`` run per artifact, one after another: no chunks, so no anchors (speed 1)."""
-    ok, _bad = android.profile_adb(_adb_arts(plan, directory), plan.adb, threads,  # type: ignore[arg-type]
-                                  plan.runs * plan.rounds, 3, layers=0)
-    return {name: {"p50_ms": m.p50_ms or m.mean_ms, "p90_ms": m.p90_ms or m.max_ms} for name, m in ok.items()}
-
-
-def _layers_adb(plan: Plan, archs: Path, threads: int) -> dict[str, list[dict]]:
-    """The fitting architectures' operators timed by benchmark_model's op profiling (one timed run each first)."""
-    rows: dict[str, list[dict]] = {}
-    android.profile_adb(_adb_arts(plan, archs, "fit"), plan.adb, threads, 1, 3,  # type: ignore[arg-type]
-                       layers=PROFILE_RUNS, layer_rows=rows)
-    return rows
-
-
 # ---------------------------------------------------------------- the kernel data set, and fitting it
 def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
     """Measure one configuration's probes and architectures on the device: the kernel data set
@@ -317,7 +295,9 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
     raws = [measure_many(plan, dirs["probes"], threads)]
     raws += [measure_many(plan, dirs["archs"], threads, seed=1 + r) for r in range(max(1, plan.arch_repeats))]
     raws, aside = steady(raws, lambda i, attempt: measure_many(plan, dirs["archs"], threads,
-                                                               seed=i + 1000 * (1 + attempt)))
+                                                               seed=i + 1000 * (1 + attempt)),
+                         again_probes=lambda names, attempt: measure_many(
+                             plan, _subset(dirs["probes"], names, f"again-{attempt}"), threads, seed=2000 + attempt))
     (probes, *archs), reference = normalize(raws)
     data: dict = {"anchors": reference, "probes": [], "archs": [], "processes_set_aside": aside}
 
@@ -346,16 +326,23 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
     return data
 
 
+def _subset(directory: Path, names: list[str], tag: str) -> Path:
+    """A copy beside ``directory`` (replaced if there) of its anchors and ``names``, in the temporary directory."""
+    shutil.rmtree(sub := directory.parent / f"{directory.name}-{tag}", ignore_errors=True)
+    for name in [*(d.name for d in directory.iterdir() if d.name.startswith("_anchor")), *names]:
+        shutil.copytree(directory / name, sub / name)
+    sub.mkdir(exist_ok=True)
+    return sub
+
+
 def measure_layers(plan: Plan, fmt: str, archs: Path, threads: int) -> dict[str, list[dict]]:
     """The per-layer counters of the fitting architectures on the device ({name: layer rows}), for the formats whose
     counters are matched to kernels (``in_context.FORMATS``; over adb, benchmark_model's op profiling). A copy of
     them is profiled in a process of its own: counters slow every run, so the timed processes never hold them."""
-    import shutil
-
     if fmt not in in_context.FORMATS:
         return {}
     if plan.adb is not None:
-        return _layers_adb(plan, archs, threads)
+        return android.time_layers(archs, plan.device, plan.adb, threads, PROFILE_RUNS)
     todo = archs.parent / f"{archs.name}-layers-{threads}"
     for d in archs.iterdir():
         if d.name.startswith("fit") and (d / "model.json").is_file():
@@ -489,26 +476,48 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
     pf.facts = facts or pf.facts
     with tempfile.TemporaryDirectory(prefix="edgeship-calibrate-") as tmp:
         dirs = build(plan, Path(tmp))
-        for (fmt, precision), d in dirs.items():
-            for threads in plan.threads:
-                plan.log(f"calibration: measuring {fmt} {precision} at {threads} thread(s) on {plan.device}")
-                t0 = time.time()
-                data = dataset(plan, fmt, threads, d)
-                if plan.keep is not None:
-                    plan.keep.mkdir(parents=True, exist_ok=True)
-                    (plan.keep / f"{fmt}-{precision}-{threads}.json").write_text(json.dumps(data))
-                # the cache size is read here only (over SSH or adb the term is left out)
-                cfg = fit(data, fmt, precision, threads, plan.seed, l2_cache_kb() if local else None)
-                cfg.calibration_s = round(time.time() - t0 + plan.timings.get(f"lower_{fmt}_{precision}_s", 0), 1)
-                pf.configs[pred.key(fmt, precision, threads)] = cfg
-                e = cfg.error_p50
-                plan.log(f"calibration: {fmt} {precision} {threads}t: p50 MAPE {e.mape_pct:.1f}%, "
-                         f"{e.within_10pct:.0%} within +-10% on {e.n_archs} unseen architectures ({e.n} timings); "
-                         + (f"{', '.join(cfg.in_context)} fitted in context (on the probes alone: p50 MAPE "
-                            f"{cfg.probes_mape_pct:.1f}%)" if cfg.in_context else "kernels fitted on the probes")
-                         + (f"; {len(aside)} timing(s) of the architectures set aside, run in a slower state of the "
-                            f"device (anchors at {', '.join(str(a['speed']) for a in aside)}x its fast state), "
-                            "measured again" if (aside := data["processes_set_aside"]) else ""))
+        measured = {(fmt, precision, threads): _configuration(plan, pf, fmt, precision, threads, d, local)
+                    for (fmt, precision), d in dirs.items() for threads in plan.threads}
+        for (fmt, precision, threads), (data, seconds) in measured.items():
+            if plan.adb is not None:  # no anchors over adb
+                break
+            later = measure_many(plan, _subset(dirs[fmt, precision]["archs"], [], "later"), threads)
+            if (speed := faster_later(data["anchors"], later)) is not None:
+                plan.log(f"calibration: {fmt} {precision} {threads}t: its anchors ran at {speed:.2f}x their "
+                         "calibration time when timed again after every configuration: it was measured in a slower "
+                         "state of the device throughout; measuring it again")
+                _configuration(plan, pf, fmt, precision, threads, dirs[fmt, precision], local, seconds, speed)
     path = pf.save(pred.path_for(plan.device, plan.directory))
     return pf, path
+
+
+def _configuration(plan: Plan, pf: pred.PredictorFile, fmt: str, precision: str, threads: int, d: dict[str, Path],
+                   local: bool, before_s: float = 0.0, later: float | None = None) -> tuple[dict, float]:
+    """Measure and fit one configuration into ``pf``; its kernel data set and the seconds it took (``before_s``: a
+    first measurement's, ``later``: the speed that had it measured again, both kept)."""
+    plan.log(f"calibration: measuring {fmt} {precision} at {threads} thread(s) on {plan.device}")
+    t0 = time.time()
+    data = dataset(plan, fmt, threads, d)
+    if later is not None:
+        data["measured_again"] = {"anchors_later_speed": round(later, 4), "first_s": round(before_s, 1)}
+    if plan.keep is not None:
+        plan.keep.mkdir(parents=True, exist_ok=True)
+        (plan.keep / f"{fmt}-{precision}-{threads}.json").write_text(json.dumps(data))
+    # the cache size is read here only (over SSH or adb the term is left out)
+    cfg = fit(data, fmt, precision, threads, plan.seed, l2_cache_kb() if local else None)
+    seconds = before_s + time.time() - t0
+    cfg.calibration_s = round(seconds + plan.timings.get(f"lower_{fmt}_{precision}_s", 0), 1)
+    pf.configs[pred.key(fmt, precision, threads)] = cfg
+    e = cfg.error_p50
+    aside = data["processes_set_aside"]
+    chunks = [a for a in aside if "chunk" in a]
+    plan.log(f"calibration: {fmt} {precision} {threads}t: p50 MAPE {e.mape_pct:.1f}%, "
+             f"{e.within_10pct:.0%} within +-10% on {e.n_archs} unseen architectures ({e.n} timings); "
+             + (f"{', '.join(cfg.in_context)} fitted in context (on the probes alone: p50 MAPE "
+                f"{cfg.probes_mape_pct:.1f}%)" if cfg.in_context else "kernels fitted on the probes")
+             + (f"; set aside, run in a slower state of the device and measured again: {len(aside) - len(chunks)} "
+                f"process(es) of the architectures, {len(chunks)} chunk(s) of the probes (anchors at "
+                f"{', '.join(str(a['speed']) for a in aside)}x its fast state)" if aside else ""))
+    return data, seconds
+
 

@@ -257,6 +257,34 @@ def test_calibrate_on_an_ssh_device_then_predict_and_check(tmp_path, digits_chec
     assert chk.exit_code == 1 and "UNVERIFIED" in chk.stderr
 
 
+@pytest.mark.slow
+def test_a_configuration_measured_in_a_slower_state_throughout_is_measured_again(tmp_path, monkeypatch):
+    """Once every configuration is measured, each one's anchors are timed again (a real process here); where they
+    run 1.25x faster than during its calibration (``anchors.faster_later``: the decision is forced here, this
+    machine's state cannot be), the configuration is measured and fitted again, the log says why and the kept data
+    set says the speed that had it measured again and the first measurement's seconds."""
+    from edgeship.devices import anchors, calibrate
+
+    asked: list[dict] = []
+
+    def faster_once(reference: dict, later: dict, max_speed: float = 1.25) -> float | None:
+        asked.append(later)
+        assert later["results"] == {} and len(later["anchors"]) == 1  # the anchors alone, one chunk
+        return 0.6
+
+    monkeypatch.setattr(calibrate, "faster_later", faster_once)
+    logs: list[str] = []
+    plan = calibrate.Plan("host", [("onnx", "fp32")], [1], probes=16, fit=3, validate=3, runs=3, rounds=1,
+                          arch_repeats=1, directory=tmp_path, keep=tmp_path / "keep", log=logs.append)
+    pf, path = calibrate.calibrate(plan)
+    assert len(asked) == 1 and anchors.faster_later is not faster_once  # checked once: measured again once
+    assert sum("measuring onnx fp32 at 1 thread(s)" in line for line in logs) == 2
+    assert any("onnx fp32 1t: its anchors ran at 0.60x their calibration time" in line for line in logs)
+    kept = json.loads((tmp_path / "keep" / "onnx-fp32-1.json").read_text())
+    assert kept["measured_again"]["anchors_later_speed"] == 0.6 and kept["measured_again"]["first_s"] > 0
+    assert pf.configs["onnx:fp32:1"].calibration_s > kept["measured_again"]["first_s"] and path.is_file()
+
+
 def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
     """bench_runner --many times the ``_anchor`` directories beside every chunk (real ONNX Runtime, 2 threads), and
     ``normalize`` divides each chunk by its anchors' speed against their median over all chunks."""
@@ -294,6 +322,17 @@ def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
     (again,), _ = normalize([fake], reference={"_anchor0": 0.5, "_anchor1": 2.0})  # a stored reference
     assert again["a"]["p50_ms"] == pytest.approx(1.0) and again["b"]["p50_ms"] == pytest.approx(2.0)
 
+    # what the calibration times again: a copy of some probes with the anchors, or of the anchors alone
+    from edgeship.devices.calibrate import _subset
+
+    for names, expect in ((["p1"], {"p1"}), ([], set())):
+        sub = _subset(many, names, "again")
+        assert sorted(d.name for d in sub.iterdir()) == sorted(["_anchor0", *names])
+        p = subprocess.run([sys.executable, str(RUNNER), "--many", str(sub), "--runs", "3", "--rounds", "1",
+                            "--warmup", "1"], capture_output=True, text=True, timeout=300)
+        raw = parse_runner_output(p.stdout)
+        assert raw and raw["ok"] and set(raw["results"]) == expect and len(raw["anchors"]) == 1, p.stderr[-2000:]
+
 
 def test_a_process_in_a_slower_state_of_the_device_is_measured_again():
     """``anchors.steady``: an architecture process whose anchors ran past 1.25x the device's fast state (each
@@ -324,6 +363,71 @@ def test_a_process_in_a_slower_state_of_the_device_is_measured_again():
     # one state throughout, however slow: nothing measured again
     slow_machine = [proc(1.5, 1.52), proc(1.49), proc(1.55)]
     assert steady(slow_machine, again) == (slow_machine, []) and len(asked) == 4
+
+
+def test_a_chunk_of_probes_in_a_slower_state_has_its_probes_timed_again():
+    """``anchors.steady`` with ``again_probes``: the probes of a chunk whose anchors ran past 1.25x the device's
+    fast state are timed again in a new process (up to twice), each probe keeping its faster timing; the chunks no
+    probe refers to any longer are dropped and the others renumbered, so ``normalize`` scales each probe by the
+    anchors it was timed beside."""
+    from edgeship.devices.anchors import normalize, steady
+
+    def chunk(a: float) -> dict:
+        return {"_anchor0": {"p50_ms": a}, "_anchor1": {"p50_ms": 2 * a}}
+
+    probes = {"results": {"p0": {"p50_ms": 1.0, "p90_ms": 1.1, "chunk": 0}, "p1": {"p50_ms": 3.2, "p90_ms": 3.3,
+                                                                                    "chunk": 1},
+                          "p2": {"p50_ms": 1.6, "p90_ms": 1.7, "chunk": 1}, "p3": {"p50_ms": 1.0, "p90_ms": 1.1,
+                                                                                    "chunk": 2}},
+              "anchors": [chunk(1.0), chunk(1.6), chunk(1.02)]}
+    archs = [{"results": {"m": {"p50_ms": 5.0, "p90_ms": 5.0, "chunk": 0}}, "anchors": [chunk(1.01)]}]
+    replies = [  # the first attempt: p1 in a fast chunk, p2 still in a slow one; the second: p2 fast
+        {"results": {"p1": {"p50_ms": 2.0, "p90_ms": 2.1, "chunk": 0}, "p2": {"p50_ms": 1.7, "p90_ms": 1.8,
+                                                                               "chunk": 1}},
+         "anchors": [chunk(1.0), chunk(1.7)]},
+        {"results": {"p2": {"p50_ms": 1.0, "p90_ms": 1.1, "chunk": 0}}, "anchors": [chunk(0.99)]}]
+    asked = []
+
+    def again_probes(names: list[str], attempt: int) -> dict:
+        asked.append((names, attempt))
+        return replies[attempt]
+
+    def never(i: int, attempt: int) -> dict:
+        raise AssertionError("the architectures' process ran at speed")
+
+    kept, aside = steady([probes, *archs], never, again_probes=again_probes)
+    assert asked == [(["p1", "p2"], 0), (["p2"], 1)]
+    assert kept[1] is archs[0]
+    got = kept[0]["results"]
+    assert {n: r["p50_ms"] for n, r in got.items()} == {"p0": 1.0, "p1": 2.0, "p2": 1.0, "p3": 1.0}
+    # chunks 0 and 2 of the first process, the first reply's fast chunk and the second reply's: four, renumbered
+    assert [c["_anchor0"]["p50_ms"] for c in kept[0]["anchors"]] == [1.0, 1.02, 1.0, 0.99]
+    assert {n: r["chunk"] for n, r in got.items()} == {"p0": 0, "p1": 2, "p2": 3, "p3": 1}
+    # chunk 1 set aside twice: with p1 and p2 (p2's first retry the slower, 1.7), then with p2 (its own 1.6)
+    fast = 1.0075  # the anchors' lower quartile over every chunk timed first: 1.0, 1.01, 1.02, 1.6
+    assert [(a["process"], a["chunk"], a["attempt"], a["probes"]) for a in aside] == [(0, 1, 0, 2), (0, 1, 1, 1)]
+    assert [a["speed"] for a in aside] == [round(1.7 / fast, 4), round(1.6 / fast, 4)]
+    (scaled, _), _ = normalize(kept)
+    assert max(r["speed"] for r in scaled.values()) < 1.1  # no probe is scaled from a slow chunk any more
+    # one state throughout: no probe timed again
+    slow = [{**probes, "anchors": [chunk(1.6)] * 3}, {**archs[0], "anchors": [chunk(1.58)]}]
+    assert steady(slow, never, again_probes=again_probes) == (slow, []) and len(asked) == 2
+
+
+def test_a_configuration_whose_anchors_run_faster_later_was_measured_in_a_slower_state():
+    """``anchors.faster_later``: the anchors timed again once every configuration is measured, against the
+    configuration's reference: at 0.6x (this VM's 2-thread fast state against a calibration in its slow state) the
+    configuration is measured again; within the device's drift, or slower, it is not."""
+    from edgeship.devices.anchors import faster_later
+
+    reference = {"_anchor0": 1.0, "_anchor1": 2.0}
+
+    def later(a: float) -> dict:
+        return {"results": {}, "anchors": [{"_anchor0": {"p50_ms": a}, "_anchor1": {"p50_ms": 2 * a}}]}
+
+    assert faster_later(reference, later(0.6)) == pytest.approx(0.6)
+    assert faster_later(reference, later(0.9)) is None and faster_later(reference, later(1.6)) is None
+    assert faster_later(reference, {"results": {}, "anchors": []}) is None  # adb: no anchors, nothing known
 
 
 def test_a_predictor_file_of_other_kernel_features_says_calibrate_again(tmp_path):
