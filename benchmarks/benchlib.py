@@ -176,33 +176,42 @@ def runner_per_config(cdir, configs: list[tuple[str, str]], threads: list[int], 
     the calibration's speed), a process whose anchors ran more than ``max_speed`` times slower measured a machine
     in another state than the one calibrated (on the AMD EPYC's 2 vCPUs, a process either ran at 0.98-1.07 or at
     1.41-1.69, nothing between: the second vCPU lost part of its time): it is measured again in a new process, up
-    to ``retries`` times, the last kept if none ran at speed. Every process set aside is appended to ``rejected``
-    (configuration, threads, repeat, speed, its p50s), so the results file says how many were, how slow, and what
-    the figures would have been with them."""
+    to ``retries`` times, the fastest kept. The new processes run once every repeat at that thread count has run
+    (a retry right after a slow process met the same state: it lasts minutes), one round of retries after
+    another. Every process set aside is appended to ``rejected`` (configuration, threads, repeat, the retry round
+    that set it aside, speed, its p50s), so the results file says how many were, how slow, and what the figures
+    would have been with them."""
     measured: dict[int, list[dict]] = {}
     anchors: dict[int, list[dict]] = {}
     priority: set = set()
     for t in threads:
-        measured[t], anchors[t] = [], []
+        kept: dict[tuple[int, str, str], tuple[dict, float]] = {}  # (repeat, fmt, precision): (raw, speed)
+
+        def run(fmt: str, precision: str, seed: int, t: int = t) -> tuple[dict, float]:
+            raw = runner_many(cdir(fmt, precision), t, seed, runs, rounds)
+            priority.add(raw.get("priority"))
+            return raw, speed(fmt, precision, t, raw["anchors"][0]) if speed else 1.0
+
         for r in range(repeats):
-            results, anchored = {}, {}
             for k in range(len(configs)):
                 fmt, precision = configs[(r + k) % len(configs)]
-                for attempt in range(retries + 1):
-                    raw = runner_many(cdir(fmt, precision), t, r + 1000 * attempt, runs, rounds)
-                    f = speed(fmt, precision, t, raw["anchors"][0]) if speed else 1.0
-                    if f <= max_speed or attempt == retries:
-                        break
-                    if rejected is not None:
-                        rejected.append({"config": f"{fmt}:{precision}", "threads": t, "repeat": r,
-                                         "attempt": attempt, "speed": round(f, 4),
-                                         "p50_ms": {n: m["p50_ms"] for n, m in raw["results"].items()
-                                                    if "p50_ms" in m}})
-                results.update(raw["results"])
-                anchored.update(raw["anchors"][0])
-                priority.add(raw.get("priority"))
-            measured[t].append(results)
-            anchors[t].append(anchored)
+                kept[r, fmt, precision] = run(fmt, precision, r)
+        for attempt in range(retries):
+            for (r, fmt, precision), (raw, f) in list(kept.items()):
+                if f <= max_speed:
+                    continue
+                new, g = run(fmt, precision, r + 1000 * (1 + attempt))
+                if g < f:
+                    kept[r, fmt, precision] = new, g
+                lost, speed_lost = (raw, f) if g < f else (new, g)
+                if rejected is not None:
+                    rejected.append({"config": f"{fmt}:{precision}", "threads": t, "repeat": r, "attempt": attempt,
+                                     "speed": round(speed_lost, 4),
+                                     "p50_ms": {n: m["p50_ms"] for n, m in lost["results"].items() if "p50_ms" in m}})
+        measured[t] = [{n: m for (rr, _, _), (raw, _) in kept.items() if rr == r for n, m in raw["results"].items()}
+                       for r in range(repeats)]
+        anchors[t] = [{n: m for (rr, _, _), (raw, _) in kept.items() if rr == r for n, m in raw["anchors"][0].items()}
+                      for r in range(repeats)]
     return measured, anchors, priority
 
 

@@ -14,9 +14,10 @@
    this shared machine differ: the noise floor a prediction is compared against. The calibration's anchors
    (``calibrate.anchor_archs``) are timed beside them in every process.
    A process whose anchors ran more than ``--max-speed`` (1.25) times their calibration time is measured again in
-   a new process (``--retries``): on the AMD EPYC's 2 vCPUs a 2-thread process ran either at 0.98-1.07 of the
-   calibration's speed or at 1.41-1.69 (the second vCPU lost part of its time), nothing between; the second
-   state is not the device that was calibrated. Every process set aside is recorded, and each configuration is
+   a new process (``--retries``, once every repeat at that thread count has run; the fastest kept): on the AMD
+   EPYC's 2 vCPUs a 2-thread process ran either at 0.98-1.07 of the calibration's speed or at 1.41-1.69 (the
+   second vCPU lost part of its time, for minutes), nothing between; the second state is not the device that was
+   calibrated. Every process set aside is recorded, and each configuration is
    also scored on the median over all its processes, set-aside ones included (``with_set_aside_processes``).
 3. Predict each from its artifact file (``predictor.predict``) and compare with the median of the repeats (the
    bar). Beside it, the same comparison with each prediction scaled by the speed the anchors showed in that
@@ -240,7 +241,8 @@ def main() -> None:
                                    "(bench_runner --many: every artifact of one configuration and thread count in "
                                    "one process, rounds in a new order each; configurations in turn); a process whose "
                                    "anchors ran more than max_speed times their calibration time is measured again "
-                                   "(up to retries times; evaluation.processes_set_aside; each configuration's "
+                                   "(up to retries times, after every repeat has run, the fastest kept; "
+                                   "evaluation.processes_set_aside; each configuration's "
                                    "with_set_aside_processes scores the median over every process)"},
             "calibration": {"minutes": round(calibration_s / 60, 2), "timings_s": plan.timings,
                             "per_config_s": {k: c.calibration_s for k, c in pf.configs.items()},
