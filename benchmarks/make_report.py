@@ -940,6 +940,10 @@ SECTIONS = (
     ("predictor_epyc_p20", lambda d: predictor_section(d, "Latency predictor on an AMD EPYC, second run")),
     ("predictor_epyc_p21", lambda d: predictor_section(
         d, "Latency predictor on an AMD EPYC, third run (slow measuring processes measured again)")),
+    ("predictor_epyc_p22", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC, fourth run (the calibration's slow processes measured again)")),
+    ("predictor_epyc_p23", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC, fifth run (slow probe chunks and configurations measured again)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -947,7 +951,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
             "search", "search_quick",
             "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
-            "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21")
+            "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
+            "predictor_epyc_p22", "predictor_epyc_p23")
 
 
 def other_files(results: Path) -> list[str]:
