@@ -261,28 +261,40 @@ def test_calibrate_on_an_ssh_device_then_predict_and_check(tmp_path, digits_chec
 def test_a_configuration_measured_in_a_slower_state_throughout_is_measured_again(tmp_path, monkeypatch):
     """Once every configuration is measured, each one's anchors are timed again (a real process here); where they
     run 1.25x faster than during its calibration (``anchors.faster_later``: the decision is forced here, this
-    machine's state cannot be), the configuration is measured and fitted again, the log says why and the kept data
-    set says the speed that had it measured again and the first measurement's seconds."""
-    from edgeship.devices import anchors, calibrate
+    machine's state cannot be), the configuration is measured and fitted again, and the log and the kept data set
+    say why. The new measurement is kept if its anchors ran faster than the first's (forced for 1 thread), else
+    the first (2 threads)."""
+    from edgeship.devices import calibrate
 
-    asked: list[dict] = []
+    checked: list[dict] = []
 
-    def faster_once(reference: dict, later: dict, max_speed: float = 1.25) -> float | None:
-        asked.append(later)
+    def faster(reference: dict, later: dict, max_speed: float = 1.25) -> float | None:
+        checked.append(later)
         assert later["results"] == {} and len(later["anchors"]) == 1  # the anchors alone, one chunk
         return 0.6
 
-    monkeypatch.setattr(calibrate, "faster_later", faster_once)
+    fits: list = []
+    real_fit = calibrate.fit
+    compared = iter([0.6, 1.0])  # the new measurement's anchors against the first's: faster, then not
+    monkeypatch.setattr(calibrate, "faster_later", faster)
+    monkeypatch.setattr(calibrate, "chunk_speed", lambda anchors, reference: next(compared))
+    monkeypatch.setattr(calibrate, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
     logs: list[str] = []
-    plan = calibrate.Plan("host", [("onnx", "fp32")], [1], probes=16, fit=3, validate=3, runs=3, rounds=1,
+    plan = calibrate.Plan("host", [("onnx", "fp32")], [1, 2], probes=16, fit=3, validate=3, runs=3, rounds=1,
                           arch_repeats=1, directory=tmp_path, keep=tmp_path / "keep", log=logs.append)
     pf, path = calibrate.calibrate(plan)
-    assert len(asked) == 1 and anchors.faster_later is not faster_once  # checked once: measured again once
-    assert sum("measuring onnx fp32 at 1 thread(s)" in line for line in logs) == 2
-    assert any("onnx fp32 1t: its anchors ran at 0.60x their calibration time" in line for line in logs)
-    kept = json.loads((tmp_path / "keep" / "onnx-fp32-1.json").read_text())
-    assert kept["measured_again"]["anchors_later_speed"] == 0.6 and kept["measured_again"]["first_s"] > 0
-    assert pf.configs["onnx:fp32:1"].calibration_s > kept["measured_again"]["first_s"] and path.is_file()
+    assert len(checked) == 2 and len(fits) == 4  # one check per configuration, each measured and fitted again
+    for t in (1, 2):
+        assert sum(f"measuring onnx fp32 at {t} thread(s)" in line for line in logs) == 2
+        assert any(f"onnx fp32 {t}t: its anchors ran at 0.60x their calibration time" in line for line in logs)
+    assert pf.configs["onnx:fp32:1"] is fits[2] and pf.configs["onnx:fp32:2"] is fits[1]
+    assert [line for line in logs if "no faster" in line] == [
+        "calibration: onnx fp32 2t: measured again no faster: the first measurement kept"]
+    for t, kept in ((1, "again"), (2, "first")):
+        again = json.loads((tmp_path / "keep" / f"onnx-fp32-{t}.json").read_text())["measured_again"]
+        assert again["anchors_later_speed"] == 0.6 and again["kept"] == kept and again["first_s"] > 0
+        assert pf.configs[f"onnx:fp32:{t}"].calibration_s > again["first_s"]
+    assert path.is_file()
 
 
 def test_anchors_are_timed_in_every_chunk_and_scale_it(tmp_path):
