@@ -74,8 +74,11 @@ def steady(raws: list[dict], again: Callable[[int, int], dict], retries: int = R
            again_probes: Callable[[list[str], int], dict] | None = None) -> tuple[list[dict], list[dict]]:
     """``raws`` with every process after the first whose anchors ran more than ``max_speed`` times slower than the
     device's fast state (each anchor's lower quartile over every chunk of ``raws``) measured again by
-    ``again(index, attempt)``, up to ``retries`` times, the fastest attempt kept; and the timings set aside
-    (process, attempt, speed; for the first process's chunks also chunk and probes). The first process (the probes:
+    ``again(index, attempt)``, up to ``retries`` times, the fastest attempt kept; a process still that slow after
+    them is dropped if another ran at speed (its median would mix the two states: the AMD EPYC VM's slow state held
+    through both retries for 3 of 5 processes of one calibration, whose validation fell to 27 % within +-10 %);
+    and the timings set aside (process, attempt, speed; ``dropped``; for the first process's chunks also chunk and
+    probes). The first process (the probes:
     many chunks, each scaled on its own by ``normalize``) is kept whole; with ``again_probes(names, attempt)`` (a
     process timing only those probes) each of its chunks past ``max_speed`` has its probes timed again, the faster
     timing of each probe kept. A device that ran in one state throughout has nothing set aside."""
@@ -93,6 +96,11 @@ def steady(raws: list[dict], again: Callable[[int, int], dict], retries: int = R
             aside.append({"process": i, "attempt": attempt, "speed": round(max(s, speed), 4)})  # the slower one
             if s < speed:
                 kept[i], speed = raw, s
+    slow = [i for i in range(1, len(kept)) if process_speed(kept[i], reference) > max_speed]
+    if len(slow) < len(kept) - 1:  # some ran at speed: those still slow would mix the two states, so they go
+        aside += [{"process": i, "attempt": retries, "speed": round(process_speed(kept[i], reference), 4),
+                   "dropped": True} for i in slow]
+        kept = [r for i, r in enumerate(kept) if i not in slow]
     return kept, aside
 
 

@@ -529,7 +529,8 @@ def _configuration(plan: Plan, pf: pred.PredictorFile, fmt: str, precision: str,
              + (f"{', '.join(cfg.in_context)} fitted in context (on the probes alone: p50 MAPE "
                 f"{cfg.probes_mape_pct:.1f}%)" if cfg.in_context else "kernels fitted on the probes")
              + (f"; set aside, run in a slower state of the device and measured again: {len(aside) - len(chunks)} "
-                f"process(es) of the architectures, {len(chunks)} chunk(s) of the probes (anchors at "
+                f"process(es) of the architectures ({sum(bool(a.get('dropped')) for a in aside)} dropped, still slow "
+                f"after the retries), {len(chunks)} chunk(s) of the probes (anchors at "
                 f"{', '.join(str(a['speed']) for a in aside)}x its fast state)" if aside else ""))
     return data, seconds
 

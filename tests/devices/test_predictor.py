@@ -368,8 +368,17 @@ def test_a_process_in_a_slower_state_of_the_device_is_measured_again():
 
     kept, aside = steady(raws, again)
     assert asked == [(2, 0), (2, 1), (3, 0), (3, 1)]
-    assert [r["tag"] for r in kept] == ["probes", "ok", "fast", "1.4"]  # never at speed: the fastest of three
-    assert [(a["process"], a["attempt"]) for a in aside] == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    # never at speed (the fastest of three at 1.4x) while others ran at speed: dropped, not mixed into the median
+    assert [r["tag"] for r in kept] == ["probes", "ok", "fast"]
+    assert [(a["process"], a["attempt"]) for a in aside] == [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
+    assert aside[-1]["dropped"] and aside[-1]["speed"] == 1.4 and not any(a.get("dropped") for a in aside[:-1])
+    # no process at speed at all: the fastest of each kept (a device's one state is its state)
+    only_slow = [probes, proc(1.6, tag="a"), proc(1.55, tag="b")]
+    replies.update({(1, 0): proc(1.5, tag="a1"), (1, 1): proc(1.52, tag="a2"), (2, 0): proc(1.58, tag="b1"),
+                    (2, 1): proc(1.45, tag="b2")})
+    kept2, aside2 = steady(only_slow, again)
+    assert [r["tag"] for r in kept2] == ["probes", "a1", "b2"] and not any(a.get("dropped") for a in aside2)
+    del asked[4:]
     assert aside[0]["speed"] == 1.62 and aside[1]["speed"] == round(process_speed(raws[2], {
         "_anchor0": 1.0, "_anchor1": 2.0}), 4) and aside[3]["speed"] == 1.45
     # one state throughout, however slow: nothing measured again
