@@ -722,3 +722,25 @@ def test_make_report_derives_slow_processes_and_layer_sums():
                       {"runtime": "LiteRT", "model": "mobilenetv2_96", "profile": prof, "p50_ms": {"1": 0.1, "2": 0.1}},
                       {"runtime": "OpenVINO", "model": "resnet18_224", "profile": {}, "p50_ms": {"1": 1.0}}]}
     assert make_report.layer_sums(scale) == {"LiteRT": ["1.10-1.10x", "0.90-0.90x"]}  # 96x96 and untimed left out
+
+
+def test_refit_drops_the_processes_still_slow_as_the_calibration_does():
+    """benchmarks/refit_slow_dropped.py's rule: an architecture process whose median speed over the architectures is
+    over 1.25x the fastest process's is dropped from every architecture's timings and median, unless none is at
+    speed."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import refit_slow_dropped as refit
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+    def arch(*speeds: float) -> dict:  # the device at 1 ms, each process's raw time its speed
+        return {"p50_ms": 9.9, "p90_ms": 9.9, "speed": list(speeds), "raw_p50_ms": list(speeds),
+                "raw_p90_ms": [1.1 * s for s in speeds]}
+
+    data = {"archs": [arch(1.0, 1.6, 1.02, 1.55), arch(1.01, 1.58, 1.0, 1.6)]}
+    assert refit.drop_slow(data) == 2
+    assert all(a["speed"] == a["raw_p50_ms"] and len(a["speed"]) == 2 and a["p50_ms"] == 1.0 for a in data["archs"])
+    assert data["archs"][0]["p90_ms"] == pytest.approx(1.1)
+    slow_throughout = {"archs": [arch(1.6, 1.58), arch(1.55, 1.6)]}
+    assert refit.drop_slow(slow_throughout) == 0 and slow_throughout["archs"][0]["p50_ms"] == 9.9

@@ -1,0 +1,93 @@
+"""Refit a predictor run's calibrations without the architecture processes still slow after their retries.
+
+``benchmarks/predictor.py --keep DIR`` keeps each configuration's kernel data set; the run's results file holds the
+evaluation. This script refits every configuration twice from those data sets, as kept and with each architecture
+process dropped whose anchors ran over 1.25x the fastest process's (when another ran at speed: what
+``anchors.steady`` does since commit 2a52a9c), and scores both on the run's 30 evaluation architectures, without
+measuring anything. The kept data sets of ``predictor_epyc_p23.json`` are committed
+(``benchmarks/data/predictor_epyc_p23_keep.tar.xz``, 0.5 MB):
+
+    .venv/bin/python benchmarks/refit_slow_dropped.py --data benchmarks/data/predictor_epyc_p23_keep.tar.xz \\
+        --run benchmarks/results/predictor_epyc_p23.json --out benchmarks/results/refit_slow_dropped_p23.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import RESULTS, environment, write_json  # noqa: E402
+
+MAX_SPEED = 1.25
+
+
+def drop_slow(data: dict) -> int:
+    """Drop, in place, every architecture process whose median speed over the architectures is over MAX_SPEED times
+    the fastest process's, if one is not; the number dropped."""
+    n = min(len(a["speed"]) for a in data["archs"])
+    speed = [statistics.median(a["speed"][j] for a in data["archs"]) for j in range(n)]
+    slow = {j for j in range(n) if speed[j] > MAX_SPEED * min(speed)}
+    if not slow or len(slow) == n:
+        return 0
+    for a in data["archs"]:
+        keep = [j for j in range(len(a["speed"])) if j not in slow]
+        a["p50_ms"] = statistics.median(a["raw_p50_ms"][j] / a["speed"][j] for j in keep)
+        a["p90_ms"] = statistics.median(a["raw_p90_ms"][j] / a["speed"][j] for j in keep)
+        for k in ("raw_p50_ms", "raw_p90_ms", "speed"):
+            a[k] = [a[k][j] for j in keep]
+    return len(slow)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="predictor.py's --keep directory, or a .tar.xz of it")
+    ap.add_argument("--run", type=Path, required=True, help="the predictor.py result file of that run")
+    ap.add_argument("--configs", nargs="*", help="configuration keys (default: every one of the run)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "refit_slow_dropped.json")
+    args = ap.parse_args()
+
+    from edgeship.devices.calibrate import fit, l2_cache_kb
+    from edgeship.devices.kernels import Kernel
+
+    run = json.loads(args.run.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        keep = args.data
+        if keep.is_file():
+            with tarfile.open(keep) as tar:
+                tar.extractall(tmp, filter="data")
+            keep = next(Path(tmp).rglob("eval_kernels.json")).parent
+        kernels = json.loads((keep / "eval_kernels.json").read_text())
+        out = {}
+        for key in args.configs or list(run["summary"]):
+            fmt, precision, t = key.split(":")
+            text = (keep / f"{fmt}-{precision}-{t}.json").read_text()
+            out[key] = {}
+            for mode in ("as_kept", "slow_processes_dropped"):
+                data = json.loads(text)
+                dropped = drop_slow(data) if mode != "as_kept" else 0
+                cfg = fit(data, fmt, precision, int(t), 0, l2_cache_kb())
+                errs: list[float] = []
+                for r in run["rows"]:
+                    if r["config"] == f"{fmt}:{precision}" and r["threads"] == int(t):
+                        ks = [Kernel(**x) for x in kernels[f"{r['arch']}-{fmt}-{precision}:{t}"]]
+                        errs.append(cfg.p50.apply(ks, cfg.kernel_ms(ks)) / r["measured_p50_ms"] - 1)
+                out[key][mode] = {
+                    "processes_dropped": dropped,
+                    "validation": {"within_10pct": cfg.error_p50.within_10pct, "mape_pct": cfg.error_p50.mape_pct},
+                    "evaluation": {"n": len(errs),
+                                   "within_10pct": round(sum(abs(e) <= 0.1 for e in errs) / len(errs), 4),
+                                   "mape_pct": round(100 * statistics.mean(abs(e) for e in errs), 2),
+                                   "median_error_pct": round(100 * statistics.median(errs), 2)}}
+                print(key, mode, out[key][mode], flush=True)
+    write_json(args.out, {"environment": environment(), "run": str(args.run), "data": str(args.data),
+                          "max_speed": MAX_SPEED, "summary": out})
+
+
+if __name__ == "__main__":
+    main()
