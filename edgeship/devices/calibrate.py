@@ -52,7 +52,7 @@ from edgeship.calibration.preprocess import Preprocessing
 from edgeship.calibration.quant import QuantSettings
 from edgeship.devices import android, in_context, remote
 from edgeship.devices import predictor as pred
-from edgeship.devices.anchors import chunk_speed, faster_later, normalize, steady
+from edgeship.devices.anchors import chunk_speed, faster_later, normalize, process_speed, steady
 from edgeship.devices.bench_runner import device_facts
 from edgeship.devices.kernels import ACTS, KERNEL_TYPES, Kernel, read
 from edgeship.devices.measure import RUNNER, parse_runner_output
@@ -478,10 +478,12 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
         dirs = build(plan, Path(tmp))
         measured = {(fmt, precision, threads): _configuration(plan, pf, fmt, precision, threads, d, local)
                     for (fmt, precision), d in dirs.items() for threads in plan.threads}
+        speeds = []
         for (fmt, precision, threads), (data, seconds) in measured.items():
             if plan.adb is not None:  # no anchors over adb
                 break
             later = measure_many(plan, _subset(dirs[fmt, precision]["archs"], [], "later"), threads)
+            speeds.append(f"{fmt} {precision} {threads}t {process_speed(later, data['anchors']):.2f}x")
             if (speed := faster_later(data["anchors"], later)) is not None:
                 plan.log(f"calibration: {fmt} {precision} {threads}t: its anchors ran at {speed:.2f}x their "
                          "calibration time when timed again after every configuration: it was measured in a slower "
@@ -495,6 +497,9 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
                                                                                      "kept": "first"}})
                     plan.log(f"calibration: {fmt} {precision} {threads}t: measured again no faster: the first "
                              "measurement kept")
+        if speeds:
+            plan.log("calibration: the anchors timed again once every configuration was measured, against their "
+                     f"time in its calibration: {', '.join(speeds)}")
     path = pf.save(pred.path_for(plan.device, plan.directory))
     return pf, path
 

@@ -288,6 +288,8 @@ def test_a_configuration_measured_in_a_slower_state_throughout_is_measured_again
         assert sum(f"measuring onnx fp32 at {t} thread(s)" in line for line in logs) == 2
         assert any(f"onnx fp32 {t}t: its anchors ran at 0.60x their calibration time" in line for line in logs)
     assert pf.configs["onnx:fp32:1"] is fits[2] and pf.configs["onnx:fp32:2"] is fits[1]
+    assert any(line.startswith("calibration: the anchors timed again once every configuration was measured")
+               and "onnx fp32 1t" in line and "onnx fp32 2t" in line for line in logs)
     assert [line for line in logs if "no faster" in line] == [
         "calibration: onnx fp32 2t: measured again no faster: the first measurement kept"]
     for t, kept in ((1, "again"), (2, "first")):
