@@ -2,9 +2,11 @@
 
 ``benchmarks/predictor.py --keep DIR`` keeps each configuration's kernel data set; the run's results file holds the
 evaluation. This script refits every configuration twice from those data sets, as kept and with each architecture
-process dropped whose anchors ran over 1.25x the fastest process's (when another ran at speed: what
-``anchors.steady`` does since commit 2a52a9c), and scores both on the run's 30 evaluation architectures, without
-measuring anything. The kept data sets of ``predictor_epyc_p23.json`` are committed
+process dropped whose speed (the median over the architectures of the speeds the data set keeps per process) is
+over 1.25x the fastest process's, when another is not. That approximates ``anchors.steady``'s rule since commit
+2a52a9c (over 1.25x each anchor's lower quartile over the calibration's chunks), whose raw anchor times a kept data
+set no longer holds. Both fits are scored on the run's 30 evaluation architectures, without measuring anything.
+The kept data sets of ``predictor_epyc_p23.json`` are committed
 (``benchmarks/data/predictor_epyc_p23_keep.tar.xz``, 0.5 MB):
 
     .venv/bin/python benchmarks/refit_slow_dropped.py --data benchmarks/data/predictor_epyc_p23_keep.tar.xz \\

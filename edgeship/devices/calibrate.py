@@ -488,7 +488,8 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
                 plan.log(f"calibration: {fmt} {precision} {threads}t: its anchors ran at {speed:.2f}x their "
                          "calibration time when timed again after every configuration: it was measured in a slower "
                          "state of the device throughout; measuring it again")
-                first, key = pf.configs[pred.key(fmt, precision, threads)], pred.key(fmt, precision, threads)
+                key = pred.key(fmt, precision, threads)
+                first = pf.configs[key]
                 again, _ = _configuration(plan, pf, fmt, precision, threads, dirs[fmt, precision], local, seconds,
                                           speed)
                 if chunk_speed({n: {"p50_ms": v} for n, v in again["anchors"].items()}, data["anchors"]) >= 1:
