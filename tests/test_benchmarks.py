@@ -744,3 +744,20 @@ def test_refit_drops_the_processes_still_slow_as_the_calibration_does():
     assert data["archs"][0]["p90_ms"] == pytest.approx(1.1)
     slow_throughout = {"archs": [arch(1.6, 1.58), arch(1.55, 1.6)]}
     assert refit.drop_slow(slow_throughout) == 0 and slow_throughout["archs"][0]["p50_ms"] == 9.9
+
+
+def test_refit_on_every_architecture_reproduces_the_run_then_fits_the_validation_ones_too(tmp_path):
+    """benchmarks/refit_all_archs.py on p23's committed kept data sets: the correction fitted on the fitting
+    architectures alone reproduces that run's own evaluation figures (its calibration fitted it so); the other is
+    fitted on the 60 fitting and the 20 validation architectures, and both state the same held-out error."""
+    run = REPO / "benchmarks" / "results" / "predictor_epyc_p23.json"
+    out = tmp_path / "refit.json"
+    run_script("refit_all_archs.py", "--pair", REPO / "benchmarks" / "data" / "predictor_epyc_p23_keep.tar.xz", run,
+               "--configs", "tflite:int8:1", "--out", out)
+    row = json.loads(out.read_text())["runs"]["predictor_epyc_p23.json"]["tflite:int8:1"]
+    own = json.loads(run.read_text())["summary"]["tflite:int8:1"]
+    alone, both = row["fit_archs_only"], row["fit_and_validation_archs"]
+    assert alone["evaluation"]["within_10pct"] == own["within_10pct"]
+    assert alone["evaluation"]["mape_pct"] == pytest.approx(own["mape_pct"], abs=0.05)
+    assert (alone["correction_archs"], both["correction_archs"]) == (60, 80)
+    assert alone["stated"] == both["stated"] and alone["evaluation"] != both["evaluation"]

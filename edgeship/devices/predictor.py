@@ -16,7 +16,8 @@ its own input, such as an INT8 probe quantizing it, that a kernel inside a model
 model's weights beyond one core's L2 cache, which a probe, its weights cached between runs, never reads from
 memory: fitted where calibration knows the cache size and enough fitting architectures exceed it).
 
-The predictor's error is then measured on other random architectures, never used in fitting: the mean absolute
+The predictor's error is then measured on other random architectures, held out of that fit (the stored correction
+is fitted again on both sets once the error is measured, ``correction_archs``): the mean absolute
 percentage error, the fraction within +-10 %, and the upper bound ``upper_pct`` (the 95th percentile of
 measured / predicted - 1, and never less than how far one timing of an architecture lands above that
 architecture's median, 95th percentile: the device's own noise): a prediction's upper bound is
@@ -198,6 +199,9 @@ class ConfigPredictor(Strict):
     in_context: list[str] = Field(default_factory=list)
     # with in-context forests: the p50 validation MAPE of the same calibration fitted on the probes alone
     probes_mape_pct: float | None = None
+    # the architectures the stored correction was fitted on: the fitting and the validation ones, fitted again once
+    # the error was measured on the latter (None: the fitting ones alone, as files before it)
+    correction_archs: int | None = None
 
     def kernel_ms(self, ks: list[Kernel]) -> list[float]:
         out = [0.0] * len(ks)
@@ -295,8 +299,9 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
     for k, ms in zip(ks, per_kernel):
         by_type[k.type] = by_type.get(k.type, 0.0) + ms
     method = (f"PREDICTED by the {pf.device} latency predictor ({len(ks)} kernels, per-kernel forests "
-              f"calibrated on {cfg.n_probes} probes and {cfg.n_fit_archs} architectures on {pf.device}): p50 error "
-              f"on {e50.n_archs or e50.n} architectures it was not fitted on ({e50.n} timings): "
+              f"calibrated on {cfg.n_probes} probes and {cfg.correction_archs or cfg.n_fit_archs} architectures on "
+              f"{pf.device}): p50 error on {e50.n_archs or e50.n} architectures held out of its fit ({e50.n} timings"
+              f"{'; its correction then fitted again with them' if cfg.correction_archs else ''}): "
               f"MAPE {e50.mape_pct:.1f}%, "
               f"{e50.within_10pct:.0%} within +-10%; a budget is judged on the upper bound p90 x "
               f"(1 + {e90.upper_pct:.1f}%).")
