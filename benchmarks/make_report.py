@@ -716,12 +716,13 @@ def slow_processes(d: dict, cut: float = 1.3) -> dict[str, tuple[float, float, i
     return out
 
 
-def predictor_zoo_section(d: dict) -> list[str]:
+def predictor_zoo_section(d: dict, title: str = "Latency predictor on pretrained models",
+                          run: str = "the run above") -> list[str]:
     """predictor_zoo.json: the latency predictor on models packages ship with their weights."""
     s, m = d["summary"], d["method"]
-    out = ["## Latency predictor on pretrained models", "",
+    out = [f"## {title}", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `benchmarks/predictor_zoo.py` with the predictor "
-           f"file of the run above (calibrated {d['predictor_created']}): each model as its package ships it, lowered "
+           f"file of {run} (calibrated {d['predictor_created']}): each model as its package ships it, lowered "
            f"to every configuration, timed with the calibration's anchors interleaved in one process per thread count "
            f"({m['repeats']} processes), predicted from its artifact. **Left out**: operators no kernel of the "
            "predictor models and its validation architectures did not hold; a prediction that leaves any out backs "
@@ -944,6 +945,10 @@ SECTIONS = (
         d, "Latency predictor on an AMD EPYC, fourth run (the calibration's slow processes measured again)")),
     ("predictor_epyc_p23", lambda d: predictor_section(
         d, "Latency predictor on an AMD EPYC, fifth run (slow probe chunks and configurations measured again)")),
+    ("predictor_epyc_p24", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC, sixth run (processes still slow after their retries dropped)")),
+    ("predictor_zoo_epyc", lambda d: predictor_zoo_section(
+        d, "Latency predictor on pretrained models, AMD EPYC", "the sixth AMD run above (predictor_epyc_p24.json)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -952,7 +957,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "search", "search_quick",
             "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
             "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
-            "predictor_epyc_p22", "predictor_epyc_p23")
+            "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
+            "predictor_zoo_epyc")
 
 
 def other_files(results: Path) -> list[str]:
