@@ -947,6 +947,8 @@ SECTIONS = (
         d, "Latency predictor on an AMD EPYC, fifth run (slow probe chunks and configurations measured again)")),
     ("predictor_epyc_p24", lambda d: predictor_section(
         d, "Latency predictor on an AMD EPYC, sixth run (processes still slow after their retries dropped)")),
+    ("predictor_epyc_p25", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC, seventh run (the correction fitted on every measured architecture)")),
     ("predictor_zoo_epyc", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, AMD EPYC", "the sixth AMD run above (predictor_epyc_p24.json)")),
     ("search", search_section),
@@ -958,7 +960,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
             "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
             "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
-            "predictor_zoo_epyc")
+            "predictor_epyc_p25", "predictor_zoo_epyc")
 
 
 def other_files(results: Path) -> list[str]:
