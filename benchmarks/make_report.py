@@ -694,6 +694,13 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
                                                             f"{s['probes_only']['mape_pct']} %)"
                                                             if s.get("probes_only") else "")
                     for k, s in ctx.items()) + "."]
+    based = {k: s for k, s in d["summary"].items() if s.get("base_threads") and s.get("kernel_sums")}
+    if based:
+        out += ["", "At more threads the correction scales the same runtime's 1-thread prediction; in brackets, the "
+                "same calibration with its correction on the kernel sums instead, on these measurements: within "
+                "+-10 % / MAPE. " + "; ".join(f"{k}: {pct(s['within_10pct'])} % / {s['mape_pct']} % "
+                                              f"({pct(s['kernel_sums']['within_10pct'])} % / "
+                                              f"{s['kernel_sums']['mape_pct']} %)" for k, s in based.items()) + "."]
     return out + [""]
 
 
@@ -949,6 +956,8 @@ SECTIONS = (
         d, "Latency predictor on an AMD EPYC, sixth run (processes still slow after their retries dropped)")),
     ("predictor_epyc_p25", lambda d: predictor_section(
         d, "Latency predictor on an AMD EPYC, seventh run (the correction fitted on every measured architecture)")),
+    ("predictor_epyc_p26", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC, eighth run (more threads on the 1-thread prediction)")),
     ("predictor_zoo_epyc", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, AMD EPYC", "the sixth AMD run above (predictor_epyc_p24.json)")),
     ("search", search_section),
@@ -960,7 +969,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
             "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
             "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
-            "predictor_epyc_p25", "predictor_zoo_epyc")
+            "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc")
 
 
 def other_files(results: Path) -> list[str]:

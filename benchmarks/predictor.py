@@ -52,21 +52,38 @@ CONFIGS = ("onnx:int8", "onnx:fp32", "tflite:int8", "openvino:int8")
 EVAL_SEED = 400_000
 
 
-def refitted(pf, plan, probes_only: bool = False, probe_trees: str = "extra") -> dict:
+def refitted(pf, plan, probes_only: bool = False, probe_trees: str = "extra", kernel_sums: bool = False) -> dict:
     """The same calibration (its kept kernel data sets) fitted again, to be scored on the same measurements (what a
     fitting choice changes, free of the machine's drift from one run to the next): ``probes_only``, the forests
     fitted on the probes alone (only for configurations fitted in context); ``probe_trees``, the probes' forests'
-    kind (``predictor.fit_forest``)."""
+    kind (``predictor.fit_forest``); ``kernel_sums``, every configuration's correction on its own kernel sums (a
+    multi-thread one's on the one-thread prediction until the twenty-fourth session: ``fitting.fit``'s ``base``)."""
+    from edgeship.devices import predictor as pred
     from edgeship.devices.calibrate import fit, l2_cache_kb
 
-    out = {}
-    for k, c in pf.configs.items():
-        if c.in_context or not probes_only:
+    out, datas = {}, {}
+    for k, c in sorted(pf.configs.items(), key=lambda kc: kc[1].threads):  # one thread first: the others' base
+        if c.in_context or not probes_only or c.base_threads:
             data = json.loads((plan.keep / f"{c.format}-{c.precision}-{c.threads}.json").read_text())
             if probes_only:
                 data["archs"] = [{**a, "layers": []} for a in data["archs"]]
-            out[k] = fit(data, c.format, c.precision, c.threads, plan.seed, l2_cache_kb(), probe_trees)
+            base = pred.key(c.format, c.precision, c.base_threads or 0)
+            if kernel_sums or base not in out:  # the kernel sums' correction (as before it, or with no base)
+                out[k] = fit(data, c.format, c.precision, c.threads, plan.seed, l2_cache_kb(), probe_trees)
+            else:
+                out[k] = fit(data, c.format, c.precision, c.threads, plan.seed, l2_cache_kb(), probe_trees,
+                             base=(out[base], datas[base]))
+            datas[k] = data
     return out
+
+
+def refit(pf, other: dict, ks: list, fmt: str, precision: str, t: int) -> float:
+    """The p50 of the kernels ``ks`` predicted with ``other`` refitted configurations in the file's place (a
+    multi-thread one predicts on its base configuration of ``other`` where that holds one)."""
+    from edgeship.devices import predictor as pred
+
+    return pred.predict_kernels(pf.model_copy(update={"configs": {**pf.configs, **other}}), ks, fmt, precision,
+                                t).p50_ms
 
 
 def scored(errs: list[float]) -> dict | None:
@@ -105,7 +122,7 @@ def main() -> None:
 
     from edgeship.devices import predictor as pred
     from edgeship.devices.archs import macs, random_arch
-    from edgeship.devices.calibrate import Plan, calibrate, lower, lower_anchors
+    from edgeship.devices.calibrate import Plan, calibrate, l2_cache_kb, lower, lower_anchors
     from edgeship.devices.kernels import read
 
     torch.set_num_threads(1)
@@ -125,6 +142,7 @@ def main() -> None:
         calibration_s = time.time() - t0
         probes_only = refitted(pf, plan, probes_only=True)
         random_probes = refitted(pf, plan, probe_trees="random")  # the probes' forests until the seventeenth session
+        sums = refitted(pf, plan, kernel_sums=True)  # more threads on their kernel sums, not the 1-thread prediction
 
         # 2. evaluation architectures, lowered by the backends, measured interleaved
         t0 = time.time()
@@ -162,11 +180,11 @@ def main() -> None:
         rows, summary, eval_kernels = [], {}, {}
         for fmt, precision in configs:
             for t in threads:
-                errs, spread, errs_speed, errs_probes, errs_random, errs_all = [], [], [], [], [], []
+                errs, spread, errs_speed, errs_probes, errs_random, errs_all, errs_sums = [], [], [], [], [], [], []
                 aside = [x["p50_ms"] for x in set_aside if x["config"] == f"{fmt}:{precision}" and x["threads"] == t]
                 cfg = pf.configs[pred.key(fmt, precision, t)]
                 po = probes_only.get(pred.key(fmt, precision, t))
-                rp = random_probes[pred.key(fmt, precision, t)]
+
                 # each process's speed for this configuration: its anchors against the calibration's
                 speeds = [speed_of(fmt, precision, t, a) for a in anchors[t]]
                 for arch_name in archs:
@@ -184,10 +202,11 @@ def main() -> None:
                     errs.append(err)
                     every = [r["p50_ms"] for r in reps] + [x[name] for x in aside if name in x]
                     errs_all.append(p.p50_ms / statistics.median(every) - 1)
-                    errs_random.append(rp.p50.apply(ks, rp.kernel_ms(ks)) / meas - 1)
+                    errs_random.append(refit(pf, random_probes, ks, fmt, precision, t) / meas - 1)
                     eval_kernels[f"{name}:{t}"] = [asdict(k) for k in ks]
                     if po is not None:
-                        errs_probes.append(po.p50.apply(ks, po.kernel_ms(ks)) / meas - 1)
+                        errs_probes.append(refit(pf, probes_only, ks, fmt, precision, t) / meas - 1)
+                    errs_sums.append(refit(pf, sums, ks, fmt, precision, t) / meas - 1)  # 1 thread: the same
                     at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
                     errs_speed.append(at_speed)
                     if len(reps) > 1:
@@ -203,6 +222,7 @@ def main() -> None:
                                  "error_pct": round(err * 100, 2), "speeds": [round(f, 4) for _, f in got],
                                  "error_at_speed_pct": round(at_speed * 100, 2),
                                  "random_probes_error_pct": round(errs_random[-1] * 100, 2),
+                                 "kernel_sums_error_pct": round(errs_sums[-1] * 100, 2),
                                  **({"probes_only_error_pct": round(errs_probes[-1] * 100, 2)} if po else {})})
                 within = sum(abs(e) <= 0.10 for e in errs)
                 summary[f"{fmt}:{precision}:{t}"] = {
@@ -226,12 +246,14 @@ def main() -> None:
                     if cfg.error_p50_at_speed else None,
                     "calibration_s": cfg.calibration_s, "n_probes": cfg.n_probes,
                     "in_context": cfg.in_context, "probes_mape_pct": cfg.probes_mape_pct,
-                    "probes_only": scored(errs_probes), "random_forest_probes": scored(errs_random)}
+                    "probes_only": scored(errs_probes), "random_forest_probes": scored(errs_random),
+                    "base_threads": cfg.base_threads, "kernel_sums": scored(errs_sums)}
         out = {
             "quick": args.quick, "environment": env, "loadavg_before_measuring": load_before,
             "loadavg_after": loadavg(), "bar": "predicted p50 within +-10% of measured for >= 90% of >= 30 "
                                                "architectures not used in fitting, per configuration",
             "method": {"configs": [":".join(c) for c in configs], "threads": threads, "archs": args.archs,
+                       "l2_cache_kb": l2_cache_kb(),  # the correction's cache term: a refit needs the same
                        "probes": args.probes, "fit_archs": args.fit, "validation_archs": args.validate,
                        "runs": args.runs, "rounds": args.rounds, "repeats": args.repeats,
                        "max_speed": args.max_speed or None, "retries": args.retries,

@@ -13,7 +13,6 @@ p50s are compared with both predictions. The stated (held-out) error is the same
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -21,18 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, environment, write_json  # noqa: E402
-from refit_slow_dropped import evaluate, open_keep  # noqa: E402
+from refit_slow_dropped import evaluate, open_keep, pair_arguments  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pair", nargs=2, action="append", type=Path, required=True, metavar=("DATA", "RUN"),
-                    help="a --keep directory (or .tar.xz of it) and the predictor.py result file of that run")
-    ap.add_argument("--configs", nargs="*", help="configuration keys (default: every one of each run)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "refit_all_archs.json")
-    args = ap.parse_args()
+    args, cache = pair_arguments(__doc__, RESULTS / "refit_all_archs.json")
 
-    from edgeship.devices.calibrate import fit, l2_cache_kb
+    from edgeship.devices.calibrate import fit
 
     out: dict[str, dict] = {}
     lower = same_or_more = n = 0
@@ -47,7 +41,7 @@ def main() -> None:
                 text = (keep / f"{fmt}-{precision}-{t}.json").read_text()
                 row = {}
                 for mode, refit_all in (("fit_archs_only", False), ("fit_and_validation_archs", True)):
-                    cfg = fit(json.loads(text), fmt, precision, int(t), 0, l2_cache_kb(), refit_all=refit_all)
+                    cfg = fit(json.loads(text), fmt, precision, int(t), 0, cache, refit_all=refit_all)
                     row[mode] = {"correction_archs": cfg.correction_archs or cfg.n_fit_archs,
                                  "stated": {"within_10pct": cfg.error_p50.within_10pct,
                                             "mape_pct": cfg.error_p50.mape_pct},
@@ -62,7 +56,8 @@ def main() -> None:
     summary = {"configurations": n, "evaluation_mape_lower": lower, "evaluation_within_10pct_same_or_higher":
                same_or_more}
     print(summary)
-    write_json(args.out, {"environment": environment(), "pairs": [[str(d), str(r)] for d, r in args.pair],
+    write_json(args.out, {"environment": environment(), "l2_cache_kb": cache,
+                          "pairs": [[str(d), str(r)] for d, r in args.pair],
                           "summary": summary, "runs": out})
 
 

@@ -55,6 +55,22 @@ def open_keep(data: Path, tmp: str) -> Path:
     return data
 
 
+def pair_arguments(doc: str, out: Path, configs: str = "configuration keys") -> tuple[argparse.Namespace, int | None]:
+    """The refit scripts' arguments (kept data sets paired with their runs) and the L2 cache size to refit with."""
+    from edgeship.devices.calibrate import l2_cache_kb
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--pair", nargs=2, action="append", type=Path, required=True, metavar=("DATA", "RUN"),
+                    help="a --keep directory (or .tar.xz of it) and the predictor.py result file of that run")
+    ap.add_argument("--configs", nargs="*", help=f"{configs} (default: every one of each run)")
+    ap.add_argument("--cache-kb", type=int, help="the L2 cache per core (KiB) of the machine the runs were "
+                    "calibrated on, for the correction's cache term (default: this machine's; the AMD EPYC runs p23 "
+                    "and p24 saw 1024, this VM also boots with 512)")
+    ap.add_argument("--out", type=Path, default=out)
+    args = ap.parse_args()
+    return args, args.cache_kb or l2_cache_kb()
+
+
 def evaluate(cfg, run: dict, kernels: dict, key: str) -> dict:
     """A refitted configuration's p50 error on the run's evaluation architectures of ``key`` (nothing measured:
     their measured p50 is the run's)."""

@@ -753,7 +753,7 @@ def test_refit_on_every_architecture_reproduces_the_run_then_fits_the_validation
     run = REPO / "benchmarks" / "results" / "predictor_epyc_p23.json"
     out = tmp_path / "refit.json"
     run_script("refit_all_archs.py", "--pair", REPO / "benchmarks" / "data" / "predictor_epyc_p23_keep.tar.xz", run,
-               "--configs", "tflite:int8:1", "--out", out)
+               "--configs", "tflite:int8:1", "--cache-kb", 1024, "--out", out)  # p23's machine's L2 per core
     row = json.loads(out.read_text())["runs"]["predictor_epyc_p23.json"]["tflite:int8:1"]
     own = json.loads(run.read_text())["summary"]["tflite:int8:1"]
     alone, both = row["fit_archs_only"], row["fit_and_validation_archs"]
@@ -761,3 +761,22 @@ def test_refit_on_every_architecture_reproduces_the_run_then_fits_the_validation
     assert alone["evaluation"]["mape_pct"] == pytest.approx(own["mape_pct"], abs=0.05)
     assert (alone["correction_archs"], both["correction_archs"]) == (60, 80)
     assert alone["stated"] == both["stated"] and alone["evaluation"] != both["evaluation"]
+
+
+def test_refit_on_the_one_thread_prediction_scores_both_corrections_on_the_runs_architectures(tmp_path):
+    """benchmarks/refit_base_threads.py on p24's committed kept data sets: a 2-thread configuration fitted on its
+    kernel sums and on the 1-thread prediction, each scored with ``predict_kernels`` on the run's 30 evaluation
+    architectures, each stating its own held-out error; the summary counts what the rows say."""
+    out = tmp_path / "refit.json"
+    run_script("refit_base_threads.py", "--pair", REPO / "benchmarks" / "data" / "predictor_epyc_p24_keep.tar.xz",
+               REPO / "benchmarks" / "results" / "predictor_epyc_p24.json", "--configs", "openvino:int8:2",
+               "--out", out)
+    d = json.loads(out.read_text())
+    row = d["runs"]["predictor_epyc_p24.json"]["openvino:int8:2"]
+    sums, base = row["kernel_sums"], row["one_thread_prediction"]
+    assert sums["evaluation"]["n"] == base["evaluation"]["n"] == 30
+    assert sums["stated"] != base["stated"] and sums["evaluation"] != base["evaluation"]
+    s = d["summary"]
+    assert s["configurations"] == 1
+    assert s["mape_lower"] == (base["evaluation"]["mape_pct"] < sums["evaluation"]["mape_pct"])
+    assert s["at_least_90pct"] == {m: int(r["evaluation"]["within_10pct"] >= 0.9) for m, r in row.items()}

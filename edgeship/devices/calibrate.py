@@ -24,8 +24,9 @@ For each runtime and precision asked for (those of the run's targets) and each t
    API's profiler, over adb through benchmark_model's op profiling: ``in_context``),
    the fitting architectures are also run once with them, in a process of their own: each kernel's time inside a
    model.
-4. **Fit**: a forest per kernel type on log latency (a random forest on the in-context times where a type has
-   enough of them, else extremely randomized trees on the probes), the correction, the error on the validation set
+4. **Fit** (``fitting``): a forest per kernel type on log latency (a random forest on the in-context times where a
+   type has enough of them, else extremely randomized trees on the probes), the correction (at more threads on the
+   same runtime's one-thread prediction, measured first), the error on the validation set
    against each process's own unscaled timing (so the stated error holds the device's drift as a user meets it);
    written to ``predictors/<device>.json`` (``edgeship.devices.predictor``) with the anchors' median latencies.
 
@@ -54,6 +55,7 @@ from edgeship.devices import android, in_context, remote
 from edgeship.devices import predictor as pred
 from edgeship.devices.anchors import chunk_speed, faster_later, normalize, process_speed, steady
 from edgeship.devices.bench_runner import device_facts
+from edgeship.devices.fitting import fit
 from edgeship.devices.kernels import ACTS, KERNEL_TYPES, Kernel, read
 from edgeship.devices.measure import RUNNER, parse_runner_output
 from edgeship.errors import EdgeshipError
@@ -372,105 +374,6 @@ def l2_cache_kb(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int |
     return None
 
 
-def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
-        cache_kb: int | None = None, probe_trees: str = "extra", refit_all: bool = True) -> pred.ConfigPredictor:
-    """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
-    pool's (predicted by the pool's own forest, fitted first) is its kernel's time. Where the fitting
-    architectures carry per-layer counters (``in_context``), each kernel type that has enough in-context times is
-    fitted on them instead (``ConfigPredictor.in_context`` names those types; ``probes_mape_pct`` keeps the
-    validation error of the probes-only predictor beside it). ``cache_kb``: the device's L2 cache per core, for
-    the correction's cache term (None: no such term). ``probe_trees``: the probes' forests' kind
-    (``predictor.fit_forest``); the in-context forests are random forests. ``refit_all``: the correction is
-    fitted again on the validation architectures too once its error is measured (False: as before it)."""
-    forests: dict[str, pred.Forest] = {}
-    for kinds in (("gpool", "fc"), tuple(t for t in KERNEL_TYPES if t not in ("gpool", "fc"))):
-        for t in kinds:
-            ks, ms = [], []
-            for row in data["probes"]:
-                k = Kernel(**row["kernel"])
-                if k.type != t:
-                    continue
-                held = [x for x in row["kernels"] if x["type"] == t]
-                if len(held) == 1:  # the activation as the artifact holds it (an INT8 graph may have folded it)
-                    k = replace(k, act=held[0].get("act", 0))
-                rest = [Kernel(**x) for x in row["kernels"] if x["type"] != t]
-                others = sum(_kernel_ms(forests, rest))
-                ks.append(k)
-                ms.append(max(row["p50_ms"] - others, 0.1 * row["p50_ms"]))
-            if len(ks) >= 3:
-                forests[t] = pred.fit_forest(ks, ms, seed, probe_trees)
-    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, refit_all)
-    fitting = [a for a in data["archs"] if a["role"] == "fit"]
-    if fmt in in_context.FORMATS and any(a.get("layers") for a in fitting):
-        inside, types = dict(forests), []
-        for t in KERNEL_TYPES:
-            ks, ms = in_context.samples(fitting, t, fmt)
-            if len(ks) >= in_context.MIN_SAMPLES:
-                inside[t] = pred.fit_forest(ks, ms, seed)
-                types.append(t)
-        if types:
-            probes_mape = best.error_p50.mape_pct
-            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, refit_all)
-            best.probes_mape_pct = probes_mape
-    return best
-
-
-def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict[str, pred.Forest],
-               in_context_types: list[str], cache_kb: int | None, refit_all: bool = True) -> pred.ConfigPredictor:
-    """The predictor with these forests: its correction fitted on the fitting architectures, its error measured on
-    the validation ones."""
-    empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
-    unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
-    cfg = pred.ConfigPredictor(format=fmt, precision=precision, threads=threads, forests=forests, p50=unit, p90=unit,
-                               error_p50=empty, error_p90=empty, n_probes=len(data["probes"]), n_fit_archs=0,
-                               in_context=in_context_types)
-    rows: dict[str, list] = {"fit": [], "validate": []}
-    for a in data["archs"]:
-        ks = [Kernel(**x) for x in a["kernels"]]
-        rows[a["role"]].append(((ks, cfg.kernel_ms(ks)), a))
-    fit_rows, val = rows["fit"], rows["validate"]
-    if len(fit_rows) < 3 or not val:
-        raise EdgeshipError(f"calibration of {fmt} {precision}: only {len(fit_rows)} fitting and {len(val)} "
-                            "validation architectures were measured", "see the log above for what failed")
-    wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
-    cfg.p50, cfg.p90 = (pred.fit_correction([r[0] for r in fit_rows], [r[1][f"{q}_ms"] for r in fit_rows], cache_kb,
-                                            wb) for q in ("p50", "p90"))
-
-    def against(q: str, correction: pred.Correction, at_speed: bool = False) -> pred.ErrorStats:
-        """The error on the validation architectures against each process's own timing (unscaled: what a user
-        measuring later meets, drift included), or, ``at_speed``, the prediction scaled by that process's speed."""
-        p, m, noise = [], [], []
-        for (ks, kms), a in val:
-            y = correction.apply(ks, kms)
-            raws = a.get(f"raw_{q}_ms") or [a[f"{q}_ms"]]
-            mid = float(np.median(raws))
-            for raw, f in zip(raws, a.get("speed") or [1.0]):
-                p.append(y * f if at_speed else y)
-                m.append(raw)
-                noise.append(raw / mid - 1)
-        return pred.error_stats(p, m, None if at_speed else noise).model_copy(update={"n_archs": len(val)})
-
-    cfg.error_p50, cfg.error_p90 = against("p50", cfg.p50), against("p90", cfg.p90)
-    # operators beyond the kernels that the validation architectures held: the stated error was measured with them
-    # in the graph
-    cfg.covered_ops = sorted(set().union(*(a.get("unmodelled") or {} for _, a in val)))
-    if data.get("anchors"):
-        cfg.anchors = {k: round(v, 5) for k, v in data["anchors"].items()}
-        cfg.error_p50_at_speed = against("p50", cfg.p50, at_speed=True)
-    cfg.n_fit_archs = len(fit_rows)
-    if refit_all:  # the error stated is the held-out one; the correction stored is fitted on both sets, as cross-
-        # validation fits its final model on every fold (refit_all_archs.json: lower MAPE in 11 of 16 configurations)
-        both = fit_rows + val
-        cfg.p50, cfg.p90 = (pred.fit_correction([r[0] for r in both], [r[1][f"{q}_ms"] for r in both], cache_kb, wb)
-                            for q in ("p50", "p90"))
-        cfg.correction_archs = len(both)
-    return cfg
-
-
-def _kernel_ms(forests: dict[str, pred.Forest], ks: list[Kernel]) -> list[float]:
-    return [float(forests[k.type].latency_ms([k])[0]) if k.type in forests else 0.0 for k in ks]
-
-
 def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
     """Build, measure and fit every configuration of ``plan``; write and return the device's predictor file
     (configurations calibrated before and not redone here are kept)."""
@@ -483,9 +386,12 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
     pf.facts = facts or pf.facts
     with tempfile.TemporaryDirectory(prefix="edgeship-calibrate-") as tmp:
         dirs = build(plan, Path(tmp))
-        measured = {(fmt, precision, threads): _configuration(plan, pf, fmt, precision, threads, d, local)
-                    for (fmt, precision), d in dirs.items() for threads in plan.threads}
-        speeds = []
+        measured: dict[tuple[str, str, int], tuple[dict, float]] = {}  # the data set in use, and its seconds
+        for (fmt, precision), d in dirs.items():
+            for threads in sorted(plan.threads):  # one thread first: the others' correction scales its prediction
+                measured[fmt, precision, threads] = _configuration(plan, pf, fmt, precision, threads, d, local,
+                                                                   measured)
+        speeds, rebased = [], set()
         for (fmt, precision, threads), (data, seconds) in measured.items():
             if plan.adb is not None:  # no anchors over adb
                 break
@@ -497,14 +403,23 @@ def calibrate(plan: Plan) -> tuple[pred.PredictorFile, Path]:
                          "state of the device throughout; measuring it again")
                 key = pred.key(fmt, precision, threads)
                 first = pf.configs[key]
-                again, _ = _configuration(plan, pf, fmt, precision, threads, dirs[fmt, precision], local, seconds,
-                                          speed)
-                if chunk_speed({n: {"p50_ms": v} for n, v in again["anchors"].items()}, data["anchors"]) >= 1:
+                again, after = _configuration(plan, pf, fmt, precision, threads, dirs[fmt, precision], local,
+                                              measured, seconds, speed)
+                if chunk_speed({n: {"p50_ms": v} for n, v in again["anchors"].items()}, data["anchors"]) < 1:
+                    measured[fmt, precision, threads] = again, after
+                    rebased |= {(fmt, precision)} if threads == 1 else set()
+                else:
                     first.calibration_s, pf.configs[key] = pf.configs[key].calibration_s, first
                     _keep(plan, fmt, precision, threads, {**data, "measured_again": {**again["measured_again"],
                                                                                      "kept": "first"}})
                     plan.log(f"calibration: {fmt} {precision} {threads}t: measured again no faster: the first "
                              "measurement kept")
+        for (fmt, precision, threads), (data, _) in measured.items():  # their one-thread prediction changed
+            if (fmt, precision) in rebased and threads > 1:
+                seconds = pf.configs[pred.key(fmt, precision, threads)].calibration_s
+                pf.configs[pred.key(fmt, precision, threads)] = _fit(plan, data, fmt, precision, threads, local,
+                                                                     pf, measured)
+                pf.configs[pred.key(fmt, precision, threads)].calibration_s = seconds
         if speeds:
             plan.log("calibration: the anchors timed again once every configuration was measured, against their "
                      f"time in its calibration: {', '.join(speeds)}")
@@ -518,10 +433,22 @@ def _keep(plan: Plan, fmt: str, precision: str, threads: int, data: dict) -> Non
         (plan.keep / f"{fmt}-{precision}-{threads}.json").write_text(json.dumps(data))
 
 
+def _fit(plan: Plan, data: dict, fmt: str, precision: str, threads: int, local: bool, pf: pred.PredictorFile,
+         measured: dict) -> pred.ConfigPredictor:
+    """One configuration fitted; at more threads on the one-thread configuration's prediction where it was measured
+    in this calibration (``fitting.fit``'s ``base``). The cache size is read here only (over SSH or adb the term
+    is left out)."""
+    one = measured.get((fmt, precision, 1)) if threads > 1 else None
+    return fit(data, fmt, precision, threads, plan.seed, l2_cache_kb() if local else None,
+               base=(pf.configs[pred.key(fmt, precision, 1)], one[0]) if one else None)
+
+
 def _configuration(plan: Plan, pf: pred.PredictorFile, fmt: str, precision: str, threads: int, d: dict[str, Path],
-                   local: bool, before_s: float = 0.0, later: float | None = None) -> tuple[dict, float]:
+                   local: bool, measured: dict, before_s: float = 0.0,
+                   later: float | None = None) -> tuple[dict, float]:
     """Measure and fit one configuration into ``pf``; its kernel data set and the seconds it took (``before_s``: a
-    first measurement's, ``later``: the speed that had it measured again, both kept)."""
+    first measurement's, ``later``: the speed that had it measured again, both kept). ``measured``: the
+    configurations measured so far (their data sets)."""
     plan.log(f"calibration: measuring {fmt} {precision} at {threads} thread(s) on {plan.device}")
     t0 = time.time()
     data = dataset(plan, fmt, threads, d)
@@ -529,8 +456,7 @@ def _configuration(plan: Plan, pf: pred.PredictorFile, fmt: str, precision: str,
         data["measured_again"] = {"anchors_later_speed": round(later, 4), "first_s": round(before_s, 1),
                                   "kept": "again"}
     _keep(plan, fmt, precision, threads, data)
-    # the cache size is read here only (over SSH or adb the term is left out)
-    cfg = fit(data, fmt, precision, threads, plan.seed, l2_cache_kb() if local else None)
+    cfg = _fit(plan, data, fmt, precision, threads, local, pf, measured)
     seconds = before_s + time.time() - t0
     cfg.calibration_s = round(seconds + plan.timings.get(f"lower_{fmt}_{precision}_s", 0), 1)
     pf.configs[pred.key(fmt, precision, threads)] = cfg

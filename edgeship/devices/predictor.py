@@ -124,7 +124,9 @@ class Correction(Strict):
     -0.84 on ONNX Runtime and OpenVINO, about 0 on LiteRT). ``f`` needs no cache size: it is fitted for devices
     over SSH or adb too. Dense convolutions with a signed int8 input (``Kernel.sin``: OpenVINO INT8) have a weight
     of their own, ``b["conv_signed"]``, where a calibration's fitting architectures hold enough of them; otherwise,
-    and in files older than it, they weigh as ``b["conv"]``."""
+    and in files older than it, they weigh as ``b["conv"]``. ``base``: the weight of the same runtime's predicted
+    latency at one thread (``ConfigPredictor.base_threads``), which takes the kernel sums' place (``b`` all 0) at
+    more threads: refit_base_threads.json."""
 
     a: float
     b: dict[str, float]
@@ -134,10 +136,11 @@ class Correction(Strict):
     f: float = 0.0
     cache_kb: float | None = None
     weight_bytes: int = 4
+    base: float = 0.0
 
-    def apply(self, ks: list[Kernel], kernel_ms: list[float]) -> float:
+    def apply(self, ks: list[Kernel], kernel_ms: list[float], base_ms: float = 0.0) -> float:
         sums = group_sums(ks, kernel_ms)
-        return (self.a + sum(self.weight(g) * v for g, v in sums.items()) + self.c * len(ks)
+        return (self.a + self.base * base_ms + sum(self.weight(g) * v for g, v in sums.items()) + self.c * len(ks)
                 + self.d * input_elements(ks) + self.f * weight_mb(ks, self.weight_bytes)
                 + self.e * beyond_cache_mb(ks, self.cache_kb, self.weight_bytes))
 
@@ -202,6 +205,9 @@ class ConfigPredictor(Strict):
     # the architectures the stored correction was fitted on: the fitting and the validation ones, fitted again once
     # the error was measured on the latter (None: the fitting ones alone, as files before it)
     correction_archs: int | None = None
+    # the thread count (1) whose prediction of the same runtime and precision stands in for this configuration's
+    # kernel sums in its correction (``Correction.base``); None: the kernel sums (one thread, or files before it)
+    base_threads: int | None = None
 
     def kernel_ms(self, ks: list[Kernel]) -> list[float]:
         out = [0.0] * len(ks)
@@ -292,15 +298,24 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
                             f"calibrate it: `edgeship profile RUN --calibrate --device {pf.device}`")
     unmodelled = {op: n for op, n in (unmodelled or {}).items() if op not in cfg.covered_ops}
     per_kernel = cfg.kernel_ms(ks)
-    p50 = max(1e-4, cfg.p50.apply(ks, per_kernel))
-    p90 = max(p50, cfg.p90.apply(ks, per_kernel))
+    base50 = base90 = 0.0
+    if cfg.base_threads is not None:
+        if (base := pf.configs.get(key(fmt, precision, cfg.base_threads))) is None:
+            raise EdgeshipError(f"the {pf.device} predictor's {fmt} {precision} model at {threads} thread(s) scales "
+                                f"its prediction at {cfg.base_threads}, which the file lacks",
+                                f"calibrate both: `edgeship profile RUN --calibrate --device {pf.device}`")
+        base_kernels = base.kernel_ms(ks)
+        base50, base90 = base.p50.apply(ks, base_kernels), base.p90.apply(ks, base_kernels)
+    p50 = max(1e-4, cfg.p50.apply(ks, per_kernel, base50))
+    p90 = max(p50, cfg.p90.apply(ks, per_kernel, base90))
     e50, e90 = cfg.error_p50, cfg.error_p90
     by_type: dict[str, float] = {}
     for k, ms in zip(ks, per_kernel):
         by_type[k.type] = by_type.get(k.type, 0.0) + ms
     method = (f"PREDICTED by the {pf.device} latency predictor ({len(ks)} kernels, per-kernel forests "
               f"calibrated on {cfg.n_probes} probes and {cfg.correction_archs or cfg.n_fit_archs} architectures on "
-              f"{pf.device}): p50 error on {e50.n_archs or e50.n} architectures held out of its fit ({e50.n} timings"
+              f"{pf.device}{f'; its prediction at {cfg.base_threads} thread(s) scaled' if cfg.base_threads else ''}"
+              f"): p50 error on {e50.n_archs or e50.n} architectures held out of its fit ({e50.n} timings"
               f"{'; its correction then fitted again with them' if cfg.correction_archs else ''}): "
               f"MAPE {e50.mape_pct:.1f}%, "
               f"{e50.within_10pct:.0%} within +-10%; a budget is judged on the upper bound p90 x "
@@ -363,11 +378,12 @@ MIN_BEYOND_CACHE = 4  # fitting architectures whose weights exceed the cache, fo
 
 
 def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list[float], cache_kb: float | None = None,
-                   weight_bytes: int = 4) -> Correction:
+                   weight_bytes: int = 4, base: list[float] | None = None) -> Correction:
     """Least squares on relative error (every architecture weighs alike whatever its latency): one weight per
     kernel group, none negative, where there are architectures enough (else one for all); the weights term (not
     negative); the cache term (not negative) where the cache size is known and at least ``MIN_BEYOND_CACHE``
-    architectures exceed it."""
+    architectures exceed it. ``base``: each architecture's predicted latency at one thread, weighed (not
+    negative) in the kernel sums' place."""
     from scipy.optimize import lsq_linear  # heavy (scikit-learn's dependency): only calibration fits
 
     y = np.asarray(measured, dtype=np.float64)
@@ -384,17 +400,19 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
         for g, into in FALLBACK.items():
             if g not in groups:
                 s[into] += s.pop(g)
-    per_group = len(archs) >= 4 * (len(groups) + 4 + cached)
-    cols = [[s[g] for s in sums] for g in groups] if per_group else [[sum(s.values()) for s in sums]]
+    per_group = len(archs) >= 4 * (len(groups) + 4 + cached) and base is None
+    cols = [list(base)] if base is not None else [[s[g] for s in sums] for g in groups] if per_group else \
+        [[sum(s.values()) for s in sums]]
     extra = [mbs, beyond] if cached else [mbs]
     a_mat = np.column_stack([np.ones_like(y), *cols, counts, elems, *extra]) / y[:, None]
     lower = [-np.inf] + [0.0] * len(cols) + [-np.inf, -np.inf] + [0.0] * len(extra)
     coef = lsq_linear(a_mat, np.ones_like(y), bounds=(lower, np.inf)).x
     n = 1 + len(cols)
-    b = dict(zip(groups, (float(v) for v in coef[1:n]))) if per_group else dict.fromkeys(groups, float(coef[1]))
+    b = dict(zip(groups, (float(v) for v in coef[1:n]))) if per_group else \
+        dict.fromkeys(groups, 0.0 if base is not None else float(coef[1]))
     return Correction(a=float(coef[0]), b=b, c=float(coef[n]), d=float(coef[n + 1]), f=float(coef[n + 2]),
                       e=float(coef[n + 3]) if cached else 0.0, cache_kb=cache_kb if cached else None,
-                      weight_bytes=weight_bytes)
+                      weight_bytes=weight_bytes, base=float(coef[1]) if base is not None else 0.0)
 
 
 def error_stats(predicted: list[float], measured: list[float], noise: list[float] | None = None) -> ErrorStats:
