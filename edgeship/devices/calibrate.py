@@ -467,6 +467,7 @@ def _configuration(plan: Plan, pf: pred.PredictorFile, fmt: str, precision: str,
              f"{e.within_10pct:.0%} within +-10% on {e.n_archs} unseen architectures ({e.n} timings); "
              + (f"{', '.join(cfg.in_context)} fitted in context (on the probes alone: p50 MAPE "
                 f"{cfg.probes_mape_pct:.1f}%)" if cfg.in_context else "kernels fitted on the probes")
+             + (f"; its correction scales the {cfg.base_threads}-thread prediction" if cfg.base_threads else "")
              + (f"; set aside, run in a slower state of the device and measured again: {len(aside) - len(chunks)} "
                 f"process(es) of the architectures ({sum(bool(a.get('dropped')) for a in aside)} dropped, still slow "
                 f"after the retries), {len(chunks)} chunk(s) of the probes (anchors at "
