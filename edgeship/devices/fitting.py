@@ -132,8 +132,6 @@ def _kernel_ms(forests: dict[str, pred.Forest], ks: list[Kernel]) -> list[float]
     return [float(forests[k.type].latency_ms([k])[0]) if k.type in forests else 0.0 for k in ks]
 
 
-
-
 def _base_predictions(base: Base, cache_kb: int | None, wb: int) -> dict[str, dict[str, float]]:
     """The one-thread configuration's p50 and p90 prediction of each of its measured architectures: ``stored_*`` with
     its stored correction, ``held_*`` with its correction fitted on its fitting architectures alone (so that a
