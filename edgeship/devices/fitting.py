@@ -53,7 +53,9 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 ms.append(max(row["p50_ms"] - others, 0.1 * row["p50_ms"]))
             if len(ks) >= 3:
                 forests[t] = pred.fit_forest(ks, ms, seed, probe_trees)
-    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, refit_all, base)
+    wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
+    based = (base[0].threads, _base_predictions(base, cache_kb, wb)) if base is not None else None  # once
+    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, refit_all, based)
     fitting = [a for a in data["archs"] if a["role"] == "fit"]
     if fmt in in_context.FORMATS and any(a.get("layers") for a in fitting):
         inside, types = dict(forests), []
@@ -64,14 +66,14 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 types.append(t)
         if types:
             probes_mape = best.error_p50.mape_pct
-            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, refit_all, base)
+            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, refit_all, based)
             best.probes_mape_pct = probes_mape
     return best
 
 
 def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict[str, pred.Forest],
                in_context_types: list[str], cache_kb: int | None, refit_all: bool = True,
-               base: Base | None = None) -> pred.ConfigPredictor:
+               based: tuple[int, dict[str, dict[str, float]]] | None = None) -> pred.ConfigPredictor:
     """The predictor with these forests: its correction fitted on the fitting architectures, its error measured on
     the validation ones."""
     empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
@@ -81,12 +83,11 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
                                in_context=in_context_types)
     wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
     held: dict[str, dict[str, float]] = {}  # base (one-thread) prediction per architecture: held out, as stored
-    if base is not None:
-        held = _base_predictions(base, cache_kb, wb)
-        cfg.base_threads = base[0].threads
+    if based is not None:
+        cfg.base_threads, held = based
     rows: dict[str, list] = {"fit": [], "validate": []}
     for a in data["archs"]:
-        if base is None or a["name"] in held["held_p50"]:
+        if not held or a["name"] in held["held_p50"]:
             ks = [Kernel(**x) for x in a["kernels"]]
             rows[a["role"]].append(((ks, cfg.kernel_ms(ks)), a))
     fit_rows, val = rows["fit"], rows["validate"]
