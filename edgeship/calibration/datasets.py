@@ -11,6 +11,7 @@ labels) is refused here, when the data is loaded, before any training or convers
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -153,10 +154,19 @@ def load_fashion_mnist(root: Path | None) -> tuple[ArrayData, ArrayData]:
 
 
 def load_digits() -> ArrayData:
-    from sklearn.datasets import load_digits as _ld
+    """scikit-learn's bundled digits (1,797 8x8 images), read from the file scikit-learn ships: importing
+    scikit-learn to read it would cost every command seconds of start-up."""
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    where = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(where[0]) / "datasets" / "data" / "digits.csv.gz" if where else None
+    if path is None or not path.is_file():  # a scikit-learn that keeps it elsewhere: its own reader
+        from sklearn.datasets import load_digits as _ld
 
-    d = _ld()
-    return ArrayData(d.images.astype(np.float32)[:, None], d.target.astype(np.int64))
+        d = _ld()
+        return ArrayData(d.images.astype(np.float32)[:, None], d.target.astype(np.int64))
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return ArrayData(data[:, :-1].reshape(-1, 1, 8, 8).astype(np.float32), data[:, -1].astype(np.int64))
 
 
 def memory_limit() -> int:

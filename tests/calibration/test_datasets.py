@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeship.calibration.datasets import FASHION_MNIST_DIR, load_splits, read_idx
+from edgeship.calibration.datasets import FASHION_MNIST_DIR, load_digits, load_splits, read_idx
 from edgeship.errors import EdgeshipError
 from edgeship.recipe import DataSpec, InputSpec
 
@@ -55,6 +55,22 @@ def test_idx_path_and_gz(tmp_path):
     (tmp_path / "bad-images-idx3-ubyte").write_bytes((tmp_path / "mine-images-idx3-ubyte").read_bytes()[:1000])
     with pytest.raises(EdgeshipError, match="truncated"):
         read_idx(tmp_path / "bad-images-idx3-ubyte")
+
+
+def test_digits_read_without_scikit_learn_are_its_own():
+    """The digits are read from scikit-learn's bundled file without importing scikit-learn (its import is most of a
+    command's start-up): the same images and classes as its own loader gives."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as theirs
+
+    ours, d = load_digits(), theirs()
+    assert ours.x.shape == (1797, 1, 8, 8) and ours.x.dtype == np.float32 and ours.y.dtype == np.int64
+    assert np.array_equal(ours.x[:, 0], d.images) and np.array_equal(ours.y, d.target)
+    code = ("import sys; from edgeship.calibration.datasets import load_digits; load_digits(); "
+            "print(any(m.startswith('sklearn') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_npz_nhwc_is_transposed(tmp_path):
