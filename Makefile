@@ -24,7 +24,8 @@ train: setup
 # CI's log lists the 30 slowest tests: its 30-minute limit on 2 cores is kept by trimming those. Two workers
 # (pytest-xdist): one alone leaves a core idle a third of the time (start-ups, subprocesses, devices, timeouts).
 # Each file goes whole to one worker, so a module's fixtures and the emulated devices are built once (xdist's
-# loadgroup cannot group under pytest 9, whose node ids it no longer rewrites): keep a test file under ~4 minutes
+# loadgroup cannot group under pytest 9, whose node ids it no longer rewrites): keep a test file under ~4 minutes;
+# the longest files are collected first (tests/bench/), so the last minutes are not one worker alone
 TEST_WORKERS ?= 2
 test: setup-test lint
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)

@@ -1,4 +1,7 @@
-"""What the benchmark scripts' tests (tests/test_bench_*.py) share: the scripts' folder, a runner, quick passes."""
+"""What the benchmark scripts' tests (tests/bench/test_bench_*.py) share: the scripts' folder, a runner, quick passes.
+
+They are collected first (`bench` sorts before the other folders): each file is minutes of work, and a worker that
+starts the long files first does not leave the other idle at the end."""
 
 from __future__ import annotations
 
