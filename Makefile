@@ -25,14 +25,15 @@ train: setup
 # (pytest-xdist): one alone leaves a core idle a third of the time (start-ups, subprocesses, devices, timeouts).
 # Each file goes whole to one worker, so a module's fixtures and the emulated devices are built once (xdist's
 # loadgroup cannot group under pytest 9, whose node ids it no longer rewrites): keep a test file under ~4 minutes;
-# the longest files are collected first (tests/bench/), so the last minutes are not one worker alone
+# the longest files are collected first (tests/bench/) and sent first (xdist would reorder by test count), so the
+# last minutes are not one worker alone
 TEST_WORKERS ?= 2
 test: setup-test lint
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
 
 # the tests not marked slow, the slowest listed: the quick loop while working
 test-fast: setup-test
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 # ruff over the code (pyflakes, bugbear, isort, pyupgrade, complexity) and mypy over the contract modules
 lint: setup-test
