@@ -957,7 +957,7 @@ SECTIONS = (
     ("predictor_epyc_p25", lambda d: predictor_section(
         d, "Latency predictor on an AMD EPYC, seventh run (the correction fitted on every measured architecture)")),
     ("predictor_epyc_p26", lambda d: predictor_section(
-        d, "Latency predictor on an AMD EPYC without AVX-512, eighth run (more threads on the 1-thread prediction)")),
+        d, "Latency predictor on an AMD EPYC without AVX-512 (AVX2 only), eighth run (in-context times by work)")),
     ("predictor_zoo_epyc", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, AMD EPYC", "the sixth AMD run above (predictor_epyc_p24.json)")),
     ("search", search_section),

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, environment, write_json  # noqa: E402
-from refit_slow_dropped import evaluate, open_keep, pair_arguments  # noqa: E402
+from refit_slow_dropped import evaluate, kept_runs, pair_arguments  # noqa: E402
 
 
 def main() -> None:
@@ -30,29 +29,25 @@ def main() -> None:
 
     out: dict[str, dict] = {}
     lower = same_or_more = n = 0
-    for data, run_path in args.pair:
-        run = json.loads(run_path.read_text())
-        with tempfile.TemporaryDirectory() as tmp:
-            keep = open_keep(data, tmp)
-            kernels = json.loads((keep / "eval_kernels.json").read_text())
-            out[run_path.name] = {}
-            for key in args.configs or list(run["summary"]):
-                fmt, precision, t = key.split(":")
-                text = (keep / f"{fmt}-{precision}-{t}.json").read_text()
-                row = {}
-                for mode, refit_all in (("fit_archs_only", False), ("fit_and_validation_archs", True)):
-                    cfg = fit(json.loads(text), fmt, precision, int(t), 0, cache, refit_all=refit_all)
-                    row[mode] = {"correction_archs": cfg.correction_archs or cfg.n_fit_archs,
-                                 "stated": {"within_10pct": cfg.error_p50.within_10pct,
-                                            "mape_pct": cfg.error_p50.mape_pct},
-                                 "evaluation": evaluate(cfg, run, kernels, key)}
-                before, after = (row[m]["evaluation"] for m in ("fit_archs_only", "fit_and_validation_archs"))
-                n += 1
-                lower += after["mape_pct"] < before["mape_pct"]
-                same_or_more += after["within_10pct"] >= before["within_10pct"]
-                out[run_path.name][key] = row
-                print(run_path.name, key, {m: (r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"])
-                                           for m, r in row.items()}, flush=True)
+    for name, run, keep, kernels in kept_runs(args.pair):
+        out[name] = {}
+        for key in args.configs or list(run["summary"]):
+            fmt, precision, t = key.split(":")
+            text = (keep / f"{fmt}-{precision}-{t}.json").read_text()
+            row = {}
+            for mode, refit_all in (("fit_archs_only", False), ("fit_and_validation_archs", True)):
+                cfg = fit(json.loads(text), fmt, precision, int(t), 0, cache, refit_all=refit_all)
+                row[mode] = {"correction_archs": cfg.correction_archs or cfg.n_fit_archs,
+                             "stated": {"within_10pct": cfg.error_p50.within_10pct,
+                                        "mape_pct": cfg.error_p50.mape_pct},
+                             "evaluation": evaluate(cfg, run, kernels, key)}
+            before, after = (row[m]["evaluation"] for m in ("fit_archs_only", "fit_and_validation_archs"))
+            n += 1
+            lower += after["mape_pct"] < before["mape_pct"]
+            same_or_more += after["within_10pct"] >= before["within_10pct"]
+            out[name][key] = row
+            print(name, key, {m: (r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"])
+                               for m, r in row.items()}, flush=True)
     summary = {"configurations": n, "evaluation_mape_lower": lower, "evaluation_within_10pct_same_or_higher":
                same_or_more}
     print(summary)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, environment, write_json  # noqa: E402
-from refit_slow_dropped import open_keep, pair_arguments  # noqa: E402
+from refit_slow_dropped import kept_runs, pair_arguments  # noqa: E402
 
 
 def evaluate(pf, run: dict, kernels: dict, key: str) -> dict:
@@ -50,34 +49,30 @@ def main() -> None:
 
     out: dict[str, dict] = {}
     totals = {"configurations": 0, "mape_lower": 0, "within_10pct_same_or_higher": 0, "at_least_90pct": {}}
-    for data_path, run_path in args.pair:
-        run = json.loads(run_path.read_text())
-        out[run_path.name] = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            keep = open_keep(data_path, tmp)
-            kernels = json.loads((keep / "eval_kernels.json").read_text())
-            for key in args.configs or [k for k in run["summary"] if not k.endswith(":1")]:
-                fmt, precision, t = key.split(":")
-                one, many = ((json.loads((keep / f"{fmt}-{precision}-{n}.json").read_text())) for n in (1, t))
-                pf = pred.new_file("refit", {})
-                pf.configs[pred.key(fmt, precision, 1)] = base = fit(one, fmt, precision, 1, 0, cache)
-                row = {}
-                for mode, b in (("kernel_sums", None), ("one_thread_prediction", (base, one))):
-                    cfg = fit(many, fmt, precision, int(t), 0, cache, base=b)
-                    pf.configs[key] = cfg
-                    row[mode] = {"stated": {"within_10pct": cfg.error_p50.within_10pct,
-                                            "mape_pct": cfg.error_p50.mape_pct},
-                                 "evaluation": evaluate(pf, run, kernels, key)}
-                before, after = (row[m]["evaluation"] for m in ("kernel_sums", "one_thread_prediction"))
-                totals["configurations"] += 1
-                totals["mape_lower"] += after["mape_pct"] < before["mape_pct"]
-                totals["within_10pct_same_or_higher"] += after["within_10pct"] >= before["within_10pct"]
-                for m in row:
-                    totals["at_least_90pct"][m] = totals["at_least_90pct"].get(m, 0) + \
-                        (row[m]["evaluation"]["within_10pct"] >= 0.9)
-                out[run_path.name][key] = row
-                print(run_path.name, key, {m: (r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"],
-                                              r["stated"]["within_10pct"]) for m, r in row.items()}, flush=True)
+    for name, run, keep, kernels in kept_runs(args.pair):
+        out[name] = {}
+        for key in args.configs or [k for k in run["summary"] if not k.endswith(":1")]:
+            fmt, precision, t = key.split(":")
+            one, many = ((json.loads((keep / f"{fmt}-{precision}-{n}.json").read_text())) for n in (1, t))
+            pf = pred.new_file("refit", {})
+            pf.configs[pred.key(fmt, precision, 1)] = base = fit(one, fmt, precision, 1, 0, cache)
+            row = {}
+            for mode, b in (("kernel_sums", None), ("one_thread_prediction", (base, one))):
+                cfg = fit(many, fmt, precision, int(t), 0, cache, base=b)
+                pf.configs[key] = cfg
+                row[mode] = {"stated": {"within_10pct": cfg.error_p50.within_10pct,
+                                        "mape_pct": cfg.error_p50.mape_pct},
+                             "evaluation": evaluate(pf, run, kernels, key)}
+            before, after = (row[m]["evaluation"] for m in ("kernel_sums", "one_thread_prediction"))
+            totals["configurations"] += 1
+            totals["mape_lower"] += after["mape_pct"] < before["mape_pct"]
+            totals["within_10pct_same_or_higher"] += after["within_10pct"] >= before["within_10pct"]
+            for m in row:
+                totals["at_least_90pct"][m] = totals["at_least_90pct"].get(m, 0) + \
+                    (row[m]["evaluation"]["within_10pct"] >= 0.9)
+            out[name][key] = row
+            print(name, key, {m: (r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"],
+                              r["stated"]["within_10pct"]) for m, r in row.items()}, flush=True)
     print(totals)
     write_json(args.out, {"environment": environment(), "l2_cache_kb": cache,
                           "pairs": [[str(d), str(r)] for d, r in args.pair],

@@ -21,6 +21,7 @@ import statistics
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,6 +54,16 @@ def open_keep(data: Path, tmp: str) -> Path:
             tar.extractall(tmp, filter="data")
         return next(Path(tmp).rglob("eval_kernels.json")).parent
     return data
+
+
+def kept_runs(pairs: list[tuple[Path, Path]]) -> Iterator[tuple[str, dict, Path, dict]]:
+    """Each ``--pair``'s run file name, run, kept directory (extracted for the loop's turn) and its evaluation
+    architectures' kernels."""
+    for data, run_path in pairs:
+        with tempfile.TemporaryDirectory() as tmp:
+            keep = open_keep(data, tmp)
+            yield (run_path.name, json.loads(run_path.read_text()), keep,
+                   json.loads((keep / "eval_kernels.json").read_text()))
 
 
 def pair_arguments(doc: str, out: Path, configs: str = "configuration keys") -> tuple[argparse.Namespace, int | None]:

@@ -55,7 +55,7 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 forests[t] = pred.fit_forest(ks, ms, seed, probe_trees)
     wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
     based = (base[0].threads, _base_predictions(base, cache_kb, wb)) if base is not None else None  # once
-    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, refit_all, based)
+    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, wb, refit_all, based)
     fitting = [a for a in data["archs"] if a["role"] == "fit"]
     if fmt in in_context.FORMATS and any(a.get("layers") for a in fitting):
         inside, types = dict(forests), []
@@ -66,22 +66,21 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 types.append(t)
         if types:
             probes_mape = best.error_p50.mape_pct
-            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, refit_all, based)
+            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, wb, refit_all, based)
             best.probes_mape_pct = probes_mape
     return best
 
 
 def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict[str, pred.Forest],
-               in_context_types: list[str], cache_kb: int | None, refit_all: bool = True,
+               in_context_types: list[str], cache_kb: int | None, wb: int, refit_all: bool = True,
                based: tuple[int, dict[str, dict[str, float]]] | None = None) -> pred.ConfigPredictor:
     """The predictor with these forests: its correction fitted on the fitting architectures, its error measured on
-    the validation ones."""
+    the validation ones. ``wb``: bytes per weight at the configuration's precision."""
     empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
     unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
     cfg = pred.ConfigPredictor(format=fmt, precision=precision, threads=threads, forests=forests, p50=unit, p90=unit,
                                error_p50=empty, error_p90=empty, n_probes=len(data["probes"]), n_fit_archs=0,
                                in_context=in_context_types)
-    wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
     held: dict[str, dict[str, float]] = {}  # base (one-thread) prediction per architecture: held out, as stored
     if based is not None:
         cfg.base_threads, held = based

@@ -28,4 +28,4 @@ def run_script(name: str, *args) -> subprocess.CompletedProcess:
 
 
 def bench_results() -> Path:
-    return REPO / "benchmarks" / "results"
+    return SCRIPTS / "results"

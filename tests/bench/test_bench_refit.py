@@ -72,3 +72,24 @@ def test_refit_on_the_one_thread_prediction_scores_both_corrections_on_the_runs_
     assert s["configurations"] == 1
     assert s["mape_lower"] == (base["evaluation"]["mape_pct"] < sums["evaluation"]["mape_pct"])
     assert s["at_least_90pct"] == {m: int(r["evaluation"]["within_10pct"] >= 0.9) for m, r in row.items()}
+
+
+def test_refit_with_in_context_times_by_work_scores_both_matchings_on_the_runs_architectures(tmp_path):
+    """benchmarks/refit_in_context_order.py on p23's committed kept data sets: ONNX Runtime INT8 at 1 thread refitted
+    with each layer's time given by the file's order and by the kernels' work; the conv forest's held-out error on
+    its own layer times (1x1 and larger kernels apart) and the predictor's on the run's 30 evaluation architectures,
+    for both. By work, the larger kernels' forest error falls (the 3x3 convolutions no longer hold their
+    shortcuts' times)."""
+    out = tmp_path / "order.json"
+    run_script("refit_in_context_order.py", "--pair", REPO / "benchmarks" / "data" / "predictor_epyc_p23_keep.tar.xz",
+               REPO / "benchmarks" / "results" / "predictor_epyc_p23.json", "--configs", "onnx:int8:1",
+               "--cache-kb", 1024, "--out", out)
+    d = json.loads(out.read_text())
+    row = d["runs"]["predictor_epyc_p23.json"]["onnx:int8:1"]
+    old, new = row["file_order"], row["by_work"]
+    assert old["evaluation"]["n"] == new["evaluation"]["n"] == 30 and old["evaluation"] != new["evaluation"]
+    assert new["conv_forest_cv"]["larger"]["mape_pct"] < old["conv_forest_cv"]["larger"]["mape_pct"]
+    counts = [{k: v["n"] for k, v in r["conv_forest_cv"].items()} for r in (old, new)]
+    assert counts[0] == counts[1] and min(counts[0].values()) > 100
+    assert d["summary"]["configurations"] == 1
+    assert d["summary"]["by_work"]["mean_mape_pct"] == new["evaluation"]["mape_pct"]

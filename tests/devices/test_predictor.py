@@ -662,6 +662,34 @@ def test_litert_operators_pair_with_kernels_by_type_and_order_or_not_at_all():
     assert in_context.kernel_times(strided, [layers[2], *layers[1:]], "tflite") == [None] * 6
 
 
+def test_a_residual_blocks_shortcut_and_3x3_convolution_take_their_own_times_whatever_order_they_ran():
+    """A basic block's 1x1 shortcut and its first 3x3 convolution read and write the same shapes; ONNX Runtime ran
+    the 3x3 first (these rows are its profiler's, from a calibration's fitting architecture fit200013), so the
+    file's order gave the 3x3 the shortcut's 13 us. Of kernels of one type whose layers could be swapped, the one of
+    more MACs takes the larger time; a depthwise and a 1x1 convolution of the same shapes keep the order they ran in
+    (a depthwise convolution is slower than its MACs say)."""
+    from edgeship.devices import in_context
+
+    ks = [Kernel("conv", 56, 56, 1, 36, 3, 2, act=1), Kernel("conv", 28, 28, 36, 44, 1, 1),
+          Kernel("conv", 28, 28, 36, 44, 3, 1, act=1), Kernel("conv", 28, 28, 44, 44, 3, 1),
+          Kernel("add", 28, 28, 44, 44)]
+    rows = [("QuantizeLinear", [1, 1, 56, 56], [1, 1, 56, 56], 4.0),
+            ("Transpose", [1, 1, 56, 56], [1, 56, 56, 1], 2.15),
+            ("QLinearConv", [1, 56, 56, 1], [1, 28, 28, 36], 28.95),
+            ("QLinearConv", [1, 28, 28, 36], [1, 28, 28, 44], 64.58),  # the 3x3
+            ("QLinearConv", [1, 28, 28, 44], [1, 28, 28, 44], 76.08),
+            ("QLinearConv", [1, 28, 28, 36], [1, 28, 28, 44], 13.0),  # the shortcut
+            ("QLinearAdd", [1, 28, 28, 44], [1, 28, 28, 44], 8.62)]
+    layers = [{"op": op, "in": i, "out": o, "us": us} for op, i, o, us in rows]
+    assert in_context.kernel_times(ks, layers, "onnx") == pytest.approx([0.02895, 0.013, 0.06458, 0.07608, 0.00862])
+    in_order = [layers[i] for i in (0, 1, 2, 5, 3, 4, 6)]  # the shortcut ran first: the same times
+    assert in_context.kernel_times(ks, in_order, "onnx") == in_context.kernel_times(ks, layers, "onnx")
+    # an inverted residual of expansion 1: its depthwise (fewer MACs) ran before the 1x1 and took longer
+    mb = [Kernel("dwconv", 14, 14, 32, 32, 3), Kernel("conv", 14, 14, 32, 32, 1)]
+    dw_first = [{"op": "QLinearConv", "in": [1, 14, 14, 32], "out": [1, 14, 14, 32], "us": us} for us in (20.0, 9.0)]
+    assert mb[0].macs < mb[1].macs and in_context.kernel_times(mb, dw_first, "onnx") == [0.02, 0.009]
+
+
 def test_kernel_forests_are_fitted_on_in_context_times_where_a_type_has_enough():
     """``fit`` fits a kernel type's forest on the fitting architectures' in-context times where they hold at least
     MIN_SAMPLES of it, and keeps the probes-only predictor's validation error beside it. Here a convolution inside
