@@ -647,6 +647,12 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
            f"used ({m['eval_seeds']}), lowered by edgeship's backends, were timed interleaved ({m['rounds']} rounds of "
            f"{m['runs']} runs, {m['repeats']} independent passes, priority: {', '.join(m.get('priority') or ['-'])}) "
            f"and predicted from their artifact files ({m['measured']}). Bar: " + d["bar"] + ".", ""]
+    if reused := cal.get("reused"):
+        out += [f"**Not calibrated in this run** (`--calibrated`): the predictor file judged here was calibrated at "
+                f"{reused['created']} on a machine reporting the same CPU ({reused['facts'].get('cpu')}, "
+                f"{', '.join(reused['facts'].get('features') or [])}); the minutes above are that calibration's. "
+                f"The evaluation ran at {d['environment'].get('time_utc', '?')}: the predictor as a user judges the "
+                "file they committed, on a later day.", ""]
     out += machine(d["environment"]) + load_lines(d)
     cores = d["environment"].get("cores") or 1
     if (d["loadavg_before_measuring"] or [0])[0] > cores:
@@ -957,7 +963,8 @@ SECTIONS = (
     ("predictor_epyc_p25", lambda d: predictor_section(
         d, "Latency predictor on an AMD EPYC, seventh run (the correction fitted on every measured architecture)")),
     ("predictor_epyc_p26", lambda d: predictor_section(
-        d, "Latency predictor on an AMD EPYC without AVX-512 (AVX2 only), eighth run (in-context times by work)")),
+        d, "Latency predictor on an AMD EPYC without AVX-512 (AVX2 only), eighth run (in-context times by work; "
+        "evaluated the day after its calibration)")),
     ("predictor_zoo_epyc", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, AMD EPYC", "the sixth AMD run above (predictor_epyc_p24.json)")),
     ("search", search_section),

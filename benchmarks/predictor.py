@@ -27,6 +27,11 @@
    probes' forests until the seventeenth session); with ``--keep`` the evaluation architectures' kernels are
    kept beside the data sets (``eval_kernels.json``) for any other fit to be scored offline.
 
+With ``--calibrated`` step 1 is skipped: the predictor file already in ``--predictors`` (and its kept data sets
+in ``--keep``, for the refits) is judged as it stands, as a user judges the file they committed on a later day
+(the machine must report the same CPU and instruction set as the one calibrated; ``calibration.reused`` says when
+that calibration ran).
+
 Bar: predicted p50 within +-10 % of measured for at least 90 % of at least 30 architectures, per configuration.
 
     .venv/bin/python benchmarks/predictor.py                 # -> benchmarks/results/predictor.json
@@ -94,7 +99,25 @@ def scored(errs: list[float]) -> dict | None:
             "mape_pct": round(100 * statistics.mean(abs(e) for e in errs), 2)}
 
 
-def main() -> None:
+def calibrated(directory: Path, configs: list, threads: list[int]):
+    """The predictor file a calibration left in ``directory``, if this machine is the one it calibrated."""
+    from edgeship.devices import predictor as pred
+    from edgeship.devices.bench_runner import device_facts
+
+    pf, path = pred.load("host", directory), pred.path_for("host", directory)
+    if pf is None:
+        sys.exit(f"--calibrated: no predictor file {path}; calibrate first (this script without --calibrated)")
+    here = device_facts()
+    if any(pf.facts.get(f) != here.get(f) for f in ("cpu", "features", "cores")):
+        sys.exit(f"--calibrated: {path} was calibrated on {pf.facts.get('cpu')} {pf.facts.get('features')}, "
+                 f"this machine is {here.get('cpu')} {here.get('features')}: calibrate again")
+    absent = [pred.key(*c, t) for c in configs for t in threads if pred.key(*c, t) not in pf.configs]
+    if absent:
+        sys.exit(f"--calibrated: {path} has no {', '.join(absent)}; name only its configurations (--configs)")
+    return pf, path
+
+
+def arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--threads", default="1,2")
@@ -113,10 +136,20 @@ def main() -> None:
                     help="measure a process again when its anchors ran more than this many times their calibration "
                     "time (the machine was in another state than calibrated; 0: never)")
     ap.add_argument("--retries", type=int, default=3, help="new processes at most per process set aside")
+    ap.add_argument("--calibrated", action="store_true",
+                    help="evaluate the predictor file already in --predictors (its data sets in --keep) without "
+                         "calibrating again")
     ap.add_argument("--out", type=Path, default=RESULTS / "predictor.json")
     args = ap.parse_args()
+    if args.calibrated and not (args.predictors and args.keep):
+        ap.error("--calibrated needs --predictors (the calibrated file's directory) and --keep (its data sets)")
     if args.quick:
         args.archs, args.probes, args.fit, args.validate, args.runs, args.rounds = 3, 24, 3, 2, 3, 2
+    return args
+
+
+def main() -> None:
+    args = arguments()
 
     import torch
 
@@ -138,8 +171,14 @@ def main() -> None:
                     runs=args.runs, rounds=args.rounds, arch_repeats=args.repeats,
                     directory=args.predictors or work / "predictors",
                     keep=args.keep or work / "keep", log=lambda s: (log.append(s), print(s, flush=True)))
-        pf, path = calibrate(plan)
-        calibration_s = time.time() - t0
+        reused = None
+        if args.calibrated:
+            pf, path = calibrated(args.predictors, configs, threads)
+            reused = {"created": pf.created, "facts": pf.facts}
+            calibration_s = sum(c.calibration_s or 0 for c in pf.configs.values())
+        else:
+            pf, path = calibrate(plan)
+            calibration_s = time.time() - t0
         probes_only = refitted(pf, plan, probes_only=True)
         random_probes = refitted(pf, plan, probe_trees="random")  # the probes' forests until the seventeenth session
         sums = refitted(pf, plan, kernel_sums=True)  # more threads on their kernel sums, not the 1-thread prediction
@@ -266,7 +305,7 @@ def main() -> None:
                                    "(up to retries times, after every repeat has run, the fastest kept; "
                                    "evaluation.processes_set_aside; each configuration's "
                                    "with_set_aside_processes scores the median over every process)"},
-            "calibration": {"minutes": round(calibration_s / 60, 2), "timings_s": plan.timings,
+            "calibration": {"minutes": round(calibration_s / 60, 2), "reused": reused, "timings_s": plan.timings,
                             "per_config_s": {k: c.calibration_s for k, c in pf.configs.items()},
                             "predictor_file_kib": round(path.stat().st_size / 1024, 1)},
             "evaluation": {"lower_s": round(lower_s, 1), "measure_s": round(measure_s, 1),
@@ -281,7 +320,8 @@ def main() -> None:
             print(f"{k}: {s['within_10pct']} within +-10% of {s['n']} (MAPE {s['mape_pct']}%, repeat spread median "
                   f"{s['repeat_spread_median_pct']}%; at the anchors' speed {s['at_speed']['within_10pct']}, "
                   f"process speeds {s['process_speeds']}, {s['processes_set_aside']} set aside)")
-        print(f"calibration {calibration_s / 60:.1f} min; written {args.out}")
+        ran = f" (ran {reused['created']})" if reused else ""
+        print(f"calibration {calibration_s / 60:.1f} min{ran}; written {args.out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -52,6 +52,22 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
         assert abs(r["error_pct"] - (r["predicted_p50_ms"] / exact - 1) * 100) < 0.006
     assert s["within_10pct"] == round(sum(abs(r["error_pct"]) <= 10 for r in d["rows"]) / 3, 4)
     assert {a["seed"] for a in d["archs"].values()} == {400_000, 400_001, 400_002}
+    assert d["calibration"]["reused"] is None
+
+    # the same predictor file judged again later without calibrating (--calibrated): the same artifacts get the
+    # same predictions, and the result says when the calibration it judges ran
+    again = tmp_path / "again.json"
+    run_script("predictor.py", "--quick", "--calibrated", "--configs", "onnx:fp32", "--threads", 1, "--out", again,
+               "--predictors", tmp_path / "pred", "--keep", tmp_path / "keep")
+    a = json.loads(again.read_text())
+    pf = json.loads((tmp_path / "pred" / "host.json").read_text())
+    assert a["calibration"]["reused"]["created"] == pf["created"] and a["summary"]["onnx:fp32:1"]["n"] == 3
+    assert [r["predicted_p50_ms"] for r in a["rows"]] == [r["predicted_p50_ms"] for r in d["rows"]]
+    # a configuration the file was not calibrated for is refused, naming it
+    p = subprocess.run([sys.executable, str(SCRIPTS / "predictor.py"), "--quick", "--calibrated", "--configs",
+                        "onnx:int8", "--threads", "1", "--out", tmp_path / "no.json", "--predictors",
+                        tmp_path / "pred", "--keep", tmp_path / "keep"], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode != 0 and "has no onnx:int8:1" in p.stderr and not (tmp_path / "no.json").exists()
 
     # the kept data sets: every fitting architecture's profiler layers matched to its kernels, their sum beside its p50
     sums = tmp_path / "sums.json"
