@@ -967,6 +967,9 @@ SECTIONS = (
         "evaluated the day after its calibration)")),
     ("predictor_zoo_epyc", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, AMD EPYC", "the sixth AMD run above (predictor_epyc_p24.json)")),
+    ("predictor_zoo_epyc_p26", lambda d: predictor_zoo_section(
+        d, "Latency predictor on pretrained models, AMD EPYC without AVX-512",
+        "the eighth AMD run above (predictor_epyc_p26.json)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -976,7 +979,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
             "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
             "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
-            "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc")
+            "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26")
 
 
 def other_files(results: Path) -> list[str]:
