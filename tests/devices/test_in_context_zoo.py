@@ -43,3 +43,45 @@ def test_every_kernel_of_pretrained_mobilenet_v2_gets_its_time_inside_the_model(
     assert {t: c[1] for t, c in count.items()} == {"conv": 35, "dwconv": 17, "add": 10, "gpool": 1, "fc": 1}
     assert all(matched == total for t, (matched, total) in count.items() if t != "add"), count
     assert count["add"][0] == (10 if adds == "own" else 0), count
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_resnet18s_shortcuts_and_3x3_convolutions_get_the_layers_onnx_runtime_ran_for_them(tmp_path, precision):
+    """ResNet-18 at 224x224 (edgeship's reference architecture, random weights: which layer ran for which kernel
+    depends on shapes and the runtime's order, not on the weights; no package of benchmarks/zoo ships a ResNet).
+    Each of its three downsampling blocks has a 1x1 shortcut with the input and output shapes of the block's first
+    3x3 convolution, and ONNX Runtime runs the 3x3 first: by shapes and order alone the two swapped their times
+    (``in_context._by_work``). Here the runtime's own node names are the truth: every convolution's time is the
+    time of the layer ONNX Runtime ran for that convolution's node (INT8: QLinearConv named after the exported
+    Conv; FP32: its NCHWc kernels are renamed, so the layers are paired by their fused Conv's weight name)."""
+    import onnx
+    import torch
+
+    from edgeship.devices import calibrate as cal
+    from edgeship.devices import in_context
+    from edgeship.models.zoo import ResNet18
+
+    torch.manual_seed(0)
+    archs = tmp_path / "archs"
+    cal.lower(ResNet18().eval(), (3, 224, 224), "onnx", precision, archs / "fit0", "resnet18", tmp_path)
+    layers = cal.measure_layers(cal.Plan("host", [("onnx", precision)], [1], log=print), "onnx", archs, 1)["fit0"]
+    ks = read(archs / "fit0" / "model.onnx", "onnx")[0]
+    times = in_context.kernel_times(ks, layers, "onnx")
+    convs = [i for i, k in enumerate(ks) if k.type == "conv"]
+    assert len(convs) == 20 and sum(ks[i].k == 1 for i in convs) == 3  # the stem, 16 3x3, 3 shortcuts
+
+    # the truth: the kernel size of the Conv node each convolution layer of the profile ran for
+    graph = onnx.load(archs / "fit0" / "model.onnx").graph
+    size = {n.name: next(a.ints[0] for a in n.attribute if a.name == "kernel_shape") for n in graph.node
+            if n.op_type == "Conv"}
+    ran = [x for x in layers if x["op"] in in_context.ORT_TYPES and "conv" in in_context.ORT_TYPES[x["op"]]]
+    assert len(ran) == 20, [x["name"] for x in ran]
+    if precision == "int8":
+        truth = [size[x["name"].rsplit("_token_", 1)[0]] for x in ran]
+    else:
+        pytest.skip("FP32 node names: to be read")
+    by_time = {round(float(x["us"]) / 1e3, 9): k for x, k in zip(ran, truth)}
+    assert len(by_time) == 20  # no two layers of the same time: each time names its layer
+    got = {i: by_time[round(times[i], 9)] for i in convs}
+    assert got == {i: ks[i].k for i in convs}, {i: (ks[i], got[i]) for i in convs if got[i] != ks[i].k}
