@@ -46,15 +46,15 @@ def test_every_kernel_of_pretrained_mobilenet_v2_gets_its_time_inside_the_model(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["int8", "fp32"])
-def test_resnet18s_shortcuts_and_3x3_convolutions_get_the_layers_onnx_runtime_ran_for_them(tmp_path, precision):
+def test_resnet18s_shortcuts_and_3x3_convolutions_get_the_layers_onnx_runtime_ran_for_them(tmp_path):
     """ResNet-18 at 224x224 (edgeship's reference architecture, random weights: which layer ran for which kernel
     depends on shapes and the runtime's order, not on the weights; no package of benchmarks/zoo ships a ResNet).
     Each of its three downsampling blocks has a 1x1 shortcut with the input and output shapes of the block's first
     3x3 convolution, and ONNX Runtime runs the 3x3 first: by shapes and order alone the two swapped their times
-    (``in_context._by_work``). Here the runtime's own node names are the truth: every convolution's time is the
-    time of the layer ONNX Runtime ran for that convolution's node (INT8: QLinearConv named after the exported
-    Conv; FP32: its NCHWc kernels are renamed, so the layers are paired by their fused Conv's weight name)."""
+    (``in_context._by_work``). ONNX Runtime INT8 names each QLinearConv after the exported Conv node, so the
+    truth is at hand: every convolution's time is that of the layer the runtime ran for a Conv node of its kernel
+    size. (FP32's NCHWc layers are renamed ``t<N>_nchwc``; it too runs the 3x3 first, 3.1 ms before the
+    shortcut's 0.38 ms at 1 thread on the AVX2 EPYC.)"""
     import onnx
     import torch
 
@@ -64,8 +64,8 @@ def test_resnet18s_shortcuts_and_3x3_convolutions_get_the_layers_onnx_runtime_ra
 
     torch.manual_seed(0)
     archs = tmp_path / "archs"
-    cal.lower(ResNet18().eval(), (3, 224, 224), "onnx", precision, archs / "fit0", "resnet18", tmp_path)
-    layers = cal.measure_layers(cal.Plan("host", [("onnx", precision)], [1], log=print), "onnx", archs, 1)["fit0"]
+    cal.lower(ResNet18().eval(), (3, 224, 224), "onnx", "int8", archs / "fit0", "resnet18", tmp_path)
+    layers = cal.measure_layers(cal.Plan("host", [("onnx", "int8")], [1], log=print), "onnx", archs, 1)["fit0"]
     ks = read(archs / "fit0" / "model.onnx", "onnx")[0]
     times = in_context.kernel_times(ks, layers, "onnx")
     convs = [i for i, k in enumerate(ks) if k.type == "conv"]
@@ -77,11 +77,10 @@ def test_resnet18s_shortcuts_and_3x3_convolutions_get_the_layers_onnx_runtime_ra
             if n.op_type == "Conv"}
     ran = [x for x in layers if x["op"] in in_context.ORT_TYPES and "conv" in in_context.ORT_TYPES[x["op"]]]
     assert len(ran) == 20, [x["name"] for x in ran]
-    if precision == "int8":
-        truth = [size[x["name"].rsplit("_token_", 1)[0]] for x in ran]
-    else:
-        pytest.skip("FP32 node names: to be read")
-    by_time = {round(float(x["us"]) / 1e3, 9): k for x, k in zip(ran, truth)}
-    assert len(by_time) == 20  # no two layers of the same time: each time names its layer
-    got = {i: by_time[round(times[i], 9)] for i in convs}
+    truth = [size[x["name"].rsplit("_token_", 1)[0]] for x in ran]
+    by_time: dict[float, set[int]] = {}
+    for x, k in zip(ran, truth):
+        by_time.setdefault(round(float(x["us"]) / 1e3, 9), set()).add(k)
+    assert all(len(v) == 1 for v in by_time.values())  # each time names the kernel size of the layer it came from
+    got = {i: min(by_time[round(times[i], 9)]) for i in convs}
     assert got == {i: ks[i].k for i in convs}, {i: (ks[i], got[i]) for i in convs if got[i] != ks[i].k}
