@@ -41,6 +41,20 @@ def evaluate(pf, run: dict, kernels: dict, key: str) -> dict:
             "median_error_pct": round(100 * statistics.median(errs), 2)}
 
 
+def scored(pf, cfg, run: dict, kernels: dict, key: str) -> dict:
+    """A refitted configuration's evaluation on the run's architectures and the held-out error it states."""
+    return {"evaluation": evaluate(pf, run, kernels, key),
+            "stated": {"within_10pct": cfg.error_p50.within_10pct, "mape_pct": cfg.error_p50.mape_pct}}
+
+
+def tally(totals: dict, row: dict, modes: tuple[str, ...]) -> None:
+    """Count one configuration's row into the modes' totals (configurations at >= 90 %, the MAPE's sum)."""
+    totals["configurations"] += 1
+    for m in modes:
+        totals[m]["at_least_90pct"] += row[m]["evaluation"]["within_10pct"] >= 0.9
+        totals[m]["mape_sum"] += row[m]["evaluation"]["mape_pct"]
+
+
 def main() -> None:
     args, cache = pair_arguments(__doc__, RESULTS / "refit_base_threads.json", "multi-thread configuration keys")
 

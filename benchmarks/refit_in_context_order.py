@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, environment, write_json  # noqa: E402
-from refit_base_threads import evaluate  # noqa: E402
+from refit_base_threads import scored, tally  # noqa: E402
 from refit_slow_dropped import kept_runs, pair_arguments  # noqa: E402
 
 MODES = ("file_order", "by_work")
@@ -82,15 +82,10 @@ def main() -> None:
                 pf.configs[pred.key(fmt, precision, 1)] = base = fit(one, fmt, precision, 1, 0, cache)
                 cfg = base if t == "1" else fit(many, fmt, precision, int(t), 0, cache, base=(base, one))
                 pf.configs[key] = cfg
-                row[mode] = {"evaluation": evaluate(pf, run, kernels, key),
-                             "stated": {"within_10pct": cfg.error_p50.within_10pct,
-                                        "mape_pct": cfg.error_p50.mape_pct},
+                row[mode] = {**scored(pf, cfg, run, kernels, key),
                              "conv_forest_cv": forest_cv(many, fmt)}
             in_context._by_work = by_work
-            totals["configurations"] += 1
-            for m in MODES:
-                totals[m]["at_least_90pct"] += row[m]["evaluation"]["within_10pct"] >= 0.9
-                totals[m]["mape_sum"] += row[m]["evaluation"]["mape_pct"]
+            tally(totals, row, MODES)
             out[name][key] = row
             print(name, key, {m: (r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"],
                               r["conv_forest_cv"]["larger"]["mape_pct"]) for m, r in row.items()},

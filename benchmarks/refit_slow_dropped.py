@@ -21,7 +21,7 @@ import statistics
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,8 +66,11 @@ def kept_runs(pairs: list[tuple[Path, Path]]) -> Iterator[tuple[str, dict, Path,
                    json.loads((keep / "eval_kernels.json").read_text()))
 
 
-def pair_arguments(doc: str, out: Path, configs: str = "configuration keys") -> tuple[argparse.Namespace, int | None]:
-    """The refit scripts' arguments (kept data sets paired with their runs) and the L2 cache size to refit with."""
+def pair_arguments(doc: str, out: Path, configs: str = "configuration keys",
+                   extra: Callable[[argparse.ArgumentParser], object] | None = None
+                   ) -> tuple[argparse.Namespace, int | None]:
+    """The refit scripts' arguments (kept data sets paired with their runs, and any ``extra`` adds) and the L2
+    cache size to refit with."""
     from edgeship.devices.calibrate import l2_cache_kb
 
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -78,6 +81,8 @@ def pair_arguments(doc: str, out: Path, configs: str = "configuration keys") -> 
                     "calibrated on, for the correction's cache term (default: this machine's; the AMD EPYC runs p23 "
                     "and p24 saw 1024, this VM also boots with 512)")
     ap.add_argument("--out", type=Path, default=out)
+    if extra is not None:
+        extra(ap)
     args = ap.parse_args()
     return args, args.cache_kb or l2_cache_kb()
 

@@ -850,3 +850,30 @@ def test_more_threads_scale_the_one_thread_prediction_with_its_error_held_out():
     with pytest.raises(EdgeshipError, match="lacks") as e:
         pred.predict_kernels(pf, graphs[0], "onnx", "fp32", 2)
     assert "--calibrate" in e.value.fix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_probes", [True, False])
+def test_an_in_context_forest_takes_in_the_probes_beyond_its_reach(monkeypatch, with_probes):
+    """The eighth AMD run's ONNX Runtime FP32 data set (benchmarks/data): its fitting architectures' classifiers all
+    have 10 outputs, while its probes timed 512 x 1000 and 1280 x 1000 ones. The in-context fc forest predicts
+    MobileNetV2's 1280 x 1000 classifier near that probe's time; fitted on the in-context times alone
+    (``with_probes`` False: as before ``fitting.beyond``) its linear base extrapolated to over 5x it."""
+    import tarfile
+
+    from edgeship.devices import fitting
+    from helpers import REPO
+
+    with tarfile.open(REPO / "benchmarks" / "data" / "predictor_epyc_p26_keep.tar.xz") as tar:
+        member = tar.extractfile("keep/onnx-fp32-1.json")
+        assert member is not None
+        data = json.load(member)
+    if not with_probes:
+        monkeypatch.setattr(fitting, "beyond", lambda ks, ms, *_: (ks, ms))
+    cfg = fitting.fit(data, "onnx", "fp32", 1, 0, 512)
+    assert "fc" in cfg.in_context
+    probe = next(p for p in data["probes"] if p["kernel"]["type"] == "fc" and p["kernel"]["cin"] == 1280)
+    fc = Kernel(type="fc", cin=1280, cout=1000)
+    assert probe["kernel"]["cout"] == 1000 and fc.macs == 1_280_000
+    ratio = float(cfg.forests["fc"].latency_ms([fc])[0]) / probe["p50_ms"]
+    assert (0.5 < ratio < 2) if with_probes else ratio > 5, ratio
