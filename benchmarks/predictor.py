@@ -99,8 +99,10 @@ def scored(errs: list[float]) -> dict | None:
             "mape_pct": round(100 * statistics.mean(abs(e) for e in errs), 2)}
 
 
-def calibrated(directory: Path, configs: list, threads: list[int]):
-    """The predictor file a calibration left in ``directory``, if this machine is the one it calibrated."""
+def calibrated(directory: Path, configs: list, threads: list[int], refit_plan=None):
+    """The predictor file a calibration left in ``directory``, if this machine is the one it calibrated; with
+    ``refit_plan`` fitted again from its kept data sets with this edgeship's fitting, and the configurations as
+    calibrated returned beside it (to be scored on the same measurements)."""
     from edgeship.devices import predictor as pred
     from edgeship.devices.bench_runner import device_facts
 
@@ -114,7 +116,13 @@ def calibrated(directory: Path, configs: list, threads: list[int]):
     absent = [pred.key(*c, t) for c in configs for t in threads if pred.key(*c, t) not in pf.configs]
     if absent:
         sys.exit(f"--calibrated: {path} has no {', '.join(absent)}; name only its configurations (--configs)")
-    return pf, path
+    if refit_plan is None:
+        return pf, path, None
+    as_calibrated = dict(pf.configs)
+    again = refitted(pf, refit_plan)
+    for k, c in again.items():
+        c.calibration_s = as_calibrated[k].calibration_s
+    return pf.model_copy(update={"configs": {**pf.configs, **again}}), path, as_calibrated
 
 
 def arguments() -> argparse.Namespace:
@@ -139,8 +147,14 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--calibrated", action="store_true",
                     help="evaluate the predictor file already in --predictors (its data sets in --keep) without "
                          "calibrating again")
+    ap.add_argument("--refit", action="store_true",
+                    help="with --calibrated: fit the file again from --keep's data sets with this edgeship's fitting "
+                         "first (a fitting change judged on new measurements); the file as calibrated is scored "
+                         "beside it on the same measurements (as_calibrated)")
     ap.add_argument("--out", type=Path, default=RESULTS / "predictor.json")
     args = ap.parse_args()
+    if args.refit and not args.calibrated:
+        ap.error("--refit refits a calibrated file: add --calibrated")
     if args.calibrated and not (args.predictors and args.keep):
         ap.error("--calibrated needs --predictors (the calibrated file's directory) and --keep (its data sets)")
     if args.quick:
@@ -171,10 +185,10 @@ def main() -> None:
                     runs=args.runs, rounds=args.rounds, arch_repeats=args.repeats,
                     directory=args.predictors or work / "predictors",
                     keep=args.keep or work / "keep", log=lambda s: (log.append(s), print(s, flush=True)))
-        reused = None
+        reused, as_calibrated = None, None
         if args.calibrated:
-            pf, path = calibrated(args.predictors, configs, threads)
-            reused = {"created": pf.created, "facts": pf.facts}
+            pf, path, as_calibrated = calibrated(args.predictors, configs, threads, plan if args.refit else None)
+            reused = {"created": pf.created, "facts": pf.facts, "refitted": args.refit}
             calibration_s = sum(c.calibration_s or 0 for c in pf.configs.values())
         else:
             pf, path = calibrate(plan)
@@ -220,6 +234,7 @@ def main() -> None:
         for fmt, precision in configs:
             for t in threads:
                 errs, spread, errs_speed, errs_probes, errs_random, errs_all, errs_sums = [], [], [], [], [], [], []
+                errs_calibrated: list[float] = []
                 aside = [x["p50_ms"] for x in set_aside if x["config"] == f"{fmt}:{precision}" and x["threads"] == t]
                 cfg = pf.configs[pred.key(fmt, precision, t)]
                 po = probes_only.get(pred.key(fmt, precision, t))
@@ -246,6 +261,7 @@ def main() -> None:
                     if po is not None:
                         errs_probes.append(refit(pf, probes_only, ks, fmt, precision, t) / meas - 1)
                     errs_sums.append(refit(pf, sums, ks, fmt, precision, t) / meas - 1)  # 1 thread: the same
+                    errs_calibrated.append(refit(pf, as_calibrated or {}, ks, fmt, precision, t) / meas - 1)
                     at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
                     errs_speed.append(at_speed)
                     if len(reps) > 1:
@@ -286,7 +302,8 @@ def main() -> None:
                     "calibration_s": cfg.calibration_s, "n_probes": cfg.n_probes,
                     "in_context": cfg.in_context, "probes_mape_pct": cfg.probes_mape_pct,
                     "probes_only": scored(errs_probes), "random_forest_probes": scored(errs_random),
-                    "base_threads": cfg.base_threads, "kernel_sums": scored(errs_sums)}
+                    "base_threads": cfg.base_threads, "kernel_sums": scored(errs_sums),
+                    "as_calibrated": scored(errs_calibrated) if as_calibrated else None}
         out = {
             "quick": args.quick, "environment": env, "loadavg_before_measuring": load_before,
             "loadavg_after": loadavg(), "bar": "predicted p50 within +-10% of measured for >= 90% of >= 30 "
