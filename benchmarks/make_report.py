@@ -651,8 +651,8 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
         out += [f"**Not calibrated in this run** (`--calibrated`): the predictor file judged here was calibrated at "
                 f"{reused['created']} on a machine reporting the same CPU ({reused['facts'].get('cpu')}, "
                 f"{', '.join(reused['facts'].get('features') or [])}); the minutes above are that calibration's. "
-                f"The evaluation ran at {d['environment'].get('time_utc', '?')}: the predictor as a user judges the "
-                "file they committed, on a later day.", ""]
+                f"The evaluation started at {d['environment'].get('time_utc', '?')}: the predictor as a user judges "
+                "the file they committed, on a later day.", ""]
     out += machine(d["environment"]) + load_lines(d)
     cores = d["environment"].get("cores") or 1
     if (d["loadavg_before_measuring"] or [0])[0] > cores:
@@ -707,6 +707,12 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
                 "+-10 % / MAPE. " + "; ".join(f"{k}: {pct(s['within_10pct'])} % / {s['mape_pct']} % "
                                               f"({pct(s['kernel_sums']['within_10pct'])} % / "
                                               f"{s['kernel_sums']['mape_pct']} %)" for k, s in based.items()) + "."]
+    if any(s.get("as_calibrated") for s in d["summary"].values()):
+        out += ["", "**Refitted** (`--refit`): the predictor judged above is the calibrated file fitted again from its "
+                "kept data sets with this edgeship's fitting; the file as calibrated, on these same measurements, "
+                "within +-10 % / MAPE: " + "; ".join(
+                    f"{k}: {pct(s['as_calibrated']['within_10pct'])} % / {s['as_calibrated']['mape_pct']} %"
+                    for k, s in d["summary"].items() if s.get("as_calibrated")) + "."]
     return out + [""]
 
 
@@ -967,6 +973,9 @@ SECTIONS = (
         "evaluated the day after its calibration)")),
     ("predictor_zoo_epyc", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, AMD EPYC", "the sixth AMD run above (predictor_epyc_p24.json)")),
+    ("predictor_epyc_p26_refit", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC without AVX-512, the eighth run refitted with the probes beyond "
+        "in-context reach, judged on new measurements")),
     ("predictor_zoo_epyc_p26", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, AMD EPYC without AVX-512",
         "the eighth AMD run above (predictor_epyc_p26.json)")),
@@ -979,7 +988,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
             "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
             "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
-            "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26")
+            "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26",
+            "predictor_epyc_p26_refit")
 
 
 def other_files(results: Path) -> list[str]:
