@@ -30,7 +30,9 @@
 With ``--calibrated`` step 1 is skipped: the predictor file already in ``--predictors`` (and its kept data sets
 in ``--keep``, for the refits) is judged as it stands, as a user judges the file they committed on a later day
 (the machine must report the same CPU and instruction set as the one calibrated; ``calibration.reused`` says when
-that calibration ran).
+that calibration ran). With ``--refit`` besides, the file is first fitted again from those data sets with this
+edgeship's fitting (a fitting change judged on new timings without two hours of calibration), and the file as
+calibrated is scored on the same timings (each configuration's ``as_calibrated``).
 
 Bar: predicted p50 within +-10 % of measured for at least 90 % of at least 30 architectures, per configuration.
 
