@@ -4,9 +4,9 @@ evaluation architectures and on the pretrained models of a predictor_zoo.py run 
 A kernel type's forest is fitted on its times inside the fitting architectures (``in_context``) when it has
 enough of them. Those architectures all end in a classifier of 10 outputs, so the in-context fc forest saw only
 16-256 x 10 layers and its linear base, extrapolated to MobileNetV2's 1280 x 1000 classifier, gave 3.2 ms where
-the layer took 0.50 ms inside the model (ONNX Runtime FP32, AVX2 EPYC): the whole model over-predicted by 20 %,
-though the probes had timed that very shape. Now the probes of more MACs or more traffic than any in-context
-kernel of the type join its in-context times (``fitting.beyond``). Both ways, per configuration: the predictor's
+a probe of that shape took 0.29 ms (ONNX Runtime FP32, AVX2 EPYC): the whole model over-predicted by 20 %.
+Now the probes of more MACs or more traffic than any in-context kernel of the type join its in-context times
+(``fitting.beyond``). Both ways, per configuration: the predictor's
 p50 error on the run's 30 evaluation architectures (their measured p50 is the run's) and on each zoo model the
 configuration models whole (no operator left out; measured p50 from the zoo run, its artifact lowered again here
 as predictor_zoo.py lowers it), and how many probes joined each type. At 2 threads the configuration rests on its

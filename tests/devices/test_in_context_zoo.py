@@ -53,8 +53,7 @@ def test_resnet18s_shortcuts_and_3x3_convolutions_get_the_layers_onnx_runtime_ra
     3x3 convolution, and ONNX Runtime runs the 3x3 first: by shapes and order alone the two swapped their times
     (``in_context._by_work``). ONNX Runtime INT8 names each QLinearConv after the exported Conv node, so the
     truth is at hand: every convolution's time is that of the layer the runtime ran for a Conv node of its kernel
-    size. (FP32's NCHWc layers are renamed ``t<N>_nchwc``; it too runs the 3x3 first, 3.1 ms before the
-    shortcut's 0.38 ms at 1 thread on the AVX2 EPYC.)"""
+    size. (FP32's NCHWc layers are renamed ``t<N>_nchwc``: no names to check FP32 by.)"""
     import onnx
     import torch
 
