@@ -93,6 +93,23 @@ def refit(pf, other: dict, ks: list, fmt: str, precision: str, t: int) -> float:
                                 t).p50_ms
 
 
+def diagnostics(pf, plan, skip: bool) -> tuple[dict, dict, dict]:
+    """The diagnostic refits scored beside the bar (none with ``skip``): on the probes alone, with random forests on
+    the probes (the probes' forests until the seventeenth session), and with more threads corrected on their own
+    kernel sums rather than the 1-thread prediction."""
+    if skip:
+        return {}, {}, {}
+    return (refitted(pf, plan, probes_only=True), refitted(pf, plan, probe_trees="random"),
+            refitted(pf, plan, kernel_sums=True))
+
+
+def add_refit(errs: list[float], pf, other: dict, ks: list, fmt: str, precision: str, t: int, meas: float) -> None:
+    """Append the relative error of ``other``'s prediction of the kernels ``ks`` against ``meas`` (nothing when
+    ``other`` holds no refit)."""
+    if other:
+        errs.append(refit(pf, other, ks, fmt, precision, t) / meas - 1)
+
+
 def scored(errs: list[float]) -> dict | None:
     """Fraction within +-10 % and MAPE of relative errors (None: none)."""
     if not errs:
@@ -153,6 +170,12 @@ def arguments() -> argparse.Namespace:
                     help="with --calibrated: fit the file again from --keep's data sets with this edgeship's fitting "
                          "first (a fitting change judged on new measurements); the file as calibrated is scored "
                          "beside it on the same measurements (as_calibrated)")
+    ap.add_argument("--eval-seed", type=int, default=EVAL_SEED,
+                    help="the evaluation architectures' first seed (another range: architectures no fitting choice "
+                         "was ever scored on)")
+    ap.add_argument("--no-refits", action="store_true",
+                    help="skip the three diagnostic refits (probes_only, random_forest_probes, kernel_sums: 12-28 "
+                         "min on a 2-core AVX2 machine); the bar's figures are the same")
     ap.add_argument("--out", type=Path, default=RESULTS / "predictor.json")
     args = ap.parse_args()
     if args.refit and not args.calibrated:
@@ -195,9 +218,7 @@ def main() -> None:
         else:
             pf, path = calibrate(plan)
             calibration_s = time.time() - t0
-        probes_only = refitted(pf, plan, probes_only=True)
-        random_probes = refitted(pf, plan, probe_trees="random")  # the probes' forests until the seventeenth session
-        sums = refitted(pf, plan, kernel_sums=True)  # more threads on their kernel sums, not the 1-thread prediction
+        probes_only, random_probes, sums = diagnostics(pf, plan, args.no_refits)
 
         # 2. evaluation architectures, lowered by the backends, measured interleaved
         t0 = time.time()
@@ -209,7 +230,7 @@ def main() -> None:
 
         archs = {}
         for i in range(args.archs):
-            a = random_arch(EVAL_SEED + i)
+            a = random_arch(args.eval_seed + i)
             archs[f"a{i:03d}"] = {"seed": a.seed, "input": list(a.input_shape), "description": a.description,
                                   "macs": macs(a.model, a.input_shape)}
             for fmt, precision in configs:
@@ -258,12 +279,12 @@ def main() -> None:
                     errs.append(err)
                     every = [r["p50_ms"] for r in reps] + [x[name] for x in aside if name in x]
                     errs_all.append(p.p50_ms / statistics.median(every) - 1)
-                    errs_random.append(refit(pf, random_probes, ks, fmt, precision, t) / meas - 1)
+                    add_refit(errs_random, pf, random_probes, ks, fmt, precision, t, meas)
                     eval_kernels[f"{name}:{t}"] = [asdict(k) for k in ks]
                     if po is not None:
                         errs_probes.append(refit(pf, probes_only, ks, fmt, precision, t) / meas - 1)
-                    errs_sums.append(refit(pf, sums, ks, fmt, precision, t) / meas - 1)  # 1 thread: the same
-                    errs_calibrated.append(refit(pf, as_calibrated or {}, ks, fmt, precision, t) / meas - 1)
+                    add_refit(errs_sums, pf, sums, ks, fmt, precision, t, meas)  # 1 thread: the same
+                    add_refit(errs_calibrated, pf, as_calibrated or {}, ks, fmt, precision, t, meas)
                     at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
                     errs_speed.append(at_speed)
                     if len(reps) > 1:
@@ -278,8 +299,9 @@ def main() -> None:
                                  "repeats_p50_ms": [r["p50_ms"] for r in reps], "predicted_p50_ms": p.p50_ms,
                                  "error_pct": round(err * 100, 2), "speeds": [round(f, 4) for _, f in got],
                                  "error_at_speed_pct": round(at_speed * 100, 2),
-                                 "random_probes_error_pct": round(errs_random[-1] * 100, 2),
-                                 "kernel_sums_error_pct": round(errs_sums[-1] * 100, 2),
+                                 **({"random_probes_error_pct": round(errs_random[-1] * 100, 2)}
+                                    if random_probes else {}),
+                                 **({"kernel_sums_error_pct": round(errs_sums[-1] * 100, 2)} if sums else {}),
                                  **({"probes_only_error_pct": round(errs_probes[-1] * 100, 2)} if po else {})})
                 within = sum(abs(e) <= 0.10 for e in errs)
                 summary[f"{fmt}:{precision}:{t}"] = {
@@ -316,7 +338,8 @@ def main() -> None:
                        "runs": args.runs, "rounds": args.rounds, "repeats": args.repeats,
                        "max_speed": args.max_speed or None, "retries": args.retries,
                        "priority": sorted(str(p) for p in priority),
-                       "eval_seeds": f"random_arch({EVAL_SEED}..{EVAL_SEED + args.archs - 1})",
+                       "eval_seeds": f"random_arch({args.eval_seed}..{args.eval_seed + args.archs - 1})",
+                       "diagnostic_refits": not args.no_refits,
                        "measured": "median over repeats of the p50 of all timed runs of one interleaved pass "
                                    "(bench_runner --many: every artifact of one configuration and thread count in "
                                    "one process, rounds in a new order each; configurations in turn); a process whose "

@@ -55,18 +55,23 @@ def test_predictor_benchmark_compares_predictions_with_interleaved_measurements(
     assert d["calibration"]["reused"] is None
 
     # the same predictor file judged again later without calibrating (--calibrated), fitted again from its kept
-    # data sets (--refit): with the same fitting the same artifacts get the same predictions, the file as calibrated
-    # scores the same on the new measurements, and the result says when the calibration it judges ran
+    # data sets (--refit), on evaluation architectures from another first seed (--eval-seed: two of the three the
+    # same) and without the diagnostic refits (--no-refits): with the same fitting the same artifacts get the same
+    # predictions, the file as calibrated scores the same on the new measurements, and the result says when the
+    # calibration it judges ran
     again = tmp_path / "again.json"
     run_script("predictor.py", "--quick", "--calibrated", "--refit", "--configs", "onnx:fp32", "--threads", 1,
-               "--out", again, "--predictors", tmp_path / "pred", "--keep", tmp_path / "keep")
+               "--out", again, "--predictors", tmp_path / "pred", "--keep", tmp_path / "keep",
+               "--eval-seed", 400_001, "--no-refits")
     a = json.loads(again.read_text())
     pf = json.loads((tmp_path / "pred" / "host.json").read_text())
     assert a["calibration"]["reused"]["created"] == pf["created"] and a["calibration"]["reused"]["refitted"]
     s2 = a["summary"]["onnx:fp32:1"]
     assert s2["n"] == 3 and s2["as_calibrated"] == {"within_10pct": s2["within_10pct"], "mape_pct": s2["mape_pct"]}
-    assert [r["predicted_p50_ms"] for r in a["rows"]] == [r["predicted_p50_ms"] for r in d["rows"]]
-    assert s["as_calibrated"] is None
+    assert [a["archs"][f"a{i:03d}"]["seed"] for i in range(3)] == [400_001, 400_002, 400_003]
+    assert [r["predicted_p50_ms"] for r in a["rows"][:2]] == [r["predicted_p50_ms"] for r in d["rows"][1:]]
+    assert s["as_calibrated"] is None and s["random_forest_probes"] is not None and s["kernel_sums"] is not None
+    assert s2["random_forest_probes"] is None and s2["kernel_sums"] is None and not a["method"]["diagnostic_refits"]
     # a configuration the file was not calibrated for is refused, naming it
     p = subprocess.run([sys.executable, str(SCRIPTS / "predictor.py"), "--quick", "--calibrated", "--configs",
                         "onnx:int8", "--threads", "1", "--out", tmp_path / "no.json", "--predictors",
