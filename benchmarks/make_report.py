@@ -979,6 +979,9 @@ SECTIONS = (
     ("predictor_zoo_epyc_p26", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, AMD EPYC without AVX-512",
         "the eighth AMD run above (predictor_epyc_p26.json)")),
+    ("predictor_epyc_p28", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC without AVX-512, ninth run (the probes beyond in-context reach from the "
+        "start; evaluation architectures from new seeds)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -989,7 +992,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
             "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
             "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26",
-            "predictor_epyc_p26_refit")
+            "predictor_epyc_p26_refit", "predictor_epyc_p28")
 
 
 def other_files(results: Path) -> list[str]:
