@@ -57,6 +57,7 @@ from benchlib import RESULTS, environment, loadavg, process_speed, runner_per_co
 
 CONFIGS = ("onnx:int8", "onnx:fp32", "tflite:int8", "openvino:int8")
 EVAL_SEED = 400_000
+EVAL_SEED_1D = 450_000  # --one-d: 1-D evaluation architectures (archs.random_arch_1d)
 
 
 def refitted(pf, plan, probes_only: bool = False, probe_trees: str = "extra", kernel_sums: bool = False) -> dict:
@@ -173,6 +174,10 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--eval-seed", type=int, default=EVAL_SEED,
                     help="the evaluation architectures' first seed (another range: architectures no fitting choice "
                          "was ever scored on)")
+    ap.add_argument("--one-d", action="store_true",
+                    help="judge on 1-D architectures (archs.random_arch_1d, seeds from 450000 unless --eval-seed): "
+                         "audio and sensor models; configurations whose calibration holds no 1-D convolutions "
+                         "(calibrate.ONE_D_FORMATS) are refused")
     ap.add_argument("--no-refits", action="store_true",
                     help="skip the three diagnostic refits (probes_only, random_forest_probes, kernel_sums: 12-28 "
                          "min on a 2-core AVX2 machine); the bar's figures are the same")
@@ -184,6 +189,13 @@ def arguments() -> argparse.Namespace:
         ap.error("--calibrated needs --predictors (the calibrated file's directory) and --keep (its data sets)")
     if args.quick:
         args.archs, args.probes, args.fit, args.validate, args.runs, args.rounds = 3, 24, 3, 2, 3, 2
+    if args.one_d:
+        from edgeship.devices.calibrate import ONE_D_FORMATS
+
+        if bad := [c for c in args.configs.split(",") if c.split(":")[0] not in ONE_D_FORMATS]:
+            ap.error(f"--one-d: {', '.join(bad)} calibrate no 1-D convolutions; use --configs with formats of "
+                     f"{', '.join(ONE_D_FORMATS)}")
+        args.eval_seed = EVAL_SEED_1D if args.eval_seed == EVAL_SEED else args.eval_seed
     return args
 
 
@@ -230,7 +242,7 @@ def main() -> None:
 
         archs = {}
         for i in range(args.archs):
-            a = random_arch(args.eval_seed + i)
+            a = random_arch(args.eval_seed + i, one_d=args.one_d)
             archs[f"a{i:03d}"] = {"seed": a.seed, "input": list(a.input_shape), "description": a.description,
                                   "macs": macs(a.model, a.input_shape)}
             for fmt, precision in configs:
@@ -281,8 +293,7 @@ def main() -> None:
                     errs_all.append(p.p50_ms / statistics.median(every) - 1)
                     add_refit(errs_random, pf, random_probes, ks, fmt, precision, t, meas)
                     eval_kernels[f"{name}:{t}"] = [asdict(k) for k in ks]
-                    if po is not None:
-                        errs_probes.append(refit(pf, probes_only, ks, fmt, precision, t) / meas - 1)
+                    add_refit(errs_probes, pf, probes_only if po is not None else {}, ks, fmt, precision, t, meas)
                     add_refit(errs_sums, pf, sums, ks, fmt, precision, t, meas)  # 1 thread: the same
                     add_refit(errs_calibrated, pf, as_calibrated or {}, ks, fmt, precision, t, meas)
                     at_speed = statistics.median(p.p50_ms * f for _, f in got) / meas - 1
@@ -338,7 +349,8 @@ def main() -> None:
                        "runs": args.runs, "rounds": args.rounds, "repeats": args.repeats,
                        "max_speed": args.max_speed or None, "retries": args.retries,
                        "priority": sorted(str(p) for p in priority),
-                       "eval_seeds": f"random_arch({args.eval_seed}..{args.eval_seed + args.archs - 1})",
+                       "eval_seeds": f"random_arch({args.eval_seed}..{args.eval_seed + args.archs - 1}"
+                                     f"{', one_d=True' if args.one_d else ''})",
                        "diagnostic_refits": not args.no_refits,
                        "measured": "median over repeats of the p50 of all timed runs of one interleaved pass "
                                    "(bench_runner --many: every artifact of one configuration and thread count in "

@@ -5,12 +5,15 @@ stages of blocks (plain conv + BN + ReLU with kernel 1/3/5, MobileNetV2 inverted
 kernel 3/5, ResNet basic blocks, depthwise-separable pairs), optional max pooling, a 1x1 head, global pooling and
 a linear classifier; depth, widths (multiples of 4, as pruning with ``round_to: 4`` leaves them), kernel sizes and
 the input resolution (28x28 to 224x224, 1 or 3 channels) are random, and the MACs are capped so that one
-inference stays in the tens of milliseconds on a CPU core. ``probe(kernel)`` is a model holding that one kernel
-(``edgeship.devices.kernels``), which the backends lower like any model.
+inference stays in the tens of milliseconds on a CPU core. ``random_arch_1d(seed)`` draws their 1-D kin, the
+audio and sensor models users bring (raw waveforms with long strided kernels as CREPE's, or 13-80 feature channels
+over time with depthwise-separable blocks as QuartzNet's and Silero's). ``probe(kernel)`` is a model holding that one
+kernel (``edgeship.devices.kernels``), which the backends lower like any model.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -22,6 +25,7 @@ from edgeship.models.zoo import InvertedResidual, MobileNetV2Standard, ResNet18,
 
 RESOLUTIONS = (28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224)
 MAX_MACS = 250e6
+LENGTHS = (128, 256, 400, 512, 1000, 1024, 2000, 4000, 8000, 16000)  # 1-D inputs: frames, or samples of audio
 
 
 @dataclass
@@ -65,10 +69,10 @@ def _block(rng: random.Random, kind: str, cin: int, cout: int, stride: int) -> n
 
 
 class _Net(nn.Module):
-    def __init__(self, features: nn.Sequential, width: int, classes: int = 10):
+    def __init__(self, features: nn.Sequential, width: int, classes: int = 10, one_d: bool = False):
         super().__init__()
         self.features = features
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool1d(1) if one_d else nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,18 +105,72 @@ def _draw(seed: int) -> Arch:
     return Arch(seed, _Net(nn.Sequential(*layers), width).eval(), (cin, res, res), " ".join(desc))
 
 
+def conv1d_bn_act(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+                  act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+    """A 1-D convolution (padded to keep ``length / stride`` steps), batch norm and activation."""
+    layers: list[nn.Module] = [nn.Conv1d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                               nn.BatchNorm1d(cout)]
+    return nn.Sequential(*layers, *([act()] if act is not None else []))
+
+
+class _Residual1d(nn.Module):
+    """Two 1-D convolutions and a shortcut (Jasper/QuartzNet's residual, ResNet's basic block over time)."""
+
+    def __init__(self, c: int, k: int, depthwise: bool):
+        super().__init__()
+        first = ([conv1d_bn_act(c, c, k, groups=c, act=None), conv1d_bn_act(c, c, 1)] if depthwise else
+                 [conv1d_bn_act(c, c, k)])
+        self.body = nn.Sequential(*first, conv1d_bn_act(c, c, 1 if depthwise else k, act=None))
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + x)
+
+
+def _block_1d(rng: random.Random, kind: str, cin: int, cout: int, stride: int) -> nn.Module:
+    if kind == "conv":
+        return conv1d_bn_act(cin, cout, rng.choice((3, 5, 9, 16, 32, 64)), stride)
+    if kind == "res" and stride == 1 and cin == cout:
+        return _Residual1d(cin, rng.choice((3, 5, 11, 13, 21)), depthwise=rng.random() < 0.6)
+    k = rng.choice((3, 5, 11, 13, 15, 21, 33))  # depthwise-separable (QuartzNet's time-channel separable)
+    return nn.Sequential(conv1d_bn_act(cin, cin, k, stride, groups=cin), conv1d_bn_act(cin, cout, 1))
+
+
+def _draw_1d(seed: int) -> Arch:
+    rng = random.Random(seed)
+    length, cin = rng.choice(LENGTHS), rng.choice((1, 1, 13, 40, 64, 80))
+    width = _w(rng, 8, 64)
+    if cin == 1:  # a raw waveform: a long strided kernel first, as CREPE's and SoundNet's
+        k, stride = rng.choice((16, 32, 64, 128, 256, 512)), rng.choice((2, 4, 8))
+    else:  # feature frames (MFCC, mel bands, sensor channels)
+        k, stride = rng.choice((3, 5, 7, 11)), rng.choice((1, 1, 2))
+    k = min(k, length // 2)
+    layers: list[nn.Module] = [conv1d_bn_act(cin, width, k, stride)]
+    desc = [f"{length}x{cin}", f"stem{width}/k{k}s{stride}"]
+    for stage in range(rng.randint(2, 4)):
+        kind = rng.choice(("conv", "dwsep", "dwsep", "res"))
+        cout = _w(rng, width, min(256, int(width * 2.2) + 8))
+        n = rng.randint(1, 3)
+        for i in range(n):  # a residual stage enters through a separable block where it strides or widens
+            layers.append(_block_1d(rng, kind, width, cout, 2 if (i == 0 and stage > 0) else 1))
+            width = cout
+        desc.append(f"{kind}x{n}:{cout}")
+    return Arch(seed, _Net(nn.Sequential(*layers), width, one_d=True).eval(), (cin, length), " ".join(desc))
+
+
 def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one inference (convolutions and linear layers)."""
     total = 0
 
     def hook(m, _inp, out):
         nonlocal total
-        if isinstance(m, nn.Conv2d):
-            total += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            total += out.numel() * m.in_channels // m.groups * math.prod(m.kernel_size)
         elif isinstance(m, nn.Linear):
             total += m.in_features * m.out_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
     with torch.no_grad():
         model(torch.zeros(1, *input_shape))
     for h in handles:
@@ -120,19 +178,25 @@ def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-def random_arch(seed: int, max_macs: float = MAX_MACS) -> Arch:
-    """A random architecture (redrawn, deterministically, until its MACs are under ``max_macs``)."""
+def random_arch(seed: int, max_macs: float = MAX_MACS, one_d: bool = False) -> Arch:
+    """A random architecture (redrawn, deterministically, until its MACs are under ``max_macs``); ``one_d``: a 1-D
+    one (``random_arch_1d``)."""
     for attempt in range(100):
-        arch = _draw(seed * 1000 + attempt)
+        arch = (_draw_1d if one_d else _draw)(seed * 1000 + attempt)
         if macs(arch.model, arch.input_shape) <= max_macs:
             arch.seed = seed
             torch.manual_seed(seed)
             for m in arch.model.modules():  # non-trivial batch norms: the folded weights are not all equal
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                     m.running_mean.uniform_(-0.1, 0.1)
                     m.running_var.uniform_(0.5, 1.5)
             return arch
     raise RuntimeError(f"no architecture under {max_macs:.0f} MACs for seed {seed}")
+
+
+def random_arch_1d(seed: int, max_macs: float = MAX_MACS) -> Arch:
+    """A random 1-D architecture: input (channels, length)."""
+    return random_arch(seed, max_macs, one_d=True)
 
 
 def deployment_archs() -> list[tuple[nn.Module, tuple[int, int, int]]]:
@@ -152,7 +216,7 @@ def deployment_archs() -> list[tuple[nn.Module, tuple[int, int, int]]]:
 
 def residual_blocks() -> tuple[type[nn.Module], ...]:
     """Blocks that may end in a residual add (an inverted residual when its ``use_res`` is set)."""
-    return (_Basic, InvertedResidual)
+    return (_Basic, InvertedResidual, _Residual1d)
 
 
 # ---------------------------------------------------------------- one-kernel probes
@@ -161,14 +225,17 @@ class _Add(nn.Module):
         return x + x  # an element-wise add of two activations, as a residual is
 
 
-def probe(kernel: Kernel) -> tuple[nn.Module, tuple[int, int, int]]:
-    """A model holding ``kernel``, and its input shape (C, H, W). A kernel with a feature-map output is followed
-    by a global average pool (every backend lowers a model to a (batch, features) output), whose share the
-    calibration subtracts with the pooling's own probes."""
+def probe(kernel: Kernel) -> tuple[nn.Module, tuple[int, ...]]:
+    """A model holding ``kernel``, and its input shape (C, H, W; C, L for a 1-D convolution). A kernel with a
+    feature-map output is followed by a global average pool (every backend lowers a model to a (batch, features)
+    output), whose share the calibration subtracts with the pooling's own probes."""
     t, k = kernel.type, kernel
     act = {ACTS["none"]: None, ACTS["relu"]: nn.ReLU, ACTS["relu6"]: nn.ReLU6}[k.act]
     if t == "fc":
         return nn.Sequential(nn.Flatten(), nn.Linear(k.cin, k.cout)).eval(), (k.cin, 1, 1)
+    if t in ("conv1d", "dwconv1d"):
+        m1 = conv1d_bn_act(k.cin, k.cout, k.k, k.s, groups=k.cin if t == "dwconv1d" else 1, act=act)
+        return nn.Sequential(m1, nn.AdaptiveAvgPool1d(1), nn.Flatten()).eval(), (k.cin, k.hin)
     if t == "conv":
         m: nn.Module = conv_bn_act(k.cin, k.cout, k.k, k.s, act=act)
     elif t == "dwconv":

@@ -99,7 +99,7 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
     if based is not None:
         cfg.base_threads, held = based
     rows: dict[str, list] = {"fit": [], "validate": []}
-    for a in data["archs"]:
+    for a in _predictable(data["archs"], forests):
         if not held or a["name"] in held["held_p50"]:
             ks = [Kernel(**x) for x in a["kernels"]]
             rows[a["role"]].append(((ks, cfg.kernel_ms(ks)), a))
@@ -142,6 +142,12 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
     return cfg
 
 
+def _predictable(archs: list[dict], forests: dict[str, pred.Forest]) -> list[dict]:
+    """The architectures whose every kernel type has a forest (a type whose probes all failed to lower has none; its
+    architectures then neither fit the correction nor state its error, and a prediction names such kernels)."""
+    return [a for a in archs if all(x["type"] in forests for x in a["kernels"])]
+
+
 def _kernel_ms(forests: dict[str, pred.Forest], ks: list[Kernel]) -> list[float]:
     return [float(forests[k.type].latency_ms([k])[0]) if k.type in forests else 0.0 for k in ks]
 
@@ -151,7 +157,7 @@ def _base_predictions(base: Base, cache_kb: int | None, wb: int) -> dict[str, di
     its stored correction, ``held_*`` with its correction fitted on its fitting architectures alone (so that a
     validation architecture's prediction at more threads is held out of every fit it rests on)."""
     cfg, data = base
-    rows = [(a, [Kernel(**x) for x in a["kernels"]]) for a in data["archs"]]
+    rows = [(a, [Kernel(**x) for x in a["kernels"]]) for a in _predictable(data["archs"], cfg.forests)]
     kms = {a["name"]: cfg.kernel_ms(ks) for a, ks in rows}
     fitting = [(ks, kms[a["name"]]) for a, ks in rows if a["role"] == "fit"]
     out: dict[str, dict[str, float]] = {}

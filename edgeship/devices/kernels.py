@@ -13,6 +13,10 @@ returns one ``Kernel`` per remaining unit of work (a convolution with the activa
     gpool   a global average pool (also ONNX ReduceMean and TFLite MEAN over H, W)
     pool    a windowed max or average pool
     fc      a fully connected layer (Gemm, MatMul, FULLY_CONNECTED)
+    conv1d, dwconv1d
+            a dense or depthwise 1-D convolution over a sequence of ``hin`` steps (``win`` 1, ``k`` taps): a torch
+            Conv1d (a 3-D graph tensor), or a 2-D one whose kernel and input are one wide (CREPE's 512x1 kernels over
+            1024x1 audio; TFLite writes a Conv1d so)
 
 Only light parsers are used: ONNX through the ``onnx`` package (shape inference), OpenVINO IR as plain XML
 (no runtime), TFLite through the interpreter's op list. Shapes are NCHW whatever the format's layout.
@@ -20,8 +24,8 @@ Only light parsers are used: ONNX through the ``onnx`` package (shape inference)
 ``read(artifact)`` also returns what the kernels leave out: every operator that is neither one of them, nor fused
 or free (``FREE``: activations the runtimes fuse, quantize/dequantize, reshapes), nor computed from constants alone
 (weight decompression, shape arithmetic). A user's model brings such operators (PReLU, concatenation, resizing,
-1-D convolutions, recurrent cells); the predictor's error was measured without them, so a prediction of a graph
-that holds them does not back a budget (``devices.budgets``).
+k x 1 kernels over an image, recurrent cells); the predictor's error was measured without them, so a prediction of
+a graph that holds them does not back a budget (``devices.budgets``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import numpy as np
 
 from edgeship.errors import EdgeshipError
 
-KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc")
+KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc", "conv1d", "dwconv1d")
+ONE_D = ("conv1d", "dwconv1d")  # the 1-D convolutions
 CONVS = {"onnx": ("Conv", "ConvInteger", "QLinearConv"), "openvino": ("Convolution", "GroupConvolution"),
          "tflite": ("CONV_2D", "DEPTHWISE_CONV_2D")}
 # operators a runtime fuses into the kernel before them or that move no data (per format)
@@ -84,12 +89,17 @@ class Kernel:
         return max(1, math.ceil(self.win / self.s)) if self.type not in ("gpool", "fc") else 1
 
     @property
+    def taps(self) -> int:
+        """Weights per output channel and input channel: k x k, or k for a 1-D convolution."""
+        return self.k if self.type in ONE_D else self.k * self.k
+
+    @property
     def macs(self) -> int:
         out = self.hout * self.wout
-        if self.type == "conv":
-            return out * self.cout * self.cin * self.k * self.k
-        if self.type == "dwconv":
-            return out * self.cout * self.k * self.k
+        if self.type in ("conv", "conv1d"):
+            return out * self.cout * self.cin * self.taps
+        if self.type in ("dwconv", "dwconv1d"):
+            return out * self.cout * self.taps
         if self.type == "fc":
             return self.cin * self.cout
         if self.type == "pool":
@@ -98,8 +108,13 @@ class Kernel:
 
     @property
     def weights(self) -> int:
-        return {"conv": self.cout * self.cin * self.k * self.k, "dwconv": self.cout * self.k * self.k,
-                "fc": self.cin * self.cout}.get(self.type, 0)
+        if self.type == "fc":
+            return self.cin * self.cout
+        if self.type in ("conv", "conv1d"):
+            return self.cout * self.cin * self.taps
+        if self.type in ("dwconv", "dwconv1d"):
+            return self.cout * self.taps
+        return 0
 
     @property
     def traffic(self) -> int:
@@ -112,7 +127,8 @@ class Kernel:
         return [float(self.hin), float(self.win), float(self.cin), float(self.cout), float(self.k), float(self.s),
                 math.log(self.macs + 1), math.log(self.hin * self.win * self.cin + 1),
                 math.log(self.hout * self.wout * self.cout + 1), math.log(self.weights + 1),
-                math.log(self.k * self.k * (self.cin if self.type == "conv" else 1)), math.log(self.hout * self.wout),
+                math.log(self.taps * (self.cin if self.type in ("conv", "conv1d") else 1)),
+                math.log(self.hout * self.wout),
                 # padding: the work a kernel does on channels and columns rounded up to its block, over the real work
                 # (an INT8 depthwise kernel's time follows these more than its MACs: 10-fold CV MAPE 22 % -> 10 %)
                 *(_pad(c, m) for c in (self.cin, self.cout) for m in ALIGN), float(self.wout), _pad(self.wout, 8),
@@ -147,10 +163,34 @@ def read(path: Path | str, fmt: str) -> tuple[list[Kernel], dict[str, int]]:
                             "the latency predictor reads edgeship's own artifacts; export the target again") from None
 
 
-def _conv(hin: int, win: int, cin: int, cout: int, k: int, hout: int, groups: int, act: int = 0) -> Kernel:
+def _conv(hin: int, win: int, cin: int, cout: int, k: int, hout: int, groups: int, act: int = 0,
+          one_d: bool = False) -> Kernel:
     s = max(1, round(hin / max(1, hout)))
     kind = "dwconv" if groups > 1 and groups == cin == cout else "conv"
-    return Kernel(kind, hin, win, cin, cout, k, s, act)
+    return Kernel(f"{kind}1d" if one_d else kind, hin, win, cin, cout, k, s, act)
+
+
+def _conv_of(spatial_in: list[int], spatial_out: list[int], kernel: list[int], cin: int, cout: int, groups: int,
+             act: int) -> Kernel | None:
+    """A convolution's kernel from its input's, output's and kernel's spatial sizes (one or two of each): a 1-D one
+    (a 1-D tensor, or a 2-D one whose kernel and input are both one wide along the same axis, as CREPE's 512x1
+    kernels over 1024x1 audio and TFLite's rewrite of a Conv1d are), a 2-D one with a square kernel, or None for
+    any other (a k x 1 kernel over an image: no probe sampled one)."""
+    if len(spatial_in) == 1 and len(kernel) == 1:
+        return _conv(spatial_in[0], 1, cin, cout, kernel[0], spatial_out[0], groups, act, one_d=True)
+    if len(spatial_in) != 2 or len(kernel) != 2:
+        return None
+    (h, w), (kh, kw) = spatial_in, kernel
+    if w == 1 and kw == 1 and h > 1:
+        return _conv(h, 1, cin, cout, kh, spatial_out[0], groups, act, one_d=True)
+    if h == 1 and kh == 1 and w > 1:
+        return _conv(w, 1, cin, cout, kw, spatial_out[-1], groups, act, one_d=True)
+    return _conv(h, w, cin, cout, kh, spatial_out[0], groups, act) if kh == kw else None
+
+
+def _odd(skipped: dict[str, int], op: str, kernel: list[int]) -> None:
+    """Count a convolution no kernel models (a k x 1 kernel over an image) as left out, named by its kernel."""
+    _count(skipped, f"{op} ({'x'.join(str(v) for v in kernel)} kernel)")
 
 
 def _activation(start: str, consumers: dict[str, list[tuple[str, str]]], passes: set[str],
@@ -175,7 +215,7 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     import onnx  # a protobuf parser: only reading an ONNX artifact needs it
     from onnx import numpy_helper
 
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
+    model = _shaped(onnx.load(str(path), load_external_data=False))
     g = model.graph
     shapes = {}
     for v in [*g.input, *g.value_info, *g.output]:
@@ -209,20 +249,18 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         if op in ("Constant", "Shape") or all(i in static for i in n.input):
             static.update(n.output)
             continue
-        x = shapes.get(n.input[0], []) if n.input else []
+        x = _unpadded(n.input[0], producers, shapes) if op in CONVS["onnx"] else \
+            shapes.get(n.input[0], []) if n.input else []
         y = shapes.get(n.output[0], []) if n.output else []
         w = weight_shape(n.input[3] if op == "QLinearConv" else n.input[1]) if op in CONVS["onnx"] else []
-        if op in CONVS["onnx"] and len(x) == 4 and _odd_kernel(skipped, op, w[2:4]):
-            continue
-        if op in CONVS["onnx"] and len(x) == 4:
-            groups = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if op in CONVS["onnx"] and len(x) in (3, 4):
             act = _activation(n.output[0], consumers, ONNX_PASSES, {"Relu": ACTS["relu"], "Clip": ACTS["relu6"]})
-            act = act or (ACTS["relu"] if n.output[0] in one_sided else 0)
-            out.append(_conv(x[2], x[3], x[1], w[0], max(w[2:4]), y[2], groups, act))
-        elif op in ("Add", "Sum") and len(x) == 4 and not any(i in static for i in n.input):
-            out.append(Kernel("add", x[2], x[3], x[1], x[1]))
-        elif (op in ("GlobalAveragePool", "GlobalMaxPool") or op == "ReduceMean") and len(x) == 4:
-            out.append(Kernel("gpool", x[2], x[3], x[1], x[1]))
+            _add_conv(out, skipped, op, x, y, w, next((a.i for a in n.attribute if a.name == "group"), 1),
+                      act or (ACTS["relu"] if n.output[0] in one_sided else 0))
+        elif op in ("Add", "Sum") and len(x) in (3, 4) and not any(i in static for i in n.input):
+            out.append(Kernel("add", *_hw(x[2:]), x[1], x[1]))
+        elif (op in ("GlobalAveragePool", "GlobalMaxPool") or op == "ReduceMean") and len(x) in (3, 4):
+            out.append(Kernel("gpool", *_hw(x[2:]), x[1], x[1]))
         elif op in ("MaxPool", "AveragePool") and len(x) == 4:
             k = max(next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), [1]))
             out.append(Kernel("pool", x[2], x[3], x[1], x[1], k, max(1, round(x[2] / max(1, y[2])))))
@@ -236,13 +274,54 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     return out, skipped
 
 
-def _odd_kernel(skipped: dict[str, int], op: str, hw: list[int]) -> bool:
-    """Whether a convolution's kernel is not square (a 1-D convolution held as k x 1, which no probe sampled); such
-    a one is counted as left out rather than predicted as a k x k one."""
-    if len(hw) == 2 and hw[0] != hw[1]:
-        _count(skipped, f"{op} ({hw[0]}x{hw[1]} kernel)")
-        return True
-    return False
+def _unpadded(name: str, producers: dict, shapes: dict[str, list[int]]) -> list[int]:
+    """An ONNX convolution input's shape before an explicit Pad (through a Q/DQ pair), so that the kernel reads as the
+    padded convolution it is (CREPE's 512-tap stride-4 one over 1024 samples, not stride 6 over 1532); the Pad stays an
+    operator of its own, which ONNX Runtime runs as a copy."""
+    at = name
+    for _ in range(4):
+        n = producers.get(at)
+        if n is not None and n.op_type == "Pad":
+            return shapes.get(n.input[0]) or shapes.get(name, [])
+        if n is None or n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            break
+        at = n.input[0]
+    return shapes.get(name, [])
+
+
+def _add_conv(out: list[Kernel], skipped: dict[str, int], op: str, x: list[int], y: list[int], w: list[int],
+              groups: int, act: int) -> None:
+    """Append an NCHW or NCL convolution's kernel (weights ``w``: cout, cin / groups, kernel...), or count it as left
+    out (``_conv_of``)."""
+    if (conv := _conv_of(x[2:], y[2:], w[2:], x[1], w[0], groups, act)) is None:
+        _odd(skipped, op, w[2:])
+    else:
+        out.append(conv)
+
+
+def _shaped(model):
+    """``model`` with its tensors' shapes inferred: by ONNX's own inference, or, where that leaves a convolution's
+    input unknown, by ONNX Runtime's symbolic inference, which folds shape arithmetic (torch's exporter writes an
+    explicit ``F.pad`` as a Pad whose pads are computed: CREPE's six convolutions had no input shape)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    dims = {v.name: v.type.tensor_type.shape.dim for v in [*g.input, *g.value_info, *g.output]}
+    known = {name for name, d in dims.items() if len(d) > 1 and all(x.dim_value > 0 for x in d[1:])}
+    if all(n.input[0] in known for n in g.node if n.op_type in CONVS["onnx"]):
+        return inferred
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # no ONNX Runtime, or a graph its inference refuses: the shapes ONNX's own inference found
+        return inferred
+
+
+def _hw(spatial: list[int]) -> tuple[int, int]:
+    """(height, width) of a feature map's spatial sizes: a sequence of length L is L x 1."""
+    return (spatial[0], spatial[1]) if len(spatial) == 2 else (spatial[0], 1)
 
 
 def _count(skipped: dict[str, int], op: str) -> None:
@@ -346,20 +425,19 @@ def _openvino(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         x, y = (ins or [[]])[0], (outs or [[]])[0]
         with_const = bool(sources.get(at, set()) & static)
         w = ins[1] if kind in CONVS["openvino"] else []
-        if kind in CONVS["openvino"] and len(x) == 4 and _odd_kernel(skipped, kind, w[-2:]):
-            continue
-        act = graph.act(at)
-        if kind == "Convolution" and len(x) == 4:
-            out.append(replace(_conv(x[2], x[3], x[1], w[0], max(w[2:4]), y[2], 1, act),
-                               sin=graph.signed_input(at, path.with_suffix(".bin"))))
-        elif kind == "GroupConvolution" and len(x) == 4:
-            # w: [groups, cout/groups, cin/groups, kh, kw]
-            out.append(replace(_conv(x[2], x[3], x[1], w[0] * w[1], max(w[3:5]), y[2], w[0], act),
-                               sin=graph.signed_input(at, path.with_suffix(".bin"))))
-        elif kind == "Add" and len(ins) == 2 and ins[0] == ins[1] and len(x) == 4 and not with_const:
-            out.append(Kernel("add", x[2], x[3], x[1], x[1]))
-        elif kind == "ReduceMean" and len(x) == 4:
-            out.append(Kernel("gpool", x[2], x[3], x[1], x[1]))
+        if kind in CONVS["openvino"] and len(x) in (3, 4):
+            # w: [cout, cin, *kernel]; grouped: [groups, cout/groups, cin/groups, *kernel]
+            grouped, taps = kind == "GroupConvolution", w[len(w) - len(x) + 2:]
+            conv = _conv_of(x[2:], y[2:], taps, x[1], w[0] * w[1] if grouped else w[0], w[0] if grouped else 1,
+                            graph.act(at))
+            if conv is None:
+                _odd(skipped, kind, taps)
+            else:
+                out.append(replace(conv, sin=graph.signed_input(at, path.with_suffix(".bin"))))
+        elif kind == "Add" and len(ins) == 2 and ins[0] == ins[1] and len(x) in (3, 4) and not with_const:
+            out.append(Kernel("add", *_hw(x[2:]), x[1], x[1]))
+        elif kind == "ReduceMean" and len(x) in (3, 4):
+            out.append(Kernel("gpool", *_hw(x[2:]), x[1], x[1]))
         elif kind in ("MaxPool", "AvgPool") and len(x) == 4:
             data = layer.find("data")
             k = max(int(v) for v in (data.get("kernel") if data is not None else "1").split(","))
@@ -399,19 +477,21 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         if ins and ins[0] in padded:
             x = padded[ins[0]]
         w = shapes[ins[1]] if name in CONVS["tflite"] else []  # [cout, kh, kw, cin]; depthwise [1, kh, kw, c]
-        if name in CONVS["tflite"] and len(x) == 4 and _odd_kernel(skipped, name, w[1:3]):
-            continue
         # a float file's fused activation lives in the op's options, which this op list does not show (XNNPACK
         # clamps in the convolution's own output loop); an INT8 file's shows as the output's one-sided range
         act = ACTS["relu"] if outs and outs[0] in one_sided else 0
-        if name == "CONV_2D" and len(x) == 4:
-            out.append(_conv(x[1], x[2], x[3], w[0], max(w[1:3]), y[1], 1, act))
-        elif name == "DEPTHWISE_CONV_2D" and len(x) == 4:
-            out.append(_conv(x[1], x[2], x[3], w[3], max(w[1:3]), y[1], w[3], act))
-        elif name == "ADD" and len(x) == 4 and shapes.get(ins[1]) == x:
-            out.append(Kernel("add", x[1], x[2], x[3], x[3]))
-        elif name == "MEAN" and len(x) == 4:
-            out.append(Kernel("gpool", x[1], x[2], x[3], x[3]))
+        if name in CONVS["tflite"] and len(x) == 4:
+            cout = w[0] if name == "CONV_2D" else w[3]
+            conv = _conv_of(x[1:3], y[1:3], w[1:3], x[3], cout, 1 if name == "CONV_2D" else w[3], act)
+            if conv is None:
+                _odd(skipped, name, w[1:3])
+            else:
+                out.append(conv)
+        elif name == "ADD" and len(x) in (3, 4) and shapes.get(ins[1]) == x:
+            # litert-torch keeps a 1-D model's torch layout (batch, channels, length) between its convolutions
+            out.append(Kernel("add", x[1], x[2], x[3], x[3]) if len(x) == 4 else Kernel("add", x[2], 1, x[1], x[1]))
+        elif name == "MEAN" and len(x) in (3, 4) and (pool := _tflite_mean(x, y)) is not None:
+            out.append(pool)
         elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and len(x) == 4:
             k = max(1, round(x[1] / max(1, y[1])))
             out.append(Kernel("pool", x[1], x[2], x[3], x[3], k, k))
@@ -421,6 +501,17 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         elif name not in FREE["tflite"] and not (name == "ADD" and ins[1] not in produced):  # ADD of a constant
             _count(skipped, name if len(x) in (0, 4) else f"{name} ({len(x)}-D)")
     return out, skipped
+
+
+def _tflite_mean(x: list[int], y: list[int]) -> Kernel | None:
+    """A MEAN over a feature map's spatial axes: NHWC (the lowering's and TFLite's own layout), or the torch layout
+    (batch, channels, spatial...) litert-torch keeps for a 1-D model; None for a mean over anything else."""
+    c = math.prod(y[1:]) if len(y) > 1 else 1
+    if len(x) == 4 and c == x[3]:
+        return Kernel("gpool", x[1], x[2], x[3], x[3])
+    if c == x[1]:
+        return Kernel("gpool", *_hw([d for d in x[2:] if d > 1] or [1]), c, c)
+    return None
 
 
 def _one_sided(tensor: dict) -> bool:

@@ -102,9 +102,10 @@ class ErrorStats(Strict):
     noise_pct: float | None = None  # 95th percentile of one timing over its architecture's median (None: not known)
 
 
-GROUPS = {"conv": ("conv",), "conv_signed": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc")}
+GROUPS = {"conv": ("conv",), "conv_signed": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc"),
+          "conv1d": ("conv1d", "dwconv1d")}
 # a group a calibration had no kernels of (or a file older than it) weighs its kernels as this group does
-FALLBACK = {"conv_signed": "conv"}
+FALLBACK = {"conv_signed": "conv", "conv1d": "conv"}
 
 
 def group_of(k: Kernel) -> str:
@@ -297,6 +298,13 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
                             f"(it has: {', '.join(pf.configs) or 'none'})",
                             f"calibrate it: `edgeship profile RUN --calibrate --device {pf.device}`")
     unmodelled = {op: n for op, n in (unmodelled or {}).items() if op not in cfg.covered_ops}
+    # kernels of a type this configuration was calibrated without (1-D convolutions: TFLite, or files before them)
+    # are left out and named, as an operator no kernel models is
+    for k in ks:
+        if k.type not in cfg.forests:
+            name = f"{k.type} (not calibrated)"
+            unmodelled[name] = unmodelled.get(name, 0) + 1
+    ks = [k for k in ks if k.type in cfg.forests]
     per_kernel = cfg.kernel_ms(ks)
     base50 = base90 = 0.0
     if cfg.base_threads is not None:

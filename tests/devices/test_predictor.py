@@ -67,7 +67,7 @@ def test_probes_span_the_activations_and_the_deployment_sizes():
     from edgeship.devices.calibrate import probe_kernels
 
     ks = probe_kernels(400)  # as a calibration draws them
-    convs = [k for k in ks if k.type in ("conv", "dwconv")]
+    convs = [k for k in ks if k.type in ("conv", "dwconv", "conv1d", "dwconv1d")]
     assert {k.act for k in convs} == set(ACTS.values()) and {k.act for k in ks if k not in convs} == {0}
     assert max(k.cout for k in convs) >= 960
     for act, module in ((ACTS["none"], None), (ACTS["relu"], torch.nn.ReLU), (ACTS["relu6"], torch.nn.ReLU6)):
@@ -243,12 +243,13 @@ def test_calibrate_on_an_ssh_device_then_predict_and_check(tmp_path, digits_chec
     pf = pred.load("rpi4")
     assert pf is not None and set(pf.configs) == {"onnx:fp32:1"} and pf.facts["uname"]
     cfg = pf.configs["onnx:fp32:1"]
-    assert cfg.n_probes >= 20 and cfg.n_fit_archs == 3 and set(cfg.forests) >= {"conv", "fc"}
-    assert cfg.error_p50.n_archs == 3 and cfg.error_p50.n == 9 and len(cfg.anchors) == 3  # 3 processes each
+    # 3 fitting and 3 validation architectures, and one 1-D one beside each (calibrate.ONE_D_SHARE)
+    assert cfg.n_probes >= 20 and cfg.n_fit_archs == 4 and set(cfg.forests) >= {"conv", "fc", "conv1d"}
+    assert cfg.error_p50.n_archs == 4 and cfg.error_p50.n == 12 and len(cfg.anchors) == 3  # 3 processes each
     m = json.loads((run / "report.json").read_text())["measurements"]["pi-onnx"]["predicted"]
     p = m["prediction"]
     # the digits CNN as ONNX Runtime runs it: 3 conv+ReLU, 2 max-pools, the global pool, the classifier
-    assert m["device"] == "rpi4" and m["p50_ms"] > 0 and p["kernels"] == 7 and p["n_validation"] == 3
+    assert m["device"] == "rpi4" and m["p50_ms"] > 0 and p["kernels"] == 7 and p["n_validation"] == 4
     assert p["p90_upper_ms"] >= m["p90_ms"] and m["method"].startswith("PREDICTED")
     chk = cli("check", run)
     rows = {r["budget"]: r for r in json.loads((run / "report.json").read_text())["budgets"]["results"]}

@@ -1,0 +1,117 @@
+"""1-D convolutions in the latency predictor: read alike from every format (a torch Conv1d, and a 2-D convolution
+whose kernel and input are one wide, as CREPE's), sampled as probes and architectures, and named as left out by a
+predictor calibrated without them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from edgeship.devices import predictor as pred
+from edgeship.devices.archs import macs, probe, random_arch_1d
+from edgeship.devices.calibrate import ONE_D_FORMATS, lower, probe_kernels
+from edgeship.devices.kernels import ACTS, Kernel, read
+
+CONFIGS = [("onnx", "fp32", "model.onnx"), ("onnx", "int8", "model.onnx"), ("openvino", "int8", "model.xml"),
+           ("tflite", "int8", "model.tflite")]
+
+
+class _Audio(nn.Module):
+    """A raw-waveform stem as CREPE's (a 2-D convolution with a 64x1 kernel over a 512x1 signal, stride 4), then
+    1-D layers: a depthwise-separable pair, a residual block, a global pool and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 32, (64, 1), (4, 1), (30, 0)), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv1d(32, 32, 11, 2, 5, groups=32), nn.BatchNorm1d(32), nn.ReLU())
+        self.pw = nn.Sequential(nn.Conv1d(32, 64, 1), nn.BatchNorm1d(64), nn.ReLU())
+        self.res = nn.Sequential(nn.Conv1d(64, 64, 5, padding=2), nn.BatchNorm1d(64))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.stem(x.unsqueeze(3)).squeeze(3)
+        x = self.pw(self.dw(x))
+        x = torch.relu(self.res(x) + x)
+        return self.fc(x.mean(-1))
+
+
+EXPECTED = [Kernel("conv1d", 512, 1, 1, 32, 64, 4, ACTS["relu"]), Kernel("dwconv1d", 128, 1, 32, 32, 11, 2),
+            Kernel("conv1d", 64, 1, 32, 64, 1, 1), Kernel("conv1d", 64, 1, 64, 64, 5, 1), Kernel("add", 64, 1, 64, 64),
+            Kernel("gpool", 64, 1, 64, 64), Kernel("fc", cin=64, cout=10)]
+
+
+@pytest.mark.slow
+def test_every_format_reads_a_1d_model_as_the_same_kernels(tmp_path):
+    """A Conv1d (a 3-D tensor in ONNX and OpenVINO, a one-wide CONV_2D in TFLite) and a 64x1 kernel over a one-wide
+    signal are 1-D convolutions of ``k`` taps, whatever the format; the residual add and the mean over time are the
+    add and global pool kernels. What the kernels do not cover is named: only the transposes litert-torch puts
+    around each TFLite convolution to keep the torch layout."""
+    torch.manual_seed(0)
+    model = _Audio().eval()
+    for fmt, precision, main in CONFIGS:
+        d = lower(model, (1, 512), fmt, precision, tmp_path / f"{fmt}-{precision}", "m", tmp_path)
+        ks, unmodelled = read(d / main, fmt)
+        assert [replace(k, act=0, sin=0) for k in ks] == [replace(k, act=0) for k in EXPECTED], (fmt, precision, ks)
+        assert ks[0].act == ACTS["relu"] and ks[3].act == ACTS["none"], (fmt, ks)  # the stem's ReLU, the res's none
+        assert set(unmodelled) <= ({"TRANSPOSE"} if fmt == "tflite" else set()), (fmt, unmodelled)
+    assert ks[0].macs == 128 * 32 * 64 and ks[0].weights == 32 * 64 and ks[1].macs == 64 * 32 * 11
+
+
+def test_an_image_convolution_with_a_non_square_kernel_is_still_left_out_and_named(tmp_path):
+    """A 3x1 kernel over a 2-D image (Inception's factorized convolutions) is neither a square 2-D convolution nor a
+    1-D one: no probe sampled it, so it is named, with its kernel, instead of predicted as something else."""
+    model = nn.Sequential(nn.Conv2d(3, 8, (3, 1), padding=(1, 0)), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 2)).eval()
+    d = lower(model, (3, 16, 16), "onnx", "fp32", tmp_path / "m", "m", tmp_path)
+    ks, unmodelled = read(d / "model.onnx", "onnx")
+    assert [k.type for k in ks] == ["gpool", "fc"] and unmodelled == {"Conv (3x1 kernel)": 1}
+
+
+def test_the_calibration_samples_1d_probes_and_architectures():
+    """The probes hold 1-D convolutions (dense and depthwise, short kernels and CREPE's long strided ones) drawn from
+    1-D architectures, each a Conv1d model over (channels, length); the 1-D architectures are audio and sensor
+    models under the MAC cap."""
+    ks = probe_kernels(400)
+    one_d = [k for k in ks if k.type in ("conv1d", "dwconv1d")]
+    assert {k.type for k in one_d} == {"conv1d", "dwconv1d"} and max(k.k for k in one_d) >= 128
+    assert all(k.win == 1 for k in one_d) and max(k.hin for k in one_d) >= 4000
+    assert {k.act for k in one_d} == set(ACTS.values())  # as the 2-D ones: a runtime may not fuse them all alike
+    m, shape = probe(Kernel("dwconv1d", 1000, 1, 32, 32, 11, 2, ACTS["relu6"]))
+    conv = m[0][0]
+    assert isinstance(conv, nn.Conv1d) and conv.groups == 32 and shape == (32, 1000)
+    assert isinstance(m[0][-1], nn.ReLU6) and m(torch.zeros(1, *shape)).shape == (1, 32)
+    for seed in range(250_000, 250_006):
+        a = random_arch_1d(seed)
+        assert len(a.input_shape) == 2 and macs(a.model, a.input_shape) <= 250e6
+        assert a.model(torch.zeros(1, *a.input_shape)).shape == (1, 10)
+    assert "tflite" not in ONE_D_FORMATS  # see calibrate.ONE_D_FORMATS: litert-torch's 39 s per 1-D model
+
+
+def test_a_predictor_calibrated_without_1d_kernels_names_them_as_left_out():
+    """A configuration with no 1-D forest (TFLite's, or a file calibrated before them) predicts the kernels it has
+    and names the 1-D ones as left out, so no budget passes on the prediction; a correction fitted without a 1-D
+    group weighs 1-D kernels as dense convolutions."""
+    grid = [(h, c) for h in (8, 16, 32) for c in (8, 16, 32)]
+    kinds = {t: [Kernel(t, h, h, c, c, 3, 1) for h, c in grid] for t in ("conv", "gpool")}
+    kinds["fc"] = [Kernel("fc", cin=c * h, cout=c) for h, c in grid]
+    stats = pred.ErrorStats(n=20, n_archs=20, mape_pct=4.0, within_10pct=0.95, upper_pct=8.0, max_abs_pct=12.0)
+    unit = pred.Correction(a=0, b={"conv": 1.0, "dwconv": 1.0, "other": 1.0}, c=0)
+    cfg = pred.ConfigPredictor(format="tflite", precision="int8", threads=1, forests={
+        t: pred.fit_forest(ks, [k.macs / 1e7 + 0.01 for k in ks]) for t, ks in kinds.items()}, p50=unit, p90=unit,
+        error_p50=stats, error_p90=stats, n_probes=27, n_fit_archs=3)
+    pf = pred.new_file("rpi4", {})
+    pf.configs[pred.key("tflite", "int8", 1)] = cfg
+    ks = [Kernel("conv", 16, 16, 16, 16, 3, 1), Kernel("conv1d", 1000, 1, 16, 32, 9, 2),
+          Kernel("dwconv1d", 500, 1, 32, 32, 9, 1), Kernel("gpool", 500, 1, 32, 32), Kernel("fc", cin=32, cout=10)]
+    m = pred.predict_kernels(pf, ks, "tflite", "int8", 1, {"TRANSPOSE": 2})
+    assert m.prediction is not None and m.prediction.kernels == 3
+    assert m.prediction.unmodelled_ops == {"TRANSPOSE": 2, "conv1d (not calibrated)": 1,
+                                           "dwconv1d (not calibrated)": 1}
+    assert "LEAVES OUT" in (m.method or "") and "conv1d (not calibrated) x1" in (m.method or "")
+    without = pred.predict_kernels(pf, [ks[0], *ks[3:]], "tflite", "int8", 1)
+    assert m.p50_ms == without.p50_ms  # the 1-D kernels add nothing they were not calibrated for
+    assert unit.weight("conv1d") == 1.0 and pred.Correction(a=0, b={"conv": 2.5}, c=0).weight("conv1d") == 2.5
+    assert pred.group_of(ks[1]) == pred.group_of(ks[2]) == "conv1d"
