@@ -652,7 +652,7 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
                 f"{reused['created']} on a machine reporting the same CPU ({reused['facts'].get('cpu')}, "
                 f"{', '.join(reused['facts'].get('features') or [])}); the minutes above are that calibration's. "
                 f"The evaluation started at {d['environment'].get('time_utc', '?')}: the predictor as a user judges "
-                "the file they committed, on a later day.", ""]
+                "the file they committed, later.", ""]
     out += machine(d["environment"]) + load_lines(d)
     cores = d["environment"].get("cores") or 1
     if (d["loadavg_before_measuring"] or [0])[0] > cores:
@@ -982,6 +982,17 @@ SECTIONS = (
     ("predictor_epyc_p28", lambda d: predictor_section(
         d, "Latency predictor on an AMD EPYC without AVX-512, ninth run (the probes beyond in-context reach from the "
         "start; evaluation architectures from new seeds)")),
+    ("predictor_epyc_p28_judged", lambda d: predictor_section(
+        d, "Latency predictor on an AMD EPYC without AVX-512, the ninth run's file judged again on 30 more new "
+        "architectures")),
+    ("predictor_1d_epyc", lambda d: predictor_section(
+        d, "Latency predictor on 1-D architectures (audio and sensor models), ONNX Runtime, AMD EPYC without "
+        "AVX-512")),
+    ("predictor_1d_epyc_2d", lambda d: predictor_section(
+        d, "Latency predictor with 1-D kernels (the run above) judged on 2-D architectures, ONNX Runtime")),
+    ("predictor_zoo_1d_epyc", lambda d: predictor_zoo_section(
+        d, "Latency predictor with 1-D kernels on pretrained models, ONNX Runtime, AMD EPYC without AVX-512",
+        "the 1-D run above (predictor_1d_epyc.json)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -992,7 +1003,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
             "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
             "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26",
-            "predictor_epyc_p26_refit", "predictor_epyc_p28")
+            "predictor_epyc_p26_refit", "predictor_epyc_p28", "predictor_epyc_p28_judged", "predictor_1d_epyc",
+            "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc")
 
 
 def other_files(results: Path) -> list[str]:
