@@ -63,7 +63,7 @@ from edgeship.devices.kernels import ACTS, KERNEL_TYPES, ONE_D, Kernel, read
 from edgeship.devices.measure import RUNNER, parse_runner_output
 from edgeship.errors import EdgeshipError
 from edgeship.progress import info
-from edgeship.recipe import TargetSpec
+from edgeship.recipe import IOInput, IOOutput, IOSpec, TargetSpec
 from edgeship.targets.base import Artifact, LowerContext, get_backend
 from edgeship.targets.openvino import RUNTIME_CONFIG
 
@@ -201,8 +201,6 @@ def lower_anchors(configs: list[tuple[str, str]], directory: Path, work: Path) -
 def _context(name: str, fmt: str, precision: str, input_shape: tuple[int, ...], work: Path, seed: int):
     """A lowering context of random calibration samples; a (channels, length) input declares its layout, as a 1-D
     model's recipe does in ``io:``."""
-    from edgeship.recipe import IOInput, IOOutput, IOSpec
-
     calib = np.random.default_rng(seed).standard_normal((64, *input_shape)).astype(np.float32)
     io = None if len(input_shape) == 3 else IOSpec(inputs=[IOInput(name="x", shape=list(input_shape), layout="NCL")],
                                                    outputs=[IOOutput(name="logits")])
