@@ -170,12 +170,21 @@ def _conv(hin: int, win: int, cin: int, cout: int, k: int, hout: int, groups: in
     return Kernel(f"{kind}1d" if one_d else kind, hin, win, cin, cout, k, s, act)
 
 
-def _conv_of(spatial_in: list[int], spatial_out: list[int], kernel: list[int], cin: int, cout: int, groups: int,
-             act: int) -> Kernel | None:
-    """A convolution's kernel from its input's, output's and kernel's spatial sizes (one or two of each): a 1-D one
-    (a 1-D tensor, or a 2-D one whose kernel and input are both one wide along the same axis, as CREPE's 512x1
-    kernels over 1024x1 audio and TFLite's rewrite of a Conv1d are), a 2-D one with a square kernel, or None for
-    any other (a k x 1 kernel over an image: no probe sampled one)."""
+def _conv_of(skipped: dict[str, int], op: str, spatial_in: list[int], spatial_out: list[int], kernel: list[int],
+             cin: int, cout: int, groups: int, act: int) -> list[Kernel]:
+    """A convolution's kernel (a one-item list) from its input's, output's and kernel's spatial sizes (one or two of
+    each): a 1-D one (a 1-D tensor, or a 2-D one whose kernel and input are both one wide along the same axis, as
+    CREPE's 512x1 kernels over 1024x1 audio and TFLite's rewrite of a Conv1d are) or a 2-D one with a square kernel;
+    any other (a k x 1 kernel over an image: no probe sampled one) is counted in ``skipped`` as left out, named by
+    its kernel, and gives no kernel."""
+    conv = _conv_shape(spatial_in, spatial_out, kernel, cin, cout, groups, act)
+    if conv is None:
+        _count(skipped, f"{op} ({'x'.join(str(v) for v in kernel)} kernel)")
+    return [conv] if conv is not None else []
+
+
+def _conv_shape(spatial_in: list[int], spatial_out: list[int], kernel: list[int], cin: int, cout: int, groups: int,
+                act: int) -> Kernel | None:
     if len(spatial_in) == 1 and len(kernel) == 1:
         return _conv(spatial_in[0], 1, cin, cout, kernel[0], spatial_out[0], groups, act, one_d=True)
     if len(spatial_in) != 2 or len(kernel) != 2:
@@ -186,11 +195,6 @@ def _conv_of(spatial_in: list[int], spatial_out: list[int], kernel: list[int], c
     if h == 1 and kh == 1 and w > 1:
         return _conv(w, 1, cin, cout, kw, spatial_out[-1], groups, act, one_d=True)
     return _conv(h, w, cin, cout, kh, spatial_out[0], groups, act) if kh == kw else None
-
-
-def _odd(skipped: dict[str, int], op: str, kernel: list[int]) -> None:
-    """Count a convolution no kernel models (a k x 1 kernel over an image) as left out, named by its kernel."""
-    _count(skipped, f"{op} ({'x'.join(str(v) for v in kernel)} kernel)")
 
 
 def _activation(start: str, consumers: dict[str, list[tuple[str, str]]], passes: set[str],
@@ -255,8 +259,9 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         w = weight_shape(n.input[3] if op == "QLinearConv" else n.input[1]) if op in CONVS["onnx"] else []
         if op in CONVS["onnx"] and len(x) in (3, 4):
             act = _activation(n.output[0], consumers, ONNX_PASSES, {"Relu": ACTS["relu"], "Clip": ACTS["relu6"]})
-            _add_conv(out, skipped, op, x, y, w, next((a.i for a in n.attribute if a.name == "group"), 1),
-                      act or (ACTS["relu"] if n.output[0] in one_sided else 0))
+            out += _conv_of(skipped, op, x[2:], y[2:], w[2:], x[1], w[0],
+                            next((a.i for a in n.attribute if a.name == "group"), 1),
+                            act or (ACTS["relu"] if n.output[0] in one_sided else 0))
         elif op in ("Add", "Sum") and len(x) in (3, 4) and not any(i in static for i in n.input):
             out.append(Kernel("add", *_hw(x[2:]), x[1], x[1]))
         elif (op in ("GlobalAveragePool", "GlobalMaxPool") or op == "ReduceMean") and len(x) in (3, 4):
@@ -287,16 +292,6 @@ def _unpadded(name: str, producers: dict, shapes: dict[str, list[int]]) -> list[
             break
         at = n.input[0]
     return shapes.get(name, [])
-
-
-def _add_conv(out: list[Kernel], skipped: dict[str, int], op: str, x: list[int], y: list[int], w: list[int],
-              groups: int, act: int) -> None:
-    """Append an NCHW or NCL convolution's kernel (weights ``w``: cout, cin / groups, kernel...), or count it as left
-    out (``_conv_of``)."""
-    if (conv := _conv_of(x[2:], y[2:], w[2:], x[1], w[0], groups, act)) is None:
-        _odd(skipped, op, w[2:])
-    else:
-        out.append(conv)
 
 
 def _shaped(model):
@@ -428,12 +423,9 @@ def _openvino(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         if kind in CONVS["openvino"] and len(x) in (3, 4):
             # w: [cout, cin, *kernel]; grouped: [groups, cout/groups, cin/groups, *kernel]
             grouped, taps = kind == "GroupConvolution", w[len(w) - len(x) + 2:]
-            conv = _conv_of(x[2:], y[2:], taps, x[1], w[0] * w[1] if grouped else w[0], w[0] if grouped else 1,
-                            graph.act(at))
-            if conv is None:
-                _odd(skipped, kind, taps)
-            else:
-                out.append(replace(conv, sin=graph.signed_input(at, path.with_suffix(".bin"))))
+            out += [replace(conv, sin=graph.signed_input(at, path.with_suffix(".bin"))) for conv in _conv_of(
+                skipped, kind, x[2:], y[2:], taps, x[1], w[0] * w[1] if grouped else w[0], w[0] if grouped else 1,
+                graph.act(at))]
         elif kind == "Add" and len(ins) == 2 and ins[0] == ins[1] and len(x) in (3, 4) and not with_const:
             out.append(Kernel("add", *_hw(x[2:]), x[1], x[1]))
         elif kind == "ReduceMean" and len(x) in (3, 4):
@@ -482,11 +474,7 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         act = ACTS["relu"] if outs and outs[0] in one_sided else 0
         if name in CONVS["tflite"] and len(x) == 4:
             cout = w[0] if name == "CONV_2D" else w[3]
-            conv = _conv_of(x[1:3], y[1:3], w[1:3], x[3], cout, 1 if name == "CONV_2D" else w[3], act)
-            if conv is None:
-                _odd(skipped, name, w[1:3])
-            else:
-                out.append(conv)
+            out += _conv_of(skipped, name, x[1:3], y[1:3], w[1:3], x[3], cout, 1 if name == "CONV_2D" else w[3], act)
         elif name == "ADD" and len(x) in (3, 4) and shapes.get(ins[1]) == x:
             # litert-torch keeps a 1-D model's torch layout (batch, channels, length) between its convolutions
             out.append(Kernel("add", x[1], x[2], x[3], x[3]) if len(x) == 4 else Kernel("add", x[2], 1, x[1], x[1]))
