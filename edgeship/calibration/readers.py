@@ -5,7 +5,8 @@ protocol (ONNX Runtime's ``CalibrationDataReader`` in ``targets/onnx_int8.py``, 
 
 - ``check_calibration``: too few samples, NaN/inf or constant data is bad input, raised before any
   conversion starts (a quantizer fed such data produces an artifact that silently collapses).
-- ``iter_batches``: a plain batched iterator (NCHW, or NHWC for TFLite's representative dataset).
+- ``iter_batches``: a plain batched iterator (NCHW, or channels last for TFLite's representative dataset: NHWC for an
+  image, NLC for a 1-D signal).
 
 The array is ``LowerContext.calib``: normalized NCHW float32 samples, already the seeded subset of
 the calibration split that ``QuantSettings.samples`` asks for.
@@ -55,16 +56,20 @@ def check_calibration(calib: np.ndarray, what: str = "calibration data",
     return x
 
 
-def iter_batches(calib: np.ndarray, batch_size: int = 1, layout: Literal["NCHW", "NHWC"] = "NCHW",
+def iter_batches(calib: np.ndarray, batch_size: int = 1, layout: Literal["NCHW", "NHWC", "NCL", "NLC"] = "NCHW",
                  dtype=np.float32) -> Iterator[np.ndarray]:
-    """Yield ``calib`` in order as batches of ``batch_size`` (the last one may be smaller)."""
+    """Yield ``calib`` in order as batches of ``batch_size`` (the last one may be smaller): as stored (NCHW images,
+    NCL signals, or any other array), or channels last (NHWC, NLC)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     x = np.asarray(calib)
-    if layout == "NHWC":
-        x = x.transpose(0, 2, 3, 1)
-    elif layout != "NCHW":
-        raise ValueError(f"layout must be NCHW or NHWC, got {layout!r}")
+    if layout in ("NHWC", "NLC"):
+        if x.ndim != len(layout):
+            raise ValueError(f"layout {layout} needs {len(layout) - 2}-D samples with channels first, got samples of "
+                             f"shape {x.shape[1:]}")
+        x = np.moveaxis(x, 1, -1)
+    elif layout not in ("NCHW", "NCL"):  # as stored
+        raise ValueError(f"layout must be NCHW, NHWC, NCL or NLC, got {layout!r}")
     for i in range(0, len(x), batch_size):
         yield np.ascontiguousarray(x[i:i + batch_size], dtype)
 

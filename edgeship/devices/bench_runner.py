@@ -382,14 +382,14 @@ def tflite_infer(interpreter, meta: dict, np):
     """Graph inputs as every backend's runner takes them (the torch layout and dtypes: an image NCHW, normalized)
     -> every output as float32: what edgeship's TFLite backend does on the host (targets/tflite.py make_runner)."""
     ins, outs = _tflite_order(interpreter, meta)
-    # the torch.fx lowering's image input is NHWC; litert-torch keeps the torch layout
-    nhwc = (not str(meta.get("route", "")).startswith("litert")
-            and ((meta.get("inputs") or [{}])[0].get("layout") or "NHWC") == "NHWC")
+    # the torch.fx lowering's input is channels last (image NHWC, 1-D signal NLC); litert-torch keeps the torch one
+    layout = (meta.get("inputs") or [{}])[0].get("layout") or "NHWC"
+    last = not str(meta.get("route", "")).startswith("litert") and layout in ("NHWC", "NLC")
 
     def infer(*inputs):
         arrays = [np.asarray(a) for a in inputs]
-        if nhwc and arrays[0].ndim == 4:
-            arrays[0] = arrays[0].transpose(0, 2, 3, 1)
+        if last and arrays[0].ndim == len(layout):
+            arrays[0] = np.moveaxis(arrays[0], 1, -1)
         for d, a in zip(ins, arrays):
             dtype = np.dtype(d["dtype"])
             scale, zero_point = d.get("quantization", (0.0, 0))

@@ -73,11 +73,9 @@ SHARE = {"conv": 0.45, "dwconv": 0.22, "add": 0.08, "gpool": 0.07, "pool": 0.06,
 SEEDS = {"pool": 100_000, "pool1d": 150_000, "fit": 200_000, "fit1d": 250_000, "validate": 300_000,
          "validate1d": 350_000, "anchor": 500_000}  # disjoint seed ranges
 ONE_D_SHARE = 0.2  # 1-D architectures (``archs.random_arch_1d``) beside the fitting and validation ones, per 2-D one
-# formats whose calibration holds 1-D convolutions. TFLite's does not yet: the torch.fx lowering has no Conv1d, and
-# litert-torch took tens of seconds to lower one 1-D architecture here (seen while building this, not benchmarked;
-# a 2-D probe through the torch.fx lowering: about 0.5 s in p28's calibration), an hour or more for the probes;
-# a TFLite predictor therefore names a model's 1-D convolutions as left out (no budget passes on it)
-ONE_D_FORMATS = ("onnx", "openvino")
+# formats whose calibration holds 1-D convolutions: all three (TFLite's since its torch.fx lowering takes Conv1d
+# models, in about as long as a 2-D probe; through litert-torch one took tens of seconds)
+ONE_D_FORMATS = ("onnx", "openvino", "tflite")
 ANCHORS = 3
 ANCHOR_MACS = (2e6, 3e7)  # anchors busy enough to feel the arithmetic units' speed, short enough to time often
 EXT = {"onnx": "onnx", "openvino": "xml", "tflite": "tflite"}

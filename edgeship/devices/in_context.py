@@ -44,8 +44,11 @@ ORT_TYPES = {op: ("conv", "dwconv") for op in ("Conv", "FusedConv", "NhwcFusedCo
 
 
 # XNNPACK's operator names in LiteRT's profiler (litert_timer), by prefix: it runs a 1x1 stride-1 convolution as a
-# fully connected GEMM; a convolution is depthwise when its name ends in DWConv (``Convolution (NHWC, QC8) DWConv``)
-XNN_TYPES = (("Global Average Pooling", ("gpool",)), ("Mean", ("gpool",)), ("Fully Connected", ("fc", "conv")),
+# fully connected GEMM; a convolution is depthwise when its name ends in DWConv (``Convolution (NHWC, QC8) DWConv``);
+# a 1-D convolution (the torch.fx lowering's 1 x k kernel over a height-one map) is the same operator, except a
+# depthwise one with a long kernel (21 or 33 taps seen), which XNNPACK may run as a dense IGEMM convolution
+XNN_TYPES = (("Global Average Pooling", ("gpool",)), ("Mean", ("gpool",)),
+             ("Fully Connected", ("fc", "conv", "conv1d")),
              ("Add", ("add",)), ("Max Pooling", ("pool",)), ("Average Pooling", ("pool",)))
 
 
@@ -54,7 +57,7 @@ def _kinds(op: str, fmt: str) -> tuple[str, ...]:
         return ORT_TYPES.get(op, ())
     if fmt == "tflite":
         if op.startswith("Convolution"):
-            return ("dwconv",) if op.endswith("DWConv") else ("conv",)
+            return ("dwconv", "dwconv1d") if op.endswith("DWConv") else ("conv", "conv1d", "dwconv1d")
         return next((kinds for prefix, kinds in XNN_TYPES if op.startswith(prefix)), ())
     return next((kinds for prefix, kinds in OV_TYPES if op.startswith(prefix)), ())
 
@@ -68,7 +71,7 @@ def _tflite_times(ks: list[Kernel], layers: list[dict]) -> list[float | None]:
         return [None] * len(ks)
     for k, layer in zip(ks, timed):
         kinds = _kinds(str(layer["op"]), "tflite")
-        if k.type not in kinds or (k.type == "conv" and "fc" in kinds and (k.k, k.s) != (1, 1)):
+        if k.type not in kinds or (k.type in ("conv", "conv1d") and "fc" in kinds and (k.k, k.s) != (1, 1)):
             return [None] * len(ks)
     return [float(layer["us"]) / 1e3 for layer in timed]
 

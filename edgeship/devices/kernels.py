@@ -477,12 +477,14 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
             out += _conv_of(skipped, name, x[1:3], y[1:3], w[1:3], x[3], cout, 1 if name == "CONV_2D" else w[3], act)
         elif name == "ADD" and len(x) in (3, 4) and shapes.get(ins[1]) == x:
             # litert-torch keeps a 1-D model's torch layout (batch, channels, length) between its convolutions
-            out.append(Kernel("add", x[1], x[2], x[3], x[3]) if len(x) == 4 else Kernel("add", x[2], 1, x[1], x[1]))
+            out.append(Kernel("add", *_signal(x[1], x[2]), x[3], x[3]) if len(x) == 4 else
+                       Kernel("add", x[2], 1, x[1], x[1]))
         elif name == "MEAN" and len(x) in (3, 4) and (pool := _tflite_mean(x, y)) is not None:
             out.append(pool)
         elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and len(x) == 4:
-            k = max(1, round(x[1] / max(1, y[1])))
-            out.append(Kernel("pool", x[1], x[2], x[3], x[3], k, k))
+            h, w = _signal(x[1], x[2])  # a 1-D pool (a height-one map): its window runs along the length
+            k = max(1, round(h / max(1, y[1] if x[1] > 1 else y[2])))
+            out.append(Kernel("pool", h, w, x[3], x[3], k, k))
         elif name == "FULLY_CONNECTED":
             w = shapes[ins[1]]  # [cout, cin]
             out.append(Kernel("fc", cin=w[1], cout=w[0]))
@@ -496,10 +498,16 @@ def _tflite_mean(x: list[int], y: list[int]) -> Kernel | None:
     (batch, channels, spatial...) litert-torch keeps for a 1-D model; None for a mean over anything else."""
     c = math.prod(y[1:]) if len(y) > 1 else 1
     if len(x) == 4 and c == x[3]:
-        return Kernel("gpool", x[1], x[2], x[3], x[3])
+        return Kernel("gpool", *_signal(x[1], x[2]), x[3], x[3])
     if c == x[1]:
         return Kernel("gpool", *_hw([d for d in x[2:] if d > 1] or [1]), c, c)
     return None
+
+
+def _signal(h: int, w: int) -> tuple[int, int]:
+    """A TFLite NHWC map's (height, width), a 1-D model's height-one map (the torch.fx lowering's layout of a signal)
+    as (length, 1): the orientation every reader gives a 1-D kernel."""
+    return (w, 1) if h == 1 and w > 1 else (h, w)
 
 
 def _one_sided(tensor: dict) -> bool:

@@ -105,7 +105,8 @@ def make_runner(it, layout: str, output_order: list[int] | None = None,
                 input_order: list[int] | None = None) -> Runner:
     """Graph inputs (preprocessed, the torch model's layout and dtypes) -> every output as float32 (or the integer
     type the model returns). Quantized int8/uint8 tensors are quantized on the way in and dequantized on the way out
-    with their own scale and zero point; ``layout`` NHWC transposes an NCHW image input (the torch.fx lowering's);
+    with their own scale and zero point; ``layout`` NHWC (NLC) transposes an NCHW image (NCL signal) input to
+    channels last (the torch.fx lowering's);
     ``input_order``/``output_order``: the interpreter's details in the model's order (default: as listed)."""
     ins = it.get_input_details()
     ins = [ins[i] for i in input_order] if input_order is not None else ins
@@ -142,8 +143,8 @@ def make_runner(it, layout: str, output_order: list[int] | None = None,
 
     def run(*inputs: np.ndarray) -> list[np.ndarray]:
         arrays = [np.asarray(a) for a in inputs]
-        if layout == "NHWC":
-            arrays[0] = arrays[0].transpose(0, 2, 3, 1)
+        if layout in ("NHWC", "NLC"):  # the torch.fx lowering's: channels last
+            arrays[0] = np.moveaxis(arrays[0], 1, -1)
         if not fixed_batch or len(arrays[0]) == 1:
             return invoke(arrays)
         per_sample = [invoke([a[i:i + 1] for a in arrays]) for i in range(len(arrays[0]))]  # as a device runs it
@@ -273,17 +274,31 @@ def qat_fake_quant(lowering: torch2tf.Lowering, learned: dict, calib: np.ndarray
     return ranges, used
 
 
+def one_signal(ctx: LowerContext) -> bool:
+    """Whether the model takes one float 1-D signal (an ``io:`` input of layout NCL, from data, fixed length) and
+    gives one output, with no constant arguments: a 1-D model the torch.fx lowering takes."""
+    sig = ctx.signature
+    x = sig.inputs[0]
+    return (len(sig.inputs) == 1 and len(sig.outputs) == 1 and not sig.call_kwargs and x.layout == "NCL"
+            and x.dtype == "float32" and x.fill is None and not x.dynamic and len(x.shape) == 2)
+
+
+def channels_last(ctx: LowerContext) -> str:
+    """The torch.fx lowering's input layout: NLC for a 1-D signal, NHWC for an image."""
+    return "NLC" if len(ctx.input_shape) == 2 else "NHWC"
+
+
 def lowering_problem(model: nn.Module, ctx: LowerContext) -> str | None:
     """Why the torch.fx lowering cannot take this model (then the litert-torch route does), or None. A model with
-    another signature than one image in and class logits out, or an operator outside the lowering's set; a QAT model
-    and a TorchScript one always take the lowering (its errors are theirs: litert-torch needs an nn.Module to export
-    and carries no QAT ranges)."""
+    another signature than one image or one 1-D signal in and class logits out, or an operator outside the lowering's
+    set; a QAT model and a TorchScript one always take the lowering (its errors are theirs: litert-torch needs an
+    nn.Module to export and carries no QAT ranges)."""
     import torch  # heavy: imported when a model is lowered
 
     from edgeship.targets import torch2tf  # torch and TensorFlow: imported when a model is lowered
 
-    if not ctx.signature.image:
-        return ""  # no reason to give: the lowering takes one image only
+    if not (ctx.signature.image or one_signal(ctx)):
+        return ""  # no reason to give: the lowering takes one image or one signal only
     if ctx.learned is not None or isinstance(model, torch.jit.ScriptModule):
         return None
     try:
@@ -312,11 +327,11 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
                           "with minmax calibration and no QAT",
                           "use precision int8_float_io (or the onnx / openvino int8 targets) for mixed precision")
     if precision in FULL_INT8 and not qat:
-        check_calibration(ctx.calib)  # bad calibration data is bad input, before any work
+        check_calibration(ctx.calib, ndim=len(ctx.input_shape) + 1)  # bad calibration data is bad input, before work
     tf = require("tensorflow", "tensorflow", FMT)
     gm = torch2tf.trace(model, ctx.example)
     lowering = torch2tf.Lowering(gm, ctx.input_shape)  # unsupported operators fail here
-    notes: dict = {"route": "torch.fx (BN folded) -> TF ops, NHWC (edgeship.targets.torch2tf) "
+    notes: dict = {"route": f"torch.fx (BN folded) -> TF ops, {channels_last(ctx)} (edgeship.targets.torch2tf) "
                             "-> tf.lite.TFLiteConverter"}
     fake_quant = qat or method == "percentile"
     if qat:
@@ -343,7 +358,8 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
     if precision in FULL_INT8:
         if not fake_quant:
             calib = ctx.calib
-            conv.representative_dataset = lambda: ([b] for b in iter_batches(calib, 1, "NHWC"))
+            layout = channels_last(ctx)
+            conv.representative_dataset = lambda: ([b] for b in iter_batches(calib, 1, layout))
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if precision == "int8":
             conv.inference_input_type = tf.int8
@@ -378,7 +394,7 @@ def selective(tf, conv, model: nn.Module, ctx: LowerContext) -> tuple[bytes, dic
     debug = tf.lite.experimental
     calib = ctx.calib[:8]
     names = debug.QuantizationDebugger(converter=conv, debug_dataset=lambda: (
-        [b] for b in iter_batches(calib, 1, "NHWC")))
+        [b] for b in iter_batches(calib, 1, channels_last(ctx))))
     names.run()
     dump = io.StringIO()
     names.layer_statistics_dump(dump)  # CSV: op_name, ..., tensor_name (the node names denylisted_nodes takes)
@@ -399,7 +415,7 @@ def selective(tf, conv, model: nn.Module, ctx: LowerContext) -> tuple[bytes, dic
             raise TargetError(f"{FMT}: float layer {layer!r} has no node in the converted model",
                               "name conv/linear modules in the mixed_precision pass")
     options = debug.QuantizationDebugOptions(denylisted_nodes=list(found.values()))
-    dataset = lambda: ([b] for b in iter_batches(calib, 1, "NHWC"))  # noqa: E731
+    dataset = lambda: ([b] for b in iter_batches(calib, 1, channels_last(ctx)))  # noqa: E731
     flat = debug.QuantizationDebugger(converter=conv, debug_dataset=dataset,
                                       debug_options=options).get_nondebug_quantized_model()
     return flat, found
@@ -428,8 +444,9 @@ class TFLite(Backend):
                 if ctx.learned is not None:  # QAT: lower the float view; its ranges go into FakeQuant ops
                     model, learned = ctx.learned.float_model, dict(ctx.learned.activation_ranges)
                 flat, notes = convert(model, ctx, precision, learned if precision in FULL_INT8 else None)
-                runner_note = ("edgeship's runner takes normalized NCHW float32, transposes to NHWC, quantizes int8 "
-                               "inputs and dequantizes int8 outputs")
+                runner_note = (f"edgeship's runner takes normalized {'NCL' if one_signal(ctx) else 'NCHW'} float32, "
+                               f"transposes to {channels_last(ctx)}, quantizes int8 inputs and dequantizes int8 "
+                               "outputs")
             else:
                 calib = ctx.inputs
                 if precision in FULL_INT8:
@@ -447,10 +464,13 @@ class TFLite(Backend):
                                "inputs and dequantizes int8 outputs")
             fbu = _flatbuffer_utils()
             parsed = fbu.read_model_from_bytearray(bytearray(flat))
-            inputs, outputs = io_description(parsed, "NHWC" if problem is None else "NCHW")
-            meta = describe(ctx, FMT, precision, inputs, outputs, source_layout="NCHW",
+            torch_layout = "NCL" if one_signal(ctx) else "NCHW"
+            inputs, outputs = io_description(parsed, channels_last(ctx) if problem is None else torch_layout)
+            meta = describe(ctx, FMT, precision, inputs, outputs, source_layout=torch_layout,
                             **({} if precision in FULL_INT8 else {"quantization": None}),
                             runner=runner_note, runtime="ai_edge_litert (XNNPACK) or tflite_runtime", **notes)
+            if problem is None and one_signal(ctx):  # the file takes the signal channels last; NCL is torch's side
+                meta["inputs"][0]["layout"] = "NLC"
             data = embed_metadata(parsed, meta)
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / ".model.tflite.partial"

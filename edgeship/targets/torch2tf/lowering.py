@@ -1,5 +1,11 @@
 """The translator: each fx node of the traced graph becomes one or two ``tf.nn`` ops inside a
-``tf.function`` with an NHWC input (see the package docstring)."""
+``tf.function`` with an NHWC input (see the package docstring).
+
+A 1-D model (a Conv1d network over an (N, C, L) signal: audio, sensors) is lowered as the image it is with a height of
+one: its input is (N, L, C) (channels last, as TF's own 1-D layout), reshaped once to (N, 1, L, C), and every
+Conv1d, pool and mean becomes the 2-D operator with a 1 x k window; ``shape4`` gives each tensor's torch shape in that
+view. One RESHAPE and no transposes, where litert-torch keeps torch's (N, C, L) between its convolutions.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,20 @@ from edgeship.targets.torch2tf.trace import ATEN_ALIASES, ATEN_BATCH_NORM, NCHW_
 
 
 # ----------------------------------------------------------------------------- argument helpers
+def shape4(node: Any) -> tuple[int, ...] | None:
+    """A node's torch shape; a 1-D feature map's (N, C, L) as the (N, C, 1, L) image it is lowered as."""
+    s = shape(node)
+    return (s[0], s[1], 1, s[2]) if s is not None and len(s) == 3 else s
+
+
+def _one_row(v: Any, height: int) -> Any:
+    """A 1-D operator's kernel size, stride, padding or dilation as the 2-D one's over a height-one image (``height``:
+    its value along the height); a padding string stays as it is."""
+    if isinstance(v, str):
+        return v
+    return (height, int(v[0] if isinstance(v, (list, tuple)) else v))
+
+
 def _arg(node: fx.Node, i: int, name: str, default: Any = None) -> Any:
     if name in node.kwargs:
         return node.kwargs[name]
@@ -58,7 +78,7 @@ class Lowering:
         "relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu"}
     PASSTHROUGH = {"identity", "dropout", "reshape", "maxpool"}  # keep their input's quantization
 
-    def __init__(self, gm: fx.GraphModule, input_shape: tuple[int, int, int],
+    def __init__(self, gm: fx.GraphModule, input_shape: tuple[int, ...],
                  fake_quant: dict[str, tuple[float, float]] | None = None):
         import tensorflow as tf
 
@@ -67,6 +87,7 @@ class Lowering:
         self.input_shape = tuple(input_shape)
         self.fake_quant = dict(fake_quant or {})
         self.kinds: dict[str, str] = {}
+        self.one_d = False  # the input is a 1-D signal (N, C, L), lowered as a height-one image
         self.plan = [(n, self._emitter(n)) for n in gm.graph.nodes]  # unsupported ops fail here, before TF work
 
     # ---- planning: every node -> (kind, emit function)
@@ -74,8 +95,9 @@ class Lowering:
         if n.op == "placeholder":
             if "input" in self.kinds.values():
                 raise unsupported("input", n, self.gm, "the model must take one input tensor")
-            if shape(n) is None or len(shape(n)) != 4:
-                raise unsupported("input", n, self.gm, "the model input must be one NCHW tensor")
+            if shape(n) is None or len(shape(n)) not in (3, 4):
+                raise unsupported("input", n, self.gm, "the model input must be one NCHW image or NCL signal")
+            self.one_d = len(shape(n)) == 3
             self.kinds[n.name] = "input"
             return lambda env, x: x
         if n.op == "output":
@@ -95,9 +117,9 @@ class Lowering:
 
     def _module(self, n: fx.Node, m: nn.Module) -> tuple[str, Callable]:  # noqa: C901 (one branch per layer type)
         tf = self.tf
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv2d, nn.Conv1d)):
             if m.padding_mode != "zeros":
-                raise unsupported("Conv2d", n, self.gm, f"padding_mode={m.padding_mode!r}")
+                raise unsupported(type(m).__name__, n, self.gm, f"padding_mode={m.padding_mode!r}")
             b = m.bias.detach().numpy() if m.bias is not None else None
             return "conv", lambda env, x: self._conv(n, env[n.args[0].name], m.weight.detach().numpy(), b,
                                                      m.stride, m.padding, m.dilation, m.groups)
@@ -127,13 +149,19 @@ class Lowering:
         if isinstance(m, nn.MaxPool2d):
             return "maxpool", lambda env, x: self._pool(n, env[n.args[0].name], "MAX", m.kernel_size, m.stride,
                                                         m.padding, m.dilation, m.ceil_mode, True)
+        if isinstance(m, (nn.MaxPool1d, nn.AvgPool1d)):
+            how = "MAX" if isinstance(m, nn.MaxPool1d) else "AVG"
+            d, pad_in = (m.dilation, True) if how == "MAX" else (1, m.count_include_pad)
+            return f"{how.lower()}pool", lambda env, x: self._pool(
+                n, env[n.args[0].name], how, _one_row(m.kernel_size, 1), _one_row(m.stride or m.kernel_size, 1),
+                _one_row(m.padding, 0), _one_row(d, 1), m.ceil_mode, pad_in)
         if isinstance(m, nn.AvgPool2d):
             if m.divisor_override is not None:
                 raise unsupported("AvgPool2d", n, self.gm, "divisor_override")
             return "avgpool", lambda env, x: self._pool(n, env[n.args[0].name], "AVG", m.kernel_size, m.stride,
                                                         m.padding, 1, m.ceil_mode, m.count_include_pad)
-        if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            how = "AVG" if isinstance(m, nn.AdaptiveAvgPool2d) else "MAX"
+        if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
+            how = "AVG" if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d)) else "MAX"
             self._check_adaptive(n, m.output_size)
             return ("avgpool" if how == "AVG" else "maxpool"), \
                 lambda env, x: self._adaptive(n, env[n.args[0].name], how, m.output_size)
@@ -186,11 +214,13 @@ class Lowering:
             return "hardsigmoid", lambda env, x: self._hardsigmoid(x0(env))
         if t in (F.dropout, F.dropout2d, torch.dropout):
             return "dropout", lambda env, x: x0(env)
-        if t is F.adaptive_avg_pool2d or t is F.adaptive_max_pool2d:
-            how = "AVG" if t is F.adaptive_avg_pool2d else "MAX"
+        if t in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.adaptive_avg_pool1d, F.adaptive_max_pool1d):
+            how = "AVG" if t in (F.adaptive_avg_pool2d, F.adaptive_avg_pool1d) else "MAX"
             self._check_adaptive(n, _arg(n, 1, "output_size"))
             return ("avgpool" if how == "AVG" else "maxpool"), \
                 lambda env, x: self._adaptive(n, x0(env), how, _arg(n, 1, "output_size"))
+        if t in (F.max_pool1d, F.avg_pool1d):
+            return self._pool1d_function(n, t is F.max_pool1d)
         if t is F.max_pool2d:
             return "maxpool", lambda env, x: self._pool(
                 n, x0(env), "MAX", _arg(n, 1, "kernel_size"), _arg(n, 2, "stride"), _arg(n, 3, "padding", 0),
@@ -206,18 +236,35 @@ class Lowering:
         if t is F.linear:
             return "linear", lambda env, x: self._linear(
                 n, x0(env), env[n.args[1].name], env[n.args[2].name] if _arg(n, 2, "bias") is not None else None)
-        if t is F.conv2d:
+        if t in (F.conv2d, F.conv1d):
             return "conv", lambda env, x: self._conv(
                 n, x0(env), env[n.args[1].name], env[n.args[2].name] if _arg(n, 2, "bias") is not None else None,
                 _arg(n, 3, "stride", 1), _arg(n, 4, "padding", 0), _arg(n, 5, "dilation", 1), _arg(n, 6, "groups", 1))
         raise unsupported(name and (f"Tensor.{name}" if n.op == "call_method" else op_name(n, self.gm)), n, self.gm)
 
+    def _pool1d_function(self, n, is_max: bool) -> tuple[str, Callable]:
+        """F.max_pool1d(x, k, stride, padding, dilation, ceil_mode) / F.avg_pool1d(x, k, stride, padding, ceil_mode,
+        count_include_pad) as the 2-D pool over a height-one image."""
+        k = _arg(n, 1, "kernel_size")
+        s = _arg(n, 2, "stride") or k
+        p = _arg(n, 3, "padding", 0)
+        if is_max:
+            return "maxpool", lambda env, x: self._pool(
+                n, env[n.args[0].name], "MAX", _one_row(k, 1), _one_row(s, 1), _one_row(p, 0),
+                _one_row(_arg(n, 4, "dilation", 1), 1), _arg(n, 5, "ceil_mode", False), True)
+        return "avgpool", lambda env, x: self._pool(
+            n, env[n.args[0].name], "AVG", _one_row(k, 1), _one_row(s, 1), _one_row(p, 0), (1, 1),
+            _arg(n, 4, "ceil_mode", False), _arg(n, 5, "count_include_pad", True))
+
     # ---- emitters
     def _conv(self, n, x, w: np.ndarray, b: np.ndarray | None, stride, padding, dilation, groups: int):
         tf = self.tf
-        in_shape = shape(n.args[0])
+        in_shape = shape4(n.args[0])
+        if w.ndim == 3:  # Conv1d: the 2-D convolution with a 1 x k kernel over the height-one image
+            w = w[:, :, None, :]
+            stride, padding, dilation = _one_row(stride, 1), _one_row(padding, 0), _one_row(dilation, 1)
         if in_shape is None or len(in_shape) != 4 or w.ndim != 4:
-            raise unsupported("Conv2d", n, self.gm, "expects a 4-D NCHW input")
+            raise unsupported("Conv2d", n, self.gm, "expects a 4-D NCHW or 3-D NCL input")
         cout, cin_g, kh, kw = w.shape
         cin = in_shape[1]
         s, d = _pair(stride), _pair(dilation)
@@ -281,7 +328,7 @@ class Lowering:
         if "alpha" in n.kwargs:
             raise unsupported(None, n, self.gm, "alpha")
         ranks = {len(shape(v)) for v in (a, b) if isinstance(v, fx.Node) and shape(v)}  # () / numbers broadcast
-        if len(ranks) > 1 or not ranks <= {2, 4}:
+        if len(ranks) > 1 or not ranks <= {2, 3, 4}:
             raise unsupported(None, n, self.gm, f"operands of shapes {shape(a)} and {shape(b)}")
         va = env[a.name] if isinstance(a, fx.Node) else float(a)
         vb = env[b.name] if isinstance(b, fx.Node) else float(b)
@@ -292,15 +339,15 @@ class Lowering:
         dim = _arg(n, 1, "dim", 0)
         rank = len(shape(xs[0]))
         dim = dim % rank
-        axis = NCHW_TO_NHWC[dim] if rank == 4 else dim
+        axis = NCHW_TO_NHWC[dim] if rank == 4 else (0, 3, 2)[dim] if rank == 3 else dim  # NCL -> (N, 1, L, C)
         if dim == 0:
             raise unsupported("cat", n, self.gm, "concatenation along the batch dimension")
         return self.tf.concat([env[x.name] for x in xs], axis=axis)
 
     def _to_flat(self, n, x):
-        """(N, C, H, W) in NHWC -> (N, C*H*W) in torch's order."""
+        """(N, C, H, W) in NHWC -> (N, C*H*W) in torch's order (a 1-D map's (N, C, L) as (N, C, 1, L))."""
         tf = self.tf
-        _, c, h, w = shape(n.args[0])
+        _, c, h, w = shape4(n.args[0])
         if h * w != 1:
             x = tf.transpose(x, [0, 3, 1, 2])
         return tf.reshape(x, [-1, c * h * w])
@@ -310,27 +357,27 @@ class Lowering:
         start, end = start % len(s), end % len(s)
         if len(s) == 2 and (start, end) in ((1, 1), (0, 1)) and start == 1:
             return x
-        if start != 1 or end != len(s) - 1 or len(s) not in (2, 4):
+        if start != 1 or end != len(s) - 1 or len(s) not in (2, 3, 4):
             raise unsupported("flatten", n, self.gm, f"start_dim={start}, end_dim={end} on shape {s}; "
                               "only flatten(x, 1) is lowered")
-        return self._to_flat(n, x) if len(s) == 4 else x
+        return self._to_flat(n, x) if len(s) in (3, 4) else x
 
     def _reshape(self, n, x):
         s_in, s_out = shape(n.args[0]), shape(n)
         if s_in == s_out:
             return x
-        if len(s_out) == 2 and len(s_in) == 4 and s_out[0] == s_in[0]:
+        if len(s_out) == 2 and len(s_in) in (3, 4) and s_out[0] == s_in[0]:
             return self._to_flat(n, x)
         raise unsupported(f"Tensor.{n.target}" if n.op == "call_method" else "reshape", n, self.gm,
                           f"{s_in} -> {s_out}; only a flatten to (N, -1) is lowered")
 
     def _pool(self, n, x, how: str, k, s, p, d, ceil_mode: bool, count_include_pad: bool):
         tf = self.tf
-        in_shape = shape(n.args[0])
+        in_shape = shape4(n.args[0])
         k = _pair(k)
         s = _pair(s) if s not in (None, [], ()) else k
         if ceil_mode:
-            out = shape(n)
+            out = shape4(n)
             floor = tuple((i + 2 * pp - kk) // ss + 1 for i, kk, ss, pp in zip(in_shape[2:], k, s, _pair(p)))
             if tuple(out[2:]) != floor:
                 raise unsupported(f"{how.title()}Pool2d", n, self.gm, "ceil_mode=True changes the output size")
@@ -362,16 +409,22 @@ class Lowering:
         return x
 
     def _check_adaptive(self, n, out_size) -> None:
-        in_shape = shape(n.args[0])
-        out = _pair(out_size if out_size is not None else in_shape[2:])
+        in_shape = shape4(n.args[0])
+        if len(shape(n.args[0])) == 3:  # a 1-D pool's output length, over the height-one image
+            out = _one_row(out_size if out_size is not None else in_shape[3], 1)
+        else:
+            out = _pair(out_size if out_size is not None else in_shape[2:])
         out = tuple(o if o is not None else i for o, i in zip(out, in_shape[2:]))
         if any(i % o for i, o in zip(in_shape[2:], out)):
             raise unsupported("AdaptivePool2d", n, self.gm, f"output {out} does not divide input {in_shape[2:]}")
 
     def _adaptive(self, n, x, how: str, out_size):
         tf = self.tf
-        in_hw = shape(n.args[0])[2:]
-        out = _pair(out_size)
+        in_hw = shape4(n.args[0])[2:]
+        if len(shape(n.args[0])) == 3:
+            out = _one_row(out_size if out_size is not None else in_hw[1], 1)
+        else:
+            out = _pair(out_size)
         out = tuple(o if o is not None else i for o, i in zip(out, in_hw))
         if out == (1, 1):
             return (tf.reduce_mean if how == "AVG" else tf.reduce_max)(x, axis=[1, 2], keepdims=True)
@@ -384,8 +437,9 @@ class Lowering:
         keep = bool(_arg(n, 2, "keepdim", False))
         dims = [dims] if isinstance(dims, int) else list(dims or [])
         dims = sorted(d % len(s) for d in dims)
-        if len(s) != 4 or dims != [2, 3]:
-            raise unsupported("mean", n, self.gm, f"dims {dims} of shape {s}; only the spatial mean (2, 3) is lowered")
+        if (len(s), dims) not in ((4, [2, 3]), (3, [2])):
+            raise unsupported("mean", n, self.gm, f"dims {dims} of shape {s}; only the spatial mean (2, 3), or (2) of "
+                              "a 1-D map, is lowered")
         y = self.tf.reduce_mean(x, axis=[1, 2], keepdims=True)
         return y if keep else self.tf.reshape(y, [-1, s[1]])
 
@@ -426,13 +480,14 @@ class Lowering:
     # ---- the TF function
     def build(self):
         tf = self.tf
-        c, h, w = self.input_shape
+        c, *hw = self.input_shape
         lowering = self
+        spec = [None, *hw, c]  # NHWC, or NLC for a 1-D signal (reshaped to (N, 1, L, C) first)
 
         class Lowered(tf.Module):
-            @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32, name="input")])
+            @tf.function(input_signature=[tf.TensorSpec(spec, tf.float32, name="input")])
             def serve(self, x):
-                return lowering.emit(x)
+                return lowering.emit(tf.reshape(x, [-1, 1, *hw, c]) if len(hw) == 1 else x)
 
         mod = Lowered()
         return mod, mod.serve.get_concrete_function()

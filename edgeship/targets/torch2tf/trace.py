@@ -19,9 +19,9 @@ from edgeship.models.graph import layer_of, op_name
 
 FMT = "tflite"
 NCHW_TO_NHWC = (0, 3, 1, 2)  # torch dim of a 4-D tensor -> TF axis
-SUPPORTED = ("Conv2d (incl. depthwise, grouped, dilated), BatchNorm1d/2d, ReLU, ReLU6, Hardtanh, LeakyReLU, "
-             "Sigmoid, Tanh, Hardswish, Hardsigmoid, SiLU, add, mul, cat, MaxPool2d, AvgPool2d, "
-             "AdaptiveAvg/MaxPool2d, mean, flatten/view/reshape to (N, -1), Linear, Dropout, Identity, Softmax")
+SUPPORTED = ("Conv1d/Conv2d (incl. depthwise, grouped, dilated), BatchNorm1d/2d, ReLU, ReLU6, Hardtanh, LeakyReLU, "
+             "Sigmoid, Tanh, Hardswish, Hardsigmoid, SiLU, add, mul, cat, MaxPool1d/2d, AvgPool1d/2d, "
+             "AdaptiveAvg/MaxPool1d/2d, mean, flatten/view/reshape to (N, -1), Linear, Dropout, Identity, Softmax")
 
 
 def unsupported(what: str, node: fx.Node, gm: fx.GraphModule, why: str = "") -> TargetError:
@@ -35,8 +35,9 @@ def _aten_aliases() -> dict:
     """The ATen overloads a ``torch.export`` program (.pt2) is written in, as the torch functions with the
     same argument order that the translator already lowers."""
     a = torch.ops.aten
-    pairs = [("conv2d.default", F.conv2d), ("linear.default", F.linear), ("relu.default", F.relu),
-             ("relu_.default", F.relu), ("hardtanh.default", F.hardtanh), ("hardtanh_.default", F.hardtanh),
+    pairs = [("conv2d.default", F.conv2d), ("conv1d.default", F.conv1d), ("linear.default", F.linear),
+             ("relu.default", F.relu), ("relu_.default", F.relu), ("hardtanh.default", F.hardtanh),
+             ("hardtanh_.default", F.hardtanh),
              ("leaky_relu.default", F.leaky_relu), ("sigmoid.default", torch.sigmoid), ("tanh.default", torch.tanh),
              ("silu.default", F.silu), ("silu_.default", F.silu), ("hardswish.default", F.hardswish),
              ("hardswish_.default", F.hardswish), ("hardsigmoid.default", F.hardsigmoid),
@@ -44,7 +45,9 @@ def _aten_aliases() -> dict:
              ("mul_.Tensor", operator.mul), ("cat.default", torch.cat), ("flatten.using_ints", torch.flatten),
              ("view.default", torch.reshape), ("reshape.default", torch.reshape), ("mean.dim", torch.mean),
              ("adaptive_avg_pool2d.default", F.adaptive_avg_pool2d), ("max_pool2d.default", F.max_pool2d),
-             ("avg_pool2d.default", F.avg_pool2d), ("dropout.default", F.dropout), ("softmax.int", F.softmax)]
+             ("avg_pool2d.default", F.avg_pool2d), ("avg_pool1d.default", F.avg_pool1d),
+             ("max_pool1d.default", F.max_pool1d), ("adaptive_avg_pool1d.default", F.adaptive_avg_pool1d),
+             ("dropout.default", F.dropout), ("softmax.int", F.softmax)]
     out = {}
     for name, fn in pairs:
         packet, _, overload = name.partition(".")
