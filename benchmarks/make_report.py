@@ -993,6 +993,14 @@ SECTIONS = (
     ("predictor_zoo_1d_epyc", lambda d: predictor_zoo_section(
         d, "Latency predictor with 1-D kernels on pretrained models, ONNX Runtime, AMD EPYC without AVX-512",
         "the 1-D run above (predictor_1d_epyc.json)")),
+    ("predictor_1d_tflite_epyc", lambda d: predictor_section(
+        d, "Latency predictor on 1-D architectures, LiteRT (1-D models through the torch.fx lowering), AMD EPYC "
+        "without AVX-512")),
+    ("predictor_1d_tflite_epyc_judged", lambda d: predictor_section(
+        d, "Latency predictor on 1-D architectures, LiteRT: the run above refitted (1-D kernels on their own sums "
+        "at 2 threads) and judged on 30 new 1-D architectures")),
+    ("predictor_1d_tflite_epyc_2d", lambda d: predictor_section(
+        d, "Latency predictor with LiteRT's 1-D kernels (the run above, refitted) judged on 2-D architectures")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -1004,7 +1012,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
             "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26",
             "predictor_epyc_p26_refit", "predictor_epyc_p28", "predictor_epyc_p28_judged", "predictor_1d_epyc",
-            "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc")
+            "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc", "predictor_1d_tflite_epyc",
+            "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d")
 
 
 def other_files(results: Path) -> list[str]:

@@ -25,7 +25,7 @@ Base = tuple[pred.ConfigPredictor, dict]  # the one-thread configuration and its
 
 def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
         cache_kb: int | None = None, probe_trees: str = "extra", refit_all: bool = True,
-        base: Base | None = None) -> pred.ConfigPredictor:
+        base: Base | None = None, one_d_base: str = "in_context") -> pred.ConfigPredictor:
     """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
     pool's (predicted by the pool's own forest, fitted first) is its kernel's time. Where the fitting
     architectures carry per-layer counters (``in_context``), each kernel type that has enough in-context times is
@@ -35,7 +35,10 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
     (``predictor.fit_forest``); the in-context forests are random forests. ``refit_all``: the correction is
     fitted again on the validation architectures too once its error is measured (False: as before it). ``base``:
     the same runtime and precision at one thread, fitted, with its data set: its prediction takes the kernel sums'
-    place in this configuration's correction (the module's docstring)."""
+    place in this configuration's correction (the module's docstring). ``one_d_base``: when a 1-D model's 1-D kernels
+    weigh by their own sums at this thread count rather than within the one-thread prediction (``base_2d``):
+    ``in_context`` (where their forests were fitted on in-context times), ``always`` or ``never``
+    (benchmarks/refit_base_2d.py compares them)."""
     forests: dict[str, pred.Forest] = {}
     probes: dict[str, tuple[list[Kernel], list[float]]] = {}
     for kinds in (("gpool", "fc"), tuple(t for t in KERNEL_TYPES if t not in ("gpool", "fc"))):
@@ -57,7 +60,7 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 forests[t] = pred.fit_forest(ks, ms, seed, probe_trees)
     wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
     based = (base[0].threads, _base_predictions(base, cache_kb, wb)) if base is not None else None  # once
-    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, wb, refit_all, based)
+    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, wb, refit_all, based, one_d_base)
     fitting = [a for a in data["archs"] if a["role"] == "fit"]
     if fmt in in_context.FORMATS and any(a.get("layers") for a in fitting):
         inside, types = dict(forests), []
@@ -68,7 +71,7 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 types.append(t)
         if types:
             probes_mape = best.error_p50.mape_pct
-            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, wb, refit_all, based)
+            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, wb, refit_all, based, one_d_base)
             best.probes_mape_pct = probes_mape
     return best
 
@@ -87,7 +90,8 @@ def beyond(ks: list[Kernel], ms: list[float], probe_ks: list[Kernel], probe_ms: 
 
 def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict[str, pred.Forest],
                in_context_types: list[str], cache_kb: int | None, wb: int, refit_all: bool = True,
-               based: tuple[int, dict[str, dict[str, float]]] | None = None) -> pred.ConfigPredictor:
+               based: tuple[int, dict[str, dict[str, float]]] | None = None,
+               one_d_base: str = "in_context") -> pred.ConfigPredictor:
     """The predictor with these forests: its correction fitted on the fitting architectures, its error measured on
     the validation ones. ``wb``: bytes per weight at the configuration's precision."""
     empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
@@ -107,9 +111,19 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
     if len(fit_rows) < 3 or not val:
         raise EdgeshipError(f"calibration of {fmt} {precision}: only {len(fit_rows)} fitting and {len(val)} "
                             "validation architectures were measured", "see the log above for what failed")
+    # a 1-D model's second thread: its 1-D kernels weigh by their own sums at this thread count, the rest by the
+    # one-thread prediction (``Correction.base_2d``), where those sums rest on the 1-D kernels' times inside the
+    # fitting architectures (LiteRT's profiler gives them; ONNX Runtime's and OpenVINO's counters are not matched to
+    # 1-D kernels, and on p29's ONNX Runtime data the probes' 2-thread sums did worse than the scaled one-thread
+    # prediction: refit_base_2d.json) and enough fitting architectures hold 1-D convolutions
+    wanted = one_d_base == "always" or (one_d_base == "in_context" and "conv1d" in in_context_types)
+    two_d = "2d" if held and wanted and sum(
+        any(pred.group_of(k) == "conv1d" for k in r[0][0]) for r in fit_rows) >= pred.MIN_BEYOND_CACHE else ""
+
     def fitted(rows: list, q: str, which: str) -> pred.Correction:
         return pred.fit_correction([r[0] for r in rows], [r[1][f"{q}_ms"] for r in rows], cache_kb, wb,
-                                   [held[f"{which}_{q}"][r[1]["name"]] for r in rows] if held else None)
+                                   [held[f"{which}{two_d}_{q}"][r[1]["name"]] for r in rows] if held else None,
+                                   base_2d=bool(two_d))
 
     cfg.p50, cfg.p90 = fitted(fit_rows, "p50", "held"), fitted(fit_rows, "p90", "held")
 
@@ -118,7 +132,7 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
         measuring later meets, drift included), or, ``at_speed``, the prediction scaled by that process's speed."""
         p, m, noise = [], [], []
         for (ks, kms), a in val:
-            y = correction.apply(ks, kms, held[f"held_{q}"][a["name"]] if held else 0.0)
+            y = correction.apply(ks, kms, held[f"held{two_d}_{q}"][a["name"]] if held else 0.0)
             raws = a.get(f"raw_{q}_ms") or [a[f"{q}_ms"]]
             mid = float(np.median(raws))
             for raw, f in zip(raws, a.get("speed") or [1.0]):
@@ -155,7 +169,8 @@ def _kernel_ms(forests: dict[str, pred.Forest], ks: list[Kernel]) -> list[float]
 def _base_predictions(base: Base, cache_kb: int | None, wb: int) -> dict[str, dict[str, float]]:
     """The one-thread configuration's p50 and p90 prediction of each of its measured architectures: ``stored_*`` with
     its stored correction, ``held_*`` with its correction fitted on its fitting architectures alone (so that a
-    validation architecture's prediction at more threads is held out of every fit it rests on)."""
+    validation architecture's prediction at more threads is held out of every fit it rests on); ``*2d_*`` the same
+    of each architecture's kernels other than 1-D convolutions (``Correction.base_2d``)."""
     cfg, data = base
     rows = [(a, [Kernel(**x) for x in a["kernels"]]) for a in _predictable(data["archs"], cfg.forests)]
     kms = {a["name"]: cfg.kernel_ms(ks) for a, ks in rows}
@@ -163,6 +178,9 @@ def _base_predictions(base: Base, cache_kb: int | None, wb: int) -> dict[str, di
     out: dict[str, dict[str, float]] = {}
     for q in ("p50", "p90"):
         held = pred.fit_correction(fitting, [a[f"{q}_ms"] for a, _ in rows if a["role"] == "fit"], cache_kb, wb)
-        out[f"held_{q}"] = {a["name"]: held.apply(ks, kms[a["name"]]) for a, ks in rows}
-        out[f"stored_{q}"] = {a["name"]: getattr(cfg, q).apply(ks, kms[a["name"]]) for a, ks in rows}
+        for tag, keep in (("", lambda k: True), ("2d", lambda k: pred.group_of(k) != "conv1d")):
+            on = {a["name"]: [(k, m) for k, m in zip(ks, kms[a["name"]]) if keep(k)] for a, ks in rows}
+            out[f"held{tag}_{q}"] = {n: held.apply([k for k, _ in x], [m for _, m in x]) for n, x in on.items()}
+            out[f"stored{tag}_{q}"] = {n: getattr(cfg, q).apply([k for k, _ in x], [m for _, m in x])
+                                       for n, x in on.items()}
     return out

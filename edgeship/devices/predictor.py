@@ -127,7 +127,11 @@ class Correction(Strict):
     of their own, ``b["conv_signed"]``, where a calibration's fitting architectures hold enough of them; otherwise,
     and in files older than it, they weigh as ``b["conv"]``. ``base``: the weight of the same runtime's predicted
     latency at one thread (``ConfigPredictor.base_threads``), which takes the kernel sums' place (``b`` all 0) at
-    more threads: refit_base_threads.json."""
+    more threads: refit_base_threads.json. ``base_2d``: ``base`` weighs the one-thread prediction of the kernels
+    other than 1-D convolutions, and those weigh by their own kernel sums at this thread count (``b["conv1d"]``): a
+    second thread gains a 1-D model less than a 2-D one (LiteRT INT8, 30 unseen 1-D architectures: the one-thread
+    prediction scaled as a 2-D model's put 43 % within +-10 % at 2 threads, where the 2-thread kernel sums alone were
+    near every measurement); False in files before it."""
 
     a: float
     b: dict[str, float]
@@ -138,6 +142,7 @@ class Correction(Strict):
     cache_kb: float | None = None
     weight_bytes: int = 4
     base: float = 0.0
+    base_2d: bool = False
 
     def apply(self, ks: list[Kernel], kernel_ms: list[float], base_ms: float = 0.0) -> float:
         sums = group_sums(ks, kernel_ms)
@@ -312,8 +317,9 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
             raise EdgeshipError(f"the {pf.device} predictor's {fmt} {precision} model at {threads} thread(s) scales "
                                 f"its prediction at {cfg.base_threads}, which the file lacks",
                                 f"calibrate both: `edgeship profile RUN --calibrate --device {pf.device}`")
-        base_kernels = base.kernel_ms(ks)
-        base50, base90 = base.p50.apply(ks, base_kernels), base.p90.apply(ks, base_kernels)
+        on = [k for k in ks if group_of(k) != "conv1d"] if cfg.p50.base_2d else ks
+        base_kernels = base.kernel_ms(on)
+        base50, base90 = base.p50.apply(on, base_kernels), base.p90.apply(on, base_kernels)
     p50 = max(1e-4, cfg.p50.apply(ks, per_kernel, base50))
     p90 = max(p50, cfg.p90.apply(ks, per_kernel, base90))
     e50, e90 = cfg.error_p50, cfg.error_p90
@@ -386,12 +392,13 @@ MIN_BEYOND_CACHE = 4  # fitting architectures whose weights exceed the cache, fo
 
 
 def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list[float], cache_kb: float | None = None,
-                   weight_bytes: int = 4, base: list[float] | None = None) -> Correction:
+                   weight_bytes: int = 4, base: list[float] | None = None, base_2d: bool = False) -> Correction:
     """Least squares on relative error (every architecture weighs alike whatever its latency): one weight per
     kernel group, none negative, where there are architectures enough (else one for all); the weights term (not
     negative); the cache term (not negative) where the cache size is known and at least ``MIN_BEYOND_CACHE``
     architectures exceed it. ``base``: each architecture's predicted latency at one thread, weighed (not
-    negative) in the kernel sums' place."""
+    negative) in the kernel sums' place; ``base_2d``: that prediction is of the kernels other than 1-D convolutions,
+    which weigh by their own sums (not negative; where at least ``MIN_BEYOND_CACHE`` architectures hold them)."""
     from scipy.optimize import lsq_linear  # heavy (scikit-learn's dependency): only calibration fits
 
     y = np.asarray(measured, dtype=np.float64)
@@ -409,8 +416,11 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
             if g not in groups:
                 s[into] += s.pop(g)
     per_group = len(archs) >= 4 * (len(groups) + 4 + cached) and base is None
-    cols = [list(base)] if base is not None else [[s[g] for s in sums] for g in groups] if per_group else \
-        [[sum(s.values()) for s in sums]]
+    one_d = base is not None and base_2d
+    if one_d and "conv1d" not in groups:
+        raise ValueError(f"base_2d needs {MIN_BEYOND_CACHE} architectures with 1-D convolutions")
+    cols = [list(base), *([[s["conv1d"] for s in sums]] if one_d else [])] if base is not None else \
+        [[s[g] for s in sums] for g in groups] if per_group else [[sum(s.values()) for s in sums]]
     extra = [mbs, beyond] if cached else [mbs]
     a_mat = np.column_stack([np.ones_like(y), *cols, counts, elems, *extra]) / y[:, None]
     lower = [-np.inf] + [0.0] * len(cols) + [-np.inf, -np.inf] + [0.0] * len(extra)
@@ -418,9 +428,11 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     n = 1 + len(cols)
     b = dict(zip(groups, (float(v) for v in coef[1:n]))) if per_group else \
         dict.fromkeys(groups, 0.0 if base is not None else float(coef[1]))
+    if one_d:
+        b["conv1d"] = float(coef[2])
     return Correction(a=float(coef[0]), b=b, c=float(coef[n]), d=float(coef[n + 1]), f=float(coef[n + 2]),
                       e=float(coef[n + 3]) if cached else 0.0, cache_kb=cache_kb if cached else None,
-                      weight_bytes=weight_bytes, base=float(coef[1]) if base is not None else 0.0)
+                      weight_bytes=weight_bytes, base=float(coef[1]) if base is not None else 0.0, base_2d=one_d)
 
 
 def error_stats(predicted: list[float], measured: list[float], noise: list[float] | None = None) -> ErrorStats:

@@ -283,6 +283,15 @@ def one_signal(ctx: LowerContext) -> bool:
             and x.dtype == "float32" and x.fill is None and not x.dynamic and len(x.shape) == 2)
 
 
+def signal_model(model: nn.Module, ctx: LowerContext) -> nn.Module:
+    """The module the torch.fx lowering traces for a 1-D model: the user's own, not the ``IOModel`` an ``io:`` recipe
+    wraps it in (its ``*inputs`` and flattened outputs do not trace; one input, one output and no constant arguments
+    need neither)."""
+    from edgeship.models.io import IOModel  # torch: imported when a model is lowered
+
+    return model.model if isinstance(model, IOModel) and one_signal(ctx) else model
+
+
 def channels_last(ctx: LowerContext) -> str:
     """The torch.fx lowering's input layout: NLC for a 1-D signal, NHWC for an image."""
     return "NLC" if len(ctx.input_shape) == 2 else "NHWC"
@@ -403,7 +412,7 @@ def selective(tf, conv, model: nn.Module, ctx: LowerContext) -> tuple[bytes, dic
     order: list[str] = []
     forward_with_hooks(model, ctx.example, [m.register_forward_pre_hook(lambda mod, inp, name=name: order.append(name))
                                             for name, m in model.named_modules()
-                                            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))])
+                                            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))])
     found = {}
     for layer in ctx.quant.float_layers:
         by_name = [n for n in nodes if any(part.startswith(f"{layer}/") for part in n.split(";"))]
@@ -437,13 +446,14 @@ class TFLite(Backend):
             raise TargetError(f"{FMT}: the model is QAT but its learned ranges were not handed over",
                               "lower a QAT model through the pipeline (edgeship export), which passes "
                               "LowerContext.learned")
-        problem = lowering_problem(model, ctx)
+        problem = lowering_problem(signal_model(model, ctx), ctx)
         with captured(ctx.log_path):
             if problem is None:  # an image classifier within the torch.fx lowering's operators (or a QAT model)
                 learned = None
                 if ctx.learned is not None:  # QAT: lower the float view; its ranges go into FakeQuant ops
                     model, learned = ctx.learned.float_model, dict(ctx.learned.activation_ranges)
-                flat, notes = convert(model, ctx, precision, learned if precision in FULL_INT8 else None)
+                flat, notes = convert(signal_model(model, ctx), ctx, precision,
+                                      learned if precision in FULL_INT8 else None)
                 runner_note = (f"edgeship's runner takes normalized {'NCL' if one_signal(ctx) else 'NCHW'} float32, "
                                f"transposes to {channels_last(ctx)}, quantizes int8 inputs and dequantizes int8 "
                                "outputs")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -115,3 +116,31 @@ def test_a_predictor_calibrated_without_1d_kernels_names_them_as_left_out():
     assert m.p50_ms == without.p50_ms  # the 1-D kernels add nothing they were not calibrated for
     assert unit.weight("conv1d") == 1.0 and pred.Correction(a=0, b={"conv": 2.5}, c=0).weight("conv1d") == 2.5
     assert pred.group_of(ks[1]) == pred.group_of(ks[2]) == "conv1d"
+
+
+def test_a_1d_model_at_two_threads_weighs_its_own_kernel_sums_where_the_correction_says_so():
+    """At two threads the correction scales the one-thread prediction; a second thread that gains a 1-D model less
+    than a 2-D one (a 1-D model here takes 0.9x its one-thread time at two threads, a 2-D one 0.5x) is then missed by
+    that ratio. With ``base_2d`` the 1-D kernels weigh by their own two-thread sums and the ratio is the 2-D part's:
+    the fit recovers both, and the prediction of a new 1-D model follows its sums; a file without it is read as
+    before."""
+    rng = np.random.default_rng(0)
+    archs, base_all, base_2d, measured = [], [], [], []
+    for i in range(24):
+        one_d = i % 3 == 0
+        conv = Kernel("conv1d" if one_d else "conv", 64, 1 if one_d else 64, 16, 16, 3, 1)
+        ks = [conv, Kernel("fc", cin=16, cout=10)]
+        t1 = float(rng.uniform(1.0, 5.0))  # the one-thread time of the convolution; the fc 0.01 ms
+        t2 = 0.9 * t1 if one_d else 0.5 * t1
+        archs.append((ks, [t2, 0.01]))  # the two-thread kernel forests' times
+        base_all.append(t1 + 0.01)
+        base_2d.append(0.01 if one_d else t1 + 0.01)
+        measured.append(t2 + 0.005)
+    scaled = pred.fit_correction(archs, measured, base=base_all)
+    own = pred.fit_correction(archs, measured, base=base_2d, base_2d=True)
+    assert own.base_2d and not scaled.base_2d
+    assert own.base == pytest.approx(0.5, rel=0.02) and own.b["conv1d"] == pytest.approx(1.0, rel=0.02)
+    err = lambda c, base: [abs(c.apply(ks, ms, b) / m - 1) for (ks, ms), b, m in zip(archs, base, measured)]  # noqa: E731
+    assert max(err(own, base_2d)) < 0.02 < max(err(scaled, base_all))
+    with pytest.raises(ValueError):  # a file's fit without 1-D architectures cannot weigh them on their own
+        pred.fit_correction(archs[1:3], measured[1:3], base=base_2d[1:3], base_2d=True)

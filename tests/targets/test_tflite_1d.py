@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -108,3 +109,43 @@ def test_random_1d_architectures_read_as_the_onnx_kernels_and_are_timed_in_conte
     _, layers = tflite_profiled(it, litert_timer, str(tfl_dir / "model.tflite"), 1, 5, inputs)
     times = in_context.kernel_times(tfl_ks, layers, "tflite")
     assert all(t is not None and t > 0 for t in times), layers
+
+
+def digits_conv1d() -> nn.Module:
+    """A small Conv1d classifier over scikit-learn's digits read as 64-sample, one-channel signals."""
+    torch.manual_seed(0)
+    return _randomize_bn(nn.Sequential(
+        nn.Conv1d(1, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(16, 16, 3, padding=1, groups=16), nn.BatchNorm1d(16), nn.ReLU6(),
+        nn.Conv1d(16, 32, 1), nn.BatchNorm1d(32), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        nn.Linear(32, 10)))
+
+
+def test_a_1d_recipe_exports_to_tflite_through_the_lowering(tmp_path, monkeypatch):
+    """From a recipe (`io:` one NCL input, logits out), real data (the digits as signals): the TFLite targets take the
+    torch.fx route, their input is channels last, and the export's verification against the torch model passes for
+    float and full INT8 alike."""
+    from sklearn.datasets import load_digits
+
+    import edgeship
+
+    digits = load_digits()
+    np.savez(tmp_path / "digits1d.npz", signal=(digits.data[:, None, :] / 16.0).astype(np.float32),
+             y=digits.target.astype(np.int64))
+    (tmp_path / "onedmodels.py").write_text("from test_tflite_1d import digits_conv1d\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    recipe = {"name": "digits1d", "model": {"factory": "onedmodels:digits_conv1d"},
+              "io": {"inputs": [{"name": "signal", "shape": [1, 64], "layout": "NCL"}],
+                     "outputs": [{"name": "logits", "task": "classification"}]},
+              "data": {"source": {"kind": "npz", "path": str(tmp_path / "digits1d.npz")}, "val_size": 100,
+                       "calib_size": 128},
+              "targets": [{"name": f"tflite-{p}", "format": "tflite", "precision": p} for p in ("fp32", "int8")],
+              "output": str(tmp_path / "runs" / "digits1d")}
+    run = edgeship.export(recipe, quiet=True, runs=3)
+    assert run.ok, [(t.name, t.error) for t in run.targets]
+    for t in run.targets:
+        meta = json.loads((run.run_dir / t.artifact).parent.joinpath("model.json").read_text())["meta"]
+        assert meta["route"].startswith("torch.fx") and meta["inputs"][0]["layout"] == "NLC", meta.get("lowering")
+        assert meta["inputs"][0]["shape"] == [-1, 64, 1]
+        assert all(o.passed for o in t.verify.outputs.values()), (t.name, t.verify)
