@@ -17,13 +17,12 @@ prediction; the held-out validation error each states is reported beside it).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, environment, write_json  # noqa: E402
-from refit_base_threads import evaluate  # noqa: E402
+from refit_base_threads import evaluate, multi_thread_keys, with_base  # noqa: E402
 from refit_slow_dropped import kept_runs, pair_arguments  # noqa: E402
 
 MODES = ("never", "in_context", "always")
@@ -32,18 +31,15 @@ MODES = ("never", "in_context", "always")
 def main() -> None:
     args, cache = pair_arguments(__doc__, RESULTS / "refit_base_2d.json", "multi-thread configuration keys")
 
-    from edgeship.devices import predictor as pred
     from edgeship.devices.fitting import fit
 
     out: dict[str, dict] = {}
     totals: dict = {"configurations": 0, "at_least_90pct": dict.fromkeys(MODES, 0)}
     for name, run, keep, kernels in kept_runs(args.pair):
         out[name] = {}
-        for key in args.configs or [k for k in run["summary"] if not k.endswith(":1")]:
+        for key in multi_thread_keys(args, run):
             fmt, precision, t = key.split(":")
-            one, many = ((json.loads((keep / f"{fmt}-{precision}-{n}.json").read_text())) for n in (1, t))
-            pf = pred.new_file("refit", {})
-            pf.configs[pred.key(fmt, precision, 1)] = base = fit(one, fmt, precision, 1, 0, cache)
+            one, many, pf, base = with_base(keep, key, cache)
             row = {}
             for mode in MODES:
                 cfg = fit(many, fmt, precision, int(t), 0, cache, base=(base, one), one_d_base=mode)

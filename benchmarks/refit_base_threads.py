@@ -41,6 +41,24 @@ def evaluate(pf, run: dict, kernels: dict, key: str) -> dict:
             "median_error_pct": round(100 * statistics.median(errs), 2)}
 
 
+def multi_thread_keys(args, run: dict) -> list[str]:
+    """The multi-thread configurations asked for (default: every one the run judged)."""
+    return args.configs or [k for k in run["summary"] if not k.endswith(":1")]
+
+
+def with_base(keep: Path, key: str, cache: int | None):
+    """A configuration's kept data sets at 1 thread and at ``key``'s, and a file holding the 1-thread one fitted:
+    (one, many, file, fitted 1-thread configuration)."""
+    from edgeship.devices import predictor as pred
+    from edgeship.devices.fitting import fit
+
+    fmt, precision, t = key.split(":")
+    one, many = ((json.loads((keep / f"{fmt}-{precision}-{n}.json").read_text())) for n in (1, t))
+    pf = pred.new_file("refit", {})
+    pf.configs[pred.key(fmt, precision, 1)] = base = fit(one, fmt, precision, 1, 0, cache)
+    return one, many, pf, base
+
+
 def scored(pf, cfg, run: dict, kernels: dict, key: str) -> dict:
     """A refitted configuration's evaluation on the run's architectures and the held-out error it states."""
     return {"evaluation": evaluate(pf, run, kernels, key),
@@ -58,18 +76,15 @@ def tally(totals: dict, row: dict, modes: tuple[str, ...]) -> None:
 def main() -> None:
     args, cache = pair_arguments(__doc__, RESULTS / "refit_base_threads.json", "multi-thread configuration keys")
 
-    from edgeship.devices import predictor as pred
     from edgeship.devices.fitting import fit
 
     out: dict[str, dict] = {}
     totals = {"configurations": 0, "mape_lower": 0, "within_10pct_same_or_higher": 0, "at_least_90pct": {}}
     for name, run, keep, kernels in kept_runs(args.pair):
         out[name] = {}
-        for key in args.configs or [k for k in run["summary"] if not k.endswith(":1")]:
+        for key in multi_thread_keys(args, run):
             fmt, precision, t = key.split(":")
-            one, many = ((json.loads((keep / f"{fmt}-{precision}-{n}.json").read_text())) for n in (1, t))
-            pf = pred.new_file("refit", {})
-            pf.configs[pred.key(fmt, precision, 1)] = base = fit(one, fmt, precision, 1, 0, cache)
+            one, many, pf, base = with_base(keep, key, cache)
             row = {}
             for mode, b in (("kernel_sums", None), ("one_thread_prediction", (base, one))):
                 cfg = fit(many, fmt, precision, int(t), 0, cache, base=b)
