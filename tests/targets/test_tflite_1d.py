@@ -90,7 +90,7 @@ def test_random_1d_architectures_read_as_the_onnx_kernels_and_are_timed_in_conte
     """The predictor's kernels of a 1-D model are the same from the TFLite file as from the ONNX one (1-D
     convolutions along the length, the add and global pool over (length, 1)), nothing left out; INT8 keeps the
     float model's decisions; and LiteRT's profiler gives every kernel a time (a calibration's in-context times)."""
-    for seed in (250_000, 450_004):  # a fitting architecture's seed; a 128-sample waveform with a 64-tap stem
+    for seed in (250_000,):  # a fitting architecture: depthwise kernels of 21 and 33 taps XNNPACK runs as IGEMM
         a = random_arch_1d(seed)
         onnx_dir = lower(a.model, a.input_shape, "onnx", "fp32", tmp_path / f"{seed}-onnx", "o", tmp_path)
         tfl_dir = lower(a.model, a.input_shape, "tflite", "int8", tmp_path / f"{seed}-tfl", "t", tmp_path)
