@@ -270,6 +270,8 @@ def main() -> None:
             for t in threads:
                 errs, spread, errs_speed, errs_probes, errs_random, errs_all, errs_sums = [], [], [], [], [], [], []
                 errs_calibrated: list[float] = []
+                covers: list[bool] = []
+                unvalidated = 0
                 aside = [x["p50_ms"] for x in set_aside if x["config"] == f"{fmt}:{precision}" and x["threads"] == t]
                 cfg = pf.configs[pred.key(fmt, precision, t)]
                 po = probes_only.get(pred.key(fmt, precision, t))
@@ -289,6 +291,10 @@ def main() -> None:
                     p = pred.predict_kernels(pf, ks, fmt, precision, t, unmodelled)
                     err = (p.p50_ms - meas) / meas
                     errs.append(err)
+                    assert p.prediction is not None
+                    # the bound the prediction states (its family's error): how often a timing lands at or below it
+                    covers += [r["p50_ms"] <= p.prediction.p50_upper_ms for r in reps]
+                    unvalidated += bool(p.prediction.unvalidated)
                     every = [r["p50_ms"] for r in reps] + [x[name] for x in aside if name in x]
                     errs_all.append(p.p50_ms / statistics.median(every) - 1)
                     add_refit(errs_random, pf, random_probes, ks, fmt, precision, t, meas)
@@ -308,7 +314,8 @@ def main() -> None:
                     rows.append({"arch": arch_name, "config": f"{fmt}:{precision}", "threads": t,
                                  "kernels": len(ks), "features": features, "measured_p50_ms": round(meas, 4),
                                  "repeats_p50_ms": [r["p50_ms"] for r in reps], "predicted_p50_ms": p.p50_ms,
-                                 "error_pct": round(err * 100, 2), "speeds": [round(f, 4) for _, f in got],
+                                 "error_pct": round(err * 100, 2), "p50_upper_ms": p.prediction.p50_upper_ms,
+                                 "error_family": p.prediction.error_family, "speeds": [round(f, 4) for _, f in got],
                                  "error_at_speed_pct": round(at_speed * 100, 2),
                                  **({"random_probes_error_pct": round(errs_random[-1] * 100, 2)}
                                     if random_probes else {}),
@@ -332,6 +339,9 @@ def main() -> None:
                     "processes_set_aside": len(aside),
                     "with_set_aside_processes": scored(errs_all) if aside else None,
                     "stored_validation_error": cfg.error_p50.model_dump(),
+                    "stored_family_errors": {f: e.p50.model_dump() for f, e in cfg.family_errors.items()},
+                    "stated_bound_covers": round(sum(covers) / len(covers), 4) if covers else None,
+                    "unvalidated_predictions": unvalidated,
                     "stored_validation_error_at_speed": cfg.error_p50_at_speed.model_dump()
                     if cfg.error_p50_at_speed else None,
                     "calibration_s": cfg.calibration_s, "n_probes": cfg.n_probes,

@@ -73,6 +73,9 @@ SHARE = {"conv": 0.45, "dwconv": 0.22, "add": 0.08, "gpool": 0.07, "pool": 0.06,
 SEEDS = {"pool": 100_000, "pool1d": 150_000, "fit": 200_000, "fit1d": 250_000, "validate": 300_000,
          "validate1d": 350_000, "anchor": 500_000}  # disjoint seed ranges
 ONE_D_SHARE = 0.2  # 1-D architectures (``archs.random_arch_1d``) beside the fitting and validation ones, per 2-D one
+# but never fewer 1-D validation architectures than a 1-D model's stated error needs (``predictor.MIN_FAMILY_ARCHS``,
+# with room for a few a converter refuses)
+VALIDATE_1D = pred.MIN_FAMILY_ARCHS + 4
 # formats whose calibration holds 1-D convolutions: all three (TFLite's since its torch.fx lowering takes Conv1d
 # models: a median 1.3 s FP32 / 2.2 s INT8 per model against litert-torch's 7.8 / 11.7 s, tflite_1d.json)
 ONE_D_FORMATS = ("onnx", "openvino", "tflite")
@@ -153,8 +156,9 @@ def _torch_kernels(model, input_shape: tuple[int, ...]) -> list[Kernel]:
                                 m.kernel_size[0], m.stride[0]))
         elif isinstance(m, nn.AdaptiveAvgPool1d):
             found.append(Kernel("gpool", x[2], 1, x[1], x[1]))
-        elif isinstance(m, nn.MaxPool2d):
-            found.append(Kernel("pool", x[2], x[3], x[1], x[1], int(m.kernel_size), int(m.stride)))
+        elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):  # a 1-D one along the length, as the readers give it
+            found.append(Kernel("pool", x[2], x[3] if len(x) == 4 else 1, x[1], x[1], int(m.kernel_size),
+                                int(m.stride)))
         elif isinstance(m, nn.AdaptiveAvgPool2d):
             found.append(Kernel("gpool", x[2], x[3], x[1], x[1]))
         elif isinstance(m, nn.Linear):
@@ -163,7 +167,7 @@ def _torch_kernels(model, input_shape: tuple[int, ...]) -> list[Kernel]:
             y = out.shape
             found.append(Kernel("add", y[2], y[3] if len(y) == 4 else 1, y[1], y[1]))
 
-    kinds = (nn.Conv1d, nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Linear,
+    kinds = (nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Linear,
              *residual_blocks())
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
     with torch.no_grad():
@@ -224,6 +228,12 @@ def lower(model, input_shape: tuple[int, ...], fmt: str, precision: str, out_dir
     return out_dir
 
 
+def validate_1d(validate: int) -> int:
+    """The 1-D validation architectures beside ``validate`` 2-D ones: as many, up to ``VALIDATE_1D``, and never
+    fewer than ``ONE_D_SHARE`` of them (a quick calibration of 3 and 3 architectures validates 3 1-D ones)."""
+    return max(round(validate * ONE_D_SHARE), min(validate, VALIDATE_1D))
+
+
 def build(plan: Plan, work: Path) -> dict[tuple[str, str], dict[str, Path]]:
     """Lower every probe and architecture for every configuration: {config: {"probes": dir, "archs": dir}}."""
     import shutil
@@ -236,7 +246,7 @@ def build(plan: Plan, work: Path) -> dict[tuple[str, str], dict[str, Path]]:
     arch_seeds = [("fit", SEEDS["fit"] + i) for i in range(plan.fit)] + \
                  [("val", SEEDS["validate"] + i) for i in range(plan.validate)] + \
                  [("fit1d", SEEDS["fit1d"] + i) for i in range(round(plan.fit * ONE_D_SHARE))] + \
-                 [("val1d", SEEDS["validate1d"] + i) for i in range(round(plan.validate * ONE_D_SHARE))]
+                 [("val1d", SEEDS["validate1d"] + i) for i in range(validate_1d(plan.validate))]
     archs = {f"{kind}{seed}": random_arch(seed, one_d=kind.endswith("1d")) for kind, seed in arch_seeds}
     plan.timings["sample_s"] = round(time.time() - t0, 1)
     dirs: dict[tuple[str, str], dict[str, Path]] = {}

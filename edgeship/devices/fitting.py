@@ -127,11 +127,14 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
 
     cfg.p50, cfg.p90 = fitted(fit_rows, "p50", "held"), fitted(fit_rows, "p90", "held")
 
-    def against(q: str, correction: pred.Correction, at_speed: bool = False) -> pred.ErrorStats:
-        """The error on the validation architectures against each process's own timing (unscaled: what a user
-        measuring later meets, drift included), or, ``at_speed``, the prediction scaled by that process's speed."""
+    def against(q: str, correction: pred.Correction, at_speed: bool = False, of: list | None = None
+                ) -> pred.ErrorStats:
+        """The error on the validation architectures (``of``: some of them) against each process's own timing
+        (unscaled: what a user measuring later meets, drift included), or, ``at_speed``, the prediction scaled by
+        that process's speed."""
+        rows = val if of is None else of
         p, m, noise = [], [], []
-        for (ks, kms), a in val:
+        for (ks, kms), a in rows:
             y = correction.apply(ks, kms, held[f"held{two_d}_{q}"][a["name"]] if held else 0.0)
             raws = a.get(f"raw_{q}_ms") or [a[f"{q}_ms"]]
             mid = float(np.median(raws))
@@ -139,9 +142,13 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
                 p.append(y * f if at_speed else y)
                 m.append(raw)
                 noise.append(raw / mid - 1)
-        return pred.error_stats(p, m, None if at_speed else noise).model_copy(update={"n_archs": len(val)})
+        return pred.error_stats(p, m, None if at_speed else noise).model_copy(update={"n_archs": len(rows)})
 
     cfg.error_p50, cfg.error_p90 = against("p50", cfg.p50), against("p90", cfg.p90)
+    for fam in ("1d", "2d"):  # each family's own error: a 1-D model's prediction carries the 1-D one
+        if of := [r for r in val if pred.family(r[0][0]) == fam]:
+            cfg.family_errors[fam] = pred.FamilyError(p50=against("p50", cfg.p50, of=of),
+                                                      p90=against("p90", cfg.p90, of=of))
     # operators beyond the kernels that the validation architectures held: the stated error was measured with them
     # in the graph
     cfg.covered_ops = sorted(set().union(*(a.get("unmodelled") or {} for _, a in val)))

@@ -266,9 +266,9 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
             out.append(Kernel("add", *_hw(x[2:]), x[1], x[1]))
         elif (op in ("GlobalAveragePool", "GlobalMaxPool") or op == "ReduceMean") and len(x) in (3, 4):
             out.append(Kernel("gpool", *_hw(x[2:]), x[1], x[1]))
-        elif op in ("MaxPool", "AveragePool") and len(x) == 4:
+        elif op in ("MaxPool", "AveragePool") and len(x) in (3, 4):
             k = max(next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), [1]))
-            out.append(Kernel("pool", x[2], x[3], x[1], x[1], k, max(1, round(x[2] / max(1, y[2])))))
+            out.append(_pool(x, y, k))
         elif op in ("Gemm", "MatMul") and n.input[1] in static:
             w = weight_shape(n.input[1])
             trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
@@ -312,6 +312,12 @@ def _shaped(model):
         return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     except Exception:  # no ONNX Runtime, or a graph its inference refuses: the shapes ONNX's own inference found
         return inferred
+
+
+def _pool(x: list[int], y: list[int], k: int) -> Kernel:
+    """A pooling's kernel from its (N, C, spatial...) input and output shapes: a 1-D one (over a sequence, N C L)
+    in the (length, 1) orientation of the other readers, its stride along the length."""
+    return Kernel("pool", *_hw(x[2:]), x[1], x[1], k, max(1, round(x[2] / max(1, y[2] if len(y) > 2 else 1))))
 
 
 def _hw(spatial: list[int]) -> tuple[int, int]:
@@ -430,10 +436,9 @@ def _openvino(path: Path) -> tuple[list[Kernel], dict[str, int]]:
             out.append(Kernel("add", *_hw(x[2:]), x[1], x[1]))
         elif kind == "ReduceMean" and len(x) in (3, 4):
             out.append(Kernel("gpool", *_hw(x[2:]), x[1], x[1]))
-        elif kind in ("MaxPool", "AvgPool") and len(x) == 4:
+        elif kind in ("MaxPool", "AvgPool") and len(x) in (3, 4):
             data = layer.find("data")
-            k = max(int(v) for v in (data.get("kernel") if data is not None else "1").split(","))
-            out.append(Kernel("pool", x[2], x[3], x[1], x[1], k, max(1, round(x[2] / max(1, y[2])))))
+            out.append(_pool(x, y, max(int(v) for v in (data.get("kernel") if data is not None else "1").split(","))))
         elif kind == "MatMul" and len(ins) == 2 and with_const:
             data = layer.find("data")
             w = ins[1]

@@ -102,6 +102,25 @@ class ErrorStats(Strict):
     noise_pct: float | None = None  # 95th percentile of one timing over its architecture's median (None: not known)
 
 
+# a 1-D model's prediction carries the error measured on the validation architectures holding 1-D convolutions, a
+# 2-D one that of the others (``ConfigPredictor.family_errors``); with fewer 1-D architectures than this behind it,
+# a 1-D prediction backs no budget: p30's LiteRT file stated 96 % within +-10 % on 24 architectures (4 of them 1-D)
+# and put 27-43 % of 30 unseen 1-D architectures there (predictor_1d_tflite_epyc.json)
+MIN_FAMILY_ARCHS = 8
+
+
+class FamilyError(Strict):
+    """A predictor's p50 and p90 error on the validation architectures of one family (1-D or 2-D models)."""
+
+    p50: ErrorStats
+    p90: ErrorStats
+
+
+def family(ks: list[Kernel]) -> str:
+    """"1d" for a model holding 1-D convolutions, "2d" for any other."""
+    return "1d" if any(k.type in ("conv1d", "dwconv1d") for k in ks) else "2d"
+
+
 GROUPS = {"conv": ("conv",), "conv_signed": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc"),
           "conv1d": ("conv1d", "dwconv1d")}
 # a group a calibration had no kernels of (or a file older than it) weighs its kernels as this group does
@@ -192,6 +211,9 @@ class ConfigPredictor(Strict):
     p90: Correction
     error_p50: ErrorStats
     error_p90: ErrorStats
+    # the same error on each family's validation architectures ("1d": those with 1-D convolutions, "2d": the rest);
+    # a prediction carries its model's family's (empty: files before it, whose error is the pooled one)
+    family_errors: dict[str, FamilyError] = Field(default_factory=dict)
     n_probes: int
     n_fit_archs: int
     calibration_s: float | None = None
@@ -322,18 +344,29 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
         base50, base90 = base.p50.apply(on, base_kernels), base.p90.apply(on, base_kernels)
     p50 = max(1e-4, cfg.p50.apply(ks, per_kernel, base50))
     p90 = max(p50, cfg.p90.apply(ks, per_kernel, base90))
-    e50, e90 = cfg.error_p50, cfg.error_p90
+    fam = family(ks)
+    e50, e90 = (cfg.family_errors[fam].p50, cfg.family_errors[fam].p90) if fam in cfg.family_errors else \
+        (cfg.error_p50, cfg.error_p90)
+    n_fam = (e50.n_archs or e50.n) if fam in cfg.family_errors else 0
+    unvalidated = None
+    if fam == "1d" and n_fam < MIN_FAMILY_ARCHS:
+        unvalidated = (f"its validation held only {n_fam} 1-D architectures (at least {MIN_FAMILY_ARCHS} state a "
+                       "1-D model's error)" if n_fam else
+                       "its file states no error of its own for 1-D models (calibrated before edgeship measured one)")
     by_type: dict[str, float] = {}
     for k, ms in zip(ks, per_kernel):
         by_type[k.type] = by_type.get(k.type, 0.0) + ms
     method = (f"PREDICTED by the {pf.device} latency predictor ({len(ks)} kernels, per-kernel forests "
               f"calibrated on {cfg.n_probes} probes and {cfg.correction_archs or cfg.n_fit_archs} architectures on "
               f"{pf.device}{f'; its prediction at {cfg.base_threads} thread(s) scaled' if cfg.base_threads else ''}"
-              f"): p50 error on {e50.n_archs or e50.n} architectures held out of its fit ({e50.n} timings"
+              f"): p50 error on {e50.n_archs or e50.n}{' 1-D' if n_fam and fam == '1d' else ''} architectures "
+              f"held out of its fit ({e50.n} timings"
               f"{'; its correction then fitted again with them' if cfg.correction_archs else ''}): "
               f"MAPE {e50.mape_pct:.1f}%, "
               f"{e50.within_10pct:.0%} within +-10%; a budget is judged on the upper bound p90 x "
               f"(1 + {e90.upper_pct:.1f}%).")
+    if unvalidated:
+        method += f" It is a 1-D model and {unvalidated}: no budget passes on this prediction."
     if unmodelled:
         method += (f" It LEAVES OUT {ops_text(unmodelled)}, which no kernel of the predictor models: its error does "
                    f"not cover them, so no budget passes on this prediction.")
@@ -343,7 +376,8 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
                       p90_upper_ms=round(p90 * (1 + e90.upper_pct / 100), 4),
                       mape_pct=e50.mape_pct, within_10pct=e50.within_10pct, upper_pct=e50.upper_pct,
                       p90_mape_pct=e90.mape_pct, p90_upper_pct=e90.upper_pct,
-                      n_validation=e50.n_archs or e50.n, unmodelled_ops=dict(unmodelled or {}))
+                      n_validation=e50.n_archs or e50.n, unmodelled_ops=dict(unmodelled or {}),
+                      error_family=fam if fam in cfg.family_errors else None, unvalidated=unvalidated)
     return Measurement(source="predicted", p50_ms=round(p50, 4), p90_ms=round(p90, 4), threads=threads,
                        runtime=cfg.runtime, runtime_version=cfg.runtime_version, device=pf.device, method=method,
                        prediction=info, facts={"predicted_for": pf.device, **{k: pf.facts.get(k) for k in

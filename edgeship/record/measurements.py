@@ -81,6 +81,11 @@ class Prediction(Record):
     # operators of the artifact no kernel of the predictor models, by type (its error was measured without them):
     # a prediction that leaves any out does not back a budget
     unmodelled_ops: dict[str, int] = Field(default_factory=dict)
+    # the family whose validation architectures the error was measured on ("1d", "2d"; None: all of them, as files
+    # before it), and why that error does not hold for this model (a 1-D model, too few 1-D architectures behind
+    # it): such a prediction backs no budget
+    error_family: str | None = None
+    unvalidated: str | None = None
 
 
 class Measurement(Record):

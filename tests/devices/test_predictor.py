@@ -243,13 +243,16 @@ def test_calibrate_on_an_ssh_device_then_predict_and_check(tmp_path, digits_chec
     pf = pred.load("rpi4")
     assert pf is not None and set(pf.configs) == {"onnx:fp32:1"} and pf.facts["uname"]
     cfg = pf.configs["onnx:fp32:1"]
-    # 3 fitting and 3 validation architectures, and one 1-D one beside each (calibrate.ONE_D_SHARE)
+    # 3 fitting and 3 validation architectures; one 1-D fitting one (calibrate.ONE_D_SHARE), 3 1-D validation ones
+    # (calibrate.validate_1d), each family's error stated on its own
     assert cfg.n_probes >= 20 and cfg.n_fit_archs == 4 and set(cfg.forests) >= {"conv", "fc", "conv1d"}
-    assert cfg.error_p50.n_archs == 4 and cfg.error_p50.n == 12 and len(cfg.anchors) == 3  # 3 processes each
+    assert cfg.error_p50.n_archs == 6 and cfg.error_p50.n == 18 and len(cfg.anchors) == 3  # 3 processes each
+    assert {f: e.p50.n_archs for f, e in cfg.family_errors.items()} == {"1d": 3, "2d": 3}
     m = json.loads((run / "report.json").read_text())["measurements"]["pi-onnx"]["predicted"]
     p = m["prediction"]
     # the digits CNN as ONNX Runtime runs it: 3 conv+ReLU, 2 max-pools, the global pool, the classifier
-    assert m["device"] == "rpi4" and m["p50_ms"] > 0 and p["kernels"] == 7 and p["n_validation"] == 4
+    assert m["device"] == "rpi4" and m["p50_ms"] > 0 and p["kernels"] == 7 and p["n_validation"] == 3
+    assert p["error_family"] == "2d" and p["upper_pct"] == cfg.family_errors["2d"].p50.upper_pct
     assert p["p90_upper_ms"] >= m["p90_ms"] and m["method"].startswith("PREDICTED")
     chk = cli("check", run)
     rows = {r["budget"]: r for r in json.loads((run / "report.json").read_text())["budgets"]["results"]}

@@ -61,6 +61,21 @@ def test_every_format_reads_a_1d_model_as_the_same_kernels(tmp_path):
     assert ks[0].macs == 128 * 32 * 64 and ks[0].weights == 32 * 64 and ks[1].macs == 64 * 32 * 11
 
 
+@pytest.mark.slow
+def test_every_format_reads_a_1d_pool_as_a_pool_along_the_length(tmp_path):
+    """A MaxPool1d over (N, C, L) (a 3-D pooling in ONNX and OpenVINO, a pool over a height-one map in the TFLite
+    lowering) is the same pool kernel in every format, its window along the length, not an operator left out."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 16, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(16, 24, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(24, 3)).eval()
+    expected = [Kernel("conv1d", 100, 1, 4, 16, 5, 1), Kernel("pool", 100, 1, 16, 16, 2, 2),
+                Kernel("conv1d", 50, 1, 16, 24, 3, 1), Kernel("gpool", 50, 1, 24, 24), Kernel("fc", cin=24, cout=3)]
+    for fmt, precision, main in CONFIGS:
+        d = lower(model, (4, 100), fmt, precision, tmp_path / f"{fmt}-{precision}", "m", tmp_path)
+        ks, unmodelled = read(d / main, fmt)
+        assert [replace(k, act=0, sin=0) for k in ks] == expected and not unmodelled, (fmt, precision, ks, unmodelled)
+
+
 def test_an_image_convolution_with_a_non_square_kernel_is_still_left_out_and_named(tmp_path):
     """A 3x1 kernel over a 2-D image (Inception's factorized convolutions) is neither a square 2-D convolution nor a
     1-D one: no probe sampled it, so it is named, with its kernel, instead of predicted as something else."""
@@ -144,3 +159,53 @@ def test_a_1d_model_at_two_threads_weighs_its_own_kernel_sums_where_the_correcti
     assert max(err(own, base_2d)) < 0.02 < max(err(scaled, base_all))
     with pytest.raises(ValueError):  # a file's fit without 1-D architectures cannot weigh them on their own
         pred.fit_correction(archs[1:3], measured[1:3], base=base_2d[1:3], base_2d=True)
+
+
+def test_a_1d_prediction_carries_the_1d_error_and_backs_no_budget_without_enough_1d_architectures():
+    """A prediction carries the error of its model's family: a 1-D model's is the one measured on the validation
+    architectures with 1-D convolutions, a 2-D model's that of the others. A 1-D model whose file has fewer than
+    ``MIN_FAMILY_ARCHS`` 1-D ones behind it, or no family errors at all (a file before them, whose pooled error
+    was mostly 2-D models'), gets its prediction but no budget passes on it: it is unverified and says why."""
+    from edgeship.devices.budgets import _predicted_row
+    from edgeship.record import BudgetResult
+
+    grid = [(h, c) for h in (8, 16, 32) for c in (8, 16, 32)]
+    kinds = {t: [Kernel(t, h, h if t == "conv" else 1, c, c, 3, 1) for h, c in grid] for t in ("conv", "conv1d")}
+    kinds["fc"] = [Kernel("fc", cin=c * h, cout=c) for h, c in grid]
+
+    def stats(n: int, upper: float) -> pred.ErrorStats:
+        return pred.ErrorStats(n=3 * n, n_archs=n, mape_pct=upper / 2, within_10pct=0.9, upper_pct=upper,
+                               max_abs_pct=2 * upper)
+
+    unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
+    cfg = pred.ConfigPredictor(format="onnx", precision="int8", threads=1, forests={
+        t: pred.fit_forest(ks, [k.macs / 1e7 + 0.01 for k in ks]) for t, ks in kinds.items()}, p50=unit, p90=unit,
+        error_p50=stats(30, 8.0), error_p90=stats(30, 9.0), n_probes=27, n_fit_archs=3)
+    pf = pred.new_file("rpi4", {})
+    pf.configs[pred.key("onnx", "int8", 1)] = cfg
+    two_d = [Kernel("conv", 16, 16, 16, 16, 3, 1), Kernel("fc", cin=16, cout=10)]
+    one_d = [Kernel("conv1d", 500, 1, 16, 32, 9, 1), Kernel("fc", cin=32, cout=10)]
+
+    def judged(ks: list[Kernel]) -> tuple:
+        m = pred.predict_kernels(pf, ks, "onnx", "int8", 1)
+        row = BudgetResult(target="t", budget="latency_ms_p90", limit=1e6, passed=False, source="predicted")
+        _predicted_row(row, "latency_ms_p90", m)
+        assert m.prediction is not None
+        return m, m.prediction, row
+
+    m, p, row = judged(one_d)  # a file before family errors: the pooled error is not a 1-D model's
+    assert p.unvalidated and p.error_family is None and row.status == "unverified" and not row.passed
+    assert "no error of its own for 1-D models" in (m.method or "") and "no budget passes" in (m.method or "")
+    m, p, row = judged(two_d)
+    assert not p.unvalidated and p.upper_pct == 8.0 and row.status == "pass"
+    cfg.family_errors = {"2d": pred.FamilyError(p50=stats(20, 6.0), p90=stats(20, 7.0)),
+                         "1d": pred.FamilyError(p50=stats(pred.MIN_FAMILY_ARCHS - 1, 30.0), p90=stats(7, 35.0))}
+    m, p, row = judged(one_d)
+    assert p.unvalidated and f"only {pred.MIN_FAMILY_ARCHS - 1} 1-D" in p.unvalidated and row.status == "unverified"
+    m, p, row = judged(two_d)  # the 2-D model's own error, not the pooled one
+    assert p.error_family == "2d" and p.upper_pct == 6.0 and p.p90_upper_pct == 7.0 and row.status == "pass"
+    cfg.family_errors["1d"] = pred.FamilyError(p50=stats(12, 30.0), p90=stats(12, 35.0))
+    m, p, row = judged(one_d)
+    assert not p.unvalidated and p.error_family == "1d" and p.n_validation == 12 and row.status == "pass"
+    assert p.p90_upper_ms == pytest.approx(m.p90_ms * 1.35, rel=1e-3) and "12 1-D architectures" in (m.method or "")
+    assert "12 unseen 1-D architectures" in (row.note or "")
