@@ -707,6 +707,14 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
                 "+-10 % / MAPE. " + "; ".join(f"{k}: {pct(s['within_10pct'])} % / {s['mape_pct']} % "
                                               f"({pct(s['kernel_sums']['within_10pct'])} % / "
                                               f"{s['kernel_sums']['mape_pct']} %)" for k, s in based.items()) + "."]
+    fams = {k: s for k, s in d["summary"].items() if s.get("stored_family_errors")}
+    if fams:
+        out += ["", "**The error each family's predictions carry** (the file's validation architectures of that "
+                "family: count, within +-10 %, MAPE, upper bound), and how many of these timings lie at or below "
+                "the bound the predictions stated: " + "; ".join(
+                    f"{k}: " + ", ".join(f"{f} {e['n_archs']} archs {pct(e['within_10pct'])} % / {e['mape_pct']} % / "
+                                         f"+{e['upper_pct']} %" for f, e in sorted(s["stored_family_errors"].items()))
+                    + f", bound covers {pct(s.get('stated_bound_covers'))} %" for k, s in fams.items()) + "."]
     if any(s.get("as_calibrated") for s in d["summary"].values()):
         out += ["", "**Refitted** (`--refit`): the predictor judged above is the calibrated file fitted again from its "
                 "kept data sets with this edgeship's fitting; the file as calibrated, on these same measurements, "
@@ -1001,6 +1009,14 @@ SECTIONS = (
         "at 2 threads) and judged on 30 new 1-D architectures")),
     ("predictor_1d_tflite_epyc_2d", lambda d: predictor_section(
         d, "Latency predictor with LiteRT's 1-D kernels (the run above, refitted) judged on 2-D architectures")),
+    ("predictor_1d_tflite_zen5", lambda d: predictor_section(
+        d, "Latency predictor on 1-D architectures, LiteRT, AMD EPYC with AVX-512 VNNI (family 26): 12 1-D "
+        "validation architectures, each family's error stated apart")),
+    ("predictor_1d_tflite_zen5_judged", lambda d: predictor_section(
+        d, "Latency predictor on 1-D architectures, LiteRT: the run above refitted (1-D forests on the probes, "
+        "1-D models' own 2-thread weight) and judged on 30 new 1-D architectures")),
+    ("predictor_1d_tflite_zen5_2d", lambda d: predictor_section(
+        d, "Latency predictor on 1-D architectures, LiteRT: the run above refitted, judged on 2-D architectures")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -1013,7 +1029,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26",
             "predictor_epyc_p26_refit", "predictor_epyc_p28", "predictor_epyc_p28_judged", "predictor_1d_epyc",
             "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc", "predictor_1d_tflite_epyc",
-            "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d")
+            "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d", "predictor_1d_tflite_zen5",
+            "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d")
 
 
 def other_files(results: Path) -> list[str]:

@@ -42,7 +42,8 @@ def main() -> None:
             one, many, pf, base = with_base(keep, key, cache)
             row = {}
             for mode in MODES:
-                cfg = fit(many, fmt, precision, int(t), 0, cache, base=(base, one), one_d_base=mode)
+                cfg = fit(many, fmt, precision, int(t), 0, cache, base=(base, one), one_d_base=mode,
+                          one_d_in_context=True)
                 pf.configs[key] = cfg
                 row[mode] = {"base_2d": cfg.p50.base_2d, "in_context": cfg.in_context,
                              "stated": {"within_10pct": cfg.error_p50.within_10pct, "mape_pct": cfg.error_p50.mape_pct},

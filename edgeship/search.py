@@ -155,6 +155,11 @@ class Search:
                                 f"(`edgeship profile RUN --ssh USER@HOST --device {self.device.name}`)")
         m = predictors.predict_kernels(self.pf, ks, t.format, t.precision, self._threads())
         assert m.prediction is not None
+        if m.prediction.unvalidated:  # a 1-D model on an error measured on too few 1-D architectures
+            raise EdgeshipError(f"search {self.spec.name}: the {self.device.name} latency predictor's error does not "
+                                f"hold for this model: {m.prediction.unvalidated}",
+                                f"calibrate it again (`edgeship profile RUN --calibrate --device "
+                                f"{self.device.name}`), or search with measured latencies (device: host)")
         return Scored(m.prediction.p90_upper_ms, m.p50_ms or 0.0, m.p90_ms or 0.0, "predicted",
                       f"predicted p90 {m.p90_ms:.4g} ms, upper bound {m.prediction.p90_upper_ms:.4g} ms")
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeship.devices import in_context
 from edgeship.devices import predictor as pred
-from edgeship.devices.kernels import KERNEL_TYPES, Kernel
+from edgeship.devices.kernels import KERNEL_TYPES, ONE_D, Kernel
 from edgeship.errors import EdgeshipError
 
 Base = tuple[pred.ConfigPredictor, dict]  # the one-thread configuration and its kernel data set
@@ -25,7 +25,8 @@ Base = tuple[pred.ConfigPredictor, dict]  # the one-thread configuration and its
 
 def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
         cache_kb: int | None = None, probe_trees: str = "extra", refit_all: bool = True,
-        base: Base | None = None, one_d_base: str = "in_context") -> pred.ConfigPredictor:
+        base: Base | None = None, one_d_base: str = "auto", one_d_in_context: bool = False
+        ) -> pred.ConfigPredictor:
     """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
     pool's (predicted by the pool's own forest, fitted first) is its kernel's time. Where the fitting
     architectures carry per-layer counters (``in_context``), each kernel type that has enough in-context times is
@@ -35,10 +36,16 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
     (``predictor.fit_forest``); the in-context forests are random forests. ``refit_all``: the correction is
     fitted again on the validation architectures too once its error is measured (False: as before it). ``base``:
     the same runtime and precision at one thread, fitted, with its data set: its prediction takes the kernel sums'
-    place in this configuration's correction (the module's docstring). ``one_d_base``: when a 1-D model's 1-D kernels
-    weigh by their own sums at this thread count rather than within the one-thread prediction (``base_2d``):
-    ``in_context`` (where their forests were fitted on in-context times), ``always`` or ``never``
-    (benchmarks/refit_base_2d.py compares them)."""
+    place in this configuration's correction (the module's docstring). ``one_d_base``, how a 1-D model's one-thread
+    prediction stands in at more threads: ``own_ratio`` (with a weight of its own, ``Correction.base_1d``),
+    ``never`` (as a 2-D model's), or its 1-D kernels on their own sums at this thread count and the rest within the
+    one-thread prediction (``base_2d``): ``always``, or ``in_context`` where the 1-D forests were fitted on
+    in-context times; ``auto``: ``own_ratio`` for LiteRT, ``never`` for the others. ``one_d_in_context``: the 1-D
+    convolutions' forests too are fitted on their in-context times; by default they rest on the probes.
+    refit_in_context_1d.json chose both (three calibrations' kept data, two runtimes, three machines, each scored on
+    30 unseen 1-D architectures): the in-context 1-D forests did worse in 7 of 8 configurations; at 2 threads the
+    1-D models' own weight did better on LiteRT (40 -> 63 % and 47 -> 77 % within +-10 %) and on ONNX Runtime
+    INT8 (83 -> 87 %), much worse on ONNX Runtime FP32 (77 -> 30 %)."""
     forests: dict[str, pred.Forest] = {}
     probes: dict[str, tuple[list[Kernel], list[float]]] = {}
     for kinds in (("gpool", "fc"), tuple(t for t in KERNEL_TYPES if t not in ("gpool", "fc"))):
@@ -65,6 +72,8 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
     if fmt in in_context.FORMATS and any(a.get("layers") for a in fitting):
         inside, types = dict(forests), []
         for t in KERNEL_TYPES:
+            if t in ONE_D and not one_d_in_context:
+                continue
             ks, ms = in_context.samples(fitting, t, fmt)
             if len(ks) >= in_context.MIN_SAMPLES:
                 inside[t] = pred.fit_forest(*beyond(ks, ms, *probes.get(t, ([], []))), seed)
@@ -91,7 +100,7 @@ def beyond(ks: list[Kernel], ms: list[float], probe_ks: list[Kernel], probe_ms: 
 def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict[str, pred.Forest],
                in_context_types: list[str], cache_kb: int | None, wb: int, refit_all: bool = True,
                based: tuple[int, dict[str, dict[str, float]]] | None = None,
-               one_d_base: str = "in_context") -> pred.ConfigPredictor:
+               one_d_base: str = "auto") -> pred.ConfigPredictor:
     """The predictor with these forests: its correction fitted on the fitting architectures, its error measured on
     the validation ones. ``wb``: bytes per weight at the configuration's precision."""
     empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
@@ -111,19 +120,21 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
     if len(fit_rows) < 3 or not val:
         raise EdgeshipError(f"calibration of {fmt} {precision}: only {len(fit_rows)} fitting and {len(val)} "
                             "validation architectures were measured", "see the log above for what failed")
-    # a 1-D model's second thread: its 1-D kernels weigh by their own sums at this thread count, the rest by the
-    # one-thread prediction (``Correction.base_2d``), where those sums rest on the 1-D kernels' times inside the
-    # fitting architectures (LiteRT's profiler gives them; ONNX Runtime's and OpenVINO's counters are not matched to
-    # 1-D kernels, and on p29's ONNX Runtime data the probes' 2-thread sums did worse than the scaled one-thread
-    # prediction: refit_base_2d.json) and enough fitting architectures hold 1-D convolutions
+    # a 1-D model's second thread (``fit``'s ``one_d_base``): the 1-D models' one-thread prediction with a weight of
+    # its own (``Correction.base_1d``), or their 1-D kernels on their own sums at this thread count and the rest
+    # within the one-thread prediction (``Correction.base_2d``), where enough fitting architectures hold 1-D
+    # convolutions
+    if one_d_base == "auto":
+        one_d_base = "own_ratio" if fmt == "tflite" else "never"
     wanted = one_d_base == "always" or (one_d_base == "in_context" and "conv1d" in in_context_types)
+    own_ratio = one_d_base == "own_ratio"
     two_d = "2d" if held and wanted and sum(
         any(pred.group_of(k) == "conv1d" for k in r[0][0]) for r in fit_rows) >= pred.MIN_BEYOND_CACHE else ""
 
     def fitted(rows: list, q: str, which: str) -> pred.Correction:
         return pred.fit_correction([r[0] for r in rows], [r[1][f"{q}_ms"] for r in rows], cache_kb, wb,
                                    [held[f"{which}{two_d}_{q}"][r[1]["name"]] for r in rows] if held else None,
-                                   base_2d=bool(two_d))
+                                   base_2d=bool(two_d), base_1d=own_ratio)
 
     cfg.p50, cfg.p90 = fitted(fit_rows, "p50", "held"), fitted(fit_rows, "p90", "held")
 

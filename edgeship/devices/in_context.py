@@ -31,11 +31,12 @@ MIN_SAMPLES = 30  # in-context times of a kernel type for its forest to be fitte
 # each runtime's operator names in its counters, by the kernel types they can be: OpenVINO by prefix (names vary
 # between releases and quantized variants), ONNX Runtime after its graph optimizations (QDQ fused to QLinear*, NHWC
 # and NCHWc variants, activations fused into FusedConv)
-OV_TYPES = (("Convolution", ("conv", "dwconv")), ("GroupConvolution", ("dwconv",)), ("Reduce", ("gpool",)),
+OV_TYPES = (("Convolution", ("conv", "dwconv", "conv1d", "dwconv1d")), ("GroupConvolution", ("dwconv", "dwconv1d")),
+            ("Reduce", ("gpool",)),
             ("Pooling", ("pool", "gpool")), ("MaxPool", ("pool",)), ("AvgPool", ("pool", "gpool")),
             ("FullyConnected", ("fc",)), ("MatMul", ("fc",)), ("Eltwise", ("add",)), ("Add", ("add",)))
-ORT_TYPES = {op: ("conv", "dwconv") for op in ("Conv", "FusedConv", "NhwcFusedConv", "QLinearConv",
-                                              "NhwcQLinearConv", "ConvInteger")} | \
+ORT_TYPES = {op: ("conv", "dwconv", "conv1d", "dwconv1d") for op in (
+    "Conv", "FusedConv", "NhwcFusedConv", "QLinearConv", "NhwcQLinearConv", "ConvInteger")} | \
     {op: ("add",) for op in ("Add", "Sum", "QLinearAdd")} | \
     {op: ("gpool",) for op in ("GlobalAveragePool", "QLinearGlobalAveragePool", "ReduceMean")} | \
     {op: ("fc",) for op in ("Gemm", "FusedGemm", "MatMul", "FusedMatMul", "QGemm", "QLinearMatMul",
@@ -78,11 +79,14 @@ def _tflite_times(ks: list[Kernel], layers: list[dict]) -> list[float | None]:
 
 def _chw(shape: list[int] | None, fmt: str) -> list[tuple[int, int, int]]:
     """(channels, height, width) a layer's tensor may mean: OpenVINO reports NCHW; ONNX Runtime NCHW, NHWC (its
-    INT8 kernels) or NCHWc (its float kernels: channels in blocks, the last axis)."""
+    INT8 kernels) or NCHWc (its float kernels: channels in blocks, the last axis). A 1-D map (N, C, L), or (N, L, C)
+    in ONNX Runtime's INT8 kernels, is (C, L, 1): the (length, 1) orientation of a 1-D kernel."""
     if not shape:
         return []
     if len(shape) == 2:
         return [(shape[1], 1, 1)]
+    if len(shape) == 3:
+        return [(shape[1], shape[2], 1)] + ([(shape[2], shape[1], 1)] if fmt == "onnx" else [])
     if len(shape) == 4:
         return [(shape[1], shape[2], shape[3])] + ([(shape[3], shape[1], shape[2])] if fmt == "onnx" else [])
     if len(shape) == 5 and fmt == "onnx":
@@ -106,7 +110,7 @@ def _fits(k: Kernel, layer: dict, fmt: str) -> bool:
         return fed
     if fmt == "openvino":  # OpenVINO names its depthwise kernels
         depthwise = "_dw_" in str(layer.get("kernel", "")) or str(layer["op"]).startswith("GroupConvolution")
-        if depthwise != (k.type == "dwconv"):
+        if depthwise != (k.type in ("dwconv", "dwconv1d")):
             return False
     return fed and any(_channels(c, k.cout) and (h, w) == (k.hout, k.wout) for c, h, w in outs)
 

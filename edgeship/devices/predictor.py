@@ -162,10 +162,15 @@ class Correction(Strict):
     weight_bytes: int = 4
     base: float = 0.0
     base_2d: bool = False
+    # the one-thread prediction's weight for a 1-D model (``family``), where the fit had 1-D architectures enough:
+    # a second thread gains a 1-D model less than a 2-D one (p30: 0.57-0.94x its one-thread time against 0.50x);
+    # None: ``base`` for every model (files before it)
+    base_1d: float | None = None
 
     def apply(self, ks: list[Kernel], kernel_ms: list[float], base_ms: float = 0.0) -> float:
         sums = group_sums(ks, kernel_ms)
-        return (self.a + self.base * base_ms + sum(self.weight(g) * v for g, v in sums.items()) + self.c * len(ks)
+        base = self.base_1d if self.base_1d is not None and family(ks) == "1d" else self.base
+        return (self.a + base * base_ms + sum(self.weight(g) * v for g, v in sums.items()) + self.c * len(ks)
                 + self.d * input_elements(ks) + self.f * weight_mb(ks, self.weight_bytes)
                 + self.e * beyond_cache_mb(ks, self.cache_kb, self.weight_bytes))
 
@@ -426,13 +431,16 @@ MIN_BEYOND_CACHE = 4  # fitting architectures whose weights exceed the cache, fo
 
 
 def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list[float], cache_kb: float | None = None,
-                   weight_bytes: int = 4, base: list[float] | None = None, base_2d: bool = False) -> Correction:
+                   weight_bytes: int = 4, base: list[float] | None = None, base_2d: bool = False,
+                   base_1d: bool = False) -> Correction:
     """Least squares on relative error (every architecture weighs alike whatever its latency): one weight per
     kernel group, none negative, where there are architectures enough (else one for all); the weights term (not
     negative); the cache term (not negative) where the cache size is known and at least ``MIN_BEYOND_CACHE``
     architectures exceed it. ``base``: each architecture's predicted latency at one thread, weighed (not
     negative) in the kernel sums' place; ``base_2d``: that prediction is of the kernels other than 1-D convolutions,
-    which weigh by their own sums (not negative; where at least ``MIN_BEYOND_CACHE`` architectures hold them)."""
+    which weigh by their own sums (not negative; where at least ``MIN_BEYOND_CACHE`` architectures hold them);
+    ``base_1d``: the 1-D models' one-thread prediction has a weight of its own (``Correction.base_1d``; where at
+    least ``MIN_BEYOND_CACHE`` architectures are 1-D)."""
     from scipy.optimize import lsq_linear  # heavy (scikit-learn's dependency): only calibration fits
 
     y = np.asarray(measured, dtype=np.float64)
@@ -453,8 +461,14 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     one_d = base is not None and base_2d
     if one_d and "conv1d" not in groups:
         raise ValueError(f"base_2d needs {MIN_BEYOND_CACHE} architectures with 1-D convolutions")
-    cols = [list(base), *([[s["conv1d"] for s in sums]] if one_d else [])] if base is not None else \
-        [[s[g] for s in sums] for g in groups] if per_group else [[sum(s.values()) for s in sums]]
+    is_1d = np.array([family(ks) == "1d" for ks, _ in archs])
+    own_1d = base is not None and base_1d and int(is_1d.sum()) >= MIN_BEYOND_CACHE and not one_d
+    if own_1d:
+        assert base is not None
+        cols = [list(np.where(is_1d, 0.0, base)), list(np.where(is_1d, base, 0.0))]
+    else:
+        cols = [list(base), *([[s["conv1d"] for s in sums]] if one_d else [])] if base is not None else \
+            [[s[g] for s in sums] for g in groups] if per_group else [[sum(s.values()) for s in sums]]
     extra = [mbs, beyond] if cached else [mbs]
     a_mat = np.column_stack([np.ones_like(y), *cols, counts, elems, *extra]) / y[:, None]
     lower = [-np.inf] + [0.0] * len(cols) + [-np.inf, -np.inf] + [0.0] * len(extra)
@@ -466,7 +480,8 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
         b["conv1d"] = float(coef[2])
     return Correction(a=float(coef[0]), b=b, c=float(coef[n]), d=float(coef[n + 1]), f=float(coef[n + 2]),
                       e=float(coef[n + 3]) if cached else 0.0, cache_kb=cache_kb if cached else None,
-                      weight_bytes=weight_bytes, base=float(coef[1]) if base is not None else 0.0, base_2d=one_d)
+                      weight_bytes=weight_bytes, base=float(coef[1]) if base is not None else 0.0, base_2d=one_d,
+                      base_1d=float(coef[2]) if own_1d else None)
 
 
 def error_stats(predicted: list[float], measured: list[float], noise: list[float] | None = None) -> ErrorStats:

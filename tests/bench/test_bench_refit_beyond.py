@@ -31,7 +31,9 @@ def test_refit_with_the_probes_beyond_in_context_reach_scores_both_on_the_run_an
     assert alone["evaluation"]["mape_pct"] == pytest.approx(own["mape_pct"], abs=0.05)
     measured = next(r for r in json.loads(zoo.read_text())["rows"]
                     if r["model"] == "mobilenet_v2" and r["config"] == "onnx:fp32" and r["threads"] == 1)
-    assert alone["zoo_error_pct"] == {"mobilenet_v2": pytest.approx(measured["error_pct"], abs=0.1)}
+    # within half a point: the forests' floating-point sums differ between CPUs (the AVX2 machine that calibrated
+    # it reproduces 20.56 %, an AVX-512 one 20.45 %)
+    assert alone["zoo_error_pct"] == {"mobilenet_v2": pytest.approx(measured["error_pct"], abs=0.5)}
     assert beyond["probes_joined"]["fc"] == 2
     assert abs(beyond["zoo_error_pct"]["mobilenet_v2"]) < abs(alone["zoo_error_pct"]["mobilenet_v2"])
     assert d["summary"]["configurations"] == 1

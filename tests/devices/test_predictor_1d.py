@@ -76,6 +76,30 @@ def test_every_format_reads_a_1d_pool_as_a_pool_along_the_length(tmp_path):
         assert [replace(k, act=0, sin=0) for k in ks] == expected and not unmodelled, (fmt, precision, ks, unmodelled)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,precision,main", [("onnx", "int8", "model.onnx"), ("onnx", "fp32", "model.onnx"),
+                                                 ("openvino", "int8", "model.xml")])
+def test_onnx_runtime_and_openvino_counters_give_1d_kernels_their_time_inside_the_model(tmp_path, fmt, precision,
+                                                                                       main):
+    """A 1-D fitting architecture runs with the runtime's per-layer counters (the real runner) and each 1-D
+    convolution read from the artifact gets the time of the layer the runtime ran for it: ONNX Runtime's INT8
+    kernels in (N, L, C), its float ones and OpenVINO's in (N, C, L), OpenVINO's depthwise ones as its group
+    convolutions. Before, no 1-D layer fitted a kernel and their forests were the probes' alone."""
+    from edgeship.devices import calibrate as cal
+    from edgeship.devices import in_context
+
+    archs = tmp_path / "archs"
+    a = random_arch_1d(250_000)  # depthwise-separable pairs with long kernels, dense convolutions, residual adds
+    lower(a.model, a.input_shape, fmt, precision, archs / "fit250000", "m", tmp_path)
+    rows = cal.measure_layers(cal.Plan("host", [(fmt, precision)], [1], log=print), fmt, archs, 1)["fit250000"]
+    ks = read(archs / "fit250000" / main, fmt)[0]
+    times = in_context.kernel_times(ks, rows, fmt)
+    one_d = [(k, t) for k, t in zip(ks, times) if k.type in ("conv1d", "dwconv1d")]
+    assert {k.type for k, _ in one_d} == {"conv1d", "dwconv1d"}
+    assert all(t is not None and t > 0 for _, t in one_d), (fmt, rows, one_d)
+    assert all(t is not None and t > 0 for k, t in zip(ks, times) if k.type in ("gpool", "fc")), times
+
+
 def test_an_image_convolution_with_a_non_square_kernel_is_still_left_out_and_named(tmp_path):
     """A 3x1 kernel over a 2-D image (Inception's factorized convolutions) is neither a square 2-D convolution nor a
     1-D one: no probe sampled it, so it is named, with its kernel, instead of predicted as something else."""
@@ -133,12 +157,12 @@ def test_a_predictor_calibrated_without_1d_kernels_names_them_as_left_out():
     assert pred.group_of(ks[1]) == pred.group_of(ks[2]) == "conv1d"
 
 
-def test_a_1d_model_at_two_threads_weighs_its_own_kernel_sums_where_the_correction_says_so():
+def test_a_1d_model_at_two_threads_weighs_its_own_kernel_sums_or_ratio_where_the_correction_says_so():
     """At two threads the correction scales the one-thread prediction; a second thread that gains a 1-D model less
     than a 2-D one (a 1-D model here takes 0.9x its one-thread time at two threads, a 2-D one 0.5x) is then missed by
-    that ratio. With ``base_2d`` the 1-D kernels weigh by their own two-thread sums and the ratio is the 2-D part's:
-    the fit recovers both, and the prediction of a new 1-D model follows its sums; a file without it is read as
-    before."""
+    that ratio. With ``base_2d`` the 1-D kernels weigh by their own two-thread sums and the ratio is the 2-D part's;
+    with ``base_1d`` the 1-D models' one-thread prediction has a weight of its own: each fit recovers both ratios,
+    and the prediction of a new 1-D model follows them; a file without them is read as before."""
     rng = np.random.default_rng(0)
     archs, base_all, base_2d, measured = [], [], [], []
     for i in range(24):
@@ -159,6 +183,35 @@ def test_a_1d_model_at_two_threads_weighs_its_own_kernel_sums_where_the_correcti
     assert max(err(own, base_2d)) < 0.02 < max(err(scaled, base_all))
     with pytest.raises(ValueError):  # a file's fit without 1-D architectures cannot weigh them on their own
         pred.fit_correction(archs[1:3], measured[1:3], base=base_2d[1:3], base_2d=True)
+    # ``base_1d``: the 1-D models' one-thread prediction with a weight of its own (0.9 here, 0.5 for the rest)
+    ratio = pred.fit_correction(archs, measured, base=base_all, base_1d=True)
+    assert ratio.base == pytest.approx(0.5, rel=0.02) and ratio.base_1d == pytest.approx(0.9, rel=0.02)
+    assert max(err(ratio, base_all)) < 0.02 and scaled.base_1d is None
+    few = [i for i in range(24) if i % 3 or i < 9]  # 3 1-D architectures: too few for a weight of their own
+    alone = pred.fit_correction([archs[i] for i in few], [measured[i] for i in few], base=[base_all[i] for i in few],
+                                base_1d=True)
+    assert alone.base_1d is None and pred.Correction.model_validate(
+        {"a": 0.0, "b": {}, "c": 0.0, "base": 0.5}).apply(*archs[0], base_all[0]) == pytest.approx(0.5 * base_all[0])
+
+
+def _stats(n: int, upper: float) -> pred.ErrorStats:
+    return pred.ErrorStats(n=3 * n, n_archs=n, mape_pct=upper / 2, within_10pct=0.9, upper_pct=upper,
+                           max_abs_pct=2 * upper)
+
+
+def _onnx_fp32_file() -> pred.PredictorFile:
+    """An ONNX FP32 predictor with 2-D and 1-D convolution forests and no family errors (a file before them)."""
+    grid = [(h, c) for h in (8, 16, 32) for c in (8, 16, 32)]
+    kinds = {t: [Kernel(t, h, h if t == "conv" else 1, c, c, 3, 1) for h, c in grid] for t in ("conv", "conv1d")}
+    kinds["fc"] = [Kernel("fc", cin=c * h, cout=c) for h, c in grid]
+    kinds["gpool"] = [Kernel("gpool", h, 1, c, c) for h, c in grid]
+    unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
+    cfg = pred.ConfigPredictor(format="onnx", precision="fp32", threads=1, forests={
+        t: pred.fit_forest(ks, [k.macs / 1e7 + 0.01 for k in ks]) for t, ks in kinds.items()}, p50=unit, p90=unit,
+        error_p50=_stats(30, 8.0), error_p90=_stats(30, 9.0), n_probes=36, n_fit_archs=3)
+    pf = pred.new_file("rpi4", {})
+    pf.configs[pred.key("onnx", "fp32", 1)] = cfg
+    return pf
 
 
 def test_a_1d_prediction_carries_the_1d_error_and_backs_no_budget_without_enough_1d_architectures():
@@ -169,25 +222,13 @@ def test_a_1d_prediction_carries_the_1d_error_and_backs_no_budget_without_enough
     from edgeship.devices.budgets import _predicted_row
     from edgeship.record import BudgetResult
 
-    grid = [(h, c) for h in (8, 16, 32) for c in (8, 16, 32)]
-    kinds = {t: [Kernel(t, h, h if t == "conv" else 1, c, c, 3, 1) for h, c in grid] for t in ("conv", "conv1d")}
-    kinds["fc"] = [Kernel("fc", cin=c * h, cout=c) for h, c in grid]
-
-    def stats(n: int, upper: float) -> pred.ErrorStats:
-        return pred.ErrorStats(n=3 * n, n_archs=n, mape_pct=upper / 2, within_10pct=0.9, upper_pct=upper,
-                               max_abs_pct=2 * upper)
-
-    unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
-    cfg = pred.ConfigPredictor(format="onnx", precision="int8", threads=1, forests={
-        t: pred.fit_forest(ks, [k.macs / 1e7 + 0.01 for k in ks]) for t, ks in kinds.items()}, p50=unit, p90=unit,
-        error_p50=stats(30, 8.0), error_p90=stats(30, 9.0), n_probes=27, n_fit_archs=3)
-    pf = pred.new_file("rpi4", {})
-    pf.configs[pred.key("onnx", "int8", 1)] = cfg
+    pf = _onnx_fp32_file()
+    cfg = pf.configs[pred.key("onnx", "fp32", 1)]
     two_d = [Kernel("conv", 16, 16, 16, 16, 3, 1), Kernel("fc", cin=16, cout=10)]
     one_d = [Kernel("conv1d", 500, 1, 16, 32, 9, 1), Kernel("fc", cin=32, cout=10)]
 
     def judged(ks: list[Kernel]) -> tuple:
-        m = pred.predict_kernels(pf, ks, "onnx", "int8", 1)
+        m = pred.predict_kernels(pf, ks, "onnx", "fp32", 1)
         row = BudgetResult(target="t", budget="latency_ms_p90", limit=1e6, passed=False, source="predicted")
         _predicted_row(row, "latency_ms_p90", m)
         assert m.prediction is not None
@@ -198,14 +239,40 @@ def test_a_1d_prediction_carries_the_1d_error_and_backs_no_budget_without_enough
     assert "no error of its own for 1-D models" in (m.method or "") and "no budget passes" in (m.method or "")
     m, p, row = judged(two_d)
     assert not p.unvalidated and p.upper_pct == 8.0 and row.status == "pass"
-    cfg.family_errors = {"2d": pred.FamilyError(p50=stats(20, 6.0), p90=stats(20, 7.0)),
-                         "1d": pred.FamilyError(p50=stats(pred.MIN_FAMILY_ARCHS - 1, 30.0), p90=stats(7, 35.0))}
+    cfg.family_errors = {"2d": pred.FamilyError(p50=_stats(20, 6.0), p90=_stats(20, 7.0)),
+                         "1d": pred.FamilyError(p50=_stats(pred.MIN_FAMILY_ARCHS - 1, 30.0), p90=_stats(7, 35.0))}
     m, p, row = judged(one_d)
     assert p.unvalidated and f"only {pred.MIN_FAMILY_ARCHS - 1} 1-D" in p.unvalidated and row.status == "unverified"
     m, p, row = judged(two_d)  # the 2-D model's own error, not the pooled one
     assert p.error_family == "2d" and p.upper_pct == 6.0 and p.p90_upper_pct == 7.0 and row.status == "pass"
-    cfg.family_errors["1d"] = pred.FamilyError(p50=stats(12, 30.0), p90=stats(12, 35.0))
+    cfg.family_errors["1d"] = pred.FamilyError(p50=_stats(12, 30.0), p90=_stats(12, 35.0))
     m, p, row = judged(one_d)
     assert not p.unvalidated and p.error_family == "1d" and p.n_validation == 12 and row.status == "pass"
     assert p.p90_upper_ms == pytest.approx(m.p90_ms * 1.35, rel=1e-3) and "12 1-D architectures" in (m.method or "")
     assert "12 unseen 1-D architectures" in (row.note or "")
+
+
+def test_a_search_refuses_to_score_a_1d_model_on_an_error_without_enough_1d_architectures(tmp_path):
+    """A search for a device it cannot reach scores candidates on the prediction's upper bound: a 1-D model whose
+    predictor states no 1-D error stops it with one line and the fix, rather than ranking candidates on a bound
+    that does not hold for them; with a 1-D error behind it, the candidate is scored."""
+    from types import SimpleNamespace
+
+    from edgeship.errors import EdgeshipError
+    from edgeship.search import Search
+
+    pf = _onnx_fp32_file()
+    s = object.__new__(Search)
+    s.spec, s.pf = SimpleNamespace(name="pi"), pf
+    s.target = SimpleNamespace(format="onnx", precision="fp32")
+    s.device = SimpleNamespace(name="rpi4", threads=1)
+    s.ctx, s.recipe = SimpleNamespace(input_shape=(4, 100)), SimpleNamespace(seed=0)
+    model = nn.Sequential(nn.Conv1d(4, 16, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                          nn.Linear(16, 3)).eval()
+    with pytest.raises(EdgeshipError, match="error does not hold for this model") as e:
+        s._predicted(model, tmp_path / "c", finalist=False)
+    assert "--calibrate --device rpi4" in (e.value.fix or "")
+    pf.configs[pred.key("onnx", "fp32", 1)].family_errors["1d"] = pred.FamilyError(p50=_stats(12, 30.0),
+                                                                                  p90=_stats(12, 35.0))
+    scored = s._predicted(model, tmp_path / "d", finalist=False)
+    assert scored.source == "predicted" and scored.latency_ms > 0
