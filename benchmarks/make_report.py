@@ -1017,6 +1017,8 @@ SECTIONS = (
         "1-D models' own 2-thread weight) and judged on 30 new 1-D architectures")),
     ("predictor_1d_tflite_zen5_2d", lambda d: predictor_section(
         d, "Latency predictor on 1-D architectures, LiteRT: the run above refitted, judged on 2-D architectures")),
+    ("predictor_zen5", lambda d: predictor_section(
+        d, "Latency predictor, all four configurations, AMD EPYC with AVX-512 VNNI (family 26)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -1030,7 +1032,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_epyc_p26_refit", "predictor_epyc_p28", "predictor_epyc_p28_judged", "predictor_1d_epyc",
             "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc", "predictor_1d_tflite_epyc",
             "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d", "predictor_1d_tflite_zen5",
-            "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d")
+            "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5")
 
 
 def other_files(results: Path) -> list[str]:
