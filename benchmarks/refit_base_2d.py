@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, environment, write_json  # noqa: E402
-from refit_base_threads import evaluate, multi_thread_keys, with_base  # noqa: E402
-from refit_slow_dropped import kept_runs, pair_arguments  # noqa: E402
+from refit_base_threads import evaluate, multi_thread_runs  # noqa: E402
+from refit_slow_dropped import pair_arguments  # noqa: E402
 
 MODES = ("never", "in_context", "always")
 
@@ -35,24 +35,22 @@ def main() -> None:
 
     out: dict[str, dict] = {}
     totals: dict = {"configurations": 0, "at_least_90pct": dict.fromkeys(MODES, 0)}
-    for name, run, keep, kernels in kept_runs(args.pair):
-        out[name] = {}
-        for key in multi_thread_keys(args, run):
-            fmt, precision, t = key.split(":")
-            one, many, pf, base = with_base(keep, key, cache)
-            row = {}
-            for mode in MODES:
-                cfg = fit(many, fmt, precision, int(t), 0, cache, base=(base, one), one_d_base=mode,
-                          one_d_in_context=True)
-                pf.configs[key] = cfg
-                row[mode] = {"base_2d": cfg.p50.base_2d, "in_context": cfg.in_context,
-                             "stated": {"within_10pct": cfg.error_p50.within_10pct, "mape_pct": cfg.error_p50.mape_pct},
-                             "evaluation": evaluate(pf, run, kernels, key)}
-                totals["at_least_90pct"][mode] += row[mode]["evaluation"]["within_10pct"] >= 0.9
-            totals["configurations"] += 1
-            out[name][key] = row
-            print(name, key, {m: (r["base_2d"], r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"],
-                                  r["stated"]["within_10pct"]) for m, r in row.items()}, flush=True)
+    # as p30 calibrated LiteRT: the 1-D forests on their in-context times, at 1 thread too (the base)
+    for name, run, kernels, key, one, many, pf, base in multi_thread_runs(args, cache, one_d_in_context=True):
+        fmt, precision, t = key.split(":")
+        row = {}
+        for mode in MODES:
+            cfg = fit(many, fmt, precision, int(t), 0, cache, base=(base, one), one_d_base=mode,
+                      one_d_in_context=True)
+            pf.configs[key] = cfg
+            row[mode] = {"base_2d": cfg.p50.base_2d, "in_context": cfg.in_context,
+                         "stated": {"within_10pct": cfg.error_p50.within_10pct, "mape_pct": cfg.error_p50.mape_pct},
+                         "evaluation": evaluate(pf, run, kernels, key)}
+            totals["at_least_90pct"][mode] += row[mode]["evaluation"]["within_10pct"] >= 0.9
+        totals["configurations"] += 1
+        out.setdefault(name, {})[key] = row
+        print(name, key, {m: (r["base_2d"], r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"],
+                              r["stated"]["within_10pct"]) for m, r in row.items()}, flush=True)
     print(totals)
     write_json(args.out, {"environment": environment(), "l2_cache_kb": cache, "method": __doc__.split("\n\n")[1],
                           "pairs": [[str(d), str(r)] for d, r in args.pair], "summary": totals, "runs": out})

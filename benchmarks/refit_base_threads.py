@@ -46,16 +46,24 @@ def multi_thread_keys(args, run: dict) -> list[str]:
     return args.configs or [k for k in run["summary"] if not k.endswith(":1")]
 
 
-def with_base(keep: Path, key: str, cache: int | None):
-    """A configuration's kept data sets at 1 thread and at ``key``'s, and a file holding the 1-thread one fitted:
-    (one, many, file, fitted 1-thread configuration)."""
+def multi_thread_runs(args, cache: int | None, **fit_options):
+    """Each ``--pair``'s multi-thread configurations asked for, with their kept data sets and 1-thread base
+    (``with_base``): (run file name, run, kernels, key, one, many, file, fitted 1-thread configuration)."""
+    for name, run, keep, kernels in kept_runs(args.pair):
+        for key in multi_thread_keys(args, run):
+            yield (name, run, kernels, key, *with_base(keep, key, cache, **fit_options))
+
+
+def with_base(keep: Path, key: str, cache: int | None, **fit_options):
+    """A configuration's kept data sets at 1 thread and at ``key``'s, and a file holding the 1-thread one fitted
+    (``fit_options``: ``fitting.fit``'s): (one, many, file, fitted 1-thread configuration)."""
     from edgeship.devices import predictor as pred
     from edgeship.devices.fitting import fit
 
     fmt, precision, t = key.split(":")
     one, many = ((json.loads((keep / f"{fmt}-{precision}-{n}.json").read_text())) for n in (1, t))
     pf = pred.new_file("refit", {})
-    pf.configs[pred.key(fmt, precision, 1)] = base = fit(one, fmt, precision, 1, 0, cache)
+    pf.configs[pred.key(fmt, precision, 1)] = base = fit(one, fmt, precision, 1, 0, cache, **fit_options)
     return one, many, pf, base
 
 
@@ -80,28 +88,25 @@ def main() -> None:
 
     out: dict[str, dict] = {}
     totals = {"configurations": 0, "mape_lower": 0, "within_10pct_same_or_higher": 0, "at_least_90pct": {}}
-    for name, run, keep, kernels in kept_runs(args.pair):
-        out[name] = {}
-        for key in multi_thread_keys(args, run):
-            fmt, precision, t = key.split(":")
-            one, many, pf, base = with_base(keep, key, cache)
-            row = {}
-            for mode, b in (("kernel_sums", None), ("one_thread_prediction", (base, one))):
-                cfg = fit(many, fmt, precision, int(t), 0, cache, base=b)
-                pf.configs[key] = cfg
-                row[mode] = {"stated": {"within_10pct": cfg.error_p50.within_10pct,
-                                        "mape_pct": cfg.error_p50.mape_pct},
-                             "evaluation": evaluate(pf, run, kernels, key)}
-            before, after = (row[m]["evaluation"] for m in ("kernel_sums", "one_thread_prediction"))
-            totals["configurations"] += 1
-            totals["mape_lower"] += after["mape_pct"] < before["mape_pct"]
-            totals["within_10pct_same_or_higher"] += after["within_10pct"] >= before["within_10pct"]
-            for m in row:
-                totals["at_least_90pct"][m] = totals["at_least_90pct"].get(m, 0) + \
-                    (row[m]["evaluation"]["within_10pct"] >= 0.9)
-            out[name][key] = row
-            print(name, key, {m: (r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"],
-                              r["stated"]["within_10pct"]) for m, r in row.items()}, flush=True)
+    for name, run, kernels, key, one, many, pf, base in multi_thread_runs(args, cache):
+        fmt, precision, t = key.split(":")
+        row = {}
+        for mode, b in (("kernel_sums", None), ("one_thread_prediction", (base, one))):
+            cfg = fit(many, fmt, precision, int(t), 0, cache, base=b)
+            pf.configs[key] = cfg
+            row[mode] = {"stated": {"within_10pct": cfg.error_p50.within_10pct,
+                                    "mape_pct": cfg.error_p50.mape_pct},
+                         "evaluation": evaluate(pf, run, kernels, key)}
+        before, after = (row[m]["evaluation"] for m in ("kernel_sums", "one_thread_prediction"))
+        totals["configurations"] += 1
+        totals["mape_lower"] += after["mape_pct"] < before["mape_pct"]
+        totals["within_10pct_same_or_higher"] += after["within_10pct"] >= before["within_10pct"]
+        for m in row:
+            totals["at_least_90pct"][m] = totals["at_least_90pct"].get(m, 0) + \
+                (row[m]["evaluation"]["within_10pct"] >= 0.9)
+        out.setdefault(name, {})[key] = row
+        print(name, key, {m: (r["evaluation"]["within_10pct"], r["evaluation"]["mape_pct"],
+                          r["stated"]["within_10pct"]) for m, r in row.items()}, flush=True)
     print(totals)
     write_json(args.out, {"environment": environment(), "l2_cache_kb": cache,
                           "pairs": [[str(d), str(r)] for d, r in args.pair],

@@ -43,7 +43,8 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
     in-context times; ``auto``: ``own_ratio`` for LiteRT, ``never`` for the others. ``one_d_in_context``: the 1-D
     convolutions' forests too are fitted on their in-context times; by default they rest on the probes.
     refit_in_context_1d.json chose both (three calibrations' kept data, two runtimes, three machines, each scored on
-    30 unseen 1-D architectures): the in-context 1-D forests did worse in 7 of 8 configurations; at 2 threads the
+    30 unseen 1-D architectures): the in-context 1-D forests had a higher MAPE in 7 of 8 configurations (one tie in
+    the fraction within +-10 %, one better: LiteRT at 2 threads on p30's data); at 2 threads the
     1-D models' own weight did better on LiteRT (40 -> 63 % and 47 -> 77 % within +-10 %) and on ONNX Runtime
     INT8 (83 -> 87 %), much worse on ONNX Runtime FP32 (77 -> 30 %)."""
     forests: dict[str, pred.Forest] = {}

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, ValidationError
 
-from edgeship.devices.kernels import FEATURES, KERNEL_TYPES, Kernel, ops_text, read
+from edgeship.devices.kernels import FEATURES, KERNEL_TYPES, ONE_D, Kernel, ops_text, read
 from edgeship.errors import EdgeshipError
 from edgeship.record import Measurement, Prediction
 from edgeship.schema import Strict, format_validation_error
@@ -118,7 +118,7 @@ class FamilyError(Strict):
 
 def family(ks: list[Kernel]) -> str:
     """"1d" for a model holding 1-D convolutions, "2d" for any other."""
-    return "1d" if any(k.type in ("conv1d", "dwconv1d") for k in ks) else "2d"
+    return "1d" if any(k.type in ONE_D for k in ks) else "2d"
 
 
 GROUPS = {"conv": ("conv",), "conv_signed": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc"),
