@@ -715,6 +715,12 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
                     f"{k}: " + ", ".join(f"{f} {e['n_archs']} archs {pct(e['within_10pct'])} % / {e['mape_pct']} % / "
                                          f"+{e['upper_pct']} %" for f, e in sorted(s["stored_family_errors"].items()))
                     + f", bound covers {pct(s.get('stated_bound_covers'))} %" for k, s in fams.items()) + "."]
+    if split := extras_split(d):
+        out += ["", "**Architectures with extras** (element-wise operators beside the kernels: "
+                f"{', '.join(m.get('extras') or ['prelu, softmax, sigmoid, pad, swap'])}, `archs.EXTRAS`) against "
+                "those without: count, within +-10 %, MAPE: " + "; ".join(
+                    f"{k}: with {w[0]} {100 * w[1]:.0f} % / {w[2]} %, without {o[0]} {100 * o[1]:.0f} % / {o[2]} %"
+                    for k, (w, o) in split.items()) + "."]
     if any(s.get("as_calibrated") for s in d["summary"].values()):
         out += ["", "**Refitted** (`--refit`): the predictor judged above is the calibrated file fitted again from its "
                 "kept data sets with this edgeship's fitting; the file as calibrated, on these same measurements, "
@@ -722,6 +728,23 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
                     f"{k}: {pct(s['as_calibrated']['within_10pct'])} % / {s['as_calibrated']['mape_pct']} %"
                     for k, s in d["summary"].items() if s.get("as_calibrated")) + "."]
     return out + [""]
+
+
+def extras_split(d: dict) -> dict[str, tuple[tuple, tuple]]:
+    """Per configuration and thread count (a summary key): (count, within +-10 %, MAPE) of the judged architectures
+    with extras (their description ends in ``+<extra>...``) and of those without; {} when none has extras."""
+    extra = {name for name, a in d.get("archs", {}).items() if " +" in a.get("description", "")}
+    if not extra:
+        return {}
+    out = {}
+    for key in d["summary"]:
+        rows = [r for r in d["rows"] if f"{r['config']}:{r['threads']}" == key and r.get("error_pct") is not None]
+
+        def stats(on: list[dict]) -> tuple:
+            e = [abs(r["error_pct"]) for r in on]
+            return (len(e), sum(x <= 10 for x in e) / len(e), round(statistics.mean(e), 1)) if e else (0, None, None)
+        out[key] = (stats([r for r in rows if r["arch"] in extra]), stats([r for r in rows if r["arch"] not in extra]))
+    return out
 
 
 def slow_processes(d: dict, cut: float = 1.3) -> dict[str, tuple[float, float, int]]:
@@ -1019,6 +1042,16 @@ SECTIONS = (
         d, "Latency predictor on 1-D architectures, LiteRT: the run above refitted, judged on 2-D architectures")),
     ("predictor_zen5", lambda d: predictor_section(
         d, "Latency predictor, all four configurations, AMD EPYC with AVX-512 VNNI (family 26)")),
+    ("predictor_eltwise_zen5", lambda d: predictor_section(
+        d, "Latency predictor with element-wise kernels (PReLU, sigmoid, softmax, transpose, pad), 1 thread, AMD "
+        "EPYC family 26: every configuration calibrated and judged on architectures with extras")),
+    ("predictor_zoo_eltwise_zen5", lambda d: predictor_zoo_section(
+        d, "Latency predictor with element-wise kernels on pretrained models (MTCNN, CREPE, MobileNetV2), 1 thread",
+        "the run above (predictor_eltwise_zen5.json)")),
+    ("predictor_zoo_eltwise_tflite_refit", lambda d: predictor_zoo_section(
+        d, "Latency predictor with element-wise kernels on pretrained models, LiteRT, as edgeship now fits it "
+        "(a correction weight per class; a softmax over a map not validated)",
+        "the run above refitted from its kept data (predictor_zoo.py --refit)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -1032,7 +1065,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_epyc_p26_refit", "predictor_epyc_p28", "predictor_epyc_p28_judged", "predictor_1d_epyc",
             "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc", "predictor_1d_tflite_epyc",
             "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d", "predictor_1d_tflite_zen5",
-            "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5")
+            "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5",
+            "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit")
 
 
 def other_files(results: Path) -> list[str]:

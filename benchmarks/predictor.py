@@ -205,7 +205,7 @@ def main() -> None:
     import torch
 
     from edgeship.devices import predictor as pred
-    from edgeship.devices.archs import macs, random_arch
+    from edgeship.devices.archs import EXTRAS, macs, random_arch
     from edgeship.devices.calibrate import Plan, calibrate, l2_cache_kb, lower, lower_anchors
     from edgeship.devices.kernels import read
 
@@ -361,6 +361,7 @@ def main() -> None:
                        "priority": sorted(str(p) for p in priority),
                        "eval_seeds": f"random_arch({args.eval_seed}..{args.eval_seed + args.archs - 1}"
                                      f"{', one_d=True' if args.one_d else ''})",
+                       "extras": EXTRAS,  # the operators beside the kernels each architecture may carry
                        "diagnostic_refits": not args.no_refits,
                        "measured": "median over repeats of the p50 of all timed runs of one interleaved pass "
                                    "(bench_runner --many: every artifact of one configuration and thread count in "

@@ -66,12 +66,49 @@ def lower_zoo(model, name: str, fmt: str, precision: str, out: Path, work: Path)
     get_backend(fmt, precision).lower(model, ctx, out)
 
 
+def judged_file(args: argparse.Namespace):
+    """The predictor file to judge: ``--predictors``' host.json, its ``--configs``, refitted with ``--refit``."""
+    from edgeship.devices import predictor as pred
+
+    pf = pred.load("host", args.predictors, stale_ok=True)
+    if pf is None:
+        raise SystemExit(f"no predictor file host.json under {args.predictors}: run benchmarks/predictor.py "
+                         f"--predictors {args.predictors} first")
+    if args.configs:
+        pf.configs = {k: c for k, c in pf.configs.items() if f"{c.format}:{c.precision}" in args.configs}
+    if args.refit:
+        refit(pf, args.refit)
+    return pf
+
+
+def refit(pf, data: Path) -> None:
+    """Each configuration of ``pf`` fitted again (``fitting.fit``) from its kept data set, its anchors kept."""
+    import json
+
+    from refit_in_context_1d import cache_of
+    from refit_slow_dropped import open_keep
+
+    from edgeship.devices.fitting import fit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        keep = open_keep(data, tmp)
+        for key, cfg in list(pf.configs.items()):
+            kept = json.loads((keep / f"{cfg.format}-{cfg.precision}-{cfg.threads}.json").read_text())
+            pf.configs[key] = fit(kept, cfg.format, cfg.precision, cfg.threads, 0, cache_of(keep, None))
+            pf.configs[key].anchors = cfg.anchors
+            print(f"refitted {key}: stated p50 MAPE {pf.configs[key].error_p50.mape_pct} % (as calibrated "
+                  f"{cfg.error_p50.mape_pct} %)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--predictors", type=Path, required=True, help="directory holding host.json (predictor.py)")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS / "predictor_zoo.json")
+    ap.add_argument("--configs", nargs="+", help="format:precision of the file to judge (default: every one)")
+    ap.add_argument("--refit", type=Path, help="fit the file's configurations again with this edgeship's fitting "
+                    "from the kept data sets of its calibration (predictor.py --keep: a directory or .tar.xz)")
     args = ap.parse_args()
 
     import torch
@@ -83,10 +120,7 @@ def main() -> None:
     from edgeship.errors import EdgeshipError
 
     torch.set_num_threads(1)
-    pf = pred.load("host", args.predictors, stale_ok=True)
-    if pf is None:
-        raise SystemExit(f"no predictor file host.json under {args.predictors}: run benchmarks/predictor.py "
-                         f"--predictors {args.predictors} first")
+    pf = judged_file(args)
     speed_of = process_speed(pf)
     configs = sorted({(c.format, c.precision) for c in pf.configs.values()})
     threads = sorted({c.threads for c in pf.configs.values()})

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeship.devices.kernels import ACTS, Kernel
 from edgeship.models.zoo import InvertedResidual, MobileNetV2Standard, ResNet18, conv_bn_act
@@ -178,9 +179,56 @@ def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-def random_arch(seed: int, max_macs: float = MAX_MACS, one_d: bool = False) -> Arch:
+class _Swap(nn.Module):
+    """A transpose of a feature map's height and width (a copy the runtime runs as an operator of its own)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(2, 3)
+
+
+class _Pad(nn.Module):
+    """An explicit zero pad of ``p`` on every side of the spatial axes (1-D: both ends of the sequence)."""
+
+    def __init__(self, p: int):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (self.p,) * (2 * (x.dim() - 2)))
+
+
+ELTWISE_MODULES = (nn.PReLU, nn.Sigmoid, nn.Softmax, _Swap, _Pad)
+EXTRAS = {"prelu": 0.3, "softmax": 0.25, "sigmoid": 0.15, "pad": 0.2, "swap": 0.2}  # each's chance per architecture
+
+
+def _with_extras(arch: Arch) -> Arch:
+    """``arch`` with the operators of ``EXTRAS`` each drawn with its chance (the module docstring)."""
+    rng = random.Random(f"extras {arch.seed}")
+    drawn = [e for e in EXTRAS if rng.random() < EXTRAS[e]]
+    net = arch.model
+    assert isinstance(net, _Net)
+    if "prelu" in drawn:
+        for parent in list(net.modules()):
+            for name, child in parent.named_children():
+                if type(child) is nn.ReLU:
+                    setattr(parent, name, nn.PReLU())
+    stem = net.features[0]
+    if "pad" in drawn and isinstance(stem, nn.Sequential) and stem[0].kernel_size[0] > 1:
+        conv = stem[0]
+        conv.padding = (0,) * len(conv.kernel_size)
+        net.features[0] = nn.Sequential(_Pad(conv.kernel_size[0] // 2), *stem)
+    if "swap" in drawn and len(arch.input_shape) == 3:
+        net.features.insert(1, _Swap())
+    if "softmax" in drawn or "sigmoid" in drawn:
+        net.fc = nn.Sequential(net.fc, nn.Softmax(dim=1) if "softmax" in drawn else nn.Sigmoid())
+    if drawn:
+        arch.description += " +" + "+".join(d for d in drawn if d != "sigmoid" or "softmax" not in drawn)
+    return arch
+
+
+def random_arch(seed: int, max_macs: float = MAX_MACS, one_d: bool = False, extras: bool = True) -> Arch:
     """A random architecture (redrawn, deterministically, until its MACs are under ``max_macs``); ``one_d``: a 1-D
-    one (``random_arch_1d``)."""
+    one (``random_arch_1d``); ``extras``: with the operators of ``EXTRAS`` (the module docstring)."""
     for attempt in range(100):
         arch = (_draw_1d if one_d else _draw)(seed * 1000 + attempt)
         if macs(arch.model, arch.input_shape) <= max_macs:
@@ -190,13 +238,13 @@ def random_arch(seed: int, max_macs: float = MAX_MACS, one_d: bool = False) -> A
                 if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                     m.running_mean.uniform_(-0.1, 0.1)
                     m.running_var.uniform_(0.5, 1.5)
-            return arch
+            return _with_extras(arch) if extras else arch
     raise RuntimeError(f"no architecture under {max_macs:.0f} MACs for seed {seed}")
 
 
-def random_arch_1d(seed: int, max_macs: float = MAX_MACS) -> Arch:
+def random_arch_1d(seed: int, max_macs: float = MAX_MACS, extras: bool = True) -> Arch:
     """A random 1-D architecture: input (channels, length)."""
-    return random_arch(seed, max_macs, one_d=True)
+    return random_arch(seed, max_macs, one_d=True, extras=extras)
 
 
 def deployment_archs() -> list[tuple[nn.Module, tuple[int, int, int]]]:
@@ -233,6 +281,11 @@ def probe(kernel: Kernel) -> tuple[nn.Module, tuple[int, ...]]:
     act = {ACTS["none"]: None, ACTS["relu"]: nn.ReLU, ACTS["relu6"]: nn.ReLU6}[k.act]
     if t == "fc":
         return nn.Sequential(nn.Flatten(), nn.Linear(k.cin, k.cout)).eval(), (k.cin, 1, 1)
+    if t == "eltwise":  # its class (kernels.ELTWISE): a copy is a transpose of a map, a pad of a sequence or vector
+        op = {1: nn.PReLU, 2: nn.Sigmoid, 3: _Swap if k.win > 1 else lambda: _Pad(2)}
+        if k.k == 4:  # a softmax over the map's elements, as a vector (a classifier's output)
+            return nn.Sequential(nn.Flatten(), nn.Softmax(dim=1)).eval(), (k.cin * k.hin * k.win, 1, 1)
+        return nn.Sequential(op[k.k](), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval(), (k.cin, k.hin, k.win)
     if t in ("conv1d", "dwconv1d"):
         m1 = conv1d_bn_act(k.cin, k.cout, k.k, k.s, groups=k.cin if t == "dwconv1d" else 1, act=act)
         return nn.Sequential(m1, nn.AdaptiveAvgPool1d(1), nn.Flatten()).eval(), (k.cin, k.hin)

@@ -25,8 +25,8 @@ Base = tuple[pred.ConfigPredictor, dict]  # the one-thread configuration and its
 
 def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
         cache_kb: int | None = None, probe_trees: str = "extra", refit_all: bool = True,
-        base: Base | None = None, one_d_base: str = "auto", one_d_in_context: bool = False
-        ) -> pred.ConfigPredictor:
+        base: Base | None = None, one_d_base: str = "auto", one_d_in_context: bool = False,
+        eltwise_groups: bool = True) -> pred.ConfigPredictor:
     """The predictor of one configuration from its kernel data set. A probe's time less its trailing global
     pool's (predicted by the pool's own forest, fitted first) is its kernel's time. Where the fitting
     architectures carry per-layer counters (``in_context``), each kernel type that has enough in-context times is
@@ -42,6 +42,8 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
     one-thread prediction (``base_2d``): ``always``, or ``in_context`` where the 1-D forests were fitted on
     in-context times; ``auto``: ``own_ratio`` for LiteRT, ``never`` for the others. ``one_d_in_context``: the 1-D
     convolutions' forests too are fitted on their in-context times; by default they rest on the probes.
+    ``eltwise_groups``: each class of element-wise kernels has a correction weight of its own (else they weigh with
+    the other kernels; refit_eltwise_groups.json).
     refit_in_context_1d.json chose both (three calibrations' kept data, two runtimes, three machines, each scored on
     30 unseen 1-D architectures): the in-context 1-D forests had a higher MAPE in 7 of 8 configurations (one tie in
     the fraction within +-10 %, one better: LiteRT at 2 threads on p30's data); at 2 threads the
@@ -56,19 +58,24 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 k = Kernel(**row["kernel"])
                 if k.type != t:
                     continue
-                held = [x for x in row["kernels"] if x["type"] == t]
+                held = [x for x in row["kernels"] if x["type"] == t and (t != "eltwise" or x["k"] == k.k)]
                 if len(held) == 1:  # the activation as the artifact holds it (an INT8 graph may have folded it)
                     k = replace(k, act=held[0].get("act", 0))
+                if t == "eltwise" and held:  # its shape as the reader gives it (a TFLite file's layout)
+                    k = Kernel(**held[0])
                 rest = [Kernel(**x) for x in row["kernels"] if x["type"] != t]
                 others = sum(_kernel_ms(forests, rest))
                 ks.append(k)
-                ms.append(max(row["p50_ms"] - others, 0.1 * row["p50_ms"]))
+                # an operator the lowering wrote as several (TFLite: a PReLU as two MULs and a SUB): each its share
+                ms.append(max(row["p50_ms"] - others, 0.1 * row["p50_ms"]) / (len(held) if t == "eltwise" and held
+                                                                               else 1))
             probes[t] = (ks, ms)
             if len(ks) >= 3:
                 forests[t] = pred.fit_forest(ks, ms, seed, probe_trees)
     wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
     based = (base[0].threads, _base_predictions(base, cache_kb, wb)) if base is not None else None  # once
-    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, wb, refit_all, based, one_d_base)
+    merged = () if eltwise_groups else tuple(g for g in pred.GROUPS if g.startswith("eltwise"))
+    best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, wb, refit_all, based, one_d_base, merged)
     fitting = [a for a in data["archs"] if a["role"] == "fit"]
     if fmt in in_context.FORMATS and any(a.get("layers") for a in fitting):
         inside, types = dict(forests), []
@@ -81,7 +88,8 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
                 types.append(t)
         if types:
             probes_mape = best.error_p50.mape_pct
-            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, wb, refit_all, based, one_d_base)
+            best = _corrected(data, fmt, precision, threads, inside, types, cache_kb, wb, refit_all, based, one_d_base,
+                              merged)
             best.probes_mape_pct = probes_mape
     return best
 
@@ -101,7 +109,7 @@ def beyond(ks: list[Kernel], ms: list[float], probe_ks: list[Kernel], probe_ms: 
 def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict[str, pred.Forest],
                in_context_types: list[str], cache_kb: int | None, wb: int, refit_all: bool = True,
                based: tuple[int, dict[str, dict[str, float]]] | None = None,
-               one_d_base: str = "auto") -> pred.ConfigPredictor:
+               one_d_base: str = "auto", merged: tuple[str, ...] = ()) -> pred.ConfigPredictor:
     """The predictor with these forests: its correction fitted on the fitting architectures, its error measured on
     the validation ones. ``wb``: bytes per weight at the configuration's precision."""
     empty = pred.ErrorStats(n=0, mape_pct=0, within_10pct=0, upper_pct=0, max_abs_pct=0)
@@ -135,7 +143,7 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
     def fitted(rows: list, q: str, which: str) -> pred.Correction:
         return pred.fit_correction([r[0] for r in rows], [r[1][f"{q}_ms"] for r in rows], cache_kb, wb,
                                    [held[f"{which}{two_d}_{q}"][r[1]["name"]] for r in rows] if held else None,
-                                   base_2d=bool(two_d), base_1d=own_ratio)
+                                   base_2d=bool(two_d), base_1d=own_ratio, merged=merged)
 
     cfg.p50, cfg.p90 = fitted(fit_rows, "p50", "held"), fitted(fit_rows, "p90", "held")
 
@@ -163,7 +171,9 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
                                                       p90=against("p90", cfg.p90, of=of))
     # operators beyond the kernels that the validation architectures held: the stated error was measured with them
     # in the graph
-    cfg.covered_ops = sorted(set().union(*(a.get("unmodelled") or {} for _, a in val)))
+    # and the element-wise kernels they held, by class and shape (``predictor.eltwise_tag``)
+    cfg.covered_ops = sorted(set().union(*(a.get("unmodelled") or {} for _, a in val)) |
+                             {pred.eltwise_tag(k) for (ks, _), _ in val for k in ks if k.type == "eltwise"})
     if data.get("anchors"):
         cfg.anchors = {k: round(v, 5) for k, v in data["anchors"].items()}
         cfg.error_p50_at_speed = against("p50", cfg.p50, at_speed=True)

@@ -68,13 +68,16 @@ def _tflite_times(ks: list[Kernel], layers: list[dict]) -> list[float | None]:
     the file's order, one for one (a 1x1 stride-1 convolution may be a fully connected GEMM); any other count or
     order leaves every kernel without a time (the architecture then adds none)."""
     timed = [layer for layer in layers if _kinds(str(layer.get("op", "")), "tflite")]
-    if len(timed) != len(ks):
-        return [None] * len(ks)
-    for k, layer in zip(ks, timed):
-        kinds = _kinds(str(layer["op"]), "tflite")
+    at = [i for i, k in enumerate(ks) if k.type != "eltwise"]  # no XNNPACK name is matched to an eltwise kernel
+    out: list[float | None] = [None] * len(ks)
+    if len(timed) != len(at):
+        return out
+    for i, layer in zip(at, timed):
+        kinds, k = _kinds(str(layer["op"]), "tflite"), ks[i]
         if k.type not in kinds or (k.type in ("conv", "conv1d") and "fc" in kinds and (k.k, k.s) != (1, 1)):
             return [None] * len(ks)
-    return [float(layer["us"]) / 1e3 for layer in timed]
+        out[i] = float(layer["us"]) / 1e3
+    return out
 
 
 def _chw(shape: list[int] | None, fmt: str) -> list[tuple[int, int, int]]:

@@ -13,6 +13,7 @@ returns one ``Kernel`` per remaining unit of work (a convolution with the activa
     gpool   a global average pool (also ONNX ReduceMean and TFLite MEAN over H, W)
     pool    a windowed max or average pool
     fc      a fully connected layer (Gemm, MatMul, FULLY_CONNECTED)
+    eltwise an unfused operator over one activation tensor, its class in ``k`` (``ELTWISE``); (N, C) is 1 x 1 x C
     conv1d, dwconv1d
             a dense or depthwise 1-D convolution over a sequence of ``hin`` steps (``win`` 1, ``k`` taps): a torch
             Conv1d (a 3-D graph tensor), or a 2-D one whose kernel and input are one wide (CREPE's 512x1 kernels over
@@ -23,23 +24,22 @@ Only light parsers are used: ONNX through the ``onnx`` package (shape inference)
 
 ``read(artifact)`` also returns what the kernels leave out: every operator that is neither one of them, nor fused
 or free (``FREE``: activations the runtimes fuse, quantize/dequantize, reshapes), nor computed from constants alone
-(weight decompression, shape arithmetic). A user's model brings such operators (PReLU, concatenation, resizing,
-k x 1 kernels over an image, recurrent cells); the predictor's error was measured without them, so a prediction of
-a graph that holds them does not back a budget (``devices.budgets``).
+(weight decompression, shape arithmetic). A user's model brings such operators (resizing, k x 1 kernels over an
+image, recurrent cells, attention); the predictor's error was measured without them, so a prediction of a graph
+that holds them does not back a budget (``devices.budgets``).
 """
 
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgeship.errors import EdgeshipError
 
-KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc", "conv1d", "dwconv1d")
+KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc", "conv1d", "dwconv1d", "eltwise")
 ONE_D = ("conv1d", "dwconv1d")  # the 1-D convolutions
 CONVS = {"onnx": ("Conv", "ConvInteger", "QLinearConv"), "openvino": ("Convolution", "GroupConvolution"),
          "tflite": ("CONV_2D", "DEPTHWISE_CONV_2D")}
@@ -50,6 +50,18 @@ FREE = {
     "openvino": {"Parameter", "Result", "Const", "Convert", "FakeQuantize", "ReLU", "Relu", "Clamp", "Reshape",
                  "Squeeze", "Unsqueeze", "ShapeOf"},
     "tflite": {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "PAD", "PADV2", "RELU", "RELU6", "EXPAND_DIMS"},
+}
+# ``eltwise`` operators and their class (``Kernel.k``): 1 arithmetic (a PReLU of its own; TFLite's MUL and SUB, as
+# litert-torch writes a PReLU), 2 sigmoid, tanh, 3 copies, 4 softmax. MTCNN's PReLUs and softmax, CREPE's pads,
+# transpose and sigmoid, a TFLite file's input transpose: pretrained models' predictions left them out and backed no
+# budget (predictor_zoo.json). A TFLite tensor is read as NHWC (the lowering may keep NCHW: the same elements)
+ELTWISE = {
+    "onnx": {"PRelu": 1, "LeakyRelu": 1, "HardSwish": 1, "HardSigmoid": 1, "Sigmoid": 2, "Tanh": 2, "Softmax": 4,
+             "Transpose": 3, "Pad": 3, "Concat": 3},
+    "openvino": {"PReLU": 1, "HSwish": 1, "HSigmoid": 1, "Sigmoid": 2, "Tanh": 2, "SoftMax": 4, "Softmax": 4,
+                 "Transpose": 3, "Pad": 3, "Concat": 3},
+    "tflite": {"PRELU": 1, "LEAKY_RELU": 1, "HARD_SWISH": 1, "MUL": 1, "SUB": 1, "LOGISTIC": 2, "TANH": 2,
+               "SOFTMAX": 4, "TRANSPOSE": 3, "CONCATENATION": 3},
 }
 # what lies between a convolution and its activation and is folded into the convolution (``Kernel.act``)
 ONNX_PASSES = {"BatchNormalization", "QuantizeLinear", "DequantizeLinear", "Identity"}
@@ -150,8 +162,10 @@ def kernels(path: Path | str, fmt: str) -> list[Kernel]:
 def read(path: Path | str, fmt: str) -> tuple[list[Kernel], dict[str, int]]:
     """The kernels of the artifact file at ``path`` (``fmt``: onnx, openvino or tflite), and the operators of
     its graph that no kernel models, by type and count (``{}`` when the kernels cover the whole graph)."""
+    from edgeship.devices.kernels_openvino import read_openvino  # the OpenVINO IR's reader, a module of its own
+
     path = Path(path)
-    parsers = {"onnx": _onnx, "openvino": _openvino, "tflite": _tflite}
+    parsers = {"onnx": _onnx, "openvino": read_openvino, "tflite": _tflite}
     if fmt not in parsers:
         raise EdgeshipError(f"no kernel parser for format {fmt!r}", f"use one of {', '.join(parsers)}")
     try:
@@ -274,6 +288,8 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
             trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
             cin, cout = (w[1], w[0]) if trans_b else (w[0], w[-1])
             out.append(Kernel("fc", cin=cin, cout=cout))
+        elif op in ELTWISE["onnx"] and len(x) in (2, 3, 4):
+            out.append(_eltwise(y if op == "Concat" else x, ELTWISE["onnx"][op]))
         elif op not in FREE["onnx"] and not (op == "Add" and any(i in static for i in n.input)):  # Add: a bias
             _count(skipped, op if len(x) in (0, 4) else f"{op} ({len(x)}-D)")
     return out, skipped
@@ -320,6 +336,12 @@ def _pool(x: list[int], y: list[int], k: int) -> Kernel:
     return Kernel("pool", *_hw(x[2:]), x[1], x[1], k, max(1, round(x[2] / max(1, y[2] if len(y) > 2 else 1))))
 
 
+def _eltwise(x: list[int], cls: int) -> Kernel:
+    """An ``eltwise`` kernel of class ``cls`` over a (N, C, spatial...) tensor (a concatenation's output, any other
+    operator's input): (N, C) as 1 x 1 x C, (N, C, L) as L x 1 x C."""
+    return Kernel("eltwise", *_hw(x[2:] or [1]), x[1] if len(x) > 1 else 1, x[1] if len(x) > 1 else 1, cls)
+
+
 def _hw(spatial: list[int]) -> tuple[int, int]:
     """(height, width) of a feature map's spatial sizes: a sequence of length L is L x 1."""
     return (spatial[0], spatial[1]) if len(spatial) == 2 else (spatial[0], 1)
@@ -332,121 +354,6 @@ def _count(skipped: dict[str, int], op: str) -> None:
 def ops_text(ops: dict[str, int]) -> str:
     """``{"PRelu": 4, "Concat": 1}`` as "PRelu x4, Concat x1" (most frequent first)."""
     return ", ".join(f"{op} x{n}" for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-# ---------------------------------------------------------------- OpenVINO IR (read as XML)
-def _dims(port: ET.Element) -> list[int]:
-    return [max(1, int(d.text or 1)) for d in port.iter("dim")]
-
-
-class _OvGraph:
-    """An IR's edges: which layers feed which, which are computed from constants alone (weight decompression, shape
-    arithmetic: folded by the runtime), and each layer's consumers (a bias, an Add or Multiply of a constant,
-    spelled ``Add+const``: a convolution folds it)."""
-
-    def __init__(self, root: ET.Element):
-        layers = list(root.iter("layer"))
-        self.sources: dict[str, set[str]] = {}  # layer id -> the layers feeding it
-        for e in root.iter("edge"):
-            self.sources.setdefault(e.get("to-layer", ""), set()).add(e.get("from-layer", ""))
-        static = {la.get("id", "") for la in layers if la.get("type") == "Const"}
-        grew = True
-        while grew:
-            new = {la.get("id", "") for la in layers if la.get("id") not in static and la.get("type") != "Parameter"
-                   and self.sources.get(la.get("id", "")) and self.sources[la.get("id", "")] <= static}
-            static |= new
-            grew = bool(new)
-        self.static = static
-        self.kinds = {la.get("id", ""): la.get("type") or "?" for la in layers}
-        self.layers = {la.get("id", ""): la for la in layers}
-        self.feeding = {(e.get("to-layer", ""), e.get("to-port", "")): e.get("from-layer", "")
-                        for e in root.iter("edge")}  # (layer, input port) -> the layer feeding it
-        self.blob: np.ndarray | None = None  # the IR's .bin, mapped when a constant is first read
-        self.consumers: dict[str, list[tuple[str, str]]] = {}
-        for to, froms in self.sources.items():
-            kind = self.kinds.get(to, "?")
-            kind = f"{kind}+const" if kind in ("Add", "Multiply") and froms & static else kind
-            for f in froms - static:
-                self.consumers.setdefault(f, []).append((to, kind))
-
-    def act(self, at: str) -> int:
-        return _activation(at, self.consumers, OV_PASSES, {"ReLU": ACTS["relu"], "Relu": ACTS["relu"],
-                                                           "PReLU": ACTS["relu"], "Clamp": ACTS["relu6"]})
-
-    def signed_input(self, at: str, weights: Path) -> int:
-        """1 when the layer's data input comes through a FakeQuantize whose output range reaches below 0 (the
-        runtime then feeds the layer signed int8), else 0."""
-        ports = [p.get("id", "") for p in self.layers[at].find("input").iter("port")]  # type: ignore[union-attr]
-        fq = self.feeding.get((at, ports[0]), "")
-        if self.kinds.get(fq) != "FakeQuantize":
-            return 0
-        fq_ports = [p.get("id", "") for p in self.layers[fq].find("input").iter("port")]  # type: ignore[union-attr]
-        low = self.feeding.get((fq, fq_ports[3]), "")
-        while self.kinds.get(low) == "Convert":
-            low = self.feeding.get((low, "0"), "")
-        data = self.layers[low].find("data") if self.kinds.get(low) == "Const" else None
-        dtype = {"f32": "<f4", "f16": "<f2"}.get(data.get("element_type", "") if data is not None else "")
-        if data is None or dtype is None or not weights.is_file():
-            return 0
-        if self.blob is None:  # mapped once per IR, not opened per convolution
-            self.blob = np.memmap(weights, dtype=np.uint8, mode="r")
-        start = int(data.get("offset", 0))
-        values = self.blob[start:start + int(data.get("size", 0))].view(dtype)
-        return int(bool((values < 0).any()))
-
-    def fused_prelu(self, at: str) -> bool:
-        """Whether a PReLU follows a convolution or fully connected layer alone: OpenVINO's CPU plugin runs it as
-        that layer's post-op (its compiled model holds no PReLU node; tests/devices/test_predictor.py), so it is
-        that kernel's activation, not an operator of its own."""
-        for _ in range(4):
-            feeding = self.sources.get(at, set()) - self.static
-            if len(feeding) != 1:
-                return False
-            at = next(iter(feeding))
-            if self.kinds.get(at) in (*CONVS["openvino"], "MatMul"):
-                return len(self.consumers.get(at, [])) == 1
-            if self.kinds.get(at) not in ("Add", "Multiply", "FakeQuantize", "Convert"):
-                return False
-        return False
-
-
-def _openvino(path: Path) -> tuple[list[Kernel], dict[str, int]]:
-    root = ET.parse(path).getroot()
-    layers = list(root.iter("layer"))
-    graph = _OvGraph(root)
-    sources, static = graph.sources, graph.static
-    out: list[Kernel] = []
-    skipped: dict[str, int] = {}
-    for layer in layers:
-        kind, at = layer.get("type") or "?", layer.get("id", "")
-        ins = [_dims(p) for p in layer.find("input").iter("port")] if layer.find("input") is not None else []
-        outs = [_dims(p) for p in layer.find("output").iter("port")] if layer.find("output") is not None else []
-        if at in static or kind in FREE["openvino"] or (kind == "PReLU" and graph.fused_prelu(at)):
-            continue
-        x, y = (ins or [[]])[0], (outs or [[]])[0]
-        with_const = bool(sources.get(at, set()) & static)
-        w = ins[1] if kind in CONVS["openvino"] else []
-        if kind in CONVS["openvino"] and len(x) in (3, 4):
-            # w: [cout, cin, *kernel]; grouped: [groups, cout/groups, cin/groups, *kernel]
-            grouped, taps = kind == "GroupConvolution", w[len(w) - len(x) + 2:]
-            out += [replace(conv, sin=graph.signed_input(at, path.with_suffix(".bin"))) for conv in _conv_of(
-                skipped, kind, x[2:], y[2:], taps, x[1], w[0] * w[1] if grouped else w[0], w[0] if grouped else 1,
-                graph.act(at))]
-        elif kind == "Add" and len(ins) == 2 and ins[0] == ins[1] and len(x) in (3, 4) and not with_const:
-            out.append(Kernel("add", *_hw(x[2:]), x[1], x[1]))
-        elif kind == "ReduceMean" and len(x) in (3, 4):
-            out.append(Kernel("gpool", *_hw(x[2:]), x[1], x[1]))
-        elif kind in ("MaxPool", "AvgPool") and len(x) in (3, 4):
-            data = layer.find("data")
-            out.append(_pool(x, y, max(int(v) for v in (data.get("kernel") if data is not None else "1").split(","))))
-        elif kind == "MatMul" and len(ins) == 2 and with_const:
-            data = layer.find("data")
-            w = ins[1]
-            trans_b = data is not None and data.get("transpose_b") == "true"
-            out.append(Kernel("fc", cin=w[-1] if trans_b else w[0], cout=w[0] if trans_b else w[-1]))
-        elif not (kind == "Add" and with_const):  # an Add of a constant: the bias the layer before fuses
-            _count(skipped, kind if len(x) in (0, 4) else f"{kind} ({len(x)}-D)")
-    return out, skipped
 
 
 # ---------------------------------------------------------------- TFLite (the interpreter's op list)
@@ -464,6 +371,7 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     padded: dict[int, list[int]] = {}  # PAD's output tensor -> its input shape (NHWC): folded into the conv
     ops = it._get_ops_details()
     produced = {o for op in ops for o in op["outputs"]}  # a tensor no op produces is an input or a constant
+    produced |= {d["index"] for d in it.get_input_details()}  # what a constant is not
     for op in ops:
         name, ins, outs = op["op_name"], list(op["inputs"]), list(op["outputs"])
         x = shapes.get(ins[0], []) if ins else []
@@ -493,6 +401,11 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         elif name == "FULLY_CONNECTED":
             w = shapes[ins[1]]  # [cout, cin]
             out.append(Kernel("fc", cin=w[1], cout=w[0]))
+        elif name in ELTWISE["tflite"] and len(y) in (2, 3, 4) and any(i in produced for i in ins):
+            # NHWC, or the torch layout (N, C, L) litert-torch keeps for a 1-D model; a MUL's activation input
+            x = y if name == "CONCATENATION" else shapes[next(i for i in ins if i in produced)]
+            nchw = [x[0], x[3], *_signal(x[1], x[2])] if len(x) == 4 else x
+            out.append(_eltwise(nchw, ELTWISE["tflite"][name]))
         elif name not in FREE["tflite"] and not (name == "ADD" and ins[1] not in produced):  # ADD of a constant
             _count(skipped, name if len(x) in (0, 4) else f"{name} ({len(x)}-D)")
     return out, skipped
@@ -517,7 +430,6 @@ def _signal(h: int, w: int) -> tuple[int, int]:
 
 def _one_sided(tensor: dict) -> bool:
     """Whether a TFLite tensor's zero points all sit at its integer type's minimum (a range starting at 0)."""
-    import numpy as np
 
     return _at_type_min(np.asarray(tensor.get("quantization_parameters", {}).get("zero_points", [])), tensor["dtype"])
 
@@ -525,7 +437,6 @@ def _one_sided(tensor: dict) -> bool:
 def _at_type_min(zero_points, dtype) -> bool:
     """Whether zero points (a numpy array) all sit at the minimum of the integer type ``dtype``: the quantizer folded
     a ReLU or ReLU6 into the range (shared by the ONNX and TFLite readers)."""
-    import numpy as np
 
     kind = np.dtype(dtype)
     return bool(zero_points.size) and kind.kind in "iu" and bool((zero_points == np.iinfo(kind).min).all())

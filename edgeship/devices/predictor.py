@@ -122,15 +122,36 @@ def family(ks: list[Kernel]) -> str:
 
 
 GROUPS = {"conv": ("conv",), "conv_signed": ("conv",), "dwconv": ("dwconv",), "other": ("add", "gpool", "pool", "fc"),
-          "conv1d": ("conv1d", "dwconv1d")}
+          "conv1d": ("conv1d", "dwconv1d"), **{f"eltwise{c}": ("eltwise",) for c in (1, 2, 3, 4)}}
 # a group a calibration had no kernels of (or a file older than it) weighs its kernels as this group does
-FALLBACK = {"conv_signed": "conv", "conv1d": "conv"}
+FALLBACK = {"conv_signed": "conv", "conv1d": "conv", **{f"eltwise{c}": "other" for c in (1, 2, 3, 4)}}
+
+
+# an eltwise kernel's class (``kernels.ELTWISE``), as a prediction that leaves it out names it
+ELTWISE_NAMES = {1: "element-wise arithmetic (PReLU, MUL, SUB)", 2: "sigmoid/tanh", 3: "transpose/pad/concat",
+                 4: "softmax"}
+
+
+def eltwise_tag(k: Kernel) -> str:
+    """An eltwise kernel's class and shape as its configuration's ``covered_ops`` records the validation's."""
+    return f"eltwise:{k.k}:{'vector' if k.hin * k.win == 1 else 'map'}"
+
+
+def eltwise_validated(k: Kernel, covered: list[str]) -> bool:
+    """Whether the validation architectures held an eltwise kernel of ``k``'s class (a softmax: over the same
+    shape, a classifier's vector or a map: its time follows its rows; MTCNN's over a map's 2 channels per pixel,
+    which LiteRT runs in float, took 0.24 ms where probes over vectors gave it a fraction:
+    predictor_zoo_eltwise_zen5.json)."""
+    return eltwise_tag(k) in covered or (k.k != 4 and any(c.startswith(f"eltwise:{k.k}:") for c in covered))
 
 
 def group_of(k: Kernel) -> str:
-    """The correction's group of a kernel: dense convolutions with a signed int8 input (``Kernel.sin``) apart."""
+    """The correction's group of a kernel: dense convolutions with a signed int8 input (``Kernel.sin``) apart, and
+    each class of element-wise operators apart."""
     if k.type == "conv":
         return "conv_signed" if k.sin else "conv"
+    if k.type == "eltwise":
+        return f"eltwise{k.k}"
     return next(g for g, kinds in GROUPS.items() if k.type in kinds)
 
 
@@ -332,11 +353,17 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
     unmodelled = {op: n for op, n in (unmodelled or {}).items() if op not in cfg.covered_ops}
     # kernels of a type this configuration was calibrated without (1-D convolutions: TFLite, or files before them)
     # are left out and named, as an operator no kernel models is
+    out: list[Kernel] = []
     for k in ks:
-        if k.type not in cfg.forests:
-            name = f"{k.type} (not calibrated)"
-            unmodelled[name] = unmodelled.get(name, 0) + 1
-    ks = [k for k in ks if k.type in cfg.forests]
+        if k.type == "eltwise" and k.type in cfg.forests and not eltwise_validated(k, cfg.covered_ops):
+            name = f"{ELTWISE_NAMES[k.k]} over a {eltwise_tag(k).rsplit(':', 1)[1]} (not validated)"
+        elif k.type not in cfg.forests:
+            name = f"{k.type} (not calibrated)" if k.type != "eltwise" else f"{ELTWISE_NAMES[k.k]} (not calibrated)"
+        else:
+            out.append(k)
+            continue
+        unmodelled[name] = unmodelled.get(name, 0) + 1
+    ks = out
     per_kernel = cfg.kernel_ms(ks)
     base50 = base90 = 0.0
     if cfg.base_threads is not None:
@@ -432,7 +459,7 @@ MIN_BEYOND_CACHE = 4  # fitting architectures whose weights exceed the cache, fo
 
 def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list[float], cache_kb: float | None = None,
                    weight_bytes: int = 4, base: list[float] | None = None, base_2d: bool = False,
-                   base_1d: bool = False) -> Correction:
+                   base_1d: bool = False, merged: tuple[str, ...] = ()) -> Correction:
     """Least squares on relative error (every architecture weighs alike whatever its latency): one weight per
     kernel group, none negative, where there are architectures enough (else one for all); the weights term (not
     negative); the cache term (not negative) where the cache size is known and at least ``MIN_BEYOND_CACHE``
@@ -440,7 +467,8 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     negative) in the kernel sums' place; ``base_2d``: that prediction is of the kernels other than 1-D convolutions,
     which weigh by their own sums (not negative; where at least ``MIN_BEYOND_CACHE`` architectures hold them);
     ``base_1d``: the 1-D models' one-thread prediction has a weight of its own (``Correction.base_1d``; where at
-    least ``MIN_BEYOND_CACHE`` architectures are 1-D)."""
+    least ``MIN_BEYOND_CACHE`` architectures are 1-D). ``merged``: groups weighed with their fallback group whatever
+    their count."""
     from scipy.optimize import lsq_linear  # heavy (scikit-learn's dependency): only calibration fits
 
     y = np.asarray(measured, dtype=np.float64)
@@ -452,7 +480,8 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     cached = int((beyond > 0).sum()) >= MIN_BEYOND_CACHE
     # a group of its own only where enough fitting architectures hold it (signed-input convolutions: OpenVINO INT8);
     # otherwise its kernels count with the group they fall back to
-    groups = [g for g in GROUPS if g not in FALLBACK or sum(s[g] > 0 for s in sums) >= MIN_BEYOND_CACHE]
+    groups = [g for g in GROUPS if g not in FALLBACK or (g not in merged and sum(s[g] > 0 for s in sums)
+                                                          >= MIN_BEYOND_CACHE)]
     for s in sums:
         for g, into in FALLBACK.items():
             if g not in groups:

