@@ -737,7 +737,10 @@ def extras_split(d: dict) -> dict[str, tuple[tuple, tuple]]:
     if not extra:
         return {}
     out = {}
+    within = d["method"].get("extras_formats")  # the formats whose artifacts had them (else every one's)
     for key in d["summary"]:
+        if within is not None and key.split(":")[0] not in within:
+            continue
         rows = [r for r in d["rows"] if f"{r['config']}:{r['threads']}" == key and r.get("error_pct") is not None]
 
         def stats(on: list[dict]) -> tuple:

@@ -206,7 +206,7 @@ def main() -> None:
 
     from edgeship.devices import predictor as pred
     from edgeship.devices.archs import EXTRAS, macs, random_arch
-    from edgeship.devices.calibrate import Plan, calibrate, l2_cache_kb, lower, lower_anchors
+    from edgeship.devices.calibrate import ELTWISE_FORMATS, Plan, calibrate, l2_cache_kb, lower, lower_anchors
     from edgeship.devices.kernels import read
 
     torch.set_num_threads(1)
@@ -242,11 +242,14 @@ def main() -> None:
 
         archs = {}
         for i in range(args.archs):
-            a = random_arch(args.eval_seed + i, one_d=args.one_d)
+            # with extras where the calibration holds element-wise kernels (ELTWISE_FORMATS), as a calibration does
+            drawn = {x: random_arch(args.eval_seed + i, one_d=args.one_d, extras=x) for x in (False, True)}
+            a = drawn[True]
             archs[f"a{i:03d}"] = {"seed": a.seed, "input": list(a.input_shape), "description": a.description,
                                   "macs": macs(a.model, a.input_shape)}
             for fmt, precision in configs:
                 name = f"a{i:03d}-{fmt}-{precision}"
+                a = drawn[fmt in ELTWISE_FORMATS]
                 try:
                     lower(a.model, a.input_shape, fmt, precision, cdir(fmt, precision) / name, name, work, seed=i)
                 except Exception as e:  # a converter refusing one architecture: recorded, not hidden
@@ -307,8 +310,9 @@ def main() -> None:
                     if len(reps) > 1:
                         spread.append((max(r["p50_ms"] for r in reps) - min(r["p50_ms"] for r in reps)) / meas)
                     # what the correction weighs, so that another correction can be fitted offline (with --keep)
+                    kept = [k for k in ks if k.type in cfg.forests]
                     features = {"group_ms": {g: round(v, 5) for g, v in
-                                             pred.group_sums(ks, cfg.kernel_ms(ks)).items()},
+                                             pred.group_sums(kept, cfg.kernel_ms(kept)).items()},
                                 "input_melem": round(pred.input_elements(ks), 5),
                                 "weights": sum(k.weights for k in ks)}
                     rows.append({"arch": arch_name, "config": f"{fmt}:{precision}", "threads": t,
@@ -361,7 +365,8 @@ def main() -> None:
                        "priority": sorted(str(p) for p in priority),
                        "eval_seeds": f"random_arch({args.eval_seed}..{args.eval_seed + args.archs - 1}"
                                      f"{', one_d=True' if args.one_d else ''})",
-                       "extras": EXTRAS,  # the operators beside the kernels each architecture may carry
+                       "extras": EXTRAS,  # the operators beside the kernels each architecture may carry, in
+                       "extras_formats": list(ELTWISE_FORMATS),  # these formats' artifacts (the others without)
                        "diagnostic_refits": not args.no_refits,
                        "measured": "median over repeats of the p50 of all timed runs of one interleaved pass "
                                    "(bench_runner --many: every artifact of one configuration and thread count in "
