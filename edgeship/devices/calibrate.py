@@ -263,13 +263,14 @@ def build(plan: Plan, work: Path) -> dict[tuple[str, str], dict[str, Path]]:
                  [("val", SEEDS["validate"] + i) for i in range(plan.validate)] + \
                  [("fit1d", SEEDS["fit1d"] + i) for i in range(round(plan.fit * ONE_D_SHARE))] + \
                  [("val1d", SEEDS["validate1d"] + i) for i in range(validate_1d(plan.validate))]
-    archs = {extras: {f"{kind}{seed}": random_arch(seed, one_d=kind.endswith("1d"), extras=extras)
-                      for kind, seed in arch_seeds} for extras in (False, True)}
-    plan.timings["sample_s"] = round(time.time() - t0, 1)
-    dirs: dict[tuple[str, str], dict[str, Path]] = {}
     need = list(plan.configs)
     if ("openvino", "int8") in need and ("onnx", "int8") not in need:
         need.insert(0, ("onnx", "int8"))  # the OpenVINO INT8 probes are read from these
+    # with and without extras, each only where a format lowered takes it (ELTWISE_FORMATS)
+    archs = {extras: {f"{kind}{seed}": random_arch(seed, one_d=kind.endswith("1d"), extras=extras)
+                      for kind, seed in arch_seeds} for extras in {fmt in ELTWISE_FORMATS for fmt, _ in need}}
+    plan.timings["sample_s"] = round(time.time() - t0, 1)
+    dirs: dict[tuple[str, str], dict[str, Path]] = {}
     for fmt, precision in sorted(need, key=lambda c: c != ("onnx", "int8")):
         t0 = time.time()
         root = work / f"{fmt}-{precision}"

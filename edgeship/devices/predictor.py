@@ -139,9 +139,8 @@ def eltwise_tag(k: Kernel) -> str:
 
 def eltwise_validated(k: Kernel, covered: list[str]) -> bool:
     """Whether the validation architectures held an eltwise kernel of ``k``'s class (a softmax: over the same
-    shape, a classifier's vector or a map: its time follows its rows; MTCNN's over a map's 2 channels per pixel,
-    which LiteRT runs in float, took 0.24 ms where probes over vectors gave it a fraction:
-    predictor_zoo_eltwise_zen5.json)."""
+    shape, a classifier's vector or a map: its time follows its rows; MTCNN P-Net's over a map's 2 channels per
+    pixel, which LiteRT runs in float, put its prediction 58 % under: predictor_zoo_eltwise_zen5.json)."""
     return eltwise_tag(k) in covered or (k.k != 4 and any(c.startswith(f"eltwise:{k.k}:") for c in covered))
 
 
