@@ -979,10 +979,43 @@ def weight_bits_section(d: dict) -> list[str]:
 
 
 # (result file stem, its section), in the order BENCHMARKS.md gives them; stem None: the section reads several
+def prelu_section(d: dict) -> list[str]:
+    """prelu_ort.json: ONNX Runtime's PRelu against edgeship's rewrite of it (edgeship.targets.onnx_prelu)."""
+    env = d["environment"]
+    out = ["## PReLU on ONNX Runtime: the branching kernel and the rewrite", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', 'benchmarks/prelu_ort.py')}` "
+           f"on {env['cpu']} ({env['cores']} cores; {', '.join(env['cpu_features'])}), {d['seconds']:.0f} s, load "
+           f"average {d['loadavg_start']} at the start. ONNX Runtime's PRelu picks x or slope * x per element with a "
+           "branch; edgeship writes a PReLU over >= 16384 elements as Relu(x) + slope * Min(x, 0) (the same "
+           "function bit for bit; kept float in INT8 artifacts, as the quantizer leaves a PReLU).", "",
+           "One PRelu (per-channel slopes) over a map whose elements are negative in the given fraction, one "
+           "thread, in one process (medians):", "",
+           "| negative elements | elements | PRelu us | rewritten us | same output |", "|---|---|---|---|---|"]
+    for r in d["signs"]:
+        out.append(f"| {r['negative_fraction']:.0%} | {r['elements']} | {r['prelu_us']} | {r['rewritten_us']} | "
+                   f"{'yes' if r['same_output'] else 'NO'} |")
+    out += ["", f"MTCNN's pretrained networks lowered by edgeship's ONNX backends with the rewrite and without it; "
+            f"edgeship's host measurement (a fresh process per measurement, the runner's random inputs), "
+            f"{d['repeats']} alternating repeats of {d['runs']} runs; speed-up = PRelu p50 / rewritten p50 within a "
+            "repeat (median over repeats, [min-max]):", "",
+            "| model | input | precision | PReLUs rewritten / kept | p50 ms 1T PRelu -> rewritten | speed-up 1T | "
+            "p50 ms 2T PRelu -> rewritten | speed-up 2T | largest output difference |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["models"]:
+        med = {k: statistics.median(v) for k, v in r["p50_ms"].items()}
+        sp = r["speedup"]
+        out.append(f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['precision']} | {r['prelus_rewritten']} / "
+                   f"{r['prelus_kept']} | {med['prelu:1']:.3f} -> {med['rewritten:1']:.3f} | {sp['1']['median']:.2f}x "
+                   f"[{sp['1']['min']:.2f}-{sp['1']['max']:.2f}] | {med['prelu:2']:.3f} -> {med['rewritten:2']:.3f} | "
+                   f"{sp['2']['median']:.2f}x [{sp['2']['min']:.2f}-{sp['2']['max']:.2f}] | "
+                   f"{r['max_abs_output_difference']:.3g} |")
+    return out + [""]
+
+
 SECTIONS = (
     ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
-    ("size_scaling", size_section), ("methods", methods_section),
+    ("prelu_ort", prelu_section), ("size_scaling", size_section), ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),
     ("zoo", zoo_section), ("emulated_arm", emulated_section), ("qat_weight_bits", weight_bits_section),
     (None, lambda results: distributed_section(d, load(results, "streaming"))
@@ -1069,7 +1102,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc", "predictor_1d_tflite_epyc",
             "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d", "predictor_1d_tflite_zen5",
             "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5",
-            "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit")
+            "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit", "prelu_ort")
 
 
 def other_files(results: Path) -> list[str]:

@@ -14,10 +14,9 @@ returns one ``Kernel`` per remaining unit of work (a convolution with the activa
     pool    a windowed max or average pool
     fc      a fully connected layer (Gemm, MatMul, FULLY_CONNECTED)
     eltwise an unfused operator over one activation tensor, its class in ``k`` (``ELTWISE``); (N, C) is 1 x 1 x C
-    conv1d, dwconv1d
-            a dense or depthwise 1-D convolution over a sequence of ``hin`` steps (``win`` 1, ``k`` taps): a torch
-            Conv1d (a 3-D graph tensor), or a 2-D one whose kernel and input are one wide (CREPE's 512x1 kernels over
-            1024x1 audio; TFLite writes a Conv1d so)
+    conv1d, dwconv1d  a dense or depthwise 1-D convolution over a sequence of ``hin`` steps (``win`` 1, ``k`` taps): a
+            torch Conv1d (a 3-D graph tensor), or a 2-D one whose kernel and input are one wide (CREPE's 512x1
+            kernels over 1024x1 audio; TFLite writes a Conv1d so)
 
 Only light parsers are used: ONNX through the ``onnx`` package (shape inference), OpenVINO IR as plain XML
 (no runtime), TFLite through the interpreter's op list. Shapes are NCHW whatever the format's layout.
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.errors import EdgeshipError
+from edgeship.targets.onnx_prelu import MARK as VECTOR_PRELU
 
 KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc", "conv1d", "dwconv1d", "eltwise")
 ONE_D = ("conv1d", "dwconv1d")  # the 1-D convolutions
@@ -117,13 +117,9 @@ class Kernel:
 
     @property
     def weights(self) -> int:
-        if self.type == "fc":
-            return self.cin * self.cout
-        if self.type in ("conv", "conv1d"):
-            return self.cout * self.cin * self.taps
-        if self.type in ("dwconv", "dwconv1d"):
-            return self.cout * self.taps
-        return 0
+        if self.type in ("fc", "conv", "conv1d"):
+            return self.cout * self.cin * (1 if self.type == "fc" else self.taps)
+        return self.cout * self.taps if self.type in ("dwconv", "dwconv1d") else 0
 
     @property
     def traffic(self) -> int:
@@ -258,8 +254,10 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     skipped: dict[str, int] = {}
     for n in g.node:
         op = n.op_type
-        if op in ("Constant", "Shape") or all(i in static for i in n.input):
-            static.update(n.output)
+        if VECTOR_PRELU in n.name or op in ("Constant", "Shape") or all(i in static for i in n.input):
+            # onnx_prelu's rewrite of one PReLU is read as that: its Add the eltwise kernel
+            out += [_eltwise(shapes.get(n.input[0], []), 1)] if n.name.endswith(VECTOR_PRELU + "add") else []
+            static.update(n.output if VECTOR_PRELU not in n.name else [])
             continue
         x = _unpadded(n.input[0], producers, shapes) if op in CONVS["onnx"] else \
             shapes.get(n.input[0], []) if n.input else []

@@ -17,6 +17,7 @@ from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
 from edgeship.recipe import IOSpec
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, describe, require
+from edgeship.targets.onnx_prelu import prelu_route, vectorize_prelu
 
 if TYPE_CHECKING:
     import torch
@@ -226,9 +227,11 @@ class OnnxFP32(Backend):
             shutil.copyfile(ctx.source_onnx, path)
         else:
             export_onnx(model, ctx.examples, path, ctx.log_path, sig=ctx.signature)
+        route = prelu_route(vectorize_prelu(path), int8=False)
         compact(path)
         inputs, outputs, opset = io_description(path)
-        meta = describe(ctx, "onnx", "fp32", inputs, outputs, opset=opset, runtime="onnxruntime")
+        meta = describe(ctx, "onnx", "fp32", inputs, outputs, opset=opset, runtime="onnxruntime",
+                        **({"route": route.lstrip("; ")} if route else {}))
         embed_metadata(path, {"edgeship": meta})
         art = Artifact(ctx.target.name, "onnx", "fp32", out_dir, "model.onnx", ["model.onnx"], meta)
         art.write_sidecar()

@@ -45,6 +45,7 @@ parameters in the description are those of the graph's first QuantizeLinear / la
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import compact, embed_metadata, export_onnx, io_description, ort_runner
 from edgeship.targets.onnx_align import _initializer_values, align_depthwise_file, aligned_route
+from edgeship.targets.onnx_prelu import prelu_route, vectorize_prelu
 
 if TYPE_CHECKING:
     from torch import nn
@@ -315,6 +317,7 @@ class OnnxInt8(Backend):
         exclude: list[str] = []
         if qat:  # the fake quantization becomes QDQ as it is exported
             export_onnx(model, ctx.example, path, ctx.log_path, sig=ctx.signature)
+            vector_prelu = vectorize_prelu(path)
             if not count_ops(path).get("DequantizeLinear"):
                 raise TargetError("onnx int8: the model is marked QAT but its export holds no "
                                   "QuantizeLinear/DequantizeLinear nodes",
@@ -322,12 +325,14 @@ class OnnxInt8(Backend):
             route = "qat: fake quantization exported as QDQ (no calibration)"
         else:
             calib = check_calibration_inputs(ctx.inputs, ctx.signature.inputs)
+            fp32 = ctx.work_dir / "fp32.onnx"
             if ctx.source_onnx is not None:  # the user's own file, quantized as it is
-                fp32 = ctx.source_onnx
+                shutil.copyfile(ctx.source_onnx, fp32)
             else:
-                fp32 = export_onnx(model, ctx.examples, ctx.work_dir / "fp32.onnx", ctx.log_path, sig=ctx.signature)
+                export_onnx(model, ctx.examples, fp32, ctx.log_path, sig=ctx.signature)
             exclude = float_layer_nodes(model, ctx.quant.float_layers, fp32) if ctx.quant.float_layers else []
-            typed = quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path, exclude,
+            vector_prelu = vectorize_prelu(fp32)  # float, as the quantizer leaves a PReLU (onnx_prelu)
+            typed = quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path, exclude + vector_prelu,
                                   ctx.target.float_ops, f"onnx int8 ({ctx.target.name})")
             route = f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
             if exclude:
@@ -336,7 +341,7 @@ class OnnxInt8(Backend):
                 route += (f"; kept float (float_ops {', '.join(ctx.target.float_ops)}): {len(typed)} nodes "
                           f"({', '.join(typed)})")
             exclude += typed
-        route += aligned_route(align_depthwise_file(path))
+        route += prelu_route(vector_prelu, int8=True) + aligned_route(align_depthwise_file(path))
         compact(path)
         inputs, outputs, opset = io_description(path)
         inputs[0]["quantization"], outputs[0]["quantization"] = qdq_io_params(path)
