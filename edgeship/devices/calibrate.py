@@ -84,8 +84,11 @@ ONE_D_FORMATS = ("onnx", "openvino", "tflite")
 # within +-10 % (MAPE 4.3 %) at one thread; ONNX Runtime's went to 57 % (INT8; 13.9 %) and 67 % (FP32; 9.9 %),
 # OpenVINO's to 73 % (9.9 %), where those without extras stayed 75-100 % within (predictor_eltwise_zen5.json): their
 # PReLU models were under-predicted by 50-60 % (a probe times a PReLU alone; inside an ONNX Runtime INT8 model it
-# runs between a dequantize and a quantize), transposes and softmax heads off by 20-30 %. Their element-wise
-# operators stay left out, named by class
+# runs between a dequantize and a quantize), transposes and softmax heads off by 20-30 %. ONNX Runtime's PRelu
+# kernel branches per element: its time follows the signs of its input, 0.28-3.8 ns per element, which no shape
+# tells (prelu_ort.json; the fitting architectures' counters spread so); large ones are now rewritten
+# (targets.onnx_prelu), the calibration not yet run again with them. Their element-wise operators stay left out,
+# named by class
 ELTWISE_FORMATS = ("tflite",)
 ANCHORS = 3
 ANCHOR_MACS = (2e6, 3e7)  # anchors busy enough to feel the arithmetic units' speed, short enough to time often

@@ -23,10 +23,22 @@ kernels by type and order alone, and an architecture where they do not pair one 
 
 from __future__ import annotations
 
+import math
+
 from edgeship.devices.kernels import Kernel
+from edgeship.targets.onnx_prelu import MARK as VECTOR_PRELU
 
 FORMATS = ("openvino", "onnx", "tflite")
 MIN_SAMPLES = 30  # in-context times of a kernel type for its forest to be fitted on them
+
+# ONNX Runtime's element-wise operators, by their class (``kernels.ELTWISE``), as its counters name them. No copy
+# (class 3): the Transposes ONNX Runtime inserts for its own layouts have the shapes of a transpose the file holds.
+# A float operator inside an INT8 model runs between a DequantizeLinear and a QuantizeLinear, and one inside a
+# float model between the NCHWc layout's ReorderOutput and ReorderInput: that glue, next to it in execution order,
+# is its cost too (``GLUE``); a probe of the operator alone, fed by the model's float input, has none of it
+ORT_ELTWISE = {"PRelu": 1, "LeakyRelu": 1, "QLinearLeakyRelu": 1, "HardSwish": 1, "HardSigmoid": 1, "Sigmoid": 2,
+               "QLinearSigmoid": 2, "Tanh": 2, "Softmax": 4, "QLinearSoftmax": 4}
+GLUE = ({"DequantizeLinear", "ReorderOutput"}, {"QuantizeLinear", "ReorderInput"})  # before it, after it
 
 # each runtime's operator names in its counters, by the kernel types they can be: OpenVINO by prefix (names vary
 # between releases and quantized variants), ONNX Runtime after its graph optimizations (QDQ fused to QLinear*, NHWC
@@ -41,7 +53,8 @@ ORT_TYPES = {op: ("conv", "dwconv", "conv1d", "dwconv1d") for op in (
     {op: ("gpool",) for op in ("GlobalAveragePool", "QLinearGlobalAveragePool", "ReduceMean")} | \
     {op: ("fc",) for op in ("Gemm", "FusedGemm", "MatMul", "FusedMatMul", "QGemm", "QLinearMatMul",
                             "MatMulInteger")} | \
-    {op: ("pool",) for op in ("MaxPool", "NhwcMaxPool", "AveragePool", "QLinearAveragePool")}
+    {op: ("pool",) for op in ("MaxPool", "NhwcMaxPool", "AveragePool", "QLinearAveragePool")} | \
+    {op: ("eltwise",) for op in ORT_ELTWISE}
 
 
 # XNNPACK's operator names in LiteRT's profiler (litert_timer), by prefix: it runs a 1x1 stride-1 convolution as a
@@ -104,12 +117,12 @@ def _channels(c: int, want: int) -> bool:
 
 def _fits(k: Kernel, layer: dict, fmt: str) -> bool:
     ins, outs = _chw(layer.get("in"), fmt), _chw(layer.get("out"), fmt)
-    if not ins or not outs:
+    if not ins or not outs or (k.type == "eltwise" and ORT_ELTWISE.get(str(layer["op"])) != k.k):
         return False
     if k.type == "fc":
         return any(_channels(c, k.cin) for c, _, _ in ins) and any(_channels(c, k.cout) for c, _, _ in outs)
     fed = any(_channels(c, k.cin) and (h, w) == (k.hin, k.win) for c, h, w in ins)
-    if k.type in ("gpool", "pool", "add"):
+    if k.type in ("gpool", "pool", "add", "eltwise"):
         return fed
     if fmt == "openvino":  # OpenVINO names its depthwise kernels
         depthwise = "_dw_" in str(layer.get("kernel", "")) or str(layer["op"]).startswith("GroupConvolution")
@@ -128,14 +141,47 @@ def kernel_times(ks: list[Kernel], layers: list[dict], fmt: str) -> list[float |
         return _tflite_times(ks, layers)
     times: list[float | None] = [None] * len(ks)
     owner: dict[int, dict] = {}
-    for layer in layers:
+    layers = _vector_prelu(layers) if fmt == "onnx" else layers
+    for at, layer in enumerate(layers):
         kinds = _kinds(str(layer.get("op", "")), fmt)
         for i, k in enumerate(ks):
             if times[i] is None and k.type in kinds and _fits(k, layer, fmt):
-                times[i] = float(layer["us"]) / 1e3
+                times[i] = (float(layer["us"]) + (_glue(layers, at) if k.type == "eltwise" else 0.0)) / 1e3
                 owner[i] = layer
                 break
     return _by_work(ks, times, owner, fmt)
+
+
+def _vector_prelu(layers: list[dict]) -> list[dict]:
+    """ONNX Runtime's rows of ``onnx_prelu``'s rewrite of one PReLU (named with its ``MARK``; the glue between
+    them too) as the one PRelu row they replace."""
+    out: list[dict] = []
+    for layer in layers:
+        name = str(layer.get("name", ""))
+        if VECTOR_PRELU not in name:
+            out.append(layer)
+            continue
+        base, j = name.split(VECTOR_PRELU)[0] + VECTOR_PRELU, len(out) - 1
+        while j >= 0 and out[j].get("name") != base and out[j].get("op") in GLUE[0] | GLUE[1]:
+            j -= 1
+        if j >= 0 and out[j].get("name") == base:  # the same PReLU's row, only glue after it
+            out[j] = dict(out[j], us=sum(float(x["us"]) for x in [*out[j:], layer]))
+            del out[j + 1:]
+        else:
+            out.append(dict(layer, op="PRelu", name=base))
+    return out
+
+
+def _glue(layers: list[dict], at: int) -> float:
+    """The time (us) of the layers ``GLUE`` names right before ``layers[at]`` and writing its number of input
+    elements, and right after it and reading them."""
+    def size(shape: list[int] | None) -> int:
+        return math.prod(shape) if shape else -1
+    n, us = size(layers[at].get("in")), 0.0
+    for j, ops, side in ((at - 1, GLUE[0], "out"), (at + 1, GLUE[1], "in")):
+        if 0 <= j < len(layers) and layers[j].get("op") in ops and size(layers[j].get(side)) == n:
+            us += float(layers[j]["us"])
+    return us
 
 
 def _by_work(ks: list[Kernel], times: list[float | None], owner: dict[int, dict], fmt: str) -> list[float | None]:

@@ -201,3 +201,31 @@ def test_an_eltwise_kernel_backs_a_budget_only_where_the_validation_held_its_cla
     assert not pred.eltwise_validated(Kernel("eltwise", 55, 75, 2, 2, 4), covered)  # P-Net's softmax
     assert not pred.eltwise_validated(Kernel("eltwise", 14, 14, 8, 8, 2), covered)  # no sigmoid was validated
     assert pred.eltwise_tag(Kernel("eltwise", 55, 75, 2, 2, 4)) == "eltwise:4:map"
+
+
+@pytest.mark.slow
+def test_onnx_runtime_counters_give_a_float_prelu_its_glue_as_its_time_in_context(tmp_path):
+    """Inside an INT8 model ONNX Runtime runs a PReLU (here over 14400 elements: not rewritten, onnx_prelu) in
+    float between a DequantizeLinear and a QuantizeLinear; the PReLU's time in context is the three rows' (the
+    counters read as the runtime ran them), and the softmax head's its QLinearSoftmax row."""
+    import onnxruntime as ort
+
+    from edgeship.devices.in_context import kernel_times
+    from edgeship.devices.layer_profile import ort_layers
+
+    torch.manual_seed(0)
+    d = lower(_Net().eval(), (3, 32, 32), "onnx", "int8", tmp_path / "int8", "m", tmp_path)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.enable_profiling = 1, True
+    sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    for _ in range(5):
+        sess.run(None, {sess.get_inputs()[0].name: torch.randn(1, 3, 32, 32).numpy()})
+    layers = ort_layers(sess)[1]
+    ks = read(d / "model.onnx", "onnx")[0]
+    times = kernel_times(ks, layers, "onnx")
+    at = next(i for i, r in enumerate(layers) if r["op"] == "PRelu")
+    assert [layers[at - 1]["op"], layers[at + 1]["op"]] == ["DequantizeLinear", "QuantizeLinear"]
+    prelu = ks.index(Kernel("eltwise", 30, 30, 16, 16, 1))
+    assert times[prelu] == pytest.approx(sum(layers[j]["us"] for j in (at - 1, at, at + 1)) / 1e3)
+    softmax = next(i for i, k in enumerate(ks) if k.type == "eltwise" and k.k == 4)
+    assert times[softmax] == pytest.approx(next(r["us"] for r in layers if r["op"] == "QLinearSoftmax") / 1e3)
