@@ -999,8 +999,9 @@ def prelu_section(d: dict) -> list[str]:
             f"{d['repeats']} alternating repeats of {d['runs']} runs; speed-up = PRelu p50 / rewritten p50 within a "
             "repeat (median over repeats, [min-max]):", "",
             "| model | input | precision | PReLUs rewritten / kept | p50 ms 1T PRelu -> rewritten | speed-up 1T | "
-            "p50 ms 2T PRelu -> rewritten | speed-up 2T | largest output difference |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "p50 ms 2T PRelu -> rewritten | speed-up 2T | every PReLU rewritten: speed-up 1T / 2T | "
+            "largest output difference |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["models"]:
         med = {k: statistics.median(v) for k, v in r["p50_ms"].items()}
         sp = r["speedup"]
@@ -1008,7 +1009,8 @@ def prelu_section(d: dict) -> list[str]:
                    f"{r['prelus_kept']} | {med['prelu:1']:.3f} -> {med['rewritten:1']:.3f} | {sp['1']['median']:.2f}x "
                    f"[{sp['1']['min']:.2f}-{sp['1']['max']:.2f}] | {med['prelu:2']:.3f} -> {med['rewritten:2']:.3f} | "
                    f"{sp['2']['median']:.2f}x [{sp['2']['min']:.2f}-{sp['2']['max']:.2f}] | "
-                   f"{r['max_abs_output_difference']:.3g} |")
+                   + (f"{r['speedup_all']['1']['median']:.2f}x / {r['speedup_all']['2']['median']:.2f}x | "
+                      if "speedup_all" in r else "- | ") + f"{r['max_abs_output_difference']:.3g} |")
     return out + [""]
 
 
@@ -1088,6 +1090,9 @@ SECTIONS = (
         d, "Latency predictor with element-wise kernels on pretrained models, LiteRT, as edgeship now fits it "
         "(a correction weight per class; a softmax over a map not validated)",
         "the run above refitted from its kept data (predictor_zoo.py --refit)")),
+    ("predictor_ort_eltwise_rewrite_zen5", lambda d: predictor_section(
+        d, "Latency predictor with element-wise kernels on ONNX Runtime, its large PReLUs rewritten, 1 thread, AMD "
+        "EPYC family 26 (calibrated with ONNX Runtime in ELTWISE_FORMATS; not adopted)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -1102,7 +1107,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc", "predictor_1d_tflite_epyc",
             "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d", "predictor_1d_tflite_zen5",
             "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5",
-            "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit", "prelu_ort")
+            "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit", "prelu_ort",
+            "predictor_ort_eltwise_rewrite_zen5")
 
 
 def other_files(results: Path) -> list[str]:

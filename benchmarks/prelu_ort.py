@@ -7,12 +7,13 @@ MTCNN's pretrained networks (facenet-pytorch's weights).
    after 50 warm-up runs; medians).
 2. ``models``: MTCNN P-Net at 288 x 384 (the first level of its image pyramid for a 640 x 480 frame and 20 px faces),
    R-Net at 24 x 24, O-Net at 48 x 48, each lowered by edgeship's ONNX backends (FP32; INT8: ONNX Runtime's
-   quantize_static on random calibration samples) twice: as shipped (``rewritten``) and with the rewrite off
-   (``prelu``: onnx_prelu.MIN_ELEMENTS set beyond any map). Latency: edgeship's host measurement
-   (``measure_host``: a fresh process per measurement, the runner's own random inputs), the two artifacts one
-   after the other, order alternating, ``--repeats`` times at 1 and 2 threads; the speed-up is the median over
-   repeats of prelu p50 / rewritten p50 within a repeat. Outputs: the largest difference between the two
-   artifacts on the same 8 random inputs (FP32: bit-identical expected).
+   quantize_static on random calibration samples) three times: as shipped (``rewritten``), with the rewrite off
+   (``prelu``: onnx_prelu.MIN_ELEMENTS set beyond any map) and with every PReLU rewritten (``all``: 0). Latency:
+   edgeship's host measurement (``measure_host``: a fresh process per measurement, the runner's own random
+   inputs), the three artifacts one after the other, order alternating, ``--repeats`` times at 1 and 2 threads;
+   the speed-up is the median over repeats of prelu p50 / rewritten p50 within a repeat (``speedup_all``: prelu /
+   all). Outputs: the largest difference between the rewritten and the prelu artifact on the same 8 random inputs
+   (bit-identical expected).
 
     .venv/bin/python benchmarks/prelu_ort.py [--repeats 5] [--out benchmarks/results/prelu_ort.json]
 """
@@ -35,6 +36,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from benchlib import RESULTS, command_line, environment, loadavg, write_json  # noqa: E402
 
 MODELS = (("mtcnn_pnet", (3, 288, 384)), ("mtcnn_rnet", (3, 24, 24)), ("mtcnn_onet", (3, 48, 48)))
+# the shipped rule, the rewrite off, and every PReLU with a constant slope rewritten (``speedup_all``)
+VARIANTS = {"rewritten": 16384, "prelu": 1 << 62, "all": 0}
 
 
 def signs(runs: int) -> list[dict]:
@@ -92,7 +95,7 @@ def lowered(work: Path) -> list[dict]:
         model = getattr(zoo, name)().eval()
         for precision in ("fp32", "int8"):
             dirs = {}
-            for variant, limit in (("rewritten", onnx_prelu.MIN_ELEMENTS), ("prelu", 1 << 62)):
+            for variant, limit in VARIANTS.items():
                 default, onnx_prelu.MIN_ELEMENTS = onnx_prelu.MIN_ELEMENTS, limit
                 try:
                     dirs[variant] = lower(model, shape, "onnx", precision, work / f"{name}-{precision}-{variant}",
@@ -120,7 +123,7 @@ def measure(rows: list[dict], repeats: int, runs: int) -> None:
     for r in range(repeats):
         for row in rows:
             for t in (1, 2):
-                order = ("prelu", "rewritten") if (r + t) % 2 == 0 else ("rewritten", "prelu")
+                order = ("prelu", "rewritten", "all") if (r + t) % 2 == 0 else ("all", "rewritten", "prelu")
                 for variant in order:
                     d = Path(row["dirs"][variant])
                     art = RunArtifact(d.name, "host", "onnx", row["precision"], d, [], "")
@@ -128,11 +131,12 @@ def measure(rows: list[dict], repeats: int, runs: int) -> None:
                     row.setdefault("p50_ms", {}).setdefault(f"{variant}:{t}", []).append(round(p50, 4))
         print(f"repeat {r + 1}/{repeats} done (load average {loadavg()})", file=sys.stderr)
     for row in rows:
-        row["speedup"] = {}
+        row["speedup"], row["speedup_all"] = {}, {}
         for t in (1, 2):
-            per = [a / b for a, b in zip(row["p50_ms"][f"prelu:{t}"], row["p50_ms"][f"rewritten:{t}"])]
-            row["speedup"][str(t)] = {"median": round(statistics.median(per), 3), "min": round(min(per), 3),
-                                      "max": round(max(per), 3)}
+            for key, variant in (("speedup", "rewritten"), ("speedup_all", "all")):
+                per = [a / b for a, b in zip(row["p50_ms"][f"prelu:{t}"], row["p50_ms"][f"{variant}:{t}"])]
+                row[key][str(t)] = {"median": round(statistics.median(per), 3), "min": round(min(per), 3),
+                                    "max": round(max(per), 3)}
         row.pop("dirs")
 
 

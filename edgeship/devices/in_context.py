@@ -39,6 +39,9 @@ MIN_SAMPLES = 30  # in-context times of a kernel type for its forest to be fitte
 ORT_ELTWISE = {"PRelu": 1, "LeakyRelu": 1, "QLinearLeakyRelu": 1, "HardSwish": 1, "HardSigmoid": 1, "Sigmoid": 2,
                "QLinearSigmoid": 2, "Tanh": 2, "Softmax": 4, "QLinearSoftmax": 4}
 GLUE = ({"DequantizeLinear", "ReorderOutput"}, {"QuantizeLinear", "ReorderInput"})  # before it, after it
+# OpenVINO's: a transpose and a softmax run as layers of their own (a PReLU or sigmoid goes into the layer before)
+OV_ELTWISE = {"Transpose": 3, "Softmax": 4, "SoftMax": 4}
+ELTWISE_OPS = {"onnx": ORT_ELTWISE, "openvino": OV_ELTWISE}
 
 # each runtime's operator names in its counters, by the kernel types they can be: OpenVINO by prefix (names vary
 # between releases and quantized variants), ONNX Runtime after its graph optimizations (QDQ fused to QLinear*, NHWC
@@ -46,7 +49,8 @@ GLUE = ({"DequantizeLinear", "ReorderOutput"}, {"QuantizeLinear", "ReorderInput"
 OV_TYPES = (("Convolution", ("conv", "dwconv", "conv1d", "dwconv1d")), ("GroupConvolution", ("dwconv", "dwconv1d")),
             ("Reduce", ("gpool",)),
             ("Pooling", ("pool", "gpool")), ("MaxPool", ("pool",)), ("AvgPool", ("pool", "gpool")),
-            ("FullyConnected", ("fc",)), ("MatMul", ("fc",)), ("Eltwise", ("add",)), ("Add", ("add",)))
+            ("FullyConnected", ("fc",)), ("MatMul", ("fc",)), ("Eltwise", ("add",)), ("Add", ("add",)),
+            *((op, ("eltwise",)) for op in OV_ELTWISE))
 ORT_TYPES = {op: ("conv", "dwconv", "conv1d", "dwconv1d") for op in (
     "Conv", "FusedConv", "NhwcFusedConv", "QLinearConv", "NhwcQLinearConv", "ConvInteger")} | \
     {op: ("add",) for op in ("Add", "Sum", "QLinearAdd")} | \
@@ -117,7 +121,7 @@ def _channels(c: int, want: int) -> bool:
 
 def _fits(k: Kernel, layer: dict, fmt: str) -> bool:
     ins, outs = _chw(layer.get("in"), fmt), _chw(layer.get("out"), fmt)
-    if not ins or not outs or (k.type == "eltwise" and ORT_ELTWISE.get(str(layer["op"])) != k.k):
+    if not ins or not outs or (k.type == "eltwise" and ELTWISE_OPS[fmt].get(str(layer["op"])) != k.k):
         return False
     if k.type == "fc":
         return any(_channels(c, k.cin) for c, _, _ in ins) and any(_channels(c, k.cout) for c, _, _ in outs)

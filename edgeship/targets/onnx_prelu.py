@@ -10,9 +10,10 @@ negative or > 1 slopes (MTCNN's span -1.3 to 1.3) hold too. Four operators cost 
 is cheap and the map small, so only a PReLU over ``MIN_ELEMENTS`` or more is rewritten.
 
 In an INT8 artifact the rewritten nodes stay float, as ONNX Runtime's quantizer leaves a PReLU (outputs identical
-to the PRelu artifact's). On MTCNN's pretrained networks (prelu_ort.json, 1 thread, p50 with the PRelu over p50
-rewritten): O-Net 1.74x FP32 and 1.70x INT8, P-Net at 288 x 384 1.78x and 1.54x (at 2 threads 1.8x/1.7x and
-1.2x/1.1x); R-Net, whose PReLUs are all smaller, is left as it is.
+to the PRelu artifact's). On MTCNN's pretrained networks (prelu_ort.json, p50 with the PRelu over p50 rewritten,
+1 / 2 threads): O-Net 1.73x / 1.91x FP32 and 1.68x / 1.67x INT8, P-Net at 288 x 384 1.82x / 1.50x and 1.51x /
+1.37x; R-Net, whose PReLUs are all under ``MIN_ELEMENTS``, is left as it is: every PReLU rewritten made it 12-13 %
+slower at one thread (the benchmark's ``speedup_all``: 0.88x FP32, 0.87x INT8), O-Net 2-3 %.
 
 The nodes are named ``<the PRelu's name>/vector_prelu/<relu|min|mul|add>``: the kernel reader reads them as the
 one element-wise kernel they replace, and a device's counters of them as its time (``devices.in_context``).
@@ -26,7 +27,7 @@ import numpy as np
 
 from edgeship.targets.base import require
 
-MIN_ELEMENTS = 16384  # MTCNN R-Net's largest PReLU is over 13552 elements, O-Net's two largest over 67712 and 28224
+MIN_ELEMENTS = 16384  # R-Net's largest PReLU is over 13552 elements, O-Net's two largest over 67712 and 28224
 MARK = "/vector_prelu/"
 
 

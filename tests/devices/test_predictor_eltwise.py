@@ -229,3 +229,22 @@ def test_onnx_runtime_counters_give_a_float_prelu_its_glue_as_its_time_in_contex
     assert times[prelu] == pytest.approx(sum(layers[j]["us"] for j in (at - 1, at, at + 1)) / 1e3)
     softmax = next(i for i, k in enumerate(ks) if k.type == "eltwise" and k.k == 4)
     assert times[softmax] == pytest.approx(next(r["us"] for r in layers if r["op"] == "QLinearSoftmax") / 1e3)
+
+
+@pytest.mark.slow
+def test_openvino_counters_give_a_transpose_and_a_softmax_their_own_layers_time(tmp_path):
+    """OpenVINO runs the transpose of the map and the softmax head as layers of their own (its PReLU inside the
+    convolution before): their in-context times are those layers' counters."""
+    from edgeship.devices import calibrate as cal
+    from edgeship.devices import in_context
+
+    torch.manual_seed(0)
+    archs = tmp_path / "archs"
+    lower(_Net().eval(), (3, 32, 32), "openvino", "int8", archs / "fit0", "m", tmp_path)
+    layers = cal.measure_layers(cal.Plan("host", [("openvino", "int8")], [1], log=print), "openvino", archs, 1)
+    ks = read(archs / "fit0" / "model.xml", "openvino")[0]
+    times = in_context.kernel_times(ks, layers["fit0"], "openvino")
+    timed = {k.k: t for k, t in zip(ks, times) if k.type == "eltwise"}
+    assert set(timed) == {3, 4} and all(t is not None and t > 0 for t in timed.values()), (ks, times)
+    ops = {row["op"] for row in layers["fit0"]}
+    assert {"Transpose", "Softmax"} <= ops, ops
