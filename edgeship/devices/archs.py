@@ -198,7 +198,8 @@ class _Pad(nn.Module):
 
 
 ELTWISE_MODULES = (nn.PReLU, nn.Sigmoid, nn.Softmax, _Swap, _Pad)
-EXTRAS = {"prelu": 0.3, "softmax": 0.25, "sigmoid": 0.15, "pad": 0.2, "swap": 0.2}  # each's chance per architecture
+# each's chance per architecture (a new one goes last: the draws before it stay as they were)
+EXTRAS = {"prelu": 0.3, "softmax": 0.25, "sigmoid": 0.15, "pad": 0.2, "swap": 0.2, "scoremap": 0.2}
 
 
 def _with_extras(arch: Arch) -> Arch:
@@ -219,6 +220,8 @@ def _with_extras(arch: Arch) -> Arch:
         net.features[0] = nn.Sequential(_Pad(conv.kernel_size[0] // 2), *stem)
     if "swap" in drawn and len(arch.input_shape) == 3:
         net.features.insert(1, _Swap())
+    if "scoremap" in drawn:  # a detector's score map: a softmax over each position's channels (MTCNN's P-Net)
+        net.features.append(nn.Softmax(dim=1))
     if "softmax" in drawn or "sigmoid" in drawn:
         net.fc = nn.Sequential(net.fc, nn.Softmax(dim=1) if "softmax" in drawn else nn.Sigmoid())
     if drawn:
@@ -281,10 +284,11 @@ def probe(kernel: Kernel) -> tuple[nn.Module, tuple[int, ...]]:
     act = {ACTS["none"]: None, ACTS["relu"]: nn.ReLU, ACTS["relu6"]: nn.ReLU6}[k.act]
     if t == "fc":
         return nn.Sequential(nn.Flatten(), nn.Linear(k.cin, k.cout)).eval(), (k.cin, 1, 1)
-    if t == "eltwise":  # its class (kernels.ELTWISE): a copy is a transpose of a map, a pad of a sequence or vector
-        op = {1: nn.PReLU, 2: nn.Sigmoid, 3: _Swap if k.win > 1 else lambda: _Pad(2)}
-        if k.k == 4:  # a softmax over the map's elements, as a vector (a classifier's output)
-            return nn.Sequential(nn.Flatten(), nn.Softmax(dim=1)).eval(), (k.cin * k.hin * k.win, 1, 1)
+    if t == "eltwise":  # its class (kernels.ELTWISE): a copy is a transpose of a map, a pad of a sequence or vector;
+        # a softmax over a map is over each position's channels (a score map), over a vector a classifier's output
+        op = {1: nn.PReLU, 2: nn.Sigmoid, 3: _Swap if k.win > 1 else lambda: _Pad(2), 4: lambda: nn.Softmax(dim=1)}
+        if k.k == 4 and k.hin * k.win == 1:
+            return nn.Sequential(nn.Flatten(), nn.Softmax(dim=1)).eval(), (k.cin, 1, 1)
         return nn.Sequential(op[k.k](), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval(), (k.cin, k.hin, k.win)
     if t in ("conv1d", "dwconv1d"):
         m1 = conv1d_bn_act(k.cin, k.cout, k.k, k.s, groups=k.cin if t == "dwconv1d" else 1, act=act)

@@ -250,6 +250,32 @@ def test_user_model_from_the_op_set(tmp_path):
     assert art.meta["source_layout"] == "NCHW"
 
 
+class ScoreMap(nn.Module):
+    """A detector's score map (MTCNN P-Net's head): a softmax over each position's channels, then pooled."""
+
+    def __init__(self, one_d: bool = False):
+        super().__init__()
+        self.conv = (nn.Conv1d if one_d else nn.Conv2d)(2 if one_d else 1, 6, 3)
+        self.pool = nn.AdaptiveAvgPool1d(1) if one_d else nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(F.softmax(self.conv(x), dim=1)), 1))
+
+
+@pytest.mark.parametrize("one_d,shape", [(False, (1, 12, 10)), (True, (2, 24))])
+def test_a_softmax_over_a_maps_channels_takes_the_lowering(tmp_path, one_d, shape):
+    """The torch.fx lowering takes a softmax over dim 1 of a 2-D or 1-D map (the channels-last tensor's last axis):
+    the same outputs as torch's."""
+    model = ScoreMap(one_d).eval()
+    x = np.random.default_rng(3).normal(size=(3, *shape)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    backend, art = lower(model, tmp_path, "fp32", shape)
+    assert art.meta["route"].startswith("torch.fx"), art.meta.get("lowering")
+    np.testing.assert_allclose(backend.load(art, threads=1)(x)[0], ref, rtol=1e-4, atol=1e-5)
+
+
 class Upsampler(nn.Module):
     def __init__(self):
         super().__init__()

@@ -444,9 +444,12 @@ class Lowering:
         return y if keep else self.tf.reshape(y, [-1, s[1]])
 
     def _softmax(self, n, x, dim):
+        """Over the classes of (N, classes), or over the channels of each position of a map (a detector's score
+        map): the last axis of the channels-last tensor either way."""
         s = shape(n.args[0])
-        if len(s) != 2 or (dim is not None and dim % 2 != 1):
-            raise unsupported("softmax", n, self.gm, "only softmax over the classes of (N, classes)")
+        if s is None or len(s) not in (2, 3, 4) or (dim is not None and dim % len(s) != 1):
+            raise unsupported("softmax", n, self.gm, "only softmax over dim 1: the classes of (N, classes) or the "
+                              "channels of (N, C, L) or (N, C, H, W)")
         return self.tf.nn.softmax(x, axis=-1)
 
     def _output(self, node) -> fx.Node:
