@@ -1093,6 +1093,12 @@ SECTIONS = (
     ("predictor_ort_eltwise_rewrite_zen5", lambda d: predictor_section(
         d, "Latency predictor with element-wise kernels on ONNX Runtime, its large PReLUs rewritten, 1 thread, AMD "
         "EPYC family 26 (calibrated with ONNX Runtime in ELTWISE_FORMATS; not adopted)")),
+    ("predictor_tflite_scoremap_zen5", lambda d: predictor_section(
+        d, "Latency predictor, LiteRT INT8 with softmax over maps (score maps) probed and held by the architectures, "
+        "1 thread, AMD EPYC family 26")),
+    ("predictor_zoo_tflite_scoremap_zen5", lambda d: predictor_zoo_section(
+        d, "Latency predictor with softmax over maps on pretrained models, LiteRT",
+        "the run above (predictor_tflite_scoremap_zen5.json), a float softmax over a map left out")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -1108,7 +1114,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d", "predictor_1d_tflite_zen5",
             "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5",
             "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit", "prelu_ort",
-            "predictor_ort_eltwise_rewrite_zen5")
+            "predictor_ort_eltwise_rewrite_zen5", "predictor_tflite_scoremap_zen5",
+            "predictor_zoo_tflite_scoremap_zen5")
 
 
 def other_files(results: Path) -> list[str]:

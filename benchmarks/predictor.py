@@ -286,6 +286,9 @@ def main() -> None:
                     got = [(m[name], f) for m, f in zip(measured[t], speeds) if name in m and "error" not in m[name]]
                     reps = [r for r, _ in got]
                     adir = cdir(fmt, precision) / name
+                    refused = [str(m[name]["error"])[:300] for m in measured[t] if "error" in m.get(name, {})]
+                    if refused:  # the runtime would not run the artifact: recorded, not hidden
+                        archs[arch_name].setdefault("measure_errors", {})[f"{fmt}:{precision}:{t}"] = refused[0]
                     if not reps or not adir.is_dir():
                         continue
                     meas = statistics.median(r["p50_ms"] for r in reps)

@@ -330,8 +330,11 @@ def measure_many(plan: Plan, directory: Path, threads: int, seed: int = 0) -> di
     raw = _many(plan, directory, threads, ["--runs", str(plan.runs), "--rounds", str(plan.rounds), "--warmup", "3",
                                             "--seed", str(plan.seed + seed)])
     plan.timings["priority"] = raw.get("priority")
+    refused = {k: str(v["error"])[:300] for k, v in raw["results"].items() if "error" in v}
+    for k, e in refused.items():
+        plan.log(f"[yellow]calibration: the runtime refused {k} ({' '.join(e.split())[:160]}); left out[/yellow]")
     return {"results": {k: v for k, v in raw["results"].items() if "error" not in v},
-            "anchors": raw.get("anchors") or []}
+            "anchors": raw.get("anchors") or [], "refused": refused}
 
 
 def _many(plan: Plan, directory: Path, threads: int, args: list[str]) -> dict:
@@ -365,7 +368,8 @@ def dataset(plan: Plan, fmt: str, threads: int, dirs: dict[str, Path]) -> dict:
                          again_probes=lambda names, attempt: measure_many(
                              plan, _subset(dirs["probes"], names, f"again-{attempt}"), threads, seed=2000 + attempt))
     (probes, *archs), reference = normalize(raws)
-    data: dict = {"anchors": reference, "probes": [], "archs": [], "processes_set_aside": aside}
+    data: dict = {"anchors": reference, "probes": [], "archs": [], "processes_set_aside": aside,
+                  "refused": {k: e for raw in raws for k, e in (raw.get("refused") or {}).items()}}
 
     def graph(kind: str, name: str) -> tuple[list[dict], dict[str, int]]:
         d = dirs[kind] / name

@@ -225,10 +225,8 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
 
     model = _shaped(onnx.load(str(path), load_external_data=False))
     g = model.graph
-    shapes = {}
-    for v in [*g.input, *g.value_info, *g.output]:
-        dims = v.type.tensor_type.shape.dim
-        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
+              for v in [*g.input, *g.value_info, *g.output]}
     inits = {t.name: list(t.dims) for t in g.initializer}
     producers = {o: n for n in g.node for o in n.output}
     consumers: dict[str, list[tuple[str, str]]] = {}
@@ -252,8 +250,7 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
 
     out: list[Kernel] = []
     skipped: dict[str, int] = {}
-    for n in g.node:
-        op = n.op_type
+    for n, op in ((n, n.op_type) for n in g.node):
         if VECTOR_PRELU in n.name or op in ("Constant", "Shape") or all(i in static for i in n.input):
             # onnx_prelu's rewrite of one PReLU is read as that: its Add the eltwise kernel
             out += [_eltwise(shapes.get(n.input[0], []), 1)] if n.name.endswith(VECTOR_PRELU + "add") else []
@@ -472,6 +469,8 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     details = it.get_tensor_details()
     shapes = {t["index"]: [int(d) for d in t["shape"]] for t in details}
     one_sided = {t["index"] for t in details if _one_sided(t)}  # as in the ONNX reader: a folded ReLU/ReLU6
+    floats = {t["index"] for t in details if t["dtype"] == np.float32} if any(  # of a quantized file
+        t["dtype"] == np.int8 for t in details) else set()
     out: list[Kernel] = []
     skipped: dict[str, int] = {}
     padded: dict[int, list[int]] = {}  # PAD's output tensor -> its input shape (NHWC): folded into the conv
@@ -507,6 +506,8 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
         elif name == "FULLY_CONNECTED":
             w = shapes[ins[1]]  # [cout, cin]
             out.append(Kernel("fc", cin=w[1], cout=w[0]))
+        elif name == "SOFTMAX" and len(x) == 4 and x[1] * x[2] > 1 and ins[0] in floats:  # in XNNPACK's float
+            _count(skipped, "SOFTMAX (float, over a map)")  # kernel, no int8 probe's: MTCNN P-Net's (notes.md)
         elif name in ELTWISE["tflite"] and len(y) in (2, 3, 4) and any(i in produced for i in ins):
             # NHWC, or the torch layout (N, C, L) litert-torch keeps for a 1-D model; a MUL's activation input
             x = y if name == "CONCATENATION" else shapes[next(i for i in ins if i in produced)]

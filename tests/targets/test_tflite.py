@@ -276,6 +276,26 @@ def test_a_softmax_over_a_maps_channels_takes_the_lowering(tmp_path, one_d, shap
     np.testing.assert_allclose(backend.load(art, threads=1)(x)[0], ref, rtol=1e-4, atol=1e-5)
 
 
+def test_a_softmax_inside_the_network_quantized_by_pt2e_gets_the_scale_litert_demands(tmp_path):
+    """A score map's softmax (48 channels, so its outputs stay far below 1) inside a network the litert-torch route
+    takes (a PReLU): PT2E observed its range and gave it a scale LiteRT's int8 SOFTMAX refuses to prepare; edgeship
+    fixes the softmax's output at 1/256 (zero point -128), and the file runs, near torch's outputs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.PReLU(8), nn.Conv2d(8, 48, 1), nn.Softmax(dim=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 10)).eval()
+    backend, art = lower(model, tmp_path, "int8", (1, 8, 8), calib=digits_task()["calib"])
+    assert art.meta["route"].startswith("litert-torch")
+    it = open_interpreter(art.path)
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    softmax = [op for op in it._get_ops_details() if op["op_name"] == "SOFTMAX"]
+    assert softmax and all(details[op["outputs"][0]]["quantization"] == (1 / 256, -128) for op in softmax)
+    x = digits_task()["x_test"][:16]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    out = backend.load(art, threads=1)(x)[0]
+    assert np.abs(out - ref).max() <= 0.1 * np.abs(ref).max()
+
+
 class Upsampler(nn.Module):
     def __init__(self):
         super().__init__()
