@@ -1099,6 +1099,12 @@ SECTIONS = (
     ("predictor_zoo_tflite_scoremap_zen5", lambda d: predictor_zoo_section(
         d, "Latency predictor with softmax over maps on pretrained models, LiteRT",
         "the run above (predictor_tflite_scoremap_zen5.json), a float softmax over a map left out")),
+    ("predictor_tflite_scoremap_zen5_rerun", lambda d: predictor_section(
+        d, "Latency predictor, LiteRT INT8 with score maps, again after the PT2E softmax fix, 1 thread, AMD EPYC "
+        "family 26")),
+    ("predictor_zoo_tflite_scoremap_zen5_rerun", lambda d: predictor_zoo_section(
+        d, "Latency predictor with score maps on pretrained models, LiteRT, the run after the fix",
+        "the run above (predictor_tflite_scoremap_zen5_rerun.json); a float softmax over a map is never covered")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -1115,7 +1121,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5",
             "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit", "prelu_ort",
             "predictor_ort_eltwise_rewrite_zen5", "predictor_tflite_scoremap_zen5",
-            "predictor_zoo_tflite_scoremap_zen5")
+            "predictor_zoo_tflite_scoremap_zen5", "predictor_tflite_scoremap_zen5_rerun",
+            "predictor_zoo_tflite_scoremap_zen5_rerun")
 
 
 def other_files(results: Path) -> list[str]:

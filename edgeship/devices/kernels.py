@@ -63,6 +63,7 @@ ELTWISE = {"onnx": {"PRelu": 1, "LeakyRelu": 1, "HardSwish": 1, "HardSigmoid": 1
 # what lies between a convolution and its activation and is folded into the convolution (``Kernel.act``)
 ONNX_PASSES = {"BatchNormalization", "QuantizeLinear", "DequantizeLinear", "Identity"}
 OV_PASSES = {"Add+const", "Multiply+const", "FakeQuantize", "Convert"}
+FLOAT_SOFTMAX_MAP = "SOFTMAX (float, over a map)"  # named whatever a validation held: its cost follows its size
 ALIGN = (4, 8, 16, 32, 64)  # channel blocks a SIMD kernel may pad to (int8 dot products take 4, AVX-512 16 floats)
 FEATURES = ("hin", "win", "cin", "cout", "k", "s", "log_macs", "log_in", "log_out", "log_weights", "log_reduction",
             "log_out_pixels", *(f"{c}_pad{m}" for c in ("cin", "cout") for m in ALIGN), "wout", "wout_pad8", "act")
@@ -507,7 +508,7 @@ def _tflite(path: Path) -> tuple[list[Kernel], dict[str, int]]:
             w = shapes[ins[1]]  # [cout, cin]
             out.append(Kernel("fc", cin=w[1], cout=w[0]))
         elif name == "SOFTMAX" and len(x) == 4 and x[1] * x[2] > 1 and ins[0] in floats:  # in XNNPACK's float
-            _count(skipped, "SOFTMAX (float, over a map)")  # kernel, no int8 probe's: MTCNN P-Net's (notes.md)
+            _count(skipped, FLOAT_SOFTMAX_MAP)  # kernel, no int8 probe's: MTCNN P-Net's (notes.md)
         elif name in ELTWISE["tflite"] and len(y) in (2, 3, 4) and any(i in produced for i in ins):
             # NHWC, or the torch layout (N, C, L) litert-torch keeps for a 1-D model; a MUL's activation input
             x = y if name == "CONCATENATION" else shapes[next(i for i in ins if i in produced)]

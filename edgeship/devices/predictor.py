@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, ValidationError
 
-from edgeship.devices.kernels import FEATURES, KERNEL_TYPES, ONE_D, Kernel, ops_text, read
+from edgeship.devices.kernels import FEATURES, FLOAT_SOFTMAX_MAP, KERNEL_TYPES, ONE_D, Kernel, ops_text, read
 from edgeship.errors import EdgeshipError
 from edgeship.record import Measurement, Prediction
 from edgeship.schema import Strict, format_validation_error
@@ -349,7 +349,7 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
         raise EdgeshipError(f"the {pf.device} predictor has no {fmt} {precision} model at {threads} thread(s) "
                             f"(it has: {', '.join(pf.configs) or 'none'})",
                             f"calibrate it: `edgeship profile RUN --calibrate --device {pf.device}`")
-    unmodelled = {op: n for op, n in (unmodelled or {}).items() if op not in cfg.covered_ops}
+    unmodelled = {op: n for op, n in (unmodelled or {}).items() if op not in cfg.covered_ops or op == FLOAT_SOFTMAX_MAP}
     # kernels of a type this configuration was calibrated without (1-D convolutions: TFLite, or files before them)
     # are left out and named, as an operator no kernel models is
     out: list[Kernel] = []
