@@ -223,7 +223,7 @@ class OnnxFP32(Backend):
 
     def lower(self, model: nn.Module, ctx: LowerContext, out_dir: Path) -> Artifact:
         path = out_dir / "model.onnx"
-        if ctx.source_onnx is not None:  # the user's own file, as it is
+        if ctx.source_onnx is not None:  # the user's own file (its large PReLUs rewritten below, same outputs)
             shutil.copyfile(ctx.source_onnx, path)
         else:
             export_onnx(model, ctx.examples, path, ctx.log_path, sig=ctx.signature)

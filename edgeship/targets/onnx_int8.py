@@ -326,7 +326,7 @@ class OnnxInt8(Backend):
         else:
             calib = check_calibration_inputs(ctx.inputs, ctx.signature.inputs)
             fp32 = ctx.work_dir / "fp32.onnx"
-            if ctx.source_onnx is not None:  # the user's own file, quantized as it is
+            if ctx.source_onnx is not None:  # the user's own file (its large PReLUs rewritten below)
                 shutil.copyfile(ctx.source_onnx, fp32)
             else:
                 export_onnx(model, ctx.examples, fp32, ctx.log_path, sig=ctx.signature)
