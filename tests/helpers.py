@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,3 +68,20 @@ def x86_has_vnni() -> bool:
     products in a saturating int16 (VPMADDUBSW), which a test's saturating layer must then show."""
     with open("/proc/cpuinfo") as f:
         return any(flag in f.read().split() for flag in ("avx512_vnni", "avx_vnni"))
+
+
+def photo_crops(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """``n`` random size x size RGB crops (N, 3, size, size) of scikit-learn's two sample photos, uint8."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    out = []
+    for i in range(n):
+        img = photos[i % len(photos)]
+        side = int(rng.integers(size, min(img.shape[:2]) // 2))
+        top, left = rng.integers(0, img.shape[0] - side), rng.integers(0, img.shape[1] - side)
+        crop = Image.fromarray(img[top:top + side, left:left + side]).resize((size, size))
+        out.append(np.asarray(crop).transpose(2, 0, 1))
+    return np.stack(out).astype(np.uint8)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import edgeship
 from edgeship import EdgeshipError
 from edgeship.cli import app
-from helpers import REPO
+from helpers import REPO, photo_crops
 
 ALL_TARGETS = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp16"), ("openvino", "int8"), ("tflite", "fp32"),
                ("tflite", "int8")]
@@ -29,23 +29,6 @@ ALL_TARGETS = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp16"), ("openv
 
 def _targets(pairs, **extra) -> list[dict]:
     return [{"name": f"{f}-{p}", "format": f, "precision": p, **extra} for f, p in pairs]
-
-
-def photo_crops(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """``n`` random size x size RGB crops (N, 3, size, size) of scikit-learn's two sample photos, uint8."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    rng = np.random.default_rng(seed)
-    photos = load_sample_images().images
-    out = []
-    for i in range(n):
-        img = photos[i % len(photos)]
-        side = int(rng.integers(size, min(img.shape[:2]) // 2))
-        top, left = rng.integers(0, img.shape[0] - side), rng.integers(0, img.shape[1] - side)
-        crop = Image.fromarray(img[top:top + side, left:left + side]).resize((size, size))
-        out.append(np.asarray(crop).transpose(2, 0, 1))
-    return np.stack(out).astype(np.uint8)
 
 
 @pytest.fixture

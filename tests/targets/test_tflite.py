@@ -21,7 +21,7 @@ from edgeship.errors import TargetError
 from edgeship.models.zoo import ZOO
 from edgeship.targets.base import Artifact, get_backend
 from edgeship.targets.tflite import open_interpreter, read_metadata
-from helpers import as_json
+from helpers import as_json, photo_crops
 
 
 class TestTFLiteFP32(BackendTemplate):
@@ -279,7 +279,8 @@ def test_a_softmax_over_a_maps_channels_takes_the_lowering(tmp_path, one_d, shap
 def test_a_softmax_inside_the_network_quantized_by_pt2e_gets_the_scale_litert_demands(tmp_path):
     """A score map's softmax (48 channels, so its outputs stay far below 1) inside a network the litert-torch route
     takes (a PReLU): PT2E observed its range and gave it a scale LiteRT's int8 SOFTMAX refuses to prepare; edgeship
-    fixes the softmax's output at 1/256 (zero point -128), and the file runs, near torch's outputs."""
+    hands the quantizer the softmax it annotates with 1/256 (zero point -128), and the file runs, near torch's
+    outputs."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.PReLU(8), nn.Conv2d(8, 48, 1), nn.Softmax(dim=1),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 10)).eval()
@@ -295,6 +296,30 @@ def test_a_softmax_inside_the_network_quantized_by_pt2e_gets_the_scale_litert_de
     out = backend.load(art, threads=1)(x)[0]
     assert np.abs(out - ref).max() <= 0.1 * np.abs(ref).max()
 
+
+
+@pytest.mark.slow
+def test_a_detectors_score_map_at_its_output_is_int8_in_a_full_integer_file(tmp_path):
+    """MTCNN P-Net (facenet-pytorch's weights) at 48 x 64 on photo crops, through the litert-torch route: its
+    softmax over the face score map is a model output, and torch.export keeps it as ``aten.softmax``, which
+    litert-torch's quantizer does not annotate, so it ran as a float SOFTMAX between a DEQUANTIZE and the output.
+    Now it is LiteRT's int8 SOFTMAX at scale 1/256, and the face probabilities stay near torch's."""
+    from benchmarks.zoo.models import mtcnn_pnet
+
+    model = mtcnn_pnet().eval()
+    x = (F.interpolate(torch.from_numpy(photo_crops(48, 48).astype(np.float32)), size=(48, 64)) - 127.5) / 128
+    backend, art = lower(model, tmp_path, "int8", (3, 48, 64), calib=x[:32].numpy())
+    assert art.meta["route"].startswith("litert-torch")
+    it = open_interpreter(art.path)
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    softmax = [op for op in it._get_ops_details() if op["op_name"] == "SOFTMAX"]
+    assert len(softmax) == 1 and details[softmax[0]["outputs"][0]]["quantization"] == (1 / 256, -128)
+    assert details[softmax[0]["inputs"][0]]["dtype"] == np.int8
+    with torch.no_grad():
+        box, face = (t.numpy() for t in model(x[32:]))
+    got_box, got_face = backend.load(art, threads=1)(x[32:].numpy())
+    assert got_face.shape == face.shape and np.abs(got_face - face).mean() < 0.02, np.abs(got_face - face).mean()
+    assert np.abs(got_face - face).max() < 0.25 and np.abs(got_box - box).max() < 0.1
 
 class Upsampler(nn.Module):
     def __init__(self):

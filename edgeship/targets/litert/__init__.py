@@ -54,20 +54,19 @@ def _failing_as(ctx: LowerContext, what: str, fix: str) -> Iterator[None]:
         raise TargetError(f"{FMT}: {what}: {msg}", f"see the log {ctx.log_path}; {fix}") from None
 
 
-def _softmax_range(prepared: Any, torch: Any) -> None:
-    """A softmax's output quantized as LiteRT's int8 SOFTMAX demands (scale 1/256, zero point -128; the kernel
-    refuses any other): its observer replaced by a fixed one. PT2E observes the range the calibration saw (a
-    histogram), and a softmax over many channels inside a network (a score map) got a scale of 1/4096, a file LiteRT
-    would not prepare ("output->params.scale not near 1.f / 256")."""
-    from torchao.quantization.pt2e.observer import FixedQParamsObserver
-
-    softmax = {torch.ops.aten._softmax.default, torch.ops.aten.softmax.int}
-    for node in prepared.graph.nodes:
-        source = node.args[0] if node.op == "call_module" and node.args else None
-        observer = getattr(prepared, str(node.target), None) if source is not None else None
-        if getattr(source, "target", None) in softmax and getattr(observer, "dtype", None) == torch.int8:
-            setattr(prepared, str(node.target), FixedQParamsObserver(
-                scale=1 / 256, zero_point=-128, dtype=torch.int8, quant_min=-128, quant_max=127))
+def _core_softmax(graph: Any, torch: Any) -> None:
+    """``aten.softmax.int`` (what torch.export keeps of ``F.softmax``) as ``aten._softmax`` (the op it decomposes to),
+    the one litert-torch's PT2EQuantizer annotates with the range LiteRT's int8 SOFTMAX demands (scale 1/256, zero
+    point -128). Unannotated, a softmax at a model's output stayed float32 in a full-integer file (MTCNN P-Net's
+    score map: a DEQUANTIZE and a float SOFTMAX), and one inside a network was observed by its consumer (a 48-channel
+    score map got 1/4096, a file LiteRT would not prepare: "output->params.scale not near 1.f / 256"). A softmax
+    whose input the quantizer leaves float (after a PReLU) stays float whole, which LiteRT runs."""
+    for node in graph.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.softmax.int and len(node.args) == 2 \
+                and node.kwargs.get("dtype") is None:
+            node.target = torch.ops.aten._softmax.default
+            node.args = (*node.args, False)
+    graph.recompile()
 
 
 def _pt2e_int8(model: Any, ctx: LowerContext, calib: list[np.ndarray]) -> bytes:
@@ -83,10 +82,10 @@ def _pt2e_int8(model: Any, ctx: LowerContext, calib: list[np.ndarray]) -> bytes:
     with _failing_as(ctx, "PT2E quantization failed", "try dynamic_int8 or int8_float_io for this model"):
         with torch.no_grad():
             graph = torch.export.export(model.eval(), ctx.examples).module()
+            _core_softmax(graph, torch)
             prepared = prepare_pt2e(graph, quantizer)
             for i in range(len(calib[0])):  # one sample at a time: the program was exported at batch 1
                 prepared(*[torch.from_numpy(np.ascontiguousarray(a[i:i + 1])).to(d) for a, d in zip(calib, dtypes)])
-            _softmax_range(prepared, torch)
             quantized = convert_pt2e(prepared, fold_quantize=False)
     return _convert(quantized, ctx, exported=True, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
 
