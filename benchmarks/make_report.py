@@ -1105,6 +1105,15 @@ SECTIONS = (
     ("predictor_zoo_tflite_scoremap_zen5_rerun", lambda d: predictor_zoo_section(
         d, "Latency predictor with score maps on pretrained models, LiteRT, the run after the fix",
         "the run above (predictor_tflite_scoremap_zen5_rerun.json); a float softmax over a map is never covered")),
+    ("predictor_zoo_tflite_softmax_int8_zen5", lambda d: predictor_zoo_section(
+        d, "Latency predictor on pretrained models, LiteRT, P-Net's score map int8 (the litert-torch softmax fix)",
+        "predictor_tflite_scoremap_zen5_rerun.json's file, calibrated with PReLUs of one slope")),
+    ("predictor_tflite_prelu_per_channel_zen5", lambda d: predictor_section(
+        d, "Latency predictor, LiteRT INT8 with per-channel PReLU slopes in probes and architectures, 1 thread, AMD "
+        "EPYC family 26")),
+    ("predictor_zoo_tflite_prelu_per_channel_zen5", lambda d: predictor_zoo_section(
+        d, "Latency predictor with per-channel PReLU slopes on pretrained models, LiteRT",
+        "the run above (predictor_tflite_prelu_per_channel_zen5.json)")),
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
@@ -1122,7 +1131,8 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit", "prelu_ort",
             "predictor_ort_eltwise_rewrite_zen5", "predictor_tflite_scoremap_zen5",
             "predictor_zoo_tflite_scoremap_zen5", "predictor_tflite_scoremap_zen5_rerun",
-            "predictor_zoo_tflite_scoremap_zen5_rerun")
+            "predictor_zoo_tflite_scoremap_zen5_rerun", "predictor_zoo_tflite_softmax_int8_zen5",
+            "predictor_tflite_prelu_per_channel_zen5", "predictor_zoo_tflite_prelu_per_channel_zen5")
 
 
 def other_files(results: Path) -> list[str]:

@@ -202,6 +202,36 @@ ELTWISE_MODULES = (nn.PReLU, nn.Sigmoid, nn.Softmax, _Swap, _Pad)
 EXTRAS = {"prelu": 0.3, "softmax": 0.25, "sigmoid": 0.15, "pad": 0.2, "swap": 0.2, "scoremap": 0.2}
 
 
+def trained_prelu(channels: int, seed: int) -> nn.PReLU:
+    """A PReLU as trained models hold one (MTCNN's, face recognizers'): a slope per channel, each its own. LiteRT
+    folds equal slopes into one scalar and broadcasts distinct ones per position in the NHWC layout, which XNNPACK
+    runs 3-25x slower where the channels are not a multiple of 16 (a 118 x 158 x 10 map: 0.114 against 0.013 ms,
+    benchmarks/results/prelu_litert.json); a PReLU of one slope, or of PyTorch's equal initial slopes, never shows
+    that cost."""
+    prelu = nn.PReLU(channels)
+    with torch.no_grad():
+        prelu.weight.copy_(torch.rand(channels, generator=torch.Generator().manual_seed(seed)) * 0.5 - 0.1)
+    return prelu
+
+
+def _per_channel_prelus(net: nn.Module, input_shape: tuple[int, ...], seed: int) -> None:
+    """Each ReLU of ``net`` replaced by a ``trained_prelu`` over the channels it sees."""
+    channels: dict[int, int] = {}
+    relus = [m for m in net.modules() if type(m) is nn.ReLU]
+    def seen(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:  # (a hook's value would replace the output)
+        channels.setdefault(id(m), int(out.shape[1]))
+
+    hooks = [m.register_forward_hook(seen) for m in relus]
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, *input_shape))
+    for h in hooks:
+        h.remove()
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.ReLU and id(child) in channels:
+                setattr(parent, name, trained_prelu(channels[id(child)], seed))
+
+
 def _with_extras(arch: Arch) -> Arch:
     """``arch`` with the operators of ``EXTRAS`` each drawn with its chance (the module docstring)."""
     rng = random.Random(f"extras {arch.seed}")
@@ -209,10 +239,7 @@ def _with_extras(arch: Arch) -> Arch:
     net = arch.model
     assert isinstance(net, _Net)
     if "prelu" in drawn:
-        for parent in list(net.modules()):
-            for name, child in parent.named_children():
-                if type(child) is nn.ReLU:
-                    setattr(parent, name, nn.PReLU())
+        _per_channel_prelus(net, arch.input_shape, arch.seed)
     stem = net.features[0]
     if "pad" in drawn and isinstance(stem, nn.Sequential) and stem[0].kernel_size[0] > 1:
         conv = stem[0]
@@ -286,10 +313,14 @@ def probe(kernel: Kernel) -> tuple[nn.Module, tuple[int, ...]]:
         return nn.Sequential(nn.Flatten(), nn.Linear(k.cin, k.cout)).eval(), (k.cin, 1, 1)
     if t == "eltwise":  # its class (kernels.ELTWISE): a copy is a transpose of a map, a pad of a sequence or vector;
         # a softmax over a map is over each position's channels (a score map), over a vector a classifier's output
-        op = {1: nn.PReLU, 2: nn.Sigmoid, 3: _Swap if k.win > 1 else lambda: _Pad(2), 4: lambda: nn.Softmax(dim=1)}
+        # a PReLU over a map follows a 1x1 convolution (the fitting subtracts its time, as the pool's): after a
+        # convolution LiteRT runs it channels-last, where its slopes broadcast per position (``trained_prelu``)
+        op = {1: lambda: trained_prelu(k.cin, k.cin), 2: nn.Sigmoid, 3: _Swap if k.win > 1 else lambda: _Pad(2),
+              4: lambda: nn.Softmax(dim=1)}
         if k.k == 4 and k.hin * k.win == 1:
             return nn.Sequential(nn.Flatten(), nn.Softmax(dim=1)).eval(), (k.cin, 1, 1)
-        return nn.Sequential(op[k.k](), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval(), (k.cin, k.hin, k.win)
+        before = [nn.Conv2d(k.cin, k.cin, 1)] if k.k == 1 and k.hin * k.win > 1 else []
+        return nn.Sequential(*before, op[k.k](), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval(), (k.cin, k.hin, k.win)
     if t in ("conv1d", "dwconv1d"):
         m1 = conv1d_bn_act(k.cin, k.cout, k.k, k.s, groups=k.cin if t == "dwconv1d" else 1, act=act)
         return nn.Sequential(m1, nn.AdaptiveAvgPool1d(1), nn.Flatten()).eval(), (k.cin, k.hin)

@@ -133,15 +133,19 @@ ELTWISE_NAMES = {1: "element-wise arithmetic (PReLU, MUL, SUB)", 2: "sigmoid/tan
 
 
 def eltwise_tag(k: Kernel) -> str:
-    """An eltwise kernel's class and shape as its configuration's ``covered_ops`` records the validation's."""
-    return f"eltwise:{k.k}:{'vector' if k.hin * k.win == 1 else 'map'}"
+    """An eltwise kernel's class and shape as its configuration's ``covered_ops`` records the validation's (a
+    PReLU over a map: with a slope per channel, as ``archs.trained_prelu`` has drawn them since p34)."""
+    return f"eltwise:{k.k}:{'vector' if k.hin * k.win == 1 else 'map'}{'-per-channel' * (k.k == 1 < k.hin * k.win)}"
 
 
 def eltwise_validated(k: Kernel, covered: list[str]) -> bool:
     """Whether the validation architectures held an eltwise kernel of ``k``'s class (a softmax: over the same
     shape, a classifier's vector or a map: its time follows its rows; MTCNN P-Net's over a map's 2 channels per
-    pixel, which LiteRT runs in float, put its prediction 58 % under: predictor_zoo_eltwise_zen5.json)."""
-    return eltwise_tag(k) in covered or (k.k != 4 and any(c.startswith(f"eltwise:{k.k}:") for c in covered))
+    pixel, which LiteRT runs in float, put its prediction 58 % under: predictor_zoo_eltwise_zen5.json; a PReLU over
+    a map: with per-channel slopes, which LiteRT broadcasts per position: a file whose validation held PReLUs of
+    one slope, as before p34, backed P-Net at -25 %)."""
+    same = k.k == 4 or (k.k == 1 and k.hin * k.win > 1)
+    return eltwise_tag(k) in covered or (not same and any(c.startswith(f"eltwise:{k.k}:") for c in covered))
 
 
 def group_of(k: Kernel) -> str:
@@ -355,7 +359,8 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
     out: list[Kernel] = []
     for k in ks:
         if k.type == "eltwise" and k.type in cfg.forests and not eltwise_validated(k, cfg.covered_ops):
-            name = f"{ELTWISE_NAMES[k.k]} over a {eltwise_tag(k).rsplit(':', 1)[1]} (not validated)"
+            shape = eltwise_tag(k).rsplit(":", 1)[1].replace("-per-channel", ", per-channel slopes")
+            name = f"{ELTWISE_NAMES[k.k]} over a {shape} (not validated)"
         elif k.type not in cfg.forests:
             name = f"{k.type} (not calibrated)" if k.type != "eltwise" else f"{ELTWISE_NAMES[k.k]} (not calibrated)"
         else:

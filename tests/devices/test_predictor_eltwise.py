@@ -82,6 +82,26 @@ def test_random_architectures_draw_their_extras_from_a_stream_of_their_own():
     assert all(n >= 3 for n in drawn.values()), drawn
 
 
+
+def test_prelus_are_per_channel_with_distinct_slopes_and_the_map_probe_runs_after_a_convolution():
+    """Trained PReLUs have a slope per channel, each its own (MTCNN's); LiteRT broadcasts those per position and
+    XNNPACK runs that 3-25x slower where the channels are not a multiple of 16, a cost a PReLU of one slope (or
+    PyTorch's equal initial slopes, which LiteRT folds into one) never shows. The random architectures' and the
+    probes' PReLUs are per-channel with distinct slopes; a map's probe runs after a 1x1 convolution, so LiteRT runs
+    it channels-last, as in a model."""
+    from edgeship.devices.archs import random_arch
+
+    with_prelu = next(a for a in (random_arch(s) for s in range(200000, 200040)) if "prelu" in a.description)
+    prelus = [m for m in with_prelu.model.modules() if isinstance(m, torch.nn.PReLU)]
+    assert prelus and all(p.weight.numel() > 1 and p.weight.unique().numel() == p.weight.numel() for p in prelus)
+    with torch.no_grad():
+        with_prelu.model(torch.randn(1, *with_prelu.input_shape))
+    m, shape = probe(Kernel("eltwise", 20, 24, 10, 10, 1))
+    assert type(m[0]) is torch.nn.Conv2d and m[0].kernel_size == (1, 1) and type(m[1]) is torch.nn.PReLU
+    assert m[1].weight.numel() == 10 and m[1].weight.unique().numel() == 10 and shape == (10, 20, 24)
+    vector, _ = probe(Kernel("eltwise", 1, 1, 64, 64, 1))
+    assert not any(isinstance(x, torch.nn.Conv2d) for x in vector.modules())
+
 def test_probes_hold_every_eltwise_class_over_maps_and_vectors():
     """A calibration's probes time each operator class over feature maps and over a classifier's vector, each a
     module of its class (the softmax over a vector, as a classifier's output)."""
@@ -207,6 +227,13 @@ def test_an_eltwise_kernel_backs_a_budget_only_where_the_validation_held_its_cla
     assert not pred.eltwise_validated(Kernel("eltwise", 55, 75, 2, 2, 4), covered)  # P-Net's softmax
     assert not pred.eltwise_validated(Kernel("eltwise", 14, 14, 8, 8, 2), covered)  # no sigmoid was validated
     assert pred.eltwise_tag(Kernel("eltwise", 55, 75, 2, 2, 4)) == "eltwise:4:map"
+    # a PReLU over a map: only where the validation held per-channel slopes (a file from before p34 held one slope,
+    # and backed P-Net at -25 %: its 10-channel PReLU's slopes broadcast per position ran 9x the one-slope time)
+    prelu = Kernel("eltwise", 118, 158, 10, 10, 1)
+    assert pred.eltwise_tag(prelu) == "eltwise:1:map-per-channel"
+    assert not pred.eltwise_validated(prelu, covered)
+    assert pred.eltwise_validated(prelu, ["eltwise:1:map-per-channel"])
+    assert pred.eltwise_validated(Kernel("eltwise", 1, 1, 256, 256, 1), ["eltwise:1:map-per-channel"])
 
 
 @pytest.mark.slow
