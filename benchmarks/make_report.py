@@ -1017,6 +1017,8 @@ def prelu_section(d: dict) -> list[str]:
 SECTIONS = (
     ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
+    ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
+                                             "and AVX-VNNI, no AMX)")),
     ("prelu_ort", prelu_section), ("size_scaling", size_section), ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),
     ("zoo", zoo_section), ("emulated_arm", emulated_section), ("qat_weight_bits", weight_bits_section),
@@ -1120,7 +1122,8 @@ SECTIONS = (
 RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling", "methods", "methods_quick",
             "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
             "search", "search_quick",
-            "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "emulated_arm", "qat_weight_bits",
+            "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "scale_zen5", "emulated_arm",
+            "qat_weight_bits",
             "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
             "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
             "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26",

@@ -218,6 +218,7 @@ def _per_channel_prelus(net: nn.Module, input_shape: tuple[int, ...], seed: int)
     """Each ReLU of ``net`` replaced by a ``trained_prelu`` over the channels it sees."""
     channels: dict[int, int] = {}
     relus = [m for m in net.modules() if type(m) is nn.ReLU]
+
     def seen(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:  # (a hook's value would replace the output)
         channels.setdefault(id(m), int(out.shape[1]))
 
