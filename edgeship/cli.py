@@ -20,6 +20,7 @@ from rich.table import Table
 from edgeship import api
 from edgeship.devices import budgets
 from edgeship.devices.android import AdbTarget
+from edgeship.devices.kernels import ops_text
 from edgeship.devices.profile import ProfileResult
 from edgeship.devices.remote import SshTarget
 from edgeship.errors import EdgeshipError
@@ -345,6 +346,10 @@ def profile(run: Path = typer.Argument(..., help="a run directory (runs/<name>)"
                           f"{p.p50_upper_ms:.4g}), p90 {m.p90_ms:.4g} ms (upper bound {p.p90_upper_ms:.4g}); the "
                           f"predictor's error on {p.n_validation} unseen architectures: MAPE {p.mape_pct:.1f}%, "
                           f"{p.within_10pct:.0%} within +-10%", highlight=False)
+                if p.unmodelled_ops or p.unvalidated:  # what report.json's `method` says: shown, not only stored
+                    left = f"it LEAVES OUT {ops_text(p.unmodelled_ops)}" if p.unmodelled_ops else p.unvalidated
+                    out.print(f"  [bold yellow]{name}: {left}[/bold yellow]: the stated error does not cover this "
+                              "model, so no budget passes on this prediction", highlight=False)
     for e in res.errors.values():
         err.print(f"[bold red]error:[/bold red] {escape(e)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1 if res.errors else 0)

@@ -118,8 +118,9 @@ def _shown(name: str, m: Measurement) -> None:
     if m.source == "emulated":
         info(f"emulated {name}: {m.runtime} {m.runtime_version}{checked} (no latency: emulated)")
         return
-    info(f"{m.source} {name}: p50 {m.p50_ms or 0:.3f} ms, p90 {m.p90_ms or 0:.3f} ms, "
-         f"peak RAM {m.peak_rss_mb or 0:.0f} MB, {m.threads} thread(s){checked}")
+    ram = f"peak RAM {m.peak_rss_mb:.0f} MB" if m.peak_rss_mb is not None else "no peak RAM (not measured)"
+    info(f"{m.source} {name}: p50 {m.p50_ms or 0:.3f} ms, p90 {m.p90_ms or 0:.3f} ms, {ram}, {m.threads} thread(s)"
+         f"{checked}")
     for line in layer_lines(name, m):
         info(line)
 

@@ -210,6 +210,23 @@ def test_predict_without_a_predictor_names_the_command(tmp_path, digits_checkpoi
     assert res.exit_code == 1 and "rpi4 has no latency predictor" in res.stderr and "--calibrate" in res.stderr
 
 
+
+def test_profile_predict_says_what_a_prediction_leaves_out(tmp_path, digits_checkpoint, monkeypatch):
+    """`profile --predict` prints, beside the predicted numbers, what the prediction leaves out and that no budget
+    passes on it (report.json's `method` said so; the terminal did not), and no peak RAM for a prediction (it
+    printed 0 MB)."""
+    monkeypatch.chdir(tmp_path)
+    run = _export_pi_run(tmp_path, digits_checkpoint)
+    pf = _config(covered=[])  # conv, global pool and fc forests: the digits CNN's two max pools are not calibrated
+    pf.configs[pred.key("onnx", "fp32", 1)] = pf.configs.pop(pred.key("tflite", "int8", 1)).model_copy(
+        update={"format": "onnx", "precision": "fp32"})
+    pf.save(pred.path_for("rpi4"))
+    res = cli("profile", run, "--predict", "--threads", 1)
+    assert res.exit_code == 0, res.stderr + res.stdout
+    out = " ".join((res.stdout + res.stderr).split())
+    assert "PREDICTED pi-onnx" in out and "pi-onnx: it LEAVES OUT pool (not calibrated) x2" in out
+    assert "no budget passes on this prediction" in out and "no peak RAM (not measured)" in out
+
 def _export_pi_run(tmp: Path, checkpoint: Path) -> Path:
     r = digits_recipe_dict(tmp, budgets={"latency_ms_p90": 1000.0, "model_size_kb": 1000.0},
                            output=str(tmp / "runs" / "pi"),
