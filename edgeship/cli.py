@@ -380,7 +380,7 @@ def _measurement_table(res: ProfileResult) -> Table:
         tb.add_row(name, num(m.p50_ms, ".4g"), num(m.p90_ms, ".4g"), num(m.p99_ms, ".4g"),
                    f"{num(m.mean_ms, '.4g')} +- {num(m.std_ms, '.2g')}", num(m.load_ms, ".4g"),
                    num(m.peak_rss_mb, ".0f"), "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
-                   str(m.threads), str(m.runs),
+                   str(m.threads), num(m.runs, "d"),
                    *([f"{num(v.top1, '.4f')} / {num(v.agreement, '.4f')} (n={v.n})" if v else "-"] if checked else []),
                    str(where))
     return tb

@@ -214,7 +214,7 @@ def test_predict_without_a_predictor_names_the_command(tmp_path, digits_checkpoi
 def test_profile_predict_says_what_a_prediction_leaves_out(tmp_path, digits_checkpoint, monkeypatch):
     """`profile --predict` prints, beside the predicted numbers, what the prediction leaves out and that no budget
     passes on it (report.json's `method` said so; the terminal did not), and no peak RAM for a prediction (it
-    printed 0 MB)."""
+    printed 0 MB, and its runs as None)."""
     monkeypatch.chdir(tmp_path)
     run = _export_pi_run(tmp_path, digits_checkpoint)
     pf = _config(covered=[])  # conv, global pool and fc forests: the digits CNN's two max pools are not calibrated
@@ -226,6 +226,7 @@ def test_profile_predict_says_what_a_prediction_leaves_out(tmp_path, digits_chec
     out = " ".join((res.stdout + res.stderr).split())
     assert "PREDICTED pi-onnx" in out and "pi-onnx: it LEAVES OUT pool (not calibrated) x2" in out
     assert "no budget passes on this prediction" in out and "no peak RAM (not measured)" in out
+    assert " None " not in out  # a prediction has no timed runs: "-", as every other empty cell
 
 def _export_pi_run(tmp: Path, checkpoint: Path) -> Path:
     r = digits_recipe_dict(tmp, budgets={"latency_ms_p90": 1000.0, "model_size_kb": 1000.0},
