@@ -1014,12 +1014,34 @@ def prelu_section(d: dict) -> list[str]:
     return out + [""]
 
 
+def prelu_litert_section(d: dict) -> list[str]:
+    """prelu_litert.json: a PReLU's slopes on LiteRT, one against one per channel (why the predictor's are)."""
+    env = d["environment"]
+    h, w = d["map"]
+    out = ["## PReLU on LiteRT: one slope against a slope per channel", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', 'benchmarks/prelu_litert.py')}` "
+           f"on {env['cpu']} ({env['cores']} cores; {', '.join(env['cpu_features'])}), load average "
+           f"{d['loadavg_before']} at the start. litert-torch writes a PReLU as RELU, MUL, MUL, SUB (float, also in "
+           "an INT8 file); trained models have a slope per channel, each its own, which XNNPACK broadcasts per "
+           "position of the channels-last map. A 1x1 depthwise convolution, the PReLU and a global pool over a "
+           f"{h} x {w} map, edgeship's TFLite INT8 backend, 1 thread, {d['runs']} timed runs, then as many with "
+           "LiteRT's per-operator profiler: the model's p50 and the slopes' MUL.", "",
+           "| channels | p50 ms, one slope | p50 ms, per channel | MUL ms, one slope | MUL ms, per channel | "
+           "MUL ns per position, per channel | MUL per channel / one slope |", "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        one, per = r["one"], r["per_channel"]
+        out.append(f"| {r['channels']} | {one['p50_ms']:.3f} | {per['p50_ms']:.3f} | {one['slowest_mul_ms']:.4f} | "
+                   f"{per['slowest_mul_ms']:.4f} | {per['mul_ns_per_position']} | {r['mul_ratio']:.2f}x |")
+    return out + [""]
+
+
 SECTIONS = (
     ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
     ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
                                              "and AVX-VNNI, no AMX)")),
-    ("prelu_ort", prelu_section), ("size_scaling", size_section), ("methods", methods_section),
+    ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("size_scaling", size_section),
+    ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),
     ("zoo", zoo_section), ("emulated_arm", emulated_section), ("qat_weight_bits", weight_bits_section),
     (None, lambda results: distributed_section(d, load(results, "streaming"))
@@ -1132,6 +1154,7 @@ RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "siz
             "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d", "predictor_1d_tflite_zen5",
             "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5",
             "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit", "prelu_ort",
+            "prelu_litert",
             "predictor_ort_eltwise_rewrite_zen5", "predictor_tflite_scoremap_zen5",
             "predictor_zoo_tflite_scoremap_zen5", "predictor_tflite_scoremap_zen5_rerun",
             "predictor_zoo_tflite_scoremap_zen5_rerun", "predictor_zoo_tflite_softmax_int8_zen5",
