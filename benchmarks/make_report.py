@@ -1141,24 +1141,8 @@ SECTIONS = (
     ("search", search_section),
     ("search_96", lambda d: search_section(d, "Budget-driven search per device, MobileNetV2 0.35 at 96x96")),
 )
-RENDERED = ("peers", "peers_quick", "pipeline_cost", "pipeline_cost_quick", "size_scaling", "methods", "methods_quick",
-            "methods_full", "zoo", "distributed", "streaming", "predictor", "predictor_quick", "predictor_zoo",
-            "search", "search_quick",
-            "search_96", "search_96_quick", "scale", "scale_quick", "scale_epyc", "scale_zen5", "emulated_arm",
-            "qat_weight_bits",
-            "predictor_epyc", "predictor_litert_in_context", "predictor_epyc_p20", "predictor_epyc_p21",
-            "predictor_epyc_p22", "predictor_epyc_p23", "predictor_epyc_p24",
-            "predictor_epyc_p25", "predictor_epyc_p26", "predictor_zoo_epyc", "predictor_zoo_epyc_p26",
-            "predictor_epyc_p26_refit", "predictor_epyc_p28", "predictor_epyc_p28_judged", "predictor_1d_epyc",
-            "predictor_1d_epyc_2d", "predictor_zoo_1d_epyc", "predictor_1d_tflite_epyc",
-            "predictor_1d_tflite_epyc_judged", "predictor_1d_tflite_epyc_2d", "predictor_1d_tflite_zen5",
-            "predictor_1d_tflite_zen5_judged", "predictor_1d_tflite_zen5_2d", "predictor_zen5",
-            "predictor_eltwise_zen5", "predictor_zoo_eltwise_zen5", "predictor_zoo_eltwise_tflite_refit", "prelu_ort",
-            "prelu_litert",
-            "predictor_ort_eltwise_rewrite_zen5", "predictor_tflite_scoremap_zen5",
-            "predictor_zoo_tflite_scoremap_zen5", "predictor_tflite_scoremap_zen5_rerun",
-            "predictor_zoo_tflite_scoremap_zen5_rerun", "predictor_zoo_tflite_softmax_int8_zen5",
-            "predictor_tflite_prelu_per_channel_zen5", "predictor_zoo_tflite_prelu_per_channel_zen5")
+# every stem a section renders (``load`` also reads its _quick run), and the two the distributed section reads
+RENDERED = {q for stem, _ in SECTIONS if stem for q in (stem, f"{stem}_quick")} | {"distributed", "streaming"}
 
 
 def other_files(results: Path) -> list[str]:

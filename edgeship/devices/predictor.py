@@ -135,7 +135,8 @@ ELTWISE_NAMES = {1: "element-wise arithmetic (PReLU, MUL, SUB)", 2: "sigmoid/tan
 def eltwise_tag(k: Kernel) -> str:
     """An eltwise kernel's class and shape as its configuration's ``covered_ops`` records the validation's (a
     PReLU over a map: with a slope per channel, as ``archs.trained_prelu`` has drawn them since p34)."""
-    return f"eltwise:{k.k}:{'vector' if k.hin * k.win == 1 else 'map'}{'-per-channel' * (k.k == 1 < k.hin * k.win)}"
+    shape = "vector" if k.hin * k.win == 1 else "map-per-channel" if k.k == 1 else "map"
+    return f"eltwise:{k.k}:{shape}"
 
 
 def eltwise_validated(k: Kernel, covered: list[str]) -> bool:
@@ -144,8 +145,9 @@ def eltwise_validated(k: Kernel, covered: list[str]) -> bool:
     pixel, which LiteRT runs in float, put its prediction 58 % under: predictor_zoo_eltwise_zen5.json; a PReLU over
     a map: with per-channel slopes, which LiteRT broadcasts per position: a file whose validation held PReLUs of
     one slope, as before p34, backed P-Net at -25 %)."""
-    same = k.k == 4 or (k.k == 1 and k.hin * k.win > 1)
-    return eltwise_tag(k) in covered or (not same and any(c.startswith(f"eltwise:{k.k}:") for c in covered))
+    tag = eltwise_tag(k)
+    exact = k.k == 4 or tag.endswith("-per-channel")  # only the very shape the validation held
+    return tag in covered or (not exact and any(c.startswith(f"eltwise:{k.k}:") for c in covered))
 
 
 def group_of(k: Kernel) -> str:
