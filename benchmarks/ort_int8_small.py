@@ -7,7 +7,7 @@ nothing recalibrated), each built here from the artifact of a finished `edgeship
 
 - ``int8_current``: the artifact as it was lowered before the alignment rule;
 - ``int8_dw16``: every depthwise convolution widened with zero channels to a multiple of 16
-  (``edgeship.targets.onnx_int8.align_depthwise``; outputs bit-identical);
+  (``edgeship.targets.onnx_align.align_depthwise``; outputs bit-identical);
 - ``int8_stem_float``: the 3-channel stem convolution kept float (its weights dequantized; the input's Q/DQ gone);
 - ``int8_first2_float``: the stem and the first depthwise convolution kept float (the first N=2 convolutions
   excluded from quantization, as ``nodes_to_exclude`` would);
@@ -54,7 +54,7 @@ VARIANTS = ("int8_current", "int8_dw16", "int8_stem_float", "int8_first2_float",
 
 # ------------------------------------------------------------------------------------------- variants
 def _prune(model) -> None:
-    from edgeship.targets.onnx_int8 import set_nodes
+    from edgeship.targets.onnx_align import set_nodes
 
     set_nodes(model.graph, list(model.graph.node))
 
@@ -68,7 +68,7 @@ def keep_float(model, convs: list) -> None:
     weights dequantized to float initializers, the Q/DQ pair before each of them bypassed."""
     from onnx import numpy_helper
 
-    from edgeship.targets.onnx_int8 import _Graph
+    from edgeship.targets.onnx_align import _Graph
 
     gr = _Graph(model.graph)
     names = {c.name for c in convs}
@@ -96,39 +96,11 @@ def keep_float(model, convs: list) -> None:
     _prune(model)
 
 
-def pad_stem_input(model, channels: int = 4) -> None:
-    """Pad the quantized graph input on its channel axis to ``channels`` with its zero point (a float 0) and give
-    the stem convolution zero weights for the new channels: its output is unchanged."""
-    from onnx import helper, numpy_helper
-
-    from edgeship.targets.onnx_int8 import _Graph, set_nodes
-
-    g = model.graph
-    gr = _Graph(g)
-    stem = convs_in_order(model)[0]
-    dq = gr.producer[stem.input[0]]
-    q = gr.producer[dq.input[0]]
-    have = gr.weight(stem.input[1])[0].shape[1]
-    zp = gr.inits[q.input[2]]
-    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, channels - have, 0, 0], np.int64), "stem_pads")
-    value = numpy_helper.from_array(np.asarray(zp).reshape(()), "stem_pad_value")
-    g.initializer.extend([pads, value])
-    pad = helper.make_node("Pad", [q.output[0], "stem_pads", "stem_pad_value"], ["stem_padded"], name="stem_pad")
-    new_dq = helper.make_node("DequantizeLinear", ["stem_padded", *dq.input[1:]], ["stem_padded_dq"], name="stem_dq")
-    stem.input[0] = "stem_padded_dq"
-    gr.padded_input(stem, 1, 1, channels)
-    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in gr.new_inits.items())
-    nodes = gr.new_nodes + list(g.node)
-    i = next(k for k, n in enumerate(nodes) if n.output[0] == q.output[0])
-    nodes[i + 1:i + 1] = [pad, new_dq]
-    set_nodes(g, nodes)
-
-
 def build_variant(name: str, src: Path, meta: dict, out: Path) -> dict:
     import onnx
 
     from edgeship.targets.base import Artifact
-    from edgeship.targets.onnx_int8 import align_depthwise
+    from edgeship.targets.onnx_align import align_depthwise, pad_stem_input
 
     m = onnx.load(str(src))
     info: dict = {"name": name}
@@ -144,7 +116,7 @@ def build_variant(name: str, src: Path, meta: dict, out: Path) -> dict:
         keep_float(m, convs[:2])
         info["float_convs"] = [c.name for c in convs[:2]]
     if name.endswith("stem4"):
-        pad_stem_input(m, 4)
+        pad_stem_input(m, min_cout=1)
     onnx.checker.check_model(m)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(m, str(out / "model.onnx"))
@@ -180,7 +152,8 @@ def build_blocks(work: Path) -> list[dict]:
     from edgeship.calibration.quant import QuantSettings
     from edgeship.targets.base import Artifact
     from edgeship.targets.onnx import export_onnx
-    from edgeship.targets.onnx_int8 import align_depthwise, quantize_onnx
+    from edgeship.targets.onnx_align import align_depthwise
+    from edgeship.targets.onnx_int8 import quantize_onnx
 
     nn = torch.nn
     rows = []

@@ -1,11 +1,11 @@
 """An artifact's graph as the runtime runs it: a list of kernels (the unit a latency predictor works on).
 
 As in nn-Meter (Zhang et al., MobiSys 2021), a runtime does not run a model operator by operator: it fuses a
-convolution with its batch norm and activation (and, in INT8 graphs, with the quantize/dequantize pairs around
-it) into one kernel. ``kernels(artifact)`` reads the artifact's own file (ONNX, OpenVINO IR, TFLite), drops what
-the runtimes fuse away or that costs nothing (activations, batch norms folded into the convolution, Q/DQ and
-FakeQuantize pairs, reshapes, constants), folds TFLite's explicit PAD into the convolution that follows it, and
-returns one ``Kernel`` per remaining unit of work (a convolution with the activation it fused, ``Kernel.act``):
+convolution with its batch norm and activation (in INT8 graphs with the Q/DQ pairs around it too) into one kernel.
+``kernels(artifact)`` reads the artifact's own file, drops what the runtimes fuse away or that costs nothing
+(activations, batch norms folded into the convolution, Q/DQ and FakeQuantize pairs, reshapes, constants), folds
+TFLite's explicit PAD and a stem's channel Pad (``onnx_align.pad_stem_input``) into the convolution that follows it,
+and returns one ``Kernel`` per remaining unit of work (a convolution with the activation it fused, ``Kernel.act``):
 
     conv    a dense convolution (any kernel size and stride; + bias, batch norm, activation)
     dwconv  a depthwise convolution (groups == channels)
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.errors import EdgeshipError
+from edgeship.targets.onnx_align import PAD_INPUT
 from edgeship.targets.onnx_prelu import MARK as VECTOR_PRELU
 
 KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc", "conv1d", "dwconv1d", "eltwise")
@@ -45,8 +46,7 @@ ONE_D = ("conv1d", "dwconv1d")  # the 1-D convolutions
 CONVS = {"onnx": ("Conv", "ConvInteger", "QLinearConv"), "openvino": ("Convolution", "GroupConvolution"),
          "tflite": ("CONV_2D", "DEPTHWISE_CONV_2D")}
 # operators a runtime fuses into the kernel before them or that move no data (per format)
-FREE = {
-    "onnx": {"QuantizeLinear", "DequantizeLinear", "Relu", "Clip", "Identity", "Flatten", "Reshape", "Squeeze",
+FREE = {"onnx": {"QuantizeLinear", "DequantizeLinear", "Relu", "Clip", "Identity", "Flatten", "Reshape", "Squeeze",
              "Unsqueeze", "Constant", "Shape", "BatchNormalization"},
     "openvino": {"Parameter", "Result", "Const", "Convert", "FakeQuantize", "ReLU", "Relu", "Clamp", "Reshape",
                  "Squeeze", "Unsqueeze", "ShapeOf"},
@@ -252,10 +252,10 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     out: list[Kernel] = []
     skipped: dict[str, int] = {}
     for n, op in ((n, n.op_type) for n in g.node):
-        if VECTOR_PRELU in n.name or op in ("Constant", "Shape") or all(i in static for i in n.input):
-            # onnx_prelu's rewrite of one PReLU is read as that: its Add the eltwise kernel
+        if VECTOR_PRELU in n.name or n.name.endswith(PAD_INPUT) or op in ("Constant", "Shape") or all(
+                i in static for i in n.input):  # onnx_prelu's PReLU: its Add the kernel; a stem's Pad: its conv's
             out += [_eltwise(shapes.get(n.input[0], []), 1)] if n.name.endswith(VECTOR_PRELU + "add") else []
-            static.update(n.output if VECTOR_PRELU not in n.name else [])
+            static.update(n.output if VECTOR_PRELU not in n.name and not n.name.endswith(PAD_INPUT) else [])
             continue
         x = _unpadded(n.input[0], producers, shapes) if op in CONVS["onnx"] else \
             shapes.get(n.input[0], []) if n.input else []

@@ -58,8 +58,8 @@ from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import compact, embed_metadata, export_onnx, io_description, ort_runner
-from edgeship.targets.onnx_align import _initializer_values, align_depthwise_file, aligned_route
-from edgeship.targets.onnx_prelu import prelu_route, vectorize_prelu
+from edgeship.targets.onnx_align import _initializer_values, align_file
+from edgeship.targets.onnx_prelu import prelu_route, tile_slopes, vectorize_prelu
 
 if TYPE_CHECKING:
     from torch import nn
@@ -341,7 +341,8 @@ class OnnxInt8(Backend):
                 route += (f"; kept float (float_ops {', '.join(ctx.target.float_ops)}): {len(typed)} nodes "
                           f"({', '.join(typed)})")
             exclude += typed
-        route += prelu_route(vector_prelu, int8=True) + aligned_route(align_depthwise_file(path))
+        tiled = tile_slopes(path) if vector_prelu else 0
+        route += prelu_route(vector_prelu, int8=True, tiled=tiled) + align_file(path)
         compact(path)
         inputs, outputs, opset = io_description(path)
         inputs[0]["quantization"], outputs[0]["quantization"] = qdq_io_params(path)

@@ -70,9 +70,56 @@ def vectorize_prelu(path: Path) -> list[str]:
     return written
 
 
-def prelu_route(written: list[str], int8: bool) -> str:
-    """What the lowering route says of the rewrite."""
+def tile_slopes(path: Path) -> int:
+    """In the INT8 ONNX file ``path``, give each rewritten PReLU's Mul over an N x C x H x W map (a static width) its
+    C slopes repeated along W: an Expand of the constant to 1 x C x 1 x W, which ONNX Runtime folds as the session
+    loads (the file keeps C values). Returns how many; the file is rewritten only if any.
+
+    ONNX Runtime runs an INT8 file's float Mul channels-last (the NHWC layout it gives the int8 convolutions around
+    it), where a 1 x C x 1 x 1 slope broadcasts one span of C elements at a time: over MTCNN P-Net's first map (10
+    channels, 286 x 382) that Mul took 0.87 ms of a 7.0 ms inference at one thread. Repeated along W, the slope
+    broadcasts over H alone, in spans of W x C (0.16 ms there; ``benchmarks/ort_stem.py``). An FP32 file keeps its
+    NCHW Mul, where the slope as it is broadcasts in spans of H x W: it is left so. Done after quantization, whose
+    graph optimization would fold the Expand into a constant of C x W values."""
+    onnx = require("onnx", "onnx", "onnx")
+    from onnx import helper, numpy_helper, shape_inference
+
+    model = onnx.load(str(path))
+    g = model.graph
+    muls = [n for n in g.node if n.op_type == "Mul" and n.name.endswith(MARK + "mul")]
+    if not muls:
+        return 0
+    slopes = {t.name: t for t in g.initializer}
+    shaped = shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+              for v in [*shaped.input, *shaped.value_info, *shaped.output]}
+    tiles = {}
+    for n in muls:
+        shape, t = shapes.get(n.input[0], []), slopes.get(n.input[1])
+        dims = tuple(t.dims) if t is not None else ()
+        if len(shape) == 4 and shape[1] > 1 and shape[3] > 1 and dims[-3:] == (shape[1], 1, 1) and (
+                int(np.prod(dims)) == shape[1]):  # one slope per channel, a static width
+            tiles[n.name] = np.array([1, shape[1], 1, shape[3]], np.int64)
+    nodes = []
+    for n in g.node:
+        if n.name in tiles:
+            base = n.name[: -len("mul")]
+            g.initializer.append(numpy_helper.from_array(tiles[n.name], base + "tile"))
+            nodes.append(helper.make_node("Expand", [n.input[1], base + "tile"], [base + "slope"], name=base + "tile"))
+            n.input[1] = base + "slope"
+        nodes.append(n)
+    if tiles:
+        del g.node[:]
+        g.node.extend(nodes)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    return len(tiles)
+
+
+def prelu_route(written: list[str], int8: bool, tiled: int = 0) -> str:
+    """What the lowering route says of the rewrite (``tiled``: how many slopes ``tile_slopes`` repeated)."""
     if not written:
         return ""
     return (f"; {len(written) // 4} PReLU(s) over >= {MIN_ELEMENTS} elements rewritten as Relu(x) + slope * "
-            f"Min(x, 0) (ONNX Runtime's PRelu branches per element){', kept float' if int8 else ''}")
+            f"Min(x, 0) (ONNX Runtime's PRelu branches per element){', kept float' if int8 else ''}"
+            + (f", {tiled} slope(s) repeated along the width (its channels-last Mul)" if tiled else ""))

@@ -291,3 +291,53 @@ def test_chained_depthwise_convolutions_are_both_aligned(tmp_path):
     want, got = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
                  for f in ("plain.onnx", "aligned.onnx"))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.slow
+def test_an_rgb_stem_reads_four_input_channels_with_outputs_unchanged(tmp_path):
+    """torchvision's pretrained MobileNetV2 on photo crops: its 3 -> 32 stem gets its quantized input padded to 4
+    channels with the zero point and a zero weight column (ONNX Runtime's int8 convolution runs a 3-channel input
+    about half as fast, benchmarks/ort_stem.py); the logits are those of the same file unpadded, bit for bit; the
+    route says so; the kernel reader still reads a 3-channel stem and nothing it leaves out. MTCNN P-Net's stem
+    (3 -> 10: no gain measured) is left as it is."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from benchmarks.zoo.models import mobilenet_v2, mtcnn_pnet
+    from edgeship.devices.kernels import read
+    from edgeship.targets.onnx import export_onnx
+    from edgeship.targets.onnx_align import PAD_INPUT, pad_stem_input
+    from edgeship.targets.onnx_int8 import quantize_onnx
+    from helpers import photo_crops
+
+    x = (photo_crops(24, 64).astype(np.float32) / 255 - 0.45) / 0.25
+    model = mobilenet_v2().eval()
+    fp32 = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx", tmp_path / "log.txt")
+    quantize_onnx(fp32, tmp_path / "plain.onnx", x[:16], QuantSettings(), tmp_path, tmp_path / "log.txt")
+    shutil.copyfile(tmp_path / "plain.onnx", tmp_path / "padded.onnx")
+    m = onnx.load(str(tmp_path / "padded.onnx"))
+    rows = pad_stem_input(m)
+    assert [(r["channels"], r["padded"]) for r in rows] == [(3, 4)]
+    onnx.save(m, str(tmp_path / "padded.onnx"))
+    pads = [n for n in m.graph.node if n.op_type == "Pad"]
+    assert len(pads) == 1 and pads[0].name.endswith(PAD_INPUT)
+    stem = next(iter(_convs(tmp_path / "padded.onnx").values()))[0]
+    assert stem.shape == (32, 4, 3, 3) and not stem[:, 3].any() and stem[:, :3].any()
+    name = m.graph.input[0].name
+    want, got = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
+                 for f in ("plain.onnx", "padded.onnx"))
+    np.testing.assert_array_equal(got, want)
+    plain_kernels, _ = read(tmp_path / "plain.onnx", "onnx")
+    kernels, left_out = read(tmp_path / "padded.onnx", "onnx")
+    assert kernels == plain_kernels and kernels[0].cin == 3 and left_out == {}
+    # the lowering does it, and says so
+    from edgeship.devices.calibrate import lower
+
+    d = lower(model, (3, 64, 64), "onnx", "int8", tmp_path / "art", "mnv2", tmp_path / "work")
+    meta = json.loads((d / "model.json").read_text())["meta"]
+    assert "input channels padded with zeros to a multiple of 4" in meta["route"] and "3->4" in meta["route"]
+    # P-Net: 10 output channels, not padded
+    fp32 = export_onnx(mtcnn_pnet().eval(), torch.from_numpy(x[:1]), tmp_path / "p32.onnx", tmp_path / "log.txt")
+    quantize_onnx(fp32, tmp_path / "pnet.onnx", x[:16], QuantSettings(), tmp_path, tmp_path / "log.txt")
+    assert pad_stem_input(onnx.load(str(tmp_path / "pnet.onnx"))) == []

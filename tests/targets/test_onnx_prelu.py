@@ -17,7 +17,7 @@ from edgeship.devices.in_context import kernel_times
 from edgeship.devices.kernels import Kernel, read
 from edgeship.devices.layer_profile import ort_layers
 from edgeship.targets.onnx import export_onnx
-from edgeship.targets.onnx_prelu import MARK, MIN_ELEMENTS, vectorize_prelu
+from edgeship.targets.onnx_prelu import MARK, MIN_ELEMENTS, tile_slopes, vectorize_prelu
 
 
 def _session(path, profile: bool = False) -> ort.InferenceSession:
@@ -83,11 +83,12 @@ def test_mtcnn_onet_prelus_run_vectorized_in_both_onnx_artifacts_and_read_as_pre
         d = lower(model, (3, 48, 48), "onnx", precision, tmp_path / precision, "onet", tmp_path / f"w{precision}")
         graph = onnx.load(str(d / "model.onnx")).graph
         marked = [n for n in graph.node if MARK in n.name]
-        assert sorted(n.op_type for n in marked) == sorted(["Relu", "Min", "Mul", "Add"] * 2), precision
+        tiles = ["Expand"] if precision == "int8" else []  # tile_slopes: INT8 only
+        assert sorted(n.op_type for n in marked) == sorted(["Relu", "Min", "Mul", "Add", *tiles] * 2), precision
         assert sum(n.op_type == "PRelu" for n in graph.node) == 3
         if precision == "int8":  # kept float: no quantize or dequantize between the rewritten nodes
             made = {o: n.op_type for n in graph.node for o in n.output}
-            assert all(made.get(i) in (None, "Relu", "Min", "Mul") for n in marked
+            assert all(made.get(i) in (None, "Relu", "Min", "Mul", "Expand") for n in marked
                        if n.op_type in ("Mul", "Add") for i in n.input)
         ks, unmodelled = read(d / "model.onnx", "onnx")
         assert unmodelled == {} and Counter(k.type for k in ks) == Counter(k.type for k in plain_kernels[0])
@@ -103,3 +104,44 @@ def test_mtcnn_onet_prelus_run_vectorized_in_both_onnx_artifacts_and_read_as_pre
         big = [i for i, k in enumerate(ks) if k.type == "eltwise" and k.hin * k.win * k.cin >= MIN_ELEMENTS]
         assert [ks[i] for i in big] == [Kernel("eltwise", 46, 46, 32, 32, 1), Kernel("eltwise", 21, 21, 64, 64, 1)]
         assert all((times[i] or 0) > 0 for i in big), (precision, times)
+
+
+@pytest.mark.slow
+def test_int8_slopes_are_repeated_along_the_width_as_the_session_loads(tmp_path):
+    """MTCNN P-Net (pretrained) at 48 x 64 in an INT8 file: its two PReLUs over 16384 elements or more (10 x 46 x 62,
+    32 x 19 x 27) get their slopes through an Expand to 1 x C x 1 x W, which the file stores as C values and ONNX
+    Runtime folds as it loads (no Expand left in its optimized graph: the channels-last Mul then broadcasts over H
+    alone); the outputs equal those of the same file with the slopes as they were, bit for bit; the FP32 file keeps
+    them untouched."""
+    import shutil
+
+    from benchmarks.zoo.models import mtcnn_pnet
+
+    model = mtcnn_pnet().eval()
+    d = lower(model, (3, 48, 64), "onnx", "int8", tmp_path / "int8", "pnet", tmp_path / "w8")
+    m = onnx.load(str(d / "model.onnx"))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    expands = [n for n in m.graph.node if n.op_type == "Expand"]
+    assert [inits[n.input[1]].tolist() for n in expands] == [[1, 10, 1, 62], [1, 32, 1, 27]]
+    assert [inits[n.input[0]].size for n in expands] == [10, 32]
+    assert "2 slope(s) repeated along the width" in __import__("json").loads((d / "model.json").read_text())[
+        "meta"]["route"]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    assert not any(n.op_type == "Expand" for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    # the same file, the slopes as they were
+    for n in expands:
+        mul = next(c for c in m.graph.node if n.output[0] in c.input)
+        mul.input[1] = n.input[0]
+    for n in expands:
+        m.graph.node.remove(n)
+    onnx.save(m, str(tmp_path / "untiled.onnx"))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 64)).astype(np.float32)
+    got, want = (_session(p).run(None, {"input": x}) for p in (d / "model.onnx", tmp_path / "untiled.onnx"))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert tile_slopes(tmp_path / "untiled.onnx") == 2  # and the function itself tiles them again
+    f = lower(model, (3, 48, 64), "onnx", "fp32", tmp_path / "fp32", "pnet", tmp_path / "w32")
+    shutil.copyfile(f / "model.onnx", tmp_path / "fp32.onnx")
+    assert not any(n.op_type == "Expand" for n in onnx.load(str(tmp_path / "fp32.onnx")).graph.node)

@@ -1,0 +1,266 @@
+"""Two rewrites of edgeship's ONNX Runtime INT8 files, each undone to time it (issue 20 item 4: fix what the
+profiles show), on pretrained models and deployment-size inputs.
+
+- ``stem``: an RGB stem's quantized input padded from 3 to 4 channels (``onnx_align.pad_stem_input``): MLAS's int8
+  convolution over a 3-channel input took 0.24 ms of MobileNetV2-224's 1.6 ms at one thread, twice a 4-channel one.
+- ``tile``: a rewritten PReLU's slopes repeated along the width (``onnx_prelu.tile_slopes``): ONNX Runtime runs an
+  INT8 file's float Mul channels-last, where a per-channel slope broadcasts in spans of C elements (MTCNN P-Net's
+  first PReLU Mul: 0.87 ms of 7.0 ms).
+
+Each model is lowered once by edgeship's ONNX backends (INT8: both rewrites where they apply; FP32 for reference);
+the other INT8 contenders are that file with a rewrite undone (``plain``: both), checked to give the same outputs
+bit for bit on photo crops. Latency: edgeship's host measurement (a fresh process per measurement, fixed threads,
+warm-up then timed runs), round-robin over every contender of every model in an order rotated each repeat, 1 and 2
+threads; speed-ups are taken within a repeat (median and range over repeats). The first repeat records each
+contender's per-layer profile.
+
+    .venv/bin/python benchmarks/ort_stem.py [--repeats 5] [--out benchmarks/results/ort_stem.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from benchlib import RESULTS, ROOT, command_line, environment, write_json
+from ort_int8_small import measure
+
+sys.path.insert(0, str(ROOT))
+
+WORK = Path("/tmp/ort_stem")
+# name: (factory, input shape, weights)
+MODELS = {
+    "mobilenet_v2_224": ("benchmarks.zoo.models:mobilenet_v2", (3, 224, 224), "torchvision ImageNet (pretrained)"),
+    "mobilenet_v2_96": ("benchmarks.zoo.models:mobilenet_v2", (3, 96, 96), "torchvision ImageNet (pretrained)"),
+    "resnet18_224": ("edgeship.models.zoo:ResNet18", (3, 224, 224), "random (seeded)"),
+    "mtcnn_pnet_288x384": ("benchmarks.zoo.models:mtcnn_pnet", (3, 288, 384), "facenet-pytorch (pretrained)"),
+    "mtcnn_onet_48": ("benchmarks.zoo.models:mtcnn_onet", (3, 48, 48), "facenet-pytorch (pretrained)"),
+}
+
+
+# ------------------------------------------------------------------------------------------- undoing
+def untile(model) -> int:
+    """The slopes as they were: each Expand of ``tile_slopes`` removed, its Mul reading the constant."""
+    expands = [n for n in model.graph.node if n.op_type == "Expand" and n.name.endswith("/vector_prelu/tile")]
+    for e in expands:
+        for n in model.graph.node:
+            n.input[:] = [e.input[0] if i == e.output[0] else i for i in n.input]
+        model.graph.node.remove(e)
+    return len(expands)
+
+
+def unpad(model) -> int:
+    """The stem's input as it was: each Pad of ``pad_stem_input`` removed (its DequantizeLinear reading the quantized
+    input itself), the convolution's weights cut to their first channels."""
+    from onnx import numpy_helper
+
+    from edgeship.targets.onnx_align import PAD_INPUT, set_nodes
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    pads = [n for n in g.node if n.op_type == "Pad" and n.name.endswith(PAD_INPUT)]
+    for pad in pads:
+        dq = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] == pad.output[0])
+        conv = next(n for n in g.node if n.input and n.input[0] == dq.output[0])
+        added = int(numpy_helper.to_array(inits[pad.input[1]])[5])  # pads: [0, 0, 0, 0, 0, added, 0, 0]
+        wdq = producer[conv.input[1]]
+        w = numpy_helper.to_array(inits[wdq.input[0]])
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, : w.shape[1] - added]),
+                                                     wdq.input[0] + "_unpadded"))
+        wdq.input[0] = wdq.input[0] + "_unpadded"
+        dq.input[0] = pad.input[0]  # the quantized input itself
+        g.node.remove(pad)
+    set_nodes(g, list(g.node))
+    return len(pads)
+
+
+def variants(src: Path, work: Path, meta: dict) -> list[dict]:
+    """The lowered INT8 file and its variants with a rewrite undone (only those that differ from it)."""
+    import onnx
+
+    from edgeship.targets.base import Artifact
+
+    out = []
+    for name, undo in (("edgeship", ()), ("no_stem_pad", (unpad,)), ("no_tile", (untile,)),
+                       ("plain", (unpad, untile))):
+        m = onnx.load(str(src))
+        undone = {f.__name__: f(m) for f in undo}
+        if undo and not any(undone.values()) or (len(undo) == 2 and not all(undone.values())):
+            continue  # the same file as another contender
+        onnx.checker.check_model(m)
+        d = work / name
+        d.mkdir(parents=True)
+        onnx.save(m, str(d / "model.onnx"))
+        Artifact(name, "onnx", "int8", d, "model.onnx", ["model.onnx"], meta).write_sidecar()
+        out.append({"contender": name, "precision": "int8", "dir": str(d), "undone": undone,
+                    "size_bytes": (d / "model.onnx").stat().st_size})
+    return out
+
+
+def lowered(name: str, work: Path) -> list[dict]:
+    """Lower model ``name`` (INT8 calibrated on photo crops, FP32) and build its contenders."""
+    import torch
+
+    from edgeship.devices.calibrate import _context
+    from edgeship.models.load import import_factory
+    from edgeship.targets.base import get_backend
+
+    factory, shape, _ = MODELS[name]
+    torch.manual_seed(0)
+    model = import_factory(factory)().eval()
+    calib = (crops(64, shape[1], shape[2]) - 127.5) / 128
+    rows = []
+    for precision in ("fp32", "int8"):
+        ctx = _context(name, "onnx", precision, shape, work / f"w_{name}_{precision}", 0)
+        ctx.calib = calib
+        ctx.work_dir.mkdir(parents=True)
+        d = work / f"{name}_{precision}"
+        d.mkdir(parents=True)
+        art = get_backend("onnx", precision).lower(model, ctx, d)
+        if precision == "fp32":
+            rows.append({"contender": "fp32", "precision": "fp32", "dir": str(d), "route": art.meta.get("route", ""),
+                         "size_bytes": art.path.stat().st_size})
+        else:
+            rows += [dict(r, route=art.meta["route"]) for r in variants(art.path, work / name, art.meta)]
+    x = calib[:8]
+    outs = {r["contender"]: _run(Path(r["dir"]) / "model.onnx", x) for r in rows if r["precision"] == "int8"}
+    for r in rows:
+        if r["precision"] == "int8":
+            r["outputs_equal_edgeship"] = all(np.array_equal(a, b) for a, b in zip(outs[r["contender"]],
+                                                                                     outs["edgeship"]))
+    return [dict(r, model=name) for r in rows]
+
+
+def crops(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """``n`` random crops (N, 3, h, w) of scikit-learn's two sample photos (427 x 640), of the aspect h : w,
+    resized to h x w; float32 in 0..255."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos, out = load_sample_images().images, []
+    for i in range(n):
+        img = photos[i % len(photos)]
+        ch = int(rng.integers(min(h, img.shape[0] // 2), img.shape[0] + 1))
+        cw = min(img.shape[1], ch * w // h)
+        top, left = rng.integers(0, img.shape[0] - ch + 1), rng.integers(0, img.shape[1] - cw + 1)
+        out.append(np.asarray(Image.fromarray(img[top:top + ch, left:left + cw]).resize((w, h))).transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+# single convolutions over an RGB input (the rule's evidence): (name, output channels, kernel, stride, H, W)
+CONVS = [(f"conv3x3_{c}", c, 3, 1, 143, 191) for c in (8, 12, 16, 24, 32, 64)] + [
+    ("mnv2_stem_224", 32, 3, 2, 224, 224), ("resnet_stem_224", 64, 7, 2, 224, 224)]
+
+
+def single_convs(work: Path) -> list[dict]:
+    """Conv(3 -> c) + ReLU, quantized as edgeship's calibration route does, with and without the padded input (every
+    output-channel count, ``min_cout=1``); FP32 beside them."""
+    import onnx
+    import torch
+
+    from edgeship.calibration.quant import QuantSettings
+    from edgeship.targets.base import Artifact
+    from edgeship.targets.onnx import export_onnx
+    from edgeship.targets.onnx_align import pad_stem_input
+    from edgeship.targets.onnx_int8 import quantize_onnx
+
+    rows = []
+    for name, cout, k, stride, h, w in CONVS:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, cout, k, stride, k // 2), torch.nn.ReLU()).eval()
+        x = (crops(16, h, w) - 127.5) / 128
+        d = work / name
+        d.mkdir(parents=True)
+        fp32 = export_onnx(model, torch.from_numpy(x[:1]), d / "fp32.onnx", d / "log.txt")
+        quantize_onnx(fp32, d / "plain.onnx", x, QuantSettings(), d, d / "log.txt")
+        m = onnx.load(str(d / "plain.onnx"))
+        assert pad_stem_input(m, min_cout=1)
+        onnx.save(m, str(d / "padded.onnx"))
+        for contender, f, precision in (("fp32", fp32, "fp32"), ("plain", d / "plain.onnx", "int8"),
+                                        ("stem_pad", d / "padded.onnx", "int8")):
+            (d / contender).mkdir()
+            shutil.copyfile(f, d / contender / "model.onnx")
+            Artifact(contender, "onnx", precision, d / contender, "model.onnx", ["model.onnx"], {}).write_sidecar()
+            rows.append({"model": name, "contender": contender, "precision": precision, "dir": str(d / contender),
+                         "conv": {"cin": 3, "cout": cout, "k": k, "stride": stride, "input": [h, w]}})
+        outs = [_run(d / f, x[:4]) for f in ("plain.onnx", "padded.onnx")]
+        rows[-1]["outputs_equal_edgeship"] = all(np.array_equal(a, b) for a, b in zip(*outs))
+    return rows
+
+
+def _run(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return [np.concatenate(o) for o in zip(*(s.run(None, {name: x[i: i + 1]}) for i in range(len(x))))]
+
+
+# ------------------------------------------------------------------------------------------- timing
+def ratios(rows: list[dict], threads: list[int]) -> None:
+    """Per repeat: each contender's p50 against its model's ``plain`` (or ``edgeship``) and ``fp32`` p50s."""
+    for c in rows:
+        peers = {d["contender"]: d for d in rows if d["model"] == c["model"]}
+        base = next(peers[k] for k in ("plain", "no_stem_pad", "no_tile", "edgeship") if k in peers)
+        c["p50_ms"] = {t: round(statistics.median(v), 4) for t, v in c["p50_repeats"].items()}
+        for ref, key in ((base, "speedup_vs_plain"), (peers["fp32"], "speedup_vs_fp32")):
+            c[key] = {}
+            for t in map(str, threads):
+                per = [a / b for a, b in zip(ref["p50_repeats"][t], c["p50_repeats"][t])]
+                c[key][t] = {"median": round(statistics.median(per), 3), "min": round(min(per), 3),
+                             "max": round(max(per), 3)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    ap.add_argument("--no-convs", action="store_true", help="leave out the single convolutions")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--work", type=Path, default=WORK)
+    ap.add_argument("--out", type=Path, default=RESULTS / "ort_stem.json")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    rows = []
+    for name in args.models:
+        rows += lowered(name, args.work)
+        print(f"  {name}: {[r['contender'] for r in rows if r['model'] == name]}", file=sys.stderr)
+    if not args.no_convs:
+        rows += single_convs(args.work / "convs")
+    bad = [(r["model"], r["contender"]) for r in rows if r.get("outputs_equal_edgeship") is False]
+    if bad:
+        raise SystemExit(f"outputs differ from edgeship's file: {bad}")
+    for r in rows:  # ort_int8_small's measurement names contenders by 'name'
+        r["name"] = f"{r['model']}/{r['contender']}"
+    log = measure(rows, args.threads, args.repeats, args.runs, args.warmup)
+    ratios(rows, args.threads)
+    result = {"benchmark": "ort_stem", "command": command_line(), "environment": environment(),
+              "models": {k: {"factory": f, "input": list(s), "weights": w} for k, (f, s, w) in MODELS.items()
+                         if k in args.models},
+              "convs": "Conv(3 -> cout) + ReLU alone, random weights (seeded), quantized by quantize_onnx on 16 "
+                       "crops; stem_pad: pad_stem_input(min_cout=1) of the plain file",
+              "method": {"repeats": args.repeats, "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
+                         "measurement": "edgeship.devices.measure.measure_host: a fresh process per measurement",
+                         "interleaving": "round-robin over every contender of every model, rotated each repeat",
+                         "speedup": "per repeat: reference p50 / contender p50 (same repeat); median, min, max",
+                         "calibration": "64 photo crops (scikit-learn's sample images), (x - 127.5) / 128",
+                         "identity": "each contender's outputs on 8 crops equal the edgeship file's bit for bit"},
+              "repeats_log": log, "rows": rows, "wall_s": round(time.perf_counter() - t0, 1)}
+    write_json(args.out, result)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
