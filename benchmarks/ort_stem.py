@@ -1,18 +1,21 @@
-"""Two rewrites of edgeship's ONNX Runtime INT8 files, each undone to time it (issue 20 item 4: fix what the
+"""Three rewrites of edgeship's ONNX Runtime INT8 files, each left out to time it (issue 20 item 4: fix what the
 profiles show), on pretrained models and deployment-size inputs.
 
-- ``stem``: an RGB stem's quantized input padded from 3 to 4 channels (``onnx_align.pad_stem_input``): MLAS's int8
+- ``widen``: a plain convolution with fewer than 16 output channels widened to 16 where only convolutions read it
+  (``onnx_align.align_narrow``): MTCNN P-Net's first convolution (10 outputs) took 2.3 of 6 ms.
+- ``stem_pad``: an RGB stem's quantized input padded from 3 to 4 channels (``onnx_align.pad_stem_input``): MLAS's int8
   convolution over a 3-channel input took 0.24 ms of MobileNetV2-224's 1.6 ms at one thread, twice a 4-channel one.
 - ``tile``: a rewritten PReLU's slopes repeated along the width (``onnx_prelu.tile_slopes``): ONNX Runtime runs an
   INT8 file's float Mul channels-last, where a per-channel slope broadcasts in spans of C elements (MTCNN P-Net's
   first PReLU Mul: 0.87 ms of 7.0 ms).
 
-Each model is lowered once by edgeship's ONNX backends (INT8: both rewrites where they apply; FP32 for reference);
-the other INT8 contenders are that file with a rewrite undone (``plain``: both), checked to give the same outputs
-bit for bit on photo crops. Latency: edgeship's host measurement (a fresh process per measurement, fixed threads,
-warm-up then timed runs), round-robin over every contender of every model in an order rotated each repeat, 1 and 2
-threads; speed-ups are taken within a repeat (median and range over repeats). The first repeat records each
-contender's per-layer profile.
+Each model is lowered by edgeship's ONNX backends (INT8: every rewrite that applies; FP32 for reference); the other
+INT8 contenders are built here from the same quantized graph with the rewrites off (``plain``) or, where two or more
+apply, each one left out (``no_<rewrite>``); every contender gives the outputs of edgeship's file bit for bit on
+photo crops (the one built with every rewrite is checked to be edgeship's file and not timed again). Latency:
+edgeship's host measurement (a fresh process per measurement, fixed threads, warm-up then timed runs), round-robin
+over every contender of every model in an order rotated each repeat, 1 and 2 threads; speed-ups are taken within a
+repeat (median and range over repeats). The first repeat records each contender's per-layer profile.
 
     .venv/bin/python benchmarks/ort_stem.py [--repeats 5] [--out benchmarks/results/ort_stem.json]
 """
@@ -40,65 +43,58 @@ MODELS = {
     "resnet18_224": ("edgeship.models.zoo:ResNet18", (3, 224, 224), "random (seeded)"),
     "mtcnn_pnet_288x384": ("benchmarks.zoo.models:mtcnn_pnet", (3, 288, 384), "facenet-pytorch (pretrained)"),
     "mtcnn_onet_48": ("benchmarks.zoo.models:mtcnn_onet", (3, 48, 48), "facenet-pytorch (pretrained)"),
+    "mtcnn_rnet_24": ("benchmarks.zoo.models:mtcnn_rnet", (3, 24, 24), "facenet-pytorch (pretrained)"),
+    "mobilenetv2_035_96": ("edgeship.models.zoo:MobileNetV2Standard", (3, 96, 96), "random (seeded), width 0.35"),
 }
+KWARGS = {"mobilenetv2_035_96": {"width_mult": 0.35, "num_classes": 2, "input_size": (96, 96)}}
 
 
-# ------------------------------------------------------------------------------------------- undoing
-def untile(model) -> int:
-    """The slopes as they were: each Expand of ``tile_slopes`` removed, its Mul reading the constant."""
-    expands = [n for n in model.graph.node if n.op_type == "Expand" and n.name.endswith("/vector_prelu/tile")]
-    for e in expands:
-        for n in model.graph.node:
-            n.input[:] = [e.input[0] if i == e.output[0] else i for i in n.input]
-        model.graph.node.remove(e)
-    return len(expands)
+# ------------------------------------------------------------------------------------------- variants
+REWRITES = ("tile", "widen", "stem_pad")
 
 
-def unpad(model) -> int:
-    """The stem's input as it was: each Pad of ``pad_stem_input`` removed (its DequantizeLinear reading the quantized
-    input itself), the convolution's weights cut to their first channels."""
-    from onnx import numpy_helper
-
-    from edgeship.targets.onnx_align import PAD_INPUT, set_nodes
-
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    pads = [n for n in g.node if n.op_type == "Pad" and n.name.endswith(PAD_INPUT)]
-    for pad in pads:
-        dq = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] == pad.output[0])
-        conv = next(n for n in g.node if n.input and n.input[0] == dq.output[0])
-        added = int(numpy_helper.to_array(inits[pad.input[1]])[5])  # pads: [0, 0, 0, 0, 0, added, 0, 0]
-        wdq = producer[conv.input[1]]
-        w = numpy_helper.to_array(inits[wdq.input[0]])
-        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, : w.shape[1] - added]),
-                                                     wdq.input[0] + "_unpadded"))
-        wdq.input[0] = wdq.input[0] + "_unpadded"
-        dq.input[0] = pad.input[0]  # the quantized input itself
-        g.node.remove(pad)
-    set_nodes(g, list(g.node))
-    return len(pads)
-
-
-def variants(src: Path, work: Path, meta: dict) -> list[dict]:
-    """The lowered INT8 file and its variants with a rewrite undone (only those that differ from it)."""
+def variant(quantized: Path, out: Path, on: set[str]) -> dict[str, int]:
+    """The INT8 file as edgeship's calibration route finishes it from ``quantized`` (``quantize_onnx``'s output),
+    with only the rewrites ``on`` of REWRITES (depthwise alignment always); how many places each changed."""
     import onnx
 
-    from edgeship.targets.base import Artifact
+    from edgeship.targets.onnx import compact
+    from edgeship.targets.onnx_align import align_depthwise, align_narrow, pad_stem_input
+    from edgeship.targets.onnx_prelu import tile_slopes
 
+    shutil.copyfile(quantized, out)
+    done = {"tile": tile_slopes(out) if "tile" in on else 0}
+    m = onnx.load(str(out))
+    align_depthwise(m)
+    done["widen"] = sum(bool(r["widened"]) for r in align_narrow(m)) if "widen" in on else 0
+    done["stem_pad"] = len(pad_stem_input(m)) if "stem_pad" in on else 0
+    onnx.save(m, str(out))
+    compact(out)
+    return done
+
+
+def variants(model, ctx, work: Path, meta: dict) -> list[dict]:
+    """Contenders beside edgeship's own file: ``plain`` (none of REWRITES) and, where two or more apply, each one
+    left out; ``all`` (every rewrite, built here) must equal edgeship's file."""
+    from edgeship.targets.base import Artifact
+    from edgeship.targets.onnx import export_onnx
+    from edgeship.targets.onnx_int8 import quantize_onnx
+    from edgeship.targets.onnx_prelu import vectorize_prelu
+
+    fp32 = export_onnx(model, ctx.examples, work / "fp32.onnx", work / "log.txt", sig=ctx.signature)
+    vector = vectorize_prelu(fp32)
+    quantize_onnx(fp32, work / "quantized.onnx", ctx.calib, ctx.quant, work, work / "log.txt", vector)
+    probe = work / "probe.onnx"
+    applies = [r for r, n in variant(work / "quantized.onnx", probe, set(REWRITES)).items() if n]
+    wanted = {"all": set(applies), "plain": set()} | (
+        {f"no_{r}": set(applies) - {r} for r in applies} if len(applies) > 1 else {})
     out = []
-    for name, undo in (("edgeship", ()), ("no_stem_pad", (unpad,)), ("no_tile", (untile,)),
-                       ("plain", (unpad, untile))):
-        m = onnx.load(str(src))
-        undone = {f.__name__: f(m) for f in undo}
-        if undo and not any(undone.values()) or (len(undo) == 2 and not all(undone.values())):
-            continue  # the same file as another contender
-        onnx.checker.check_model(m)
+    for name, on in wanted.items():
         d = work / name
         d.mkdir(parents=True)
-        onnx.save(m, str(d / "model.onnx"))
+        done = variant(work / "quantized.onnx", d / "model.onnx", on)
         Artifact(name, "onnx", "int8", d, "model.onnx", ["model.onnx"], meta).write_sidecar()
-        out.append({"contender": name, "precision": "int8", "dir": str(d), "undone": undone,
+        out.append({"contender": name, "precision": "int8", "dir": str(d), "rewrites": done,
                     "size_bytes": (d / "model.onnx").stat().st_size})
     return out
 
@@ -113,7 +109,7 @@ def lowered(name: str, work: Path) -> list[dict]:
 
     factory, shape, _ = MODELS[name]
     torch.manual_seed(0)
-    model = import_factory(factory)().eval()
+    model = import_factory(factory)(**KWARGS.get(name, {})).eval()
     calib = (crops(64, shape[1], shape[2]) - 127.5) / 128
     rows = []
     for precision in ("fp32", "int8"):
@@ -127,14 +123,19 @@ def lowered(name: str, work: Path) -> list[dict]:
             rows.append({"contender": "fp32", "precision": "fp32", "dir": str(d), "route": art.meta.get("route", ""),
                          "size_bytes": art.path.stat().st_size})
         else:
-            rows += [dict(r, route=art.meta["route"]) for r in variants(art.path, work / name, art.meta)]
+            rows.append({"contender": "edgeship", "precision": "int8", "dir": str(d), "route": art.meta["route"],
+                         "size_bytes": art.path.stat().st_size})
+            rows += variants(model, ctx, work / name, art.meta)
     x = calib[:8]
     outs = {r["contender"]: _run(Path(r["dir"]) / "model.onnx", x) for r in rows if r["precision"] == "int8"}
     for r in rows:
         if r["precision"] == "int8":
             r["outputs_equal_edgeship"] = all(np.array_equal(a, b) for a, b in zip(outs[r["contender"]],
                                                                                      outs["edgeship"]))
-    return [dict(r, model=name) for r in rows]
+    edgeship = next(r for r in rows if r["contender"] == "edgeship")
+    edgeship["rewrites"] = next(r for r in rows if r["contender"] == "all")["rewrites"]
+    # the file built here with every rewrite is edgeship's own (checked above): timed once, as edgeship's
+    return [dict(r, model=name) for r in rows if r["contender"] != "all"]
 
 
 def crops(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -208,7 +209,7 @@ def ratios(rows: list[dict], threads: list[int]) -> None:
     """Per repeat: each contender's p50 against its model's ``plain`` (or ``edgeship``) and ``fp32`` p50s."""
     for c in rows:
         peers = {d["contender"]: d for d in rows if d["model"] == c["model"]}
-        base = next(peers[k] for k in ("plain", "no_stem_pad", "no_tile", "edgeship") if k in peers)
+        base = peers["plain"]
         c["p50_ms"] = {t: round(statistics.median(v), 4) for t, v in c["p50_repeats"].items()}
         for ref, key in ((base, "speedup_vs_plain"), (peers["fp32"], "speedup_vs_fp32")):
             c[key] = {}

@@ -224,6 +224,97 @@ def align_depthwise(model, multiple: int = DEPTHWISE_ALIGN) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- narrow convolutions (ONNX Runtime x86)
+NARROW = 16  # a plain int8 convolution with fewer output channels runs MLAS's kernels at the speed of 16 or more
+ZERO_KEEPING = ("MaxPool", "AveragePool", "Min", "Max", "Mul", "PRelu", "Add")  # with the checks below
+
+
+def _per_channel(gr: _Graph, name: str, channels: int) -> bool:
+    """A constant of one value (any: 0 times it is 0) or one per channel of a 4-D NCHW map (C x 1 x 1, 1 x C x 1 x
+    1), or such a constant expanded along the width (``onnx_prelu.tile_slopes``)."""
+    v = gr.inits.get(name)
+    e = gr.producer.get(name)
+    if v is None and e is not None and e.op_type == "Expand" and e.input[1] in gr.inits:
+        return _per_channel(gr, e.input[0], channels)
+    return v is not None and (v.size == 1 or (v.ndim >= 3 and v.shape[-3:] == (channels, 1, 1)
+                                              and v.size == channels))
+
+
+def _narrow_region(gr: _Graph, start: str, channels: int) -> tuple[list, list] | None:
+    """The convolutions reading ``start`` (a narrow convolution's output) through ops that keep a zero channel at 0
+    (Q/DQ, activations, max or average pools, a PReLU as PRelu or as ``onnx_prelu``'s Relu/Min/Mul/Add, per-channel
+    scales), and the (node, input index) of each per-channel constant on the way; None when anything else reads it
+    (a graph output, a residual Add, a concatenation, a flatten)."""
+    todo, region, convs, consts, ops = [start], {start}, [], [], []
+    while todo:
+        t = todo.pop()
+        if t in gr.outputs:
+            return None
+        for c in gr.consumers.get(t, []):
+            if c.op_type == "Conv" and c.input[0] == t and _attr(c, "group", 1) == 1 and gr.weight(c.input[1]):
+                convs.append(c)
+                continue
+            if not (gr.keeps_zero(c) or c.op_type in ZERO_KEEPING[:2]) and c.op_type not in ZERO_KEEPING[2:]:
+                return None
+            ops.append(c)
+            for o in c.output[:1]:
+                if o not in region:
+                    region.add(o)
+                    todo.append(o)
+    for c in ops:  # each input of an op in the region: from the region, or a constant it may hold per channel
+        if len(c.output) != 1 or (c.op_type in ("Min", "Max") and any(
+                i not in region and float(np.max(np.abs(gr.inits.get(i, np.ones(1))))) != 0 for i in c.input)):
+            return None  # (a Min or Max keeps 0 at 0 only against 0)
+        for k, i in enumerate(c.input):
+            if i in region or not i or gr.keeps_zero(c) or c.op_type in ZERO_KEEPING[:2]:
+                continue
+            if c.op_type in ("Mul", "PRelu", "Add") and _per_channel(gr, i, channels):
+                consts.append((c, k))  # an Add's constant pads with 0, a scale with anything: 0 stays 0
+            elif c.op_type not in ("Min", "Max"):
+                return None
+    return (convs, consts) if convs else None
+
+
+def align_narrow(model, multiple: int = NARROW) -> list[dict]:
+    """Widen every plain convolution with fewer than ``multiple`` output channels to ``multiple`` with zero filters
+    where its output reaches only convolutions (``_narrow_region``): their zero weights for the new inputs, the
+    per-channel constants on the way padded (Expand shapes too). Outputs unchanged. One row per convolution."""
+    from onnx import numpy_helper
+
+    gr = _Graph(model.graph)
+    rows = []
+    for conv in list(model.graph.node):
+        w = gr.weight(conv.input[1]) if conv.op_type == "Conv" and len(conv.input) > 1 else None
+        if w is None or _attr(conv, "group", 1) != 1 or w[0].ndim != 4 or w[0].shape[0] >= multiple:
+            continue
+        channels = w[0].shape[0]
+        found = _narrow_region(gr, conv.output[0], channels)
+        rows.append({"node": conv.name, "channels": channels, "widened": multiple if found else None})
+        if found is None:
+            continue
+        gr.padded_input(conv, 1, 0, multiple)
+        if len(conv.input) > 2 and conv.input[2]:
+            gr.padded_input(conv, 2, 0, multiple)
+        for node, k in found[1]:
+            e = gr.producer.get(node.input[k])
+            if e is not None and e.op_type == "Expand":  # onnx_prelu.tile_slopes: the slope and the shape
+                shape = gr.inits[e.input[1]].copy()
+                shape[1] = multiple
+                e.input[1] = gr.tensor(e.input[1], shape)
+                node = e
+                k = 0
+            v = gr.inits[node.input[k]]
+            if v.size > 1:
+                gr.padded_input(node, k, v.ndim - 3, multiple)
+        for c in found[0]:
+            gr.padded_input(c, 1, 1, multiple)
+    if gr.new_inits:
+        g = model.graph
+        g.initializer.extend(numpy_helper.from_array(v, k) for k, v in gr.new_inits.items())
+        set_nodes(g, gr.new_nodes + list(g.node))
+    return rows
+
+
 # ---------------------------------------------------------------- a stem's input channels (ONNX Runtime x86)
 STEM_CIN_ALIGN = 4  # MLAS's int8 convolution wants input channels in multiples of 4 (measured: benchmarks/ort_stem.py)
 STEM_MIN_COUT = 16  # ... and gains from it only with 16 output channels or more (8, 10 or 12: none; 24-64: ~2x)
@@ -295,16 +386,20 @@ def align_file(path: Path) -> str:
     onnx = require("onnx", "onnx", "onnx")
     m = onnx.load(str(path))
     rows = align_depthwise(m)
+    narrow = align_narrow(m)
     stems = pad_stem_input(m)
-    if any(r["aligned"] for r in rows) or stems:
+    if any(r["aligned"] for r in rows) or any(r["widened"] for r in narrow) or stems:
         onnx.checker.check_model(m)
         onnx.save(m, str(path))
     done = [f"{r['node']} {r['channels']}->{r['aligned']}" for r in rows if r["aligned"]]
     left = [f"{r['node']} ({r['channels']})" for r in rows if not r["aligned"]]
     padded = [f"{r['node']} {r['channels']}->{r['padded']}" for r in stems]
+    widened = [f"{r['node']} {r['channels']}->{r['widened']}" for r in narrow if r["widened"]]
     return ((f"; depthwise convolutions widened with zero channels to multiples of {DEPTHWISE_ALIGN} (ONNX "
              f"Runtime's fused int8 depthwise kernel): {', '.join(done)}" if done else "")
             + (f"; depthwise convolutions left unaligned (their neighbours are not convolutions alone): "
                f"{', '.join(left)}" if left else "")
+            + (f"; narrow convolutions widened with zero filters to {NARROW} outputs (ONNX Runtime's int8 "
+               f"convolution): {', '.join(widened)}" if widened else "")
             + (f"; input channels padded with zeros to a multiple of {STEM_CIN_ALIGN} (ONNX Runtime's int8 "
                f"convolution): {', '.join(padded)}" if padded else ""))

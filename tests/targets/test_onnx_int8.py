@@ -341,3 +341,56 @@ def test_an_rgb_stem_reads_four_input_channels_with_outputs_unchanged(tmp_path):
     fp32 = export_onnx(mtcnn_pnet().eval(), torch.from_numpy(x[:1]), tmp_path / "p32.onnx", tmp_path / "log.txt")
     quantize_onnx(fp32, tmp_path / "pnet.onnx", x[:16], QuantSettings(), tmp_path, tmp_path / "log.txt")
     assert pad_stem_input(onnx.load(str(tmp_path / "pnet.onnx"))) == []
+
+
+@pytest.mark.slow
+def test_a_narrow_convolution_is_widened_to_16_outputs_through_prelu_and_pool(tmp_path):
+    """MTCNN P-Net (pretrained) on photo crops: its first convolution has 10 outputs, read through a PReLU (Relu, Min,
+    Mul by the slopes expanded along the width) and a max pool by the next convolution alone, so it gets 6 zero
+    filters, the slopes 6 more values and the Expand's shape 16 channels, the next convolution 6 zero input columns,
+    and then (16 outputs) the stem's input pad; the two heads (graph outputs) keep 2 and 4. Outputs equal those of
+    the same quantized graph without the widening, bit for bit. A narrow convolution read by a flatten is left."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from benchmarks.zoo.models import mtcnn_pnet
+    from edgeship.targets.onnx import export_onnx
+    from edgeship.targets.onnx_align import align_depthwise, align_narrow, pad_stem_input
+    from edgeship.targets.onnx_int8 import quantize_onnx
+    from edgeship.targets.onnx_prelu import tile_slopes, vectorize_prelu
+    from helpers import photo_crops
+
+    x = (photo_crops(24, 64).astype(np.float32)[:, :, :48] - 127.5) / 128
+    fp32 = export_onnx(mtcnn_pnet().eval(), torch.from_numpy(x[:1]), tmp_path / "fp32.onnx", tmp_path / "log.txt")
+    quantize_onnx(fp32, tmp_path / "q.onnx", x[:16], QuantSettings(), tmp_path, tmp_path / "log.txt",
+                  vectorize_prelu(fp32))
+    for name, widen in (("plain.onnx", False), ("widened.onnx", True)):
+        shutil.copyfile(tmp_path / "q.onnx", tmp_path / name)
+        assert tile_slopes(tmp_path / name) == 2
+        m = onnx.load(str(tmp_path / name))
+        align_depthwise(m)
+        rows = align_narrow(m) if widen else []
+        stems = pad_stem_input(m)
+        onnx.save(m, str(tmp_path / name))
+        assert [r["channels"] for r in stems] == ([3] if widen else [])
+    assert sorted((r["channels"], r["widened"]) for r in rows) == [(2, None), (4, None), (10, 16)]
+    convs = list(_convs(tmp_path / "widened.onnx").values())
+    (w1, _), (w2, _) = convs[:2]
+    assert w1.shape == (16, 4, 3, 3) and not w1[10:].any() and w1[:10].any()
+    assert w2.shape == (16, 16, 3, 3) and not w2[:, 10:].any() and w2[:, :10].any()
+    g = onnx.load(str(tmp_path / "widened.onnx")).graph
+    inits = _initializer_values(g)
+    expand = next(n for n in g.node if n.op_type == "Expand")
+    assert inits[expand.input[1]].tolist() == [1, 16, 1, 62] and inits[expand.input[0]].shape == (16, 1, 1)
+    want, got = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(
+        None, {g.input[0].name: x}) for f in ("plain.onnx", "widened.onnx"))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    # 8 outputs read by a flatten: not widened
+    nn = torch.nn
+    flat = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
+    d = digits_task()["x_test"][:16]
+    f32 = export_onnx(flat, torch.from_numpy(d[:1]), tmp_path / "flat.onnx", tmp_path / "log.txt")
+    quantize_onnx(f32, tmp_path / "flatq.onnx", d, QuantSettings(), tmp_path, tmp_path / "log.txt")
+    assert [r["widened"] for r in align_narrow(onnx.load(str(tmp_path / "flatq.onnx")))] == [None]
