@@ -23,12 +23,19 @@ code from the same compressed model: 234,714 -> 240,804 bytes, outputs identical
 input is not a convolution's alone, or whose output reaches anything but convolutions (a residual Add), stays as it
 is; the route names it.
 
-An RGB stem gets a fourth input channel (``pad_stem_input``): MLAS's int8 convolution over a 3-channel input ran at
-about half the speed of the same convolution over 4 channels whenever it had 16 output channels or more (3x3, one
-thread, 143 x 191: 24-64 outputs 0.49-0.72 ms against 0.25-0.33 ms; 8 or 12 outputs: no difference, so those are left
-as they are). The quantized input is padded with its zero point by a Pad (a copy of the input, 0.005-0.02 ms at
-224 x 224) and the stem gets a zero weight column: outputs bit-identical. Measured on whole files by
-benchmarks/ort_stem.py (results/ort_stem.json).
+A plain convolution with fewer than 16 output channels is widened to 16 with zero filters where only convolutions
+read it (``align_narrow``; through Q/DQ, activations, max or average pools and a PReLU, whose per-channel slopes are
+padded): MLAS's int8 convolution runs 8-12 output channels no faster than 16, and a 10-channel input (not a
+multiple of 4) costs the next convolution more than a 16-channel one. In per-layer profiles of MTCNN P-Net at
+288 x 384 (one thread), its first convolution (3 -> 10) took 2.3 of 6 ms, and its second 0.66 ms reading 10 channels
+against 0.35 ms reading 16. An RGB stem with 16 output channels or more then gets a fourth input channel
+(``pad_stem_input``): the quantized input padded with its zero point by a Pad (0.005-0.02 ms at 224 x 224) and a
+zero weight column. Both leave every output bit-identical. Measured by benchmarks/ort_stem.py (results/ort_stem.json,
+one thread, median of 5 interleaved repeats): one 3x3 convolution over a 3-channel 143 x 191 input 1.55-1.72x faster
+with the fourth channel at 16-64 outputs and 0.99x at 8 or 12 (so those are left); MobileNetV2-224 (pretrained)
+1.08x, so 2.50x faster than FP32 where it was 2.23x; ResNet-18-224 1.05x; P-Net with the slopes of onnx_prelu
+tiled too 1.41x (widening and the stem's pad alone: 1.20x), O-Net 1.28x, R-Net 1.12x, a 0.35-wide MobileNetV2 at
+96 x 96 1.11x. P-Net is still 0.92x of its FP32 file: its three PReLUs run float between dequantize and quantize.
 
 Written by hand: no ONNX or ONNX Runtime tool widens channels of a quantized graph.
 """
@@ -317,7 +324,7 @@ def align_narrow(model, multiple: int = NARROW) -> list[dict]:
 
 # ---------------------------------------------------------------- a stem's input channels (ONNX Runtime x86)
 STEM_CIN_ALIGN = 4  # MLAS's int8 convolution wants input channels in multiples of 4 (measured: benchmarks/ort_stem.py)
-STEM_MIN_COUT = 16  # ... and gains from it only with 16 output channels or more (8, 10 or 12: none; 24-64: ~2x)
+STEM_MIN_COUT = 16  # ... and gains from it only with 16 output channels or more (8 or 12: none; 16-64: 1.55-1.72x)
 PAD_INPUT = "/pad_input"  # the name of such a Pad ends so (the kernel reader reads it as part of its convolution)
 
 
