@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 from edgeship.devices.kernels import Kernel
+from edgeship.targets.onnx_align import PAD_INPUT
 from edgeship.targets.onnx_prelu import MARK as VECTOR_PRELU
 
 FORMATS = ("openvino", "onnx", "tflite")
@@ -145,7 +146,7 @@ def kernel_times(ks: list[Kernel], layers: list[dict], fmt: str) -> list[float |
         return _tflite_times(ks, layers)
     times: list[float | None] = [None] * len(ks)
     owner: dict[int, dict] = {}
-    layers = _vector_prelu(layers) if fmt == "onnx" else layers
+    layers = _stem_pad(_vector_prelu(layers)) if fmt == "onnx" else layers
     for at, layer in enumerate(layers):
         kinds = _kinds(str(layer.get("op", "")), fmt)
         for i, k in enumerate(ks):
@@ -173,6 +174,21 @@ def _vector_prelu(layers: list[dict]) -> list[dict]:
             del out[j + 1:]
         else:
             out.append(dict(layer, op="PRelu", name=base))
+    return out
+
+
+def _stem_pad(layers: list[dict]) -> list[dict]:
+    """ONNX Runtime's row of a stem's input Pad (``onnx_align.pad_stem_input``) added to the next convolution's: the
+    kernel reader reads the Pad as part of that convolution, as a one-kernel probe's time holds it."""
+    out: list[dict] = []
+    pad = 0.0
+    for layer in layers:
+        if str(layer.get("name", "")).endswith(PAD_INPUT):
+            pad += float(layer["us"])
+            continue
+        if pad and "conv" in ORT_TYPES.get(str(layer.get("op")), ()):
+            layer, pad = dict(layer, us=float(layer["us"]) + pad), 0.0
+        out.append(layer)
     return out
 
 

@@ -331,6 +331,20 @@ def test_an_rgb_stem_reads_four_input_channels_with_outputs_unchanged(tmp_path):
     plain_kernels, _ = read(tmp_path / "plain.onnx", "onnx")
     kernels, left_out = read(tmp_path / "padded.onnx", "onnx")
     assert kernels == plain_kernels and kernels[0].cin == 3 and left_out == {}
+    # ONNX Runtime's counters: the Pad's row is the stem convolution's time too (in_context.kernel_times)
+    from edgeship.devices.in_context import kernel_times
+    from edgeship.devices.layer_profile import ort_layers
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.enable_profiling = 1, True
+    sess = ort.InferenceSession(str(tmp_path / "padded.onnx"), so, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        sess.run(None, {name: x[:1]})
+    layers = ort_layers(sess)[1]
+    pad = [r for r in layers if str(r["name"]).endswith(PAD_INPUT)]
+    stem_row = next(r for r in layers[layers.index(pad[0]):] if r["op"] == "QLinearConv")
+    assert len(pad) == 1 and pad[0]["us"] > 0
+    assert kernel_times(kernels, layers, "onnx")[0] == pytest.approx((pad[0]["us"] + stem_row["us"]) / 1e3)
     # the lowering does it, and says so
     from edgeship.devices.calibrate import lower
 
