@@ -1,4 +1,4 @@
-"""Channel alignment for ONNX Runtime's int8 kernels (used by onnx_int8's both routes): depthwise, and a stem's input.
+"""Channel alignment for ONNX Runtime's int8 kernels (both of onnx_int8's routes): depthwise, narrow, a stem's input.
 
 Depthwise convolutions get a multiple of 16 channels (``align_depthwise``, both routes). ONNX Runtime's x86 kernels
 (MLAS) run an int8 depthwise convolution with symmetric int8 weights (edgeship's) in their fused kernel
@@ -388,8 +388,9 @@ def set_nodes(graph, nodes: list) -> None:
 
 
 def align_file(path: Path) -> str:
-    """``align_depthwise`` and ``pad_stem_input`` on the ONNX file at ``path`` (rewritten only when a convolution
-    changed); what the lowering route says of them."""
+    """``align_depthwise``, ``align_narrow`` and ``pad_stem_input``, in that order (a widened stem then has the
+    outputs the pad needs), on the ONNX file at ``path`` (rewritten only when a convolution changed); what the
+    lowering route says of them."""
     onnx = require("onnx", "onnx", "onnx")
     m = onnx.load(str(path))
     rows = align_depthwise(m)

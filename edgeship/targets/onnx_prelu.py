@@ -80,8 +80,8 @@ def tile_slopes(path: Path) -> int:
     1.3 ms of its 7.0 ms at 288 x 384, one thread (per-layer profile). Repeated along W, the slope broadcasts over H
     alone, in spans of W x C: 0.23 ms, and the whole file 1.17x faster than without it (benchmarks/ort_stem.py,
     results/ort_stem.json: 5.41 against 6.32 ms; O-Net 1.12x). An FP32 file keeps its NCHW Mul, where the slope as
-    it is broadcasts in spans of H x W: it is left so. Done after quantization, whose
-    graph optimization would fold the Expand into a constant of C x W values."""
+    it is broadcasts in spans of H x W: it is left so. Done after quantization, whose graph optimization would fold
+    the Expand into a constant of C x W values in the file."""
     onnx = require("onnx", "onnx", "onnx")
     from onnx import helper, numpy_helper, shape_inference
 

@@ -401,10 +401,20 @@ def test_a_narrow_convolution_is_widened_to_16_outputs_through_prelu_and_pool(tm
         None, {g.input[0].name: x}) for f in ("plain.onnx", "widened.onnx"))
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
-    # 8 outputs read by a flatten: not widened
+    # 8 outputs read by a flatten, or by a residual Add with another convolution's: not widened
     nn = torch.nn
-    flat = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 16, 3)
+
+        def forward(self, x):
+            return self.c(torch.relu(self.a(x)) + self.b(x))
+
     d = digits_task()["x_test"][:16]
-    f32 = export_onnx(flat, torch.from_numpy(d[:1]), tmp_path / "flat.onnx", tmp_path / "log.txt")
-    quantize_onnx(f32, tmp_path / "flatq.onnx", d, QuantSettings(), tmp_path, tmp_path / "log.txt")
-    assert [r["widened"] for r in align_narrow(onnx.load(str(tmp_path / "flatq.onnx")))] == [None]
+    flat = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
+    for name, model, want in (("flat", flat, [None]), ("residual", Residual().eval(), [None, None])):
+        f32 = export_onnx(model, torch.from_numpy(d[:1]), tmp_path / f"{name}.onnx", tmp_path / "log.txt")
+        quantize_onnx(f32, tmp_path / f"{name}q.onnx", d, QuantSettings(), tmp_path, tmp_path / "log.txt")
+        assert [r["widened"] for r in align_narrow(onnx.load(str(tmp_path / f"{name}q.onnx")))] == want, name
