@@ -1035,19 +1035,21 @@ def prelu_litert_section(d: dict) -> list[str]:
     return out + [""]
 
 
-def ort_stem_section(d: dict) -> list[str]:
+def ort_stem_section(d: dict, title: str = "ONNX Runtime INT8: a stem's fourth input channel, narrow convolutions "
+                                          "widened, PReLU slopes tiled") -> list[str]:
     """ort_stem.json: edgeship's ONNX Runtime INT8 rewrites (tile_slopes, align_narrow, pad_stem_input)."""
     env, m = d["environment"], d["method"]
-    out = ["## ONNX Runtime INT8: a stem's fourth input channel, narrow convolutions widened, PReLU slopes tiled", "",
+    out = [f"## {title}", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', 'benchmarks/ort_stem.py')}` "
            f"on {env['cpu']} ({env['cores']} cores; {', '.join(env['cpu_features'])}), {d['wall_s']:.0f} s. "
            "Each model lowered by edgeship's ONNX backends; the other INT8 files are built from the same quantized "
            "graph with the rewrites off (plain) or one left out, each with edgeship's outputs bit for bit. "
            f"{m['repeats']} repeats of edgeship's host measurement ({m['runs']} runs, a fresh process each), "
            "round-robin over every file, rotated each repeat; speed-up = reference p50 / p50 within a repeat "
-           "(median [min-max]).", "",
-           "| model | input | weights | INT8 file | rewrites (tile / widen / stem pad) | KiB | p50 ms 1T | p50 ms 2T | "
-           "vs plain 1T | vs plain 2T | vs FP32 1T | vs FP32 2T |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "(median [min-max]).", ""]
+    if d.get("models"):
+        out += ["| model | input | weights | INT8 file | rewrites (tile / widen / stem pad) | KiB | p50 ms 1T | p50 ms "
+                "2T | vs plain 1T | vs plain 2T | vs FP32 1T | vs FP32 2T |", "|---" * 12 + "|"]
 
     def sp(r: dict, key: str, t: str) -> str:
         v = r[key][t]
@@ -1065,14 +1067,16 @@ def ort_stem_section(d: dict) -> list[str]:
                    f"{sp(r, 'speedup_vs_fp32', '1')} | {sp(r, 'speedup_vs_fp32', '2')} |")
     convs = [r for r in d["rows"] if "conv" in r and r["contender"] == "stem_pad"]
     if convs:
-        out += ["", "One convolution over an RGB input (+ ReLU, random weights), plain against its input padded to 4 "
+        out += [""] * bool(out[-1]) + [
+                "One convolution over an image (+ ReLU, random weights), plain against its input padded to 4 "
                 "channels (whatever its outputs: the rule's evidence):", "",
-                "| convolution | outputs | input | FP32 p50 ms 1T | INT8 plain p50 ms 1T | padded p50 ms 1T | "
-                "padded vs plain 1T | padded vs plain 2T |", "|---|---|---|---|---|---|---|---|"]
+                "| convolution | channels in -> out | input | FP32 p50 ms 1T | INT8 plain p50 ms 1T | padded p50 ms "
+                "1T | padded vs plain 1T | padded vs plain 2T |", "|---|---|---|---|---|---|---|---|"]
         for r in convs:
             c = r["conv"]
             by = {x["contender"]: x for x in d["rows"] if x["model"] == r["model"]}
-            out.append(f"| {c['k']}x{c['k']} stride {c['stride']} | {c['cout']} | {c['input'][0]}x{c['input'][1]} | "
+            out.append(f"| {c['k']}x{c['k']} stride {c['stride']} | {c['cin']} -> {c['cout']} | "
+                       f"{c['input'][0]}x{c['input'][1]} | "
                        f"{by['fp32']['p50_ms']['1']:.3f} | {by['plain']['p50_ms']['1']:.3f} | "
                        f"{r['p50_ms']['1']:.3f} | {sp(r, 'speedup_vs_plain', '1')} | "
                        f"{sp(r, 'speedup_vs_plain', '2')} |")
@@ -1085,6 +1089,8 @@ SECTIONS = (
     ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
                                              "and AVX-VNNI, no AMX)")),
     ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section),
+    ("ort_stem_convs", lambda d: ort_stem_section(
+        d, "ONNX Runtime INT8: a stem's input padded to 4 channels, from 1, 2 and 3 (single convolutions)")),
     ("size_scaling", size_section),
     ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),

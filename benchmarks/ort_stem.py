@@ -155,13 +155,16 @@ def crops(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-# single convolutions over an RGB input (the rule's evidence): (name, output channels, kernel, stride, H, W)
-CONVS = [(f"conv3x3_{c}", c, 3, 1, 143, 191) for c in (8, 12, 16, 24, 32, 64)] + [
-    ("mnv2_stem_224", 32, 3, 2, 224, 224), ("resnet_stem_224", 64, 7, 2, 224, 224)]
+# single convolutions over an image input (the rule's evidence): (name, input channels, output channels, kernel,
+# stride, H, W); the gray ones are the demo's stem (Fashion-MNIST, 28x28) and the same at 96x96
+CONVS = [(f"conv3x3_{c}", 3, c, 3, 1, 143, 191) for c in (8, 12, 16, 24, 32, 64)] + [
+    ("mnv2_stem_224", 3, 32, 3, 2, 224, 224), ("resnet_stem_224", 3, 64, 7, 2, 224, 224),
+    ("gray_stem_28", 1, 32, 3, 1, 28, 28), ("gray_stem_96", 1, 32, 3, 2, 96, 96),
+    ("two_channel_96", 2, 32, 3, 2, 96, 96)]
 
 
 def single_convs(work: Path) -> list[dict]:
-    """Conv(3 -> c) + ReLU, quantized as edgeship's calibration route does, with and without the padded input (every
+    """Conv(cin -> c) + ReLU, quantized as edgeship's calibration route does, with and without the padded input (every
     output-channel count, ``min_cout=1``); FP32 beside them."""
     import onnx
     import torch
@@ -173,10 +176,10 @@ def single_convs(work: Path) -> list[dict]:
     from edgeship.targets.onnx_int8 import quantize_onnx
 
     rows = []
-    for name, cout, k, stride, h, w in CONVS:
+    for name, cin, cout, k, stride, h, w in CONVS:
         torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Conv2d(3, cout, k, stride, k // 2), torch.nn.ReLU()).eval()
-        x = (crops(16, h, w) - 127.5) / 128
+        model = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, k, stride, k // 2), torch.nn.ReLU()).eval()
+        x = ((crops(16, h, w) - 127.5) / 128)[:, :cin]
         d = work / name
         d.mkdir(parents=True)
         fp32 = export_onnx(model, torch.from_numpy(x[:1]), d / "fp32.onnx", d / "log.txt")
@@ -190,7 +193,7 @@ def single_convs(work: Path) -> list[dict]:
             shutil.copyfile(f, d / contender / "model.onnx")
             Artifact(contender, "onnx", precision, d / contender, "model.onnx", ["model.onnx"], {}).write_sidecar()
             rows.append({"model": name, "contender": contender, "precision": precision, "dir": str(d / contender),
-                         "conv": {"cin": 3, "cout": cout, "k": k, "stride": stride, "input": [h, w]}})
+                         "conv": {"cin": cin, "cout": cout, "k": k, "stride": stride, "input": [h, w]}})
         outs = [_run(d / f, x[:4]) for f in ("plain.onnx", "padded.onnx")]
         rows[-1]["outputs_equal_edgeship"] = all(np.array_equal(a, b) for a, b in zip(*outs))
     return rows
@@ -221,7 +224,7 @@ def ratios(rows: list[dict], threads: list[int]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    ap.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS), help="none: the convolutions")
     ap.add_argument("--no-convs", action="store_true", help="leave out the single convolutions")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--runs", type=int, default=100)
@@ -249,8 +252,8 @@ def main(argv=None) -> int:
     result = {"benchmark": "ort_stem", "command": command_line(), "environment": environment(),
               "models": {k: {"factory": f, "input": list(s), "weights": w} for k, (f, s, w) in MODELS.items()
                          if k in args.models},
-              "convs": "Conv(3 -> cout) + ReLU alone, random weights (seeded), quantized by quantize_onnx on 16 "
-                       "crops; stem_pad: pad_stem_input(min_cout=1) of the plain file",
+              "convs": "Conv(cin -> cout) + ReLU alone, random weights (seeded), quantized by quantize_onnx on 16 "
+                       "crops (their first cin channels); stem_pad: pad_stem_input(min_cout=1) of the plain file",
               "method": {"repeats": args.repeats, "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
                          "measurement": "edgeship.devices.measure.measure_host: a fresh process per measurement",
                          "interleaving": "round-robin over every contender of every model, rotated each repeat",

@@ -32,7 +32,8 @@ against 0.35 ms reading 16. An RGB stem with 16 output channels or more then get
 (``pad_stem_input``): the quantized input padded with its zero point by a Pad (0.005-0.02 ms at 224 x 224) and a
 zero weight column. Both leave every output bit-identical. Measured by benchmarks/ort_stem.py (results/ort_stem.json,
 one thread, median of 5 interleaved repeats): one 3x3 convolution over a 3-channel 143 x 191 input 1.55-1.72x faster
-with the fourth channel at 16-64 outputs and 0.99x at 8 or 12 (so those are left); MobileNetV2-224 (pretrained)
+with the fourth channel at 16-64 outputs and 0.99x at 8 or 12 (so those are left), and a 1- or 2-channel input
+padded to 4 (a gray image: 1.34-1.49x, results/ort_stem_convs.json); MobileNetV2-224 (pretrained)
 1.08x, so 2.50x faster than FP32 where it was 2.23x; ResNet-18-224 1.05x; P-Net with the slopes of onnx_prelu
 tiled too 1.41x (widening and the stem's pad alone: 1.20x), O-Net 1.28x, R-Net 1.12x, a 0.35-wide MobileNetV2 at
 96 x 96 1.11x. P-Net is still 0.92x of its FP32 file: its three PReLUs run float between dequantize and quantize.
