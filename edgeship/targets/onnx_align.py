@@ -23,20 +23,22 @@ code from the same compressed model: 234,714 -> 240,804 bytes, outputs identical
 input is not a convolution's alone, or whose output reaches anything but convolutions (a residual Add), stays as it
 is; the route names it.
 
-A plain convolution with fewer than 16 output channels is widened to 16 with zero filters where only convolutions
-read it (``align_narrow``; through Q/DQ, activations, max or average pools and a PReLU, whose per-channel slopes are
-padded): MLAS's int8 convolution runs 8-12 output channels no faster than 16, and a 10-channel input (not a
-multiple of 4) costs the next convolution more than a 16-channel one. In per-layer profiles of MTCNN P-Net at
-288 x 384 (one thread), its first convolution (3 -> 10) took 2.3 of 6 ms, and its second 0.66 ms reading 10 channels
-against 0.35 ms reading 16. An RGB stem with 16 output channels or more then gets a fourth input channel
-(``pad_stem_input``): the quantized input padded with its zero point by a Pad (0.005-0.02 ms at 224 x 224) and a
-zero weight column. Both leave every output bit-identical. Measured by benchmarks/ort_stem.py (results/ort_stem.json,
-one thread, median of 5 interleaved repeats): one 3x3 convolution over a 3-channel 143 x 191 input 1.55-1.72x faster
-with the fourth channel at 16-64 outputs and 0.99x at 8 or 12 (so those are left), and a 1- or 2-channel input
-padded to 4 (a gray image: 1.34-1.49x, results/ort_stem_convs.json); MobileNetV2-224 (pretrained)
-1.08x, so 2.50x faster than FP32 where it was 2.23x; ResNet-18-224 1.05x; P-Net with the slopes of onnx_prelu
-tiled too 1.41x (widening and the stem's pad alone: 1.20x), O-Net 1.28x, R-Net 1.12x, a 0.35-wide MobileNetV2 at
-96 x 96 1.11x. P-Net is still 0.92x of its FP32 file: its three PReLUs run float between dequantize and quantize.
+A plain convolution with fewer than 16 output channels over a map of 4096 positions or more is widened to 16 with
+zero filters where only convolutions read it (``align_narrow``; through Q/DQ, activations, max or average pools and
+a PReLU, whose per-channel slopes are padded): MLAS's int8 convolution runs 8-12 output channels no faster than 16,
+and a 10-channel input (not a multiple of 4) costs the next convolution more than a 16-channel one. In per-layer
+profiles of MTCNN P-Net at 288 x 384 (one thread), its first convolution (3 -> 10) took 2.3 of 6 ms, and its second
+0.66 ms reading 10 channels against 0.35 ms reading 16. An RGB stem with 16 output channels or more then gets a
+fourth input channel (``pad_stem_input``): the quantized input padded with its zero point by a Pad (0.005-0.02 ms at
+224 x 224) and a zero weight column. Both leave every output bit-identical. Measured by benchmarks/ort_stem.py
+(results/ort_stem.json, one thread, median of 5 interleaved repeats): one 3x3 convolution over a 3-channel 143 x 191
+input 1.55-1.72x faster with the fourth channel at 16-64 outputs and 0.99x at 8 or 12 (so those are left), and a 1-
+or 2-channel input padded to 4 (a gray image: 1.34-1.49x, results/ort_stem_convs.json); MobileNetV2-224 (pretrained)
+1.08x, so 2.50x faster than FP32 where it was 2.23x; ResNet-18-224 1.05x; P-Net with the slopes of onnx_prelu tiled
+too 1.41x (widening and the stem's pad alone: 1.20x), O-Net 1.28x, R-Net 1.12x, a 0.35-wide MobileNetV2 at 96 x 96
+1.08x from the stem's pad (its 8-output convolution over 48 x 48, widened in that run, added 1.02x: under
+``NARROW_MIN_POSITIONS`` now, as are toy models, whose INT8 files the zero filters made larger than FP32 ones).
+P-Net is still 0.92x of its FP32 file: its three PReLUs run float between dequantize and quantize.
 
 Written by hand: no ONNX or ONNX Runtime tool widens channels of a quantized graph.
 """
@@ -234,6 +236,9 @@ def align_depthwise(model, multiple: int = DEPTHWISE_ALIGN) -> list[dict]:
 
 # ---------------------------------------------------------------- narrow convolutions (ONNX Runtime x86)
 NARROW = 16  # a plain int8 convolution with fewer output channels runs MLAS's kernels at the speed of 16 or more
+# ... where its map is large: P-Net's 286 x 382 gained (ort_stem.json), a 0.35-wide MobileNetV2's 48 x 48 1.02x (noise),
+# and on an 8 x 8 toy model the zero filters made the INT8 file larger than the FP32 one for no measured gain
+NARROW_MIN_POSITIONS = 4096
 ZERO_KEEPING = ("MaxPool", "AveragePool", "Min", "Max", "Mul", "PRelu", "Add")  # with the checks below
 
 
@@ -284,16 +289,21 @@ def _narrow_region(gr: _Graph, start: str, channels: int) -> tuple[list, list] |
 
 
 def align_narrow(model, multiple: int = NARROW) -> list[dict]:
-    """Widen every plain convolution with fewer than ``multiple`` output channels to ``multiple`` with zero filters
-    where its output reaches only convolutions (``_narrow_region``): their zero weights for the new inputs, the
-    per-channel constants on the way padded (Expand shapes too). Outputs unchanged. One row per convolution."""
-    from onnx import numpy_helper
+    """Widen every plain convolution with fewer than ``multiple`` output channels and a map of ``NARROW_MIN_POSITIONS``
+    or more to ``multiple`` with zero filters where its output reaches only convolutions (``_narrow_region``):
+    their zero weights for the new inputs, the per-channel constants on the way padded (Expand shapes too).
+    Outputs unchanged. One row per convolution."""
+    from onnx import numpy_helper, shape_inference
 
     gr = _Graph(model.graph)
+    shaped = shape_inference.infer_shapes(model).graph
+    positions = {v.name: int(np.prod([d.dim_value for d in v.type.tensor_type.shape.dim][2:]))
+                 for v in [*shaped.value_info, *shaped.output] if len(v.type.tensor_type.shape.dim) == 4}
     rows = []
     for conv in list(model.graph.node):
         w = gr.weight(conv.input[1]) if conv.op_type == "Conv" and len(conv.input) > 1 else None
-        if w is None or _attr(conv, "group", 1) != 1 or w[0].ndim != 4 or w[0].shape[0] >= multiple:
+        if (w is None or _attr(conv, "group", 1) != 1 or w[0].ndim != 4 or w[0].shape[0] >= multiple
+                or positions.get(conv.output[0], 0) < NARROW_MIN_POSITIONS):
             continue
         channels = w[0].shape[0]
         found = _narrow_region(gr, conv.output[0], channels)

@@ -122,9 +122,9 @@ def test_int8_slopes_are_repeated_along_the_width_as_the_session_loads(tmp_path)
     m = onnx.load(str(d / "model.onnx"))
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     expands = [n for n in m.graph.node if n.op_type == "Expand"]
-    # (the first map's 10 channels are 16: onnx_align.align_narrow widens the convolution before it)
-    assert [inits[n.input[1]].tolist() for n in expands] == [[1, 16, 1, 62], [1, 32, 1, 27]]
-    assert [inits[n.input[0]].size for n in expands] == [16, 32]
+    # (46 x 62 positions: under onnx_align.NARROW_MIN_POSITIONS, so the first convolution keeps its 10 channels)
+    assert [inits[n.input[1]].tolist() for n in expands] == [[1, 10, 1, 62], [1, 32, 1, 27]]
+    assert [inits[n.input[0]].size for n in expands] == [10, 32]
     assert "2 slope(s) repeated along the width" in __import__("json").loads((d / "model.json").read_text())[
         "meta"]["route"]
     so = ort.SessionOptions()
