@@ -1035,11 +1035,10 @@ def prelu_litert_section(d: dict) -> list[str]:
     return out + [""]
 
 
-def ort_stem_section(d: dict, title: str = "ONNX Runtime INT8: a stem's fourth input channel, narrow convolutions "
-                                          "widened, PReLU slopes tiled") -> list[str]:
+def ort_stem_section(d: dict) -> list[str]:
     """ort_stem.json: edgeship's ONNX Runtime INT8 rewrites (tile_slopes, align_narrow, pad_stem_input)."""
     env, m = d["environment"], d["method"]
-    out = [f"## {title}", "",
+    out = ["## ONNX Runtime INT8: a stem's fourth input channel, narrow convolutions widened, PReLU slopes tiled", "",
            f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', 'benchmarks/ort_stem.py')}` "
            f"on {env['cpu']} ({env['cores']} cores; {', '.join(env['cpu_features'])}), {d['wall_s']:.0f} s. "
            "Each model lowered by edgeship's ONNX backends; the other INT8 files are built from the same quantized "
@@ -1089,8 +1088,6 @@ SECTIONS = (
     ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
                                              "and AVX-VNNI, no AMX)")),
     ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section),
-    ("ort_stem_convs", lambda d: ort_stem_section(
-        d, "ONNX Runtime INT8: a stem's input padded to 4 channels, from 1, 2 and 3 (single convolutions)")),
     ("size_scaling", size_section),
     ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),

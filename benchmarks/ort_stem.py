@@ -34,6 +34,7 @@ from benchlib import RESULTS, ROOT, command_line, environment, write_json
 from ort_int8_small import measure
 
 sys.path.insert(0, str(ROOT))
+from benchmarks.zoo.make_data import crops  # noqa: E402
 
 WORK = Path("/tmp/ort_stem")
 # name: (factory, input shape, weights)
@@ -110,7 +111,7 @@ def lowered(name: str, work: Path) -> list[dict]:
     factory, shape, _ = MODELS[name]
     torch.manual_seed(0)
     model = import_factory(factory)(**KWARGS.get(name, {})).eval()
-    calib = (crops(64, shape[1], shape[2]) - 127.5) / 128
+    calib = (crops(64, shape[1], 0, width=shape[2]).astype(np.float32) - 127.5) / 128
     rows = []
     for precision in ("fp32", "int8"):
         ctx = _context(name, "onnx", precision, shape, work / f"w_{name}_{precision}", 0)
@@ -138,23 +139,6 @@ def lowered(name: str, work: Path) -> list[dict]:
     return [dict(r, model=name) for r in rows if r["contender"] != "all"]
 
 
-def crops(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
-    """``n`` random crops (N, 3, h, w) of scikit-learn's two sample photos (427 x 640), of the aspect h : w,
-    resized to h x w; float32 in 0..255."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    rng = np.random.default_rng(seed)
-    photos, out = load_sample_images().images, []
-    for i in range(n):
-        img = photos[i % len(photos)]
-        ch = int(rng.integers(min(h, img.shape[0] // 2), img.shape[0] + 1))
-        cw = min(img.shape[1], ch * w // h)
-        top, left = rng.integers(0, img.shape[0] - ch + 1), rng.integers(0, img.shape[1] - cw + 1)
-        out.append(np.asarray(Image.fromarray(img[top:top + ch, left:left + cw]).resize((w, h))).transpose(2, 0, 1))
-    return np.stack(out).astype(np.float32)
-
-
 # single convolutions over an image input (the rule's evidence): (name, input channels, output channels, kernel,
 # stride, H, W); the gray ones are the demo's stem (Fashion-MNIST, 28x28) and the same at 96x96
 CONVS = [(f"conv3x3_{c}", 3, c, 3, 1, 143, 191) for c in (8, 12, 16, 24, 32, 64)] + [
@@ -179,7 +163,7 @@ def single_convs(work: Path) -> list[dict]:
     for name, cin, cout, k, stride, h, w in CONVS:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, k, stride, k // 2), torch.nn.ReLU()).eval()
-        x = ((crops(16, h, w) - 127.5) / 128)[:, :cin]
+        x = ((crops(16, h, 0, width=w).astype(np.float32) - 127.5) / 128)[:, :cin]
         d = work / name
         d.mkdir(parents=True)
         fp32 = export_onnx(model, torch.from_numpy(x[:1]), d / "fp32.onnx", d / "log.txt")
@@ -258,7 +242,7 @@ def main(argv=None) -> int:
                          "measurement": "edgeship.devices.measure.measure_host: a fresh process per measurement",
                          "interleaving": "round-robin over every contender of every model, rotated each repeat",
                          "speedup": "per repeat: reference p50 / contender p50 (same repeat); median, min, max",
-                         "calibration": "64 photo crops (scikit-learn's sample images), (x - 127.5) / 128",
+                         "calibration": "64 crops of real photos (benchmarks.zoo.make_data.crops), (x - 127.5) / 128",
                          "identity": "each contender's outputs on 8 crops equal the edgeship file's bit for bit"},
               "repeats_log": log, "rows": rows, "wall_s": round(time.perf_counter() - t0, 1)}
     write_json(args.out, result)

@@ -71,17 +71,8 @@ def x86_has_vnni() -> bool:
 
 
 def photo_crops(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """``n`` random size x size RGB crops (N, 3, size, size) of scikit-learn's two sample photos, uint8."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
+    """``n`` random size x size RGB crops (N, 3, size, size) of scikit-learn's two sample photos, uint8
+    (``benchmarks.zoo.make_data.crops``)."""
+    from benchmarks.zoo.make_data import crops
 
-    rng = np.random.default_rng(seed)
-    photos = load_sample_images().images
-    out = []
-    for i in range(n):
-        img = photos[i % len(photos)]
-        side = int(rng.integers(size, min(img.shape[:2]) // 2))
-        top, left = rng.integers(0, img.shape[0] - side), rng.integers(0, img.shape[1] - side)
-        crop = Image.fromarray(img[top:top + side, left:left + side]).resize((size, size))
-        out.append(np.asarray(crop).transpose(2, 0, 1))
-    return np.stack(out).astype(np.uint8)
+    return crops(n, size, seed, photos=["china", "flower"])

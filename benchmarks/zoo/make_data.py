@@ -83,20 +83,24 @@ def photo(name: str) -> np.ndarray:
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "china", "flower"]
 
 
-def crops(n: int, size: int, seed: int, photos: list[str] = PHOTOS, min_frac: float = 0.25) -> np.ndarray:
-    """``n`` random square crops resized to size x size, NCHW uint8."""
+def crops(n: int, size: int, seed: int, photos: list[str] = PHOTOS, min_frac: float = 0.25,
+          width: int | None = None) -> np.ndarray:
+    """``n`` random crops resized to size x size (``width``: size x width, crops of that aspect), NCHW uint8."""
     from PIL import Image
 
+    width = width or size
     rng = np.random.default_rng(seed)
     images = [photo(p) for p in photos]
     out = []
     for i in range(n):
         img = images[i % len(images)]
         h, w = img.shape[:2]
-        side = int(rng.integers(int(min(h, w) * min_frac), min(h, w) + 1))
-        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        out.append(np.asarray(Image.fromarray(img[top:top + side, left:left + side]).resize((size, size),
-                                                                                            Image.BILINEAR)))
+        most = min(h, w * size // width)  # the tallest crop of the aspect the photo holds
+        side = int(rng.integers(int(most * min_frac), most + 1))
+        across = side * width // size
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - across + 1))
+        out.append(np.asarray(Image.fromarray(img[top:top + side, left:left + across]).resize((width, size),
+                                                                                              Image.BILINEAR)))
     return np.stack(out).transpose(0, 3, 1, 2).copy()
 
 

@@ -29,16 +29,16 @@ a PReLU, whose per-channel slopes are padded): MLAS's int8 convolution runs 8-12
 and a 10-channel input (not a multiple of 4) costs the next convolution more than a 16-channel one. In per-layer
 profiles of MTCNN P-Net at 288 x 384 (one thread), its first convolution (3 -> 10) took 2.3 of 6 ms, and its second
 0.66 ms reading 10 channels against 0.35 ms reading 16. An RGB stem with 16 output channels or more then gets a
-fourth input channel (``pad_stem_input``): the quantized input padded with its zero point by a Pad (0.005-0.02 ms at
+fourth input channel (``pad_stem_input``): the quantized input padded with its zero point by a Pad (0.005-0.010 ms at
 224 x 224) and a zero weight column. Both leave every output bit-identical. Measured by benchmarks/ort_stem.py
 (results/ort_stem.json, one thread, median of 5 interleaved repeats): one 3x3 convolution over a 3-channel 143 x 191
-input 1.55-1.72x faster with the fourth channel at 16-64 outputs and 0.99x at 8 or 12 (so those are left), and a 1-
-or 2-channel input padded to 4 (a gray image: 1.34-1.49x, results/ort_stem_convs.json); MobileNetV2-224 (pretrained)
-1.08x, so 2.50x faster than FP32 where it was 2.23x; ResNet-18-224 1.05x; P-Net with the slopes of onnx_prelu tiled
-too 1.41x (widening and the stem's pad alone: 1.20x), O-Net 1.28x, R-Net 1.12x, a 0.35-wide MobileNetV2 at 96 x 96
-1.08x from the stem's pad (its 8-output convolution over 48 x 48, widened in that run, added 1.02x: under
-``NARROW_MIN_POSITIONS`` now, as are toy models, whose INT8 files the zero filters made larger than FP32 ones).
-P-Net is still 0.92x of its FP32 file: its three PReLUs run float between dequantize and quantize.
+input 1.56-1.72x faster with the fourth channel at 16-64 outputs and 0.99-1.01x at 8 or 12 (so those are left), a 1-
+or 2-channel input padded to 4 (a gray image) 1.30-1.49x; MobileNetV2-224 (pretrained) 1.08x, 2.27x faster than
+FP32 where the plain file was 2.10x; ResNet-18-224 1.03x; P-Net with the slopes of onnx_prelu tiled too 1.37x
+(widening and the stem's pad alone: 1.17x), O-Net 1.26x, R-Net 1.12x, a 0.35-wide MobileNetV2 at 96 x 96 1.07x from
+the stem's pad (its 8-output convolution over 48 x 48 is under ``NARROW_MIN_POSITIONS``: widened in an earlier run,
+results/ort_stem_earlier/ort_stem_431a809.json, it added 1.02x; toy models' INT8 files the zero filters made larger
+than FP32 ones). P-Net is still 0.87x of its FP32 file: its three PReLUs run float between dequantize and quantize.
 
 Written by hand: no ONNX or ONNX Runtime tool widens channels of a quantized graph.
 """
@@ -335,7 +335,7 @@ def align_narrow(model, multiple: int = NARROW) -> list[dict]:
 
 # ---------------------------------------------------------------- a stem's input channels (ONNX Runtime x86)
 STEM_CIN_ALIGN = 4  # MLAS's int8 convolution wants input channels in multiples of 4 (measured: benchmarks/ort_stem.py)
-STEM_MIN_COUT = 16  # ... and gains from it only with 16 output channels or more (8 or 12: none; 16-64: 1.55-1.72x)
+STEM_MIN_COUT = 16  # ... and gains from it only with 16 output channels or more (8 or 12: none; 16-64: 1.56-1.72x)
 PAD_INPUT = "/pad_input"  # the name of such a Pad ends so (the kernel reader reads it as part of its convolution)
 
 

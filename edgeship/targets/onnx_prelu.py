@@ -78,8 +78,8 @@ def tile_slopes(path: Path) -> int:
     ONNX Runtime runs an INT8 file's float Mul channels-last (the NHWC layout it gives the int8 convolutions around
     it), where a 1 x C x 1 x 1 slope broadcasts one span of C elements at a time: MTCNN P-Net's three such Muls took
     1.3 ms of its 7.0 ms at 288 x 384, one thread (per-layer profile). Repeated along W, the slope broadcasts over H
-    alone, in spans of W x C: 0.23 ms, and the whole file 1.17x faster than without it (benchmarks/ort_stem.py,
-    results/ort_stem.json: 5.41 against 6.32 ms; O-Net 1.12x). An FP32 file keeps its NCHW Mul, where the slope as
+    alone, in spans of W x C: 0.23 ms, and the whole file 1.19x faster than without it (benchmarks/ort_stem.py,
+    results/ort_stem.json: 5.08 against 6.06 ms; O-Net 1.11x). An FP32 file keeps its NCHW Mul, where the slope as
     it is broadcasts in spans of H x W: it is left so. Done after quantization, whose graph optimization would fold
     the Expand into a constant of C x W values in the file."""
     onnx = require("onnx", "onnx", "onnx")

@@ -3,6 +3,7 @@ bit for bit, a time that does not follow its input's signs, read by the predicto
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -125,8 +126,7 @@ def test_int8_slopes_are_repeated_along_the_width_as_the_session_loads(tmp_path)
     # (46 x 62 positions: under onnx_align.NARROW_MIN_POSITIONS, so the first convolution keeps its 10 channels)
     assert [inits[n.input[1]].tolist() for n in expands] == [[1, 10, 1, 62], [1, 32, 1, 27]]
     assert [inits[n.input[0]].size for n in expands] == [10, 32]
-    assert "2 slope(s) repeated along the width" in __import__("json").loads((d / "model.json").read_text())[
-        "meta"]["route"]
+    assert "2 slope(s) repeated along the width" in json.loads((d / "model.json").read_text())["meta"]["route"]
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])

@@ -297,7 +297,6 @@ def test_a_softmax_inside_the_network_quantized_by_pt2e_gets_the_scale_litert_de
     assert np.abs(out - ref).max() <= 0.1 * np.abs(ref).max()
 
 
-
 @pytest.mark.slow
 def test_a_detectors_score_map_at_its_output_is_int8_in_a_full_integer_file(tmp_path):
     """MTCNN P-Net (facenet-pytorch's weights) at 48 x 64 on photo crops, through the litert-torch route: its
@@ -320,6 +319,7 @@ def test_a_detectors_score_map_at_its_output_is_int8_in_a_full_integer_file(tmp_
     got_box, got_face = backend.load(art, threads=1)(x[32:].numpy())
     assert got_face.shape == face.shape and np.abs(got_face - face).mean() < 0.02, np.abs(got_face - face).mean()
     assert np.abs(got_face - face).max() < 0.25 and np.abs(got_box - box).max() < 0.1
+
 
 class Upsampler(nn.Module):
     def __init__(self):
