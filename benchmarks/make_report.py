@@ -1082,12 +1082,35 @@ def ort_stem_section(d: dict) -> list[str]:
     return out + [""]
 
 
+def speed_ratio_section(d: dict) -> list[str]:
+    """speed_ratio.json: export's speed_vs_fp32 (side by side) against two separately timed processes."""
+    env, m = d["environment"], d["method"]
+    out = ["## INT8 against FP32: timed side by side (export's `speed_vs_fp32`) or in separate processes", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', 'benchmarks/speed_ratio.py')}` "
+           f"on {env['cpu']} ({env['cores']} cores), {d['wall_s']:.0f} s, {m['repeats']} repeats at 1 thread. "
+           f"side: {m['side']['processes']} fresh processes timing blocks of {m['side']['block_runs']} runs of each "
+           f"in turn, the median over the processes of FP32 p50 / INT8 p50 (export's own call); separate: export's "
+           f"host measurement of each ({m['separate']['runs']} runs, its own process). busy: {m['busy']}. Ratio "
+           "median [min-max], spread = max / min - 1, and the farthest ratio from the quiet side-by-side median.", "",
+           "| pair | condition | side by side | spread | farthest | separate processes | spread | farthest |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        for c in ("quiet", "busy"):
+            a, b = r[f"{c}_side"], r[f"{c}_separate"]
+            out.append(f"| {r['pair']} | {c} | {a['median']:.2f}x [{a['min']:.2f}-{a['max']:.2f}] | "
+                       f"{a['spread_pct']:.0f} % | {a['max_off_quiet_side_pct']:.0f} % | {b['median']:.2f}x "
+                       f"[{b['min']:.2f}-{b['max']:.2f}] | {b['spread_pct']:.0f} % | "
+                       f"{b['max_off_quiet_side_pct']:.0f} % |")
+    return out + [""]
+
+
 SECTIONS = (
     ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
     ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
                                              "and AVX-VNNI, no AMX)")),
     ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section),
+    ("speed_ratio", speed_ratio_section),
     ("size_scaling", size_section),
     ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),

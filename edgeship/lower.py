@@ -5,6 +5,7 @@ FP32 artifacts. A target's failure (conversion, a runtime that cannot run it, th
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -24,7 +25,7 @@ from edgeship.models.load import clone_module
 from edgeship.pipeline.training import TensorData, predict
 from edgeship.progress import info, warn
 from edgeship.recipe import IOSpec, Recipe, TargetSpec
-from edgeship.record import VERIFY_DIR, OpAudit, SizeReference, SizeVsFP32, Target, Verification
+from edgeship.record import FP32_REFS_DIR, VERIFY_DIR, OpAudit, SizeReference, SizeVsFP32, Target, Verification
 from edgeship.targets.base import FLOAT_PRECISIONS, LowerContext, Runner, get_backend
 from edgeship.targets.verify import compare, compare_outputs, device_subset, gate, run_batched
 
@@ -240,23 +241,29 @@ def size_references(records: list[Target], models: dict[str, torch.nn.Module],
     """What each quantized or FP16 artifact's size compares with, in its own format: the FP32 artifact of
     the model the recipe started from (what the user would ship without edgeship) and of the compressed
     model (quantization's share alone). A run's own FP32 target of that format serves as the latter;
-    anything else is lowered at FP32 into scratch space, measured and deleted (``Artifact.size_bytes``).
+    anything else is lowered at FP32 (``Artifact.size_bytes``) and kept in ``FP32_REFS_DIR`` of the run's temporary
+    directory, with links to the artifacts that serve, for export to time each target beside them
+    (``devices.measure.speed_vs_fp32``); export deletes them before the run is renamed into place.
     Sets ``size_vs_fp32`` on each such target; returns {format: SizeReference}."""
     done = [r for r in records if r.ok]
     formats = sorted({r.format for r in done if r.precision != "fp32"})
+    keep = job.tmp / FP32_REFS_DIR / (done[0].model if done else "main")
     out: dict[str, SizeReference] = {}
     for fmt in formats:
         row: dict[str, Any] = {}
         own = next((r for r in done if r.format == fmt and r.precision == "fp32"), None)
         for which, model in models.items():
+            dest = keep / f"{fmt}-{which}"
             if which == "compressed_model" and own is not None:
                 row[which] = own.size_bytes
+                _link(dest, job.tmp / "targets" / own.name)
                 continue
             same = next((w for w, m in models.items() if m is model and w in row), None)
             if same is not None:  # no passes: the input model is the compressed one
                 row[which] = row[same]
+                _link(dest, keep / f"{fmt}-{same}")
                 continue
-            row[which], error = _fp32_size(fmt, which, model, job)
+            row[which], error = _fp32_size(fmt, which, model, job, dest)
             if error:
                 row[f"{which}_error"] = error
         out[fmt] = SizeReference(**row)
@@ -275,8 +282,16 @@ def size_references(records: list[Target], models: dict[str, torch.nn.Module],
     return out
 
 
-def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob) -> tuple[int | None, str | None]:
-    """(bytes, error) of ``model`` lowered at FP32 to ``fmt`` in scratch space."""
+def _link(link: Path, to: Path) -> None:
+    """``link`` -> ``to``, relative (the run directory moves), when ``to`` is there."""
+    if to.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(to, link.parent), target_is_directory=True)
+
+
+def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob,
+               keep: Path) -> tuple[int | None, str | None]:
+    """(bytes, error) of ``model`` lowered at FP32 to ``fmt`` in scratch space, the artifact moved to ``keep``."""
     t0 = time.perf_counter()
     base = job.tmp / "work" / "size-references"
     base.mkdir(parents=True, exist_ok=True)  # a run with a search lowers one set of references per searched model
@@ -289,6 +304,8 @@ def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob) -> 
         with Deadline(job.recipe.timeouts.target_s, f"size reference {spec.name}", TIMEOUT_FIX, TargetError):
             size = get_backend(fmt, "fp32").lower(lowerable(clone_module(model), job.io), ctx,
                                                   work / "out").size_bytes()
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(work / "out", keep)
     except (TargetError, EdgeshipError, Expired) as e:
         if isinstance(e, DiskFull):
             raise

@@ -299,6 +299,10 @@ class BudgetSpec(Strict):
     max_accuracy_drop: float | None = Field(None, ge=0, description="points of top-1 below the torch model")
     max_drop_vs_input: float | None = Field(None, ge=0, description="points of top-1 below the input model (before "
                                             "any pass): what compression and lowering cost together")
+    min_speedup_vs_fp32: float | None = Field(None, gt=0, description=(
+        "times faster than the same format's FP32 artifact of the input model, both timed side by side on this "
+        "machine at export (a ratio a shared CI runner's drift moves little, where it moves a latency); INT8 and "
+        "FP16 targets of this machine (FP32 targets are not judged on it)"))
 
 
 class TargetSpec(Strict):

@@ -39,6 +39,7 @@ from edgeship.pipeline.training import TensorData, check_labels_for_training, se
 from edgeship.progress import info, warn
 from edgeship.recipe import IOSpec, Recipe, SearchSpec, TargetSpec
 from edgeship.record import (
+    FP32_REFS_DIR,
     REPORT,
     VERIFY_DIR,
     DataInfo,
@@ -178,6 +179,7 @@ def _export(recipe: Recipe, recipe_path: str, pass_configs: list[tuple[str, Pass
             carry_over(out, tmp, record, [t.name for t in recipe.targets])
         if measure:  # host latency/RAM of each OK artifact (fresh subprocess), then the budget verdict
             measure_and_check(record, [t.name for t in targets], runs=measure_runs, quiet=quiet)
+        shutil.rmtree(tmp / FP32_REFS_DIR, ignore_errors=True)  # timed beside the targets: scratch now
         record.wall_s = round(time.perf_counter() - t_start, 2)
         record.save(tmp)
         write_report_html(record)  # report.html, rendered from the record just written

@@ -280,6 +280,68 @@ def test_without_passes_the_input_model_is_the_compressed_one(tmp_path, digits_r
     assert "size reference:" not in res.stdout + res.stderr
 
 
+def test_quantized_artifacts_are_timed_beside_their_fp32_references(tmp_path, digits_recipe):
+    """At export each INT8 host artifact is timed side by side with its format's FP32 artifacts of the input and the
+    compressed model: the ratios per process, their median, and the references gone from the run afterwards. With no
+    passes the two references are one artifact, timed once (the same ratios)."""
+    import statistics
+
+    import yaml
+
+    from edgeship.devices.catalog import HOST
+    from edgeship.devices.catalog import get as get_device
+    from edgeship.devices.measure import SPEED_PROCESSES
+    from edgeship.record import FP32_REFS_DIR
+
+    for passes, name in (([{"name": "prune", "macs_ratio": 0.5}], "pruned"), ([], "plain")):
+        r = yaml.safe_load(digits_recipe().read_text())
+        r["name"], r["output"] = name, str(tmp_path / "runs" / name)
+        r["passes"] = passes
+        r["targets"] = [{"name": "fp32", "format": "onnx", "precision": "fp32"},
+                        {"name": "int8", "format": "onnx", "precision": "int8", "max_accuracy_drop": 100.0},
+                        {"name": "ov8", "format": "openvino", "precision": "int8", "max_accuracy_drop": 100.0},
+                        {"name": "phone8", "device": "pixel", "format": "onnx", "precision": "int8",
+                         "max_accuracy_drop": 100.0}]
+        # the gate on the ratio: any timed ratio passes 1e-6 and fails 1e6 (behaviour, not a speed claim)
+        r["budgets"] = {"min_speedup_vs_fp32": 1e-6}
+        r["targets"][2]["budgets"] = {"min_speedup_vs_fp32": 1e6}
+        res = CliRunner().invoke(app, ["export", str(write_recipe(tmp_path, r, f"{name}.yaml"))])
+        assert res.exit_code == 0, res.stderr
+        run = tmp_path / "runs" / name
+        report = json.loads((run / "report.json").read_text())
+        t = {x["name"]: x for x in report["targets"]}
+        assert t["fp32"]["speed_vs_fp32"] is None  # an FP32 target has nothing to compare with
+        assert t["phone8"]["speed_vs_fp32"] is None  # another device's target: this machine's ratio is not its own
+        for target in ("int8", "ov8"):
+            s = t[target]["speed_vs_fp32"]
+            assert s["error"] is None and s["source"] == "host", s
+            assert s["processes"] == SPEED_PROCESSES and s["threads"] == get_device(HOST).threads
+            for which in ("input_model", "compressed_model"):
+                ratios = s[f"{which}_ratios"]
+                assert len(ratios) == SPEED_PROCESSES and all(v > 0 for v in ratios)
+                assert s[which] == round(statistics.median(ratios), 3)
+                assert s[f"{which}_p50_ms"] > 0
+            if not passes:  # one FP32 artifact serves both: timed once, the same ratios
+                assert s["input_model_ratios"] == s["compressed_model_ratios"]
+                assert s["input_model_p50_ms"] == s["compressed_model_p50_ms"]
+            cell = f"{s['input_model']:.2f}x / {s['compressed_model']:.2f}x"
+            assert cell in res.stdout, res.stdout
+            assert f"speed {cell}" in (run / "report.html").read_text()
+        assert not (run / FP32_REFS_DIR).exists()
+        assert "speed vs FP32" in res.stdout
+        rows = {(b["target"], b["budget"]): b for b in report["budgets"]["results"]}
+        assert ("fp32", "min_speedup_vs_fp32") not in rows  # an FP32 target is not judged on it
+        ok, low, phone = (rows[(n, "min_speedup_vs_fp32")] for n in ("int8", "ov8", "phone8"))
+        assert ok["status"] == "pass" and ok["value"] == pytest.approx(t["int8"]["speed_vs_fp32"]["input_model"])
+        assert ok["source"] == "host" and ok["unit"] == "x"
+        assert low["status"] == "fail" and low["limit"] == 1e6
+        assert phone["status"] == "unverified" and "pixel is not this machine" in phone["note"]
+        gate = CliRunner().invoke(app, ["check", str(run)])
+        said = " ".join((gate.stdout + gate.stderr).split())
+        assert gate.exit_code == 1 and "FAILED (source: each target's device): ov8:min_speedup_vs_fp32" in said, said
+        assert "no latency or RAM measured on pixel itself" in said  # the speed row is not a device's
+
+
 def test_torchscript_model_lowers_to_openvino_after_onnx(tmp_path, digits_recipe, digits_checkpoint):
     """torch.onnx.export rewrites a TorchScript module's graph in place (and a deepcopy shares it): each
     target must lower its own copy, or OpenVINO fails on aten::batch_norm after an ONNX target."""

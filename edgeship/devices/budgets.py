@@ -2,7 +2,10 @@
 
 Keys (recipe ``BudgetSpec``): ``latency_ms_p90``, ``peak_ram_mb``, ``model_size_kb`` (upper limits),
 ``min_top1`` (a lower limit, 0..1), ``max_accuracy_drop`` (top-1 points below the compressed torch model: what
-lowering cost) and ``max_drop_vs_input`` (top-1 points below the input model: what the passes and lowering cost).
+lowering cost), ``max_drop_vs_input`` (top-1 points below the input model: what the passes and lowering cost) and
+``min_speedup_vs_fp32`` (a lower limit: how many times faster than the input model's FP32 artifact of the same format
+an INT8/FP16 artifact ran, both timed side by side on this machine at export, ``Target.speed_vs_fp32``; judged for
+targets of this machine only, and not for FP32 targets).
 Each key of a target comes from the first place that sets it: the target's ``budgets:``, the
 recipe's ``budgets:``, then the defaults of the target's device profile.
 
@@ -32,9 +35,10 @@ from edgeship.recipe import BudgetSpec
 from edgeship.record import CHECK_SOURCES, BudgetResult, Measurement, RunRecord, Target, Verdict
 
 KEYS = tuple(BudgetSpec.model_fields)
-LOWER_LIMITS = {"min_top1"}  # value must be >= limit; every other key: value <= limit
+LOWER_LIMITS = {"min_top1", "min_speedup_vs_fp32"}  # value must be >= limit; every other key: value <= limit
 UNITS = {"latency_ms_p90": "ms", "peak_ram_mb": "MB", "model_size_kb": "KiB", "min_top1": "", "max_accuracy_drop": "pt",
-         "max_drop_vs_input": "pt"}
+         "max_drop_vs_input": "pt", "min_speedup_vs_fp32": "x"}
+SPEED = "min_speedup_vs_fp32"
 MEASURED = {"latency_ms_p90", "peak_ram_mb"}  # these depend on the source
 ESTIMATE_WARNING = "ESTIMATED latency (not measured on the device): a planning number, not a release gate"
 EMULATED_WARNING = ("EMULATED device (qemu): it checks the device's runtime, it measures no latency or memory, so no "
@@ -117,6 +121,11 @@ def _value(key: str, target: Target, meas: Measurement | None, record: RunRecord
         if drop is None and v is not None and v.top1 is not None and v.torch_top1 is not None:
             drop = (v.torch_top1 - v.top1) * 100
         return drop, "top-1 points below torch"
+    if key == SPEED:
+        s = target.speed_vs_fp32
+        return ((s.input_model if s and not s.error else None),
+                f"the input model's FP32 {target.format} p50 over this p50, timed side by side on this machine"
+                + (f" (median of {s.processes} processes)" if s else ""))
     if key == "max_drop_vs_input":
         base = record.baseline.top1_test
         drop = None if v is None or v.top1 is None or base is None else (base - v.top1) * 100
@@ -141,8 +150,12 @@ def evaluate(record: RunRecord, source: str = "auto") -> Verdict:
         device = measured_on or t.device or HOST
         stand_in = _stands_in(used, device, meas)
         for key, (limit, origin) in effective(record, t, measured_on).items():
+            if key == SPEED and t.precision == "fp32":
+                continue  # its own FP32: nothing to be faster than
             row = _row(key, limit, origin, t, meas if key in MEASURED else None, used, device, record)
-            if key in MEASURED and used == "emulated":  # its timings, if any, say nothing about the device
+            if key == SPEED:
+                _speed_row(row, t)
+            elif key in MEASURED and used == "emulated":  # its timings, if any, say nothing about the device
                 row.value = row.margin = row.margin_pct = None
                 row.passed, row.status, row.note = False, "unverified", EMULATED_NOTE
             elif key in MEASURED and used == "predicted" and meas is not None:
@@ -162,6 +175,20 @@ def evaluate(record: RunRecord, source: str = "auto") -> Verdict:
                    passed=bool(results) and all(r.passed for r in results) and source != "emulated",
                    warning=warning,
                    stand_in_for=sorted(stand_ins))
+
+
+def _speed_row(row: BudgetResult, t: Target) -> None:
+    """The speed ratio is this machine's: timed at export for a target of this machine, never for another device."""
+    row.source, row.device = "host", HOST
+    if (t.device or HOST) != HOST:
+        row.value = row.margin = row.margin_pct = None
+        row.passed, row.status = False, "unverified"
+        row.note = (f"timed on this machine only, and {t.device} is not this machine: move the budget to a target of "
+                    "device host, or judge the device on latency_ms_p90")
+    elif row.value is None:
+        s = t.speed_vs_fp32
+        row.note = (f"timing it beside its FP32 references failed: {s.error}" if s and s.error else
+                    "not timed: export times it (not with --no-measure), beside the FP32 artifacts it lowers")
 
 
 def _measure_on(device: str | None) -> str:
@@ -299,7 +326,7 @@ def summary_line(verdict: Verdict) -> str:
     if failed:
         parts.append(f"{len(failed)} of {n} FAILED ({source}): " + ", ".join(f"{r.target}:{r.budget}" for r in failed))
     if unverified:
-        devices = sorted({r.device for r in unverified if r.device})
+        devices = sorted({r.device for r in unverified if r.device and r.budget in MEASURED})
         why = "; ".join(([] if failed else [source])
                         + ([f"no latency or RAM measured on {', '.join(devices)} itself"] if devices else []))
         parts.append(f"{len(unverified)} of {n} UNVERIFIED" + (f" ({why})" if why else "") + ": "

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,7 +31,7 @@ from edgeship.devices.catalog import HOST
 from edgeship.devices.catalog import get as get_device
 from edgeship.errors import EdgeshipError, TargetError
 from edgeship.progress import info
-from edgeship.record import REPORT, VERIFY_DIR, Measurement, RunRecord
+from edgeship.record import FP32_REFS, FP32_REFS_DIR, REPORT, VERIFY_DIR, Measurement, RunRecord, SpeedVsFP32
 from edgeship.rundir import inside
 from edgeship.targets.base import Artifact
 
@@ -294,14 +295,65 @@ def measure_all_host(record: RunRecord, only: list[str] | None = None, threads: 
 
 def measure_and_check(record: RunRecord, only: list[str] | None = None, runs: int = DEFAULT_RUNS,
                       quiet: bool = False) -> None:
-    """The end of `edgeship export`: host-measure the OK artifacts (of ``only``), then the budget verdict over
-    every target of the record, each on its own device's numbers: a target for another device has its latency
-    and RAM budgets unverified until it is measured there (`edgeship profile --ssh/--adb`), not failed."""
+    """The end of `edgeship export`: host-measure the OK artifacts (of ``only``) and time the INT8/FP16 ones beside
+    their FP32 references, then the budget verdict over every target of the record, each on its own device's
+    numbers: a target for another device has its latency and RAM budgets unverified until it is measured there
+    (`edgeship profile --ssh/--adb`), not failed."""
     ok = [t.name for t in record.targets if t.ok and (not only or t.name in only)]
     if ok:
         measure_all_host(record, ok, runs=runs, quiet=quiet)
+        for art in run_artifacts(record, ok):
+            speed_vs_fp32(record, art, get_device(HOST).threads, quiet)
         predict_calibrated(record, ok, quiet=quiet)
     record.budgets = budgets.evaluate(record, "auto")
+
+
+SPEED_PROCESSES, SPEED_RUNS, SPEED_ROUNDS, SPEED_MIN_S = 3, 5, 10, 0.3
+
+
+def speed_vs_fp32(record: RunRecord, art: RunArtifact, threads: int, quiet: bool = False) -> SpeedVsFP32 | None:
+    """How many times faster than the same format's FP32 artifact of the input model and of the compressed model an
+    INT8/FP16 host artifact runs on this machine: all of them timed side by side (``measure_interleaved``:
+    ``SPEED_PROCESSES`` fresh processes, each timing blocks of ``SPEED_RUNS`` runs of each in turn, ``SPEED_ROUNDS``
+    blocks and at least ``SPEED_MIN_S`` seconds of each), each ratio the median over the processes of FP32 p50 over
+    this p50. A drifting machine moves both alike, where separately timed processes put its drift into the ratio.
+    Stored on the target (``speed_vs_fp32``); None when there is nothing to compare with (an FP32 target, another
+    device, references an export no longer has)."""
+    base = record.run_dir / FP32_REFS_DIR / record.target(art.name).model
+    refs = {w: base / f"{art.format}-{w}" for w in FP32_REFS} if art.precision != "fp32" and art.device == HOST \
+        else {}
+    refs = {w: d.resolve() for w, d in refs.items() if (d / "model.json").is_file()}
+    if not refs:
+        return None
+    dirs, alias = {art.name: art.dir}, {}
+    for which, d in refs.items():
+        alias[which] = next((k for k, v in dirs.items() if v.resolve() == d), f"fp32-{which}")
+        dirs.setdefault(alias[which], d)
+    try:
+        got = measure_interleaved(dirs, threads, SPEED_PROCESSES, SPEED_RUNS, SPEED_ROUNDS, min_s=SPEED_MIN_S)
+    except TargetError as e:
+        s = SpeedVsFP32(threads=threads, processes=SPEED_PROCESSES, error=str(e))
+        info(f"[yellow]{art.name}: timing it beside its FP32 references failed:[/yellow] {escape(str(e))}")
+    else:
+        p50 = {name: [r["p50_ms"] for r in got[name]] for name in dirs}
+        ratios = {w: [round(f / a, 4) for f, a in zip(p50[alias[w]], p50[art.name])] for w in refs}
+        s = SpeedVsFP32(threads=threads, processes=SPEED_PROCESSES, p50_ms=round(median(p50[art.name]), 4),
+                        **{f"{w}_ratios": ratios[w] for w in refs},
+                        **{w: round(median(ratios[w]), 3) for w in refs},
+                        **{f"{w}_p50_ms": round(median(p50[alias[w]]), 4) for w in refs})
+        if not quiet:
+            info(f"host {art.name} beside FP32 {art.format} ({SPEED_PROCESSES} processes, side by side): "
+                 + ", ".join(f"{getattr(s, w):.2f}x as fast as the {w.replace('_', ' ')}'s" for w in refs))
+        slower = s.compressed_model
+        if slower is not None and slower < 1:
+            audit = record.target(art.name).op_audit
+            floats = f" ({audit.n_float_ops} of its {audit.total_ops} operators run in float)" if (
+                audit and audit.n_float_ops) else ""
+            info(f"[yellow]note:[/yellow] {art.name} ({art.format} {art.precision}) ran slower than the same "
+                 f"model's FP32 {art.format} artifact on this machine ({slower:.2f}x as fast){floats}: ship the FP32 "
+                 "artifact or another format for this model, or see the slowest layers in report.html")
+    record.target(art.name).speed_vs_fp32 = s
+    return s
 
 
 def predict_calibrated(record: RunRecord, names: list[str], quiet: bool = False) -> None:

@@ -30,6 +30,8 @@ from edgeship.limits import disk_full_error
 from edgeship.recipe import Recipe
 from edgeship.record.base import (
     CHECK_SOURCES,
+    FP32_REFS,
+    FP32_REFS_DIR,
     MAX_RECORD_BYTES,
     REPORT,
     SCHEMA_VERSION,
@@ -56,10 +58,10 @@ from edgeship.record.measurements import (
 )
 from edgeship.schema import format_validation_error
 
-__all__ = ["CHECK_SOURCES", "MAX_RECORD_BYTES", "REPORT", "SCHEMA_VERSION", "SOURCE_PREFERENCE", "SOURCES",
-           "VERIFY_DIR", "BudgetResult", "BudgetStatus", "CheckSource", "DeviceOutputCheck", "DeviceVerification",
-           "LayerProfile", "LayerTime", "Measurement", "NonNegative", "Open", "Prediction", "Record", "Source",
-           "Verdict", "overall_status"]
+__all__ = ["CHECK_SOURCES", "FP32_REFS", "FP32_REFS_DIR", "MAX_RECORD_BYTES", "REPORT", "SCHEMA_VERSION",
+           "SOURCE_PREFERENCE", "SOURCES", "VERIFY_DIR", "BudgetResult", "BudgetStatus", "CheckSource",
+           "DeviceOutputCheck", "DeviceVerification", "LayerProfile", "LayerTime", "Measurement", "NonNegative",
+           "Open", "Prediction", "Record", "Source", "Verdict", "overall_status"]
 
 
 # ---------------------------------------------------------------- the run's inputs
@@ -151,6 +153,24 @@ class SizeVsFP32(Record):
     compressed_model: float | None = None
 
 
+class SpeedVsFP32(Record):
+    """An INT8/FP16 artifact's host p50 against the same format's FP32 artifact of each model, all timed side by side
+    in the same fresh processes (``devices.measure.speed_vs_fp32``): how many times faster than each it ran (FP32
+    p50 over this p50, the median over the processes; below 1: slower), and those processes' figures."""
+
+    input_model: float | None = None  # against the FP32 artifact of the model the recipe started from
+    compressed_model: float | None = None  # of the compressed model: quantization's share alone
+    input_model_ratios: list[float] = Field(default_factory=list)  # one per process
+    compressed_model_ratios: list[float] = Field(default_factory=list)
+    p50_ms: float | None = None  # this artifact's, the median over the processes
+    input_model_p50_ms: float | None = None
+    compressed_model_p50_ms: float | None = None
+    threads: int
+    processes: int
+    source: Literal["host"] = "host"
+    error: str | None = None  # the timing failed: why
+
+
 class SizeReference(Record):
     """The FP32 artifacts (bytes) the ratios refer to, per format; an error where one could not be made."""
 
@@ -178,6 +198,7 @@ class Target(Record):
     files: list[str] = Field(default_factory=list)
     wall_s: float | None = None
     size_vs_fp32: SizeVsFP32 | None = None
+    speed_vs_fp32: SpeedVsFP32 | None = None  # host targets timed at export beside their FP32 references
     carried_over: bool = False  # `export -t`: kept from the run before, not redone
 
     @property

@@ -14,6 +14,11 @@ REPORT = "report.json"
 # test-split samples (samples.npz) and each target's outputs on them on the host (<target>.npz), which a device's
 # runtime is checked against when the run is profiled there (``DeviceVerification``)
 VERIFY_DIR = "verify"
+# the FP32 artifacts each INT8/FP16 target is timed beside at export (``<model>/<format>-<one of FP32_REFS>``, a link
+# where a run's own FP32 target or the other reference serves): an export's scratch, gone before the run is renamed
+# into place
+FP32_REFS_DIR = "fp32-references"
+FP32_REFS = ("input_model", "compressed_model")
 MAX_RECORD_BYTES = 256 << 20  # a record with every measurement's samples is a few MB
 # emulated: an emulated device (qemu-user) ran it; its runtime's outputs count, its timings do not
 Source = Literal["host", "device", "emulated", "predicted", "estimate"]

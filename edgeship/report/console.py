@@ -25,6 +25,16 @@ def size_ratios(t: Target, suffix: str = "") -> str:
     return " / ".join("?" if v is None else f"{v:.2f}{suffix}" for v in (r.input_model, r.compressed_model))
 
 
+def speed_ratios(t: Target, suffix: str = "x") -> str:
+    """``4.10x / 1.21x``: how many times faster than the same format's FP32 artifact of the input model and of the
+    compressed model the artifact ran on this machine, timed side by side at export (report.json's
+    ``speed_vs_fp32``); ``-`` where it was not timed, ``?`` for a missing one."""
+    r = t.speed_vs_fp32
+    if r is None or r.error:
+        return "-"
+    return " / ".join("?" if v is None else f"{v:.2f}{suffix}" for v in (r.input_model, r.compressed_model))
+
+
 def _accuracy(v) -> str:
     """top-1 (torch's) of an image classifier; for an io: model, how many outputs are within their tolerance."""
     if v is None:
@@ -64,12 +74,15 @@ def summary_tables(record: RunRecord) -> list[Table]:
                    f"{s.size_fp32_bytes / 1024:.1f} KiB", f"{s.wall_s:.1f}", "yes" if s.cached else "no")
     tt = Table(title="targets (verified on the test split)")
     ratios = any(t.size_vs_fp32 for t in record.targets)
+    speeds = any(t.speed_vs_fp32 and not t.speed_vs_fp32.error for t in record.targets)
     checked = any(record.device_verification(t.name) for t in record.targets)
     # one line per target at 140 columns: the max logit error and per-source latencies are in report.json/html
     for col in ("target", "format", "status", "top-1 (torch)", "agreement", "size", *(["vs FP32"] if ratios else []),
-                *(["on device"] if checked else []), "p50 / p90 ms", "budgets"):
+                *(["speed vs FP32"] if speeds else []), *(["on device"] if checked else []), "p50 / p90 ms",
+                "budgets"):
         # names and ratios never wrap or shorten (a cut target name is useless); the other columns may wrap
-        keep = {"target": max([len(t.name) for t in record.targets] + [6]), "vs FP32": 11, "on device": 19}
+        keep = {"target": max([len(t.name) for t in record.targets] + [6]), "vs FP32": 11, "speed vs FP32": 13,
+                "on device": 19}
         tt.add_column(col, no_wrap=col in keep, min_width=keep.get(col), overflow="fold")
     for t in record.targets:
         v = t.verify
@@ -80,7 +93,7 @@ def summary_tables(record: RunRecord) -> list[Table]:
         tt.add_row(t.name, f"{t.format} {t.precision}" + ("" if t.model == "main" else f" ({t.model})"), status,
                    _accuracy(v), _pct(v.agreement if v else None),
                    "-" if t.size_bytes is None else f"{t.size_bytes / 1024:.1f} KiB",
-                   *([size_ratios(t)] if ratios else []),
+                   *([size_ratios(t)] if ratios else []), *([speed_ratios(t)] if speeds else []),
                    *([on_device(d, short=True) if (d := record.device_verification(t.name)) else "-"]
                      if checked else []),
                    f"{fmt_ms(m.p50_ms)} / {fmt_ms(m.p90_ms or 0)} ({m.source})"
@@ -89,6 +102,9 @@ def summary_tables(record: RunRecord) -> list[Table]:
     if ratios:
         notes.append("vs FP32: the files a device loads as a fraction of the same format's FP32 artifact of "
                      "the input model / of the compressed model")
+    if speeds:
+        notes.append("speed vs FP32: how many times faster than those two FP32 artifacts each ran on this machine, "
+                     "timed side by side at export (below 1: slower)")
     if checked:
         notes.append("on device: top-1 / agreement with the same artifact's outputs here, as the device's own "
                      "runtime computed them on test samples (emu: an emulated device)")
