@@ -33,7 +33,7 @@ from edgeship.errors import EdgeshipError, TargetError
 from edgeship.progress import info
 from edgeship.record import FP32_REFS, FP32_REFS_DIR, REPORT, VERIFY_DIR, Measurement, RunRecord, SpeedVsFP32
 from edgeship.rundir import inside
-from edgeship.targets.base import Artifact
+from edgeship.targets.base import FLOAT_PRECISIONS, Artifact
 
 RUNNER = Path(__file__).with_name("bench_runner.py")
 # the runner and the files it loads beside itself: what a device gets
@@ -344,8 +344,8 @@ def speed_vs_fp32(record: RunRecord, art: RunArtifact, threads: int, quiet: bool
         if not quiet:
             info(f"host {art.name} beside FP32 {art.format} ({SPEED_PROCESSES} processes, side by side): "
                  + ", ".join(f"{getattr(s, w):.2f}x as fast as the {w.replace('_', ' ')}'s" for w in refs))
-        slower = s.compressed_model
-        if slower is not None and slower < 1:
+        slower = s.compressed_model  # an FP16 file is a size format on most CPUs (OpenVINO runs it in FP32 here)
+        if slower is not None and slower < 1 and art.precision not in FLOAT_PRECISIONS:
             audit = record.target(art.name).op_audit
             floats = f" ({audit.n_float_ops} of its {audit.total_ops} operators run in float)" if (
                 audit and audit.n_float_ops) else ""

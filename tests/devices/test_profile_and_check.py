@@ -324,3 +324,39 @@ def test_nothing_reaches_the_remote_shell_unquoted(run, loopback_sshd, tmp_path)
             SshTarget(bad)
     with pytest.raises(EdgeshipError, match="KEY=VALUE"):
         SshTarget("pi@host", options=["-F/etc/passwd"])
+
+
+def test_a_target_slower_than_its_fp32_gets_a_note_an_fp16_one_does_not(tmp_path, monkeypatch):
+    """The note's rule, on timings given to it (the timing itself is the export test's): an INT8 target whose
+    side-by-side ratio to its own model's FP32 is under 1 is named with its float operators; an FP16 file (a size
+    format on most CPUs) and an INT8 file that is faster are not."""
+    from edgeship.devices import measure
+    from edgeship.devices.measure import RunArtifact, speed_vs_fp32
+    from edgeship.record import FP32_REFS_DIR
+    from helpers import run_record
+
+    targets = [{"name": n, "format": "onnx", "precision": p, "status": "ok",
+                "op_audit": {"runtime": "onnxruntime", "total_ops": 20, "n_float_ops": 12}}
+               for n, p in (("slow8", "int8"), ("fast8", "int8"), ("half", "fp16"))]
+    record = run_record(targets=targets).place(tmp_path)
+    for which in ("input_model", "compressed_model"):
+        ref = tmp_path / FP32_REFS_DIR / "main" / f"onnx-{which}"
+        ref.mkdir(parents=True)
+        (ref / "model.json").write_text("{}")
+    p50 = {"slow8": 1.25, "fast8": 0.5, "half": 1.02}  # against FP32 p50s of 1.0 ms
+
+    def timed(dirs, *args, **kwargs):
+        return {name: [{"p50_ms": p50.get(name, 1.0)}] * 3 for name in dirs}
+
+    printed: list[str] = []
+    monkeypatch.setattr(measure, "measure_interleaved", timed)
+    monkeypatch.setattr(measure, "info", printed.append)
+    for name in p50:
+        printed.clear()
+        s = speed_vs_fp32(record, RunArtifact(name, "host", "onnx", record.target(name).precision, tmp_path / name,
+                                              [], ""), 1)
+        said = " ".join(" ".join(printed).split())
+        assert s.compressed_model == round(1.0 / p50[name], 3) == record.target(name).speed_vs_fp32.compressed_model
+        assert ("ran slower than the same model's FP32 onnx" in said) == (name == "slow8"), said
+        if name == "slow8":
+            assert "0.80x as fast" in said and "12 of its 20 operators run in float" in said
