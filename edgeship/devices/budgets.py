@@ -188,6 +188,8 @@ def _speed_row(row: BudgetResult, t: Target) -> None:
     elif row.value is None:
         s = t.speed_vs_fp32
         row.note = (f"timing it beside its FP32 references failed: {s.error}" if s and s.error else
+                    f"no FP32 {t.format} artifact of the input model to time it beside (report.json's "
+                    "size_references says why)" if s else
                     "not timed: export times it (not with --no-measure), beside the FP32 artifacts it lowers")
 
 

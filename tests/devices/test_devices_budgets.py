@@ -144,6 +144,26 @@ def test_accuracy_lost_to_compression_is_judged_against_the_input_model():
     assert "input model" in vs_input["basis"]
 
 
+def test_the_speed_budget_names_why_it_has_no_value():
+    """min_speedup_vs_fp32 without a value is unverified and says which of the three reasons holds: never timed
+    (--no-measure), the timing failed, or no FP32 artifact of the input model to time it beside."""
+    from edgeship.record import SpeedVsFP32
+
+    for speed, why in ((None, "not timed: export times it"),
+                       (SpeedVsFP32(threads=1, processes=3, error="the runtime refused it"), "failed: the runtime"),
+                       (SpeedVsFP32(threads=1, processes=3, compressed_model=1.2, p50_ms=1.0),
+                        "no FP32 tflite artifact of the input model"),
+                       (SpeedVsFP32(threads=1, processes=3, input_model=2.5, compressed_model=1.2, p50_ms=1.0), "")):
+        rep = _report(target_budgets={"min_speedup_vs_fp32": 2.0}, device="host", meas={"host": _host()})
+        rep.targets[0].speed_vs_fp32 = speed
+        (row,) = [r for r in _evaluate(rep, "auto")["results"] if r["budget"] == "min_speedup_vs_fp32"]
+        assert row["source"] == "host" and row["unit"] == "x"
+        if why:
+            assert row["status"] == "unverified" and why in row["note"], row
+        else:
+            assert row["status"] == "pass" and row["value"] == 2.5 and row["margin"] == pytest.approx(0.5)
+
+
 def test_missing_measurement_is_unverified_never_passed():
     v = _evaluate(_report(meas={"host": _host()}), "device")
     rows = {r["budget"]: r for r in v["results"]}
