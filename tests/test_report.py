@@ -176,3 +176,20 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     # ink all over the page's height, not only at the top
     rows_with_ink = ink.any(axis=1)
     assert rows_with_ink[:800].mean() > 0.2 and rows_with_ink[800:1600].mean() > 0.2
+
+
+def test_the_speed_cell_marks_a_quantized_target_slower_than_its_fp32_only():
+    """report.html puts the speed ratios under the size ratios; red (class slow) for an INT8 file slower than its own
+    model's FP32, not for an FP16 one at the same ratio (a size format on most CPUs), and a failed timing named."""
+    from edgeship.record import SpeedVsFP32
+    from edgeship.report.html import speed_cell
+    from helpers import run_record
+
+    t = run_record(targets=[{"name": "a", "format": "openvino", "precision": "int8", "status": "ok"}]).targets[0]
+    assert speed_cell(t) == ""  # never timed: nothing under the size
+    t.speed_vs_fp32 = SpeedVsFP32(threads=1, processes=3, input_model=2.5, compressed_model=0.99)
+    assert speed_cell(t) == '<br><span class="slow">speed 2.50x / 0.99x (3 processes, 1 thread)</span>'
+    t.precision = "fp16"
+    assert 'class="note">speed 2.50x / 0.99x' in speed_cell(t)
+    t.speed_vs_fp32 = SpeedVsFP32(threads=2, processes=3, error="the runtime refused it")
+    assert "speed: not timed (the runtime refused it)" in speed_cell(t)

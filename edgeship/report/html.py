@@ -19,6 +19,7 @@ from edgeship.devices.budgets import LOWER_LIMITS, source_text
 from edgeship.record import BudgetResult, LatencyRounds, RunRecord, Target
 from edgeship.report import plots
 from edgeship.report.console import fmt_ms, on_device, size_ratios, speed_ratios
+from edgeship.targets.base import FLOAT_PRECISIONS
 from edgeship.targets.verify import wilson95
 
 NOT_MEASURED = '<span class="na">not measured</span>'
@@ -274,14 +275,15 @@ def target_section(rec: RunRecord) -> str:
 
 
 def speed_cell(t: Target) -> str:
-    """The speed ratios under the size ratios: ``speed 4.10x / 1.21x``, slower than FP32 in red, a failed timing
+    """The speed ratios under the size ratios: ``speed 4.10x / 1.21x``, a quantized artifact slower than its own
+    model's FP32 in red (an FP16 file is a size format on most CPUs: export's note skips it too), a failed timing
     named."""
     r = t.speed_vs_fp32
     if r is None:
         return ""
     if r.error:
         return f"<br><span class=note>speed: not timed ({esc(r.error)})</span>"
-    slow = r.compressed_model is not None and r.compressed_model < 1
+    slow = r.compressed_model is not None and r.compressed_model < 1 and t.precision not in FLOAT_PRECISIONS
     return (f'<br><span class="{"slow" if slow else "note"}">speed {esc(speed_ratios(t))}'
             f' ({r.processes} processes, {r.threads} thread{"s" if r.threads != 1 else ""})</span>')
 
