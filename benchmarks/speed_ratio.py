@@ -8,11 +8,11 @@ P-Net at 288 x 384 (whose ONNX Runtime INT8 file runs about as fast as FP32: a r
 answer is most fragile), each lowered by edgeship's backends to ONNX INT8 (calibrated on photo crops) and FP32, and
 MobileNetV2 to OpenVINO INT8 and FP32 too.
 
-Per repeat, for each pair: ``side``: ``measure_interleaved`` with export's own settings (``SPEED_PROCESSES`` fresh
+Per repeat, for each pair: ``side``: export's own call, ``devices.measure.time_beside`` (``SPEED_PROCESSES`` fresh
 processes, blocks of ``SPEED_RUNS`` runs of each in turn, ``SPEED_ROUNDS`` blocks and ``SPEED_MIN_S`` seconds of each
-at least), the ratio the median over the processes of FP32 p50 / INT8 p50, as ``devices.measure.speed_vs_fp32``
-takes it; ``separate``: export's host measurement of each (``measure_host``: one fresh process, ``DEFAULT_RUNS``
-runs) one after the other, FP32 p50 / INT8 p50. The two methods alternate within a repeat, their order swapped each
+at least), the ratio the median over the processes of FP32 p50 / INT8 p50, as ``speed_vs_fp32`` takes it;
+``separate``: export's host measurement of each (``measure_host``: one fresh process, ``DEFAULT_RUNS`` runs) one
+after the other, FP32 p50 / INT8 p50. The two methods alternate within a repeat, their order swapped each
 repeat. Reported per pair, condition and method: the ratios, their median, range and spread (max / min - 1), and
 each ratio's distance from the quiet side-by-side median.
 
@@ -100,11 +100,11 @@ class Busy:
 
 
 def side(pair: dict, seed: int) -> float:
-    from edgeship.devices.measure import SPEED_MIN_S, SPEED_PROCESSES, SPEED_ROUNDS, SPEED_RUNS, measure_interleaved
+    """Export's own call (``time_beside``, as ``speed_vs_fp32`` makes it): the median ratio over its processes."""
+    from edgeship.devices.measure import time_beside
 
-    got = measure_interleaved({k: Path(v) for k, v in pair["dirs"].items()}, 1, SPEED_PROCESSES, SPEED_RUNS,
-                              SPEED_ROUNDS, seed=seed, min_s=SPEED_MIN_S)
-    return statistics.median(f["p50_ms"] / a["p50_ms"] for f, a in zip(got["fp32"], got["int8"]))
+    _, ratios = time_beside(Path(pair["dirs"]["int8"]), {"fp32": Path(pair["dirs"]["fp32"])}, 1, seed)
+    return statistics.median(ratios["fp32"])
 
 
 def separate(pair: dict) -> float:

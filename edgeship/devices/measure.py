@@ -309,6 +309,22 @@ def measure_and_check(record: RunRecord, only: list[str] | None = None, runs: in
 
 
 SPEED_PROCESSES, SPEED_RUNS, SPEED_ROUNDS, SPEED_MIN_S = 3, 5, 10, 0.3
+TIMED = "timed"  # the artifact's key in ``time_beside``'s p50s
+
+
+def time_beside(timed: Path, refs: dict[str, Path], threads: int,
+                seed: int = 0) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The artifact in ``timed`` and its references ({name: artifact directory}) timed side by side as export times
+    them (``measure_interleaved`` with the ``SPEED_*`` settings; a reference that is the artifact itself, or another
+    reference, is timed once): ({TIMED or reference name: p50 per process}, {reference name: its p50 over the
+    artifact's, per process})."""
+    dirs, alias = {TIMED: timed}, {}
+    for which, d in refs.items():
+        alias[which] = next((k for k, v in dirs.items() if v.resolve() == d.resolve()), which)
+        dirs.setdefault(alias[which], d)
+    got = measure_interleaved(dirs, threads, SPEED_PROCESSES, SPEED_RUNS, SPEED_ROUNDS, seed=seed, min_s=SPEED_MIN_S)
+    p50 = {TIMED: [r["p50_ms"] for r in got[TIMED]]} | {w: [r["p50_ms"] for r in got[alias[w]]] for w in refs}
+    return p50, {w: [round(f / a, 4) for f, a in zip(p50[w], p50[TIMED])] for w in refs}
 
 
 def speed_vs_fp32(record: RunRecord, art: RunArtifact, threads: int, quiet: bool = False) -> SpeedVsFP32 | None:
@@ -325,22 +341,16 @@ def speed_vs_fp32(record: RunRecord, art: RunArtifact, threads: int, quiet: bool
     refs = {w: d.resolve() for w, d in refs.items() if (d / "model.json").is_file()}
     if not refs:
         return None
-    dirs, alias = {art.name: art.dir}, {}
-    for which, d in refs.items():
-        alias[which] = next((k for k, v in dirs.items() if v.resolve() == d), f"fp32-{which}")
-        dirs.setdefault(alias[which], d)
     try:
-        got = measure_interleaved(dirs, threads, SPEED_PROCESSES, SPEED_RUNS, SPEED_ROUNDS, min_s=SPEED_MIN_S)
+        p50, ratios = time_beside(art.dir, refs, threads)
     except TargetError as e:
         s = SpeedVsFP32(threads=threads, processes=SPEED_PROCESSES, error=str(e))
         info(f"[yellow]{art.name}: timing it beside its FP32 references failed:[/yellow] {escape(str(e))}")
     else:
-        p50 = {name: [r["p50_ms"] for r in got[name]] for name in dirs}
-        ratios = {w: [round(f / a, 4) for f, a in zip(p50[alias[w]], p50[art.name])] for w in refs}
-        s = SpeedVsFP32(threads=threads, processes=SPEED_PROCESSES, p50_ms=round(median(p50[art.name]), 4),
+        s = SpeedVsFP32(threads=threads, processes=SPEED_PROCESSES, p50_ms=round(median(p50[TIMED]), 4),
                         **{f"{w}_ratios": ratios[w] for w in refs},
                         **{w: round(median(ratios[w]), 3) for w in refs},
-                        **{f"{w}_p50_ms": round(median(p50[alias[w]]), 4) for w in refs})
+                        **{f"{w}_p50_ms": round(median(p50[w]), 4) for w in refs})
         if not quiet:
             info(f"host {art.name} beside FP32 {art.format} ({SPEED_PROCESSES} processes, side by side): "
                  + ", ".join(f"{getattr(s, w):.2f}x as fast as the {w.replace('_', ' ')}'s" for w in refs))
