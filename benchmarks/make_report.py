@@ -1104,13 +1104,47 @@ def speed_ratio_section(d: dict) -> list[str]:
     return out + [""]
 
 
+def prelu_split_section(d: dict) -> list[str]:
+    """prelu_split.json: ONNX Runtime INT8 with a convolution's PReLU split by sign, against it left float."""
+    env = d["environment"]
+    out = ["## ONNX Runtime INT8: a convolution's PReLU split by sign (`onnx_prelu.split_prelu`)", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', 'benchmarks/prelu_split.py')}` "
+           f"on {env['cpu']} ({env['cores']} cores), {d['seconds']:.0f} s, {d['repeats']} repeats of 3 fresh "
+           "processes timing every contender of a row side by side (export's `time_beside`). Ratio: the other's p50 "
+           "over the reference's in the same process, median [min-max]: above 1, the reference is faster. "
+           f"Shipped rule: split when (C_in / groups) x kernel area + 2 C <= {d['split_max_macs']} and groups = 1.",
+           "", "| layer (input) | extra MACs / element | shipped rule splits | none / all, 1 thread | 2 threads |",
+           "|---|---|---|---|---|"]
+    for r in d.get("layers", []):
+        cells = [f"{r[t]['p50_ms']['none']:.3f} / {r[t]['p50_ms']['all']:.3f} ms = "
+                 f"{1 / r[t]['p50_over_none']['all']['median']:.2f}x" for t in ("1", "2")]
+        out.append(f"| {r['layer']} ({'x'.join(map(str, r['input']))}, groups {r['groups']}) | "
+                   f"{r['extra_macs_per_element']} | {'yes' if r['shipped_rule_splits'] else 'no'} | "
+                   f"{cells[0]} | {cells[1]} |")
+    out += ["", "(none / all: how many times faster the split file ran; below 1, slower.)", "",
+            "| model | PReLUs split (shipped / all) | threads | shipped p50 | none / shipped | all / shipped | "
+            "FP32 / shipped | mean abs vs FP32 (shipped / none) | face calls as FP32's (shipped / none) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in d.get("models", []):
+        o = r["outputs_vs_fp32"]
+        for t in ("1", "2"):
+            q = r[t]["p50_over_shipped"]
+            out.append(f"| {r['model']} {'x'.join(map(str, r['input'][1:]))} | {r['split']['shipped']} / "
+                       f"{r['split']['all']} | {t} | {r[t]['p50_ms']['shipped']:.3f} ms | "
+                       + " | ".join(f"{q[k]['median']:.2f}x [{q[k]['min']:.2f}-{q[k]['max']:.2f}]"
+                                    for k in ("none", "all", "fp32"))
+                       + f" | {o['shipped']['mean_abs']:.4f} / {o['none']['mean_abs']:.4f} | "
+                       f"{o['shipped']['face_call_agreement']:.3f} / {o['none']['face_call_agreement']:.3f} |")
+    return out + [""]
+
+
 SECTIONS = (
     ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
     ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
                                              "and AVX-VNNI, no AMX)")),
     ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section),
-    ("speed_ratio", speed_ratio_section),
+    ("prelu_split", prelu_split_section), ("speed_ratio", speed_ratio_section),
     ("size_scaling", size_section),
     ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),

@@ -59,7 +59,7 @@ from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import compact, embed_metadata, export_onnx, io_description, ort_runner
 from edgeship.targets.onnx_align import _initializer_values, align_file
-from edgeship.targets.onnx_prelu import prelu_route, tile_slopes, vectorize_prelu
+from edgeship.targets.onnx_prelu import prelu_route, split_prelu, split_route, tile_slopes, vectorize_prelu
 
 if TYPE_CHECKING:
     from torch import nn
@@ -331,10 +331,12 @@ class OnnxInt8(Backend):
             else:
                 export_onnx(model, ctx.examples, fp32, ctx.log_path, sig=ctx.signature)
             exclude = float_layer_nodes(model, ctx.quant.float_layers, fp32) if ctx.quant.float_layers else []
+            split = split_prelu(fp32)  # int8: a convolution's PReLU as two halves the quantizer takes
             vector_prelu = vectorize_prelu(fp32)  # float, as the quantizer leaves a PReLU (onnx_prelu)
             typed = quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path, exclude + vector_prelu,
                                   ctx.target.float_ops, f"onnx int8 ({ctx.target.name})")
-            route = f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
+            route = (f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
+                     + split_route(split))
             if exclude:
                 route += f"; kept float (nodes_to_exclude): {', '.join(exclude)}"
             if typed:

@@ -1,5 +1,6 @@
 """A large PReLU reaches ONNX Runtime as Relu(x) + slope * Min(x, 0) (``targets.onnx_prelu``): the same function
-bit for bit, a time that does not follow its input's signs, read by the predictor as the PReLU it replaces."""
+bit for bit, a time that does not follow its input's signs, read by the predictor as the PReLU it replaces; in an
+INT8 file a PReLU after a cheap convolution is split by sign instead, so it runs int8."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from edgeship.devices.in_context import kernel_times
 from edgeship.devices.kernels import Kernel, read
 from edgeship.devices.layer_profile import ort_layers
 from edgeship.targets.onnx import export_onnx
-from edgeship.targets.onnx_prelu import MARK, MIN_ELEMENTS, tile_slopes, vectorize_prelu
+from edgeship.targets.onnx_prelu import MARK, MIN_ELEMENTS, SPLIT, split_prelu, tile_slopes, vectorize_prelu
 
 
 def _session(path, profile: bool = False) -> ort.InferenceSession:
@@ -67,10 +68,12 @@ def test_the_rewrite_is_the_same_function_bit_for_bit_for_any_slope(tmp_path):
 @pytest.mark.slow
 def test_mtcnn_onet_prelus_run_vectorized_in_both_onnx_artifacts_and_read_as_prelus(tmp_path):
     """MTCNN's pretrained output network (facenet-pytorch's weights) at its 48 x 48 input: its two PReLUs over
-    46 x 46 x 32 and 21 x 21 x 64 maps are rewritten (the three smaller ones are not), in the FP32 artifact and,
-    kept float, in the INT8 one; the outputs match torch's; the kernel reader gives the same element-wise kernels as
-    from the graph with PRelu nodes; ONNX Runtime's counters of the rewritten nodes give each of those two PReLUs its
-    time (in_context.kernel_times), as one row."""
+    46 x 46 x 32 and 21 x 21 x 64 maps are rewritten (the three smaller ones are not) in the FP32 artifact; in the
+    INT8 one the first, after a 3-channel convolution, is split by sign instead (int8: ``split_prelu``) and the
+    second, after a convolution too costly to double, is rewritten and kept float; the outputs match torch's; the
+    kernel reader gives the same element-wise kernels as from the graph with PRelu nodes, less the split one, which
+    reads as its doubled convolution with a Relu and a 1 x 1 mix; ONNX Runtime's counters of the rewritten nodes
+    give each rewritten PReLU its time (in_context.kernel_times), as one row."""
     from benchmarks.zoo.models import mtcnn_onet
 
     model = mtcnn_onet().eval()
@@ -78,23 +81,31 @@ def test_mtcnn_onet_prelus_run_vectorized_in_both_onnx_artifacts_and_read_as_pre
     with torch.no_grad():
         want = [t.numpy() for t in model(x)]
     plain = export_onnx(model, x, tmp_path / "plain.onnx", tmp_path / "export.log")
-    plain_kernels = read(plain, "onnx")
+    plain_kernels = read(plain, "onnx")[0]
     assert sum(n.op_type == "PRelu" for n in onnx.load(str(plain)).graph.node) == 5
-    for precision, tol in (("fp32", 1e-4), ("int8", 0.1)):
+    first = Kernel("eltwise", 46, 46, 32, 32, 1)
+    for precision, tol, rewritten in (("fp32", 1e-4, 2), ("int8", 0.1, 1)):
         d = lower(model, (3, 48, 48), "onnx", precision, tmp_path / precision, "onet", tmp_path / f"w{precision}")
         graph = onnx.load(str(d / "model.onnx")).graph
         marked = [n for n in graph.node if MARK in n.name]
         tiles = ["Expand"] if precision == "int8" else []  # tile_slopes: INT8 only
-        assert sorted(n.op_type for n in marked) == sorted(["Relu", "Min", "Mul", "Add", *tiles] * 2), precision
+        assert sorted(n.op_type for n in marked) == sorted(["Relu", "Min", "Mul", "Add", *tiles] * rewritten)
         assert sum(n.op_type == "PRelu" for n in graph.node) == 3
+        split = [n for n in graph.node if SPLIT in n.name and n.op_type == "Conv"]
+        assert [n.name.split(SPLIT)[1] for n in split] == (["conv", "mix"] if precision == "int8" else [])
         if precision == "int8":  # kept float: no quantize or dequantize between the rewritten nodes
             made = {o: n.op_type for n in graph.node for o in n.output}
             assert all(made.get(i) in (None, "Relu", "Min", "Mul", "Expand") for n in marked
                        if n.op_type in ("Mul", "Add") for i in n.input)
         ks, unmodelled = read(d / "model.onnx", "onnx")
-        assert unmodelled == {} and Counter(k.type for k in ks) == Counter(k.type for k in plain_kernels[0])
-        assert Counter(k for k in ks if k.type == "eltwise") == Counter(k for k in plain_kernels[0]
-                                                                         if k.type == "eltwise"), precision
+        assert unmodelled == {}
+        want_types = Counter(k.type for k in plain_kernels) + (Counter(conv=1) if precision == "int8" else Counter())
+        assert Counter(k.type for k in ks) + (Counter(eltwise=1) if precision == "int8" else Counter()) == want_types
+        want_eltwise = Counter(k for k in plain_kernels if k.type == "eltwise")
+        if precision == "int8":
+            want_eltwise -= Counter([first])
+            assert Kernel("conv", 48, 48, 3, 64, 3, act=1) in ks and Kernel("conv", 46, 46, 64, 32, 1) in ks
+        assert Counter(k for k in ks if k.type == "eltwise") == want_eltwise, precision
         sess = _session(d / "model.onnx", profile=True)
         got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
         for g, w in zip(got, want):
@@ -103,30 +114,29 @@ def test_mtcnn_onet_prelus_run_vectorized_in_both_onnx_artifacts_and_read_as_pre
             sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
         times = kernel_times(ks, ort_layers(sess)[1], "onnx")
         big = [i for i, k in enumerate(ks) if k.type == "eltwise" and k.hin * k.win * k.cin >= MIN_ELEMENTS]
-        assert [ks[i] for i in big] == [Kernel("eltwise", 46, 46, 32, 32, 1), Kernel("eltwise", 21, 21, 64, 64, 1)]
+        assert [ks[i] for i in big] == [first, Kernel("eltwise", 21, 21, 64, 64, 1)][2 - rewritten:]
         assert all((times[i] or 0) > 0 for i in big), (precision, times)
 
 
 @pytest.mark.slow
 def test_int8_slopes_are_repeated_along_the_width_as_the_session_loads(tmp_path):
-    """MTCNN P-Net (pretrained) at 48 x 64 in an INT8 file: its two PReLUs over 16384 elements or more (10 x 46 x 62,
-    32 x 19 x 27) get their slopes through an Expand to 1 x C x 1 x W, which the file stores as C values and ONNX
-    Runtime folds as it loads (no Expand left in its optimized graph: the channels-last Mul then broadcasts over H
-    alone); the outputs equal those of the same file with the slopes as they were, bit for bit; the FP32 file keeps
-    them untouched."""
+    """MTCNN O-Net (pretrained) at 48 x 48 in an INT8 file: its one PReLU over 16384 elements or more that stays
+    float (64 x 21 x 21: the 3 x 3 convolution before it is too costly to double, so it is not split by sign) gets its
+    slopes through an Expand to 1 x C x 1 x W, which the file stores as C values and ONNX Runtime folds as it loads (no
+    Expand left in its optimized graph: the channels-last Mul then broadcasts over H alone); the outputs equal those
+    of the same file with the slopes as they were, bit for bit; the FP32 file keeps them untouched."""
     import shutil
 
-    from benchmarks.zoo.models import mtcnn_pnet
+    from benchmarks.zoo.models import mtcnn_onet
 
-    model = mtcnn_pnet().eval()
-    d = lower(model, (3, 48, 64), "onnx", "int8", tmp_path / "int8", "pnet", tmp_path / "w8")
+    model = mtcnn_onet().eval()
+    d = lower(model, (3, 48, 48), "onnx", "int8", tmp_path / "int8", "onet", tmp_path / "w8")
     m = onnx.load(str(d / "model.onnx"))
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     expands = [n for n in m.graph.node if n.op_type == "Expand"]
-    # (46 x 62 positions: under onnx_align.NARROW_MIN_POSITIONS, so the first convolution keeps its 10 channels)
-    assert [inits[n.input[1]].tolist() for n in expands] == [[1, 10, 1, 62], [1, 32, 1, 27]]
-    assert [inits[n.input[0]].size for n in expands] == [10, 32]
-    assert "2 slope(s) repeated along the width" in json.loads((d / "model.json").read_text())["meta"]["route"]
+    assert [inits[n.input[1]].tolist() for n in expands] == [[1, 64, 1, 21]]
+    assert [inits[n.input[0]].size for n in expands] == [64]
+    assert "1 slope(s) repeated along the width" in json.loads((d / "model.json").read_text())["meta"]["route"]
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
@@ -138,11 +148,99 @@ def test_int8_slopes_are_repeated_along_the_width_as_the_session_loads(tmp_path)
     for n in expands:
         m.graph.node.remove(n)
     onnx.save(m, str(tmp_path / "untiled.onnx"))
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 64)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 48)).astype(np.float32)
     got, want = (_session(p).run(None, {"input": x}) for p in (d / "model.onnx", tmp_path / "untiled.onnx"))
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
-    assert tile_slopes(tmp_path / "untiled.onnx") == 2  # and the function itself tiles them again
-    f = lower(model, (3, 48, 64), "onnx", "fp32", tmp_path / "fp32", "pnet", tmp_path / "w32")
+    assert tile_slopes(tmp_path / "untiled.onnx") == 1  # and the function itself tiles them again
+    f = lower(model, (3, 48, 48), "onnx", "fp32", tmp_path / "fp32", "onet", tmp_path / "w32")
     shutil.copyfile(f / "model.onnx", tmp_path / "fp32.onnx")
     assert not any(n.op_type == "Expand" for n in onnx.load(str(tmp_path / "fp32.onnx")).graph.node)
+
+
+class _Blocks(torch.nn.Module):
+    """Convolutions followed by PReLUs, some of which split_prelu takes and some not."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.a, self.pa = nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8)  # 27 + 16 extra MACs: split
+        self.b, self.pb = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.PReLU()  # no bias, one slope: split
+        self.c, self.pc = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.PReLU()  # depthwise: kept
+        self.d, self.pd = nn.Conv2d(8, 32, 3, padding=1), nn.PReLU(32)  # 72 + 64: split
+        self.e, self.pe = nn.Conv2d(32, 32, 3, padding=1), nn.PReLU(32)  # 288 + 64 > SPLIT_MAX_MACS: kept
+        self.f, self.pf = nn.Conv2d(32, 8, 1), nn.PReLU(8)  # its output used twice: kept
+        with torch.no_grad():
+            for p in (self.pa, self.pd, self.pe, self.pf):
+                p.weight.copy_(torch.linspace(-1.3, 1.3, p.weight.numel()))
+
+    def forward(self, x):
+        x = self.pd(self.d(self.pc(self.c(self.pb(self.b(self.pa(self.a(x))))))))
+        t = self.f(self.pe(self.e(x)))
+        return self.pf(t) + t
+
+
+def test_split_prelu_computes_the_same_function_and_takes_only_what_pays(tmp_path):
+    """A PReLU after a plain convolution that feeds it alone, within SPLIT_MAX_MACS, becomes the convolution doubled
+    by its negation, a Relu and a 1 x 1 mix: the same outputs (negative and > 1 slopes, a convolution without bias, a
+    slope shared through an Identity); a depthwise convolution's, a too costly one's and a convolution's used twice
+    keep their PRelu; a second pass finds nothing more to split."""
+    model = _Blocks().eval()
+    x = torch.randn(1, 3, 20, 24)
+    path = export_onnx(model, x, tmp_path / "m.onnx", tmp_path / "export.log")
+    before = _session(path).run(None, {"input": x.numpy()})[0]
+    names = {n.input[0]: n.name for n in onnx.load(str(path)).graph.node if n.op_type == "PRelu"}
+    assert len(names) == 6
+    split = split_prelu(path)
+    assert len(split) == 3 and split_prelu(path) == []
+    graph = onnx.load(str(path)).graph
+    kept = [n for n in graph.node if n.op_type == "PRelu"]
+    assert len(kept) == 3 and not set(split) & {n.name for n in kept}
+    assert sorted(n.name.split(SPLIT)[1] for n in graph.node if SPLIT in n.name) == sorted(["conv", "mix", "relu"] * 3)
+    after = _session(path).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(after, model(x).numpy(), rtol=1e-4, atol=1e-4)
+    one_d = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 5, padding=2), torch.nn.PReLU(8)).eval()  # a 1 x 1 mix over L
+    with torch.no_grad():
+        one_d[1].weight.copy_(torch.linspace(-1.3, 1.3, 8))
+        y = torch.randn(1, 4, 50)
+        path = export_onnx(one_d, y, tmp_path / "one_d.onnx", tmp_path / "export.log")
+        assert len(split_prelu(path)) == 1
+        np.testing.assert_allclose(_session(path).run(None, {"input": y.numpy()})[0], one_d(y).numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mtcnn_pnet_int8_runs_every_prelu_as_int8_convolutions(tmp_path, monkeypatch):
+    """MTCNN P-Net (pretrained) at 48 x 64: in the INT8 file its three PReLUs (after convolutions of 3, 10 and 16
+    input channels) are split by sign, so no operator runs in float (ONNX Runtime's optimized graph), the route says
+    so, and the kernel reader models every node; the outputs stay as near torch's as those of the file with the
+    PReLUs left float (mean error at most 1.5x that file's on real photo crops); the FP32 file has no split."""
+    from benchmarks.zoo.make_data import crops
+    from benchmarks.zoo.models import mtcnn_pnet
+    from edgeship.targets import onnx_prelu
+    from edgeship.targets.onnx_int8 import float_ops
+
+    model = mtcnn_pnet().eval()
+    d = lower(model, (3, 48, 64), "onnx", "int8", tmp_path / "int8", "pnet", tmp_path / "w8")
+    graph = onnx.load(str(d / "model.onnx")).graph
+    assert not any(n.op_type == "PRelu" or MARK in n.name for n in graph.node)
+    assert sum(n.name.endswith(SPLIT + "mix") for n in graph.node) == 3
+    assert "3 PReLU(s) after a convolution split by sign" in json.loads((d / "model.json").read_text())["meta"]["route"]
+    assert float_ops(d / "model.onnx")["n_float_ops"] == 0
+    assert read(d / "model.onnx", "onnx")[1] == {}
+    monkeypatch.setattr(onnx_prelu, "SPLIT_MAX_MACS", -1)
+    kept = lower(model, (3, 48, 64), "onnx", "int8", tmp_path / "kept", "pnet", tmp_path / "wk")
+    assert float_ops(kept / "model.onnx")["n_float_ops"] > 0
+    f = lower(model, (3, 48, 64), "onnx", "fp32", tmp_path / "fp32", "pnet", tmp_path / "w32")
+    assert not any(SPLIT in n.name for n in onnx.load(str(f / "model.onnx")).graph.node)
+    x = (crops(8, 48, 3, width=64).astype(np.float32) - 127.5) / 128
+    with torch.no_grad():
+        want = [model(torch.from_numpy(x))[i].numpy() for i in range(2)]
+    errors = {}
+    for name, art in (("split", d), ("kept", kept)):
+        s = _session(art / "model.onnx")
+        got = [np.concatenate(o) for o in zip(*(s.run(None, {"input": xi[None]}) for xi in x))]
+        errors[name] = [float(np.abs(g - w).mean()) for g, w in zip(got, want)]
+    assert all(e < 0.05 for e in errors["split"]), errors
+    assert all(s <= 1.5 * k for s, k in zip(errors["split"], errors["kept"])), errors
