@@ -69,24 +69,28 @@ def split_prelu(path: Path) -> list[str]:
     if not any(n.op_type == "PRelu" for n in g.node):
         return []
     init = {t.name: t for t in g.initializer}
-    alias = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity" and n.input[0] in init}
-    producer = {o: n for n in g.node for o in n.output}
+    nodes = list(g.node)  # replacements by position: node names may be empty or repeat in a file of the user's
+    alias = {n.output[0]: n.input[0] for n in nodes if n.op_type == "Identity" and n.input[0] in init}
+    producer = {o: j for j, n in enumerate(nodes) for o in n.output}
     uses: dict[str, int] = {}
-    for n in g.node:
+    for n in nodes:
         for i in n.input:
             uses[i] = uses.get(i, 0) + 1
     outputs = {o.name for o in g.output}
-    replace: dict[str, list] = {}
+    replace: dict[int, list] = {}
     split = []
-    for i, n in enumerate(g.node):
+    for i, n in enumerate(nodes):
         if n.op_type != "PRelu":
             continue
         x, slope = n.input[0], alias.get(n.input[1], n.input[1])
-        conv = producer.get(x)
+        at = producer.get(x, -1)
+        conv = nodes[at] if at >= 0 else None
         if (conv is None or conv.op_type != "Conv" or uses[x] != 1 or x in outputs or slope not in init
                 or any(k not in init for k in conv.input[1:])):
             continue
         w = numpy_helper.to_array(init[conv.input[1]])
+        if w.dtype != np.float32:
+            continue
         c, groups = w.shape[0], _attr(conv, "group", 1)
         s = numpy_helper.to_array(init[slope]).astype(np.float32).reshape(-1)
         extra = int(np.prod(w.shape[1:])) + 2 * c  # the doubled convolution's and the mix's, per output element
@@ -103,16 +107,14 @@ def split_prelu(path: Path) -> list[str]:
         g.initializer.append(numpy_helper.from_array(mix.reshape(c, 2 * c, *[1] * (w.ndim - 2)), base + "mix_w"))
         doubled = helper.make_node("Conv", [conv.input[0], base + "w", base + "b"], [base + "both"], name=base + "conv")
         doubled.attribute.extend(conv.attribute)
-        replace[conv.name or conv.output[0]] = [doubled, helper.make_node("Relu", [base + "both"], [base + "pos_neg"],
-                                                                          name=base + "relu")]
-        replace[n.name or n.output[0]] = [helper.make_node("Conv", [base + "pos_neg", base + "mix_w"], [n.output[0]],
-                                                           name=base + "mix")]
+        replace[at] = [doubled, helper.make_node("Relu", [base + "both"], [base + "pos_neg"], name=base + "relu")]
+        replace[i] = [helper.make_node("Conv", [base + "pos_neg", base + "mix_w"], [n.output[0]], name=base + "mix")]
         split.append(n.name or n.output[0])
     if split:
-        nodes = [m for n in g.node for m in replace.get(n.name or n.output[0], [n])]
+        written = [m for j, n in enumerate(nodes) for m in replace.get(j, [n])]
         del g.node[:]
-        g.node.extend(nodes)
-        used = {i for n in g.node for i in n.input}
+        g.node.extend(written)
+        used = {i for n in g.node for i in n.input} | {i.name for i in g.input}  # (an old file lists them there)
         kept = [t for t in g.initializer if t.name in used]
         del g.initializer[:]
         g.initializer.extend(kept)

@@ -191,6 +191,13 @@ def test_split_prelu_computes_the_same_function_and_takes_only_what_pays(tmp_pat
     before = _session(path).run(None, {"input": x.numpy()})[0]
     names = {n.input[0]: n.name for n in onnx.load(str(path)).graph.node if n.op_type == "PRelu"}
     assert len(names) == 6
+    unnamed = onnx.load(str(path))  # another converter's file: nodes without names
+    for n in unnamed.graph.node:
+        n.name = ""
+    onnx.save(unnamed, str(tmp_path / "unnamed.onnx"))
+    assert len(split_prelu(tmp_path / "unnamed.onnx")) == 3
+    np.testing.assert_allclose(_session(tmp_path / "unnamed.onnx").run(None, {"input": x.numpy()})[0], before,
+                               rtol=1e-5, atol=1e-5)
     split = split_prelu(path)
     assert len(split) == 3 and split_prelu(path) == []
     graph = onnx.load(str(path)).graph
