@@ -331,7 +331,8 @@ class OnnxInt8(Backend):
             else:
                 export_onnx(model, ctx.examples, fp32, ctx.log_path, sig=ctx.signature)
             exclude = float_layer_nodes(model, ctx.quant.float_layers, fp32) if ctx.quant.float_layers else []
-            split = split_prelu(fp32)  # int8: a convolution's PReLU as two halves the quantizer takes
+            # int8: a convolution's PReLU as two halves the quantizer takes (not where the recipe keeps it float)
+            split = [] if "PRelu" in (ctx.target.float_ops or []) else split_prelu(fp32, set(exclude))
             vector_prelu = vectorize_prelu(fp32)  # float, as the quantizer leaves a PReLU (onnx_prelu)
             typed = quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path, exclude + vector_prelu,
                                   ctx.target.float_ops, f"onnx int8 ({ctx.target.name})")

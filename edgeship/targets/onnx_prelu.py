@@ -50,7 +50,7 @@ def _attr(node, name: str, default: int) -> int:
     return next((a.i for a in node.attribute if a.name == name), default)
 
 
-def split_prelu(path: Path) -> list[str]:
+def split_prelu(path: Path, keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """In the FP32 ONNX file ``path`` about to be quantized, rewrite each PReLU whose input comes from a convolution
     alone (constant weights, bias and slope) as that convolution with every filter doubled by its negation, a Relu,
     and a 1 x 1 convolution that puts them together: PReLU(t) = Relu(t) - slope * Relu(-t), for any slope. ONNX
@@ -60,7 +60,8 @@ def split_prelu(path: Path) -> list[str]:
     mix (2 C multiply-adds per element): a PReLU is split only when those extra multiply-adds per output element,
     (C_in / groups) x kernel area + 2 C, are at most ``SPLIT_MAX_MACS``. Float outputs are those of the PReLU
     (each output channel mixes one copy with weight 1 and the other, zero there, with -slope). The nodes are named
-    ``<the PRelu's name>/sign_split/<conv|relu|mix>``; returns the names of the PReLUs split."""
+    ``<the PRelu's name>/sign_split/<conv|relu|mix>``; returns the names of the PReLUs split. A PReLU or
+    convolution named in ``keep`` (the nodes a recipe keeps float) is left as it is."""
     onnx = require("onnx", "onnx", "onnx")
     from onnx import helper, numpy_helper
 
@@ -86,7 +87,7 @@ def split_prelu(path: Path) -> list[str]:
         at = producer.get(x, -1)
         conv = nodes[at] if at >= 0 else None
         if (conv is None or conv.op_type != "Conv" or uses[x] != 1 or x in outputs or slope not in init
-                or any(k not in init for k in conv.input[1:])):
+                or any(k not in init for k in conv.input[1:]) or {n.name, conv.name} & keep):
             continue
         w = numpy_helper.to_array(init[conv.input[1]])
         if w.dtype != np.float32:

@@ -196,6 +196,8 @@ def test_split_prelu_computes_the_same_function_and_takes_only_what_pays(tmp_pat
         n.name = ""
     onnx.save(unnamed, str(tmp_path / "unnamed.onnx"))
     assert len(split_prelu(tmp_path / "unnamed.onnx")) == 3
+    onnx.save(onnx.load(str(path)), str(tmp_path / "kept.onnx"))  # a layer the recipe keeps float stays a PReLU
+    assert len(split_prelu(tmp_path / "kept.onnx", keep={names[next(iter(names))]})) == 2
     np.testing.assert_allclose(_session(tmp_path / "unnamed.onnx").run(None, {"input": x.numpy()})[0], before,
                                rtol=1e-5, atol=1e-5)
     split = split_prelu(path)
