@@ -4,8 +4,9 @@ on a quiet machine and on a busy one (two processes switching between spinning a
 the machine's speed changes under the timing: what a shared CI runner does)?
 
 Models (pretrained weights a package ships, deployment-size inputs): torchvision's MobileNetV2 at 224 x 224 and MTCNN
-P-Net at 288 x 384 (whose ONNX Runtime INT8 file runs about as fast as FP32: a ratio near 1 is where a gate's
-answer is most fragile), each lowered by edgeship's backends to ONNX INT8 (calibrated on photo crops) and FP32, and
+P-Net at 288 x 384 (whose ONNX Runtime INT8 file ran about as fast as FP32 when results/speed_ratio.json was
+written: a ratio near 1 is where a gate's answer is most fragile; since its PReLUs are split by sign, 3865432, it
+runs about 1.3x as fast), each lowered by edgeship's backends to ONNX INT8 (calibrated on photo crops) and FP32, and
 MobileNetV2 to OpenVINO INT8 and FP32 too.
 
 Per repeat, for each pair: ``side``: export's own call, ``devices.measure.time_beside`` (``SPEED_PROCESSES`` fresh

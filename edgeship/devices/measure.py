@@ -312,6 +312,12 @@ SPEED_PROCESSES, SPEED_RUNS, SPEED_ROUNDS, SPEED_MIN_S = 3, 5, 10, 0.3
 TIMED = "timed"  # the artifact's key in ``time_beside``'s p50s
 
 
+def quantized_slower(s: SpeedVsFP32 | None, precision: str) -> bool:
+    """Whether a quantized artifact ran slower than its own model's FP32 one (an FP16 file is a size format on most
+    CPUs: OpenVINO's CPU plugin runs it in FP32), what export's note and report.html's red mark say."""
+    return bool(s and s.compressed_model is not None and s.compressed_model < 1 and precision not in FLOAT_PRECISIONS)
+
+
 def time_beside(timed: Path, refs: dict[str, Path], threads: int,
                 seed: int = 0) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """The artifact in ``timed`` and its references ({name: artifact directory}) timed side by side as export times
@@ -354,14 +360,13 @@ def speed_vs_fp32(record: RunRecord, art: RunArtifact, threads: int, quiet: bool
         if not quiet:
             info(f"host {art.name} beside FP32 {art.format} ({SPEED_PROCESSES} processes, side by side): "
                  + ", ".join(f"{getattr(s, w):.2f}x as fast as the {w.replace('_', ' ')}'s" for w in refs))
-        slower = s.compressed_model  # an FP16 file is a size format on most CPUs (OpenVINO runs it in FP32 here)
-        if slower is not None and slower < 1 and art.precision not in FLOAT_PRECISIONS:
+        if quantized_slower(s, art.precision):
             audit = record.target(art.name).op_audit
             floats = f" ({audit.n_float_ops} of its {audit.total_ops} operators run in float)" if (
                 audit and audit.n_float_ops) else ""
             info(f"[yellow]note:[/yellow] {art.name} ({art.format} {art.precision}) ran slower than the same "
-                 f"model's FP32 {art.format} artifact on this machine ({slower:.2f}x as fast){floats}: ship the FP32 "
-                 "artifact or another format for this model, or see the slowest layers in report.html")
+                 f"model's FP32 {art.format} artifact on this machine ({s.compressed_model:.2f}x as fast){floats}: "
+                 "ship the FP32 artifact or another format for this model, or see the slowest layers in report.html")
     record.target(art.name).speed_vs_fp32 = s
     return s
 

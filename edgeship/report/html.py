@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeship.devices.budgets import LOWER_LIMITS, source_text
+from edgeship.devices.measure import quantized_slower
 from edgeship.record import BudgetResult, LatencyRounds, RunRecord, Target
 from edgeship.report import plots
 from edgeship.report.console import fmt_ms, on_device, size_ratios, speed_ratios
-from edgeship.targets.base import FLOAT_PRECISIONS
 from edgeship.targets.verify import wilson95
 
 NOT_MEASURED = '<span class="na">not measured</span>'
@@ -283,7 +283,7 @@ def speed_cell(t: Target) -> str:
         return ""
     if r.error:
         return f"<br><span class=note>speed: not timed ({esc(r.error)})</span>"
-    slow = r.compressed_model is not None and r.compressed_model < 1 and t.precision not in FLOAT_PRECISIONS
+    slow = quantized_slower(r, t.precision)
     return (f'<br><span class="{"slow" if slow else "note"}">speed {esc(speed_ratios(t))}'
             f' ({r.processes} processes, {r.threads} thread{"s" if r.threads != 1 else ""})</span>')
 

@@ -382,7 +382,8 @@ def pad_stem_input(model, min_cout: int = STEM_MIN_COUT) -> list[dict]:
 
 def set_nodes(graph, nodes: list) -> None:
     """Make ``nodes`` (topologically sorted) the graph's, without those whose outputs nothing reads any more and the
-    initializers no node reads; value_info goes (shapes changed)."""
+    initializers no node reads (but those an old file also lists as graph inputs); value_info goes (shapes
+    changed)."""
     outs = {o.name for o in graph.output}
     while True:
         used = {i for n in nodes for i in n.input} | outs
@@ -392,6 +393,7 @@ def set_nodes(graph, nodes: list) -> None:
         nodes = live
     del graph.node[:]
     graph.node.extend(nodes)
+    used |= {v.name for v in graph.input}
     keep = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)

@@ -38,16 +38,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.targets.base import require
+from edgeship.targets.onnx_align import _attr, _Graph, set_nodes
 
 MIN_ELEMENTS = 16384  # R-Net's largest PReLU is over 13552 elements, O-Net's two largest over 67712 and 28224
 MARK = "/vector_prelu/"
 SPLIT = "/sign_split/"
 SPLIT_MAX_MACS = 256  # the extra int8 multiply-adds per output element a sign split may cost (see split_prelu)
 SPLIT_GROUPED = False  # a grouped (depthwise) convolution doubled is no longer ONNX Runtime's depthwise kernel
-
-
-def _attr(node, name: str, default: int) -> int:
-    return next((a.i for a in node.attribute if a.name == name), default)
 
 
 def split_prelu(path: Path, keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
@@ -69,35 +66,26 @@ def split_prelu(path: Path, keep: frozenset[str] | set[str] = frozenset()) -> li
     g = model.graph
     if not any(n.op_type == "PRelu" for n in g.node):
         return []
-    init = {t.name: t for t in g.initializer}
-    nodes = list(g.node)  # replacements by position: node names may be empty or repeat in a file of the user's
-    alias = {n.output[0]: n.input[0] for n in nodes if n.op_type == "Identity" and n.input[0] in init}
-    producer = {o: j for j, n in enumerate(nodes) for o in n.output}
-    uses: dict[str, int] = {}
-    for n in nodes:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    outputs = {o.name for o in g.output}
-    replace: dict[int, list] = {}
+    gr = _Graph(g)
+    vals = gr.inits | {n.output[0]: gr.inits[n.input[0]] for n in g.node  # a slope shared through an Identity
+                       if n.op_type == "Identity" and n.input[0] in gr.inits}
+    replace: dict[int, list] = {}  # by node identity: names may be empty or repeat in a file of the user's
     split = []
-    for i, n in enumerate(nodes):
+    for i, n in enumerate(g.node):
         if n.op_type != "PRelu":
             continue
-        x, slope = n.input[0], alias.get(n.input[1], n.input[1])
-        at = producer.get(x, -1)
-        conv = nodes[at] if at >= 0 else None
-        if (conv is None or conv.op_type != "Conv" or uses[x] != 1 or x in outputs or slope not in init
-                or any(k not in init for k in conv.input[1:]) or {n.name, conv.name} & keep):
+        x, conv = n.input[0], gr.producer.get(n.input[0])
+        if (conv is None or conv.op_type != "Conv" or gr.sole_consumer(x) is not n or n.input[1] not in vals
+                or any(k not in vals for k in conv.input[1:]) or {n.name, conv.name} & keep):
             continue
-        w = numpy_helper.to_array(init[conv.input[1]])
-        if w.dtype != np.float32:
-            continue
+        w = vals[conv.input[1]]
         c, groups = w.shape[0], _attr(conv, "group", 1)
-        s = numpy_helper.to_array(init[slope]).astype(np.float32).reshape(-1)
+        s = vals[n.input[1]].astype(np.float32).reshape(-1)
         extra = int(np.prod(w.shape[1:])) + 2 * c  # the doubled convolution's and the mix's, per output element
-        if (groups != 1 and not SPLIT_GROUPED) or s.size not in (1, c) or extra > SPLIT_MAX_MACS:
+        if (w.dtype != np.float32 or (groups != 1 and not SPLIT_GROUPED) or s.size not in (1, c)
+                or extra > SPLIT_MAX_MACS):
             continue
-        b = numpy_helper.to_array(init[conv.input[2]]) if len(conv.input) > 2 else np.zeros(c, w.dtype)
+        b = vals[conv.input[2]] if len(conv.input) > 2 else np.zeros(c, w.dtype)
         base = f"{n.name or f'prelu{i}'}{SPLIT}"
         # channel 2k is filter k, 2k + 1 its negation: both stay in filter k's group
         g.initializer.extend([numpy_helper.from_array(np.stack([w, -w], 1).reshape(2 * c, *w.shape[1:]), base + "w"),
@@ -108,17 +96,13 @@ def split_prelu(path: Path, keep: frozenset[str] | set[str] = frozenset()) -> li
         g.initializer.append(numpy_helper.from_array(mix.reshape(c, 2 * c, *[1] * (w.ndim - 2)), base + "mix_w"))
         doubled = helper.make_node("Conv", [conv.input[0], base + "w", base + "b"], [base + "both"], name=base + "conv")
         doubled.attribute.extend(conv.attribute)
-        replace[at] = [doubled, helper.make_node("Relu", [base + "both"], [base + "pos_neg"], name=base + "relu")]
-        replace[i] = [helper.make_node("Conv", [base + "pos_neg", base + "mix_w"], [n.output[0]], name=base + "mix")]
+        replace[id(conv)] = [doubled, helper.make_node("Relu", [base + "both"], [base + "pos_neg"],
+                                                       name=base + "relu")]
+        replace[id(n)] = [helper.make_node("Conv", [base + "pos_neg", base + "mix_w"], [n.output[0]],
+                                           name=base + "mix")]
         split.append(n.name or n.output[0])
     if split:
-        written = [m for j, n in enumerate(nodes) for m in replace.get(j, [n])]
-        del g.node[:]
-        g.node.extend(written)
-        used = {i for n in g.node for i in n.input} | {i.name for i in g.input}  # (an old file lists them there)
-        kept = [t for t in g.initializer if t.name in used]
-        del g.initializer[:]
-        g.initializer.extend(kept)
+        set_nodes(g, [m for n in g.node for m in replace.get(id(n), [n])])
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
     return split
