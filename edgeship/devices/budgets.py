@@ -279,20 +279,21 @@ def source_text(verdict: Verdict) -> str:
 
 
 def table(verdict: Verdict):
+    from rich.markup import escape  # a note may quote an error that names io.outputs[name]
     from rich.table import Table
 
     title = f"budgets (source: {source_text(verdict)})"
     if verdict.warning:
         title += f"\n[bold yellow]{verdict.warning}[/bold yellow]"
     marks = repeated_notes([r.note or "" for r in verdict.results])
-    tb = Table(title=title, caption="\n".join(f"note {i}: {n}" for n, i in marks.items()) or None,
+    tb = Table(title=title, caption="\n".join(f"note {i}: {escape(n)}" for n, i in marks.items()) or None,
                caption_justify="left")
     for col in ("target", "budget", "limit", "value", "margin", "result", "source", "note"):
         tb.add_column(col)
     colors = {"pass": "green", "fail": "red", "unverified": "yellow"}
     for r in verdict.results:
         limit, value, margin, result, note = _row_text(r)
-        note = short_note(note, marks)
+        note = escape(short_note(note, marks))
         color = colors[r.status]
         tb.add_row(r.target, r.budget, limit, value, margin, f"[{color}]{result}[/{color}]", r.source, note)
     return tb

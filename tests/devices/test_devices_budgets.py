@@ -231,6 +231,17 @@ def test_failed_target_fails_the_gate():
     assert not v["passed"] and v["results"][0]["budget"] == "artifact"
 
 
+def test_the_console_table_prints_a_failed_targets_error_as_written():
+    """An error that names ``io.outputs[pitch].tolerance`` keeps its brackets (rich reads [pitch] as markup)."""
+    from rich.console import Console
+
+    rep = _report(status="failed")
+    rep.targets[0].error = "t1: output 'pitch' is outside its tolerance. Fix: set io.outputs[pitch].tolerance"
+    console = Console(record=True, width=400)
+    console.print(budgets.table(budgets.evaluate(rep, "host")))
+    assert "io.outputs[pitch].tolerance" in console.export_text()
+
+
 def test_junit_names_the_failed_target_and_budget():
     rep = _report(target_budgets={"latency_ms_p90": 3.0}, meas={"host": _host(p90=4.0)})
     xml = budgets.junit_xml(budgets.evaluate(rep, "host"))
