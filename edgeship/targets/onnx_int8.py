@@ -59,7 +59,7 @@ from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import compact, embed_metadata, export_onnx, io_description, ort_runner
 from edgeship.targets.onnx_align import _initializer_values, align_file
-from edgeship.targets.onnx_prelu import prelu_route, split_prelu, split_route, tile_slopes, vectorize_prelu
+from edgeship.targets.onnx_prelu import prelu_route, regrid_mix, split_prelu, split_route, tile_slopes, vectorize_prelu
 
 if TYPE_CHECKING:
     from torch import nn
@@ -317,12 +317,13 @@ class OnnxInt8(Backend):
         exclude: list[str] = []
         if qat:  # the fake quantization becomes QDQ as it is exported
             export_onnx(model, ctx.example, path, ctx.log_path, sig=ctx.signature)
-            vector_prelu = vectorize_prelu(path)
             if not count_ops(path).get("DequantizeLinear"):
                 raise TargetError("onnx int8: the model is marked QAT but its export holds no "
                                   "QuantizeLinear/DequantizeLinear nodes",
                                   "run the qat pass on this model, or drop qat to calibrate it instead")
-            route = "qat: fake quantization exported as QDQ (no calibration)"
+            split = [] if "PRelu" in (ctx.target.float_ops or []) else split_prelu(path)  # on the QAT grid
+            vector_prelu = vectorize_prelu(path)
+            route = "qat: fake quantization exported as QDQ (no calibration)" + split_route(split)
         else:
             calib = check_calibration_inputs(ctx.inputs, ctx.signature.inputs)
             fp32 = ctx.work_dir / "fp32.onnx"
@@ -336,6 +337,8 @@ class OnnxInt8(Backend):
             vector_prelu = vectorize_prelu(fp32)  # float, as the quantizer leaves a PReLU (onnx_prelu)
             typed = quantize_onnx(fp32, path, calib, ctx.quant, ctx.work_dir, ctx.log_path, exclude + vector_prelu,
                                   ctx.target.float_ops, f"onnx int8 ({ctx.target.name})")
+            if split:  # the mix weights 1 and -slope on their own int8 grid, not the quantizer's
+                regrid_mix(path, fp32)
             route = (f"onnxruntime quantize_static QDQ, {ctx.quant.method} calibration on {len(ctx.calib)} samples"
                      + split_route(split))
             if exclude:

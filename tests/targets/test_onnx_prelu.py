@@ -219,6 +219,80 @@ def test_split_prelu_computes_the_same_function_and_takes_only_what_pays(tmp_pat
         np.testing.assert_allclose(_session(path).run(None, {"input": y.numpy()})[0], one_d(y).numpy(), atol=1e-5)
 
 
+def test_int8_mix_weights_are_the_slopes_on_their_own_grid(tmp_path):
+    """In a calibrated INT8 file each split's 1 x 1 mix holds 1 and -slope on the int8 grid that rounds the slope
+    best (``regrid_mix``), not the quantizer's 7-bit one per channel (up to 0.008 off for these slopes): the weight
+    1 exact and every slope within 0.001."""
+    from edgeship.targets.onnx_align import _Graph
+
+    model = _Blocks().eval()
+    d = lower(model, (3, 20, 24), "onnx", "int8", tmp_path / "int8", "blocks", tmp_path / "w")
+    graph = onnx.load(str(d / "model.onnx")).graph
+    gr = _Graph(graph)
+    mixes = [n for n in graph.node if n.name.endswith(SPLIT + "mix")]
+    assert len(mixes) == 3
+    for n in mixes:
+        dq = gr.producer[n.input[1]]
+        q, scale = gr.inits[dq.input[0]], gr.inits[dq.input[1]]
+        assert q.dtype == np.int8
+        w = (q.astype(np.float32) * scale.reshape(-1, 1, 1, 1)).reshape(len(scale), -1)
+        slope = getattr(model, "p" + n.name.split("/")[1][1]).weight.detach().numpy()
+        c = np.arange(len(scale))
+        np.testing.assert_allclose(w[c, 2 * c], 1, atol=1e-6)
+        np.testing.assert_allclose(w[c, 2 * c + 1], -np.broadcast_to(slope, c.shape), atol=1e-3)
+
+
+def test_split_prelu_of_a_qat_export_keeps_its_grid(tmp_path):
+    """A QAT export (weights int8 behind DequantizeLinear, a QuantizeLinear -> DequantizeLinear pair between each
+    convolution and its PReLU) is split where the float file is, with its quantization written in: ONNX Runtime
+    runs those three blocks as int8 convolutions (no float PReLU, Q or DQ left there) and the other three PReLUs
+    float as before; the outputs stay as near the fake-quantized torch model's as the unsplit file's (the halves
+    round on the trained grid, the slopes on the best int8 grid); the ONNX INT8 lowering of a QAT model does it
+    and says so, and the kernel reader models every node."""
+    import shutil
+
+    from edgeship.calibration.preprocess import Preprocessing
+    from edgeship.calibration.quant import QuantSettings
+    from edgeship.pipeline.qat import QAT, calibrate_ranges, prepare_qat
+    from edgeship.recipe import TargetSpec
+    from edgeship.targets.base import LowerContext, get_backend
+    from edgeship.targets.onnx_int8 import float_ops
+
+    torch.manual_seed(0)
+    model = _Blocks().eval()
+    x = torch.randn(64, 3, 20, 24)
+    qat = prepare_qat(model, x[:1])
+    calibrate_ranges(qat, x)
+    qat.eval()
+    plain = export_onnx(qat, x[:1], tmp_path / "qat.onnx", tmp_path / "export.log")
+    path = tmp_path / "split.onnx"
+    shutil.copyfile(plain, path)
+    assert len(split_prelu(path)) == 3 and split_prelu(path) == []
+    before, after = float_ops(plain), float_ops(path)
+    assert Counter(n["op"] for n in before["float_ops"]) == {"PRelu": 6}
+    assert Counter(n["op"] for n in after["float_ops"]) == {"PRelu": 3}
+    assert after["op_counts"]["QLinearConv"] == before["op_counts"]["QLinearConv"] + 3
+    assert after["op_counts"]["QuantizeLinear"] == before["op_counts"]["QuantizeLinear"] - 3
+    xt = torch.randn(16, 3, 20, 24)
+    with torch.no_grad():
+        want = qat(xt).numpy()
+    errors = []
+    for p in (plain, path):
+        s = _session(p)
+        got = np.concatenate([s.run(None, {"input": xt[i:i + 1].numpy()})[0] for i in range(len(xt))])
+        errors.append(float(np.abs(got - want).mean()))
+    assert errors[1] <= 1.5 * errors[0] and errors[1] < 0.01 * float(np.abs(want).mean())
+    ctx = LowerContext(target=TargetSpec(name="t", format="onnx", precision="int8"), input_shape=(3, 20, 24),
+                       calib=x.numpy(), preprocessing=Preprocessing(), labels=(), quant=QuantSettings(qat=True),
+                       log_path=tmp_path / "lower.log", work_dir=tmp_path, threads=1,
+                       learned=QAT.learned_quantization(qat))
+    (tmp_path / "out").mkdir()
+    art = get_backend("onnx", "int8").lower(qat, ctx, tmp_path / "out")
+    assert "3 PReLU(s) after a convolution split by sign" in art.meta["route"]
+    assert Counter(n["op"] for n in float_ops(art.path)["float_ops"]) == {"PRelu": 3}
+    assert read(art.path, "onnx")[1] == {}
+
+
 @pytest.mark.slow
 def test_mtcnn_pnet_int8_runs_every_prelu_as_int8_convolutions(tmp_path, monkeypatch):
     """MTCNN P-Net (pretrained) at 48 x 64: in the INT8 file its three PReLUs (after convolutions of 3, 10 and 16
