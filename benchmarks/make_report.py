@@ -1104,6 +1104,11 @@ def speed_ratio_section(d: dict) -> list[str]:
     return out + [""]
 
 
+def _ratio_cells(ratios: dict, keys: tuple[str, ...]) -> str:
+    """Table cells "median x [min-max]" of time_beside ratios, one per key."""
+    return " | ".join(f"{ratios[k]['median']:.2f}x [{ratios[k]['min']:.2f}-{ratios[k]['max']:.2f}]" for k in keys)
+
+
 def prelu_split_section(d: dict) -> list[str]:
     """prelu_split.json: ONNX Runtime INT8 with a convolution's PReLU split by sign, against it left float."""
     env = d["environment"]
@@ -1131,10 +1136,25 @@ def prelu_split_section(d: dict) -> list[str]:
             q = r[t]["p50_over_shipped"]
             out.append(f"| {r['model']} {'x'.join(map(str, r['input'][1:]))} | {r['split']['shipped']} / "
                        f"{r['split']['all']} | {t} | {r[t]['p50_ms']['shipped']:.3f} ms | "
-                       + " | ".join(f"{q[k]['median']:.2f}x [{q[k]['min']:.2f}-{q[k]['max']:.2f}]"
-                                    for k in ("none", "all", "fp32"))
+                       + _ratio_cells(q, ("none", "all", "fp32"))
                        + f" | {o['shipped']['mean_abs']:.4f} / {o['none']['mean_abs']:.4f} | "
                        f"{o['shipped']['face_call_agreement']:.3f} / {o['none']['face_call_agreement']:.3f} |")
+    if d.get("qat"):
+        out += ["", "QAT route (the networks fake-quantized as the qat pass does before fine-tuning, ranges observed "
+                "on the calibration crops; the QDQ export, no calibration): the shipped rule against no split.", "",
+                "| model | PReLUs split | threads | shipped p50 | none / shipped | FP32 / shipped | mean abs vs the "
+                "fake-quantized torch model (shipped / none) | vs FP32 (shipped / none) | face calls as FP32's "
+                "(shipped / none) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in d.get("qat", []):
+        o = r["outputs"]
+        for t in ("1", "2"):
+            q = r[t]["p50_over_shipped"]
+            out.append(f"| {r['model']} {'x'.join(map(str, r['input'][1:]))} | {r['split']['shipped']} | {t} | "
+                       f"{r[t]['p50_ms']['shipped']:.3f} ms | " + _ratio_cells(q, ("none", "fp32"))
+                       + " | " + " | ".join(f"{o['shipped'][k]:.4f} / {o['none'][k]:.4f}"
+                                            for k in ("mean_abs_vs_qat_torch", "mean_abs_vs_fp32"))
+                       + f" | {o['shipped']['face_call_agreement_vs_fp32']:.3f} / "
+                       f"{o['none']['face_call_agreement_vs_fp32']:.3f} |")
     return out + [""]
 
 

@@ -10,13 +10,17 @@ PReLU left float, as ONNX Runtime's quantizer leaves it; the evidence for ``SPLI
    every PReLU after a convolution split (``all``) and none (``none``), and the FP32 file. Outputs: each INT8
    file's largest and mean absolute difference from the FP32 file on 16 other crops, and for the face probability
    the share of cells whose face/no-face call (p > 0.5) agrees with FP32's.
+3. ``qat``: the same networks fake-quantized as the qat pass does before fine-tuning (``prepare_qat``, ranges
+   observed on the 64 crops), lowered by the QAT route (the QDQ export, no calibration) with the shipped rule
+   (``shipped``) and with no split (``none``), and the FP32 file; outputs against the fake-quantized torch model
+   and the FP32 file.
 
 Latency as export times INT8 against FP32 (``devices.measure.time_beside``): every contender of one model side by
 side in 3 fresh processes, blocks of 5 runs each in turn, at 1 and 2 threads; a ratio is another contender's p50
 over the reference's (``none`` for ``layers``, ``shipped`` for ``models``) in the same process, the median over
 processes and ``--repeats``.
 
-    .venv/bin/python benchmarks/prelu_split.py [--repeats 3] [--out benchmarks/results/prelu_split.json]
+    .venv/bin/python benchmarks/prelu_split.py [--repeats 3] [--parts layers models qat] [--out ...]
 """
 
 from __future__ import annotations
@@ -60,14 +64,19 @@ def layer_model(cin: int, c: int, k: int, groups: int):
     return nn.Sequential(nn.Conv2d(cin, c, k, padding=k // 2, groups=groups), prelu, nn.Conv2d(c, c, 1)).eval()
 
 
-def lower_int8(model, shape, calib, limit: int, out: Path, work: Path, grouped: bool = False) -> tuple[Path, str]:
+def lower_int8(model, shape, calib, limit: int, out: Path, work: Path, grouped: bool = False,
+               qat: bool = False) -> tuple[Path, str]:
+    from edgeship.calibration.quant import QuantSettings
     from edgeship.devices.calibrate import _context
+    from edgeship.pipeline.qat import QAT
     from edgeship.targets import onnx_prelu
     from edgeship.targets.base import get_backend
 
     ctx = _context(out.name, "onnx", "int8", shape, work / "w" / out.name, 0)
     if calib is not None:
         ctx.calib = calib
+    if qat:  # a fake-quantized model: its QDQ export, no calibration
+        ctx.quant, ctx.learned = QuantSettings(qat=True), QAT.learned_quantization(model)
     ctx.work_dir.mkdir(parents=True)
     out.mkdir(parents=True)
     defaults = onnx_prelu.SPLIT_MAX_MACS, onnx_prelu.SPLIT_GROUPED
@@ -141,17 +150,22 @@ def layers(work: Path, repeats: int, only: list[str] | None = None) -> list[dict
     return rows
 
 
-def models(work: Path, repeats: int, only: list[str] | None = None) -> list[dict]:
+def mtcnn(only: list[str] | None):
+    """(name, input shape, pretrained model, 64 calibration crops, 16 test crops) of each MTCNN network asked for."""
     from benchmarks.zoo import models as zoo
+
+    for name, shape in MODELS:
+        if not only or name in only:
+            yield (name, shape, getattr(zoo, name)().eval(),
+                   (crops(64, shape[1], 0, width=shape[2]).astype(np.float32) - 127.5) / 128,
+                   (crops(16, shape[1], 1, width=shape[2]).astype(np.float32) - 127.5) / 128)
+
+
+def models(work: Path, repeats: int, only: list[str] | None = None) -> list[dict]:
     from edgeship.targets import onnx_prelu
 
     rows = []
-    for name, shape in MODELS:
-        if only and name not in only:
-            continue
-        model = getattr(zoo, name)().eval()
-        calib = (crops(64, shape[1], 0, width=shape[2]).astype(np.float32) - 127.5) / 128
-        test = (crops(16, shape[1], 1, width=shape[2]).astype(np.float32) - 127.5) / 128
+    for name, shape, model, calib, test in mtcnn(only):
         dirs, routes = {}, {}
         for v, limit in (("shipped", onnx_prelu.SPLIT_MAX_MACS), ("none", NONE), ("all", ALL)):
             dirs[v], routes[v] = lower_int8(model, shape, calib, limit, work / f"{name}-{v}", work)
@@ -174,10 +188,50 @@ def models(work: Path, repeats: int, only: list[str] | None = None) -> list[dict
     return rows
 
 
+def qat_models(work: Path, repeats: int, only: list[str] | None = None) -> list[dict]:
+    """MTCNN's networks as the qat pass's fake quantization gives them before fine-tuning (``prepare_qat``, ranges
+    observed on the 64 calibration crops; the pass itself fine-tunes single-output classifiers only), lowered by the
+    ONNX INT8 route of a QAT model with the shipped rule (``shipped``) and with no PReLU split (``none``) beside
+    the FP32 file; outputs against the fake-quantized torch model (the graph's own function) and the FP32 file."""
+    import torch
+
+    from edgeship.pipeline.qat import calibrate_ranges, prepare_qat
+    from edgeship.targets import onnx_prelu
+
+    rows = []
+    for name, shape, model, calib, test in mtcnn(only):
+        qat = prepare_qat(model, torch.from_numpy(calib[:1]))
+        calibrate_ranges(qat, torch.from_numpy(calib), batch_size=16)
+        qat.eval()
+        dirs, routes = {}, {}
+        for v, limit in (("shipped", onnx_prelu.SPLIT_MAX_MACS), ("none", NONE)):
+            dirs[v], routes[v] = lower_int8(qat, shape, None, limit, work / f"qat-{name}-{v}", work, qat=True)
+        dirs["fp32"] = lower_fp32(model, shape, work / f"qat-{name}-fp32", work)
+        with torch.no_grad():
+            own = [np.concatenate([o[i].numpy() for o in (qat(torch.from_numpy(xi[None])) for xi in test)])
+                   for i in range(len(_run(dirs["fp32"] / "model.onnx", test[:1])))]
+        refs = {"qat_torch": own, "fp32": _run(dirs["fp32"] / "model.onnx", test)}
+        row: dict = {"model": name, "input": list(shape), "split": {v: split_count(r) for v, r in routes.items()},
+                     "outputs": {}}
+        for v in ("shipped", "none"):
+            got = _run(dirs[v] / "model.onnx", test)
+            row["outputs"][v] = {f"mean_abs_vs_{k}": round(float(np.mean([np.abs(a - b).mean()
+                                                                          for a, b in zip(got, ref)])), 5)
+                                 for k, ref in refs.items()}
+            faces = [i for i, o in enumerate(refs["fp32"]) if o.shape[1] == 2]
+            row["outputs"][v]["face_call_agreement_vs_fp32"] = round(float(np.mean(
+                [((got[i][:, 1] > 0.5) == (refs["fp32"][i][:, 1] > 0.5)).mean() for i in faces])), 4)
+        row["size_bytes"] = {v: (d / "model.onnx").stat().st_size for v, d in dirs.items()}
+        row.update(time_rows(dirs, "shipped", repeats))
+        print(row, file=sys.stderr)
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--parts", nargs="+", default=["layers", "models"], choices=["layers", "models"])
+    ap.add_argument("--parts", nargs="+", default=["layers", "models", "qat"], choices=["layers", "models", "qat"])
     ap.add_argument("--layers", nargs="+", choices=[r[0] for r in LAYERS], help="only these layers")
     ap.add_argument("--models", nargs="+", choices=[m[0] for m in MODELS], help="only these models")
     ap.add_argument("--out", type=Path, default=RESULTS / "prelu_split.json")
@@ -193,6 +247,8 @@ def main(argv=None) -> int:
             result["layers"] = layers(work, args.repeats, args.layers)
         if "models" in args.parts:
             result["models"] = models(work, args.repeats, args.models)
+        if "qat" in args.parts:
+            result["qat"] = qat_models(work, args.repeats, args.models)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result.update(loadavg_end=loadavg(), seconds=round(time.time() - started, 1))
