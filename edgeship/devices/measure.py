@@ -18,6 +18,7 @@ import random
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -269,6 +270,13 @@ def layer_lines(name: str, m: Measurement, top: int = 3) -> list[str]:
     if p.float_fallbacks:
         out.append(f"[yellow]{name}: {len(p.float_fallbacks)} of {p.compute_layers} compute layers ran in float "
                    f"kernels: {', '.join(p.float_fallbacks[:3])}[/yellow]")
+    if p.not_delegated:  # LiteRT: what its XNNPACK delegate left to the builtin kernels, and what that cost
+        left = set(p.not_delegated)
+        kinds = Counter(n.split(":", 1)[-1] for n in p.not_delegated)
+        ms = sum(r.ms or 0 for r in p.layers if r.name in left)
+        share = f", {ms:.3f} of {p.total_ms:.3f} ms" if p.total_ms else ""
+        out.append(f"[yellow]{name}: {len(left)} operators outside XNNPACK ran in LiteRT's builtin kernels{share}: "
+                   f"{', '.join(f'{k} x{c}' for k, c in kinds.most_common(3))}[/yellow]")
     return out
 
 
@@ -362,8 +370,12 @@ def speed_vs_fp32(record: RunRecord, art: RunArtifact, threads: int, quiet: bool
                  + ", ".join(f"{getattr(s, w):.2f}x as fast as the {w.replace('_', ' ')}'s" for w in refs))
         if quantized_slower(s, art.precision):
             audit = record.target(art.name).op_audit
-            floats = f" ({audit.n_float_ops} of its {audit.total_ops} operators run in float)" if (
-                audit and audit.n_float_ops) else ""
+            host = record.measurements_of(art.name).get(HOST)
+            left = host.profile.not_delegated if host is not None and host.profile is not None else None
+            why = ([f"{audit.n_float_ops} of its {audit.total_ops} operators run in float"] if audit and
+                   audit.n_float_ops else []) + ([f"{len(left)} outside XNNPACK, in LiteRT's builtin kernels"]
+                                                 if left else [])
+            floats = f" ({'; '.join(why)})" if why else ""
             info(f"[yellow]note:[/yellow] {art.name} ({art.format} {art.precision}) ran slower than the same "
                  f"model's FP32 {art.format} artifact on this machine ({s.compressed_model:.2f}x as fast){floats}: "
                  "ship the FP32 artifact or another format for this model, or see the slowest layers in report.html")

