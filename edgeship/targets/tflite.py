@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
 FMT = "tflite"
 FULL_INT8 = ("int8", "int8_float_io")
+UNFUSED_HARDSWISH = True  # int8 hard swish as ops XNNPACK runs (torch2tf.Lowering._hardswish)
 METADATA_NAME = "edgeship"
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
 
@@ -358,6 +359,7 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
         notes["calibration"] = {"source": "representative_dataset", "samples": int(len(ctx.calib)),
                                 "calibrator": "TFLite min/max"}
 
+    lowering.unfused_hardswish = UNFUSED_HARDSWISH and precision in FULL_INT8
     module, fn = lowering.build()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
     if precision != "fp32":

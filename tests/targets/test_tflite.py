@@ -524,3 +524,45 @@ def test_float_files_of_a_qat_model_are_its_float_copy(tmp_path, precision):
     with torch.no_grad():
         ref = fold_and_strip(qat_model())(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(backend.load(art, threads=1)(x)[0], ref, atol=1e-3 if precision == "fp32" else 0.05)
+
+
+class HardSwishNet(nn.Module):
+    """Hard swish as a module and as a function, and a convolution before a sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.act = nn.Conv2d(3, 16, 3, 2, 1), nn.Hardswish()
+        self.dw, self.gate = nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.Conv2d(16, 16, 1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = F.hardswish(self.dw(self.act(self.stem(x))))
+        return self.fc(torch.sigmoid(self.gate(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile"])
+def test_an_int8_hard_swish_runs_in_xnnpack(tmp_path, method):
+    """TFLite's converter fuses x * relu6(x + 3) / 6 into HARD_SWISH, which XNNPACK does not take in int8 (LiteRT ran
+    it in its builtin kernels, one XNNPACK partition between each two). The INT8 file has none: ADDs and MULs, every
+    operator in one XNNPACK partition, none float, with TFLite's min/max calibration and with the percentile ranges
+    in FakeQuant ops (whose convolutions before a hard swish or a sigmoid ran in float: no range of their own); the
+    outputs stay near the FP32 file's, which keeps its one HARD_SWISH per activation."""
+    from edgeship.devices.layer_profile import layer_profile, tflite_layers
+    from edgeship.targets.tflite import make_runner
+
+    torch.manual_seed(0)
+    model, shape = HardSwishNet().eval(), (3, 32, 32)
+    calib = photo_crops(64, 32).astype(np.float32) / 255 - 0.5
+    backend, art = lower(model, tmp_path / "int8", "int8", shape, calib, QuantSettings(method=method))
+    audit = backend.op_audit(art)
+    assert "HARD_SWISH" not in audit["op_counts"] and audit["n_float_ops"] == 0, audit
+    assert audit["op_counts"]["MUL"] == 4 and audit["op_counts"]["ADD"] == 2
+    source, rows = tflite_layers(open_interpreter(art.path, threads=1))
+    assert "1 XNNPACK partition" in source and layer_profile(source, rows, True)["not_delegated"] == [], source
+    _, fp32 = lower(model, tmp_path / "fp32", "fp32", shape, calib)
+    ops = [o["op_name"] for o in open_interpreter(fp32.path)._get_ops_details()]
+    assert ops.count("HARD_SWISH") == 2
+    x = photo_crops(16, 32, seed=1).astype(np.float32) / 255 - 0.5
+    got, want = (np.concatenate([make_runner(open_interpreter(a.path, threads=1), "NHWC")(x[i:i + 1])[0]
+                                 for i in range(len(x))]) for a in (art, fp32))
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.1
