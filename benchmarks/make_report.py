@@ -1158,13 +1158,41 @@ def prelu_split_section(d: dict) -> list[str]:
     return out + [""]
 
 
+def _written_by(d: dict, script: str) -> str:
+    """A section's first words: its result file, the command that wrote it and the machine."""
+    env = d["environment"]
+    return (f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', script)}` on {env['cpu']} "
+            f"({env['cores']} cores)")
+
+
+def hardswish_section(d: dict) -> list[str]:
+    """hardswish_tflite.json: LiteRT INT8 with hard swish as one HARD_SWISH against ADD and MULs."""
+    f = d["files"]
+    how = (f"{d['network']}; {d['calibration']}. {d['repeats']} repeats of 3 fresh processes timing the three files "
+           "side by side (export's `time_beside`): a ratio is the file's p50 over `unfused`'s in the same process, "
+           "median [min-max].")
+    out = ["## LiteRT INT8: hard swish outside XNNPACK (`torch2tf.Lowering._hardswish`)", "",
+           _written_by(d, "benchmarks/hardswish_tflite.py") + f", {d['seconds']:.0f} s. " + how, "",
+           "| file | operators | outside XNNPACK | 1 thread p50 | / unfused | 2 threads p50 | / unfused | "
+           "relative error vs FP32 | top-1 as FP32's |", "|---|---|---|---|---|---|---|---|---|"]
+    for k in ("unfused", "fused", "fp32"):
+        ops = ", ".join(f"{op} {n}" for op, n in f[k]["op_counts"].items() if op in ("HARD_SWISH", "ADD", "MUL"))
+        o = d["outputs_vs_fp32"].get(k)
+        cells = [f"{d[t]['p50_ms'][k]:.3f} ms | " + ("1" if k == "unfused" else _ratio_cells(
+            d[t]["p50_over_unfused"], (k,))) for t in ("1", "2")]
+        out.append(f"| {k} | {ops} | {f[k]['not_delegated']} | {cells[0]} | {cells[1]} | "
+                   + (f"{o['relative_error']:.4f} | {o['top1_agreement']:.3f} |" if o else "- | - |"))
+    return out + [""]
+
+
 SECTIONS = (
     ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
     ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
                                              "and AVX-VNNI, no AMX)")),
     ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section),
-    ("prelu_split", prelu_split_section), ("speed_ratio", speed_ratio_section),
+    ("prelu_split", prelu_split_section), ("hardswish_tflite", hardswish_section),
+    ("speed_ratio", speed_ratio_section),
     ("size_scaling", size_section),
     ("methods", methods_section),
     ("methods_full", lambda d: methods_section(d, "Compression methods, full profile (the rows run so far)")),
