@@ -211,7 +211,6 @@ class TargetJob:
         rec.wall_s = round(time.perf_counter() - t0, 2)
         return rec
 
-
     def lower_once(self, backend: Any, t: TargetSpec, ref: Reference, quant: QuantSettings, partial: Path,
                    retry_note: str | None = None) -> tuple[Any, list[np.ndarray], dict, float]:
         """Lower with ``quant`` into ``partial``, run the artifact on the test split and verify it (not gated); the

@@ -72,10 +72,7 @@ def split_prelu(path: Path, keep: frozenset[str] | set[str] = frozenset()) -> li
     in: the doubled weights stay the QAT grid's integers (each negated about its zero point), the Relu is a
     QuantizeLinear of the trained step whose zero point is the bottom of its range (it clips at 0, and rounds t and
     -t to the integers the trained QuantizeLinear rounds t to; it clips at 255 steps on each side, the trained one at
-    255 in all), and the mix weights are int8 per output
-    channel, k and round(-slope x k) over a scale 1 / k, k (at most 127) the one whose rounding is nearest the slope
-    (never two non-zero products in one pair of inputs, since one of Relu(t) and Relu(-t) is 0: no int16 pair sum
-    saturates)."""
+    255 in all), and the mix weights are on ``_mix_grid``'s int8 grid."""
     onnx = require("onnx", "onnx", "onnx")
 
     model = onnx.load(str(path))
