@@ -57,7 +57,7 @@ import numpy as np
 from edgeship.calibration.readers import check_calibration, check_calibration_inputs, iter_batches
 from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
-from edgeship.targets import litert
+from edgeship.targets import litert, tflite_hardswish
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, describe, require
 
 if TYPE_CHECKING:
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
 
 FMT = "tflite"
 FULL_INT8 = ("int8", "int8_float_io")
-UNFUSED_HARDSWISH = True  # int8 hard swish as ops XNNPACK runs (torch2tf.Lowering._hardswish)
 METADATA_NAME = "edgeship"
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
 
@@ -359,7 +358,6 @@ def convert(model: nn.Module, ctx: LowerContext, precision: str,
         notes["calibration"] = {"source": "representative_dataset", "samples": int(len(ctx.calib)),
                                 "calibrator": "TFLite min/max"}
 
-    lowering.unfused_hardswish = UNFUSED_HARDSWISH and precision in FULL_INT8
     module, fn = lowering.build()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
     if precision != "fp32":
@@ -476,6 +474,9 @@ class TFLite(Backend):
                                "inputs and dequantizes int8 outputs")
             fbu = _flatbuffer_utils()
             parsed = fbu.read_model_from_bytearray(bytearray(flat))
+            if precision in FULL_INT8:  # XNNPACK takes no int8 HARD_SWISH
+                unfused = tflite_hardswish.unfuse_hardswish(parsed)
+                notes["route"] = notes.get("route", "") + tflite_hardswish.route(unfused)
             torch_layout = "NCL" if one_signal(ctx) else "NCHW"
             inputs, outputs = io_description(parsed, channels_last(ctx) if problem is None else torch_layout)
             meta = describe(ctx, FMT, precision, inputs, outputs, source_layout=torch_layout,

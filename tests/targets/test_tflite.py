@@ -543,10 +543,10 @@ class HardSwishNet(nn.Module):
 @pytest.mark.parametrize("method", ["minmax", "percentile"])
 def test_an_int8_hard_swish_runs_in_xnnpack(tmp_path, method):
     """TFLite's converter fuses x * relu6(x + 3) / 6 into HARD_SWISH, which XNNPACK does not take in int8 (LiteRT ran
-    it in its builtin kernels, one XNNPACK partition between each two). The INT8 file has none: ADDs and MULs, every
-    operator in one XNNPACK partition, none float, with TFLite's min/max calibration and with the percentile ranges
-    in FakeQuant ops (whose convolutions before a hard swish or a sigmoid ran in float: no range of their own); the
-    outputs stay near the FP32 file's, which keeps its one HARD_SWISH per activation."""
+    it in its builtin kernels, one XNNPACK partition between each two). The INT8 file has none (``tflite_hardswish``:
+    an ADD and two MULs each), every operator in one XNNPACK partition, none float, with TFLite's min/max calibration
+    and with the percentile ranges in FakeQuant ops (whose convolutions before a hard swish or a sigmoid ran in float:
+    no range of their own); the outputs stay near the FP32 file's, which keeps its one HARD_SWISH per activation."""
     from edgeship.devices.layer_profile import layer_profile, tflite_layers
     from edgeship.targets.tflite import make_runner
 
@@ -565,4 +565,38 @@ def test_an_int8_hard_swish_runs_in_xnnpack(tmp_path, method):
     x = photo_crops(16, 32, seed=1).astype(np.float32) / 255 - 0.5
     got, want = (np.concatenate([make_runner(open_interpreter(a.path, threads=1), "NHWC")(x[i:i + 1])[0]
                                  for i in range(len(x))]) for a in (art, fp32))
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.1
+
+
+class HardSwishCumsum(nn.Module):
+    """A hard swish in a model the torch.fx lowering does not take (a cumsum): the litert-torch route."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Hardswish(), nn.Linear(16, 4)
+        self.pw = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        return self.fc(torch.cumsum(self.pw(self.act(self.conv(x))), dim=1).mean((2, 3)))
+
+
+def test_the_litert_route_gets_its_int8_hard_swish_rewritten_too(tmp_path):
+    """litert-torch's PT2E file fuses the hard swish into an int8 HARD_SWISH as well: rewritten in the file, the route
+    says so, XNNPACK leaves only the cumsum to LiteRT, and the outputs stay near the FP32 file's."""
+    from edgeship.devices.layer_profile import layer_profile, tflite_layers
+
+    torch.manual_seed(0)
+    model, shape = HardSwishCumsum().eval(), (3, 16, 16)
+    calib = photo_crops(64, 16).astype(np.float32) / 255 - 0.5
+    backend, art = lower(model, tmp_path / "int8", "int8", shape, calib)
+    assert art.meta["route"].startswith("litert") and "1 int8 HARD_SWISH rewritten as ADD (relu6) and two MULs" in (
+        art.meta["route"])
+    counts = backend.op_audit(art)["op_counts"]
+    assert "HARD_SWISH" not in counts and counts["MUL"] == 2 and counts["ADD"] == 1, counts
+    source, rows = tflite_layers(open_interpreter(art.path, threads=1))
+    assert [n.split(":")[1] for n in layer_profile(source, rows, True)["not_delegated"]] == ["CUMSUM"], source
+    _, fp32 = lower(model, tmp_path / "fp32", "fp32", shape, calib)
+    x = photo_crops(8, 16, seed=1).astype(np.float32) / 255 - 0.5
+    got, want = (np.concatenate([backend.load(a, threads=1)(x[i:i + 1])[0] for i in range(len(x))])
+                 for a in (art, fp32))
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.1

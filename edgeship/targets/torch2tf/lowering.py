@@ -89,7 +89,6 @@ class Lowering:
         self.fake_quant = dict(fake_quant or {})
         self.kinds: dict[str, str] = {}
         self.one_d = False  # the input is a 1-D signal (N, C, L), lowered as a height-one image
-        self.unfused_hardswish = False  # full-integer INT8 calibrated by TFLite: see _hardswish
         self.plan = [(n, self._emitter(n)) for n in gm.graph.nodes]  # unsupported ops fail here, before TF work
 
     # ---- planning: every node -> (kind, emit function)
@@ -143,9 +142,8 @@ class Lowering:
         if isinstance(m, nn.LeakyReLU):
             return "leaky_relu", lambda env, x: tf.nn.leaky_relu(env[n.args[0].name], alpha=m.negative_slope)
         simple = {nn.Sigmoid: ("sigmoid", tf.math.sigmoid), nn.Tanh: ("tanh", tf.math.tanh),
-                  nn.Hardsigmoid: ("hardsigmoid", self._hardsigmoid), nn.SiLU: ("silu", tf.nn.silu)}
-        if type(m) is nn.Hardswish:
-            return "hardswish", lambda env, x: self._hardswish(env[n.args[0].name], n.args[0].name)
+                  nn.Hardswish: ("hardswish", self._hardswish), nn.Hardsigmoid: ("hardsigmoid", self._hardsigmoid),
+                  nn.SiLU: ("silu", tf.nn.silu)}
         for cls, (kind, f) in simple.items():
             if type(m) is cls:
                 return kind, lambda env, x, f=f: f(env[n.args[0].name])
@@ -212,7 +210,7 @@ class Lowering:
         if t is F.silu:
             return "silu", lambda env, x: tf.nn.silu(x0(env))
         if t is F.hardswish:
-            return "hardswish", lambda env, x: self._hardswish(x0(env), n.args[0].name)
+            return "hardswish", lambda env, x: self._hardswish(x0(env))
         if t is F.hardsigmoid:
             return "hardsigmoid", lambda env, x: self._hardsigmoid(x0(env))
         if t in (F.dropout, F.dropout2d, torch.dropout):
@@ -320,22 +318,9 @@ class Lowering:
             return tf.clip_by_value(x, -1.0, 1.0)
         return tf.clip_by_value(x, float(lo), float(hi))
 
-    def _hardswish(self, x, source: str):
-        """x * relu6(x + 3) / 6, which TFLite's converter fuses into one HARD_SWISH; in int8 XNNPACK does not take that
-        operator and LiteRT's builtin kernel runs it (benchmarks/hardswish_tflite.py: a MobileNetV3-like network's
-        INT8 file 5.5x slower with it at one thread). With ``unfused_hardswish`` the factors are ordered so that the
-        converter's pattern does not match: relu6(x + 3) * (x / 6), an ADD (relu6 fused) and two MULs, int8 operators
-        XNNPACK runs. With FakeQuant ranges (percentile, QAT) the two inner tensors get theirs from the input's
-        (``source``, the node that produced x): [0, 6] clipped to it, and its range over 6."""
-        tf = self.tf
-        if not self.unfused_hardswish:
-            return x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
-        gate, scaled = tf.nn.relu6(x + 3.0), x * (1.0 / 6.0)
-        if source in self.fake_quant:
-            lo, hi = (float(v) for v in self.fake_quant[source])
-            gate = tf.quantization.fake_quant_with_min_max_args(gate, min=0.0, max=min(6.0, max(hi + 3.0, 1e-6)))
-            scaled = tf.quantization.fake_quant_with_min_max_args(scaled, min=min(lo, 0.0) / 6, max=max(hi, 1e-6) / 6)
-        return gate * scaled
+    def _hardswish(self, x):
+        # TFLiteConverter fuses this into HARD_SWISH; an int8 file gets it back as ops XNNPACK runs (tflite_hardswish)
+        return x * self.tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
 
     def _hardsigmoid(self, x):
         return self.tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
