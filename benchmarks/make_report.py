@@ -1171,7 +1171,7 @@ def hardswish_section(d: dict) -> list[str]:
     how = (f"{d['network']}; {d['calibration']}. {d['repeats']} repeats of 3 fresh processes timing the three files "
            "side by side (export's `time_beside`): a ratio is the file's p50 over `unfused`'s in the same process, "
            "median [min-max].")
-    out = ["## LiteRT INT8: hard swish outside XNNPACK (`torch2tf.Lowering._hardswish`)", "",
+    out = ["## LiteRT INT8: hard swish outside XNNPACK (`targets.tflite_hardswish`)", "",
            _written_by(d, "benchmarks/hardswish_tflite.py") + f", {d['seconds']:.0f} s. " + how, "",
            "| file | operators | outside XNNPACK | 1 thread p50 | / unfused | 2 threads p50 | / unfused | "
            "relative error vs FP32 | top-1 as FP32's |", "|---|---|---|---|---|---|---|---|---|"]
@@ -1182,6 +1182,18 @@ def hardswish_section(d: dict) -> list[str]:
             d[t]["p50_over_unfused"], (k,))) for t in ("1", "2")]
         out.append(f"| {k} | {ops} | {f[k]['not_delegated']} | {cells[0]} | {cells[1]} | "
                    + (f"{o['relative_error']:.4f} | {o['top1_agreement']:.3f} |" if o else "- | - |"))
+    if d.get("pretrained"):
+        pt = d["pretrained"]
+        out += ["", f"{pt['model']}, exported from its corpus recipe (litert-torch route), top-1 on "
+                f"{pt['test_samples']} test pages (torch {pt['torch_top1']:.4f}):", "",
+                "| file | HARD_SWISH | outside XNNPACK | 1 thread p50 | / unfused | 2 threads p50 | / unfused | "
+                "top-1 |",
+                "|---|---|---|---|---|---|---|---|"]
+        for k in ("unfused", "fused", "fp32"):
+            cells = [f"{pt[t]['p50_ms'][k]:.3f} ms | " + ("1" if k == "unfused" else _ratio_cells(
+                pt[t]["p50_over_unfused"], (k,))) for t in ("1", "2")]
+            out.append(f"| {k} | {pt['files'][k]['op_counts'].get('HARD_SWISH', 0)} | {pt['files'][k]['not_delegated']}"
+                       f" | {cells[0]} | {cells[1]} | {pt['top1'][k]:.4f} |")
     return out + [""]
 
 
