@@ -241,20 +241,19 @@ def _split_quantized(gr: _Graph, conv, wdq, q, b: np.ndarray, mix: np.ndarray, b
         ("relu_scale", np.array(s1, np.float32)), ("relu_zero", np.array(a.min, z1.dtype)),
         ("mix_w", mix_q), ("mix_scale", mix_s), ("mix_zero", np.zeros(c, np.int8))))
     gr.g.initializer.extend(numpy_helper.from_array(v, base + k) for k, v in consts.items())
-    t = {k: base + k for k in consts}
-    dq = helper.make_node
-    doubled = dq("Conv", [conv.input[0], base + "w_dq", t["b"]], [base + "both"], name=base + "conv")
+    node = helper.make_node
+    doubled = node("Conv", [conv.input[0], base + "w_dq", base + "b"], [base + "both"], name=base + "conv")
     doubled.attribute.extend(conv.attribute)
-    return [dq("DequantizeLinear", [t["w"], t["w_scale"], t["w_zero"]], [base + "w_dq"], name=base + "w_dq",
-               axis=0),
+    return [node("DequantizeLinear", [base + "w", base + "w_scale", base + "w_zero"], [base + "w_dq"],
+                 name=base + "w_dq", axis=0),
             doubled,
-            dq("QuantizeLinear", [base + "both", t["relu_scale"], t["relu_zero"]], [base + "relu_q"],
-               name=base + "relu"),
-            dq("DequantizeLinear", [base + "relu_q", t["relu_scale"], t["relu_zero"]], [base + "pos_neg"],
-               name=base + "relu_dq"),
-            dq("DequantizeLinear", [t["mix_w"], t["mix_scale"], t["mix_zero"]], [base + "mix_w_dq"],
-               name=base + "mix_w_dq", axis=0),
-            dq("Conv", [base + "pos_neg", base + "mix_w_dq"], [out], name=base + "mix")]
+            node("QuantizeLinear", [base + "both", base + "relu_scale", base + "relu_zero"], [base + "relu_q"],
+                 name=base + "relu"),
+            node("DequantizeLinear", [base + "relu_q", base + "relu_scale", base + "relu_zero"], [base + "pos_neg"],
+                 name=base + "relu_dq"),
+            node("DequantizeLinear", [base + "mix_w", base + "mix_scale", base + "mix_zero"], [base + "mix_w_dq"],
+                 name=base + "mix_w_dq", axis=0),
+            node("Conv", [base + "pos_neg", base + "mix_w_dq"], [out], name=base + "mix")]
 
 
 def vectorize_prelu(path: Path) -> list[str]:

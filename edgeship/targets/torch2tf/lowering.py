@@ -74,8 +74,6 @@ def _padding(in_hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int], d: 
 class Lowering:
     """Emits TF ops for an fx graph; call ``build()`` for a tf.Module with a concrete function."""
 
-    ACTIVATIONS = {  # elementwise ops TFLite fuses into the producing conv/FC or runs in int8
-        "relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu"}
     PASSTHROUGH = {"identity", "dropout", "reshape", "maxpool"}  # keep their input's quantization
     FUSED = {"relu", "relu6", "hardtanh"}  # TFLite folds these into the producing conv/FC (QAT's activation kinds)
 
