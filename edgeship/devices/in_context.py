@@ -27,6 +27,7 @@ import math
 
 from edgeship.devices.kernels import Kernel
 from edgeship.targets.onnx_align import PAD_INPUT
+from edgeship.targets.onnx_hardswish import MARK as INT8_HARDSWISH
 from edgeship.targets.onnx_prelu import MARK as VECTOR_PRELU
 
 FORMATS = ("openvino", "onnx", "tflite")
@@ -146,7 +147,7 @@ def kernel_times(ks: list[Kernel], layers: list[dict], fmt: str) -> list[float |
         return _tflite_times(ks, layers)
     times: list[float | None] = [None] * len(ks)
     owner: dict[int, dict] = {}
-    layers = _stem_pad(_vector_prelu(layers)) if fmt == "onnx" else layers
+    layers = _stem_pad(_rewritten(layers)) if fmt == "onnx" else layers
     for at, layer in enumerate(layers):
         kinds = _kinds(str(layer.get("op", "")), fmt)
         for i, k in enumerate(ks):
@@ -157,23 +158,27 @@ def kernel_times(ks: list[Kernel], layers: list[dict], fmt: str) -> list[float |
     return _by_work(ks, times, owner, fmt)
 
 
-def _vector_prelu(layers: list[dict]) -> list[dict]:
-    """ONNX Runtime's rows of ``onnx_prelu``'s rewrite of one PReLU (named with its ``MARK``; the glue between
-    them too) as the one PRelu row they replace."""
+REWRITES = {VECTOR_PRELU: "PRelu", INT8_HARDSWISH: "HardSigmoid"}  # name mark: the operator rewritten
+
+
+def _rewritten(layers: list[dict]) -> list[dict]:
+    """ONNX Runtime's rows of one operator's rewrite (``onnx_prelu``'s of a PReLU, ``onnx_hardswish``'s of a hard
+    swish or hard sigmoid, named with their ``MARK``; the glue between them too) as the one row they replace."""
     out: list[dict] = []
     for layer in layers:
         name = str(layer.get("name", ""))
-        if VECTOR_PRELU not in name:
+        mark = next((m for m in REWRITES if m in name), None)
+        if mark is None:
             out.append(layer)
             continue
-        base, j = name.split(VECTOR_PRELU)[0] + VECTOR_PRELU, len(out) - 1
+        base, j = name.split(mark)[0] + mark, len(out) - 1
         while j >= 0 and out[j].get("name") != base and out[j].get("op") in GLUE[0] | GLUE[1]:
             j -= 1
-        if j >= 0 and out[j].get("name") == base:  # the same PReLU's row, only glue after it
+        if j >= 0 and out[j].get("name") == base:  # the same operator's row, only glue after it
             out[j] = dict(out[j], us=sum(float(x["us"]) for x in [*out[j:], layer]))
             del out[j + 1:]
         else:
-            out.append(dict(layer, op="PRelu", name=base))
+            out.append(dict(layer, op=REWRITES[mark], name=base))
     return out
 
 

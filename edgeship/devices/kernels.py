@@ -39,6 +39,7 @@ import numpy as np
 
 from edgeship.errors import EdgeshipError
 from edgeship.targets.onnx_align import PAD_INPUT
+from edgeship.targets.onnx_hardswish import MARK as INT8_HARDSWISH
 from edgeship.targets.onnx_prelu import MARK as VECTOR_PRELU
 
 KERNEL_TYPES = ("conv", "dwconv", "add", "gpool", "pool", "fc", "conv1d", "dwconv1d", "eltwise")
@@ -252,10 +253,10 @@ def _onnx(path: Path) -> tuple[list[Kernel], dict[str, int]]:
     out: list[Kernel] = []
     skipped: dict[str, int] = {}
     for n, op in ((n, n.op_type) for n in g.node):
-        if VECTOR_PRELU in n.name or n.name.endswith(PAD_INPUT) or op in ("Constant", "Shape") or all(
-                i in static for i in n.input):  # onnx_prelu's PReLU: its Add the kernel; a stem's Pad: its conv's
-            out += [_eltwise(shapes.get(n.input[0], []), 1)] if n.name.endswith(VECTOR_PRELU + "add") else []
-            static.update(n.output if VECTOR_PRELU not in n.name and not n.name.endswith(PAD_INPUT) else [])
+        rewrite = VECTOR_PRELU in n.name or INT8_HARDSWISH in n.name  # onnx_prelu's, onnx_hardswish's: its Add
+        if rewrite or n.name.endswith(PAD_INPUT) or op in ("Constant", "Shape") or all(i in static for i in n.input):
+            out += [_eltwise(shapes.get(n.input[0], []), 1)] if rewrite and n.name.endswith("/add") else []
+            static.update(n.output if not rewrite and not n.name.endswith(PAD_INPUT) else [])
             continue
         x = _unpadded(n.input[0], producers, shapes) if op in CONVS["onnx"] else \
             shapes.get(n.input[0], []) if n.input else []
@@ -538,7 +539,6 @@ def _signal(h: int, w: int) -> tuple[int, int]:
 
 def _one_sided(tensor: dict) -> bool:
     """Whether a TFLite tensor's zero points all sit at its integer type's minimum (a range starting at 0)."""
-
     return _at_type_min(np.asarray(tensor.get("quantization_parameters", {}).get("zero_points", [])), tensor["dtype"])
 
 

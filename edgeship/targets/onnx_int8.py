@@ -59,6 +59,8 @@ from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import compact, embed_metadata, export_onnx, io_description, ort_runner
 from edgeship.targets.onnx_align import _initializer_values, align_file
+from edgeship.targets.onnx_hardswish import int8_hardswish
+from edgeship.targets.onnx_hardswish import route as hardswish_route
 from edgeship.targets.onnx_prelu import prelu_route, regrid_mix, split_prelu, split_route, tile_slopes, vectorize_prelu
 
 if TYPE_CHECKING:
@@ -303,6 +305,7 @@ def float_ops(path: Path, disabled_optimizers: list[str] | None = None) -> dict:
 
 
 class OnnxInt8(Backend):
+    polyphase_taps = {"int8": 128}
     format = "onnx"
     precisions = ("int8",)
     runtime_modules = (("onnxruntime", "onnxruntime"),)
@@ -349,6 +352,8 @@ class OnnxInt8(Backend):
             exclude += typed
         tiled = tile_slopes(path) if vector_prelu else 0
         route += prelu_route(vector_prelu, int8=True, tiled=tiled) + align_file(path)
+        # after the alignment (which reads a HardSwish as one op); not what the recipe keeps float
+        route += hardswish_route(int8_hardswish(path, set(exclude) | set(ctx.target.float_ops or [])))
         compact(path)
         inputs, outputs, opset = io_description(path)
         inputs[0]["quantization"], outputs[0]["quantization"] = qdq_io_params(path)
