@@ -23,6 +23,7 @@ from edgeship.errors import EdgeshipError, TargetError
 from edgeship.limits import Deadline, DiskFull, Expired, disk_full_error, tree_bytes
 from edgeship.models.io import lowerable, predict_io
 from edgeship.models.load import clone_module
+from edgeship.models.polyphase import prepare
 from edgeship.pipeline.training import TensorData, predict
 from edgeship.progress import info, warn
 from edgeship.recipe import IOSpec, Recipe, TargetSpec
@@ -219,7 +220,8 @@ class TargetJob:
         ctx.retry_note = retry_note
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        art = backend.lower(lowerable(clone_module(ref.model), self.io), ctx, partial)
+        model = prepare(clone_module(ref.model), ctx, backend.polyphase_taps.get(t.precision))
+        art = backend.lower(lowerable(model, self.io), ctx, partial)
         seconds = round(time.perf_counter() - t0, 2)
         outs = self.run(backend.load(art, threads=self.recipe.train.threads), t.name)
         return art, outs, self.verify(t, outs, ref), seconds
@@ -325,8 +327,9 @@ def _fp32_size(fmt: str, which: str, model: torch.nn.Module, job: TargetJob,
     try:
         (work / "out").mkdir()
         with Deadline(job.recipe.timeouts.target_s, f"size reference {spec.name}", TIMEOUT_FIX, TargetError):
-            size = get_backend(fmt, "fp32").lower(lowerable(clone_module(model), job.io), ctx,
-                                                  work / "out").size_bytes()
+            backend = get_backend(fmt, "fp32")
+            prepared = prepare(clone_module(model), ctx, backend.polyphase_taps.get("fp32"))
+            size = backend.lower(lowerable(prepared, job.io), ctx, work / "out").size_bytes()
         keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(work / "out", keep)
     except (TargetError, EdgeshipError, Expired) as e:

@@ -242,8 +242,11 @@ def lower(model, input_shape: tuple[int, ...], fmt: str, precision: str, out_dir
         Artifact(name, fmt, precision, out_dir, "model.xml", ["model.xml", "model.bin"],
                  {"runtime_config": RUNTIME_CONFIG}).write_sidecar()
         return out_dir
+    from edgeship.models.polyphase import prepare  # imports torch: lowering only
+
     ctx = _context(name, fmt, precision, input_shape, work, seed)
-    get_backend(fmt, precision).lower(model, ctx, out_dir)
+    backend = get_backend(fmt, precision)
+    backend.lower(prepare(model, ctx, backend.polyphase_taps.get(precision)), ctx, out_dir)
     return out_dir
 
 

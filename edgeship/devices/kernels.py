@@ -360,7 +360,7 @@ class _OvGraph:
         self.sources: dict[str, set[str]] = {}  # layer id -> the layers feeding it
         for e in root.iter("edge"):
             self.sources.setdefault(e.get("to-layer", ""), set()).add(e.get("from-layer", ""))
-        static = {la.get("id", "") for la in layers if la.get("type") == "Const"}
+        static = {la.get("id", "") for la in layers if la.get("type") in ("Const", "ShapeOf")}  # a dynamic batch's
         grew = True
         while grew:
             new = {la.get("id", "") for la in layers if la.get("id") not in static and la.get("type") != "Parameter"

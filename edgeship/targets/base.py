@@ -68,6 +68,7 @@ class LowerContext:
     extra_inputs: list[np.ndarray] = field(default_factory=list)  # calibration samples of the other graph inputs
     source_onnx: Path | None = None  # the user's own ONNX file, when the model is exactly that file
     retry_note: str | None = None  # why this target is lowered a second time (the route says so)
+    rewrites: str | None = None  # what models.polyphase changed in the model before lowering (the route says so)
 
     @property
     def signature(self) -> IOSpec:
@@ -174,6 +175,8 @@ def describe(ctx: LowerContext, fmt: str, precision: str, inputs: list[dict], ou
         entry.setdefault("task", out.task)
     if ctx.retry_note and "route" in extra:
         extra["route"] += f"; {ctx.retry_note}"
+    if ctx.rewrites:
+        extra["route"] = "; ".join(r for r in (extra.get("route"), ctx.rewrites) if r)
     return {"format": fmt, "precision": precision, "inputs": inputs, "outputs": outputs,
             "preprocessing": ctx.preprocessing.to_dict(), "labels": list(ctx.labels),
             "quantization": ctx.quant.to_dict() if quantized else None,
@@ -206,6 +209,9 @@ class Backend(ABC):
     device_loader: ClassVar[str] = ""  # the device runner's loader function for this format (bench_runner.LOADERS)
     calibrated: ClassVar[tuple[str, ...]] = ()  # precisions its post-training quantizer calibrates on data
     calibration_methods: ClassVar[tuple[str, ...]] = ()  # QuantSettings.method values that quantizer has
+    # precision -> taps per phase from which its runtime runs a strided convolution over few input channels faster
+    # over its input's phases (models.polyphase; benchmarks/polyphase.py); a precision not named: never rewritten
+    polyphase_taps: ClassVar[dict[str, int]] = {}
     registry: ClassVar[dict[tuple[str, str], type[Backend]]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:

@@ -377,6 +377,7 @@ def write_ir(om, meta: dict, ctx: LowerContext, out_dir: Path) -> Artifact:
 
 
 class OpenVINO(Backend):
+    polyphase_taps = {"int8": 64, "fp16": 128, "fp32": 128}
     format = "openvino"
     precisions = ("fp32", "fp16", "int8")
     runtime_modules = (("openvino", "openvino"),)
