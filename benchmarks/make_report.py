@@ -1272,6 +1272,9 @@ SECTIONS = (
     ("predictor_zen5_p37", lambda d: predictor_section(
         d, "Latency predictor, all four configurations, the same EPYC, next run (ONNX Runtime INT8 PReLUs split by "
         "sign; 30 other unseen architectures)")),
+    ("predictor_zen4_p39", lambda d: predictor_section(
+        d, "Latency predictor, all four configurations, AMD EPYC with AVX-512 VNNI (family 25, Zen 4; 30 other unseen "
+        "architectures)")),
     ("predictor_eltwise_zen5", lambda d: predictor_section(
         d, "Latency predictor with element-wise kernels (PReLU, sigmoid, softmax, transpose, pad), 1 thread, AMD "
         "EPYC family 26: every configuration calibrated and judged on architectures with extras")),
