@@ -281,3 +281,56 @@ def size_bar(report: dict) -> dict:
             if t.get("status") == "ok" and t.get("precision", "").startswith("int8")}
     return {"bar": round(SIZE_BAR, 4), "against": "input_model", "targets": rows,
             "met": bool(rows) and all((r.get("input_model") or 1.0) <= SIZE_BAR for r in rows.values())}
+
+
+def export_toggled(name: str, targets: list[str], module, work: Path, versions: dict[str, bool]) -> dict:
+    """The corpus recipe ``benchmarks/zoo/<name>.yaml`` (its data built) exported once per version, each with
+    ``module.ENABLED`` (a lowering rewrite's switch) as ``versions`` gives it, keeping ``targets`` only (all when
+    empty): {version: its run}."""
+    import yaml
+
+    import edgeship
+    from benchmarks.zoo import make_data
+
+    os.chdir(ROOT)  # the recipe's paths are the repository's
+    make_data.build(name)
+    recipe = yaml.safe_load((ROOT / "benchmarks" / "zoo" / f"{name}.yaml").read_text())
+    recipe["targets"] = [t for t in recipe["targets"] if not targets or t["name"] in targets]
+    runs = {}
+    for version, on in versions.items():
+        recipe["output"] = str(work / f"{name}-{version}")
+        module.ENABLED = on
+        try:
+            runs[version] = edgeship.export(recipe, quiet=True, measure=False)
+        finally:
+            module.ENABLED = True
+    return runs
+
+
+def run_parts(name: str, argv, parts: dict, add_args=None) -> int:
+    """A benchmark's command line: ``--repeats``, ``--parts`` (of ``parts``: name -> function(work, args) returning
+    the part's result, merged into the file as the part's key, or at the top when it returns ``{"": ...}``) and
+    ``--out`` (results/<name>.json); ``add_args(parser)`` adds the script's own."""
+    import argparse
+    import shutil
+
+    ap = argparse.ArgumentParser(description=f"benchmarks/{name}.py")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--parts", nargs="+", default=list(parts), choices=list(parts))
+    ap.add_argument("--out", type=Path, default=RESULTS / f"{name}.json")
+    if add_args:
+        add_args(ap)
+    args = ap.parse_args(argv)
+    started, load = time.time(), loadavg()
+    work = Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    result: dict = {"benchmark": name, "environment": environment(), "command": command_line(),
+                    "repeats": args.repeats}
+    try:
+        for part in args.parts:
+            got = parts[part](work, args)
+            result.update(got[""]) if "" in got else result.update({part: got})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.update(loadavg_start=load, loadavg_end=loadavg(), seconds=round(time.time() - started, 1))
+    write_json(args.out, result)
+    return 0

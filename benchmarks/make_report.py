@@ -1197,6 +1197,74 @@ def hardswish_section(d: dict) -> list[str]:
     return out + [""]
 
 
+def hardswish_onnx_section(d: dict) -> list[str]:
+    """hardswish_onnx.json: ONNX Runtime INT8 with hard sigmoids left float against them as int8 Adds."""
+    out = ["## ONNX Runtime INT8: hard sigmoids and hard swishes left float (`targets.onnx_hardswish`)", "",
+           _written_by(d, "benchmarks/hardswish_onnx.py") + f", {d['seconds']:.0f} s. {d['repeats']} repeats of 3 "
+           "fresh processes timing the three files side by side (export's `time_beside`): a ratio is the file's p50 "
+           "over `rewritten`'s in the same process, median [min-max]; `float ops`: operators of ONNX Runtime's "
+           "optimized graph computing in float.", ""]
+
+    def rows(part: dict, last: str, cell) -> list[str]:
+        lines = ["| file | QLinearAdd | float ops | 1 thread p50 | / rewritten | 2 threads p50 | / rewritten | "
+                 f"{last} |", "|---|---|---|---|---|---|---|---|"]
+        for k in ("rewritten", "float", "fp32"):
+            f = part["files"][k]
+            cells = [f"{part[t]['p50_ms'][k]:.3f} ms | " + ("1" if k == "rewritten" else _ratio_cells(
+                part[t]["p50_over_rewritten"], (k,))) for t in ("1", "2")]
+            lines.append(f"| {k} | {f['op_counts'].get('QLinearAdd', 0)} | {f['n_float_ops']} "
+                         f"({', '.join(f['float_ops']) or '-'}) | {cells[0]} | {cells[1]} | {cell(k)} |")
+        return lines
+    if d.get("pretrained"):
+        pt = d["pretrained"]
+        out += [f"{pt['model']}, exported from its corpus recipe, top-1 on {pt['test_samples']} test pages (torch "
+                f"{pt['torch_top1']:.4f}) and mean absolute difference from torch's logits:", ""]
+        diff = pt["mean_abs_logit_diff_vs_torch"]
+        out += rows(pt, "top-1 (mean diff)", lambda k: f"{pt['top1'][k]:.4f} ({diff[k]:.4f})")
+        out.append("")
+    if d.get("files"):
+        o = d["outputs_vs_fp32"]
+        out += [f"{d['network']}; {d['calibration']}:", ""]
+        out += rows(d, "relative error vs FP32", lambda k: f"{o[k]['relative_error']:.4f}" if k in o else "-")
+        out.append("")
+    return out
+
+
+def polyphase_section(d: dict) -> list[str]:
+    """polyphase.json: a strided convolution over few input channels as a stride-1 one over its input's phases."""
+    out = ["## A long strided first layer over one channel, lowered over its input's phases (`models.polyphase`)", "",
+           _written_by(d, "benchmarks/polyphase.py") + f", {d['seconds']:.0f} s. {d['repeats']} repeats of 3 fresh "
+           "processes timing a target's two files side by side (export's `time_beside`): a ratio is `plain`'s p50 "
+           "over `rewritten`'s in the same process, median [min-max] (above 1: the rewrite is faster).", ""]
+    if d.get("crepe"):
+        c = d["crepe"]
+        out += [f"{c['model']}, exported from its corpus recipe with the rewrite and without; the pitch output's "
+                "relative error against torch on the recipe's test frames:", "",
+                "| target | rewritten p50, 1 thread | plain / rewritten | rewritten p50, 2 threads | plain / "
+                "rewritten | pitch error rewritten | plain |", "|---|---|---|---|---|---|---|"]
+        for name, r in c["targets"].items():
+            if "1" not in r:
+                out.append(f"| {name} | {r['rewritten']['status']} | | | | | |")
+                continue
+            cells = [f"{r[t]['p50_ms']['rewritten']:.3f} ms | {_ratio_cells(r[t]['p50_over_rewritten'], ('plain',))}"
+                     for t in ("1", "2")]
+            out.append(f"| {name} | {cells[0]} | {cells[1]} | {r['rewritten']['pitch_relative_error']:.3g} | "
+                       f"{r['plain']['pitch_relative_error']:.3g} |")
+        out.append("")
+    if d.get("sweep"):
+        sw = d["sweep"]
+        targets = list(dict.fromkeys(r["target"] for r in sw["rows"]))
+        out += [f"{sw['model']}, the rewrite forced on every target: plain p50 over rewritten, 1 / 2 threads, by "
+                "taps per phase (each backend's `polyphase_taps` takes it where its column pays):", "",
+                "| taps per phase | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+        for taps in dict.fromkeys(r["taps_per_phase"] for r in sw["rows"]):
+            by = {r["target"]: r for r in sw["rows"] if r["taps_per_phase"] == taps}
+            out.append(f"| {taps} | " + " | ".join(f"{by[t]['plain_over_rewritten_1']:.2f}x / "
+                                                   f"{by[t]['plain_over_rewritten_2']:.2f}x" for t in targets) + " |")
+        out.append("")
+    return out
+
+
 SECTIONS = (
     ("peers", peers_section), ("pipeline_cost", cost_section), (None, sweep_section), ("scale", scale_section),
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
@@ -1204,6 +1272,7 @@ SECTIONS = (
                                              "and AVX-VNNI, no AMX)")),
     ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section),
     ("prelu_split", prelu_split_section), ("hardswish_tflite", hardswish_section),
+    ("hardswish_onnx", hardswish_onnx_section), ("polyphase", polyphase_section),
     ("speed_ratio", speed_ratio_section),
     ("size_scaling", size_section),
     ("methods", methods_section),
