@@ -31,6 +31,7 @@ from torch import nn
 MAX_IN_CHANNELS = 4  # CREPE's and wav2vec2-style raw-waveform stems have 1
 ENABLED = True  # benchmarks/polyphase.py turns it off to time the strided convolutions
 FORCE_TAPS: int | None = None  # benchmarks/polyphase.py's sweep: this many taps per phase and more, every backend
+Taps = tuple[int | None, int | None]  # the taps per phase from which a Conv1d, a Conv2d is taken (None: never)
 
 
 class PolyphaseConv(nn.Module):
@@ -78,9 +79,12 @@ class PolyphaseConv(nn.Module):
         return self.conv(x)
 
 
-def _axis(m: nn.Module, min_taps: int) -> int | None:
+def _axis(m: nn.Module, min_taps: Taps) -> int | None:
     """The strided spatial axis of a convolution the rewrite takes (``min_taps`` taps per phase or more), or None."""
     if type(m) not in (nn.Conv1d, nn.Conv2d) or m.groups != 1 or m.padding_mode != "zeros":
+        return None
+    least = min_taps[0] if type(m) is nn.Conv1d else min_taps[1]
+    if least is None:
         return None
     if m.in_channels > MAX_IN_CHANNELS or isinstance(m.padding, str) or any(d != 1 for d in m.dilation):
         return None
@@ -90,10 +94,10 @@ def _axis(m: nn.Module, min_taps: int) -> int | None:
     others = [i for i in range(len(m.stride)) if i != strided[0]]
     if any(m.kernel_size[i] != 1 or m.padding[i] != 0 for i in others):
         return None
-    return strided[0] if -(-m.kernel_size[strided[0]] // m.stride[strided[0]]) >= min_taps else None
+    return strided[0] if -(-m.kernel_size[strided[0]] // m.stride[strided[0]]) >= least else None
 
 
-def polyphase(model: nn.Module, min_taps: int, keep: list[str] | None = None) -> tuple[nn.Module, list[str]]:
+def polyphase(model: nn.Module, min_taps: Taps, keep: list[str] | None = None) -> tuple[nn.Module, list[str]]:
     """``model``, or a copy with every convolution the rewrite takes (``_axis``), but those named in ``keep``,
     replaced by its ``PolyphaseConv``; and their names."""
     names = [n for n, m in model.named_modules() if n and n not in (keep or []) and _axis(m, min_taps) is not None]
@@ -107,11 +111,11 @@ def polyphase(model: nn.Module, min_taps: int, keep: list[str] | None = None) ->
     return model, names
 
 
-def prepare(model: nn.Module, ctx: Any, min_taps: int | None) -> nn.Module:
+def prepare(model: nn.Module, ctx: Any, min_taps: Taps | None) -> nn.Module:
     """``model`` as a backend lowers it for the lowering context ``ctx`` (a copy where anything is rewritten), what
     was rewritten in ``ctx.rewrites`` (the route says it). ``min_taps``: the backend's ``polyphase_taps`` for the
     target's precision (None: its runtime gains nothing from the rewrite)."""
-    min_taps = FORCE_TAPS if FORCE_TAPS is not None else min_taps
+    min_taps = (FORCE_TAPS, FORCE_TAPS) if FORCE_TAPS is not None else min_taps
     if ctx.source_onnx is not None or min_taps is None:
         return model
     model, done = polyphase(model, min_taps, ctx.quant.float_layers)

@@ -209,9 +209,9 @@ class Backend(ABC):
     device_loader: ClassVar[str] = ""  # the device runner's loader function for this format (bench_runner.LOADERS)
     calibrated: ClassVar[tuple[str, ...]] = ()  # precisions its post-training quantizer calibrates on data
     calibration_methods: ClassVar[tuple[str, ...]] = ()  # QuantSettings.method values that quantizer has
-    # precision -> taps per phase from which its runtime runs a strided convolution over few input channels faster
-    # over its input's phases (models.polyphase; benchmarks/polyphase.py); a precision not named: never rewritten
-    polyphase_taps: ClassVar[dict[str, int]] = {}
+    # precision -> the taps per phase from which its runtime runs a strided Conv1d, Conv2d over few input channels
+    # faster over its input's phases (models.polyphase; benchmarks/polyphase.py); None or not named: never
+    polyphase_taps: ClassVar[dict[str, tuple[int | None, int | None]]] = {}
     registry: ClassVar[dict[tuple[str, str], type[Backend]]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:

@@ -216,7 +216,7 @@ def ort_runner(path: Path, threads: int | None = None, runtime_config: dict | No
 
 
 class OnnxFP32(Backend):
-    polyphase_taps = {"fp32": 64}
+    polyphase_taps = {"fp32": (64, 128)}
     format = "onnx"
     precisions = ("fp32",)
     runtime_modules = (("onnxruntime", "onnxruntime"),)

@@ -377,7 +377,7 @@ def write_ir(om, meta: dict, ctx: LowerContext, out_dir: Path) -> Artifact:
 
 
 class OpenVINO(Backend):
-    polyphase_taps = {"int8": 64, "fp16": 128, "fp32": 128}
+    polyphase_taps = {"int8": (64, 128), "fp16": (None, 128), "fp32": (None, 128)}  # fp32: float kernels as fp16
     format = "openvino"
     precisions = ("fp32", "fp16", "int8")
     runtime_modules = (("openvino", "openvino"),)

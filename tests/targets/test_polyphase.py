@@ -50,21 +50,22 @@ def test_only_what_it_applies_to_and_what_the_recipe_keeps_float_stays():
         nn.Conv1d(1, 8, taps, stride=4),  # taken
         nn.Conv1d(1, 8, taps, stride=4),  # kept float by the recipe
     )
-    rewritten, names = pp.polyphase(model, 16, keep=["9"])
+    rewritten, names = pp.polyphase(model, (16, 16), keep=["9"])
     assert names == ["8"] and isinstance(rewritten[8], pp.PolyphaseConv) and type(model[8]) is nn.Conv1d
     assert all(type(a) is type(b) for i, (a, b) in enumerate(zip(model, rewritten)) if i != 8)
     head = model[:8]
-    same, none = pp.polyphase(head, 16)
+    same, none = pp.polyphase(head, (16, 16))
     assert same is head and none == []  # nothing taken: the model itself, not a copy
 
 
 @pytest.mark.parametrize("taps,taken", [(256, True), (252, False)])
 def test_each_backend_takes_it_from_its_own_tap_count(tmp_path, taps, taken):
-    """ONNX Runtime FP32 takes the rewrite from 64 taps per phase (``OnnxFP32.polyphase_taps``): a 256-tap stride-4
-    first layer is lowered over the input's phases and the route says so, a 252-tap one (63 per phase) as it is."""
+    """ONNX Runtime FP32 takes the rewrite of a Conv1d from 64 taps per phase (``OnnxFP32.polyphase_taps``): a
+    256-tap stride-4 first layer is lowered over the input's phases and the route says so, a 252-tap one (63 per
+    phase) as it is."""
     from edgeship.targets.onnx import OnnxFP32
 
-    assert OnnxFP32.polyphase_taps == {"fp32": 64}
+    assert OnnxFP32.polyphase_taps["fp32"][0] == 64
     model = nn.Sequential(nn.Conv1d(1, 8, taps, stride=4), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten()).eval()
     d = lower(model, (1, 1024), "onnx", "fp32", tmp_path / "a", "m", tmp_path / "w")
     route = json.loads((d / "model.json").read_text())["meta"].get("route") or ""
