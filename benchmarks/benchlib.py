@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -334,3 +335,26 @@ def run_parts(name: str, argv, parts: dict, add_args=None) -> int:
     result.update(loadavg_start=load, loadavg_end=loadavg(), seconds=round(time.time() - started, 1))
     write_json(args.out, result)
     return 0
+
+
+def time_rows(dirs: dict[str, Path], reference: str, repeats: int) -> dict:
+    """``dirs``' artifacts timed side by side as export times INT8 against FP32 (``devices.measure.time_beside``,
+    ``repeats`` times at 1 and 2 threads): per thread count each one's median p50 and its p50 over ``reference``'s."""
+    from edgeship.devices.measure import time_beside
+
+    out: dict = {}
+    for t in (1, 2):
+        ratios: dict[str, list[float]] = {}
+        p50s: dict[str, list[float]] = {}
+        for r in range(repeats):
+            refs = {k: d for k, d in dirs.items() if k != reference}
+            p50, rat = time_beside(dirs[reference], refs, t, seed=r)
+            for k, v in rat.items():
+                ratios.setdefault(k, []).extend(v)
+            for k, v in p50.items():
+                p50s.setdefault(reference if k == "timed" else k, []).extend(v)
+        out[str(t)] = {"p50_ms": {k: round(statistics.median(v), 4) for k, v in p50s.items()},
+                       f"p50_over_{reference}": {k: {"median": round(statistics.median(v), 3),
+                                                     "min": round(min(v), 3), "max": round(max(v), 3)}
+                                                 for k, v in ratios.items()}}
+    return out

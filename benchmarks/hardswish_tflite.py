@@ -19,7 +19,6 @@ litert-torch route) from its corpus recipe with the rewrite and without, and tim
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from benchlib import export_toggled, run_parts  # noqa: E402
+from benchlib import export_toggled, run_parts, time_rows  # noqa: E402
 
 from benchmarks.zoo.make_data import crops  # noqa: E402
 
@@ -120,28 +119,6 @@ def outputs(d: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([run(x[i:i + 1])[0] for i in range(len(x))])
 
 
-def time_rows(dirs: dict[str, Path], repeats: int, ref: str = "unfused") -> dict:
-    """``dirs``' files side by side (``ref`` the reference), at 1 and 2 threads."""
-    from edgeship.devices.measure import time_beside
-
-    timing: dict = {}
-    for t in (1, 2):
-        ratios: dict[str, list[float]] = {}
-        p50s: dict[str, list[float]] = {}
-        for r in range(repeats):
-            p50, rat = time_beside(dirs[ref], {k: v for k, v in dirs.items() if k != ref}, t, seed=r)
-            for k, v in rat.items():
-                ratios.setdefault(k, []).extend(v)
-            for k, v in p50.items():
-                p50s.setdefault(ref if k == "timed" else k, []).extend(v)
-        timing[str(t)] = {"p50_ms": {k: round(statistics.median(v), 4) for k, v in p50s.items()},
-                          f"p50_over_{ref}": {k: {"median": round(statistics.median(v), 3),
-                                                  "min": round(min(v), 3), "max": round(max(v), 3)}
-                                              for k, v in ratios.items()}}
-        print(t, timing[str(t)], file=sys.stderr)
-    return timing
-
-
 def network_part(work: Path, lower, outputs, ops, names: tuple[str, str], calibration: str, repeats: int) -> dict:
     """HSwishNet lowered by ``lower(model, precision, calib, out, work, rewrite)`` as ``names`` (with the rewrite,
     without) and FP32, each INT8 file's outputs (``outputs(dir, x)``) against FP32's on 32 photo crops, the files'
@@ -162,7 +139,7 @@ def network_part(work: Path, lower, outputs, ops, names: tuple[str, str], calibr
     return {"": {"network": "HSwishNet (MobileNetV3-Small-like, 224x224, RANDOM weights)",
                  "calibration": f"{calibration} min/max on 64 photo crops; outputs on 32 other crops",
                  "files": {k: ops(d) for k, d in dirs.items()}, "outputs_vs_fp32": agreement,
-                 **time_rows(dirs, repeats, names[0])}}
+                 **time_rows(dirs, names[0], repeats)}}
 
 
 def network(work: Path, args) -> dict:
@@ -182,7 +159,7 @@ def pretrained_part(runs: dict, fmt: str, ops, repeats: int) -> dict:
             "files": {k: ops(d) for k, d in dirs.items()},
             "top1": {k: v.top1 for k, v in verify.items()}, "torch_top1": verify["fp32"].torch_top1,
             "mean_abs_logit_diff_vs_torch": {k: v.mean_abs_logit_diff for k, v in verify.items()},
-            "test_samples": verify["fp32"].n, **time_rows(dirs, repeats, first)}
+            "test_samples": verify["fp32"].n, **time_rows(dirs, first, repeats)}
 
 
 def pretrained(work: Path, args) -> dict:

@@ -22,8 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from benchlib import export_toggled, run_parts  # noqa: E402
-from hardswish_tflite import time_rows  # noqa: E402
+from benchlib import export_toggled, run_parts, time_rows  # noqa: E402
 
 TARGETS = (("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp16"), ("openvino", "int8"), ("tflite", "fp32"),
            ("tflite", "int8"))
@@ -41,7 +40,7 @@ def crepe(work: Path, args) -> dict:
         row["route"] = json.loads((runs["rewritten"].run_dir / "targets" / t.name / "model.json").read_text())[
             "meta"].get("route") if t.status == "ok" else None
         if all(r.status == "ok" for r in recs.values()):
-            row |= time_rows({v: runs[v].run_dir / "targets" / t.name for v in runs}, args.repeats, "rewritten")
+            row |= time_rows({v: runs[v].run_dir / "targets" / t.name for v in runs}, "rewritten", args.repeats)
         out["targets"][t.name] = row
     return out
 
@@ -73,7 +72,7 @@ def sweep(work: Path, args) -> dict:
                                     work / f"ws{taps}-{fmt}-{precision}-{v}")
                 finally:
                     polyphase.ENABLED, polyphase.FORCE_TAPS = True, None
-            timing = time_rows(dirs, args.repeats, "rewritten")
+            timing = time_rows(dirs, "rewritten", args.repeats)
             out["rows"].append({"taps_per_phase": taps, "target": f"{fmt}-{precision}",
                                 **{f"plain_over_rewritten_{t}": timing[t]["p50_over_rewritten"]["plain"]["median"]
                                    for t in ("1", "2")},

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from benchlib import RESULTS, command_line, environment, loadavg, write_json  # noqa: E402
+from benchlib import RESULTS, command_line, environment, loadavg, time_rows, write_json  # noqa: E402
 
 from benchmarks.zoo.make_data import crops  # noqa: E402
 
@@ -106,27 +105,6 @@ def _run(path: Path, x: np.ndarray) -> list[np.ndarray]:
 def split_count(route: str) -> int:
     marker = " PReLU(s) after a convolution split by sign"
     return int(route.split(marker)[0].rsplit("; ", 1)[-1]) if marker in route else 0
-
-
-def time_rows(dirs: dict[str, Path], reference: str, repeats: int) -> dict:
-    from edgeship.devices.measure import time_beside
-
-    out: dict = {}
-    for t in (1, 2):
-        ratios: dict[str, list[float]] = {}
-        p50s: dict[str, list[float]] = {}
-        for r in range(repeats):
-            refs = {k: d for k, d in dirs.items() if k != reference}
-            p50, rat = time_beside(dirs[reference], refs, t, seed=r)
-            for k, v in rat.items():
-                ratios.setdefault(k, []).extend(v)
-            for k, v in p50.items():
-                p50s.setdefault(reference if k == "timed" else k, []).extend(v)
-        out[str(t)] = {"p50_ms": {k: round(statistics.median(v), 4) for k, v in p50s.items()},
-                       f"p50_over_{reference}": {k: {"median": round(statistics.median(v), 3),
-                                                     "min": round(min(v), 3), "max": round(max(v), 3)}
-                                                 for k, v in ratios.items()}}
-    return out
 
 
 def layers(work: Path, repeats: int, only: list[str] | None = None) -> list[dict]:
