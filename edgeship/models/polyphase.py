@@ -36,47 +36,56 @@ Taps = tuple[int | None, int | None]  # the taps per phase from which a Conv1d, 
 
 class PolyphaseConv(nn.Module):
     """``conv`` (strided along its spatial axis ``axis``: 0 or, for a 2-D one, 1) as a stride-1 convolution over its
-    input's phases (see the module docstring)."""
+    input's phases (see the module docstring).
+
+    Its zero padding p stays the convolution's own, q = ceil(p / s) phases on each side, with d = q s - p zero taps
+    put before the kernel so that every output reads what it read before: a Pad between the quantizer and the reshape
+    has the int8 backends run the first layer in float (OpenVINO's low-precision transformations do not carry an
+    asymmetric dequantization through it), where a convolution's own padding is int8."""
 
     def __init__(self, conv: nn.Conv1d | nn.Conv2d, axis: int):
         super().__init__()
         s, k, p = conv.stride[axis], conv.kernel_size[axis], conv.padding[axis]
         assert isinstance(p, int)
-        self.s, self.k, self.p, self.a = s, k, p, 2 + axis  # a: the strided axis of the input tensor
-        self.j = -(-k // s)  # taps per phase
+        q = -(-p // s)  # padding in phases
+        d = q * s - p  # zero taps before the kernel
+        self.s, self.k, self.p, self.q, self.a = s, k, p, q, 2 + axis  # a: the strided axis of the input tensor
+        self.j = -(-(d + k) // s)  # taps per phase
         w = conv.weight.detach()
-        pad = [0, 0] * (w.dim() - 1 - self.a) + [0, self.j * s - k]
-        w = F.pad(w, pad)  # zero taps appended along the strided axis
+        pad = [0, 0] * (w.dim() - 1 - self.a) + [d, self.j * s - k - d]
+        w = F.pad(w, pad)  # zero taps before and after, along the strided axis
         w = w.unflatten(self.a, (self.j, s)).movedim(self.a + 1, 2).flatten(1, 2)  # input channel c s + r
-        kernel = list(conv.kernel_size)
-        kernel[axis] = self.j
+        kernel, padding = list(conv.kernel_size), [0] * (w.dim() - 2)
+        kernel[axis], padding[axis] = self.j, q
         make = nn.Conv1d if isinstance(conv, nn.Conv1d) else nn.Conv2d
-        self.conv = make(w.shape[1], conv.out_channels, tuple(kernel), bias=conv.bias is not None)  # type: ignore
+        self.conv = make(w.shape[1], conv.out_channels, tuple(kernel), padding=tuple(padding),  # type: ignore
+                         bias=conv.bias is not None)
         with torch.no_grad():
             self.conv.weight.copy_(w)
             if conv.bias is not None:
                 self.conv.bias.copy_(conv.bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # reshape and permute with sizes written out (unflatten's dynamic shapes stop ONNX Runtime's shape inference);
-        # the input padded or cut to exactly what the output reads, so the output needs no slice
-        s, a = self.s, self.a
-        n = x.shape[a] + 2 * self.p
-        out = (n - self.k) // s + 1
-        size = (out - 1 + self.j) * s  # >= (out - 1) s + k: every input the output reads
-        if self.p or size > n:
-            x = F.pad(x, [0, 0] * (x.dim() - 1 - a) + [self.p, max(0, size - n) + self.p])
-        if size < n:
-            x = x.narrow(a, 0, size)
-        b, c, t = x.shape[0], x.shape[1], size // s  # transposes of 4 dimensions at most (the kernel reader's)
+        # reshape and permute with sizes written out (unflatten's dynamic shapes stop ONNX Runtime's shape inference)
+        s, a, q, n = self.s, self.a, self.q, x.shape[self.a]
+        out = (n + 2 * self.p - self.k) // s + 1
+        read = min(n, (out - 1) * s + self.k - self.p)  # the input the outputs read: x[:read]
+        t = max(-(-read // s), out - 1 + self.j - 2 * q, 1)  # phases: every input read, enough for every output
+        if t * s > n:  # only where the input's length is not a multiple of s: a Pad the int8 routes run in float
+            x = F.pad(x, [0, 0] * (x.dim() - 1 - a) + [0, t * s - n])
+        elif t * s < n:
+            x = x.narrow(a, 0, t * s)
+        b, c = x.shape[0], x.shape[1]  # transposes of 4 dimensions at most (the kernel reader's)
         if x.dim() == 3:  # (b, c, t s) -> (b, c, s, t) -> (b, c s, t)
-            return self.conv(x.reshape(b, c, t, s).permute(0, 1, 3, 2).reshape(b, c * s, t))
-        h, w = x.shape[2], x.shape[3]
-        if a == 2:  # (b, c, t s, w) -> (b c, s, t, w) -> (b, c s, t, w)
-            x = x.reshape(b * c, t, s, w).permute(0, 2, 1, 3).reshape(b, c * s, t, w)
-        else:  # (b, c, h, t s) -> (b c, s, h, t) -> (b, c s, h, t)
-            x = x.reshape(b * c, h, t, s).permute(0, 3, 1, 2).reshape(b, c * s, h, t)
-        return self.conv(x)
+            y = self.conv(x.reshape(b, c, t, s).permute(0, 1, 3, 2).reshape(b, c * s, t))
+        else:
+            h, w = x.shape[2], x.shape[3]
+            if a == 2:  # (b, c, t s, w) -> (b c, s, t, w) -> (b, c s, t, w)
+                x = x.reshape(b * c, t, s, w).permute(0, 2, 1, 3).reshape(b, c * s, t, w)
+            else:  # (b, c, h, t s) -> (b c, s, h, t) -> (b, c s, h, t)
+                x = x.reshape(b * c, h, t, s).permute(0, 3, 1, 2).reshape(b, c * s, h, t)
+            y = self.conv(x)
+        return y if t + 2 * q - self.j + 1 == out else y.narrow(a, 0, out)
 
 
 def _axis(m: nn.Module, min_taps: Taps) -> int | None:

@@ -63,6 +63,7 @@ from edgeship.errors import TargetError
 from edgeship.logs import captured, failure
 from edgeship.targets.base import Artifact, Backend, LowerContext, Runner, audit, check_float_ops, describe, require
 from edgeship.targets.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
+from edgeship.targets.openvino_pad import quantize_after_pads, source
 
 if TYPE_CHECKING:
     from torch import nn
@@ -332,7 +333,7 @@ def fake_quantize_io(om) -> tuple[dict | None, dict | None]:
            and op.input_value(0).get_node().get_type_name() != "Constant"]  # activation quantizers only
     if not fqs:
         return None, None
-    first = next((f for f in fqs if f.input_value(0).get_node().get_type_name() == "Parameter"), None)
+    first = next((f for f in fqs if source(f.input_value(0).get_node()).get_type_name() == "Parameter"), None)
     last = om.get_results()[0].input_value(0).get_node()
     last = last if last.get_type_name() == "FakeQuantize" else None
     return tuple(params(f) if f is not None else None for f in (first, last))
@@ -407,6 +408,7 @@ class OpenVINO(Backend):
             kinds = [op.get_type_name() for op in om.get_ops()]
             typed = ", ".join(f"{t} x{kinds.count(t)}" for t in ctx.target.float_ops)
             om = quantize(om, ctx, ignored + cells)
+            moved = quantize_after_pads(om)
             route = (f"nncf.quantize on the OpenVINO model, {ctx.quant.method} ranges on {len(ctx.calib)} samples, "
                      f"{'symmetric' if symmetric_activations(ctx.quant) else 'asymmetric'} activations")
             if ignored:
@@ -415,6 +417,8 @@ class OpenVINO(Backend):
                 route += f"; recurrent cells kept float ({len(cells)} ops)"
             if ctx.target.float_ops:
                 route += f"; kept float (ignored_scope types): {typed}"
+            if moved:
+                route += f"; {moved} input quantizer(s) moved past a zero Pad (the convolution after it int8)"
         else:
             route = "qat: QDQ ONNX -> FakeQuantize (no calibration)" if qat else "openvino.convert_model"
         inputs, outputs = describe_io(om)
