@@ -1230,6 +1230,22 @@ def hardswish_onnx_section(d: dict) -> list[str]:
     return out
 
 
+def _versions_table(c: dict, ref: str, other: str) -> list[str]:
+    """One row per target of two versions of an export timed side by side: ``ref``'s p50 and ``other`` over it at
+    1 and 2 threads, and each version's pitch error."""
+    out = [f"| target | {ref} p50, 1 thread | {other} / {ref} | {ref} p50, 2 threads | {other} / {ref} | pitch error "
+           f"{ref} | {other} |", "|---|---|---|---|---|---|---|"]
+    for name, r in c["targets"].items():
+        if "1" not in r:
+            out.append(f"| {name} | {r[ref]['status']} | | | | | |")
+            continue
+        cells = [f"{r[t]['p50_ms'][ref]:.3f} ms | {_ratio_cells(r[t][f'p50_over_{ref}'], (other,))}"
+                 for t in ("1", "2")]
+        out.append(f"| {name} | {cells[0]} | {cells[1]} | {r[ref]['pitch_relative_error']:.3g} | "
+                   f"{r[other]['pitch_relative_error']:.3g} |")
+    return [*out, ""]
+
+
 def polyphase_section(d: dict) -> list[str]:
     """polyphase.json: a strided convolution over few input channels as a stride-1 one over its input's phases."""
     out = ["## A long strided first layer over one channel, lowered over its input's phases (`models.polyphase`)", "",
@@ -1237,20 +1253,13 @@ def polyphase_section(d: dict) -> list[str]:
            "processes timing a target's two files side by side (export's `time_beside`): a ratio is `plain`'s p50 "
            "over `rewritten`'s in the same process, median [min-max] (above 1: the rewrite is faster).", ""]
     if d.get("crepe"):
-        c = d["crepe"]
-        out += [f"{c['model']}, exported from its corpus recipe with the rewrite and without; the pitch output's "
-                "relative error against torch on the recipe's test frames:", "",
-                "| target | rewritten p50, 1 thread | plain / rewritten | rewritten p50, 2 threads | plain / "
-                "rewritten | pitch error rewritten | plain |", "|---|---|---|---|---|---|---|"]
-        for name, r in c["targets"].items():
-            if "1" not in r:
-                out.append(f"| {name} | {r['rewritten']['status']} | | | | | |")
-                continue
-            cells = [f"{r[t]['p50_ms']['rewritten']:.3f} ms | {_ratio_cells(r[t]['p50_over_rewritten'], ('plain',))}"
-                     for t in ("1", "2")]
-            out.append(f"| {name} | {cells[0]} | {cells[1]} | {r['rewritten']['pitch_relative_error']:.3g} | "
-                       f"{r['plain']['pitch_relative_error']:.3g} |")
-        out.append("")
+        out += [f"{d['crepe']['model']}, exported from its corpus recipe with the rewrite and without; the pitch "
+                "output's relative error against torch on the recipe's test frames:", "",
+                *_versions_table(d["crepe"], "rewritten", "plain")]
+    if d.get("crepe_pad"):
+        out += ["Its OpenVINO INT8 file (rewritten, asymmetric activations as its recipe lowers it) with the input's "
+                "quantizer moved past the model's own Pad (`targets.openvino_pad`, `moved`) and left where NNCF put "
+                "it (`left`: the first layer runs float):", "", *_versions_table(d["crepe_pad"], "moved", "left")]
     if d.get("sweep"):
         sw = d["sweep"]
         targets = list(dict.fromkeys(r["target"] for r in sw["rows"]))

