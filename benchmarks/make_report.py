@@ -650,7 +650,9 @@ def predictor_section(d: dict, title: str = "Latency predictor") -> list[str]:
     if reused := cal.get("reused"):
         out += [f"**Not calibrated in this run** (`--calibrated`): the predictor file judged here was calibrated at "
                 f"{reused['created']} on a machine reporting the same CPU ({reused['facts'].get('cpu')}, "
-                f"{', '.join(reused['facts'].get('features') or [])}); the minutes above are that calibration's. "
+                f"{', '.join(reused['facts'].get('features') or [])}); the minutes above sum its configurations' own "
+                "calibration times, each of which counts the steps they share (sampling, lowering), so they exceed "
+                "that calibration's wall time. "
                 f"The evaluation started at {d['environment'].get('time_utc', '?')}: the predictor as a user judges "
                 "the file they committed, later.", ""]
     out += machine(d["environment"]) + load_lines(d)
@@ -1353,6 +1355,9 @@ SECTIONS = (
     ("predictor_zen4_p39", lambda d: predictor_section(
         d, "Latency predictor, all four configurations, AMD EPYC with AVX-512 VNNI (family 25, Zen 4; 30 other unseen "
         "architectures)")),
+    ("predictor_zen4_p40", lambda d: predictor_section(
+        d, "Latency predictor, the p39 calibration refitted with the image-input term (Correction.g), judged on 30 "
+        "new unseen architectures (seeds 400700-400729), the same Zen 4 EPYC")),
     ("predictor_eltwise_zen5", lambda d: predictor_section(
         d, "Latency predictor with element-wise kernels (PReLU, sigmoid, softmax, transpose, pad), 1 thread, AMD "
         "EPYC family 26: every configuration calibrated and judged on architectures with extras")),

@@ -9,12 +9,15 @@ whole model pays once, so the kernel sum is mapped to a model's latency by a lin
 correction fitted on whole random architectures measured on the same device:
 
     latency_ms = a + b * sum(kernel_ms) + c * len(kernels) + d * input elements + f * MB of weights
-                 + e * MB beyond L2   (b, e, f >= 0)
+                 + e * MB beyond L2 + g * elements of a multi-channel image input   (b, e, f, g >= 0)
 
 (one ``b`` per kernel group; ``d``, per million elements the kernels read, takes back what each probe paid for
 its own input, such as an INT8 probe quantizing it, that a kernel inside a model does not pay; ``e`` charges the
 model's weights beyond one core's L2 cache, which a probe, its weights cached between runs, never reads from
-memory: fitted where calibration knows the cache size and enough fitting architectures exceed it).
+memory: fitted where calibration knows the cache size and enough fitting architectures exceed it; ``g`` the
+conversion of an image input of 2+ channels to the runtime's own layout, which no kernel holds: OpenVINO INT8's
+Reorder before the first convolution; the predictor_zen4_p39 run's evaluation architectures with 3-channel inputs
+at 96-224 px were predicted 6-25 % low without it).
 
 The predictor's error is then measured on other random architectures, held out of that fit (the stored correction
 is fitted again on both sets once the error is measured, ``correction_archs``): the mean absolute
@@ -39,6 +42,7 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from edgeship.devices.kernels import FEATURES, FLOAT_SOFTMAX_MAP, KERNEL_TYPES, ONE_D, Kernel, ops_text, read
+from edgeship.devices.terms import beyond_cache_mb, image_elements, input_elements, weight_mb
 from edgeship.errors import EdgeshipError
 from edgeship.record import Measurement, Prediction
 from edgeship.schema import Strict, format_validation_error
@@ -162,7 +166,8 @@ def group_of(k: Kernel) -> str:
 
 class Correction(Strict):
     """From kernel sums to a model's latency: ``a + sum(b[group] x kernel ms of the group) + c x kernels + d x
-    million input elements + f x MB of weights + e x MB of weights beyond one core's L2 cache`` (``cache_kb``;
+    million input elements + f x MB of weights + e x MB of weights beyond one core's L2 cache`` (``cache_kb``)
+    ``+ g x million elements of an image input of 2+ channels`` (``image_elements``;
     ``weight_bytes`` per weight at the configuration's precision). A probe's weights stay in the cache between its
     timed runs; a network's were pushed out by its other layers and are read again on every inference
     (predictor_by_weights.json: beyond the cache the correction without these terms under-predicted by a median
@@ -184,6 +189,7 @@ class Correction(Strict):
     d: float = 0.0
     e: float = 0.0
     f: float = 0.0
+    g: float = 0.0  # per million elements of a multi-channel image input (``image_elements``); 0 in older files
     cache_kb: float | None = None
     weight_bytes: int = 4
     base: float = 0.0
@@ -198,28 +204,11 @@ class Correction(Strict):
         base = self.base_1d if self.base_1d is not None and family(ks) == "1d" else self.base
         return (self.a + base * base_ms + sum(self.weight(g) * v for g, v in sums.items()) + self.c * len(ks)
                 + self.d * input_elements(ks) + self.f * weight_mb(ks, self.weight_bytes)
-                + self.e * beyond_cache_mb(ks, self.cache_kb, self.weight_bytes))
+                + self.e * beyond_cache_mb(ks, self.cache_kb, self.weight_bytes) + self.g * image_elements(ks))
 
     def weight(self, group: str) -> float:
         """The group's ``b``, or its fallback group's where the calibration fitted none of its own."""
         return self.b.get(group, self.b.get(FALLBACK.get(group, ""), 0.0))
-
-
-def weight_mb(ks: list[Kernel], weight_bytes: int) -> float:
-    """MB of the kernels' weights at ``weight_bytes`` per weight."""
-    return sum(k.weights for k in ks) * weight_bytes / 1024 / 1024
-
-
-def beyond_cache_mb(ks: list[Kernel], cache_kb: float | None, weight_bytes: int) -> float:
-    """MB of the kernels' weights beyond a cache of ``cache_kb`` (0 when it is unknown)."""
-    if not cache_kb:
-        return 0.0
-    return max(0.0, weight_mb(ks, weight_bytes) - cache_kb / 1024)
-
-
-def input_elements(ks: list[Kernel]) -> float:
-    """Millions of elements the kernels read (their inputs)."""
-    return sum(k.hin * k.win * k.cin for k in ks) / 1e6
 
 
 def group_sums(ks: list[Kernel], kernel_ms: list[float]) -> dict[str, float]:
@@ -473,8 +462,9 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     negative) in the kernel sums' place; ``base_2d``: that prediction is of the kernels other than 1-D convolutions,
     which weigh by their own sums (not negative; where at least ``MIN_BEYOND_CACHE`` architectures hold them);
     ``base_1d``: the 1-D models' one-thread prediction has a weight of its own (``Correction.base_1d``; where at
-    least ``MIN_BEYOND_CACHE`` architectures are 1-D). ``merged``: groups weighed with their fallback group whatever
-    their count."""
+    least ``MIN_BEYOND_CACHE`` architectures are 1-D); the image-input term (not negative) where at least
+    ``MIN_BEYOND_CACHE`` architectures read an image of 2+ channels. ``merged``: groups weighed with their fallback
+    group whatever their count."""
     from scipy.optimize import lsq_linear  # heavy (scikit-learn's dependency): only calibration fits
 
     y = np.asarray(measured, dtype=np.float64)
@@ -504,7 +494,10 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     else:
         cols = [list(base), *([[s["conv1d"] for s in sums]] if one_d else [])] if base is not None else \
             [[s[g] for s in sums] for g in groups] if per_group else [[sum(s.values()) for s in sums]]
+    images = np.array([image_elements(ks) for ks, _ in archs])
+    by_image = int((images > 0).sum()) >= MIN_BEYOND_CACHE
     extra = [mbs, beyond] if cached else [mbs]
+    extra += [images] if by_image else []
     # the per-kernel, input and weights terms only where the architectures are at least two per term: a quick
     # calibration's 4 fitting architectures fitted all of them and stated 952 % MAPE on its 6 validation ones
     few = len(archs) < 2 * (len(cols) + 4 + cached)
@@ -513,13 +506,14 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     lower = [-np.inf] + [0.0] * len(cols) + ([] if few else [-np.inf, -np.inf] + [0.0] * len(extra))
     coef = lsq_linear(a_mat, np.ones_like(y), bounds=(lower, np.inf)).x
     n = 1 + len(cols)
-    coef = np.concatenate([coef, np.zeros(3 + cached)]) if few else coef
+    coef = np.concatenate([coef, np.zeros(3 + cached + by_image)]) if few else coef
     b = dict(zip(groups, (float(v) for v in coef[1:n]))) if per_group else \
         dict.fromkeys(groups, 0.0 if base is not None else float(coef[1]))
     if one_d:
         b["conv1d"] = float(coef[2])
     return Correction(a=float(coef[0]), b=b, c=float(coef[n]), d=float(coef[n + 1]), f=float(coef[n + 2]),
-                      e=float(coef[n + 3]) if cached else 0.0, cache_kb=cache_kb if cached and not few else None,
+                      e=float(coef[n + 3]) if cached else 0.0, g=float(coef[-1]) if by_image else 0.0,
+                      cache_kb=cache_kb if cached and not few else None,
                       weight_bytes=weight_bytes, base=float(coef[1]) if base is not None else 0.0, base_2d=one_d,
                       base_1d=float(coef[2]) if own_1d else None)
 
