@@ -39,9 +39,10 @@ class PolyphaseConv(nn.Module):
     input's phases (see the module docstring).
 
     Its zero padding p stays the convolution's own, q = ceil(p / s) phases on each side, with d = q s - p zero taps
-    put before the kernel so that every output reads what it read before: a Pad between the quantizer and the reshape
-    has the int8 backends run the first layer in float (OpenVINO's low-precision transformations do not carry an
-    asymmetric dequantization through it), where a convolution's own padding is int8."""
+    put before the kernel so that every output reads what it read before: with a Pad op between the quantizer and
+    the reshape, OpenVINO INT8 with asymmetric activations ran the convolution in float (its low-precision
+    transformations do not carry the zero point through the Pad; ``targets.openvino_pad``), where a convolution's
+    own padding is int8."""
 
     def __init__(self, conv: nn.Conv1d | nn.Conv2d, axis: int):
         super().__init__()
@@ -71,7 +72,7 @@ class PolyphaseConv(nn.Module):
         out = (n + 2 * self.p - self.k) // s + 1
         read = min(n, (out - 1) * s + self.k - self.p)  # the input the outputs read: x[:read]
         t = max(-(-read // s), out - 1 + self.j - 2 * q, 1)  # phases: every input read, enough for every output
-        if t * s > n:  # only where the input's length is not a multiple of s: a Pad the int8 routes run in float
+        if t * s > n:  # only where the input's length is not a multiple of s (a Pad op)
             x = F.pad(x, [0, 0] * (x.dim() - 1 - a) + [0, t * s - n])
         elif t * s < n:
             x = x.narrow(a, 0, t * s)
