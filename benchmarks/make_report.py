@@ -1358,6 +1358,9 @@ SECTIONS = (
     ("predictor_zen4_p40", lambda d: predictor_section(
         d, "Latency predictor, the p39 calibration refitted with the image-input term (Correction.g), judged on 30 "
         "new unseen architectures (seeds 400700-400729), the same Zen 4 EPYC")),
+    ("predictor_ort_eltwise_zen4_p41", lambda d: predictor_section(
+        d, "Latency predictor, ONNX Runtime calibrated WITH element-wise kernels (an experiment: "
+        "calibrate.ELTWISE_FORMATS with onnx, not adopted), judged on predictor_zen4_p40's 30 architectures")),
     ("predictor_eltwise_zen5", lambda d: predictor_section(
         d, "Latency predictor with element-wise kernels (PReLU, sigmoid, softmax, transpose, pad), 1 thread, AMD "
         "EPYC family 26: every configuration calibrated and judged on architectures with extras")),

@@ -87,8 +87,9 @@ ONE_D_FORMATS = ("onnx", "openvino", "tflite")
 # runs between a dequantize and a quantize), transposes and softmax heads off by 20-30 %. ONNX Runtime's PRelu
 # kernel branches per element: its time follows the signs of its input, 0.28-3.8 ns per element, which no shape
 # tells (prelu_ort.json; the fitting architectures' counters spread so); large ones are now rewritten
-# (targets.onnx_prelu), the calibration not yet run again with them. Their element-wise operators stay left out,
-# named by class
+# (targets.onnx_prelu). Calibrated again with them and the Zen 4 EPYC's p40 architectures (predictor_ort_eltwise_
+# zen4_p41.json), ONNX Runtime at one thread still did worse than left out: INT8 60 % within (13.3 %) against 87 %,
+# FP32 73 % (8.2 %) against 93 %. Their element-wise operators stay left out, named by class
 ELTWISE_FORMATS = ("tflite",)
 ANCHORS = 3
 ANCHOR_MACS = (2e6, 3e7)  # anchors busy enough to feel the arithmetic units' speed, short enough to time often
