@@ -80,10 +80,16 @@ def pair_arguments(doc: str, out: Path, configs: str = "configuration keys",
     ap.add_argument("--cache-kb", type=int, help="the L2 cache per core (KiB) of the machine the runs were "
                     "calibrated on, for the correction's cache term (default: this machine's; the AMD EPYC runs p23 "
                     "and p24 saw 1024, this VM also boots with 512)")
+    ap.add_argument("--without-image-term", action="store_true", help="fit the correction without its image-input "
+                    "term (predictor.IMAGE_TERM), as calibrations before it did: to reproduce such a run's figures")
     ap.add_argument("--out", type=Path, default=out)
     if extra is not None:
         extra(ap)
     args = ap.parse_args()
+    if args.without_image_term:
+        from edgeship.devices import predictor
+
+        predictor.IMAGE_TERM = False
     return args, args.cache_kb or l2_cache_kb()
 
 

@@ -450,6 +450,7 @@ def from_sklearn(rf, coef, n_samples: int) -> Forest:
 
 
 MIN_BEYOND_CACHE = 4  # fitting architectures whose weights exceed the cache, for the cache term to be fitted
+IMAGE_TERM = True  # False: the correction without ``g``, as calibrations before it fitted (refits reproducing them)
 
 
 def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list[float], cache_kb: float | None = None,
@@ -495,7 +496,7 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
         cols = [list(base), *([[s["conv1d"] for s in sums]] if one_d else [])] if base is not None else \
             [[s[g] for s in sums] for g in groups] if per_group else [[sum(s.values()) for s in sums]]
     images = np.array([image_elements(ks) for ks, _ in archs])
-    by_image = int((images > 0).sum()) >= MIN_BEYOND_CACHE
+    by_image = IMAGE_TERM and int((images > 0).sum()) >= MIN_BEYOND_CACHE
     extra = [mbs, beyond] if cached else [mbs]
     extra += [images] if by_image else []
     # the per-kernel, input and weights terms only where the architectures are at least two per term: a quick
