@@ -27,6 +27,7 @@ def image_elements(ks: list[Kernel]) -> float:
     """Millions of elements of a model's image input of two or more channels, where its first kernel is a 2-D
     convolution reading it (the kernels are in graph order). OpenVINO reorders such an input from planar to
     channel-interleaved before its first int8 convolution (a Reorder no kernel holds: 11 us for a 3 x 112 x 112
-    input on the Zen 4 EPYC), a one-channel one needs none; the fit finds what each runtime pays."""
+    input on the Zen 4 EPYC, a fitting architecture's counters in benchmarks/data/predictor_zen4_p40_keep.tar.xz), a
+    one-channel one needs none; the fit finds what each runtime pays."""
     k = ks[0] if ks else None
     return k.hin * k.win * k.cin / 1e6 if k is not None and k.cin > 1 and k.type in ("conv", "dwconv") else 0.0

@@ -7,8 +7,8 @@ the input and the Pad reads the quantized tensor. With asymmetric activations (N
 accuracy fallback) OpenVINO's low-precision transformations then carry the dequantization's zero point through the
 Pad as a per-position constant (zero over the padded positions), which no reshape, transpose or convolution takes.
 A Pad right before a convolution OpenVINO fuses into it; but where the polyphase rewrite (``models.polyphase``) puts
-its reshape and transpose between them, the convolution ran float: CREPE tiny's first layer, 60 % of the profiled
-time (0.30 of 0.50 ms on a Zen 4 EPYC).
+its reshape and transpose between them, the convolution ran float: CREPE tiny's first layer (its INT8 file 1.77x
+slower at one thread than with the quantizer moved: results/polyphase.json's ``crepe_pad``).
 
 ``FakeQuantize(Pad(x, 0)) == Pad(FakeQuantize(x), 0)`` wherever the quantizer maps 0 to exactly 0, as NNCF's ranges
 do (0 lies on the grid): the same function, the same integers. So after quantization, each constant zero Pad reached
