@@ -1037,6 +1037,33 @@ def prelu_litert_section(d: dict) -> list[str]:
     return out + [""]
 
 
+def ort_pool_align_section(d: dict) -> list[str]:
+    """ort_pool_align.json: a depthwise convolution aligned through the pool before it (onnx_align.POOLS)."""
+    env, m = d["environment"], d["method"]
+    out = ["## ONNX Runtime INT8: a depthwise convolution aligned through the pool before it", "",
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', 'benchmarks/ort_pool_align.py')}` "
+           f"on {env['cpu']} ({env['cores']} cores), {d['wall_s']:.0f} s. The first {m['archs']} random architectures "
+           f"from seed {m['seed']} whose stem (not a multiple of 16 wide) feeds a max pool and a depthwise convolution, "
+           "lowered by edgeship's ONNX INT8 backend with pools passing the alignment (`pools`, shipped) and without "
+           "(`plain`); outputs equal bit for bit on 8 random inputs. Side by side in fresh processes "
+           f"(`benchlib.time_rows`, {m['repeats']} repeats): a file's p50 over `pools`'s, median [min-max].", "",
+           "| seed | architecture | outputs equal | stem, depthwise (cin, cout) plain -> pools | pools p50 ms 1T | "
+           "plain / pools 1T | plain / pools 2T | FP32 / pools 1T | FP32 / pools 2T |", "|---" * 9 + "|"]
+
+    def r_(t: dict, k: str) -> str:
+        v = t["p50_over_pools"][k]
+        return f"{v['median']:.2f}x [{v['min']:.2f}-{v['max']:.2f}]"
+    for r in d["rows"]:
+        t1, t2 = r["timing"]["1"], r["timing"]["2"]
+        k = r["first_kernels_cin_cout"]
+        out.append(f"| {r['seed']} | {r['description']} | {r['outputs_equal']} | {k['plain']} -> {k['pools']} | "
+                   f"{t1['p50_ms']['pools']:.3f} | {r_(t1, 'plain')} | {r_(t2, 'plain')} | {r_(t1, 'fp32')} | "
+                   f"{r_(t2, 'fp32')} |")
+    med = d["plain_over_pools_median"]
+    return out + ["", f"Median over the architectures, plain / pools: {med['1']:.2f}x at 1 thread, {med['2']:.2f}x at "
+                  "2. The stem's input padded to 4 channels is read as 3 (the kernel reader's view).", ""]
+
+
 def ort_stem_section(d: dict) -> list[str]:
     """ort_stem.json: edgeship's ONNX Runtime INT8 rewrites (tile_slopes, align_narrow, pad_stem_input)."""
     env, m = d["environment"], d["method"]
@@ -1281,7 +1308,7 @@ SECTIONS = (
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
     ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
                                              "and AVX-VNNI, no AMX)")),
-    ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section),
+    ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section), ("ort_pool_align", ort_pool_align_section),
     ("prelu_split", prelu_split_section), ("hardswish_tflite", hardswish_section),
     ("hardswish_onnx", hardswish_onnx_section), ("polyphase", polyphase_section),
     ("speed_ratio", speed_ratio_section),

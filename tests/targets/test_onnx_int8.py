@@ -293,6 +293,39 @@ def test_chained_depthwise_convolutions_are_both_aligned(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("pool", ["max", "average"])
+def test_a_depthwise_convolution_after_a_pool_is_aligned_with_the_stem_before_it(tmp_path, pool):
+    """A stem (3 -> 8), a pool, a depthwise convolution (8): a pool reads each channel alone, so the zero channels
+    the widening gives the stem stay 0 through it. The stem gets 8 zero filters, the depthwise 8 zero channels, the
+    1x1 after it 8 zero input columns; with 16 outputs the stem's input is then padded to 4 channels. Outputs equal
+    the unaligned file's bit for bit; the depthwise convolution was left at 8 before pools passed."""
+    import onnxruntime as ort
+
+    from edgeship.targets.onnx import export_onnx
+    from edgeship.targets.onnx_align import align_file
+    from edgeship.targets.onnx_int8 import quantize_onnx
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU6(), nn.Conv2d(8, 24, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10)).eval()
+    x = np.random.default_rng(0).standard_normal((32, 3, 64, 64)).astype(np.float32)
+    fp32 = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx", tmp_path / "log.txt")
+    quantize_onnx(fp32, tmp_path / "plain.onnx", x[:16], QuantSettings(), tmp_path, tmp_path / "log")
+    (tmp_path / "aligned.onnx").write_bytes((tmp_path / "plain.onnx").read_bytes())
+    route = align_file(tmp_path / "aligned.onnx")
+    assert "8->16" in route and "3->4" in route and "left unaligned" not in route
+    convs = list(_convs(tmp_path / "aligned.onnx").values())
+    assert [w.shape[:2] for w, _ in convs] == [(16, 4), (16, 1), (24, 16)] and convs[1][1] == 16
+    (stem, _), (dw, _), (pw, _) = convs
+    assert not stem[8:].any() and not dw[8:].any() and not pw[:, 8:].any() and pw[:, :8].any()
+    want, got = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+                 for f in ("plain.onnx", "aligned.onnx"))
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.slow
 def test_an_rgb_stem_reads_four_input_channels_with_outputs_unchanged(tmp_path):
     """torchvision's pretrained MobileNetV2 on photo crops: its 3 -> 32 stem gets its quantized input padded to 4
