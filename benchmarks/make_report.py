@@ -1041,9 +1041,10 @@ def ort_pool_align_section(d: dict) -> list[str]:
     """ort_pool_align.json: a depthwise convolution aligned through the pool before it (onnx_align.POOLS)."""
     env, m = d["environment"], d["method"]
     out = ["## ONNX Runtime INT8: a depthwise convolution aligned through the pool before it", "",
-           f"Source: `benchmarks/results/{d['_file']}`, written by `{d.get('command', 'benchmarks/ort_pool_align.py')}` "
+           f"Source: `benchmarks/results/{d['_file']}`, written by `{d['command']}` "
            f"on {env['cpu']} ({env['cores']} cores), {d['wall_s']:.0f} s. The first {m['archs']} random architectures "
-           f"from seed {m['seed']} whose stem (not a multiple of 16 wide) feeds a max pool and a depthwise convolution, "
+           f"from seed {m['seed']} whose stem (not a multiple of 16 wide) feeds a max pool and a depthwise "
+           "convolution, "
            "lowered by edgeship's ONNX INT8 backend with pools passing the alignment (`pools`, shipped) and without "
            "(`plain`); outputs equal bit for bit on 8 random inputs. Side by side in fresh processes "
            f"(`benchlib.time_rows`, {m['repeats']} repeats): a file's p50 over `pools`'s, median [min-max].", "",
@@ -1308,7 +1309,8 @@ SECTIONS = (
     ("scale_epyc", lambda d: scale_section(d, "At deployment sizes on an AMD EPYC (AVX-512 VNNI, no AMX)")),
     ("scale_zen5", lambda d: scale_section(d, "At deployment sizes on the AMD EPYC of family 26 (Zen 5: AVX-512 VNNI "
                                              "and AVX-VNNI, no AMX)")),
-    ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section), ("ort_pool_align", ort_pool_align_section),
+    ("prelu_ort", prelu_section), ("prelu_litert", prelu_litert_section), ("ort_stem", ort_stem_section),
+    ("ort_pool_align", ort_pool_align_section),
     ("prelu_split", prelu_split_section), ("hardswish_tflite", hardswish_section),
     ("hardswish_onnx", hardswish_onnx_section), ("polyphase", polyphase_section),
     ("speed_ratio", speed_ratio_section),

@@ -111,7 +111,8 @@ def main() -> None:
     write_json(args.out, {"benchmark": "ort_pool_align", "command": command_line(), "environment": environment(),
                           "loadavg_after": loadavg(), "method": {"repeats": args.repeats, "archs": args.archs,
                                                                  "seed": args.seed, "pattern": PATTERN.pattern},
-                          "rows": rows, "plain_over_pools_median": {t: round(statistics.median(v), 3) for t, v in speed.items()},
+                          "rows": rows,
+                          "plain_over_pools_median": {t: round(statistics.median(v), 3) for t, v in speed.items()},
                           "wall_s": round(time.time() - t0, 1)})
 
 

@@ -21,6 +21,13 @@ from edgeship.devices.kernels import KERNEL_TYPES, ONE_D, Kernel
 from edgeship.errors import EdgeshipError
 
 Base = tuple[pred.ConfigPredictor, dict]  # the one-thread configuration and its kernel data set
+# kernel groups a second thread speeds up little or not at all, weighed apart from the one-thread prediction
+# (``apart_groups``): element-wise kernels. LiteRT runs an int8 softmax in its own single-threaded kernel (the 2-thread
+# probes' forest times one at 0.99-1.09x its one-thread time); three of predictor_zen4_p40.json's architectures whose
+# score map took 14-19 % of their one-thread time were predicted 12-21 % low at 2 threads. Every class apart, each
+# with a weight of its own, rather than the softmax alone: the held-out validation error of that calibration's LiteRT
+# INT8 at 2 threads, 61 -> 78 % within +-10 % (MAPE 11.8 -> 10.3 %; refit_apart.json)
+APART = ("eltwise1", "eltwise2", "eltwise3", "eltwise4")
 
 
 def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
@@ -73,7 +80,8 @@ def fit(data: dict, fmt: str, precision: str, threads: int, seed: int = 0,
             if len(ks) >= 3:
                 forests[t] = pred.fit_forest(ks, ms, seed, probe_trees)
     wb = 1 if "int8" in precision else 2 if precision == "fp16" else 4
-    based = (base[0].threads, _base_predictions(base, cache_kb, wb)) if base is not None else None  # once
+    apart = apart_groups(data["archs"]) if base is not None else ()
+    based = (base[0].threads, _base_predictions(base, cache_kb, wb, apart), apart) if base is not None else None
     merged = () if eltwise_groups else tuple(g for g in pred.GROUPS if g.startswith("eltwise"))
     best = _corrected(data, fmt, precision, threads, forests, [], cache_kb, wb, refit_all, based, one_d_base, merged)
     fitting = [a for a in data["archs"] if a["role"] == "fit"]
@@ -110,7 +118,7 @@ def beyond(ks: list[Kernel], ms: list[float], probe_ks: list[Kernel], probe_ms: 
 
 def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict[str, pred.Forest],
                in_context_types: list[str], cache_kb: int | None, wb: int, refit_all: bool = True,
-               based: tuple[int, dict[str, dict[str, float]]] | None = None,
+               based: tuple[int, dict[str, dict[str, float]], tuple[str, ...]] | None = None,
                one_d_base: str = "auto", merged: tuple[str, ...] = ()) -> pred.ConfigPredictor:
     """The predictor with these forests: its correction fitted on the fitting architectures, its error measured on
     the validation ones. ``wb``: bytes per weight at the configuration's precision."""
@@ -120,8 +128,9 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
                                error_p50=empty, error_p90=empty, n_probes=len(data["probes"]), n_fit_archs=0,
                                in_context=in_context_types)
     held: dict[str, dict[str, float]] = {}  # base (one-thread) prediction per architecture: held out, as stored
+    apart: tuple[str, ...] = ()
     if based is not None:
-        cfg.base_threads, held = based
+        cfg.base_threads, held, apart = based
     rows: dict[str, list] = {"fit": [], "validate": []}
     for a in _predictable(data["archs"], forests):
         if not held or a["name"] in held["held_p50"]:
@@ -145,7 +154,7 @@ def _corrected(data: dict, fmt: str, precision: str, threads: int, forests: dict
     def fitted(rows: list, q: str, which: str) -> pred.Correction:
         return pred.fit_correction([r[0] for r in rows], [r[1][f"{q}_ms"] for r in rows], cache_kb, wb,
                                    [held[f"{which}{two_d}_{q}"][r[1]["name"]] for r in rows] if held else None,
-                                   base_2d=bool(two_d), base_1d=own_ratio, merged=merged)
+                                   base_2d=bool(two_d), base_1d=own_ratio, merged=merged, apart=apart)
 
     cfg.p50, cfg.p90 = fitted(fit_rows, "p50", "held"), fitted(fit_rows, "p90", "held")
 
@@ -197,11 +206,20 @@ def _kernel_ms(forests: dict[str, pred.Forest], ks: list[Kernel]) -> list[float]
     return [float(forests[k.type].latency_ms([k])[0]) if k.type in forests else 0.0 for k in ks]
 
 
-def _base_predictions(base: Base, cache_kb: int | None, wb: int) -> dict[str, dict[str, float]]:
+def apart_groups(archs: list[dict]) -> tuple[str, ...]:
+    """The groups of ``APART`` that at least ``MIN_BEYOND_CACHE`` fitting architectures hold: at more threads they
+    weigh by their own kernel sums, out of the one-thread prediction (``Correction.apart``)."""
+    held = [{pred.group_of(Kernel(**x)) for x in a["kernels"]} for a in archs if a["role"] == "fit"]
+    return tuple(g for g in APART if sum(g in h for h in held) >= pred.MIN_BEYOND_CACHE)
+
+
+def _base_predictions(base: Base, cache_kb: int | None, wb: int, apart: tuple[str, ...] = ()
+                      ) -> dict[str, dict[str, float]]:
     """The one-thread configuration's p50 and p90 prediction of each of its measured architectures: ``stored_*`` with
     its stored correction, ``held_*`` with its correction fitted on its fitting architectures alone (so that a
     validation architecture's prediction at more threads is held out of every fit it rests on); ``*2d_*`` the same
-    of each architecture's kernels other than 1-D convolutions (``Correction.base_2d``)."""
+    of each architecture's kernels other than 1-D convolutions (``Correction.base_2d``); both without the groups
+    ``apart``."""
     cfg, data = base
     rows = [(a, [Kernel(**x) for x in a["kernels"]]) for a in _predictable(data["archs"], cfg.forests)]
     kms = {a["name"]: cfg.kernel_ms(ks) for a, ks in rows}
@@ -209,7 +227,8 @@ def _base_predictions(base: Base, cache_kb: int | None, wb: int) -> dict[str, di
     out: dict[str, dict[str, float]] = {}
     for q in ("p50", "p90"):
         held = pred.fit_correction(fitting, [a[f"{q}_ms"] for a, _ in rows if a["role"] == "fit"], cache_kb, wb)
-        for tag, keep in (("", lambda k: True), ("2d", lambda k: pred.group_of(k) != "conv1d")):
+        for tag, keep in (("", lambda k: pred.group_of(k) not in apart),
+                          ("2d", lambda k: pred.group_of(k) not in (*apart, "conv1d"))):
             on = {a["name"]: [(k, m) for k, m in zip(ks, kms[a["name"]]) if keep(k)] for a, ks in rows}
             out[f"held{tag}_{q}"] = {n: held.apply([k for k, _ in x], [m for _, m in x]) for n, x in on.items()}
             out[f"stored{tag}_{q}"] = {n: getattr(cfg, q).apply([k for k, _ in x], [m for _, m in x])

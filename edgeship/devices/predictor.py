@@ -198,6 +198,14 @@ class Correction(Strict):
     # a second thread gains a 1-D model less than a 2-D one (p30: 0.57-0.94x its one-thread time against 0.50x);
     # None: ``base`` for every model (files before it)
     base_1d: float | None = None
+    # groups left out of ``base``'s one-thread prediction, weighed by their own kernel sums at this thread count
+    # (``b``): element-wise kernels that a second thread does not speed up (``fitting.apart_groups``); [] in older files
+    apart: list[str] = []
+
+    def in_base(self, k: Kernel) -> bool:
+        """Whether ``k`` counts in the one-thread prediction ``base`` weighs (not a 1-D convolution under
+        ``base_2d``, nor of a group ``apart``)."""
+        return group_of(k) not in self.apart and not (self.base_2d and group_of(k) == "conv1d")
 
     def apply(self, ks: list[Kernel], kernel_ms: list[float], base_ms: float = 0.0) -> float:
         sums = group_sums(ks, kernel_ms)
@@ -366,7 +374,7 @@ def predict_kernels(pf: PredictorFile, ks: list[Kernel], fmt: str, precision: st
             raise EdgeshipError(f"the {pf.device} predictor's {fmt} {precision} model at {threads} thread(s) scales "
                                 f"its prediction at {cfg.base_threads}, which the file lacks",
                                 f"calibrate both: `edgeship profile RUN --calibrate --device {pf.device}`")
-        on = [k for k in ks if group_of(k) != "conv1d"] if cfg.p50.base_2d else ks
+        on = [k for k in ks if cfg.p50.in_base(k)]
         base_kernels = base.kernel_ms(on)
         base50, base90 = base.p50.apply(on, base_kernels), base.p90.apply(on, base_kernels)
     p50 = max(1e-4, cfg.p50.apply(ks, per_kernel, base50))
@@ -455,7 +463,7 @@ IMAGE_TERM = True  # False: the correction without ``g``, as calibrations before
 
 def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list[float], cache_kb: float | None = None,
                    weight_bytes: int = 4, base: list[float] | None = None, base_2d: bool = False,
-                   base_1d: bool = False, merged: tuple[str, ...] = ()) -> Correction:
+                   base_1d: bool = False, merged: tuple[str, ...] = (), apart: tuple[str, ...] = ()) -> Correction:
     """Least squares on relative error (every architecture weighs alike whatever its latency): one weight per
     kernel group, none negative, where there are architectures enough (else one for all); the weights term (not
     negative); the cache term (not negative) where the cache size is known and at least ``MIN_BEYOND_CACHE``
@@ -465,11 +473,13 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     ``base_1d``: the 1-D models' one-thread prediction has a weight of its own (``Correction.base_1d``; where at
     least ``MIN_BEYOND_CACHE`` architectures are 1-D); the image-input term (not negative) where at least
     ``MIN_BEYOND_CACHE`` architectures read an image of 2+ channels. ``merged``: groups weighed with their fallback
-    group whatever their count."""
+    group whatever their count. ``apart``: with ``base``, groups that ``base`` leaves out, each weighed by its own
+    sums (not negative)."""
     from scipy.optimize import lsq_linear  # heavy (scikit-learn's dependency): only calibration fits
 
     y = np.asarray(measured, dtype=np.float64)
     sums = [group_sums(ks, ms) for ks, ms in archs]
+    own = [[s[g] for s in sums] for g in apart] if base is not None else []  # (before any group falls back)
     counts = np.array([len(ks) for ks, _ in archs], dtype=np.float64)
     elems = np.array([input_elements(ks) for ks, _ in archs])
     mbs = np.array([weight_mb(ks, weight_bytes) for ks, _ in archs])
@@ -491,9 +501,9 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
     own_1d = base is not None and base_1d and int(is_1d.sum()) >= MIN_BEYOND_CACHE and not one_d
     if own_1d:
         assert base is not None
-        cols = [list(np.where(is_1d, 0.0, base)), list(np.where(is_1d, base, 0.0))]
+        cols = [list(np.where(is_1d, 0.0, base)), list(np.where(is_1d, base, 0.0)), *own]
     else:
-        cols = [list(base), *([[s["conv1d"] for s in sums]] if one_d else [])] if base is not None else \
+        cols = [list(base), *([[s["conv1d"] for s in sums]] if one_d else []), *own] if base is not None else \
             [[s[g] for s in sums] for g in groups] if per_group else [[sum(s.values()) for s in sums]]
     images = np.array([image_elements(ks) for ks, _ in archs])
     by_image = IMAGE_TERM and int((images > 0).sum()) >= MIN_BEYOND_CACHE
@@ -512,11 +522,12 @@ def fit_correction(archs: list[tuple[list[Kernel], list[float]]], measured: list
         dict.fromkeys(groups, 0.0 if base is not None else float(coef[1]))
     if one_d:
         b["conv1d"] = float(coef[2])
+    b.update(zip(apart if own else (), (float(v) for v in coef[n - len(own):n])))
     return Correction(a=float(coef[0]), b=b, c=float(coef[n]), d=float(coef[n + 1]), f=float(coef[n + 2]),
                       e=float(coef[n + 3]) if cached else 0.0, g=float(coef[-1]) if by_image else 0.0,
                       cache_kb=cache_kb if cached and not few else None,
                       weight_bytes=weight_bytes, base=float(coef[1]) if base is not None else 0.0, base_2d=one_d,
-                      base_1d=float(coef[2]) if own_1d else None)
+                      base_1d=float(coef[2]) if own_1d else None, apart=list(apart) if own else [])
 
 
 def error_stats(predicted: list[float], measured: list[float], noise: list[float] | None = None) -> ErrorStats:

@@ -10,8 +10,9 @@ half its MACs has depthwise convolutions of 12, 60, 92, 124 and 216 channels, an
 the unpruned FP32 one (benchmarks/results/scale.json, 1 thread: 0.603 against 0.396 ms; the 12-channel depthwise
 at 48x48 the slowest layer). So a depthwise convolution whose channel count is not a multiple of 16 is widened
 with zero channels: the convolution producing its input (through per-element ops that keep 0 at 0: Clip, Relu,
-per-tensor Q/DQ; and through a max or average pool, which reads each channel alone) gets zero filters and zero bias, it gets zero filters, and the convolutions reading its output
-get zero weights for those inputs. Quantized zeros are the zero point and the new scales repeat the last channel's
+per-tensor Q/DQ; and through a max or average pool, which reads each channel alone) gets zero filters and zero
+bias, it gets zero filters, and the convolutions reading its output get zero weights for those inputs. Quantized
+zeros are the zero point and the new scales repeat the last channel's
 (a bias's scale stays the input's times the weight's, which ONNX Runtime's QDQ fusion checks: with other scales it
 left those convolutions in float), so every output is bit-identical. Measured by benchmarks/ort_int8_small.py
 (results/ort_int8_small.json; an AVX-512 VNNI host shared with other jobs, 5 interleaved repeats in fresh

@@ -594,6 +594,51 @@ def test_the_correction_charges_a_multi_channel_image_input_once():
     assert old.g == 0 and old.apply(*archs[-1]) == pytest.approx(archs[-1][1][0] + archs[-1][1][1])
 
 
+def test_at_two_threads_element_wise_kernels_weigh_apart_from_the_one_thread_prediction():
+    """A softmax over a map that a second thread does not speed up (2-thread time = 1-thread time), in models whose
+    convolutions take half their one-thread time: the one-thread prediction scaled as a whole misses those models
+    by their softmax's share; with the softmax ``apart`` (out of the base, on its own 2-thread kernel times) the fit
+    gives 0.5 and 1.0 back and predicts every model within 1 %, and ``fitting.apart_groups`` picks it only where
+    4 fitting architectures hold one. ``predict_kernels`` leaves it out of the one-thread prediction it scales."""
+    from edgeship.devices import fitting
+
+    rng = np.random.default_rng(0)
+    archs, base_all, base_apart, measured = [], [], [], []
+    for i in range(24):
+        ks = [Kernel("conv", 64, 64, 16, 16, 3, 1), Kernel("fc", cin=16, cout=10)]
+        t1 = float(rng.uniform(1.0, 5.0))
+        soft = float(rng.uniform(0.1, 1.0)) if i % 2 else 0.0
+        kms = [0.5 * t1, 0.01]
+        if soft:
+            ks.insert(1, Kernel("eltwise", 64, 64, 16, 16, 4))
+            kms.insert(1, soft)
+        archs.append((ks, kms))  # the two-thread forests' times
+        base_all.append(t1 + soft + 0.01)
+        base_apart.append(t1 + 0.01)
+        measured.append(0.5 * (t1 + 0.01) + soft)
+    scaled = pred.fit_correction(archs, measured, base=base_all)
+    apart = pred.fit_correction(archs, measured, base=base_apart, apart=("eltwise4",))
+    assert apart.apart == ["eltwise4"] and scaled.apart == []
+    assert apart.base == pytest.approx(0.5, rel=0.02) and apart.b["eltwise4"] == pytest.approx(1.0, rel=0.02)
+    err = lambda c, base: [abs(c.apply(ks, ms, b) / m - 1) for (ks, ms), b, m in zip(archs, base, measured)]  # noqa: E731
+    assert max(err(apart, base_apart)) < 0.01 < 0.05 < max(err(scaled, base_all))
+    assert not apart.in_base(archs[1][0][1]) and apart.in_base(archs[1][0][0]) and scaled.in_base(archs[1][0][1])
+    data = [{"role": "fit", "kernels": [k.to_dict() for k in ks]} for ks, _ in archs]
+    assert fitting.apart_groups(data) == ("eltwise4",) and fitting.apart_groups(data[:7]) == ()
+    # predict_kernels: the one-thread configuration predicts the kernels in its base only
+    ks = [Kernel("conv", 16, 16, 16, 16, 3, 1), Kernel("eltwise", 16, 16, 16, 16, 4), Kernel("fc", cin=16, cout=10)]
+    pf = _config(covered=[pred.eltwise_tag(ks[1])])
+    one = pf.configs[pred.key("tflite", "int8", 1)]
+    grid = [Kernel("eltwise", h, h, c, c, 4) for h in (8, 16, 32) for c in (8, 16, 32)]
+    one.forests["eltwise"] = pred.fit_forest(grid, [k.hin * k.win * k.cin / 1e5 + 0.01 for k in grid])
+    pf.configs[pred.key("tflite", "int8", 2)] = one.model_copy(update={"threads": 2, "base_threads": 1,
+                                                                      "p50": apart, "p90": apart})
+    on = [ks[0], ks[2]]
+    want = apart.apply(ks, one.kernel_ms(ks), one.p50.apply(on, one.kernel_ms(on)))
+    assert want != pytest.approx(apart.apply(ks, one.kernel_ms(ks), one.p50.apply(ks, one.kernel_ms(ks))), rel=0.01)
+    assert pred.predict_kernels(pf, ks, "tflite", "int8", 2).p50_ms == pytest.approx(want, abs=1e-4)
+
+
 def test_the_openvino_reader_marks_convolutions_fed_signed_int8_as_the_runtime_runs_them(tmp_path):
     """``Kernel.sin`` from the IR NNCF wrote: a convolution fed by the model's (signed) input or by a linear
     convolution is 1, one fed by a ReLU is 0, and on a CPU with AMX the compiled model agrees (its convolution
