@@ -1390,6 +1390,14 @@ SECTIONS = (
     ("predictor_ort_eltwise_zen4_p41", lambda d: predictor_section(
         d, "Latency predictor, ONNX Runtime calibrated WITH element-wise kernels (an experiment: "
         "calibrate.ELTWISE_FORMATS with onnx, not adopted), judged on predictor_zen4_p40's 30 architectures")),
+    ("predictor_zen4_p42", lambda d: predictor_section(
+        d, "Latency predictor, the p39 calibration refitted with element-wise kernels apart at 2 threads "
+        "(Correction.apart) and ONNX Runtime INT8 depthwise convolutions aligned through pools, judged on 30 new "
+        "unseen architectures (seeds 400800-400829); the VM in a noisy state (repeat spreads 3.5-17 %)")),
+    ("predictor_zoo_zen4_p42", lambda d: predictor_zoo_section(
+        d, "Latency predictor on pretrained models, the Zen 4 EPYC: the p39 calibration as edgeship now fits it "
+        "(image-input term, element-wise kernels apart at 2 threads)",
+        "the p39 calibration refitted from its kept data (predictor_zoo.py --refit)")),
     ("predictor_eltwise_zen5", lambda d: predictor_section(
         d, "Latency predictor with element-wise kernels (PReLU, sigmoid, softmax, transpose, pad), 1 thread, AMD "
         "EPYC family 26: every configuration calibrated and judged on architectures with extras")),

@@ -82,19 +82,26 @@ def judged_file(args: argparse.Namespace):
 
 
 def refit(pf, data: Path) -> None:
-    """Each configuration of ``pf`` fitted again (``fitting.fit``) from its kept data set, its anchors kept."""
+    """Each configuration of ``pf`` fitted again (``fitting.fit``) from its kept data set, its anchors kept; at more
+    threads on the same runtime's refitted one-thread configuration where the file has one, as a calibration fits
+    it (``calibrate._fit``; before, this fitted a multi-thread one on its kernel sums: not the file a user has)."""
     import json
 
     from refit_in_context_1d import cache_of
     from refit_slow_dropped import open_keep
 
+    from edgeship.devices import predictor as pred
     from edgeship.devices.fitting import fit
 
     with tempfile.TemporaryDirectory() as tmp:
         keep = open_keep(data, tmp)
-        for key, cfg in list(pf.configs.items()):
-            kept = json.loads((keep / f"{cfg.format}-{cfg.precision}-{cfg.threads}.json").read_text())
-            pf.configs[key] = fit(kept, cfg.format, cfg.precision, cfg.threads, 0, cache_of(keep, None))
+        kept: dict[str, dict] = {}
+        for key, cfg in sorted(pf.configs.items(), key=lambda kc: kc[1].threads):  # one thread first: the base
+            kept[key] = json.loads((keep / f"{cfg.format}-{cfg.precision}-{cfg.threads}.json").read_text())
+            one = pred.key(cfg.format, cfg.precision, 1)
+            base = (pf.configs[one], kept[one]) if cfg.threads > 1 and one in kept else None
+            pf.configs[key] = fit(kept[key], cfg.format, cfg.precision, cfg.threads, 0, cache_of(keep, None),
+                                  base=base)
             pf.configs[key].anchors = cfg.anchors
             print(f"refitted {key}: stated p50 MAPE {pf.configs[key].error_p50.mape_pct} % (as calibrated "
                   f"{cfg.error_p50.mape_pct} %)", flush=True)
