@@ -1394,6 +1394,9 @@ SECTIONS = (
         d, "Latency predictor, the p39 calibration refitted with element-wise kernels apart at 2 threads "
         "(Correction.apart) and ONNX Runtime INT8 depthwise convolutions aligned through pools, judged on 30 new "
         "unseen architectures (seeds 400800-400829); the VM in a noisy state (repeat spreads 3.5-17 %)")),
+    ("predictor_zen4_p43", lambda d: predictor_section(
+        d, "Latency predictor, the same refitted file judged on 30 more new architectures (seeds 400900-400929); the "
+        "VM quiet at one thread (repeat spreads 0.8-3.2 %), noisy at two (9.6-21.5 %)")),
     ("predictor_zoo_zen4_p42", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, the Zen 4 EPYC: the p39 calibration as edgeship now fits it "
         "(image-input term, element-wise kernels apart at 2 threads)",
