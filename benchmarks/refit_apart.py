@@ -3,9 +3,8 @@ count (``Correction.apart``, ``fitting.APART``), scored on unseen architectures.
 
 At 2 threads a calibration weighs the same runtime's one-thread prediction in the kernel sums' place
 (refit_base_threads.py): a second thread is assumed to gain on every kernel what it gains on the fitting
-architectures. A softmax over a map does not (LiteRT runs an int8 one in its own single-threaded kernel: the 2-thread
-probes' forest times such kernels at 0.99-1.09x their one-thread time), and three architectures of
-predictor_zen4_p40.json whose score map took 14-19 % of their one-thread time were predicted 12-21 % low at 2
+architectures. A softmax over a map does not (LiteRT runs an int8 one in its own single-threaded kernel), and three
+architectures of predictor_zen4_p40.json with a score map, within 2 % at one thread, were predicted 12-21 % low at 2
 threads. This script refits kept data sets (``benchmarks/predictor.py --keep DIR``) three ways: ``none`` (every kernel
 within the one-thread prediction, as before), ``softmax`` (the softmax class apart) and ``every_class`` (every
 element-wise class apart, each with a weight of its own), and scores each on that run's 30 evaluation architectures,

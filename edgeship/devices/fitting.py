@@ -22,9 +22,9 @@ from edgeship.errors import EdgeshipError
 
 Base = tuple[pred.ConfigPredictor, dict]  # the one-thread configuration and its kernel data set
 # kernel groups a second thread speeds up little or not at all, weighed apart from the one-thread prediction
-# (``apart_groups``): element-wise kernels. LiteRT runs an int8 softmax in its own single-threaded kernel (the 2-thread
-# probes' forest times one at 0.99-1.09x its one-thread time); three of predictor_zen4_p40.json's architectures whose
-# score map took 14-19 % of their one-thread time were predicted 12-21 % low at 2 threads. Every class apart, each
+# (``apart_groups``): element-wise kernels. LiteRT runs an int8 softmax in its own single-threaded kernel; three of
+# predictor_zen4_p40.json's architectures with a score map, within 2 % at one thread, were predicted 12-21 % low at
+# 2 threads. Every class apart, each
 # with a weight of its own, rather than the softmax alone: the held-out validation error of that calibration's LiteRT
 # INT8 at 2 threads, 60 -> 78 % within +-10 % (MAPE 12.3 -> 10.3 %; the softmax alone: 61 %, 11.8 %; refit_apart.json)
 APART = ("eltwise1", "eltwise2", "eltwise3", "eltwise4")
