@@ -241,15 +241,47 @@ def _by_work(ks: list[Kernel], times: list[float | None], owner: dict[int, dict]
     return out
 
 
+# runtimes whose profiler adds its own cost to every layer it times: ONNX Runtime records timestamps and an event per
+# operator, so a calibration's layer times of an architecture sum to more than its p50 timed without the profiler.
+# Where that excess is one steady cost per layer (``steady_excess``), each layer's time is taken net of its
+# architecture's share: otherwise a small layer counts that cost as its own, and models of small layers were
+# over-predicted, which the correction's per-kernel term fits only on average. Where the excess is not steady (it is
+# then not the profiler's alone), the times are taken as counted. refit_net_of_profiler.json holds the excess per
+# layer of every kept calibration and the evaluation of each way
+NET_OF_PROFILER = ("onnx",)
+FLOOR = 0.2  # a layer's time net of that cost is at least this fraction of its counted time
+STEADY = 0.5  # steady: the excess per layer of nine in ten architectures is at least this fraction of its median
+
+
+def overhead_ms(a: dict) -> float:
+    """The excess per layer of architecture ``a`` (ms): its layers' summed times less its p50 timed without the
+    profiler, over its layer count (may be negative)."""
+    layers = a.get("layers") or []
+    return (sum(float(x["us"]) for x in layers) / 1e3 - a["p50_ms"]) / len(layers) if layers else 0.0
+
+
+def steady_excess(archs: list[dict]) -> bool:
+    """Whether the architectures' excess per layer is one steady cost: its 10th percentile over them at least
+    ``STEADY`` of its median, and that median above 0 (at least 10 architectures with counters)."""
+    added = sorted(overhead_ms(a) for a in archs if a.get("layers"))
+    if len(added) < 10:
+        return False
+    median = added[len(added) // 2]
+    return median > 0 and added[len(added) // 10] >= STEADY * median
+
+
 def samples(archs: list[dict], kind: str, fmt: str) -> tuple[list[Kernel], list[float]]:
-    """The in-context times of one kernel type over a calibration's architectures (those with ``layers``)."""
+    """The in-context times of one kernel type over a calibration's architectures (those with ``layers``), net of
+    what the runtime's profiler added to each layer where that is steady (``NET_OF_PROFILER``)."""
     ks, ms = [], []
+    net = fmt in NET_OF_PROFILER and steady_excess(archs)
     for a in archs:
         if not a.get("layers"):
             continue
         arch_ks = [Kernel(**x) for x in a["kernels"]]
+        added = max(overhead_ms(a), 0.0) if net else 0.0
         for k, t in zip(arch_ks, kernel_times(arch_ks, a["layers"], fmt)):
             if k.type == kind and t is not None and t > 0:
                 ks.append(k)
-                ms.append(t)
+                ms.append(max(t - added, FLOOR * t))
     return ks, ms

@@ -827,6 +827,39 @@ def test_kernel_forests_are_fitted_on_in_context_times_where_a_type_has_enough()
     assert bad.in_context == ["conv"] and bad.probes_mape_pct < bad.error_p50.mape_pct
 
 
+def test_onnx_runtime_in_context_times_are_net_of_what_its_profiler_adds_to_each_layer_where_that_is_steady():
+    """ONNX Runtime's profiler adds its own cost to every layer it counts: an architecture's layer times then sum to
+    more than its p50 without the profiler. Where that excess per layer is steady over the fitting architectures,
+    each kernel's in-context time is its layer's less its architecture's excess per layer (never below ``FLOOR`` of
+    it); where it is not steady, or for a runtime not in ``NET_OF_PROFILER``, the times are taken as counted."""
+    from edgeship.devices import in_context
+
+    ks = [Kernel("conv", 14, 14, 16, 16, 1), Kernel("conv", 14, 14, 16, 32, 1), Kernel("conv", 14, 14, 32, 32, 3)]
+    true_us = [3.0, 5.0, 40.0]
+
+    def arch(added_us: float, p50_less_us: float = 0.0) -> dict:
+        layers = [{"op": "QuantizeLinear", "in": [1, 16, 14, 14], "out": [1, 16, 14, 14], "us": 1.0 + added_us}]
+        layers += [{"op": "QLinearConv", "in": [1, 14, 14, k.cin], "out": [1, 14, 14, k.cout], "us": us + added_us}
+                   for k, us in zip(ks, true_us)]
+        return {"name": "a", "role": "fit", "kernels": [k.to_dict() for k in ks], "layers": layers,
+                "p50_ms": (1.0 + sum(true_us) - p50_less_us) / 1e3}
+
+    steady = [arch(2.0 + 0.1 * i) for i in range(10)]  # 2.0-2.9 us per layer
+    assert in_context.overhead_ms(steady[0]) == pytest.approx(2e-3) and in_context.steady_excess(steady)
+    got_ks, got_ms = in_context.samples(steady, "conv", "onnx")
+    assert got_ks == ks * 10 and got_ms[:3] == pytest.approx([us / 1e3 for us in true_us])
+    counted = [(us + 2.0) / 1e3 for us in true_us]
+    assert in_context.kernel_times(ks, steady[0]["layers"], "onnx") == pytest.approx(counted)
+    assert "openvino" not in in_context.NET_OF_PROFILER  # OpenVINO's counters sum to less than its p50
+    # an excess that is not one steady cost (here 0-9 us per layer): the times as counted
+    unsteady = [arch(float(i)) for i in range(10)]
+    assert not in_context.steady_excess(unsteady)
+    assert in_context.samples(unsteady, "conv", "onnx")[1][-3:] == pytest.approx([(us + 9.0) / 1e3 for us in true_us])
+    # a layer never goes below FLOOR of its counted time, however large its architecture's excess
+    slow_profile = [arch(2.0, p50_less_us=40.0) for _ in range(10)]
+    assert in_context.samples(slow_profile, "conv", "onnx")[1][0] == pytest.approx(in_context.FLOOR * counted[0])
+
+
 def test_the_stated_error_is_held_out_and_the_stored_correction_is_fitted_on_every_architecture():
     """``fit`` states the error of the correction fitted on the fitting architectures alone, measured on the
     validation ones it never saw; the correction it stores is then fitted on both sets. Here the validation
