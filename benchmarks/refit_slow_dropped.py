@@ -48,11 +48,19 @@ def drop_slow(data: dict) -> int:
 
 
 def open_keep(data: Path, tmp: str) -> Path:
-    """predictor.py's --keep directory, or the one a .tar.xz of it holds (extracted into ``tmp``)."""
+    """predictor.py's --keep directory, or the one a .tar.xz of it holds (extracted into ``tmp``). A .tar.xz of a
+    ``--calibrated`` run that kept only its evaluation architectures' kernels names, in ``calibration_from``, the
+    .tar.xz beside it that holds the calibration's data sets (the same for every run judging that calibration)."""
     if data.is_file():
         with tarfile.open(data) as tar:
             tar.extractall(tmp, filter="data")
-        return next(Path(tmp).rglob("eval_kernels.json")).parent
+        keep = next(Path(tmp).rglob("eval_kernels.json")).parent
+        if (ref := keep / "calibration_from").is_file():
+            calibration = open_keep(data.parent / ref.read_text().strip(), str(Path(tmp) / "calibration"))
+            for f in calibration.glob("*.json"):
+                if not (keep / f.name).exists():
+                    f.rename(keep / f.name)
+        return keep
     return data
 
 

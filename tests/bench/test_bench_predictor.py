@@ -271,3 +271,26 @@ def test_predictor_zoo_refits_a_multi_thread_configuration_on_its_one_thread_one
         kept = {t: json.loads(next(Path(tmp).rglob(f"onnx-fp32-{t}.json")).read_text()) for t in (1, 2)}
     own = fit(kept[2], "onnx", "fp32", 2, 0, 1024)  # on its kernel sums: what the refit did before
     assert own.base_threads is None and two.error_p50.mape_pct != own.error_p50.mape_pct
+
+
+def test_a_kept_run_of_a_calibration_judged_again_reads_that_calibration_from_the_file_it_names(tmp_path):
+    """A ``--calibrated`` run's kept data hold only its evaluation architectures' kernels and name, in
+    ``calibration_from``, the .tar.xz beside it with the calibration's data sets (p45 judged p39's calibration, kept
+    in p40's): ``open_keep`` gives a directory with both, the run's own kernels and not the named file's."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from refit_slow_dropped import open_keep
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    data = REPO / "benchmarks" / "data"
+    keep = open_keep(data / "predictor_zen4_p45_keep.tar.xz", str(tmp_path))
+    run = json.loads((REPO / "benchmarks" / "results" / "predictor_zen4_p45.json").read_text())
+    kernels = json.loads((keep / "eval_kernels.json").read_text())
+    assert {f"{r['arch']}-{r['config'].replace(':', '-')}:{r['threads']}" for r in run["rows"]} <= set(kernels)
+    assert sorted(p.name for p in keep.glob("*-*-?.json")) == sorted(
+        f"{c}-{t}.json" for c in ("onnx-fp32", "onnx-int8", "openvino-int8", "tflite-int8") for t in (1, 2))
+    calibration = json.loads((keep / "onnx-int8-1.json").read_text())
+    assert len([a for a in calibration["archs"] if a["role"] == "fit"]) == 72
+    p40 = open_keep(data / "predictor_zen4_p40_keep.tar.xz", str(tmp_path / "p40"))
+    assert (p40 / "onnx-int8-1.json").read_bytes() == (keep / "onnx-int8-1.json").read_bytes()
+    assert json.loads((p40 / "eval_kernels.json").read_text()) != kernels  # the same names, other architectures
