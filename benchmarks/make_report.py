@@ -1421,6 +1421,10 @@ SECTIONS = (
         d, "Latency predictor, the p39 calibration refitted with ONNX Runtime's in-context times net of its "
         "profiler's steady per-layer cost, judged on 30 new architectures (seeds 401100-401129); the VM noisy "
         "throughout (repeat spreads 6.7-21.7 %): not a judgement")),
+    ("predictor_zen4_p46", lambda d: predictor_section(
+        d, "Latency predictor, the same file (ONNX Runtime's in-context times net of its profiler's steady per-layer "
+        "cost) judged on 30 more new architectures (seeds 401200-401229); the VM near quiet at one thread (repeat "
+        "spreads 2.5-8.5 %), noisy at two (14-31 %)")),
     ("predictor_zoo_zen4_p42", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, the Zen 4 EPYC: the p39 calibration as edgeship now fits it "
         "(image-input term, element-wise kernels apart at 2 threads)",
