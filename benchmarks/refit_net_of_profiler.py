@@ -51,8 +51,9 @@ MODES = ("as_counted", "net_everywhere", "shipped")
 def added_per_layer(data: dict, steady_excess) -> dict | None:
     """The excess per layer over the fitting architectures (us): its quantiles, and whether it is steady
     (``steady_excess``: the shipped test)."""
-    added = sorted((sum(float(x["us"]) for x in a["layers"]) / 1e3 - a["p50_ms"]) / len(a["layers"]) * 1e3
-                   for a in data["archs"] if a["role"] == "fit" and a.get("layers"))
+    from edgeship.devices.in_context import overhead_ms
+
+    added = sorted(overhead_ms(a) * 1e3 for a in data["archs"] if a["role"] == "fit" and a.get("layers"))
     if len(added) < 10:
         return None
     q = statistics.quantiles(added, n=10)
