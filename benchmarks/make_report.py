@@ -1425,6 +1425,9 @@ SECTIONS = (
         d, "Latency predictor, the same file (ONNX Runtime's in-context times net of its profiler's steady per-layer "
         "cost) judged on 30 more new architectures (seeds 401200-401229); the VM near quiet at one thread (repeat "
         "spreads 2.5-8.5 %), noisy at two (14-31 %)")),
+    ("predictor_zen4_p47", lambda d: predictor_section(
+        d, "Latency predictor, the same file judged on 30 more new architectures (seeds 401300-401329); the VM noisy "
+        "throughout (repeat spreads 12-20 %): not a judgement")),
     ("predictor_zoo_zen4_p42", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, the Zen 4 EPYC: the p39 calibration as edgeship now fits it "
         "(image-input term, element-wise kernels apart at 2 threads)",

@@ -243,14 +243,18 @@ def _by_work(ks: list[Kernel], times: list[float | None], owner: dict[int, dict]
 
 # runtimes whose profiler adds its own cost to every layer it times: ONNX Runtime records timestamps and an event per
 # operator, so a calibration's layer times of an architecture sum to more than its p50 timed without the profiler.
-# Where that excess is one steady cost per layer (``steady_excess``), each layer's time is taken net of its
-# architecture's share: otherwise a small layer counts that cost as its own, and models of small layers were
-# over-predicted, which the correction's per-kernel term fits only on average. Where the excess is not steady (it is
-# then not the profiler's alone), the times are taken as counted. refit_net_of_profiler.json holds the excess per
-# layer of every kept calibration and the evaluation of each way
+# Where that excess is one steady cost per layer (``profiler_cost_ms``), each layer's time is taken net of it:
+# otherwise a small layer counts that cost as its own, and models of small layers were over-predicted, which the
+# correction's per-kernel term fits only on average. Where the excess is not steady (it is then not the profiler's
+# alone), the times are taken as counted. The cost is read off the smaller half of the fitting architectures by p50:
+# the profiled run and the p50 are timed apart, and their difference carries noise in proportion to a model's time,
+# which over a large model's few layers outweighs a cost of 1-4 us each (p39's ONNX Runtime FP32 data set at one
+# thread: 10th-90th percentile 0.69-1.59 us per layer over the smaller half, -1.28 to +16.8 us over the larger).
+# refit_net_of_profiler_smaller_half.json holds the excess per layer of every kept calibration and the evaluation of
+# each way
 NET_OF_PROFILER = ("onnx",)
 FLOOR = 0.2  # a layer's time net of that cost is at least this fraction of its counted time
-STEADY = 0.5  # steady: the excess per layer of nine in ten architectures is at least this fraction of its median
+STEADY = (0.5, 1.5)  # steady: 9 in 10 of the smaller half's excesses per layer within these multiples of its median
 
 
 def overhead_ms(a: dict) -> float:
@@ -260,26 +264,29 @@ def overhead_ms(a: dict) -> float:
     return (sum(float(x["us"]) for x in layers) / 1e3 - a["p50_ms"]) / len(layers) if layers else 0.0
 
 
-def steady_excess(archs: list[dict]) -> bool:
-    """Whether the architectures' excess per layer is one steady cost: its 10th percentile over them at least
-    ``STEADY`` of its median, and that median above 0 (at least 10 architectures with counters)."""
-    added = sorted(overhead_ms(a) for a in archs if a.get("layers"))
-    if len(added) < 10:
-        return False
-    median = added[len(added) // 2]
-    return median > 0 and added[len(added) // 10] >= STEADY * median
+def profiler_cost_ms(archs: list[dict]) -> float | None:
+    """The profiler's cost per layer over the architectures with counters (ms): the median excess per layer of the
+    smaller half of them by p50, where it is one steady cost (its 10th and 90th percentiles there within ``STEADY``
+    of the median, the median above 0, at least 10 architectures in that half); else None."""
+    by_time = sorted((a for a in archs if a.get("layers")), key=lambda a: a["p50_ms"])
+    added = sorted(overhead_ms(a) for a in by_time[: len(by_time) // 2])
+    n = len(added)
+    if n < 10:
+        return None
+    median = added[n // 2]
+    steady = median > 0 and STEADY[0] * median <= added[n // 10] and added[n - 1 - n // 10] <= STEADY[1] * median
+    return median if steady else None
 
 
 def samples(archs: list[dict], kind: str, fmt: str) -> tuple[list[Kernel], list[float]]:
     """The in-context times of one kernel type over a calibration's architectures (those with ``layers``), net of
     what the runtime's profiler added to each layer where that is steady (``NET_OF_PROFILER``)."""
     ks, ms = [], []
-    net = fmt in NET_OF_PROFILER and steady_excess(archs)
+    added = (profiler_cost_ms(archs) if fmt in NET_OF_PROFILER else None) or 0.0
     for a in archs:
         if not a.get("layers"):
             continue
         arch_ks = [Kernel(**x) for x in a["kernels"]]
-        added = max(overhead_ms(a), 0.0) if net else 0.0
         for k, t in zip(arch_ks, kernel_times(arch_ks, a["layers"], fmt)):
             if k.type == kind and t is not None and t > 0:
                 ks.append(k)

@@ -829,35 +829,51 @@ def test_kernel_forests_are_fitted_on_in_context_times_where_a_type_has_enough()
 
 def test_onnx_runtime_in_context_times_are_net_of_what_its_profiler_adds_to_each_layer_where_that_is_steady():
     """ONNX Runtime's profiler adds its own cost to every layer it counts: an architecture's layer times then sum to
-    more than its p50 without the profiler. Where that excess per layer is steady over the fitting architectures,
-    each kernel's in-context time is its layer's less its architecture's excess per layer (never below ``FLOOR`` of
-    it); where it is not steady, or for a runtime not in ``NET_OF_PROFILER``, the times are taken as counted."""
+    more than its p50 without the profiler. That cost is read off the smaller half of the fitting architectures by
+    p50 (a large model's excess per layer is mostly the noise between its two timings): where it is one steady cost
+    there, each kernel's in-context time is its layer's less that cost (never below ``FLOOR`` of it); where it is
+    not steady, or for a runtime not in ``NET_OF_PROFILER``, the times are taken as counted."""
     from edgeship.devices import in_context
 
     ks = [Kernel("conv", 14, 14, 16, 16, 1), Kernel("conv", 14, 14, 16, 32, 1), Kernel("conv", 14, 14, 32, 32, 3)]
+    big = Kernel("conv", 56, 56, 64, 64, 3)
     true_us = [3.0, 5.0, 40.0]
 
-    def arch(added_us: float, p50_less_us: float = 0.0) -> dict:
+    def arch(added_us: float, big_us: float = 0.0) -> dict:
+        kk, tt = (ks + [big], true_us + [big_us]) if big_us else (ks, true_us)
         layers = [{"op": "QuantizeLinear", "in": [1, 16, 14, 14], "out": [1, 16, 14, 14], "us": 1.0 + added_us}]
-        layers += [{"op": "QLinearConv", "in": [1, 14, 14, k.cin], "out": [1, 14, 14, k.cout], "us": us + added_us}
-                   for k, us in zip(ks, true_us)]
-        return {"name": "a", "role": "fit", "kernels": [k.to_dict() for k in ks], "layers": layers,
-                "p50_ms": (1.0 + sum(true_us) - p50_less_us) / 1e3}
+        layers += [{"op": "QLinearConv", "in": [1, k.hin, k.win, k.cin], "out": [1, k.hin, k.win, k.cout],
+                    "us": us + added_us} for k, us in zip(kk, tt)]
+        return {"name": "a", "role": "fit", "kernels": [k.to_dict() for k in kk], "layers": layers,
+                "p50_ms": (1.0 + sum(tt)) / 1e3}
 
-    steady = [arch(2.0 + 0.1 * i) for i in range(10)]  # 2.0-2.9 us per layer
-    assert in_context.overhead_ms(steady[0]) == pytest.approx(2e-3) and in_context.steady_excess(steady)
+    # ten small models at 2.0-2.36 us per layer; ten 3 ms ones whose excess is the noise between their two timings
+    large = [arch(added, big_us=3000.0) for added in (-2.5, 40.0, -1.0, 25.0, -2.0, 35.0, 5.0, 15.0, -1.5, 30.0)]
+    steady = [arch(2.0 + 0.04 * i) for i in range(10)] + large
+    assert in_context.overhead_ms(steady[0]) == pytest.approx(2e-3)
+    assert in_context.profiler_cost_ms(steady) == pytest.approx(2.2e-3)  # the small half's median
     got_ks, got_ms = in_context.samples(steady, "conv", "onnx")
-    assert got_ks == ks * 10 and got_ms[:3] == pytest.approx([us / 1e3 for us in true_us])
+    assert got_ks[:3] == ks and len(got_ks) == 10 * 3 + 10 * 4
+    assert got_ms[:3] == pytest.approx([(us - 0.2) / 1e3 for us in true_us])  # counted +2.0 us, less 2.2
+    big_layer = got_ms[30 + 4 + 3]  # the second large model (+40 us per layer as counted): less 2.2 us, not 40
+    assert big_layer == pytest.approx((3000.0 + 40.0 - 2.2) / 1e3)
     counted = [(us + 2.0) / 1e3 for us in true_us]
     assert in_context.kernel_times(ks, steady[0]["layers"], "onnx") == pytest.approx(counted)
     assert "openvino" not in in_context.NET_OF_PROFILER  # OpenVINO's counters sum to less than its p50
-    # an excess that is not one steady cost (here 0-9 us per layer): the times as counted
-    unsteady = [arch(float(i)) for i in range(10)]
-    assert not in_context.steady_excess(unsteady)
-    assert in_context.samples(unsteady, "conv", "onnx")[1][-3:] == pytest.approx([(us + 9.0) / 1e3 for us in true_us])
-    # a layer never goes below FLOOR of its counted time, however large its architecture's excess
-    slow_profile = [arch(2.0, p50_less_us=40.0) for _ in range(10)]
-    assert in_context.samples(slow_profile, "conv", "onnx")[1][0] == pytest.approx(in_context.FLOOR * counted[0])
+    # over all twenty the excess is not steady (10th percentile negative): the small half decides
+    assert sorted(in_context.overhead_ms(a) for a in steady)[2] < 0
+    # an excess that is not one steady cost in the small half (here 0-9 us per layer): the times as counted
+    unsteady = [arch(float(i)) for i in range(10)] + large
+    assert in_context.profiler_cost_ms(unsteady) is None
+    assert in_context.samples(unsteady, "conv", "onnx")[1][27:30] == pytest.approx(
+        [(us + 9.0) / 1e3 for us in true_us])
+    # two costs, not one (3.0-3.2 us for six, 10-13 us for four: the upper bound of STEADY): as counted
+    two = [arch(3.0 + 0.05 * i) for i in range(6)] + [arch(10.0 + i) for i in range(4)] + large
+    assert in_context.profiler_cost_ms(two) is None
+    # a layer never goes below FLOOR of its counted time, however large the cost
+    slow_profile = [arch(0.0, big_us=3000.0)] + [arch(20.0 + 0.2 * i) for i in range(10)] + large[:9]
+    assert in_context.profiler_cost_ms(slow_profile) == pytest.approx(21e-3)
+    assert in_context.samples(slow_profile, "conv", "onnx")[1][0] == pytest.approx(in_context.FLOOR * 3e-3)
 
 
 def test_the_stated_error_is_held_out_and_the_stored_correction_is_fitted_on_every_architecture():
