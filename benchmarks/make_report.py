@@ -1428,6 +1428,10 @@ SECTIONS = (
     ("predictor_zen4_p47", lambda d: predictor_section(
         d, "Latency predictor, the same file judged on 30 more new architectures (seeds 401300-401329); the VM noisy "
         "throughout (repeat spreads 12-20 %): not a judgement")),
+    ("predictor_zen4_p48", lambda d: predictor_section(
+        d, "Latency predictor, the p39 calibration refitted with ONNX Runtime's profiler cost read off the smaller "
+        "half of the fitting architectures, judged on 30 new architectures (seeds 401400-401429); one thread less "
+        "noisy (repeat spreads 1.3-8.7 %), two threads noisy (11.7-17.4 %)")),
     ("predictor_zoo_zen4_p42", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, the Zen 4 EPYC: the p39 calibration as edgeship now fits it "
         "(image-input term, element-wise kernels apart at 2 threads)",
@@ -1436,6 +1440,10 @@ SECTIONS = (
         d, "Latency predictor on pretrained models, the Zen 4 EPYC: the p39 calibration as edgeship now fits it "
         "(ONNX Runtime's in-context times net of its profiler's steady per-layer cost as well); process speeds "
         "a median 1.01 against the calibration's anchors, up to 1.23 in one process per 2-thread configuration",
+        "the p39 calibration refitted from its kept data (predictor_zoo.py --refit)")),
+    ("predictor_zoo_zen4_p48", lambda d: predictor_zoo_section(
+        d, "Latency predictor on pretrained models, the Zen 4 EPYC: the p39 calibration as edgeship now fits it "
+        "(ONNX Runtime's profiler cost read off the smaller half of the fitting architectures)",
         "the p39 calibration refitted from its kept data (predictor_zoo.py --refit)")),
     ("predictor_eltwise_zen5", lambda d: predictor_section(
         d, "Latency predictor with element-wise kernels (PReLU, sigmoid, softmax, transpose, pad), 1 thread, AMD "
