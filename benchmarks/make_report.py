@@ -1432,6 +1432,9 @@ SECTIONS = (
         d, "Latency predictor, the p39 calibration refitted with ONNX Runtime's profiler cost read off the smaller "
         "half of the fitting architectures, judged on 30 new architectures (seeds 401400-401429); one thread less "
         "noisy (repeat spreads 1.3-8.7 %), two threads noisy (11.7-17.4 %)")),
+    ("predictor_zen4_p49", lambda d: predictor_section(
+        d, "Latency predictor, the same file judged on 30 more new architectures (seeds 401500-401529); the VM noisy "
+        "(repeat spreads 5.2-29 %)")),
     ("predictor_zoo_zen4_p42", lambda d: predictor_zoo_section(
         d, "Latency predictor on pretrained models, the Zen 4 EPYC: the p39 calibration as edgeship now fits it "
         "(image-input term, element-wise kernels apart at 2 threads)",
